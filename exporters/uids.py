@@ -1,0 +1,65 @@
+"""Deterministic UIDs for everything the exporters produce.
+
+Re-running the same job (same study revision, same model version) reproduces
+the same UIDs, so a redelivered task overwrites nothing and duplicates nothing;
+a new revision or model version gives new UIDs (PACS such as Orthanc keep the
+first object when a SOP Instance UID repeats).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from engine.report import GroundedReport, derive_uid
+
+__all__ = ["OutputKind", "output_uid"]
+
+
+class OutputKind(enum.StrEnum):
+    """The kinds of object RadGround produces."""
+
+    SR = "sr"
+    GSPS = "gsps"
+    CSPS = "csps"
+    SECONDARY_CAPTURE = "sc"
+    FHIR = "fhir"
+
+
+def output_uid(
+    report: GroundedReport,
+    *,
+    revision: int,
+    kind: OutputKind,
+    language: str,
+    role: str,
+    part: str = "",
+) -> str:
+    """The UID of one output object or series.
+
+    Parameters
+    ----------
+    report
+        The report the output is built from (study UID and model version are used).
+    revision
+        The study revision (a study that received more instances after it was
+        processed gets a new revision and new outputs).
+    kind
+        Output kind.
+    language
+        BCP-47 tag of the output's language.
+    role
+        Which UID of the output: ``"series"``, ``"instance"``, ...
+    part
+        Disambiguates several outputs of one kind and language (e.g. the
+        source Series Instance UID a GSPS belongs to).
+    """
+    return derive_uid(
+        "radground-output",
+        report.study_instance_uid,
+        revision,
+        report.model.device_uid,
+        OutputKind(kind).value,
+        language,
+        role,
+        part,
+    )
