@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from engine import vocabulary
 from engine.model import GenerationRequest
 from engine.report import Task
 
@@ -55,20 +56,14 @@ IMAGE_PLACEHOLDER = "<image>"
 CHEST_XRAY = "chest x-ray image"
 
 #: The 12 Chest ImaGenome structures MedRegA grounds chest reports on, in MEDREGA.md's order.
-CHEST_IMAGENOME_STRUCTURES: tuple[str, ...] = (
-    "left lung",
-    "right lung",
-    "mediastinum",
-    "cardiac silhouette",
-    "left hilar structures",
-    "right hilar structures",
-    "left clavicle",
-    "right clavicle",
-    "left hemidiaphragm",
-    "right hemidiaphragm",
-    "right atrium",
-    "abdomen",
-)
+CHEST_IMAGENOME_STRUCTURES: tuple[str, ...] = tuple(e.name("en") for e in vocabulary.CHEST_IMAGENOME_STRUCTURES)
+
+#: MedRegA's organ lists (``MEDREGA.md``, "Organ lists") by the name :func:`organ_list` takes.
+_ORGAN_LISTS = {
+    "chest": vocabulary.CHEST_IMAGENOME_STRUCTURES,
+    "ct_mr_organs": vocabulary.CT_MR_ORGANS,
+    "lesions": vocabulary.LESIONS,
+}
 
 #: ``(task, language family)`` pairs whose wording is RadGround's, not MedRegA's.
 NOT_FROM_MEDREGA: frozenset[tuple[Task, str]] = frozenset(
@@ -197,29 +192,22 @@ def _with_article(phrase: str) -> str:
 
 
 def organ_list(body_part: str = "chest", *, language: str = "en") -> tuple[str, ...]:
-    """The structures MedRegA grounds a report on for ``body_part``, in ``language``.
+    """The structures MedRegA grounds a report on, named in ``language``.
 
-    For chest radiographs these are the 12 Chest ImaGenome structures
-    (``MEDREGA.md``, "Organ lists"). Chinese names come from
-    :mod:`engine.vocabulary`.
+    Parameters
+    ----------
+    body_part
+        ``"chest"``: the 12 Chest ImaGenome structures of a chest radiograph;
+        ``"ct_mr_organs"``: the 7 organs of organ-grounded CT/MR;
+        ``"lesions"``: the 12 lesion types (``MEDREGA.md``, "Organ lists").
+    language
+        BCP-47 tag; names come from :mod:`engine.vocabulary`.
     """
-    if body_part.lower() != "chest":
-        raise PromptError(f"no organ list is known for body part {body_part!r}; pass targets explicitly")
-    family = prompt_language(language)
-    if family == "en":
-        return CHEST_IMAGENOME_STRUCTURES
-    return _chinese_structure_names(CHEST_IMAGENOME_STRUCTURES)
-
-
-def _chinese_structure_names(names: Sequence[str]) -> tuple[str, ...]:
-    try:
-        from engine import vocabulary
-    except ImportError as exc:  # written in parallel; may not exist yet
-        raise PromptError("Chinese organ names need engine.vocabulary, which is not available") from exc
-    translate = getattr(vocabulary, "translate", None)
-    if translate is None:
-        raise PromptError("engine.vocabulary has no translate(); cannot name organs in Chinese")
-    return tuple(translate(name, "zh-CN") for name in names)
+    entries = _ORGAN_LISTS.get(body_part.lower())
+    if entries is None:
+        raise PromptError(f"no organ list for {body_part!r}; known: {', '.join(_ORGAN_LISTS)}")
+    prompt_language(language)
+    return tuple(e.name(language) for e in entries)
 
 
 def build_prompt(request: GenerationRequest, *, modality_phrase: str = CHEST_XRAY) -> str:

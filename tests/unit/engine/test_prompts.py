@@ -152,3 +152,13 @@ def test_our_own_wordings_are_declared():
     assert (Task.REGION_TO_TEXT, "zh") in NOT_FROM_MEDREGA
     assert (Task.GROUNDED_REPORT, "en") not in NOT_FROM_MEDREGA
     assert (Task.REPORT, "zh") not in NOT_FROM_MEDREGA
+
+
+def test_chinese_chest_organ_list_comes_from_the_vocabulary():
+    names = organ_list("chest", language="zh-CN")
+    assert len(names) == 12 and names[1] == "右肺"
+    prompt = build_prompt(_request(Task.GROUNDED_REPORT, language="zh-CN", targets=names))
+    assert prompt.endswith("<ref>左肺</ref>、<ref>右肺</ref>、" + "、".join(f"<ref>{n}</ref>" for n in names[2:]))
+    assert len(organ_list("ct_mr_organs")) == 7 and len(organ_list("lesions")) == 12
+    with pytest.raises(PromptError, match="known"):
+        organ_list("knee")
