@@ -130,8 +130,9 @@ def split_by_patient(
 def to_model_input(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A grayscale image in [0, 1] stretched to ``size`` = (width, height).
 
-    Bilinear resampling with PIL (antialiased when shrinking), on float32,
-    like :mod:`engine.pixels` for a stretched model input.
+    Bicubic resampling with PIL on float32 (antialiased when shrinking), then
+    clipped to [0, 1]: exactly what :mod:`engine.pixels` does to a DICOM frame
+    for a stretched model input (InternVL/MedRegA's bicubic resize).
 
     Returns
     -------
@@ -141,7 +142,7 @@ def to_model_input(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     gray = np.asarray(gray, dtype=np.float32)
     if gray.ndim != 2:
         raise DatasetError(f"to_model_input needs a 2-D grayscale image, got shape {gray.shape}")
-    resized = Image.fromarray(gray, mode="F").resize(size, Image.Resampling.BILINEAR)
+    resized = Image.fromarray(gray, mode="F").resize(size, Image.Resampling.BICUBIC)
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
