@@ -1,0 +1,42 @@
+"""Errors of the DICOM node, each mapped to one DICOM status by the SCP."""
+
+__all__ = [
+    "DicomNodeError",
+    "DuplicateInstanceError",
+    "InsufficientStorageError",
+    "InvalidInstanceError",
+    "StorageError",
+    "StoreRefusedError",
+]
+
+
+class DicomNodeError(Exception):
+    """Base class of the node's errors."""
+
+
+class InvalidInstanceError(DicomNodeError):
+    """A received data set lacks, or has an invalid, identifying attribute (UIDs)."""
+
+
+class StorageError(DicomNodeError):
+    """A received instance could not be written to the storage root."""
+
+
+class InsufficientStorageError(StorageError):
+    """Free disk space would fall below the configured reserve."""
+
+
+class DuplicateInstanceError(StorageError):
+    """The SOP Instance UID is already stored and the policy is to reject it."""
+
+
+class StoreRefusedError(DicomNodeError):
+    """The "instance stored" hook refused the instance (e.g. its index is down).
+
+    Raised by the hook given to the SCP; ``transient`` says whether the sender
+    should retry later (Out of Resources) or not (Processing Failure).
+    """
+
+    def __init__(self, reason: str, *, transient: bool = True) -> None:
+        super().__init__(reason)
+        self.transient = transient

@@ -1,0 +1,383 @@
+"""The Storage SCP: C-ECHO and C-STORE, admission control, durable storage.
+
+The SCP is deliberately thin (STYLE.md §5): handlers are declared in one place
+and return DICOM statuses; no pixel decoding and no slow work on the
+association thread. Received bytes are stored exactly as they arrived
+(:mod:`dicom_node.storage`) and the caller's ``on_stored`` hook is told about
+each instance; the node knows nothing of databases or queues.
+
+Speed: a sender with Nagle's algorithm on (dcmtk's ``storescu`` as Debian
+ships it, and many PACS) stalls on every C-STORE until the receiver ACKs its
+previous small segment, and Linux delays that ACK by up to 40 ms. The server
+re-arms ``TCP_QUICKACK`` after every read, which removes the stall for every
+sender, and sets ``TCP_NODELAY`` for its own responses.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, evt
+from pynetdicom.transport import ThreadedAssociationServer
+
+from dicom_node.conformance import StoreStatus, contexts_preferring_requestor, scp_contexts
+from dicom_node.errors import (
+    DuplicateInstanceError,
+    InsufficientStorageError,
+    InvalidInstanceError,
+    StorageError,
+    StoreRefusedError,
+)
+from dicom_node.storage import InstanceStore, StoreOutcome
+from dicom_node.uids import is_valid_uid, short_uid
+
+__all__ = [
+    "AllowedPeer",
+    "AssociationLimiter",
+    "StorageSCP",
+    "StoredInstance",
+    "ThreadAssociationLimiter",
+]
+
+logger = logging.getLogger(__name__)
+
+# A-ASSOCIATE-RJ (PS3.8 §9.3.4): result, source, diagnostic.
+_REJECT_CALLING_AE = (0x01, 0x01, 0x03)  # permanent, service user, calling AE title not recognised
+_REJECT_CALLED_AE = (0x01, 0x01, 0x07)  # permanent, service user, called AE title not recognised
+_REJECT_LIMIT = (0x02, 0x03, 0x02)  # transient, service provider (presentation), local limit exceeded
+
+_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+
+
+@dataclass(frozen=True)
+class AllowedPeer:
+    """A calling AE title allowed to send, optionally only from one host (IP address)."""
+
+    ae_title: str
+    host: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.ae_title.strip() or len(self.ae_title) > 16:
+            raise ValueError(f"AE title must be 1-16 characters, got {self.ae_title!r}")
+
+    def matches(self, ae_title: str, host: str) -> bool:
+        return self.ae_title.strip() == ae_title.strip() and (self.host is None or self.host == host)
+
+
+class AssociationLimiter(Protocol):
+    """Counts concurrent associations (possibly across processes)."""
+
+    def try_acquire(self) -> bool: ...
+
+    def release(self) -> None: ...
+
+
+class ThreadAssociationLimiter:
+    """An :class:`AssociationLimiter` for one process."""
+
+    def __init__(self, maximum: int) -> None:
+        if maximum < 1:
+            raise ValueError(f"maximum associations must be >= 1, got {maximum}")
+        self._semaphore = threading.BoundedSemaphore(maximum)
+
+    def try_acquire(self) -> bool:
+        return self._semaphore.acquire(blocking=False)
+
+    def release(self) -> None:
+        self._semaphore.release()
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    """An instance that is on disk, as told to the ``on_stored`` hook.
+
+    ``header`` is the received data set (decoded lazily by pydicom; do not
+    touch Pixel Data on the association thread).
+    """
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax_uid: str
+    relative_path: str
+    size: int
+    outcome: StoreOutcome
+    calling_ae_title: str
+    peer_host: str
+    received_at: datetime
+    header: Dataset = field(compare=False, repr=False)
+
+
+class _QuickAckSocket(socket.socket):
+    """A connected socket that ACKs every read at once (see the module docstring)."""
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:  # type: ignore[override]
+        data = super().recv(bufsize, flags)
+        if _TCP_QUICKACK is not None and data:
+            try:
+                self.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+            except OSError:
+                pass  # the peer closed the connection; the next read reports it
+        return data
+
+
+class _NodeServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with quick ACKs and, optionally, SO_REUSEPORT.
+
+    SO_REUSEPORT lets several listener processes bind the same port; the
+    kernel spreads connections over them, so ingest is not bound to one GIL.
+    """
+
+    reuse_port = False
+
+    def server_bind(self) -> None:
+        if self.reuse_port:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        fd, address = self.socket._accept()  # type: ignore[attr-defined]
+        client = _QuickAckSocket(self.socket.family, self.socket.type, self.socket.proto, fileno=fd)
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.ssl_context:
+            client = self.ssl_context.wrap_socket(client, server_side=True)
+        return client, address
+
+
+class _ReusePortServer(_NodeServer):
+    reuse_port = True
+
+
+class StorageSCP:
+    """A Storage SCP (PS3.4 Annex B) with Verification (Annex A).
+
+    Parameters
+    ----------
+    store
+        Where received instances are written.
+    ae_title
+        This node's AE title.
+    on_stored
+        Called on the association thread after each instance is durably
+        stored; must be quick (an index insert). Raise
+        :class:`~dicom_node.errors.StoreRefusedError` to refuse the instance:
+        the file is removed again and the sender gets Out of Resources
+        (transient) or Processing Failure.
+    allowed_peers
+        Calling AE titles (optionally with host) allowed to associate; empty
+        allows any.
+    require_called_ae_title
+        Reject associations addressed to another AE title.
+    limiter
+        Caps concurrent associations (default: 10 in this process).
+    network_timeout, acse_timeout, dimse_timeout
+        Seconds (pynetdicom's timeouts).
+    maximum_pdu_size
+        Maximum PDU size this node receives (0 = unlimited).
+    """
+
+    def __init__(
+        self,
+        store: InstanceStore,
+        *,
+        ae_title: str,
+        on_stored: Callable[[StoredInstance], None] | None = None,
+        allowed_peers: Sequence[AllowedPeer] = (),
+        require_called_ae_title: bool = True,
+        limiter: AssociationLimiter | None = None,
+        network_timeout: float = 60.0,
+        acse_timeout: float = 30.0,
+        dimse_timeout: float = 60.0,
+        maximum_pdu_size: int = 262_144,
+    ) -> None:
+        self.store = store
+        self.ae_title = ae_title
+        self.on_stored = on_stored
+        self.allowed_peers = tuple(allowed_peers)
+        self.require_called_ae_title = require_called_ae_title
+        self.limiter = limiter or ThreadAssociationLimiter(10)
+        self._ae = AE(ae_title=ae_title)
+        self._ae.supported_contexts = scp_contexts()
+        self._ae.maximum_associations = 10_000  # the limiter decides, across processes
+        self._ae.network_timeout = network_timeout
+        self._ae.acse_timeout = acse_timeout
+        self._ae.dimse_timeout = dimse_timeout
+        self._ae.maximum_pdu_size = maximum_pdu_size
+        self._server: _NodeServer | None = None
+        self._slots: set[int] = set()
+        self._slots_lock = threading.Lock()
+        self._stopped = threading.Event()
+
+    @property
+    def handlers(self) -> list[tuple[Any, Callable[..., Any]]]:
+        """The event handlers, declared in one place."""
+        return [
+            (evt.EVT_REQUESTED, self._handle_requested),
+            (evt.EVT_CONN_CLOSE, self._handle_conn_close),
+            (evt.EVT_C_ECHO, self._handle_echo),
+            (evt.EVT_C_STORE, self._handle_store),
+        ]
+
+    def start(self, host: str, port: int, *, reuse_port: bool = False) -> tuple[str, int]:
+        """Start listening in background threads; returns the bound (host, port).
+
+        ``port=0`` binds an ephemeral port (tests).
+        """
+        server_class = _ReusePortServer if reuse_port else _NodeServer
+        self._server = self._ae.make_server(
+            (host, port), evt_handlers=self.handlers, server_class=server_class
+        )
+        threading.Thread(
+            target=self._server.serve_forever, name=f"StorageSCP:{port}", daemon=True
+        ).start()
+        bound = self._server.server_address
+        logger.info("Storage SCP %s listening on %s:%s", self.ae_title, bound[0], bound[1])
+        return bound[0], bound[1]
+
+    def serve_forever(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+        """Listen in the calling thread until :meth:`stop` is called from another thread."""
+        self.start(host, port, reuse_port=reuse_port)
+        self._stopped.wait()
+
+    def stop(self) -> None:
+        """Stop listening and abort running associations."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+        self._ae.shutdown()
+        self._stopped.set()
+
+    # -- handlers ---------------------------------------------------------
+
+    def _handle_requested(self, event: evt.Event) -> None:
+        """Admission control: calling AE (and host), called AE, association limit."""
+        assoc = event.assoc
+        calling = assoc.requestor.ae_title
+        called = assoc.requestor.primitive.called_ae_title
+        host = assoc.requestor.address
+        if self.allowed_peers and not any(p.matches(calling, host) for p in self.allowed_peers):
+            logger.warning("Rejected association from %r at %s: calling AE title not allowed", calling, host)
+            assoc.acse.send_reject(*_REJECT_CALLING_AE)
+            return
+        if self.require_called_ae_title and called.strip() != self.ae_title.strip():
+            logger.warning(
+                "Rejected association from %r at %s: called AE title %r is not %r",
+                calling, host, called, self.ae_title,
+            )
+            assoc.acse.send_reject(*_REJECT_CALLED_AE)
+            return
+        if not self.limiter.try_acquire():
+            logger.warning("Rejected association from %r at %s: maximum concurrent associations reached", calling, host)
+            assoc.acse.send_reject(*_REJECT_LIMIT)
+            return
+        with self._slots_lock:
+            self._slots.add(id(assoc))
+        assoc.acceptor.supported_contexts = contexts_preferring_requestor(
+            assoc.requestor.primitive.presentation_context_definition_list
+        )
+
+    def _handle_conn_close(self, event: evt.Event) -> None:
+        with self._slots_lock:
+            held = id(event.assoc) in self._slots
+            self._slots.discard(id(event.assoc))
+        if held:
+            self.limiter.release()
+
+    def _handle_echo(self, event: evt.Event) -> int:
+        return StoreStatus.SUCCESS
+
+    def _handle_store(self, event: evt.Event) -> int | Dataset:
+        received_at = datetime.now(timezone.utc)
+        assoc = event.assoc
+        calling, host = assoc.requestor.ae_title, assoc.requestor.address
+        request = event.request
+        sop_class_uid = str(request.AffectedSOPClassUID)
+        sop_instance_uid = str(request.AffectedSOPInstanceUID)
+        token = short_uid(sop_instance_uid)
+        try:
+            header = event.dataset
+            study_uid = _uid_attribute(header, "StudyInstanceUID")
+            series_uid = _uid_attribute(header, "SeriesInstanceUID")
+            dataset_sop_instance = _uid_attribute(header, "SOPInstanceUID")
+            dataset_sop_class = _uid_attribute(header, "SOPClassUID")
+        except InvalidInstanceError as exc:
+            return self._refuse(StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), calling, token)
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is "cannot understand"
+            return self._refuse(
+                StoreStatus.CANNOT_UNDERSTAND,
+                f"data set could not be parsed ({type(exc).__name__})",
+                calling,
+                token,
+            )
+        if dataset_sop_instance != sop_instance_uid or dataset_sop_class != sop_class_uid:
+            return self._refuse(
+                StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                "SOP Class/Instance UID in the data set differ from the C-STORE request",
+                calling,
+                token,
+            )
+        try:
+            result = self.store.write(
+                event.encoded_dataset(include_meta=True),
+                study_instance_uid=study_uid,
+                series_instance_uid=series_uid,
+                sop_instance_uid=sop_instance_uid,
+            )
+        except InsufficientStorageError as exc:
+            return self._refuse(StoreStatus.OUT_OF_RESOURCES, str(exc), calling, token)
+        except DuplicateInstanceError as exc:
+            return self._refuse(StoreStatus.DUPLICATE_SOP_INSTANCE, str(exc), calling, token)
+        except InvalidInstanceError as exc:
+            return self._refuse(StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), calling, token)
+        except StorageError as exc:
+            return self._refuse(StoreStatus.OUT_OF_RESOURCES, str(exc), calling, token)
+        instance = StoredInstance(
+            sop_class_uid=sop_class_uid,
+            sop_instance_uid=sop_instance_uid,
+            study_instance_uid=study_uid,
+            series_instance_uid=series_uid,
+            transfer_syntax_uid=str(event.context.transfer_syntax),
+            relative_path=result.relative_path,
+            size=result.size,
+            outcome=result.outcome,
+            calling_ae_title=calling,
+            peer_host=host,
+            received_at=received_at,
+            header=header,
+        )
+        if self.on_stored is not None:
+            try:
+                self.on_stored(instance)
+            except StoreRefusedError as exc:
+                if result.outcome is StoreOutcome.STORED:
+                    self.store.open(result.relative_path).unlink(missing_ok=True)
+                status = StoreStatus.OUT_OF_RESOURCES if exc.transient else StoreStatus.PROCESSING_FAILURE
+                return self._refuse(status, str(exc), calling, token)
+        logger.debug("Stored instance %s from %r (%s)", token, calling, result.outcome.value)
+        return StoreStatus.SUCCESS
+
+    @staticmethod
+    def _refuse(status: int, reason: str, calling: str, token: str) -> Dataset:
+        logger.warning("Refused instance %s from %r with status 0x%04X: %s", token, calling, status, reason)
+        response = Dataset()
+        response.Status = status
+        response.ErrorComment = reason[:64]
+        return response
+
+
+def _uid_attribute(dataset: Dataset, keyword: str) -> str:
+    value = dataset.get(keyword)
+    if value is None or str(value) == "":
+        raise InvalidInstanceError(f"{keyword} is missing")
+    value = str(value)
+    if not is_valid_uid(value):
+        raise InvalidInstanceError(f"{keyword} is not a valid DICOM UID")
+    return value

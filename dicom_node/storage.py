@@ -1,0 +1,227 @@
+"""Durable file storage of received instances, as received (no re-encoding).
+
+Layout under the storage root::
+
+    <StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm
+
+Every path component is a validated DICOM UID (:func:`dicom_node.uids.is_valid_uid`):
+digits and dots only, so no value a sender controls can escape the root.
+
+A file is written to a temporary name in its final directory, flushed and
+(by policy) fsynced, then atomically renamed into place, and the directory
+entry is fsynced: after a crash a file is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from dicom_node.errors import (
+    DuplicateInstanceError,
+    InsufficientStorageError,
+    InvalidInstanceError,
+    StorageError,
+)
+from dicom_node.uids import is_valid_uid
+
+__all__ = ["DuplicatePolicy", "FsyncPolicy", "InstanceStore", "StoreOutcome", "WriteResult"]
+
+
+class FsyncPolicy(enum.StrEnum):
+    """When written files reach stable storage before the sender is told "Success"."""
+
+    #: fsync each file and its directory entry before answering (default).
+    ALWAYS = "always"
+    #: Leave flushing to the operating system (faster; a power loss may lose
+    #: instances that were acknowledged).
+    NEVER = "never"
+
+
+class DuplicatePolicy(enum.StrEnum):
+    """What to do when a SOP Instance UID that is already stored arrives again."""
+
+    #: Keep the stored file when the new one is byte-identical, else replace it.
+    IGNORE_IF_IDENTICAL = "ignore-if-identical"
+    #: Always replace the stored file.
+    REPLACE = "replace"
+    #: Refuse the new instance with a failure status.
+    REJECT = "reject"
+
+
+class StoreOutcome(enum.StrEnum):
+    """What happened to a received instance."""
+
+    STORED = "stored"
+    REPLACED = "replaced"
+    IDENTICAL_DUPLICATE = "identical-duplicate"
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """Where an instance landed and what happened.
+
+    ``relative_path`` is relative to the storage root.
+    """
+
+    relative_path: str
+    size: int
+    outcome: StoreOutcome
+
+
+class InstanceStore:
+    """Writes received instances durably under ``root``.
+
+    Parameters
+    ----------
+    root
+        Storage root directory (created if missing).
+    fsync
+        When files reach stable storage (see :class:`FsyncPolicy`).
+    duplicates
+        Policy for an already stored SOP Instance UID.
+    reserve_bytes
+        Free space that must remain on the root's file system after a write;
+        a write that would go below it is refused (Out of Resources).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        fsync: FsyncPolicy = FsyncPolicy.ALWAYS,
+        duplicates: DuplicatePolicy = DuplicatePolicy.IGNORE_IF_IDENTICAL,
+        reserve_bytes: int = 0,
+    ) -> None:
+        if reserve_bytes < 0:
+            raise ValueError(f"reserve_bytes must be >= 0, got {reserve_bytes}")
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.fsync = FsyncPolicy(fsync)
+        self.duplicates = DuplicatePolicy(duplicates)
+        self.reserve_bytes = reserve_bytes
+        self._known_dirs: set[Path] = set()
+        self._dir_lock = threading.Lock()
+
+    def relative_path(self, *, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str) -> str:
+        """The path of an instance relative to the root, from validated UIDs only."""
+        for name, uid in (
+            ("StudyInstanceUID", study_instance_uid),
+            ("SeriesInstanceUID", series_instance_uid),
+            ("SOPInstanceUID", sop_instance_uid),
+        ):
+            if not is_valid_uid(uid):
+                raise InvalidInstanceError(f"{name} is not a valid DICOM UID")
+        return f"{study_instance_uid}/{series_instance_uid}/{sop_instance_uid}.dcm"
+
+    def free_bytes(self) -> int:
+        """Free bytes available to this process on the root's file system."""
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
+
+    def write(
+        self,
+        data: bytes | bytearray | memoryview,
+        *,
+        study_instance_uid: str,
+        series_instance_uid: str,
+        sop_instance_uid: str,
+    ) -> WriteResult:
+        """Store ``data`` (a complete DICOM file) for the given UIDs.
+
+        Raises
+        ------
+        InvalidInstanceError
+            A UID is not a valid DICOM UID (nothing is written).
+        InsufficientStorageError
+            The write would leave less than ``reserve_bytes`` free.
+        DuplicateInstanceError
+            The instance exists and the policy is :attr:`DuplicatePolicy.REJECT`.
+        StorageError
+            The file system refused the write.
+        """
+        relative = self.relative_path(
+            study_instance_uid=study_instance_uid,
+            series_instance_uid=series_instance_uid,
+            sop_instance_uid=sop_instance_uid,
+        )
+        size = len(data)
+        if self.reserve_bytes and self.free_bytes() - size < self.reserve_bytes:
+            raise InsufficientStorageError(
+                f"free disk space would fall below the reserve of {self.reserve_bytes} bytes"
+            )
+        target = self.root / relative
+        outcome = StoreOutcome.STORED
+        if target.exists():
+            if self.duplicates is DuplicatePolicy.REJECT:
+                raise DuplicateInstanceError("SOP Instance UID already stored (policy: reject)")
+            if self.duplicates is DuplicatePolicy.IGNORE_IF_IDENTICAL and _same_content(target, data):
+                return WriteResult(relative, size, StoreOutcome.IDENTICAL_DUPLICATE)
+            outcome = StoreOutcome.REPLACED
+        self._ensure_dir(target.parent)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                if self.fsync is FsyncPolicy.ALWAYS:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, target)
+            if self.fsync is FsyncPolicy.ALWAYS:
+                _fsync_dir(target.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorageError(f"disk full: {exc.strerror}") from exc
+            raise StorageError(f"could not write instance: {exc.strerror}") from exc
+        return WriteResult(relative, size, outcome)
+
+    def _ensure_dir(self, directory: Path) -> None:
+        if directory in self._known_dirs:
+            return
+        with self._dir_lock:
+            created = []
+            current = directory
+            while not current.exists():
+                created.append(current)
+                current = current.parent
+            directory.mkdir(parents=True, exist_ok=True)
+            if self.fsync is FsyncPolicy.ALWAYS:
+                for path in reversed(created):
+                    _fsync_dir(path.parent)
+            self._known_dirs.add(directory)
+            if len(self._known_dirs) > 10_000:
+                self._known_dirs.clear()
+
+    def open(self, relative_path: str) -> Path:
+        """The absolute path of a stored instance (the relative path must stay under root)."""
+        path = (self.root / relative_path).resolve()
+        if not path.is_relative_to(self.root):
+            raise InvalidInstanceError("path escapes the storage root")
+        return path
+
+
+def _same_content(path: Path, data: bytes | bytearray | memoryview) -> bool:
+    try:
+        if path.stat().st_size != len(data):
+            return False
+        return path.read_bytes() == bytes(data)
+    except OSError:
+        return False
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
