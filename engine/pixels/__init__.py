@@ -1,0 +1,44 @@
+"""The pixel pipeline: DICOM images → model input, and model boxes → source pixels.
+
+Public API
+----------
+:func:`prepare_image`
+    Decode one frame, apply the grayscale or colour pipeline and fit it to the model's
+    input size, returning a :class:`PreparedImage` whose :class:`ImageTransform` maps
+    model coordinates (pixels or MedRegA's 0–999) back to source pixels exactly.
+:func:`select_images`
+    Choose which images/frames of a study go to the model (:class:`ImageSelection`).
+
+Errors derive from :class:`PixelError`.
+"""
+
+from engine.pixels.decode import non_image_reason
+from engine.pixels.errors import (
+    CoordinateError,
+    DecodeError,
+    FrameSelectionError,
+    InvalidImageError,
+    NotAnImageError,
+    PixelError,
+    UnsupportedPixelDataError,
+)
+from engine.pixels.geometry import NORMALIZED_MAX, ImageTransform
+from engine.pixels.grayscale import PERCENTILE_WINDOW, Window
+from engine.pixels.prepare import PreparedImage, prepare_image
+
+__all__ = [
+    "NORMALIZED_MAX",
+    "PERCENTILE_WINDOW",
+    "CoordinateError",
+    "DecodeError",
+    "FrameSelectionError",
+    "ImageTransform",
+    "InvalidImageError",
+    "NotAnImageError",
+    "PixelError",
+    "PreparedImage",
+    "UnsupportedPixelDataError",
+    "Window",
+    "non_image_reason",
+    "prepare_image",
+]
