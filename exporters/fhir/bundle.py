@@ -1,0 +1,270 @@
+"""A RadGround result as one FHIR R4 transaction Bundle.
+
+The Bundle (FHIR R4 §3.3.1 "Bundle", §3.1.0.11 "transaction") holds the
+Patient, the model as a Device, the ImagingStudy, the DiagnosticReport and one
+Observation per finding. Entries refer to each other by their ``fullUrl``
+(``urn:uuid:``), which the EHR replaces with the ids it assigns (R4 §3.1.0.11.2).
+
+Idempotent delivery
+-------------------
+Deliveries are retried (a lost HTTP response, a redelivered Celery task), so
+posting the same Bundle twice must not create anything twice. Every entry is
+therefore a *conditional* interaction keyed on a business identifier
+(R4 §3.1.0.8.1 conditional create, §3.1.0.4.3 conditional update):
+
+* **Patient** — ``POST`` with ``ifNoneExist: identifier=<system>|<PatientID>``.
+  The EHR (or its MPI) owns demographics: an existing patient is referred to,
+  never overwritten from DICOM headers; a missing one is created once.
+* **ImagingStudy** — ``POST`` with ``ifNoneExist`` on the Study Instance UID
+  (``urn:dicom:uid|urn:oid:<uid>``). Where the imaging integration already
+  registered the study it usually knows more series than the images we
+  analysed; overwriting it would lose them. Our output series reach such a
+  record through the PACS, which receives our SR/GSPS.
+* **Device** — ``POST`` with ``ifNoneExist`` on the device UID of the model
+  version: one Device per model version, never duplicated.
+* **DiagnosticReport** and **Observation** — ``PUT`` conditional update
+  (``DiagnosticReport?identifier=…``) on identifiers derived from (study,
+  revision, model version[, tracking UID]) with
+  :func:`exporters.uids.output_uid`. They are ours: a redelivery updates the
+  same resources in place (creating them if missing), and a new revision or
+  model version gets new identifiers, hence new resources beside the old ones.
+  An Observation's conditional URL uses its own derived identifier, not the
+  finding's tracking UID, because DICOM tracking UIDs follow one finding
+  across reports over time: keyed on them, a later report would overwrite an
+  earlier report's observation.
+
+``fullUrl`` values are UUIDv5 of those derived UIDs, so the same report and
+revision always give the same Bundle, byte for byte (with the same ``issued``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, tzinfo
+from urllib.parse import quote
+
+from fhir.resources.R4B.bundle import Bundle, BundleEntry, BundleEntryRequest
+from fhir.resources.R4B.resource import Resource
+from pydicom.dataset import Dataset
+
+from engine.report import GroundedReport
+
+from ..errors import ExportError
+from ..uids import OutputKind, output_uid
+from .datatypes import DICOM_UID_SYSTEM, dicom_uid_identifier
+from .inputs import OutputSeriesRef, output_series_header, read_study_header
+from .rendering import render_report_html
+from .resources import (
+    build_device,
+    build_diagnostic_report,
+    build_imaging_study,
+    build_observation,
+    build_patient,
+)
+
+__all__ = ["build_fhir_bundle", "bundle_json"]
+
+_log = logging.getLogger(__name__)
+
+#: The ``language`` part of output UIDs: a FHIR Bundle carries every language
+#: (ISO 639-2 "mul", multiple languages), so choosing another primary language
+#: updates the same resources instead of creating new ones.
+_ALL_LANGUAGES = "mul"
+
+
+def _search_value(value: str) -> str:
+    """A token search parameter value, escaped (R4 §3.1.1.5.7 ``\\`` before
+    ``$ , |``) and percent-encoded for a URL query."""
+    escaped = value.replace("\\", "\\\\").replace("|", "\\|").replace(",", "\\,").replace("$", "\\$")
+    return quote(escaped, safe=":/.-_~")
+
+
+def _identifier_query(system: str, value: str) -> str:
+    return f"identifier={_search_value(system)}|{_search_value(value)}"
+
+
+def _full_url(uid: str) -> str:
+    return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_OID, uid)}"
+
+
+def _short(uid: str) -> str:
+    return hashlib.sha256(uid.encode("ascii")).hexdigest()[:12]
+
+
+def _create(full_url: str, resource: Resource, *, if_none_exist: str) -> BundleEntry:
+    return BundleEntry(
+        fullUrl=full_url,
+        resource=resource,
+        request=BundleEntryRequest(method="POST", url=resource.get_resource_type(), ifNoneExist=if_none_exist),
+    )
+
+
+def _update(full_url: str, resource: Resource, *, uid: str) -> BundleEntry:
+    url = f"{resource.get_resource_type()}?{_identifier_query(DICOM_UID_SYSTEM, f'urn:oid:{uid}')}"
+    return BundleEntry(fullUrl=full_url, resource=resource, request=BundleEntryRequest(method="PUT", url=url))
+
+
+def build_fhir_bundle(
+    report: GroundedReport,
+    sources: Sequence[Dataset],
+    *,
+    revision: int,
+    output_series: Sequence[OutputSeriesRef] = (),
+    primary_language: str = "en",
+    issued: datetime | None = None,
+    patient_identifier_system: str | Mapping[str, str] | None = None,
+    study_timezone: tzinfo | None = None,
+) -> Bundle:
+    """Build the FHIR R4 transaction Bundle for a report.
+
+    Parameters
+    ----------
+    report
+        The grounded report.
+    sources
+        Headers (pydicom datasets, pixel data not needed) of the report's
+        source images: all of the report's study and of one patient.
+    revision
+        The study revision the report is about (part of every derived id).
+    output_series
+        RadGround's own output series (SR, GSPS) to list in the ImagingStudy.
+    primary_language
+        Language of the resources' texts (``Resource.language``); the other
+        report languages follow as translation extensions, and every report
+        language gets its own ``presentedForm`` page.
+    issued
+        ``DiagnosticReport.issued`` / ``Observation.issued`` (timezone-aware);
+        by default the report's ``created_at``, so a rebuild is identical.
+    patient_identifier_system
+        Identifier system for the Patient ID when the source's issuer is
+        neither an OID nor a URI: one URI, or a mapping from issuer text
+        (``""`` for a missing issuer) to a URI. See
+        :func:`exporters.fhir.inputs.patient_identifier_system`.
+    study_timezone
+        Timezone of the source's dates and times when it carries no
+        Timezone Offset From UTC (0008,0201). Without either, effective
+        times are given to the day only: FHIR requires an offset on a
+        time, and a guessed one would shift the study by hours.
+
+    Returns
+    -------
+    fhir.resources.R4B.bundle.Bundle
+        A ``transaction`` Bundle; serialise it with :func:`bundle_json`.
+
+    Raises
+    ------
+    SourceError
+        The sources are empty, of another study or patient, lack a Patient ID,
+        or their patient-ID issuer has no usable system.
+    ExportError
+        Bad arguments (revision, language, naive ``issued``).
+    """
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
+        raise ExportError(f"revision must be a non-negative int, got {revision!r}")
+    if primary_language not in report.languages:
+        raise ExportError(
+            f"primary_language {primary_language!r} is not a language of the report ({', '.join(report.languages)})"
+        )
+    issued = report.created_at if issued is None else issued
+    if not isinstance(issued, datetime) or issued.tzinfo is None:
+        raise ExportError(f"issued must be a timezone-aware datetime, got {issued!r}")
+    output_series = tuple(output_series)
+    if not all(isinstance(s, OutputSeriesRef) for s in output_series):
+        raise ExportError("output_series must contain only OutputSeriesRef values")
+
+    study = read_study_header(
+        sources,
+        study_instance_uid=report.study_instance_uid,
+        patient_identifier_system_config=patient_identifier_system,
+        default_timezone=study_timezone,
+    )
+    known = {s.series_instance_uid for s in study.series}
+    clashes = [s for s in output_series if s.series_instance_uid in known]
+    if clashes:
+        raise ExportError("an output series has the Series Instance UID of a source series")
+
+    def uid(role: str, part: str = "") -> str:
+        return output_uid(
+            report, revision=revision, kind=OutputKind.FHIR, language=_ALL_LANGUAGES, role=role, part=part
+        )
+
+    patient_url = _full_url(uid("patient"))
+    study_url = _full_url(uid("imaging-study"))
+    device_url = _full_url(uid("device"))
+    report_uid = uid("diagnostic-report")
+
+    patient = build_patient(study.patient)
+    imaging_study = build_imaging_study(
+        study, [output_series_header(s) for s in output_series], patient=patient_url
+    )
+    device = build_device(report.model)
+
+    observation_entries = []
+    for finding in report.findings:
+        observation_uid = uid("observation", finding.tracking_uid)
+        observation = build_observation(
+            finding,
+            identifier_uid=observation_uid,
+            language=primary_language,
+            patient=patient_url,
+            imaging_study=study_url,
+            device=device_url,
+            effective=study.started,
+            issued=issued,
+        )
+        observation_entries.append(_update(_full_url(observation_uid), observation, uid=observation_uid))
+
+    languages = (primary_language, *(tag for tag in report.languages if tag != primary_language))
+    pages = [render_report_html(report, tag, study_date=study.started) for tag in languages]
+    diagnostic_report = build_diagnostic_report(
+        report,
+        identifier_uid=report_uid,
+        language=primary_language,
+        patient=patient_url,
+        imaging_study=study_url,
+        results=[entry.fullUrl for entry in observation_entries],
+        effective=study.started,
+        issued=issued,
+        pages=pages,
+    )
+
+    patient_identifier = patient.identifier[0]
+    entries = [
+        _create(
+            patient_url, patient,
+            if_none_exist=_identifier_query(patient_identifier.system, patient_identifier.value),
+        ),
+        _create(device_url, device, if_none_exist=_identifier_query(DICOM_UID_SYSTEM, f"urn:oid:{report.model.device_uid}")),
+        _create(
+            study_url, imaging_study,
+            if_none_exist=_identifier_query(DICOM_UID_SYSTEM, f"urn:oid:{report.study_instance_uid}"),
+        ),
+        _update(_full_url(report_uid), diagnostic_report, uid=report_uid),
+        *observation_entries,
+    ]
+    bundle = Bundle(
+        identifier=dicom_uid_identifier(uid("bundle")),
+        type="transaction",
+        timestamp=issued,
+        entry=entries,
+    )
+    _log.info(
+        "built FHIR transaction bundle for study %s revision %d: %d observations, %d languages",
+        _short(report.study_instance_uid), revision, len(observation_entries), len(languages),
+    )
+    return bundle
+
+
+def bundle_json(bundle: Bundle, *, indent: int | None = None) -> str:
+    """The Bundle as FHIR R4 JSON text (R4 §2.6.2 "JSON Representation").
+
+    Non-ASCII text is written as itself, not as ``\\u`` escapes; send the
+    result UTF-8 encoded (``application/fhir+json; charset=utf-8``). Only R4
+    elements are emitted (the R4B models used have the same elements as R4 for
+    the resources RadGround builds); the tests check it against the official
+    R4 JSON schema.
+    """
+    return bundle.model_dump_json(indent=indent, exclude_comments=True)

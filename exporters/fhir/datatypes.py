@@ -1,0 +1,116 @@
+"""FHIR R4 data-type values the resources share: codings, identifiers, translations.
+
+Every code here was checked against the FHIR R4 (4.0.1) specification, because
+the ``fhir.resources`` models do not check codes in required bindings:
+
+* ``urn:dicom:uid`` with ``urn:oid:`` values for DICOM UIDs (R4 §2.24.0.10
+  "Identifier", and ImagingStudy.identifier's notes);
+* the translation extension ``http://hl7.org/fhir/StructureDefinition/translation``
+  with sub-extensions ``lang`` (code, 1..1) and ``content`` (string or
+  markdown, 1..1), usable on string, code and markdown elements;
+* the language extension ``http://hl7.org/fhir/StructureDefinition/language``
+  (valueCode) for an element whose text is not in the resource's language.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fhir.resources.R4B.codeableconcept import CodeableConcept
+from fhir.resources.R4B.coding import Coding
+from fhir.resources.R4B.extension import Extension
+from fhir.resources.R4B.fhirprimitiveextension import FHIRPrimitiveExtension
+from fhir.resources.R4B.identifier import Identifier
+
+from engine.report import CodedConcept, Text
+
+__all__ = [
+    "DCM_SYSTEM",
+    "DICOM_UID_SYSTEM",
+    "LANGUAGE_URL",
+    "TRANSLATION_URL",
+    "coding_for",
+    "dicom_uid_identifier",
+    "localized",
+    "system_for_scheme",
+]
+
+#: Identifier.system for DICOM UIDs; values are ``urn:oid:<uid>``.
+DICOM_UID_SYSTEM = "urn:dicom:uid"
+#: The DICOM Controlled Terminology (PS3.16) as a FHIR code system.
+DCM_SYSTEM = "http://dicom.nema.org/resources/ontology/DCM"
+TRANSLATION_URL = "http://hl7.org/fhir/StructureDefinition/translation"
+LANGUAGE_URL = "http://hl7.org/fhir/StructureDefinition/language"
+
+#: DICOM Coding Scheme Designators (PS3.16 Table 8-1) and their FHIR system URIs
+#: (FHIR R4 §4.3 "Using Codes", "External code systems").
+_SCHEME_SYSTEMS: Mapping[str, str] = {
+    "SCT": "http://snomed.info/sct",
+    "SRT": "http://snomed.info/sct",
+    "LN": "http://loinc.org",
+    "DCM": DCM_SYSTEM,
+    "RADLEX": "http://radlex.org",
+    "RADLEX-ID": "http://radlex.org",
+    "UCUM": "http://unitsofmeasure.org",
+    "NCIT": "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl",
+}
+
+
+def system_for_scheme(scheme_designator: str) -> str:
+    """The FHIR code system URI for a DICOM Coding Scheme Designator.
+
+    Standard schemes map to their FHIR URIs. FHIR defines no URI for a
+    private DICOM scheme (PS3.16 §8.2, designators starting ``99``), so those
+    are carried as ``urn:radground:coding-scheme:<designator>``: unambiguous
+    within RadGround's outputs and never mistaken for a standard system.
+    """
+    known = _SCHEME_SYSTEMS.get(scheme_designator.upper())
+    if known is not None:
+        return known
+    return f"urn:radground:coding-scheme:{scheme_designator}"
+
+
+def coding_for(concept: CodedConcept) -> Coding:
+    """A FHIR Coding for a DICOM-style coded concept (value, scheme, meaning)."""
+    return Coding(
+        system=system_for_scheme(concept.scheme_designator),
+        version=concept.scheme_version,
+        code=concept.value,
+        display=concept.meaning,
+    )
+
+
+def dicom_uid_identifier(uid: str, *, use: str | None = None, type_: CodeableConcept | None = None) -> Identifier:
+    """An Identifier for a DICOM UID: system ``urn:dicom:uid``, value ``urn:oid:<uid>``."""
+    return Identifier(use=use, type=type_, system=DICOM_UID_SYSTEM, value=f"urn:oid:{uid}")
+
+
+def _translation(language: str, content: str, *, markdown: bool) -> Extension:
+    value = Extension(url="content", valueMarkdown=content) if markdown else Extension(url="content", valueString=content)
+    return Extension(url=TRANSLATION_URL, extension=[Extension(url="lang", valueCode=language), value])
+
+
+def localized(text: Text, language: str, *, markdown: bool = False) -> tuple[str, FHIRPrimitiveExtension | None]:
+    """A string element's value in ``language`` and its ``_element`` extensions.
+
+    The value is the text in ``language`` (the resource's language); every
+    other language of ``text`` follows as a translation extension. When
+    ``text`` has no value in ``language``, its own primary value is used and
+    marked with the language extension, so no reader mistakes its language.
+
+    Returns
+    -------
+    (value, extensions)
+        ``extensions`` is ``None`` when there is nothing to add.
+    """
+    value = text.get(language)
+    extensions: list[Extension] = []
+    if value is None:
+        value = text.primary
+        own = text.languages[0]
+        extensions.append(Extension(url=LANGUAGE_URL, valueCode=own))
+        others = [(tag, content) for tag, content in text.items() if tag != own]
+    else:
+        others = [(tag, content) for tag, content in text.items() if tag != language]
+    extensions.extend(_translation(tag, content, markdown=markdown) for tag, content in others)
+    return value, (FHIRPrimitiveExtension(extension=extensions) if extensions else None)

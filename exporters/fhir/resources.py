@@ -1,0 +1,334 @@
+"""The FHIR R4 resources of a RadGround result, built with ``fhir.resources``.
+
+One function per resource (FHIR R4 4.0.1; the R4B models used here have the
+same elements as R4 for every resource and data type emitted):
+
+* :func:`build_patient` — Patient from the DICOM Patient module;
+* :func:`build_imaging_study` — ImagingStudy (R4 §13.1) with the source series
+  and RadGround's output series;
+* :func:`build_device` — the model version as a Device (R4 §10.1);
+* :func:`build_observation` — one imaging Observation per finding;
+* :func:`build_diagnostic_report` — the DiagnosticReport (R4 §8.2).
+
+All codes in required bindings are named constants checked against the R4
+value sets: ``ObservationStatus`` / ``DiagnosticReportStatus`` ``preliminary``
+(AI output is unverified until a radiologist signs), ``ImagingStudyStatus``
+``available``, ``DeviceNameType`` ``model-name``, ``FHIRDeviceStatus``
+``active``, ``AdministrativeGender`` ``male | female | other``.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+
+from fhir.resources.R4B.annotation import Annotation
+from fhir.resources.R4B.attachment import Attachment
+from fhir.resources.R4B.codeableconcept import CodeableConcept
+from fhir.resources.R4B.coding import Coding
+from fhir.resources.R4B.device import Device, DeviceDeviceName, DeviceVersion
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+from fhir.resources.R4B.extension import Extension
+from fhir.resources.R4B.humanname import HumanName
+from fhir.resources.R4B.identifier import Identifier
+from fhir.resources.R4B.imagingstudy import ImagingStudy, ImagingStudySeries, ImagingStudySeriesInstance
+from fhir.resources.R4B.observation import Observation, ObservationComponent
+from fhir.resources.R4B.patient import Patient
+from fhir.resources.R4B.quantity import Quantity
+from fhir.resources.R4B.reference import Reference
+from pydicom.valuerep import PersonName
+
+from engine.report import Finding, FindingKind, GroundedReport, ModelInfo, Presence
+
+from .datatypes import DCM_SYSTEM, coding_for, dicom_uid_identifier, localized
+from .inputs import PatientHeader, SeriesHeader, StudyHeader
+from .rendering import RenderedPage
+
+__all__ = [
+    "build_device",
+    "build_diagnostic_report",
+    "build_imaging_study",
+    "build_observation",
+    "build_patient",
+]
+
+LOINC = "http://loinc.org"
+SNOMED = "http://snomed.info/sct"
+V2_0074 = "http://terminology.hl7.org/CodeSystem/v2-0074"
+OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+V3_INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+UCUM = "http://unitsofmeasure.org"
+EN_REPRESENTATION_URL = "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation"
+
+#: DiagnosticReport.category: LOINC LP29684-5 "Radiology" and v2-0074 RAD
+#: (R4 ValueSet diagnostic-service-sections), one concept in two code systems.
+RADIOLOGY_CATEGORY = (
+    Coding(system=LOINC, code="LP29684-5", display="Radiology"),
+    Coding(system=V2_0074, code="RAD", display="Radiology"),
+)
+#: DiagnosticReport.code: LOINC 18748-4 "Diagnostic imaging study".
+DIAGNOSTIC_IMAGING_STUDY = Coding(system=LOINC, code="18748-4", display="Diagnostic imaging study")
+#: Observation.category: observation-category ``imaging``.
+IMAGING_CATEGORY = Coding(system=OBSERVATION_CATEGORY, code="imaging", display="Imaging")
+#: Observation.code of an anatomy finding (a sentence about a structure, the
+#: structure in bodySite): LOINC 18782-3 "Radiology Study observation (narrative)".
+RADIOLOGY_OBSERVATION = Coding(system=LOINC, code="18782-3", display="Radiology Study observation (narrative)")
+#: DICOM Tracking Unique Identifier (DCM 112040), the type of the tracking-UID identifier.
+TRACKING_UID_TYPE = Coding(system=DCM_SYSTEM, code="112040", display="Tracking Unique Identifier")
+#: Presence as SNOMED CT qualifier values (valueCodeableConcept).
+PRESENCE_VALUES = {
+    Presence.PRESENT: Coding(system=SNOMED, code="52101004", display="Present"),
+    Presence.ABSENT: Coding(system=SNOMED, code="2667000", display="Absent"),
+    Presence.INDETERMINATE: Coding(system=SNOMED, code="82334004", display="Indeterminate"),
+}
+#: Presence of an abnormality as v3 ObservationInterpretation (interpretation).
+PRESENCE_INTERPRETATIONS = {
+    Presence.PRESENT: Coding(system=V3_INTERPRETATION, code="POS", display="Positive"),
+    Presence.ABSENT: Coding(system=V3_INTERPRETATION, code="NEG", display="Negative"),
+    Presence.INDETERMINATE: Coding(system=V3_INTERPRETATION, code="IND", display="Indeterminate"),
+}
+
+
+def _ref(full_url: str) -> Reference:
+    return Reference(reference=full_url)
+
+
+def _human_name(representation: str, name: PersonName, *, tagged: bool) -> HumanName:
+    given = [part for part in (name.given_name, name.middle_name) if part]
+    return HumanName(
+        extension=[Extension(url=EN_REPRESENTATION_URL, valueCode=representation)] if tagged else None,
+        family=name.family_name or None,
+        given=given or None,
+        prefix=[name.name_prefix] if name.name_prefix else None,
+        suffix=[name.name_suffix] if name.name_suffix else None,
+    )
+
+
+def build_patient(header: PatientHeader) -> Patient:
+    """The Patient from the source's Patient module (PS3.3 C.7.1.1).
+
+    Identifier: Patient ID with the system derived from its issuer (see
+    :func:`~exporters.fhir.inputs.patient_identifier_system`). Name, birth
+    date and gender only when the source has them; with several Person Name
+    component groups each becomes a HumanName tagged with the
+    ``iso21090-EN-representation`` extension (ABC, IDE, SYL).
+    """
+    tagged = len(header.names) > 1
+    return Patient(
+        identifier=[Identifier(system=header.identifier_system, value=header.identifier_value)],
+        name=[_human_name(rep, name, tagged=tagged) for rep, name in header.names] or None,
+        gender=header.gender,
+        birthDate=header.birth_date,
+    )
+
+
+def _series(series: SeriesHeader) -> ImagingStudySeries:
+    return ImagingStudySeries(
+        uid=series.series_instance_uid,
+        number=series.series_number,
+        modality=Coding(system=DCM_SYSTEM, code=series.modality),
+        description=series.description,
+        numberOfInstances=len(series.instances),
+        started=series.started,
+        instance=[
+            ImagingStudySeriesInstance(
+                uid=instance.sop_instance_uid,
+                sopClass=Coding(system="urn:ietf:rfc:3986", code=f"urn:oid:{instance.sop_class_uid}"),
+                number=instance.instance_number,
+            )
+            for instance in series.instances
+        ],
+    )
+
+
+def build_imaging_study(
+    study: StudyHeader, output_series: Sequence[SeriesHeader], *, patient: str
+) -> ImagingStudy:
+    """The ImagingStudy: identifier ``urn:oid:<StudyInstanceUID>`` (system
+    ``urn:dicom:uid``), status ``available``, the source series and
+    RadGround's output series with their instances.
+
+    ``modality`` lists the acquisition modalities only (R4: "the series.modality
+    values that are actual acquisition modalities"), so the SR and PR of the
+    outputs are not in it.
+    """
+    identifiers = [dicom_uid_identifier(study.study_instance_uid)]
+    if study.accession_number:
+        identifiers.append(
+            Identifier(
+                type=CodeableConcept(
+                    coding=[Coding(system="http://terminology.hl7.org/CodeSystem/v2-0203", code="ACSN",
+                                   display="Accession ID")]
+                ),
+                value=study.accession_number,
+            )
+        )
+    all_series = list(study.series) + list(output_series)
+    modalities = dict.fromkeys(s.modality for s in study.series)
+    return ImagingStudy(
+        identifier=identifiers,
+        status="available",
+        modality=[Coding(system=DCM_SYSTEM, code=m) for m in modalities],
+        subject=_ref(patient),
+        started=study.started,
+        numberOfSeries=len(all_series),
+        numberOfInstances=sum(len(s.instances) for s in all_series),
+        description=study.description,
+        series=[_series(s) for s in all_series],
+    )
+
+
+def build_device(model: ModelInfo) -> Device:
+    """The model version as a Device: identifier = its device UID (``urn:oid:``),
+    model name, version and manufacturer (as DICOM Contributing Equipment names it)."""
+    return Device(
+        identifier=[dicom_uid_identifier(model.device_uid)],
+        status="active",
+        manufacturer=model.manufacturer,
+        deviceName=[DeviceDeviceName(name=model.name, type="model-name")],
+        type=CodeableConcept(text="AI image analysis software (region-aware vision-language model)"),
+        version=[DeviceVersion(value=model.version)],
+    )
+
+
+def _finding_code(finding: Finding, language: str) -> tuple[CodeableConcept, CodeableConcept | None]:
+    """``(code, bodySite)`` of a finding's Observation.
+
+    An abnormality's code is its finding type (the coded concept when there is
+    one, else the label as text); an anatomy finding is a narrative radiology
+    observation (LOINC 18782-3) whose bodySite is the structure.
+    """
+    label, label_ext = localized(finding.label, language)
+    concept = [coding_for(finding.concept)] if finding.concept is not None else None
+    if finding.kind is FindingKind.ANATOMY:
+        site = CodeableConcept(coding=concept, text=label, text__ext=label_ext)
+        return CodeableConcept(coding=[RADIOLOGY_OBSERVATION]), site
+    return CodeableConcept(coding=concept, text=label, text__ext=label_ext), None
+
+
+def build_observation(
+    finding: Finding,
+    *,
+    identifier_uid: str,
+    language: str,
+    patient: str,
+    imaging_study: str,
+    device: str,
+    effective: str | None,
+    issued: datetime,
+) -> Observation:
+    """One imaging Observation for a finding.
+
+    Parameters
+    ----------
+    finding
+        The finding.
+    identifier_uid
+        The Observation's own deterministic UID (official identifier; the
+        transaction's conditional update matches on it). The finding's
+        tracking UID is a second identifier, typed DCM 112040.
+    language
+        The resource language: texts are in it, other languages follow as
+        translation extensions.
+    patient, imaging_study, device
+        ``fullUrl`` values of the Patient, ImagingStudy and Device entries.
+    effective
+        Study date/time (FHIR dateTime) or ``None``.
+    issued
+        When the result was made available (timezone-aware).
+
+    Notes
+    -----
+    Presence is ``valueCodeableConcept`` (SNOMED CT present / absent /
+    indeterminate); for abnormalities also ``interpretation`` (v3 POS / NEG /
+    IND). Model confidence is a component only when the model gave one
+    (never invented). The grounded sentence is the note.
+    """
+    code, body_site = _finding_code(finding, language)
+    note, note_ext = localized(finding.description, language, markdown=True)
+    presence = Presence(finding.presence)
+    components = None
+    if finding.confidence is not None:
+        components = [
+            ObservationComponent(
+                code=CodeableConcept(text="AI model confidence"),
+                valueQuantity=Quantity(
+                    value=Decimal(repr(finding.confidence)), unit="probability", system=UCUM, code="1"
+                ),
+            )
+        ]
+    return Observation(
+        language=language,
+        identifier=[
+            dicom_uid_identifier(identifier_uid, use="official"),
+            dicom_uid_identifier(
+                finding.tracking_uid, use="secondary", type_=CodeableConcept(coding=[TRACKING_UID_TYPE])
+            ),
+        ],
+        status="preliminary",
+        category=[CodeableConcept(coding=[IMAGING_CATEGORY])],
+        code=code,
+        subject=_ref(patient),
+        effectiveDateTime=effective,
+        issued=issued,
+        device=_ref(device),
+        derivedFrom=[_ref(imaging_study)],
+        bodySite=body_site,
+        valueCodeableConcept=CodeableConcept(coding=[PRESENCE_VALUES[presence]]),
+        interpretation=(
+            [CodeableConcept(coding=[PRESENCE_INTERPRETATIONS[presence]])]
+            if finding.kind is FindingKind.ABNORMALITY
+            else None
+        ),
+        note=[Annotation(text=note, text__ext=note_ext)],
+        component=components,
+    )
+
+
+def build_diagnostic_report(
+    report: GroundedReport,
+    *,
+    identifier_uid: str,
+    language: str,
+    patient: str,
+    imaging_study: str,
+    results: Sequence[str],
+    effective: str | None,
+    issued: datetime,
+    pages: Sequence[RenderedPage],
+) -> DiagnosticReport:
+    """The DiagnosticReport (R4 §8.2): status ``preliminary``, category
+    Radiology (LOINC LP29684-5, v2-0074 RAD), code LOINC 18748-4, the
+    impression as ``conclusion`` in ``language`` with translation extensions,
+    and one ``presentedForm`` HTML page per language (``language``, ``size``
+    and SHA-1 ``hash`` of the exact bytes).
+    """
+    conclusion, conclusion_ext = localized(report.impression, language)
+    return DiagnosticReport(
+        language=language,
+        identifier=[dicom_uid_identifier(identifier_uid, use="official")],
+        status="preliminary",
+        category=[CodeableConcept(coding=list(RADIOLOGY_CATEGORY))],
+        code=CodeableConcept(coding=[DIAGNOSTIC_IMAGING_STUDY]),
+        subject=_ref(patient),
+        effectiveDateTime=effective,
+        issued=issued,
+        imagingStudy=[_ref(imaging_study)],
+        result=[_ref(url) for url in results] or None,
+        conclusion=conclusion,
+        conclusion__ext=conclusion_ext,
+        presentedForm=[
+            Attachment(
+                contentType="text/html; charset=utf-8",
+                language=page.language,
+                data=base64.b64encode(page.data),
+                size=page.size,
+                hash=page.sha1_base64.encode("ascii"),
+                title=page.title,
+                creation=issued,
+            )
+            for page in pages
+        ],
+    )
