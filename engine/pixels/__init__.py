@@ -25,8 +25,17 @@ from engine.pixels.errors import (
 from engine.pixels.geometry import NORMALIZED_MAX, ImageTransform
 from engine.pixels.grayscale import PERCENTILE_WINDOW, Window
 from engine.pixels.prepare import PreparedImage, prepare_image
+from engine.pixels.selection import (
+    FRONTAL_CHEST_RADIOGRAPHS,
+    VIEW_CODES,
+    ImageSelection,
+    VolumeStrategy,
+    image_views,
+    select_images,
+)
 
 __all__ = [
+    "FRONTAL_CHEST_RADIOGRAPHS",
     "NORMALIZED_MAX",
     "PERCENTILE_WINDOW",
     "CoordinateError",
@@ -38,7 +47,12 @@ __all__ = [
     "PixelError",
     "PreparedImage",
     "UnsupportedPixelDataError",
+    "VIEW_CODES",
+    "ImageSelection",
+    "VolumeStrategy",
     "Window",
+    "image_views",
     "non_image_reason",
     "prepare_image",
+    "select_images",
 ]
