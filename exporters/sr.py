@@ -1,0 +1,322 @@
+"""GroundedReport → DICOM Comprehensive 3D SR, TID 1500 Measurement Report (IHE AI Results).
+
+One SR document per language (default), sharing tracking UIDs across
+languages and with the GSPS and FHIR copies of each finding. Content tree
+(PS3.16 TID 1500):
+
+* TID 1204 language of the document (RFC 5646 tag), observer context (device
+  = the model version, Device UID = ``ModelInfo.device_uid``), Procedure
+  Reported = the *imaging* procedure (default SCT 363679005 "Imaging
+  procedure", CID 100);
+* Imaging Measurements: per region of a finding one TID 1410 planar ROI
+  group: Tracking Identifier (label + finding number) and Tracking UID
+  (:func:`exporters.sr_content.region_tracking_uid`), Finding (coded via
+  :mod:`exporters.codes`), Finding Site, Image Region SCOORD — a closed
+  5-point POLYLINE in source pixel coordinates (clipped to the image) on the
+  exact source SOP instance and frame —, TID 4019 algorithm identification,
+  Certainty of Finding (percent) only when the model gave a confidence,
+  presence as a qualitative evaluation and the grounded sentence as TEXT
+  "Comment". Findings without (remaining) regions become TID 1501 groups with
+  the same items but no SCOORD;
+* Qualitative Evaluations (TID 1500 row 12): the impression as TEXT.
+
+Document level: Specific Character Set ISO_IR 192 always, Verification Flag
+UNVERIFIED, Preliminary Flag PRELIMINARY, Completion Flag COMPLETE, a new
+series per language ("AI findings (unverified) – EN"), evidence references
+to all source images, patient/study modules copied from the first source,
+Contributing Equipment "Processing Equipment" (DCM 109102) with the model's
+manufacturer, name, version and Device UID. UIDs come from
+:func:`exporters.uids.output_uid`; dates and times from the report's
+``created_at``, so the same job gives byte-identical documents.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes as dcm_codes
+
+from engine.report import CodedConcept, GroundedReport
+from exporters import codes
+from exporters.errors import ExportError
+from exporters.sr_content import (
+    PlannedFinding,
+    PlannedRegion,
+    RegionNote,
+    comment_item,
+    language_item,
+    plan_findings,
+    report_qualitative_evaluations,
+)
+from exporters.uids import OutputKind, output_uid
+
+__all__ = ["DEFAULT_SR_SERIES_NUMBER", "SRExport", "build_sr", "export_sr", "series_description"]
+
+logger = logging.getLogger(__name__)
+
+#: Series Number of the first SR series; each further language adds one.
+DEFAULT_SR_SERIES_NUMBER = 9100
+
+#: Patient and study attributes carried from the first source into the SR
+#: (Patient, Patient Study, General Study, Clinical Trial Subject/Study modules;
+#: highdicom copies what the modules define, we only hand over these).
+_HEADER_SKIP_FROM = 0x60000000  # overlays, pixel data and beyond are never needed
+
+
+def series_description(language: str) -> str:
+    """Series Description of the SR series of ``language``, e.g. "AI findings (unverified) – EN"."""
+    return f"AI findings (unverified) – {language.upper()}"
+
+
+@dataclass(frozen=True)
+class SRExport:
+    """The SR documents of one report and what had to be done to its regions.
+
+    Parameters
+    ----------
+    documents
+        One Comprehensive 3D SR per language, keyed by BCP-47 tag.
+    notes
+        Regions clipped to their image or dropped (no patient data), also logged.
+    """
+
+    documents: Mapping[str, hd.sr.Comprehensive3DSR]
+    notes: tuple[RegionNote, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "documents", MappingProxyType(dict(self.documents)))
+
+
+def _header(source: Dataset) -> Dataset:
+    """A pixel-free copy of a source's top-level attributes, text decoded to str."""
+    header = Dataset()
+    for elem in source:  # decodes text with the source's own character set
+        if elem.tag >= _HEADER_SKIP_FROM:
+            break
+        if elem.tag == 0x00080005:
+            continue
+        header.add(copy.deepcopy(elem))
+    return header
+
+
+def _algorithm_id(report: GroundedReport) -> hd.sr.AlgorithmIdentification:
+    return hd.sr.AlgorithmIdentification(name=report.model.name, version=report.model.version,
+                                         manufacturer=report.model.manufacturer)
+
+
+def _observation_context(report: GroundedReport) -> hd.sr.ObservationContext:
+    model = report.model
+    return hd.sr.ObservationContext(
+        observer_person_context=None,
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=dcm_codes.DCM.Device,
+            observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+                uid=model.device_uid,
+                name=model.name,
+                manufacturer_name=model.manufacturer,
+                model_name=f"{model.name} {model.version}",
+            ),
+        ),
+    )
+
+
+def _tracking(planned: PlannedFinding, region: PlannedRegion | None, language: str) -> hd.sr.TrackingIdentifier:
+    label = planned.finding.label.get(language) or planned.finding.label.primary
+    number = f"F{planned.index + 1}"
+    if region is not None and len(planned.finding.regions) > 1:
+        number += f".{region.region_index + 1}"
+    uid = region.tracking_uid if region is not None else planned.finding.tracking_uid
+    return hd.sr.TrackingIdentifier(uid=uid, identifier=f"{number} {label}")
+
+
+def _group(planned: PlannedFinding, region: PlannedRegion | None, language: str,
+           algorithm_id: hd.sr.AlgorithmIdentification):
+    finding = planned.finding
+    site = planned.coding.site
+    sites = None
+    if site is not None:
+        sites = [hd.sr.FindingSite(
+            anatomic_location=codes.to_hd(site.location),
+            laterality=codes.to_hd(site.laterality) if site.laterality is not None else None,
+        )]
+    measurements = None
+    if finding.confidence is not None:
+        measurements = [hd.sr.Measurement(
+            name=codes.to_hd(codes.CERTAINTY_OF_FINDING),
+            value=round(finding.confidence * 100.0, 6),
+            unit=codes.to_hd(codes.PERCENT),
+        )]
+    evaluations = [hd.sr.QualitativeEvaluation(
+        name=codes.to_hd(codes.PRESENCE), value=codes.to_hd(codes.PRESENCE_VALUES[finding.presence])
+    )]
+    common = dict(
+        tracking_identifier=_tracking(planned, region, language),
+        finding_type=codes.to_hd(planned.coding.finding_type),
+        finding_sites=sites,
+        algorithm_id=algorithm_id,
+        measurements=measurements,
+        qualitative_evaluations=evaluations,
+    )
+    if region is None:
+        group = hd.sr.MeasurementsAndQualitativeEvaluations(**common)
+    else:
+        frame = region.image.frame_number
+        image_region = hd.sr.ImageRegion(
+            graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+            graphic_data=np.array(region.box.polyline(), dtype=np.float64),
+            source_image=hd.sr.SourceImageForRegion(
+                referenced_sop_class_uid=region.image.sop_class_uid,
+                referenced_sop_instance_uid=region.image.sop_instance_uid,
+                referenced_frame_numbers=[frame] if frame is not None else None,
+            ),
+        )
+        group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(referenced_region=image_region, **common)
+    sentence = finding.description.get(language) or finding.description.primary
+    group[0].ContentSequence.append(comment_item(sentence))
+    return group
+
+
+def _check_language(report: GroundedReport, language: str) -> None:
+    missing = [n for n, f in enumerate(report.findings)
+               if language not in f.label or language not in f.description]
+    if language not in report.impression:
+        missing.append("impression")
+    if missing:
+        raise ExportError(f"language {language!r} is missing from the report's texts ({missing[:5]})")
+
+
+def build_sr(
+    report: GroundedReport,
+    sources: Sequence[Dataset],
+    *,
+    language: str,
+    revision: int,
+    series_number: int = DEFAULT_SR_SERIES_NUMBER,
+    instance_number: int = 1,
+    institution_name: str | None = None,
+    procedure_reported: Sequence[CodedConcept] = (codes.IMAGING_PROCEDURE,),
+    _plan: tuple[PlannedFinding, ...] | None = None,
+) -> hd.sr.Comprehensive3DSR:
+    """One Comprehensive 3D SR (TID 1500) with the report's findings in ``language``.
+
+    Parameters
+    ----------
+    report
+        The grounded report.
+    sources
+        Headers of the source images (pydicom datasets, pixel data not needed)
+        of the report's study; every region's image must be among them.
+    language
+        BCP-47 tag of the document's language; every text of the report must
+        have it (otherwise :class:`ExportError`).
+    revision
+        Study revision (goes into the deterministic UIDs).
+    series_number, instance_number
+        Series Number (0020,0011) and Instance Number (0020,0013).
+    institution_name
+        Institution Name (0008,0080) of the node, if configured.
+    procedure_reported
+        TID 1500 row 4 "Procedure reported" codes (CID 100): the imaging
+        procedure, never the algorithm.
+
+    Raises
+    ------
+    SourceError
+        The sources do not fit the report (see :func:`~exporters.sr_content.plan_findings`).
+    ExportError
+        The report cannot be expressed in ``language``.
+    """
+    _check_language(report, language)
+    plan = _plan if _plan is not None else plan_findings(report, sources)[0]
+    headers = [_header(ds) for ds in sources]
+    algorithm_id = _algorithm_id(report)
+    groups = []
+    for planned in plan:
+        if planned.regions:
+            groups.extend(_group(planned, region, language, algorithm_id) for region in planned.regions)
+        else:
+            groups.append(_group(planned, None, language, algorithm_id))
+    if not groups:
+        raise ExportError("report has no findings: nothing to put in an SR")
+    content = hd.sr.MeasurementReport(
+        observation_context=_observation_context(report),
+        procedure_reported=[codes.to_hd(c) for c in procedure_reported],
+        imaging_measurements=groups,
+        language_of_content_item_and_descendants=language_item(language),
+    )
+    content[0].ContentSequence.append(
+        report_qualitative_evaluations(report.impression[language])
+    )
+    uses_private = any(p.coding.finding_type.scheme_designator == codes.PRIVATE_SCHEME for p in plan)
+    created: datetime = report.created_at
+    equipment = hd.ContributingEquipment(
+        manufacturer=report.model.manufacturer,
+        purpose_of_reference=codes.to_hd(codes.PROCESSING_EQUIPMENT),
+        manufacturer_model_name=report.model.name,
+        software_versions=report.model.version,
+        contribution_datetime=created,
+        contribution_description="AI findings generated by a region-aware model",
+    )
+    equipment.DeviceUID = report.model.device_uid  # Device UID (0018,1002): highdicom has no argument for it
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=headers,
+        content=content,
+        series_instance_uid=output_uid(report, revision=revision, kind=OutputKind.SR, language=language,
+                                       role="series"),
+        series_number=series_number,
+        sop_instance_uid=output_uid(report, revision=revision, kind=OutputKind.SR, language=language,
+                                    role="instance"),
+        instance_number=instance_number,
+        manufacturer=report.model.manufacturer,
+        manufacturer_model_name=report.model.name,
+        software_versions=report.model.version,
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+        institution_name=institution_name,
+        contributing_equipment=[equipment],
+        specific_character_set="ISO_IR 192",
+        series_description=series_description(language),
+        content_date=created.date(),
+        content_time=created.time().replace(tzinfo=None),
+        series_date=created.date(),
+        series_time=created.time().replace(tzinfo=None),
+        coding_schemes=[codes.private_coding_scheme()] if uses_private else None,
+    )
+    return sr
+
+
+def export_sr(
+    report: GroundedReport,
+    sources: Sequence[Dataset],
+    *,
+    revision: int,
+    languages: Sequence[str] | None = None,
+    series_number: int = DEFAULT_SR_SERIES_NUMBER,
+    institution_name: str | None = None,
+    procedure_reported: Sequence[CodedConcept] = (codes.IMAGING_PROCEDURE,),
+) -> SRExport:
+    """One SR per language (default: every language of the report), plus region notes.
+
+    The regions are checked, clipped and coded once and shared by all
+    languages; language *i* gets Series Number ``series_number + i``.
+    """
+    langs = tuple(languages) if languages is not None else report.languages
+    plan, notes = plan_findings(report, sources)
+    documents = {
+        language: build_sr(
+            report, sources, language=language, revision=revision,
+            series_number=series_number + i, institution_name=institution_name,
+            procedure_reported=procedure_reported, _plan=plan,
+        )
+        for i, language in enumerate(langs)
+    }
+    return SRExport(documents=documents, notes=notes)
