@@ -518,3 +518,8 @@ def test_no_patient_data_in_logs(caplog, grounded_report, source_images):
     assert caplog.records, "the exporter should log what it built"
     for secret in ("RG-0042", "Zhang", "张", "1958", "19580417", grounded_report.study_instance_uid):
         assert secret not in logged
+
+
+def test_bundle_json_matches_the_models_own_serialiser(grounded_report, source_images):
+    bundle = _build(grounded_report, source_images)
+    assert bundle_json(bundle) == bundle.model_dump_json(exclude_comments=True)
