@@ -54,6 +54,10 @@ ACCEPTED_TRANSFER_SYNTAXES: tuple[UID, ...] = (
     HTJ2KLosslessRPCL,
     HTJ2K,
     RLELossless,
+    UID("1.2.840.10008.1.2.8.1"),  # Deflated Image Frame Compression (PS3.5 §A.4.11)
+    UID("1.2.840.10008.1.2.4.110"),  # JPEG XL Lossless
+    UID("1.2.840.10008.1.2.4.111"),  # JPEG XL JPEG Recompression
+    UID("1.2.840.10008.1.2.4.112"),  # JPEG XL
 )
 
 #: Every storage SOP class pynetdicom knows (PS3.4 Annex B.5).

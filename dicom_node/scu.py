@@ -1,0 +1,316 @@
+"""The Storage SCU: send files or data sets to a DICOM peer.
+
+One association per batch (re-opened when a batch needs more than the 128
+presentation contexts an association may carry), each instance proposed in
+its own transfer syntax (plus the uncompressed ones, for uncompressed data),
+never transcoded, and a clear result per instance. The SCU's socket has
+``TCP_NODELAY`` so it does not suffer the Nagle stall it would impose on itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    UID,
+)
+from pynetdicom import AE
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.sop_class import Verification
+
+from dicom_node.uids import short_uid
+
+__all__ = ["Destination", "EchoResult", "SendResult", "StorageSCU"]
+
+logger = logging.getLogger(__name__)
+
+_UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian)
+_MAX_CONTEXTS = 128
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A DICOM peer: AE title, host and port."""
+
+    ae_title: str
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if not self.ae_title.strip() or len(self.ae_title) > 16:
+            raise ValueError(f"AE title must be 1-16 characters, got {self.ae_title!r}")
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"port must be 1-65535, got {self.port}")
+
+    @classmethod
+    def parse(cls, text: str) -> Destination:
+        """Parse ``AE@host:port`` (e.g. ``ORTHANC@127.0.0.1:4242``)."""
+        try:
+            ae_title, address = text.split("@", 1)
+            host, port = address.rsplit(":", 1)
+            return cls(ae_title=ae_title, host=host.strip("[]"), port=int(port))
+        except ValueError:
+            raise ValueError(f"destination must look like AE@host:port, got {text!r}") from None
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class EchoResult:
+    """The outcome of a C-ECHO."""
+
+    ok: bool
+    status: int | None
+    elapsed_seconds: float
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """The outcome of sending one instance.
+
+    ``status`` is the peer's C-STORE status (``None`` when nothing was sent);
+    ``reason`` says why in words when it failed.
+    """
+
+    source: str
+    sop_instance_uid: str | None
+    status: int | None
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and (self.status == 0x0000 or self.status & 0xF000 == 0xB000)
+
+
+@dataclass
+class _Item:
+    source: str
+    #: What to hand to pynetdicom: a data set, or a file path (read only when sent).
+    payload: Dataset | str | None
+    sop_class_uid: str = ""
+    sop_instance_uid: str = ""
+    transfer_syntax_uid: str = ""
+    error: str = ""
+
+
+class StorageSCU:
+    """Sends instances to a :class:`Destination`.
+
+    Parameters
+    ----------
+    ae_title
+        Our calling AE title.
+    acse_timeout, dimse_timeout, network_timeout
+        Seconds.
+    """
+
+    def __init__(
+        self,
+        ae_title: str,
+        *,
+        acse_timeout: float = 30.0,
+        dimse_timeout: float = 60.0,
+        network_timeout: float = 60.0,
+    ) -> None:
+        self.ae_title = ae_title
+        self._timeouts = (acse_timeout, dimse_timeout, network_timeout)
+
+    def _ae(self) -> AE:
+        ae = AE(ae_title=self.ae_title)
+        ae.acse_timeout, ae.dimse_timeout, ae.network_timeout = self._timeouts
+        return ae
+
+    def echo(self, destination: Destination) -> EchoResult:
+        """Verify the peer with C-ECHO (PS3.4 Annex A)."""
+        ae = self._ae()
+        ae.add_requested_context(Verification)
+        start = time.perf_counter()
+        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+        if not assoc.is_established:
+            return EchoResult(False, None, time.perf_counter() - start, _association_failure(assoc))
+        try:
+            status = assoc.send_c_echo()
+        finally:
+            assoc.release()
+        elapsed = time.perf_counter() - start
+        if not status or "Status" not in status:
+            return EchoResult(False, None, elapsed, "no response to C-ECHO (timeout or abort)")
+        return EchoResult(status.Status == 0, int(status.Status), elapsed)
+
+    def send(
+        self,
+        sources: Iterable[str | os.PathLike[str] | Dataset],
+        destination: Destination,
+        *,
+        on_result: Callable[[SendResult], None] | None = None,
+    ) -> list[SendResult]:
+        """Send files or data sets; one result per source, in order.
+
+        Files that are not DICOM, or lack SOP Class/Instance UIDs, get a
+        failed result without stopping the others.
+        """
+        items = [_load(source) for source in sources]
+        results: dict[int, SendResult] = {}
+
+        def record(index: int, result: SendResult) -> None:
+            results[index] = result
+            if on_result is not None:
+                on_result(result)
+
+        pending = []
+        for index, item in enumerate(items):
+            if item.error:
+                record(index, SendResult(item.source, item.sop_instance_uid or None, None, item.error))
+            else:
+                pending.append(index)
+        for batch in _batches(pending, items):
+            self._send_batch(batch, items, destination, record)
+        return [results[i] for i in range(len(items))]
+
+    def _send_batch(
+        self,
+        batch: Sequence[int],
+        items: Sequence[_Item],
+        destination: Destination,
+        record: Callable[[int, SendResult], None],
+    ) -> None:
+        ae = self._ae()
+        for cx in _contexts_for(items[i] for i in batch):
+            ae.add_requested_context(cx.abstract_syntax, cx.transfer_syntax)
+        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+        if not assoc.is_established:
+            reason = _association_failure(assoc)
+            for index in batch:
+                record(index, SendResult(items[index].source, items[index].sop_instance_uid, None, reason))
+            return
+        _set_nodelay(assoc)
+        try:
+            for index in batch:
+                item = items[index]
+                if not assoc.is_established:
+                    record(index, SendResult(item.source, item.sop_instance_uid, None, "association lost"))
+                    continue
+                try:
+                    response = assoc.send_c_store(item.payload)
+                except ValueError:
+                    # pynetdicom: no accepted presentation context for this SOP class / transfer syntax
+                    record(index, SendResult(item.source, item.sop_instance_uid, None, _context_reason(item)))
+                    continue
+                if response is None or "Status" not in response:
+                    record(index, SendResult(item.source, item.sop_instance_uid, None, "no response (timeout or abort)"))
+                    continue
+                status = int(response.Status)
+                reason = str(response.get("ErrorComment", "")) if status != 0 else ""
+                record(index, SendResult(item.source, item.sop_instance_uid, status, reason))
+                logger.debug("Sent %s to %s: 0x%04X", short_uid(item.sop_instance_uid), destination.ae_title, status)
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+
+def _load(source: str | os.PathLike[str] | Dataset) -> _Item:
+    if isinstance(source, Dataset):
+        name = "<dataset>"
+        dataset = payload = source
+    else:
+        name = payload = os.fspath(source)
+        try:
+            dataset = dcmread(name, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+            return _Item(name, None, error=f"not a readable DICOM file ({type(exc).__name__})")
+    sop_class = str(dataset.get("SOPClassUID", ""))
+    sop_instance = str(dataset.get("SOPInstanceUID", ""))
+    meta = getattr(dataset, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if not syntax:
+        syntax = str(ExplicitVRLittleEndian)
+    if not sop_class or not sop_instance:
+        return _Item(name, None, error="SOP Class UID or SOP Instance UID missing")
+    return _Item(name, payload, sop_class, sop_instance, syntax)
+
+
+def _proposed_syntaxes(item: _Item) -> tuple[str, ...]:
+    syntax = UID(item.transfer_syntax_uid)
+    if syntax in _UNCOMPRESSED or syntax == DeflatedExplicitVRLittleEndian:
+        return tuple(dict.fromkeys((str(syntax), *map(str, _UNCOMPRESSED))))
+    return (str(syntax),)
+
+
+def _contexts_for(items: Iterable[_Item]) -> list[PresentationContext]:
+    merged: dict[str, list[str]] = {}
+    for item in items:
+        syntaxes = merged.setdefault(item.sop_class_uid, [])
+        for syntax in _proposed_syntaxes(item):
+            if syntax not in syntaxes:
+                syntaxes.append(syntax)
+    contexts = []
+    for abstract, syntaxes in merged.items():
+        # one context per (SOP class, compressed syntax) so the peer may accept each separately
+        uncompressed = [s for s in syntaxes if UID(s) in _UNCOMPRESSED]
+        compressed = [s for s in syntaxes if UID(s) not in _UNCOMPRESSED]
+        for group in ([uncompressed] if uncompressed else []) + [[s] for s in compressed]:
+            cx = PresentationContext()
+            cx.abstract_syntax = abstract
+            cx.transfer_syntax = group
+            contexts.append(cx)
+    return contexts
+
+
+def _context_key(item: _Item) -> tuple[str, str]:
+    syntax = UID(item.transfer_syntax_uid)
+    if syntax in _UNCOMPRESSED or syntax == DeflatedExplicitVRLittleEndian:
+        return item.sop_class_uid, "uncompressed"
+    return item.sop_class_uid, str(syntax)
+
+
+def _batches(pending: Sequence[int], items: Sequence[_Item]) -> list[list[int]]:
+    """Split into batches whose presentation contexts fit one association."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    keys: set[tuple[str, str]] = set()
+    for index in pending:
+        key = _context_key(items[index])
+        if key not in keys and len(keys) >= _MAX_CONTEXTS // 2:
+            batches.append(current)
+            current, keys = [], set()
+        keys.add(key)
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _set_nodelay(assoc: object) -> None:
+    sock = getattr(getattr(getattr(assoc, "dul", None), "socket", None), "socket", None)
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _association_failure(assoc: object) -> str:
+    if getattr(assoc, "is_rejected", False):
+        return "association rejected by the peer (check the AE titles and the peer's allow-list)"
+    if getattr(assoc, "is_aborted", False):
+        return "association aborted (is the peer a DICOM node on that port?)"
+    return "could not connect (is the peer listening on that host and port?)"
+
+
+def _context_reason(item: _Item) -> str:
+    return (
+        f"the peer accepted no presentation context for SOP class {item.sop_class_uid} "
+        f"in transfer syntax {item.transfer_syntax_uid}"
+    )

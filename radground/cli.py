@@ -1,0 +1,247 @@
+"""``radground``: the command line of the RadGround DICOM AI node."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from radground.settings import Settings, SettingsError, load_settings
+
+__all__ = ["main"]
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class _Context:
+    def __init__(self, config: Path | None) -> None:
+        self.config = config
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            try:
+                self._settings = load_settings(self.config)
+            except SettingsError as exc:
+                raise click.ClickException(str(exc)) from None
+        return self._settings
+
+
+pass_context = click.make_pass_decorator(_Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--config",
+    "-c",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="RADGROUND_CONFIG",
+    help="TOML settings file (default: config/radground.toml when present). "
+    "RADGROUND_* environment variables override it, e.g. RADGROUND_NODE__PORT=11113.",
+)
+@click.version_option(package_name="radground")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None) -> None:
+    """RadGround: a DICOM AI node beside your PACS.
+
+    It receives studies over DICOM, waits until each is complete, runs a
+    region-aware model on it, and returns grounded findings as DICOM SR/GSPS
+    and FHIR. Start with `radground serve`; check a peer with `radground echo`.
+    """
+    ctx.obj = _Context(config)
+
+
+@cli.command()
+@click.option("--listener-processes", type=click.IntRange(0, 64), default=None,
+              help="Listener processes sharing the DICOM port (0 = one per CPU core). Overrides node.listener_processes.")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="DICOM port. Overrides node.port.")
+@pass_context
+def serve(obj: _Context, listener_processes: int | None, port: int | None) -> None:
+    """Run the node: Storage SCP, study index and completion monitor.
+
+    Listens for C-ECHO and C-STORE (all storage SOP classes; uncompressed,
+    deflate, RLE, JPEG, JPEG-LS and JPEG 2000 stored as received), indexes
+    every instance and marks each study ready once no instance has arrived
+    for completion.idle_seconds. Stop with Ctrl-C.
+    """
+    from radground.logs import configure_logging
+    from radground.node import Node
+
+    settings = obj.settings
+    node_overrides = {}
+    if listener_processes is not None:
+        node_overrides["listener_processes"] = listener_processes
+    if port is not None:
+        node_overrides["port"] = port
+    if node_overrides:
+        settings = settings.model_copy(update={"node": settings.node.model_copy(update=node_overrides)})
+    configure_logging(settings.logging.level)
+    node = Node(settings)
+    from sqlalchemy.engine import make_url
+
+    click.echo(
+        f"RadGround {settings.node.ae_title} on {settings.node.host}:{settings.node.port} "
+        f"({node.listener_processes} listener process(es)); storage {settings.storage.root}; "
+        f"database {make_url(settings.database.url).render_as_string(hide_password=True)}",
+        err=True,
+    )
+    try:
+        node.run_until_signal()
+    except OSError as exc:
+        raise click.ClickException(
+            f"could not start the listener on {settings.node.host}:{settings.node.port}: {exc.strerror} "
+            "(is another node using the port? set node.port or --port)"
+        ) from None
+
+
+def _destination(obj: _Context, text: str):  # -> Destination
+    from dicom_node.scu import Destination
+
+    configured = obj.settings.destinations.get(text)
+    if configured is not None:
+        return Destination(configured.ae_title, configured.host, configured.port)
+    try:
+        return Destination.parse(text)
+    except ValueError as exc:
+        names = ", ".join(obj.settings.destinations) or "none configured"
+        raise click.BadParameter(f"{exc}; or use a name from [destinations] ({names})") from None
+
+
+@cli.command()
+@click.argument("destination")
+@pass_context
+def echo(obj: _Context, destination: str) -> None:
+    """Verify a DICOM peer with C-ECHO.
+
+    DESTINATION is a name from the [destinations] section of the config, or
+    AE@host:port (e.g. ORTHANC@127.0.0.1:4242). Exits 1 if the peer does not
+    answer Success.
+    """
+    from dicom_node.scu import StorageSCU
+
+    target = _destination(obj, destination)
+    result = StorageSCU(obj.settings.node.ae_title).echo(target)
+    if result.ok:
+        click.echo(f"C-ECHO {target}: Success ({result.elapsed_seconds * 1000:.0f} ms)")
+        return
+    detail = result.reason or f"status 0x{result.status:04X}"
+    click.echo(f"C-ECHO {target}: failed: {detail}", err=True)
+    sys.exit(EXIT_FAILURE)
+
+
+def _expand(paths: tuple[Path, ...]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file())
+        else:
+            yield path
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--to", "destination", required=True, help="Name from [destinations] or AE@host:port.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only failures and the summary.")
+@pass_context
+def send(obj: _Context, paths: tuple[Path, ...], destination: str, quiet: bool) -> None:
+    """Send DICOM files (directories are searched recursively) with C-STORE.
+
+    Each file is sent in its own transfer syntax (never transcoded), over one
+    association per batch. Prints a result per file that fails and a summary;
+    exits 1 if any file was not stored.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from dicom_node.scu import SendResult, StorageSCU
+
+    target = _destination(obj, destination)
+    files = list(_expand(paths))
+    failures: list[SendResult] = []
+    with Progress(
+        TextColumn("[bold]C-STORE[/bold] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+        disable=quiet or not sys.stderr.isatty(),
+    ) as progress:
+        task = progress.add_task(str(target), total=len(files))
+
+        def on_result(result: SendResult) -> None:
+            progress.advance(task)
+            if not result.ok:
+                failures.append(result)
+
+        StorageSCU(obj.settings.node.ae_title).send(files, target, on_result=on_result)
+    for result in failures:
+        status = f"0x{result.status:04X}" if result.status is not None else "not sent"
+        click.echo(f"FAILED {result.source}: {status} {result.reason}".rstrip(), err=True)
+    click.echo(f"{len(files) - len(failures)} of {len(files)} instances stored at {target}")
+    if failures:
+        sys.exit(EXIT_FAILURE)
+
+
+@cli.command()
+@click.option("--state", type=click.Choice(["receiving", "ready"]), default=None, help="Only studies whose current revision is in this state.")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="Most recent studies to show.")
+@pass_context
+def studies(obj: _Context, state: str | None, limit: int) -> None:
+    """List received studies, most recent first, with their completion state."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from radground.queries import list_studies
+
+    rows = list_studies(obj.settings, state=state, limit=limit)
+    table = Table(box=None, header_style="bold")
+    for column in ("Study Instance UID", "Date", "Modality", "Series", "Instances", "Rev", "State", "Last received (UTC)"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row.study_instance_uid,
+            row.study_date or "-",
+            row.modalities or "-",
+            str(row.series_count),
+            str(row.instance_count),
+            str(row.revision),
+            row.state,
+            row.last_received_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    Console(width=200).print(table)
+    if not rows:
+        click.echo("No studies yet. Send one with `radground send PATH --to RADGROUND@host:port`.", err=True)
+
+
+@cli.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command()
+@pass_context
+def upgrade(obj: _Context) -> None:
+    """Create or migrate the database schema to the latest version."""
+    from worklist.db import create_db_engine
+    from worklist.migrate import current_revision, upgrade_database
+
+    engine = create_db_engine(obj.settings.database.url)
+    upgrade_database(engine)
+    click.echo(f"database at schema revision {current_revision(engine)}")
+
+
+def _register_optional_groups() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("radground.model_cli") is not None:
+        from radground.model_cli import model
+
+        cli.add_command(model)
+
+
+def main() -> None:
+    """Console entry point."""
+    _register_optional_groups()
+    cli(prog_name="radground")

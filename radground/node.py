@@ -1,0 +1,181 @@
+"""Wiring of the DICOM node: listener processes, study index, completion monitor.
+
+With ``node.listener_processes`` > 1 the Storage SCP runs in that many
+processes that share the port through SO_REUSEPORT (the kernel spreads
+associations over them, so ingest is not bound to one GIL); the concurrent
+association limit is a semaphore shared by all of them. Each listener
+process builds its own database engine after it starts (no pooled connection
+crosses a process boundary). The parent supervises the listeners (restarting
+one that dies) and runs the completion monitor.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dicom_node.scp import StorageSCP, ThreadAssociationLimiter
+from dicom_node.storage import InstanceStore
+from radground.logs import configure_logging
+from radground.settings import Settings
+from worklist.completion import CompletionMonitor, StudyReady
+from worklist.db import create_db_engine, make_session_factory
+from worklist.hooks import make_index_hook
+from worklist.migrate import upgrade_database
+
+__all__ = ["Node", "build_scp"]
+
+logger = logging.getLogger(__name__)
+
+
+class _ProcessLimiter:
+    """An association limiter shared by listener processes."""
+
+    def __init__(self, semaphore: Any) -> None:
+        self._semaphore = semaphore
+
+    def try_acquire(self) -> bool:
+        return self._semaphore.acquire(False)
+
+    def release(self) -> None:
+        self._semaphore.release()
+
+
+def build_scp(settings: Settings, *, limiter: Any = None) -> StorageSCP:
+    """A Storage SCP configured from ``settings``, indexing into its database."""
+    engine = create_db_engine(settings.database.url)
+    store = InstanceStore(
+        settings.storage.root,
+        fsync=settings.storage.fsync,
+        duplicates=settings.storage.duplicates,
+        reserve_bytes=settings.storage.reserve_mb * 1024 * 1024,
+    )
+    node = settings.node
+    return StorageSCP(
+        store,
+        ae_title=node.ae_title,
+        on_stored=make_index_hook(make_session_factory(engine)),
+        allowed_peers=[p.to_peer() for p in node.allowed_peers],
+        require_called_ae_title=node.require_called_ae_title,
+        limiter=limiter or ThreadAssociationLimiter(node.max_associations),
+        network_timeout=node.network_timeout_seconds,
+        acse_timeout=node.acse_timeout_seconds,
+        dimse_timeout=node.dimse_timeout_seconds,
+        maximum_pdu_size=node.max_pdu_size,
+    )
+
+
+def _listener_main(settings_data: dict[str, Any], semaphore: Any) -> None:
+    """Entry point of one listener process (spawned, so nothing is inherited)."""
+    settings = Settings.model_validate(settings_data)
+    configure_logging(settings.logging.level)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    scp = build_scp(settings, limiter=_ProcessLimiter(semaphore))
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=scp.stop).start())
+    scp.serve_forever(settings.node.host, settings.node.port, reuse_port=True)
+
+
+class Node:
+    """The running DICOM node.
+
+    Parameters
+    ----------
+    settings
+        The node's settings.
+    on_study_ready
+        Called once per ready study revision (idempotent on study UID +
+        revision). Defaults to logging it.
+    """
+
+    def __init__(self, settings: Settings, *, on_study_ready: Callable[[StudyReady], None] | None = None) -> None:
+        self.settings = settings
+        self._on_study_ready = on_study_ready or (lambda ready: None)
+        self._engine = create_db_engine(settings.database.url)
+        self._monitor: CompletionMonitor | None = None
+        self._threads: list[threading.Thread] = []
+        self._listeners: list[multiprocessing.process.BaseProcess] = []
+        self._scp: StorageSCP | None = None
+        self._stopping = threading.Event()
+        self._context = multiprocessing.get_context("spawn")
+        self._semaphore: Any = None
+
+    @property
+    def listener_processes(self) -> int:
+        return self.settings.node.resolved_listener_processes()
+
+    def start(self) -> None:
+        """Migrate the database, start the listener(s) and the completion monitor."""
+        upgrade_database(self._engine)
+        node = self.settings.node
+        if self.listener_processes == 1:
+            self._scp = build_scp(self.settings)
+            self._scp.start(node.host, node.port)
+        else:
+            self._semaphore = self._context.BoundedSemaphore(node.max_associations)
+            for _ in range(self.listener_processes):
+                self._listeners.append(self._spawn_listener())
+            self._start_thread(self._supervise, "listener-supervisor")
+        completion = self.settings.completion
+        self._monitor = CompletionMonitor(
+            make_session_factory(self._engine),
+            self._on_study_ready,
+            idle_seconds=completion.idle_seconds,
+            force_after_seconds=completion.force_after_seconds,
+            poll_seconds=completion.poll_seconds,
+        )
+        self._start_thread(self._monitor.run_forever, "completion-monitor")
+
+    def _spawn_listener(self) -> multiprocessing.process.BaseProcess:
+        process = self._context.Process(
+            target=_listener_main,
+            args=(self.settings.model_dump(mode="json"), self._semaphore),
+            name=f"listener-{len(self._listeners) + 1}",
+            daemon=True,
+        )
+        process.start()
+        return process
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(1.0):
+            for index, process in enumerate(self._listeners):
+                if not process.is_alive() and not self._stopping.is_set():
+                    logger.error("Listener %s exited with code %s; restarting it", process.name, process.exitcode)
+                    self._listeners[index] = self._spawn_listener()
+
+    def _start_thread(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop listening, stop the monitor, wait for listener processes."""
+        self._stopping.set()
+        if self._monitor is not None:
+            self._monitor.stop()
+        if self._scp is not None:
+            self._scp.stop()
+        for process in self._listeners:
+            process.terminate()
+        deadline = time.monotonic() + timeout
+        for process in self._listeners:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._engine.dispose()
+
+    def run_until_signal(self) -> None:
+        """Start, then block until SIGINT or SIGTERM, then stop cleanly."""
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+        self.start()
+        stop.wait()
+        logger.info("Stopping")
+        self.stop()
