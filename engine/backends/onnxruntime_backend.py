@@ -1,0 +1,242 @@
+"""ONNX Runtime backend: the shipped default detector (or any compatible ONNX file).
+
+:class:`OnnxDetector` runs the CenterNet graph exported by
+:mod:`engine.default_model.export`, decodes peaks into boxes with the numpy
+code of :mod:`engine.default_model.decode` (one path for every batch size) and
+writes MedRegA-grammar text (``engine.grammar``) with RadGround's ``<score>``
+extension, one phrase per detection::
+
+    <ref>nodule</ref><box>[[613, 200, 700, 287]]</box><score>0.82</score>: Nodule in the left upper zone.
+
+Coordinates are integers 0–999 of the model input (``round(x / width * 999)``,
+the inverse of MedRegA's ``/ 999``), the label and sentence come from
+:mod:`engine.vocabulary` in the request's language, and the score is the
+heatmap peak (the detector's own confidence). A study with nothing above the
+threshold gets the vocabulary's explicit negative sentence.
+
+The ONNX Runtime session is created lazily in the process that first runs the
+model, and again if that process has forked since (sessions are not fork-safe,
+and CUDA/TensorRT providers even less so), never at import.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from engine.default_model.config import CLASSES, INPUT_SIZE, ONNX_PATH
+from engine.default_model.decode import DecodedImage, decode_batch
+from engine.grammar import Box999, GroundedPhrase, RefBoxes, write_grounded_text
+from engine.model import GenerationRequest, ModelError, RegionAwareModel, ResizeMode
+from engine.report import ModelInfo, Task
+from engine.vocabulary import NEGATIVE_REPORT, chest_zone, entry, finding_sentence
+
+__all__ = ["DEFAULT_MODEL_NAME", "PROVIDERS", "OnnxDetector"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "radground-cxr-det"
+#: Friendly provider names → ONNX Runtime execution providers.
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+#: Score threshold when the ONNX metadata names none.
+_FALLBACK_THRESHOLD = 0.3
+
+
+def _to_999(value: float, extent: int) -> int:
+    return int(min(999, max(0, round(value / extent * 999))))
+
+
+class OnnxDetector(RegionAwareModel):
+    """The default chest-radiograph detector on ONNX Runtime.
+
+    Parameters
+    ----------
+    path
+        The ONNX file; the model shipped in :mod:`engine.default_model` by default.
+    providers
+        Execution providers in order of preference, by friendly name
+        (``"cpu"``, ``"cuda"``, ``"tensorrt"``); CPU is always appended last.
+        Asking for one this ONNX Runtime build lacks raises :class:`ModelError`
+        when the session is created.
+    score_threshold
+        Minimum detector confidence to report; default: the operating point
+        stored in the model's metadata (chosen on training images, see the card).
+    intra_op_threads
+        ONNX Runtime intra-op threads (``None``: its default, all cores).
+    max_batch_size
+        Largest batch run at once; larger request lists are split.
+    """
+
+    resize_mode = ResizeMode.STRETCH
+    languages = ("en", "en-US", "en-GB", "zh-CN")
+    tasks = (Task.GROUNDED_REPORT, Task.DETECTION)
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        providers: Sequence[str] = ("cpu",),
+        score_threshold: float | None = None,
+        intra_op_threads: int | None = None,
+        max_batch_size: int = 8,
+    ) -> None:
+        self.path = Path(path) if path is not None else ONNX_PATH
+        if not self.path.is_file():
+            raise ModelError(f"ONNX model not found: {self.path}")
+        unknown = [p for p in providers if p not in PROVIDERS]
+        if unknown:
+            raise ModelError(f"unknown providers {unknown}; choose from {sorted(PROVIDERS)}")
+        if max_batch_size < 1:
+            raise ModelError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if score_threshold is not None and not 0.0 < score_threshold < 1.0:
+            raise ModelError(f"score_threshold must be in (0, 1), got {score_threshold}")
+        self.providers = tuple(dict.fromkeys([*providers, "cpu"]))
+        self.intra_op_threads = intra_op_threads
+        self.max_batch_size = max_batch_size
+        self._requested_threshold = score_threshold
+        import hashlib
+
+        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        self.sha256 = digest
+        self.input_size = INPUT_SIZE
+        self.info = ModelInfo.for_version(
+            name=DEFAULT_MODEL_NAME if self.path == ONNX_PATH else self.path.stem,
+            version=f"1.0+{digest[:12]}",
+            manufacturer="RadGround",
+        )
+        self._session = None
+        self._session_pid: int | None = None
+        self._metadata: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    # -- session ------------------------------------------------------------------
+
+    def _ensure_session(self):  # noqa: ANN202 - onnxruntime type imported lazily
+        with self._lock:
+            if self._session is not None and self._session_pid == os.getpid():
+                return self._session
+            import onnxruntime as ort
+
+            available = set(ort.get_available_providers())
+            wanted = [PROVIDERS[p] for p in self.providers]
+            missing = [p for p in wanted if p not in available]
+            if missing:
+                raise ModelError(
+                    f"execution providers {missing} are not in this onnxruntime build "
+                    f"(available: {sorted(available)}); install onnxruntime-gpu for CUDA/TensorRT"
+                )
+            options = ort.SessionOptions()
+            if self.intra_op_threads is not None:
+                options.intra_op_num_threads = self.intra_op_threads
+            try:
+                session = ort.InferenceSession(str(self.path), sess_options=options, providers=wanted)
+            except Exception as exc:  # onnxruntime raises its own untyped errors
+                raise ModelError(f"cannot load ONNX model {self.path.name}: {exc}") from exc
+            self._metadata = dict(session.get_modelmeta().custom_metadata_map)
+            self._check_metadata(session)
+            self._session = session
+            self._session_pid = os.getpid()
+            logger.info(
+                "loaded %s %s with %s", self.info.name, self.info.version, ", ".join(session.get_providers())
+            )
+            return session
+
+    def _check_metadata(self, session) -> None:  # noqa: ANN001
+        classes = self._metadata.get("classes")
+        if classes is not None and tuple(json.loads(classes)) != CLASSES:
+            raise ModelError(f"model classes {classes} differ from the vocabulary's NIH classes {CLASSES}")
+        shape = session.get_inputs()[0].shape
+        if len(shape) != 4 or tuple(shape[2:]) != (self.input_size[1], self.input_size[0]):
+            raise ModelError(f"model input shape {shape} does not match input size {self.input_size}")
+
+    @property
+    def score_threshold(self) -> float:
+        """The reporting threshold in use (explicit, else from the metadata)."""
+        if self._requested_threshold is not None:
+            return self._requested_threshold
+        self._ensure_session()
+        return float(self._metadata.get("score_threshold", _FALLBACK_THRESHOLD))
+
+    def load(self) -> OnnxDetector:
+        """Create the session now (in this process) instead of at the first call."""
+        self._ensure_session()
+        return self
+
+    def close(self) -> None:
+        with self._lock:
+            self._session = None
+            self._session_pid = None
+
+    # -- inference ----------------------------------------------------------------
+
+    def _batch_array(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        width, height = self.input_size
+        batch = np.empty((len(images), 3, height, width), dtype=np.float32)
+        for i, image in enumerate(images):
+            if image.shape != (height, width, 3):
+                raise ModelError(f"image {i} has shape {image.shape}, the model needs {(height, width, 3)}")
+            # trained on grayscale radiographs replicated to 3 channels: feed the luminance
+            batch[i] = np.clip(image.mean(axis=2), 0.0, 1.0)[None]
+        return batch
+
+    def detect(self, images: Sequence[np.ndarray], *, score_threshold: float | None = None) -> list[DecodedImage]:
+        """Boxes in model-input pixels, scores and class indices for each image.
+
+        Parameters
+        ----------
+        images
+            float32 (height, width, 3) arrays in [0, 1] at :attr:`input_size`.
+        score_threshold
+            Override the reporting threshold (e.g. a low one for mAP).
+        """
+        session = self._ensure_session()
+        threshold = self.score_threshold if score_threshold is None else score_threshold
+        results: list[DecodedImage] = []
+        for start in range(0, len(images), self.max_batch_size):
+            batch = self._batch_array(images[start : start + self.max_batch_size])
+            heat, size, offset = session.run(None, {session.get_inputs()[0].name: batch})
+            results.extend(
+                decode_batch(heat, size, offset, input_size=self.input_size, score_threshold=threshold)
+            )
+        return results
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        """One MedRegA-grammar text per request (see the module docstring)."""
+        for request in requests:
+            if request.task not in self.tasks:
+                raise ModelError(f"{self.info.name} does not do {request.task.value}; it does {[t.value for t in self.tasks]}")
+            if request.language not in self.languages:
+                raise ModelError(f"{self.info.name} answers in {self.languages}, not {request.language!r}")
+        detections = self.detect([r.image for r in requests])
+        return [self._write(d, r.language) for d, r in zip(detections, requests, strict=True)]
+
+    def _write(self, decoded: DecodedImage, language: str) -> str:
+        width, height = self.input_size
+        phrases = []
+        for box, score, cls in zip(decoded.boxes, decoded.scores, decoded.classes, strict=True):
+            key = CLASSES[int(cls)].lower()
+            x1, y1, x2, y2 = (float(v) for v in box)
+            b = [_to_999(x1, width), _to_999(y1, height), _to_999(x2, width), _to_999(y2, height)]
+            if b[2] <= b[0] or b[3] <= b[1]:
+                continue  # below one 0-999 step: nothing to draw
+            zone = chest_zone(min(1.0, (x1 + x2) / 2 / width), min(1.0, (y1 + y2) / 2 / height))
+            phrases.append(
+                GroundedPhrase(
+                    refs=(RefBoxes(entry(key).name(language), (Box999(*b),), (round(float(score), 2),)),),
+                    description=finding_sentence(key, language=language, zone=zone),
+                )
+            )
+        if not phrases:
+            base = "zh-CN" if language.startswith("zh") else "en"
+            phrases.append(GroundedPhrase(refs=(), description=NEGATIVE_REPORT[base]))
+        return write_grounded_text(phrases, language=language)

@@ -1,0 +1,213 @@
+"""Evaluating the shipped detector on the validation patients (numbers for MODEL_CARD.md).
+
+For every class: MedRegA Region-Aligned metrics (both conventions, see
+:mod:`engine.evaluation`) at the model's operating threshold, and AP@0.5 over
+all detections (threshold 0.01), for the ONNX model and for the baseline that
+predicts, on every image, each class's mean training box (scored with the
+class's training prevalence). All boxes are compared in pixels of the 512 x 512
+PNGs. The operating threshold is chosen on the **training** images (the best
+overall aligned F1, usual convention), never on validation.
+
+Run it::
+
+    python -m engine.default_model.evaluate --data ../shared/data/nih-cxr-boxes \\
+        --model engine/default_model/radground-cxr-det.onnx --json /tmp/metrics.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from engine.default_model.config import CLASSES, INPUT_SIZE
+from engine.default_model.data import LabelledImage, load_dataset, load_image, split_by_patient
+from engine.evaluation import Convention, Detection, mean_average_precision, region_aligned_metrics
+
+__all__ = ["choose_threshold", "evaluate", "main", "mean_box_baseline", "model_detections"]
+
+logger = logging.getLogger(__name__)
+
+Pairs = list[tuple[list[Detection], list[Detection]]]
+LOW_THRESHOLD = 0.01
+
+
+def truths_of(image: LabelledImage) -> list[Detection]:
+    return [Detection(CLASSES[int(c)], tuple(b)) for b, c in zip(image.boxes, image.labels, strict=True)]
+
+
+def model_detections(detector, root: Path, images: Sequence[LabelledImage]) -> list[list[Detection]]:  # noqa: ANN001
+    """Detections (score >= 0.01) per image, in PNG pixels."""
+    width, height = INPUT_SIZE
+    out: list[list[Detection]] = []
+    batch: list[np.ndarray] = []
+    sizes: list[tuple[int, int]] = []
+
+    def flush() -> None:
+        for decoded, (ow, oh) in zip(detector.detect(batch, score_threshold=LOW_THRESHOLD), sizes, strict=True):
+            scale = np.array([ow / width, oh / height, ow / width, oh / height])
+            out.append(
+                [
+                    Detection(CLASSES[int(c)], tuple((b * scale).tolist()), float(s))
+                    for b, s, c in zip(decoded.boxes, decoded.scores, decoded.classes, strict=True)
+                ]
+            )
+        batch.clear()
+        sizes.clear()
+
+    for image in images:
+        gray, original = load_image(root, image.name, size=INPUT_SIZE)
+        batch.append(np.repeat(gray[..., None], 3, axis=2))
+        sizes.append(original)
+        if len(batch) == 8:
+            flush()
+    if batch:
+        flush()
+    return out
+
+
+def mean_box_baseline(train: Sequence[LabelledImage], n_images: int) -> list[list[Detection]]:
+    """Each class's mean training box on every image, scored with its training prevalence."""
+    boxes = {c: [] for c in CLASSES}
+    present = {c: 0 for c in CLASSES}
+    for image in train:
+        for label in {CLASSES[int(c)] for c in image.labels}:
+            present[label] += 1
+        for b, c in zip(image.boxes, image.labels, strict=True):
+            boxes[CLASSES[int(c)]].append(b)
+    guesses = [
+        Detection(c, tuple(np.mean(boxes[c], axis=0).tolist()), present[c] / len(train)) for c in CLASSES if boxes[c]
+    ]
+    return [list(guesses) for _ in range(n_images)]
+
+
+def _above(detections: list[list[Detection]], threshold: float) -> list[list[Detection]]:
+    return [[d for d in image if d.score >= threshold] for image in detections]
+
+
+def choose_threshold(detections: list[list[Detection]], truths: list[list[Detection]]) -> float:
+    """The threshold in 0.05..0.70 with the best overall aligned F1 (usual convention)."""
+    best, best_f1 = 0.3, -1.0
+    for threshold in np.round(np.arange(0.05, 0.71, 0.05), 2):
+        pairs = list(zip(_above(detections, threshold), truths, strict=True))
+        f1 = region_aligned_metrics(pairs, convention=Convention.USUAL).aligned["f1"]
+        if f1 > best_f1:
+            best, best_f1 = float(threshold), f1
+    return best
+
+
+def _class_rows(detections: list[list[Detection]], truths: list[list[Detection]], threshold: float) -> dict:
+    rows: dict[str, dict] = {}
+    _, ap = mean_average_precision(list(zip(detections, truths, strict=True)), CLASSES)
+    kept = _above(detections, threshold)
+    for label in (*CLASSES, "all"):
+        if label == "all":
+            pairs = list(zip(kept, truths, strict=True))
+        else:
+            pairs = [
+                ([d for d in p if d.label == label], [t for t in g if t.label == label])
+                for p, g in zip(kept, truths, strict=True)
+            ]
+        medrega = region_aligned_metrics(pairs, convention=Convention.MEDREGA)
+        usual = region_aligned_metrics(pairs, convention=Convention.USUAL)
+        rows[label] = {
+            "gt_boxes": sum(len(g) for _, g in pairs),
+            "predictions": sum(len(p) for p, _ in pairs),
+            "images": medrega.images,
+            "medrega": {"region": medrega.region, "object": medrega.object, "aligned": medrega.aligned},
+            "usual": {"region": usual.region, "object": usual.object, "aligned": usual.aligned},
+            "mean_iou": medrega.mean_iou,
+            "ap50": float(np.nanmean(list(ap.values()))) if label == "all" else ap[label],
+        }
+    return rows
+
+
+def _bootstrap_map(detections, truths, *, rounds: int = 200, seed: int = 0) -> float:  # noqa: ANN001
+    rng = np.random.default_rng(seed)
+    n = len(truths)
+    values = []
+    for _ in range(rounds):
+        idx = rng.integers(0, n, n)
+        m, _ = mean_average_precision([(detections[i], truths[i]) for i in idx], CLASSES)
+        values.append(m)
+    return float(np.std(values))
+
+
+def evaluate(root: Path, model_path: Path | None = None, *, seed: int = 0, threshold: float | None = None) -> dict:
+    """All numbers of the model card's metrics table, as a dict."""
+    from engine.backends.onnxruntime_backend import OnnxDetector
+
+    dataset = load_dataset(root)
+    train, validation = split_by_patient(dataset, validation_fraction=0.2, seed=seed)
+    detector = OnnxDetector(model_path, intra_op_threads=2)
+    val_truths = [truths_of(im) for im in validation]
+    val_dets = model_detections(detector, root, validation)
+    if threshold is None:
+        train_dets = model_detections(detector, root, train)
+        threshold = choose_threshold(train_dets, [truths_of(im) for im in train])
+    baseline = mean_box_baseline(train, len(validation))
+    result = {
+        "model": str(detector.path.name),
+        "version": detector.info.version,
+        "train_images": len(train),
+        "validation_images": len(validation),
+        "validation_patients": len({im.patient_id for im in validation}),
+        "threshold": threshold,
+        "model_rows": _class_rows(val_dets, val_truths, threshold),
+        "baseline_rows": _class_rows(baseline, val_truths, 0.0),
+        "model_map_bootstrap_std": _bootstrap_map(val_dets, val_truths),
+    }
+    return result
+
+
+def markdown_table(result: dict) -> str:
+    """The per-class table for the model card."""
+
+    def pct(value: float) -> str:
+        return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
+
+    lines = [
+        "| class | val boxes | who | AP@0.5 | mean IoU | Region P / R / F1 (MedRegA) | Region P / R / F1 (usual) | Aligned F1 (usual) |",
+        "|---|---:|---|---:|---:|---|---|---:|",
+    ]
+    for label in (*CLASSES, "all"):
+        for who, rows in (("model", result["model_rows"]), ("mean box", result["baseline_rows"])):
+            row = rows[label]
+            m, u = row["medrega"]["region"], row["usual"]["region"]
+            lines.append(
+                f"| {label if who == 'model' else ''} | {row['gt_boxes'] if who == 'model' else ''} | {who} | "
+                f"{pct(row['ap50'])} | {pct(row['mean_iou'])} | "
+                f"{pct(m['precision'])} / {pct(m['recall'])} / {pct(m['f1'])} | "
+                f"{pct(u['precision'])} / {pct(u['recall'])} / {pct(u['f1'])} | "
+                f"{pct(row['usual']['aligned']['f1'])} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command-line entry point (``python -m engine.default_model.evaluate``)."""
+    parser = argparse.ArgumentParser(description="Evaluate the default detector on the validation patients")
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--threshold", type=float, default=None, help="skip choosing it on the training images")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result = evaluate(args.data, args.model, threshold=args.threshold)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    logger.info("threshold %.2f; mAP@0.5 model %.3f (bootstrap std %.3f), baseline %.3f",
+                result["threshold"], result["model_rows"]["all"]["ap50"], result["model_map_bootstrap_std"],
+                result["baseline_rows"]["all"]["ap50"])
+    import sys
+
+    sys.stdout.write(markdown_table(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()

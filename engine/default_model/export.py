@@ -1,0 +1,149 @@
+"""Exporting the trained detector to ONNX (and optionally an fp16 copy).
+
+The graph takes ``images`` float32 (N, 3, H, W) in [0, 1] with a dynamic batch
+axis and returns ``heatmap`` (sigmoid, 3x3 peak-suppressed), ``size`` and
+``offset`` at stride 8 (see :mod:`engine.default_model.network`). ONNX opset 17.
+
+Run it::
+
+    python -m engine.default_model.export --weights /tmp/radground-train/weights.pt \\
+        --out engine/default_model/radground-cxr-det.onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from engine.default_model.config import CLASSES, INPUT_SIZE, ONNX_PATH
+
+__all__ = ["OPSET", "export_onnx", "main", "onnx_sha256", "to_fp16"]
+
+logger = logging.getLogger(__name__)
+
+OPSET = 17
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("heatmap", "size", "offset")
+
+
+def onnx_sha256(path: Path) -> str:
+    """Hex SHA-256 of a model file (the model version derives from it)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def export_onnx(
+    weights: Path,
+    out: Path,
+    *,
+    score_threshold: float = 0.3,
+    metadata: dict[str, str] | None = None,
+    opset: int = OPSET,
+    check_batch: int = 2,
+) -> Path:
+    """Export ``weights`` (a state dict from :mod:`engine.default_model.train`) to ``out``.
+
+    The model's metadata (``metadata_props``) records the classes, the input
+    size and the reporting ``score_threshold`` the backend uses by default,
+    plus any extra ``metadata``.
+
+    After export the file is checked with the ONNX checker and run once with
+    ONNX Runtime against the PyTorch outputs (max abs difference logged; it
+    raises when above 1e-3).
+    """
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from engine.default_model.network import CenterNetDetector, InferenceWrapper
+
+    model = CenterNetDetector()
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    wrapper = InferenceWrapper(model).eval()
+    width, height = INPUT_SIZE
+    example = torch.rand(check_batch, 3, height, width, generator=torch.Generator().manual_seed(0))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        wrapper,
+        (example,),
+        str(out),
+        input_names=[INPUT_NAME],
+        output_names=list(OUTPUT_NAMES),
+        dynamic_axes={INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in OUTPUT_NAMES}},
+        opset_version=opset,
+        do_constant_folding=True,
+        dynamo=False,
+    )
+    proto = onnx.load(str(out))
+    onnx.checker.check_model(proto)
+    proto.doc_string = "RadGround default CXR finding detector (EfficientNet-Lite0 + CenterNet); see MODEL_CARD.md"
+    props = {
+        "classes": json.dumps(list(CLASSES)),
+        "input_size": json.dumps(list(INPUT_SIZE)),
+        "score_threshold": f"{score_threshold:.4f}",
+        **(metadata or {}),
+    }
+    onnx.helper.set_model_props(proto, props)
+    onnx.save(proto, str(out))
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {INPUT_NAME: example.numpy()})
+    with torch.no_grad():
+        expected = [t.numpy() for t in wrapper(example)]
+    # peak suppression can flip on float ties; compare the raw size/offset and the heat maxima
+    diff = max(float(np.max(np.abs(g - e))) for g, e in zip(got[1:], expected[1:], strict=True))
+    diff = max(diff, float(np.max(np.abs(got[0].max(axis=(2, 3)) - expected[0].max(axis=(2, 3))))))
+    logger.info("exported %s (%.1f MB), max |onnx - torch| = %.2e", out, out.stat().st_size / 1e6, diff)
+    if diff > 1e-3:
+        raise RuntimeError(f"ONNX export differs from PyTorch by {diff:.2e}")
+    return out
+
+
+def to_fp16(source: Path, out: Path) -> Path:
+    """An fp16-weight copy of ``source`` with fp32 inputs/outputs (for size/accuracy comparison)."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(source))
+    # Store initialisers as fp16 and cast them back at load: halves the file, keeps fp32 compute.
+    graph = proto.graph
+    new_inits, casts = [], []
+    for init in list(graph.initializer):
+        array = numpy_helper.to_array(init)
+        if array.dtype != np.float32 or array.size < 16:
+            new_inits.append(init)
+            continue
+        half_name = init.name + "__fp16"
+        new_inits.append(numpy_helper.from_array(array.astype(np.float16), half_name))
+        casts.append(onnx.helper.make_node("Cast", [half_name], [init.name], to=onnx.TensorProto.FLOAT))
+    del graph.initializer[:]
+    graph.initializer.extend(new_inits)
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(casts + nodes)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(out))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command-line entry point (``python -m engine.default_model.export``)."""
+    parser = argparse.ArgumentParser(description="Export the default detector to ONNX")
+    parser.add_argument("--weights", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=ONNX_PATH)
+    parser.add_argument("--score-threshold", type=float, default=0.3, help="reporting threshold stored in the metadata")
+    parser.add_argument("--fp16-out", type=Path, default=None, help="also write an fp16-weight copy here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    export_onnx(args.weights, args.out, score_threshold=args.score_threshold)
+    if args.fp16_out:
+        to_fp16(args.out, args.fp16_out)
+
+
+if __name__ == "__main__":
+    main()
