@@ -42,6 +42,9 @@ from pydicom.valuerep import PersonName
 
 from engine.report import Finding, FindingKind, GroundedReport, ModelInfo, Presence
 
+from .. import codes
+from ..codes import SiteCode
+from ..codes import coding_for as finding_coding
 from .datatypes import DCM_SYSTEM, coding_for, dicom_uid_identifier, localized
 from .inputs import PatientHeader, SeriesHeader, StudyHeader
 from .rendering import RenderedPage
@@ -55,7 +58,6 @@ __all__ = [
 ]
 
 LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
 V2_0074 = "http://terminology.hl7.org/CodeSystem/v2-0074"
 OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 V3_INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
@@ -77,12 +79,10 @@ IMAGING_CATEGORY = Coding(system=OBSERVATION_CATEGORY, code="imaging", display="
 RADIOLOGY_OBSERVATION = Coding(system=LOINC, code="18782-3", display="Radiology Study observation (narrative)")
 #: DICOM Tracking Unique Identifier (DCM 112040), the type of the tracking-UID identifier.
 TRACKING_UID_TYPE = Coding(system=DCM_SYSTEM, code="112040", display="Tracking Unique Identifier")
-#: Presence as SNOMED CT qualifier values (valueCodeableConcept).
-PRESENCE_VALUES = {
-    Presence.PRESENT: Coding(system=SNOMED, code="52101004", display="Present"),
-    Presence.ABSENT: Coding(system=SNOMED, code="2667000", display="Absent"),
-    Presence.INDETERMINATE: Coding(system=SNOMED, code="82334004", display="Indeterminate"),
-}
+#: Presence as the SR's qualitative evaluation values (valueCodeableConcept).
+PRESENCE_VALUES = {presence: coding_for(concept) for presence, concept in codes.PRESENCE_VALUES.items()}
+#: Model confidence as in the SR: DCM 111012 "Certainty of Finding", in percent.
+CERTAINTY_OF_FINDING = coding_for(codes.CERTAINTY_OF_FINDING)
 #: Presence of an abnormality as v3 ObservationInterpretation (interpretation).
 PRESENCE_INTERPRETATIONS = {
     Presence.PRESENT: Coding(system=V3_INTERPRETATION, code="POS", display="Positive"),
@@ -193,19 +193,34 @@ def build_device(model: ModelInfo) -> Device:
     )
 
 
-def _finding_code(finding: Finding, language: str) -> tuple[CodeableConcept, CodeableConcept | None]:
-    """``(code, bodySite)`` of a finding's Observation.
+def _site(site: SiteCode) -> CodeableConcept:
+    """A finding site as ``bodySite``: R4 Observation has no laterality element,
+    so a laterality (CID 244) is kept in the text beside the coded location."""
+    text = site.location.meaning
+    if site.laterality is not None:
+        text = f"{site.location.meaning}, {site.laterality.meaning}"
+    return CodeableConcept(coding=[coding_for(site.location)], text=text)
 
-    An abnormality's code is its finding type (the coded concept when there is
-    one, else the label as text); an anatomy finding is a narrative radiology
-    observation (LOINC 18782-3) whose bodySite is the structure.
+
+def _finding_code(finding: Finding, language: str) -> tuple[CodeableConcept, CodeableConcept | None]:
+    """``(code, bodySite)`` of a finding's Observation, from the shared code table.
+
+    The codes are those of the DICOM SR copy of the finding
+    (:func:`exporters.codes.coding_for`: the finding's own concept, else the
+    code table, else a generic SNOMED CT concept). An abnormality's code is
+    its finding type and its bodySite the table's finding site; an anatomy
+    finding is a narrative radiology observation (LOINC 18782-3) about the
+    structure, which is its bodySite. The label, in the resource language
+    with translations, is the text of whichever names the finding.
     """
     label, label_ext = localized(finding.label, language)
-    concept = [coding_for(finding.concept)] if finding.concept is not None else None
+    coded = finding_coding(finding)
+    concept = [coding_for(coded.finding_type)]
     if finding.kind is FindingKind.ANATOMY:
         site = CodeableConcept(coding=concept, text=label, text__ext=label_ext)
         return CodeableConcept(coding=[RADIOLOGY_OBSERVATION]), site
-    return CodeableConcept(coding=concept, text=label, text__ext=label_ext), None
+    site = _site(coded.site) if coded.site is not None else None
+    return CodeableConcept(coding=concept, text=label, text__ext=label_ext), site
 
 
 def build_observation(
@@ -241,22 +256,22 @@ def build_observation(
 
     Notes
     -----
-    Presence is ``valueCodeableConcept`` (SNOMED CT present / absent /
-    indeterminate); for abnormalities also ``interpretation`` (v3 POS / NEG /
-    IND). Model confidence is a component only when the model gave one
-    (never invented). The grounded sentence is the note.
+    Presence is ``valueCodeableConcept`` with the SR's presence values
+    (:data:`exporters.codes.PRESENCE_VALUES`); for abnormalities also
+    ``interpretation`` (v3 POS / NEG / IND). Model confidence is a component
+    only when the model gave one (never invented): DCM 111012 "Certainty of
+    Finding" in percent, as in the SR. The grounded sentence is the note.
     """
     code, body_site = _finding_code(finding, language)
     note, note_ext = localized(finding.description, language, markdown=True)
     presence = Presence(finding.presence)
     components = None
     if finding.confidence is not None:
+        percent = Decimal(repr(finding.confidence)) * 100
         components = [
             ObservationComponent(
-                code=CodeableConcept(text="AI model confidence"),
-                valueQuantity=Quantity(
-                    value=Decimal(repr(finding.confidence)), unit="probability", system=UCUM, code="1"
-                ),
+                code=CodeableConcept(coding=[CERTAINTY_OF_FINDING]),
+                valueQuantity=Quantity(value=percent.normalize(), unit="%", system=UCUM, code="%"),
             )
         ]
     return Observation(

@@ -24,7 +24,8 @@ from fhir.resources.R4B.bundle import Bundle
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from engine.report import GroundedReport, Text, derive_uid
+from engine.report import GroundedReport, Presence, Text, derive_uid
+from exporters.codes import PRESENCE_VALUES
 from exporters.errors import ExportError, SourceError
 from exporters.fhir import OutputInstanceRef, OutputSeriesRef, build_fhir_bundle, bundle_json
 
@@ -234,15 +235,28 @@ def test_observations_carry_finding_and_tracking_uid(grounded_report, source_ima
         assert obs["note"][0]["text"] == finding.description["en"]
         labelled = obs["bodySite"] if finding.kind == "anatomy" else obs["code"]
         assert labelled["text"] == finding.label["en"]
+        # presence coded as in the SR copy of the finding
         presence_code = obs["valueCodeableConcept"]["coding"][0]
-        assert presence_code["system"] == "http://snomed.info/sct"
-        assert presence_code["code"] == {"present": "52101004", "absent": "2667000", "indeterminate": "82334004"}[
-            finding.presence.value
-        ]
+        assert presence_code["code"] == PRESENCE_VALUES[finding.presence].value
+        assert presence_code["display"] == PRESENCE_VALUES[finding.presence].meaning
         if finding.kind == "abnormality":
             assert obs["interpretation"][0]["coding"][0]["code"] == {
                 "present": "POS", "absent": "NEG", "indeterminate": "IND"
             }[finding.presence.value]
+
+
+def test_codes_come_from_the_shared_code_table(grounded_report, source_images):
+    observations = _resources(_as_dict(_build(grounded_report, source_images)), "Observation")
+    by_label = {f.label["en"]: obs for f, obs in zip(grounded_report.findings, observations, strict=True)}
+    sct = "http://snomed.info/sct"
+    cardiomegaly = by_label["cardiomegaly"]
+    assert cardiomegaly["code"]["coding"] == [{"system": sct, "code": "287272002", "display": "Cardiomegaly"}]
+    assert cardiomegaly["bodySite"]["coding"] == [{"system": sct, "code": "80891009", "display": "Heart"}]
+    right_lung = by_label["right lung"]
+    assert right_lung["code"]["coding"][0]["code"] == "18782-3"  # LOINC Radiology Study observation
+    assert right_lung["bodySite"]["coding"] == [{"system": sct, "code": "3341006", "display": "Right lung"}]
+    assert right_lung["bodySite"]["text"] == "right lung"
+    assert "bodySite" not in by_label["pneumothorax"]
 
 
 def test_confidence_only_when_the_model_gave_one(grounded_report, source_images):
@@ -255,8 +269,13 @@ def test_confidence_only_when_the_model_gave_one(grounded_report, source_images)
             assert "confidence" not in json.dumps(obs).lower()
         else:
             (component,) = obs["component"]
-            assert component["valueQuantity"]["value"] == pytest.approx(finding.confidence)
-            assert component["valueQuantity"]["code"] == "1"
+            assert component["code"]["coding"] == [{
+                "system": "http://dicom.nema.org/resources/ontology/DCM", "code": "111012",
+                "display": "Certainty of Finding",
+            }]
+            assert component["valueQuantity"]["value"] == pytest.approx(finding.confidence * 100)
+            assert component["valueQuantity"]["system"] == "http://unitsofmeasure.org"
+            assert component["valueQuantity"]["code"] == "%"
 
 
 def test_findings_without_regions_are_exported(grounded_report, source_images):
@@ -266,7 +285,7 @@ def test_findings_without_regions_are_exported(grounded_report, source_images):
     for n in text_only:
         finding, obs = grounded_report.findings[n], observations[n]
         assert obs["note"][0]["text"] == finding.description["en"]
-        assert obs["valueCodeableConcept"]["coding"][0]["display"] == "Absent"
+        assert obs["valueCodeableConcept"]["coding"][0]["code"] == PRESENCE_VALUES[Presence.ABSENT].value
 
 
 def test_imaging_study_lists_source_and_output_series(grounded_report, source_images):
