@@ -62,6 +62,9 @@ __all__ = [
     "CT_MR_ORGANS",
     "LESIONS",
     "NEGATIVE_REPORT",
+    "NEGATIVE_REPORT_GENERIC",
+    "UNLABELLED_REGION",
+    "UNREADABLE_OUTPUT",
     "NIH_CXR_FINDINGS",
     "VOCABULARY",
     "VocabularyEntry",
@@ -331,6 +334,22 @@ NEGATIVE_REPORT: Text = Text({
     "en": "No acute cardiopulmonary abnormality detected by the model.",
     "zh-CN": "模型未检出急性心肺异常。",
 })
+
+#: The explicit negative report of a (non-chest or mixed) study in which the model found nothing.
+NEGATIVE_REPORT_GENERIC: Text = Text({
+    "en": "No abnormality detected by the model.",
+    "zh-CN": "模型未检出异常。",
+})
+
+#: What a report says when the model's output could not be read at all (this is
+#: *not* a negative result; the report's problems say what went wrong).
+UNREADABLE_OUTPUT: Text = Text({
+    "en": "The model's output could not be read; no findings are reported.",
+    "zh-CN": "无法解析模型输出，未报告任何结果。",
+})
+
+#: The label of a box the model drew without naming it (a ``<box>`` without ``<ref>``).
+UNLABELLED_REGION: Text = Text({"en": "unlabelled region", "zh-CN": "未标注区域"})
 
 
 def finding_sentence(

@@ -11,6 +11,9 @@ from engine.vocabulary import (
     CT_MR_ORGANS,
     LESIONS,
     NEGATIVE_REPORT,
+    NEGATIVE_REPORT_GENERIC,
+    UNLABELLED_REGION,
+    UNREADABLE_OUTPUT,
     NIH_CXR_FINDINGS,
     VOCABULARY,
     VocabularyError,
@@ -126,3 +129,12 @@ def test_chest_zone_uses_patient_side():
 def test_negative_report_is_bilingual():
     assert NEGATIVE_REPORT.languages == ("en", "zh-CN")
     assert "No acute cardiopulmonary abnormality" in NEGATIVE_REPORT["en"]
+
+
+def test_fixed_report_sentences_are_bilingual_and_distinct():
+    texts = (NEGATIVE_REPORT, NEGATIVE_REPORT_GENERIC, UNREADABLE_OUTPUT, UNLABELLED_REGION)
+    for text in texts:
+        assert text.languages == ("en", "zh-CN")
+    # an unreadable output must never read like a negative result
+    assert len({t["en"] for t in texts}) == len(texts) and len({t["zh-CN"] for t in texts}) == len(texts)
+    assert "could not be read" in UNREADABLE_OUTPUT["en"]
