@@ -27,6 +27,7 @@ from engine.pixels.errors import (
 __all__ = [
     "SUPPORTED_PHOTOMETRIC_INTERPRETATIONS",
     "DecodedFrame",
+    "check_image_attributes",
     "check_is_image",
     "decode_frame",
     "frame_count",
@@ -225,16 +226,18 @@ def _require(dataset: pydicom.Dataset, keyword: str, tag: str) -> object:
     return value
 
 
-def decode_frame(dataset: pydicom.Dataset, frame_number: int | None) -> DecodedFrame:
-    """Decode one frame of ``dataset`` (checked with :func:`resolve_frame`).
+def check_image_attributes(dataset: pydicom.Dataset) -> str:
+    """Check the Image Pixel module attributes the pipeline needs (PS3.3 C.7.6.3) and
+    return the Photometric Interpretation.
 
     Raises
     ------
-    NotAnImageError, InvalidImageError, UnsupportedPixelDataError, DecodeError
-        With a reason naming the SOP class, attribute or transfer syntax.
+    InvalidImageError
+        When Rows, Columns, Bits Allocated, Samples per Pixel or Photometric
+        Interpretation is missing or inconsistent.
+    UnsupportedPixelDataError
+        For a Photometric Interpretation the pipeline does not handle.
     """
-    check_is_image(dataset)
-    frame = resolve_frame(dataset, frame_number)
     for keyword, tag in (
         ("Rows", "(0028,0010)"),
         ("Columns", "(0028,0011)"),
@@ -242,7 +245,9 @@ def decode_frame(dataset: pydicom.Dataset, frame_number: int | None) -> DecodedF
         ("SamplesPerPixel", "(0028,0002)"),
         ("PhotometricInterpretation", "(0028,0004)"),
     ):
-        _require(dataset, keyword, tag)
+        value = _require(dataset, keyword, tag)
+        if keyword != "PhotometricInterpretation" and (not isinstance(value, int) or value < 1):
+            raise InvalidImageError(f"{keyword} {tag} must be a positive integer, got {value!r}")
     photometric = str(dataset.PhotometricInterpretation).strip().upper()
     if photometric not in SUPPORTED_PHOTOMETRIC_INTERPRETATIONS:
         raise UnsupportedPixelDataError(
@@ -255,6 +260,20 @@ def decode_frame(dataset: pydicom.Dataset, frame_number: int | None) -> DecodedF
         raise InvalidImageError(
             f"Samples per Pixel is {samples} but Photometric Interpretation {photometric} needs {expected}"
         )
+    return photometric
+
+
+def decode_frame(dataset: pydicom.Dataset, frame_number: int | None) -> DecodedFrame:
+    """Decode one frame of ``dataset`` (checked with :func:`resolve_frame`).
+
+    Raises
+    ------
+    NotAnImageError, InvalidImageError, UnsupportedPixelDataError, DecodeError
+        With a reason naming the SOP class, attribute or transfer syntax.
+    """
+    check_is_image(dataset)
+    frame = resolve_frame(dataset, frame_number)
+    photometric = check_image_attributes(dataset)
     if "PixelData" not in dataset:
         raise UnsupportedPixelDataError(
             "float pixel data (Float/Double Float Pixel Data) holds derived values, which are not supported"

@@ -10,7 +10,7 @@ import pydicom
 
 from engine.model import ResizeMode
 from engine.pixels.colour import colour_to_unit
-from engine.pixels.decode import check_is_image, decode_frame, resolve_frame
+from engine.pixels.decode import check_image_attributes, check_is_image, decode_frame, resolve_frame
 from engine.pixels.errors import InvalidImageError, short_uid
 from engine.pixels.geometry import ImageTransform, fit_to_size, plan_transform
 from engine.pixels.grayscale import Window, grayscale_to_unit
@@ -136,6 +136,7 @@ def prepare_image(
     """
     check_is_image(dataset)
     frame = resolve_frame(dataset, frame_number)
+    check_image_attributes(dataset)
     image = _image_ref(dataset, frame)
     columns, rows = int(dataset.Columns), int(dataset.Rows)
     transform = plan_transform((columns, rows), size=size, resize_mode=resize_mode, crop=crop, frame_number=frame)
