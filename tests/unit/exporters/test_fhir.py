@@ -144,16 +144,54 @@ def test_bundles_validate_against_r4_schema_and_fhirjs(
 
 
 def test_validators_catch_what_the_models_let_through(tmp_path, validate_bundles, grounded_report, source_images):
-    """Negative control: the validators reject a wrong code in a required binding
-    (which fhir.resources accepts) and an element R4 does not have."""
+    """Negative control: each validator on its own rejects a wrong code in a
+    required binding (which fhir.resources accepts) and an element R4 lacks."""
     data = _as_dict(_build(grounded_report, source_images))
-    observation = next(e["resource"] for e in data["entry"] if e["resource"]["resourceType"] == "Observation")
-    observation["status"] = "unverified"
-    _one(data, "DiagnosticReport")["note"] = [{"text": "R5 only"}]  # DiagnosticReport.note is R5
+    types = [e["resource"]["resourceType"] for e in data["entry"]]
+    obs_index, report_index = types.index("Observation"), types.index("DiagnosticReport")
+    data["entry"][obs_index]["resource"]["status"] = "unverified"
+    data["entry"][report_index]["resource"]["note"] = [{"text": "R5 only"}]  # DiagnosticReport.note is R5
     (result,) = validate_bundles(tmp_path, json.dumps(data, ensure_ascii=False))
-    problems = _problems(result)
-    assert any("Observation.status" in p for p in problems), problems
-    assert any("DiagnosticReport" in p and "note" in p for p in problems), problems
+    items = {"Observation": result["items"][obs_index], "DiagnosticReport": result["items"][report_index]}
+    assert any("status" in m for m in items["Observation"]["schema"]), items["Observation"]
+    assert any(m.startswith("error") and "Observation.status" in m for m in items["Observation"]["fhirjs"])
+    assert any("note" in m for m in items["DiagnosticReport"]["schema"]), items["DiagnosticReport"]
+    assert any(m.startswith("error") and "note" in m for m in items["DiagnosticReport"]["fhirjs"])
+
+
+def test_r4b_models_used_have_only_r4_elements():
+    """What differs between the R4B models used here and R4 (the official R4
+    JSON schema): only Extension's value[x] choices CodeableReference and
+    RatioRange, which RadGround never sets."""
+    schema_file = VALIDATORS / "node_modules" / "@asymmetrik" / "fhir-json-schema-validator" / "fhir.schema.json"
+    if not schema_file.is_file():
+        pytest.skip(f"npm FHIR validators not installed: run `npm ci` in {VALIDATORS}")
+    from fhir.resources.R4B import (
+        annotation, attachment, bundle, codeableconcept, coding, device, diagnosticreport, extension,
+        humanname, identifier, imagingstudy, observation, patient, quantity, reference,
+    )
+
+    definitions = json.loads(schema_file.read_text(encoding="utf-8"))["definitions"]
+    models = {
+        "Bundle": bundle.Bundle, "Bundle_Entry": bundle.BundleEntry, "Bundle_Request": bundle.BundleEntryRequest,
+        "Patient": patient.Patient, "HumanName": humanname.HumanName, "Identifier": identifier.Identifier,
+        "Device": device.Device, "Device_DeviceName": device.DeviceDeviceName,
+        "Device_Version": device.DeviceVersion, "ImagingStudy": imagingstudy.ImagingStudy,
+        "ImagingStudy_Series": imagingstudy.ImagingStudySeries,
+        "ImagingStudy_Instance": imagingstudy.ImagingStudySeriesInstance,
+        "DiagnosticReport": diagnosticreport.DiagnosticReport, "Observation": observation.Observation,
+        "Observation_Component": observation.ObservationComponent, "Attachment": attachment.Attachment,
+        "Annotation": annotation.Annotation, "CodeableConcept": codeableconcept.CodeableConcept,
+        "Coding": coding.Coding, "Quantity": quantity.Quantity, "Reference": reference.Reference,
+        "Extension": extension.Extension,
+    }
+    r4b_only = {}
+    for name, model in models.items():
+        elements = {f.alias or k for k, f in model.model_fields.items() if k != "fhir_comments"}
+        extra = sorted(elements - set(definitions[name]["properties"]))
+        if extra:
+            r4b_only[name] = extra
+    assert r4b_only == {"Extension": ["valueCodeableReference", "valueRatioRange"]}
 
 
 # -- structure ----------------------------------------------------------------
