@@ -28,7 +28,13 @@ from torch.nn import functional as F
 
 from engine.default_model.config import NUM_CLASSES
 
-__all__ = ["CenterNetDetector", "EfficientNetLite0", "imagenet_checkpoint_path", "load_imagenet_backbone"]
+__all__ = [
+    "CenterNetDetector",
+    "EfficientNetLite0",
+    "InferenceWrapper",
+    "imagenet_checkpoint_path",
+    "load_imagenet_backbone",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -97,14 +103,25 @@ class EfficientNetLite0(nn.Module):
                 blocks.append(_MBConv(kernel, stride if i == 0 else 1, expand, c_in if i == 0 else c_out, c_out))
         self._blocks = nn.ModuleList(blocks)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem and blocks up to stride 8 (frozen during training; see ``train``)."""
         x = F.relu6(self._bn0(self._conv_stem(x)))
-        taps = []
-        for i, block in enumerate(self._blocks):
+        for block in self._blocks[: self._TAPS[0] + 1]:
             x = block(x)
+        return x
+
+    def rest(self, f8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The remaining blocks from the stride-8 features; returns all three taps."""
+        x = f8
+        taps = [f8]
+        for i in range(self._TAPS[0] + 1, len(self._blocks)):
+            x = self._blocks[i](x)
             if i in self._TAPS:
                 taps.append(x)
-        return tuple(taps)
+        return taps[0], taps[1], taps[2]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.rest(self.trunk(x))
 
 
 def imagenet_checkpoint_path() -> Path:
@@ -160,10 +177,10 @@ class CenterNetDetector(nn.Module):
     ``forward`` takes images in [0, 1], shape (N, 3, H, W), H and W multiples of
     32, and returns raw logits/regressions ``(heatmap_logits, size, offset)``
     at (H/8, W/8); ``size`` is (w, h) in output cells, ``offset`` the centre's
-    sub-cell position. :meth:`inference` adds sigmoid and peak suppression.
+    sub-cell position. :class:`InferenceWrapper` adds sigmoid and peak suppression.
     """
 
-    def __init__(self, num_classes: int = NUM_CLASSES, *, width: int = 96) -> None:
+    def __init__(self, num_classes: int = NUM_CLASSES, *, width: int = 64) -> None:
         super().__init__()
         self.backbone = EfficientNetLite0()
         c8, c16, c32 = EfficientNetLite0.channels
@@ -181,9 +198,16 @@ class CenterNetDetector(nn.Module):
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
+    def trunk_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images through the backbone's frozen trunk (stride 8)."""
+        return self.backbone.trunk((images - self.mean) / self.std)
+
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = (images - self.mean) / self.std
-        f8, f16, f32 = self.backbone(x)
+        return self.forward_from_trunk(self.trunk_features(images))
+
+    def forward_from_trunk(self, trunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Head outputs from :meth:`trunk_features` (training caches those)."""
+        f8, f16, f32 = self.backbone.rest(trunk)
         p32 = self.lateral32(f32)
         p16 = self.smooth16(self.lateral16(f16) + F.interpolate(p32, size=f16.shape[-2:], mode="nearest"))
         p8 = self.smooth8(self.lateral8(f8) + F.interpolate(p16, size=f8.shape[-2:], mode="nearest"))
@@ -191,22 +215,12 @@ class CenterNetDetector(nn.Module):
         p8 = self.context(p8 + F.interpolate(p32, size=f8.shape[-2:], mode="nearest"))
         return self.heatmap(p8), F.relu(self.size(p8)), self.offset(p8)
 
-    @torch.no_grad()
-    def inference(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Heatmap probabilities with non-peak cells zeroed, size and offset.
-
-        A cell survives when it is the maximum of its 3x3 neighbourhood
-        (CenterNet's max-pool NMS).
-        """
-        logits, size, offset = self.forward(images)
-        heat = torch.sigmoid(logits)
-        peaks = F.max_pool2d(heat, 3, stride=1, padding=1)
-        heat = heat * (peaks == heat).to(heat.dtype)
-        return heat, size, offset
 
 
 class InferenceWrapper(nn.Module):
-    """The graph that is exported: :meth:`CenterNetDetector.inference` as ``forward``."""
+    """The graph that is exported: heatmap probabilities with non-peak cells
+    zeroed (a cell survives when it is the maximum of its 3x3 neighbourhood,
+    CenterNet's max-pool NMS), size and offset."""
 
     def __init__(self, detector: CenterNetDetector) -> None:
         super().__init__()
