@@ -235,6 +235,7 @@ class StorageSCP:
         self._server = self._ae.make_server(
             (host, port), evt_handlers=self.handlers, server_class=server_class
         )
+        self._ae._servers.append(self._server)  # as AE.start_server does, so AE.shutdown stops it
         threading.Thread(
             target=self._server.serve_forever, name=f"StorageSCP:{port}", daemon=True
         ).start()
@@ -249,10 +250,8 @@ class StorageSCP:
 
     def stop(self) -> None:
         """Stop listening and abort running associations."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
         self._ae.shutdown()
+        self._server = None
         self._stopped.set()
 
     # -- handlers ---------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -31,3 +33,62 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"shared data not found at {SHARED_DATA}; CI puts shared/ beside the repository")
     return SHARED_DATA
+
+
+# -- databases: the real PostgreSQL server and embedded SQLite -----------------
+
+POSTGRES_ADMIN_URL = os.environ.get("RADGROUND_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    """The admin URL of the real PostgreSQL server (tests fail, not skip, without it)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(POSTGRES_ADMIN_URL.replace("postgresql+psycopg", "postgresql"), connect_timeout=5):
+            pass
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL} ({exc}); .ci/run starts it")
+    return POSTGRES_ADMIN_URL
+
+
+def _create_postgres_database(admin_url: str) -> tuple[str, str]:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    name = f"radground_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False), name
+
+
+def _drop_postgres_database(admin_url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: embedded SQLite, then the real PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'radground.db'}"
+        return
+    admin = request.getfixturevalue("postgres_server_url")
+    url, name = _create_postgres_database(admin)
+    yield url
+    _drop_postgres_database(admin, name)
+
+
+@pytest.fixture
+def migrated_engine(database_url: str):
+    """An engine on a fresh database at the latest schema."""
+    from worklist.db import create_db_engine
+    from worklist.migrate import upgrade_database
+
+    engine = create_db_engine(database_url)
+    upgrade_database(engine)
+    yield engine
+    engine.dispose()

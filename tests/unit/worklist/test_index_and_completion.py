@@ -1,0 +1,151 @@
+"""The study index and study completion, on SQLite and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from pydicom.uid import generate_uid
+from sqlalchemy import func, select
+
+from dicom_node.scp import StoredInstance
+from dicom_node.storage import StoreOutcome
+from tests.factories import make_ct
+from worklist.completion import CompletionMonitor
+from worklist.db import make_session_factory
+from worklist.index import record_instance
+from worklist.models import Instance, Patient, RevisionState, Series, Study, StudyRevision
+
+T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def stored(study, series, n, *, at, outcome=StoreOutcome.STORED, sop=None):
+    header = make_ct(study_instance_uid=study, series_instance_uid=series, instance_number=n, rows=4, columns=4,
+                     sop_instance_uid=sop)
+    return StoredInstance(
+        sop_class_uid=str(header.SOPClassUID),
+        sop_instance_uid=str(header.SOPInstanceUID),
+        study_instance_uid=study,
+        series_instance_uid=series,
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        relative_path=f"{study}/{series}/{header.SOPInstanceUID}.dcm",
+        size=100,
+        outcome=outcome,
+        calling_ae_title="PACS",
+        peer_host="127.0.0.1",
+        received_at=at,
+        header=header,
+    )
+
+
+def index(sessions, instance):
+    with sessions.begin() as session:
+        return record_instance(session, instance)
+
+
+def test_index_records_patient_study_series_instance(migrated_engine):
+    sessions = make_session_factory(migrated_engine)
+    study, series = generate_uid(), generate_uid()
+    for n in (1, 2, 3):
+        index(sessions, stored(study, series, n, at=T0 + timedelta(seconds=n)))
+    with sessions() as session:
+        assert session.scalar(select(func.count(Patient.id))) == 1
+        row = session.execute(select(Study).where(Study.study_instance_uid == study)).scalar_one()
+        assert (row.instance_count, row.current_revision, row.accession_number) == (3, 1, "ACC0001")
+        assert row.last_received_at == T0 + timedelta(seconds=3)
+        assert session.scalar(select(Series.modality)) == "CT"
+        assert sorted(session.scalars(select(Instance.instance_number))) == [1, 2, 3]
+        revision = session.execute(select(StudyRevision)).scalar_one()
+        assert (revision.state, revision.instances_received) == (RevisionState.RECEIVING, 3)
+
+
+def test_study_becomes_ready_once_after_idle_time(migrated_engine):
+    sessions = make_session_factory(migrated_engine)
+    ready = []
+    monitor = CompletionMonitor(sessions, ready.append, idle_seconds=30, force_after_seconds=600)
+    study, series = generate_uid(), generate_uid()
+    index(sessions, stored(study, series, 1, at=T0))
+    index(sessions, stored(study, series, 2, at=T0 + timedelta(seconds=20)))
+    assert monitor.run_once(T0 + timedelta(seconds=45)) == []  # 25 s idle: not yet
+    events = monitor.run_once(T0 + timedelta(seconds=51))
+    assert [(e.study_instance_uid, e.revision, e.instances_received, e.reason) for e in events] == [(study, 1, 2, "idle")]
+    assert monitor.run_once(T0 + timedelta(seconds=500)) == []
+    assert len(ready) == 1
+
+
+def test_force_complete_for_a_stream_that_never_stops(migrated_engine):
+    sessions = make_session_factory(migrated_engine)
+    monitor = CompletionMonitor(sessions, lambda e: None, idle_seconds=30, force_after_seconds=120)
+    study, series = generate_uid(), generate_uid()
+    for second in range(0, 130, 10):
+        index(sessions, stored(study, series, second + 1, at=T0 + timedelta(seconds=second)))
+    events = monitor.run_once(T0 + timedelta(seconds=125))
+    assert [(e.revision, e.reason) for e in events] == [(1, "force-complete")]
+
+
+def test_late_instances_open_a_new_revision_but_identical_duplicates_do_not(migrated_engine):
+    sessions = make_session_factory(migrated_engine)
+    monitor = CompletionMonitor(sessions, lambda e: None, idle_seconds=30, force_after_seconds=600)
+    study, series = generate_uid(), generate_uid()
+    first = stored(study, series, 1, at=T0)
+    index(sessions, first)
+    assert [e.revision for e in monitor.run_once(T0 + timedelta(seconds=31))] == [1]
+
+    duplicate = stored(study, series, 1, at=T0 + timedelta(seconds=40), outcome=StoreOutcome.IDENTICAL_DUPLICATE,
+                       sop=first.sop_instance_uid)
+    assert index(sessions, duplicate).reopened is False
+    assert monitor.run_once(T0 + timedelta(seconds=200)) == []
+
+    late = index(sessions, stored(study, series, 2, at=T0 + timedelta(seconds=300)))
+    assert (late.reopened, late.revision) == (True, 2)
+    index(sessions, stored(study, series, 3, at=T0 + timedelta(seconds=301)))
+    events = monitor.run_once(T0 + timedelta(seconds=340))
+    assert [(e.revision, e.instances_received) for e in events] == [(2, 2)]
+    with sessions() as session:
+        assert session.scalar(select(Study.instance_count)) == 3
+        assert session.scalar(select(Study.current_revision)) == 2
+
+
+def test_ready_event_survives_a_crash_between_transition_and_dispatch(migrated_engine):
+    sessions = make_session_factory(migrated_engine)
+    study, series = generate_uid(), generate_uid()
+    index(sessions, stored(study, series, 1, at=T0))
+
+    def crash(_event):
+        raise RuntimeError("worker died")
+
+    first = CompletionMonitor(sessions, crash, idle_seconds=30, claim_lease_seconds=60)
+    assert first.run_once(T0 + timedelta(seconds=31)) == []  # transition happened, hook failed
+    ready = []
+    restarted = CompletionMonitor(sessions, ready.append, idle_seconds=30, claim_lease_seconds=60)
+    assert restarted.run_once(T0 + timedelta(seconds=40)) == []  # still within the first claim's lease
+    assert [e.revision for e in restarted.run_once(T0 + timedelta(seconds=100))] == [1]
+    assert restarted.run_once(T0 + timedelta(seconds=500)) == []
+    assert len(ready) == 1
+
+
+def test_two_monitors_racing_dispatch_each_revision_once(migrated_engine):
+    sessions = make_session_factory(migrated_engine)
+    for _ in range(8):
+        study, series = generate_uid(), generate_uid()
+        index(sessions, stored(study, series, 1, at=T0))
+    seen = []
+    lock = threading.Lock()
+
+    def hook(event):
+        with lock:
+            seen.append((event.study_instance_uid, event.revision))
+
+    monitors = [CompletionMonitor(sessions, hook, idle_seconds=30) for _ in range(2)]
+    threads = [threading.Thread(target=m.run_once, args=(T0 + timedelta(seconds=60),)) for m in monitors]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 8 and len(set(seen)) == 8
+
+
+def test_monitor_rejects_nonsense_timings():
+    with pytest.raises(ValueError):
+        CompletionMonitor(None, lambda e: None, idle_seconds=0)
