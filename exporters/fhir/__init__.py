@@ -5,7 +5,7 @@ See :mod:`exporters.fhir.bundle` for the Bundle and its idempotent delivery,
 """
 
 from .bundle import build_fhir_bundle, bundle_json
-from .inputs import OutputInstanceRef, OutputSeriesRef
+from .inputs import OutputInstanceRef, OutputSeriesRef, output_series_from_datasets
 from .rendering import RenderedPage, render_report_html
 
 __all__ = [
@@ -14,5 +14,6 @@ __all__ = [
     "RenderedPage",
     "build_fhir_bundle",
     "bundle_json",
+    "output_series_from_datasets",
     "render_report_html",
 ]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 
@@ -39,6 +39,7 @@ __all__ = [
     "PatientHeader",
     "SeriesHeader",
     "StudyHeader",
+    "output_series_from_datasets",
     "read_study_header",
 ]
 
@@ -409,3 +410,45 @@ def output_series_header(ref: OutputSeriesRef) -> SeriesHeader:
             InstanceHeader(i.sop_instance_uid, i.sop_class_uid, i.instance_number) for i in ref.instances
         ),
     )
+
+
+def output_series_from_datasets(datasets: Iterable[Dataset]) -> tuple[OutputSeriesRef, ...]:
+    """:class:`OutputSeriesRef` values for objects RadGround wrote (SR documents,
+    presentation states), grouped by Series Instance UID in first-seen order.
+
+    Raises
+    ------
+    ExportError
+        An object lacks its series or SOP UIDs or its Modality, or two objects
+        of one series disagree on the Modality.
+    """
+    grouped: dict[str, list[Dataset]] = {}
+    for ds in datasets:
+        uid = _text(ds, "SeriesInstanceUID")
+        if uid is None:
+            raise ExportError("an output object has no Series Instance UID")
+        grouped.setdefault(uid, []).append(ds)
+    refs = []
+    for uid, members in grouped.items():
+        modalities = {_text(ds, "Modality") for ds in members}
+        if len(modalities) != 1 or None in modalities:
+            raise ExportError("the objects of an output series must share one Modality")
+        instances = tuple(
+            OutputInstanceRef(
+                sop_instance_uid=_text(ds, "SOPInstanceUID") or "",
+                sop_class_uid=_text(ds, "SOPClassUID") or "",
+                instance_number=_int(ds, "InstanceNumber"),
+            )
+            for ds in members
+        )
+        head = members[0]
+        refs.append(
+            OutputSeriesRef(
+                series_instance_uid=uid,
+                modality=modalities.pop(),
+                instances=instances,
+                series_number=_int(head, "SeriesNumber"),
+                series_description=_text(head, "SeriesDescription"),
+            )
+        )
+    return tuple(refs)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from engine.report import Finding, GroundedReport, Presence, Text
 
-__all__ = ["RenderedPage", "render_report_html"]
+__all__ = ["RenderedPage", "finding_narrative", "render_report_html", "report_narrative"]
 
 #: Headings and phrases per language; languages without an entry use English.
 _PHRASES: dict[str, dict[str, str]] = {
@@ -106,6 +106,27 @@ def _finding_item(finding: Finding, language: str, phrases: dict[str, str]) -> s
     )
 
 
+def _report_body(report: GroundedReport, language: str, *, study_date: str | None) -> str:
+    """The report as an XHTML fragment (headings, banner, findings, impression)."""
+    phrases = _phrases(language)
+    model = report.model
+    banner = phrases["banner"].format(model=model.name, version=model.version, manufacturer=model.manufacturer)
+    items = "\n".join(_finding_item(f, language, phrases) for f in report.findings)
+    findings = f"<ul>\n{items}\n</ul>" if items else f"<p>{html.escape(phrases['none'])}</p>"
+    study = (
+        f"<p>{html.escape(phrases['study'])}: {html.escape(study_date)}</p>\n" if study_date else ""
+    )
+    return (
+        f"<h1>{html.escape(phrases['title'])}</h1>\n"
+        f"<p><em>{html.escape(banner)}</em></p>\n"
+        f"{study}"
+        f"<h2>{html.escape(phrases['findings'])}</h2>\n"
+        f"{findings}\n"
+        f"<h2>{html.escape(phrases['impression'])}</h2>\n"
+        f"<p>{_span(report.impression, language)}</p>\n"
+    )
+
+
 def render_report_html(report: GroundedReport, language: str, *, study_date: str | None) -> RenderedPage:
     """Render ``report`` as a standalone UTF-8 HTML page in ``language``.
 
@@ -119,28 +140,32 @@ def render_report_html(report: GroundedReport, language: str, *, study_date: str
     study_date
         The study's FHIR date/time, shown when known.
     """
-    phrases = _phrases(language)
-    model = report.model
-    banner = phrases["banner"].format(model=model.name, version=model.version, manufacturer=model.manufacturer)
-    items = "\n".join(_finding_item(f, language, phrases) for f in report.findings)
-    findings = f"<ul>\n{items}\n</ul>" if items else f"<p>{html.escape(phrases['none'])}</p>"
-    study = (
-        f"<p>{html.escape(phrases['study'])}: {html.escape(study_date)}</p>\n" if study_date else ""
-    )
-    title = phrases["title"]
+    title = _phrases(language)["title"]
     page = (
         "<!DOCTYPE html>\n"
         f'<html lang="{html.escape(language)}">\n'
         '<head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title></head>\n"
         "<body>\n"
-        f"<h1>{html.escape(title)}</h1>\n"
-        f"<p><em>{html.escape(banner)}</em></p>\n"
-        f"{study}"
-        f"<h2>{html.escape(phrases['findings'])}</h2>\n"
-        f"{findings}\n"
-        f"<h2>{html.escape(phrases['impression'])}</h2>\n"
-        f"<p>{_span(report.impression, language)}</p>\n"
+        f"{_report_body(report, language, study_date=study_date)}"
         "</body>\n</html>\n"
     )
     return RenderedPage(language=language, title=title, data=page.encode("utf-8"))
+
+
+def _narrative_div(language: str, content: str) -> str:
+    tag = html.escape(language)
+    return f'<div xmlns="http://www.w3.org/1999/xhtml" lang="{tag}" xml:lang="{tag}">{content}</div>'
+
+
+def report_narrative(report: GroundedReport, language: str, *, study_date: str | None) -> str:
+    """The ``DiagnosticReport.text.div``: the page's body as FHIR narrative
+    XHTML (R4 §2.23.0.3 "Narrative": an XHTML ``div`` with only the allowed
+    elements), with ``lang``/``xml:lang`` of the resource language."""
+    return _narrative_div(language, _report_body(report, language, study_date=study_date))
+
+
+def finding_narrative(finding: Finding, language: str) -> str:
+    """The ``Observation.text.div``: label, presence, confidence and sentence."""
+    item = _finding_item(finding, language, _phrases(language))
+    return _narrative_div(language, "<p>" + item[len("<li>"):-len("</li>")] + "</p>")

@@ -33,6 +33,7 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.extension import Extension
 from fhir.resources.R4B.humanname import HumanName
 from fhir.resources.R4B.identifier import Identifier
+from fhir.resources.R4B.narrative import Narrative
 from fhir.resources.R4B.imagingstudy import ImagingStudy, ImagingStudySeries, ImagingStudySeriesInstance
 from fhir.resources.R4B.observation import Observation, ObservationComponent
 from fhir.resources.R4B.patient import Patient
@@ -47,7 +48,7 @@ from ..codes import SiteCode
 from ..codes import coding_for as finding_coding
 from .datatypes import DCM_SYSTEM, coding_for, dicom_uid_identifier, localized
 from .inputs import PatientHeader, SeriesHeader, StudyHeader
-from .rendering import RenderedPage
+from .rendering import RenderedPage, finding_narrative, report_narrative
 
 __all__ = [
     "build_device",
@@ -276,6 +277,7 @@ def build_observation(
         ]
     return Observation(
         language=language,
+        text=Narrative(status="generated", div=finding_narrative(finding, language)),
         identifier=[
             dicom_uid_identifier(identifier_uid, use="official"),
             dicom_uid_identifier(
@@ -323,6 +325,7 @@ def build_diagnostic_report(
     conclusion, conclusion_ext = localized(report.impression, language)
     return DiagnosticReport(
         language=language,
+        text=Narrative(status="generated", div=report_narrative(report, language, study_date=effective)),
         identifier=[dicom_uid_identifier(identifier_uid, use="official")],
         status="preliminary",
         category=[CodeableConcept(coding=list(RADIOLOGY_CATEGORY))],

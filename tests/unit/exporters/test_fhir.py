@@ -580,3 +580,51 @@ def test_no_patient_data_in_logs(caplog, grounded_report, source_images):
 def test_bundle_json_matches_the_models_own_serialiser(grounded_report, source_images):
     bundle = _build(grounded_report, source_images)
     assert bundle_json(bundle) == bundle.model_dump_json(exclude_comments=True)
+
+
+def test_narratives_are_wellformed_xhtml_in_the_resource_language(grounded_report, source_images):
+    import xml.etree.ElementTree as ET
+
+    xhtml = "{http://www.w3.org/1999/xhtml}"
+    allowed = {"div", "p", "h1", "h2", "ul", "li", "strong", "em", "span"}
+    for primary in ("en", "zh-CN"):
+        data = _as_dict(_build(grounded_report, source_images, primary_language=primary))
+        resources = [_one(data, "DiagnosticReport"), *_resources(data, "Observation")]
+        for resource in resources:
+            assert resource["text"]["status"] == "generated"
+            root = ET.fromstring(resource["text"]["div"])
+            assert root.tag == f"{xhtml}div"
+            assert root.get("lang") == primary
+            assert root.get("{http://www.w3.org/XML/1998/namespace}lang") == primary
+            assert {el.tag.removeprefix(xhtml) for el in root.iter()} <= allowed
+        report_text = "".join(ET.fromstring(resources[0]["text"]["div"]).itertext())
+        assert grounded_report.impression[primary] in report_text
+        for finding, obs in zip(grounded_report.findings, resources[1:], strict=True):
+            assert finding.description[primary] in "".join(ET.fromstring(obs["text"]["div"]).itertext())
+
+
+def test_output_series_from_written_objects(grounded_report, source_images):
+    from exporters.fhir import output_series_from_datasets
+
+    written = []
+    for n, (modality, sop_class) in enumerate((("SR", COMPREHENSIVE_3D_SR), ("SR", COMPREHENSIVE_3D_SR), ("PR", GSPS))):
+        ds = Dataset()
+        ds.SeriesInstanceUID = derive_uid("written", modality)
+        ds.Modality = modality
+        ds.SeriesNumber = 9100 if modality == "SR" else 9200
+        ds.SeriesDescription = f"AI findings (unverified) – {n}"
+        ds.SOPInstanceUID = derive_uid("written", n)
+        ds.SOPClassUID = sop_class
+        ds.InstanceNumber = n + 1
+        written.append(ds)
+    refs = output_series_from_datasets(written)
+    assert [(r.modality, len(r.instances), r.series_number) for r in refs] == [("SR", 2, 9100), ("PR", 1, 9200)]
+    assert refs[0].series_description == "AI findings (unverified) – 0"
+    study = _one(_as_dict(_build(grounded_report, source_images, output_series=refs)), "ImagingStudy")
+    listed = {i["uid"] for s in study["series"] for i in s.get("instance", [])}
+    assert {ds.SOPInstanceUID for ds in written} <= listed
+    written[2].Modality = "SR"
+    written[2].SeriesInstanceUID = written[0].SeriesInstanceUID
+    written[1].Modality = "PR"
+    with pytest.raises(ExportError, match="Modality"):
+        output_series_from_datasets(written)
