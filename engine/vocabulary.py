@@ -75,6 +75,7 @@ __all__ = [
     "finding_sentence",
     "lookup",
     "normalize_name",
+    "vocabulary_language",
 ]
 
 
@@ -130,16 +131,24 @@ class VocabularyEntry:
         object.__setattr__(self, "group", VocabularyGroup(self.group))
 
     def name(self, language: str) -> str:
-        """The canonical name in ``language`` (``"en*"`` → English, ``"zh*"`` → Chinese)."""
-        return self.names[_base_language(language)]
+        """The canonical name in ``language`` (see :func:`vocabulary_language`)."""
+        return self.names[vocabulary_language(language)]
 
 
-def _base_language(language: str) -> str:
-    if language.startswith("en"):
+_SIMPLIFIED_CHINESE = frozenset({"zh", "zh-cn", "zh-hans", "zh-hans-cn", "zh-sg"})
+
+
+def vocabulary_language(language: str) -> str:
+    """The vocabulary's language for a BCP-47 tag: ``"en"`` for any English tag,
+    ``"zh-CN"`` for Simplified Chinese (``zh``, ``zh-CN``, ``zh-Hans``); anything
+    else (including Traditional Chinese, ``zh-TW``) raises :class:`VocabularyError`
+    rather than being answered in the wrong script or language."""
+    tag = str(language).lower()
+    if tag == "en" or tag.startswith("en-"):
         return "en"
-    if language.startswith("zh"):
+    if tag in _SIMPLIFIED_CHINESE:
         return "zh-CN"
-    raise VocabularyError(f"the vocabulary has English and Chinese names only, not {language!r}")
+    raise VocabularyError(f"the vocabulary has English and Simplified Chinese only, not {language!r}")
 
 
 def _e(key, en, zh, kind, body_part, group, *synonyms):  # noqa: ANN001, ANN202 - table helper
@@ -376,7 +385,7 @@ def finding_sentence(
     >>> finding_sentence("nodule", language="zh-CN", zone="right_upper_zone", confidence=0.82)
     '右上肺野结节，置信度 0.82。'
     """
-    lang = _base_language(language)
+    lang = vocabulary_language(language)
     templates = _TEMPLATES[lang].get(key)
     if templates is None:
         raise VocabularyError(f"no sentence template for {key!r}; keys: {', '.join(_TEMPLATES[lang])}")
