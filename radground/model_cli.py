@@ -1,0 +1,240 @@
+"""``radground model …``: the default model from the command line.
+
+``info``, ``predict FILE.dcm [--lang en,zh-CN] [--png out.png]``, ``export-onnx``
+(needs the ``train`` extra: torch) and ``build-trt`` (needs TensorRT, e.g. in
+NVIDIA's container images). ``radground.cli`` registers this group.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import click
+
+__all__ = ["model"]
+
+logger = logging.getLogger(__name__)
+
+
+def _languages(value: str) -> tuple[str, ...]:
+    from engine.report import SUPPORTED_LANGUAGES
+
+    tags = tuple(t.strip() for t in value.split(",") if t.strip())
+    unknown = [t for t in tags if t not in SUPPORTED_LANGUAGES]
+    if not tags or unknown:
+        raise click.BadParameter(f"languages must be a comma-separated list of {', '.join(SUPPORTED_LANGUAGES)}")
+    return tags
+
+
+def _detector(model_path: Path | None, providers: str, threshold: float | None):  # noqa: ANN202
+    from engine.backends.onnxruntime_backend import OnnxDetector
+    from engine.model import ModelError
+
+    try:
+        return OnnxDetector(
+            model_path, providers=tuple(p.strip() for p in providers.split(",") if p.strip()), score_threshold=threshold
+        )
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+_MODEL_OPTION = click.option(
+    "--model", "model_path", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+    help="ONNX file (default: the shipped model).",
+)
+_PROVIDERS_OPTION = click.option(
+    "--providers", default="cpu", show_default=True, help="ONNX Runtime providers in order: cpu, cuda, tensorrt."
+)
+
+
+@click.group()
+def model() -> None:
+    """The default chest-radiograph detector (ONNX)."""
+
+
+@model.command()
+@_MODEL_OPTION
+@_PROVIDERS_OPTION
+def info(model_path: Path | None, providers: str) -> None:
+    """Show the model's name, version, device UID, classes and runtime."""
+    import onnxruntime as ort
+    from rich.console import Console
+    from rich.table import Table
+
+    from engine.default_model import CLASSES
+    from engine.model import ModelError
+
+    detector = _detector(model_path, providers, None)
+    try:
+        threshold = detector.score_threshold
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from exc
+    table = Table(show_header=False)
+    for key, value in (
+        ("name", detector.info.name),
+        ("version", detector.info.version),
+        ("manufacturer", detector.info.manufacturer),
+        ("device UID", detector.info.device_uid),
+        ("file", str(detector.path)),
+        ("size", f"{detector.path.stat().st_size / 1e6:.1f} MB"),
+        ("sha256", detector.sha256),
+        ("input", f"{detector.input_size[0]} x {detector.input_size[1]} ({detector.resize_mode.value})"),
+        ("classes", ", ".join(CLASSES)),
+        ("score threshold", f"{threshold:.2f}"),
+        ("languages", ", ".join(detector.languages)),
+        ("providers available", ", ".join(ort.get_available_providers())),
+        ("model card", str(detector.path.parent / "MODEL_CARD.md")),
+    ):
+        table.add_row(key, value)
+    Console().print(table)
+
+
+@model.command()
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--lang", "lang", default="en,zh-CN", show_default=True, help="Languages, primary first.")
+@click.option("--png", "png", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a preview here.")
+@click.option("--threshold", type=float, default=None, help="Score threshold (default: the model's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@_MODEL_OPTION
+@_PROVIDERS_OPTION
+def predict(
+    file: Path,
+    lang: str,
+    png: Path | None,
+    threshold: float | None,
+    as_json: bool,
+    model_path: Path | None,
+    providers: str,
+) -> None:
+    """Run the model on one DICOM image and print its grounded findings."""
+    import pydicom
+
+    from engine.analyze import AnalysisError, analyze_study
+    from engine.model import ModelError
+    from engine.pixels import ImageSelection, PixelError
+
+    languages = _languages(lang)
+    detector = _detector(model_path, providers, threshold)
+    try:
+        dataset = pydicom.dcmread(file)
+    except (OSError, pydicom.errors.InvalidDicomError) as exc:
+        raise click.ClickException(f"cannot read {file}: {exc}") from exc
+    try:
+        report = analyze_study([dataset], detector, selection=ImageSelection(), languages=languages)
+    except (AnalysisError, ModelError, PixelError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(_report_json(report), ensure_ascii=False, indent=1))
+    else:
+        _print_report(report, languages)
+    if png is not None:
+        _write_preview(dataset, report, languages, png)
+        click.echo(f"preview written to {png}")
+
+
+def _report_json(report) -> dict:  # noqa: ANN001
+    return {
+        "model": {"name": report.model.name, "version": report.model.version},
+        "impression": report.impression.as_dict(),
+        "findings": [
+            {
+                "label": f.label.as_dict(),
+                "description": f.description.as_dict(),
+                "confidence": f.confidence,
+                "boxes": [[r.box.x_min, r.box.y_min, r.box.x_max, r.box.y_max] for r in f.regions],
+            }
+            for f in report.findings
+        ],
+        "problems": list(report.problems),
+    }
+
+
+def _print_report(report, languages: tuple[str, ...]) -> None:  # noqa: ANN001
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{report.model.name}[/bold] {report.model.version}")
+    table = Table("#", "label", "confidence", "box (source pixels)", "description")
+    for i, finding in enumerate(report.findings, 1):
+        boxes = "; ".join(
+            f"{r.box.x_min:.0f},{r.box.y_min:.0f},{r.box.x_max:.0f},{r.box.y_max:.0f}" for r in finding.regions
+        )
+        table.add_row(
+            str(i),
+            " / ".join(finding.label.get(t) or finding.label.primary for t in languages),
+            "" if finding.confidence is None else f"{finding.confidence:.2f}",
+            boxes,
+            "\n".join(finding.description.get(t) or "" for t in languages).strip(),
+        )
+    if report.findings:
+        console.print(table)
+    for tag in languages:
+        text = report.impression.get(tag)
+        if text:
+            console.print(f"[bold]{tag}[/bold]: {text}")
+    for problem in report.problems:
+        console.print(f"[yellow]problem:[/yellow] {problem}")
+
+
+def _write_preview(dataset, report, languages: tuple[str, ...], png: Path) -> None:  # noqa: ANN001
+    from engine.pixels import prepare_image
+    from radground.preview import draw_findings
+
+    rows, columns = int(dataset.Rows), int(dataset.Columns)
+    frame = 1 if int(dataset.get("NumberOfFrames", 1) or 1) > 1 else None
+    source = prepare_image(dataset, frame_number=frame, size=(columns, rows))
+    canvas = draw_findings(
+        source.array, report.findings, languages=languages, sop_instance_uid=str(dataset.SOPInstanceUID)
+    )
+    png.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(png)
+
+
+@model.command("export-onnx")
+@click.option("--weights", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
+              help="weights.pt from python -m engine.default_model.train")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="ONNX file (default: the shipped model's path).")
+@click.option("--score-threshold", type=float, default=0.3, show_default=True,
+              help="Operating threshold stored in the model metadata.")
+def export_onnx(weights: Path, out: Path | None, score_threshold: float) -> None:
+    """Export trained weights to ONNX (needs torch: pip install radground[train])."""
+    try:
+        from engine.default_model.export import export_onnx as run_export
+        from engine.default_model.config import ONNX_PATH
+    except ModuleNotFoundError as exc:
+        raise click.ClickException(f"{exc.name} is missing; install the train extra (pip install radground[train])") from exc
+    try:
+        path = run_export(weights, out or ONNX_PATH, score_threshold=score_threshold)
+    except ModuleNotFoundError as exc:
+        raise click.ClickException(f"{exc.name} is missing; install the train extra (pip install radground[train])") from exc
+    click.echo(f"wrote {path}")
+
+
+@model.command("build-trt")
+@_MODEL_OPTION
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="TensorRT engine cache directory.")
+@click.option("--precision", default="fp16", show_default=True, help="fp32, fp16, int8 or strongly_typed.")
+@click.option("--max-batch-size", type=int, default=8, show_default=True)
+@click.option("--rebuild", is_flag=True, help="Build even if a matching engine is cached.")
+def build_trt(model_path: Path | None, cache_dir: Path, precision: str, max_batch_size: int, rebuild: bool) -> None:
+    """Build (or find in the cache) a TensorRT engine for the model (needs TensorRT and a GPU)."""
+    from engine.default_model import ONNX_PATH
+    from engine.model import ModelError
+
+    try:
+        from engine.backends.tensorrt_backend import build_engine
+    except ImportError as exc:
+        raise click.ClickException(f"the TensorRT backend is not available: {exc}") from exc
+    try:
+        path = build_engine(
+            model_path or ONNX_PATH, cache_dir=cache_dir, precision=precision, max_batch_size=max_batch_size,
+            rebuild=rebuild,
+        )
+    except (ModelError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"engine: {path}")
