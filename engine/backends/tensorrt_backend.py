@@ -1,0 +1,551 @@
+"""Native TensorRT: build engines from ONNX, cache them, run them with ``execute_async_v3``.
+
+Written against the TensorRT 10/11 Python API:
+
+- networks are always explicit batch (no ``EXPLICIT_BATCH`` flag since 10.0);
+- precision: on TensorRT 10, ``fp16``/``int8`` set ``BuilderFlag.FP16``/``INT8``
+  (weak typing; INT8 with an entropy calibrator or Q/DQ nodes in the graph).
+  TensorRT 11 removed those flags: networks are strongly typed and the ONNX
+  graph must already carry the precision (convert it with ModelOpt AutoCast
+  for fp16, quantize it with Q/DQ nodes for int8). Which API is present is
+  detected from the module (``hasattr(trt.BuilderFlag, "FP16")``), not from
+  the version string. ``strongly_typed`` takes the graph's precision on both;
+- one optimisation profile with a dynamic batch axis (min 1, opt, max);
+- a timing cache per TensorRT version and GPU model speeds up rebuilds;
+- inference binds device buffers by tensor name (``set_input_shape``,
+  ``set_tensor_address``) and enqueues on a CUDA stream (``execute_async_v3``).
+
+Engines are cached on disk (:mod:`engine.backends.trt_cache`) keyed by ONNX hash,
+TensorRT version, GPU and precision; an engine built for anything else is
+refused with the reason and rebuilt.
+
+CUDA is not fork-safe: nothing here touches TensorRT or CUDA at import time or
+in a constructor. Engines load on first use in the process that uses them (and
+again after a fork, detected by the process id). TensorRT, and torch for device
+memory and streams, are imported lazily; neither is installable everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from engine.backends.onnxruntime_backend import OnnxDetector
+from engine.backends.trt_cache import (
+    EngineCache,
+    EngineKey,
+    EngineMismatchError,
+    GpuIdentity,
+    Precision,
+    TensorRTError,
+    onnx_sha256,
+)
+from engine.report import ModelInfo
+
+__all__ = [
+    "EngineMismatchError",
+    "Precision",
+    "TensorBinding",
+    "TensorRTDetector",
+    "TensorRTEngine",
+    "TensorRTError",
+    "TensorRTVisionEmbedder",
+    "build_engine",
+    "current_gpu",
+    "profile_shapes",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Default builder workspace (bytes).
+DEFAULT_WORKSPACE = 4 << 30
+
+_NUMPY_DTYPES = {
+    "FLOAT": np.float32,
+    "HALF": np.float16,
+    "INT8": np.int8,
+    "UINT8": np.uint8,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "BOOL": np.bool_,
+}
+
+
+def import_tensorrt() -> ModuleType:
+    """The ``tensorrt`` module, or a :class:`TensorRTError` saying where to get it."""
+    try:
+        import tensorrt
+    except ImportError as exc:
+        raise TensorRTError(
+            "TensorRT is not installed; run GPU workers in NVIDIA's TensorRT container image "
+            "(see docker-compose.yml) or install it from NVIDIA's package index"
+        ) from exc
+    return tensorrt
+
+
+def has_weak_typing(trt: ModuleType) -> bool:
+    """Whether this TensorRT still has precision builder flags (10.x) or only strong typing (11+)."""
+    return hasattr(trt.BuilderFlag, "FP16")
+
+
+def current_gpu(device: int = 0) -> GpuIdentity:
+    """Name and compute capability of CUDA device ``device`` (creates a CUDA context: call after fork)."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise TensorRTError("the TensorRT backend uses torch for CUDA devices and streams") from exc
+    if not torch.cuda.is_available():
+        raise TensorRTError("no CUDA device is available to this process")
+    props = torch.cuda.get_device_properties(device)
+    return GpuIdentity(props.name, (props.major, props.minor))
+
+
+def profile_shapes(
+    shape: Sequence[int], *, max_batch_size: int, opt_batch_size: int | None = None
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """``(min, opt, max)`` shapes of an optimisation profile for an input of ``shape``.
+
+    Only the batch axis (0) may be dynamic (``-1``); its range is
+    ``1 .. max_batch_size`` with ``opt_batch_size`` (default: the maximum) as the
+    shape TensorRT tunes for. A fixed batch axis must fit ``max_batch_size``.
+    """
+    dims = tuple(int(d) for d in shape)
+    if not dims:
+        raise TensorRTError("a scalar input has no batch axis")
+    if any(d < 0 for d in dims[1:]):
+        raise TensorRTError(f"input shape {dims} has dynamic non-batch axes; export with a fixed image size")
+    if max_batch_size < 1:
+        raise TensorRTError(f"max_batch_size must be >= 1, got {max_batch_size}")
+    opt = max_batch_size if opt_batch_size is None else opt_batch_size
+    if not 1 <= opt <= max_batch_size:
+        raise TensorRTError(f"opt_batch_size must be in 1..{max_batch_size}, got {opt}")
+    if dims[0] >= 0:
+        if dims[0] != max_batch_size:
+            raise TensorRTError(
+                f"input has a fixed batch of {dims[0]}, max_batch_size is {max_batch_size}; "
+                "export the ONNX with a dynamic batch axis"
+            )
+        return dims, dims, dims
+    rest = dims[1:]
+    return (1, *rest), (opt, *rest), (max_batch_size, *rest)
+
+
+def onnx_input_shapes(onnx_path: str | Path) -> dict[str, tuple[int, ...]]:
+    """The graph inputs (initializers excluded) and their shapes; ``-1`` for a symbolic axis."""
+    try:
+        import onnx
+    except ImportError as exc:
+        raise TensorRTError("building TensorRT engines needs the onnx package (the 'gpu' extra)") from exc
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    initializers = {t.name for t in graph.initializer}
+    shapes = {}
+    for value in graph.input:
+        if value.name in initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims)
+    return shapes
+
+
+def _graph_precision(onnx_path: Path) -> tuple[bool, bool]:
+    """``(has float16 tensors, has Q/DQ nodes)`` of an ONNX graph."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    graph = model.graph
+    fp16 = onnx.TensorProto.FLOAT16
+    has_fp16 = any(t.data_type == fp16 for t in graph.initializer) or any(
+        v.type.tensor_type.elem_type == fp16 for v in [*graph.input, *graph.output, *graph.value_info]
+    )
+    has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node)
+    return has_fp16, has_qdq
+
+
+def _configure_precision(
+    trt: ModuleType, config: Any, precision: Precision, onnx_path: Path, calibrator: Any, profile: Any
+) -> int:
+    """Set precision flags on ``config``; returns the network creation flags."""
+    weak = has_weak_typing(trt)
+    if precision is Precision.STRONGLY_TYPED:
+        return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if weak else 0
+    if precision is Precision.FP32:
+        return 0
+    has_fp16, has_qdq = _graph_precision(onnx_path)
+    if not weak:  # TensorRT 11+: the graph must carry the precision
+        if calibrator is not None:
+            raise TensorRTError("TensorRT 11 has no INT8 calibration; quantize the ONNX with Q/DQ nodes (ModelOpt)")
+        if precision is Precision.FP16 and not has_fp16:
+            raise TensorRTError(
+                f"TensorRT {trt.__version__} builds strongly typed networks only and {onnx_path.name} has no "
+                "float16 tensors; convert it first (ModelOpt AutoCast, keep_io_types=True) or ask for fp32"
+            )
+        if precision is Precision.INT8 and not has_qdq:
+            raise TensorRTError(
+                f"TensorRT {trt.__version__} needs explicit quantization for int8: {onnx_path.name} has no Q/DQ nodes"
+            )
+        return 0
+    config.set_flag(trt.BuilderFlag.FP16)
+    if precision is Precision.INT8:
+        config.set_flag(trt.BuilderFlag.INT8)
+        if calibrator is not None:
+            config.int8_calibrator = calibrator
+            config.set_calibration_profile(profile)
+        elif not has_qdq:
+            raise TensorRTError(f"int8 needs a calibrator or Q/DQ nodes in {onnx_path.name}")
+    return 0
+
+
+def build_engine(
+    onnx_path: str | Path,
+    *,
+    cache_dir: str | Path,
+    precision: Precision | str = Precision.FP16,
+    max_batch_size: int = 8,
+    opt_batch_size: int | None = None,
+    workspace_bytes: int = DEFAULT_WORKSPACE,
+    calibrator: Any = None,
+    device: int = 0,
+    rebuild: bool = False,
+) -> Path:
+    """Build (or find in the cache) a TensorRT engine for ``onnx_path``; returns its path.
+
+    Parameters
+    ----------
+    onnx_path
+        The ONNX model (batch axis dynamic or equal to ``max_batch_size``).
+    cache_dir
+        Engine cache directory (engines, metadata sidecars, timing caches).
+    precision
+        :class:`Precision` (``"fp32"``, ``"fp16"``, ``"int8"``, ``"strongly_typed"``).
+    max_batch_size, opt_batch_size
+        The optimisation profile's batch range (min is 1; opt defaults to max).
+    workspace_bytes
+        Builder workspace memory pool limit.
+    calibrator
+        TensorRT 10 only: an ``IInt8Calibrator`` for implicit INT8.
+    device
+        CUDA device the engine is built (and tuned) on.
+    rebuild
+        Build even if a matching engine is cached.
+    """
+    trt = import_tensorrt()
+    path = Path(onnx_path)
+    precision = Precision(precision)
+    digest = onnx_sha256(path)
+    profiles = {
+        name: profile_shapes(shape, max_batch_size=max_batch_size, opt_batch_size=opt_batch_size)
+        for name, shape in onnx_input_shapes(path).items()
+    }
+    if not profiles:
+        raise TensorRTError(f"{path.name} has no inputs")
+    low, opt, high = next(iter(profiles.values()))
+    gpu = current_gpu(device)
+    key = EngineKey(digest, trt.__version__, gpu, precision, low[0], opt[0], high[0])
+    cache = EngineCache(cache_dir)
+    if not rebuild:
+        cached = cache.lookup(key, stem=path.stem)
+        if cached is not None:
+            logger.info("using cached TensorRT engine %s", cached.name)
+            return cached
+
+    builder_logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(builder_logger)
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    for name, (low, opt, high) in profiles.items():
+        profile.set_shape(name, low, opt, high)
+    flags = _configure_precision(trt, config, precision, path, calibrator, profile)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, builder_logger)
+    if not parser.parse_from_file(str(path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise TensorRTError(f"TensorRT cannot parse {path.name}: {errors}")
+    parsed = {network.get_input(i).name for i in range(network.num_inputs)}
+    if parsed != set(profiles):
+        raise TensorRTError(f"TensorRT sees inputs {sorted(parsed)}, the ONNX graph declares {sorted(profiles)}")
+    config.add_optimization_profile(profile)
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
+    timing = config.create_timing_cache(cache.read_timing_cache(tensorrt_version=trt.__version__, gpu=gpu))
+    config.set_timing_cache(timing, False)
+
+    logger.info("building TensorRT %s engine for %s (%s, batch %s) on %s", trt.__version__, path.name, precision, (key.min_batch_size, key.opt_batch_size, key.max_batch_size), gpu)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise TensorRTError(f"TensorRT failed to build an engine for {path.name} (see the TensorRT log above)")
+    cache.write_timing_cache(
+        bytes(config.get_timing_cache().serialize()), tensorrt_version=trt.__version__, gpu=gpu
+    )
+    return cache.store(key, bytes(serialized), stem=path.stem)
+
+
+@dataclass(frozen=True)
+class TensorBinding:
+    """One I/O tensor of an engine: name, direction, numpy dtype, engine shape (``-1``: dynamic)."""
+
+    name: str
+    is_input: bool
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+
+def engine_bindings(trt: ModuleType, engine: Any) -> tuple[TensorBinding, ...]:
+    """The engine's I/O tensors in engine order (``num_io_tensors`` / ``get_tensor_*``)."""
+    bindings = []
+    for index in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(index)
+        trt_dtype = engine.get_tensor_dtype(name)
+        np_dtype = _NUMPY_DTYPES.get(getattr(trt_dtype, "name", str(trt_dtype)))
+        if np_dtype is None:
+            raise TensorRTError(f"engine tensor {name!r} has dtype {trt_dtype}, which numpy cannot hold")
+        bindings.append(
+            TensorBinding(
+                name=name,
+                is_input=engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
+                dtype=np.dtype(np_dtype),
+                shape=tuple(int(d) for d in engine.get_tensor_shape(name)),
+            )
+        )
+    return tuple(bindings)
+
+
+class _TorchCuda:
+    """Device buffers and a stream, by torch (created in the worker, after fork)."""
+
+    def __init__(self, device: int) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device("cuda", device)
+        self.stream = torch.cuda.Stream(self.device)
+
+    @property
+    def stream_handle(self) -> int:
+        return int(self.stream.cuda_stream)
+
+    def upload(self, array: np.ndarray) -> tuple[Any, int]:
+        with self.torch.cuda.stream(self.stream):
+            tensor = self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device, non_blocking=True)
+        return tensor, int(tensor.data_ptr())
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[Any, int]:
+        torch_dtype = self.torch.from_numpy(np.empty(0, dtype)).dtype
+        with self.torch.cuda.stream(self.stream):
+            tensor = self.torch.empty(shape, dtype=torch_dtype, device=self.device)
+        return tensor, int(tensor.data_ptr())
+
+    def download(self, handle: Any) -> np.ndarray:
+        return handle.cpu().numpy()
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
+
+class TensorRTEngine:
+    """A cached engine, loaded lazily in the process that runs it.
+
+    Parameters
+    ----------
+    engine_path
+        An engine written by :func:`build_engine`.
+    expected
+        The key the engine must match (its sidecar is checked before loading);
+        ``None`` checks the sidecar against this process's TensorRT and GPU only.
+    device
+        CUDA device index.
+    """
+
+    def __init__(self, engine_path: str | Path, *, expected: EngineKey | None = None, device: int = 0) -> None:
+        self.engine_path = Path(engine_path)
+        self.expected = expected
+        self.device = device
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+        self._state: tuple[Any, Any, Any, tuple[TensorBinding, ...]] | None = None
+
+    def _device_backend(self) -> Any:
+        return _TorchCuda(self.device)
+
+    def _check(self, trt: ModuleType) -> None:
+        cache = EngineCache(self.engine_path.parent)
+        stored = cache.read_metadata(self.engine_path)
+        if stored is None:
+            raise EngineMismatchError(f"engine {self.engine_path.name} has no readable metadata; rebuild it")
+        key = self.expected or EngineKey(
+            stored.get("onnx_sha256", "0" * 64),
+            trt.__version__,
+            current_gpu(self.device),
+            stored.get("precision", "fp32"),
+            stored.get("min_batch_size", 1),
+            stored.get("opt_batch_size", 1),
+            stored.get("max_batch_size", 1),
+        )
+        cache.verify(self.engine_path, key)
+
+    def load(self) -> TensorRTEngine:
+        """Deserialize the engine in this process (after fork) if not done yet."""
+        with self._lock:
+            if self._state is not None and self._pid == os.getpid():
+                return self
+            trt = import_tensorrt()
+            self._check(trt)
+            runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+            engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+            if engine is None:
+                raise TensorRTError(f"TensorRT could not deserialize {self.engine_path.name}; rebuild it")
+            context = engine.create_execution_context()
+            bindings = engine_bindings(trt, engine)
+            self._state = (engine, context, self._device_backend(), bindings)
+            self._pid = os.getpid()
+            logger.info("loaded TensorRT engine %s", self.engine_path.name)
+            return self
+
+    @property
+    def bindings(self) -> tuple[TensorBinding, ...]:
+        self.load()
+        return self._state[3]  # type: ignore[index]
+
+    def _check_feed(self, engine: Any, bindings: Sequence[TensorBinding], feed: Mapping[str, np.ndarray]) -> None:
+        inputs = {b.name: b for b in bindings if b.is_input}
+        if set(feed) != set(inputs):
+            raise TensorRTError(f"engine inputs are {sorted(inputs)}, got {sorted(feed)}")
+        for name, binding in inputs.items():
+            array = feed[name]
+            if array.dtype != binding.dtype:
+                raise TensorRTError(f"input {name!r} must be {binding.dtype}, got {array.dtype}")
+            if len(array.shape) != len(binding.shape) or any(
+                e >= 0 and e != a for e, a in zip(binding.shape, array.shape, strict=True)
+            ):
+                raise TensorRTError(f"input {name!r} has shape {array.shape}, the engine takes {binding.shape}")
+            low, _, high = (tuple(s) for s in engine.get_tensor_profile_shape(name, 0))
+            if not all(lo <= a <= hi for lo, a, hi in zip(low, array.shape, high, strict=True)):
+                raise TensorRTError(f"input {name!r} shape {array.shape} is outside the profile {low}..{high}")
+
+    def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batch; returns every output by name (host arrays)."""
+        self.load()
+        engine, context, device, bindings = self._state  # type: ignore[misc]
+        self._check_feed(engine, bindings, feed)
+        handles = {}
+        with self._lock:
+            for binding in bindings:
+                if binding.is_input:
+                    array = feed[binding.name]
+                    if not context.set_input_shape(binding.name, tuple(array.shape)):
+                        raise TensorRTError(f"TensorRT refused shape {array.shape} for {binding.name!r}")
+                    handles[binding.name], address = device.upload(array)
+                    context.set_tensor_address(binding.name, address)
+            for binding in bindings:
+                if not binding.is_input:
+                    shape = tuple(int(d) for d in context.get_tensor_shape(binding.name))
+                    if any(d < 0 for d in shape):
+                        raise TensorRTError(f"output {binding.name!r} shape {shape} is unresolved after setting inputs")
+                    handles[binding.name], address = device.empty(shape, binding.dtype)
+                    context.set_tensor_address(binding.name, address)
+            if not context.execute_async_v3(device.stream_handle):
+                raise TensorRTError(f"TensorRT failed to enqueue {self.engine_path.name}")
+            device.synchronize()
+            return {b.name: device.download(handles[b.name]) for b in bindings if not b.is_input}
+
+    def close(self) -> None:
+        with self._lock:
+            self._state = None
+            self._pid = None
+
+
+class TensorRTVisionEmbedder:
+    """A vision tower engine (:mod:`engine.backends.vision_onnx` export) as an ``HFGroundingVLM`` embedder."""
+
+    def __init__(self, engine: TensorRTEngine, *, input_name: str = "pixel_values", output_name: str = "image_embeds") -> None:
+        self.engine = engine
+        self.input_name = input_name
+        self.output_name = output_name
+
+    def __call__(self, pixel_values: np.ndarray) -> np.ndarray:
+        outputs = self.engine.run({self.input_name: np.ascontiguousarray(pixel_values, dtype=np.float32)})
+        return outputs[self.output_name].astype(np.float32, copy=False)
+
+
+class _EngineSession:
+    """The slice of ``onnxruntime.InferenceSession`` that :class:`OnnxDetector` uses, over an engine."""
+
+    def __init__(self, engine: TensorRTEngine, *, input_names: Sequence[str], input_shapes: Sequence[Any], output_names: Sequence[str]) -> None:
+        self.engine = engine
+        self._inputs = [_NodeArg(n, s) for n, s in zip(input_names, input_shapes, strict=True)]
+        self.output_names = list(output_names)
+
+    def get_inputs(self) -> list[_NodeArg]:
+        return self._inputs
+
+    def run(self, output_names: Sequence[str] | None, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        outputs = self.engine.run(feed)
+        return [outputs[name] for name in (output_names or self.output_names)]
+
+
+@dataclass(frozen=True)
+class _NodeArg:
+    name: str
+    shape: Any
+
+
+class TensorRTDetector(OnnxDetector):
+    """The default detector's ONNX served by a native TensorRT engine.
+
+    Pre- and post-processing (luminance input, heatmap decoding, MedRegA
+    grammar) are :class:`~engine.backends.onnxruntime_backend.OnnxDetector`'s;
+    only the session is replaced by an engine built (or found) in ``cache_dir``
+    when the worker first runs it.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        cache_dir: str | Path,
+        precision: Precision | str = Precision.FP16,
+        max_batch_size: int = 8,
+        score_threshold: float | None = None,
+        device: int = 0,
+    ) -> None:
+        super().__init__(path, providers=("cpu",), score_threshold=score_threshold, max_batch_size=max_batch_size)
+        self.cache_dir = Path(cache_dir)
+        self.precision = Precision(precision)
+        self.device = device
+        self.info = ModelInfo.for_version(
+            name=self.info.name, version=f"{self.info.version}+trt-{self.precision.value}", manufacturer=self.info.manufacturer
+        )
+
+    def _engine(self) -> TensorRTEngine:
+        engine_path = build_engine(
+            self.path, cache_dir=self.cache_dir, precision=self.precision, max_batch_size=self.max_batch_size, device=self.device
+        )
+        return TensorRTEngine(engine_path, device=self.device)
+
+    def _ensure_session(self):  # noqa: ANN202 - mirrors OnnxDetector's private hook
+        with self._lock:
+            if self._session is not None and self._session_pid == os.getpid():
+                return self._session
+            import onnxruntime as ort
+
+            # the ONNX graph's names, output order and metadata (read on the CPU)
+            reference = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+            inputs = reference.get_inputs()
+            session = _EngineSession(
+                self._engine().load(),
+                input_names=[i.name for i in inputs],
+                input_shapes=[i.shape for i in inputs],
+                output_names=[o.name for o in reference.get_outputs()],
+            )
+            self._metadata = dict(reference.get_modelmeta().custom_metadata_map)
+            self._check_metadata(session)
+            self._session = session
+            self._session_pid = os.getpid()
+            logger.info("serving %s %s with TensorRT (%s)", self.info.name, self.info.version, self.precision)
+            return session
