@@ -45,7 +45,7 @@ from datetime import datetime, timezone
 import pydicom
 
 from engine import vocabulary
-from engine.grammar import Box999, GroundedPhrase, ParseResult, RefBoxes, parse_grounded_text
+from engine.grammar import GroundedPhrase, ParseResult, RefBoxes, parse_grounded_text
 from engine.model import GenerationRequest, RegionAwareModel
 from engine.pixels import (
     ImageSelection,
@@ -93,8 +93,16 @@ def _why_not_selected(dataset: pydicom.Dataset, selection: ImageSelection) -> st
     if reason is not None:
         return reason
     checks = [
-        ("Modality (0008,0060)", str(dataset.get("Modality", "") or "").upper(), selection.modalities),
-        ("Body Part Examined (0018,0015)", str(dataset.get("BodyPartExamined", "") or "").upper(), selection.body_parts),
+        (
+            "Modality (0008,0060)",
+            str(dataset.get("Modality", "") or "").upper(),
+            selection.modalities,
+        ),
+        (
+            "Body Part Examined (0018,0015)",
+            str(dataset.get("BodyPartExamined", "") or "").upper(),
+            selection.body_parts,
+        ),
         ("SOP Class UID", str(dataset.get("SOPClassUID", "") or ""), selection.sop_class_uids),
     ]
     for name, value, wanted in checks:
@@ -114,7 +122,9 @@ def _study_uid(datasets: Sequence[pydicom.Dataset]) -> str:
     if not uids:
         raise AnalysisError("no dataset carries a Study Instance UID (0020,000D)")
     if len(uids) > 1:
-        raise AnalysisError(f"the datasets belong to {len(uids)} different studies; analyse one study at a time")
+        raise AnalysisError(
+            f"the datasets belong to {len(uids)} different studies; analyse one study at a time"
+        )
     (uid,) = uids
     if not is_valid_uid(uid):
         raise AnalysisError(f"Study Instance UID {_short(uid)} is not a valid DICOM UID")
@@ -122,7 +132,10 @@ def _study_uid(datasets: Sequence[pydicom.Dataset]) -> str:
 
 
 def _prepare_all(
-    datasets: Sequence[pydicom.Dataset], model: RegionAwareModel, selection: ImageSelection, problems: list[str]
+    datasets: Sequence[pydicom.Dataset],
+    model: RegionAwareModel,
+    selection: ImageSelection,
+    problems: list[str],
 ) -> list[tuple[pydicom.Dataset, PreparedImage]]:
     candidates = select_images(datasets, selection)
     chosen = {id(ds) for ds, _ in candidates}
@@ -133,10 +146,20 @@ def _prepare_all(
     ]
     prepared: list[tuple[pydicom.Dataset, PreparedImage]] = []
     for dataset, frame in candidates:
-        where = f"SOP instance {_short(dataset.get('SOPInstanceUID', '?'))}" + (f" frame {frame}" if frame else "")
+        where = f"SOP instance {_short(dataset.get('SOPInstanceUID', '?'))}" + (
+            f" frame {frame}" if frame else ""
+        )
         try:
             prepared.append(
-                (dataset, prepare_image(dataset, frame_number=frame, size=model.input_size, resize_mode=model.resize_mode))
+                (
+                    dataset,
+                    prepare_image(
+                        dataset,
+                        frame_number=frame,
+                        size=model.input_size,
+                        resize_mode=model.resize_mode,
+                    ),
+                )
             )
         except PixelError as exc:
             refusals.append(f"{where}: {exc}")
@@ -175,7 +198,9 @@ def _run(
     else:
         outputs = list(generate(requests))
     if len(outputs) != len(requests) or not all(isinstance(o, str) for o in outputs):
-        raise AnalysisError(f"the model returned {len(outputs)} outputs for {len(requests)} requests (one text each expected)")
+        raise AnalysisError(
+            f"the model returned {len(outputs)} outputs for {len(requests)} requests (one text each expected)"
+        )
     return outputs
 
 
@@ -204,7 +229,9 @@ def _flatten(phrases: Sequence[GroundedPhrase]) -> list[_Ref]:
     return [_Ref(ref, phrase.description) for phrase in phrases for ref in phrase.refs]
 
 
-def _match(primary: list[_Ref], other: list[_Ref], *, language: str, where: str, problems: list[str]) -> list[_Ref | None]:
+def _match(
+    primary: list[_Ref], other: list[_Ref], *, language: str, where: str, problems: list[str]
+) -> list[_Ref | None]:
     """For each primary ref, its counterpart in ``other`` (or None)."""
     matched: list[_Ref | None] = [None] * len(primary)
     used = [False] * len(other)
@@ -216,7 +243,9 @@ def _match(primary: list[_Ref], other: list[_Ref], *, language: str, where: str,
                 matched[i], used[j] = candidate, True
                 break
         else:
-            problems.append(f"{where}: the {language} output has no counterpart for {item.key!r}; {language} text left out")
+            problems.append(
+                f"{where}: the {language} output has no counterpart for {item.key!r}; {language} text left out"
+            )
     rest_primary = [i for i, item in enumerate(primary) if item.key is None]
     rest_other = [j for j, candidate in enumerate(other) if not used[j] and candidate.key is None]
     if len(rest_primary) == len(rest_other):
@@ -229,7 +258,9 @@ def _match(primary: list[_Ref], other: list[_Ref], *, language: str, where: str,
         )
     extra = [other[j].ref.label or "(unlabelled box)" for j in range(len(other)) if not used[j]]
     if extra:
-        problems.append(f"{where}: {language} output has refs the primary output lacks ({', '.join(extra)}); ignored")
+        problems.append(
+            f"{where}: {language} output has refs the primary output lacks ({', '.join(extra)}); ignored"
+        )
     return matched
 
 
@@ -249,7 +280,9 @@ def _label(item: _Ref, counterparts: dict[str, _Ref | None], languages: Sequence
         unnamed = {}
         for language in languages:
             try:
-                unnamed[language] = vocabulary.UNLABELLED_REGION[vocabulary.vocabulary_language(language)]
+                unnamed[language] = vocabulary.UNLABELLED_REGION[
+                    vocabulary.vocabulary_language(language)
+                ]
             except vocabulary.VocabularyError:
                 continue
         return Text(unnamed or {"en": vocabulary.UNLABELLED_REGION["en"]})
@@ -261,7 +294,9 @@ def _label(item: _Ref, counterparts: dict[str, _Ref | None], languages: Sequence
     return Text(values)
 
 
-def _description(item: _Ref, counterparts: dict[str, _Ref | None], languages: Sequence[str], label: Text) -> Text:
+def _description(
+    item: _Ref, counterparts: dict[str, _Ref | None], languages: Sequence[str], label: Text
+) -> Text:
     values = {}
     for language in languages:
         source = item if language == languages[0] else counterparts.get(language)
@@ -291,7 +326,13 @@ def _findings_for_image(
 ) -> list[Finding]:
     primary = _flatten(results[languages[0]].phrases)
     matches = {
-        language: _match(primary, _flatten(results[language].phrases), language=language, where=where, problems=problems)
+        language: _match(
+            primary,
+            _flatten(results[language].phrases),
+            language=language,
+            where=where,
+            problems=problems,
+        )
         for language in languages[1:]
     }
     findings = []
@@ -301,9 +342,13 @@ def _findings_for_image(
         regions = []
         for box in item.ref.boxes:
             try:
-                regions.append(Region(image=image.image, box=image.transform.from_normalized(tuple(box))))
+                regions.append(
+                    Region(image=image.image, box=image.transform.from_normalized(tuple(box)))
+                )
             except PixelError as exc:
-                problems.append(f"{where}: box {list(box)} could not be mapped to source pixels ({exc}); dropped")
+                problems.append(
+                    f"{where}: box {list(box)} could not be mapped to source pixels ({exc}); dropped"
+                )
         known = vocabulary.lookup(item.ref.label) if item.ref.label is not None else None
         findings.append(
             Finding(
@@ -370,19 +415,31 @@ def _impression(
 # -- the orchestration -----------------------------------------------------------------
 
 
-def _check_arguments(model: RegionAwareModel, languages: Sequence[str], task: Task, regional_cot: bool) -> tuple[str, ...]:
+def _check_arguments(
+    model: RegionAwareModel, languages: Sequence[str], task: Task, regional_cot: bool
+) -> tuple[str, ...]:
     if isinstance(languages, str) or not languages:
-        raise AnalysisError(f"languages must be a non-empty sequence of language tags, got {languages!r}")
+        raise AnalysisError(
+            f"languages must be a non-empty sequence of language tags, got {languages!r}"
+        )
     languages = tuple(dict.fromkeys(languages))
     for language in languages:
         if language not in SUPPORTED_LANGUAGES:
-            raise AnalysisError(f"language {language!r} is not supported; supported: {', '.join(SUPPORTED_LANGUAGES)}")
+            raise AnalysisError(
+                f"language {language!r} is not supported; supported: {', '.join(SUPPORTED_LANGUAGES)}"
+            )
         if language not in model.languages:
-            raise AnalysisError(f"model {model.info.name} cannot answer in {language!r} (it knows {', '.join(model.languages)})")
+            raise AnalysisError(
+                f"model {model.info.name} cannot answer in {language!r} (it knows {', '.join(model.languages)})"
+            )
     if task not in model.tasks:
-        raise AnalysisError(f"model {model.info.name} does not do {task.value} (it does {', '.join(t.value for t in model.tasks)})")
+        raise AnalysisError(
+            f"model {model.info.name} does not do {task.value} (it does {', '.join(t.value for t in model.tasks)})"
+        )
     if regional_cot and Task.TEXT_TO_REGION not in model.tasks:
-        raise AnalysisError(f"regional CoT needs text_to_region, which model {model.info.name} does not do")
+        raise AnalysisError(
+            f"regional CoT needs text_to_region, which model {model.info.name} does not do"
+        )
     return languages
 
 
@@ -452,21 +509,36 @@ def analyze_study(
     regions_by_image: list[tuple[tuple[int, int, int, int], ...]] = [()] * total
     if regional_cot:
         cot_requests = [
-            GenerationRequest(im.array, Task.TEXT_TO_REGION, language=languages[0], targets=_target_names(targets, languages[0]))
+            GenerationRequest(
+                im.array,
+                Task.TEXT_TO_REGION,
+                language=languages[0],
+                targets=_target_names(targets, languages[0]),
+            )
             for im in images
         ]
-        for index, (image, output) in enumerate(zip(images, _run(cot_requests, model, generate), strict=True)):
-            raw.append(_raw_header(image, index, total, languages[0], Task.TEXT_TO_REGION) + "\n" + output)
+        for index, (image, output) in enumerate(
+            zip(images, _run(cot_requests, model, generate), strict=True)
+        ):
+            raw.append(
+                _raw_header(image, index, total, languages[0], Task.TEXT_TO_REGION) + "\n" + output
+            )
             result = parse_grounded_text(output)
             problems.extend(f"image {index + 1} regional CoT pass: {p}" for p in result.problems)
             boxes = list(dict.fromkeys(tuple(b) for phrase in result.phrases for b in phrase.boxes))
             if len(boxes) > MAX_COT_REGIONS:
-                problems.append(f"image {index + 1} regional CoT pass: {len(boxes)} regions, only the first {MAX_COT_REGIONS} used")
+                problems.append(
+                    f"image {index + 1} regional CoT pass: {len(boxes)} regions, only the first {MAX_COT_REGIONS} used"
+                )
             regions_by_image[index] = tuple(boxes[:MAX_COT_REGIONS])
 
     requests = [
         GenerationRequest(
-            image.array, task, language=language, targets=_target_names(targets, language), regions=regions_by_image[i]
+            image.array,
+            task,
+            language=language,
+            targets=_target_names(targets, language),
+            regions=regions_by_image[i],
         )
         for i, image in enumerate(images)
         for language in languages
@@ -490,7 +562,13 @@ def analyze_study(
             plain[language].extend(p.description for p in result.phrases if not p.refs)
         findings.extend(
             _findings_for_image(
-                image, results, languages=languages, study_uid=study_uid, model=model, where=where, problems=problems
+                image,
+                results,
+                languages=languages,
+                study_uid=study_uid,
+                model=model,
+                where=where,
+                problems=problems,
             )
         )
 

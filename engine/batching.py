@@ -119,16 +119,32 @@ class MicroBatcher:
     >>> batcher.close()  # doctest: +SKIP
     """
 
-    def __init__(self, model: RegionAwareModel, *, max_batch_size: int | None = None, max_wait_ms: float = 5.0) -> None:
+    def __init__(
+        self,
+        model: RegionAwareModel,
+        *,
+        max_batch_size: int | None = None,
+        max_wait_ms: float = 5.0,
+    ) -> None:
         model_cap = getattr(model, "max_batch_size", None)
         if isinstance(model_cap, bool) or not isinstance(model_cap, int) or model_cap < 1:
             raise BatchingError(f"model.max_batch_size must be a positive int, got {model_cap!r}")
         if max_batch_size is not None and (
-            isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1
+            isinstance(max_batch_size, bool)
+            or not isinstance(max_batch_size, int)
+            or max_batch_size < 1
         ):
-            raise BatchingError(f"max_batch_size must be a positive int or None, got {max_batch_size!r}")
-        if isinstance(max_wait_ms, bool) or not isinstance(max_wait_ms, (int, float)) or not 0 <= max_wait_ms < 3.6e6:
-            raise BatchingError(f"max_wait_ms must be a number of milliseconds >= 0, got {max_wait_ms!r}")
+            raise BatchingError(
+                f"max_batch_size must be a positive int or None, got {max_batch_size!r}"
+            )
+        if (
+            isinstance(max_wait_ms, bool)
+            or not isinstance(max_wait_ms, (int, float))
+            or not 0 <= max_wait_ms < 3.6e6
+        ):
+            raise BatchingError(
+                f"max_wait_ms must be a number of milliseconds >= 0, got {max_wait_ms!r}"
+            )
         self._model = model
         self._cap = model_cap if max_batch_size is None else min(max_batch_size, model_cap)
         self._max_wait = float(max_wait_ms) / 1000.0
@@ -140,7 +156,9 @@ class MicroBatcher:
         self._failed = 0
         self._histogram: collections.Counter[int] = collections.Counter()
         self._waits: collections.deque[float] = collections.deque(maxlen=_WAIT_WINDOW)
-        self._thread = threading.Thread(target=self._run, name="radground-microbatcher", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="radground-microbatcher", daemon=True
+        )
         self._thread.start()
 
     @property
@@ -163,7 +181,9 @@ class MicroBatcher:
         future: Future[str] = Future()
         with self._cond:
             if self._closed:
-                raise BatcherClosedError("the micro-batcher is closed; no new requests are accepted")
+                raise BatcherClosedError(
+                    "the micro-batcher is closed; no new requests are accepted"
+                )
             self._queue.append(_Pending(request, future, time.monotonic()))
             self._cond.notify_all()
         return future
@@ -214,11 +234,15 @@ class MicroBatcher:
             self._cond.notify_all()
         for item in failed:
             if item.future.set_running_or_notify_cancel():
-                item.future.set_exception(BatcherClosedError("the micro-batcher was closed before this request ran"))
+                item.future.set_exception(
+                    BatcherClosedError("the micro-batcher was closed before this request ran")
+                )
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
         if failed:
-            logger.info("micro-batcher closed: %d queued request(s) failed without running", len(failed))
+            logger.info(
+                "micro-batcher closed: %d queued request(s) failed without running", len(failed)
+            )
 
     def __enter__(self) -> MicroBatcher:
         return self
@@ -265,12 +289,18 @@ class MicroBatcher:
             outputs = self._model.generate([item.request for item in batch])
         except Exception as exc:  # noqa: BLE001 - handed to exactly this batch's callers
             error = exc
-            logger.warning("model.generate failed on a batch of %d: %s", len(batch), type(exc).__name__)
+            logger.warning(
+                "model.generate failed on a batch of %d: %s", len(batch), type(exc).__name__
+            )
         if error is None and (
-            not isinstance(outputs, list) or len(outputs) != len(batch) or not all(isinstance(o, str) for o in outputs)
+            not isinstance(outputs, list)
+            or len(outputs) != len(batch)
+            or not all(isinstance(o, str) for o in outputs)
         ):
             got = f"{len(outputs)} items" if isinstance(outputs, list) else type(outputs).__name__
-            error = BatchingError(f"model.generate returned {got} for a batch of {len(batch)}; expected one string each")
+            error = BatchingError(
+                f"model.generate returned {got} for a batch of {len(batch)}; expected one string each"
+            )
         with self._cond:
             self._batches_run += 1
             self._histogram[len(batch)] += 1
@@ -283,4 +313,3 @@ class MicroBatcher:
                 item.future.set_result(outputs[index])
             else:
                 item.future.set_exception(error)
-

@@ -54,7 +54,7 @@ import logging
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -108,8 +108,10 @@ class Box999(_Box999Fields):
 def _check_score(score: object) -> float | None:
     if score is None:
         return None
-    if isinstance(score, bool) or not isinstance(score, (int, float)) or not (
-        math.isfinite(score) and 0.0 <= score <= 1.0
+    if (
+        isinstance(score, bool)
+        or not isinstance(score, (int, float))
+        or not (math.isfinite(score) and 0.0 <= score <= 1.0)
     ):
         raise GrammarError(f"a score must be a number in [0, 1] or None, got {score!r}")
     return float(score)
@@ -137,17 +139,27 @@ class RefBoxes:
 
     def __post_init__(self) -> None:
         if self.label is not None and (
-            not isinstance(self.label, str) or not self.label.strip() or self.label != self.label.strip()
+            not isinstance(self.label, str)
+            or not self.label.strip()
+            or self.label != self.label.strip()
         ):
-            raise GrammarError(f"RefBoxes.label must be None or a stripped non-empty string, got {self.label!r}")
+            raise GrammarError(
+                f"RefBoxes.label must be None or a stripped non-empty string, got {self.label!r}"
+            )
         boxes = tuple(self.boxes)
         if not all(isinstance(b, Box999) for b in boxes):
             raise GrammarError("RefBoxes.boxes must contain only Box999 values")
         if self.label is None and not boxes:
             raise GrammarError("RefBoxes needs a label or at least one box")
-        scores = (None,) * len(boxes) if self.scores is None else tuple(_check_score(s) for s in self.scores)
+        scores = (
+            (None,) * len(boxes)
+            if self.scores is None
+            else tuple(_check_score(s) for s in self.scores)
+        )
         if len(scores) != len(boxes):
-            raise GrammarError(f"RefBoxes needs one score per box, got {len(scores)} scores for {len(boxes)} boxes")
+            raise GrammarError(
+                f"RefBoxes needs one score per box, got {len(scores)} scores for {len(boxes)} boxes"
+            )
         object.__setattr__(self, "boxes", boxes)
         object.__setattr__(self, "scores", scores)
 
@@ -172,7 +184,9 @@ class GroundedPhrase:
         if not all(isinstance(r, RefBoxes) for r in refs):
             raise GrammarError("GroundedPhrase.refs must contain only RefBoxes values")
         if not isinstance(self.description, str) or self.description != self.description.strip():
-            raise GrammarError(f"GroundedPhrase.description must be a stripped string, got {self.description!r}")
+            raise GrammarError(
+                f"GroundedPhrase.description must be a stripped string, got {self.description!r}"
+            )
         if not refs and not self.description:
             raise GrammarError("GroundedPhrase needs at least one ref or a description")
         object.__setattr__(self, "refs", refs)
@@ -262,7 +276,11 @@ def _tokenize(text: str, problems: list[str]) -> list[_Token]:
         # Unclosed: its content runs to the next tag (or the end of the text).
         end = following.start() if following is not None else len(text)
         flush_text()
-        tokens.append(_Token(name, text[match.end() : end], match.start(), closed=False, at_end=following is None))
+        tokens.append(
+            _Token(
+                name, text[match.end() : end], match.start(), closed=False, at_end=following is None
+            )
+        )
         where = "the end of the text" if following is None else f"offset {following.start()}"
         problems.append(f"unclosed <{name}> at offset {match.start()} (content up to {where})")
         pos = end
@@ -287,16 +305,22 @@ def _parse_box_content(content: str, offset: int, problems: list[str]) -> list[B
     for group in groups:
         parts = [p.strip() for p in group.group(1).split(",")]
         if len(parts) != 4:
-            problems.append(f"<box> at offset {offset}: {_excerpt(group.group(0))} needs 4 numbers, got {len(parts)}; dropped")
+            problems.append(
+                f"<box> at offset {offset}: {_excerpt(group.group(0))} needs 4 numbers, got {len(parts)}; dropped"
+            )
             candidates.append(None)
             continue
         if not all(_INTEGER.fullmatch(p) for p in parts):
-            problems.append(f"<box> at offset {offset}: {_excerpt(group.group(0))} is not four integers; dropped")
+            problems.append(
+                f"<box> at offset {offset}: {_excerpt(group.group(0))} is not four integers; dropped"
+            )
             candidates.append(None)
             continue
         x1, y1, x2, y2 = (int(p) for p in parts)
         if not all(0 <= v <= 999 for v in (x1, y1, x2, y2)):
-            problems.append(f"<box> at offset {offset}: {[x1, y1, x2, y2]} lies outside 0-999; dropped")
+            problems.append(
+                f"<box> at offset {offset}: {[x1, y1, x2, y2]} lies outside 0-999; dropped"
+            )
             candidates.append(None)
         elif x1 >= x2 or y1 >= y2:
             problems.append(
@@ -308,7 +332,9 @@ def _parse_box_content(content: str, offset: int, problems: list[str]) -> list[B
     return candidates
 
 
-def _parse_score_content(content: str, count: int, offset: int, problems: list[str]) -> list[float | None]:
+def _parse_score_content(
+    content: str, count: int, offset: int, problems: list[str]
+) -> list[float | None]:
     norm = unicodedata.normalize("NFKC", content).strip()
     inner = norm[1:-1] if norm.startswith("[") and norm.endswith("]") else norm
     parts = [p.strip() for p in inner.split(",")] if inner.strip() else []
@@ -323,7 +349,9 @@ def _parse_score_content(content: str, count: int, offset: int, problems: list[s
         if math.isfinite(value) and 0.0 <= value <= 1.0:
             scores.append(value)
         else:
-            problems.append(f"<score> at offset {offset}: {_excerpt(part)} is not a number in [0, 1]; ignored")
+            problems.append(
+                f"<score> at offset {offset}: {_excerpt(part)} is not a number in [0, 1]; ignored"
+            )
             scores.append(None)
     return scores
 
@@ -396,7 +424,9 @@ class _Builder:
             return
         label = token.value.strip()
         if not label:
-            self.problems.append(f"empty <ref> at offset {token.offset}; its boxes are kept without a label")
+            self.problems.append(
+                f"empty <ref> at offset {token.offset}; its boxes are kept without a label"
+            )
         self.open_group(label or None)
 
     def box(self, token: _Token) -> None:
@@ -417,7 +447,9 @@ class _Builder:
         if not token.closed:
             return
         if candidates is None or self.in_description:
-            self.problems.append(f"<score> at offset {token.offset} does not follow a readable <box>; ignored")
+            self.problems.append(
+                f"<score> at offset {token.offset} does not follow a readable <box>; ignored"
+            )
             return
         scores = _parse_score_content(token.value, len(candidates), token.offset, self.problems)
         kept = [s for box, s in zip(candidates, scores, strict=True) if box is not None]
@@ -458,7 +490,9 @@ def parse_grounded_text(text: str) -> ParseResult:
             getattr(builder, token.kind)(token)
     builder.close_phrase(more_follows=False)
     if problems:
-        logger.debug("grounding parser: %d problem(s) in a %d-character output", len(problems), len(text))
+        logger.debug(
+            "grounding parser: %d problem(s) in a %d-character output", len(problems), len(text)
+        )
     return ParseResult(tuple(builder.phrases), tuple(problems))
 
 
@@ -480,12 +514,16 @@ def _write_ref(ref: RefBoxes) -> str:
         _check_free_text("label", ref.label)
         parts.append(f"<ref>{ref.label}</ref>")
     if ref.boxes:
-        parts.append("<box>[" + ", ".join(f"[{b.x1}, {b.y1}, {b.x2}, {b.y2}]" for b in ref.boxes) + "]</box>")
+        parts.append(
+            "<box>[" + ", ".join(f"[{b.x1}, {b.y1}, {b.x2}, {b.y2}]" for b in ref.boxes) + "]</box>"
+        )
         scores = ref.scores or ()
         given = [s is not None for s in scores]
         if any(given):
             if not all(given):
-                raise GrammarError(f"ref {ref.label!r} has scores for some boxes but not all; give all or none")
+                raise GrammarError(
+                    f"ref {ref.label!r} has scores for some boxes but not all; give all or none"
+                )
             if len(scores) == 1:
                 parts.append(f"<score>{_format_score(scores[0])}</score>")  # type: ignore[arg-type]
             else:
@@ -524,20 +562,30 @@ def write_grounded_text(phrases: Iterable[GroundedPhrase], *, language: str) -> 
     out: list[str] = []
     for index, phrase in enumerate(phrases):
         if not isinstance(phrase, GroundedPhrase):
-            raise GrammarError(f"phrases must be GroundedPhrase values, got {type(phrase).__name__}")
+            raise GrammarError(
+                f"phrases must be GroundedPhrase values, got {type(phrase).__name__}"
+            )
         last = index == len(phrases) - 1
         _check_free_text("description", phrase.description)
         if not phrase.refs:
             if index > 0:
-                raise GrammarError("a phrase without refs can only be the first: it would join the previous description")
+                raise GrammarError(
+                    "a phrase without refs can only be the first: it would join the previous description"
+                )
             if not last and phrase.description[-1] in _TRAILING_SEPARATORS:
-                raise GrammarError(f"description {phrase.description!r} may not end with a separator")
+                raise GrammarError(
+                    f"description {phrase.description!r} may not end with a separator"
+                )
             out.append(phrase.description)
             continue
         if not last and not phrase.description:
-            raise GrammarError("only the last phrase may have no description: its refs would join the next phrase")
+            raise GrammarError(
+                "only the last phrase may have no description: its refs would join the next phrase"
+            )
         if not last and phrase.description[-1] in _TRAILING_SEPARATORS:
-            raise GrammarError(f"description {phrase.description!r} may not end with a separator before another phrase")
+            raise GrammarError(
+                f"description {phrase.description!r} may not end with a separator before another phrase"
+            )
         text = ref_sep.join(_write_ref(ref) for ref in phrase.refs)
         if phrase.description:
             text += colon + phrase.description

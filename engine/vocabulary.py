@@ -124,7 +124,9 @@ class VocabularyEntry:
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.key):
-            raise ValueError(f"VocabularyEntry.key must be lower-case ASCII words joined by '_', got {self.key!r}")
+            raise ValueError(
+                f"VocabularyEntry.key must be lower-case ASCII words joined by '_', got {self.key!r}"
+            )
         if "en" not in self.names or "zh-CN" not in self.names:
             raise ValueError(f"VocabularyEntry {self.key!r} needs names in 'en' and 'zh-CN'")
         object.__setattr__(self, "kind", FindingKind(self.kind))
@@ -148,11 +150,15 @@ def vocabulary_language(language: str) -> str:
         return "en"
     if tag in _SIMPLIFIED_CHINESE:
         return "zh-CN"
-    raise VocabularyError(f"the vocabulary has English and Simplified Chinese only, not {language!r}")
+    raise VocabularyError(
+        f"the vocabulary has English and Simplified Chinese only, not {language!r}"
+    )
 
 
 def _e(key, en, zh, kind, body_part, group, *synonyms):  # noqa: ANN001, ANN202 - table helper
-    return VocabularyEntry(key, Text({"en": en, "zh-CN": zh}), kind, body_part, group, tuple(synonyms))
+    return VocabularyEntry(
+        key, Text({"en": en, "zh-CN": zh}), kind, body_part, group, tuple(synonyms)
+    )
 
 
 _A, _X = FindingKind.ANATOMY, FindingKind.ABNORMALITY
@@ -169,14 +175,52 @@ CHEST_IMAGENOME_STRUCTURES: tuple[VocabularyEntry, ...] = (
     _e("right_lung", "right lung", "右肺", _A, "CHEST", _CI),
     _e("mediastinum", "mediastinum", "纵隔", _A, "CHEST", _CI),
     _e("cardiac_silhouette", "cardiac silhouette", "心影", _A, "CHEST", _CI, "心脏轮廓"),
-    _e("left_hilar_structures", "left hilar structures", "左肺门", _A, "CHEST", _CI,
-       "left hilum", "left hilar structure", "左肺门结构"),
-    _e("right_hilar_structures", "right hilar structures", "右肺门", _A, "CHEST", _CI,
-       "right hilum", "right hilar structure", "右肺门结构"),
+    _e(
+        "left_hilar_structures",
+        "left hilar structures",
+        "左肺门",
+        _A,
+        "CHEST",
+        _CI,
+        "left hilum",
+        "left hilar structure",
+        "左肺门结构",
+    ),
+    _e(
+        "right_hilar_structures",
+        "right hilar structures",
+        "右肺门",
+        _A,
+        "CHEST",
+        _CI,
+        "right hilum",
+        "right hilar structure",
+        "右肺门结构",
+    ),
     _e("left_clavicle", "left clavicle", "左锁骨", _A, "CHEST", _CI),
     _e("right_clavicle", "right clavicle", "右锁骨", _A, "CHEST", _CI),
-    _e("left_hemidiaphragm", "left hemidiaphragm", "左侧膈肌", _A, "CHEST", _CI, "左膈", "左半膈", "左膈面"),
-    _e("right_hemidiaphragm", "right hemidiaphragm", "右侧膈肌", _A, "CHEST", _CI, "右膈", "右半膈", "右膈面"),
+    _e(
+        "left_hemidiaphragm",
+        "left hemidiaphragm",
+        "左侧膈肌",
+        _A,
+        "CHEST",
+        _CI,
+        "左膈",
+        "左半膈",
+        "左膈面",
+    ),
+    _e(
+        "right_hemidiaphragm",
+        "right hemidiaphragm",
+        "右侧膈肌",
+        _A,
+        "CHEST",
+        _CI,
+        "右膈",
+        "右半膈",
+        "右膈面",
+    ),
     _e("right_atrium", "right atrium", "右心房", _A, "CHEST", _CI),
     _e("abdomen", "abdomen", "腹部", _A, "CHEST", _CI),
 )
@@ -195,13 +239,38 @@ CT_MR_ORGANS: tuple[VocabularyEntry, ...] = (
 #: MedRegA's 12 lesion types.
 LESIONS: tuple[VocabularyEntry, ...] = (
     _e("brain_tumor", "brain tumor", "脑肿瘤", _X, "BRAIN", _LE, "brain tumour"),
-    _e("ischemic_stroke", "ischemic stroke", "缺血性脑卒中", _X, "BRAIN", _LE,
-       "ischaemic stroke", "缺血性卒中", "脑梗死"),
-    _e("cerebral_hemorrhage", "cerebral hemorrhage", "脑出血", _X, "BRAIN", _LE,
-       "cerebral haemorrhage", "intracerebral hemorrhage"),
+    _e(
+        "ischemic_stroke",
+        "ischemic stroke",
+        "缺血性脑卒中",
+        _X,
+        "BRAIN",
+        _LE,
+        "ischaemic stroke",
+        "缺血性卒中",
+        "脑梗死",
+    ),
+    _e(
+        "cerebral_hemorrhage",
+        "cerebral hemorrhage",
+        "脑出血",
+        _X,
+        "BRAIN",
+        _LE,
+        "cerebral haemorrhage",
+        "intracerebral hemorrhage",
+    ),
     _e("nasopharyngeal_carcinoma", "nasopharyngeal carcinoma", "鼻咽癌", _X, "NASOPHARYNX", _LE),
-    _e("vestibular_schwannoma", "vestibular schwannoma", "前庭神经鞘瘤", _X, "HEAD", _LE,
-       "acoustic neuroma", "听神经瘤"),
+    _e(
+        "vestibular_schwannoma",
+        "vestibular schwannoma",
+        "前庭神经鞘瘤",
+        _X,
+        "HEAD",
+        _LE,
+        "acoustic neuroma",
+        "听神经瘤",
+    ),
     _e("lung_cancer", "lung cancer", "肺癌", _X, "LUNG", _LE),
     _e("pulmonary_embolism", "pulmonary embolism", "肺栓塞", _X, "CHEST", _LE, "肺动脉栓塞"),
     _e("liver_cancer", "liver cancer", "肝癌", _X, "LIVER", _LE),
@@ -244,7 +313,9 @@ def _build() -> tuple[Mapping[str, VocabularyEntry], Mapping[str, VocabularyEntr
             norm = normalize_name(name)
             other = by_name.setdefault(norm, item)
             if other is not item:
-                raise AssertionError(f"vocabulary name {name!r} maps to {other.key!r} and {item.key!r}")
+                raise AssertionError(
+                    f"vocabulary name {name!r} maps to {other.key!r} and {item.key!r}"
+                )
     return MappingProxyType(by_key), MappingProxyType(by_name)
 
 
@@ -282,14 +353,18 @@ def entry(key: str) -> VocabularyEntry:
 # -- chest zones and the default detector's sentences -----------------------------
 
 #: Radiographic lung zones, from the patient's side (PA/AP display: patient's right on the image left).
-CHEST_ZONES: Mapping[str, Text] = MappingProxyType({
-    f"{side}_{level}_zone": Text({"en": f"{side} {level} zone", "zh-CN": f"{zs}{zl}肺野"})
-    for side, zs in (("right", "右"), ("left", "左"))
-    for level, zl in (("upper", "上"), ("middle", "中"), ("lower", "下"))
-})
+CHEST_ZONES: Mapping[str, Text] = MappingProxyType(
+    {
+        f"{side}_{level}_zone": Text({"en": f"{side} {level} zone", "zh-CN": f"{zs}{zl}肺野"})
+        for side, zs in (("right", "右"), ("left", "左"))
+        for level, zl in (("upper", "上"), ("middle", "中"), ("lower", "下"))
+    }
+)
 
 
-def chest_zone(x_center: float, y_center: float, *, patient_right_on_image_left: bool = True) -> str:
+def chest_zone(
+    x_center: float, y_center: float, *, patient_right_on_image_left: bool = True
+) -> str:
     """The :data:`CHEST_ZONES` key for a box centre on a frontal chest radiograph.
 
     Parameters
@@ -306,7 +381,11 @@ def chest_zone(x_center: float, y_center: float, *, patient_right_on_image_left:
     horizontally, without segmenting the lung fields.
     """
     for name, value in (("x_center", x_center), ("y_center", y_center)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not 0.0 <= value <= 1.0
+        ):
             raise ValueError(f"{name} must be a fraction in [0, 1], got {value!r}")
     on_left_half = x_center < 0.5
     side = "right" if on_left_half == patient_right_on_image_left else "left"
@@ -315,47 +394,59 @@ def chest_zone(x_center: float, y_center: float, *, patient_right_on_image_left:
 
 
 #: Templates: (with zone, without zone) per language; Cardiomegaly is not zoned.
-_TEMPLATES: Mapping[str, Mapping[str, tuple[str | None, str]]] = MappingProxyType({
-    "en": MappingProxyType({
-        "atelectasis": ("Atelectasis in the {zone}", "Atelectasis"),
-        "cardiomegaly": (None, "Enlarged cardiac silhouette (cardiomegaly)"),
-        "effusion": ("Pleural effusion, {zone}", "Pleural effusion"),
-        "infiltrate": ("Infiltrate in the {zone}", "Infiltrate"),
-        "mass": ("Mass in the {zone}", "Mass"),
-        "nodule": ("Nodule in the {zone}", "Nodule"),
-        "pneumonia": ("Pneumonia in the {zone}", "Pneumonia"),
-        "pneumothorax": ("Pneumothorax, {zone}", "Pneumothorax"),
-    }),
-    "zh-CN": MappingProxyType({
-        "atelectasis": ("{zone}肺不张", "肺不张"),
-        "cardiomegaly": (None, "心影增大"),
-        "effusion": ("{zone}胸腔积液", "胸腔积液"),
-        "infiltrate": ("{zone}浸润影", "浸润影"),
-        "mass": ("{zone}肿块", "肿块"),
-        "nodule": ("{zone}结节", "结节"),
-        "pneumonia": ("{zone}肺炎", "肺炎"),
-        "pneumothorax": ("{zone}气胸", "气胸"),
-    }),
-})
+_TEMPLATES: Mapping[str, Mapping[str, tuple[str | None, str]]] = MappingProxyType(
+    {
+        "en": MappingProxyType(
+            {
+                "atelectasis": ("Atelectasis in the {zone}", "Atelectasis"),
+                "cardiomegaly": (None, "Enlarged cardiac silhouette (cardiomegaly)"),
+                "effusion": ("Pleural effusion, {zone}", "Pleural effusion"),
+                "infiltrate": ("Infiltrate in the {zone}", "Infiltrate"),
+                "mass": ("Mass in the {zone}", "Mass"),
+                "nodule": ("Nodule in the {zone}", "Nodule"),
+                "pneumonia": ("Pneumonia in the {zone}", "Pneumonia"),
+                "pneumothorax": ("Pneumothorax, {zone}", "Pneumothorax"),
+            }
+        ),
+        "zh-CN": MappingProxyType(
+            {
+                "atelectasis": ("{zone}肺不张", "肺不张"),
+                "cardiomegaly": (None, "心影增大"),
+                "effusion": ("{zone}胸腔积液", "胸腔积液"),
+                "infiltrate": ("{zone}浸润影", "浸润影"),
+                "mass": ("{zone}肿块", "肿块"),
+                "nodule": ("{zone}结节", "结节"),
+                "pneumonia": ("{zone}肺炎", "肺炎"),
+                "pneumothorax": ("{zone}气胸", "气胸"),
+            }
+        ),
+    }
+)
 
 #: The explicit negative report of a chest radiograph in which the model found nothing.
-NEGATIVE_REPORT: Text = Text({
-    "en": "No acute cardiopulmonary abnormality detected by the model.",
-    "zh-CN": "模型未检出急性心肺异常。",
-})
+NEGATIVE_REPORT: Text = Text(
+    {
+        "en": "No acute cardiopulmonary abnormality detected by the model.",
+        "zh-CN": "模型未检出急性心肺异常。",
+    }
+)
 
 #: The explicit negative report of a (non-chest or mixed) study in which the model found nothing.
-NEGATIVE_REPORT_GENERIC: Text = Text({
-    "en": "No abnormality detected by the model.",
-    "zh-CN": "模型未检出异常。",
-})
+NEGATIVE_REPORT_GENERIC: Text = Text(
+    {
+        "en": "No abnormality detected by the model.",
+        "zh-CN": "模型未检出异常。",
+    }
+)
 
 #: What a report says when the model's output could not be read at all (this is
 #: *not* a negative result; the report's problems say what went wrong).
-UNREADABLE_OUTPUT: Text = Text({
-    "en": "The model's output could not be read; no findings are reported.",
-    "zh-CN": "无法解析模型输出，未报告任何结果。",
-})
+UNREADABLE_OUTPUT: Text = Text(
+    {
+        "en": "The model's output could not be read; no findings are reported.",
+        "zh-CN": "无法解析模型输出，未报告任何结果。",
+    }
+)
 
 #: The label of a box the model drew without naming it (a ``<box>`` without ``<ref>``).
 UNLABELLED_REGION: Text = Text({"en": "unlabelled region", "zh-CN": "未标注区域"})
@@ -388,14 +479,18 @@ def finding_sentence(
     lang = vocabulary_language(language)
     templates = _TEMPLATES[lang].get(key)
     if templates is None:
-        raise VocabularyError(f"no sentence template for {key!r}; keys: {', '.join(_TEMPLATES[lang])}")
+        raise VocabularyError(
+            f"no sentence template for {key!r}; keys: {', '.join(_TEMPLATES[lang])}"
+        )
     zoned, plain = templates
     if zone is not None and zone not in CHEST_ZONES:
         raise VocabularyError(f"unknown chest zone {zone!r}; zones: {', '.join(CHEST_ZONES)}")
     text = zoned.format(zone=CHEST_ZONES[zone][lang]) if zone is not None and zoned else plain
     if confidence is not None:
-        if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not (
-            math.isfinite(confidence) and 0.0 <= confidence <= 1.0
+        if (
+            isinstance(confidence, bool)
+            or not isinstance(confidence, (int, float))
+            or not (math.isfinite(confidence) and 0.0 <= confidence <= 1.0)
         ):
             raise ValueError(f"confidence must be in [0, 1] or None, got {confidence!r}")
         text += f", confidence {confidence:.2f}" if lang == "en" else f"，置信度 {confidence:.2f}"

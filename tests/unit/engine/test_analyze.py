@@ -102,7 +102,9 @@ class FakeModel(RegionAwareModel):
         tasks: tuple[Task, ...] = tuple(Task),
         languages: tuple[str, ...] = ("en", "zh-CN"),
     ) -> None:
-        self.info = ModelInfo.for_version(name="fake-grounder", version=version, manufacturer="tests")
+        self.info = ModelInfo.for_version(
+            name="fake-grounder", version=version, manufacturer="tests"
+        )
         self.input_size = (448, 448)
         self.resize_mode = resize_mode
         self.languages = languages
@@ -192,7 +194,10 @@ def test_languages_merge_by_vocabulary_key_into_bilingual_findings():
     assert len(finding.regions) == 1  # regions come from the primary language only
     assert report.impression.as_dict() == finding.description.as_dict()
     assert report.languages == ("en", "zh-CN")
-    assert [(r.language, r.task) for r in model.requests] == [("en", Task.GROUNDED_REPORT), ("zh-CN", Task.GROUNDED_REPORT)]
+    assert [(r.language, r.task) for r in model.requests] == [
+        ("en", Task.GROUNDED_REPORT),
+        ("zh-CN", Task.GROUNDED_REPORT),
+    ]
     assert "<ref>结节</ref>" in report.raw_output and "<ref>nodule</ref>" in report.raw_output
     assert report.created_at == CREATED and report.model == model.info
 
@@ -206,7 +211,9 @@ def test_structures_two_refs_one_description_and_canonical_names():
         "<ref>右肺</ref><box>[[11, 10, 480, 900]]</box>、<ref>左肺</ref><box>[[520, 10, 990, 900]]</box>：未见实变。"
         "<ref>心影</ref><box>[[300, 400, 700, 800]]</box>：心影大小正常。"
     )
-    report = analyze([chest_dx()], FakeModel(fixed({"en": en, "zh-CN": zh})), targets=("right lung", "左肺"))
+    report = analyze(
+        [chest_dx()], FakeModel(fixed({"en": en, "zh-CN": zh})), targets=("right lung", "左肺")
+    )
     assert report.problems == ()
     labels = [f.label.as_dict() for f in report.findings]
     assert labels == [
@@ -215,7 +222,10 @@ def test_structures_two_refs_one_description_and_canonical_names():
         {"en": "cardiac silhouette", "zh-CN": "心影"},
     ]
     assert all(f.kind is FindingKind.ANATOMY for f in report.findings)
-    assert report.findings[0].description.as_dict() == {"en": "No focal consolidation.", "zh-CN": "未见实变。"}
+    assert report.findings[0].description.as_dict() == {
+        "en": "No focal consolidation.",
+        "zh-CN": "未见实变。",
+    }
     assert report.findings[1].description == report.findings[0].description
     assert all(f.confidence is None for f in report.findings)  # MedRegA gives no scores
     assert len({f.tracking_uid for f in report.findings}) == 3
@@ -260,7 +270,9 @@ def test_mismatched_languages_keep_only_reliable_text_and_record_problems():
     assert nodule.label.as_dict() == {"en": "nodule", "zh-CN": "结节"}
     assert nodule.description.as_dict() == {"en": "Nodule."}
     # 2 unknown refs in en, 1 in zh: no pairing by order, English only
-    assert foo.label.as_dict() == {"en": "foo body"} and foo.description.as_dict() == {"en": "first."}
+    assert foo.label.as_dict() == {"en": "foo body"} and foo.description.as_dict() == {
+        "en": "first."
+    }
     assert bar.description.as_dict() == {"en": "second."}
     assert len(report.findings) == 3  # nothing invented from the zh side
     text = " | ".join(report.problems)
@@ -270,8 +282,12 @@ def test_mismatched_languages_keep_only_reliable_text_and_record_problems():
 
 
 def test_box_without_ref_gets_the_unlabelled_label_and_description_falls_back_to_label():
-    report = analyze([chest_dx()], FakeModel(fixed({"en": "<box>[[1, 2, 30, 40]]</box>"})), languages=("en",),
-                     task=Task.DETECTION)
+    report = analyze(
+        [chest_dx()],
+        FakeModel(fixed({"en": "<box>[[1, 2, 30, 40]]</box>"})),
+        languages=("en",),
+        task=Task.DETECTION,
+    )
     (finding,) = report.findings
     assert finding.label["en"] == vocabulary.UNLABELLED_REGION["en"]
     assert finding.description == finding.label
@@ -297,14 +313,19 @@ def test_unreadable_output_is_not_a_negative_report():
     assert [f.regions for f in report.findings] == [()]
     assert any("needs 4 numbers" in p for p in report.problems)
     assert any("unclosed <ref>" in p for p in report.problems)
-    report = analyze([chest_dx()], FakeModel(fixed({"en": "<box>[[1, 2, 3, 4, 5]]</box>", "zh-CN": ""})))
+    report = analyze(
+        [chest_dx()], FakeModel(fixed({"en": "<box>[[1, 2, 3, 4, 5]]</box>", "zh-CN": ""}))
+    )
     assert report.findings == ()
     assert report.impression == vocabulary.UNREADABLE_OUTPUT
     assert report.problems
 
 
 def test_plain_report_task_goes_to_the_impression():
-    texts = {"en": "Findings: clear lungs. Impression: normal.", "zh-CN": "影像诊断：双肺清晰。影像结论：未见异常。"}
+    texts = {
+        "en": "Findings: clear lungs. Impression: normal.",
+        "zh-CN": "影像诊断：双肺清晰。影像结论：未见异常。",
+    }
     report = analyze([chest_dx()], FakeModel(fixed(texts)), task=Task.REPORT)
     assert report.findings == ()
     assert report.impression.as_dict() == texts
@@ -326,11 +347,20 @@ def test_tracking_uids_are_deterministic_and_change_with_the_model_version():
 
 def test_several_images_each_keep_their_own_regions():
     study = generate_uid()
-    a, b = chest_dx(300, 200, study_uid=study), chest_dx(200, 300, study_uid=study, rect=(20, 30, 80, 250))
+    a, b = (
+        chest_dx(300, 200, study_uid=study),
+        chest_dx(200, 300, study_uid=study, rect=(20, 30, 80, 250)),
+    )
     report = analyze([a, b], FakeModel(detector_answer), languages=("en",))
-    assert [f.regions[0].image.sop_instance_uid for f in report.findings] == [a.SOPInstanceUID, b.SOPInstanceUID]
+    assert [f.regions[0].image.sop_instance_uid for f in report.findings] == [
+        a.SOPInstanceUID,
+        b.SOPInstanceUID,
+    ]
     box = report.findings[1].regions[0].box
-    assert all(abs(g - w) <= 2.0 for g, w in zip((box.x_min, box.y_min, box.x_max, box.y_max), (20, 30, 80, 250)))
+    assert all(
+        abs(g - w) <= 2.0
+        for g, w in zip((box.x_min, box.y_min, box.x_max, box.y_max), (20, 30, 80, 250))
+    )
     assert len(set(report.images)) == 2
 
 
@@ -375,7 +405,11 @@ def test_no_usable_image_lists_every_reason():
     broken = chest_dx(study_uid=study)
     broken.PixelData = broken.PixelData[:100]  # truncated pixel data
     with pytest.raises(AnalysisError) as caught:
-        analyze([seg_object(study), ct, broken], FakeModel(detector_answer), selection=FRONTAL_CHEST_RADIOGRAPHS)
+        analyze(
+            [seg_object(study), ct, broken],
+            FakeModel(detector_answer),
+            selection=FRONTAL_CHEST_RADIOGRAPHS,
+        )
     message = str(caught.value)
     assert message.startswith("no usable images")
     assert "Segmentation" in message or "SEG" in message

@@ -41,15 +41,21 @@ def test_medrega_chest_grounded_report_two_refs_one_description():
 
 
 def test_medrega_several_boxes_per_ref():
-    result = parse_grounded_text("<ref>kidney</ref><box>[[365, 293, 416, 598], [596, 316, 635, 464]]</box>")
+    result = parse_grounded_text(
+        "<ref>kidney</ref><box>[[365, 293, 416, 598], [596, 316, 635, 464]]</box>"
+    )
     assert result.problems == ()
     (phrase,) = result.phrases
-    assert phrase.refs == (RefBoxes("kidney", (Box999(365, 293, 416, 598), Box999(596, 316, 635, 464))),)
+    assert phrase.refs == (
+        RefBoxes("kidney", (Box999(365, 293, 416, 598), Box999(596, 316, 635, 464))),
+    )
     assert phrase.description == ""
 
 
 def test_medrega_chinese_lesion_report_full_width_colon():
-    text = "<ref>胰腺癌</ref><box>[[412, 388, 521, 470]]</box>：胰头部见不规则低密度肿块，考虑胰腺癌。"
+    text = (
+        "<ref>胰腺癌</ref><box>[[412, 388, 521, 470]]</box>：胰头部见不规则低密度肿块，考虑胰腺癌。"
+    )
     (phrase,) = parse_grounded_text(text).phrases
     assert phrase.labels == ("胰腺癌",)
     assert phrase.boxes == ((412, 388, 521, 470),)
@@ -78,7 +84,9 @@ def test_boxes_without_ref_and_plain_text():
 
 
 def test_ref_and_box_separated_by_white_space_and_several_box_tags():
-    (phrase,) = parse_grounded_text("<ref>lung</ref> <box>[[1,2,3,4]]</box>\n<box>[[5,6,7,8]]</box>: x").phrases
+    (phrase,) = parse_grounded_text(
+        "<ref>lung</ref> <box>[[1,2,3,4]]</box>\n<box>[[5,6,7,8]]</box>: x"
+    ).phrases
     assert phrase.refs == (RefBoxes("lung", (Box999(1, 2, 3, 4), Box999(5, 6, 7, 8))),)
 
 
@@ -90,7 +98,9 @@ def test_ref_separators_in_both_languages():
 
 
 def test_inline_description_without_colon():
-    (phrase,) = parse_grounded_text("<ref>nodule</ref><box>[[1,2,3,4]]</box> in the right upper lobe.").phrases
+    (phrase,) = parse_grounded_text(
+        "<ref>nodule</ref><box>[[1,2,3,4]]</box> in the right upper lobe."
+    ).phrases
     assert phrase.description == "in the right upper lobe."
 
 
@@ -116,7 +126,9 @@ def test_scores_attach_to_their_boxes():
 
 
 def test_score_of_a_dropped_box_is_dropped_with_it():
-    result = parse_grounded_text("<ref>m</ref><box>[[1, 2, 30, 40], [9, 9, 9, 9]]</box><score>[0.9, 0.4]</score>")
+    result = parse_grounded_text(
+        "<ref>m</ref><box>[[1, 2, 30, 40], [9, 9, 9, 9]]</box><score>[0.9, 0.4]</score>"
+    )
     assert result.phrases[0].refs[0].boxes == ((1, 2, 30, 40),)
     assert result.phrases[0].scores == (0.9,)
     assert len(result.problems) == 1 and "zero or negative area" in result.problems[0]
@@ -124,10 +136,16 @@ def test_score_of_a_dropped_box_is_dropped_with_it():
 
 @pytest.mark.parametrize(
     ("score", "why"),
-    [("[0.9, 0.1]", "2 scores for 1 boxes"), ("1.5", "not a number in [0, 1]"), ("high", "not a number")],
+    [
+        ("[0.9, 0.1]", "2 scores for 1 boxes"),
+        ("1.5", "not a number in [0, 1]"),
+        ("high", "not a number"),
+    ],
 )
 def test_bad_scores_are_ignored_and_reported(score, why):
-    result = parse_grounded_text(f"<ref>m</ref><box>[[1, 2, 30, 40]]</box><score>{score}</score>: x")
+    result = parse_grounded_text(
+        f"<ref>m</ref><box>[[1, 2, 30, 40]]</box><score>{score}</score>: x"
+    )
     assert result.phrases[0].boxes == ((1, 2, 30, 40),)
     assert result.phrases[0].scores == (None,)
     assert any(why in p for p in result.problems)
@@ -182,14 +200,22 @@ def test_truncated_output_drops_the_cut_box():
 
 def test_unclosed_ref_before_a_box_keeps_the_label_and_stray_tags_are_reported():
     result = parse_grounded_text("<ref>left lung<box>[[1, 2, 3, 4]]</box></box>: clear </ref>")
-    assert result.phrases == (GroundedPhrase((RefBoxes("left lung", (Box999(1, 2, 3, 4),)),), "clear"),)
-    assert [p.split(" at ")[0] for p in result.problems] == ["unclosed <ref>", "stray </box>", "stray </ref>"]
+    assert result.phrases == (
+        GroundedPhrase((RefBoxes("left lung", (Box999(1, 2, 3, 4),)),), "clear"),
+    )
+    assert [p.split(" at ")[0] for p in result.problems] == [
+        "unclosed <ref>",
+        "stray </box>",
+        "stray </ref>",
+    ]
 
 
 def test_empty_and_plain_outputs():
     assert parse_grounded_text("") == ParseResult((), ())
     assert parse_grounded_text("   \n") == ParseResult((), ())
-    assert parse_grounded_text("No acute findings.").phrases == (GroundedPhrase((), "No acute findings."),)
+    assert parse_grounded_text("No acute findings.").phrases == (
+        GroundedPhrase((), "No acute findings."),
+    )
     assert parse_grounded_text(None).problems  # type: ignore[arg-type]
 
 
@@ -220,7 +246,10 @@ def test_value_objects_validate():
 
 def test_writer_formats_in_both_languages():
     phrase = GroundedPhrase(
-        (RefBoxes("right lung", (Box999(102, 106, 481, 910),)), RefBoxes("left lung", (Box999(535, 128, 923, 889),))),
+        (
+            RefBoxes("right lung", (Box999(102, 106, 481, 910),)),
+            RefBoxes("left lung", (Box999(535, 128, 923, 889),)),
+        ),
         "No focal consolidation.",
     )
     assert write_grounded_text([phrase], language="en") == (
@@ -245,14 +274,22 @@ def test_writer_refuses_what_would_not_read_back():
         write_grounded_text([GroundedPhrase((RefBoxes("a"),)), ok], language="en")
     with pytest.raises(GrammarError, match="some boxes but not all"):
         write_grounded_text(
-            [GroundedPhrase((RefBoxes("a", (Box999(1, 2, 3, 4), Box999(1, 2, 3, 4)), (0.5, None)),))], language="en"
+            [
+                GroundedPhrase(
+                    (RefBoxes("a", (Box999(1, 2, 3, 4), Box999(1, 2, 3, 4)), (0.5, None)),)
+                )
+            ],
+            language="en",
         )
 
 
 # -- properties --------------------------------------------------------------------
 
 _LABEL_CHARS = st.sampled_from(
-    list("abcxyz ABC09-_.()/") + list("右左肺结节心影胸腔积液气") + list(",:;，：、；<>[]［］＜＞") + ["\n"]
+    list("abcxyz ABC09-_.()/")
+    + list("右左肺结节心影胸腔积液气")
+    + list(",:;，：、；<>[]［］＜＞")
+    + ["\n"]
 )
 _labels = st.text(_LABEL_CHARS, min_size=1, max_size=20).map(str.strip).filter(bool)
 _descriptions = st.text(_LABEL_CHARS, max_size=40).map(str.strip)
@@ -281,7 +318,11 @@ def _phrase_lists(draw):
     if draw(st.booleans()):
         phrases.append(GroundedPhrase((), draw(_descriptions.filter(bool))))
     for _ in range(draw(st.integers(0, 4))):
-        phrases.append(GroundedPhrase(tuple(draw(st.lists(_refs(), min_size=1, max_size=3))), draw(_descriptions)))
+        phrases.append(
+            GroundedPhrase(
+                tuple(draw(st.lists(_refs(), min_size=1, max_size=3))), draw(_descriptions)
+            )
+        )
     return phrases
 
 
@@ -302,8 +343,36 @@ def test_write_then_parse_round_trips(phrases, language):
 @given(
     st.lists(
         st.sampled_from(
-            ["<ref>", "</ref>", "<box>", "</box>", "<score>", "</score>", "[[", "]]", "[", "]", ",", "，", ":",
-             "：", " ", "1", "0", "999", "1000", "-", ".", "e", "a", "右", "\n", "＜", "＞", "and"]
+            [
+                "<ref>",
+                "</ref>",
+                "<box>",
+                "</box>",
+                "<score>",
+                "</score>",
+                "[[",
+                "]]",
+                "[",
+                "]",
+                ",",
+                "，",
+                ":",
+                "：",
+                " ",
+                "1",
+                "0",
+                "999",
+                "1000",
+                "-",
+                ".",
+                "e",
+                "a",
+                "右",
+                "\n",
+                "＜",
+                "＞",
+                "and",
+            ]
         ),
         max_size=60,
     ).map("".join)

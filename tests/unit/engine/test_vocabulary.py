@@ -25,18 +25,44 @@ from engine.vocabulary import (
 )
 
 MEDREGA_STRUCTURES = [
-    "left lung", "right lung", "mediastinum", "cardiac silhouette", "left hilar structures",
-    "right hilar structures", "left clavicle", "right clavicle", "left hemidiaphragm",
-    "right hemidiaphragm", "right atrium", "abdomen",
+    "left lung",
+    "right lung",
+    "mediastinum",
+    "cardiac silhouette",
+    "left hilar structures",
+    "right hilar structures",
+    "left clavicle",
+    "right clavicle",
+    "left hemidiaphragm",
+    "right hemidiaphragm",
+    "right atrium",
+    "abdomen",
 ]
 MEDREGA_ORGANS = ["heart", "lung", "liver", "colon", "kidney", "spleen", "pancreas"]
 MEDREGA_LESIONS = [
-    "brain tumor", "ischemic stroke", "cerebral hemorrhage", "nasopharyngeal carcinoma",
-    "vestibular schwannoma", "lung cancer", "pulmonary embolism", "liver cancer", "colon cancer",
-    "kidney cancer", "pancreas cancer", "prostate cancer",
+    "brain tumor",
+    "ischemic stroke",
+    "cerebral hemorrhage",
+    "nasopharyngeal carcinoma",
+    "vestibular schwannoma",
+    "lung cancer",
+    "pulmonary embolism",
+    "liver cancer",
+    "colon cancer",
+    "kidney cancer",
+    "pancreas cancer",
+    "prostate cancer",
 ]
-NIH_CLASSES = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltrate", "Mass", "Nodule",
-               "Pneumonia", "Pneumothorax"]
+NIH_CLASSES = [
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltrate",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+]
 
 
 def test_lists_match_medrega_and_nih_in_order():
@@ -96,16 +122,18 @@ def test_finding_sentences():
     assert finding_sentence("nodule", language="en", zone="right_upper_zone", confidence=0.82) == (
         "Nodule in the right upper zone, confidence 0.82."
     )
-    assert finding_sentence("nodule", language="zh-CN", zone="right_upper_zone", confidence=0.82) == (
-        "右上肺野结节，置信度 0.82。"
+    assert finding_sentence(
+        "nodule", language="zh-CN", zone="right_upper_zone", confidence=0.82
+    ) == ("右上肺野结节，置信度 0.82。")
+    assert (
+        finding_sentence("cardiomegaly", language="zh-CN", zone="left_lower_zone") == "心影增大。"
     )
-    assert finding_sentence("cardiomegaly", language="zh-CN", zone="left_lower_zone") == "心影增大。"
     assert finding_sentence("pneumothorax", language="en") == "Pneumothorax."
     for e in NIH_CXR_FINDINGS:
         for lang in ("en", "zh-CN"):
             for zone in (None, *CHEST_ZONES):
                 text = finding_sentence(e.key, language=lang, zone=zone, confidence=0.5)
-                assert "{" not in text and text.endswith(("." if lang == "en" else "。"))
+                assert "{" not in text and text.endswith("." if lang == "en" else "。")
     with pytest.raises(VocabularyError):
         finding_sentence("right_lung", language="en")
     with pytest.raises(VocabularyError):
@@ -136,5 +164,7 @@ def test_fixed_report_sentences_are_bilingual_and_distinct():
     for text in texts:
         assert text.languages == ("en", "zh-CN")
     # an unreadable output must never read like a negative result
-    assert len({t["en"] for t in texts}) == len(texts) and len({t["zh-CN"] for t in texts}) == len(texts)
+    assert len({t["en"] for t in texts}) == len(texts) and len({t["zh-CN"] for t in texts}) == len(
+        texts
+    )
     assert "could not be read" in UNREADABLE_OUTPUT["en"]
