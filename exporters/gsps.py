@@ -25,6 +25,7 @@ reason next to it.
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
@@ -338,6 +339,7 @@ def _annotations(
                     text_value=finding_label(region.finding, language),
                     units=hd.pr.AnnotationUnitsValues.PIXEL,
                     bounding_box=text_box_for(region),
+                    text_justification=hd.pr.TextJustificationValues.LEFT,
                     **tracking,
                 )
             )
@@ -386,7 +388,25 @@ def _icc_profile(images: Sequence[Dataset]) -> bytes:
         raise SourceError("images of one source series carry different ICC profiles")
     if profiles:
         return profiles.pop()
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    return _srgb_profile()
+
+
+def _srgb_profile() -> bytes:
+    """An sRGB ICC profile of device class ``spac`` (colour space conversion).
+
+    PS3.3 C.11.15.1.1 wants an input or colour-space profile for the colour
+    values of the referenced images; littleCMS writes sRGB as a display
+    (``mntr``) profile, so the class is changed and the profile ID (an MD5 over
+    the profile with flags, intent and ID zeroed, ICC.1:2010 §7.2.18) renewed.
+    """
+    profile = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    profile[12:16] = b"spac"
+    hashed = bytearray(profile)
+    hashed[44:48] = bytes(4)
+    hashed[64:68] = bytes(4)
+    hashed[84:100] = bytes(16)
+    profile[84:100] = hashlib.md5(hashed, usedforsecurity=False).digest()
+    return bytes(profile)
 
 
 def _set_series_anatomy(state: Dataset, source: Dataset) -> None:
