@@ -108,8 +108,9 @@ def _header(source: Dataset) -> Dataset:
 
 
 def _algorithm_id(report: GroundedReport) -> hd.sr.AlgorithmIdentification:
-    return hd.sr.AlgorithmIdentification(name=report.model.name, version=report.model.version,
-                                         manufacturer=report.model.manufacturer)
+    # The manufacturer is in Contributing Equipment and the device observer context;
+    # TID 4019's newer "Algorithm Manufacturer" row is left out (PixelMed's 2022 tables warn on it).
+    return hd.sr.AlgorithmIdentification(name=report.model.name, version=report.model.version)
 
 
 def _observation_context(report: GroundedReport) -> hd.sr.ObservationContext:

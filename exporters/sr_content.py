@@ -48,13 +48,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Code Meanings for RFC 5646 language tags (CID 5000 style, TID 1204).
+#: Code Meanings of the RFC 5646 language tags as CID 5000 "Languages" spells them (TID 1204).
 LANGUAGE_NAMES: Mapping[str, str] = MappingProxyType({
     "en": "English",
     "en-US": "English (United States)",
     "en-GB": "English (United Kingdom)",
-    "zh-CN": "Chinese (China)",
-    "zh-TW": "Chinese (Taiwan)",
+    "zh-CN": "Chinese (S)",
+    "zh-TW": "Chinese (T)",
     "de": "German",
     "fr": "French",
     "es": "Spanish",

@@ -1,0 +1,86 @@
+"""Drive the real DICOM validators on files the exporters wrote (see ../shared/TOOLS.md).
+
+Plain functions, importable from any test (``from tests.exporters_validators import ...``,
+as ``tests.factories`` is):
+
+* :func:`dciodvfy_errors` — dicom3tools ``dciodvfy -new``: its exit status is not
+  reliable, so the lines starting with ``Error`` are returned (and
+  :func:`dciodvfy_warnings` gives the ``Warning`` lines);
+* :func:`dsrdump_ok` — dcmtk ``dsrdump -v +Pt +Pl`` reads an SR (exit 0);
+* :func:`pixelmed_sr_errors` — PixelMed ``DicomSRValidator`` (TID 1500 template
+  check, ~20 s per file; Java 17 needs the three XPath limit flags).
+
+Each raises ``pytest.skip`` only when the tool is not installed (CI installs them).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+__all__ = [
+    "dciodvfy_errors",
+    "dciodvfy_warnings",
+    "dsrdump_ok",
+    "pixelmed_sr_errors",
+    "pixelmed_sr_report",
+]
+
+PIXELMED_JAR = Path("/usr/share/java/pixelmed.jar")
+_JAVA_FLAGS = (
+    "-Djdk.xml.xpathExprOpLimit=0",
+    "-Djdk.xml.xpathExprGrpLimit=0",
+    "-Djdk.xml.xpathTotalOpLimit=0",
+)
+
+
+def _need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.skip(f"{tool} is not installed (see ../shared/TOOLS.md)")
+    return path
+
+
+def _dciodvfy(path: str | Path) -> list[str]:
+    result = subprocess.run(
+        [_need("dciodvfy"), "-new", str(path)], capture_output=True, text=True, timeout=120, check=False
+    )
+    return (result.stdout + result.stderr).splitlines()
+
+
+def dciodvfy_errors(path: str | Path) -> list[str]:
+    """The ``Error`` lines ``dciodvfy -new`` prints for ``path`` (empty: conformant)."""
+    return [line for line in _dciodvfy(path) if line.startswith("Error")]
+
+
+def dciodvfy_warnings(path: str | Path) -> list[str]:
+    """The ``Warning`` lines ``dciodvfy -new`` prints for ``path``."""
+    return [line for line in _dciodvfy(path) if line.startswith("Warning")]
+
+
+def dsrdump_ok(path: str | Path) -> bool:
+    """Whether dcmtk's ``dsrdump -v +Pt +Pl`` reads the SR at ``path`` without a structural fault."""
+    result = subprocess.run(
+        [_need("dsrdump"), "-v", "+Pt", "+Pl", str(path)], capture_output=True, timeout=120, check=False
+    )
+    return result.returncode == 0
+
+
+def pixelmed_sr_report(path: str | Path) -> list[str]:
+    """Every line PixelMed's ``DicomSRValidator`` prints for ``path``."""
+    java = _need("java")
+    if not PIXELMED_JAR.is_file():
+        pytest.skip(f"{PIXELMED_JAR} is not installed (Debian pixelmed-apps)")
+    result = subprocess.run(
+        [java, *_JAVA_FLAGS, "-cp", str(PIXELMED_JAR), "com.pixelmed.validate.DicomSRValidator", str(path)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    return (result.stdout + result.stderr).splitlines()
+
+
+def pixelmed_sr_errors(path: str | Path) -> list[str]:
+    """The ``Error`` lines of PixelMed's ``DicomSRValidator`` for ``path`` (empty: no errors)."""
+    return [line for line in pixelmed_sr_report(path) if line.lstrip().startswith("Error")]
