@@ -1,7 +1,7 @@
 """Presentation states (GSPS / Colour PS) drawing grounded findings.
 
 Every object is written to a file, read back and checked with real tools:
-dicom3tools' ``dciodvfy -new`` (no Error lines) and dcmtk's ``dcmpschk``
+dicom3tools' ``dciodvfy -new`` (no Error lines, :mod:`tests.exporters_validators`) and dcmtk's ``dcmpschk``
 (semantic pass; dcmtk 3.6.7 flags every non-ASCII value under ISO_IR 192 in
 its data-dictionary pass, which is its bug, see TOOLS.md). The read-back
 graphics are re-built through highdicom's validating constructors and must
@@ -40,6 +40,7 @@ from engine.report import (
 from exporters.errors import ExportError, SourceError
 from exporters.gsps import build_presentation_states
 from exporters.presentation_content import finding_label, plan_overlays, truncate_utf8
+from tests.exporters_validators import dciodvfy_errors
 
 SHARED_DICOM = (Path(__file__).resolve().parents[4] / "shared" / "data" / "dicom").resolve()
 GSPS_CLASS = "1.2.840.10008.5.1.4.1.1.11.1"
@@ -52,14 +53,6 @@ CSPS_CLASS = "1.2.840.10008.5.1.4.1.1.11.2"
 def _write(state: Dataset, path: Path) -> Path:
     state.save_as(path, enforce_file_format=True)
     return path
-
-
-def dciodvfy_errors(path: Path) -> list[str]:
-    """``dciodvfy -new`` Error lines (its exit status is not reliable)."""
-    if shutil.which("dciodvfy") is None:
-        pytest.skip("dciodvfy (Debian dicom3tools) is not installed")
-    done = subprocess.run(["dciodvfy", "-new", str(path)], capture_output=True, text=True, timeout=60)
-    return [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error")]
 
 
 def dcmpschk_problems(path: Path) -> list[str]:
