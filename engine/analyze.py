@@ -498,7 +498,11 @@ def analyze_study(
     """
     task = Task(task)
     languages = _check_arguments(model, languages, task, regional_cot)
+    if created_at is not None and (not isinstance(created_at, datetime) or created_at.tzinfo is None):
+        raise AnalysisError(f"created_at must be a timezone-aware datetime, got {created_at!r}")
     datasets = list(datasets)
+    if not datasets:
+        raise AnalysisError("no datasets given: a study needs at least one instance")
     study_uid = _study_uid(datasets)
     problems: list[str] = []
     prepared = _prepare_all(datasets, model, selection, problems)

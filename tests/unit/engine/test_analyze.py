@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
@@ -174,6 +175,28 @@ def test_medrega_coordinates_are_divided_by_999_not_1000():
     assert boxes[0] == Box(0, 0, 300, 200)
     assert boxes[1].x_min == pytest.approx(100.0) and boxes[1].x_max == pytest.approx(200.0)
     assert boxes[1].y_min == pytest.approx(200 / 3) and boxes[1].y_max == pytest.approx(200.0)
+
+
+def test_real_jpeg2000_chest_radiograph_boxes_map_to_its_pixel_grid(shared_data):
+    # RG1_J2KI.dcm: CR chest PA, 1841 columns x 1955 rows, MONOCHROME1, JPEG 2000
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ds = pydicom.dcmread(shared_data / "dicom" / "RG1_J2KI.dcm")
+    answer = (
+        "<ref>right lung</ref><box>[[0, 0, 999, 999]]</box>, "
+        "<ref>left lung</ref><box>[[500, 250, 999, 750]]</box>: Clear."
+    )
+    model = FakeModel(fixed({"en": answer}))
+    report = analyze([ds], model, selection=FRONTAL_CHEST_RADIOGRAPHS, languages=("en",))
+    assert report.problems == ()
+    assert report.study_instance_uid == ds.StudyInstanceUID
+    whole, part = (f.regions[0].box for f in report.findings)
+    assert whole == Box(0, 0, 1841, 1955)
+    assert part.x_min == pytest.approx(500 / 999 * 1841) and part.x_max == pytest.approx(1841)
+    assert part.y_min == pytest.approx(250 / 999 * 1955) and part.y_max == pytest.approx(750 / 999 * 1955)
+    # the model saw a real image: MONOCHROME1 inverted, not blank
+    image = model.requests[0].image
+    assert image.shape == (448, 448, 3) and float(image.std()) > 0.05
 
 
 # -- bilingual merging -----------------------------------------------------------------

@@ -326,7 +326,7 @@ def _phrase_lists(draw):
     return phrases
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(phrases=_phrase_lists(), language=st.sampled_from(["en", "zh-CN"]))
 def test_write_then_parse_round_trips(phrases, language):
     try:

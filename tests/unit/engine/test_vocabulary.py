@@ -142,6 +142,8 @@ def test_finding_sentences():
         finding_sentence("nodule", language="en", confidence=1.5)
     with pytest.raises(VocabularyError):
         finding_sentence("nodule", language="de")
+    with pytest.raises(VocabularyError, match="Simplified Chinese only"):
+        finding_sentence("nodule", language="zh-TW")  # never answer in the wrong script
 
 
 def test_chest_zone_uses_patient_side():
