@@ -259,23 +259,23 @@ class StorageSCP:
     def _handle_requested(self, event: evt.Event) -> None:
         """Admission control: calling AE (and host), called AE, association limit."""
         assoc = event.assoc
-        calling = assoc.requestor.ae_title
+        calling = assoc.requestor.primitive.calling_ae_title
         called = assoc.requestor.primitive.called_ae_title
         host = assoc.requestor.address
         if self.allowed_peers and not any(p.matches(calling, host) for p in self.allowed_peers):
             logger.warning("Rejected association from %r at %s: calling AE title not allowed", calling, host)
-            assoc.acse.send_reject(*_REJECT_CALLING_AE)
+            _reject(assoc, _REJECT_CALLING_AE)
             return
         if self.require_called_ae_title and called.strip() != self.ae_title.strip():
             logger.warning(
                 "Rejected association from %r at %s: called AE title %r is not %r",
                 calling, host, called, self.ae_title,
             )
-            assoc.acse.send_reject(*_REJECT_CALLED_AE)
+            _reject(assoc, _REJECT_CALLED_AE)
             return
         if not self.limiter.try_acquire():
             logger.warning("Rejected association from %r at %s: maximum concurrent associations reached", calling, host)
-            assoc.acse.send_reject(*_REJECT_LIMIT)
+            _reject(assoc, _REJECT_LIMIT)
             return
         with self._slots_lock:
             self._slots.add(id(assoc))
@@ -370,6 +370,13 @@ class StorageSCP:
         response.Status = status
         response.ErrorComment = reason[:64]
         return response
+
+
+def _reject(assoc: Any, reason: tuple[int, int, int]) -> None:
+    """Send A-ASSOCIATE-RJ and wait until it is on the wire before the socket closes
+    (as pynetdicom does for its own rejections)."""
+    assoc.acse.send_reject(*reason)
+    assoc.kill()
 
 
 def _uid_attribute(dataset: Dataset, keyword: str) -> str:

@@ -103,6 +103,8 @@ class Node:
         self._stopping = threading.Event()
         self._context = multiprocessing.get_context("spawn")
         self._semaphore: Any = None
+        #: (host, port) the node listens on (the bound port when node.port is 0).
+        self.address: tuple[str, int] = (settings.node.host, settings.node.port)
 
     @property
     def listener_processes(self) -> int:
@@ -114,7 +116,7 @@ class Node:
         node = self.settings.node
         if self.listener_processes == 1:
             self._scp = build_scp(self.settings)
-            self._scp.start(node.host, node.port)
+            self.address = self._scp.start(node.host, node.port)
         else:
             self._semaphore = self._context.BoundedSemaphore(node.max_associations)
             for _ in range(self.listener_processes):
