@@ -79,7 +79,9 @@ _ALL_LANGUAGES = "mul"
 def _search_value(value: str) -> str:
     """A token search parameter value, escaped (R4 §3.1.1.5.7 ``\\`` before
     ``$ , |``) and percent-encoded for a URL query."""
-    escaped = value.replace("\\", "\\\\").replace("|", "\\|").replace(",", "\\,").replace("$", "\\$")
+    escaped = (
+        value.replace("\\", "\\\\").replace("|", "\\|").replace(",", "\\,").replace("$", "\\$")
+    )
     return quote(escaped, safe=":/.-_~")
 
 
@@ -99,13 +101,17 @@ def _create(full_url: str, resource: Resource, *, if_none_exist: str) -> BundleE
     return BundleEntry(
         fullUrl=full_url,
         resource=resource,
-        request=BundleEntryRequest(method="POST", url=resource.get_resource_type(), ifNoneExist=if_none_exist),
+        request=BundleEntryRequest(
+            method="POST", url=resource.get_resource_type(), ifNoneExist=if_none_exist
+        ),
     )
 
 
 def _update(full_url: str, resource: Resource, *, uid: str) -> BundleEntry:
     url = f"{resource.get_resource_type()}?{_identifier_query(DICOM_UID_SYSTEM, f'urn:oid:{uid}')}"
-    return BundleEntry(fullUrl=full_url, resource=resource, request=BundleEntryRequest(method="PUT", url=url))
+    return BundleEntry(
+        fullUrl=full_url, resource=resource, request=BundleEntryRequest(method="PUT", url=url)
+    )
 
 
 def build_fhir_bundle(
@@ -167,7 +173,8 @@ def build_fhir_bundle(
         raise ExportError(f"revision must be a non-negative int, got {revision!r}")
     if primary_language not in report.languages:
         raise ExportError(
-            f"primary_language {primary_language!r} is not a language of the report ({', '.join(report.languages)})"
+            f"primary_language {primary_language!r} is not a language of the report "
+            f"({', '.join(report.languages)})"
         )
     issued = report.created_at if issued is None else issued
     if not isinstance(issued, datetime) or issued.tzinfo is None:
@@ -189,7 +196,12 @@ def build_fhir_bundle(
 
     def uid(role: str, part: str = "") -> str:
         return output_uid(
-            report, revision=revision, kind=OutputKind.FHIR, language=_ALL_LANGUAGES, role=role, part=part
+            report,
+            revision=revision,
+            kind=OutputKind.FHIR,
+            language=_ALL_LANGUAGES,
+            role=role,
+            part=part,
         )
 
     patient_url = _full_url(uid("patient"))
@@ -216,7 +228,9 @@ def build_fhir_bundle(
             effective=study.started,
             issued=issued,
         )
-        observation_entries.append(_update(_full_url(observation_uid), observation, uid=observation_uid))
+        observation_entries.append(
+            _update(_full_url(observation_uid), observation, uid=observation_uid)
+        )
 
     languages = (primary_language, *(tag for tag in report.languages if tag != primary_language))
     pages = [render_report_html(report, tag, study_date=study.started) for tag in languages]
@@ -235,13 +249,21 @@ def build_fhir_bundle(
     patient_identifier = patient.identifier[0]
     entries = [
         _create(
-            patient_url, patient,
+            patient_url,
+            patient,
             if_none_exist=_identifier_query(patient_identifier.system, patient_identifier.value),
         ),
-        _create(device_url, device, if_none_exist=_identifier_query(DICOM_UID_SYSTEM, f"urn:oid:{report.model.device_uid}")),
         _create(
-            study_url, imaging_study,
-            if_none_exist=_identifier_query(DICOM_UID_SYSTEM, f"urn:oid:{report.study_instance_uid}"),
+            device_url,
+            device,
+            if_none_exist=_identifier_query(DICOM_UID_SYSTEM, f"urn:oid:{report.model.device_uid}"),
+        ),
+        _create(
+            study_url,
+            imaging_study,
+            if_none_exist=_identifier_query(
+                DICOM_UID_SYSTEM, f"urn:oid:{report.study_instance_uid}"
+            ),
         ),
         _update(_full_url(report_uid), diagnostic_report, uid=report_uid),
         *observation_entries,
@@ -254,7 +276,10 @@ def build_fhir_bundle(
     )
     _log.info(
         "built FHIR transaction bundle for study %s revision %d: %d observations, %d languages",
-        _short(report.study_instance_uid), revision, len(observation_entries), len(languages),
+        _short(report.study_instance_uid),
+        revision,
+        len(observation_entries),
+        len(languages),
     )
     return bundle
 

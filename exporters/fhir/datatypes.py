@@ -80,17 +80,27 @@ def coding_for(concept: CodedConcept) -> Coding:
     )
 
 
-def dicom_uid_identifier(uid: str, *, use: str | None = None, type_: CodeableConcept | None = None) -> Identifier:
+def dicom_uid_identifier(
+    uid: str, *, use: str | None = None, type_: CodeableConcept | None = None
+) -> Identifier:
     """An Identifier for a DICOM UID: system ``urn:dicom:uid``, value ``urn:oid:<uid>``."""
     return Identifier(use=use, type=type_, system=DICOM_UID_SYSTEM, value=f"urn:oid:{uid}")
 
 
 def _translation(language: str, content: str, *, markdown: bool) -> Extension:
-    value = Extension(url="content", valueMarkdown=content) if markdown else Extension(url="content", valueString=content)
-    return Extension(url=TRANSLATION_URL, extension=[Extension(url="lang", valueCode=language), value])
+    value = (
+        Extension(url="content", valueMarkdown=content)
+        if markdown
+        else Extension(url="content", valueString=content)
+    )
+    return Extension(
+        url=TRANSLATION_URL, extension=[Extension(url="lang", valueCode=language), value]
+    )
 
 
-def localized(text: Text, language: str, *, markdown: bool = False) -> tuple[str, FHIRPrimitiveExtension | None]:
+def localized(
+    text: Text, language: str, *, markdown: bool = False
+) -> tuple[str, FHIRPrimitiveExtension | None]:
     """A string element's value in ``language`` and its ``_element`` extensions.
 
     The value is the text in ``language`` (the resource's language); every

@@ -99,8 +99,13 @@ class OutputSeriesRef:
 
     def __post_init__(self) -> None:
         _require_uid("series_instance_uid", self.series_instance_uid)
-        if not isinstance(self.modality, str) or not re.fullmatch(r"[A-Z0-9_]{1,16}", self.modality):
-            raise ExportError(f"OutputSeriesRef.modality must be a DICOM modality like 'SR', got {self.modality!r}")
+        if not isinstance(self.modality, str) or not re.fullmatch(
+            r"[A-Z0-9_]{1,16}", self.modality
+        ):
+            raise ExportError(
+                f"OutputSeriesRef.modality must be a DICOM modality like 'SR', "
+                f"got {self.modality!r}"
+            )
         instances = tuple(self.instances)
         if not instances or not all(isinstance(i, OutputInstanceRef) for i in instances):
             raise ExportError("OutputSeriesRef.instances must hold at least one OutputInstanceRef")
@@ -109,7 +114,10 @@ class OutputSeriesRef:
         if self.series_description is not None and (
             not isinstance(self.series_description, str) or not self.series_description.strip()
         ):
-            raise ExportError(f"OutputSeriesRef.series_description must be a non-empty string or None, got {self.series_description!r}")
+            raise ExportError(
+                "OutputSeriesRef.series_description must be a non-empty string or None, "
+                f"got {self.series_description!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -170,7 +178,9 @@ def _require_count(name: str, value: object, *, optional: bool) -> None:
     if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ExportError(f"{name} must be a non-negative int{' or None' if optional else ''}, got {value!r}")
+        raise ExportError(
+            f"{name} must be a non-negative int{' or None' if optional else ''}, got {value!r}"
+        )
 
 
 def _text(ds: Dataset, keyword: str) -> str | None:
@@ -283,9 +293,7 @@ def _as_system(issuer: str) -> str | None:
     return None
 
 
-def patient_identifier_system(
-    ds: Dataset, configured: str | Mapping[str, str] | None
-) -> str:
+def patient_identifier_system(ds: Dataset, configured: str | Mapping[str, str] | None) -> str:
     """The ``Identifier.system`` for the source's Patient ID.
 
     In order: the Issuer of Patient ID Qualifiers Sequence's Universal Entity
@@ -320,7 +328,9 @@ def patient_identifier_system(
             + " and no patient_identifier_system is configured for it"
         )
     if not isinstance(system, str) or not _URI_PATTERN.match(system):
-        raise ExportError(f"patient_identifier_system must be a URI (urn:… or http(s)://…), got {system!r}")
+        raise ExportError(
+            f"patient_identifier_system must be a URI (urn:… or http(s)://…), got {system!r}"
+        )
     return system
 
 
@@ -352,7 +362,9 @@ def read_study_header(
         raise SourceError("the source images name different Patient IDs")
     patient_id = patient_ids.pop()
     if patient_id is None:
-        raise SourceError("the source has an empty Patient ID (0010,0020); the patient cannot be identified")
+        raise SourceError(
+            "the source has an empty Patient ID (0010,0020); the patient cannot be identified"
+        )
     patient = PatientHeader(
         identifier_system=patient_identifier_system(first, patient_identifier_system_config),
         identifier_value=patient_id,
@@ -373,7 +385,9 @@ def read_study_header(
             sop_uid, sop_class = _text(ds, "SOPInstanceUID"), _text(ds, "SOPClassUID")
             if not is_valid_uid(sop_uid) or not is_valid_uid(sop_class):
                 raise SourceError("a source image has no valid SOP Instance UID or SOP Class UID")
-            instances.setdefault(sop_uid, InstanceHeader(sop_uid, sop_class, _int(ds, "InstanceNumber")))
+            instances.setdefault(
+                sop_uid, InstanceHeader(sop_uid, sop_class, _int(ds, "InstanceNumber"))
+            )
         head = datasets[0]
         modality = _text(head, "Modality")
         if modality is None:
@@ -384,7 +398,9 @@ def read_study_header(
                 modality=modality,
                 series_number=_int(head, "SeriesNumber"),
                 description=_text(head, "SeriesDescription"),
-                started=fhir_datetime(head, "SeriesDate", "SeriesTime", default_timezone=default_timezone),
+                started=fhir_datetime(
+                    head, "SeriesDate", "SeriesTime", default_timezone=default_timezone
+                ),
                 instances=tuple(instances.values()),
             )
         )
@@ -407,7 +423,8 @@ def output_series_header(ref: OutputSeriesRef) -> SeriesHeader:
         description=ref.series_description,
         started=None,
         instances=tuple(
-            InstanceHeader(i.sop_instance_uid, i.sop_class_uid, i.instance_number) for i in ref.instances
+            InstanceHeader(i.sop_instance_uid, i.sop_class_uid, i.instance_number)
+            for i in ref.instances
         ),
     )
 

@@ -98,7 +98,9 @@ def _finding_item(finding: Finding, language: str, phrases: dict[str, str]) -> s
     if finding.confidence is not None:
         qualifiers.append(phrases["confidence"].format(value=finding.confidence))
     qualifiers.append(
-        phrases["regions"].format(count=len(finding.regions)) if finding.regions else phrases["no_region"]
+        phrases["regions"].format(count=len(finding.regions))
+        if finding.regions
+        else phrases["no_region"]
     )
     return (
         f"<li><strong>{_span(finding.label, language)}</strong> "
@@ -110,7 +112,9 @@ def _report_body(report: GroundedReport, language: str, *, study_date: str | Non
     """The report as an XHTML fragment (headings, banner, findings, impression)."""
     phrases = _phrases(language)
     model = report.model
-    banner = phrases["banner"].format(model=model.name, version=model.version, manufacturer=model.manufacturer)
+    banner = phrases["banner"].format(
+        model=model.name, version=model.version, manufacturer=model.manufacturer
+    )
     items = "\n".join(_finding_item(f, language, phrases) for f in report.findings)
     findings = f"<ul>\n{items}\n</ul>" if items else f"<p>{html.escape(phrases['none'])}</p>"
     study = (
@@ -127,7 +131,9 @@ def _report_body(report: GroundedReport, language: str, *, study_date: str | Non
     )
 
 
-def render_report_html(report: GroundedReport, language: str, *, study_date: str | None) -> RenderedPage:
+def render_report_html(
+    report: GroundedReport, language: str, *, study_date: str | None
+) -> RenderedPage:
     """Render ``report`` as a standalone UTF-8 HTML page in ``language``.
 
     Parameters
@@ -155,7 +161,9 @@ def render_report_html(report: GroundedReport, language: str, *, study_date: str
 
 def _narrative_div(language: str, content: str) -> str:
     tag = html.escape(language)
-    return f'<div xmlns="http://www.w3.org/1999/xhtml" lang="{tag}" xml:lang="{tag}">{content}</div>'
+    return (
+        f'<div xmlns="http://www.w3.org/1999/xhtml" lang="{tag}" xml:lang="{tag}">{content}</div>'
+    )
 
 
 def report_narrative(report: GroundedReport, language: str, *, study_date: str | None) -> str:
@@ -168,4 +176,4 @@ def report_narrative(report: GroundedReport, language: str, *, study_date: str |
 def finding_narrative(finding: Finding, language: str) -> str:
     """The ``Observation.text.div``: label, presence, confidence and sentence."""
     item = _finding_item(finding, language, _phrases(language))
-    return _narrative_div(language, "<p>" + item[len("<li>"):-len("</li>")] + "</p>")
+    return _narrative_div(language, "<p>" + item[len("<li>") : -len("</li>")] + "</p>")

@@ -33,8 +33,12 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.extension import Extension
 from fhir.resources.R4B.humanname import HumanName
 from fhir.resources.R4B.identifier import Identifier
+from fhir.resources.R4B.imagingstudy import (
+    ImagingStudy,
+    ImagingStudySeries,
+    ImagingStudySeriesInstance,
+)
 from fhir.resources.R4B.narrative import Narrative
-from fhir.resources.R4B.imagingstudy import ImagingStudy, ImagingStudySeries, ImagingStudySeriesInstance
 from fhir.resources.R4B.observation import Observation, ObservationComponent
 from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.quantity import Quantity
@@ -77,11 +81,15 @@ DIAGNOSTIC_IMAGING_STUDY = Coding(system=LOINC, code="18748-4", display="Diagnos
 IMAGING_CATEGORY = Coding(system=OBSERVATION_CATEGORY, code="imaging", display="Imaging")
 #: Observation.code of an anatomy finding (a sentence about a structure, the
 #: structure in bodySite): LOINC 18782-3 "Radiology Study observation (narrative)".
-RADIOLOGY_OBSERVATION = Coding(system=LOINC, code="18782-3", display="Radiology Study observation (narrative)")
+RADIOLOGY_OBSERVATION = Coding(
+    system=LOINC, code="18782-3", display="Radiology Study observation (narrative)"
+)
 #: DICOM Tracking Unique Identifier (DCM 112040), the type of the tracking-UID identifier.
 TRACKING_UID_TYPE = Coding(system=DCM_SYSTEM, code="112040", display="Tracking Unique Identifier")
 #: Presence as the SR's qualitative evaluation values (valueCodeableConcept).
-PRESENCE_VALUES = {presence: coding_for(concept) for presence, concept in codes.PRESENCE_VALUES.items()}
+PRESENCE_VALUES = {
+    presence: coding_for(concept) for presence, concept in codes.PRESENCE_VALUES.items()
+}
 #: Model confidence as in the SR: DCM 111012 "Certainty of Finding", in percent.
 CERTAINTY_OF_FINDING = coding_for(codes.CERTAINTY_OF_FINDING)
 #: Presence of an abnormality as v3 ObservationInterpretation (interpretation).
@@ -99,7 +107,9 @@ def _ref(full_url: str) -> Reference:
 def _human_name(representation: str, name: PersonName, *, tagged: bool) -> HumanName:
     given = [part for part in (name.given_name, name.middle_name) if part]
     return HumanName(
-        extension=[Extension(url=EN_REPRESENTATION_URL, valueCode=representation)] if tagged else None,
+        extension=[Extension(url=EN_REPRESENTATION_URL, valueCode=representation)]
+        if tagged
+        else None,
         family=name.family_name or None,
         given=given or None,
         prefix=[name.name_prefix] if name.name_prefix else None,
@@ -136,7 +146,9 @@ def _series(series: SeriesHeader) -> ImagingStudySeries:
         instance=[
             ImagingStudySeriesInstance(
                 uid=instance.sop_instance_uid,
-                sopClass=Coding(system="urn:ietf:rfc:3986", code=f"urn:oid:{instance.sop_class_uid}"),
+                sopClass=Coding(
+                    system="urn:ietf:rfc:3986", code=f"urn:oid:{instance.sop_class_uid}"
+                ),
                 number=instance.instance_number,
             )
             for instance in series.instances
@@ -160,8 +172,13 @@ def build_imaging_study(
         identifiers.append(
             Identifier(
                 type=CodeableConcept(
-                    coding=[Coding(system="http://terminology.hl7.org/CodeSystem/v2-0203", code="ACSN",
-                                   display="Accession ID")]
+                    coding=[
+                        Coding(
+                            system="http://terminology.hl7.org/CodeSystem/v2-0203",
+                            code="ACSN",
+                            display="Accession ID",
+                        )
+                    ]
                 ),
                 value=study.accession_number,
             )
@@ -189,7 +206,9 @@ def build_device(model: ModelInfo) -> Device:
         status="active",
         manufacturer=model.manufacturer,
         deviceName=[DeviceDeviceName(name=model.name, type="model-name")],
-        type=CodeableConcept(text="AI image analysis software (region-aware vision-language model)"),
+        type=CodeableConcept(
+            text="AI image analysis software (region-aware vision-language model)"
+        ),
         version=[DeviceVersion(value=model.version)],
     )
 
@@ -203,7 +222,9 @@ def _site(site: SiteCode) -> CodeableConcept:
     return CodeableConcept(coding=[coding_for(site.location)], text=text)
 
 
-def _finding_code(finding: Finding, language: str) -> tuple[CodeableConcept, CodeableConcept | None]:
+def _finding_code(
+    finding: Finding, language: str
+) -> tuple[CodeableConcept, CodeableConcept | None]:
     """``(code, bodySite)`` of a finding's Observation, from the shared code table.
 
     The codes are those of the DICOM SR copy of the finding
@@ -281,7 +302,9 @@ def build_observation(
         identifier=[
             dicom_uid_identifier(identifier_uid, use="official"),
             dicom_uid_identifier(
-                finding.tracking_uid, use="secondary", type_=CodeableConcept(coding=[TRACKING_UID_TYPE])
+                finding.tracking_uid,
+                use="secondary",
+                type_=CodeableConcept(coding=[TRACKING_UID_TYPE]),
             ),
         ],
         status="preliminary",
@@ -325,7 +348,9 @@ def build_diagnostic_report(
     conclusion, conclusion_ext = localized(report.impression, language)
     return DiagnosticReport(
         language=language,
-        text=Narrative(status="generated", div=report_narrative(report, language, study_date=effective)),
+        text=Narrative(
+            status="generated", div=report_narrative(report, language, study_date=effective)
+        ),
         identifier=[dicom_uid_identifier(identifier_uid, use="official")],
         status="preliminary",
         category=[CodeableConcept(coding=list(RADIOLOGY_CATEGORY))],

@@ -42,10 +42,14 @@ def _output_series() -> tuple[OutputSeriesRef, ...]:
     pr_series = derive_uid("test-fhir", "pr-series")
     return (
         OutputSeriesRef(
-            sr_series, "SR",
-            (OutputInstanceRef(derive_uid("test-fhir", "sr", "en"), COMPREHENSIVE_3D_SR, 1),
-             OutputInstanceRef(derive_uid("test-fhir", "sr", "zh"), COMPREHENSIVE_3D_SR, 2)),
-            series_number=901, series_description="AI findings (unverified) – EN",
+            sr_series,
+            "SR",
+            (
+                OutputInstanceRef(derive_uid("test-fhir", "sr", "en"), COMPREHENSIVE_3D_SR, 1),
+                OutputInstanceRef(derive_uid("test-fhir", "sr", "zh"), COMPREHENSIVE_3D_SR, 2),
+            ),
+            series_number=901,
+            series_description="AI findings (unverified) – EN",
         ),
         OutputSeriesRef(pr_series, "PR", (OutputInstanceRef(derive_uid("test-fhir", "pr"), GSPS),)),
     )
@@ -94,7 +98,9 @@ def validate_bundles():
     if node is None:
         pytest.skip("node is not installed (needed for the npm FHIR validators)")
     if not (VALIDATORS / "node_modules").is_dir():
-        pytest.skip(f"npm FHIR validators not installed: run `npm ci` in {VALIDATORS} (.ci/bootstrap --test does)")
+        pytest.skip(
+            f"npm FHIR validators not installed: run `npm ci` in {VALIDATORS} (.ci/bootstrap --test does)"
+        )
 
     def run(tmp_path: Path, *texts: str) -> list[dict]:
         files = []
@@ -103,7 +109,11 @@ def validate_bundles():
             path.write_bytes(text.encode("utf-8"))
             files.append(str(path))
         done = subprocess.run(
-            [node, str(VALIDATORS / "validate.js"), *files], capture_output=True, text=True, timeout=120, check=False
+            [node, str(VALIDATORS / "validate.js"), *files],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
@@ -119,42 +129,61 @@ def _problems(result: dict) -> list[str]:
     for item in result["items"]:
         problems += [f"{item['path']} schema: {m}" for m in item["schema"]]
         problems += [
-            f"{item['path']} FHIR.js: {m}" for m in item["fhirjs"]
+            f"{item['path']} FHIR.js: {m}"
+            for m in item["fhirjs"]
             if m.startswith("error") or "not found in value set" not in m
         ]
     return problems
 
 
 def test_bundles_validate_against_r4_schema_and_fhirjs(
-    tmp_path, validate_bundles, grounded_report, edge_case_report, source_images, source_images_minimal,
+    tmp_path,
+    validate_bundles,
+    grounded_report,
+    edge_case_report,
+    source_images,
+    source_images_minimal,
     source_images_latin1,
 ):
     bundles = {
         "main": bundle_json(_build(grounded_report, source_images)),
-        "main zh-CN primary": bundle_json(_build(grounded_report, source_images, primary_language="zh-CN")),
+        "main zh-CN primary": bundle_json(
+            _build(grounded_report, source_images, primary_language="zh-CN")
+        ),
         "edge cases": bundle_json(_build(edge_case_report, source_images)),
-        "minimal sources": bundle_json(_build(grounded_report, source_images_minimal, output_series=())),
+        "minimal sources": bundle_json(
+            _build(grounded_report, source_images_minimal, output_series=())
+        ),
         "latin-1 sources": bundle_json(_build(grounded_report, source_images_latin1)),
     }
     results = validate_bundles(tmp_path, *bundles.values())
-    for name, result in zip(bundles, results):
+    for name, result in zip(bundles, results, strict=True):
         # every resource was looked at on its own: 3 + DiagnosticReport + findings, and the shell
         assert len(result["items"]) == len(json.loads(bundles[name])["entry"]) + 1
         assert _problems(result) == [], name
 
 
-def test_validators_catch_what_the_models_let_through(tmp_path, validate_bundles, grounded_report, source_images):
+def test_validators_catch_what_the_models_let_through(
+    tmp_path, validate_bundles, grounded_report, source_images
+):
     """Negative control: each validator on its own rejects a wrong code in a
     required binding (which fhir.resources accepts) and an element R4 lacks."""
     data = _as_dict(_build(grounded_report, source_images))
     types = [e["resource"]["resourceType"] for e in data["entry"]]
     obs_index, report_index = types.index("Observation"), types.index("DiagnosticReport")
     data["entry"][obs_index]["resource"]["status"] = "unverified"
-    data["entry"][report_index]["resource"]["note"] = [{"text": "R5 only"}]  # DiagnosticReport.note is R5
+    data["entry"][report_index]["resource"]["note"] = [
+        {"text": "R5 only"}
+    ]  # DiagnosticReport.note is R5
     (result,) = validate_bundles(tmp_path, json.dumps(data, ensure_ascii=False))
-    items = {"Observation": result["items"][obs_index], "DiagnosticReport": result["items"][report_index]}
+    items = {
+        "Observation": result["items"][obs_index],
+        "DiagnosticReport": result["items"][report_index],
+    }
     assert any("status" in m for m in items["Observation"]["schema"]), items["Observation"]
-    assert any(m.startswith("error") and "Observation.status" in m for m in items["Observation"]["fhirjs"])
+    assert any(
+        m.startswith("error") and "Observation.status" in m for m in items["Observation"]["fhirjs"]
+    )
     assert any("note" in m for m in items["DiagnosticReport"]["schema"]), items["DiagnosticReport"]
     assert any(m.startswith("error") and "note" in m for m in items["DiagnosticReport"]["fhirjs"])
 
@@ -163,26 +192,56 @@ def test_r4b_models_used_have_only_r4_elements():
     """What differs between the R4B models used here and R4 (the official R4
     JSON schema): only Extension's value[x] choices CodeableReference and
     RatioRange, which RadGround never sets."""
-    schema_file = VALIDATORS / "node_modules" / "@asymmetrik" / "fhir-json-schema-validator" / "fhir.schema.json"
+    schema_file = (
+        VALIDATORS
+        / "node_modules"
+        / "@asymmetrik"
+        / "fhir-json-schema-validator"
+        / "fhir.schema.json"
+    )
     if not schema_file.is_file():
         pytest.skip(f"npm FHIR validators not installed: run `npm ci` in {VALIDATORS}")
     from fhir.resources.R4B import (
-        annotation, attachment, bundle, codeableconcept, coding, device, diagnosticreport, extension,
-        humanname, identifier, imagingstudy, observation, patient, quantity, reference,
+        annotation,
+        attachment,
+        bundle,
+        codeableconcept,
+        coding,
+        device,
+        diagnosticreport,
+        extension,
+        humanname,
+        identifier,
+        imagingstudy,
+        observation,
+        patient,
+        quantity,
+        reference,
     )
 
     definitions = json.loads(schema_file.read_text(encoding="utf-8"))["definitions"]
     models = {
-        "Bundle": bundle.Bundle, "Bundle_Entry": bundle.BundleEntry, "Bundle_Request": bundle.BundleEntryRequest,
-        "Patient": patient.Patient, "HumanName": humanname.HumanName, "Identifier": identifier.Identifier,
-        "Device": device.Device, "Device_DeviceName": device.DeviceDeviceName,
-        "Device_Version": device.DeviceVersion, "ImagingStudy": imagingstudy.ImagingStudy,
+        "Bundle": bundle.Bundle,
+        "Bundle_Entry": bundle.BundleEntry,
+        "Bundle_Request": bundle.BundleEntryRequest,
+        "Patient": patient.Patient,
+        "HumanName": humanname.HumanName,
+        "Identifier": identifier.Identifier,
+        "Device": device.Device,
+        "Device_DeviceName": device.DeviceDeviceName,
+        "Device_Version": device.DeviceVersion,
+        "ImagingStudy": imagingstudy.ImagingStudy,
         "ImagingStudy_Series": imagingstudy.ImagingStudySeries,
         "ImagingStudy_Instance": imagingstudy.ImagingStudySeriesInstance,
-        "DiagnosticReport": diagnosticreport.DiagnosticReport, "Observation": observation.Observation,
-        "Observation_Component": observation.ObservationComponent, "Attachment": attachment.Attachment,
-        "Annotation": annotation.Annotation, "CodeableConcept": codeableconcept.CodeableConcept,
-        "Coding": coding.Coding, "Quantity": quantity.Quantity, "Reference": reference.Reference,
+        "DiagnosticReport": diagnosticreport.DiagnosticReport,
+        "Observation": observation.Observation,
+        "Observation_Component": observation.ObservationComponent,
+        "Attachment": attachment.Attachment,
+        "Annotation": annotation.Annotation,
+        "CodeableConcept": codeableconcept.CodeableConcept,
+        "Coding": coding.Coding,
+        "Quantity": quantity.Quantity,
+        "Reference": reference.Reference,
         "Extension": extension.Extension,
     }
     r4b_only = {}
@@ -204,17 +263,29 @@ def test_transaction_with_conditional_requests(grounded_report, source_images):
     for entry in data["entry"]:
         by_type.setdefault(entry["resource"]["resourceType"], []).append(entry)
     assert {k: len(v) for k, v in by_type.items()} == {
-        "Patient": 1, "Device": 1, "ImagingStudy": 1, "DiagnosticReport": 1, "Observation": 20,
+        "Patient": 1,
+        "Device": 1,
+        "ImagingStudy": 1,
+        "DiagnosticReport": 1,
+        "Observation": 20,
     }
     (patient,) = by_type["Patient"]
     assert patient["request"] == {
-        "method": "POST", "url": "Patient", "ifNoneExist": f"identifier={SITE_SYSTEM}|RG-0042",
+        "method": "POST",
+        "url": "Patient",
+        "ifNoneExist": f"identifier={SITE_SYSTEM}|RG-0042",
     }
     (study,) = by_type["ImagingStudy"]
     assert study["request"]["method"] == "POST"
-    assert study["request"]["ifNoneExist"] == f"identifier=urn:dicom:uid|urn:oid:{grounded_report.study_instance_uid}"
+    assert (
+        study["request"]["ifNoneExist"]
+        == f"identifier=urn:dicom:uid|urn:oid:{grounded_report.study_instance_uid}"
+    )
     (device,) = by_type["Device"]
-    assert device["request"]["ifNoneExist"] == f"identifier=urn:dicom:uid|urn:oid:{grounded_report.model.device_uid}"
+    assert (
+        device["request"]["ifNoneExist"]
+        == f"identifier=urn:dicom:uid|urn:oid:{grounded_report.model.device_uid}"
+    )
     for entry in by_type["DiagnosticReport"] + by_type["Observation"]:
         official = entry["resource"]["identifier"][0]
         assert official["use"] == "official"
@@ -250,7 +321,10 @@ def test_diagnostic_report_codes_and_status(grounded_report, source_images):
     report = _one(_as_dict(_build(grounded_report, source_images)), "DiagnosticReport")
     assert report["status"] == "preliminary"
     codings = {(c["system"], c["code"]) for cat in report["category"] for c in cat["coding"]}
-    assert codings == {("http://loinc.org", "LP29684-5"), ("http://terminology.hl7.org/CodeSystem/v2-0074", "RAD")}
+    assert codings == {
+        ("http://loinc.org", "LP29684-5"),
+        ("http://terminology.hl7.org/CodeSystem/v2-0074", "RAD"),
+    }
     assert report["code"]["coding"][0]["system"] == "http://loinc.org"
     assert report["code"]["coding"][0]["code"] == "18748-4"
     assert report["issued"] == "2026-03-10T10:20:00Z"  # the report's created_at by default
@@ -263,13 +337,19 @@ def test_observations_carry_finding_and_tracking_uid(grounded_report, source_ima
     for finding, obs in zip(grounded_report.findings, observations, strict=True):
         assert obs["status"] == "preliminary"
         assert obs["category"][0]["coding"][0]["code"] == "imaging"
-        tracking = [i for i in obs["identifier"] if i.get("type", {}).get("coding", [{}])[0].get("code") == "112040"]
-        assert tracking == [{
-            "use": "secondary",
-            "type": tracking[0]["type"],
-            "system": "urn:dicom:uid",
-            "value": f"urn:oid:{finding.tracking_uid}",
-        }]
+        tracking = [
+            i
+            for i in obs["identifier"]
+            if i.get("type", {}).get("coding", [{}])[0].get("code") == "112040"
+        ]
+        assert tracking == [
+            {
+                "use": "secondary",
+                "type": tracking[0]["type"],
+                "system": "urn:dicom:uid",
+                "value": f"urn:oid:{finding.tracking_uid}",
+            }
+        ]
         assert obs["note"][0]["text"] == finding.description["en"]
         labelled = obs["bodySite"] if finding.kind == "anatomy" else obs["code"]
         assert labelled["text"] == finding.label["en"]
@@ -278,21 +358,32 @@ def test_observations_carry_finding_and_tracking_uid(grounded_report, source_ima
         assert presence_code["code"] == PRESENCE_VALUES[finding.presence].value
         assert presence_code["display"] == PRESENCE_VALUES[finding.presence].meaning
         if finding.kind == "abnormality":
-            assert obs["interpretation"][0]["coding"][0]["code"] == {
-                "present": "POS", "absent": "NEG", "indeterminate": "IND"
-            }[finding.presence.value]
+            assert (
+                obs["interpretation"][0]["coding"][0]["code"]
+                == {"present": "POS", "absent": "NEG", "indeterminate": "IND"}[
+                    finding.presence.value
+                ]
+            )
 
 
 def test_codes_come_from_the_shared_code_table(grounded_report, source_images):
     observations = _resources(_as_dict(_build(grounded_report, source_images)), "Observation")
-    by_label = {f.label["en"]: obs for f, obs in zip(grounded_report.findings, observations, strict=True)}
+    by_label = {
+        f.label["en"]: obs for f, obs in zip(grounded_report.findings, observations, strict=True)
+    }
     sct = "http://snomed.info/sct"
     cardiomegaly = by_label["cardiomegaly"]
-    assert cardiomegaly["code"]["coding"] == [{"system": sct, "code": "287272002", "display": "Cardiomegaly"}]
-    assert cardiomegaly["bodySite"]["coding"] == [{"system": sct, "code": "80891009", "display": "Heart"}]
+    assert cardiomegaly["code"]["coding"] == [
+        {"system": sct, "code": "287272002", "display": "Cardiomegaly"}
+    ]
+    assert cardiomegaly["bodySite"]["coding"] == [
+        {"system": sct, "code": "80891009", "display": "Heart"}
+    ]
     right_lung = by_label["right lung"]
     assert right_lung["code"]["coding"][0]["code"] == "18782-3"  # LOINC Radiology Study observation
-    assert right_lung["bodySite"]["coding"] == [{"system": sct, "code": "3341006", "display": "Right lung"}]
+    assert right_lung["bodySite"]["coding"] == [
+        {"system": sct, "code": "3341006", "display": "Right lung"}
+    ]
     assert right_lung["bodySite"]["text"] == "right lung"
     assert "bodySite" not in by_label["pneumothorax"]
 
@@ -307,10 +398,13 @@ def test_confidence_only_when_the_model_gave_one(grounded_report, source_images)
             assert "confidence" not in json.dumps(obs).lower()
         else:
             (component,) = obs["component"]
-            assert component["code"]["coding"] == [{
-                "system": "http://dicom.nema.org/resources/ontology/DCM", "code": "111012",
-                "display": "Certainty of Finding",
-            }]
+            assert component["code"]["coding"] == [
+                {
+                    "system": "http://dicom.nema.org/resources/ontology/DCM",
+                    "code": "111012",
+                    "display": "Certainty of Finding",
+                }
+            ]
             assert component["valueQuantity"]["value"] == pytest.approx(finding.confidence * 100)
             assert component["valueQuantity"]["system"] == "http://unitsofmeasure.org"
             assert component["valueQuantity"]["code"] == "%"
@@ -323,34 +417,49 @@ def test_findings_without_regions_are_exported(grounded_report, source_images):
     for n in text_only:
         finding, obs = grounded_report.findings[n], observations[n]
         assert obs["note"][0]["text"] == finding.description["en"]
-        assert obs["valueCodeableConcept"]["coding"][0]["code"] == PRESENCE_VALUES[Presence.ABSENT].value
+        assert (
+            obs["valueCodeableConcept"]["coding"][0]["code"]
+            == PRESENCE_VALUES[Presence.ABSENT].value
+        )
 
 
 def test_imaging_study_lists_source_and_output_series(grounded_report, source_images):
     outputs = _output_series()
-    study = _one(_as_dict(_build(grounded_report, source_images, output_series=outputs)), "ImagingStudy")
+    study = _one(
+        _as_dict(_build(grounded_report, source_images, output_series=outputs)), "ImagingStudy"
+    )
     assert study["identifier"][0] == {
-        "system": "urn:dicom:uid", "value": f"urn:oid:{grounded_report.study_instance_uid}"
+        "system": "urn:dicom:uid",
+        "value": f"urn:oid:{grounded_report.study_instance_uid}",
     }
     assert study["status"] == "available"
     series = {s["uid"]: s for s in study["series"]}
-    expected = {ds.SeriesInstanceUID for ds in source_images} | {o.series_instance_uid for o in outputs}
+    expected = {ds.SeriesInstanceUID for ds in source_images} | {
+        o.series_instance_uid for o in outputs
+    }
     assert set(series) == expected
     assert study["numberOfSeries"] == 4
     assert study["numberOfInstances"] == 2 + 3
     sr = series[outputs[0].series_instance_uid]
     assert sr["modality"]["code"] == "SR"
     assert [i["uid"] for i in sr["instance"]] == [i.sop_instance_uid for i in outputs[0].instances]
-    assert sr["instance"][0]["sopClass"] == {"system": "urn:ietf:rfc:3986", "code": f"urn:oid:{COMPREHENSIVE_3D_SR}"}
+    assert sr["instance"][0]["sopClass"] == {
+        "system": "urn:ietf:rfc:3986",
+        "code": f"urn:oid:{COMPREHENSIVE_3D_SR}",
+    }
     # only acquisition modalities in ImagingStudy.modality
     assert [m["code"] for m in study["modality"]] == ["DX"]
-    assert {"type": study["identifier"][1]["type"], "value": "ACC20260310-7"} == study["identifier"][1]
+    assert {"type": study["identifier"][1]["type"], "value": "ACC20260310-7"} == study[
+        "identifier"
+    ][1]
 
 
 def test_device_is_the_model_version(grounded_report, source_images):
     device = _one(_as_dict(_build(grounded_report, source_images)), "Device")
     model = grounded_report.model
-    assert device["identifier"] == [{"system": "urn:dicom:uid", "value": f"urn:oid:{model.device_uid}"}]
+    assert device["identifier"] == [
+        {"system": "urn:dicom:uid", "value": f"urn:oid:{model.device_uid}"}
+    ]
     assert device["deviceName"] == [{"name": model.name, "type": "model-name"}]
     assert device["version"] == [{"value": model.version}]
     assert device["manufacturer"] == model.manufacturer
@@ -397,7 +506,9 @@ def test_translation_extensions_follow_primary_language(grounded_report, source_
         assert report["language"] == primary
         assert report["conclusion"] == grounded_report.impression[primary]
         assert _translations(report["_conclusion"]) == {other: grounded_report.impression[other]}
-        for finding, obs in zip(grounded_report.findings, _resources(data, "Observation"), strict=True):
+        for finding, obs in zip(
+            grounded_report.findings, _resources(data, "Observation"), strict=True
+        ):
             assert obs["language"] == primary
             assert obs["note"][0]["text"] == finding.description[primary]
             assert _translations(obs["note"][0]["_text"]) == {other: finding.description[other]}
@@ -406,7 +517,9 @@ def test_translation_extensions_follow_primary_language(grounded_report, source_
             assert _translations(label["_text"]) == {other: finding.label[other]}
 
 
-def test_text_missing_in_primary_language_is_marked_with_its_language(grounded_report, source_images):
+def test_text_missing_in_primary_language_is_marked_with_its_language(
+    grounded_report, source_images
+):
     english_only = GroundedReport(
         study_instance_uid=grounded_report.study_instance_uid,
         findings=grounded_report.findings,
@@ -416,7 +529,9 @@ def test_text_missing_in_primary_language_is_marked_with_its_language(grounded_r
         raw_output=grounded_report.raw_output,
         created_at=grounded_report.created_at,
     )
-    report = _one(_as_dict(_build(english_only, source_images, primary_language="zh-CN")), "DiagnosticReport")
+    report = _one(
+        _as_dict(_build(english_only, source_images, primary_language="zh-CN")), "DiagnosticReport"
+    )
     assert report["conclusion"] == "English only impression."
     assert report["_conclusion"]["extension"] == [
         {"url": "http://hl7.org/fhir/StructureDefinition/language", "valueCode": "en"}
@@ -441,8 +556,13 @@ def test_same_report_and_revision_give_the_same_bundle(grounded_report, source_i
     assert again == first
     later = _as_dict(_build(grounded_report, source_images, revision=2))
     before = json.loads(first)
-    assert {e["fullUrl"] for e in later["entry"]}.isdisjoint({e["fullUrl"] for e in before["entry"]})
-    assert _one(later, "DiagnosticReport")["identifier"] != _one(before, "DiagnosticReport")["identifier"]
+    assert {e["fullUrl"] for e in later["entry"]}.isdisjoint(
+        {e["fullUrl"] for e in before["entry"]}
+    )
+    assert (
+        _one(later, "DiagnosticReport")["identifier"]
+        != _one(before, "DiagnosticReport")["identifier"]
+    )
     # the business identifiers of what already exists stay the same
     assert _one(later, "ImagingStudy")["identifier"] == _one(before, "ImagingStudy")["identifier"]
     assert _one(later, "Patient")["identifier"] == _one(before, "Patient")["identifier"]
@@ -463,7 +583,10 @@ def test_issued_is_explicit_and_timezone_aware(grounded_report, source_images):
 def test_patient_from_utf8_source(grounded_report, source_images):
     patient = _one(_as_dict(_build(grounded_report, source_images)), "Patient")
     assert patient["identifier"] == [{"system": SITE_SYSTEM, "value": "RG-0042"}]
-    assert [(n["family"], n["given"]) for n in patient["name"]] == [("Zhang", ["Wei"]), ("张", ["伟"])]
+    assert [(n["family"], n["given"]) for n in patient["name"]] == [
+        ("Zhang", ["Wei"]),
+        ("张", ["伟"]),
+    ]
     assert [n["extension"][0]["valueCode"] for n in patient["name"]] == ["ABC", "IDE"]
     assert patient["birthDate"] == "1958-04-17"
     assert patient["gender"] == "male"
@@ -490,18 +613,28 @@ def test_missing_optional_patient_attributes_are_absent(grounded_report, source_
 
 def test_study_datetime_timezone_handling(grounded_report, source_images):
     def effective(sources, **kwargs):
-        return _one(_as_dict(_build(grounded_report, sources, **kwargs)), "DiagnosticReport")["effectiveDateTime"]
+        return _one(_as_dict(_build(grounded_report, sources, **kwargs)), "DiagnosticReport")[
+            "effectiveDateTime"
+        ]
 
     # no TimezoneOffsetFromUTC and no configured zone: the date only, no guessed offset
     assert effective(source_images) == "2026-03-10"
-    assert effective(source_images, study_timezone=ZoneInfo("Europe/Berlin")) == "2026-03-10T10:15:00+01:00"
+    assert (
+        effective(source_images, study_timezone=ZoneInfo("Europe/Berlin"))
+        == "2026-03-10T10:15:00+01:00"
+    )
     for ds in source_images:
         ds.TimezoneOffsetFromUTC = "+0800"
         ds.StudyTime = "101500.25"
-    assert effective(source_images, study_timezone=ZoneInfo("Europe/Berlin")) == "2026-03-10T10:15:00.250000+08:00"
+    assert (
+        effective(source_images, study_timezone=ZoneInfo("Europe/Berlin"))
+        == "2026-03-10T10:15:00.250000+08:00"
+    )
 
 
-def test_patient_identifier_system_from_issuer(grounded_report, source_images, source_images_minimal):
+def test_patient_identifier_system_from_issuer(
+    grounded_report, source_images, source_images_minimal
+):
     def patient(sources, **kwargs):
         data = _as_dict(_build(grounded_report, sources, **kwargs))
         return _one(data, "Patient")["identifier"][0]
@@ -509,14 +642,17 @@ def test_patient_identifier_system_from_issuer(grounded_report, source_images, s
     # a text issuer with no configured system: refuse rather than guess a namespace
     with pytest.raises(SourceError, match="Issuer of Patient ID"):
         _build(grounded_report, source_images, patient_identifier_system=None)
-    assert patient(source_images, patient_identifier_system={"RADGROUND-TEST-HOSPITAL": "urn:oid:1.2.3.4"})[
-        "system"
-    ] == "urn:oid:1.2.3.4"
+    assert (
+        patient(
+            source_images, patient_identifier_system={"RADGROUND-TEST-HOSPITAL": "urn:oid:1.2.3.4"}
+        )["system"]
+        == "urn:oid:1.2.3.4"
+    )
     with pytest.raises(SourceError):
         _build(grounded_report, source_images_minimal, patient_identifier_system=None)
-    assert patient(source_images_minimal, patient_identifier_system={"": "urn:oid:1.2.3.5"})["system"] == (
-        "urn:oid:1.2.3.5"
-    )
+    assert patient(source_images_minimal, patient_identifier_system={"": "urn:oid:1.2.3.5"})[
+        "system"
+    ] == ("urn:oid:1.2.3.5")
     for ds in source_images:
         ds.IssuerOfPatientID = "2.16.840.1.113883.3.42"
     assert patient(source_images)["system"] == "urn:oid:2.16.840.1.113883.3.42"
@@ -551,7 +687,9 @@ def test_bad_sources_are_refused(grounded_report, source_images):
     with pytest.raises(ExportError, match="primary_language"):
         _build(grounded_report, source_images, primary_language="de")
     with pytest.raises(ExportError, match="output series"):
-        clash = OutputSeriesRef(source_images[0].SeriesInstanceUID, "SR", _output_series()[0].instances)
+        clash = OutputSeriesRef(
+            source_images[0].SeriesInstanceUID, "SR", _output_series()[0].instances
+        )
         _build(grounded_report, source_images, output_series=(clash,))
 
 
@@ -560,11 +698,17 @@ def test_edge_cases_keep_full_text_and_coded_concept(edge_case_report, source_im
     observations = _resources(data, "Observation")
     long_finding = edge_case_report.findings[0]
     assert observations[0]["note"][0]["text"] == long_finding.description["en"]  # not truncated
-    assert _translations(observations[0]["note"][0]["_text"]) == {"zh-CN": long_finding.description["zh-CN"]}
+    assert _translations(observations[0]["note"][0]["_text"]) == {
+        "zh-CN": long_finding.description["zh-CN"]
+    }
     coded = observations[5]["code"]
-    assert coded["coding"] == [{"system": "http://snomed.info/sct", "code": "50960005", "display": "Hemorrhage"}]
+    assert coded["coding"] == [
+        {"system": "http://snomed.info/sct", "code": "50960005", "display": "Hemorrhage"}
+    ]
     assert coded["text"] == 'Ground-glass <opacity> & "haze"'
-    page = base64.b64decode(_one(data, "DiagnosticReport")["presentedForm"][0]["data"]).decode("utf-8")
+    page = base64.b64decode(_one(data, "DiagnosticReport")["presentedForm"][0]["data"]).decode(
+        "utf-8"
+    )
     assert "Ground-glass &lt;opacity&gt; &amp; &quot;haze&quot;" in page
 
 
@@ -573,7 +717,14 @@ def test_no_patient_data_in_logs(caplog, grounded_report, source_images):
         _build(grounded_report, source_images)
     logged = caplog.text
     assert caplog.records, "the exporter should log what it built"
-    for secret in ("RG-0042", "Zhang", "张", "1958", "19580417", grounded_report.study_instance_uid):
+    for secret in (
+        "RG-0042",
+        "Zhang",
+        "张",
+        "1958",
+        "19580417",
+        grounded_report.study_instance_uid,
+    ):
         assert secret not in logged
 
 
@@ -600,14 +751,18 @@ def test_narratives_are_wellformed_xhtml_in_the_resource_language(grounded_repor
         report_text = "".join(ET.fromstring(resources[0]["text"]["div"]).itertext())
         assert grounded_report.impression[primary] in report_text
         for finding, obs in zip(grounded_report.findings, resources[1:], strict=True):
-            assert finding.description[primary] in "".join(ET.fromstring(obs["text"]["div"]).itertext())
+            assert finding.description[primary] in "".join(
+                ET.fromstring(obs["text"]["div"]).itertext()
+            )
 
 
 def test_output_series_from_written_objects(grounded_report, source_images):
     from exporters.fhir import output_series_from_datasets
 
     written = []
-    for n, (modality, sop_class) in enumerate((("SR", COMPREHENSIVE_3D_SR), ("SR", COMPREHENSIVE_3D_SR), ("PR", GSPS))):
+    for n, (modality, sop_class) in enumerate(
+        (("SR", COMPREHENSIVE_3D_SR), ("SR", COMPREHENSIVE_3D_SR), ("PR", GSPS))
+    ):
         ds = Dataset()
         ds.SeriesInstanceUID = derive_uid("written", modality)
         ds.Modality = modality
@@ -618,9 +773,14 @@ def test_output_series_from_written_objects(grounded_report, source_images):
         ds.InstanceNumber = n + 1
         written.append(ds)
     refs = output_series_from_datasets(written)
-    assert [(r.modality, len(r.instances), r.series_number) for r in refs] == [("SR", 2, 9100), ("PR", 1, 9200)]
+    assert [(r.modality, len(r.instances), r.series_number) for r in refs] == [
+        ("SR", 2, 9100),
+        ("PR", 1, 9200),
+    ]
     assert refs[0].series_description == "AI findings (unverified) – 0"
-    study = _one(_as_dict(_build(grounded_report, source_images, output_series=refs)), "ImagingStudy")
+    study = _one(
+        _as_dict(_build(grounded_report, source_images, output_series=refs)), "ImagingStudy"
+    )
     listed = {i["uid"] for s in study["series"] for i in s.get("instance", [])}
     assert {ds.SOPInstanceUID for ds in written} <= listed
     written[2].Modality = "SR"
