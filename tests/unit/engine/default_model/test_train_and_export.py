@@ -1,0 +1,82 @@
+"""Training runs reproducibly from a seed; targets are right; export gives a loadable ONNX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from engine.default_model import CLASSES, INPUT_SIZE, OUTPUT_STRIDE  # noqa: E402
+from engine.default_model.data import load_dataset, split_by_patient  # noqa: E402
+from engine.default_model.train import TrainConfig, _load_split, build_model, build_targets, seed_everything, train_steps  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_split(shared_data: Path):  # noqa: ANN201
+    root = shared_data / "nih-cxr-boxes"
+    train, _ = split_by_patient(load_dataset(root), seed=0)
+    return _load_split(root, train[:4])
+
+
+def _run(tiny_split, seed: int) -> tuple[list[float], torch.nn.Module]:  # noqa: ANN001
+    torch.set_num_threads(1)
+    seed_everything(seed)
+    model = build_model()
+    images, boxes, labels = tiny_split
+    config = TrainConfig(seed=seed, batch_size=4, views=2, warmup_steps=1, threads=1)
+    return train_steps(model, images, boxes, labels, config=config, steps=2, progress=False), model
+
+
+def test_same_seed_same_losses_and_weights(tiny_split) -> None:  # noqa: ANN001
+    losses_a, model_a = _run(tiny_split, seed=7)
+    losses_b, model_b = _run(tiny_split, seed=7)
+    assert all(np.isfinite(losses_a))
+    assert losses_a == losses_b
+    head_a, head_b = model_a.heatmap[-1].weight, model_b.heatmap[-1].weight
+    assert torch.equal(head_a, head_b)
+    fresh = build_model(pretrained=False).heatmap[-1].weight
+    assert not torch.equal(head_a, fresh)  # training moved the weights
+    losses_c, _ = _run(tiny_split, seed=8)
+    assert losses_c != losses_a  # the seed drives augmentation and order
+
+
+def test_frozen_trunk_is_not_trained(tiny_split) -> None:  # noqa: ANN001
+    _, trained = _run(tiny_split, seed=7)
+    reference = build_model()
+    assert torch.equal(trained.backbone._conv_stem.weight, reference.backbone._conv_stem.weight)
+    assert torch.equal(trained.backbone._blocks[4]._project_conv.weight, reference.backbone._blocks[4]._project_conv.weight)
+    assert not torch.equal(trained.backbone._blocks[15]._project_conv.weight, reference.backbone._blocks[15]._project_conv.weight)
+
+
+def test_targets_peak_at_box_centres_with_size_and_offset() -> None:
+    box = np.array([[100.0, 60.0, 200.0, 120.0]], np.float32)
+    grid = (INPUT_SIZE[1] // OUTPUT_STRIDE, INPUT_SIZE[0] // OUTPUT_STRIDE)
+    targets = build_targets([box], [np.array([CLASSES.index("Mass")])], grid=grid)
+    heat = targets["heatmap"][0]
+    cx, cy = 150 / OUTPUT_STRIDE, 90 / OUTPUT_STRIDE
+    assert heat[CLASSES.index("Mass"), int(cy), int(cx)] == 1.0
+    assert heat[CLASSES.index("Mass")].sum() > 1.0  # Gaussian, not a single cell
+    assert heat[CLASSES.index("Nodule")].max() == 0.0
+    assert targets["mask"].sum() == 1
+    np.testing.assert_allclose(targets["size"][0, :, int(cy), int(cx)], [100 / OUTPUT_STRIDE, 60 / OUTPUT_STRIDE])
+    np.testing.assert_allclose(targets["offset"][0, :, int(cy), int(cx)], [cx - int(cx), cy - int(cy)])
+
+
+def test_export_gives_an_onnx_that_matches_torch_and_carries_metadata(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    from engine.backends.onnxruntime_backend import OnnxDetector
+    from engine.default_model.export import export_onnx
+
+    torch.set_num_threads(1)
+    weights = tmp_path / "weights.pt"
+    torch.save(build_model(pretrained=False).state_dict(), weights)
+    path = export_onnx(weights, tmp_path / "m.onnx", score_threshold=0.42)  # raises if ORT != torch
+    detector = OnnxDetector(path, intra_op_threads=1)
+    assert detector.score_threshold == pytest.approx(0.42)
+    assert detector.info.name == "m"
+    import onnx
+
+    assert onnx.load(str(path)).opset_import[0].version >= 17
