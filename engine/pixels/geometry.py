@@ -299,10 +299,40 @@ def plan_transform(
     )
 
 
-def fit_to_size(array: np.ndarray, transform: ImageTransform) -> np.ndarray:
-    """Resample ``array`` (rows, columns) or (rows, columns, 3), float32 in [0, 1],
-    as ``transform`` says (crop, bicubic resize, pad with 0), returning float32
-    (height, width, 3) clipped to [0, 1].
+def _resample(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bicubic resample of one plane to ``size`` (width, height) as float32.
+
+    8- and 16-bit planes enter Pillow as ``L`` / ``I;16`` and are converted to ``F``
+    inside Pillow (exact for integers, and cheaper than a float32 copy)."""
+    if plane.shape[::-1] == size:
+        return np.array(plane, dtype=np.float32)
+    if plane.dtype in (np.uint8, np.uint16):
+        image = Image.fromarray(np.ascontiguousarray(plane)).convert("F")
+    else:
+        image = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32))
+    return np.array(image.resize(size, _RESAMPLE), dtype=np.float32)
+
+
+def fit_to_size(
+    array: np.ndarray, transform: ImageTransform, *, scale: float = 1.0, offset: float = 0.0
+) -> np.ndarray:
+    """Resample ``array`` as ``transform`` says (crop, bicubic resize, pad with 0).
+
+    Parameters
+    ----------
+    array
+        (rows, columns) or (rows, columns, 3) values whose intensities in ``[0, 1]``
+        are ``array * scale + offset`` (float32 in [0, 1] with the defaults).
+    transform
+        The plan (:func:`plan_transform`).
+    scale, offset
+        Linear map applied after resampling (bicubic weights sum to one, so mapping
+        after resampling equals mapping before it).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (height, width, 3) clipped to [0, 1]; padding is 0.
     """
     columns, rows = transform.source_size
     if array.shape[:2] != (rows, columns):
@@ -311,17 +341,15 @@ def fit_to_size(array: np.ndarray, transform: ImageTransform) -> np.ndarray:
     if (x0, y0, x1, y1) != (0, 0, columns, rows):
         array = array[y0:y1, x0:x1]
     content = transform.content_size
-    if array.ndim == 2:
-        planes = [array]
-    else:
-        planes = [array[..., c] for c in range(array.shape[2])]
+    planes = [array] if array.ndim == 2 else [array[..., c] for c in range(array.shape[2])]
     resized = []
     for plane in planes:
-        if plane.shape[::-1] == content:
-            resized.append(np.asarray(plane, dtype=np.float32))
-            continue
-        image = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32))
-        resized.append(np.asarray(image.resize(content, _RESAMPLE), dtype=np.float32))
+        values = _resample(plane, content)
+        if scale != 1.0:
+            values *= np.float32(scale)
+        if offset != 0.0:
+            values += np.float32(offset)
+        resized.append(values)
     width, height = transform.output_size
     left, top, _, _ = transform.padding
     out = np.zeros((height, width, 3), dtype=np.float32)

@@ -80,6 +80,16 @@ class Window:
                 f"Window.width must be {'>= 1' if function == 'LINEAR' else '> 0'} for {function}, got {self.width}"
             )
 
+    def linear_coefficients(self) -> tuple[float, float] | None:
+        """``(a, b)`` such that the window is ``clip(a * x + b, 0, 1)``, or ``None`` for
+        SIGMOID and the LINEAR width-1 threshold."""
+        if self.function == "LINEAR_EXACT":
+            return (1.0 / self.width, 0.5 - self.center / self.width)
+        if self.function == "LINEAR" and self.width > 1.0:
+            a = 1.0 / (self.width - 1.0)
+            return (a, 0.5 - (self.center - 0.5) * a)
+        return None
+
     def apply(self, values: np.ndarray) -> np.ndarray:
         """Map modality values to ``[0, 1]`` (float64 for LUT domains, float32 otherwise)."""
         c, w = self.center, self.width
@@ -97,10 +107,20 @@ class Window:
 
 @dataclass(frozen=True)
 class GrayscaleResult:
-    """A grayscale frame as P-values in ``[0, 1]`` and the steps that made it."""
+    """A grayscale frame and the linear map to its P-values in ``[0, 1]``:
+    ``clip(array * scale + offset, 0, 1)``; ``steps`` says how it was made."""
 
     array: np.ndarray
     steps: tuple[str, ...]
+    scale: float = 1.0
+    offset: float = 0.0
+
+    def unit(self) -> np.ndarray:
+        """The P-values in ``[0, 1]`` at full resolution (float32)."""
+        out = self.array.astype(np.float32)
+        out *= np.float32(self.scale)
+        out += np.float32(self.offset)
+        return np.clip(out, 0.0, 1.0, out=out)
 
 
 def _first(value: object) -> object:
@@ -165,17 +185,11 @@ def _apply_table(values: np.ndarray, first: int, table: np.ndarray) -> np.ndarra
     return table[index]
 
 
-def modality_lut(values: np.ndarray, dataset: pydicom.Dataset, *, frame_number: int | None = None) -> tuple[np.ndarray, str]:
-    """Apply the Modality LUT (PS3.3 C.11.1) to stored values.
-
-    Returns the modality values (float64) and a description of the step.
-    """
-    seq = dataset.get("ModalityLUTSequence")
-    if seq:
-        first, _bits, table = _lut(seq[0], dataset, "Modality LUT Sequence")
-        if int(dataset.get("PixelRepresentation", 0)) == 1 and first >= 32768:
-            first -= 65536  # US-valued descriptor of a signed image (PS3.3 C.11.1.1.1)
-        return _apply_table(values, first, table), f"modality: LUT sequence ({table.size} entries from {first})"
+def _rescale(dataset: pydicom.Dataset, frame_number: int | None) -> tuple[float, float] | None:
+    """(slope, intercept) of the linear Modality LUT, or ``None`` when a Modality LUT
+    Sequence applies (PS3.3 C.11.1; enhanced images: Pixel Value Transformation)."""
+    if dataset.get("ModalityLUTSequence"):
+        return None
     slope, intercept = dataset.get("RescaleSlope"), dataset.get("RescaleIntercept")
     if slope is None and intercept is None:
         item = _functional_item(dataset, frame_number, "PixelValueTransformationSequence")
@@ -188,6 +202,21 @@ def modality_lut(values: np.ndarray, dataset: pydicom.Dataset, *, frame_number: 
         raise InvalidImageError(f"Rescale Slope/Intercept are not numbers: {slope!r}, {intercept!r}") from None
     if not (math.isfinite(slope) and math.isfinite(intercept)) or slope == 0.0:
         raise InvalidImageError(f"Rescale Slope {slope} / Intercept {intercept} are not usable")
+    return slope, intercept
+
+
+def modality_lut(values: np.ndarray, dataset: pydicom.Dataset, *, frame_number: int | None = None) -> tuple[np.ndarray, str]:
+    """Apply the Modality LUT (PS3.3 C.11.1) to stored values.
+
+    Returns the modality values (float64) and a description of the step.
+    """
+    seq = dataset.get("ModalityLUTSequence")
+    if seq:
+        first, _bits, table = _lut(seq[0], dataset, "Modality LUT Sequence")
+        if int(dataset.get("PixelRepresentation", 0)) == 1 and first >= 32768:
+            first -= 65536  # US-valued descriptor of a signed image (PS3.3 C.11.1.1.1)
+        return _apply_table(values, first, table), f"modality: LUT sequence ({table.size} entries from {first})"
+    slope, intercept = _rescale(dataset, frame_number) or (1.0, 0.0)
     values = values.astype(np.float64, copy=False)
     if slope == 1.0 and intercept == 0.0:
         return values, "modality: identity"
@@ -235,6 +264,27 @@ def _percentile_window(sample_modality: np.ndarray) -> Window:
     return Window((lo + hi) / 2.0, hi - lo, "LINEAR_EXACT")
 
 
+def _affine(
+    array: np.ndarray, rescale: tuple[float, float] | None, window: Window | None, invert: bool
+) -> tuple[float, float] | None:
+    """``(scale, offset)`` with P-value = ``scale * stored + offset`` for every pixel of
+    ``array``, when rescale, window and inversion are all linear over the values the
+    image actually holds (no pixel reaches a window limit); else ``None``."""
+    if rescale is None or window is None or array.size == 0:
+        return None
+    coefficients = window.linear_coefficients()
+    if coefficients is None:
+        return None
+    slope, intercept = rescale
+    a, b = coefficients
+    scale, offset = a * slope, a * intercept + b
+    lo, hi = float(array.min()), float(array.max())
+    ends = (scale * lo + offset, scale * hi + offset)
+    if not (0.0 <= min(ends) and max(ends) <= 1.0):
+        return None
+    return (-scale, 1.0 - offset) if invert else (scale, offset)
+
+
 def grayscale_to_unit(
     array: np.ndarray,
     dataset: pydicom.Dataset,
@@ -243,7 +293,7 @@ def grayscale_to_unit(
     frame_number: int | None = None,
     window: Window | None = None,
 ) -> GrayscaleResult:
-    """Stored values of one grayscale frame → P-values in ``[0, 1]`` (float32).
+    """Stored values of one grayscale frame → P-values in ``[0, 1]``.
 
     Parameters
     ----------
@@ -257,24 +307,34 @@ def grayscale_to_unit(
         1-based frame, for functional-group attributes of enhanced images.
     window
         A window to use instead of the image's own VOI.
+
+    Returns
+    -------
+    GrayscaleResult
+        P-values as ``clip(array * scale + offset, 0, 1)``: when the whole chain is
+        linear over the image's values (a rescale and a window wider than the data),
+        ``array`` is the stored frame itself, so resizing can run before the
+        (exactly equivalent) linear map; otherwise the chain is evaluated once per
+        possible stored value and ``array`` holds 16-bit P-values (scale 1/65535),
+        or float32 P-values for 32-bit and float data.
     """
     if photometric_interpretation not in ("MONOCHROME1", "MONOCHROME2"):
         raise UnsupportedPixelDataError(f"{photometric_interpretation} is not a grayscale interpretation")
+    if array.dtype.kind not in "uif":
+        raise UnsupportedPixelDataError(f"grayscale pixel data of dtype {array.dtype} is not supported")
     steps: list[str] = []
     use_table = array.dtype.kind in "ui" and array.dtype.itemsize <= 2
+    rescale = _rescale(dataset, frame_number)
     if use_table:
         # Every possible stored value, in the order of its unsigned bit pattern, so that
         # the table is indexed by the array viewed as unsigned (no widening copy).
         unsigned = np.dtype(f"u{array.dtype.itemsize}")
         domain = np.arange(2 ** (8 * array.dtype.itemsize), dtype=np.int64).astype(unsigned).view(array.dtype)
         modality, step = modality_lut(domain, dataset, frame_number=frame_number)
-        index_array = array.view(unsigned)
 
         def to_modality(stored: np.ndarray) -> np.ndarray:
             return modality[stored.view(unsigned)]
     else:
-        if array.dtype.kind not in "uif":
-            raise UnsupportedPixelDataError(f"grayscale pixel data of dtype {array.dtype} is not supported")
         modality = None
         _, step = modality_lut(np.zeros(1), dataset, frame_number=frame_number)
 
@@ -289,6 +349,7 @@ def grayscale_to_unit(
     else:
         origin = "requested window"
     voi_seq = dataset.get("VOILUTSequence")
+    linear_window = window
     if window is not None:
         transform = window.apply
         steps.append(f"voi: {origin} centre {window.center:g} width {window.width:g} {window.function}")
@@ -305,23 +366,27 @@ def grayscale_to_unit(
         mask = _padding_mask(sample, dataset)
         if mask is not None:
             sample = sample[~mask]
-        window = _percentile_window(to_modality(sample))
-        transform = window.apply
+        percentile = _percentile_window(to_modality(sample))
+        transform = percentile.apply
+        linear_window = None  # clips the tails by design
         steps.append(
-            f"voi: percentile window {PERCENTILE_WINDOW} centre {window.center:g} width {window.width:g}"
+            f"voi: percentile window {PERCENTILE_WINDOW} centre {percentile.center:g} width {percentile.width:g}"
         )
     invert = photometric_interpretation == "MONOCHROME1"
+    if invert:
+        steps.append("invert: MONOCHROME1")
 
+    affine = _affine(array, rescale, linear_window, invert)
+    if affine is not None:
+        return GrayscaleResult(array=array, steps=tuple(steps), scale=affine[0], offset=affine[1])
     if use_table:
         table_values = transform(modality)
         if invert:
             table_values = 1.0 - table_values
-        out = np.take(table_values.astype(np.float32), index_array)
-    else:
-        values = to_modality(array).astype(np.float32, copy=False)
-        out = transform(values).astype(np.float32, copy=False)
-        if invert:
-            np.subtract(1.0, out, out=out)
+        table_u16 = np.round(np.clip(table_values, 0.0, 1.0) * 65535.0).astype(np.uint16)
+        return GrayscaleResult(array=np.take(table_u16, array.view(unsigned)), steps=tuple(steps), scale=1.0 / 65535.0)
+    values = to_modality(array).astype(np.float32, copy=False)
+    out = transform(values).astype(np.float32, copy=False)
     if invert:
-        steps.append("invert: MONOCHROME1")
+        np.subtract(1.0, out, out=out)
     return GrayscaleResult(array=out, steps=tuple(steps))

@@ -153,7 +153,8 @@ def prepare_image(
         )
     else:
         result = colour_to_unit(decoded.array, dataset, photometric_interpretation=pi)
-    array = fit_to_size(result.array, transform)
+    scale, offset = (result.scale, result.offset) if hasattr(result, "scale") else (1.0, 0.0)
+    array = fit_to_size(result.array, transform, scale=scale, offset=offset)
     width, height = transform.output_size
     steps = (
         *result.steps,

@@ -9,8 +9,13 @@ from pydicom.dataset import Dataset
 from pydicom.pixels.processing import apply_modality_lut, apply_windowing
 from pydicom.sequence import Sequence
 
+from engine.model import ResizeMode
 from engine.pixels import Window, prepare_image
+from engine.pixels.geometry import fit_to_size
+from engine.pixels.grayscale import grayscale_to_unit
 
+#: The table path stores P-values in 16 bits: at most half a step of 1/65535 off.
+QUANTUM = 0.5 / 65535 + 1e-7
 RAMP16 = np.arange(0, 65536, 16, dtype=np.uint16).reshape(64, 64)  # every 16th value
 
 
@@ -47,7 +52,7 @@ def test_window_in_the_image_matches_pydicom(make_image, function: str) -> None:
 def test_requested_window_overrides_the_image(make_image) -> None:
     ds = make_image(RAMP16, WindowCenter=30000, WindowWidth=60000)
     out = prepare_image(ds, size=(64, 64), window=Window(1000, 2000, "LINEAR_EXACT")).array[..., 0]
-    np.testing.assert_allclose(out, np.clip(RAMP16 / 2000.0, 0, 1), atol=1e-6)
+    np.testing.assert_allclose(out, np.clip(RAMP16 / 2000.0, 0, 1), atol=QUANTUM)
 
 
 def test_monochrome1_is_the_inverse_of_monochrome2(make_image) -> None:
@@ -63,7 +68,7 @@ def test_signed_values_with_rescale(make_image) -> None:
     ds = make_image(stored, bits_stored=12, RescaleSlope=2, RescaleIntercept=-24, WindowCenter=40, WindowWidth=400)
     hu = stored.astype(np.float64) * 2 - 24
     expected = np.clip((hu - 39.5) / 399 + 0.5, 0, 1)
-    np.testing.assert_allclose(_native(ds), expected, atol=1e-6)
+    np.testing.assert_allclose(_native(ds), expected, atol=QUANTUM)
 
 
 def test_32_bit_values_take_the_direct_path(make_image) -> None:
@@ -116,5 +121,31 @@ def test_enhanced_functional_groups_rescale_and_per_frame_windows(make_image) ->
         prepared = prepare_image(ds, frame_number=frame, size=(64, 32))
         values = frames[frame - 1].astype(np.float64) * 2 - 100
         expected = np.clip((values - center) / width + 0.5, 0, 1)
-        np.testing.assert_allclose(prepared.array[..., 0], expected, atol=1e-6)
+        np.testing.assert_allclose(prepared.array[..., 0], expected, atol=QUANTUM)
         assert "rescale slope 2 intercept -100" in prepared.steps[0]
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME1", "MONOCHROME2"])
+def test_linear_shortcut_equals_windowing_before_resizing(make_image, photometric: str) -> None:
+    """When rescale and window are linear over the image's values, the stored frame is
+    resized first and mapped after: the same result as windowing first."""
+    yy, xx = np.mgrid[0:300, 0:410]
+    stored = (2000 + 1500 * np.sin(xx / 23.0) * np.cos(yy / 17.0)).astype(np.uint16)  # 500..3500
+    ds = make_image(stored, photometric_interpretation=photometric, RescaleSlope=1.5, RescaleIntercept=-500,
+                    WindowCenter=2200, WindowWidth=6000)  # [-800, 5199] covers 1.5*[500, 3500]-500
+    result = grayscale_to_unit(stored, ds, photometric_interpretation=photometric)
+    assert np.shares_memory(result.array, stored)  # the shortcut was taken
+    reference = Window(2200, 6000).apply(stored * 1.5 - 500).astype(np.float32)
+    if photometric == "MONOCHROME1":
+        reference = 1 - reference
+    for mode in (ResizeMode.STRETCH, ResizeMode.LETTERBOX):
+        prepared = prepare_image(ds, size=(97, 61), resize_mode=mode)
+        np.testing.assert_allclose(prepared.array, fit_to_size(reference, prepared.transform), atol=2e-6)
+    # a narrower window clips some pixels: no shortcut, but the same picture at full size
+    narrow = make_image(stored, photometric_interpretation=photometric, WindowCenter=2000, WindowWidth=1000)
+    clipped = grayscale_to_unit(stored, narrow, photometric_interpretation=photometric)
+    assert not np.shares_memory(clipped.array, stored)
+    expected = Window(2000, 1000).apply(stored.astype(np.float64))
+    if photometric == "MONOCHROME1":
+        expected = 1 - expected
+    np.testing.assert_allclose(clipped.unit(), expected, atol=QUANTUM)
