@@ -75,6 +75,12 @@ logger = logging.getLogger(__name__)
 #: Most regions from the first regional-CoT pass inserted into the second prompt.
 MAX_COT_REGIONS = 16
 
+#: Tasks whose prompt names targets (others get them only in the regional-CoT first pass).
+_TARGET_TASKS = frozenset({Task.GROUNDED_REPORT, Task.TEXT_TO_REGION, Task.DETECTION})
+
+#: Tasks whose prompt can carry regions (the second pass of regional CoT).
+_REGION_TASKS = (Task.GROUNDED_REPORT, Task.REPORT, Task.REGION_TO_TEXT)
+
 
 class AnalysisError(RuntimeError):
     """A study could not be analysed (no usable image, inconsistent study, bad arguments)."""
@@ -271,8 +277,8 @@ def _label(item: _Ref, counterparts: dict[str, _Ref | None], languages: Sequence
         for language in languages:
             try:
                 values[language] = known.name(language)
-            except vocabulary.VocabularyError:
-                found = counterparts.get(language)
+            except vocabulary.VocabularyError:  # no canonical name: the model's own label
+                found = item if language == languages[0] else counterparts.get(language)
                 if found is not None and found.ref.label is not None:
                     values[language] = found.ref.label
         return Text(values)
@@ -409,6 +415,9 @@ def _impression(
             texts = [f.description.get(language) or "" for f in findings]
             if any(texts):
                 values[language] = _join(texts, language)
+    if not values:  # only when no description is in a requested language (unnamed boxes, "de")
+        first = findings[0].description.languages[0]
+        values[first] = _join([f.description.get(first) or "" for f in findings], first)
     return Text(values)
 
 
@@ -416,7 +425,12 @@ def _impression(
 
 
 def _check_arguments(
-    model: RegionAwareModel, languages: Sequence[str], task: Task, regional_cot: bool
+    model: RegionAwareModel,
+    languages: Sequence[str],
+    task: Task,
+    *,
+    targets: Sequence[str],
+    regional_cot: bool,
 ) -> tuple[str, ...]:
     if isinstance(languages, str) or not languages:
         raise AnalysisError(
@@ -426,19 +440,36 @@ def _check_arguments(
     for language in languages:
         if language not in SUPPORTED_LANGUAGES:
             raise AnalysisError(
-                f"language {language!r} is not supported; supported: {', '.join(SUPPORTED_LANGUAGES)}"
+                f"language {language!r} is not supported; "
+                f"supported: {', '.join(SUPPORTED_LANGUAGES)}"
             )
         if language not in model.languages:
             raise AnalysisError(
-                f"model {model.info.name} cannot answer in {language!r} (it knows {', '.join(model.languages)})"
+                f"model {model.info.name} cannot answer in {language!r} "
+                f"(it knows {', '.join(model.languages)})"
             )
     if task not in model.tasks:
         raise AnalysisError(
-            f"model {model.info.name} does not do {task.value} (it does {', '.join(t.value for t in model.tasks)})"
+            f"model {model.info.name} does not do {task.value} "
+            f"(it does {', '.join(t.value for t in model.tasks)})"
         )
-    if regional_cot and Task.TEXT_TO_REGION not in model.tasks:
+    if isinstance(targets, str) or not all(isinstance(t, str) and t.strip() for t in targets):
+        raise AnalysisError(f"targets must be a sequence of non-empty names, got {targets!r}")
+    if regional_cot:
+        if Task.TEXT_TO_REGION not in model.tasks:
+            raise AnalysisError(
+                f"regional CoT needs text_to_region, which model {model.info.name} does not do"
+            )
+        if task not in _REGION_TASKS:
+            raise AnalysisError(
+                f"regional CoT puts regions into the {task.value} prompt, which takes none; "
+                f"use it with {', '.join(t.value for t in _REGION_TASKS)}"
+            )
+        if not targets:
+            raise AnalysisError("regional CoT needs targets: its first pass locates them")
+    elif task is Task.REGION_TO_TEXT:
         raise AnalysisError(
-            f"regional CoT needs text_to_region, which model {model.info.name} does not do"
+            "region_to_text needs regions: use regional_cot=True with targets to find them"
         )
     return languages
 
@@ -473,6 +504,11 @@ def analyze_study(
     targets
         Objects to locate or organs to describe, as vocabulary keys or names in
         any language (translated per language where the vocabulary knows them).
+        Grounded report, text→region and detection prompts name them (a MedRegA
+        grounded chest report needs the organ list,
+        ``engine.prompts.organ_list("chest", language=...)``); report and
+        region→text prompts take none, so there only the regional-CoT first pass
+        uses them.
     generate
         Callable running a batch of requests, e.g. ``MicroBatcher.generate``;
         defaults to ``model.generate`` in chunks of ``model.max_batch_size``.
@@ -491,14 +527,20 @@ def analyze_study(
     ------
     AnalysisError
         No usable image (the message gives each candidate's reason), several
-        studies, an unsupported language or task, or a model that returned the
-        wrong number of outputs.
+        studies, an unsupported language or task, regional CoT without targets or
+        with a task whose prompt takes no regions, region→text without regional
+        CoT, or a model that returned the wrong number of outputs.
     engine.model.ModelError
         Whatever the model raises, unchanged (callers decide on retries).
     """
     task = Task(task)
-    languages = _check_arguments(model, languages, task, regional_cot)
-    if created_at is not None and (not isinstance(created_at, datetime) or created_at.tzinfo is None):
+    if isinstance(targets, str):
+        raise AnalysisError(f"targets must be a sequence of non-empty names, got {targets!r}")
+    targets = tuple(targets)
+    languages = _check_arguments(model, languages, task, targets=targets, regional_cot=regional_cot)
+    if created_at is not None and (
+        not isinstance(created_at, datetime) or created_at.tzinfo is None
+    ):
         raise AnalysisError(f"created_at must be a timezone-aware datetime, got {created_at!r}")
     datasets = list(datasets)
     if not datasets:
@@ -541,7 +583,7 @@ def analyze_study(
             image.array,
             task,
             language=language,
-            targets=_target_names(targets, language),
+            targets=_target_names(targets, language) if task in _TARGET_TASKS else (),
             regions=regions_by_image[i],
         )
         for i, image in enumerate(images)

@@ -193,7 +193,9 @@ def test_real_jpeg2000_chest_radiograph_boxes_map_to_its_pixel_grid(shared_data)
     whole, part = (f.regions[0].box for f in report.findings)
     assert whole == Box(0, 0, 1841, 1955)
     assert part.x_min == pytest.approx(500 / 999 * 1841) and part.x_max == pytest.approx(1841)
-    assert part.y_min == pytest.approx(250 / 999 * 1955) and part.y_max == pytest.approx(750 / 999 * 1955)
+    assert part.y_min == pytest.approx(250 / 999 * 1955) and part.y_max == pytest.approx(
+        750 / 999 * 1955
+    )
     # the model saw a real image: MONOCHROME1 inverted, not blank
     image = model.requests[0].image
     assert image.shape == (448, 448, 3) and float(image.std()) > 0.05
@@ -419,6 +421,26 @@ def test_regional_cot_puts_the_first_pass_regions_in_the_second_prompt():
     assert len(report.findings) == 1  # findings come from the task's answer, not the first pass
 
 
+def test_regional_cot_with_a_report_gives_targets_only_to_the_first_pass():
+    def answer(request: GenerationRequest) -> str:
+        if request.task is Task.TEXT_TO_REGION:
+            return "<ref>nodule</ref><box>[[600, 100, 700, 200]]</box>"
+        return {"en": "Nodule in the left upper zone.", "zh-CN": "左上肺野结节。"}[request.language]
+
+    model = FakeModel(answer)
+    report = analyze([chest_dx()], model, task=Task.REPORT, regional_cot=True, targets=("结节",))
+    first, *second = model.requests
+    assert first.targets == ("nodule",)  # translated into the primary language
+    assert [(r.task, r.targets, r.regions) for r in second] == [
+        (Task.REPORT, (), ((600, 100, 700, 200),))
+    ] * 2
+    assert report.findings == ()
+    assert report.impression.as_dict() == {
+        "en": "Nodule in the left upper zone.",
+        "zh-CN": "左上肺野结节。",
+    }
+
+
 # -- errors ----------------------------------------------------------------------------
 
 
@@ -456,7 +478,20 @@ def test_argument_and_study_errors():
     with pytest.raises(AnalysisError, match="does not do report"):
         analyze([chest_dx()], model, languages=("en",), task=Task.REPORT)
     with pytest.raises(AnalysisError, match="regional CoT needs text_to_region"):
-        analyze([chest_dx()], model, languages=("en",), regional_cot=True)
+        analyze([chest_dx()], model, languages=("en",), regional_cot=True, targets=("nodule",))
+    capable = FakeModel(detector_answer)
+    with pytest.raises(AnalysisError, match="regional CoT needs targets"):
+        analyze([chest_dx()], capable, regional_cot=True)
+    with pytest.raises(AnalysisError, match="which takes none"):
+        analyze([chest_dx()], capable, task=Task.DETECTION, regional_cot=True, targets=("nodule",))
+    with pytest.raises(AnalysisError, match="region_to_text needs regions"):
+        analyze([chest_dx()], capable, task=Task.REGION_TO_TEXT)
+    with pytest.raises(AnalysisError, match="non-empty names"):
+        analyze([chest_dx()], capable, targets="nodule")
+    with pytest.raises(AnalysisError, match="timezone-aware"):
+        analyze([chest_dx()], capable, created_at=datetime(2026, 1, 1))
+    with pytest.raises(AnalysisError, match="no datasets given"):
+        analyze([], capable)
     with pytest.raises(AnalysisError, match="2 different studies"):
         analyze([chest_dx(), chest_dx()], FakeModel(detector_answer))
     wrong = FakeModel(detector_answer)
