@@ -1,16 +1,16 @@
 """A RadGround result as one FHIR R4 transaction Bundle.
 
-The Bundle (FHIR R4 §3.3.1 "Bundle", §3.1.0.11 "transaction") holds the
+The Bundle (FHIR R4 bundle.html; a ``transaction``, http.html#transaction) holds the
 Patient, the model as a Device, the ImagingStudy, the DiagnosticReport and one
 Observation per finding. Entries refer to each other by their ``fullUrl``
-(``urn:uuid:``), which the EHR replaces with the ids it assigns (R4 §3.1.0.11.2).
+(``urn:uuid:``), which the EHR replaces with the ids it assigns (R4 http.html#trules).
 
 Idempotent delivery
 -------------------
 Deliveries are retried (a lost HTTP response, a redelivered Celery task), so
 posting the same Bundle twice must not create anything twice. Every entry is
 therefore a *conditional* interaction keyed on a business identifier
-(R4 §3.1.0.8.1 conditional create, §3.1.0.4.3 conditional update):
+(R4 http.html#ccreate conditional create, http.html#cond-update conditional update):
 
 * **Patient** — ``POST`` with ``ifNoneExist: identifier=<system>|<PatientID>``.
   The EHR (or its MPI) owns demographics: an existing patient is referred to,
@@ -32,6 +32,15 @@ therefore a *conditional* interaction keyed on a business identifier
   finding's tracking UID, because DICOM tracking UIDs follow one finding
   across reports over time: keyed on them, a later report would overwrite an
   earlier report's observation.
+
+A new revision's DiagnosticReport stands beside the earlier one; retiring the
+earlier one is left to the delivery layer, which knows whether it was sent.
+
+Patient identity is never guessed: a source with an empty Patient ID, or whose
+issuer is neither an OID nor a URI with no configured system for it, is refused
+(:class:`~exporters.errors.SourceError`) rather than filed against a patient
+the EHR might match wrongly. The SR and GSPS for such a study still go to the
+PACS.
 
 ``fullUrl`` values are UUIDv5 of those derived UIDs, so the same report and
 revision always give the same Bundle, byte for byte (with the same ``issued``).
@@ -77,7 +86,7 @@ _ALL_LANGUAGES = "mul"
 
 
 def _search_value(value: str) -> str:
-    """A token search parameter value, escaped (R4 §3.1.1.5.7 ``\\`` before
+    """A token search parameter value, escaped (R4 search.html#escaping: ``\\`` before
     ``$ , |``) and percent-encoded for a URL query."""
     escaped = (
         value.replace("\\", "\\\\").replace("|", "\\|").replace(",", "\\,").replace("$", "\\$")
@@ -285,7 +294,7 @@ def build_fhir_bundle(
 
 
 def bundle_json(bundle: Bundle, *, indent: int | None = None) -> str:
-    """The Bundle as FHIR R4 JSON text (R4 §2.6.2 "JSON Representation").
+    """The Bundle as FHIR R4 JSON text (R4 json.html).
 
     Non-ASCII text is written as itself, not as ``\\u`` escapes; send the
     result UTF-8 encoded (``application/fhir+json; charset=utf-8``). Only R4

@@ -3,7 +3,7 @@
 Every code here was checked against the FHIR R4 (4.0.1) specification, because
 the ``fhir.resources`` models do not check codes in required bindings:
 
-* ``urn:dicom:uid`` with ``urn:oid:`` values for DICOM UIDs (R4 §2.24.0.10
+* ``urn:dicom:uid`` with ``urn:oid:`` values for DICOM UIDs (R4 datatypes.html#Identifier
   "Identifier", and ImagingStudy.identifier's notes);
 * the translation extension ``http://hl7.org/fhir/StructureDefinition/translation``
   with sub-extensions ``lang`` (code, 1..1) and ``content`` (string or
@@ -43,7 +43,7 @@ TRANSLATION_URL = "http://hl7.org/fhir/StructureDefinition/translation"
 LANGUAGE_URL = "http://hl7.org/fhir/StructureDefinition/language"
 
 #: DICOM Coding Scheme Designators (PS3.16 Table 8-1) and their FHIR system URIs
-#: (FHIR R4 §4.3 "Using Codes", "External code systems").
+#: (FHIR R4 terminologies-systems.html, "External code systems").
 _SCHEME_SYSTEMS: Mapping[str, str] = {
     "SCT": "http://snomed.info/sct",
     "SRT": "http://snomed.info/sct",

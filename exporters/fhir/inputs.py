@@ -8,7 +8,7 @@ them beside the source series.
 DICOM values become FHIR values here, once:
 
 * dates and times (DA, TM, TimezoneOffsetFromUTC) become FHIR ``dateTime``
-  strings (FHIR R4 §2.24.0.1 "dateTime": a time needs a timezone, so a time
+  strings (FHIR R4 datatypes.html#dateTime: a time needs a timezone, so a time
   with no known offset is dropped and only the date is kept);
 * Person Name groups (PS3.5 §6.2.1.1: alphabetic, ideographic, phonetic) are
   decoded by pydicom under the source's Specific Character Set (ISO_IR 100,

@@ -1,10 +1,10 @@
 """The human-readable form of a report: one HTML page per language.
 
-``DiagnosticReport.presentedForm`` (FHIR R4 §8.2) carries "a rendered version
+``DiagnosticReport.presentedForm`` (FHIR R4 diagnosticreport.html) carries "a rendered version
 of the report, as it was presented to the clinician"; RadGround renders one
 ``text/html`` page per report language and attaches each with its
 ``Attachment.language``, ``size`` and SHA-1 ``hash``, all computed on the exact
-UTF-8 bytes sent (FHIR R4 §2.24.0.14 "Attachment": size and hash are of the data
+UTF-8 bytes sent (FHIR R4 datatypes.html#Attachment: size and hash are of the data
 *before* base64 encoding).
 
 The page is deterministic (the same report and study give the same bytes), so
@@ -168,7 +168,7 @@ def _narrative_div(language: str, content: str) -> str:
 
 def report_narrative(report: GroundedReport, language: str, *, study_date: str | None) -> str:
     """The ``DiagnosticReport.text.div``: the page's body as FHIR narrative
-    XHTML (R4 §2.23.0.3 "Narrative": an XHTML ``div`` with only the allowed
+    XHTML (R4 narrative.html: an XHTML ``div`` with only the allowed
     elements), with ``lang``/``xml:lang`` of the resource language."""
     return _narrative_div(language, _report_body(report, language, study_date=study_date))
 

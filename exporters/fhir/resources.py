@@ -4,11 +4,11 @@ One function per resource (FHIR R4 4.0.1; the R4B models used here have the
 same elements as R4 for every resource and data type emitted):
 
 * :func:`build_patient` — Patient from the DICOM Patient module;
-* :func:`build_imaging_study` — ImagingStudy (R4 §13.1) with the source series
+* :func:`build_imaging_study` — ImagingStudy (R4 imagingstudy.html) with the source series
   and RadGround's output series;
-* :func:`build_device` — the model version as a Device (R4 §10.1);
+* :func:`build_device` — the model version as a Device (R4 device.html);
 * :func:`build_observation` — one imaging Observation per finding;
-* :func:`build_diagnostic_report` — the DiagnosticReport (R4 §8.2).
+* :func:`build_diagnostic_report` — the DiagnosticReport (R4 diagnosticreport.html).
 
 All codes in required bindings are named constants checked against the R4
 value sets: ``ObservationStatus`` / ``DiagnosticReportStatus`` ``preliminary``
@@ -339,7 +339,7 @@ def build_diagnostic_report(
     issued: datetime,
     pages: Sequence[RenderedPage],
 ) -> DiagnosticReport:
-    """The DiagnosticReport (R4 §8.2): status ``preliminary``, category
+    """The DiagnosticReport (R4 diagnosticreport.html): status ``preliminary``, category
     Radiology (LOINC LP29684-5, v2-0074 RAD), code LOINC 18748-4, the
     impression as ``conclusion`` in ``language`` with translation extensions,
     and one ``presentedForm`` HTML page per language (``language``, ``size``
