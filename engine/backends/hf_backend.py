@@ -99,6 +99,21 @@ def detect_family(model_dir: str | Path) -> ModelFamily:
         raise HFBackendError(f"unsupported model_type {model_type!r} in {config_file}; supported: {supported}") from None
 
 
+def _processor_chat_template(model_dir: Path) -> str | None:
+    """The chat template a processor keeps beside the tokenizer (``chat_template.jinja``/``.json``)."""
+    jinja = model_dir / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    legacy = model_dir / "chat_template.json"
+    if legacy.is_file():
+        try:
+            template = json.loads(legacy.read_text(encoding="utf-8")).get("chat_template")
+        except json.JSONDecodeError as exc:
+            raise HFBackendError(f"{legacy} is not valid JSON: {exc}") from None
+        return template if isinstance(template, str) else None
+    return None
+
+
 class HFGroundingVLM(RegionAwareModel):
     """A MedRegA-style region-aware VLM served with transformers.
 
@@ -204,6 +219,8 @@ class HFGroundingVLM(RegionAwareModel):
         except (OSError, ValueError) as exc:
             raise HFBackendError(f"cannot load {self.family} checkpoint from {self.model_dir}: {exc}") from exc
         self.model.to(self._device).eval()
+        if not getattr(self.tokenizer, "chat_template", None):
+            self.tokenizer.chat_template = _processor_chat_template(self.model_dir)
         self._setup_tokens()
         self._setup_geometry(input_size)
         logger.info("loaded %s checkpoint %s on %s (%s)", self.family, self.model_dir.name, device, torch_dtype)

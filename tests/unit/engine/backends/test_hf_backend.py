@@ -227,6 +227,21 @@ def test_qwen2vl_prompt_and_image_pad_count(qwen2vl_dir, monkeypatch):
     assert int((call["input_ids"][0] == vlm.model.config.image_token_id).sum()) == pads
 
 
+def test_chat_template_kept_by_the_processor_is_used(qwen2vl_dir, tmp_path):
+    import shutil
+
+    moved = tmp_path / "qwen"
+    shutil.copytree(qwen2vl_dir, moved)
+    config = json.loads((moved / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (moved / "tokenizer_config.json").write_text(json.dumps(config))
+    (moved / "chat_template.jinja").unlink(missing_ok=True)
+    (moved / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE.replace("helpful", "processor")}))
+    vlm = HFGroundingVLM(moved, max_new_tokens=1, input_size=(56, 56))
+    vlm.generate([_request((56, 56), task=Task.REPORT, targets=())])
+    assert vlm.last_texts[0].startswith("<|im_start|>system\nYou are a processor assistant.<|im_end|>\n")
+
+
 def test_qwen2vl_refuses_external_vision_embedder(qwen2vl_dir):
     with pytest.raises(HFBackendError, match="InternVL families"):
         HFGroundingVLM(qwen2vl_dir, vision_embedder=lambda x: x)
