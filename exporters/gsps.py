@@ -52,7 +52,7 @@ from exporters.presentation_content import (
 )
 from exporters.uids import OutputKind, output_uid
 
-__all__ = ["PresentationState", "build_presentation_states", "series_description"]
+__all__ = ["PresentationState", "build_presentation_states", "copy_series_anatomy", "series_description"]
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ def build_presentation_states(
                 )
         except (ValueError, TypeError, AttributeError) as exc:
             raise ExportError(f"highdicom refused the presentation state: {exc}") from exc
-        _set_series_anatomy(state, images[0])
+        copy_series_anatomy(state, images[0])
         _set_pixel_aspect_ratio(state, images[0])
         logger.debug(
             "built %s for series %s: %d region(s) on %d image(s)",
@@ -409,7 +409,7 @@ def _srgb_profile() -> bytes:
     return bytes(profile)
 
 
-def _set_series_anatomy(state: Dataset, source: Dataset) -> None:
+def copy_series_anatomy(state: Dataset, source: Dataset) -> None:
     """Body Part Examined and Laterality of the General Series module.
 
     Laterality (0020,0060) is Type 2C: required when the body part examined is
