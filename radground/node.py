@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -70,14 +71,24 @@ def build_scp(settings: Settings, *, limiter: Any = None) -> StorageSCP:
     )
 
 
-def _listener_main(settings_data: dict[str, Any], semaphore: Any) -> None:
+def _listener_main(settings_data: dict[str, Any], semaphore: Any, parent_pid: int) -> None:
     """Entry point of one listener process (spawned, so nothing is inherited)."""
     settings = Settings.model_validate(settings_data)
     configure_logging(settings.logging.level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     scp = build_scp(settings, limiter=_ProcessLimiter(semaphore))
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=scp.stop).start())
+    threading.Thread(target=_exit_with_parent, args=(parent_pid, scp), daemon=True).start()
     scp.serve_forever(settings.node.host, settings.node.port, reuse_port=True)
+
+
+def _exit_with_parent(parent_pid: int, scp: StorageSCP) -> None:
+    """Stop this listener when the node process is gone (killed, OOM), so no
+    orphan keeps the port and accepts instances nobody completes."""
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    logger.error("Node process %d is gone; listener exiting", parent_pid)
+    scp.stop()
 
 
 class Node:
@@ -135,7 +146,7 @@ class Node:
     def _spawn_listener(self) -> multiprocessing.process.BaseProcess:
         process = self._context.Process(
             target=_listener_main,
-            args=(self.settings.model_dump(mode="json"), self._semaphore),
+            args=(self.settings.model_dump(mode="json"), self._semaphore, os.getpid()),
             name=f"listener-{len(self._listeners) + 1}",
             daemon=True,
         )
