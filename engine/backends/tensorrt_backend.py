@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -60,6 +60,7 @@ __all__ = [
     "TensorRTVisionEmbedder",
     "build_engine",
     "current_gpu",
+    "make_int8_calibrator",
     "profile_shapes",
 ]
 
@@ -284,6 +285,81 @@ def build_engine(
         bytes(config.get_timing_cache().serialize()), tensorrt_version=trt.__version__, gpu=gpu
     )
     return cache.store(key, bytes(serialized), stem=path.stem)
+
+
+def make_int8_calibrator(
+    batches: Iterable[Mapping[str, np.ndarray]],
+    *,
+    cache_file: str | Path,
+    device: int = 0,
+    device_backend: Callable[[int], Any] | None = None,
+) -> Any:
+    """An entropy calibrator (``IInt8EntropyCalibrator2``) for implicit INT8 on TensorRT 10.
+
+    Parameters
+    ----------
+    batches
+        Representative inputs, one mapping ``input name → array`` per batch, all
+        with the same batch size (a few hundred images from the deployment site).
+    cache_file
+        Calibration table: read instead of calibrating when present, written after.
+    device
+        CUDA device for the batches' buffers.
+    device_backend
+        Factory of the buffer/stream helper (tests pass a host-memory stand-in).
+    """
+    trt = import_tensorrt()
+    base = getattr(trt, "IInt8EntropyCalibrator2", None)
+    if base is None:
+        raise TensorRTError(f"TensorRT {trt.__version__} has no INT8 calibration; use Q/DQ nodes in the ONNX graph")
+    iterator = iter(batches)
+    path = Path(cache_file)
+    backend = (device_backend or _TorchCuda)(device)
+
+    first = next(iterator, None)
+    if first is None and not path.is_file():
+        raise TensorRTError("INT8 calibration needs at least one batch (or an existing calibration cache)")
+    sizes = {int(a.shape[0]) for a in (first or {}).values()}
+    if len(sizes) > 1:
+        raise TensorRTError(f"calibration inputs disagree on the batch size: {sorted(sizes)}")
+    batch_size = sizes.pop() if sizes else 1
+
+    class _Calibrator(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            base.__init__(self)
+            self._pending = first
+            self._held: list[Any] = []
+
+        def get_batch_size(self) -> int:
+            return batch_size
+
+        def get_batch(self, names: Sequence[str]) -> list[int] | None:
+            batch = self._pending if self._pending is not None else next(iterator, None)
+            self._pending = None
+            if batch is None:
+                return None
+            if set(names) - set(batch):
+                raise TensorRTError(f"calibration batch lacks inputs {sorted(set(names) - set(batch))}")
+            self._held = []
+            pointers = []
+            for name in names:
+                array = np.ascontiguousarray(batch[name])
+                if array.shape[0] != batch_size:
+                    raise TensorRTError(f"calibration batch of {array.shape[0]} for {name!r}, expected {batch_size}")
+                handle, address = backend.upload(array)
+                self._held.append(handle)
+                pointers.append(address)
+            backend.synchronize()
+            return pointers
+
+        def read_calibration_cache(self) -> bytes | None:
+            return path.read_bytes() if path.is_file() else None
+
+        def write_calibration_cache(self, cache: Any) -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(bytes(cache))
+
+    return _Calibrator()
 
 
 @dataclass(frozen=True)

@@ -455,6 +455,28 @@ def test_int8_on_tensorrt10_needs_a_calibrator_or_qdq(fake_trt, small_onnx, tmp_
     assert trt.builds[0]["config_flags"] == ["FP16", "INT8"] and trt.builds[0]["calibrator"] is calibrator
 
 
+def test_int8_calibrator_feeds_device_pointers_and_keeps_its_table(fake_trt, tmp_path):
+    trt = fake_trt("10.7.0")
+    trt.IInt8EntropyCalibrator2 = type("IInt8EntropyCalibrator2", (), {"__init__": lambda self: None})
+    memory = {}
+    batches = [{"images": _images(2, seed=s)} for s in range(3)]
+    calibrator = trtb.make_int8_calibrator(iter(batches), cache_file=tmp_path / "calib.table",
+                                           device_backend=lambda device: FakeDevice(memory))
+    assert calibrator.get_batch_size() == 2
+    assert calibrator.read_calibration_cache() is None
+    for expected in batches:
+        (pointer,) = calibrator.get_batch(["images"])
+        np.testing.assert_array_equal(memory[pointer], expected["images"])
+    assert calibrator.get_batch(["images"]) is None  # calibration ends
+    calibrator.write_calibration_cache(b"table")
+    assert calibrator.read_calibration_cache() == b"table"
+
+    trt11 = fake_trt("11.1.0", weak_typing=False)
+    assert not hasattr(trt11, "IInt8EntropyCalibrator2")
+    with pytest.raises(TensorRTError, match="no INT8 calibration"):
+        trtb.make_int8_calibrator([], cache_file=tmp_path / "x")
+
+
 def test_missing_tensorrt_is_a_clear_error(monkeypatch, small_onnx, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(TensorRTError, match="TensorRT is not installed"):
