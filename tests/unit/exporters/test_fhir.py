@@ -788,3 +788,37 @@ def test_output_series_from_written_objects(grounded_report, source_images):
     written[1].Modality = "PR"
     with pytest.raises(ExportError, match="Modality"):
         output_series_from_datasets(written)
+
+
+def test_fhir_and_sr_copies_share_tracking_uids_and_series(grounded_report, source_images):
+    """The FHIR Observations carry the tracking UIDs of the SR's measurement
+    groups, and the SR written for the report is listed in the ImagingStudy."""
+    from exporters.fhir import output_series_from_datasets
+    from exporters.sr import build_sr
+
+    sr = build_sr(grounded_report, source_images, language="en", revision=1)
+    sr_tracking_uids = set()
+
+    def walk(items):
+        for item in items:
+            names = item.get("ConceptNameCodeSequence")
+            if names and names[0].CodeValue == "112040":  # Tracking Unique Identifier
+                sr_tracking_uids.add(item.UID)
+            if "ContentSequence" in item:
+                walk(item.ContentSequence)
+
+    walk(sr.ContentSequence)
+    data = _as_dict(
+        _build(grounded_report, source_images, output_series=output_series_from_datasets([sr]))
+    )
+    fhir_tracking_uids = {
+        identifier["value"].removeprefix("urn:oid:")
+        for obs in _resources(data, "Observation")
+        for identifier in obs["identifier"]
+        if identifier.get("use") == "secondary"
+    }
+    assert len(fhir_tracking_uids) == len(grounded_report.findings)
+    assert fhir_tracking_uids <= sr_tracking_uids
+    series = {s["uid"]: s for s in _one(data, "ImagingStudy")["series"]}
+    assert series[sr.SeriesInstanceUID]["instance"][0]["uid"] == sr.SOPInstanceUID
+    assert series[sr.SeriesInstanceUID]["modality"]["code"] == "SR"
