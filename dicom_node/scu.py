@@ -304,6 +304,8 @@ def _set_nodelay(assoc: object) -> None:
 def _association_failure(assoc: object) -> str:
     if getattr(assoc, "is_rejected", False):
         return "association rejected by the peer (check the AE titles and the peer's allow-list)"
+    if getattr(getattr(assoc, "acceptor", None), "primitive", None) is None:
+        return "could not connect (is the peer listening on that host and port?)"
     if getattr(assoc, "is_aborted", False):
         return "association aborted (is the peer a DICOM node on that port?)"
     return "could not connect (is the peer listening on that host and port?)"

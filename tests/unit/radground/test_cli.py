@@ -1,0 +1,64 @@
+import socket
+
+import pytest
+from click.testing import CliRunner
+
+from radground.cli import cli
+
+
+@pytest.fixture
+def runner(monkeypatch):
+    for key in list(__import__("os").environ):
+        if key.startswith("RADGROUND_"):
+            monkeypatch.delenv(key)
+    return CliRunner()
+
+
+@pytest.mark.parametrize("command", [[], ["serve"], ["echo"], ["send"], ["studies"], ["db", "upgrade"]])
+def test_every_command_explains_itself(runner, command):
+    result = runner.invoke(cli, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage:" in result.output and len(result.output.splitlines()) > 4
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_echo_to_a_closed_port_says_what_to_check(runner):
+    result = runner.invoke(cli, ["echo", f"PACS@127.0.0.1:{closed_port()}"])
+    assert result.exit_code == 1
+    assert "could not connect" in result.output
+
+
+def test_bad_destination_syntax(runner):
+    result = runner.invoke(cli, ["echo", "not-a-destination"])
+    assert result.exit_code == 2
+    assert "AE@host:port" in result.output
+
+
+def test_bad_config_is_reported_with_the_setting(runner, tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text("[node]\nport = -1\n")
+    result = runner.invoke(cli, ["--config", str(config), "studies"])
+    assert result.exit_code == 1
+    assert "node.port" in result.output
+
+
+def test_send_reports_non_dicom_files_and_fails(runner, tmp_path):
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not dicom")
+    result = runner.invoke(cli, ["send", str(junk), "--to", f"PACS@127.0.0.1:{closed_port()}"])
+    assert result.exit_code == 1
+    assert "not a readable DICOM file" in result.output
+    assert "0 of 1 instances stored" in result.output
+
+
+def test_studies_on_an_empty_database(runner, tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(f"[database]\nurl = 'sqlite:///{tmp_path / 'db.sqlite'}'\n")
+    result = runner.invoke(cli, ["--config", str(config), "studies"])
+    assert result.exit_code == 0
+    assert "No studies yet" in result.output

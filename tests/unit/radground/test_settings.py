@@ -1,0 +1,67 @@
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from radground.settings import Settings, SettingsError, load_settings
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    for key in list(__import__("os").environ):
+        if key.startswith("RADGROUND_"):
+            monkeypatch.delenv(key)
+
+
+def test_documented_config_file_equals_the_defaults():
+    documented = load_settings(REPO / "config" / "radground.toml")
+    assert documented.model_dump() == Settings().model_dump()
+
+
+def test_documented_config_file_mentions_every_setting():
+    data = tomllib.loads((REPO / "config" / "radground.toml").read_text())
+    for section, model in Settings.model_fields.items():
+        if section == "destinations":
+            continue
+        assert set(data[section]) == set(model.annotation.model_fields), section
+
+
+def test_environment_overrides_file(tmp_path, monkeypatch):
+    config = tmp_path / "c.toml"
+    config.write_text("[node]\nport = 4000\nae_title = 'FROMFILE'\n")
+    monkeypatch.setenv("RADGROUND_NODE__PORT", "4001")
+    settings = load_settings(config)
+    assert (settings.node.port, settings.node.ae_title) == (4001, "FROMFILE")
+
+
+@pytest.mark.parametrize(
+    "toml, named",
+    [
+        ("[node]\nport = 70000\n", "node.port"),
+        ("[node]\nae_title = 'THIS-AE-TITLE-IS-TOO-LONG'\n", "node.ae_title"),
+        ("[node]\nprot = 1\n", "node.prot"),
+        ("[storage]\nfsync = 'sometimes'\n", "storage.fsync"),
+        ("[completion]\nidle_seconds = 60\nforce_after_seconds = 10\n", "completion"),
+        ("[database]\nurl = 'mysql://x'\n", "database.url"),
+        ("[destinations.PACS]\nae_title = 'P'\nhost = 'h'\n", "destinations.PACS.port"),
+    ],
+)
+def test_bad_settings_fail_naming_the_setting(tmp_path, toml, named):
+    config = tmp_path / "c.toml"
+    config.write_text(toml)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config)
+    assert named in str(caught.value) and str(config) in str(caught.value)
+
+
+def test_missing_explicit_file_is_an_error(tmp_path):
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_settings_are_immutable():
+    settings = Settings()
+    with pytest.raises(Exception):
+        settings.node.port = 1  # type: ignore[misc]
