@@ -1,0 +1,59 @@
+"""The Storage SCU against the node's own SCP (no database: a recording hook)."""
+
+import pytest
+from pydicom import dcmread
+
+from dicom_node.scp import AllowedPeer, StorageSCP
+from dicom_node.scu import Destination, StorageSCU, _batches, _Item
+from dicom_node.storage import InstanceStore
+from tests.factories import make_ct, write_series
+
+
+@pytest.fixture
+def scp(tmp_path):
+    received = []
+    node = StorageSCP(InstanceStore(tmp_path / "store"), ae_title="RADGROUND", on_stored=received.append,
+                      allowed_peers=[AllowedPeer("SENDER")])
+    host, port = node.start("127.0.0.1", 0)
+    node.received = received
+    yield node, Destination("RADGROUND", host, port)
+    node.stop()
+
+
+def test_send_files_and_datasets_with_a_result_each(scp, tmp_path, shared_data):
+    node, destination = scp
+    files = write_series(tmp_path / "s", 3)
+    junk = tmp_path / "junk.dcm"
+    junk.write_bytes(b"definitely not DICOM")
+    j2k = shared_data / "dicom" / "RG1_J2KI.dcm"
+    dataset = make_ct(study_instance_uid="1.2.3", series_instance_uid="1.2.3.4", rows=8, columns=8)
+    results = StorageSCU("SENDER").send([files[0], junk, j2k, dataset, files[1], files[2]], destination)
+    assert [r.ok for r in results] == [True, False, True, True, True, True]
+    assert "not a readable DICOM file" in results[1].reason
+    assert len(node.received) == 5
+    stored_j2k = [i for i in node.received if i.sop_instance_uid == str(dcmread(j2k).SOPInstanceUID)][0]
+    assert stored_j2k.transfer_syntax_uid == "1.2.840.10008.1.2.4.91"  # sent as it was, not transcoded
+
+
+def test_rejected_association_is_explained(scp, tmp_path):
+    _, destination = scp
+    results = StorageSCU("STRANGER").send(write_series(tmp_path, 1), destination)
+    assert not results[0].ok and "rejected" in results[0].reason
+    assert StorageSCU("STRANGER").echo(destination).ok is False
+    assert StorageSCU("SENDER").echo(destination).ok is True
+
+
+def test_batches_stay_within_the_presentation_context_limit():
+    items = [_Item(f"f{i}", None, f"1.2.{i % 100}", f"1.3.{i}", "1.2.840.10008.1.2.1") for i in range(250)]
+    batches = _batches(list(range(250)), items)
+    assert sum(len(b) for b in batches) == 250
+    for batch in batches:
+        assert len({items[i].sop_class_uid for i in batch}) <= 64
+
+
+def test_destination_parsing():
+    assert Destination.parse("ORTHANC@127.0.0.1:4242") == Destination("ORTHANC", "127.0.0.1", 4242)
+    with pytest.raises(ValueError, match="AE@host:port"):
+        Destination.parse("127.0.0.1:4242")
+    with pytest.raises(ValueError, match="port"):
+        Destination("X", "h", 70000)
