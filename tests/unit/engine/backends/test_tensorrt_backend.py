@@ -24,6 +24,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from engine.backends import tensorrt_backend as trtb
+from engine.backends import trt_runtime
 from engine.backends.trt_cache import EngineCache, EngineKey, EngineMismatchError, GpuIdentity, Precision, TensorRTError
 
 H100 = GpuIdentity("NVIDIA H100 80GB HBM3", (9, 0))
@@ -256,8 +257,8 @@ def fake_trt(monkeypatch):
     def install(version="10.7.0", *, weak_typing=True, gpu=H100):
         trt = make_fake_tensorrt(version, weak_typing=weak_typing)
         monkeypatch.setitem(sys.modules, "tensorrt", trt)
-        monkeypatch.setattr(trtb, "current_gpu", lambda device=0: gpu)
-        monkeypatch.setattr(trtb.TensorRTEngine, "_device_backend", lambda self: FakeDevice(trt.memory))
+        monkeypatch.setattr(trt_runtime, "current_gpu", lambda device=0: gpu)
+        monkeypatch.setattr(trt_runtime.TensorRTEngine, "_device_backend", lambda self: FakeDevice(trt.memory))
         state["trt"] = trt
         return trt
 
@@ -525,7 +526,7 @@ def test_engine_loads_lazily_and_again_after_fork(fake_trt, small_onnx, tmp_path
     engine.run({"images": _images(1)})
     engine.run({"images": _images(2)})
     assert trt.loads == 1
-    monkeypatch.setattr(trtb.os, "getpid", lambda: -42)  # as in a forked worker
+    monkeypatch.setattr(trt_runtime.os, "getpid", lambda: -42)  # as in a forked worker
     engine.run({"images": _images(1)})
     assert trt.loads == 2
 
