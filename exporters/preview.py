@@ -215,10 +215,14 @@ def render_overlay(
         x1, y1 = max(x0, int(np.ceil(box.x_max)) - 1), max(y0, int(np.ceil(box.y_max)) - 1)
         draw.rectangle((x0, y0, x1, y1), outline=overlay.rgb, width=width)
         if overlay.label:
-            width_text, height_text = _text_size(overlay.label, size)
+            label_size = size
+            width_text, height_text = _text_size(overlay.label, label_size)
+            if width_text > columns - 2 and label_size > 8:  # shrink a label wider than the image
+                label_size = max(8, int(label_size * (columns - 2) / width_text))
+                width_text, height_text = _text_size(overlay.label, label_size)
             y = y0 - height_text - 2 if y0 - height_text - 2 >= 0 else y0 + width + 2
             x = min(x0, max(columns - width_text, 0))
-            _draw_text(draw, (x, y), overlay.label, size, overlay.rgb)
+            _draw_text(draw, (x, y), overlay.label, label_size, overlay.rgb)
     if caption:
         _, height_text = _text_size(caption, size)
         _draw_text(draw, (4, max(rows - height_text - 4, 0)), caption, size, (255, 255, 255))
