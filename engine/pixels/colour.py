@@ -23,20 +23,25 @@ __all__ = ["ColourResult", "colour_to_unit"]
 
 @dataclass(frozen=True)
 class ColourResult:
-    """An RGB frame in ``[0, 1]`` (float32, rows x columns x 3) and its steps."""
+    """An RGB frame (rows x columns x 3) whose intensities in ``[0, 1]`` are
+    ``clip(array * scale + offset, 0, 1)``, and the steps that made it."""
 
     array: np.ndarray
     steps: tuple[str, ...]
+    scale: float = 1.0
+    offset: float = 0.0
+
+    def unit(self) -> np.ndarray:
+        """The RGB values in ``[0, 1]`` at full resolution (float32)."""
+        out = self.array.astype(np.float32)
+        out *= np.float32(self.scale)
+        out += np.float32(self.offset)
+        return np.clip(out, 0.0, 1.0, out=out)
 
 
-def _scale(array: np.ndarray, top: float) -> np.ndarray:
-    out = array.astype(np.float32)
-    out *= np.float32(1.0 / top)
-    np.clip(out, 0.0, 1.0, out=out)
-    return out
-
-
-def colour_to_unit(array: np.ndarray, dataset: pydicom.Dataset, *, photometric_interpretation: str) -> ColourResult:
+def colour_to_unit(
+    array: np.ndarray, dataset: pydicom.Dataset, *, photometric_interpretation: str
+) -> ColourResult:
     """One decoded colour frame → RGB float32 in ``[0, 1]``.
 
     Parameters
@@ -52,11 +57,14 @@ def colour_to_unit(array: np.ndarray, dataset: pydicom.Dataset, *, photometric_i
     pi = photometric_interpretation
     if pi == "PALETTE COLOR":
         if array.ndim != 2:
-            raise InvalidImageError(f"PALETTE COLOR pixel data must have one sample per pixel, got shape {array.shape}")
+            raise InvalidImageError(
+                f"PALETTE COLOR pixel data must have one sample per pixel, got shape {array.shape}"
+            )
         descriptor = dataset.get("RedPaletteColorLookupTableDescriptor")
         if descriptor is None or len(descriptor) != 3:
             raise InvalidImageError(
-                "PALETTE COLOR image lacks the Red Palette Color Lookup Table Descriptor (0028,1101)"
+                "PALETTE COLOR image lacks the Red Palette Color Lookup Table Descriptor "
+                "(0028,1101)"
             )
         if dataset.get("PixelPresentation") in ("MIXED", "COLOR"):
             raise UnsupportedPixelDataError(
@@ -65,26 +73,39 @@ def colour_to_unit(array: np.ndarray, dataset: pydicom.Dataset, *, photometric_i
         try:
             rgb = apply_color_lut(array, dataset)
         except (ValueError, KeyError, AttributeError, IndexError) as exc:
-            raise InvalidImageError(f"the Palette Color Lookup Tables could not be applied: {exc}") from exc
+            raise InvalidImageError(
+                f"the Palette Color Lookup Tables could not be applied: {exc}"
+            ) from exc
         rgb = rgb[..., :3]
         bits = int(descriptor[2])
         top = 255.0 if bits == 8 and int(rgb.max(initial=0)) <= 255 else 65535.0
-        return ColourResult(_scale(rgb, top), (f"colour: PALETTE COLOR lookup ({bits}-bit entries)",))
+        return ColourResult(
+            np.ascontiguousarray(rgb),
+            (f"colour: PALETTE COLOR lookup ({bits}-bit entries)",),
+            scale=1.0 / top,
+        )
     if array.ndim != 3 or array.shape[2] != 3:
-        raise InvalidImageError(f"{pi} pixel data must have three samples per pixel, got shape {array.shape}")
+        raise InvalidImageError(
+            f"{pi} pixel data must have three samples per pixel, got shape {array.shape}"
+        )
     steps: list[str] = []
     if pi in ("YBR_FULL", "YBR_FULL_422"):
         if array.dtype != np.uint8:
-            raise UnsupportedPixelDataError(f"{pi} with {array.dtype.itemsize * 8}-bit samples is not supported")
+            raise UnsupportedPixelDataError(
+                f"{pi} with {array.dtype.itemsize * 8}-bit samples is not supported"
+            )
         array = convert_color_space(array, pi, "RGB")
         steps.append(f"colour: {pi} to RGB (ITU-R BT.601 full range)")
     elif pi != "RGB":
         raise UnsupportedPixelDataError(
-            f"{pi} pixel data was not converted to RGB by the decoder; this combination is not supported"
+            f"{pi} pixel data was not converted to RGB by the decoder; this combination is not "
+            "supported"
         )
     if array.dtype.kind != "u":
-        raise UnsupportedPixelDataError(f"colour pixel data of dtype {array.dtype} is not supported")
+        raise UnsupportedPixelDataError(
+            f"colour pixel data of dtype {array.dtype} is not supported"
+        )
     bits_stored = int(dataset.get("BitsStored") or array.dtype.itemsize * 8)
     bits_stored = min(bits_stored, array.dtype.itemsize * 8)
     steps.append(f"colour: RGB scaled by {bits_stored}-bit range")
-    return ColourResult(_scale(array, float(2**bits_stored - 1)), tuple(steps))
+    return ColourResult(array, tuple(steps), scale=1.0 / float(2**bits_stored - 1))

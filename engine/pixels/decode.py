@@ -163,7 +163,9 @@ def frame_count(dataset: pydicom.Dataset) -> int:
     try:
         count = int(value)
     except (TypeError, ValueError):
-        raise InvalidImageError(f"Number of Frames (0028,0008) is not an integer: {value!r}") from None
+        raise InvalidImageError(
+            f"Number of Frames (0028,0008) is not an integer: {value!r}"
+        ) from None
     if count < 1:
         raise InvalidImageError(f"Number of Frames (0028,0008) must be >= 1, got {count}")
     return count
@@ -184,7 +186,9 @@ def resolve_frame(dataset: pydicom.Dataset, frame_number: int | None) -> int | N
     if frame_number is not None and (
         isinstance(frame_number, bool) or not isinstance(frame_number, (int, np.integer))
     ):
-        raise FrameSelectionError(f"frame_number must be a 1-based int or None, got {frame_number!r}")
+        raise FrameSelectionError(
+            f"frame_number must be a 1-based int or None, got {frame_number!r}"
+        )
     count = frame_count(dataset)
     if not is_multi_frame(dataset):
         if frame_number not in (None, 1):
@@ -258,7 +262,8 @@ def check_image_attributes(dataset: pydicom.Dataset) -> str:
     expected = 1 if photometric in ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR") else 3
     if samples != expected:
         raise InvalidImageError(
-            f"Samples per Pixel is {samples} but Photometric Interpretation {photometric} needs {expected}"
+            f"Samples per Pixel is {samples} but Photometric Interpretation {photometric} needs "
+            f"{expected}"
         )
     return photometric
 
@@ -276,29 +281,42 @@ def decode_frame(dataset: pydicom.Dataset, frame_number: int | None) -> DecodedF
     photometric = check_image_attributes(dataset)
     if "PixelData" not in dataset:
         raise UnsupportedPixelDataError(
-            "float pixel data (Float/Double Float Pixel Data) holds derived values, which are not supported"
+            "float pixel data (Float/Double Float Pixel Data) holds derived values, which are "
+            "not supported"
         )
     file_meta = getattr(dataset, "file_meta", None)
     transfer_syntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
     if not transfer_syntax:
         raise InvalidImageError(
-            "the dataset has no Transfer Syntax UID (0002,0010) in its file meta, so its pixel data cannot be decoded"
+            "the dataset has no Transfer Syntax UID (0002,0010) in its file meta, so its pixel "
+            "data cannot be decoded"
         )
     transfer_syntax = UID(str(transfer_syntax))
     ts_name = f"{transfer_syntax.name} ({transfer_syntax})"
     try:
         decoder = get_decoder(transfer_syntax)
     except NotImplementedError:
-        raise UnsupportedPixelDataError(f"no pixel data decoder exists for transfer syntax {ts_name}") from None
+        raise UnsupportedPixelDataError(
+            f"no pixel data decoder exists for transfer syntax {ts_name}"
+        ) from None
     if not decoder.is_available:
         raise UnsupportedPixelDataError(
             f"no decoding plugin is installed for transfer syntax {ts_name} "
-            f"(pylibjpeg, pylibjpeg-openjpeg, pylibjpeg-libjpeg, pyjpegls, pylibjpeg-rle cover the usual ones)"
+            "(pylibjpeg, pylibjpeg-openjpeg, pylibjpeg-libjpeg, pyjpegls, pylibjpeg-rle cover "
+            "the usual ones)"
         )
     index = None if frame is None else frame - 1
     try:
         array, meta = decoder.as_array(dataset, index=index, as_rgb=True)
-    except (ValueError, RuntimeError, NotImplementedError, AttributeError, KeyError, TypeError, EOFError) as exc:
+    except (
+        ValueError,
+        RuntimeError,
+        NotImplementedError,
+        AttributeError,
+        KeyError,
+        TypeError,
+        EOFError,
+    ) as exc:
         logger.info(
             "decode failed for SOP instance %s, transfer syntax %s: %s",
             short_uid(dataset.get("SOPInstanceUID", "?")),

@@ -37,8 +37,8 @@ import numpy as np
 from PIL import Image
 
 from engine.model import ResizeMode
-from engine.report import Box
 from engine.pixels.errors import CoordinateError
+from engine.report import Box
 
 __all__ = ["NORMALIZED_MAX", "ImageTransform", "fit_to_size", "plan_transform"]
 
@@ -99,11 +99,18 @@ class ImageTransform:
         try:
             object.__setattr__(self, "resize_mode", ResizeMode(self.resize_mode))
         except ValueError:
-            raise ValueError(f"resize_mode must be a ResizeMode, got {self.resize_mode!r}") from None
+            raise ValueError(
+                f"resize_mode must be a ResizeMode, got {self.resize_mode!r}"
+            ) from None
         columns, rows = self.source_size
         crop = tuple(int(v) for v in self.crop)
-        if len(crop) != 4 or not (0 <= crop[0] < crop[2] <= columns and 0 <= crop[1] < crop[3] <= rows):
-            raise ValueError(f"crop must be (x_min, y_min, x_max, y_max) inside {columns}x{rows}, got {self.crop!r}")
+        if len(crop) != 4 or not (
+            0 <= crop[0] < crop[2] <= columns and 0 <= crop[1] < crop[3] <= rows
+        ):
+            raise ValueError(
+                f"crop must be (x_min, y_min, x_max, y_max) inside {columns}x{rows}, got "
+                f"{self.crop!r}"
+            )
         object.__setattr__(self, "crop", crop)
         padding = tuple(int(v) for v in self.padding)
         width, height = self.output_size
@@ -113,14 +120,21 @@ class ImageTransform:
             or padding[0] + padding[2] >= width
             or padding[1] + padding[3] >= height
         ):
-            raise ValueError(f"padding must be (left, top, right, bottom) >= 0 leaving content, got {self.padding!r}")
+            raise ValueError(
+                "padding must be (left, top, right, bottom) >= 0 leaving content, got "
+                f"{self.padding!r}"
+            )
         if self.resize_mode is ResizeMode.STRETCH and any(padding):
             raise ValueError("padding must be (0, 0, 0, 0) for ResizeMode.STRETCH")
         object.__setattr__(self, "padding", padding)
         if self.frame_number is not None and (
-            isinstance(self.frame_number, bool) or not isinstance(self.frame_number, int) or self.frame_number < 1
+            isinstance(self.frame_number, bool)
+            or not isinstance(self.frame_number, int)
+            or self.frame_number < 1
         ):
-            raise ValueError(f"frame_number must be a 1-based int or None, got {self.frame_number!r}")
+            raise ValueError(
+                f"frame_number must be a 1-based int or None, got {self.frame_number!r}"
+            )
 
     # -- derived geometry -------------------------------------------------------------
 
@@ -143,16 +157,24 @@ class ImageTransform:
     # -- model pixels <-> source pixels ----------------------------------------------
 
     def _x_to_source(self, x: float) -> float:
-        return (x - self.padding[0]) * (self.crop[2] - self.crop[0]) / self.content_size[0] + self.crop[0]
+        return (x - self.padding[0]) * (self.crop[2] - self.crop[0]) / self.content_size[
+            0
+        ] + self.crop[0]
 
     def _y_to_source(self, y: float) -> float:
-        return (y - self.padding[1]) * (self.crop[3] - self.crop[1]) / self.content_size[1] + self.crop[1]
+        return (y - self.padding[1]) * (self.crop[3] - self.crop[1]) / self.content_size[
+            1
+        ] + self.crop[1]
 
     def _x_to_model(self, x: float) -> float:
-        return (x - self.crop[0]) * self.content_size[0] / (self.crop[2] - self.crop[0]) + self.padding[0]
+        return (x - self.crop[0]) * self.content_size[0] / (
+            self.crop[2] - self.crop[0]
+        ) + self.padding[0]
 
     def _y_to_model(self, y: float) -> float:
-        return (y - self.crop[1]) * self.content_size[1] / (self.crop[3] - self.crop[1]) + self.padding[1]
+        return (y - self.crop[1]) * self.content_size[1] / (
+            self.crop[3] - self.crop[1]
+        ) + self.padding[1]
 
     def to_source_box(self, x_min: float, y_min: float, x_max: float, y_max: float) -> Box:
         """Map a box in model-input pixels to source pixels.
@@ -228,7 +250,12 @@ class ImageTransform:
         may collapse to ``x1 == x2``."""
         width, height = self.output_size
         x_min, y_min, x_max, y_max = self.to_model_box(box)
-        scale = (NORMALIZED_MAX / width, NORMALIZED_MAX / height, NORMALIZED_MAX / width, NORMALIZED_MAX / height)
+        scale = (
+            NORMALIZED_MAX / width,
+            NORMALIZED_MAX / height,
+            NORMALIZED_MAX / width,
+            NORMALIZED_MAX / height,
+        )
         return tuple(  # type: ignore[return-value]
             min(NORMALIZED_MAX, max(0, int(math.floor(v * s + 0.5))))
             for v, s in zip((x_min, y_min, x_max, y_max), scale, strict=True)
@@ -257,7 +284,9 @@ def _check_normalized(coords: Sequence[float]) -> tuple[float, float, float, flo
         raise CoordinateError(f"coords must be four values (x1, y1, x2, y2), got {coords!r}")
     checked = _check_corners(*values)
     if not all(0 <= v <= NORMALIZED_MAX for v in checked):
-        raise CoordinateError(f"normalised coords must lie in [0, {NORMALIZED_MAX}], got {coords!r}")
+        raise CoordinateError(
+            f"normalised coords must lie in [0, {NORMALIZED_MAX}], got {coords!r}"
+        )
     return checked
 
 
@@ -336,7 +365,9 @@ def fit_to_size(
     """
     columns, rows = transform.source_size
     if array.shape[:2] != (rows, columns):
-        raise ValueError(f"array shape {array.shape[:2]} does not match source_size {transform.source_size}")
+        raise ValueError(
+            f"array shape {array.shape[:2]} does not match source_size {transform.source_size}"
+        )
     x0, y0, x1, y1 = transform.crop
     if (x0, y0, x1, y1) != (0, 0, columns, rows):
         array = array[y0:y1, x0:x1]

@@ -65,19 +65,24 @@ class Window:
     def __post_init__(self) -> None:
         for name in ("center", "width"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            if isinstance(value, bool) or not isinstance(
+                value, (int, float, np.integer, np.floating)
+            ):
                 raise ValueError(f"Window.{name} must be a number, got {value!r}")
             if not math.isfinite(value):
                 raise ValueError(f"Window.{name} must be finite, got {value!r}")
             object.__setattr__(self, name, float(value))
         function = str(self.function).strip().upper() or "LINEAR"
         if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
-            raise ValueError(f"Window.function must be LINEAR, LINEAR_EXACT or SIGMOID, got {self.function!r}")
+            raise ValueError(
+                f"Window.function must be LINEAR, LINEAR_EXACT or SIGMOID, got {self.function!r}"
+            )
         object.__setattr__(self, "function", function)
         minimum = 1.0 if function == "LINEAR" else 0.0
         if not (self.width >= minimum if function == "LINEAR" else self.width > minimum):
             raise ValueError(
-                f"Window.width must be {'>= 1' if function == 'LINEAR' else '> 0'} for {function}, got {self.width}"
+                f"Window.width must be {'>= 1' if function == 'LINEAR' else '> 0'} for "
+                f"{function}, got {self.width}"
             )
 
     def linear_coefficients(self) -> tuple[float, float] | None:
@@ -129,7 +134,9 @@ def _first(value: object) -> object:
     return value
 
 
-def _functional_item(dataset: pydicom.Dataset, frame_number: int | None, keyword: str) -> pydicom.Dataset | None:
+def _functional_item(
+    dataset: pydicom.Dataset, frame_number: int | None, keyword: str
+) -> pydicom.Dataset | None:
     """The first item of ``keyword`` in the frame's per-frame functional group, else
     the shared functional group (PS3.3 C.7.6.16), else ``None``."""
     if frame_number is not None:
@@ -156,7 +163,9 @@ def _lut(item: pydicom.Dataset, dataset: pydicom.Dataset, what: str) -> tuple[in
     """(first mapped value, bits per entry, entries) of a LUT item (PS3.3 C.11.1.1.1)."""
     descriptor = item.get("LUTDescriptor")
     if descriptor is None or len(descriptor) != 3 or "LUTData" not in item:
-        raise InvalidImageError(f"{what} item lacks a three-valued LUT Descriptor (0028,3002) or LUT Data (0028,3006)")
+        raise InvalidImageError(
+            f"{what} item lacks a three-valued LUT Descriptor (0028,3002) or LUT Data (0028,3006)"
+        )
     entries, first, bits = (int(v) for v in descriptor)
     entries = entries or 65536
     if not 1 <= bits <= 16:
@@ -167,13 +176,18 @@ def _lut(item: pydicom.Dataset, dataset: pydicom.Dataset, what: str) -> tuple[in
             data = np.frombuffer(raw, dtype=np.uint8, count=entries)
         else:
             if len(raw) < 2 * entries:
-                raise InvalidImageError(f"{what} LUT Data holds fewer than the {entries} entries its descriptor declares")
+                raise InvalidImageError(
+                    f"{what} LUT Data holds fewer than the {entries} entries its descriptor "
+                    "declares"
+                )
             fmt = f"{'<' if _is_little_endian(dataset) else '>'}{entries}H"
             data = np.asarray(struct.unpack_from(fmt, raw), dtype=np.uint16)
     else:
         data = np.atleast_1d(np.asarray(raw))
         if data.size < entries:
-            raise InvalidImageError(f"{what} LUT Data holds {data.size} entries, its descriptor declares {entries}")
+            raise InvalidImageError(
+                f"{what} LUT Data holds {data.size} entries, its descriptor declares {entries}"
+            )
         data = data[:entries]
     return first, bits, data.astype(np.float64)
 
@@ -199,13 +213,17 @@ def _rescale(dataset: pydicom.Dataset, frame_number: int | None) -> tuple[float,
         slope = 1.0 if slope in (None, "") else float(slope)
         intercept = 0.0 if intercept in (None, "") else float(intercept)
     except (TypeError, ValueError):
-        raise InvalidImageError(f"Rescale Slope/Intercept are not numbers: {slope!r}, {intercept!r}") from None
+        raise InvalidImageError(
+            f"Rescale Slope/Intercept are not numbers: {slope!r}, {intercept!r}"
+        ) from None
     if not (math.isfinite(slope) and math.isfinite(intercept)) or slope == 0.0:
         raise InvalidImageError(f"Rescale Slope {slope} / Intercept {intercept} are not usable")
     return slope, intercept
 
 
-def modality_lut(values: np.ndarray, dataset: pydicom.Dataset, *, frame_number: int | None = None) -> tuple[np.ndarray, str]:
+def modality_lut(
+    values: np.ndarray, dataset: pydicom.Dataset, *, frame_number: int | None = None
+) -> tuple[np.ndarray, str]:
     """Apply the Modality LUT (PS3.3 C.11.1) to stored values.
 
     Returns the modality values (float64) and a description of the step.
@@ -215,7 +233,9 @@ def modality_lut(values: np.ndarray, dataset: pydicom.Dataset, *, frame_number: 
         first, _bits, table = _lut(seq[0], dataset, "Modality LUT Sequence")
         if int(dataset.get("PixelRepresentation", 0)) == 1 and first >= 32768:
             first -= 65536  # US-valued descriptor of a signed image (PS3.3 C.11.1.1.1)
-        return _apply_table(values, first, table), f"modality: LUT sequence ({table.size} entries from {first})"
+        return _apply_table(
+            values, first, table
+        ), f"modality: LUT sequence ({table.size} entries from {first})"
     slope, intercept = _rescale(dataset, frame_number) or (1.0, 0.0)
     values = values.astype(np.float64, copy=False)
     if slope == 1.0 and intercept == 0.0:
@@ -319,9 +339,13 @@ def grayscale_to_unit(
         or float32 P-values for 32-bit and float data.
     """
     if photometric_interpretation not in ("MONOCHROME1", "MONOCHROME2"):
-        raise UnsupportedPixelDataError(f"{photometric_interpretation} is not a grayscale interpretation")
+        raise UnsupportedPixelDataError(
+            f"{photometric_interpretation} is not a grayscale interpretation"
+        )
     if array.dtype.kind not in "uif":
-        raise UnsupportedPixelDataError(f"grayscale pixel data of dtype {array.dtype} is not supported")
+        raise UnsupportedPixelDataError(
+            f"grayscale pixel data of dtype {array.dtype} is not supported"
+        )
     steps: list[str] = []
     use_table = array.dtype.kind in "ui" and array.dtype.itemsize <= 2
     rescale = _rescale(dataset, frame_number)
@@ -329,7 +353,11 @@ def grayscale_to_unit(
         # Every possible stored value, in the order of its unsigned bit pattern, so that
         # the table is indexed by the array viewed as unsigned (no widening copy).
         unsigned = np.dtype(f"u{array.dtype.itemsize}")
-        domain = np.arange(2 ** (8 * array.dtype.itemsize), dtype=np.int64).astype(unsigned).view(array.dtype)
+        domain = (
+            np.arange(2 ** (8 * array.dtype.itemsize), dtype=np.int64)
+            .astype(unsigned)
+            .view(array.dtype)
+        )
         modality, step = modality_lut(domain, dataset, frame_number=frame_number)
 
         def to_modality(stored: np.ndarray) -> np.ndarray:
@@ -340,6 +368,7 @@ def grayscale_to_unit(
 
         def to_modality(stored: np.ndarray) -> np.ndarray:
             return modality_lut(stored, dataset, frame_number=frame_number)[0]
+
     steps.append(step)
 
     transform: Callable[[np.ndarray], np.ndarray]
@@ -352,7 +381,9 @@ def grayscale_to_unit(
     linear_window = window
     if window is not None:
         transform = window.apply
-        steps.append(f"voi: {origin} centre {window.center:g} width {window.width:g} {window.function}")
+        steps.append(
+            f"voi: {origin} centre {window.center:g} width {window.width:g} {window.function}"
+        )
     elif voi_seq:
         first, bits, table = _lut(voi_seq[0], dataset, "VOI LUT Sequence")
         top = float(2**bits - 1)
@@ -370,7 +401,8 @@ def grayscale_to_unit(
         transform = percentile.apply
         linear_window = None  # clips the tails by design
         steps.append(
-            f"voi: percentile window {PERCENTILE_WINDOW} centre {percentile.center:g} width {percentile.width:g}"
+            f"voi: percentile window {PERCENTILE_WINDOW} centre {percentile.center:g} width "
+            f"{percentile.width:g}"
         )
     invert = photometric_interpretation == "MONOCHROME1"
     if invert:
@@ -384,7 +416,9 @@ def grayscale_to_unit(
         if invert:
             table_values = 1.0 - table_values
         table_u16 = np.round(np.clip(table_values, 0.0, 1.0) * 65535.0).astype(np.uint16)
-        return GrayscaleResult(array=np.take(table_u16, array.view(unsigned)), steps=tuple(steps), scale=1.0 / 65535.0)
+        return GrayscaleResult(
+            array=np.take(table_u16, array.view(unsigned)), steps=tuple(steps), scale=1.0 / 65535.0
+        )
     values = to_modality(array).astype(np.float32, copy=False)
     out = transform(values).astype(np.float32, copy=False)
     if invert:

@@ -50,12 +50,21 @@ class PreparedImage:
 
     def __post_init__(self) -> None:
         if not isinstance(self.image, ImageRef):
-            raise ValueError(f"PreparedImage.image must be an ImageRef, got {type(self.image).__name__}")
+            raise ValueError(
+                f"PreparedImage.image must be an ImageRef, got {type(self.image).__name__}"
+            )
         if not isinstance(self.transform, ImageTransform):
-            raise ValueError(f"PreparedImage.transform must be an ImageTransform, got {type(self.transform).__name__}")
+            raise ValueError(
+                "PreparedImage.transform must be an ImageTransform, got "
+                f"{type(self.transform).__name__}"
+            )
         array = self.array
         width, height = self.transform.output_size
-        if not isinstance(array, np.ndarray) or array.dtype != np.float32 or array.shape != (height, width, 3):
+        if (
+            not isinstance(array, np.ndarray)
+            or array.dtype != np.float32
+            or array.shape != (height, width, 3)
+        ):
             raise ValueError(
                 f"PreparedImage.array must be float32 ({height}, {width}, 3), got "
                 f"{getattr(array, 'dtype', None)} {getattr(array, 'shape', None)}"
@@ -79,11 +88,17 @@ def _image_ref(dataset: pydicom.Dataset, frame_number: int | None) -> ImageRef:
             "findings could not be referenced to this image"
         )
     try:
-        return ImageRef(sop_instance_uid=sop_instance_uid, sop_class_uid=sop_class_uid, frame_number=frame_number)
+        return ImageRef(
+            sop_instance_uid=sop_instance_uid,
+            sop_class_uid=sop_class_uid,
+            frame_number=frame_number,
+        )
     except ReportError:
         raise InvalidImageError(
-            f"SOP Instance UID {short_uid(sop_instance_uid)} or SOP Class UID is not a valid DICOM UID "
-            "(PS3.5 §9.1: digits and dots, at most 64 characters); findings could not be referenced to this image"
+            f"SOP Instance UID {short_uid(sop_instance_uid)} or SOP Class UID is not a valid "
+            "DICOM UID "
+            "(PS3.5 §9.1: digits and dots, at most 64 characters); findings could not be "
+            "referenced to this image"
         ) from None
 
 
@@ -139,11 +154,14 @@ def prepare_image(
     check_image_attributes(dataset)
     image = _image_ref(dataset, frame)
     columns, rows = int(dataset.Columns), int(dataset.Rows)
-    transform = plan_transform((columns, rows), size=size, resize_mode=resize_mode, crop=crop, frame_number=frame)
+    transform = plan_transform(
+        (columns, rows), size=size, resize_mode=resize_mode, crop=crop, frame_number=frame
+    )
     decoded = decode_frame(dataset, frame)
     if decoded.array.shape[:2] != (rows, columns):
         raise InvalidImageError(
-            f"decoded frame is {decoded.array.shape[1]}x{decoded.array.shape[0]} but Columns x Rows "
+            f"decoded frame is {decoded.array.shape[1]}x{decoded.array.shape[0]} but Columns x "
+            "Rows "
             f"say {columns}x{rows}"
         )
     pi = decoded.photometric_interpretation
@@ -153,13 +171,20 @@ def prepare_image(
         )
     else:
         result = colour_to_unit(decoded.array, dataset, photometric_interpretation=pi)
-    scale, offset = (result.scale, result.offset) if hasattr(result, "scale") else (1.0, 0.0)
-    array = fit_to_size(result.array, transform, scale=scale, offset=offset)
+    array = fit_to_size(result.array, transform, scale=result.scale, offset=result.offset)
     width, height = transform.output_size
     steps = (
         *result.steps,
         f"resize: {transform.resize_mode.value} {columns}x{rows} crop {transform.crop} -> "
-        f"{transform.content_size[0]}x{transform.content_size[1]} in {width}x{height}, padding {transform.padding}",
+        f"{transform.content_size[0]}x{transform.content_size[1]} in {width}x{height}, padding "
+        f"{transform.padding}",
     )
-    logger.debug("prepared SOP instance %s frame %s: %s", short_uid(image.sop_instance_uid), frame, "; ".join(steps))
-    return PreparedImage(image=image, array=array, transform=transform, source_size=(columns, rows), steps=steps)
+    logger.debug(
+        "prepared SOP instance %s frame %s: %s",
+        short_uid(image.sop_instance_uid),
+        frame,
+        "; ".join(steps),
+    )
+    return PreparedImage(
+        image=image, array=array, transform=transform, source_size=(columns, rows), steps=steps
+    )

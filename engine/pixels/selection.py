@@ -67,7 +67,10 @@ def _upper_set(name: str, value: Iterable[str] | None) -> frozenset[str]:
     if value is None:
         return frozenset()
     if isinstance(value, str):
-        raise ValueError(f"{name} must be a collection of strings, not one string ({value!r}); wrap it: {{{value!r}}}")
+        raise ValueError(
+            f"{name} must be a collection of strings, not one string ({value!r}); wrap it: "
+            f"{{{value!r}}}"
+        )
     try:
         items = frozenset(str(v).strip().upper() for v in value)
     except TypeError:
@@ -125,24 +128,39 @@ class ImageSelection:
             object.__setattr__(self, name, _upper_set(name, getattr(self, name)))
         if isinstance(self.sop_class_uids, str):
             raise ValueError("sop_class_uids must be a collection of UIDs, not one string")
-        object.__setattr__(self, "sop_class_uids", frozenset(str(v).strip() for v in self.sop_class_uids))
+        object.__setattr__(
+            self, "sop_class_uids", frozenset(str(v).strip() for v in self.sop_class_uids)
+        )
         if self.series_description is not None:
             if not isinstance(self.series_description, str):
-                raise ValueError(f"series_description must be a regular expression string, got {self.series_description!r}")
+                raise ValueError(
+                    "series_description must be a regular expression string, got "
+                    f"{self.series_description!r}"
+                )
             try:
                 re.compile(self.series_description)
             except re.error as exc:
-                raise ValueError(f"series_description is not a valid regular expression: {exc}") from None
+                raise ValueError(
+                    f"series_description is not a valid regular expression: {exc}"
+                ) from None
         try:
             object.__setattr__(self, "volume_strategy", VolumeStrategy(self.volume_strategy))
         except ValueError:
             raise ValueError(
-                f"volume_strategy must be one of {[s.value for s in VolumeStrategy]}, got {self.volume_strategy!r}"
+                f"volume_strategy must be one of {[s.value for s in VolumeStrategy]}, got "
+                f"{self.volume_strategy!r}"
             ) from None
-        if isinstance(self.slice_count, bool) or not isinstance(self.slice_count, int) or self.slice_count < 1:
+        if (
+            isinstance(self.slice_count, bool)
+            or not isinstance(self.slice_count, int)
+            or self.slice_count < 1
+        ):
             raise ValueError(f"slice_count must be an int >= 1, got {self.slice_count!r}")
         if self.volume_strategy is not VolumeStrategy.EVENLY_SPACED and self.slice_count != 1:
-            raise ValueError(f"slice_count applies only to evenly_spaced; got {self.slice_count} with {self.volume_strategy}")
+            raise ValueError(
+                f"slice_count applies only to evenly_spaced; got {self.slice_count} with "
+                f"{self.volume_strategy}"
+            )
         if not isinstance(self.exclude_localizers, bool):
             raise ValueError(f"exclude_localizers must be a bool, got {self.exclude_localizers!r}")
 
@@ -152,7 +170,10 @@ class ImageSelection:
             return False
         if self.modalities and str(dataset.get("Modality", "")).upper() not in self.modalities:
             return False
-        if self.body_parts and str(dataset.get("BodyPartExamined", "") or "").upper() not in self.body_parts:
+        if (
+            self.body_parts
+            and str(dataset.get("BodyPartExamined", "") or "").upper() not in self.body_parts
+        ):
             return False
         if self.sop_class_uids and str(dataset.get("SOPClassUID", "")) not in self.sop_class_uids:
             return False
@@ -288,7 +309,11 @@ def select_images(
     for dataset in datasets:
         reason = non_image_reason(dataset)
         if reason is not None:
-            logger.debug("skipping SOP instance %s: %s", short_uid(dataset.get("SOPInstanceUID", "?")), reason)
+            logger.debug(
+                "skipping SOP instance %s: %s",
+                short_uid(dataset.get("SOPInstanceUID", "?")),
+                reason,
+            )
             continue
         if not selection.accepts(dataset):
             continue
@@ -318,10 +343,14 @@ def _pick_slices(stack: list[pydicom.Dataset], selection: ImageSelection) -> lis
     normal = _normal(stack[0].get("ImageOrientationPatient"))
     positions = [_floats(ds.get("ImagePositionPatient"), 3) for ds in stack]
     if normal is not None and all(p is not None for p in positions):
-        keys = [(float(p @ normal), _instance_number(ds)) for p, ds in zip(positions, stack, strict=True)]
+        keys = [
+            (float(p @ normal), _instance_number(ds))
+            for p, ds in zip(positions, stack, strict=True)
+        ]
     else:
         logger.warning(
-            "series %s lacks Image Position/Orientation (Patient) on some slices; ordering by Instance Number",
+            "series %s lacks Image Position/Orientation (Patient) on some slices; ordering by "
+            "Instance Number",
             short_uid(stack[0].get("SeriesInstanceUID", "?")),
         )
         keys = [(float(_instance_number(ds)), 0) for ds in stack]
@@ -329,13 +358,17 @@ def _pick_slices(stack: list[pydicom.Dataset], selection: ImageSelection) -> lis
     return [ordered[i] for i in selection.pick(len(ordered))]
 
 
-def _pick_frames(dataset: pydicom.Dataset, selection: ImageSelection) -> list[tuple[pydicom.Dataset, int | None]]:
+def _pick_frames(
+    dataset: pydicom.Dataset, selection: ImageSelection
+) -> list[tuple[pydicom.Dataset, int | None]]:
     if not is_multi_frame(dataset):
         return [(dataset, None)]
     try:
         count = frame_count(dataset)
     except PixelError as exc:
-        logger.warning("skipping SOP instance %s: %s", short_uid(dataset.get("SOPInstanceUID", "?")), exc)
+        logger.warning(
+            "skipping SOP instance %s: %s", short_uid(dataset.get("SOPInstanceUID", "?")), exc
+        )
         return []
     positions = _frame_positions(dataset, count)
     frames = list(range(1, count + 1))

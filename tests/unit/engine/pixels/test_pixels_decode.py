@@ -18,7 +18,7 @@ from engine.pixels import (
 )
 
 SIZE = (32, 32)
-IMAGE = (np.arange(16 * 24, dtype=np.uint16).reshape(16, 24) * 10)
+IMAGE = np.arange(16 * 24, dtype=np.uint16).reshape(16, 24) * 10
 
 
 @pytest.mark.parametrize(
@@ -32,7 +32,9 @@ IMAGE = (np.arange(16 * 24, dtype=np.uint16).reshape(16, 24) * 10)
         ("1.2.840.10008.5.1.4.1.1.7", "SEG", "Modality SEG"),
     ],
 )
-def test_non_image_objects_are_refused_with_their_kind(make_image, sop_class_uid, modality, words) -> None:
+def test_non_image_objects_are_refused_with_their_kind(
+    make_image, sop_class_uid, modality, words
+) -> None:
     ds = make_image(IMAGE, sop_class_uid=sop_class_uid, modality=modality)
     with pytest.raises(NotAnImageError, match=words):
         prepare_image(ds, size=SIZE)
@@ -47,21 +49,41 @@ def test_no_pixel_data_is_not_an_image(make_image) -> None:
 
 
 def test_rt_image_is_an_image(make_image) -> None:
-    assert non_image_reason(make_image(IMAGE, sop_class_uid="1.2.840.10008.5.1.4.1.1.481.1", modality="RTIMAGE")) is None
+    assert (
+        non_image_reason(
+            make_image(IMAGE, sop_class_uid="1.2.840.10008.5.1.4.1.1.481.1", modality="RTIMAGE")
+        )
+        is None
+    )
 
 
 @pytest.mark.parametrize(
     ("change", "error", "words"),
     [
         (lambda ds: delattr(ds, "Rows"), InvalidImageError, "Rows"),
-        (lambda ds: setattr(ds, "PhotometricInterpretation", "CMYK"), UnsupportedPixelDataError, "CMYK"),
+        (
+            lambda ds: setattr(ds, "PhotometricInterpretation", "CMYK"),
+            UnsupportedPixelDataError,
+            "CMYK",
+        ),
         (lambda ds: setattr(ds, "SamplesPerPixel", 3), InvalidImageError, "Samples per Pixel"),
         (lambda ds: delattr(ds, "file_meta"), InvalidImageError, "Transfer Syntax UID"),
-        (lambda ds: setattr(ds, "SOPInstanceUID", "not-a-uid"), InvalidImageError, "SOP Instance UID"),
+        (
+            lambda ds: setattr(ds, "SOPInstanceUID", "not-a-uid"),
+            InvalidImageError,
+            "SOP Instance UID",
+        ),
         (lambda ds: delattr(ds, "SOPInstanceUID"), InvalidImageError, "SOP Instance UID"),
-        (lambda ds: setattr(ds, "PixelData", ds.PixelData[:100]), DecodeError, "Explicit VR Little Endian"),
-        (lambda ds: setattr(ds.file_meta, "TransferSyntaxUID", "1.2.840.10008.1.2.8.1"), UnsupportedPixelDataError,
-         "1.2.840.10008.1.2.8.1"),
+        (
+            lambda ds: setattr(ds, "PixelData", ds.PixelData[:100]),
+            DecodeError,
+            "Explicit VR Little Endian",
+        ),
+        (
+            lambda ds: setattr(ds.file_meta, "TransferSyntaxUID", "1.2.840.10008.1.2.8.1"),
+            UnsupportedPixelDataError,
+            "1.2.840.10008.1.2.8.1",
+        ),
     ],
 )
 def test_broken_images_are_refused_with_a_reason(make_image, change, error, words) -> None:
@@ -92,7 +114,9 @@ def test_frame_number_is_checked(make_image) -> None:
 def test_sixteen_bit_rgb_is_scaled_by_bits_stored(make_image) -> None:
     rgb = np.zeros((8, 10, 3), dtype=np.uint16)
     rgb[..., 0], rgb[..., 1], rgb[..., 2] = 4095, 2048, 0
-    out = prepare_image(make_image(rgb, photometric_interpretation="RGB", bits_stored=12), size=(10, 8)).array
+    out = prepare_image(
+        make_image(rgb, photometric_interpretation="RGB", bits_stored=12), size=(10, 8)
+    ).array
     np.testing.assert_allclose(out[0, 0], [1.0, 2048 / 4095, 0.0], atol=1e-6)
 
 

@@ -34,7 +34,12 @@ def test_stretch_golden_whole_image_and_thirds() -> None:
     # 333/999 of 300 columns is column 100; 666/999 is 200; rows 0..999 are the whole height.
     assert_box_close(t.from_normalized((333, 0, 666, 999)), (100, 0, 200, 200), 1e-9)
     assert t.to_normalized(Box(0, 0, 300, 200)) == (0, 0, 999, 999)
-    assert t.to_normalized(Box(100, 50, 200, 150)) == (333, 250, 666, 749)  # 249.75 -> 250, 749.25 -> 749
+    assert t.to_normalized(Box(100, 50, 200, 150)) == (
+        333,
+        250,
+        666,
+        749,
+    )  # 249.75 -> 250, 749.25 -> 749
 
 
 def test_divides_by_999_not_1000() -> None:
@@ -54,7 +59,9 @@ def test_letterbox_golden_pads_and_maps_padding_outside_image() -> None:
     # The content area maps to the whole image ...
     assert_box_close(t.to_source_box(0, 74, 448, 373), (0, 0, 300, 200), 1e-9)
     # ... and the whole canvas reaches into the padding, past the image edges.
-    assert_box_close(t.from_normalized((0, 0, 999, 999)), (0, -74 * 200 / 299, 300, 374 * 200 / 299), 1e-9)
+    assert_box_close(
+        t.from_normalized((0, 0, 999, 999)), (0, -74 * 200 / 299, 300, 374 * 200 / 299), 1e-9
+    )
 
 
 def test_rg1_golden_values() -> None:
@@ -70,7 +77,9 @@ def test_rg1_golden_values() -> None:
 
 
 def test_crop_offsets_are_recorded_and_undone() -> None:
-    t = plan_transform((1000, 800), size=(200, 100), resize_mode=ResizeMode.STRETCH, crop=(100, 200, 500, 400))
+    t = plan_transform(
+        (1000, 800), size=(200, 100), resize_mode=ResizeMode.STRETCH, crop=(100, 200, 500, 400)
+    )
     assert (t.scale_x, t.scale_y) == (0.5, 0.5)
     assert_box_close(t.to_source_box(0, 0, 200, 100), (100, 200, 500, 400), 1e-12)
     assert_box_close(t.from_normalized((0, 0, 999, 999)), (100, 200, 500, 400), 1e-9)
@@ -164,7 +173,15 @@ def test_bright_rectangle_maps_back_to_its_source_box(make_image, mode: ResizeMo
 
 @pytest.mark.parametrize(
     "coords",
-    [(0, 0, 1000, 500), (-1, 0, 10, 10), (10, 10, 10, 20), (20, 10, 10, 20), (0, 0, 5), (0, 0, math.nan, 9), "abcd"],
+    [
+        (0, 0, 1000, 500),
+        (-1, 0, 10, 10),
+        (10, 10, 10, 20),
+        (20, 10, 10, 20),
+        (0, 0, 5),
+        (0, 0, math.nan, 9),
+        "abcd",
+    ],
 )
 def test_from_normalized_refuses_bad_coordinates(coords) -> None:
     t = plan_transform((100, 100), size=(448, 448), resize_mode=ResizeMode.STRETCH)
@@ -176,10 +193,16 @@ def test_transform_validates_its_record() -> None:
     with pytest.raises(ValueError, match="crop"):
         ImageTransform((100, 50), (448, 448), ResizeMode.STRETCH, crop=(0, 0, 101, 50))
     with pytest.raises(ValueError, match="padding"):
-        ImageTransform((100, 50), (448, 448), ResizeMode.STRETCH, crop=(0, 0, 100, 50), padding=(1, 0, 1, 0))
+        ImageTransform(
+            (100, 50), (448, 448), ResizeMode.STRETCH, crop=(0, 0, 100, 50), padding=(1, 0, 1, 0)
+        )
     with pytest.raises(ValueError, match="output_size"):
         ImageTransform((100, 50), (0, 448), ResizeMode.STRETCH, crop=(0, 0, 100, 50))
     with pytest.raises(ValueError, match="frame_number"):
-        ImageTransform((100, 50), (448, 448), ResizeMode.STRETCH, crop=(0, 0, 100, 50), frame_number=0)
+        ImageTransform(
+            (100, 50), (448, 448), ResizeMode.STRETCH, crop=(0, 0, 100, 50), frame_number=0
+        )
     with pytest.raises(CoordinateError):
-        plan_transform((100, 50), size=(448, 448), resize_mode=ResizeMode.STRETCH).to_source_box(5, 5, 5, 9)
+        plan_transform((100, 50), size=(448, 448), resize_mode=ResizeMode.STRETCH).to_source_box(
+            5, 5, 5, 9
+        )

@@ -30,7 +30,11 @@ def test_linear_window_follows_the_standard_formula() -> None:
     expected = np.clip((x - 99.5) / 10 + 0.5, 0, 1)
     np.testing.assert_allclose(w.apply(x), expected)
     assert w.apply(np.array([94.5]))[0] == 0.0 and w.apply(np.array([104.6]))[0] == 1.0
-    assert Window(100, 10, "LINEAR_EXACT").apply(np.array([95.0, 100.0, 105.0])).tolist() == [0.0, 0.5, 1.0]
+    assert Window(100, 10, "LINEAR_EXACT").apply(np.array([95.0, 100.0, 105.0])).tolist() == [
+        0.0,
+        0.5,
+        1.0,
+    ]
     sigmoid = Window(100, 10, "SIGMOID").apply(np.array([100.0, 105.0]))
     np.testing.assert_allclose(sigmoid, [0.5, 1 / (1 + np.exp(-2))])
     with pytest.raises(ValueError, match="width"):
@@ -41,8 +45,14 @@ def test_linear_window_follows_the_standard_formula() -> None:
 
 @pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
 def test_window_in_the_image_matches_pydicom(make_image, function: str) -> None:
-    ds = make_image(RAMP16, RescaleSlope=0.5, RescaleIntercept=-1000, WindowCenter=[9000, 40],
-                    WindowWidth=[12000, 400], VOILUTFunction=function)
+    ds = make_image(
+        RAMP16,
+        RescaleSlope=0.5,
+        RescaleIntercept=-1000,
+        WindowCenter=[9000, 40],
+        WindowWidth=[12000, 400],
+        VOILUTFunction=function,
+    )
     # pydicom maps the window onto the rescaled range of the stored values, [-1000, 31767.5]
     y_min, y_max = -1000.0, 65535 * 0.5 - 1000
     expected = (apply_windowing(apply_modality_lut(RAMP16, ds), ds) - y_min) / (y_max - y_min)
@@ -57,7 +67,11 @@ def test_requested_window_overrides_the_image(make_image) -> None:
 
 def test_monochrome1_is_the_inverse_of_monochrome2(make_image) -> None:
     m2 = _native(make_image(RAMP16, WindowCenter=20000, WindowWidth=30000))
-    m1 = _native(make_image(RAMP16, photometric_interpretation="MONOCHROME1", WindowCenter=20000, WindowWidth=30000))
+    m1 = _native(
+        make_image(
+            RAMP16, photometric_interpretation="MONOCHROME1", WindowCenter=20000, WindowWidth=30000
+        )
+    )
     np.testing.assert_allclose(m1, 1.0 - m2, atol=1e-6)
     assert m2[0, 0] == 0.0 and m1[0, 0] == 1.0  # low values: black in M2, white in M1
 
@@ -65,16 +79,29 @@ def test_monochrome1_is_the_inverse_of_monochrome2(make_image) -> None:
 def test_signed_values_with_rescale(make_image) -> None:
     rng = np.random.default_rng(1)
     stored = rng.integers(-2048, 2048, size=(50, 70), dtype=np.int16)
-    ds = make_image(stored, bits_stored=12, RescaleSlope=2, RescaleIntercept=-24, WindowCenter=40, WindowWidth=400)
+    ds = make_image(
+        stored,
+        bits_stored=12,
+        RescaleSlope=2,
+        RescaleIntercept=-24,
+        WindowCenter=40,
+        WindowWidth=400,
+    )
     hu = stored.astype(np.float64) * 2 - 24
     expected = np.clip((hu - 39.5) / 399 + 0.5, 0, 1)
     np.testing.assert_allclose(_native(ds), expected, atol=QUANTUM)
 
 
 def test_32_bit_values_take_the_direct_path(make_image) -> None:
-    stored = (np.arange(40 * 30, dtype=np.uint32).reshape(40, 30) * 100_000)
-    ds = make_image(stored, RescaleSlope=1, RescaleIntercept=0, WindowCenter=60_000_000, WindowWidth=120_000_000,
-                    VOILUTFunction="LINEAR_EXACT")
+    stored = np.arange(40 * 30, dtype=np.uint32).reshape(40, 30) * 100_000
+    ds = make_image(
+        stored,
+        RescaleSlope=1,
+        RescaleIntercept=0,
+        WindowCenter=60_000_000,
+        WindowWidth=120_000_000,
+        VOILUTFunction="LINEAR_EXACT",
+    )
     np.testing.assert_allclose(_native(ds), np.clip(stored / 120_000_000, 0, 1), atol=1e-6)
 
 
@@ -103,7 +130,9 @@ def test_constant_image_does_not_fail(make_image) -> None:
 
 def test_enhanced_functional_groups_rescale_and_per_frame_windows(make_image) -> None:
     frames = np.stack([RAMP16[:32], RAMP16[32:]])  # two 32 x 64 frames
-    ds = make_image(frames, NumberOfFrames=2, sop_class_uid="1.2.840.10008.5.1.4.1.1.4.1", modality="MR")
+    ds = make_image(
+        frames, NumberOfFrames=2, sop_class_uid="1.2.840.10008.5.1.4.1.1.4.1", modality="MR"
+    )
     pvt = Dataset()
     pvt.RescaleSlope, pvt.RescaleIntercept, pvt.RescaleType = 2, -100, "US"
     shared = Dataset()
@@ -131,8 +160,14 @@ def test_linear_shortcut_equals_windowing_before_resizing(make_image, photometri
     resized first and mapped after: the same result as windowing first."""
     yy, xx = np.mgrid[0:300, 0:410]
     stored = (2000 + 1500 * np.sin(xx / 23.0) * np.cos(yy / 17.0)).astype(np.uint16)  # 500..3500
-    ds = make_image(stored, photometric_interpretation=photometric, RescaleSlope=1.5, RescaleIntercept=-500,
-                    WindowCenter=2200, WindowWidth=6000)  # [-800, 5199] covers 1.5*[500, 3500]-500
+    ds = make_image(
+        stored,
+        photometric_interpretation=photometric,
+        RescaleSlope=1.5,
+        RescaleIntercept=-500,
+        WindowCenter=2200,
+        WindowWidth=6000,
+    )  # [-800, 5199] covers 1.5*[500, 3500]-500
     result = grayscale_to_unit(stored, ds, photometric_interpretation=photometric)
     assert np.shares_memory(result.array, stored)  # the shortcut was taken
     reference = Window(2200, 6000).apply(stored * 1.5 - 500).astype(np.float32)
@@ -140,9 +175,13 @@ def test_linear_shortcut_equals_windowing_before_resizing(make_image, photometri
         reference = 1 - reference
     for mode in (ResizeMode.STRETCH, ResizeMode.LETTERBOX):
         prepared = prepare_image(ds, size=(97, 61), resize_mode=mode)
-        np.testing.assert_allclose(prepared.array, fit_to_size(reference, prepared.transform), atol=2e-6)
+        np.testing.assert_allclose(
+            prepared.array, fit_to_size(reference, prepared.transform), atol=2e-6
+        )
     # a narrower window clips some pixels: no shortcut, but the same picture at full size
-    narrow = make_image(stored, photometric_interpretation=photometric, WindowCenter=2000, WindowWidth=1000)
+    narrow = make_image(
+        stored, photometric_interpretation=photometric, WindowCenter=2000, WindowWidth=1000
+    )
     clipped = grayscale_to_unit(stored, narrow, photometric_interpretation=photometric)
     assert not np.shares_memory(clipped.array, stored)
     expected = Window(2000, 1000).apply(stored.astype(np.float64))

@@ -37,10 +37,16 @@ def _oblique_series(make_image, count: int = 12, seed: int = 0):
     slices = []
     for k in range(count):
         position = 100.0 + 2.0 * k * NORMAL + shifts[k] * ROW
-        ds = make_image(PIXELS, sop_class_uid=CT, modality="CT", SeriesInstanceUID=series_uid,
-                        ImageOrientationPatient=[float(v) for v in (*ROW, *COL)],
-                        ImagePositionPatient=[float(v) for v in position],
-                        InstanceNumber=int(numbers[k]), ImageComments=str(k))
+        ds = make_image(
+            PIXELS,
+            sop_class_uid=CT,
+            modality="CT",
+            SeriesInstanceUID=series_uid,
+            ImageOrientationPatient=[float(v) for v in (*ROW, *COL)],
+            ImagePositionPatient=[float(v) for v in position],
+            InstanceNumber=int(numbers[k]),
+            ImageComments=str(k),
+        )
         slices.append(ds)
     order = rng.permutation(count)
     return [slices[i] for i in order]
@@ -76,15 +82,25 @@ def test_evenly_spaced_slices_follow_position(make_image) -> None:
 def test_series_are_kept_apart_in_order_of_appearance(make_image) -> None:
     a, b = _oblique_series(make_image, 5, seed=1), _oblique_series(make_image, 9, seed=2)
     selected = select_images([a[0], b[0], *a[1:], *b[1:]], ImageSelection())
-    assert [ds.SeriesInstanceUID for ds, _ in selected] == [a[0].SeriesInstanceUID, b[0].SeriesInstanceUID]
+    assert [ds.SeriesInstanceUID for ds, _ in selected] == [
+        a[0].SeriesInstanceUID,
+        b[0].SeriesInstanceUID,
+    ]
     assert _truth(selected) == [2, 4]
 
 
 def test_localizers_are_not_slices(make_image) -> None:
     series = _oblique_series(make_image, 5)
-    scout = make_image(PIXELS, sop_class_uid=CT, modality="CT", SeriesInstanceUID=series[0].SeriesInstanceUID,
-                       ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"], ImageComments="scout",
-                       ImageOrientationPatient=[1, 0, 0, 0, 0, -1], ImagePositionPatient=[0, 0, 0])
+    scout = make_image(
+        PIXELS,
+        sop_class_uid=CT,
+        modality="CT",
+        SeriesInstanceUID=series[0].SeriesInstanceUID,
+        ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"],
+        ImageComments="scout",
+        ImageOrientationPatient=[1, 0, 0, 0, 0, -1],
+        ImagePositionPatient=[0, 0, 0],
+    )
     selected = select_images([scout, *series], ImageSelection(volume_strategy="all"))
     assert "scout" not in [ds.ImageComments for ds, _ in selected] and len(selected) == 5
 
@@ -99,8 +115,12 @@ def test_without_positions_falls_back_to_instance_number(make_image) -> None:
 
 def _enhanced(make_image, positions_along_normal):
     frames = len(positions_along_normal)
-    ds = make_image(np.zeros((frames, 2, 2), dtype=np.uint16), NumberOfFrames=frames, sop_class_uid=ENHANCED_CT,
-                    modality="CT")
+    ds = make_image(
+        np.zeros((frames, 2, 2), dtype=np.uint16),
+        NumberOfFrames=frames,
+        sop_class_uid=ENHANCED_CT,
+        modality="CT",
+    )
     orientation = Dataset()
     orientation.ImageOrientationPatient = [float(v) for v in (*ROW, *COL)]
     shared = Dataset()
@@ -143,15 +163,24 @@ def _radiograph(make_image, *, modality="CR", body_part="CHEST", view=None, view
 
 def test_frontal_chest_filter_keeps_pa_ap_and_drops_lateral(make_image) -> None:
     pa = _radiograph(make_image, view="PA")
-    ap_by_code = _radiograph(make_image, modality="DX", sop=DX, view_code="399348003")  # antero-posterior
+    ap_by_code = _radiograph(
+        make_image, modality="DX", sop=DX, view_code="399348003"
+    )  # antero-posterior
     pa_by_code = _radiograph(make_image, modality="DX", sop=DX, view="", view_code="272479007")
     lateral = _radiograph(make_image, view="LL")
-    lateral_by_code = _radiograph(make_image, modality="DX", sop=DX, view_code="399173006")  # left lateral
+    lateral_by_code = _radiograph(
+        make_image, modality="DX", sop=DX, view_code="399173006"
+    )  # left lateral
     unknown_view = _radiograph(make_image)
     knee = _radiograph(make_image, body_part="KNEE", view="AP")
     ct = make_image(PIXELS, sop_class_uid=CT, modality="CT", BodyPartExamined="CHEST")
-    seg = make_image(PIXELS, sop_class_uid="1.2.840.10008.5.1.4.1.1.66.4", modality="SEG", BodyPartExamined="CHEST",
-                     ViewPosition="PA")
+    seg = make_image(
+        PIXELS,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.66.4",
+        modality="SEG",
+        BodyPartExamined="CHEST",
+        ViewPosition="PA",
+    )
     study = [pa, ap_by_code, pa_by_code, lateral, lateral_by_code, unknown_view, knee, ct, seg]
     selected = select_images(study, FRONTAL_CHEST_RADIOGRAPHS)
     assert [ds for ds, _ in selected] == [pa, ap_by_code, pa_by_code]
@@ -161,7 +190,9 @@ def test_other_filters(make_image) -> None:
     a = make_image(PIXELS, modality="MR", SeriesDescription="T2 AX FLAIR")
     b = make_image(PIXELS, modality="MR", SeriesDescription="T1 SAG")
     c = make_image(PIXELS, modality="OT", SeriesDescription="t2 cor")
-    assert [ds for ds, _ in select_images([a, b, c], ImageSelection(series_description=r"^t2"))] == [a, c]
+    assert [
+        ds for ds, _ in select_images([a, b, c], ImageSelection(series_description=r"^t2"))
+    ] == [a, c]
     only_sc = ImageSelection(sop_class_uids={"1.2.840.10008.5.1.4.1.1.7"}, modalities={"ot"})
     assert [ds for ds, _ in select_images([a, b, c], only_sc)] == [c]
 

@@ -59,7 +59,9 @@ def test_every_shared_file_goes_through_or_is_refused(dicom_dir: Path, read_dico
             continue
         for mode in (ResizeMode.STRETCH, ResizeMode.LETTERBOX):
             prepared = prepare_image(ds, frame_number=_first_frame(ds), size=SIZE, resize_mode=mode)
-            assert prepared.array.shape == (448, 448, 3) and prepared.array.dtype == np.float32, name
+            assert prepared.array.shape == (448, 448, 3) and prepared.array.dtype == np.float32, (
+                name
+            )
             assert 0.0 <= prepared.array.min() and prepared.array.max() <= 1.0, name
             assert prepared.array.std() > 0.05, f"{name} came out nearly flat"
             assert prepared.source_size == (ds.Columns, ds.Rows)
@@ -154,7 +156,11 @@ def test_multi_frame_picks_the_requested_frame(read_dicom, name: str) -> None:
 def test_multi_frame_transfer_syntaxes_agree(read_dicom) -> None:
     outs = [
         prepare_image(read_dicom(n), frame_number=7, size=SIZE).array
-        for n in ("emri_small_RLE.dcm", "emri_small_big_endian.dcm", "emri_small_jpeg_ls_lossless.dcm")
+        for n in (
+            "emri_small_RLE.dcm",
+            "emri_small_big_endian.dcm",
+            "emri_small_jpeg_ls_lossless.dcm",
+        )
     ]
     assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
 
@@ -188,7 +194,9 @@ def test_modality_lut_sequence_is_applied(read_dicom) -> None:
     bent.ModalityLUTSequence[0].LUTData = [int(v) for v in np.round(65535 * positions**2)]
     bent.WindowCenter, bent.WindowWidth, bent.VOILUTFunction = 32767.5, 65535, "LINEAR_EXACT"
     out = prepare_image(bent, size=(ds.Columns, ds.Rows)).array[..., 0]
-    expected = np.round(65535 * ((np.clip(stored, first, first + 4095) - first) / 4095.0) ** 2) / 65535
+    expected = (
+        np.round(65535 * ((np.clip(stored, first, first + 4095) - first) / 4095.0) ** 2) / 65535
+    )
     np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
