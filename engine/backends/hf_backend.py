@@ -28,6 +28,7 @@ Create one instance per worker process, after fork (``worker_process_init``).
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -41,7 +42,7 @@ from engine.model import GenerationRequest, ModelError, RegionAwareModel, Resize
 from engine.prompts import CHEST_XRAY, IMAGE_PLACEHOLDER, PromptError, build_prompt
 from engine.report import ModelInfo, Task
 
-__all__ = ["HFBackendError", "HFGroundingVLM", "ModelFamily", "VisionEmbedder", "detect_family"]
+__all__ = ["HFBackendError", "HFGroundingVLM", "ModelFamily", "VisionEmbedder", "checkpoint_version", "detect_family"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +73,8 @@ def _local_dir(model_dir: str | Path) -> Path:
     text = str(model_dir)
     if not path.is_absolute() and text.count("/") == 1 and not text.startswith("."):
         raise HFBackendError(
-            f"{text!r} looks like a Hugging Face hub id; RadGround loads models from a local "
-            "directory only (download the checkpoint beforehand and pass its path)"
+            f"{text!r} is not a local directory and looks like a Hugging Face hub id; RadGround loads "
+            "models from a local directory only (download the checkpoint beforehand and pass its path)"
         )
     raise HFBackendError(f"model directory {text!r} does not exist")
 
@@ -112,6 +113,21 @@ def _processor_chat_template(model_dir: Path) -> str | None:
             raise HFBackendError(f"{legacy} is not valid JSON: {exc}") from None
         return template if isinstance(template, str) else None
     return None
+
+
+def checkpoint_version(model_dir: str | Path) -> str:
+    """A cheap identity of a checkpoint: SHA-256 over ``config.json`` and the weight files' names and sizes.
+
+    Hashing tens of gigabytes of weights at every worker start is too slow; a
+    retrained or re-quantised checkpoint changes its config or its file sizes,
+    and with them this version (and the report's device UID).
+    """
+    path = _local_dir(model_dir)
+    digest = hashlib.sha256((path / "config.json").read_bytes())
+    for file in sorted(path.iterdir()):
+        if file.suffix in (".safetensors", ".bin", ".pt", ".gguf") and file.is_file():
+            digest.update(f"\0{file.name}\0{file.stat().st_size}".encode())
+    return f"local+{digest.hexdigest()[:12]}"
 
 
 class HFGroundingVLM(RegionAwareModel):
@@ -185,7 +201,9 @@ class HFGroundingVLM(RegionAwareModel):
         self.modality_phrase = modality_phrase
         self.max_batch_size = max_batch_size
         self._vision_embedder = vision_embedder
-        self.info = info or ModelInfo.for_version(name=self.model_dir.name, version="local", manufacturer="RadGround")
+        self.info = info or ModelInfo.for_version(
+            name=self.model_dir.name, version=checkpoint_version(self.model_dir), manufacturer="RadGround"
+        )
         #: The exact texts (chat template applied, image tokens expanded) of the last batch.
         self.last_texts: tuple[str, ...] = ()
         self._load(device=device, dtype=dtype, trust_remote_code=trust_remote_code, input_size=input_size)
@@ -301,6 +319,8 @@ class HFGroundingVLM(RegionAwareModel):
         """Greedy, one beam, up to ``max_new_tokens``; one raw output text per request."""
         if not requests:
             return []
+        if self.model is None:
+            raise HFBackendError(f"{self.model_dir.name} has been closed")
         if len(requests) > self.max_batch_size:
             raise HFBackendError(f"batch of {len(requests)} exceeds max_batch_size {self.max_batch_size}")
         width, height = self.input_size

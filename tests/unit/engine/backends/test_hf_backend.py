@@ -182,6 +182,25 @@ def test_internvl_batch_is_greedy_and_deterministic(internvl_dir):
         _parse(text)
 
 
+def test_model_version_follows_the_checkpoint(internvl_dir, tmp_path):
+    import shutil
+
+    from engine.backends.hf_backend import checkpoint_version
+
+    copy = tmp_path / "copy"
+    shutil.copytree(internvl_dir, copy)
+    assert checkpoint_version(copy) == checkpoint_version(internvl_dir)
+    config = json.loads((copy / "config.json").read_text())
+    config["image_seq_length"] = 4  # same value, re-serialised differently: a different file
+    (copy / "config.json").write_text(json.dumps(config, indent=1))
+    assert checkpoint_version(copy) != checkpoint_version(internvl_dir)
+    vlm = HFGroundingVLM(internvl_dir, max_new_tokens=1)
+    assert vlm.info.version == checkpoint_version(internvl_dir)
+    vlm.close()
+    with pytest.raises(HFBackendError, match="closed"):
+        vlm.generate([_request((56, 56))])
+
+
 def test_wrong_image_size_and_oversized_batch_are_refused(internvl_dir):
     vlm = HFGroundingVLM(internvl_dir, max_new_tokens=2)
     with pytest.raises(HFBackendError, match="model input is 56x56"):
