@@ -99,7 +99,8 @@ class Window:
         """Map modality values to ``[0, 1]`` (float64 for LUT domains, float32 otherwise)."""
         c, w = self.center, self.width
         if self.function == "SIGMOID":
-            out = 1.0 / (1.0 + np.exp(-4.0 * (values - c) / w))
+            with np.errstate(over="ignore"):  # exp overflows to inf far below c: y = 0
+                out = 1.0 / (1.0 + np.exp(-4.0 * (values - c) / w))
         elif self.function == "LINEAR_EXACT":
             out = (values - c) / w + 0.5
         elif w == 1.0:

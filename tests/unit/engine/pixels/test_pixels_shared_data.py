@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydicom.encaps import encapsulate, generate_fragmented_frames
 from pydicom.pixels import get_decoder
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, apply_voi
 
 from engine.model import ResizeMode
 from engine.pixels import (
+    DecodeError,
     FrameSelectionError,
     InvalidImageError,
     NotAnImageError,
@@ -151,6 +153,22 @@ def test_multi_frame_picks_the_requested_frame(read_dicom, name: str) -> None:
         prepare_image(ds, size=(64, 64))
     with pytest.raises(FrameSelectionError, match="outside 1..10"):
         prepare_image(ds, frame_number=11, size=(64, 64))
+
+
+def test_only_the_requested_frame_is_decoded(read_dicom) -> None:
+    """Frame 5's compressed data is garbage: frames 1 and 10 still decode, frame 5 is
+    refused with a decode error (so decoding never touches frames nobody asked for)."""
+    ds = read_dicom("emri_small_RLE.dcm")
+    frames = [b"".join(f) for f in generate_fragmented_frames(ds.PixelData, number_of_frames=10)]
+    reference = {n: prepare_image(ds, frame_number=n, size=(64, 64)).array for n in (1, 10)}
+    frames[4] = b"\x01\x00\x00\x00" + b"\x00" * 60 + b"\xff" * 16
+    ds.PixelData = encapsulate(frames)
+    for n in (1, 10):
+        np.testing.assert_array_equal(
+            prepare_image(ds, frame_number=n, size=(64, 64)).array, reference[n]
+        )
+    with pytest.raises(DecodeError, match="RLE Lossless"):
+        prepare_image(ds, frame_number=5, size=(64, 64))
 
 
 def test_multi_frame_transfer_syntaxes_agree(read_dicom) -> None:
