@@ -224,6 +224,10 @@ def render_overlay(
             x = min(x0, max(columns - width_text, 0))
             _draw_text(draw, (x, y), overlay.label, label_size, overlay.rgb)
     if caption:
-        _, height_text = _text_size(caption, size)
-        _draw_text(draw, (4, max(rows - height_text - 4, 0)), caption, size, (255, 255, 255))
+        caption_size = size
+        width_text, height_text = _text_size(caption, caption_size)
+        if width_text > columns - 8 and caption_size > 8:
+            caption_size = max(8, int(caption_size * (columns - 8) / width_text))
+            width_text, height_text = _text_size(caption, caption_size)
+        _draw_text(draw, (4, max(rows - height_text - 4, 0)), caption, caption_size, (255, 255, 255))
     return image
