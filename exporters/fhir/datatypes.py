@@ -8,13 +8,15 @@ the ``fhir.resources`` models do not check codes in required bindings:
 * the translation extension ``http://hl7.org/fhir/StructureDefinition/translation``
   with sub-extensions ``lang`` (code, 1..1) and ``content`` (string or
   markdown, 1..1), usable on string, code and markdown elements;
-* the language extension ``http://hl7.org/fhir/StructureDefinition/language``
-  (valueCode) for an element whose text is not in the resource's language.
+* no per-string language marker: R4's ``language`` extension may only be used
+  on HumanName, Address and Annotation, so a resource whose strings do not
+  share one language declares the language its strings do share, or none
+  (:func:`resource_language`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from fhir.resources.R4B.codeableconcept import CodeableConcept
 from fhir.resources.R4B.coding import Coding
@@ -27,11 +29,11 @@ from engine.report import CodedConcept, Text
 __all__ = [
     "DCM_SYSTEM",
     "DICOM_UID_SYSTEM",
-    "LANGUAGE_URL",
     "TRANSLATION_URL",
     "coding_for",
     "dicom_uid_identifier",
     "localized",
+    "resource_language",
     "system_for_scheme",
 ]
 
@@ -40,7 +42,6 @@ DICOM_UID_SYSTEM = "urn:dicom:uid"
 #: The DICOM Controlled Terminology (PS3.16) as a FHIR code system.
 DCM_SYSTEM = "http://dicom.nema.org/resources/ontology/DCM"
 TRANSLATION_URL = "http://hl7.org/fhir/StructureDefinition/translation"
-LANGUAGE_URL = "http://hl7.org/fhir/StructureDefinition/language"
 
 #: DICOM Coding Scheme Designators (PS3.16 Table 8-1) and their FHIR system URIs
 #: (FHIR R4 terminologies-systems.html, "External code systems").
@@ -98,29 +99,44 @@ def _translation(language: str, content: str, *, markdown: bool) -> Extension:
     )
 
 
+def resource_language(texts: Sequence[Text], preferred: str) -> str | None:
+    """The ``Resource.language`` for a resource whose strings are ``texts``.
+
+    ``preferred`` when every text has it; else the first language (in the
+    first text's order) that every text has; else ``None`` (mixed languages:
+    R4 has no per-string language marker for plain strings, so the resource
+    declares none rather than a wrong one).
+    """
+    if all(preferred in text for text in texts):
+        return preferred
+    if not texts:
+        return preferred
+    for tag in texts[0].languages:
+        if all(tag in text for text in texts):
+            return tag
+    return None
+
+
 def localized(
-    text: Text, language: str, *, markdown: bool = False
+    text: Text, language: str | None, *, markdown: bool = False
 ) -> tuple[str, FHIRPrimitiveExtension | None]:
     """A string element's value in ``language`` and its ``_element`` extensions.
 
-    The value is the text in ``language`` (the resource's language); every
-    other language of ``text`` follows as a translation extension. When
-    ``text`` has no value in ``language``, its own primary value is used and
-    marked with the language extension, so no reader mistakes its language.
+    The value is the text in ``language`` (the resource's language, see
+    :func:`resource_language`), or the text's own primary value when
+    ``language`` is ``None`` or missing; every other language of ``text``
+    follows as a translation extension.
 
     Returns
     -------
     (value, extensions)
         ``extensions`` is ``None`` when there is nothing to add.
     """
-    value = text.get(language)
-    extensions: list[Extension] = []
+    value = text.get(language) if language is not None else None
+    own = language
     if value is None:
-        value = text.primary
-        own = text.languages[0]
-        extensions.append(Extension(url=LANGUAGE_URL, valueCode=own))
-        others = [(tag, content) for tag, content in text.items() if tag != own]
-    else:
-        others = [(tag, content) for tag, content in text.items() if tag != language]
-    extensions.extend(_translation(tag, content, markdown=markdown) for tag, content in others)
+        value, own = text.primary, text.languages[0]
+    extensions = [
+        _translation(tag, content, markdown=markdown) for tag, content in text.items() if tag != own
+    ]
     return value, (FHIRPrimitiveExtension(extension=extensions) if extensions else None)

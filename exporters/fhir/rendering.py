@@ -159,21 +159,26 @@ def render_report_html(
     return RenderedPage(language=language, title=title, data=page.encode("utf-8"))
 
 
-def _narrative_div(language: str, content: str) -> str:
+def _narrative_div(language: str | None, content: str) -> str:
+    if language is None:
+        return f'<div xmlns="http://www.w3.org/1999/xhtml">{content}</div>'
     tag = html.escape(language)
     return (
         f'<div xmlns="http://www.w3.org/1999/xhtml" lang="{tag}" xml:lang="{tag}">{content}</div>'
     )
 
 
-def report_narrative(report: GroundedReport, language: str, *, study_date: str | None) -> str:
+def report_narrative(
+    report: GroundedReport, language: str, *, study_date: str | None, declared: str | None
+) -> str:
     """The ``DiagnosticReport.text.div``: the page's body as FHIR narrative
     XHTML (R4 narrative.html: an XHTML ``div`` with only the allowed
-    elements), with ``lang``/``xml:lang`` of the resource language."""
-    return _narrative_div(language, _report_body(report, language, study_date=study_date))
+    elements), written in ``language``, with ``lang``/``xml:lang`` =
+    ``declared`` (the resource language; none when it declares none)."""
+    return _narrative_div(declared, _report_body(report, language, study_date=study_date))
 
 
-def finding_narrative(finding: Finding, language: str) -> str:
+def finding_narrative(finding: Finding, language: str, *, declared: str | None) -> str:
     """The ``Observation.text.div``: label, presence, confidence and sentence."""
     item = _finding_item(finding, language, _phrases(language))
-    return _narrative_div(language, "<p>" + item[len("<li>") : -len("</li>")] + "</p>")
+    return _narrative_div(declared, "<p>" + item[len("<li>") : -len("</li>")] + "</p>")

@@ -50,7 +50,7 @@ from engine.report import Finding, FindingKind, GroundedReport, ModelInfo, Prese
 from .. import codes
 from ..codes import SiteCode
 from ..codes import coding_for as finding_coding
-from .datatypes import DCM_SYSTEM, coding_for, dicom_uid_identifier, localized
+from .datatypes import DCM_SYSTEM, coding_for, dicom_uid_identifier, localized, resource_language
 from .inputs import PatientHeader, SeriesHeader, StudyHeader
 from .rendering import RenderedPage, finding_narrative, report_narrative
 
@@ -223,7 +223,7 @@ def _site(site: SiteCode) -> CodeableConcept:
 
 
 def _finding_code(
-    finding: Finding, language: str
+    finding: Finding, language: str | None
 ) -> tuple[CodeableConcept, CodeableConcept | None]:
     """``(code, bodySite)`` of a finding's Observation, from the shared code table.
 
@@ -267,8 +267,10 @@ def build_observation(
         transaction's conditional update matches on it). The finding's
         tracking UID is a second identifier, typed DCM 112040.
     language
-        The resource language: texts are in it, other languages follow as
-        translation extensions.
+        The preferred resource language: texts are in it, other languages
+        follow as translation extensions. A finding whose label and sentence
+        lack it declares the language they share instead (see
+        :func:`~exporters.fhir.datatypes.resource_language`).
     patient, imaging_study, device
         ``fullUrl`` values of the Patient, ImagingStudy and Device entries.
     effective
@@ -284,8 +286,9 @@ def build_observation(
     only when the model gave one (never invented): DCM 111012 "Certainty of
     Finding" in percent, as in the SR. The grounded sentence is the note.
     """
-    code, body_site = _finding_code(finding, language)
-    note, note_ext = localized(finding.description, language, markdown=True)
+    own_language = resource_language((finding.label, finding.description), language)
+    code, body_site = _finding_code(finding, own_language)
+    note, note_ext = localized(finding.description, own_language, markdown=True)
     presence = Presence(finding.presence)
     components = None
     if finding.confidence is not None:
@@ -297,8 +300,11 @@ def build_observation(
             )
         ]
     return Observation(
-        language=language,
-        text=Narrative(status="generated", div=finding_narrative(finding, language)),
+        language=own_language,
+        text=Narrative(
+            status="generated",
+            div=finding_narrative(finding, own_language or language, declared=own_language),
+        ),
         identifier=[
             dicom_uid_identifier(identifier_uid, use="official"),
             dicom_uid_identifier(
@@ -345,11 +351,15 @@ def build_diagnostic_report(
     and one ``presentedForm`` HTML page per language (``language``, ``size``
     and SHA-1 ``hash`` of the exact bytes).
     """
-    conclusion, conclusion_ext = localized(report.impression, language)
+    own_language = resource_language((report.impression,), language)
+    conclusion, conclusion_ext = localized(report.impression, own_language)
     return DiagnosticReport(
-        language=language,
+        language=own_language,
         text=Narrative(
-            status="generated", div=report_narrative(report, language, study_date=effective)
+            status="generated",
+            div=report_narrative(
+                report, own_language or language, study_date=effective, declared=own_language
+            ),
         ),
         identifier=[dicom_uid_identifier(identifier_uid, use="official")],
         status="preliminary",

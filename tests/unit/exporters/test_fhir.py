@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 import subprocess
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -517,25 +518,40 @@ def test_translation_extensions_follow_primary_language(grounded_report, source_
             assert _translations(label["_text"]) == {other: finding.label[other]}
 
 
-def test_text_missing_in_primary_language_is_marked_with_its_language(
-    grounded_report, source_images
+def test_text_missing_in_primary_language_declares_its_own_language(
+    tmp_path, validate_bundles, grounded_report, source_images
 ):
-    english_only = GroundedReport(
-        study_instance_uid=grounded_report.study_instance_uid,
-        findings=grounded_report.findings,
-        impression=Text({"en": "English only impression."}),
-        model=grounded_report.model,
-        task=grounded_report.task,
-        raw_output=grounded_report.raw_output,
-        created_at=grounded_report.created_at,
+    """R4 has no language marker for a plain string: a resource whose texts
+    lack the primary language declares the language they have instead."""
+    findings = list(grounded_report.findings)
+    findings[0] = replace(
+        findings[0], label=Text({"zh-CN": "右肺"}), description=Text({"zh-CN": "右肺膨胀良好。"})
     )
-    report = _one(
-        _as_dict(_build(english_only, source_images, primary_language="zh-CN")), "DiagnosticReport"
+    findings[1] = replace(findings[1], label=Text({"zh-CN": "左肺"}))  # sentence still bilingual
+    english_impression = replace(
+        grounded_report, findings=tuple(findings), impression=Text({"en": "English only."})
     )
-    assert report["conclusion"] == "English only impression."
-    assert report["_conclusion"]["extension"] == [
-        {"url": "http://hl7.org/fhir/StructureDefinition/language", "valueCode": "en"}
-    ]
+    data = _as_dict(_build(english_impression, source_images, primary_language="zh-CN"))
+    report = _one(data, "DiagnosticReport")
+    assert report["language"] == "en"
+    assert report["conclusion"] == "English only."
+    assert "_conclusion" not in report
+    observations = _resources(data, "Observation")
+    assert observations[0]["language"] == "zh-CN"
+    assert observations[0]["note"][0]["text"] == "右肺膨胀良好。"
+    assert observations[1]["language"] == "zh-CN"
+    assert observations[2]["language"] == "zh-CN"
+    assert observations[2]["note"][0]["text"] == grounded_report.findings[2].description["zh-CN"]
+    en_primary = _as_dict(_build(english_impression, source_images, primary_language="en"))
+    first, second = _resources(en_primary, "Observation")[:2]
+    assert first["language"] == "zh-CN"  # the only language it has
+    assert second["language"] == "zh-CN"  # the one language its label and sentence share
+    assert second["note"][0]["text"] == grounded_report.findings[1].description["zh-CN"]
+    assert _translations(second["note"][0]["_text"]) == {
+        "en": grounded_report.findings[1].description["en"]
+    }
+    (result,) = validate_bundles(tmp_path, bundle_json(_build(english_impression, source_images)))
+    assert _problems(result) == []
 
 
 # -- round trip and determinism -----------------------------------------------
