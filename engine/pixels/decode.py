@@ -128,12 +128,13 @@ def _sop_class_reason(sop_class_uid: str) -> str | None:
     return None
 
 
-def non_image_reason(dataset: pydicom.Dataset) -> str | None:
+def non_image_reason(dataset: pydicom.Dataset, *, require_pixel_data: bool = True) -> str | None:
     """Why ``dataset`` is not an image to infer on, or ``None`` if it is one.
 
     An object is refused when its SOP Class (PS3.4 Annex B.5) or Modality names a
     non-image object (SEG, SR, PR, KO, RT, waveform, encapsulated document, ...),
-    or when it has no Pixel Data at all.
+    or when it has no Pixel Data at all (unless ``require_pixel_data`` is false, for
+    headers read with ``stop_before_pixels``).
     """
     sop_class_uid = str(dataset.get("SOPClassUID", "") or "")
     name = UID(sop_class_uid).name if sop_class_uid else "unknown SOP class"
@@ -143,7 +144,7 @@ def non_image_reason(dataset: pydicom.Dataset) -> str | None:
     modality = str(dataset.get("Modality", "") or "").upper()
     if modality in _NON_IMAGE_MODALITIES:
         return f"Modality {modality} is {_NON_IMAGE_MODALITIES[modality]}, not an image to infer on"
-    if not any(keyword in dataset for keyword in _PIXEL_DATA_KEYWORDS):
+    if require_pixel_data and not any(keyword in dataset for keyword in _PIXEL_DATA_KEYWORDS):
         return f"{name} has no Pixel Data (7FE0,0010), so there is no image to infer on"
     return None
 

@@ -164,9 +164,10 @@ class ImageSelection:
         if not isinstance(self.exclude_localizers, bool):
             raise ValueError(f"exclude_localizers must be a bool, got {self.exclude_localizers!r}")
 
-    def accepts(self, dataset: pydicom.Dataset) -> bool:
-        """Whether ``dataset`` passes the filters (it must also be an image)."""
-        if non_image_reason(dataset) is not None:
+    def accepts(self, dataset: pydicom.Dataset, *, require_pixel_data: bool = True) -> bool:
+        """Whether ``dataset`` passes the filters (it must also be an image; see
+        :func:`select_images` for ``require_pixel_data``)."""
+        if non_image_reason(dataset, require_pixel_data=require_pixel_data) is not None:
             return False
         if self.modalities and str(dataset.get("Modality", "")).upper() not in self.modalities:
             return False
@@ -281,7 +282,10 @@ def _instance_number(dataset: pydicom.Dataset) -> int:
 
 
 def select_images(
-    datasets: Iterable[pydicom.Dataset], selection: ImageSelection
+    datasets: Iterable[pydicom.Dataset],
+    selection: ImageSelection,
+    *,
+    require_pixel_data: bool = True,
 ) -> list[tuple[pydicom.Dataset, int | None]]:
     """Choose the images and frames of a study that go to the model.
 
@@ -292,6 +296,11 @@ def select_images(
         skipped, never selected).
     selection
         Filters and the slice strategy.
+    require_pixel_data
+        Refuse instances without Pixel Data (the default). Pass ``False`` to select
+        from headers read with ``pydicom.dcmread(..., stop_before_pixels=True)``;
+        non-image SOP classes and modalities are refused either way. (Whole datasets
+        read with ``defer_size`` keep their pixel data on disk and need no flag.)
 
     Returns
     -------
@@ -307,7 +316,7 @@ def select_images(
     order: list[tuple[object, ...] | int] = []
     singles: list[pydicom.Dataset] = []
     for dataset in datasets:
-        reason = non_image_reason(dataset)
+        reason = non_image_reason(dataset, require_pixel_data=require_pixel_data)
         if reason is not None:
             logger.debug(
                 "skipping SOP instance %s: %s",
@@ -315,7 +324,7 @@ def select_images(
                 reason,
             )
             continue
-        if not selection.accepts(dataset):
+        if not selection.accepts(dataset, require_pixel_data=require_pixel_data):
             continue
         modality = str(dataset.get("Modality", "") or "").upper()
         if is_multi_frame(dataset):

@@ -206,3 +206,22 @@ def test_transform_validates_its_record() -> None:
         plan_transform((100, 50), size=(448, 448), resize_mode=ResizeMode.STRETCH).to_source_box(
             5, 5, 5, 9
         )
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_round_trip_through_the_real_rg1_pipeline(read_dicom, mode: ResizeMode) -> None:
+    """The transform prepare_image records for RG1_J2KI.dcm (1841 x 1955, non-square)."""
+    prepared = prepare_image(read_dicom("RG1_J2KI.dcm"), size=(448, 448), resize_mode=mode)
+    t = prepared.transform
+    assert prepared.source_size == t.source_size == (1841, 1955)
+    assert t.frame_number is None and t.crop == (0, 0, 1841, 1955)
+    for box in (
+        Box(0, 0, 1841, 1955),
+        Box(412.25, 300.5, 905.75, 1500.0),
+        Box(1800, 1900, 1841, 1955),
+    ):
+        _round_trip(t, box)
+    if mode is ResizeMode.STRETCH:
+        assert_box_close(t.from_normalized((0, 0, 999, 999)), (0, 0, 1841, 1955), 1e-9)
+    else:
+        assert_box_close(t.from_normalized((29, 0, 970, 999)), (0, 0, 1841, 1955), 0.5 * 1955 / 999)

@@ -203,6 +203,9 @@ def test_non_images_are_never_selected(make_image) -> None:
     no_pixels = make_image(PIXELS)
     del no_pixels.PixelData
     assert select_images([sr, image, no_pixels], ImageSelection()) == [(image, None)]
+    # headers read without pixel data can be selected on request; the SR still cannot
+    headers = select_images([sr, image, no_pixels], ImageSelection(), require_pixel_data=False)
+    assert headers == [(image, None), (no_pixels, None)]
 
 
 @pytest.mark.parametrize(
