@@ -117,9 +117,21 @@ def _why_not_selected(dataset: pydicom.Dataset, selection: ImageSelection) -> st
     if selection.view_positions and not image_views(dataset) & selection.view_positions:
         views = ", ".join(sorted(image_views(dataset))) or "none recorded"
         return f"view ({views}) is not one of {', '.join(sorted(selection.view_positions))}"
-    if selection.series_description is not None:
-        return f"Series Description does not match {selection.series_description!r} (or it is a localizer)"
-    return "not picked by the selection (localizer, or not the slice the volume strategy takes)"
+    description = str(dataset.get("SeriesDescription", "") or "")
+    if selection.series_description is not None and not re.search(
+        selection.series_description, description, re.IGNORECASE
+    ):
+        return f"Series Description does not match {selection.series_description!r}"
+    image_type = dataset.get("ImageType") or []
+    if isinstance(image_type, str):
+        image_type = image_type.split("\\")
+    if (
+        selection.exclude_localizers
+        and len(image_type) >= 3
+        and str(image_type[2]).upper() == "LOCALIZER"
+    ):
+        return "it is a localizer (Image Type value 3 LOCALIZER)"
+    return f"not the slice or frame the {selection.volume_strategy.value} strategy takes"
 
 
 def _study_uid(datasets: Sequence[pydicom.Dataset]) -> str:

@@ -449,9 +449,11 @@ def test_no_usable_image_lists_every_reason():
     ct = chest_dx(study_uid=study, body_part="HEAD", modality="CT", sop_class_uid=CT_STORAGE)
     broken = chest_dx(study_uid=study)
     broken.PixelData = broken.PixelData[:100]  # truncated pixel data
+    lateral = chest_dx(study_uid=study)
+    lateral.ViewPosition = "LL"
     with pytest.raises(AnalysisError) as caught:
         analyze(
-            [seg_object(study), ct, broken],
+            [seg_object(study), ct, broken, lateral],
             FakeModel(detector_answer),
             selection=FRONTAL_CHEST_RADIOGRAPHS,
         )
@@ -459,7 +461,9 @@ def test_no_usable_image_lists_every_reason():
     assert message.startswith("no usable images")
     assert "Segmentation" in message or "SEG" in message
     assert "Modality (0008,0060) CT is not one of CR, DX" in message
-    assert message.count("SOP instance") == 3
+    assert "view (LL) is not one of AP, PA" in message
+    assert "Explicit VR Little Endian" in message  # engine.pixels names the transfer syntax
+    assert message.count("SOP instance") == 4
 
 
 def test_an_unusable_image_next_to_a_good_one_is_a_problem_not_a_failure():
