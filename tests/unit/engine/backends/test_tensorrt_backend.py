@@ -12,6 +12,7 @@ Runtime on a small exported model.
 from __future__ import annotations
 
 import enum
+import importlib.machinery
 import json
 import sys
 import types
@@ -210,6 +211,7 @@ class _Runtime:
 
 def make_fake_tensorrt(version: str = "10.7.0", *, weak_typing: bool = True) -> types.ModuleType:
     trt = types.ModuleType("tensorrt")
+    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)  # torch looks modules up by spec
     trt.__version__ = version
     trt.builds, trt.timing_loaded, trt.loads, trt.memory = [], [], 0, {}
     trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level=None: None})
@@ -610,3 +612,44 @@ def test_real_detector_agrees_with_onnxruntime(detector_onnx, tmp_path):
         assert len(e) == len(g)
         np.testing.assert_allclose(g.boxes, e.boxes, atol=0.5)
         np.testing.assert_allclose(g.scores, e.scores, atol=1e-3)
+
+
+def test_vision_tower_served_by_tensorrt_while_the_llm_runs_in_torch(fake_trt, tmp_path):
+    """HFGroundingVLM + an exported InternVL vision tower as a (fake) TensorRT engine."""
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from engine.backends.hf_backend import HFGroundingVLM
+    from engine.backends.vision_onnx import export_vision_tower
+    from engine.model import GenerationRequest
+    from engine.report import Task
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<ref>", "</ref>"]
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(["right lung left lung 1 2 3"], trainers.WordLevelTrainer(special_tokens=["<unk>", *special]))
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<|im_end|>",
+                                                pad_token="<|endoftext|>", additional_special_tokens=special)
+    torch.manual_seed(1)
+    config = transformers.InternVLConfig(
+        vision_config=dict(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_hidden_layers=1,
+                           image_size=[28, 28], patch_size=[14, 14]),
+        text_config=dict(model_type="qwen2", vocab_size=len(fast), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1),
+        image_token_id=fast.convert_tokens_to_ids("<IMG_CONTEXT>"), image_seq_length=1,
+    )
+    model_dir = tmp_path / "internvl"
+    transformers.InternVLForConditionalGeneration(config).save_pretrained(model_dir)
+    fast.save_pretrained(model_dir)
+
+    torch_only = HFGroundingVLM(model_dir, max_new_tokens=4)
+    onnx_path = export_vision_tower(torch_only, tmp_path / "vision.onnx")
+    engine = trtb.TensorRTEngine(trtb.build_engine(onnx_path, cache_dir=tmp_path / "engines", precision="fp32", max_batch_size=2))
+    split = HFGroundingVLM(model_dir, max_new_tokens=4, max_batch_size=2,
+                           vision_embedder=trtb.TensorRTVisionEmbedder(engine))
+    rng = np.random.default_rng(3)
+    requests = [GenerationRequest(image=rng.random((28, 28, 3), dtype=np.float32), task=Task.TEXT_TO_REGION,
+                                  targets=("right lung",)) for _ in range(2)]
+    assert split.generate(requests) == [torch_only.generate([r])[0] for r in requests]
+    assert "<img><IMG_CONTEXT></img>" in split.last_texts[0]  # ChatML fallback: no chat template shipped
