@@ -32,7 +32,6 @@ manufacturer, name, version and Device UID. UIDs come from
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +55,7 @@ from exporters.sr_content import (
     plan_findings,
     report_qualitative_evaluations,
 )
+from exporters.sr_document import AssembledComprehensive3DSR
 from exporters.uids import OutputKind, output_uid
 
 __all__ = ["DEFAULT_SR_SERIES_NUMBER", "SRExport", "build_sr", "export_sr", "series_description"]
@@ -64,11 +64,6 @@ logger = logging.getLogger(__name__)
 
 #: Series Number of the first SR series; each further language adds one.
 DEFAULT_SR_SERIES_NUMBER = 9100
-
-#: Patient and study attributes carried from the first source into the SR
-#: (Patient, Patient Study, General Study, Clinical Trial Subject/Study modules;
-#: highdicom copies what the modules define, we only hand over these).
-_HEADER_SKIP_FROM = 0x60000000  # overlays, pixel data and beyond are never needed
 
 
 def series_description(language: str) -> str:
@@ -93,18 +88,6 @@ class SRExport:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "documents", MappingProxyType(dict(self.documents)))
-
-
-def _header(source: Dataset) -> Dataset:
-    """A pixel-free copy of a source's top-level attributes, text decoded to str."""
-    header = Dataset()
-    for elem in source:  # decodes text with the source's own character set
-        if elem.tag >= _HEADER_SKIP_FROM:
-            break
-        if elem.tag == 0x00080005:
-            continue
-        header.add(copy.deepcopy(elem))
-    return header
 
 
 def _algorithm_id(report: GroundedReport) -> hd.sr.AlgorithmIdentification:
@@ -138,8 +121,22 @@ def _tracking(planned: PlannedFinding, region: PlannedRegion | None, language: s
     return hd.sr.TrackingIdentifier(uid=uid, identifier=f"{number} {label}")
 
 
-def _group(planned: PlannedFinding, region: PlannedRegion | None, language: str,
-           algorithm_id: hd.sr.AlgorithmIdentification):
+@dataclass(frozen=True)
+class _Parts:
+    """The language-independent highdicom items of one measurement group, built once
+    and shared by the groups of every language (highdicom's templates insert
+    these items as they are; nothing modifies them afterwards)."""
+
+    finding_type: hd.sr.CodedConcept
+    finding_sites: list | None
+    algorithm_id: hd.sr.AlgorithmIdentification
+    measurements: list | None
+    qualitative_evaluations: list
+    image_region: hd.sr.ImageRegion | None
+
+
+def _parts(planned: PlannedFinding, region: PlannedRegion | None,
+           algorithm_id: hd.sr.AlgorithmIdentification) -> _Parts:
     finding = planned.finding
     site = planned.coding.site
     sites = None
@@ -158,17 +155,8 @@ def _group(planned: PlannedFinding, region: PlannedRegion | None, language: str,
     evaluations = [hd.sr.QualitativeEvaluation(
         name=codes.to_hd(codes.PRESENCE), value=codes.to_hd(codes.PRESENCE_VALUES[finding.presence])
     )]
-    common = dict(
-        tracking_identifier=_tracking(planned, region, language),
-        finding_type=codes.to_hd(planned.coding.finding_type),
-        finding_sites=sites,
-        algorithm_id=algorithm_id,
-        measurements=measurements,
-        qualitative_evaluations=evaluations,
-    )
-    if region is None:
-        group = hd.sr.MeasurementsAndQualitativeEvaluations(**common)
-    else:
+    image_region = None
+    if region is not None:
         frame = region.image.frame_number
         image_region = hd.sr.ImageRegion(
             graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
@@ -179,7 +167,35 @@ def _group(planned: PlannedFinding, region: PlannedRegion | None, language: str,
                 referenced_frame_numbers=[frame] if frame is not None else None,
             ),
         )
-        group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(referenced_region=image_region, **common)
+    return _Parts(codes.to_hd(planned.coding.finding_type), sites, algorithm_id, measurements,
+                  evaluations, image_region)
+
+
+def _all_parts(report: GroundedReport, plan: Sequence[PlannedFinding]) -> list[tuple]:
+    """(planned finding, planned region or None, parts) for every group, in document order."""
+    algorithm_id = _algorithm_id(report)
+    items: list[tuple] = []
+    for planned in plan:
+        for region in planned.regions or (None,):
+            items.append((planned, region, _parts(planned, region, algorithm_id)))
+    return items
+
+
+def _group(planned: PlannedFinding, region: PlannedRegion | None, language: str, parts: _Parts):
+    """TID 1410 (with a region) or TID 1501 (text-only) group in ``language``."""
+    common = dict(
+        tracking_identifier=_tracking(planned, region, language),
+        finding_type=parts.finding_type,
+        finding_sites=parts.finding_sites,
+        algorithm_id=parts.algorithm_id,
+        measurements=parts.measurements,
+        qualitative_evaluations=parts.qualitative_evaluations,
+    )
+    if parts.image_region is None:
+        group = hd.sr.MeasurementsAndQualitativeEvaluations(**common)
+    else:
+        group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(referenced_region=parts.image_region, **common)
+    finding = planned.finding
     sentence = finding.description.get(language) or finding.description.primary
     group[0].ContentSequence.append(comment_item(sentence))
     return group
@@ -204,7 +220,8 @@ def build_sr(
     instance_number: int = 1,
     institution_name: str | None = None,
     procedure_reported: Sequence[CodedConcept] = (codes.IMAGING_PROCEDURE,),
-    _plan: tuple[PlannedFinding, ...] | None = None,
+    assemble: bool = True,
+    _parts: list[tuple] | None = None,
 ) -> hd.sr.Comprehensive3DSR:
     """One Comprehensive 3D SR (TID 1500) with the report's findings in ``language``.
 
@@ -214,7 +231,8 @@ def build_sr(
         The grounded report.
     sources
         Headers of the source images (pydicom datasets, pixel data not needed)
-        of the report's study; every region's image must be among them.
+        of the report's study; every region's image must be among them. The
+        first gives the patient and study modules; all are listed as evidence.
     language
         BCP-47 tag of the document's language; every text of the report must
         have it (otherwise :class:`ExportError`).
@@ -227,36 +245,34 @@ def build_sr(
     procedure_reported
         TID 1500 row 4 "Procedure reported" codes (CID 100): the imaging
         procedure, never the algorithm.
+    assemble
+        ``True`` (default): wrap the content tree with
+        :class:`~exporters.sr_document.AssembledComprehensive3DSR` (no copy and
+        re-parse of the tree); ``False``: highdicom's own
+        :class:`~highdicom.sr.Comprehensive3DSR` constructor. Both give the
+        same dataset.
 
     Raises
     ------
     SourceError
         The sources do not fit the report (see :func:`~exporters.sr_content.plan_findings`).
     ExportError
-        The report cannot be expressed in ``language``.
+        The report cannot be expressed in ``language``, or has no findings.
     """
     _check_language(report, language)
-    plan = _plan if _plan is not None else plan_findings(report, sources)[0]
-    headers = [_header(ds) for ds in sources]
-    algorithm_id = _algorithm_id(report)
-    groups = []
-    for planned in plan:
-        if planned.regions:
-            groups.extend(_group(planned, region, language, algorithm_id) for region in planned.regions)
-        else:
-            groups.append(_group(planned, None, language, algorithm_id))
-    if not groups:
+    if _parts is None:
+        _parts = _all_parts(report, plan_findings(report, sources)[0])
+    if not _parts:
         raise ExportError("report has no findings: nothing to put in an SR")
+    groups = [_group(planned, region, language, parts) for planned, region, parts in _parts]
     content = hd.sr.MeasurementReport(
         observation_context=_observation_context(report),
         procedure_reported=[codes.to_hd(c) for c in procedure_reported],
         imaging_measurements=groups,
         language_of_content_item_and_descendants=language_item(language),
     )
-    content[0].ContentSequence.append(
-        report_qualitative_evaluations(report.impression[language])
-    )
-    uses_private = any(p.coding.finding_type.scheme_designator == codes.PRIVATE_SCHEME for p in plan)
+    content[0].ContentSequence.append(report_qualitative_evaluations(report.impression[language]))
+    uses_private = any(p.coding.finding_type.scheme_designator == codes.PRIVATE_SCHEME for p, _, _ in _parts)
     created: datetime = report.created_at
     equipment = hd.ContributingEquipment(
         manufacturer=report.model.manufacturer,
@@ -267,8 +283,9 @@ def build_sr(
         contribution_description="AI findings generated by a region-aware model",
     )
     equipment.DeviceUID = report.model.device_uid  # Device UID (0018,1002): highdicom has no argument for it
-    sr = hd.sr.Comprehensive3DSR(
-        evidence=headers,
+    document = AssembledComprehensive3DSR if assemble else hd.sr.Comprehensive3DSR
+    return document(
+        evidence=list(sources),
         content=content,
         series_instance_uid=output_uid(report, revision=revision, kind=OutputKind.SR, language=language,
                                        role="series"),
@@ -292,7 +309,6 @@ def build_sr(
         series_time=created.time().replace(tzinfo=None),
         coding_schemes=[codes.private_coding_scheme()] if uses_private else None,
     )
-    return sr
 
 
 def export_sr(
@@ -307,16 +323,20 @@ def export_sr(
 ) -> SRExport:
     """One SR per language (default: every language of the report), plus region notes.
 
-    The regions are checked, clipped and coded once and shared by all
-    languages; language *i* gets Series Number ``series_number + i``.
+    The regions are checked, clipped and coded once, and their
+    language-independent content items (image regions, codes, measurements,
+    evaluations, algorithm identification) are built once and shared by the
+    documents of all languages; language *i* gets Series Number
+    ``series_number + i``.
     """
     langs = tuple(languages) if languages is not None else report.languages
     plan, notes = plan_findings(report, sources)
+    parts = _all_parts(report, plan)
     documents = {
         language: build_sr(
             report, sources, language=language, revision=revision,
             series_number=series_number + i, institution_name=institution_name,
-            procedure_reported=procedure_reported, _plan=plan,
+            procedure_reported=procedure_reported, _parts=parts,
         )
         for i, language in enumerate(langs)
     }

@@ -84,3 +84,31 @@ def pixelmed_sr_report(path: str | Path) -> list[str]:
 def pixelmed_sr_errors(path: str | Path) -> list[str]:
     """The ``Error`` lines of PixelMed's ``DicomSRValidator`` for ``path`` (empty: no errors)."""
     return [line for line in pixelmed_sr_report(path) if line.lstrip().startswith("Error")]
+
+
+#: Attributes highdicom stamps with the wall-clock time of creation.
+_CLOCK_KEYWORDS = (
+    "InstanceCreationDate", "InstanceCreationTime", "PresentationCreationDate", "PresentationCreationTime",
+)
+
+
+def comparable_bytes(dataset) -> bytes:
+    """``dataset`` written to bytes without the wall-clock stamps highdicom adds
+    (Instance and Presentation Creation Date/Time, the highdicom library's own Contribution
+    DateTime), so two builds of the same job can be compared byte for byte."""
+    from pydicom import dcmread
+    from pydicom.filebase import DicomBytesIO
+
+    buffer = DicomBytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    buffer.seek(0)
+    ds = dcmread(buffer)
+    for keyword in _CLOCK_KEYWORDS:
+        if keyword in ds:
+            delattr(ds, keyword)
+    for item in ds.get("ContributingEquipmentSequence", []):
+        if item.get("ManufacturerModelName") == "highdicom" and "ContributionDateTime" in item:
+            del item.ContributionDateTime
+    out = DicomBytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()

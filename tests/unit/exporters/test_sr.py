@@ -15,7 +15,7 @@ from exporters import codes
 from exporters.errors import ExportError, SourceError
 from exporters.sr import build_sr, export_sr, series_description
 from exporters.sr_content import RegionAction, plan_findings, region_tracking_uid
-from tests.exporters_validators import dciodvfy_errors, dsrdump_ok, pixelmed_sr_errors
+from tests.exporters_validators import comparable_bytes, dciodvfy_errors, dsrdump_ok, pixelmed_sr_errors
 
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 
@@ -290,30 +290,39 @@ def test_every_engine_vocabulary_name_is_in_the_code_table():
 # -- determinism -----------------------------------------------------------------
 
 
-def _without_creation_times(sr: hd.sr.Comprehensive3DSR) -> bytes:
-    """The document's bytes less the wall-clock times highdicom stamps on it (Instance
-    Creation Date/Time, the highdicom library's own Contribution DateTime)."""
-    ds = dcmread(DicomBytesIO(_write(sr)))
-    del ds.InstanceCreationDate, ds.InstanceCreationTime
-    for item in ds.ContributingEquipmentSequence:
-        if item.get("ManufacturerModelName") == "highdicom":
-            del item.ContributionDateTime
-    buffer = DicomBytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
 def test_same_job_gives_identical_documents_and_uids(grounded_report, source_images):
     first = export_sr(grounded_report, source_images, revision=1)
     again = export_sr(grounded_report, source_images, revision=1)
     for language in first.documents:
-        assert _without_creation_times(first.documents[language]) == _without_creation_times(
-            again.documents[language])
+        assert comparable_bytes(first.documents[language]) == comparable_bytes(again.documents[language])
     en, zh = first.documents["en"], first.documents["zh-CN"]
     assert en.SeriesInstanceUID != zh.SeriesInstanceUID and en.SOPInstanceUID != zh.SOPInstanceUID
     assert en.SeriesNumber != zh.SeriesNumber
     other = build_sr(grounded_report, source_images, language="en", revision=2)
     assert other.SOPInstanceUID != en.SOPInstanceUID and other.SeriesInstanceUID != en.SeriesInstanceUID
+
+
+@pytest.mark.parametrize(
+    ("report_fixture", "sources_fixture"),
+    [("grounded_report", "source_images"), ("grounded_report", "source_images_latin1"),
+     ("edge_case_report", "source_images_minimal"), ("multiframe_report", "multiframe_source")],
+)
+def test_assembled_documents_equal_highdicoms_own_constructor(report_fixture, sources_fixture, request):
+    """The fast path (shared language-independent items, no re-parse) builds the very
+    dataset highdicom's Comprehensive3DSR constructor builds from fresh items."""
+    report = request.getfixturevalue(report_fixture)
+    sources = request.getfixturevalue(sources_fixture)
+    sources = sources if isinstance(sources, list) else [sources]
+    fast = export_sr(report, sources, revision=1)
+    for i, language in enumerate(report.languages):
+        reference = build_sr(report, sources, language=language, revision=1, assemble=False,
+                             series_number=fast.documents[language].SeriesNumber)
+        assert type(reference) is hd.sr.Comprehensive3DSR
+        assert comparable_bytes(fast.documents[language]) == comparable_bytes(reference), language
+        # .content of the assembled document is a usable highdicom content tree
+        groups = fast.documents[language].content.get_planar_roi_measurement_groups()
+        assert len(groups) == sum(len(f.regions) for f in report.findings) - sum(
+            n.action == RegionAction.DROPPED for n in fast.notes)
 
 
 # -- real validators ----------------------------------------------------------------

@@ -1,0 +1,201 @@
+"""Benchmark: all outputs of one study, built the straightforward way and the project's way.
+
+The study is the exporter tests' realistic one (``tests/unit/exporters/conftest.py``):
+two DX chest images (two series) and a 20-finding report in English and
+Simplified Chinese. Its outputs: one DICOM SR per language, one GSPS per
+source series and language, and the FHIR R4 transaction Bundle (as JSON).
+
+Straightforward — highdicom used as its documentation shows, everything
+rebuilt per language:
+
+* SR: :func:`exporters.sr.build_sr` with ``assemble=False`` per language:
+  template objects built from fresh content items, then highdicom's
+  ``Comprehensive3DSR`` constructor (deep copy, re-parse and evidence search
+  of the whole content tree);
+* GSPS: :func:`exporters.gsps.build_presentation_states` per language, each
+  planning the overlays again;
+* FHIR: ``build_fhir_bundle`` + ``Bundle.model_dump_json``.
+
+Project's way:
+
+* SR: :func:`exporters.sr.export_sr`: regions planned and language-independent
+  content items built once and shared by both languages; the document is
+  assembled around the tree without re-parsing it
+  (:class:`exporters.sr_document.AssembledComprehensive3DSR`);
+* GSPS: one overlay plan shared by both languages;
+* FHIR: ``build_fhir_bundle`` + ``bundle_json``.
+
+Before timing, the outputs of the two ways are compared (DICOM: written bytes
+less the wall-clock creation stamps; FHIR: the JSON text) and the project's
+DICOM outputs are checked with ``dciodvfy`` (no Error lines), so the speed-up
+is for identical, valid output. Prints the median milliseconds of each way and
+their ratio (goal: project <= 250 ms, >= 3x faster).
+
+Run it::
+
+    .venv/bin/python bench/exporters.py [--repeat 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from exporters.sr import build_sr, export_sr  # noqa: E402
+from tests.exporters_validators import comparable_bytes, dciodvfy_errors  # noqa: E402
+
+
+#: FHIR identifier system for the test hospital's Patient IDs (its issuer is plain text).
+PATIENT_ID_SYSTEM = "https://hospital.example.org/fhir/patient-id"
+
+
+def _fixtures():
+    spec = importlib.util.spec_from_file_location(
+        "exporter_fixtures", REPO / "tests" / "unit" / "exporters" / "conftest.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sources = [module._round_trip(module.make_source_image(i, pixels=module._pixels(i))) for i in range(2)]
+    return module.make_grounded_report(), sources
+
+
+def _optional_builders():
+    """The GSPS and FHIR builders, where they exist in this tree."""
+    builders = {}
+    try:
+        from exporters.gsps import build_presentation_states
+        from exporters.presentation_content import plan_overlays
+
+        builders["gsps"] = (build_presentation_states, plan_overlays)
+    except ImportError:
+        pass
+    try:
+        from exporters.fhir.bundle import build_fhir_bundle, bundle_json
+        from exporters.fhir.inputs import output_series_from_datasets
+
+        builders["fhir"] = (build_fhir_bundle, bundle_json, output_series_from_datasets)
+    except ImportError:
+        pass
+    return builders
+
+
+def make_ways(report, sources) -> tuple[Callable[[], dict], Callable[[], dict]]:
+    builders = _optional_builders()
+    languages = report.languages
+
+    def straightforward() -> dict:
+        out: dict = {"sr": [build_sr(report, sources, language=lang, revision=1, assemble=False,
+                                     series_number=9100 + i)
+                            for i, lang in enumerate(languages)]}
+        if "gsps" in builders:
+            build_ps, _ = builders["gsps"]
+            out["gsps"] = [ps for i, lang in enumerate(languages)
+                           for ps in build_ps(report, sources, language=lang, revision=1, series_number=9902 + i)]
+        if "fhir" in builders:
+            build_bundle, _, series_of = builders["fhir"]
+            bundle = build_bundle(report, sources, revision=1, patient_identifier_system=PATIENT_ID_SYSTEM,
+                                  output_series=series_of([*out["sr"], *out.get("gsps", [])]))
+            out["fhir"] = bundle.model_dump_json(exclude_comments=True)
+        return out
+
+    def project() -> dict:
+        result = export_sr(report, sources, revision=1, languages=languages)
+        out: dict = {"sr": [result.documents[lang] for lang in languages]}
+        if "gsps" in builders:
+            build_ps, plan_overlays = builders["gsps"]
+            plan = plan_overlays(report, sources)
+            out["gsps"] = [ps for i, lang in enumerate(languages)
+                           for ps in build_ps(report, sources, language=lang, revision=1, series_number=9902 + i,
+                                              plan=plan)]
+        if "fhir" in builders:
+            build_bundle, bundle_json, series_of = builders["fhir"]
+            bundle = build_bundle(report, sources, revision=1, patient_identifier_system=PATIENT_ID_SYSTEM,
+                                  output_series=series_of([*out["sr"], *out.get("gsps", [])]))
+            out["fhir"] = bundle_json(bundle)
+        return out
+
+    return straightforward, project
+
+
+def check_identical_and_valid(a: dict, b: dict) -> list[str]:
+    """Problems found comparing the two ways' outputs and validating the project's."""
+    problems = []
+    if a.keys() != b.keys():
+        return [f"different outputs: {sorted(a)} vs {sorted(b)}"]
+    for kind in a:
+        if kind == "fhir":
+            if a[kind] != b[kind]:
+                problems.append("FHIR JSON differs")
+            continue
+        if len(a[kind]) != len(b[kind]):
+            problems.append(f"{kind}: {len(a[kind])} vs {len(b[kind])} objects")
+            continue
+        for n, (x, y) in enumerate(zip(a[kind], b[kind])):
+            if comparable_bytes(x) != comparable_bytes(y):
+                problems.append(f"{kind}[{n}] differs")
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("sr", "gsps"):
+            for n, ds in enumerate(b.get(kind, [])):
+                path = Path(tmp) / f"{kind}{n}.dcm"
+                ds.save_as(path, enforce_file_format=True)
+                errors = dciodvfy_errors(path)
+                if errors:
+                    problems.append(f"{kind}[{n}]: dciodvfy: {errors[:3]}")
+    return problems
+
+
+def median_ms(fn: Callable[[], object], repeat: int) -> float:
+    fn()  # warm up (imports, caches)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=15, help="timed runs per way (median is printed)")
+    args = parser.parse_args(argv)
+    report, sources = _fixtures()
+    straightforward, project = make_ways(report, sources)
+    a, b = straightforward(), project()
+    problems = check_identical_and_valid(a, b)
+    counts = ", ".join(f"{len(v) if kind != 'fhir' else 1} {kind.upper()}" for kind, v in b.items())
+    print(f"study: {len(report.findings)} findings, {len(sources)} images, languages {', '.join(report.languages)}; "
+          f"outputs: {counts}")
+    if problems:
+        print("NOT IDENTICAL / NOT VALID:", *problems, sep="\n  ")
+        return 1
+    print("outputs identical (DICOM bytes less creation stamps, FHIR JSON) and dciodvfy-clean")
+    # interleave the two ways so that load from other processes hits both alike
+    slow_ms, fast_ms = [], []
+    for _ in range(3):
+        slow_ms.append(median_ms(straightforward, max(1, args.repeat // 3)))
+        fast_ms.append(median_ms(project, max(1, args.repeat // 3)))
+    slow, fast = statistics.median(slow_ms), statistics.median(fast_ms)
+    print(f"straightforward: {slow:8.1f} ms median")
+    print(f"project:         {fast:8.1f} ms median   (goal <= 250 ms)")
+    print(f"ratio:           {slow / fast:8.2f}x        (goal >= 3x)")
+    sr_slow = median_ms(lambda: straightforward_sr(report, sources), args.repeat)
+    sr_fast = median_ms(lambda: export_sr(report, sources, revision=1), args.repeat)
+    print(f"SR only: straightforward {sr_slow:.1f} ms, project {sr_fast:.1f} ms, ratio {sr_slow / sr_fast:.2f}x")
+    return 0
+
+
+def straightforward_sr(report, sources) -> list:
+    return [build_sr(report, sources, language=lang, revision=1, assemble=False) for lang in report.languages]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
