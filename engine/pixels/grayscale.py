@@ -11,16 +11,19 @@ used when the top-level attributes are absent.
 When the image carries no VOI at all, a robust window from the 0.5th to the 99.5th
 percentile of the modality values (padding values excluded) is used.
 
-For 8- and 16-bit stored values the whole chain is evaluated once over every
-possible stored value and applied with a single table look-up, so a 2k x 2k
-radiograph costs one ``np.take`` rather than several float passes.
+Speed without approximation: when rescale, window and inversion are all linear over
+the values the frame actually holds (a window wider than the data, as most CR/DX
+carry), the stored frame is resized first and mapped after (bicubic weights sum to
+one, so the result is the same). Otherwise, for 8- and 16-bit stored values, the
+whole chain is evaluated once over every possible stored value into a table of
+16-bit P-values (at most 0.5/65535 off) and applied with one ``np.take``; 32-bit and
+float data are mapped directly in float32.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -170,7 +173,7 @@ def _lut(item: pydicom.Dataset, dataset: pydicom.Dataset, what: str) -> tuple[in
     entries, first, bits = (int(v) for v in descriptor)
     entries = entries or 65536
     if not 1 <= bits <= 16:
-        raise UnsupportedPixelDataError(f"{what} has {bits} bits per entry; 8 to 16 are supported")
+        raise UnsupportedPixelDataError(f"{what} has {bits} bits per entry; 1 to 16 are supported")
     raw = item.LUTData
     if isinstance(raw, (bytes, bytearray)):
         if len(raw) < 2 * entries and bits <= 8 and len(raw) >= entries:
@@ -181,8 +184,8 @@ def _lut(item: pydicom.Dataset, dataset: pydicom.Dataset, what: str) -> tuple[in
                     f"{what} LUT Data holds fewer than the {entries} entries its descriptor "
                     "declares"
                 )
-            fmt = f"{'<' if _is_little_endian(dataset) else '>'}{entries}H"
-            data = np.asarray(struct.unpack_from(fmt, raw), dtype=np.uint16)
+            dtype = "<u2" if _is_little_endian(dataset) else ">u2"
+            data = np.frombuffer(raw, dtype=dtype, count=entries)
     else:
         data = np.atleast_1d(np.asarray(raw))
         if data.size < entries:
@@ -190,6 +193,8 @@ def _lut(item: pydicom.Dataset, dataset: pydicom.Dataset, what: str) -> tuple[in
                 f"{what} LUT Data holds {data.size} entries, its descriptor declares {entries}"
             )
         data = data[:entries]
+    if first >= 32768 and int(dataset.get("PixelRepresentation", 0)) == 1:
+        first -= 65536  # a US-valued descriptor of a signed image (PS3.3 C.11.1.1.1, C.11.2.1.1)
     return first, bits, data.astype(np.float64)
 
 
@@ -232,8 +237,6 @@ def modality_lut(
     seq = dataset.get("ModalityLUTSequence")
     if seq:
         first, _bits, table = _lut(seq[0], dataset, "Modality LUT Sequence")
-        if int(dataset.get("PixelRepresentation", 0)) == 1 and first >= 32768:
-            first -= 65536  # US-valued descriptor of a signed image (PS3.3 C.11.1.1.1)
         return _apply_table(
             values, first, table
         ), f"modality: LUT sequence ({table.size} entries from {first})"

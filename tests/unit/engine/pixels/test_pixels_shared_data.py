@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydicom.dataelem import DataElement
 from pydicom.encaps import encapsulate, generate_fragmented_frames
 from pydicom.pixels import get_decoder
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, apply_voi
@@ -189,6 +190,12 @@ def test_voi_lut_sequence_is_applied(read_dicom) -> None:
     assert any(s.startswith("voi: LUT sequence") for s in prepared.steps)
     reference = apply_voi(ds.pixel_array, ds) / 65535.0  # 16-bit LUT entries
     np.testing.assert_allclose(prepared.array[..., 0], reference, atol=1e-6)
+    # the same table stored as OW bytes (as many writers do) gives the same picture
+    as_bytes = copy.deepcopy(ds)
+    table_bytes = np.asarray(ds.VOILUTSequence[0].LUTData, dtype="<u2").tobytes()
+    as_bytes.VOILUTSequence[0]["LUTData"] = DataElement(0x00283006, "OW", table_bytes)
+    same = prepare_image(as_bytes, size=(ds.Columns, ds.Rows)).array
+    np.testing.assert_array_equal(same, prepared.array)
     # a non-linear LUT in the same file changes the picture accordingly
     bent = copy.deepcopy(ds)
     table = np.round(65535 * (np.arange(256) / 255.0) ** 2).astype(np.uint16)
