@@ -43,9 +43,11 @@ Malformed output
 dropped and described in :attr:`ParseResult.problems`: unclosed or stray tags,
 coordinates that are not integers or lie outside 0–999, boxes with
 ``x1 >= x2`` or ``y1 >= y2`` (zero or negative area), wrong arity, scores whose
-count does not match the boxes, garbage inside a tag. A box cut off by the end
-of the text (an unclosed ``<box>``) is always dropped: its last number may be
-truncated.
+count does not match the boxes, garbage inside a tag. An unclosed tag's
+content runs to the next tag: an unclosed ``<box>`` is always dropped (generation
+may have stopped inside it, so its last number may be cut short); an unclosed
+``<ref>`` keeps its label when another tag follows it, and is dropped when it
+runs to the end of the text. Stray closing tags are removed from the text.
 """
 
 from __future__ import annotations
