@@ -14,7 +14,7 @@ from engine.pixels.decode import check_image_attributes, check_is_image, decode_
 from engine.pixels.errors import InvalidImageError, short_uid
 from engine.pixels.geometry import ImageTransform, fit_to_size, plan_transform
 from engine.pixels.grayscale import Window, grayscale_to_unit
-from engine.report import ImageRef, ReportError
+from engine.report import ImageRef, ReportError, is_valid_uid
 
 __all__ = ["PreparedImage", "prepare_image"]
 
@@ -94,11 +94,11 @@ def _image_ref(dataset: pydicom.Dataset, frame_number: int | None) -> ImageRef:
             frame_number=frame_number,
         )
     except ReportError:
+        which = "SOP Instance UID" if not is_valid_uid(sop_instance_uid) else "SOP Class UID"
+        value = sop_instance_uid if which == "SOP Instance UID" else sop_class_uid
         raise InvalidImageError(
-            f"SOP Instance UID {short_uid(sop_instance_uid)} or SOP Class UID is not a valid "
-            "DICOM UID "
-            "(PS3.5 §9.1: digits and dots, at most 64 characters); findings could not be "
-            "referenced to this image"
+            f"{which} {short_uid(value)} is not a valid DICOM UID (PS3.5 §9.1: digits and dots, "
+            "at most 64 characters); findings could not be referenced to this image"
         ) from None
 
 
@@ -149,6 +149,8 @@ def prepare_image(
     UnsupportedPixelDataError, DecodeError, InvalidImageError, FrameSelectionError
         With a reason naming the transfer syntax, attribute or frame.
     """
+    if window is not None and not isinstance(window, Window):
+        raise ValueError(f"window must be an engine.pixels.Window or None, got {window!r}")
     check_is_image(dataset)
     frame = resolve_frame(dataset, frame_number)
     check_image_attributes(dataset)
@@ -160,9 +162,8 @@ def prepare_image(
     decoded = decode_frame(dataset, frame)
     if decoded.array.shape[:2] != (rows, columns):
         raise InvalidImageError(
-            f"decoded frame is {decoded.array.shape[1]}x{decoded.array.shape[0]} but Columns x "
-            "Rows "
-            f"say {columns}x{rows}"
+            f"decoded frame is {decoded.array.shape[1]}x{decoded.array.shape[0]} but "
+            f"Columns x Rows say {columns}x{rows}"
         )
     pi = decoded.photometric_interpretation
     if pi in ("MONOCHROME1", "MONOCHROME2"):
