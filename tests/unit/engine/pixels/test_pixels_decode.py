@@ -139,3 +139,17 @@ def test_uids_in_messages_are_shortened(make_image) -> None:
     with pytest.raises(InvalidImageError) as info:
         prepare_image(ds, size=SIZE)
     assert ds.SOPInstanceUID not in str(info.value)
+
+
+def test_overlay_bits_above_bits_stored_are_ignored(make_image) -> None:
+    """Retired embedded overlays live in the unused high bits (Overlay Bit Position
+    12..15 of a 12-bit image): they must not reach the pixels."""
+    stored = (np.arange(40 * 50, dtype=np.uint16).reshape(40, 50) % 4096).astype(np.uint16)
+    burned = stored.copy()
+    burned[10:20, 10:30] |= 1 << 15
+    clean = make_image(stored, bits_stored=12, WindowCenter=2048, WindowWidth=4096)
+    with_overlay = make_image(burned, bits_stored=12, WindowCenter=2048, WindowWidth=4096)
+    with_overlay.add_new(0x60000102, "US", 15)  # Overlay Bit Position
+    a = prepare_image(clean, size=(50, 40)).array
+    b = prepare_image(with_overlay, size=(50, 40)).array
+    np.testing.assert_array_equal(a, b)
