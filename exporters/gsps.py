@@ -10,8 +10,10 @@ region of a :class:`~engine.report.GroundedReport` on the exact source image
 - one graphic layer per finding kind (PS3.3 C.10.7) with a CIE L*a*b* colour
   *and* a Recommended Display Grayscale Value;
 - each region a closed 5-point POLYLINE in PIXEL units (PS3.3 C.10.5), its
-  label a text object beside it, both carrying the finding's Tracking UID
-  (the same UID as the SR's measurement group and the FHIR Observation);
+  label a text object beside it, both carrying the region's Tracking UID
+  and ID (the same as the SR's measurement group: the finding's UID, or one
+  per region for a finding with several, see
+  :func:`exporters.sr_content.region_tracking_uid`);
 - graphics only: no Softcopy VOI LUT unless a window is asked for (a viewer
   applies a presentation state's VOI and overrides the user's window);
 - Displayed Area: the whole image, top-left (1, 1) to (Columns, Rows), with
@@ -322,8 +324,8 @@ def _annotations(
         texts = []
         for region in items:
             tracking = {
-                "tracking_id": _tracking_id(region),
-                "tracking_uid": region.finding.tracking_uid,
+                "tracking_id": _tracking_id(region, language),
+                "tracking_uid": region.tracking_uid,
             }
             graphics.append(
                 hd.pr.GraphicObject(
@@ -355,10 +357,14 @@ def _annotations(
     return annotations
 
 
-def _tracking_id(region: PlacedRegion) -> str:
-    """Tracking ID (LO): the finding's primary label, as the SR's Tracking
-    Identifier names it."""
-    return truncate_utf8(" ".join(region.finding.label.primary.split()), LO_MAX_CHARS)
+def _tracking_id(region: PlacedRegion, language: str) -> str:
+    """Tracking ID (LO): as the SR's Tracking Identifier names the region,
+    ``F<finding number>[.<region number>] <label>``."""
+    number = f"F{region.finding_index + 1}"
+    if len(region.finding.regions) > 1:
+        number += f".{region.region_index + 1}"
+    label = region.finding.label.get(language) or region.finding.label.primary
+    return truncate_utf8(f"{number} {' '.join(label.split())}", LO_MAX_CHARS)
 
 
 def _voi(window: tuple[float, float] | None) -> list[hd.pr.SoftcopyVOILUTTransformation] | None:

@@ -30,6 +30,7 @@ from pydicom.dataset import Dataset
 
 from engine.report import Box, Finding, FindingKind, GroundedReport, ImageRef
 from exporters.errors import ExportError, SourceError
+from exporters.sr_content import region_tracking_uid
 
 __all__ = [
     "DEFAULT_LAYER_COLORS",
@@ -194,6 +195,14 @@ class PlacedRegion:
     ----------
     finding
         The finding the region belongs to.
+    finding_index
+        Its 0-based position in the report.
+    region_index
+        The region's 0-based position in ``finding.regions``.
+    tracking_uid
+        The region's Tracking UID, the same as the SR's measurement group
+        (:func:`exporters.sr_content.region_tracking_uid`: the finding's UID
+        when it has one region).
     image
         The exact source image (and frame).
     box
@@ -205,6 +214,9 @@ class PlacedRegion:
     """
 
     finding: Finding
+    finding_index: int
+    region_index: int
+    tracking_uid: str
     image: ImageRef
     box: Box
     clipped: bool
@@ -256,7 +268,7 @@ def plan_overlays(report: GroundedReport, sources: Sequence[Dataset]) -> Overlay
     placed: list[PlacedRegion] = []
     problems: list[str] = []
     for index, finding in enumerate(report.findings):
-        for region in finding.regions:
+        for region_index, region in enumerate(finding.regions):
             uid = region.image.sop_instance_uid
             source = by_uid.get(uid)
             if source is None:
@@ -275,7 +287,7 @@ def plan_overlays(report: GroundedReport, sources: Sequence[Dataset]) -> Overlay
                 )
             columns, rows = int(source.Columns), int(source.Rows)
             clipped = region.box.clip(columns, rows)
-            where = f"finding {index} (tracking {short_uid(finding.tracking_uid)})"
+            where = f"finding {index} region {region_index} (tracking {short_uid(finding.tracking_uid)})"
             if clipped is None:
                 problems.append(
                     f"{where}: box {_box_text(region.box)} lies outside its {columns}x{rows} image; dropped"
@@ -287,7 +299,19 @@ def plan_overlays(report: GroundedReport, sources: Sequence[Dataset]) -> Overlay
                     f"{where}: box {_box_text(region.box)} extends past its {columns}x{rows} image; "
                     f"clipped to {_box_text(clipped)}"
                 )
-            placed.append(PlacedRegion(finding, region.image, clipped, was_clipped, columns, rows))
+            placed.append(
+                PlacedRegion(
+                    finding=finding,
+                    finding_index=index,
+                    region_index=region_index,
+                    tracking_uid=region_tracking_uid(finding, region_index),
+                    image=region.image,
+                    box=clipped,
+                    clipped=was_clipped,
+                    columns=columns,
+                    rows=rows,
+                )
+            )
     for problem in problems:
         logger.warning("overlay: %s", problem)
     return OverlayPlan(tuple(placed), tuple(problems))

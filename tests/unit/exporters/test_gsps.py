@@ -40,6 +40,8 @@ from engine.report import (
 from exporters.errors import ExportError, SourceError
 from exporters.gsps import build_presentation_states
 from exporters.presentation_content import finding_label, plan_overlays, truncate_utf8
+from exporters.sr import build_sr
+from exporters.sr_content import region_tracking_uid
 from tests.exporters_validators import dciodvfy_errors
 
 SHARED_DICOM = (Path(__file__).resolve().parents[4] / "shared" / "data" / "dicom").resolve()
@@ -305,19 +307,32 @@ def test_boxes_outside_the_image_are_clipped_or_dropped_and_recorded(edge_case_r
             for uid, items in _graphics(assert_valid(state, tmp_path / f"{language}{index}.dcm")).items():
                 graphics.setdefault(uid, []).extend(items)
         partly_outside = edge_case_report.findings[2]
-        boxes = {sop: g.graphic_data for sop, _, g in graphics[partly_outside.tracking_uid]}
-        np.testing.assert_array_equal(
-            boxes[source_images[0].SOPInstanceUID],
-            np.asarray(Box(0.0, 400.0, 130.0, 512.0).polyline(), dtype=np.float32),
-        )
-        np.testing.assert_array_equal(
-            boxes[source_images[1].SOPInstanceUID],
-            np.asarray(Box(400.0, 420.0, 512.0, 480.0).polyline(), dtype=np.float32),
-        )
+        for region_index, source in enumerate(source_images):
+            ((sop, _, graphic),) = graphics[region_tracking_uid(partly_outside, region_index)]
+            assert sop == source.SOPInstanceUID
+            clipped = (Box(0.0, 400.0, 130.0, 512.0), Box(400.0, 420.0, 512.0, 480.0))[region_index]
+            np.testing.assert_array_equal(graphic.graphic_data, np.asarray(clipped.polyline(), dtype=np.float32))
         assert edge_case_report.findings[3].tracking_uid not in graphics  # entirely outside
         assert edge_case_report.findings[1].tracking_uid not in graphics  # text-only
         # the edge-only box is dropped, its sibling region kept
-        assert len(graphics[edge_case_report.findings[4].tracking_uid]) == 1
+        edge_only = edge_case_report.findings[4]
+        assert region_tracking_uid(edge_only, 0) not in graphics
+        assert len(graphics[region_tracking_uid(edge_only, 1)]) == 1
+
+
+def test_tracking_uids_and_ids_are_the_srs(edge_case_report, source_images):
+    """Every GSPS graphic carries the Tracking UID and ID of the SR measurement
+    group of the same region (one UID per region for multi-region findings)."""
+    for language in ("en", "zh-CN"):
+        sr = build_sr(edge_case_report, source_images, language=language, revision=1)
+        planar = list(sr.content.get_planar_roi_measurement_groups())
+        sr_ids = {str(g.tracking_uid): g.tracking_identifier for g in planar}
+        gsps_ids = {}
+        for state in build_presentation_states(edge_case_report, source_images, language=language, revision=1):
+            for annotation in state.GraphicAnnotationSequence:
+                for item in [*annotation.GraphicObjectSequence, *annotation.TextObjectSequence]:
+                    gsps_ids[str(item.TrackingUID)] = item.TrackingID
+        assert gsps_ids == sr_ids
 
 
 def test_long_labels_are_cut_at_the_st_limit_without_splitting_characters(source_images, tmp_path):
