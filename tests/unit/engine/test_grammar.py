@@ -294,6 +294,14 @@ _LABEL_CHARS = st.sampled_from(
 _labels = st.text(_LABEL_CHARS, min_size=1, max_size=20).map(str.strip).filter(bool)
 _descriptions = st.text(_LABEL_CHARS, max_size=40).map(str.strip)
 
+#: Pieces that look like (or are) grammar tags: the writer must refuse them or write them safely.
+_TAG_LIKE = st.sampled_from(
+    ["<ref>", "</box>", "＜score＞", "< /REF >", "<box", "ref>", "[[1, 2, 3, 4]]", ": ", "，"]
+)
+_tricky_text = st.lists(st.one_of(st.text(_LABEL_CHARS, max_size=4), _TAG_LIKE), max_size=4).map(
+    lambda parts: "".join(parts).strip()
+)
+
 
 @st.composite
 def _box999(draw):
@@ -386,3 +394,24 @@ def test_parse_never_raises_and_returns_valid_values(text):
             assert 0 <= box.x1 < box.x2 <= 999 and 0 <= box.y1 < box.y2 <= 999
         for score in phrase.scores:
             assert score is None or 0.0 <= score <= 1.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    label=_tricky_text.filter(bool),
+    description=_tricky_text,
+    box=_box999(),
+    language=st.sampled_from(["en", "zh-CN"]),
+)
+def test_writer_refuses_or_round_trips_tag_like_text(label, description, box, language):
+    phrases = [
+        GroundedPhrase((RefBoxes(label, (box,)),), description),
+        GroundedPhrase((RefBoxes("heart", (box,)),), "last"),
+    ]
+    try:
+        text = write_grounded_text(phrases, language=language)
+    except GrammarError:
+        return  # refused: fine, as long as what is written reads back exactly
+    result = parse_grounded_text(text)
+    assert result.problems == ()
+    assert list(result.phrases) == phrases
