@@ -181,6 +181,13 @@ def _all_parts(report: GroundedReport, plan: Sequence[PlannedFinding]) -> list[t
     return items
 
 
+def _safe_parts(report: GroundedReport, plan: Sequence[PlannedFinding]) -> list[tuple]:
+    try:
+        return _all_parts(report, plan)
+    except (ValueError, TypeError) as exc:  # highdicom refuses non-conformant values
+        raise ExportError(f"the SR content could not be built: {exc}") from exc
+
+
 def _group(planned: PlannedFinding, region: PlannedRegion | None, language: str, parts: _Parts):
     """TID 1410 (with a region) or TID 1501 (text-only) group in ``language``."""
     common = dict(
@@ -261,10 +268,22 @@ def build_sr(
     """
     _check_language(report, language)
     if _parts is None:
-        _parts = _all_parts(report, plan_findings(report, sources)[0])
+        _parts = _safe_parts(report, plan_findings(report, sources)[0])
     if not _parts:
         raise ExportError("report has no findings: nothing to put in an SR")
-    groups = [_group(planned, region, language, parts) for planned, region, parts in _parts]
+    try:
+        return _document(report, sources, language=language, revision=revision, parts=_parts,
+                         series_number=series_number, instance_number=instance_number,
+                         institution_name=institution_name, procedure_reported=procedure_reported,
+                         assemble=assemble)
+    except (ValueError, TypeError) as exc:  # highdicom refuses non-conformant values
+        raise ExportError(f"the SR could not be built: {exc}") from exc
+
+
+def _document(report: GroundedReport, sources: Sequence[Dataset], *, language: str, revision: int,
+              parts: list[tuple], series_number: int, instance_number: int, institution_name: str | None,
+              procedure_reported: Sequence[CodedConcept], assemble: bool) -> hd.sr.Comprehensive3DSR:
+    groups = [_group(planned, region, language, shared) for planned, region, shared in parts]
     content = hd.sr.MeasurementReport(
         observation_context=_observation_context(report),
         procedure_reported=[codes.to_hd(c) for c in procedure_reported],
@@ -272,7 +291,7 @@ def build_sr(
         language_of_content_item_and_descendants=language_item(language),
     )
     content[0].ContentSequence.append(report_qualitative_evaluations(report.impression[language]))
-    uses_private = any(p.coding.finding_type.scheme_designator == codes.PRIVATE_SCHEME for p, _, _ in _parts)
+    uses_private = any(p.coding.finding_type.scheme_designator == codes.PRIVATE_SCHEME for p, _, _ in parts)
     created: datetime = report.created_at
     equipment = hd.ContributingEquipment(
         manufacturer=report.model.manufacturer,
@@ -331,7 +350,7 @@ def export_sr(
     """
     langs = tuple(languages) if languages is not None else report.languages
     plan, notes = plan_findings(report, sources)
-    parts = _all_parts(report, plan)
+    parts = _safe_parts(report, plan)
     documents = {
         language: build_sr(
             report, sources, language=language, revision=revision,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import highdicom as hd
@@ -10,7 +11,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.filebase import DicomBytesIO
 
-from engine.report import Box, CodedConcept, Finding, FindingKind, GroundedReport, ImageRef, Region, Text, derive_uid
+from engine.report import Box, CodedConcept, Finding, ModelInfo, FindingKind, GroundedReport, ImageRef, Region, Text, derive_uid
 from exporters import codes
 from exporters.errors import ExportError, SourceError
 from exporters.sr import build_sr, export_sr, series_description
@@ -269,6 +270,13 @@ def test_sources_of_another_study_are_refused(grounded_report, multiframe_source
 def test_missing_language_is_an_export_error(grounded_report, source_images):
     with pytest.raises(ExportError, match="'de'"):
         build_sr(grounded_report, source_images, language="de", revision=1)
+
+
+def test_values_highdicom_refuses_become_export_errors(grounded_report, source_images):
+    long_name = ModelInfo.for_version(name="X" * 80, version="1", manufacturer="RadGround Project")
+    report = dataclasses.replace(grounded_report, model=long_name)  # Manufacturer's Model Name is LO (64)
+    with pytest.raises(ExportError, match="could not be built"):
+        build_sr(report, source_images, language="en", revision=1)
 
 
 def test_unknown_label_gets_a_generic_standard_code_not_an_invented_one():
