@@ -273,14 +273,34 @@ class MicroBatcher:
             return batch
 
     def _run(self) -> None:
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                return
-            live = [item for item in batch if item.future.set_running_or_notify_cancel()]
-            if not live:
-                continue
-            self._run_batch(live)
+        live: list[_Pending] = []
+        try:
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                live = [item for item in batch if item.future.set_running_or_notify_cancel()]
+                if live:
+                    self._run_batch(live)
+                live = []
+        except BaseException as exc:
+            # Something escaped (SystemExit, a bug): never leave callers waiting forever.
+            self._stop_after_crash(live, exc)
+            raise
+
+    def _stop_after_crash(self, in_flight: list[_Pending], exc: BaseException) -> None:
+        error = BatchingError(f"the micro-batcher's thread stopped ({type(exc).__name__})")
+        with self._cond:
+            self._closed = True
+            stranded = [*in_flight, *self._queue]
+            self._queue.clear()
+            self._failed += len(stranded)
+        for item in stranded:
+            if not item.future.done() and (
+                item.future.running() or item.future.set_running_or_notify_cancel()
+            ):
+                item.future.set_exception(error)
+        logger.error("micro-batcher thread stopped by %s", type(exc).__name__)
 
     def _run_batch(self, batch: list[_Pending]) -> None:
         error: BaseException | None = None

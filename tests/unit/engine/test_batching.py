@@ -201,3 +201,20 @@ def test_arguments_are_validated():
         MicroBatcher(model, max_wait_ms=-1)
     with MicroBatcher(model) as batcher, pytest.raises(BatchingError, match="GenerationRequest"):
         batcher.submit("not a request")  # type: ignore[arg-type]
+
+
+# the thread re-raises what stopped it (pytest reports that as an unhandled thread exception)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_crash_of_the_batcher_thread_fails_callers_instead_of_hanging():
+    class Exiting(RecordingModel):
+        def generate(self, requests):
+            raise SystemExit("worker shutting down")  # not an Exception: escapes the batch handler
+
+    model = Exiting(max_batch_size=2)
+    batcher = MicroBatcher(model, max_wait_ms=10)
+    future = batcher.submit(_request("a"))
+    with pytest.raises(BatchingError, match="thread stopped"):
+        future.result(5)
+    with pytest.raises(BatcherClosedError):
+        batcher.submit(_request("b"))
+    batcher.close()
