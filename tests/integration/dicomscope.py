@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -140,6 +141,8 @@ class DicomScope:
         )
         if count != 1:
             raise DicomScopeError(f"no [DATABASE] Directory line in {DICOMSCOPE_CFG}")
+        # A free port for its message port, so that parallel runs do not clash.
+        config = re.sub(r"^MessagePort\s*=.*$", f"MessagePort = {_free_port()}", config, flags=re.MULTILINE)
         (self.workdir / "DICOMscope.cfg").write_text(config, encoding="latin-1")
 
         log = open(self.workdir / "dicomscope.log", "wb")
@@ -208,6 +211,12 @@ class DicomScope:
         if done.returncode != 0:
             raise DicomScopeError(f"{' '.join(args[:2])} failed: {done.stderr.decode(errors='replace')[-500:]}")
         return done.stdout if capture else b""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _dark_fraction(region: np.ndarray) -> float:
