@@ -143,6 +143,8 @@ def _configure_precision(
     if precision is Precision.STRONGLY_TYPED:
         return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if weak else 0
     if precision is Precision.FP32:
+        if hasattr(trt.BuilderFlag, "TF32"):  # on by default: 10-bit mantissa matmuls are not fp32
+            config.clear_flag(trt.BuilderFlag.TF32)
         return 0
     has_fp16, has_qdq = _graph_precision(onnx_path)
     if not weak:  # TensorRT 11+: the graph must carry the precision

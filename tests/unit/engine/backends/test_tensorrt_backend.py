@@ -103,6 +103,10 @@ class _Config:
     def set_flag(self, flag):
         self.flags.add(flag)
 
+    def clear_flag(self, flag):
+        self.flags.discard(flag)
+        self.cleared = getattr(self, "cleared", set()) | {flag}
+
     def add_optimization_profile(self, profile):
         self.profiles.append(profile)
 
@@ -138,6 +142,7 @@ class _Builder:
 
     def build_serialized_network(self, network, config):
         self.trt.builds.append({"flags": network.flags, "config_flags": sorted(config.flags),
+                                "cleared": sorted(getattr(config, "cleared", ())),
                                 "calibrator": config.int8_calibrator})
         plan = {"onnx": network.onnx_path, "profile": config.profiles[0].shapes,
                 "inputs": [(t.name, t.shape, t.dtype) for t in network.inputs],
@@ -215,7 +220,7 @@ def make_fake_tensorrt(version: str = "10.7.0", *, weak_typing: bool = True) -> 
     trt.__version__ = version
     trt.builds, trt.timing_loaded, trt.loads, trt.memory = [], [], 0, {}
     trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level=None: None})
-    trt.BuilderFlag = types.SimpleNamespace(**({"FP16": "FP16", "INT8": "INT8"} if weak_typing else {}), DEBUG="DEBUG")
+    trt.BuilderFlag = types.SimpleNamespace(**({"FP16": "FP16", "INT8": "INT8"} if weak_typing else {}), TF32="TF32")
     trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", {"STRONGLY_TYPED": 0})
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
     trt.TensorIOMode = _IOMode
@@ -440,6 +445,7 @@ def test_tensorrt11_takes_precision_from_the_graph(fake_trt, small_onnx, fp16_on
     trtb.build_engine(fp16_onnx, cache_dir=tmp_path, precision="fp16", max_batch_size=2)
     trtb.build_engine(small_onnx, cache_dir=tmp_path, precision="fp32", max_batch_size=2)
     assert [b["config_flags"] for b in trt.builds] == [[], []]  # no precision flags exist in 11
+    assert [b["cleared"] for b in trt.builds] == [[], ["TF32"]]  # fp32 means fp32, not TF32
     assert [b["flags"] for b in trt.builds] == [0, 0]
 
 
@@ -614,16 +620,11 @@ def test_real_detector_agrees_with_onnxruntime(detector_onnx, tmp_path):
         np.testing.assert_allclose(g.scores, e.scores, atol=1e-3)
 
 
-def test_vision_tower_served_by_tensorrt_while_the_llm_runs_in_torch(fake_trt, tmp_path):
-    """HFGroundingVLM + an exported InternVL vision tower as a (fake) TensorRT engine."""
+def _tiny_internvl(tmp_path: Path) -> Path:
+    """A transformers-native InternVL checkpoint (28x28 input, 1 image token), no chat template."""
     transformers = pytest.importorskip("transformers")
     torch = pytest.importorskip("torch")
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    from engine.backends.hf_backend import HFGroundingVLM
-    from engine.backends.vision_onnx import export_vision_tower
-    from engine.model import GenerationRequest
-    from engine.report import Task
 
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<ref>", "</ref>"]
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
@@ -642,14 +643,36 @@ def test_vision_tower_served_by_tensorrt_while_the_llm_runs_in_torch(fake_trt, t
     model_dir = tmp_path / "internvl"
     transformers.InternVLForConditionalGeneration(config).save_pretrained(model_dir)
     fast.save_pretrained(model_dir)
+    return model_dir
 
-    torch_only = HFGroundingVLM(model_dir, max_new_tokens=4)
+
+def _vision_split_outputs(tmp_path: Path, *, device: str, precision: str) -> tuple[list[str], list[str], tuple[str, ...]]:
+    """Generate with the vision tower in torch, then with it as a TensorRT engine."""
+    from engine.backends.hf_backend import HFGroundingVLM
+    from engine.backends.vision_onnx import export_vision_tower
+    from engine.model import GenerationRequest
+    from engine.report import Task
+
+    model_dir = _tiny_internvl(tmp_path)
+    torch_only = HFGroundingVLM(model_dir, max_new_tokens=4, device=device, dtype="float32")
     onnx_path = export_vision_tower(torch_only, tmp_path / "vision.onnx")
-    engine = trtb.TensorRTEngine(trtb.build_engine(onnx_path, cache_dir=tmp_path / "engines", precision="fp32", max_batch_size=2))
-    split = HFGroundingVLM(model_dir, max_new_tokens=4, max_batch_size=2,
+    engine = trtb.TensorRTEngine(trtb.build_engine(onnx_path, cache_dir=tmp_path / "engines", precision=precision, max_batch_size=2))
+    split = HFGroundingVLM(model_dir, max_new_tokens=4, max_batch_size=2, device=device, dtype="float32",
                            vision_embedder=trtb.TensorRTVisionEmbedder(engine))
     rng = np.random.default_rng(3)
     requests = [GenerationRequest(image=rng.random((28, 28, 3), dtype=np.float32), task=Task.TEXT_TO_REGION,
                                   targets=("right lung",)) for _ in range(2)]
-    assert split.generate(requests) == [torch_only.generate([r])[0] for r in requests]
-    assert "<img><IMG_CONTEXT></img>" in split.last_texts[0]  # ChatML fallback: no chat template shipped
+    return split.generate(requests), [torch_only.generate([r])[0] for r in requests], split.last_texts
+
+
+def test_vision_tower_served_by_tensorrt_while_the_llm_runs_in_torch(fake_trt, tmp_path):
+    """HFGroundingVLM + an exported InternVL vision tower as a (fake) TensorRT engine."""
+    split, reference, texts = _vision_split_outputs(tmp_path, device="cpu", precision="fp32")
+    assert split == reference
+    assert "<img><IMG_CONTEXT></img>" in texts[0]  # ChatML fallback: no chat template shipped
+
+
+@pytest.mark.gpu
+def test_real_tensorrt_vision_tower_with_the_llm_on_cuda(tmp_path):
+    split, reference, _ = _vision_split_outputs(tmp_path, device="cuda", precision="fp32")
+    assert split == reference
