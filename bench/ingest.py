@@ -1,0 +1,261 @@
+"""Ingest benchmark: RadGround's Storage SCP against dcmtk's storescp and a plain pynetdicom SCP.
+
+The same loads, in one run, on loopback:
+
+* ``small``: 1000 x 32 KB CT instances from dcmtk ``storescu`` as Debian ships it
+  (Nagle on), and with ``TCP_NODELAY=1``, and from a pynetdicom SCU;
+* ``large``: 300 x 512 KB instances from ``storescu`` with ``TCP_NODELAY=1``;
+* ``4 senders``: the large load split over four concurrent ``storescu`` processes.
+
+RadGround runs as ``radground serve`` with its embedded defaults: SQLite index,
+fsync of every file and directory entry, study completion on. The plain
+pynetdicom SCP writes the received bytes to a file and nothing else; dcmtk's
+storescp writes files (its default: no fsync, no index).
+
+Prints instances/s per receiver and the ratios to the peers. Usage::
+
+    .venv/bin/python bench/ingest.py            # full run (~5 min on 2 cores)
+    .venv/bin/python bench/ingest.py --quick    # 1/5 of the counts
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from rich.console import Console  # noqa: E402
+from rich.progress import Progress  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from tests.factories import write_series  # noqa: E402
+
+PLAIN_PYNETDICOM_SCP = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from pynetdicom import AE, evt, AllStoragePresentationContexts, _config
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    _config.LOG_HANDLER_LEVEL = "none"
+    out = Path(sys.argv[2])
+    def handle_store(event):
+        with open(out / event.request.AffectedSOPInstanceUID, "wb") as f:
+            f.write(event.encoded_dataset())
+        return 0x0000
+    ae = AE(ae_title="PLAIN")
+    for cx in AllStoragePresentationContexts:
+        ae.add_supported_context(cx.abstract_syntax, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    ae.maximum_associations = 64
+    ae.start_server(("127.0.0.1", int(sys.argv[1])), evt_handlers=[(evt.EVT_C_STORE, handle_store)])
+    """
+)
+
+PYNETDICOM_SCU = textwrap.dedent(
+    """
+    import sys
+    from pynetdicom import AE, _config
+    from pydicom import dcmread
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+    _config.LOG_HANDLER_LEVEL = "none"
+    ae = AE(ae_title="PYSCU")
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+    assoc = ae.associate("127.0.0.1", int(sys.argv[1]), ae_title=sys.argv[2])
+    bad = 0
+    for path in sys.argv[3:]:
+        status = assoc.send_c_store(dcmread(path))
+        bad += int(not status or status.Status != 0)
+    assoc.release()
+    sys.exit(1 if bad else 0)
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"receiver did not listen on port {port}")
+
+
+@dataclass
+class Receiver:
+    name: str
+    ae_title: str
+    port: int
+    process: subprocess.Popen
+    output: Path
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_radground(work: Path, processes: int) -> Receiver:
+    port = free_port()
+    config = work / "radground.toml"
+    config.write_text(
+        f'[node]\nport = {port}\nlistener_processes = {processes}\nmax_associations = 64\n'
+        f'[storage]\nroot = "{work / "instances"}"\nreserve_mb = 0\n'
+        f'[database]\nurl = "sqlite:///{work / "radground.db"}"\n'
+        "[logging]\nlevel = \"WARNING\"\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RADGROUND_")}
+    process = subprocess.Popen([sys.executable, "-m", "radground", "--config", str(config), "serve"],
+                               cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port)
+    time.sleep(2.0 if processes > 1 else 0.5)  # all listener processes up
+    return Receiver(f"RadGround ({processes} proc)", "RADGROUND", port, process, work / "instances")
+
+
+def start_storescp(work: Path) -> Receiver:
+    port = free_port()
+    out = work / "storescp"
+    out.mkdir()
+    process = subprocess.Popen(["storescp", "-aet", "STORESCP", "-od", str(out), str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port)
+    return Receiver("dcmtk storescp", "STORESCP", port, process, out)
+
+
+def start_plain(work: Path) -> Receiver:
+    port = free_port()
+    out = work / "plain"
+    out.mkdir()
+    process = subprocess.Popen([sys.executable, "-c", PLAIN_PYNETDICOM_SCP, str(port), str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port)
+    return Receiver("plain pynetdicom SCP", "PLAIN", port, process, out)
+
+
+def storescu_command(receiver: Receiver, files: list[Path]) -> list[str]:
+    return ["storescu", "-aet", "BENCH", "-aec", receiver.ae_title, "127.0.0.1", str(receiver.port), *map(str, files)]
+
+
+def send(receiver: Receiver, files: list[Path], sender: str, senders: int = 1) -> float:
+    """Send ``files`` with ``sender``; returns seconds until every sender finished."""
+    env = dict(os.environ)
+    env.pop("TCP_NODELAY", None)
+    if sender == "storescu+nodelay":
+        env["TCP_NODELAY"] = "1"
+    chunks = [files[i::senders] for i in range(senders)]
+    start = time.perf_counter()
+    if sender == "pynetdicom":
+        procs = [subprocess.Popen([sys.executable, "-c", PYNETDICOM_SCU, str(receiver.port), receiver.ae_title,
+                                   *map(str, chunk)], env=env) for chunk in chunks]
+    else:
+        procs = [subprocess.Popen(storescu_command(receiver, chunk), env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for chunk in chunks]
+    codes = [p.wait() for p in procs]
+    elapsed = time.perf_counter() - start
+    if any(codes):
+        raise RuntimeError(f"{sender} -> {receiver.name} failed: exit codes {codes}")
+    return elapsed
+
+
+def count_received(receiver: Receiver) -> int:
+    return sum(1 for p in receiver.output.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+SCENARIOS = [
+    # (name, load, sender, concurrent senders)
+    ("32 KB, storescu (Nagle on)", "small", "storescu", 1),
+    ("32 KB, storescu TCP_NODELAY", "small", "storescu+nodelay", 1),
+    ("32 KB, pynetdicom SCU", "small", "pynetdicom", 1),
+    ("512 KB, storescu TCP_NODELAY", "large", "storescu+nodelay", 1),
+    ("512 KB, 4 x storescu TCP_NODELAY", "large", "storescu+nodelay", 4),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1/5 of the instance counts")
+    parser.add_argument("--small", type=int, default=1000, help="number of 32 KB instances")
+    parser.add_argument("--large", type=int, default=300, help="number of 512 KB instances")
+    args = parser.parse_args()
+    if args.quick:
+        args.small, args.large = args.small // 5, args.large // 5
+    for tool in ("storescu", "storescp"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} not found: install dcmtk (.ci/bootstrap --test)")
+    console = Console()
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="radground-bench-") as tmp:
+        work = Path(tmp)
+        loads = {
+            "small": write_series(work / "small", args.small, rows=128, columns=128),
+            "large": write_series(work / "large", args.large, rows=512, columns=512),
+        }
+        receivers_factories = [
+            ("RadGround (1 proc)", lambda d: start_radground(d, 1)),
+            (f"RadGround ({cores} proc)", lambda d: start_radground(d, cores)),
+            ("dcmtk storescp", start_storescp),
+            ("plain pynetdicom SCP", start_plain),
+        ]
+        rates: dict[tuple[str, str], float] = {}
+        total = len(SCENARIOS) * len(receivers_factories)
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("benchmark", total=total)
+            for scenario, load, sender, senders in SCENARIOS:
+                files = loads[load]
+                for name, factory in receivers_factories:
+                    progress.update(task, description=f"{scenario} -> {name}")
+                    run_dir = work / f"run-{len(rates)}"
+                    run_dir.mkdir()
+                    receiver = factory(run_dir)
+                    try:
+                        elapsed = send(receiver, files, sender, senders)
+                        received = count_received(receiver)
+                    finally:
+                        receiver.stop()
+                    if received < len(files):
+                        raise RuntimeError(f"{name} stored {received} of {len(files)} instances")
+                    rates[(scenario, name)] = len(files) / elapsed
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                    progress.advance(task)
+
+    names = [name for name, _ in receivers_factories]
+    table = Table(title=f"Ingest, instances/s (loopback, {cores} cores; RadGround: SQLite index + fsync on)")
+    table.add_column("load / sender")
+    for name in names:
+        table.add_column(name, justify="right")
+    table.add_column("RG best / storescp", justify="right")
+    table.add_column("RG best / pynetdicom", justify="right")
+    for scenario, *_ in SCENARIOS:
+        row = [rates[(scenario, n)] for n in names]
+        best = max(row[0], row[1])
+        table.add_row(scenario, *(f"{r:.0f}" for r in row), f"{best / row[2]:.2f}x", f"{best / row[3]:.2f}x")
+    console.print(table)
+    one = rates[("512 KB, storescu TCP_NODELAY", names[1])]
+    four = rates[("512 KB, 4 x storescu TCP_NODELAY", names[1])]
+    plain_four = rates[("512 KB, 4 x storescu TCP_NODELAY", names[3])]
+    console.print(
+        f"4 concurrent senders vs 1, RadGround ({cores} proc): {four / one:.2f}x; "
+        f"plain pynetdicom: {plain_four / rates[('512 KB, storescu TCP_NODELAY', names[3])]:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
