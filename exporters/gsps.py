@@ -157,7 +157,8 @@ def build_presentation_states(
     list
         One :class:`highdicom.pr.GrayscaleSoftcopyPresentationState` or
         :class:`highdicom.pr.ColorSoftcopyPresentationState` per source series
-        (per image size within a series, which the Displayed Area needs), in
+        (per image size and photometric kind within a series, which the
+        Displayed Area and the LUTs must match), in
         order of first appearance; empty when no region can be drawn.
 
     Raises
@@ -178,12 +179,14 @@ def build_presentation_states(
     styles = layer_styles(graphic_color)
     layers = {kind: _graphic_layer(style) for kind, style in styles.items()}
 
-    groups: dict[tuple[str, int, int], list[PlacedRegion]] = {}
+    # One presentation state per source series; within a series, one per image
+    # size and photometric kind, which its Displayed Area and LUTs must match.
+    groups: dict[tuple[str, int, int, str], list[PlacedRegion]] = {}
     for placed in plan.regions:
         source = by_uid[placed.image.sop_instance_uid]
         if "SeriesInstanceUID" not in source:
             raise SourceError(f"source image {short_uid(placed.image.sop_instance_uid)} lacks SeriesInstanceUID")
-        key = (str(source.SeriesInstanceUID), placed.rows, placed.columns)
+        key = (str(source.SeriesInstanceUID), placed.rows, placed.columns, _pixel_kind(source))
         groups.setdefault(key, []).append(placed)
 
     equipment = hd.ContributingEquipment(
@@ -194,9 +197,9 @@ def build_presentation_states(
     )
     states: list[PresentationState] = []
     instance_numbers: dict[str, int] = {}
-    for (series_uid, rows, columns), regions in groups.items():
+    for (series_uid, rows, columns, pixel_kind), regions in groups.items():
         images = [by_uid[uid] for uid in dict.fromkeys(r.image.sop_instance_uid for r in regions)]
-        color = _is_color(images)
+        color = pixel_kind == "COLOR"
         kind = OutputKind.CSPS if color else OutputKind.GSPS
         instance_numbers[series_uid] = instance_numbers.get(series_uid, 0) + 1
         references = [_reference_header(im, color=color) for im in images]
@@ -210,7 +213,7 @@ def build_presentation_states(
             series_number=series_number,
             sop_instance_uid=output_uid(
                 report, revision=revision, kind=kind, language=language, role="instance",
-                part=f"{series_uid}/{rows}x{columns}",
+                part=f"{series_uid}/{rows}x{columns}/{pixel_kind}",
             ),
             instance_number=instance_numbers[series_uid],
             manufacturer=manufacturer,
@@ -248,11 +251,12 @@ def build_presentation_states(
     return states
 
 
-def _is_color(images: Sequence[Dataset]) -> bool:
-    kinds = {str(im.get("PhotometricInterpretation", "MONOCHROME2")) in _COLOR_PHOTOMETRIC for im in images}
-    if len(kinds) > 1:
-        raise SourceError("a source series mixes colour and grayscale images of one size")
-    return kinds.pop()
+def _pixel_kind(source: Dataset) -> str:
+    """``COLOR``, ``MONOCHROME1`` or ``MONOCHROME2``."""
+    photometric = str(source.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric in _COLOR_PHOTOMETRIC:
+        return "COLOR"
+    return "MONOCHROME1" if photometric == "MONOCHROME1" else "MONOCHROME2"
 
 
 def _reference_header(source: Dataset, *, color: bool) -> Dataset:
