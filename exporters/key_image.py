@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 
 import highdicom as hd
 import numpy as np
+from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 from pydicom.sr.codedict import codes
@@ -39,7 +40,7 @@ from exporters.presentation_content import (
 from exporters.preview import Overlay, display_array, render_overlay
 from exporters.uids import OutputKind, output_uid
 
-__all__ = ["build_key_images", "source_display_pixels"]
+__all__ = ["build_key_images", "render_preview", "source_display_pixels"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,16 +119,8 @@ def build_key_images(
     images = []
     for number, ((uid, frame), regions) in enumerate(groups.items(), start=1):
         source = by_uid[uid]
-        pixels = source_display_pixels(source, frame=frame, window=window)
-        overlays = [
-            Overlay(
-                box=r.box,
-                label=truncate_utf8(finding_label(r.finding, language), _LABEL_BYTES),
-                rgb=styles[r.finding.kind].rgb,
-            )
-            for r in regions
-        ]
-        picture = np.asarray(render_overlay(pixels, overlays, caption=_CAPTION))
+        picture = np.asarray(_picture(source, regions, frame=frame, window=window, language=language,
+                                      styles=styles))
         images.append(
             _secondary_capture(
                 report, source, picture, frame=frame, language=language, revision=revision,
@@ -137,6 +130,40 @@ def build_key_images(
         )
         logger.debug("key image %d: %d region(s) on image %s", number, len(regions), short_uid(uid))
     return images
+
+
+def render_preview(
+    report: GroundedReport,
+    source: Dataset,
+    *,
+    language: str,
+    frame: int | None = None,
+    graphic_color: tuple[int, int, int] | Mapping[FindingKind, tuple[int, int, int]] | None = None,
+    window: tuple[float, float] | None = None,
+) -> Image.Image:
+    """The picture a key image holds, as a PIL image (for a web page or an
+    e-mail): ``source`` (or one frame of it) with the report's regions on it.
+
+    Regions on other images are ignored; boxes are clipped as in the
+    presentation states.
+    """
+    plan = plan_overlays(report, [source], only_these_sources=True)
+    regions = [r for r in plan.regions if r.image.frame_number == frame]
+    return _picture(source, regions, frame=frame, window=window, language=language,
+                    styles=layer_styles(graphic_color))
+
+
+def _picture(source, regions, *, frame, window, language, styles) -> Image.Image:
+    pixels = source_display_pixels(source, frame=frame, window=window)
+    overlays = [
+        Overlay(
+            box=r.box,
+            label=truncate_utf8(finding_label(r.finding, language), _LABEL_BYTES),
+            rgb=styles[r.finding.kind].rgb,
+        )
+        for r in regions
+    ]
+    return render_overlay(pixels, overlays, caption=_CAPTION)
 
 
 def source_display_pixels(

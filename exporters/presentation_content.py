@@ -241,7 +241,9 @@ class OverlayPlan:
     problems: tuple[str, ...]
 
 
-def plan_overlays(report: GroundedReport, sources: Sequence[Dataset]) -> OverlayPlan:
+def plan_overlays(
+    report: GroundedReport, sources: Sequence[Dataset], *, only_these_sources: bool = False
+) -> OverlayPlan:
     """Place every region of ``report`` on its source image.
 
     Parameters
@@ -250,6 +252,9 @@ def plan_overlays(report: GroundedReport, sources: Sequence[Dataset]) -> Overlay
         The grounded report.
     sources
         Headers (pixel data optional) of the source images the regions are on.
+    only_these_sources
+        Place only the regions on ``sources`` and skip the others (for a
+        picture of one image) instead of refusing them.
 
     Returns
     -------
@@ -272,6 +277,8 @@ def plan_overlays(report: GroundedReport, sources: Sequence[Dataset]) -> Overlay
             uid = region.image.sop_instance_uid
             source = by_uid.get(uid)
             if source is None:
+                if only_these_sources:
+                    continue
                 raise SourceError(
                     f"finding {index} has a region on image {short_uid(uid)} (hashed SOP Instance UID) "
                     "that is not among the sources"

@@ -25,7 +25,7 @@ from engine.report import (
     derive_uid,
 )
 from exporters.errors import SourceError
-from exporters.key_image import build_key_images
+from exporters.key_image import build_key_images, render_preview
 from tests.exporters_validators import dciodvfy_errors
 
 SHARED_DICOM = (Path(__file__).resolve().parents[4] / "shared" / "data" / "dicom").resolve()
@@ -165,3 +165,15 @@ def test_sources_without_pixels_are_refused(source_images, grounded_report):
         del ds.PixelData
     with pytest.raises(SourceError, match="no pixel data"):
         build_key_images(grounded_report, headers, language="en", revision=1)
+
+
+def test_render_preview_draws_one_image_of_the_report(grounded_report, source_images):
+    picture = render_preview(grounded_report, source_images[1], language="zh-CN",
+                             graphic_color=(255, 0, 0))
+    assert picture.size == (source_images[1].Columns, source_images[1].Rows)
+    red = (np.asarray(picture) == np.array([255, 0, 0], dtype=np.uint8)).all(axis=2)
+    on_image = [r.box for f in grounded_report.findings for r in f.regions
+                if r.image.sop_instance_uid == source_images[1].SOPInstanceUID]
+    assert on_image
+    for box in on_image:  # every box of this image has its top-left corner drawn
+        assert red[int(box.y_min), int(box.x_min)]
