@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node.errors import StoreRefusedError
 from dicom_node.scp import StoredInstance
 from dicom_node.uids import short_uid
-from worklist.index import record_instance
+from worklist.index import KnownKeys, record_instance
 
 __all__ = ["make_index_hook"]
 
@@ -27,13 +27,16 @@ def make_index_hook(session_factory: sessionmaker[Session]) -> Callable[[StoredI
     the statement's parameters, i.e. patient data.
     """
 
+    known = KnownKeys()
+
     def on_stored(instance: StoredInstance) -> None:
         try:
             with session_factory.begin() as session:
-                indexed = record_instance(session, instance)
+                indexed = record_instance(session, instance, known=known)
         except SQLAlchemyError as exc:
             logger.error("Index write failed for instance %s (%s)", short_uid(instance.sop_instance_uid), type(exc).__name__)
             raise StoreRefusedError("study index unavailable", transient=True) from None
+        known.remember(indexed)
         if indexed.reopened:
             logger.info(
                 "Study %s received more instances after it was ready: revision %d opened",

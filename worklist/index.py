@@ -21,15 +21,38 @@ from dicom_node.scp import StoredInstance
 from dicom_node.storage import StoreOutcome
 from worklist.models import Instance, Patient, RevisionState, Series, Study, StudyRevision
 
-__all__ = ["IndexedInstance", "record_instance"]
+__all__ = ["IndexedInstance", "KnownKeys", "record_instance"]
 
 logger = logging.getLogger(__name__)
+
+
+class KnownKeys:
+    """Primary keys of patients, studies and series this process has seen committed.
+
+    Saves the three upserts per instance for the rest of a study (rows are never
+    deleted, so a committed key stays valid). Only :meth:`remember` keys after
+    the transaction that created them committed.
+    """
+
+    def __init__(self, maximum: int = 4096) -> None:
+        self._keys: dict[tuple[str, ...], int] = {}
+        self._maximum = maximum
+
+    def get(self, key: tuple[str, ...]) -> int | None:
+        return self._keys.get(key)
+
+    def remember(self, indexed: IndexedInstance) -> None:
+        if len(self._keys) > self._maximum:
+            self._keys.clear()
+        self._keys.update(indexed.keys)
 
 
 @dataclass(frozen=True)
 class IndexedInstance:
     """Where an instance landed in the index."""
 
+    #: The (kind, natural key) -> primary key pairs used, for :class:`KnownKeys`.
+    keys: tuple[tuple[tuple[str, ...], int], ...]
     study_pk: int
     revision: int
     #: True when this instance opened a new revision of an already-ready study.
@@ -38,8 +61,8 @@ class IndexedInstance:
     new_content: bool
 
 
-def record_instance(session: Session, instance: StoredInstance) -> IndexedInstance:
-    """Index ``instance`` (the caller commits).
+def record_instance(session: Session, instance: StoredInstance, *, known: KnownKeys | None = None) -> IndexedInstance:
+    """Index ``instance`` (the caller commits, then may ``known.remember`` the result).
 
     Concurrency: the study row is locked (``SELECT … FOR UPDATE`` on
     PostgreSQL; SQLite transactions are ``BEGIN IMMEDIATE``), so the revision
@@ -47,34 +70,40 @@ def record_instance(session: Session, instance: StoredInstance) -> IndexedInstan
     """
     header = instance.header
     now = instance.received_at
-    patient_pk = _upsert_patient(session, header)
-    study_pk = _upsert(
-        session,
-        Study,
-        {"study_instance_uid": instance.study_instance_uid},
-        patient_pk=patient_pk,
-        study_date=_text(header, "StudyDate", 8),
-        study_time=_text(header, "StudyTime", 16),
-        accession_number=_text(header, "AccessionNumber", 16),
-        study_description=_text(header, "StudyDescription", 64),
-        current_revision=1,
-        instance_count=0,
-        first_received_at=now,
-        last_received_at=now,
-    )
+    known = known or KnownKeys()
+    study_key = ("study", instance.study_instance_uid)
+    series_key = ("series", instance.series_instance_uid)
+    study_pk = known.get(study_key)
+    if study_pk is None:
+        study_pk = _upsert(
+            session,
+            Study,
+            {"study_instance_uid": instance.study_instance_uid},
+            patient_pk=_upsert_patient(session, header),
+            study_date=_text(header, "StudyDate", 8),
+            study_time=_text(header, "StudyTime", 16),
+            accession_number=_text(header, "AccessionNumber", 16),
+            study_description=_text(header, "StudyDescription", 64),
+            current_revision=1,
+            instance_count=0,
+            first_received_at=now,
+            last_received_at=now,
+        )
     study = session.execute(
         select(Study).where(Study.id == study_pk).with_for_update()
     ).scalar_one()
-    series_pk = _upsert(
-        session,
-        Series,
-        {"series_instance_uid": instance.series_instance_uid},
-        study_pk=study_pk,
-        modality=_text(header, "Modality", 16),
-        series_number=_int(header, "SeriesNumber"),
-        series_description=_text(header, "SeriesDescription", 64),
-        body_part_examined=_text(header, "BodyPartExamined", 16),
-    )
+    series_pk = known.get(series_key)
+    if series_pk is None:
+        series_pk = _upsert(
+            session,
+            Series,
+            {"series_instance_uid": instance.series_instance_uid},
+            study_pk=study_pk,
+            modality=_text(header, "Modality", 16),
+            series_number=_int(header, "SeriesNumber"),
+            series_description=_text(header, "SeriesDescription", 64),
+            body_part_examined=_text(header, "BodyPartExamined", 16),
+        )
     existing = session.execute(
         select(Instance).where(Instance.sop_instance_uid == instance.sop_instance_uid)
     ).scalar_one_or_none()
@@ -131,7 +160,13 @@ def record_instance(session: Session, instance: StoredInstance) -> IndexedInstan
         for key, value in values.items():
             setattr(existing, key, value)
     session.flush()
-    return IndexedInstance(study_pk=study_pk, revision=revision.revision, reopened=reopened, new_content=new_content)
+    return IndexedInstance(
+        keys=((study_key, study_pk), (series_key, series_pk)),
+        study_pk=study_pk,
+        revision=revision.revision,
+        reopened=reopened,
+        new_content=new_content,
+    )
 
 
 def _upsert_patient(session: Session, header: Dataset) -> int:
