@@ -9,6 +9,11 @@ Public API
 :func:`select_images`
     Choose which images/frames of a study go to the model (:class:`ImageSelection`).
 
+Coordinates: source boxes are DICOM column/row with the origin at the top-left
+corner of the top-left pixel (``engine.report.Box``); MedRegA's 0–999 integers are
+de-normalised by dividing by 999, as its code does (``(0, 0, 999, 999)`` is the whole
+model input). :mod:`engine.pixels.geometry` states the convention in full.
+
 Errors derive from :class:`PixelError`.
 """
 
