@@ -112,13 +112,28 @@ def _observation_context(report: GroundedReport) -> hd.sr.ObservationContext:
     )
 
 
-def _tracking(planned: PlannedFinding, region: PlannedRegion | None, language: str) -> hd.sr.TrackingIdentifier:
+_LANGUAGE_NAME = hd.sr.CodedConcept("121049", "DCM", "Language of Content Item and Descendants")
+_IMAGING_MEASUREMENTS = hd.sr.CodedConcept("126010", "DCM", "Imaging Measurements")
+_TRACKING_IDENTIFIER = hd.sr.CodedConcept("112039", "DCM", "Tracking Identifier")
+
+
+def _tracking_text(planned: PlannedFinding, region: PlannedRegion | None, language: str) -> str:
+    """Tracking Identifier: ``F<finding number>[.<region number>] <label in language>``."""
     label = planned.finding.label.get(language) or planned.finding.label.primary
     number = f"F{planned.index + 1}"
     if region is not None and len(planned.finding.regions) > 1:
         number += f".{region.region_index + 1}"
+    return f"{number} {label}"
+
+
+def _sentence(planned: PlannedFinding, language: str) -> str:
+    finding = planned.finding
+    return finding.description.get(language) or finding.description.primary
+
+
+def _tracking(planned: PlannedFinding, region: PlannedRegion | None, language: str) -> hd.sr.TrackingIdentifier:
     uid = region.tracking_uid if region is not None else planned.finding.tracking_uid
-    return hd.sr.TrackingIdentifier(uid=uid, identifier=f"{number} {label}")
+    return hd.sr.TrackingIdentifier(uid=uid, identifier=_tracking_text(planned, region, language))
 
 
 @dataclass(frozen=True)
@@ -202,9 +217,7 @@ def _group(planned: PlannedFinding, region: PlannedRegion | None, language: str,
         group = hd.sr.MeasurementsAndQualitativeEvaluations(**common)
     else:
         group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(referenced_region=parts.image_region, **common)
-    finding = planned.finding
-    sentence = finding.description.get(language) or finding.description.primary
-    group[0].ContentSequence.append(comment_item(sentence))
+    group[0].ContentSequence.append(comment_item(_sentence(planned, language)))
     return group
 
 
@@ -272,17 +285,17 @@ def build_sr(
     if not _parts:
         raise ExportError("report has no findings: nothing to put in an SR")
     try:
-        return _document(report, sources, language=language, revision=revision, parts=_parts,
+        content = _content(report, language, _parts, procedure_reported)
+        return _document(report, sources, content, language=language, revision=revision, parts=_parts,
                          series_number=series_number, instance_number=instance_number,
-                         institution_name=institution_name, procedure_reported=procedure_reported,
-                         assemble=assemble)
+                         institution_name=institution_name, assemble=assemble)
     except (ValueError, TypeError) as exc:  # highdicom refuses non-conformant values
         raise ExportError(f"the SR could not be built: {exc}") from exc
 
 
-def _document(report: GroundedReport, sources: Sequence[Dataset], *, language: str, revision: int,
-              parts: list[tuple], series_number: int, instance_number: int, institution_name: str | None,
-              procedure_reported: Sequence[CodedConcept], assemble: bool) -> hd.sr.Comprehensive3DSR:
+def _content(report: GroundedReport, language: str, parts: list[tuple],
+             procedure_reported: Sequence[CodedConcept]) -> hd.sr.MeasurementReport:
+    """The TID 1500 tree in ``language``, built with highdicom's templates."""
     groups = [_group(planned, region, language, shared) for planned, region, shared in parts]
     content = hd.sr.MeasurementReport(
         observation_context=_observation_context(report),
@@ -291,6 +304,13 @@ def _document(report: GroundedReport, sources: Sequence[Dataset], *, language: s
         language_of_content_item_and_descendants=language_item(language),
     )
     content[0].ContentSequence.append(report_qualitative_evaluations(report.impression[language]))
+    return content
+
+
+def _document(report: GroundedReport, sources: Sequence[Dataset], content: hd.sr.MeasurementReport, *,
+              language: str, revision: int, parts: list[tuple], series_number: int, instance_number: int,
+              institution_name: str | None, assemble: bool) -> hd.sr.Comprehensive3DSR:
+    """The SR document around ``content`` (document-level modules, UIDs, equipment)."""
     uses_private = any(p.coding.finding_type.scheme_designator == codes.PRIVATE_SCHEME for p, _, _ in parts)
     created: datetime = report.created_at
     equipment = hd.ContributingEquipment(
@@ -349,14 +369,74 @@ def export_sr(
     ``series_number + i``.
     """
     langs = tuple(languages) if languages is not None else report.languages
+    for language in langs:
+        _check_language(report, language)
     plan, notes = plan_findings(report, sources)
     parts = _safe_parts(report, plan)
-    documents = {
-        language: build_sr(
-            report, sources, language=language, revision=revision,
-            series_number=series_number + i, institution_name=institution_name,
-            procedure_reported=procedure_reported, _parts=parts,
-        )
-        for i, language in enumerate(langs)
-    }
+    if not parts:
+        raise ExportError("report has no findings: nothing to put in an SR")
+    documents: dict[str, hd.sr.Comprehensive3DSR] = {}
+    first: hd.sr.MeasurementReport | None = None
+    try:
+        for i, language in enumerate(langs):
+            if first is None:
+                content = first = _content(report, language, parts, procedure_reported)
+            else:
+                content = _translated_content(first, report, language, parts)
+            documents[language] = _document(
+                report, sources, content, language=language, revision=revision, parts=parts,
+                series_number=series_number + i, instance_number=1, institution_name=institution_name,
+                assemble=True,
+            )
+    except (ValueError, TypeError) as exc:  # highdicom refuses non-conformant values
+        raise ExportError(f"the SR could not be built: {exc}") from exc
     return SRExport(documents=documents, notes=notes)
+
+
+def _translated_content(
+    built: hd.sr.MeasurementReport, report: GroundedReport, language: str, parts: list[tuple]
+) -> hd.sr.MeasurementReport:
+    """The content tree ``built`` (by highdicom's templates, in another language) with its
+    language-dependent items replaced: TID 1204 language, each group's Tracking
+    Identifier TEXT and Comment TEXT, the impression. Every other content item is
+    shared with ``built``: the items of the two trees are the same objects, which
+    is valid because nothing modifies them after construction."""
+    root = built[0]
+    root_items = list(root.ContentSequence)
+    language_old, measurements_old, evaluations_old = root_items[0], root_items[-2], root_items[-1]
+    if (language_old.name != _LANGUAGE_NAME or measurements_old.name != _IMAGING_MEASUREMENTS
+            or evaluations_old.name != codes.to_hd(codes.QUALITATIVE_EVALUATIONS)):
+        raise ExportError("unexpected TID 1500 layout: cannot translate the content tree")
+    groups = []
+    for group_old, (planned, region, _) in zip(measurements_old.ContentSequence, parts, strict=True):
+        items = list(group_old.ContentSequence)
+        if items[0].name != _TRACKING_IDENTIFIER or items[-1].name != codes.to_hd(codes.COMMENT):
+            raise ExportError("unexpected measurement group layout: cannot translate the content tree")
+        group = hd.sr.ContainerContentItem(
+            name=group_old.name,
+            template_id=group_old.ContentTemplateSequence[0].TemplateIdentifier,
+            relationship_type=group_old.relationship_type,
+        )
+        # (ContentItem wraps the list in a ContentSequence, which checks each item)
+        group.ContentSequence = [
+            hd.sr.TextContentItem(name=items[0].name, value=_tracking_text(planned, region, language),
+                                  relationship_type=items[0].relationship_type),
+            *items[1:-1],
+            comment_item(_sentence(planned, language)),
+        ]
+        groups.append(group)
+    measurements = hd.sr.ContainerContentItem(name=measurements_old.name,
+                                              relationship_type=measurements_old.relationship_type)
+    measurements.ContentSequence = groups
+    new_root = hd.sr.ContainerContentItem(name=root.name, template_id="1500")
+    new_root.ContentSequence = [
+        *language_item(language),
+        *root_items[1:-2],
+        measurements,
+        report_qualitative_evaluations(report.impression[language]),
+    ]
+    # the tree has the shape MeasurementReport builds; give it that type as
+    # highdicom's own MeasurementReport.from_sequence does (without its copy)
+    tree = hd.sr.ContentSequence([new_root], is_root=True)
+    tree.__class__ = hd.sr.MeasurementReport
+    return tree
