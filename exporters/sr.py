@@ -26,8 +26,20 @@ series per language ("AI findings (unverified) – EN"), evidence references
 to all source images, patient/study modules copied from the first source,
 Contributing Equipment "Processing Equipment" (DCM 109102) with the model's
 manufacturer, name, version and Device UID. UIDs come from
-:func:`exporters.uids.output_uid`; dates and times from the report's
-``created_at``, so the same job gives byte-identical documents.
+:func:`exporters.uids.output_uid`; content, series and contribution dates
+and times from the report's ``created_at``, so the same job gives the same
+documents (only highdicom's Instance Creation Date/Time stamps differ).
+
+Speed (``bench/exporters.py``): :func:`export_sr` plans and codes the
+regions once, builds the language-independent content items once, builds
+the first language's tree with highdicom's templates and derives the other
+languages' trees from it by replacing only the language-dependent items
+(TID 1204 language, Tracking Identifier texts, sentences, impression), and
+wraps each tree with :class:`~exporters.sr_document.AssembledComprehensive3DSR`
+instead of highdicom's constructor, which would deep-copy, re-parse and
+search the whole tree. The tests check that the result equals, byte for
+byte, what highdicom's own constructor builds from freshly built items
+(``build_sr(..., assemble=False)``).
 """
 
 from __future__ import annotations
@@ -78,7 +90,10 @@ class SRExport:
     Parameters
     ----------
     documents
-        One Comprehensive 3D SR per language, keyed by BCP-47 tag.
+        One Comprehensive 3D SR per language, keyed by BCP-47 tag. The
+        documents share their language-independent content items (the same
+        objects appear in each tree): treat them as read-only, or deep-copy a
+        document before changing it.
     notes
         Regions clipped to their image or dropped (no patient data), also logged.
     """
