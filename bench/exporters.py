@@ -50,9 +50,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from exporters.sr import build_sr, export_sr  # noqa: E402
-from tests.exporters_validators import comparable_bytes, dciodvfy_errors  # noqa: E402
-
+from exporters.sr import build_sr, export_sr
+from tests.exporters_validators import comparable_bytes, dciodvfy_errors
 
 #: FHIR identifier system for the test hospital's Patient IDs (its issuer is plain text).
 PATIENT_ID_SYSTEM = "https://hospital.example.org/fhir/patient-id"
@@ -64,7 +63,9 @@ def _fixtures():
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    sources = [module._round_trip(module.make_source_image(i, pixels=module._pixels(i))) for i in range(2)]
+    sources = [
+        module._round_trip(module.make_source_image(i, pixels=module._pixels(i))) for i in range(2)
+    ]
     return module.make_grounded_report(), sources
 
 
@@ -97,8 +98,12 @@ def make_ways(report, sources) -> tuple[list[Stage], list[Stage]]:
     languages = report.languages
 
     def sr_straightforward(out: dict) -> list:
-        return [build_sr(report, sources, language=lang, revision=1, assemble=False, series_number=9100 + i)
-                for i, lang in enumerate(languages)]
+        return [
+            build_sr(
+                report, sources, language=lang, revision=1, assemble=False, series_number=9100 + i
+            )
+            for i, lang in enumerate(languages)
+        ]
 
     def sr_project(out: dict) -> list:
         result = export_sr(report, sources, revision=1, languages=languages)
@@ -110,14 +115,23 @@ def make_ways(report, sources) -> tuple[list[Stage], list[Stage]]:
         build_ps, plan_overlays = builders["gsps"]
 
         def gsps_straightforward(out: dict) -> list:
-            return [ps for i, lang in enumerate(languages)
-                    for ps in build_ps(report, sources, language=lang, revision=1, series_number=9902 + i)]
+            return [
+                ps
+                for i, lang in enumerate(languages)
+                for ps in build_ps(
+                    report, sources, language=lang, revision=1, series_number=9902 + i
+                )
+            ]
 
         def gsps_project(out: dict) -> list:
             plan = plan_overlays(report, sources)
-            return [ps for i, lang in enumerate(languages)
-                    for ps in build_ps(report, sources, language=lang, revision=1, series_number=9902 + i,
-                                       plan=plan)]
+            return [
+                ps
+                for i, lang in enumerate(languages)
+                for ps in build_ps(
+                    report, sources, language=lang, revision=1, series_number=9902 + i, plan=plan
+                )
+            ]
 
         straightforward.append(("gsps", gsps_straightforward))
         project.append(("gsps", gsps_project))
@@ -125,10 +139,17 @@ def make_ways(report, sources) -> tuple[list[Stage], list[Stage]]:
         build_bundle, bundle_json, series_of = builders["fhir"]
 
         def bundle(out: dict):
-            return build_bundle(report, sources, revision=1, patient_identifier_system=PATIENT_ID_SYSTEM,
-                                output_series=series_of([*out["sr"], *out.get("gsps", [])]))
+            return build_bundle(
+                report,
+                sources,
+                revision=1,
+                patient_identifier_system=PATIENT_ID_SYSTEM,
+                output_series=series_of([*out["sr"], *out.get("gsps", [])]),
+            )
 
-        straightforward.append(("fhir", lambda out: bundle(out).model_dump_json(exclude_comments=True)))
+        straightforward.append(
+            ("fhir", lambda out: bundle(out).model_dump_json(exclude_comments=True))
+        )
         project.append(("fhir", lambda out: bundle_json(bundle(out))))
     return straightforward, project
 
@@ -149,15 +170,16 @@ def check_identical_and_valid(a: dict, b: dict) -> list[str]:
     problems = []
     if a.keys() != b.keys():
         return [f"different outputs: {sorted(a)} vs {sorted(b)}"]
-    for kind in a:
+    for kind, ours in a.items():
+        theirs = b[kind]
         if kind == "fhir":
-            if a[kind] != b[kind]:
+            if ours != theirs:
                 problems.append("FHIR JSON differs")
             continue
-        if len(a[kind]) != len(b[kind]):
-            problems.append(f"{kind}: {len(a[kind])} vs {len(b[kind])} objects")
+        if len(ours) != len(theirs):
+            problems.append(f"{kind}: {len(ours)} vs {len(theirs)} objects")
             continue
-        for n, (x, y) in enumerate(zip(a[kind], b[kind])):
+        for n, (x, y) in enumerate(zip(ours, theirs, strict=True)):
             if comparable_bytes(x) != comparable_bytes(y):
                 problems.append(f"{kind}[{n}] differs")
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,19 +195,25 @@ def check_identical_and_valid(a: dict, b: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=21, help="timed runs per way (medians are printed)")
+    parser.add_argument(
+        "--repeat", type=int, default=21, help="timed runs per way (medians are printed)"
+    )
     args = parser.parse_args(argv)
     report, sources = _fixtures()
     straightforward, project = make_ways(report, sources)
     (a, _), (b, _) = run(straightforward), run(project)  # also warms up imports and caches
     problems = check_identical_and_valid(a, b)
     counts = ", ".join(f"{len(v) if kind != 'fhir' else 1} {kind.upper()}" for kind, v in b.items())
-    print(f"study: {len(report.findings)} findings, {len(sources)} images, languages {', '.join(report.languages)}; "
-          f"outputs: {counts}")
+    print(
+        f"study: {len(report.findings)} findings, {len(sources)} images, languages {', '.join(report.languages)}; "
+        f"outputs: {counts}"
+    )
     if problems:
         print("NOT IDENTICAL / NOT VALID:", *problems, sep="\n  ")
         return 1
-    print("outputs identical (DICOM bytes less creation stamps, FHIR JSON); project's DICOM dciodvfy-clean")
+    print(
+        "outputs identical (DICOM bytes less creation stamps, FHIR JSON); project's DICOM dciodvfy-clean"
+    )
     # alternate the two ways run by run, so that load from other processes hits both alike
     timings: dict[str, list[dict[str, float]]] = {"straightforward": [], "project": []}
     for _ in range(args.repeat):
@@ -194,11 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     totals = {}
     for way, runs in timings.items():
         totals[way] = statistics.median(sum(r.values()) for r in runs)
-        parts = ", ".join(f"{name} {statistics.median(r[name] for r in runs):.1f}" for name in runs[0])
+        parts = ", ".join(
+            f"{name} {statistics.median(r[name] for r in runs):.1f}" for name in runs[0]
+        )
         print(f"{way:16s} {totals[way]:8.1f} ms median   ({parts} ms)")
     ratio = totals["straightforward"] / totals["project"]
-    print(f"project goal <= 250 ms: {'met' if totals['project'] <= 250 else 'NOT met'}; "
-          f"ratio {ratio:.2f}x (goal >= 3x: {'met' if ratio >= 3 else 'NOT met'})")
+    print(
+        f"project goal <= 250 ms: {'met' if totals['project'] <= 250 else 'NOT met'}; "
+        f"ratio {ratio:.2f}x (goal >= 3x: {'met' if ratio >= 3 else 'NOT met'})"
+    )
     return 0
 
 

@@ -34,11 +34,11 @@ from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from engine.report import CodedConcept, Finding, FindingKind, Presence
 
 __all__ = [
+    "CODE_TABLE",
     "PRIVATE_SCHEME",
     "FindingCoding",
     "SiteCode",
     "TableEntry",
-    "CODE_TABLE",
     "coding_for",
     "normalize_label",
     "private_coding_scheme",
@@ -144,10 +144,18 @@ _ENTRIES: dict[str, TableEntry] = {
     # "Malignant neoplastic disease" post-coordinated with the organ as finding site
     "lung cancer": TableEntry(_sct("93880001", "Lung cancer"), _site(LUNG)),
     "pulmonary embolism": TableEntry(_sct("59282003", "Pulmonary embolism")),
-    "brain tumor": TableEntry(_sct("126952004", "Neoplasm of brain"), _site(_sct("12738006", "Brain"))),
-    "ischemic stroke": TableEntry(_sct("422504002", "Ischemic stroke"), _site(_sct("12738006", "Brain"))),
-    "cerebral hemorrhage": TableEntry(_sct("274100004", "Cerebral hemorrhage"), _site(_sct("12738006", "Brain"))),
-    "nasopharyngeal carcinoma": TableEntry(MALIGNANT_NEOPLASM, _site(_sct("360955006", "Nasopharynx"))),
+    "brain tumor": TableEntry(
+        _sct("126952004", "Neoplasm of brain"), _site(_sct("12738006", "Brain"))
+    ),
+    "ischemic stroke": TableEntry(
+        _sct("422504002", "Ischemic stroke"), _site(_sct("12738006", "Brain"))
+    ),
+    "cerebral hemorrhage": TableEntry(
+        _sct("274100004", "Cerebral hemorrhage"), _site(_sct("12738006", "Brain"))
+    ),
+    "nasopharyngeal carcinoma": TableEntry(
+        MALIGNANT_NEOPLASM, _site(_sct("360955006", "Nasopharynx"))
+    ),
     "vestibular schwannoma": TableEntry(_private("RG-L0005", "Vestibular schwannoma")),
     "liver cancer": TableEntry(MALIGNANT_NEOPLASM, _site(_sct("10200004", "Liver"))),
     "colon cancer": TableEntry(MALIGNANT_NEOPLASM, _site(_sct("71854001", "Colon"))),
@@ -184,11 +192,13 @@ CODE_TABLE: Mapping[str, TableEntry] = MappingProxyType(
 # -- fixed concepts of the SR content tree ----------------------------------
 #: Qualitative evaluation name for presence and its values (CID 241 plus DCM "Presence Undetermined").
 PRESENCE = _dcm("121052", "Presence of property")
-PRESENCE_VALUES: Mapping[Presence, CodedConcept] = MappingProxyType({
-    Presence.PRESENT: _sct("52101004", "Present"),
-    Presence.ABSENT: _sct("272519000", "Absent"),
-    Presence.INDETERMINATE: _dcm("121059", "Presence Undetermined"),
-})
+PRESENCE_VALUES: Mapping[Presence, CodedConcept] = MappingProxyType(
+    {
+        Presence.PRESENT: _sct("52101004", "Present"),
+        Presence.ABSENT: _sct("272519000", "Absent"),
+        Presence.INDETERMINATE: _dcm("121059", "Presence Undetermined"),
+    }
+)
 #: The model's confidence, as in CAD SR (CID 6048): a NUM in percent.
 CERTAINTY_OF_FINDING = _dcm("111012", "Certainty of Finding")
 PERCENT = CodedConcept("%", "UCUM", "Percent")

@@ -146,7 +146,9 @@ def _sentence(planned: PlannedFinding, language: str) -> str:
     return finding.description.get(language) or finding.description.primary
 
 
-def _tracking(planned: PlannedFinding, region: PlannedRegion | None, language: str) -> hd.sr.TrackingIdentifier:
+def _tracking(
+    planned: PlannedFinding, region: PlannedRegion | None, language: str
+) -> hd.sr.TrackingIdentifier:
     uid = region.tracking_uid if region is not None else planned.finding.tracking_uid
     return hd.sr.TrackingIdentifier(uid=uid, identifier=_tracking_text(planned, region, language))
 
@@ -165,26 +167,36 @@ class _Parts:
     image_region: hd.sr.ImageRegion | None
 
 
-def _parts(planned: PlannedFinding, region: PlannedRegion | None,
-           algorithm_id: hd.sr.AlgorithmIdentification) -> _Parts:
+def _parts(
+    planned: PlannedFinding,
+    region: PlannedRegion | None,
+    algorithm_id: hd.sr.AlgorithmIdentification,
+) -> _Parts:
     finding = planned.finding
     site = planned.coding.site
     sites = None
     if site is not None:
-        sites = [hd.sr.FindingSite(
-            anatomic_location=codes.to_hd(site.location),
-            laterality=codes.to_hd(site.laterality) if site.laterality is not None else None,
-        )]
+        sites = [
+            hd.sr.FindingSite(
+                anatomic_location=codes.to_hd(site.location),
+                laterality=codes.to_hd(site.laterality) if site.laterality is not None else None,
+            )
+        ]
     measurements = None
     if finding.confidence is not None:
-        measurements = [hd.sr.Measurement(
-            name=codes.to_hd(codes.CERTAINTY_OF_FINDING),
-            value=round(finding.confidence * 100.0, 6),
-            unit=codes.to_hd(codes.PERCENT),
-        )]
-    evaluations = [hd.sr.QualitativeEvaluation(
-        name=codes.to_hd(codes.PRESENCE), value=codes.to_hd(codes.PRESENCE_VALUES[finding.presence])
-    )]
+        measurements = [
+            hd.sr.Measurement(
+                name=codes.to_hd(codes.CERTAINTY_OF_FINDING),
+                value=round(finding.confidence * 100.0, 6),
+                unit=codes.to_hd(codes.PERCENT),
+            )
+        ]
+    evaluations = [
+        hd.sr.QualitativeEvaluation(
+            name=codes.to_hd(codes.PRESENCE),
+            value=codes.to_hd(codes.PRESENCE_VALUES[finding.presence]),
+        )
+    ]
     image_region = None
     if region is not None:
         frame = region.image.frame_number
@@ -197,8 +209,14 @@ def _parts(planned: PlannedFinding, region: PlannedRegion | None,
                 referenced_frame_numbers=[frame] if frame is not None else None,
             ),
         )
-    return _Parts(codes.to_hd(planned.coding.finding_type), sites, algorithm_id, measurements,
-                  evaluations, image_region)
+    return _Parts(
+        codes.to_hd(planned.coding.finding_type),
+        sites,
+        algorithm_id,
+        measurements,
+        evaluations,
+        image_region,
+    )
 
 
 def _all_parts(report: GroundedReport, plan: Sequence[PlannedFinding]) -> list[tuple]:
@@ -220,29 +238,36 @@ def _safe_parts(report: GroundedReport, plan: Sequence[PlannedFinding]) -> list[
 
 def _group(planned: PlannedFinding, region: PlannedRegion | None, language: str, parts: _Parts):
     """TID 1410 (with a region) or TID 1501 (text-only) group in ``language``."""
-    common = dict(
-        tracking_identifier=_tracking(planned, region, language),
-        finding_type=parts.finding_type,
-        finding_sites=parts.finding_sites,
-        algorithm_id=parts.algorithm_id,
-        measurements=parts.measurements,
-        qualitative_evaluations=parts.qualitative_evaluations,
-    )
+    common = {
+        "tracking_identifier": _tracking(planned, region, language),
+        "finding_type": parts.finding_type,
+        "finding_sites": parts.finding_sites,
+        "algorithm_id": parts.algorithm_id,
+        "measurements": parts.measurements,
+        "qualitative_evaluations": parts.qualitative_evaluations,
+    }
     if parts.image_region is None:
         group = hd.sr.MeasurementsAndQualitativeEvaluations(**common)
     else:
-        group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(referenced_region=parts.image_region, **common)
+        group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            referenced_region=parts.image_region, **common
+        )
     group[0].ContentSequence.append(comment_item(_sentence(planned, language)))
     return group
 
 
 def _check_language(report: GroundedReport, language: str) -> None:
-    missing = [n for n, f in enumerate(report.findings)
-               if language not in f.label or language not in f.description]
+    missing = [
+        n
+        for n, f in enumerate(report.findings)
+        if language not in f.label or language not in f.description
+    ]
     if language not in report.impression:
         missing.append("impression")
     if missing:
-        raise ExportError(f"language {language!r} is missing from the report's texts ({missing[:5]})")
+        raise ExportError(
+            f"language {language!r} is missing from the report's texts ({missing[:5]})"
+        )
 
 
 def build_sr(
@@ -301,15 +326,28 @@ def build_sr(
         raise ExportError("report has no findings: nothing to put in an SR")
     try:
         content = _content(report, language, _parts, procedure_reported)
-        return _document(report, sources, content, language=language, revision=revision, parts=_parts,
-                         series_number=series_number, instance_number=instance_number,
-                         institution_name=institution_name, assemble=assemble)
+        return _document(
+            report,
+            sources,
+            content,
+            language=language,
+            revision=revision,
+            parts=_parts,
+            series_number=series_number,
+            instance_number=instance_number,
+            institution_name=institution_name,
+            assemble=assemble,
+        )
     except (ValueError, TypeError) as exc:  # highdicom refuses non-conformant values
         raise ExportError(f"the SR could not be built: {exc}") from exc
 
 
-def _content(report: GroundedReport, language: str, parts: list[tuple],
-             procedure_reported: Sequence[CodedConcept]) -> hd.sr.MeasurementReport:
+def _content(
+    report: GroundedReport,
+    language: str,
+    parts: list[tuple],
+    procedure_reported: Sequence[CodedConcept],
+) -> hd.sr.MeasurementReport:
     """The TID 1500 tree in ``language``, built with highdicom's templates."""
     groups = [_group(planned, region, language, shared) for planned, region, shared in parts]
     content = hd.sr.MeasurementReport(
@@ -322,11 +360,23 @@ def _content(report: GroundedReport, language: str, parts: list[tuple],
     return content
 
 
-def _document(report: GroundedReport, sources: Sequence[Dataset], content: hd.sr.MeasurementReport, *,
-              language: str, revision: int, parts: list[tuple], series_number: int, instance_number: int,
-              institution_name: str | None, assemble: bool) -> hd.sr.Comprehensive3DSR:
+def _document(
+    report: GroundedReport,
+    sources: Sequence[Dataset],
+    content: hd.sr.MeasurementReport,
+    *,
+    language: str,
+    revision: int,
+    parts: list[tuple],
+    series_number: int,
+    instance_number: int,
+    institution_name: str | None,
+    assemble: bool,
+) -> hd.sr.Comprehensive3DSR:
     """The SR document around ``content`` (document-level modules, UIDs, equipment)."""
-    uses_private = any(p.coding.finding_type.scheme_designator == codes.PRIVATE_SCHEME for p, _, _ in parts)
+    uses_private = any(
+        p.coding.finding_type.scheme_designator == codes.PRIVATE_SCHEME for p, _, _ in parts
+    )
     created: datetime = report.created_at
     equipment = hd.ContributingEquipment(
         manufacturer=report.model.manufacturer,
@@ -336,16 +386,20 @@ def _document(report: GroundedReport, sources: Sequence[Dataset], content: hd.sr
         contribution_datetime=created,
         contribution_description="AI findings generated by a region-aware model",
     )
-    equipment.DeviceUID = report.model.device_uid  # Device UID (0018,1002): highdicom has no argument for it
+    equipment.DeviceUID = (
+        report.model.device_uid
+    )  # Device UID (0018,1002): highdicom has no argument for it
     document = AssembledComprehensive3DSR if assemble else hd.sr.Comprehensive3DSR
     return document(
         evidence=list(sources),
         content=content,
-        series_instance_uid=output_uid(report, revision=revision, kind=OutputKind.SR, language=language,
-                                       role="series"),
+        series_instance_uid=output_uid(
+            report, revision=revision, kind=OutputKind.SR, language=language, role="series"
+        ),
         series_number=series_number,
-        sop_instance_uid=output_uid(report, revision=revision, kind=OutputKind.SR, language=language,
-                                    role="instance"),
+        sop_instance_uid=output_uid(
+            report, revision=revision, kind=OutputKind.SR, language=language, role="instance"
+        ),
         instance_number=instance_number,
         manufacturer=report.model.manufacturer,
         manufacturer_model_name=report.model.name,
@@ -399,8 +453,15 @@ def export_sr(
             else:
                 content = _translated_content(first, report, language, parts)
             documents[language] = _document(
-                report, sources, content, language=language, revision=revision, parts=parts,
-                series_number=series_number + i, instance_number=1, institution_name=institution_name,
+                report,
+                sources,
+                content,
+                language=language,
+                revision=revision,
+                parts=parts,
+                series_number=series_number + i,
+                instance_number=1,
+                institution_name=institution_name,
                 assemble=True,
             )
     except (ValueError, TypeError) as exc:  # highdicom refuses non-conformant values
@@ -419,14 +480,21 @@ def _translated_content(
     root = built[0]
     root_items = list(root.ContentSequence)
     language_old, measurements_old, evaluations_old = root_items[0], root_items[-2], root_items[-1]
-    if (language_old.name != _LANGUAGE_NAME or measurements_old.name != _IMAGING_MEASUREMENTS
-            or evaluations_old.name != codes.to_hd(codes.QUALITATIVE_EVALUATIONS)):
+    if (
+        language_old.name != _LANGUAGE_NAME
+        or measurements_old.name != _IMAGING_MEASUREMENTS
+        or evaluations_old.name != codes.to_hd(codes.QUALITATIVE_EVALUATIONS)
+    ):
         raise ExportError("unexpected TID 1500 layout: cannot translate the content tree")
     groups = []
-    for group_old, (planned, region, _) in zip(measurements_old.ContentSequence, parts, strict=True):
+    for group_old, (planned, region, _) in zip(
+        measurements_old.ContentSequence, parts, strict=True
+    ):
         items = list(group_old.ContentSequence)
         if items[0].name != _TRACKING_IDENTIFIER or items[-1].name != codes.to_hd(codes.COMMENT):
-            raise ExportError("unexpected measurement group layout: cannot translate the content tree")
+            raise ExportError(
+                "unexpected measurement group layout: cannot translate the content tree"
+            )
         group = hd.sr.ContainerContentItem(
             name=group_old.name,
             template_id=group_old.ContentTemplateSequence[0].TemplateIdentifier,
@@ -434,14 +502,18 @@ def _translated_content(
         )
         # (ContentItem wraps the list in a ContentSequence, which checks each item)
         group.ContentSequence = [
-            hd.sr.TextContentItem(name=items[0].name, value=_tracking_text(planned, region, language),
-                                  relationship_type=items[0].relationship_type),
+            hd.sr.TextContentItem(
+                name=items[0].name,
+                value=_tracking_text(planned, region, language),
+                relationship_type=items[0].relationship_type,
+            ),
             *items[1:-1],
             comment_item(_sentence(planned, language)),
         ]
         groups.append(group)
-    measurements = hd.sr.ContainerContentItem(name=measurements_old.name,
-                                              relationship_type=measurements_old.relationship_type)
+    measurements = hd.sr.ContainerContentItem(
+        name=measurements_old.name, relationship_type=measurements_old.relationship_type
+    )
     measurements.ContentSequence = groups
     new_root = hd.sr.ContainerContentItem(name=root.name, template_id="1500")
     new_root.ContentSequence = [

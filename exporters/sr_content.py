@@ -49,16 +49,18 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Code Meanings of the RFC 5646 language tags as CID 5000 "Languages" spells them (TID 1204).
-LANGUAGE_NAMES: Mapping[str, str] = MappingProxyType({
-    "en": "English",
-    "en-US": "English (United States)",
-    "en-GB": "English (United Kingdom)",
-    "zh-CN": "Chinese (S)",
-    "zh-TW": "Chinese (T)",
-    "de": "German",
-    "fr": "French",
-    "es": "Spanish",
-})
+LANGUAGE_NAMES: Mapping[str, str] = MappingProxyType(
+    {
+        "en": "English",
+        "en-US": "English (United States)",
+        "en-GB": "English (United Kingdom)",
+        "zh-CN": "Chinese (S)",
+        "zh-TW": "Chinese (T)",
+        "de": "German",
+        "fr": "French",
+        "es": "Spanish",
+    }
+)
 assert set(LANGUAGE_NAMES) == set(SUPPORTED_LANGUAGES)
 
 
@@ -91,7 +93,8 @@ class RegionNote:
         columns, rows = self.image_size
         what = (
             f"clipped to {self.clipped.x_min:g},{self.clipped.y_min:g},{self.clipped.x_max:g},{self.clipped.y_max:g}"
-            if self.clipped is not None else "dropped (no area inside the image)"
+            if self.clipped is not None
+            else "dropped (no area inside the image)"
         )
         return (
             f"finding {self.finding_index} region {self.region_index} "
@@ -165,7 +168,9 @@ def _check_frame(ref: ImageRef, ds: Dataset, where: str) -> None:
     frames = int(ds.get("NumberOfFrames") or 1)
     if ref.frame_number is None:
         if frames > 1:
-            raise SourceError(f"{where}: the source image has {frames} frames; the region must name one")
+            raise SourceError(
+                f"{where}: the source image has {frames} frames; the region must name one"
+            )
     elif ref.frame_number > frames:
         raise SourceError(f"{where}: frame {ref.frame_number} of an image with {frames} frame(s)")
 
@@ -205,16 +210,22 @@ def plan_findings(
             clipped = region.box.clip(*size)
             if clipped != region.box:
                 note = RegionNote(
-                    finding_index=f_index, region_index=r_index, tracking_uid=uid,
+                    finding_index=f_index,
+                    region_index=r_index,
+                    tracking_uid=uid,
                     sop_instance_uid=region.image.sop_instance_uid,
                     frame_number=region.image.frame_number,
                     action=RegionAction.CLIPPED if clipped is not None else RegionAction.DROPPED,
-                    original=region.box, clipped=clipped, image_size=size,
+                    original=region.box,
+                    clipped=clipped,
+                    image_size=size,
                 )
                 notes.append(note)
                 logger.info("region %s", note.describe())
             if clipped is not None:
-                regions.append(PlannedRegion(r_index, uid, region.image, clipped, clipped != region.box))
+                regions.append(
+                    PlannedRegion(r_index, uid, region.image, clipped, clipped != region.box)
+                )
         planned.append(PlannedFinding(f_index, finding, codes.coding_for(finding), tuple(regions)))
     return tuple(planned), tuple(notes)
 
@@ -222,9 +233,13 @@ def plan_findings(
 def language_item(language: str) -> hd.sr.LanguageOfContentItemAndDescendants:
     """TID 1204 "Language of Content Item and Descendants" for a BCP-47 tag (RFC 5646)."""
     if language not in LANGUAGE_NAMES:
-        raise ValueError(f"language: unsupported tag {language!r}; supported: {', '.join(LANGUAGE_NAMES)}")
+        raise ValueError(
+            f"language: unsupported tag {language!r}; supported: {', '.join(LANGUAGE_NAMES)}"
+        )
     return hd.sr.LanguageOfContentItemAndDescendants(
-        hd.sr.CodedConcept(value=language, scheme_designator="RFC5646", meaning=LANGUAGE_NAMES[language])
+        hd.sr.CodedConcept(
+            value=language, scheme_designator="RFC5646", meaning=LANGUAGE_NAMES[language]
+        )
     )
 
 
@@ -246,11 +261,13 @@ def report_qualitative_evaluations(impression: str) -> hd.sr.ContainerContentIte
         name=codes.to_hd(codes.QUALITATIVE_EVALUATIONS),
         relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
     )
-    container.ContentSequence = hd.sr.ContentSequence([
-        hd.sr.TextContentItem(
-            name=codes.to_hd(codes.IMPRESSION),
-            value=impression,
-            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
-        )
-    ])
+    container.ContentSequence = hd.sr.ContentSequence(
+        [
+            hd.sr.TextContentItem(
+                name=codes.to_hd(codes.IMPRESSION),
+                value=impression,
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        ]
+    )
     return container

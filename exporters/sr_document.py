@@ -115,7 +115,9 @@ class AssembledComprehensive3DSR(hd.sr.Comprehensive3DSR):
         # search over the tree is done on an empty stand-in.
         stand_in = Dataset()
         stand_in.ContentSequence = []
-        same_study, other_study = collect_evidence(evidence, stand_in, study_instance_uid=self.StudyInstanceUID)
+        same_study, other_study = collect_evidence(
+            evidence, stand_in, study_instance_uid=self.StudyInstanceUID
+        )
         if same_study:
             self.CurrentRequestedProcedureEvidenceSequence = same_study
         if other_study:

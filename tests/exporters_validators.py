@@ -46,7 +46,11 @@ def _need(tool: str) -> str:
 
 def _dciodvfy(path: str | Path) -> list[str]:
     result = subprocess.run(
-        [_need("dciodvfy"), "-new", str(path)], capture_output=True, text=True, timeout=120, check=False
+        [_need("dciodvfy"), "-new", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     return (result.stdout + result.stderr).splitlines()
 
@@ -64,7 +68,10 @@ def dciodvfy_warnings(path: str | Path) -> list[str]:
 def dsrdump_ok(path: str | Path) -> bool:
     """Whether dcmtk's ``dsrdump -v +Pt +Pl`` reads the SR at ``path`` without a structural fault."""
     result = subprocess.run(
-        [_need("dsrdump"), "-v", "+Pt", "+Pl", str(path)], capture_output=True, timeout=120, check=False
+        [_need("dsrdump"), "-v", "+Pt", "+Pl", str(path)],
+        capture_output=True,
+        timeout=120,
+        check=False,
     )
     return result.returncode == 0
 
@@ -75,8 +82,18 @@ def pixelmed_sr_report(path: str | Path) -> list[str]:
     if not PIXELMED_JAR.is_file():
         pytest.skip(f"{PIXELMED_JAR} is not installed (Debian pixelmed-apps)")
     result = subprocess.run(
-        [java, *_JAVA_FLAGS, "-cp", str(PIXELMED_JAR), "com.pixelmed.validate.DicomSRValidator", str(path)],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            java,
+            *_JAVA_FLAGS,
+            "-cp",
+            str(PIXELMED_JAR),
+            "com.pixelmed.validate.DicomSRValidator",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     return (result.stdout + result.stderr).splitlines()
 
@@ -88,7 +105,10 @@ def pixelmed_sr_errors(path: str | Path) -> list[str]:
 
 #: Attributes highdicom stamps with the wall-clock time of creation.
 _CLOCK_KEYWORDS = (
-    "InstanceCreationDate", "InstanceCreationTime", "PresentationCreationDate", "PresentationCreationTime",
+    "InstanceCreationDate",
+    "InstanceCreationTime",
+    "PresentationCreationDate",
+    "PresentationCreationTime",
 )
 
 

@@ -33,7 +33,7 @@ Every fixture returns fresh objects, so tests may modify them.
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -65,15 +65,23 @@ NIH_IMAGES = (REPO_ROOT.parent / "shared" / "data" / "nih-cxr-boxes" / "images")
 #: DX Image Storage - For Presentation (PS3.4 B.5).
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 STUDY_INSTANCE_UID = derive_uid("radground-test", "study", 1)
-SERIES_INSTANCE_UIDS = (derive_uid("radground-test", "series", 1), derive_uid("radground-test", "series", 2))
-SOP_INSTANCE_UIDS = (derive_uid("radground-test", "image", 1), derive_uid("radground-test", "image", 2))
+SERIES_INSTANCE_UIDS = (
+    derive_uid("radground-test", "series", 1),
+    derive_uid("radground-test", "series", 2),
+)
+SOP_INSTANCE_UIDS = (
+    derive_uid("radground-test", "image", 1),
+    derive_uid("radground-test", "image", 2),
+)
 #: (columns, rows) of the two source images.
 IMAGE_SIZES = ((512, 512), (512, 480))
 _PNGS = ("00005066_030.png", "00005066_005.png")
 #: ImagerPixelSpacing (row, column) in mm from boxes.csv for those PNGs.
 _SPACINGS = (("0.672", "0.8203"), ("0.684", "0.835"))
 
-MODEL = ModelInfo.for_version(name="RadGround CXR Grounder", version="1.2.0", manufacturer="RadGround Project")
+MODEL = ModelInfo.for_version(
+    name="RadGround CXR Grounder", version="1.2.0", manufacturer="RadGround Project"
+)
 LANGUAGES = ("en", "zh-CN")
 
 
@@ -233,16 +241,37 @@ def source_images_minimal(_source_images_cache: list[Dataset]) -> list[Dataset]:
     images = []
     for ds in copy.deepcopy(_source_images_cache):
         for keyword in (
-            "IssuerOfPatientID", "PatientAge", "StudyDescription", "ProcedureCodeSequence",
-            "SeriesDescription", "InstitutionName", "StationName", "ManufacturerModelName",
-            "SoftwareVersions", "DeviceSerialNumber", "SeriesDate", "SeriesTime",
-            "InstanceCreationDate", "InstanceCreationTime", "AcquisitionDate", "AcquisitionTime",
+            "IssuerOfPatientID",
+            "PatientAge",
+            "StudyDescription",
+            "ProcedureCodeSequence",
+            "SeriesDescription",
+            "InstitutionName",
+            "StationName",
+            "ManufacturerModelName",
+            "SoftwareVersions",
+            "DeviceSerialNumber",
+            "SeriesDate",
+            "SeriesTime",
+            "InstanceCreationDate",
+            "InstanceCreationTime",
+            "AcquisitionDate",
+            "AcquisitionTime",
         ):
             delattr(ds, keyword)
         ds.SpecificCharacterSet = None
         del ds.SpecificCharacterSet
-        for keyword in ("PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                        "ReferringPhysicianName", "StudyID", "AccessionNumber", "Manufacturer"):
+        for keyword in (
+            "PatientName",
+            "PatientBirthDate",
+            "PatientSex",
+            "StudyDate",
+            "StudyTime",
+            "ReferringPhysicianName",
+            "StudyID",
+            "AccessionNumber",
+            "Manufacturer",
+        ):
             setattr(ds, keyword, "")
         images.append(_round_trip(ds))
     return images
@@ -278,54 +307,169 @@ def _finding(
 
 #: (kind, (en label, zh label), (en sentence, zh sentence), [(image index, box)], presence, confidence)
 _MAIN_FINDINGS = [
-    ("anatomy", ("right lung", "右肺"), ("The right lung is well expanded.", "右肺膨胀良好。"),
-     [(0, (62.0, 88.5, 240.0, 430.0))], "present", 0.97),
-    ("anatomy", ("left lung", "左肺"), ("The left lung is well expanded.", "左肺膨胀良好。"),
-     [(0, (270.0, 90.0, 450.0, 428.0))], "present", 0.96),
-    ("abnormality", ("cardiomegaly", "心脏增大"),
-     ("The cardiac silhouette is enlarged (cardiothoracic ratio about 0.6).", "心影增大（心胸比约0.6）。"),
-     [(0, (138.58, 229.58, 408.68, 380.36))], "present", 0.88),
-    ("abnormality", ("pleural effusion", "胸腔积液"),
-     ("Small left pleural effusion blunting the costophrenic angle.", "左侧少量胸腔积液，肋膈角变钝。"),
-     [(0, (74.81, 364.25, 88.46, 397.25))], "present", 0.71),
-    ("abnormality", ("infiltrate", "浸润"),
-     ("Patchy infiltrate in the left mid zone.", "左中肺野斑片状浸润影。"),
-     [(0, (265.96, 249.9, 387.13, 331.82))], "present", 0.64),
-    ("anatomy", ("heart", "心脏"), ("Heart outlined.", "心脏轮廓。"),
-     [(0, (150.0, 220.0, 400.0, 390.0))], "present", None),
-    ("anatomy", ("trachea", "气管"), ("The trachea is midline.", "气管居中。"),
-     [(0, (236.0, 20.0, 262.0, 150.0))], "present", 0.93),
-    ("anatomy", ("mediastinum", "纵隔"), ("The mediastinum is not widened.", "纵隔未见增宽。"),
-     [(0, (200.0, 60.0, 300.0, 260.0))], "present", None),
-    ("abnormality", ("pneumothorax", "气胸"), ("No pneumothorax.", "未见气胸。"),
-     [], "absent", None),
-    ("abnormality", ("nodule", "结节"),
-     ("A 9 mm nodule projects over the right upper zone.", "右上肺野见一9毫米结节影。"),
-     [(0, (120.0, 140.0, 136.0, 156.0))], "present", 0.42),
-    ("anatomy", ("right hemidiaphragm", "右侧膈肌"), ("The right hemidiaphragm is well defined.", "右侧膈面清晰。"),
-     [(0, (60.0, 380.0, 240.0, 440.0))], "present", None),
-    ("abnormality", ("atelectasis", "肺不张"),
-     ("Linear atelectasis at the left base.", "左下肺线状肺不张。"),
-     [(0, (300.0, 370.0, 420.0, 400.0))], "indeterminate", 0.35),
+    (
+        "anatomy",
+        ("right lung", "右肺"),
+        ("The right lung is well expanded.", "右肺膨胀良好。"),
+        [(0, (62.0, 88.5, 240.0, 430.0))],
+        "present",
+        0.97,
+    ),
+    (
+        "anatomy",
+        ("left lung", "左肺"),
+        ("The left lung is well expanded.", "左肺膨胀良好。"),
+        [(0, (270.0, 90.0, 450.0, 428.0))],
+        "present",
+        0.96,
+    ),
+    (
+        "abnormality",
+        ("cardiomegaly", "心脏增大"),
+        (
+            "The cardiac silhouette is enlarged (cardiothoracic ratio about 0.6).",
+            "心影增大（心胸比约0.6）。",
+        ),
+        [(0, (138.58, 229.58, 408.68, 380.36))],
+        "present",
+        0.88,
+    ),
+    (
+        "abnormality",
+        ("pleural effusion", "胸腔积液"),
+        (
+            "Small left pleural effusion blunting the costophrenic angle.",
+            "左侧少量胸腔积液，肋膈角变钝。",
+        ),
+        [(0, (74.81, 364.25, 88.46, 397.25))],
+        "present",
+        0.71,
+    ),
+    (
+        "abnormality",
+        ("infiltrate", "浸润"),
+        ("Patchy infiltrate in the left mid zone.", "左中肺野斑片状浸润影。"),
+        [(0, (265.96, 249.9, 387.13, 331.82))],
+        "present",
+        0.64,
+    ),
+    (
+        "anatomy",
+        ("heart", "心脏"),
+        ("Heart outlined.", "心脏轮廓。"),
+        [(0, (150.0, 220.0, 400.0, 390.0))],
+        "present",
+        None,
+    ),
+    (
+        "anatomy",
+        ("trachea", "气管"),
+        ("The trachea is midline.", "气管居中。"),
+        [(0, (236.0, 20.0, 262.0, 150.0))],
+        "present",
+        0.93,
+    ),
+    (
+        "anatomy",
+        ("mediastinum", "纵隔"),
+        ("The mediastinum is not widened.", "纵隔未见增宽。"),
+        [(0, (200.0, 60.0, 300.0, 260.0))],
+        "present",
+        None,
+    ),
+    (
+        "abnormality",
+        ("pneumothorax", "气胸"),
+        ("No pneumothorax.", "未见气胸。"),
+        [],
+        "absent",
+        None,
+    ),
+    (
+        "abnormality",
+        ("nodule", "结节"),
+        ("A 9 mm nodule projects over the right upper zone.", "右上肺野见一9毫米结节影。"),
+        [(0, (120.0, 140.0, 136.0, 156.0))],
+        "present",
+        0.42,
+    ),
+    (
+        "anatomy",
+        ("right hemidiaphragm", "右侧膈肌"),
+        ("The right hemidiaphragm is well defined.", "右侧膈面清晰。"),
+        [(0, (60.0, 380.0, 240.0, 440.0))],
+        "present",
+        None,
+    ),
+    (
+        "abnormality",
+        ("atelectasis", "肺不张"),
+        ("Linear atelectasis at the left base.", "左下肺线状肺不张。"),
+        [(0, (300.0, 370.0, 420.0, 400.0))],
+        "indeterminate",
+        0.35,
+    ),
     # the second (AP, 512 x 480) image
-    ("anatomy", ("right lung", "右肺"), ("Right lung on the AP view.", "前后位片示右肺。"),
-     [(1, (70.0, 60.0, 245.0, 420.0))], "present", 0.95),
-    ("anatomy", ("left lung", "左肺"), ("Left lung on the AP view.", "前后位片示左肺。"),
-     [(1, (275.0, 60.0, 455.0, 418.0))], "present", 0.94),
-    ("abnormality", ("cardiomegaly", "心脏增大"),
-     ("Cardiomegaly is again seen on the AP view.", "前后位片再次显示心脏增大。"),
-     [(1, (165.69, 243.93, 419.53, 418.03))], "present", 0.83),
-    ("abnormality", ("consolidation", "实变"),
-     ("Possible consolidation in the right lower zone.", "右下肺野可疑实变。"),
-     [(1, (90.0, 300.0, 210.0, 400.0))], "indeterminate", 0.51),
-    ("anatomy", ("spine", "脊柱"), ("Thoracic spine visible through the heart.", "心影后可见胸椎。"),
-     [(1, (240.0, 20.0, 275.0, 470.0))], "present", None),
+    (
+        "anatomy",
+        ("right lung", "右肺"),
+        ("Right lung on the AP view.", "前后位片示右肺。"),
+        [(1, (70.0, 60.0, 245.0, 420.0))],
+        "present",
+        0.95,
+    ),
+    (
+        "anatomy",
+        ("left lung", "左肺"),
+        ("Left lung on the AP view.", "前后位片示左肺。"),
+        [(1, (275.0, 60.0, 455.0, 418.0))],
+        "present",
+        0.94,
+    ),
+    (
+        "abnormality",
+        ("cardiomegaly", "心脏增大"),
+        ("Cardiomegaly is again seen on the AP view.", "前后位片再次显示心脏增大。"),
+        [(1, (165.69, 243.93, 419.53, 418.03))],
+        "present",
+        0.83,
+    ),
+    (
+        "abnormality",
+        ("consolidation", "实变"),
+        ("Possible consolidation in the right lower zone.", "右下肺野可疑实变。"),
+        [(1, (90.0, 300.0, 210.0, 400.0))],
+        "indeterminate",
+        0.51,
+    ),
+    (
+        "anatomy",
+        ("spine", "脊柱"),
+        ("Thoracic spine visible through the heart.", "心影后可见胸椎。"),
+        [(1, (240.0, 20.0, 275.0, 470.0))],
+        "present",
+        None,
+    ),
     ("abnormality", ("mass", "肿块"), ("No mass is seen.", "未见肿块。"), [], "absent", None),
-    ("anatomy", ("left clavicle", "左锁骨"), ("The left clavicle is intact.", "左锁骨完整。"),
-     [(1, (280.0, 30.0, 430.0, 75.0))], "present", 0.9),
-    ("abnormality", ("support device", "支持装置"),
-     ("A central venous catheter tip projects over the superior vena cava.", "中心静脉导管尖端位于上腔静脉投影区。"),
-     [(1, (210.0, 90.0, 300.0, 215.0))], "present", 0.77),
+    (
+        "anatomy",
+        ("left clavicle", "左锁骨"),
+        ("The left clavicle is intact.", "左锁骨完整。"),
+        [(1, (280.0, 30.0, 430.0, 75.0))],
+        "present",
+        0.9,
+    ),
+    (
+        "abnormality",
+        ("support device", "支持装置"),
+        (
+            "A central venous catheter tip projects over the superior vena cava.",
+            "中心静脉导管尖端位于上腔静脉投影区。",
+        ),
+        [(1, (210.0, 90.0, 300.0, 215.0))],
+        "present",
+        0.77,
+    ),
 ]
 
 
@@ -339,14 +483,16 @@ def make_grounded_report() -> GroundedReport:
     return GroundedReport(
         study_instance_uid=STUDY_INSTANCE_UID,
         findings=findings,
-        impression=Text({
-            "en": "Cardiomegaly with a small left pleural effusion and left mid-zone infiltrate. No pneumothorax.",
-            "zh-CN": "心脏增大，伴左侧少量胸腔积液及左中肺野浸润。未见气胸。",
-        }),
+        impression=Text(
+            {
+                "en": "Cardiomegaly with a small left pleural effusion and left mid-zone infiltrate. No pneumothorax.",
+                "zh-CN": "心脏增大，伴左侧少量胸腔积液及左中肺野浸润。未见气胸。",
+            }
+        ),
         model=MODEL,
         task=Task.GROUNDED_REPORT,
         raw_output="<ref>right lung</ref><box>[[121, 172, 468, 839]]</box>: The right lung is well expanded. ...",
-        created_at=datetime(2026, 3, 10, 10, 20, 0, tzinfo=timezone.utc),
+        created_at=datetime(2026, 3, 10, 10, 20, 0, tzinfo=UTC),
     )
 
 
@@ -358,29 +504,64 @@ def make_edge_case_report() -> GroundedReport:
     )  # > 6000 characters: beyond LO/ST limits, within UT
     long_zh = "".join(f"第{i}句：周围肺野见细微网状影，与前次检查相比无变化。" for i in range(120))
     findings = (
-        _finding(0, "abnormality", ("interstitial opacity", "间质影"), (long_en, long_zh),
-                 [(0, (300.0, 100.0, 480.0, 300.0))], confidence=0.6, report_key="edge"),
-        _finding(1, "abnormality", ("pneumothorax", "气胸"), ("No pneumothorax.", "未见气胸。"), [],
-                 presence="absent", report_key="edge"),
+        _finding(
+            0,
+            "abnormality",
+            ("interstitial opacity", "间质影"),
+            (long_en, long_zh),
+            [(0, (300.0, 100.0, 480.0, 300.0))],
+            confidence=0.6,
+            report_key="edge",
+        ),
+        _finding(
+            1,
+            "abnormality",
+            ("pneumothorax", "气胸"),
+            ("No pneumothorax.", "未见气胸。"),
+            [],
+            presence="absent",
+            report_key="edge",
+        ),
         # partly outside both images (clipped to the image, clipping recorded)
-        _finding(2, "abnormality", ("pleural effusion", "胸腔积液"),
-                 ("Right effusion extending to the image edge.", "右侧积液延伸至图像边缘。"),
-                 [(0, (-20.5, 400.0, 130.0, 530.0)), (1, (400.0, 420.0, 540.0, 500.0))],
-                 confidence=0.8, report_key="edge"),
+        _finding(
+            2,
+            "abnormality",
+            ("pleural effusion", "胸腔积液"),
+            ("Right effusion extending to the image edge.", "右侧积液延伸至图像边缘。"),
+            [(0, (-20.5, 400.0, 130.0, 530.0)), (1, (400.0, 420.0, 540.0, 500.0))],
+            confidence=0.8,
+            report_key="edge",
+        ),
         # entirely outside the image (dropped, recorded): the finding keeps its text
-        _finding(3, "abnormality", ("nodule", "结节"),
-                 ("Nodule reported outside the field of view.", "视野外报告的结节。"),
-                 [(1, (520.0, 10.0, 560.0, 40.0))], confidence=0.2, report_key="edge"),
+        _finding(
+            3,
+            "abnormality",
+            ("nodule", "结节"),
+            ("Nodule reported outside the field of view.", "视野外报告的结节。"),
+            [(1, (520.0, 10.0, 560.0, 40.0))],
+            confidence=0.2,
+            report_key="edge",
+        ),
         # zero-area after clipping: touches the right edge only
-        _finding(4, "anatomy", ("right hemidiaphragm", "右侧膈肌"),
-                 ("Edge-only region.", "仅边缘区域。"),
-                 [(0, (512.0, 100.0, 530.0, 200.0)), (0, (50.0, 380.0, 240.0, 440.0))],
-                 report_key="edge"),
+        _finding(
+            4,
+            "anatomy",
+            ("right hemidiaphragm", "右侧膈肌"),
+            ("Edge-only region.", "仅边缘区域。"),
+            [(0, (512.0, 100.0, 530.0, 200.0)), (0, (50.0, 380.0, 240.0, 440.0))],
+            report_key="edge",
+        ),
         # user-supplied concept overrides the code table; odd characters
-        _finding(5, "abnormality", ("Ground-glass <opacity> & \"haze\"", "磨玻璃影「模糊」"),
-                 ("Ground-glass haze; 50% of the zone — see note.", "磨玻璃影：约50%区域——见备注。"),
-                 [(1, (100.0, 100.0, 200.0, 200.0))], confidence=0.55,
-                 concept=CodedConcept("50960005", "SCT", "Hemorrhage"), report_key="edge"),
+        _finding(
+            5,
+            "abnormality",
+            ('Ground-glass <opacity> & "haze"', "磨玻璃影「模糊」"),
+            ("Ground-glass haze; 50% of the zone — see note.", "磨玻璃影：约50%区域——见备注。"),
+            [(1, (100.0, 100.0, 200.0, 200.0))],
+            confidence=0.55,
+            concept=CodedConcept("50960005", "SCT", "Hemorrhage"),
+            report_key="edge",
+        ),
     )
     return GroundedReport(
         study_instance_uid=STUDY_INSTANCE_UID,
@@ -389,7 +570,7 @@ def make_edge_case_report() -> GroundedReport:
         model=MODEL,
         task=Task.GROUNDED_REPORT,
         raw_output="(edge cases)",
-        created_at=datetime(2026, 3, 10, 10, 21, 0, tzinfo=timezone.utc),
+        created_at=datetime(2026, 3, 10, 10, 21, 0, tzinfo=UTC),
     )
 
 
@@ -412,7 +593,9 @@ MULTIFRAME_FILE = (REPO_ROOT.parent / "shared" / "data" / "dicom" / "emri_small_
 @pytest.fixture(scope="session")
 def _multiframe_cache() -> Dataset:
     if not MULTIFRAME_FILE.is_file():
-        pytest.fail(f"test image {MULTIFRAME_FILE} not found; CI puts shared/ beside the repository")
+        pytest.fail(
+            f"test image {MULTIFRAME_FILE} not found; CI puts shared/ beside the repository"
+        )
     return dcmread(MULTIFRAME_FILE)
 
 
@@ -426,20 +609,30 @@ def multiframe_source(_multiframe_cache: Dataset) -> Dataset:
 def multiframe_report(_multiframe_cache: Dataset) -> GroundedReport:
     """Two findings on frames 2 and 7 of :func:`multiframe_source` (one box partly outside)."""
     ds = _multiframe_cache
-    ref = lambda frame: ImageRef(ds.SOPInstanceUID, ds.SOPClassUID, frame)  # noqa: E731
+    ref = lambda frame: ImageRef(ds.SOPInstanceUID, ds.SOPClassUID, frame)
     findings = (
-        Finding(FindingKind.ABNORMALITY, Text({"en": "lesion", "zh-CN": "病灶"}),
-                Text({"en": "Lesion on frame 2.", "zh-CN": "第2帧见病灶。"}),
-                (Region(ref(2), Box(10.5, 12.0, 30.0, 28.25)),),
-                derive_uid("radground-test", "mf", 0), confidence=0.5),
-        Finding(FindingKind.ANATOMY, Text({"en": "brain", "zh-CN": "脑"}),
-                Text({"en": "Brain on frame 7.", "zh-CN": "第7帧脑。"}),
-                (Region(ref(7), Box(4.0, 2.0, 70.0, 60.0)),),
-                derive_uid("radground-test", "mf", 1)),
+        Finding(
+            FindingKind.ABNORMALITY,
+            Text({"en": "lesion", "zh-CN": "病灶"}),
+            Text({"en": "Lesion on frame 2.", "zh-CN": "第2帧见病灶。"}),
+            (Region(ref(2), Box(10.5, 12.0, 30.0, 28.25)),),
+            derive_uid("radground-test", "mf", 0),
+            confidence=0.5,
+        ),
+        Finding(
+            FindingKind.ANATOMY,
+            Text({"en": "brain", "zh-CN": "脑"}),
+            Text({"en": "Brain on frame 7.", "zh-CN": "第7帧脑。"}),
+            (Region(ref(7), Box(4.0, 2.0, 70.0, 60.0)),),
+            derive_uid("radground-test", "mf", 1),
+        ),
     )
     return GroundedReport(
-        study_instance_uid=ds.StudyInstanceUID, findings=findings,
+        study_instance_uid=ds.StudyInstanceUID,
+        findings=findings,
         impression=Text({"en": "Multi-frame test.", "zh-CN": "多帧测试。"}),
-        model=MODEL, task=Task.GROUNDED_REPORT, raw_output="(multi-frame)",
-        created_at=datetime(2026, 3, 10, 10, 22, 0, tzinfo=timezone.utc),
+        model=MODEL,
+        task=Task.GROUNDED_REPORT,
+        raw_output="(multi-frame)",
+        created_at=datetime(2026, 3, 10, 10, 22, 0, tzinfo=UTC),
     )

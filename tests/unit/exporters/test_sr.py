@@ -11,12 +11,28 @@ import pytest
 from pydicom import dcmread
 from pydicom.filebase import DicomBytesIO
 
-from engine.report import Box, CodedConcept, Finding, ModelInfo, FindingKind, GroundedReport, ImageRef, Region, Text, derive_uid
+from engine.report import (
+    Box,
+    CodedConcept,
+    Finding,
+    FindingKind,
+    GroundedReport,
+    ImageRef,
+    ModelInfo,
+    Region,
+    Text,
+    derive_uid,
+)
 from exporters import codes
 from exporters.errors import ExportError, SourceError
 from exporters.sr import build_sr, export_sr, series_description
 from exporters.sr_content import RegionAction, plan_findings, region_tracking_uid
-from tests.exporters_validators import comparable_bytes, dciodvfy_errors, dsrdump_ok, pixelmed_sr_errors
+from tests.exporters_validators import (
+    comparable_bytes,
+    dciodvfy_errors,
+    dsrdump_ok,
+    pixelmed_sr_errors,
+)
 
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 
@@ -36,12 +52,17 @@ def _reread(sr: hd.sr.Comprehensive3DSR) -> hd.sr.Comprehensive3DSR:
 
 
 def _texts(group, name: CodedConcept) -> list[str]:
-    return [item.TextValue for item in group[0].ContentSequence
-            if item.ValueType == "TEXT" and item.ConceptNameCodeSequence[0].CodeValue == name.value]
+    return [
+        item.TextValue
+        for item in group[0].ContentSequence
+        if item.ValueType == "TEXT" and item.ConceptNameCodeSequence[0].CodeValue == name.value
+    ]
 
 
 def _all_groups(sr: hd.sr.Comprehensive3DSR):
-    return list(sr.content.get_planar_roi_measurement_groups()), list(sr.content.get_image_measurement_groups())
+    return list(sr.content.get_planar_roi_measurement_groups()), list(
+        sr.content.get_image_measurement_groups()
+    )
 
 
 # -- structure --------------------------------------------------------------
@@ -79,7 +100,9 @@ def test_scoord_round_trip_equals_boxes_on_exact_images(grounded_report, source_
         assert data.shape == (5, 2)
         np.testing.assert_allclose(data, np.array(region.box.polyline()), rtol=0, atol=1e-4)
         assert np.array_equal(data[0], data[-1])  # closed
-        ref = roi.ContentSequence[0].ReferencedSOPSequence[0]  # SELECTED FROM: the exact source image
+        ref = roi.ContentSequence[0].ReferencedSOPSequence[
+            0
+        ]  # SELECTED FROM: the exact source image
         assert ref.ReferencedSOPInstanceUID == region.image.sop_instance_uid
         assert ref.ReferencedSOPClassUID == region.image.sop_class_uid
         assert "ReferencedFrameNumber" not in ref
@@ -88,13 +111,19 @@ def test_scoord_round_trip_equals_boxes_on_exact_images(grounded_report, source_
 def test_multiframe_regions_reference_their_frame(multiframe_report, multiframe_source):
     result = export_sr(multiframe_report, [multiframe_source], revision=1)
     planar, _ = _all_groups(_reread(result.documents["en"]))
-    assert [int(g.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedFrameNumber) for g in planar] == [2, 7]
+    assert [
+        int(g.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedFrameNumber) for g in planar
+    ] == [2, 7]
     # frame 7's box is wider than the 64 x 64 image: clipped and recorded
-    np.testing.assert_allclose(planar[1].roi.value, np.array(Box(4, 2, 64, 60).polyline()), atol=1e-4)
+    np.testing.assert_allclose(
+        planar[1].roi.value, np.array(Box(4, 2, 64, 60).polyline()), atol=1e-4
+    )
     assert [(n.finding_index, n.action) for n in result.notes] == [(1, RegionAction.CLIPPED)]
 
 
-def test_findings_are_coded_with_sites_presence_and_confidence_only_when_given(grounded_report, source_images):
+def test_findings_are_coded_with_sites_presence_and_confidence_only_when_given(
+    grounded_report, source_images
+):
     sr = _reread(build_sr(grounded_report, source_images, language="zh-CN", revision=1))
     planar, other = _all_groups(sr)
     groups = {g.tracking_uid: g for g in planar + other}
@@ -128,7 +157,9 @@ def test_concept_on_the_finding_overrides_the_table(edge_case_report, source_ima
 
 
 def test_document_level_attributes(grounded_report, source_images):
-    sr = _reread(build_sr(grounded_report, source_images, language="zh-CN", revision=3, series_number=42))
+    sr = _reread(
+        build_sr(grounded_report, source_images, language="zh-CN", revision=3, series_number=42)
+    )
     assert sr.SpecificCharacterSet == "ISO_IR 192"
     assert sr.VerificationFlag == "UNVERIFIED"
     assert sr.CompletionFlag == "COMPLETE"
@@ -137,20 +168,35 @@ def test_document_level_attributes(grounded_report, source_images):
     assert sr.SeriesNumber == 42
     assert sr.SeriesDescription == series_description("zh-CN") == "AI findings (unverified) – ZH-CN"
     src = source_images[0]
-    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
-                    "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName"):
+    for keyword in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyInstanceUID",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "StudyID",
+        "ReferringPhysicianName",
+    ):
         assert sr.get(keyword) == src.get(keyword), keyword
     assert sr.PatientAge == src.PatientAge
     assert sr.SeriesInstanceUID not in {ds.SeriesInstanceUID for ds in source_images}
     # evidence: every source image, by series
-    evidence = {(s.SeriesInstanceUID, i.ReferencedSOPInstanceUID)
-                for s in sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
-                for i in s.ReferencedSOPSequence}
+    evidence = {
+        (s.SeriesInstanceUID, i.ReferencedSOPInstanceUID)
+        for s in sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
+        for i in s.ReferencedSOPSequence
+    }
     assert evidence == {(ds.SeriesInstanceUID, ds.SOPInstanceUID) for ds in source_images}
     # contributing equipment: the model version as processing equipment, with its device UID
-    (equipment,) = [e for e in sr.ContributingEquipmentSequence
-                    if e.PurposeOfReferenceCodeSequence[0].CodeValue == codes.PROCESSING_EQUIPMENT.value
-                    and e.Manufacturer == grounded_report.model.manufacturer]
+    (equipment,) = [
+        e
+        for e in sr.ContributingEquipmentSequence
+        if e.PurposeOfReferenceCodeSequence[0].CodeValue == codes.PROCESSING_EQUIPMENT.value
+        and e.Manufacturer == grounded_report.model.manufacturer
+    ]
     assert equipment.ManufacturerModelName == grounded_report.model.name
     assert equipment.SoftwareVersions == grounded_report.model.version
     assert equipment.DeviceUID == grounded_report.model.device_uid
@@ -184,19 +230,25 @@ def test_chinese_text_survives_write_read_byte_for_byte(grounded_report, source_
     for finding in grounded_report.findings:
         assert finding.description["zh-CN"].encode("utf-8") in data
     parsed = dcmread(DicomBytesIO(data))
-    texts = [item.TextValue for group in parsed.ContentSequence[-2].ContentSequence
-             for item in group.ContentSequence if item.ValueType == "TEXT"
-             and item.ConceptNameCodeSequence[0].CodeValue == codes.COMMENT.value]
+    texts = [
+        item.TextValue
+        for group in parsed.ContentSequence[-2].ContentSequence
+        for item in group.ContentSequence
+        if item.ValueType == "TEXT"
+        and item.ConceptNameCodeSequence[0].CodeValue == codes.COMMENT.value
+    ]
     assert texts == [f.description["zh-CN"] for f in grounded_report.findings]
-    assert all(t.encode("utf-8") == f.description["zh-CN"].encode("utf-8")
-               for t, f in zip(texts, grounded_report.findings))
+    assert all(
+        t.encode("utf-8") == f.description["zh-CN"].encode("utf-8")
+        for t, f in zip(texts, grounded_report.findings)
+    )
 
 
 def test_latin1_source_is_rewritten_as_utf8(grounded_report, source_images_latin1, tmp_path):
     sr = build_sr(grounded_report, source_images_latin1, language="en", revision=1)
     data = _write(sr, tmp_path / "sr.dcm")
     assert sr.SpecificCharacterSet == "ISO_IR 192"
-    assert "Müller^Zoë^Renée".encode("utf-8") in data
+    assert "Müller^Zoë^Renée".encode() in data
     assert "Müller".encode("latin-1") not in data
     parsed = dcmread(tmp_path / "sr.dcm")
     assert str(parsed.PatientName) == "Müller^Zoë^Renée"
@@ -220,8 +272,12 @@ def test_long_sentences_stay_whole(edge_case_report, source_images):
 def test_out_of_image_boxes_are_clipped_or_dropped_and_recorded(edge_case_report, source_images):
     result = export_sr(edge_case_report, source_images, revision=1)
     notes = {(n.finding_index, n.region_index): n for n in result.notes}
-    assert notes[(2, 0)].action == RegionAction.CLIPPED and notes[(2, 0)].clipped == Box(0, 400, 130, 512)
-    assert notes[(2, 1)].action == RegionAction.CLIPPED and notes[(2, 1)].clipped == Box(400, 420, 512, 480)
+    assert notes[(2, 0)].action == RegionAction.CLIPPED and notes[(2, 0)].clipped == Box(
+        0, 400, 130, 512
+    )
+    assert notes[(2, 1)].action == RegionAction.CLIPPED and notes[(2, 1)].clipped == Box(
+        400, 420, 512, 480
+    )
     assert notes[(3, 0)].action == RegionAction.DROPPED and notes[(3, 0)].clipped is None
     assert notes[(4, 0)].action == RegionAction.DROPPED
     assert set(notes) == {(2, 0), (2, 1), (3, 0), (4, 0)}
@@ -233,7 +289,9 @@ def test_out_of_image_boxes_are_clipped_or_dropped_and_recorded(edge_case_report
         # two regions on two images: per-region UIDs derived from the finding's
         for k, box in enumerate([Box(0, 400, 130, 512), Box(400, 420, 512, 480)]):
             uid = region_tracking_uid(findings[2], k)
-            assert uid == derive_uid(findings[2].tracking_uid, "region", k) != findings[2].tracking_uid
+            assert (
+                uid == derive_uid(findings[2].tracking_uid, "region", k) != findings[2].tracking_uid
+            )
             np.testing.assert_allclose(by_uid[uid].roi.value, np.array(box.polyline()), atol=1e-4)
         # all regions dropped: the finding stays, as a text-only group with its own UID
         assert findings[3].tracking_uid in [g.tracking_uid for g in other]
@@ -251,12 +309,21 @@ def test_region_on_an_image_not_given_is_a_source_error(grounded_report, source_
 
 def test_multiframe_region_without_frame_is_a_source_error(multiframe_report, multiframe_source):
     finding = multiframe_report.findings[0]
-    no_frame = Region(ImageRef(multiframe_source.SOPInstanceUID, multiframe_source.SOPClassUID), Box(1, 1, 5, 5))
+    no_frame = Region(
+        ImageRef(multiframe_source.SOPInstanceUID, multiframe_source.SOPClassUID), Box(1, 1, 5, 5)
+    )
     bad = GroundedReport(
         study_instance_uid=multiframe_report.study_instance_uid,
-        findings=(Finding(finding.kind, finding.label, finding.description, (no_frame,), finding.tracking_uid),),
-        impression=multiframe_report.impression, model=multiframe_report.model,
-        task=multiframe_report.task, raw_output="", created_at=multiframe_report.created_at,
+        findings=(
+            Finding(
+                finding.kind, finding.label, finding.description, (no_frame,), finding.tracking_uid
+            ),
+        ),
+        impression=multiframe_report.impression,
+        model=multiframe_report.model,
+        task=multiframe_report.task,
+        raw_output="",
+        created_at=multiframe_report.created_at,
     )
     with pytest.raises(SourceError, match="must name one"):
         plan_findings(bad, [multiframe_source])
@@ -274,24 +341,36 @@ def test_missing_language_is_an_export_error(grounded_report, source_images):
 
 def test_values_highdicom_refuses_become_export_errors(grounded_report, source_images):
     long_name = ModelInfo.for_version(name="X" * 80, version="1", manufacturer="RadGround Project")
-    report = dataclasses.replace(grounded_report, model=long_name)  # Manufacturer's Model Name is LO (64)
+    report = dataclasses.replace(
+        grounded_report, model=long_name
+    )  # Manufacturer's Model Name is LO (64)
     with pytest.raises(ExportError, match="could not be built"):
         build_sr(report, source_images, language="en", revision=1)
 
 
 def test_unknown_label_gets_a_generic_standard_code_not_an_invented_one():
-    finding = Finding(FindingKind.ABNORMALITY, Text({"en": "bullous emphysema-ish"}), Text({"en": "x"}), (),
-                      derive_uid("t", 1))
+    finding = Finding(
+        FindingKind.ABNORMALITY,
+        Text({"en": "bullous emphysema-ish"}),
+        Text({"en": "x"}),
+        (),
+        derive_uid("t", 1),
+    )
     coding = codes.coding_for(finding)
     assert (coding.finding_type, coding.source) == (codes.FINDING, "generic")
-    anatomy = Finding(FindingKind.ANATOMY, Text({"en": "Right Lung"}), Text({"en": "x"}), (), derive_uid("t", 2))
+    anatomy = Finding(
+        FindingKind.ANATOMY, Text({"en": "Right Lung"}), Text({"en": "x"}), (), derive_uid("t", 2)
+    )
     assert codes.coding_for(anatomy).finding_type.value == "3341006"
 
 
 def test_every_engine_vocabulary_name_is_in_the_code_table():
     vocabulary = pytest.importorskip("engine.vocabulary")
-    missing = [e.names["en"] for e in vocabulary.VOCABULARY.values()
-               if codes.normalize_label(e.names["en"]) not in codes.CODE_TABLE]
+    missing = [
+        e.names["en"]
+        for e in vocabulary.VOCABULARY.values()
+        if codes.normalize_label(e.names["en"]) not in codes.CODE_TABLE
+    ]
     assert missing == []
 
 
@@ -302,20 +381,31 @@ def test_same_job_gives_identical_documents_and_uids(grounded_report, source_ima
     first = export_sr(grounded_report, source_images, revision=1)
     again = export_sr(grounded_report, source_images, revision=1)
     for language in first.documents:
-        assert comparable_bytes(first.documents[language]) == comparable_bytes(again.documents[language])
+        assert comparable_bytes(first.documents[language]) == comparable_bytes(
+            again.documents[language]
+        )
     en, zh = first.documents["en"], first.documents["zh-CN"]
     assert en.SeriesInstanceUID != zh.SeriesInstanceUID and en.SOPInstanceUID != zh.SOPInstanceUID
     assert en.SeriesNumber != zh.SeriesNumber
     other = build_sr(grounded_report, source_images, language="en", revision=2)
-    assert other.SOPInstanceUID != en.SOPInstanceUID and other.SeriesInstanceUID != en.SeriesInstanceUID
+    assert (
+        other.SOPInstanceUID != en.SOPInstanceUID
+        and other.SeriesInstanceUID != en.SeriesInstanceUID
+    )
 
 
 @pytest.mark.parametrize(
     ("report_fixture", "sources_fixture"),
-    [("grounded_report", "source_images"), ("grounded_report", "source_images_latin1"),
-     ("edge_case_report", "source_images_minimal"), ("multiframe_report", "multiframe_source")],
+    [
+        ("grounded_report", "source_images"),
+        ("grounded_report", "source_images_latin1"),
+        ("edge_case_report", "source_images_minimal"),
+        ("multiframe_report", "multiframe_source"),
+    ],
 )
-def test_assembled_documents_equal_highdicoms_own_constructor(report_fixture, sources_fixture, request):
+def test_assembled_documents_equal_highdicoms_own_constructor(
+    report_fixture, sources_fixture, request
+):
     """The fast path (shared language-independent items, no re-parse) builds the very
     dataset highdicom's Comprehensive3DSR constructor builds from fresh items."""
     report = request.getfixturevalue(report_fixture)
@@ -323,14 +413,21 @@ def test_assembled_documents_equal_highdicoms_own_constructor(report_fixture, so
     sources = sources if isinstance(sources, list) else [sources]
     fast = export_sr(report, sources, revision=1)
     for i, language in enumerate(report.languages):
-        reference = build_sr(report, sources, language=language, revision=1, assemble=False,
-                             series_number=fast.documents[language].SeriesNumber)
+        reference = build_sr(
+            report,
+            sources,
+            language=language,
+            revision=1,
+            assemble=False,
+            series_number=fast.documents[language].SeriesNumber,
+        )
         assert type(reference) is hd.sr.Comprehensive3DSR
         assert comparable_bytes(fast.documents[language]) == comparable_bytes(reference), language
         # .content of the assembled document is a usable highdicom content tree
         groups = fast.documents[language].content.get_planar_roi_measurement_groups()
         assert len(groups) == sum(len(f.regions) for f in report.findings) - sum(
-            n.action == RegionAction.DROPPED for n in fast.notes)
+            n.action == RegionAction.DROPPED for n in fast.notes
+        )
 
 
 # -- real validators ----------------------------------------------------------------
@@ -346,7 +443,9 @@ def test_assembled_documents_equal_highdicoms_own_constructor(report_fixture, so
         ("multiframe_report", "multiframe_source"),
     ],
 )
-def test_every_variant_passes_dciodvfy_and_dsrdump(report_fixture, sources_fixture, request, tmp_path):
+def test_every_variant_passes_dciodvfy_and_dsrdump(
+    report_fixture, sources_fixture, request, tmp_path
+):
     report = request.getfixturevalue(report_fixture)
     sources = request.getfixturevalue(sources_fixture)
     if not isinstance(sources, list):
@@ -361,7 +460,9 @@ def test_every_variant_passes_dciodvfy_and_dsrdump(report_fixture, sources_fixtu
 
 
 @pytest.mark.slow
-def test_pixelmed_sr_validator_finds_no_errors(grounded_report, edge_case_report, source_images, tmp_path):
+def test_pixelmed_sr_validator_finds_no_errors(
+    grounded_report, edge_case_report, source_images, tmp_path
+):
     documents = {
         "main-zh": build_sr(grounded_report, source_images, language="zh-CN", revision=1),
         "edge-en": build_sr(edge_case_report, source_images, language="en", revision=1),
