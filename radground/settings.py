@@ -12,8 +12,9 @@ naming the setting.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -30,11 +31,15 @@ __all__ = [
     "CompletionSettings",
     "DatabaseSettings",
     "DicomDestination",
+    "FhirEndpointSettings",
     "LoggingSettings",
+    "ModelSettings",
     "NodeSettings",
+    "RouteSettings",
     "Settings",
     "SettingsError",
     "StorageSettings",
+    "WorkerSettings",
     "load_settings",
 ]
 
@@ -117,12 +122,143 @@ class CompletionSettings(_Section):
         return self
 
 
+OutputKindName = Literal["sr", "gsps", "sc"]
+
+
 class DicomDestination(_Section):
-    """A DICOM peer RadGround sends to (the PACS)."""
+    """A DICOM peer RadGround sends results to (the PACS)."""
 
     ae_title: AETitle
     host: str
     port: Annotated[int, Field(ge=1, le=65535)]
+    #: Which outputs it gets: "sr" (TID 1500 report), "gsps" (overlays; colour
+    #: sources get a Colour PS), "sc" (Secondary Capture with burned-in boxes).
+    outputs: tuple[OutputKindName, ...] = ("sr", "gsps")
+    #: Languages it gets (BCP-47); empty = every language of the report.
+    languages: tuple[str, ...] = ()
+    max_attempts: int = Field(10, ge=1)
+
+
+class FhirEndpointSettings(_Section):
+    """An EHR's FHIR R4 server: results arrive as one transaction Bundle per study revision."""
+
+    url: str
+    #: "none", "bearer" (token read from the environment variable token_env) or
+    #: "basic" (username, password read from password_env). Secrets never go in this file.
+    auth: Literal["none", "bearer", "basic"] = "none"
+    token_env: str = ""
+    username: str = ""
+    password_env: str = ""
+    timeout_seconds: float = Field(30.0, gt=0)
+    max_attempts: int = Field(10, ge=1)
+    primary_language: str = "en"
+    #: FHIR identifier system for Patient IDs whose DICOM Issuer is missing or not a URI/OID.
+    patient_identifier_system: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// FHIR base URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _auth_complete(self) -> FhirEndpointSettings:
+        if self.auth == "bearer" and not self.token_env:
+            raise ValueError("auth = 'bearer' needs token_env (the environment variable holding the token)")
+        if self.auth == "basic" and not (self.username and self.password_env):
+            raise ValueError("auth = 'basic' needs username and password_env")
+        return self
+
+
+class ModelSettings(_Section):
+    """A model workers can load (one instance per GPU worker process)."""
+
+    #: "onnx" (the shipped CPU detector or another ONNX detector), "tensorrt"
+    #: (the same network as a TensorRT engine, NVIDIA GPUs), "hf" (a MedRegA /
+    #: InternVL / Qwen2-VL checkpoint from a local directory).
+    backend: Literal["onnx", "tensorrt", "hf"] = "onnx"
+    #: ONNX file or checkpoint directory; empty = the shipped default model (onnx only).
+    path: str = ""
+    max_batch_size: int = Field(8, ge=1, le=256)
+    #: How long the micro-batcher waits to fill a batch.
+    batch_wait_ms: float = Field(10.0, ge=0)
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> ModelSettings:
+        if self.backend != "onnx" and not self.path:
+            raise ValueError(f"backend {self.backend!r} needs a path")
+        return self
+
+
+class RouteSettings(_Section):
+    """A routing rule: which studies to process, how, and where results go.
+
+    A study takes the first route whose filters all match at least one of its
+    instances (empty filter = any). RadGround's own outputs never match.
+    """
+
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    modalities: tuple[str, ...] = ()
+    body_parts: tuple[str, ...] = ()
+    sop_classes: tuple[str, ...] = ()
+    calling_ae_titles: tuple[str, ...] = ()
+    #: Regular expression searched in Series Description; empty = any.
+    series_description: str = ""
+    model: str = "default"
+    task: Literal["detection", "grounded_report", "text_to_region", "region_to_text", "report"] = "detection"
+    languages: tuple[str, ...] = ("en", "zh-CN")
+    #: Objects/organs for grounded-report and text-to-region prompts (vocabulary keys or names).
+    targets: tuple[str, ...] = ()
+    regional_cot: bool = False
+    #: Which images go to the model: View Position filter (e.g. PA, AP) ...
+    view_positions: tuple[str, ...] = ()
+    #: ... and, for CT/MR stacks, "central" slice, "evenly_spaced" (slice_count) or "all".
+    volume_strategy: Literal["central", "evenly_spaced", "all"] = "central"
+    slice_count: int = Field(1, ge=1, le=64)
+    #: Names from [destinations] and [fhir_endpoints].
+    destinations: tuple[str, ...] = ()
+
+    @field_validator("series_description")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
+class WorkerSettings(_Section):
+    """Celery workers: queue "gpu" runs the model, queue "io" exports and delivers."""
+
+    #: Celery broker. The embedded default is a SQLite file (no server); a
+    #: cluster uses redis://host:6379/0 or amqp://user:pass@host:5672//.
+    broker_url: str = "sqla+sqlite:///var/broker.sqlite"
+    #: Worker processes `radground serve` starts for each queue.
+    gpu_processes: int = Field(1, ge=0, le=16)
+    io_processes: int = Field(1, ge=0, le=64)
+    #: Hard time limit of one task.
+    task_time_limit_seconds: int = Field(900, ge=10)
+    #: A job whose inference started this many times without finishing (worker
+    #: killed, OOM, broker redelivery) is marked dead instead of looping forever.
+    max_task_starts: int = Field(3, ge=1, le=20)
+    #: Seconds after which an unacknowledged message is redelivered (Redis/SQS).
+    visibility_timeout_seconds: int = Field(3600, ge=60)
+    #: A queued job not picked up for this long is enqueued again (the broker lost it).
+    requeue_after_seconds: float = Field(120.0, gt=0)
+    #: Where the produced SR/GSPS/FHIR files are kept.
+    outputs_root: Path = Path("var/outputs")
+
+
+DEFAULT_ROUTE = RouteSettings(
+    name="chest-radiographs",
+    modalities=("CR", "DX"),
+    body_parts=("CHEST",),
+    view_positions=("PA", "AP"),
+    model="default",
+    task="detection",
+)
 
 
 class LoggingSettings(_Section):
@@ -153,8 +289,31 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     database: DatabaseSettings = DatabaseSettings()
     completion: CompletionSettings = CompletionSettings()
+    workers: WorkerSettings = WorkerSettings()
+    models: dict[str, ModelSettings] = {"default": ModelSettings()}
+    routes: tuple[RouteSettings, ...] = (DEFAULT_ROUTE,)
     destinations: dict[str, DicomDestination] = {}
+    fhir_endpoints: dict[str, FhirEndpointSettings] = {}
     logging: LoggingSettings = LoggingSettings()
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> Settings:
+        names = [route.name for route in self.routes]
+        if len(set(names)) != len(names):
+            raise ValueError("routes: route names must be unique")
+        for route in self.routes:
+            if route.model not in self.models:
+                raise ValueError(f"routes.{route.name}.model: no [models.{route.model}] section")
+            for destination in route.destinations:
+                if destination not in self.destinations and destination not in self.fhir_endpoints:
+                    raise ValueError(
+                        f"routes.{route.name}.destinations: {destination!r} is neither in [destinations] "
+                        "nor in [fhir_endpoints]"
+                    )
+        both = set(self.destinations) & set(self.fhir_endpoints)
+        if both:
+            raise ValueError(f"names used in both [destinations] and [fhir_endpoints]: {sorted(both)}")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -21,11 +21,28 @@ def test_documented_config_file_equals_the_defaults():
 
 
 def test_documented_config_file_mentions_every_setting():
-    data = tomllib.loads((REPO / "config" / "radground.toml").read_text())
-    for section, model in Settings.model_fields.items():
-        if section == "destinations":
-            continue
-        assert set(data[section]) == set(model.annotation.model_fields), section
+    from radground.settings import DicomDestination, FhirEndpointSettings, ModelSettings, RouteSettings
+
+    text = (REPO / "config" / "radground.toml").read_text()
+    data = tomllib.loads(text)
+    for section in ("node", "storage", "database", "completion", "workers", "logging"):
+        assert set(data[section]) == set(Settings.model_fields[section].annotation.model_fields), section
+    assert set(data["models"]["default"]) == set(ModelSettings.model_fields)
+    assert set(data["routes"][0]) == set(RouteSettings.model_fields)
+    # the commented examples name every field of the sections that are empty by default
+    for model in (DicomDestination, FhirEndpointSettings):
+        for field in model.model_fields:
+            assert f"# {field} =" in text, field
+
+
+def test_route_references_are_checked(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[[routes]]\nname = "r"\ndestinations = ["NOWHERE"]\n')
+    with pytest.raises(SettingsError, match="NOWHERE"):
+        load_settings(config)
+    config.write_text('[fhir_endpoints.EHR]\nurl = "https://x/fhir"\nauth = "bearer"\n')
+    with pytest.raises(SettingsError, match="token_env"):
+        load_settings(config)
 
 
 def test_environment_overrides_file(tmp_path, monkeypatch):
