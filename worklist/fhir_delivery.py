@@ -1,0 +1,655 @@
+"""Deliver a FHIR R4 transaction Bundle to an EHR's FHIR server.
+
+One HTTP interaction: ``POST [base]`` with a Bundle of type ``transaction``
+(FHIR R4 http.html#transaction), answered by a ``transaction-response`` Bundle
+with one entry per request entry, in the same order (http.html#transaction-response).
+The Bundles built by :func:`exporters.fhir.build_fhir_bundle` use only conditional
+interactions (http.html#ccreate, http.html#cond-update), so posting the same Bundle
+again after a lost response or a redelivered task creates nothing twice: a retry
+is always safe, even after a timeout that hid a committed transaction.
+
+Errors are classified once, here, for the worklist's delivery task:
+
+* :class:`TransientFhirError` — connection errors, timeouts, HTTP 5xx, 429 and
+  408: try again later (:func:`retry_delay`; ``retry_after`` carries the
+  server's ``Retry-After``);
+* :class:`PermanentFhirError` — any other 4xx, an unexpected 3xx (redirects are
+  not followed: a POST with credentials must not be re-sent elsewhere), a TLS
+  certificate the client refuses, and (:class:`InvalidFhirResponseError`) a 2xx
+  whose body is not a transaction-response Bundle with 2xx entry statuses.
+  Retrying would give the same answer; the job fails with the server's
+  OperationOutcome kept for the operator.
+
+This module takes explicit arguments only (no settings, no database, no Celery)
+and logs status codes and durations only: never the Bundle, patient data, the
+server's diagnostics or credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import random
+import ssl
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+__all__ = [
+    "FHIR_JSON",
+    "AuthKind",
+    "FhirAuth",
+    "FhirDeliveryError",
+    "FhirEntryResult",
+    "FhirResult",
+    "InvalidFhirResponseError",
+    "PermanentFhirError",
+    "TransientFhirError",
+    "outcome_summary",
+    "parse_retry_after",
+    "post_transaction",
+    "retry_delay",
+]
+
+_log = logging.getLogger(__name__)
+
+#: The FHIR JSON media type (R4 http.html#mime-type; json.html).
+FHIR_JSON = "application/fhir+json"
+_CONTENT_TYPE = f"{FHIR_JSON}; charset=utf-8"
+#: How much of a server's OperationOutcome is kept for the operator (bytes of UTF-8).
+OPERATION_OUTCOME_LIMIT = 64 * 1024
+#: Longest one-line summary of an OperationOutcome (characters).
+SUMMARY_LIMIT = 500
+#: Statuses below 500 that still mean "try again later" (RFC 9110 15.5.9, RFC 6585 4).
+_TRANSIENT_4XX = frozenset({408, 429})
+
+
+# -- authentication ------------------------------------------------------------
+
+
+class AuthKind(StrEnum):
+    """How the client authenticates to the FHIR server."""
+
+    NONE = "none"
+    #: ``Authorization: Bearer <token>`` (RFC 6750; SMART backend services hand one out).
+    BEARER = "bearer"
+    #: ``Authorization: Basic base64(user:password)`` in UTF-8 (RFC 7617).
+    BASIC = "basic"
+
+
+def _check_header_safe(name: str, value: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError(f"{name} must not contain control characters")
+
+
+@dataclass(frozen=True, repr=False)
+class FhirAuth:
+    """Credentials for the FHIR server; build with :meth:`none`, :meth:`bearer`
+    or :meth:`basic`. The secrets never appear in ``repr``/``str``.
+    """
+
+    kind: AuthKind = AuthKind.NONE
+    token: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+    def __post_init__(self) -> None:
+        kind = AuthKind(self.kind)  # raises ValueError on an unknown kind
+        object.__setattr__(self, "kind", kind)
+        if kind is AuthKind.NONE:
+            if self.token is not None or self.username is not None or self.password is not None:
+                raise ValueError("FhirAuth kind 'none' takes no token, username or password")
+        elif kind is AuthKind.BEARER:
+            if self.username is not None or self.password is not None:
+                raise ValueError("FhirAuth kind 'bearer' takes a token only")
+            _check_header_safe("token", self.token)  # type: ignore[arg-type]
+            if any(c.isspace() for c in self.token):  # type: ignore[union-attr]
+                raise ValueError("token must not contain whitespace (RFC 6750 b64token)")
+        else:
+            if self.token is not None:
+                raise ValueError("FhirAuth kind 'basic' takes a username and password, not a token")
+            _check_header_safe("username", self.username)  # type: ignore[arg-type]
+            if ":" in self.username:  # type: ignore[operator]
+                raise ValueError("username must not contain ':' (RFC 7617 user-id)")
+            if not isinstance(self.password, str):
+                raise ValueError("password must be a string")
+            if self.password:
+                _check_header_safe("password", self.password)
+
+    @classmethod
+    def none(cls) -> FhirAuth:
+        """No authentication (a server on a trusted network, or mutual TLS in the client)."""
+        return cls(AuthKind.NONE)
+
+    @classmethod
+    def bearer(cls, token: str) -> FhirAuth:
+        """A bearer token (RFC 6750)."""
+        return cls(AuthKind.BEARER, token=token)
+
+    @classmethod
+    def basic(cls, username: str, password: str) -> FhirAuth:
+        """HTTP Basic authentication (RFC 7617, UTF-8)."""
+        return cls(AuthKind.BASIC, username=username, password=password)
+
+    def headers(self) -> dict[str, str]:
+        """The ``Authorization`` header for this credential (empty for ``none``)."""
+        if self.kind is AuthKind.BEARER:
+            return {"Authorization": f"Bearer {self.token}"}
+        if self.kind is AuthKind.BASIC:
+            raw = f"{self.username}:{self.password}".encode("utf-8")
+            return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
+        return {}
+
+    def __repr__(self) -> str:
+        if self.kind is AuthKind.BEARER:
+            return "FhirAuth(kind='bearer', token=***)"
+        if self.kind is AuthKind.BASIC:
+            return f"FhirAuth(kind='basic', username={self.username!r}, password=***)"
+        return "FhirAuth(kind='none')"
+
+    __str__ = __repr__
+
+
+# -- results and errors --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FhirEntryResult:
+    """What the server did with one entry of the transaction (``Bundle.entry.response``).
+
+    Attributes
+    ----------
+    status
+        ``response.status`` as sent, e.g. ``"201 Created"``.
+    status_code
+        Its leading HTTP status code.
+    location
+        ``response.location``: the resource's server id, e.g.
+        ``"DiagnosticReport/123/_history/1"`` (None when the server gave none).
+    etag, last_modified
+        ``response.etag`` and ``response.lastModified`` when given.
+    resource_type, full_url, request_method, request_url
+        From the request entry at the same position (``fullUrl`` is our
+        ``urn:uuid:``), so callers can record which resource got which id.
+    """
+
+    status: str
+    status_code: int
+    location: str | None
+    etag: str | None
+    last_modified: str | None
+    resource_type: str | None
+    full_url: str | None
+    request_method: str | None
+    request_url: str | None
+
+
+@dataclass(frozen=True)
+class FhirResult:
+    """A transaction the server committed.
+
+    Attributes
+    ----------
+    status_code
+        The HTTP status of the POST (a 2xx, normally 200).
+    entries
+        One :class:`FhirEntryResult` per Bundle entry, in request order.
+    elapsed_s
+        Seconds from sending the request to reading the whole response.
+    """
+
+    status_code: int
+    entries: tuple[FhirEntryResult, ...]
+    elapsed_s: float
+
+    @property
+    def locations(self) -> tuple[str | None, ...]:
+        """Each entry's ``response.location``, in request order."""
+        return tuple(entry.location for entry in self.entries)
+
+    @property
+    def created(self) -> int:
+        """How many entries the server answered ``201 Created``."""
+        return sum(1 for entry in self.entries if entry.status_code == 201)
+
+
+class FhirDeliveryError(Exception):
+    """A transaction Bundle was not delivered (base class).
+
+    Attributes
+    ----------
+    status_code
+        The HTTP status, or None when no HTTP answer came (connection, timeout).
+    summary
+        One line for the operator: the status and the OperationOutcome's
+        diagnostics (or what went wrong on the way).
+    operation_outcome
+        The server's OperationOutcome as JSON text, truncated to 64 KB of UTF-8,
+        or None when the answer carried none.
+    """
+
+    def __init__(
+        self,
+        summary: str,
+        *,
+        status_code: int | None = None,
+        operation_outcome: str | None = None,
+    ) -> None:
+        super().__init__(summary)
+        self.summary = summary
+        self.status_code = status_code
+        self.operation_outcome = operation_outcome
+
+
+class TransientFhirError(FhirDeliveryError):
+    """Try again later: connection error, timeout, 5xx, 429 or 408.
+
+    ``retry_after`` is the server's ``Retry-After`` in seconds (RFC 9110 10.2.3;
+    an HTTP-date is turned into seconds from now), or None; pass it to
+    :func:`retry_delay` as the floor of the next delay.
+    """
+
+    def __init__(self, summary: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(summary, **kwargs)
+        self.retry_after = retry_after
+
+
+class PermanentFhirError(FhirDeliveryError):
+    """Retrying gives the same answer (4xx, unexpected 3xx, refused TLS certificate):
+    the delivery fails and the operator reads ``summary`` and ``operation_outcome``."""
+
+
+class InvalidFhirResponseError(PermanentFhirError):
+    """The server answered 2xx but not with a transaction-response Bundle whose
+    entries all have 2xx statuses (the summary says which): a misconfigured base
+    URL (a proxy's HTML page) or a server that breaks the transaction contract."""
+
+
+# -- the request ---------------------------------------------------------------
+
+
+def _check_base_url(base_url: str) -> str:
+    if not isinstance(base_url, str):
+        raise ValueError(f"base_url must be a string, got {type(base_url).__name__}")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("base_url must not carry credentials; pass them as auth")
+    if parts.query or parts.fragment:
+        raise ValueError("base_url must not have a query or fragment (FHIR R4 http.html#root)")
+    return base_url.rstrip("/")
+
+
+def _parse_request(bundle_json: str | bytes) -> tuple[bytes, list[dict[str, Any]]]:
+    if isinstance(bundle_json, str):
+        body = bundle_json.encode("utf-8")
+    elif isinstance(bundle_json, (bytes, bytearray, memoryview)):
+        body = bytes(bundle_json)
+    else:
+        raise ValueError(f"bundle_json must be str or bytes, got {type(bundle_json).__name__}")
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"bundle_json is not UTF-8 JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
+        raise ValueError("bundle_json is not a FHIR Bundle")
+    if data.get("type") != "transaction":
+        raise ValueError(f"bundle_json is a {data.get('type')!r} Bundle, not a 'transaction'")
+    entries = data.get("entry") or []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ValueError("bundle_json's entry is not a list of objects")
+    return body, entries
+
+
+def _endpoint(base_url: str) -> str:
+    """scheme://host:port/path of the base, for logs (no query, no credentials)."""
+    parts = urlsplit(base_url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
+
+
+def post_transaction(
+    base_url: str,
+    bundle_json: str | bytes,
+    *,
+    auth: FhirAuth,
+    timeout: float = 30.0,
+    client: httpx.Client | None = None,
+) -> FhirResult:
+    """POST a FHIR R4 transaction Bundle to a server's base URL (R4 http.html#transaction).
+
+    Parameters
+    ----------
+    base_url
+        The server's service base URL, e.g. ``https://ehr.example.org/fhir``
+        (http.html#root); the Bundle is POSTed to it (a trailing ``/`` is dropped).
+    bundle_json
+        The Bundle as JSON text (:func:`exporters.fhir.bundle_json`) or UTF-8
+        bytes; it must be a Bundle of type ``transaction``. Sent as is with
+        ``Content-Type: application/fhir+json; charset=utf-8``.
+    auth
+        Credentials (:class:`FhirAuth`; ``FhirAuth.none()`` for none).
+    timeout
+        Seconds allowed for each of connecting, sending, waiting for and reading
+        the answer (httpx timeouts), > 0.
+    client
+        An httpx client to reuse (connection pooling, TLS settings, proxies);
+        the caller keeps ownership. By default a client is made for this call.
+
+    Returns
+    -------
+    FhirResult
+        The HTTP status and each entry's ``response`` (status, location).
+
+    Raises
+    ------
+    TransientFhirError
+        Connection error, timeout, HTTP 5xx, 429 or 408 (``retry_after`` set
+        from ``Retry-After``).
+    PermanentFhirError
+        Any other 4xx, a 3xx, or a TLS certificate the client refused.
+    InvalidFhirResponseError
+        A 2xx whose body is not a transaction-response Bundle with one 2xx
+        entry per request entry.
+    ValueError
+        Bad arguments: not an http(s) base URL, not a transaction Bundle,
+        a non-positive timeout.
+    """
+    url = _check_base_url(base_url)
+    if not isinstance(auth, FhirAuth):
+        raise ValueError(f"auth must be a FhirAuth, got {type(auth).__name__}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (
+        math.isfinite(timeout) and timeout > 0
+    ):
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    body, request_entries = _parse_request(bundle_json)
+    headers = {"Content-Type": _CONTENT_TYPE, "Accept": FHIR_JSON, **auth.headers()}
+    endpoint = _endpoint(url)
+
+    owned = client is None
+    http = httpx.Client(follow_redirects=False) if owned else client
+    started = time.monotonic()
+    try:
+        try:
+            response = http.post(
+                url, content=body, headers=headers, timeout=timeout, follow_redirects=False
+            )
+        except httpx.TransportError as exc:
+            elapsed = time.monotonic() - started
+            raise _transport_error(exc, endpoint, elapsed) from exc
+    finally:
+        if owned:
+            http.close()
+    elapsed = time.monotonic() - started
+    status = response.status_code
+
+    if 200 <= status < 300:
+        try:
+            entries = _read_transaction_response(response, request_entries)
+        except InvalidFhirResponseError:
+            _log.warning(
+                "FHIR transaction to %s: HTTP %d in %.3f s but not a valid transaction-response",
+                endpoint, status, elapsed,
+            )
+            raise
+        _log.info(
+            "FHIR transaction to %s: HTTP %d in %.3f s, %d entries (%d created)",
+            endpoint, status, elapsed, len(entries), sum(1 for e in entries if e.status_code == 201),
+        )
+        return FhirResult(status_code=status, entries=entries, elapsed_s=elapsed)
+
+    outcome_text, summary = _describe_failure(response)
+    if status >= 500 or status in _TRANSIENT_4XX:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        _log.warning(
+            "FHIR transaction to %s: HTTP %d in %.3f s (transient%s)", endpoint, status, elapsed,
+            "" if retry_after is None else f", Retry-After {retry_after:.0f} s",
+        )
+        raise TransientFhirError(
+            summary, status_code=status, operation_outcome=outcome_text, retry_after=retry_after
+        )
+    _log.warning("FHIR transaction to %s: HTTP %d in %.3f s (permanent)", endpoint, status, elapsed)
+    raise PermanentFhirError(summary, status_code=status, operation_outcome=outcome_text)
+
+
+def _transport_error(exc: httpx.TransportError, endpoint: str, elapsed: float) -> FhirDeliveryError:
+    kind = type(exc).__name__
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            _log.warning("FHIR transaction to %s: TLS certificate refused after %.3f s", endpoint, elapsed)
+            return PermanentFhirError(
+                f"TLS certificate of {endpoint} refused: {cause.verify_message}"
+            )
+        cause = cause.__cause__ or cause.__context__
+    _log.warning("FHIR transaction to %s: %s after %.3f s (transient)", endpoint, kind, elapsed)
+    if isinstance(exc, httpx.TimeoutException):
+        what = f"timed out ({kind})"
+    else:
+        what = f"failed: {kind}: {exc}" if str(exc) else f"failed: {kind}"
+    return TransientFhirError(f"FHIR transaction to {endpoint} {what}")
+
+
+# -- the answer ----------------------------------------------------------------
+
+
+def _json_body(response: httpx.Response) -> Any:
+    try:
+        return json.loads(response.content.decode(response.encoding or "utf-8"))
+    except (UnicodeDecodeError, LookupError, json.JSONDecodeError):
+        return None
+
+
+def _status_code(status: Any) -> int | None:
+    """The leading 3-digit code of a ``response.status`` ("201 Created" -> 201)."""
+    if not isinstance(status, str):
+        return None
+    head = status.strip().split(" ", 1)[0]
+    return int(head) if len(head) == 3 and head.isdigit() else None
+
+
+def _read_transaction_response(
+    response: httpx.Response, request_entries: list[dict[str, Any]]
+) -> tuple[FhirEntryResult, ...]:
+    status = response.status_code
+    content_type = response.headers.get("Content-Type", "(none)")
+    data = _json_body(response)
+    if data is None:
+        raise InvalidFhirResponseError(
+            f"HTTP {status} but the body is not JSON (Content-Type {content_type}, "
+            f"{len(response.content)} bytes); is the base URL a FHIR server?",
+            status_code=status,
+        )
+    if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
+        kind = data.get("resourceType") if isinstance(data, dict) else type(data).__name__
+        raise InvalidFhirResponseError(
+            f"HTTP {status} but the body is a {kind!r}, not a Bundle", status_code=status
+        )
+    if data.get("type") != "transaction-response":
+        raise InvalidFhirResponseError(
+            f"HTTP {status} but the Bundle's type is {data.get('type')!r}, "
+            "not 'transaction-response'",
+            status_code=status,
+        )
+    entries = data.get("entry") or []
+    if not isinstance(entries, list) or len(entries) != len(request_entries):
+        count = len(entries) if isinstance(entries, list) else "no list of"
+        raise InvalidFhirResponseError(
+            f"HTTP {status} but the transaction-response has {count} entries for "
+            f"{len(request_entries)} request entries (R4 http.html#transaction-response)",
+            status_code=status,
+        )
+    results = []
+    for index, (entry, request_entry) in enumerate(zip(entries, request_entries)):
+        answer = entry.get("response") if isinstance(entry, dict) else None
+        if not isinstance(answer, dict):
+            raise InvalidFhirResponseError(
+                f"HTTP {status} but entry {index} of the transaction-response has no response",
+                status_code=status,
+            )
+        entry_status = answer.get("status")
+        code = _status_code(entry_status)
+        if code is None or not 200 <= code < 300:
+            raise InvalidFhirResponseError(
+                f"HTTP {status} but entry {index} of the transaction-response has status "
+                f"{entry_status!r}, not 2xx",
+                status_code=status,
+            )
+        request = request_entry.get("request") if isinstance(request_entry.get("request"), dict) else {}
+        resource = request_entry.get("resource") if isinstance(request_entry.get("resource"), dict) else {}
+        results.append(
+            FhirEntryResult(
+                status=entry_status,
+                status_code=code,
+                location=_str_or_none(answer.get("location")),
+                etag=_str_or_none(answer.get("etag")),
+                last_modified=_str_or_none(answer.get("lastModified")),
+                resource_type=_str_or_none(resource.get("resourceType")),
+                full_url=_str_or_none(request_entry.get("fullUrl")),
+                request_method=_str_or_none(request.get("method")),
+                request_url=_str_or_none(request.get("url")),
+            )
+        )
+    return tuple(results)
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _truncate_utf8(text: str, limit: int) -> str:
+    raw = text.encode("utf-8")
+    if len(raw) <= limit:
+        return text
+    return raw[:limit].decode("utf-8", errors="ignore")
+
+
+def _one_line(text: str, limit: int = SUMMARY_LIMIT) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def outcome_summary(operation_outcome: dict[str, Any]) -> str:
+    """One line from an OperationOutcome's issues (R4 operationoutcome.html):
+    each issue as ``severity/code: diagnostics or details.text [at expression]``,
+    errors and fatal issues first, joined by ``; ``."""
+    issues = operation_outcome.get("issue")
+    if not isinstance(issues, list):
+        return "OperationOutcome without issues"
+    rank = {"fatal": 0, "error": 1, "warning": 2, "information": 3}
+    parts = []
+    for issue in sorted(
+        (i for i in issues if isinstance(i, dict)), key=lambda i: rank.get(i.get("severity"), 4)
+    ):
+        details = issue.get("details") if isinstance(issue.get("details"), dict) else {}
+        codings = details.get("coding") if isinstance(details.get("coding"), list) else []
+        text = (
+            _str_or_none(issue.get("diagnostics"))
+            or _str_or_none(details.get("text"))
+            or next((c.get("display") for c in codings if isinstance(c, dict) and c.get("display")), None)
+            or ""
+        )
+        where = issue.get("expression") or issue.get("location")
+        at = f" [at {', '.join(map(str, where))}]" if isinstance(where, list) and where else ""
+        head = f"{issue.get('severity', '?')}/{issue.get('code', '?')}"
+        parts.append(f"{head}: {text}{at}" if text else f"{head}{at}")
+    return "; ".join(parts) if parts else "OperationOutcome without issues"
+
+
+def _describe_failure(response: httpx.Response) -> tuple[str | None, str]:
+    """(OperationOutcome text or None, one-line summary) of a non-2xx answer."""
+    status = response.status_code
+    head = f"HTTP {status} {response.reason_phrase}".rstrip()
+    data = _json_body(response)
+    if isinstance(data, dict) and data.get("resourceType") == "OperationOutcome":
+        text = response.content.decode(response.encoding or "utf-8", errors="replace")
+        return _truncate_utf8(text, OPERATION_OUTCOME_LIMIT), _one_line(f"{head}: {outcome_summary(data)}")
+    if 300 <= status < 400:
+        where = response.headers.get("Location")
+        return None, _one_line(f"{head}: unexpected redirect{f' to {where}' if where else ''}")
+    content_type = response.headers.get("Content-Type", "no Content-Type")
+    return None, _one_line(f"{head} without an OperationOutcome ({content_type}, {len(response.content)} bytes)")
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (RFC 9110 10.2.3): delay-seconds or
+    an HTTP-date (seconds from ``now``, at least 0); None when absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(int(value))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+# -- retry policy --------------------------------------------------------------
+
+
+def retry_delay(
+    attempt: int,
+    *,
+    base: float = 2.0,
+    cap: float = 300.0,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> float:
+    """Seconds to wait before retry number ``attempt``: exponential backoff with full jitter.
+
+    The delay is drawn uniformly from ``[0, min(cap, base * 2 ** (attempt - 1))]``
+    ("full jitter", AWS Architecture Blog, *Exponential Backoff And Jitter*), so
+    many workers retrying one server spread out instead of arriving together.
+
+    Parameters
+    ----------
+    attempt
+        1 for the first retry after the first failure, 2 for the next, ...
+    base
+        Upper bound of the first delay, seconds (> 0).
+    cap
+        The delay never exceeds this (seconds, > 0), whatever the attempt.
+    retry_after
+        The server's ``Retry-After`` (:attr:`TransientFhirError.retry_after`):
+        the delay is at least this, but still at most ``cap`` (the operator's cap
+        is a hard bound; a server asking for more is retried at ``cap``).
+    rng
+        Random source (a seeded :class:`random.Random` in tests); the
+        ``random`` module's by default.
+    """
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+        raise ValueError(f"attempt must be an int >= 1, got {attempt!r}")
+    for name, value in (("base", base), ("cap", cap)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            math.isfinite(value) and value > 0
+        ):
+            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    if retry_after is not None and (
+        isinstance(retry_after, bool)
+        or not isinstance(retry_after, (int, float))
+        or not math.isfinite(retry_after)
+        or retry_after < 0
+    ):
+        raise ValueError(f"retry_after must be None or seconds >= 0, got {retry_after!r}")
+    # 2 ** 1100 overflows a float: past ~60 doublings every base reaches any sane cap.
+    ceiling = cap if attempt > 64 else min(cap, base * 2.0 ** (attempt - 1))
+    delay = (rng or random).uniform(0.0, ceiling)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return min(delay, cap)
