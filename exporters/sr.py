@@ -63,6 +63,8 @@ from exporters.sr_content import (
     PlannedRegion,
     RegionNote,
     comment_item,
+    impression_item,
+    in_language,
     language_item,
     plan_findings,
     report_qualitative_evaluations,
@@ -373,7 +375,11 @@ def _document(
     institution_name: str | None,
     assemble: bool,
 ) -> hd.sr.Comprehensive3DSR:
-    """The SR document around ``content`` (document-level modules, UIDs, equipment)."""
+    """The SR document around ``content`` (document-level modules, UIDs, equipment).
+
+    ``language`` is the document's language tag, or the tags joined by ``+``
+    for a bilingual document: it goes into the UIDs and the Series Description.
+    """
     uses_private = any(
         p.coding.finding_type.scheme_designator == codes.PRIVATE_SCHEME for p, _, _ in parts
     )
@@ -428,6 +434,7 @@ def export_sr(
     series_number: int = DEFAULT_SR_SERIES_NUMBER,
     institution_name: str | None = None,
     procedure_reported: Sequence[CodedConcept] = (codes.IMAGING_PROCEDURE,),
+    bilingual: bool = False,
 ) -> SRExport:
     """One SR per language (default: every language of the report), plus region notes.
 
@@ -436,6 +443,16 @@ def export_sr(
     evaluations, algorithm identification) are built once and shared by the
     documents of all languages; language *i* gets Series Number
     ``series_number + i``.
+
+    With ``bilingual=True`` (and several languages) one document holds them
+    all instead: its language (TID 1204 at the root) is the first one; each
+    measurement group and the impression carry one TEXT per language, the
+    others marked with their own TID 1204 "Language of Content Item and
+    Descendants" modifier (PS3.16 TID 1204 applies to a content item and its
+    descendants). Tracking Identifiers are in the first language. The
+    document is returned under the first language's tag, with Series
+    Description "AI findings (unverified) – EN+ZH-CN" and UIDs derived from
+    all its languages.
     """
     langs = tuple(languages) if languages is not None else report.languages
     for language in langs:
@@ -447,6 +464,22 @@ def export_sr(
     documents: dict[str, hd.sr.Comprehensive3DSR] = {}
     first: hd.sr.MeasurementReport | None = None
     try:
+        if bilingual and len(langs) > 1:
+            content = _content(report, langs[0], parts, procedure_reported)
+            _add_translations(content, report, langs[1:], parts)
+            documents[langs[0]] = _document(
+                report,
+                sources,
+                content,
+                language="+".join(langs),
+                revision=revision,
+                parts=parts,
+                series_number=series_number,
+                instance_number=1,
+                institution_name=institution_name,
+                assemble=True,
+            )
+            return SRExport(documents=documents, notes=notes)
         for i, language in enumerate(langs):
             if first is None:
                 content = first = _content(report, language, parts, procedure_reported)
@@ -467,6 +500,27 @@ def export_sr(
     except (ValueError, TypeError) as exc:  # highdicom refuses non-conformant values
         raise ExportError(f"the SR could not be built: {exc}") from exc
     return SRExport(documents=documents, notes=notes)
+
+
+def _add_translations(
+    content: hd.sr.MeasurementReport,
+    report: GroundedReport,
+    languages: Sequence[str],
+    parts: list[tuple],
+) -> None:
+    """Add each group's sentence and the impression in ``languages`` to ``content``,
+    each TEXT marked with its TID 1204 language (bilingual documents)."""
+    items = list(content[0].ContentSequence)
+    measurements, evaluations = items[-2], items[-1]
+    for group, (planned, _, _) in zip(measurements.ContentSequence, parts, strict=True):
+        for language in languages:
+            group.ContentSequence.append(
+                in_language(comment_item(_sentence(planned, language)), language)
+            )
+    for language in languages:
+        evaluations.ContentSequence.append(
+            in_language(impression_item(report.impression[language]), language)
+        )
 
 
 def _translated_content(

@@ -11,10 +11,11 @@
   — deterministic and independent of clipping, so GSPS graphics and SR
   measurement groups of the same region carry the same UID.
 * :func:`comment_item`, :func:`report_qualitative_evaluations`,
-  :func:`language_item`: TEXT / CONTAINER content items for the grounded
-  sentence (DCM 121106 "Comment" in each TID 1410/1501 measurement group),
-  the impression (TID 1500 row 12 "Qualitative Evaluations", row 14 TEXT) and
-  the TID 1204 language of the document.
+  :func:`language_item`, :func:`in_language`: TEXT / CONTAINER content items
+  for the grounded sentence (DCM 121106 "Comment" in each TID 1410/1501
+  measurement group), the impression (TID 1500 row 12 "Qualitative
+  Evaluations", row 14 TEXT), the TID 1204 language of the document, and the
+  TID 1204 modifier on a text in another language (bilingual documents).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ __all__ = [
     "RegionAction",
     "RegionNote",
     "comment_item",
+    "impression_item",
+    "in_language",
     "language_item",
     "plan_findings",
     "region_tracking_uid",
@@ -255,19 +258,27 @@ def comment_item(text: str) -> hd.sr.TextContentItem:
     )
 
 
+def impression_item(impression: str) -> hd.sr.TextContentItem:
+    """TEXT (DCM 121073 "Impression"), CONTAINS (TID 1500 row 14)."""
+    return hd.sr.TextContentItem(
+        name=codes.to_hd(codes.IMPRESSION),
+        value=impression,
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+    )
+
+
 def report_qualitative_evaluations(impression: str) -> hd.sr.ContainerContentItem:
     """TID 1500 row 12 CONTAINER "Qualitative Evaluations" holding the impression (row 14 TEXT)."""
     container = hd.sr.ContainerContentItem(
         name=codes.to_hd(codes.QUALITATIVE_EVALUATIONS),
         relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
     )
-    container.ContentSequence = hd.sr.ContentSequence(
-        [
-            hd.sr.TextContentItem(
-                name=codes.to_hd(codes.IMPRESSION),
-                value=impression,
-                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
-            )
-        ]
-    )
+    container.ContentSequence = [impression_item(impression)]
     return container
+
+
+def in_language(item: hd.sr.TextContentItem, language: str) -> hd.sr.TextContentItem:
+    """``item`` with a TID 1204 "Language of Content Item and Descendants" modifier
+    (HAS CONCEPT MOD child): a text in another language than the document's."""
+    item.ContentSequence = list(language_item(language))
+    return item

@@ -430,6 +430,47 @@ def test_assembled_documents_equal_highdicoms_own_constructor(
         )
 
 
+def test_optional_bilingual_single_document(grounded_report, source_images, tmp_path):
+    result = export_sr(grounded_report, source_images, revision=1, bilingual=True)
+    assert list(result.documents) == ["en"]
+    sr = result.documents["en"]
+    assert sr.SeriesDescription == "AI findings (unverified) – EN+ZH-CN"
+    per_language = export_sr(grounded_report, source_images, revision=1).documents["en"]
+    assert sr.SOPInstanceUID != per_language.SOPInstanceUID
+    assert sr.SeriesInstanceUID != per_language.SeriesInstanceUID
+    path = tmp_path / "bilingual.dcm"
+    _write(sr, path)
+    assert dciodvfy_errors(path) == []
+    assert dsrdump_ok(path)
+    parsed = hd.sr.srread(path)
+    planar, other = _all_groups(parsed)
+    by_uid = {g.tracking_uid: g for g in planar + other}
+    for finding in grounded_report.findings:
+        group = by_uid[finding.tracking_uid]
+        comments = [
+            i
+            for i in group[0].ContentSequence
+            if i.ValueType == "TEXT"
+            and i.ConceptNameCodeSequence[0].CodeValue == codes.COMMENT.value
+        ]
+        assert [c.TextValue for c in comments] == [
+            finding.description["en"],
+            finding.description["zh-CN"],
+        ]
+        assert "ContentSequence" not in comments[0]  # the document's own language
+        (modifier,) = comments[1].ContentSequence  # TID 1204 on the Chinese text
+        assert modifier.RelationshipType == "HAS CONCEPT MOD"
+        assert modifier.ConceptNameCodeSequence[0].CodeValue == "121049"
+        assert modifier.ConceptCodeSequence[0].CodeValue == "zh-CN"
+    (container,) = [
+        i for i in parsed.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "C0034375"
+    ]
+    assert [i.TextValue for i in container.ContentSequence] == [
+        grounded_report.impression["en"],
+        grounded_report.impression["zh-CN"],
+    ]
+
+
 # -- real validators ----------------------------------------------------------------
 
 
@@ -463,9 +504,11 @@ def test_every_variant_passes_dciodvfy_and_dsrdump(
 def test_pixelmed_sr_validator_finds_no_errors(
     grounded_report, edge_case_report, source_images, tmp_path
 ):
-    documents = {
-        "main-zh": build_sr(grounded_report, source_images, language="zh-CN", revision=1),
-        "edge-en": build_sr(edge_case_report, source_images, language="en", revision=1),
+    documents = {  # one bilingual document (both languages), one Chinese edge-case document
+        "main-bilingual": export_sr(
+            grounded_report, source_images, revision=1, bilingual=True
+        ).documents["en"],
+        "edge-zh": build_sr(edge_case_report, source_images, language="zh-CN", revision=1),
     }
     for name, sr in documents.items():
         path = tmp_path / f"{name}.dcm"
