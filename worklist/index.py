@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from dicom_node.scp import StoredInstance
 from dicom_node.storage import StoreOutcome
+from worklist.own_outputs import looks_like_own_output
 from worklist.models import Instance, Patient, RevisionState, Series, Study, StudyRevision
 
 __all__ = ["IndexedInstance", "KnownKeys", "record_instance"]
@@ -108,6 +109,7 @@ def record_instance(session: Session, instance: StoredInstance, *, known: KnownK
         select(Instance).where(Instance.sop_instance_uid == instance.sop_instance_uid)
     ).scalar_one_or_none()
     new_content = existing is None or instance.outcome is not StoreOutcome.IDENTICAL_DUPLICATE
+    own_output = looks_like_own_output(instance.sop_class_uid, header)
 
     revision = session.execute(
         select(StudyRevision)
@@ -125,7 +127,7 @@ def record_instance(session: Session, instance: StoredInstance, *, known: KnownK
             instances_received=0,
         )
         session.add(revision)
-    elif revision.state is RevisionState.READY and new_content:
+    elif revision.state is RevisionState.READY and new_content and not own_output:
         study.current_revision += 1
         revision = StudyRevision(
             study_pk=study_pk,
@@ -137,7 +139,7 @@ def record_instance(session: Session, instance: StoredInstance, *, known: KnownK
         )
         session.add(revision)
         reopened = True
-    if new_content and revision.state is RevisionState.RECEIVING:
+    if new_content and not own_output and revision.state is RevisionState.RECEIVING:
         revision.last_received_at = max(revision.last_received_at, now)
         revision.instances_received += 1
     study.last_received_at = max(study.last_received_at, now)
@@ -152,6 +154,7 @@ def record_instance(session: Session, instance: StoredInstance, *, known: KnownK
         calling_ae_title=instance.calling_ae_title,
         received_at=now,
         revision=revision.revision,
+        is_own_output=own_output,
     )
     if existing is None:
         session.add(Instance(sop_instance_uid=instance.sop_instance_uid, **values))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Enum, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Enum, ForeignKey, Index, Integer, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from worklist.db import Base, UTCDateTime
@@ -130,5 +130,7 @@ class Instance(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     #: The study revision this instance (last) arrived in.
     revision: Mapped[int] = mapped_column(Integer)
+    #: One of RadGround's own outputs routed back to us: never processed.
+    is_own_output: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     series: Mapped[Series] = relationship(back_populates="instances")

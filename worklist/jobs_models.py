@@ -1,0 +1,135 @@
+"""Jobs, artifacts, deliveries and the audit trail.
+
+A *job* processes one study revision along one route: inference (queue
+``gpu``), export (queue ``io``), then one *delivery* per destination (queue
+``io``). Every object produced is an *artifact*. The audit trail records who
+did what when, never patient data.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from worklist.db import Base, UTCDateTime
+
+__all__ = ["Artifact", "AuditEvent", "Delivery", "DeliveryState", "Job", "JobState"]
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    return Enum(cls, name=name, values_callable=lambda e: [m.value for m in e], native_enum=False, length=16)
+
+
+class JobState(enum.StrEnum):
+    """Where a job stands (see :mod:`worklist.jobs` for the transitions)."""
+
+    QUEUED = "queued"
+    INFERRING = "inferring"
+    EXPORTING = "exporting"
+    DELIVERING = "delivering"
+    DONE = "done"
+    #: Ended with an error an operator can read and act on (`radground jobs retry`).
+    FAILED = "failed"
+    #: Its task kept dying (worker killed, out of memory): not retried automatically.
+    DEAD = "dead"
+
+
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Job(Base):
+    """Processing of one study revision along one route."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("study_pk", "revision", "route"),
+        Index("ix_jobs_state_updated_at", "state", "updated_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_pk: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    revision: Mapped[int] = mapped_column(Integer)
+    route: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(64))
+    state: Mapped[JobState] = mapped_column(_enum(JobState, "job_state"), default=JobState.QUEUED)
+    #: How often inference started (a task redelivered after a crash counts again).
+    inference_starts: Mapped[int] = mapped_column(Integer, default=0)
+    #: How often the operator retried it.
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    inference_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    inference_seconds: Mapped[float | None] = mapped_column(default=None)
+    export_seconds: Mapped[float | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    #: The GroundedReport (engine.report JSON), kept for export and audit.
+    report_json: Mapped[str | None] = mapped_column(Text, default=None)
+
+    artifacts: Mapped[list[Artifact]] = relationship(back_populates="job", order_by="Artifact.id")
+    deliveries: Mapped[list[Delivery]] = relationship(back_populates="job", order_by="Delivery.id")
+
+
+class Artifact(Base):
+    """An object RadGround produced: a DICOM SOP instance or a FHIR Bundle."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("job_id", "kind", "language", "object_uid"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    #: "sr", "gsps", "csps", "sc" or "fhir".
+    kind: Mapped[str] = mapped_column(String(8))
+    language: Mapped[str] = mapped_column(String(16))
+    #: SOP Instance UID, or the Bundle's deterministic id for FHIR.
+    object_uid: Mapped[str] = mapped_column(String(64))
+    series_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
+    sop_class_uid: Mapped[str | None] = mapped_column(String(64), default=None)
+    #: File under workers.outputs_root.
+    path: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    job: Mapped[Job] = relationship(back_populates="artifacts")
+
+
+class Delivery(Base):
+    """Sending a job's artifacts to one destination (DICOM peer or FHIR server)."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("job_id", "destination"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    destination: Mapped[str] = mapped_column(String(64))
+    #: "dicom" or "fhir".
+    protocol: Mapped[str] = mapped_column(String(8))
+    state: Mapped[DeliveryState] = mapped_column(_enum(DeliveryState, "delivery_state"), default=DeliveryState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    #: The FHIR server's OperationOutcome on a refused transaction, for the operator.
+    operation_outcome: Mapped[str | None] = mapped_column(Text, default=None)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    job: Mapped[Job] = relationship(back_populates="deliveries")
+
+
+class AuditEvent(Base):
+    """Who or what did what, when (no patient data: job ids and hashed UIDs only)."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    #: "node", "worker:<host>:<pid>", "operator:<user>".
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), index=True, default=None)
+    detail: Mapped[str] = mapped_column(Text, default="")
