@@ -35,7 +35,7 @@ import random
 import ssl
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
@@ -146,7 +146,7 @@ class FhirAuth:
         if self.kind is AuthKind.BEARER:
             return {"Authorization": f"Bearer {self.token}"}
         if self.kind is AuthKind.BASIC:
-            raw = f"{self.username}:{self.password}".encode("utf-8")
+            raw = f"{self.username}:{self.password}".encode()
             return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
         return {}
 
@@ -280,7 +280,7 @@ class InvalidFhirResponseError(PermanentFhirError):
 
 def _check_base_url(base_url: str) -> str:
     if not isinstance(base_url, str):
-        raise ValueError(f"base_url must be a string, got {type(base_url).__name__}")
+        raise TypeError(f"base_url must be a string, got {type(base_url).__name__}")
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
@@ -297,7 +297,7 @@ def _parse_request(bundle_json: str | bytes) -> tuple[bytes, list[dict[str, Any]
     elif isinstance(bundle_json, (bytes, bytearray, memoryview)):
         body = bytes(bundle_json)
     else:
-        raise ValueError(f"bundle_json must be str or bytes, got {type(bundle_json).__name__}")
+        raise TypeError(f"bundle_json must be str or bytes, got {type(bundle_json).__name__}")
     try:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -368,7 +368,7 @@ def post_transaction(
     """
     url = _check_base_url(base_url)
     if not isinstance(auth, FhirAuth):
-        raise ValueError(f"auth must be a FhirAuth, got {type(auth).__name__}")
+        raise TypeError(f"auth must be a FhirAuth, got {type(auth).__name__}")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (
         math.isfinite(timeout) and timeout > 0
     ):
@@ -595,8 +595,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    now = now or datetime.now(timezone.utc)
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
     return max(0.0, (when - now).total_seconds())
 
 
