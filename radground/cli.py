@@ -61,13 +61,51 @@ def cli(ctx: click.Context, config: Path | None) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="DICOM port. Overrides node.port.")
 @pass_context
 def serve(obj: _Context, listener_processes: int | None, port: int | None) -> None:
-    """Run the node: Storage SCP, study index and completion monitor.
+    """Run everything on this machine: the node and its workers.
 
-    Listens for C-ECHO and C-STORE (all storage SOP classes; uncompressed,
-    deflate, RLE, JPEG, JPEG-LS and JPEG 2000 stored as received), indexes
-    every instance and marks each study ready once no instance has arrived
-    for completion.idle_seconds. Stop with Ctrl-C.
+    The node listens for C-ECHO and C-STORE (all storage SOP classes;
+    uncompressed, deflate, RLE, JPEG, JPEG-LS and JPEG 2000 stored as
+    received), indexes every instance and marks each study ready once no
+    instance has arrived for completion.idle_seconds. Ready studies are routed
+    (config [[routes]]) to worker processes that run the model (queue "gpu")
+    and export and deliver SR, GSPS and FHIR (queue "io"). Embedded defaults:
+    SQLite index, SQLite-file broker, the shipped CPU model. Stop with Ctrl-C.
     """
+    _run_node(obj, listener_processes, port, spawn_workers_too=True)
+
+
+@cli.command()
+@click.option("--listener-processes", type=click.IntRange(0, 64), default=None,
+              help="Listener processes sharing the DICOM port (0 = one per CPU core). Overrides node.listener_processes.")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="DICOM port. Overrides node.port.")
+@pass_context
+def node(obj: _Context, listener_processes: int | None, port: int | None) -> None:
+    """Run the node only (cluster mode): SCP, index, completion, job dispatch.
+
+    Workers run separately: `radground worker --queues gpu` on GPU machines,
+    `radground worker --queues io` anywhere, all sharing workers.broker_url
+    (Redis or RabbitMQ) and database.url (PostgreSQL).
+    """
+    _run_node(obj, listener_processes, port, spawn_workers_too=False)
+
+
+@cli.command()
+@click.option("--queues", type=click.Choice(["gpu", "io"]), required=True,
+              help='"gpu": run the model (one model instance per process); "io": export and deliver.')
+@click.option("--concurrency", type=click.IntRange(1, 256), default=None,
+              help="Concurrent tasks (threads). gpu default: the largest models.*.max_batch_size, so "
+                   "concurrent studies share batches; io default: 4.")
+@pass_context
+def worker(obj: _Context, queues: str, concurrency: int | None) -> None:
+    """Run a Celery worker for one queue."""
+    from radground.worker import run_worker
+
+    run_worker(obj.settings, queue=queues, concurrency=concurrency)
+
+
+def _run_node(obj: _Context, listener_processes: int | None, port: int | None, *, spawn_workers_too: bool) -> None:
+    from sqlalchemy.engine import make_url
+
     from radground.logs import configure_logging
     from radground.node import Node
 
@@ -80,15 +118,18 @@ def serve(obj: _Context, listener_processes: int | None, port: int | None) -> No
     if node_overrides:
         settings = settings.model_copy(update={"node": settings.node.model_copy(update=node_overrides)})
     configure_logging(settings.logging.level)
-    node = Node(settings)
-    from sqlalchemy.engine import make_url
-
+    node = Node(settings, process_studies=True)
     click.echo(
         f"RadGround {settings.node.ae_title} on {settings.node.host}:{settings.node.port} "
         f"({node.listener_processes} listener process(es)); storage {settings.storage.root}; "
         f"database {make_url(settings.database.url).render_as_string(hide_password=True)}",
         err=True,
     )
+    workers = []
+    if spawn_workers_too:
+        from radground.worker import spawn_workers
+
+        workers = spawn_workers(settings, obj.config)
     try:
         node.run_until_signal()
     except OSError as exc:
@@ -96,6 +137,11 @@ def serve(obj: _Context, listener_processes: int | None, port: int | None) -> No
             f"could not start the listener on {settings.node.host}:{settings.node.port}: {exc.strerror} "
             "(is another node using the port? set node.port or --port)"
         ) from None
+    finally:
+        for process in workers:
+            process.terminate()
+        for process in workers:
+            process.wait(30)
 
 
 def _destination(obj: _Context, text: str):  # -> Destination
@@ -232,16 +278,17 @@ def upgrade(obj: _Context) -> None:
     click.echo(f"database at schema revision {current_revision(engine)}")
 
 
-def _register_optional_groups() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("radground.model_cli") is not None:
-        from radground.model_cli import model
-
-        cli.add_command(model)
-
-
 def main() -> None:
     """Console entry point."""
-    _register_optional_groups()
     cli(prog_name="radground")
+
+
+def _register_groups() -> None:
+    from radground.jobs_cli import jobs, reprocess
+    from radground.model_cli import model
+
+    for command in (model, jobs, reprocess):
+        cli.add_command(command)
+
+
+_register_groups()

@@ -103,9 +103,11 @@ class Node:
         revision). Defaults to logging it.
     """
 
-    def __init__(self, settings: Settings, *, on_study_ready: Callable[[StudyReady], None] | None = None) -> None:
+    def __init__(self, settings: Settings, *, on_study_ready: Callable[[StudyReady], None] | None = None,
+                 process_studies: bool = False) -> None:
         self.settings = settings
         self._on_study_ready = on_study_ready or (lambda ready: None)
+        self._process_studies = process_studies
         self._engine = create_db_engine(settings.database.url)
         self._monitor: CompletionMonitor | None = None
         self._threads: list[threading.Thread] = []
@@ -134,6 +136,8 @@ class Node:
                 self._listeners.append(self._spawn_listener())
             self._start_thread(self._supervise, "listener-supervisor")
         completion = self.settings.completion
+        if self._process_studies:
+            self._start_processing()
         self._monitor = CompletionMonitor(
             make_session_factory(self._engine),
             self._on_study_ready,
@@ -142,6 +146,25 @@ class Node:
             poll_seconds=completion.poll_seconds,
         )
         self._start_thread(self._monitor.run_forever, "completion-monitor")
+
+    def _start_processing(self) -> None:
+        """Ready studies become jobs on the Celery queues; a sweeper re-enqueues lost work."""
+        from radground.runtime import configure_celery
+        from worklist import tasks
+        from worklist.pipeline import make_study_ready_hook
+
+        configure_celery(self.settings)
+        self._on_study_ready = make_study_ready_hook(tasks.context())
+        self._start_thread(self._sweep_forever, "requeue-sweeper")
+
+    def _sweep_forever(self) -> None:
+        from worklist import tasks
+
+        while not self._stopping.wait(5.0):
+            try:
+                tasks.sweep()
+            except Exception as exc:  # noqa: BLE001 - the sweeper must survive a database or broker outage
+                logger.error("Requeue sweep failed (%s); retrying", type(exc).__name__)
 
     def _spawn_listener(self) -> multiprocessing.process.BaseProcess:
         process = self._context.Process(

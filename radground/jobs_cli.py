@@ -1,0 +1,121 @@
+"""Operator commands: `radground jobs …` and `radground reprocess`."""
+
+from __future__ import annotations
+
+import getpass
+
+import click
+
+from radground.settings import Settings
+
+__all__ = ["jobs", "reprocess"]
+
+
+def _sessions(settings: Settings):
+    from worklist.db import create_db_engine, make_session_factory
+    from worklist.migrate import upgrade_database
+
+    engine = create_db_engine(settings.database.url)
+    upgrade_database(engine)
+    return make_session_factory(engine)
+
+
+def _settings() -> Settings:
+    return click.get_current_context().find_root().obj.settings
+
+
+@click.group(invoke_without_command=True)
+@click.option("--state", type=click.Choice(["queued", "inferring", "exporting", "delivering", "done", "failed", "dead"]),
+              default=None, help="Only jobs in this state.")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="Most recent jobs to show.")
+@click.pass_context
+def jobs(ctx: click.Context, state: str | None, limit: int) -> None:
+    """List processing jobs, most recent first (`jobs show ID`, `jobs retry ID`)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.console import Console
+    from rich.table import Table
+    from sqlalchemy import select
+
+    from worklist.jobs_models import Job
+    from worklist.models import Study
+
+    with _sessions(_settings())() as session:
+        query = select(Job, Study.study_instance_uid).join(Study).order_by(Job.id.desc()).limit(limit)
+        if state:
+            query = query.where(Job.state == state)
+        rows = session.execute(query).all()
+    table = Table(box=None, header_style="bold")
+    for column in ("Job", "Study Instance UID", "Rev", "Route", "State", "Updated (UTC)", "Last error"):
+        table.add_column(column)
+    for job, study_uid in rows:
+        table.add_row(str(job.id), study_uid, str(job.revision), job.route, job.state.value,
+                      job.updated_at.strftime("%Y-%m-%d %H:%M:%S"), (job.last_error or "")[:60])
+    Console(width=200).print(table)
+    if not rows:
+        click.echo("No jobs.", err=True)
+
+
+@jobs.command()
+@click.argument("job_id", type=int)
+def show(job_id: int) -> None:
+    """Show one job: timings, error, artifacts, deliveries and its audit trail."""
+    from sqlalchemy import select
+
+    from worklist.jobs_models import AuditEvent, Job
+    from worklist.models import Study
+
+    with _sessions(_settings())() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise click.ClickException(f"no job {job_id}")
+        study_uid = session.get(Study, job.study_pk).study_instance_uid
+        click.echo(f"Job {job.id}: {job.state.value}")
+        click.echo(f"  study {study_uid} revision {job.revision}, route {job.route}, model {job.model}")
+        click.echo(f"  created {job.created_at:%Y-%m-%d %H:%M:%S}, inference started {job.inference_starts}x, "
+                   f"operator retries {job.retries}")
+        if job.inference_seconds is not None:
+            click.echo(f"  inference {job.inference_seconds:.2f} s, export {job.export_seconds or 0:.2f} s")
+        if job.last_error:
+            click.echo(f"  last error: {job.last_error}")
+        for artifact in job.artifacts:
+            click.echo(f"  artifact {artifact.kind:5} {artifact.language:6} {artifact.path}")
+        for delivery in job.deliveries:
+            line = f"  delivery to {delivery.destination} ({delivery.protocol}): {delivery.state.value}, {delivery.attempts} attempts"
+            click.echo(line + (f"; {delivery.last_error}" if delivery.last_error else ""))
+            if delivery.operation_outcome:
+                click.echo(f"    OperationOutcome: {delivery.operation_outcome[:2000]}")
+        for event in session.scalars(select(AuditEvent).where(AuditEvent.job_id == job_id).order_by(AuditEvent.id)):
+            click.echo(f"  {event.at:%H:%M:%S} {event.actor:32} {event.action} {event.detail}")
+
+
+@jobs.command()
+@click.argument("job_id", type=int)
+def retry(job_id: int) -> None:
+    """Retry a failed or dead job from where it stopped (failed deliveries only, if it got that far)."""
+    from radground.runtime import configure_celery
+    from worklist import tasks
+    from worklist.jobs import retry_job
+
+    settings = _settings()
+    configure_celery(settings)
+    actor = f"operator:{getpass.getuser()}"
+    try:
+        message = retry_job(tasks.context(), job_id, actor=actor)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(message)
+
+
+@click.command()
+@click.argument("study_instance_uid")
+def reprocess(study_instance_uid: str) -> None:
+    """Process a study again as a new revision (new output UIDs that supersede the previous ones)."""
+    from worklist.jobs import reprocess_study
+
+    with _sessions(_settings()).begin() as session:
+        try:
+            revision = reprocess_study(session, study_instance_uid, actor=f"operator:{getpass.getuser()}")
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"study revision {revision} opened; it is processed as soon as the running node sees it")

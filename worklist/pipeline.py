@@ -1,0 +1,549 @@
+"""The job pipeline: study ready → inference → export → deliveries.
+
+Each step is a function that takes IDs, re-checks state in the database before
+acting, and is idempotent: a step that runs twice (a broker redelivery after a
+crash, a visibility timeout, a sweeper re-enqueue) produces no duplicate
+objects — output UIDs are deterministic, artifacts and deliveries are unique
+per job, and state transitions are conditional updates. Steps enqueue the next
+one only after their transaction committed. The Celery tasks
+(:mod:`worklist.tasks`) are thin wrappers around these functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from dicom_node.scu import Destination, SendResult, StorageSCU
+from dicom_node.uids import short_uid
+from engine.model import RegionAwareModel
+from engine.report import GroundedReport, Task
+from worklist.completion import StudyReady
+from worklist.db import utcnow
+from worklist.fhir_delivery import FhirAuth, PermanentFhirError, TransientFhirError, post_transaction, retry_delay
+from worklist.jobs_models import Artifact, AuditEvent, Delivery, DeliveryState, Job, JobState
+from worklist.models import Study
+from worklist.routing import Route, choose_route, study_instance_facts
+
+__all__ = [
+    "DicomTarget",
+    "Enqueuer",
+    "FhirTarget",
+    "LoadedModel",
+    "PipelineContext",
+    "create_jobs",
+    "make_study_ready_hook",
+    "requeue_stale",
+    "run_delivery",
+    "run_export",
+    "run_inference",
+]
+
+logger = logging.getLogger(__name__)
+
+#: C-STORE statuses worth retrying: nothing sent (connection, association), Out of Resources.
+_TRANSIENT_STORE_STATUSES = range(0xA700, 0xA800)
+
+
+class Enqueuer(Protocol):
+    """Sends the next step to its queue (Celery in production, a list in tests)."""
+
+    def inference(self, job_id: int) -> None: ...
+
+    def export(self, job_id: int) -> None: ...
+
+    def delivery(self, delivery_id: int, attempt: int, countdown: float = 0.0) -> None: ...
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model held by this worker process and how to run batches on it
+    (its micro-batcher's ``generate``, so concurrent tasks share batches)."""
+
+    model: RegionAwareModel
+    generate: Callable | None = None
+
+
+@dataclass(frozen=True)
+class DicomTarget:
+    destination: Destination
+    outputs: tuple[str, ...] = ("sr", "gsps")
+    languages: tuple[str, ...] = ()
+    max_attempts: int = 10
+
+
+@dataclass(frozen=True)
+class FhirTarget:
+    url: str
+    auth: FhirAuth
+    timeout_seconds: float = 30.0
+    max_attempts: int = 10
+    primary_language: str = "en"
+    patient_identifier_system: str | None = None
+
+
+@dataclass(frozen=True)
+class PipelineContext:
+    """Everything the steps need, built once per process by the application."""
+
+    sessions: sessionmaker[Session]
+    storage_root: Path
+    outputs_root: Path
+    routes: tuple[Route, ...]
+    models: Callable[[str], LoadedModel]
+    enqueue: Enqueuer
+    dicom_targets: Mapping[str, DicomTarget] = field(default_factory=dict)
+    fhir_targets: Mapping[str, FhirTarget] = field(default_factory=dict)
+    scu_ae_title: str = "RADGROUND"
+    max_task_starts: int = 3
+    task_time_limit_seconds: float = 900.0
+    requeue_after_seconds: float = 120.0
+    actor: str = field(default_factory=lambda: f"worker:{socket.gethostname()}:{os.getpid()}")
+
+
+class StepError(Exception):
+    """A step failed for a reason the operator can read (the job is marked failed)."""
+
+
+def _audit(session: Session, actor: str, action: str, job_id: int | None, detail: str = "") -> None:
+    session.add(AuditEvent(at=utcnow(), actor=actor, action=action, job_id=job_id, detail=detail))
+
+
+def _insert_ignore(session: Session, model: type, **values: object) -> None:
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    session.execute(insert(model.__table__).values(**values).on_conflict_do_nothing())
+
+
+# -- study ready → jobs ------------------------------------------------------
+
+
+def create_jobs(ctx: PipelineContext, session: Session, ready: StudyReady) -> list[int]:
+    """Create the job for a ready study revision (idempotent); the caller commits."""
+    study = session.execute(select(Study).where(Study.study_instance_uid == ready.study_instance_uid)).scalar_one()
+    facts = study_instance_facts(session, study.id)
+    token = short_uid(ready.study_instance_uid)
+    if not facts:
+        logger.info("Study %s revision %d: only RadGround outputs, nothing to process", token, ready.revision)
+        return []
+    route = choose_route(ctx.routes, facts)
+    if route is None:
+        logger.info("Study %s revision %d: no route matches; not processed", token, ready.revision)
+        return []
+    now = utcnow()
+    _insert_ignore(session, Job, study_pk=study.id, revision=ready.revision, route=route.name, model=route.model,
+                   state=JobState.QUEUED.value, inference_starts=0, retries=0, created_at=now, updated_at=now)
+    job = session.execute(
+        select(Job).where(Job.study_pk == study.id, Job.revision == ready.revision, Job.route == route.name)
+    ).scalar_one()
+    _audit(session, "node", "job-created", job.id, f"route={route.name} revision={ready.revision}")
+    logger.info("Study %s revision %d: job %d on route %s", token, ready.revision, job.id, route.name)
+    return [job.id] if job.state is JobState.QUEUED else []
+
+
+def make_study_ready_hook(ctx: PipelineContext) -> Callable[[StudyReady], None]:
+    """The completion monitor's hook: create jobs, commit, then enqueue them."""
+
+    def on_study_ready(ready: StudyReady) -> None:
+        with ctx.sessions.begin() as session:
+            job_ids = create_jobs(ctx, session, ready)
+        for job_id in job_ids:
+            _enqueue_inference(ctx, job_id)
+
+    return on_study_ready
+
+
+def _enqueue_inference(ctx: PipelineContext, job_id: int) -> None:
+    ctx.enqueue.inference(job_id)
+    with ctx.sessions.begin() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=utcnow()))
+
+
+# -- inference -----------------------------------------------------------------
+
+
+def _route(ctx: PipelineContext, name: str) -> Route:
+    for route in ctx.routes:
+        if route.name == name:
+            return route
+    raise StepError(f"route {name!r} is no longer configured")
+
+
+def run_inference(ctx: PipelineContext, job_id: int) -> None:
+    """Run the model on the job's study revision; then enqueue the export."""
+    from engine.analyze import AnalysisError, analyze_study
+    from engine.pixels import ImageSelection, PixelError, VolumeStrategy
+
+    with ctx.sessions.begin() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is None or job.state not in (JobState.QUEUED, JobState.INFERRING):
+            return  # already past this step (a redelivered message)
+        if job.inference_starts >= ctx.max_task_starts:
+            job.state, job.updated_at, job.finished_at = JobState.DEAD, utcnow(), utcnow()
+            job.last_error = (
+                f"inference started {job.inference_starts} times without finishing (worker killed or out of "
+                "memory?); not retried automatically: `radground jobs retry` after checking the worker"
+            )
+            _audit(session, ctx.actor, "job-dead", job_id, job.last_error)
+            logger.error("Job %d is dead: %s", job_id, job.last_error)
+            return
+        job.state, job.inference_starts = JobState.INFERRING, job.inference_starts + 1
+        job.inference_started_at = job.updated_at = utcnow()
+        route_name, study_pk, revision = job.route, job.study_pk, job.revision
+        facts = study_instance_facts(session, study_pk)
+        study_uid = session.get(Study, study_pk).study_instance_uid
+    started = time.perf_counter()
+    try:
+        route = _route(ctx, route_name)
+        loaded = ctx.models(route.model)
+        datasets = [dcmread(ctx.storage_root / f.path, defer_size="64 KB") for f in facts]
+        selection = ImageSelection(
+            modalities=route.modalities,
+            body_parts=route.body_parts,
+            view_positions=route.view_positions,
+            sop_class_uids=route.sop_classes,
+            series_description=route.series_description or None,
+            volume_strategy=VolumeStrategy(route.volume_strategy),
+            slice_count=route.slice_count,
+        )
+        report = analyze_study(
+            datasets,
+            loaded.model,
+            selection=selection,
+            languages=route.languages,
+            task=Task(route.task),
+            targets=route.targets,
+            generate=loaded.generate,
+            regional_cot=route.regional_cot,
+        )
+    except (AnalysisError, PixelError, StepError, OSError) as exc:
+        _fail(ctx, job_id, f"inference: {exc}")
+        return
+    elapsed = time.perf_counter() - started
+    if report.study_instance_uid != study_uid:
+        _fail(ctx, job_id, "inference: the report is about another study")
+        return
+    with ctx.sessions.begin() as session:
+        moved = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == JobState.INFERRING)
+            .values(state=JobState.EXPORTING, report_json=report.to_json(), inference_seconds=elapsed,
+                    updated_at=utcnow(), last_error=None)
+        ).rowcount
+        if moved:
+            _audit(session, ctx.actor, "inferred", job_id,
+                   f"{len(report.findings)} findings, {len(report.problems)} problems, {elapsed:.2f} s")
+    if moved:
+        logger.info("Job %d: %d findings in %.2f s (revision %d)", job_id, len(report.findings), elapsed, revision)
+        ctx.enqueue.export(job_id)
+
+
+def _fail(ctx: PipelineContext, job_id: int, reason: str) -> None:
+    with ctx.sessions.begin() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is None or job.state in (JobState.DONE, JobState.FAILED, JobState.DEAD):
+            return
+        job.state, job.last_error = JobState.FAILED, reason[:4000]
+        job.updated_at = job.finished_at = utcnow()
+        _audit(session, ctx.actor, "job-failed", job_id, reason[:500])
+    logger.warning("Job %d failed: %s", job_id, reason)
+
+
+# -- export --------------------------------------------------------------------
+
+
+def _source_headers(ctx: PipelineContext, session: Session, job: Job, report: GroundedReport) -> list[Dataset]:
+    facts = study_instance_facts(session, job.study_pk)
+    by_uid = {f.sop_instance_uid: f for f in facts}
+    wanted = [by_uid[ref.sop_instance_uid] for ref in report.images if ref.sop_instance_uid in by_uid]
+    if not wanted and facts:
+        wanted = facts[:1]  # a negative report still needs the study's patient/study modules
+    return [dcmread(ctx.storage_root / f.path) for f in wanted]
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _dataset_bytes(ds: Dataset) -> bytes:
+    from io import BytesIO
+
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def run_export(ctx: PipelineContext, job_id: int) -> None:
+    """Build SR, presentation states (and optional key images, FHIR bundles), record
+    them as artifacts, create one delivery per destination, then enqueue those."""
+    from exporters.errors import ExportError
+
+    with ctx.sessions() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.state is not JobState.EXPORTING:
+            return
+        route = _route(ctx, job.route)
+        report = GroundedReport.from_json(job.report_json)
+        sources = _source_headers(ctx, session, job, report)
+        study_uid = session.get(Study, job.study_pk).study_instance_uid
+        revision = job.revision
+    started = time.perf_counter()
+    try:
+        outputs = _build_outputs(ctx, route, report, sources, revision)
+    except (ExportError, StepError, ValueError) as exc:
+        _fail(ctx, job_id, f"export: {exc}")
+        return
+    folder = ctx.outputs_root / study_uid / f"r{revision}"
+    now = utcnow()
+    with ctx.sessions.begin() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is None or job.state is not JobState.EXPORTING:
+            return
+        for output in outputs:
+            path = folder / output.filename
+            _write_atomically(path, output.data)
+            _insert_ignore(session, Artifact, job_id=job_id, kind=output.kind, language=output.language,
+                           object_uid=output.object_uid, series_instance_uid=output.series_instance_uid,
+                           sop_class_uid=output.sop_class_uid,
+                           path=str(path.relative_to(ctx.outputs_root)), created_at=now)
+        for name in route.destinations:
+            protocol = "fhir" if name in ctx.fhir_targets else "dicom"
+            _insert_ignore(session, Delivery, job_id=job_id, destination=name, protocol=protocol,
+                           state=DeliveryState.PENDING.value, attempts=0)
+        job.export_seconds = time.perf_counter() - started
+        job.updated_at = now
+        job.state = JobState.DELIVERING if route.destinations else JobState.DONE
+        if not route.destinations:
+            job.finished_at = now
+        _audit(session, ctx.actor, "exported", job_id, f"{len(outputs)} objects")
+        deliveries = [(d.id, d.attempts) for d in session.scalars(
+            select(Delivery).where(Delivery.job_id == job_id, Delivery.state == DeliveryState.PENDING))]
+    logger.info("Job %d: %d objects exported", job_id, len(outputs))
+    for delivery_id, attempts in deliveries:
+        ctx.enqueue.delivery(delivery_id, attempts)
+
+
+@dataclass(frozen=True)
+class _Output:
+    kind: str
+    language: str
+    object_uid: str
+    series_instance_uid: str | None
+    sop_class_uid: str | None
+    filename: str
+    data: bytes
+
+
+def _build_outputs(ctx: PipelineContext, route: Route, report: GroundedReport, sources: Sequence[Dataset],
+                   revision: int) -> list[_Output]:
+    from exporters.fhir import build_fhir_bundle, bundle_json, output_series_from_datasets
+    from exporters.gsps import build_presentation_states
+    from exporters.key_image import build_key_images
+    from exporters.sr import export_sr
+
+    wanted = {kind for name in route.destinations if name in ctx.dicom_targets
+              for kind in ctx.dicom_targets[name].outputs}
+    datasets: list[tuple[str, str, Dataset]] = []
+    if report.findings:
+        for language, document in export_sr(report, sources, revision=revision, languages=route.languages).documents.items():
+            datasets.append(("sr", language, document))
+    if any(f.regions for f in report.findings):
+        for language in route.languages:
+            for state in build_presentation_states(report, sources, language=language, revision=revision):
+                kind = "csps" if str(state.SOPClassUID).endswith(".11.2") else "gsps"
+                datasets.append((kind, language, state))
+            if "sc" in wanted:
+                for image in build_key_images(report, sources, language=language, revision=revision):
+                    datasets.append(("sc", language, image))
+    outputs = [
+        _Output(kind, language, str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPClassUID),
+                f"{kind}-{language}-{ds.SOPInstanceUID}.dcm", _dataset_bytes(ds))
+        for kind, language, ds in datasets
+    ]
+    fhir_names = [name for name in route.destinations if name in ctx.fhir_targets]
+    if fhir_names:
+        series = output_series_from_datasets(ds for _, _, ds in datasets)
+        for name in fhir_names:
+            target = ctx.fhir_targets[name]
+            bundle = build_fhir_bundle(report, sources, revision=revision, output_series=series,
+                                       primary_language=target.primary_language,
+                                       patient_identifier_system=target.patient_identifier_system)
+            outputs.append(_Output("fhir", target.primary_language, str(bundle.id), None, None,
+                                   f"fhir-{name}.json", bundle_json(bundle).encode("utf-8")))
+    return outputs
+
+
+# -- delivery ------------------------------------------------------------------
+
+
+def run_delivery(ctx: PipelineContext, delivery_id: int, attempt: int) -> None:
+    """Attempt delivery ``attempt + 1``; a stale or duplicate message does nothing."""
+    with ctx.sessions.begin() as session:
+        claimed = session.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id, Delivery.state == DeliveryState.PENDING, Delivery.attempts == attempt)
+            .values(attempts=attempt + 1, next_attempt_at=None)
+        ).rowcount
+        if not claimed:
+            return
+        delivery = session.get(Delivery, delivery_id)
+        job_id, name, protocol = delivery.job_id, delivery.destination, delivery.protocol
+        artifacts = [(a.kind, a.language, a.path) for a in session.scalars(
+            select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id))]
+    if protocol == "fhir":
+        outcome = _deliver_fhir(ctx, name, artifacts)
+    else:
+        outcome = _deliver_dicom(ctx, name, artifacts)
+    _record_delivery(ctx, delivery_id, attempt + 1, outcome)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    ok: bool
+    transient: bool = False
+    error: str = ""
+    operation_outcome: str | None = None
+    retry_after: float | None = None
+    max_attempts: int = 10
+
+
+def _deliver_dicom(ctx: PipelineContext, name: str, artifacts: list[tuple[str, str, str]]) -> _Outcome:
+    target = ctx.dicom_targets.get(name)
+    if target is None:
+        return _Outcome(False, error=f"destination {name!r} is no longer configured")
+    kinds = {"sr": {"sr"}, "gsps": {"gsps", "csps"}, "sc": {"sc"}}
+    wanted = set().union(*(kinds[o] for o in target.outputs))
+    files = [ctx.outputs_root / path for kind, language, path in artifacts
+             if kind in wanted and (not target.languages or language in target.languages)]
+    if not files:
+        return _Outcome(True, max_attempts=target.max_attempts)
+    results = StorageSCU(ctx.scu_ae_title).send(files, target.destination)
+    failed = [r for r in results if not r.ok]
+    if not failed:
+        return _Outcome(True, max_attempts=target.max_attempts)
+    transient = all(_transient(r) for r in failed)
+    first = failed[0]
+    status = f"0x{first.status:04X}" if first.status is not None else "not sent"
+    return _Outcome(False, transient=transient, max_attempts=target.max_attempts,
+                    error=f"{len(failed)} of {len(results)} objects not stored at {target.destination}: "
+                          f"{status} {first.reason}".strip())
+
+
+def _transient(result: SendResult) -> bool:
+    return result.status is None or result.status in _TRANSIENT_STORE_STATUSES
+
+
+def _deliver_fhir(ctx: PipelineContext, name: str, artifacts: list[tuple[str, str, str]]) -> _Outcome:
+    target = ctx.fhir_targets.get(name)
+    if target is None:
+        return _Outcome(False, error=f"FHIR endpoint {name!r} is no longer configured")
+    bundles = [path for kind, _, path in artifacts if kind == "fhir" and Path(path).name == f"fhir-{name}.json"]
+    if not bundles:
+        return _Outcome(False, error=f"no FHIR bundle was exported for {name!r}")
+    try:
+        post_transaction(target.url, (ctx.outputs_root / bundles[0]).read_bytes(), auth=target.auth,
+                         timeout=target.timeout_seconds)
+    except TransientFhirError as exc:
+        return _Outcome(False, transient=True, error=f"FHIR {name}: {exc}", max_attempts=target.max_attempts,
+                        retry_after=getattr(exc, "retry_after", None))
+    except PermanentFhirError as exc:
+        return _Outcome(False, error=f"FHIR {name}: {exc}", max_attempts=target.max_attempts,
+                        operation_outcome=getattr(exc, "operation_outcome", None))
+    return _Outcome(True, max_attempts=target.max_attempts)
+
+
+def _record_delivery(ctx: PipelineContext, delivery_id: int, attempts: int, outcome: _Outcome) -> None:
+    retry_in: float | None = None
+    with ctx.sessions.begin() as session:
+        delivery = session.get(Delivery, delivery_id, with_for_update=True)
+        now = utcnow()
+        if outcome.ok:
+            delivery.state, delivery.delivered_at, delivery.last_error = DeliveryState.DONE, now, None
+            _audit(session, ctx.actor, "delivered", delivery.job_id, f"{delivery.destination} attempt {attempts}")
+        elif outcome.transient and attempts < outcome.max_attempts:
+            retry_in = retry_delay(attempts, retry_after=outcome.retry_after)
+            delivery.last_error = outcome.error[:4000]
+            delivery.next_attempt_at = now + timedelta(seconds=retry_in)
+            _audit(session, ctx.actor, "delivery-retry", delivery.job_id,
+                   f"{delivery.destination} attempt {attempts}, next in {retry_in:.0f} s")
+        else:
+            delivery.state, delivery.last_error = DeliveryState.FAILED, outcome.error[:4000]
+            delivery.operation_outcome = outcome.operation_outcome
+            if outcome.transient:
+                delivery.last_error = f"gave up after {attempts} attempts: {outcome.error}"[:4000]
+            _audit(session, ctx.actor, "delivery-failed", delivery.job_id, f"{delivery.destination}")
+        job_id = delivery.job_id
+        _settle_job(session, job_id, ctx.actor)
+    if retry_in is not None:
+        logger.warning("Delivery %d (job %d) failed, retrying in %.0f s: %s", delivery_id, job_id, retry_in, outcome.error)
+        ctx.enqueue.delivery(delivery_id, attempts, countdown=retry_in)
+    elif not outcome.ok:
+        logger.error("Delivery %d (job %d) failed: %s", delivery_id, job_id, outcome.error)
+
+
+def _settle_job(session: Session, job_id: int, actor: str) -> None:
+    job = session.get(Job, job_id, with_for_update=True)
+    if job.state is not JobState.DELIVERING:
+        return
+    states = [d.state for d in session.scalars(select(Delivery).where(Delivery.job_id == job_id))]
+    if any(s is DeliveryState.PENDING for s in states):
+        return
+    now = utcnow()
+    if all(s is DeliveryState.DONE for s in states):
+        job.state, job.finished_at, job.updated_at = JobState.DONE, now, now
+        _audit(session, actor, "job-done", job_id)
+    else:
+        failed = [d for d in session.scalars(select(Delivery).where(
+            Delivery.job_id == job_id, Delivery.state == DeliveryState.FAILED))]
+        job.state, job.finished_at, job.updated_at = JobState.FAILED, now, now
+        job.last_error = "; ".join(f"delivery to {d.destination}: {d.last_error}" for d in failed)[:4000]
+        _audit(session, actor, "job-failed", job_id, "delivery failed")
+
+
+# -- the safety net ------------------------------------------------------------
+
+
+def requeue_stale(ctx: PipelineContext, now: datetime | None = None) -> int:
+    """Enqueue again what a lost message left behind (broker restarted, worker
+    killed without redelivery, enqueue failed after commit). Idempotent steps
+    make a duplicate harmless. Returns how many messages were sent."""
+    now = now or utcnow()
+    stale = now - timedelta(seconds=ctx.requeue_after_seconds)
+    stuck_inferring = now - timedelta(seconds=ctx.task_time_limit_seconds + ctx.requeue_after_seconds)
+    with ctx.sessions() as session:
+        queued = session.scalars(select(Job.id).where(
+            Job.state == JobState.QUEUED, (Job.enqueued_at.is_(None)) | (Job.enqueued_at <= stale))).all()
+        inferring = session.scalars(select(Job.id).where(
+            Job.state == JobState.INFERRING, Job.inference_started_at <= stuck_inferring)).all()
+        exporting = session.scalars(select(Job.id).where(
+            Job.state == JobState.EXPORTING, Job.updated_at <= stale)).all()
+        deliveries = session.execute(select(Delivery.id, Delivery.attempts).join(Job).where(
+            Delivery.state == DeliveryState.PENDING,
+            ((Delivery.next_attempt_at.is_(None)) & (Job.updated_at <= stale))
+            | (Delivery.next_attempt_at <= stale))).all()
+    for job_id in [*queued, *inferring]:
+        logger.warning("Job %d: no worker took it; enqueuing it again", job_id)
+        _enqueue_inference(ctx, job_id)
+    for job_id in exporting:
+        ctx.enqueue.export(job_id)
+    for delivery_id, attempts in deliveries:
+        ctx.enqueue.delivery(delivery_id, attempts)
+        with ctx.sessions.begin() as session:
+            session.execute(update(Delivery).where(Delivery.id == delivery_id, Delivery.attempts == attempts)
+                            .values(next_attempt_at=now))
+    return len(queued) + len(inferring) + len(exporting) + len(deliveries)
