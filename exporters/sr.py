@@ -132,6 +132,13 @@ def _observation_context(report: GroundedReport) -> hd.sr.ObservationContext:
 _LANGUAGE_NAME = hd.sr.CodedConcept("121049", "DCM", "Language of Content Item and Descendants")
 _IMAGING_MEASUREMENTS = hd.sr.CodedConcept("126010", "DCM", "Imaging Measurements")
 _TRACKING_IDENTIFIER = hd.sr.CodedConcept("112039", "DCM", "Tracking Identifier")
+_TRACKING_IDENTIFIER_CONCEPT = CodedConcept("112039", "DCM", "Tracking Identifier")
+_MEASUREMENT_GROUP = hd.sr.CodedConcept("125007", "DCM", "Measurement Group")
+
+
+def _code_value(item: Dataset) -> str:
+    """Code Value of a content item's concept name (without building a CodedConcept)."""
+    return item.ConceptNameCodeSequence[0].CodeValue
 
 
 def _tracking_text(planned: PlannedFinding, region: PlannedRegion | None, language: str) -> str:
@@ -535,38 +542,42 @@ def _translated_content(
     root_items = list(root.ContentSequence)
     language_old, measurements_old, evaluations_old = root_items[0], root_items[-2], root_items[-1]
     if (
-        language_old.name != _LANGUAGE_NAME
-        or measurements_old.name != _IMAGING_MEASUREMENTS
-        or evaluations_old.name != codes.to_hd(codes.QUALITATIVE_EVALUATIONS)
+        _code_value(language_old) != _LANGUAGE_NAME.value
+        or _code_value(measurements_old) != _IMAGING_MEASUREMENTS.value
+        or _code_value(evaluations_old) != codes.QUALITATIVE_EVALUATIONS.value
     ):
         raise ExportError("unexpected TID 1500 layout: cannot translate the content tree")
+    tracking_name = codes.to_hd(_TRACKING_IDENTIFIER_CONCEPT)
     groups = []
-    for group_old, (planned, region, _) in zip(
+    for group_old, (planned, region, shared) in zip(
         measurements_old.ContentSequence, parts, strict=True
     ):
         items = list(group_old.ContentSequence)
-        if items[0].name != _TRACKING_IDENTIFIER or items[-1].name != codes.to_hd(codes.COMMENT):
+        if (
+            _code_value(items[0]) != _TRACKING_IDENTIFIER.value
+            or _code_value(items[-1]) != codes.COMMENT.value
+        ):
             raise ExportError(
                 "unexpected measurement group layout: cannot translate the content tree"
             )
         group = hd.sr.ContainerContentItem(
-            name=group_old.name,
-            template_id=group_old.ContentTemplateSequence[0].TemplateIdentifier,
-            relationship_type=group_old.relationship_type,
+            name=_MEASUREMENT_GROUP,
+            template_id="1501" if shared.image_region is None else "1410",
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
         )
         # (ContentItem wraps the list in a ContentSequence, which checks each item)
         group.ContentSequence = [
             hd.sr.TextContentItem(
-                name=items[0].name,
+                name=tracking_name,
                 value=_tracking_text(planned, region, language),
-                relationship_type=items[0].relationship_type,
+                relationship_type=hd.sr.RelationshipTypeValues.HAS_OBS_CONTEXT,
             ),
             *items[1:-1],
             comment_item(_sentence(planned, language)),
         ]
         groups.append(group)
     measurements = hd.sr.ContainerContentItem(
-        name=measurements_old.name, relationship_type=measurements_old.relationship_type
+        name=_IMAGING_MEASUREMENTS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
     )
     measurements.ContentSequence = groups
     new_root = hd.sr.ContainerContentItem(name=root.name, template_id="1500")
