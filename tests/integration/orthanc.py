@@ -55,6 +55,11 @@ T = TypeVar("T")
 DEBIAN_ORTHANC = Path("/usr/sbin/Orthanc")
 LOOPBACK = "127.0.0.1"
 _LOG_TAIL_LINES = 25
+#: Fresh port pairs tried by a first start whose ports were taken meanwhile.
+_PORT_ATTEMPTS = 3
+#: Config keys only the harness sets.
+_MANAGED_KEYS = frozenset({"DicomAet", "DicomPort", "HttpPort", "StorageDirectory", "IndexDirectory",
+                           "DicomModalities", "DicomModalitiesInDatabase", "RemoteAccessAllowed", "StableAge"})
 
 
 class OrthancError(Exception):
@@ -62,7 +67,12 @@ class OrthancError(Exception):
 
 
 class OrthancStartError(OrthancError):
-    """Orthanc did not come up (bad config, port taken, crash); the message has its log tail."""
+    """Orthanc did not come up (bad config, port taken, crash); the message has its log tail.
+
+    ``port_in_use`` is true when Orthanc's log says one of its ports was taken.
+    """
+
+    port_in_use: bool = False
 
 
 class OrthancNotInstalled(OrthancStartError):
@@ -210,6 +220,10 @@ class OrthancPACS:
         self.workdir = Path(workdir).resolve()
         self.aet = aet
         self.stable_age = stable_age
+        managed = sorted(set(extra_config) & _MANAGED_KEYS)
+        if managed:
+            raise ValueError(f"extra_config must not set {managed}: the harness manages them "
+                             "(use aet=, modalities=, stable_age=; ports are chosen at start)")
         self.extra_config = dict(extra_config)
         self.start_timeout = start_timeout
         self.http_timeout = http_timeout
@@ -324,13 +338,26 @@ class OrthancPACS:
         if not os.access(executable, os.X_OK) or not Path(executable).is_file():
             raise OrthancNotInstalled(f"no Orthanc executable at {executable}: `.ci/bootstrap --test` installs "
                                       "Orthanc (Debian package `orthanc`); CI installs it")
-        if self._ports is None:
-            dicom_port, http_port = _free_ports(2)
-            self._ports = (dicom_port, http_port)
+        if self._ports is not None:
+            return self._launch(executable)  # a restart: the same ports or a clear error
+        for attempt in range(_PORT_ATTEMPTS):
+            self._ports = (dicom_port, http_port) = _free_ports(2)
+            try:
+                return self._launch(executable)
+            except OrthancStartError as exc:
+                # another process took a port between our probe and Orthanc's bind: pick others
+                if not exc.port_in_use or attempt == _PORT_ATTEMPTS - 1:
+                    self._ports = None
+                    raise
+                logger.info("Orthanc could not bind %d/%d (taken meanwhile); trying other ports", dicom_port, http_port)
+        raise AssertionError("unreachable")
+
+    def _launch(self, executable: Path) -> Self:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.storage_dir.mkdir(exist_ok=True)
         self.config_path.write_text(json.dumps(self._config(), indent=2), encoding="utf-8")
         with self.log_path.open("ab") as log:
+            log_start = log.tell()
             log.write(f"\n--- harness: starting {executable} {self.config_path.name}\n".encode())
             log.flush()
             # --logfile appends Orthanc's own log; stdout/stderr (errors before logging starts) go beside it
@@ -344,6 +371,10 @@ class OrthancPACS:
         _RUNNING.add(self)
         try:
             self._wait_until_ready()
+        except OrthancStartError as exc:
+            self.stop()
+            exc.port_in_use = "already in use" in self._log_since(log_start)
+            raise
         except BaseException:
             self.stop()
             raise
@@ -418,6 +449,11 @@ class OrthancPACS:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def _log_since(self, offset: int) -> str:
+        with self.log_path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode("utf-8", errors="replace")
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         """The last ``lines`` lines of Orthanc's log (for error messages)."""

@@ -132,10 +132,12 @@ def test_starts_answers_and_stops_without_leaving_a_process_or_a_port(tmp_path):
 
 def test_a_broken_config_fails_start_with_orthancs_own_words(tmp_path):
     _require_orthanc()
-    pacs = OrthancPACS(tmp_path / "pacs", extra_config={"DicomPort": "not a port"})
-    with pytest.raises(OrthancStartError, match=r"exited with status .*\n(.*\n)*.*must be an integer"):
+    pacs = OrthancPACS(tmp_path / "pacs", extra_config={"DicomScuTimeout": "soon"})
+    with pytest.raises(OrthancStartError, match=r"exited with status .*\n(.*\n)*.*DicomScuTimeout.*must be an integer"):
         pacs.start()
     assert pacs.process is None
+    with pytest.raises(ValueError, match="DicomPort"):
+        OrthancPACS(tmp_path / "pacs", extra_config={"DicomPort": 4242})
 
 
 def test_a_missing_orthanc_says_how_to_install_it(tmp_path):
@@ -259,6 +261,12 @@ def test_restart_keeps_ports_storage_and_modalities(tmp_path):
         assert [r.ok for r in down] == [False]
         assert "could not connect" in down[0].reason
 
+        with socket.socket() as squatter:  # someone took the port meanwhile: a clear error, no new port
+            squatter.bind(("", ports[0]))
+            squatter.listen()
+            with pytest.raises(OrthancStartError, match=f"port = {ports[0]}.*already in use") as raised:
+                pacs.start()
+            assert raised.value.port_in_use and not pacs.running
         pacs.start()
         assert (pacs.dicom_port, pacs.http_port) == ports
         assert len(pacs.instances_of_study(study)) == 2  # what arrived before is still there
@@ -303,3 +311,23 @@ def test_overwrite_instances_option_keeps_the_last_instead(tmp_path):
         (stored,) = pacs.instances_of_study(first.StudyInstanceUID)
         assert dcmread(DicomBytesIO(pacs.instance_file(stored["ID"]))).ImageComments == "second version"
         pacs.stop(kill=True)  # throw-away storage: no need for the 3.5 s clean shutdown
+
+
+def test_first_start_picks_other_ports_when_one_was_taken_meanwhile(tmp_path, monkeypatch):
+    """The race between probing a free port and Orthanc binding it."""
+    _require_orthanc()
+    import tests.integration.orthanc as harness
+
+    real_free_ports = harness._free_ports
+    with socket.socket() as squatter:
+        squatter.bind(("", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        offered = iter([[taken, real_free_ports(1)[0]]])
+        monkeypatch.setattr(harness, "_free_ports", lambda count: next(offered, None) or real_free_ports(count))
+        pacs = OrthancPACS(tmp_path / "pacs").start()
+        try:
+            assert pacs.running and pacs.dicom_port != taken
+            assert "already in use" in pacs.log_path.read_text()  # the first try did hit the taken port
+        finally:
+            pacs.stop(kill=True)
