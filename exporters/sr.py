@@ -72,7 +72,14 @@ from exporters.sr_content import (
 from exporters.sr_document import AssembledComprehensive3DSR
 from exporters.uids import OutputKind, output_uid
 
-__all__ = ["DEFAULT_SR_SERIES_NUMBER", "SRExport", "build_sr", "export_sr", "series_description"]
+__all__ = [
+    "DEFAULT_SR_SERIES_NUMBER",
+    "SRExport",
+    "build_sr",
+    "complete_languages",
+    "export_sr",
+    "series_description",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -265,6 +272,26 @@ def _group(planned: PlannedFinding, region: PlannedRegion | None, language: str,
     return group
 
 
+def complete_languages(report: GroundedReport) -> tuple[str, ...]:
+    """The report's languages in which every text (labels, sentences, impression) exists.
+
+    A language some texts lack is left out (and logged): its SR would mix
+    languages under one TID 1204 declaration.
+    """
+    complete = tuple(
+        language
+        for language in report.languages
+        if language in report.impression
+        and all(language in f.label and language in f.description for f in report.findings)
+    )
+    for language in report.languages:
+        if language not in complete:
+            logger.warning(
+                "language %s is missing from some texts of the report: no SR in it", language
+            )
+    return complete
+
+
 def _check_language(report: GroundedReport, language: str) -> None:
     missing = [
         n
@@ -443,7 +470,7 @@ def export_sr(
     procedure_reported: Sequence[CodedConcept] = (codes.IMAGING_PROCEDURE,),
     bilingual: bool = False,
 ) -> SRExport:
-    """One SR per language (default: every language of the report), plus region notes.
+    """One SR per language (default: :func:`complete_languages`), plus region notes.
 
     The regions are checked, clipped and coded once, and their
     language-independent content items (image regions, codes, measurements,
@@ -461,7 +488,9 @@ def export_sr(
     Description "AI findings (unverified) – EN+ZH-CN" and UIDs derived from
     all its languages.
     """
-    langs = tuple(languages) if languages is not None else report.languages
+    langs = tuple(languages) if languages is not None else complete_languages(report)
+    if not langs:
+        raise ExportError("no language has every text of the report: nothing to put in an SR")
     for language in langs:
         _check_language(report, language)
     plan, notes = plan_findings(report, sources)

@@ -337,6 +337,19 @@ def test_sources_of_another_study_are_refused(grounded_report, multiframe_source
 def test_missing_language_is_an_export_error(grounded_report, source_images):
     with pytest.raises(ExportError, match="'de'"):
         build_sr(grounded_report, source_images, language="de", revision=1)
+    with pytest.raises(ExportError, match="'de'"):
+        export_sr(grounded_report, source_images, revision=1, languages=["en", "de"])
+
+
+def test_languages_some_texts_lack_get_no_sr_by_default(grounded_report, source_images, caplog):
+    finding = grounded_report.findings[0]
+    english_only = dataclasses.replace(finding, description=Text({"en": finding.description["en"]}))
+    report = dataclasses.replace(
+        grounded_report, findings=(english_only, *grounded_report.findings[1:])
+    )
+    result = export_sr(report, source_images, revision=1)
+    assert list(result.documents) == ["en"]
+    assert "zh-CN is missing" in caplog.text
 
 
 def test_values_highdicom_refuses_become_export_errors(grounded_report, source_images):
