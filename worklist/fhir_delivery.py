@@ -10,10 +10,10 @@ is always safe, even after a timeout that hid a committed transaction.
 
 Errors are classified once, here, for the worklist's delivery task:
 
-* :class:`TransientFhirError` — connection errors, timeouts, HTTP 5xx, 429 and
-  408: try again later (:func:`retry_delay`; ``retry_after`` carries the
+* :class:`TransientFhirError` — connection errors, timeouts, HTTP 5xx (but 501
+  and 505), 429 and 408: try again later (:func:`retry_delay`; ``retry_after`` carries the
   server's ``Retry-After``);
-* :class:`PermanentFhirError` — any other 4xx, an unexpected 3xx (redirects are
+* :class:`PermanentFhirError` — any other 4xx, 501 and 505, an unexpected 3xx (redirects are
   not followed: a POST with credentials must not be re-sent elsewhere), a TLS
   certificate the client refuses, and (:class:`InvalidFhirResponseError`) a 2xx
   whose body is not a transaction-response Bundle with 2xx entry statuses.
@@ -68,8 +68,11 @@ _CONTENT_TYPE = f"{FHIR_JSON}; charset=utf-8"
 OPERATION_OUTCOME_LIMIT = 64 * 1024
 #: Longest one-line summary of an OperationOutcome (characters).
 SUMMARY_LIMIT = 500
-#: Statuses below 500 that still mean "try again later" (RFC 9110 15.5.9, RFC 6585 4).
+#: 4xx statuses that still mean "try again later" (RFC 9110 15.5.9, RFC 6585 4).
 _TRANSIENT_4XX = frozenset({408, 429})
+#: 5xx statuses that will not change by retrying: the server lacks the interaction
+#: (501 Not Implemented, e.g. no transaction support) or the HTTP version (505).
+_PERMANENT_5XX = frozenset({501, 505})
 
 
 # -- authentication ------------------------------------------------------------
@@ -252,7 +255,7 @@ class FhirDeliveryError(Exception):
 
 
 class TransientFhirError(FhirDeliveryError):
-    """Try again later: connection error, timeout, 5xx, 429 or 408.
+    """Try again later: connection error, timeout, 5xx (but 501, 505), 429 or 408.
 
     ``retry_after`` is the server's ``Retry-After`` in seconds (RFC 9110 10.2.3;
     an HTTP-date is turned into seconds from now), or None; pass it to
@@ -265,7 +268,7 @@ class TransientFhirError(FhirDeliveryError):
 
 
 class PermanentFhirError(FhirDeliveryError):
-    """Retrying gives the same answer (4xx, unexpected 3xx, refused TLS certificate):
+    """Retrying gives the same answer (4xx, 501/505, unexpected 3xx, refused TLS certificate):
     the delivery fails and the operator reads ``summary`` and ``operation_outcome``."""
 
 
@@ -355,10 +358,10 @@ def post_transaction(
     Raises
     ------
     TransientFhirError
-        Connection error, timeout, HTTP 5xx, 429 or 408 (``retry_after`` set
+        Connection error, timeout, HTTP 5xx but 501/505, 429 or 408 (``retry_after`` set
         from ``Retry-After``).
     PermanentFhirError
-        Any other 4xx, a 3xx, or a TLS certificate the client refused.
+        Any other 4xx, 501 or 505, a 3xx, or a TLS certificate the client refused.
     InvalidFhirResponseError
         A 2xx whose body is not a transaction-response Bundle with one 2xx
         entry per request entry.
@@ -410,7 +413,7 @@ def post_transaction(
         return FhirResult(status_code=status, entries=entries, elapsed_s=elapsed)
 
     outcome_text, summary = _describe_failure(response)
-    if status >= 500 or status in _TRANSIENT_4XX:
+    if (status >= 500 and status not in _PERMANENT_5XX) or status in _TRANSIENT_4XX:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         _log.warning(
             "FHIR transaction to %s: HTTP %d in %.3f s (transient%s)", endpoint, status, elapsed,

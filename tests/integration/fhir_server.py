@@ -40,6 +40,7 @@ import json
 import logging
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -255,14 +256,37 @@ class _HttpServer(ThreadingHTTPServer):
         _log.debug("fhir test server: connection from %s ended with an error", client_address, exc_info=True)
 
 
+def _self_signed_context(directory: Path) -> ssl.SSLContext:
+    """A server TLS context with a fresh self-signed certificate for 127.0.0.1 (openssl CLI)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed (needed for the TLS test server)")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        capture_output=True, timeout=60, check=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 class FhirTestServer:
     """A FHIR R4 transaction endpoint on 127.0.0.1 (see the module docstring).
 
-    Use as a context manager; :attr:`base_url` is ``http://127.0.0.1:PORT/fhir``.
+    Use as a context manager; :attr:`base_url` is ``http://127.0.0.1:PORT/fhir``
+    (``https://`` with ``tls=True``: a fresh self-signed certificate, :attr:`ca_file`).
     """
 
-    def __init__(self, *, base_path: str = "/fhir") -> None:
+    def __init__(self, *, base_path: str = "/fhir", tls: bool = False) -> None:
         self._base_path = "/" + base_path.strip("/")
+        self._tls_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._tls_context: ssl.SSLContext | None = None
+        if tls:
+            self._tls_dir = tempfile.TemporaryDirectory(prefix="fhir-test-tls-")
+            self._tls_context = _self_signed_context(Path(self._tls_dir.name))
         self._lock = threading.Lock()
         self._server: _HttpServer | None = None
         self._thread: threading.Thread | None = None
@@ -286,13 +310,24 @@ class FhirTestServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.set_down()
+        if self._tls_dir is not None:
+            self._tls_dir.cleanup()
+
+    @property
+    def ca_file(self) -> Path:
+        """The server's self-signed certificate (PEM), for a client's trust store
+        (``httpx.Client(verify=ssl.create_default_context(cafile=server.ca_file))``)."""
+        if self._tls_dir is None:
+            raise RuntimeError("FhirTestServer was made without tls=True")
+        return Path(self._tls_dir.name) / "cert.pem"
 
     @property
     def base_url(self) -> str:
         """The service base URL (R4 http.html#root)."""
         if self._port is None:
             raise RuntimeError("FhirTestServer is not started")
-        return f"http://127.0.0.1:{self._port}{self._base_path}"
+        scheme = "https" if self._tls_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self._port}{self._base_path}"
 
     @property
     def port(self) -> int:
@@ -306,6 +341,11 @@ class FhirTestServer:
             return
         self._release.clear()
         server = _HttpServer(("127.0.0.1", self._port or 0), self)
+        if self._tls_context is not None:
+            # handshake in the handler thread, not in the accept loop
+            server.socket = self._tls_context.wrap_socket(
+                server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(

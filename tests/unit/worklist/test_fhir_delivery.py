@@ -7,6 +7,7 @@ import json
 import logging
 import random
 import socket
+import ssl
 import time
 from datetime import UTC, datetime
 
@@ -265,7 +266,7 @@ def test_400_with_operation_outcome_is_permanent_with_its_diagnostics(server, bu
     assert _counts(server)["DiagnosticReport"] == 0
 
 
-@pytest.mark.parametrize("status", [403, 404, 409, 412, 422])
+@pytest.mark.parametrize("status", [403, 404, 409, 412, 422, 501])
 def test_other_4xx_are_permanent(server, bundle, status):
     server.reject_next(status, make_outcome("processing", f"refused with {status}"))
     with pytest.raises(PermanentFhirError) as info:
@@ -293,6 +294,23 @@ def test_bad_or_missing_credentials_are_permanent_401(server, bundle):
         assert info.value.status_code == 401
         assert "authentication required" in info.value.summary
     assert _counts(server)["Patient"] == 0
+
+
+def test_https_needs_a_trusted_certificate(bundle):
+    """An unknown certificate is permanent (retrying cannot fix trust); the caller's
+    client carries the EHR's CA."""
+    with FhirTestServer(tls=True) as server:
+        assert server.base_url.startswith("https://127.0.0.1:")
+        with pytest.raises(PermanentFhirError) as info:
+            post_transaction(server.base_url, bundle, auth=FhirAuth.bearer("t"), timeout=5)
+        assert info.value.status_code is None
+        assert "TLS certificate of https://127.0.0.1" in info.value.summary
+        assert "self-signed" in info.value.summary
+        trusted = ssl.create_default_context(cafile=str(server.ca_file))
+        with httpx.Client(verify=trusted) as client:
+            result = post_transaction(server.base_url, bundle, auth=FhirAuth.bearer("t"), client=client)
+        assert result.created == 24
+        assert server.received[-1].headers["authorization"] == "Bearer t"
 
 
 def _mock_client(status: int, body: bytes | str, headers: dict[str, str] | None = None) -> httpx.Client:
