@@ -408,7 +408,10 @@ class OrthancPACS:
             answer = self._client.get("/system", timeout=2.0)
         except httpx.TransportError:
             return False
-        return answer.status_code == 200 and answer.json().get("DicomPort") == self.dicom_port
+        try:  # our Orthanc, not something else on that port
+            return answer.status_code == 200 and answer.json().get("DicomPort") == self.dicom_port
+        except (ValueError, AttributeError):
+            return False
 
     def stop(self, timeout: float = 15.0, *, kill: bool = False) -> None:
         """Stop Orthanc: SIGTERM, wait up to ``timeout`` s, then SIGKILL. Idempotent.
