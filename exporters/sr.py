@@ -99,8 +99,8 @@ class SRExport:
     Parameters
     ----------
     documents
-        One Comprehensive 3D SR per language, keyed by BCP-47 tag. The
-        documents share their language-independent content items (the same
+        One Comprehensive 3D SR per language, keyed by BCP-47 tag (a
+        bilingual document is keyed by its first language). The documents share their language-independent content items (the same
         objects appear in each tree): treat them as read-only, or deep-copy a
         document before changing it.
     notes
