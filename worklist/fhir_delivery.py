@@ -329,6 +329,7 @@ def post_transaction(
     auth: FhirAuth,
     timeout: float = 30.0,
     client: httpx.Client | None = None,
+    request_id: str | None = None,
 ) -> FhirResult:
     """POST a FHIR R4 transaction Bundle to a server's base URL (R4 http.html#transaction).
 
@@ -349,6 +350,9 @@ def post_transaction(
     client
         An httpx client to reuse (connection pooling, TLS settings, proxies);
         the caller keeps ownership. By default a client is made for this call.
+    request_id
+        Sent as ``X-Request-Id`` (R4 http.html#custom) so the EHR's logs can be
+        matched with ours (e.g. the delivery's id; never patient data).
 
     Returns
     -------
@@ -378,6 +382,9 @@ def post_transaction(
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     body, request_entries = _parse_request(bundle_json)
     headers = {"Content-Type": _CONTENT_TYPE, "Accept": FHIR_JSON, **auth.headers()}
+    if request_id is not None:
+        _check_header_safe("request_id", request_id)
+        headers["X-Request-Id"] = request_id
     endpoint = _endpoint(url)
 
     owned = client is None

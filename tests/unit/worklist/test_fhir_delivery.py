@@ -70,7 +70,9 @@ ONE_OF_EACH = {"Patient": 1, "Device": 1, "ImagingStudy": 1, "DiagnosticReport":
 
 def test_success_posts_fhir_json_with_bearer_token(server, bundle):
     server.require_auth(bearer="tok-3f9a")
-    result = post_transaction(server.base_url, bundle, auth=FhirAuth.bearer("tok-3f9a"), timeout=10)
+    result = post_transaction(
+        server.base_url, bundle, auth=FhirAuth.bearer("tok-3f9a"), timeout=10, request_id="delivery-17"
+    )
 
     assert result.status_code == 200
     entries = json.loads(bundle)["entry"]
@@ -88,6 +90,7 @@ def test_success_posts_fhir_json_with_bearer_token(server, bundle):
     assert request.headers["content-type"] == "application/fhir+json; charset=utf-8"
     assert request.headers["accept"] == "application/fhir+json"
     assert request.headers["authorization"] == "Bearer tok-3f9a"
+    assert request.headers["x-request-id"] == "delivery-17"
     assert request.body == bundle.encode("utf-8")  # sent as is, Chinese text as UTF-8
     assert _counts(server) == ONE_OF_EACH
     # the server resolved the Bundle's urn:uuid references to the ids it assigned
@@ -393,6 +396,8 @@ def test_bad_bundle_timeout_and_auth_are_refused(bundle):
         post_transaction(url, bundle.encode("utf-16"), auth=FhirAuth.none())
     with pytest.raises(ValueError, match="timeout"):
         post_transaction(url, bundle, auth=FhirAuth.none(), timeout=0)
+    with pytest.raises(ValueError, match="request_id must not contain control characters"):
+        post_transaction(url, bundle, auth=FhirAuth.none(), request_id="a\r\nX-Evil: 1")
     with pytest.raises(TypeError, match="auth must be a FhirAuth"):
         post_transaction(url, bundle, auth="Bearer x")  # type: ignore[arg-type]
 
