@@ -30,7 +30,6 @@ import shutil
 import socket
 import subprocess
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -158,8 +157,8 @@ def _accepts(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-#: Running instances, stopped at interpreter exit if a test forgot to.
-_RUNNING: weakref.WeakSet[OrthancPACS] = weakref.WeakSet()
+#: Running instances (strong references: a forgotten one is still stopped at interpreter exit).
+_RUNNING: set[OrthancPACS] = set()
 
 
 @atexit.register
@@ -195,9 +194,15 @@ class OrthancPACS:
 
     Examples
     --------
-    >>> with OrthancPACS(tmp_path / "pacs", modalities={"RADGROUND": ("RADGROUND", "127.0.0.1", 11112)}) as pacs:
-    ...     pacs.upload(Path("ct.dcm"))
-    ...     pacs.send_study(study_uid, to="RADGROUND")
+    ::
+
+        with OrthancPACS(tmp_path / "pacs") as pacs:
+            pacs.set_modality("RADGROUND", "RADGROUND", "127.0.0.1", node.address[1])
+            pacs.upload(Path("ct.dcm"))
+            pacs.send_study(study_instance_uid, to="RADGROUND")
+            outputs = pacs.wait_for(
+                lambda: [i for i in pacs.instances_of_study(study_instance_uid) if i["Modality"] in ("SR", "PR")],
+                timeout=30, what="SR and GSPS in Orthanc")
     """
 
     def __init__(
