@@ -220,6 +220,7 @@ def cache_views(
     views: int,
     generator: torch.Generator,
     chunk: int = 32,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, list[list[np.ndarray]]]:
     """Frozen-trunk features of ``views`` versions of every image.
 
@@ -233,9 +234,11 @@ def cache_views(
     tuple
         Features (views, N, C, H/8, W/8) and, per view, the boxes of each image.
     """
+    from tqdm import tqdm
+
     model.eval()
     features, view_boxes = [], []
-    for view in range(views):
+    for view in tqdm(range(views), desc="trunk features", unit="view", disable=not progress):
         if view == 0:
             batch_images, batch_boxes = images, list(boxes)
         else:
@@ -262,15 +265,19 @@ def train_steps(
     config: TrainConfig,
     steps: int | None = None,
     progress: bool = True,
+    checkpoint: Path | None = None,
 ) -> list[float]:
     """Train ``model`` in place; returns the loss of every step.
 
-    ``steps`` stops early (used by tests for a tiny reproducible run).
+    ``steps`` stops early (used by tests for a tiny reproducible run);
+    ``checkpoint`` is overwritten with the weights after every epoch.
     """
     from tqdm import tqdm
 
     generator = torch.Generator().manual_seed(config.seed)
-    features, view_boxes = cache_views(model, images, boxes, views=config.views, generator=generator)
+    features, view_boxes = cache_views(
+        model, images, boxes, views=config.views, generator=generator, progress=progress
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     n = images.shape[0]
@@ -311,6 +318,8 @@ def train_steps(
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", focal=f"{parts['focal']:.3f}", epoch=step // per_epoch)
+            if checkpoint is not None and step % per_epoch == 0:
+                torch.save(model.state_dict(), checkpoint)
     bar.close()
     return losses
 
@@ -328,7 +337,7 @@ def train(data_root: Path, out_dir: Path, *, config: TrainConfig) -> Path:
     images, boxes, labels = _load_split(data_root, train_set)
     model = build_model()
     started = time.monotonic()
-    losses = train_steps(model, images, boxes, labels, config=config)
+    losses = train_steps(model, images, boxes, labels, config=config, checkpoint=out_dir / "checkpoint.pt")
     wall = time.monotonic() - started
     weights = out_dir / "weights.pt"
     torch.save(model.state_dict(), weights)
@@ -360,10 +369,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
     parser.add_argument("--views", type=int, default=TrainConfig.views)
+    parser.add_argument("--threads", type=int, default=TrainConfig.threads)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = TrainConfig(
-        seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, views=args.views
+        seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, views=args.views,
+        threads=args.threads,
     )
     train(args.data, args.out, config=config)
 
