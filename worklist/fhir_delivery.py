@@ -369,9 +369,10 @@ def post_transaction(
     InvalidFhirResponseError
         A 2xx whose body is not a transaction-response Bundle with one 2xx
         entry per request entry.
-    ValueError
+    ValueError, TypeError
         Bad arguments: not an http(s) base URL, not a transaction Bundle,
-        a non-positive timeout.
+        a non-positive timeout, a request id with control characters, an
+        ``auth`` that is not a :class:`FhirAuth`.
     """
     url = _check_base_url(base_url)
     if not isinstance(auth, FhirAuth):
@@ -395,7 +396,7 @@ def post_transaction(
             response = http.post(
                 url, content=body, headers=headers, timeout=timeout, follow_redirects=False
             )
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:  # transport errors, and a body that cannot be decoded
             elapsed = time.monotonic() - started
             raise _transport_error(exc, endpoint, elapsed) from exc
     finally:
@@ -433,7 +434,7 @@ def post_transaction(
     raise PermanentFhirError(summary, status_code=status, operation_outcome=outcome_text)
 
 
-def _transport_error(exc: httpx.TransportError, endpoint: str, elapsed: float) -> FhirDeliveryError:
+def _transport_error(exc: httpx.RequestError, endpoint: str, elapsed: float) -> FhirDeliveryError:
     kind = type(exc).__name__
     cause: BaseException | None = exc
     while cause is not None:

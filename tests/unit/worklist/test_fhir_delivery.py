@@ -368,6 +368,13 @@ def test_5xx_without_operation_outcome_is_transient_with_a_summary(bundle):
     assert info.value.summary == "HTTP 502 Bad Gateway without an OperationOutcome (text/html, 24 bytes)"
 
 
+def test_undecodable_response_body_is_transient(bundle):
+    corrupt = _mock_client(200, b"not gzip at all", {"Content-Encoding": "gzip"})
+    with corrupt as client, pytest.raises(TransientFhirError) as info:
+        post_transaction("https://ehr.example.org/fhir", bundle, auth=FhirAuth.none(), client=client)
+    assert "DecodingError" in info.value.summary
+
+
 # -- arguments ---------------------------------------------------------------
 
 
