@@ -84,3 +84,39 @@ def write_series(directory: Path, count: int, *, rows: int = 128, columns: int =
         )
         for i in range(count)
     ]
+
+
+def make_chest_dx(
+    png: Path,
+    *,
+    study_instance_uid: str | None = None,
+    view_position: str = "PA",
+    patient_id: str = "RG-TEST-0002",
+    pixel_spacing: tuple[float, float] = (0.7, 0.7),
+) -> Dataset:
+    """A Digital X-Ray (For Presentation) chest instance from an 8-bit grayscale PNG
+    (e.g. one of ../shared/data/nih-cxr-boxes/images)."""
+    from PIL import Image
+    from pydicom.uid import DigitalXRayImageStorageForPresentation
+
+    pixels = np.asarray(Image.open(png).convert("L"), dtype=np.uint8)
+    ds = make_ct(study_instance_uid=study_instance_uid or generate_uid(), series_instance_uid=generate_uid(),
+                 rows=4, columns=4, patient_id=patient_id)
+    ds.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
+    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "SliceThickness", "RescaleIntercept",
+                    "RescaleSlope", "PixelSpacing"):
+        delattr(ds, keyword)
+    ds.Modality = "DX"
+    ds.BodyPartExamined = "CHEST"
+    ds.ViewPosition = view_position
+    ds.PatientOrientation = ["L", "F"]
+    ds.ImagerPixelSpacing = list(pixel_spacing)
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.Rows, ds.Columns = pixels.shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelRepresentation = 0
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = pixels.tobytes()
+    return ds

@@ -122,9 +122,9 @@ def _audit(session: Session, actor: str, action: str, job_id: int | None, detail
     session.add(AuditEvent(at=utcnow(), actor=actor, action=action, job_id=job_id, detail=detail))
 
 
-def _insert_ignore(session: Session, model: type, **values: object) -> None:
+def _insert_ignore(session: Session, table_class: type, /, **values: object) -> None:
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    session.execute(insert(model.__table__).values(**values).on_conflict_do_nothing())
+    session.execute(insert(table_class.__table__).values(**values).on_conflict_do_nothing())
 
 
 # -- study ready → jobs ------------------------------------------------------
@@ -355,6 +355,7 @@ def _build_outputs(ctx: PipelineContext, route: Route, report: GroundedReport, s
     from exporters.gsps import build_presentation_states
     from exporters.key_image import build_key_images
     from exporters.sr import export_sr
+    from exporters.uids import OutputKind, output_uid
 
     wanted = {kind for name in route.destinations if name in ctx.dicom_targets
               for kind in ctx.dicom_targets[name].outputs}
@@ -383,7 +384,9 @@ def _build_outputs(ctx: PipelineContext, route: Route, report: GroundedReport, s
             bundle = build_fhir_bundle(report, sources, revision=revision, output_series=series,
                                        primary_language=target.primary_language,
                                        patient_identifier_system=target.patient_identifier_system)
-            outputs.append(_Output("fhir", target.primary_language, str(bundle.id), None, None,
+            bundle_uid = output_uid(report, revision=revision, kind=OutputKind.FHIR,
+                                    language=target.primary_language, role="bundle", part=name)
+            outputs.append(_Output("fhir", target.primary_language, bundle_uid, None, None,
                                    f"fhir-{name}.json", bundle_json(bundle).encode("utf-8")))
     return outputs
 

@@ -1,0 +1,306 @@
+"""The job pipeline on real databases, a real DICOM peer and a real HTTP FHIR endpoint.
+
+Messages go to an in-test queue that the test drains, so every redelivery,
+duplicate and lost message can be staged deliberately; the Celery wiring is
+covered by the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+from sqlalchemy import func, select
+
+from dicom_node.scp import StorageSCP
+from dicom_node.scu import Destination, StorageSCU
+from dicom_node.storage import InstanceStore
+from radground.node import Node
+from radground.runtime import build_context
+from radground.settings import (
+    CompletionSettings,
+    DatabaseSettings,
+    DicomDestination,
+    FhirEndpointSettings,
+    NodeSettings,
+    RouteSettings,
+    Settings,
+    StorageSettings,
+    WorkerSettings,
+)
+from tests.factories import make_chest_dx, make_ct, write_dataset
+from tests.integration.fhir_server import FhirTestServer
+from worklist.completion import CompletionMonitor
+from worklist.db import utcnow
+from worklist.jobs import retry_job
+from worklist.jobs_models import Artifact, Delivery, DeliveryState, Job, JobState
+from worklist.pipeline import make_study_ready_hook, requeue_stale, run_delivery, run_export, run_inference
+
+CXR = "00000072_000.png"
+
+
+@dataclass
+class QueueRecorder:
+    """An Enqueuer that keeps messages for the test to run (or lose)."""
+
+    messages: list[tuple] = field(default_factory=list)
+    #: Retries scheduled for later (countdown > 0): the test decides when time has passed.
+    delayed: list[tuple] = field(default_factory=list)
+
+    def inference(self, job_id: int) -> None:
+        self.messages.append(("infer", job_id))
+
+    def export(self, job_id: int) -> None:
+        self.messages.append(("export", job_id))
+
+    def delivery(self, delivery_id: int, attempt: int, countdown: float = 0.0) -> None:
+        (self.delayed if countdown > 0 else self.messages).append(("deliver", delivery_id, attempt))
+
+
+def drain(ctx, queue: QueueRecorder, *, limit: int = 100, wait_for_retries: bool = False) -> list[tuple]:
+    """Run queued messages; with ``wait_for_retries`` also the retries, as if their time had come."""
+    done = []
+    while (queue.messages or (wait_for_retries and queue.delayed)) and len(done) < limit:
+        if not queue.messages:
+            queue.messages, queue.delayed = queue.delayed, []
+        message = queue.messages.pop(0)
+        done.append(message)
+        if message[0] == "infer":
+            run_inference(ctx, message[1])
+        elif message[0] == "export":
+            run_export(ctx, message[1])
+        else:
+            run_delivery(ctx, message[1], message[2])
+    return done
+
+
+@pytest.fixture
+def pacs(tmp_path):
+    """A Storage SCP standing in for the PACS (Orthanc is used end to end elsewhere)."""
+    received = []
+    scp = StorageSCP(InstanceStore(tmp_path / "pacs"), ae_title="PACS", on_stored=received.append)
+    host, port = scp.start("127.0.0.1", 0)
+    scp.received, scp.port = received, port
+    yield scp
+    scp.stop()
+
+
+@pytest.fixture
+def ehr():
+    with FhirTestServer() as server:
+        yield server
+
+
+@pytest.fixture
+def world(tmp_path, database_url, pacs, ehr):
+    """RadGround's node (in-process), its pipeline context and the message queue."""
+    settings = Settings(
+        node=NodeSettings(port=0, listener_processes=1),
+        storage=StorageSettings(root=tmp_path / "instances", reserve_mb=0),
+        database=DatabaseSettings(url=database_url),
+        completion=CompletionSettings(idle_seconds=30, poll_seconds=3600),
+        workers=WorkerSettings(outputs_root=tmp_path / "outputs", requeue_after_seconds=60),
+        routes=(RouteSettings(name="cxr", modalities=("DX", "CR"), body_parts=("CHEST",),
+                              view_positions=("PA", "AP"), destinations=("PACS", "EHR")),),
+        destinations={"PACS": DicomDestination(ae_title="PACS", host="127.0.0.1", port=pacs.port, max_attempts=3)},
+        fhir_endpoints={"EHR": FhirEndpointSettings(url=ehr.base_url, max_attempts=5,
+                                                    patient_identifier_system="urn:oid:2.25.1234")},
+    )
+    node = Node(settings)
+    node.start()
+    queue = QueueRecorder()
+    ctx = build_context(settings, enqueue=queue)
+    monitor = CompletionMonitor(ctx.sessions, make_study_ready_hook(ctx), idle_seconds=30)
+
+    class World:
+        pass
+
+    w = World()
+    w.settings, w.node, w.ctx, w.queue, w.monitor, w.tmp = settings, node, ctx, queue, monitor, tmp_path
+    w.send = lambda paths: StorageSCU("MODALITY").send(paths, Destination("RADGROUND", "127.0.0.1", node.address[1]))
+    w.ready = lambda: monitor.run_once(utcnow() + timedelta(seconds=31))
+    yield w
+    node.stop()
+
+
+def cxr_file(tmp_path: Path, shared_data: Path, *, study: str | None = None, name: str = CXR) -> Path:
+    ds = make_chest_dx(shared_data / "nih-cxr-boxes" / "images" / name, study_instance_uid=study)
+    return write_dataset(ds, tmp_path / f"{ds.SOPInstanceUID}.dcm")
+
+
+def jobs(ctx) -> list[Job]:
+    with ctx.sessions() as session:
+        return list(session.scalars(select(Job).order_by(Job.id)))
+
+
+def count(ctx, model, *where) -> int:
+    with ctx.sessions() as session:
+        return session.scalar(select(func.count()).select_from(model).where(*where))
+
+
+def test_study_to_sr_gsps_in_pacs_and_fhir_in_ehr_exactly_once(world, shared_data, pacs, ehr):
+    source = cxr_file(world.tmp, shared_data)
+    assert all(r.ok for r in world.send([source]))
+    assert len(world.ready()) == 1
+    drain(world.ctx, world.queue)
+    [job] = jobs(world.ctx)
+    assert job.state is JobState.DONE, job.last_error
+    source_uid = str(dcmread(source).SOPInstanceUID)
+
+    # the PACS got SR + GSPS in both languages, referencing the source image
+    received = {i.sop_instance_uid: i for i in pacs.received}
+    classes = sorted(i.sop_class_uid for i in received.values())
+    assert classes.count("1.2.840.10008.5.1.4.1.1.88.34") == 2  # Comprehensive 3D SR, en + zh-CN
+    assert classes.count("1.2.840.10008.5.1.4.1.1.11.1") == 2  # GSPS, en + zh-CN
+    for instance in received.values():
+        assert instance.study_instance_uid == str(dcmread(source).StudyInstanceUID)
+        stored = dcmread(pacs.store.root / instance.relative_path)
+        if instance.sop_class_uid.endswith(".11.1"):
+            refs = [r.ReferencedSOPInstanceUID for s in stored.ReferencedSeriesSequence
+                    for r in s.ReferencedImageSequence]
+            assert refs == [source_uid]
+
+    # the EHR got one valid transaction
+    [transaction] = ehr.transactions
+    assert ehr.validate_with_npm(json.dumps(transaction.json)) == []
+    assert len(ehr.resources("DiagnosticReport")) == 1
+    assert ehr.resources("DiagnosticReport")[0]["status"] == "preliminary"
+
+    # every step delivered again (redelivered messages): nothing new anywhere
+    artifacts_before = count(world.ctx, Artifact)
+    with world.ctx.sessions.begin() as session:
+        job_row = session.get(Job, job.id)
+        job_row.state = JobState.INFERRING  # as if the worker died before it recorded the result
+        for delivery in session.scalars(select(Delivery)):
+            delivery.state, delivery.attempts = DeliveryState.PENDING, 0
+        job_row.state = JobState.EXPORTING
+    run_export(world.ctx, job.id)
+    drain(world.ctx, world.queue)
+    assert count(world.ctx, Artifact) == artifacts_before
+    assert len({i.sop_instance_uid for i in pacs.received}) == 4
+    assert len(ehr.resources("DiagnosticReport")) == 1
+    assert len(ehr.resources("Observation")) == len(ehr.resources("Observation"))
+    assert jobs(world.ctx)[0].state is JobState.DONE
+
+
+def test_other_studies_and_our_own_outputs_are_not_processed(world, shared_data, pacs, tmp_path):
+    ct = write_dataset(make_ct(study_instance_uid=generate_uid(), series_instance_uid=generate_uid()), tmp_path / "ct.dcm")
+    world.send([ct])
+    source = cxr_file(world.tmp, shared_data)
+    world.send([source])
+    world.ready()
+    drain(world.ctx, world.queue)
+    assert [j.state for j in jobs(world.ctx)] == [JobState.DONE]  # the CT matched no route
+
+    # the PACS routes our SR and GSPS back: stored, never processed, no new revision
+    ours = [pacs.store.root / i.relative_path for i in pacs.received]
+    assert all(r.ok for r in world.send(ours))
+    assert world.ready() == []
+    drain(world.ctx, world.queue)
+    assert len(jobs(world.ctx)) == 1
+
+
+def test_bad_study_fails_readably_and_the_next_one_is_processed(world, shared_data):
+    bad = make_chest_dx(shared_data / "nih-cxr-boxes" / "images" / CXR)
+    bad.PixelData = bad.PixelData[:1000]  # truncated: cannot be decoded
+    world.send([write_dataset(bad, world.tmp / "bad.dcm")])
+    world.ready()
+    drain(world.ctx, world.queue)
+    world.send([cxr_file(world.tmp, shared_data)])
+    world.ready()
+    drain(world.ctx, world.queue)
+    first, second = jobs(world.ctx)
+    assert first.state is JobState.FAILED and "inference" in first.last_error
+    assert "pixel" in first.last_error.lower() or "decode" in first.last_error.lower(), first.last_error
+    assert second.state is JobState.DONE
+
+
+def test_pacs_down_then_back_is_retried_and_delivered_once(world, shared_data, pacs):
+    pacs.stop()
+    world.send([cxr_file(world.tmp, shared_data)])
+    world.ready()
+    drain(world.ctx, world.queue)
+    with world.ctx.sessions() as session:
+        delivery = session.scalars(select(Delivery).where(Delivery.destination == "PACS")).one()
+        assert delivery.state is DeliveryState.PENDING and delivery.attempts == 1
+        assert "could not connect" in delivery.last_error
+    assert jobs(world.ctx)[0].state is JobState.DELIVERING
+    assert len(world.queue.delayed) == 1  # the retry, scheduled with backoff
+    pacs.start("127.0.0.1", pacs.port)  # back on the same port
+    drain(world.ctx, world.queue, wait_for_retries=True)
+    assert jobs(world.ctx)[0].state is JobState.DONE
+    assert len(pacs.received) == 4
+
+
+def test_fhir_503_several_times_then_ok(world, shared_data, ehr):
+    ehr.fail_next(3, status=503)
+    world.send([cxr_file(world.tmp, shared_data)])
+    world.ready()
+    drain(world.ctx, world.queue, wait_for_retries=True)
+    with world.ctx.sessions() as session:
+        delivery = session.scalars(select(Delivery).where(Delivery.destination == "EHR")).one()
+    assert (delivery.state, delivery.attempts) == (DeliveryState.DONE, 4)
+    assert len(ehr.resources("DiagnosticReport")) == 1
+    assert jobs(world.ctx)[0].state is JobState.DONE
+
+
+def test_fhir_4xx_fails_the_job_with_the_operation_outcome_kept(world, shared_data, ehr):
+    from tests.integration.fhir_server import make_outcome
+
+    ehr.reject_next(422, make_outcome("invalid", "Observation.code: unknown code system"))
+    world.send([cxr_file(world.tmp, shared_data)])
+    world.ready()
+    drain(world.ctx, world.queue)
+    [job] = jobs(world.ctx)
+    assert job.state is JobState.FAILED and "EHR" in job.last_error
+    with world.ctx.sessions() as session:
+        delivery = session.scalars(select(Delivery).where(Delivery.destination == "EHR")).one()
+    assert delivery.attempts == 1 and "unknown code system" in delivery.operation_outcome
+    # the operator fixes the EHR and retries: only the failed delivery runs again
+    message = retry_job(world.ctx, job.id, actor="operator:test")
+    assert "deliveries start over" in message
+    drain(world.ctx, world.queue)
+    assert jobs(world.ctx)[0].state is JobState.DONE
+
+
+def test_lost_messages_are_requeued_and_a_looping_job_ends_dead(world, shared_data):
+    world.send([cxr_file(world.tmp, shared_data)])
+    world.ready()
+    world.queue.messages.clear()  # the broker lost the inference message (e.g. Redis restarted)
+    assert requeue_stale(world.ctx, utcnow() + timedelta(seconds=61)) == 1
+    drain(world.ctx, world.queue)
+    assert jobs(world.ctx)[0].state is JobState.DONE
+
+    world.send([cxr_file(world.tmp, shared_data)])
+    world.ready()
+    [message] = world.queue.messages
+    world.queue.messages.clear()
+    for _ in range(world.ctx.max_task_starts):  # the worker dies mid-inference every time (OOM)
+        with world.ctx.sessions.begin() as session:
+            job = session.get(Job, message[1])
+            job.state, job.inference_starts = JobState.INFERRING, job.inference_starts + 1
+    run_inference(world.ctx, message[1])
+    job = jobs(world.ctx)[-1]
+    assert job.state is JobState.DEAD and "started 3 times" in job.last_error
+
+
+def test_new_revision_gets_new_output_uids(world, shared_data, pacs):
+    study = generate_uid()
+    world.send([cxr_file(world.tmp, shared_data, study=study)])
+    world.ready()
+    drain(world.ctx, world.queue)
+    world.send([cxr_file(world.tmp, shared_data, study=study, name="00000147_001.png")])
+    world.ready()
+    drain(world.ctx, world.queue)
+    first, second = jobs(world.ctx)
+    assert (first.revision, second.revision) == (1, 2)
+    assert first.state is JobState.DONE and second.state is JobState.DONE, second.last_error
+    with world.ctx.sessions() as session:
+        uids = {job_id: {a.object_uid for a in session.scalars(select(Artifact).where(Artifact.job_id == job_id))}
+                for job_id in (first.id, second.id)}
+    assert uids[first.id] and uids[second.id] and not uids[first.id] & uids[second.id]
