@@ -200,9 +200,13 @@ class OrthancPACS:
             pacs.set_modality("RADGROUND", "RADGROUND", "127.0.0.1", node.address[1])
             pacs.upload(Path("ct.dcm"))
             pacs.send_study(study_instance_uid, to="RADGROUND")
-            outputs = pacs.wait_for(
-                lambda: [i for i in pacs.instances_of_study(study_instance_uid) if i["Modality"] in ("SR", "PR")],
-                timeout=30, what="SR and GSPS in Orthanc")
+
+
+            def outputs():
+                found = [i for i in pacs.instances_of_study(study_instance_uid) if i["Modality"] in ("SR", "PR")]
+                return found if {i["Modality"] for i in found} == {"SR", "PR"} else None
+
+            sr_and_gsps = pacs.wait_for(outputs, timeout=30, what="SR and GSPS in Orthanc")
     """
 
     def __init__(
