@@ -34,8 +34,8 @@ Speed (``bench/exporters.py``): :func:`export_sr` plans and codes the
 regions once, builds the language-independent content items once, builds
 the first language's tree with highdicom's templates and derives the other
 languages' trees from it by replacing only the language-dependent items
-(TID 1204 language, Tracking Identifier texts, sentences, impression), and
-wraps each tree with :class:`~exporters.sr_document.AssembledComprehensive3DSR`
+(TID 1204 language, Tracking Identifier texts, sentences, impression; see
+:mod:`exporters.sr_tree`), and wraps each tree with :class:`~exporters.sr_document.AssembledComprehensive3DSR`
 instead of highdicom's constructor, which would deep-copy, re-parse and
 search the whole tree. The tests check that the result equals, byte for
 byte, what highdicom's own constructor builds from freshly built items
@@ -51,23 +51,14 @@ from datetime import datetime
 from types import MappingProxyType
 
 import highdicom as hd
-import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.sr.codedict import codes as dcm_codes
 
 from engine.report import CodedConcept, GroundedReport
-from exporters import codes
+from exporters import codes, sr_tree
 from exporters.errors import ExportError
 from exporters.sr_content import (
-    PlannedFinding,
-    PlannedRegion,
     RegionNote,
-    comment_item,
-    impression_item,
-    in_language,
-    language_item,
     plan_findings,
-    report_qualitative_evaluations,
 )
 from exporters.sr_document import AssembledComprehensive3DSR
 from exporters.uids import OutputKind, output_uid
@@ -112,164 +103,6 @@ class SRExport:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "documents", MappingProxyType(dict(self.documents)))
-
-
-def _algorithm_id(report: GroundedReport) -> hd.sr.AlgorithmIdentification:
-    # The manufacturer is in Contributing Equipment and the device observer context;
-    # TID 4019's newer "Algorithm Manufacturer" row is left out (PixelMed's 2022 tables warn on it).
-    return hd.sr.AlgorithmIdentification(name=report.model.name, version=report.model.version)
-
-
-def _observation_context(report: GroundedReport) -> hd.sr.ObservationContext:
-    model = report.model
-    return hd.sr.ObservationContext(
-        observer_person_context=None,
-        observer_device_context=hd.sr.ObserverContext(
-            observer_type=dcm_codes.DCM.Device,
-            observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-                uid=model.device_uid,
-                name=model.name,
-                manufacturer_name=model.manufacturer,
-                model_name=f"{model.name} {model.version}",
-            ),
-        ),
-    )
-
-
-_LANGUAGE_NAME = hd.sr.CodedConcept("121049", "DCM", "Language of Content Item and Descendants")
-_IMAGING_MEASUREMENTS = hd.sr.CodedConcept("126010", "DCM", "Imaging Measurements")
-_TRACKING_IDENTIFIER = hd.sr.CodedConcept("112039", "DCM", "Tracking Identifier")
-_TRACKING_IDENTIFIER_CONCEPT = CodedConcept("112039", "DCM", "Tracking Identifier")
-_MEASUREMENT_GROUP = hd.sr.CodedConcept("125007", "DCM", "Measurement Group")
-
-
-def _code_value(item: Dataset) -> str:
-    """Code Value of a content item's concept name (without building a CodedConcept)."""
-    return item.ConceptNameCodeSequence[0].CodeValue
-
-
-def _tracking_text(planned: PlannedFinding, region: PlannedRegion | None, language: str) -> str:
-    """Tracking Identifier: ``F<finding number>[.<region number>] <label in language>``."""
-    label = planned.finding.label.get(language) or planned.finding.label.primary
-    number = f"F{planned.index + 1}"
-    if region is not None and len(planned.finding.regions) > 1:
-        number += f".{region.region_index + 1}"
-    return f"{number} {label}"
-
-
-def _sentence(planned: PlannedFinding, language: str) -> str:
-    finding = planned.finding
-    return finding.description.get(language) or finding.description.primary
-
-
-def _tracking(
-    planned: PlannedFinding, region: PlannedRegion | None, language: str
-) -> hd.sr.TrackingIdentifier:
-    uid = region.tracking_uid if region is not None else planned.finding.tracking_uid
-    return hd.sr.TrackingIdentifier(uid=uid, identifier=_tracking_text(planned, region, language))
-
-
-@dataclass(frozen=True)
-class _Parts:
-    """The language-independent highdicom items of one measurement group, built once
-    and shared by the groups of every language (highdicom's templates insert
-    these items as they are; nothing modifies them afterwards)."""
-
-    finding_type: hd.sr.CodedConcept
-    finding_sites: list | None
-    algorithm_id: hd.sr.AlgorithmIdentification
-    measurements: list | None
-    qualitative_evaluations: list
-    image_region: hd.sr.ImageRegion | None
-
-
-def _parts(
-    planned: PlannedFinding,
-    region: PlannedRegion | None,
-    algorithm_id: hd.sr.AlgorithmIdentification,
-) -> _Parts:
-    finding = planned.finding
-    site = planned.coding.site
-    sites = None
-    if site is not None:
-        sites = [
-            hd.sr.FindingSite(
-                anatomic_location=codes.to_hd(site.location),
-                laterality=codes.to_hd(site.laterality) if site.laterality is not None else None,
-            )
-        ]
-    measurements = None
-    if finding.confidence is not None:
-        measurements = [
-            hd.sr.Measurement(
-                name=codes.to_hd(codes.CERTAINTY_OF_FINDING),
-                value=round(finding.confidence * 100.0, 6),
-                unit=codes.to_hd(codes.PERCENT),
-            )
-        ]
-    evaluations = [
-        hd.sr.QualitativeEvaluation(
-            name=codes.to_hd(codes.PRESENCE),
-            value=codes.to_hd(codes.PRESENCE_VALUES[finding.presence]),
-        )
-    ]
-    image_region = None
-    if region is not None:
-        frame = region.image.frame_number
-        image_region = hd.sr.ImageRegion(
-            graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-            graphic_data=np.array(region.box.polyline(), dtype=np.float64),
-            source_image=hd.sr.SourceImageForRegion(
-                referenced_sop_class_uid=region.image.sop_class_uid,
-                referenced_sop_instance_uid=region.image.sop_instance_uid,
-                referenced_frame_numbers=[frame] if frame is not None else None,
-            ),
-        )
-    return _Parts(
-        codes.to_hd(planned.coding.finding_type),
-        sites,
-        algorithm_id,
-        measurements,
-        evaluations,
-        image_region,
-    )
-
-
-def _all_parts(report: GroundedReport, plan: Sequence[PlannedFinding]) -> list[tuple]:
-    """(planned finding, planned region or None, parts) for every group, in document order."""
-    algorithm_id = _algorithm_id(report)
-    items: list[tuple] = []
-    for planned in plan:
-        for region in planned.regions or (None,):
-            items.append((planned, region, _parts(planned, region, algorithm_id)))
-    return items
-
-
-def _safe_parts(report: GroundedReport, plan: Sequence[PlannedFinding]) -> list[tuple]:
-    try:
-        return _all_parts(report, plan)
-    except (ValueError, TypeError) as exc:  # highdicom refuses non-conformant values
-        raise ExportError(f"the SR content could not be built: {exc}") from exc
-
-
-def _group(planned: PlannedFinding, region: PlannedRegion | None, language: str, parts: _Parts):
-    """TID 1410 (with a region) or TID 1501 (text-only) group in ``language``."""
-    common = {
-        "tracking_identifier": _tracking(planned, region, language),
-        "finding_type": parts.finding_type,
-        "finding_sites": parts.finding_sites,
-        "algorithm_id": parts.algorithm_id,
-        "measurements": parts.measurements,
-        "qualitative_evaluations": parts.qualitative_evaluations,
-    }
-    if parts.image_region is None:
-        group = hd.sr.MeasurementsAndQualitativeEvaluations(**common)
-    else:
-        group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            referenced_region=parts.image_region, **common
-        )
-    group[0].ContentSequence.append(comment_item(_sentence(planned, language)))
-    return group
 
 
 def complete_languages(report: GroundedReport) -> tuple[str, ...]:
@@ -357,11 +190,11 @@ def build_sr(
     """
     _check_language(report, language)
     if _parts is None:
-        _parts = _safe_parts(report, plan_findings(report, sources)[0])
+        _parts = sr_tree.shared_items(report, plan_findings(report, sources)[0])
     if not _parts:
         raise ExportError("report has no findings: nothing to put in an SR")
     try:
-        content = _content(report, language, _parts, procedure_reported)
+        content = sr_tree.content_tree(report, language, _parts, procedure_reported)
         return _document(
             report,
             sources,
@@ -376,24 +209,6 @@ def build_sr(
         )
     except (ValueError, TypeError) as exc:  # highdicom refuses non-conformant values
         raise ExportError(f"the SR could not be built: {exc}") from exc
-
-
-def _content(
-    report: GroundedReport,
-    language: str,
-    parts: list[tuple],
-    procedure_reported: Sequence[CodedConcept],
-) -> hd.sr.MeasurementReport:
-    """The TID 1500 tree in ``language``, built with highdicom's templates."""
-    groups = [_group(planned, region, language, shared) for planned, region, shared in parts]
-    content = hd.sr.MeasurementReport(
-        observation_context=_observation_context(report),
-        procedure_reported=[codes.to_hd(c) for c in procedure_reported],
-        imaging_measurements=groups,
-        language_of_content_item_and_descendants=language_item(language),
-    )
-    content[0].ContentSequence.append(report_qualitative_evaluations(report.impression[language]))
-    return content
 
 
 def _document(
@@ -494,15 +309,15 @@ def export_sr(
     for language in langs:
         _check_language(report, language)
     plan, notes = plan_findings(report, sources)
-    parts = _safe_parts(report, plan)
+    parts = sr_tree.shared_items(report, plan)
     if not parts:
         raise ExportError("report has no findings: nothing to put in an SR")
     documents: dict[str, hd.sr.Comprehensive3DSR] = {}
     first: hd.sr.MeasurementReport | None = None
     try:
         if bilingual and len(langs) > 1:
-            content = _content(report, langs[0], parts, procedure_reported)
-            _add_translations(content, report, langs[1:], parts)
+            content = sr_tree.content_tree(report, langs[0], parts, procedure_reported)
+            sr_tree.add_translations(content, report, langs[1:], parts)
             documents[langs[0]] = _document(
                 report,
                 sources,
@@ -518,9 +333,9 @@ def export_sr(
             return SRExport(documents=documents, notes=notes)
         for i, language in enumerate(langs):
             if first is None:
-                content = first = _content(report, language, parts, procedure_reported)
+                content = first = sr_tree.content_tree(report, language, parts, procedure_reported)
             else:
-                content = _translated_content(first, report, language, parts)
+                content = sr_tree.translated_tree(first, report, language, parts)
             documents[language] = _document(
                 report,
                 sources,
@@ -536,88 +351,3 @@ def export_sr(
     except (ValueError, TypeError) as exc:  # highdicom refuses non-conformant values
         raise ExportError(f"the SR could not be built: {exc}") from exc
     return SRExport(documents=documents, notes=notes)
-
-
-def _add_translations(
-    content: hd.sr.MeasurementReport,
-    report: GroundedReport,
-    languages: Sequence[str],
-    parts: list[tuple],
-) -> None:
-    """Add each group's sentence and the impression in ``languages`` to ``content``,
-    each TEXT marked with its TID 1204 language (bilingual documents)."""
-    items = list(content[0].ContentSequence)
-    measurements, evaluations = items[-2], items[-1]
-    for group, (planned, _, _) in zip(measurements.ContentSequence, parts, strict=True):
-        for language in languages:
-            group.ContentSequence.append(
-                in_language(comment_item(_sentence(planned, language)), language)
-            )
-    for language in languages:
-        evaluations.ContentSequence.append(
-            in_language(impression_item(report.impression[language]), language)
-        )
-
-
-def _translated_content(
-    built: hd.sr.MeasurementReport, report: GroundedReport, language: str, parts: list[tuple]
-) -> hd.sr.MeasurementReport:
-    """The content tree ``built`` (by highdicom's templates, in another language) with its
-    language-dependent items replaced: TID 1204 language, each group's Tracking
-    Identifier TEXT and Comment TEXT, the impression. Every other content item is
-    shared with ``built``: the items of the two trees are the same objects, which
-    is valid because nothing modifies them after construction."""
-    root = built[0]
-    root_items = list(root.ContentSequence)
-    language_old, measurements_old, evaluations_old = root_items[0], root_items[-2], root_items[-1]
-    if (
-        _code_value(language_old) != _LANGUAGE_NAME.value
-        or _code_value(measurements_old) != _IMAGING_MEASUREMENTS.value
-        or _code_value(evaluations_old) != codes.QUALITATIVE_EVALUATIONS.value
-    ):
-        raise ExportError("unexpected TID 1500 layout: cannot translate the content tree")
-    tracking_name = codes.to_hd(_TRACKING_IDENTIFIER_CONCEPT)
-    groups = []
-    for group_old, (planned, region, shared) in zip(
-        measurements_old.ContentSequence, parts, strict=True
-    ):
-        items = list(group_old.ContentSequence)
-        if (
-            _code_value(items[0]) != _TRACKING_IDENTIFIER.value
-            or _code_value(items[-1]) != codes.COMMENT.value
-        ):
-            raise ExportError(
-                "unexpected measurement group layout: cannot translate the content tree"
-            )
-        group = hd.sr.ContainerContentItem(
-            name=_MEASUREMENT_GROUP,
-            template_id="1501" if shared.image_region is None else "1410",
-            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
-        )
-        # (ContentItem wraps the list in a ContentSequence, which checks each item)
-        group.ContentSequence = [
-            hd.sr.TextContentItem(
-                name=tracking_name,
-                value=_tracking_text(planned, region, language),
-                relationship_type=hd.sr.RelationshipTypeValues.HAS_OBS_CONTEXT,
-            ),
-            *items[1:-1],
-            comment_item(_sentence(planned, language)),
-        ]
-        groups.append(group)
-    measurements = hd.sr.ContainerContentItem(
-        name=_IMAGING_MEASUREMENTS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
-    )
-    measurements.ContentSequence = groups
-    new_root = hd.sr.ContainerContentItem(name=root.name, template_id="1500")
-    new_root.ContentSequence = [
-        *language_item(language),
-        *root_items[1:-2],
-        measurements,
-        report_qualitative_evaluations(report.impression[language]),
-    ]
-    # the tree has the shape MeasurementReport builds; give it that type as
-    # highdicom's own MeasurementReport.from_sequence does (without its copy)
-    tree = hd.sr.ContentSequence([new_root], is_root=True)
-    tree.__class__ = hd.sr.MeasurementReport
-    return tree

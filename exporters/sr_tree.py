@@ -1,0 +1,321 @@
+"""The TID 1500 content tree of RadGround's SR documents, built once and shared across languages.
+
+* :func:`shared_items`: per measurement group, the language-independent
+  highdicom content items (finding type, site, algorithm identification,
+  certainty, presence, image region), built once for all languages;
+* :func:`content_tree`: the tree in one language, built with highdicom's
+  templates (``MeasurementReport``, TID 1410/1501 groups) from those items,
+  plus the grounded sentence per group and the impression
+  (:mod:`exporters.sr_content`);
+* :func:`translated_tree`: the tree of another language derived from a built
+  one by replacing only its language-dependent items (TID 1204 language,
+  Tracking Identifier texts, sentences, impression) — the rest is shared;
+* :func:`add_translations`: the other languages' sentences and impression
+  added to a tree, each marked with its own TID 1204 language (the optional
+  bilingual document).
+
+The tests check that documents built this way equal, byte for byte, what
+highdicom's own constructor builds from freshly built items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes as dcm_codes
+
+from engine.report import CodedConcept, GroundedReport
+from exporters import codes
+from exporters.errors import ExportError
+from exporters.sr_content import (
+    PlannedFinding,
+    PlannedRegion,
+    comment_item,
+    impression_item,
+    in_language,
+    language_item,
+    report_qualitative_evaluations,
+)
+
+__all__ = [
+    "SharedItems",
+    "add_translations",
+    "content_tree",
+    "shared_items",
+    "translated_tree",
+]
+
+
+def _algorithm_id(report: GroundedReport) -> hd.sr.AlgorithmIdentification:
+    # The manufacturer is in Contributing Equipment and the device observer context;
+    # TID 4019's newer "Algorithm Manufacturer" row is left out (PixelMed's 2022 tables warn on it).
+    return hd.sr.AlgorithmIdentification(name=report.model.name, version=report.model.version)
+
+
+def _observation_context(report: GroundedReport) -> hd.sr.ObservationContext:
+    model = report.model
+    return hd.sr.ObservationContext(
+        observer_person_context=None,
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=dcm_codes.DCM.Device,
+            observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+                uid=model.device_uid,
+                name=model.name,
+                manufacturer_name=model.manufacturer,
+                model_name=f"{model.name} {model.version}",
+            ),
+        ),
+    )
+
+
+_LANGUAGE_NAME = hd.sr.CodedConcept("121049", "DCM", "Language of Content Item and Descendants")
+_IMAGING_MEASUREMENTS = hd.sr.CodedConcept("126010", "DCM", "Imaging Measurements")
+_TRACKING_IDENTIFIER = hd.sr.CodedConcept("112039", "DCM", "Tracking Identifier")
+_TRACKING_IDENTIFIER_CONCEPT = CodedConcept("112039", "DCM", "Tracking Identifier")
+_MEASUREMENT_GROUP = hd.sr.CodedConcept("125007", "DCM", "Measurement Group")
+
+
+def _code_value(item: Dataset) -> str:
+    """Code Value of a content item's concept name (without building a CodedConcept)."""
+    return item.ConceptNameCodeSequence[0].CodeValue
+
+
+def _tracking_text(planned: PlannedFinding, region: PlannedRegion | None, language: str) -> str:
+    """Tracking Identifier: ``F<finding number>[.<region number>] <label in language>``."""
+    label = planned.finding.label.get(language) or planned.finding.label.primary
+    number = f"F{planned.index + 1}"
+    if region is not None and len(planned.finding.regions) > 1:
+        number += f".{region.region_index + 1}"
+    return f"{number} {label}"
+
+
+def _sentence(planned: PlannedFinding, language: str) -> str:
+    finding = planned.finding
+    return finding.description.get(language) or finding.description.primary
+
+
+def _tracking(
+    planned: PlannedFinding, region: PlannedRegion | None, language: str
+) -> hd.sr.TrackingIdentifier:
+    uid = region.tracking_uid if region is not None else planned.finding.tracking_uid
+    return hd.sr.TrackingIdentifier(uid=uid, identifier=_tracking_text(planned, region, language))
+
+
+@dataclass(frozen=True)
+class SharedItems:
+    """The language-independent highdicom items of one measurement group, built once
+    and shared by the groups of every language (highdicom's templates insert
+    these items as they are; nothing modifies them afterwards)."""
+
+    finding_type: hd.sr.CodedConcept
+    finding_sites: list | None
+    algorithm_id: hd.sr.AlgorithmIdentification
+    measurements: list | None
+    qualitative_evaluations: list
+    image_region: hd.sr.ImageRegion | None
+
+
+def _parts(
+    planned: PlannedFinding,
+    region: PlannedRegion | None,
+    algorithm_id: hd.sr.AlgorithmIdentification,
+) -> SharedItems:
+    finding = planned.finding
+    site = planned.coding.site
+    sites = None
+    if site is not None:
+        sites = [
+            hd.sr.FindingSite(
+                anatomic_location=codes.to_hd(site.location),
+                laterality=codes.to_hd(site.laterality) if site.laterality is not None else None,
+            )
+        ]
+    measurements = None
+    if finding.confidence is not None:
+        measurements = [
+            hd.sr.Measurement(
+                name=codes.to_hd(codes.CERTAINTY_OF_FINDING),
+                value=round(finding.confidence * 100.0, 6),
+                unit=codes.to_hd(codes.PERCENT),
+            )
+        ]
+    evaluations = [
+        hd.sr.QualitativeEvaluation(
+            name=codes.to_hd(codes.PRESENCE),
+            value=codes.to_hd(codes.PRESENCE_VALUES[finding.presence]),
+        )
+    ]
+    image_region = None
+    if region is not None:
+        frame = region.image.frame_number
+        image_region = hd.sr.ImageRegion(
+            graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+            graphic_data=np.array(region.box.polyline(), dtype=np.float64),
+            source_image=hd.sr.SourceImageForRegion(
+                referenced_sop_class_uid=region.image.sop_class_uid,
+                referenced_sop_instance_uid=region.image.sop_instance_uid,
+                referenced_frame_numbers=[frame] if frame is not None else None,
+            ),
+        )
+    return SharedItems(
+        codes.to_hd(planned.coding.finding_type),
+        sites,
+        algorithm_id,
+        measurements,
+        evaluations,
+        image_region,
+    )
+
+
+def _build_shared(report: GroundedReport, plan: Sequence[PlannedFinding]) -> list[tuple]:
+    """(planned finding, planned region or None, parts) for every group, in document order."""
+    algorithm_id = _algorithm_id(report)
+    items: list[tuple] = []
+    for planned in plan:
+        for region in planned.regions or (None,):
+            items.append((planned, region, _parts(planned, region, algorithm_id)))
+    return items
+
+
+def shared_items(report: GroundedReport, plan: Sequence[PlannedFinding]) -> list[tuple]:
+    """``(planned finding, planned region or None, SharedItems)`` for every measurement
+    group, in document order: one per remaining region, one for a finding without any.
+
+    Raises
+    ------
+    ExportError
+        highdicom refused a value (e.g. a code meaning longer than 64 characters).
+    """
+    try:
+        return _build_shared(report, plan)
+    except (ValueError, TypeError) as exc:  # highdicom refuses non-conformant values
+        raise ExportError(f"the SR content could not be built: {exc}") from exc
+
+
+def _group(
+    planned: PlannedFinding, region: PlannedRegion | None, language: str, parts: SharedItems
+):
+    """TID 1410 (with a region) or TID 1501 (text-only) group in ``language``."""
+    common = {
+        "tracking_identifier": _tracking(planned, region, language),
+        "finding_type": parts.finding_type,
+        "finding_sites": parts.finding_sites,
+        "algorithm_id": parts.algorithm_id,
+        "measurements": parts.measurements,
+        "qualitative_evaluations": parts.qualitative_evaluations,
+    }
+    if parts.image_region is None:
+        group = hd.sr.MeasurementsAndQualitativeEvaluations(**common)
+    else:
+        group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            referenced_region=parts.image_region, **common
+        )
+    group[0].ContentSequence.append(comment_item(_sentence(planned, language)))
+    return group
+
+
+def content_tree(
+    report: GroundedReport,
+    language: str,
+    parts: list[tuple],
+    procedure_reported: Sequence[CodedConcept],
+) -> hd.sr.MeasurementReport:
+    """The TID 1500 tree in ``language``, built with highdicom's templates."""
+    groups = [_group(planned, region, language, shared) for planned, region, shared in parts]
+    content = hd.sr.MeasurementReport(
+        observation_context=_observation_context(report),
+        procedure_reported=[codes.to_hd(c) for c in procedure_reported],
+        imaging_measurements=groups,
+        language_of_content_item_and_descendants=language_item(language),
+    )
+    content[0].ContentSequence.append(report_qualitative_evaluations(report.impression[language]))
+    return content
+
+
+def add_translations(
+    content: hd.sr.MeasurementReport,
+    report: GroundedReport,
+    languages: Sequence[str],
+    parts: list[tuple],
+) -> None:
+    """Add each group's sentence and the impression in ``languages`` to ``content``,
+    each TEXT marked with its TID 1204 language (bilingual documents)."""
+    items = list(content[0].ContentSequence)
+    measurements, evaluations = items[-2], items[-1]
+    for group, (planned, _, _) in zip(measurements.ContentSequence, parts, strict=True):
+        for language in languages:
+            group.ContentSequence.append(
+                in_language(comment_item(_sentence(planned, language)), language)
+            )
+    for language in languages:
+        evaluations.ContentSequence.append(
+            in_language(impression_item(report.impression[language]), language)
+        )
+
+
+def translated_tree(
+    built: hd.sr.MeasurementReport, report: GroundedReport, language: str, parts: list[tuple]
+) -> hd.sr.MeasurementReport:
+    """The content tree ``built`` (by highdicom's templates, in another language) with its
+    language-dependent items replaced: TID 1204 language, each group's Tracking
+    Identifier TEXT and Comment TEXT, the impression. Every other content item is
+    shared with ``built``: the items of the two trees are the same objects, which
+    is valid because nothing modifies them after construction."""
+    root = built[0]
+    root_items = list(root.ContentSequence)
+    language_old, measurements_old, evaluations_old = root_items[0], root_items[-2], root_items[-1]
+    if (
+        _code_value(language_old) != _LANGUAGE_NAME.value
+        or _code_value(measurements_old) != _IMAGING_MEASUREMENTS.value
+        or _code_value(evaluations_old) != codes.QUALITATIVE_EVALUATIONS.value
+    ):
+        raise ExportError("unexpected TID 1500 layout: cannot translate the content tree")
+    tracking_name = codes.to_hd(_TRACKING_IDENTIFIER_CONCEPT)
+    groups = []
+    for group_old, (planned, region, shared) in zip(
+        measurements_old.ContentSequence, parts, strict=True
+    ):
+        items = list(group_old.ContentSequence)
+        if (
+            _code_value(items[0]) != _TRACKING_IDENTIFIER.value
+            or _code_value(items[-1]) != codes.COMMENT.value
+        ):
+            raise ExportError(
+                "unexpected measurement group layout: cannot translate the content tree"
+            )
+        group = hd.sr.ContainerContentItem(
+            name=_MEASUREMENT_GROUP,
+            template_id="1501" if shared.image_region is None else "1410",
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+        )
+        # (ContentItem wraps the list in a ContentSequence, which checks each item)
+        group.ContentSequence = [
+            hd.sr.TextContentItem(
+                name=tracking_name,
+                value=_tracking_text(planned, region, language),
+                relationship_type=hd.sr.RelationshipTypeValues.HAS_OBS_CONTEXT,
+            ),
+            *items[1:-1],
+            comment_item(_sentence(planned, language)),
+        ]
+        groups.append(group)
+    measurements = hd.sr.ContainerContentItem(
+        name=_IMAGING_MEASUREMENTS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+    )
+    measurements.ContentSequence = groups
+    new_root = hd.sr.ContainerContentItem(name=root.name, template_id="1500")
+    new_root.ContentSequence = [
+        *language_item(language),
+        *root_items[1:-2],
+        measurements,
+        report_qualitative_evaluations(report.impression[language]),
+    ]
+    # the tree has the shape MeasurementReport builds; give it that type as
+    # highdicom's own MeasurementReport.from_sequence does (without its copy)
+    tree = hd.sr.ContentSequence([new_root], is_root=True)
+    tree.__class__ = hd.sr.MeasurementReport
+    return tree
