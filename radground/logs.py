@@ -37,3 +37,5 @@ def configure_logging(level: str = "INFO") -> None:
     # pynetdicom logs every association at INFO and quotes non-conformant UIDs in
     # its warnings; keep only its errors.
     logging.getLogger("pynetdicom").setLevel(max(logging.ERROR, root.level))
+    # highdicom logs the UIDs of the data sets it copies from at INFO.
+    logging.getLogger("highdicom").setLevel(max(logging.WARNING, root.level))

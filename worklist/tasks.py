@@ -46,10 +46,13 @@ def configure(
     """Configure the app for this process; ``context_factory`` builds the pipeline context."""
     global _context_factory, _context
     _context_factory, _context = context_factory, None
+    # Redis (and SQS) redeliver unacknowledged messages after the visibility
+    # timeout; other transports reject the option.
+    options = {"visibility_timeout": visibility_timeout_seconds} if broker_url.startswith(("redis", "sqs")) else {}
     app.conf.update(
         broker_url=broker_url,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": visibility_timeout_seconds},
+        broker_transport_options=options,
         task_ignore_result=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
