@@ -4,6 +4,9 @@
 Nothing here reads settings, opens a database or loads a model at import time.
 """
 
+from engine.analyze import AnalysisError, analyze_study
+from engine.batching import MicroBatcher
+from engine.model import GenerationRequest, ModelError, RegionAwareModel, ResizeMode
 from engine.report import (
     SUPPORTED_LANGUAGES,
     Box,
@@ -24,6 +27,13 @@ from engine.report import (
 
 __all__ = [
     "SUPPORTED_LANGUAGES",
+    "AnalysisError",
+    "GenerationRequest",
+    "MicroBatcher",
+    "ModelError",
+    "RegionAwareModel",
+    "ResizeMode",
+    "analyze_study",
     "Box",
     "CodedConcept",
     "Finding",
