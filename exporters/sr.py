@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
@@ -53,7 +54,7 @@ from types import MappingProxyType
 import highdicom as hd
 from pydicom.dataset import Dataset
 
-from engine.report import CodedConcept, GroundedReport
+from engine.report import CodedConcept, Finding, FindingKind, GroundedReport, Presence, Text, derive_uid
 from exporters import codes, sr_tree
 from exporters.errors import ExportError
 from exporters.sr_content import (
@@ -274,6 +275,27 @@ def _document(
     )
 
 
+#: "Finding" with presence "Absent": how a negative report's one measurement group
+#: reads (TID 1500 needs at least one group; highdicom enforces it).
+_NO_FINDING_LABEL = {"en": "Finding", "en-US": "Finding", "en-GB": "Finding", "zh-CN": "异常所见",
+                     "zh-TW": "異常所見", "de": "Befund", "fr": "Anomalie", "es": "Hallazgo"}
+
+
+def _with_negative_finding(report: GroundedReport) -> GroundedReport:
+    """A report that found nothing, as one text-only group: finding absent, the
+    impression as its sentence, so the SR says explicitly that nothing was found."""
+    label = Text({lang: _NO_FINDING_LABEL.get(lang, "Finding") for lang in report.impression.languages})
+    negative = Finding(
+        kind=FindingKind.ABNORMALITY,
+        label=label,
+        description=report.impression,
+        regions=(),
+        tracking_uid=derive_uid(report.study_instance_uid, report.model.device_uid, "negative-report"),
+        presence=Presence.ABSENT,
+    )
+    return dataclasses.replace(report, findings=(negative,))
+
+
 def export_sr(
     report: GroundedReport,
     sources: Sequence[Dataset],
@@ -308,6 +330,8 @@ def export_sr(
         raise ExportError("no language has every text of the report: nothing to put in an SR")
     for language in langs:
         _check_language(report, language)
+    if not report.findings:
+        report = _with_negative_finding(report)
     plan, notes = plan_findings(report, sources)
     parts = sr_tree.shared_items(report, plan)
     if not parts:

@@ -360,9 +360,9 @@ def _build_outputs(ctx: PipelineContext, route: Route, report: GroundedReport, s
     wanted = {kind for name in route.destinations if name in ctx.dicom_targets
               for kind in ctx.dicom_targets[name].outputs}
     datasets: list[tuple[str, str, Dataset]] = []
-    if report.findings:
-        for language, document in export_sr(report, sources, revision=revision, languages=route.languages).documents.items():
-            datasets.append(("sr", language, document))
+    # an SR per language, also for a negative report (it says explicitly that nothing was found)
+    for language, document in export_sr(report, sources, revision=revision, languages=route.languages).documents.items():
+        datasets.append(("sr", language, document))
     if any(f.regions for f in report.findings):
         for language in route.languages:
             for state in build_presentation_states(report, sources, language=language, revision=revision):

@@ -527,3 +527,45 @@ def test_pixelmed_sr_validator_finds_no_errors(
         path = tmp_path / f"{name}.dcm"
         _write(sr, path)
         assert pixelmed_sr_errors(path) == [], name
+
+
+def test_negative_report_gives_a_valid_sr_saying_nothing_was_found(tmp_path, source_images, grounded_report):
+    """A study where the model found nothing still gets an SR per language: one
+    text-only group (finding absent) with the impression, and the impression itself."""
+    import dataclasses
+
+    from engine.report import Presence, Text
+    from exporters.sr import export_sr
+    from tests.exporters_validators import dciodvfy_errors, dsrdump_ok
+
+    impression = Text({"en": "No acute cardiopulmonary abnormality detected by the model.",
+                       "zh-CN": "模型未发现急性心肺异常。"})
+    negative = dataclasses.replace(grounded_report, findings=(), impression=impression)
+    export = export_sr(negative, source_images[:1], revision=1, languages=("en", "zh-CN"))
+    assert set(export.documents) == {"en", "zh-CN"}
+    for language, document in export.documents.items():
+        path = tmp_path / f"negative-{language}.dcm"
+        document.save_as(path)
+        assert dciodvfy_errors(path) == []
+        assert dsrdump_ok(path)
+        text = path.read_bytes()
+        assert impression[language].encode("utf-8") in text
+        groups = [g for g in hd_groups(document)]
+        assert len(groups) == 1 and groups[0] == Presence.ABSENT
+
+
+def hd_groups(document):
+    """The presence value of each measurement group, read back through highdicom."""
+    import highdicom as hd
+
+    from engine.report import Presence
+
+    report = hd.sr.Comprehensive3DSR.from_dataset(document)
+    presences = []
+    for item in report.ContentSequence:
+        for group in getattr(item, "ContentSequence", []):
+            for child in getattr(group, "ContentSequence", []):
+                if child.ConceptNameCodeSequence[0].CodeMeaning == "Presence of property":
+                    meaning = child.ConceptCodeSequence[0].CodeMeaning
+                    presences.append(Presence.ABSENT if meaning == "Absent" else Presence.PRESENT)
+    return presences
