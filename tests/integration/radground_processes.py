@@ -1,0 +1,213 @@
+"""RadGround as real processes for end-to-end tests: config, node, workers, job queries.
+
+:class:`RadGroundProcess` runs ``python -m radground --config CFG ...`` with the
+RADGROUND_* environment stripped, its output in a log file, and is always
+terminated (then killed) by :meth:`~RadGroundProcess.stop`. :func:`write_config`
+writes a TOML settings file for one test world: a node on a free port, storage
+and outputs under a work directory, a fast completion timer, a chest
+radiograph route delivering to a DICOM PACS and a FHIR EHR.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy import select
+
+from worklist.db import create_db_engine, make_session_factory
+from worklist.jobs_models import Delivery, Job
+from worklist.models import Study
+
+__all__ = ["JobReader", "JobView", "RadGroundProcess", "clean_env", "free_port", "wait_until", "write_config"]
+
+REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_config(
+    path: Path,
+    *,
+    workdir: Path,
+    port: int,
+    database_url: str,
+    broker_url: str,
+    pacs_port: int,
+    fhir_url: str,
+    requeue_after_seconds: float = 5.0,
+    task_time_limit_seconds: int = 10,
+    idle_seconds: float = 2.0,
+    gpu_processes: int = 1,
+    io_processes: int = 1,
+) -> Path:
+    """A TOML config for one RadGround deployment under ``workdir``."""
+    path.write_text(
+        f"""
+[node]
+port = {port}
+listener_processes = 1
+[storage]
+root = "{workdir / 'instances'}"
+reserve_mb = 0
+fsync = "never"
+[database]
+url = "{database_url}"
+[completion]
+idle_seconds = {idle_seconds}
+poll_seconds = 0.3
+[workers]
+broker_url = "{broker_url}"
+gpu_processes = {gpu_processes}
+io_processes = {io_processes}
+task_time_limit_seconds = {task_time_limit_seconds}
+requeue_after_seconds = {requeue_after_seconds}
+outputs_root = "{workdir / 'outputs'}"
+[[routes]]
+name = "chest-radiographs"
+modalities = ["CR", "DX"]
+body_parts = ["CHEST"]
+view_positions = ["PA", "AP"]
+destinations = ["PACS", "EHR"]
+[destinations.PACS]
+ae_title = "ORTHANC"
+host = "127.0.0.1"
+port = {pacs_port}
+[fhir_endpoints.EHR]
+url = "{fhir_url}"
+patient_identifier_system = "urn:oid:2.25.1234"
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RADGROUND_")}
+    env.pop("TCP_NODELAY", None)
+    return env
+
+
+class RadGroundProcess:
+    """One ``radground`` command running as a child process (own process group)."""
+
+    def __init__(self, config: Path, args: Sequence[str], log: Path) -> None:
+        self.args = [sys.executable, "-m", "radground", "--config", str(config), *args]
+        self.log = log
+        self.name = " ".join(args)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            out.write(f"\n--- test: starting {self.name}\n".encode())
+            out.flush()
+            self.popen = subprocess.Popen(self.args, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out,
+                                          stderr=subprocess.STDOUT, env=clean_env(), start_new_session=True)
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the process (and its group: `serve` spawns workers), as the OOM killer would."""
+        if self.alive:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(10)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM, wait, then SIGKILL whatever is left of its process group."""
+        if self.alive:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)  # children (serve's workers) and a stuck leader
+        except ProcessLookupError:
+            pass
+        self.popen.wait(10)
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def log_text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, *, what: str, interval: float = 0.25,
+               logs: Sequence[RadGroundProcess] = ()) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail with the logs' tails otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            tails = "\n".join(f"=== {p.name} (running: {p.alive})\n{p.tail()}" for p in logs)
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}\n{tails}")
+        time.sleep(interval)
+
+
+@dataclass(frozen=True)
+class DeliveryView:
+    destination: str
+    state: str
+    attempts: int
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job as `radground jobs show` sees it (read from the database)."""
+
+    id: int
+    revision: int
+    state: str
+    inference_starts: int
+    last_error: str | None
+    deliveries: tuple[DeliveryView, ...]
+
+
+class JobReader:
+    """Reads jobs of a deployment's database (one engine, disposed by :meth:`close`)."""
+
+    def __init__(self, database_url: str) -> None:
+        self._engine = create_db_engine(database_url)
+        self._sessions = make_session_factory(self._engine)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def jobs_of_study(self, study_instance_uid: str) -> list[JobView]:
+        from sqlalchemy.exc import OperationalError, ProgrammingError
+
+        try:
+            with self._sessions() as session:
+                jobs = session.scalars(select(Job).join(Study).where(
+                    Study.study_instance_uid == study_instance_uid).order_by(Job.id)).all()
+                return [
+                    JobView(job.id, job.revision, job.state.value, job.inference_starts, job.last_error, tuple(
+                        DeliveryView(d.destination, d.state.value, d.attempts, d.last_error)
+                        for d in session.scalars(select(Delivery).where(Delivery.job_id == job.id)
+                                                 .order_by(Delivery.id))))
+                    for job in jobs
+                ]
+        except (OperationalError, ProgrammingError):
+            return []  # the node has not created the schema yet
+
