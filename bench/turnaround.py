@@ -1,0 +1,680 @@
+"""Turnaround benchmark: studies through Orthanc → RadGround → SR+GSPS in Orthanc and FHIR in an EHR.
+
+For each runtime shape and GPU-worker count, in one run on this machine:
+
+* ``embedded``: ``radground serve`` (SQLite index, SQLite-file Celery broker),
+  ``workers.gpu_processes`` = 1 or 2, one io worker;
+* ``cluster``: ``radground node`` + 1 or 2 ``radground worker --queues gpu`` + one
+  ``radground worker --queues io`` on Redis (DB 9, flushed before and after) and a
+  fresh PostgreSQL database (dropped after).
+
+Each configuration gets fresh studies (one 1024x1024 chest DX image each, made
+from ``../shared/data/nih-cxr-boxes/images``), uploaded to a real Orthanc and
+sent to RadGround with Orthanc's ``/modalities/RADGROUND/store``. The route sends
+SR+GSPS back to Orthanc and a FHIR transaction to :class:`FhirTestServer`.
+Three phases per configuration:
+
+1. warm-up: two studies per GPU worker (model loading is not measured);
+2. ``sequential``: studies sent one at a time, the next after the previous was
+   delivered: the turnaround of an unloaded node (the "pipeline overhead" goal);
+3. ``burst``: all studies sent back to back: throughput (studies/min from the
+   first ready to the last delivered), and turnaround under load (queueing).
+
+Per study, from the database's own timestamps: turnaround = revision ready →
+last delivery done, split into stages (ready → job created, → inference start,
+inference, → export start, export, → delivered). The idle wait before "ready"
+(completion.idle_seconds, policy rather than overhead) is reported apart.
+
+The peer is the model itself: ``analyze_study`` with ``OnnxDetector`` on the same
+images in this process (pixel preparation + ONNX Runtime + decoding), before the
+services start. Overhead = turnaround − that model time. Ratios: 2 / 1 GPU
+workers throughput, cluster / embedded p95.
+
+Usage::
+
+    .venv/bin/python bench/turnaround.py --quick       # 20 burst + 5 sequential studies per configuration
+    .venv/bin/python bench/turnaround.py               # 100 burst + 10 sequential
+    .venv/bin/python bench/turnaround.py --modes embedded --workers 1 --studies 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED = REPO.parent / "shared" / "data"
+IMAGES = SHARED / "nih-cxr-boxes" / "images"
+
+from rich.console import Console  # noqa: E402
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from bench._processes import ProcessGroup  # noqa: E402
+
+POSTGRES_ADMIN_URL = os.environ.get("RADGROUND_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("RADGROUND_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
+PATIENT_SYSTEM = "urn:oid:2.25.1234"
+STAGES = ("dispatch", "to gpu", "inference", "to export", "export", "deliver")
+STAGE_HELP = {
+    "dispatch": "ready → job created (completion monitor)",
+    "to gpu": "job created → inference started (enqueue, broker, gpu queue wait)",
+    "inference": "inference_seconds (pixels + model + parse, in the worker)",
+    "to export": "inference done → export started (broker, io queue wait)",
+    "export": "export_seconds (SR, GSPS, FHIR built and written)",
+    "deliver": "export done → last delivery done (io queue wait, C-STORE, FHIR POST)",
+}
+
+
+# -- results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudyTiming:
+    """One study's timestamps from RadGround's database, as seconds."""
+
+    study_instance_uid: str
+    image: str
+    idle: float  # last instance received → ready (policy: completion.idle_seconds)
+    ready_at: datetime
+    delivered_at: datetime
+    turnaround: float
+    inference: float
+    stages: dict[str, float]
+
+
+@dataclass
+class Phase:
+    name: str
+    timings: list[StudyTiming] = field(default_factory=list)
+
+    @property
+    def span(self) -> float:
+        first = min(t.ready_at for t in self.timings)
+        last = max(t.delivered_at for t in self.timings)
+        return (last - first).total_seconds()
+
+    def throughput(self) -> float:
+        """Studies per minute from the first ready to the last delivered."""
+        return len(self.timings) / self.span * 60 if self.span > 0 else float("nan")
+
+
+@dataclass
+class ConfigResult:
+    mode: str
+    gpu_workers: int
+    sequential: Phase
+    burst: Phase
+    startup_seconds: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.mode}, {self.gpu_workers} gpu"
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+# -- the peer: the model alone, in this process ------------------------------------------------
+
+
+def make_study(png: Path, directory: Path) -> tuple[str, Path]:
+    """One single-image chest DX study; its Study Instance UID and file."""
+    from pydicom.uid import generate_uid
+
+    from tests.factories import make_chest_dx, write_dataset
+
+    ds = make_chest_dx(png, study_instance_uid=generate_uid(), patient_id=f"RG-BENCH-{uuid.uuid4().hex[:8]}")
+    return str(ds.StudyInstanceUID), write_dataset(ds, directory / f"{ds.SOPInstanceUID}.dcm")
+
+
+def measure_model(candidates: list[Path], workdir: Path, *, need: int, repeats: int = 3) -> dict[str, float]:
+    """Median seconds of ``analyze_study`` (OnnxDetector, the route's selection) per image, in-process,
+    for the first ``need`` candidate images on which the model finds something (so that every
+    study yields an SR and a GSPS: a study without findings gets no GSPS)."""
+    from pydicom import dcmread
+
+    from engine.analyze import analyze_study
+    from engine.backends.onnxruntime_backend import OnnxDetector
+    from engine.pixels import ImageSelection
+    from engine.report import Task
+
+    model = OnnxDetector()
+    selection = ImageSelection(modalities={"DX", "CR"}, body_parts={"CHEST"}, view_positions={"PA", "AP"})
+
+    def run(path: Path) -> tuple[float, int]:
+        started = time.perf_counter()
+        report = analyze_study([dcmread(path, defer_size="64 KB")], model, selection=selection,
+                               languages=("en", "zh-CN"), task=Task.DETECTION)
+        return time.perf_counter() - started, sum(len(f.regions) for f in report.findings)
+
+    times: dict[str, float] = {}
+    warmed = False
+    for png in candidates:
+        path = make_study(png, workdir / "model")[1]
+        if not warmed:
+            run(path)
+            warmed = True
+        first, regions = run(path)
+        if not regions:
+            continue
+        times[png.name] = statistics.median([first] + [run(path)[0] for _ in range(repeats - 1)])
+        if len(times) >= need:
+            break
+    if not times:
+        raise RuntimeError("the model found nothing on any candidate image")
+    return times
+
+
+# -- configuration and services ------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(path: Path, *, workdir: Path, port: int, database_url: str, broker_url: str, gpu_processes: int,
+                 pacs: tuple[str, int], ehr_url: str, idle_seconds: float, poll_seconds: float) -> Path:
+    path.write_text(f"""
+[node]
+port = {port}
+listener_processes = 1
+
+[storage]
+root = "{workdir / 'instances'}"
+reserve_mb = 0
+
+[database]
+url = "{database_url}"
+
+[completion]
+idle_seconds = {idle_seconds}
+poll_seconds = {poll_seconds}
+
+[workers]
+broker_url = "{broker_url}"
+gpu_processes = {gpu_processes}
+io_processes = 1
+outputs_root = "{workdir / 'outputs'}"
+
+[logging]
+level = "INFO"
+
+[[routes]]
+name = "chest-radiographs"
+modalities = ["CR", "DX"]
+body_parts = ["CHEST"]
+view_positions = ["PA", "AP"]
+task = "detection"
+languages = ["en", "zh-CN"]
+destinations = ["PACS", "EHR"]
+
+[destinations.PACS]
+ae_title = "{pacs[0]}"
+host = "127.0.0.1"
+port = {pacs[1]}
+outputs = ["sr", "gsps"]
+
+[fhir_endpoints.EHR]
+url = "{ehr_url}"
+patient_identifier_system = "{PATIENT_SYSTEM}"
+""")
+    return path
+
+
+def create_postgres_database() -> tuple[str, str]:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    name = f"radground_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False), name
+
+
+def drop_postgres_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def flush_redis() -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+def wait_until(predicate, timeout: float, what: str, group: ProcessGroup, interval: float = 0.2) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        group.check_alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not within {timeout:g} s")
+        time.sleep(interval)
+
+
+def accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+# -- reading RadGround's database -------------------------------------------------------------
+
+
+class Index:
+    """Read-only view of one configuration's RadGround database."""
+
+    def __init__(self, url: str) -> None:
+        from worklist.db import create_db_engine, make_session_factory
+
+        self.engine = create_db_engine(url)
+        self.sessions = make_session_factory(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def finished(self, study_uids: list[str]) -> tuple[int, int]:
+        """(jobs done, jobs failed or dead) among these studies."""
+        from sqlalchemy import func, select
+
+        from worklist.jobs_models import Job, JobState
+        from worklist.models import Study
+
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Job.state, func.count()).join(Study, Study.id == Job.study_pk)
+                .where(Study.study_instance_uid.in_(study_uids)).group_by(Job.state)).all()
+        counts = {state: n for state, n in rows}
+        bad = counts.get(JobState.FAILED, 0) + counts.get(JobState.DEAD, 0)
+        return counts.get(JobState.DONE, 0), bad
+
+    def failures(self, study_uids: list[str]) -> list[str]:
+        from sqlalchemy import select
+
+        from worklist.jobs_models import Job, JobState
+        from worklist.models import Study
+
+        with self.sessions() as session:
+            return [f"job {j.id}: {j.state.value}: {j.last_error}" for j in session.scalars(
+                select(Job).join(Study, Study.id == Job.study_pk).where(
+                    Study.study_instance_uid.in_(study_uids), Job.state.in_([JobState.FAILED, JobState.DEAD])))]
+
+    def dicom_artifacts(self, study_uids: list[str]) -> dict[str, list[tuple[str, str]]]:
+        """Study UID → (kind, SOP Instance UID) of the SR and GSPS RadGround produced for it."""
+        from sqlalchemy import select
+
+        from worklist.jobs_models import Artifact, Job
+        from worklist.models import Study
+
+        found: dict[str, list[tuple[str, str]]] = {}
+        with self.sessions() as session:
+            for uid, kind, sop in session.execute(
+                    select(Study.study_instance_uid, Artifact.kind, Artifact.object_uid)
+                    .join(Job, Job.study_pk == Study.id).join(Artifact, Artifact.job_id == Job.id)
+                    .where(Study.study_instance_uid.in_(study_uids), Artifact.kind.in_(["sr", "gsps"]))):
+                found.setdefault(uid, []).append((kind, sop))
+        return found
+
+    def timings(self, studies: dict[str, str]) -> list[StudyTiming]:
+        """Per-study stage timings for ``studies`` (Study Instance UID → image name)."""
+        from sqlalchemy import func, select
+
+        from worklist.jobs_models import Artifact, Delivery, Job
+        from worklist.models import Study, StudyRevision
+
+        out = []
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Study.study_instance_uid, StudyRevision, Job)
+                .join(StudyRevision, (StudyRevision.study_pk == Study.id) & (StudyRevision.revision == 1))
+                .join(Job, (Job.study_pk == Study.id) & (Job.revision == 1))
+                .where(Study.study_instance_uid.in_(list(studies)))).all()
+            for uid, revision, job in rows:
+                exported_at = session.scalar(select(func.max(Artifact.created_at)).where(Artifact.job_id == job.id))
+                delivered_at = session.scalar(select(func.max(Delivery.delivered_at)).where(Delivery.job_id == job.id))
+                inference_end = job.inference_started_at.timestamp() + job.inference_seconds
+                export_start = exported_at.timestamp() - job.export_seconds
+                stages = {
+                    "dispatch": (job.created_at - revision.ready_at).total_seconds(),
+                    "to gpu": (job.inference_started_at - job.created_at).total_seconds(),
+                    "inference": job.inference_seconds,
+                    "to export": export_start - inference_end,
+                    "export": job.export_seconds,
+                    "deliver": (delivered_at - exported_at).total_seconds(),
+                }
+                out.append(StudyTiming(
+                    study_instance_uid=uid, image=studies[uid],
+                    idle=(revision.ready_at - revision.last_received_at).total_seconds(),
+                    ready_at=revision.ready_at, delivered_at=delivered_at,
+                    turnaround=(delivered_at - revision.ready_at).total_seconds(),
+                    inference=job.inference_seconds, stages=stages))
+        return out
+
+
+# -- one configuration ---------------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    """The peers shared by every configuration."""
+
+    pacs: object  # OrthancPACS
+    ehr: object  # FhirTestServer
+    workdir: Path
+    images: list[Path]
+    console: Console
+    idle_seconds: float
+    poll_seconds: float
+    timeout: float
+    _next_image: int = 0
+
+    def studies(self, count: int, directory: Path) -> dict[str, tuple[str, Path]]:
+        """``count`` fresh studies uploaded to Orthanc: UID → (image name, file)."""
+        made = {}
+        for _ in range(count):
+            png = self.images[self._next_image % len(self.images)]
+            self._next_image += 1
+            uid, path = make_study(png, directory)
+            self.pacs.upload(path)
+            made[uid] = (png.name, path)
+        return made
+
+
+def delivered_everywhere(world: World, index: Index, study_uids: list[str]) -> list[str]:
+    """What is missing: each study's SR and GSPS in Orthanc (exactly the SOP instances
+    RadGround recorded as artifacts; both kinds required), its DiagnosticReport in the EHR."""
+    imaging = {r["id"]: {i.get("value", "").removeprefix("urn:oid:") for i in r.get("identifier", [])}
+               for r in world.ehr.resources("ImagingStudy")}
+    reported = set()
+    for report in world.ehr.resources("DiagnosticReport"):
+        for ref in report.get("imagingStudy", []):
+            reported |= imaging.get(ref.get("reference", "").split("/")[-1], set())
+    artifacts = index.dicom_artifacts(study_uids)
+    missing = []
+    for uid in study_uids:
+        kinds = {kind for kind, _ in artifacts.get(uid, ())}
+        expected = {sop for _, sop in artifacts.get(uid, ())}
+        study = world.pacs.find_study(uid)
+        stored = set()
+        if study is not None:
+            stored = {i["MainDicomTags"].get("SOPInstanceUID") for i in
+                      world.pacs.get_json(f"/studies/{study}/instances", params="expand")}
+        if not {"sr", "gsps"} <= kinds:
+            missing.append(f"{uid[-12:]}: RadGround made only {sorted(kinds)}")
+        elif not expected <= stored:
+            missing.append(f"{uid[-12:]}: {len(expected - stored)} of its SR/GSPS not in Orthanc")
+        elif uid not in reported:
+            missing.append(f"{uid[-12:]}: no DiagnosticReport in the EHR")
+    return missing
+
+
+def run_phase(world: World, index: Index, group: ProcessGroup, studies: dict[str, tuple[str, Path]], *,
+              name: str, sequential: bool, progress: Progress) -> Phase:
+    uids = list(studies)
+    task = progress.add_task(name, total=len(uids))
+    deadline = time.monotonic() + world.timeout
+
+    def wait_done(expected: list[str]) -> None:
+        while True:
+            group.check_alive()
+            done, bad = index.finished(expected)
+            if bad:
+                raise RuntimeError(f"{name}: {bad} job(s) failed: {index.failures(expected)[:3]}")
+            progress.update(task, completed=done if not sequential else len(expected) - 1 + (done == len(expected)))
+            if done >= len(expected):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name}: {done} of {len(uids)} studies delivered within {world.timeout:g} s")
+            time.sleep(0.1)
+
+    if sequential:
+        for i, uid in enumerate(uids):
+            world.pacs.send_study(uid, to="RADGROUND")
+            wait_done(uids[: i + 1])
+    else:
+        for uid in uids:
+            world.pacs.send_study(uid, to="RADGROUND")
+        wait_done(uids)
+    progress.update(task, completed=len(uids))
+    missing = delivered_everywhere(world, index, uids)
+    if missing:
+        raise RuntimeError(f"{name}: {len(missing)} studies done in RadGround but missing SR/GSPS in Orthanc "
+                           "or a DiagnosticReport in the EHR: " + "; ".join(missing[:3]))
+    return Phase(name, index.timings({uid: image for uid, (image, _) in studies.items()}))
+
+
+def run_config(world: World, *, mode: str, gpu_workers: int, burst: int, sequential: int) -> ConfigResult:
+    workdir = world.workdir / f"{mode}-{gpu_workers}"
+    workdir.mkdir(parents=True)
+    group = ProcessGroup(workdir / "logs")
+    pg_name = None
+    index = None
+    try:
+        if mode == "embedded":
+            database_url = f"sqlite:///{workdir / 'radground.db'}"
+            broker_url = f"sqla+sqlite:///{workdir / 'broker.sqlite'}"
+        else:
+            database_url, pg_name = create_postgres_database()
+            broker_url = REDIS_URL
+            flush_redis()
+        port = free_port()
+        config = write_config(workdir / "radground.toml", workdir=workdir, port=port, database_url=database_url,
+                              broker_url=broker_url, gpu_processes=gpu_workers,
+                              pacs=(world.pacs.aet, world.pacs.dicom_port), ehr_url=world.ehr.base_url,
+                              idle_seconds=world.idle_seconds, poll_seconds=world.poll_seconds)
+        base = [sys.executable, "-m", "radground", "--config", str(config)]
+        started = time.perf_counter()
+        if mode == "embedded":
+            group.start("serve", [*base, "serve"], cwd=workdir)
+        else:
+            group.start("node", [*base, "node"], cwd=workdir)
+        wait_until(lambda: accepts(port), 60, "RadGround's DICOM port", group)
+        if mode == "cluster":
+            for i in range(gpu_workers):
+                group.start(f"worker-gpu-{i + 1}", [*base, "worker", "--queues", "gpu"], cwd=workdir)
+            group.start("worker-io", [*base, "worker", "--queues", "io"], cwd=workdir)
+        logs = list((workdir / "logs").glob("*.log"))
+        wait_until(lambda: sum(p.read_text(errors="replace").count(" ready.") for p in logs) >= gpu_workers + 1,
+                   120, "Celery workers ready", group)
+        startup = time.perf_counter() - started
+        world.pacs.set_modality("RADGROUND", "RADGROUND", "127.0.0.1", port)
+        index = Index(database_url)
+
+        studies_dir = workdir / "studies"
+        with Progress(TextColumn(f"[bold]{mode}, {gpu_workers} gpu[/bold] {{task.description}}"), BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=world.console, transient=True) as progress:
+            progress.add_task("preparing studies", total=None)
+            warm = world.studies(2 * gpu_workers, studies_dir / "warm")
+            seq = world.studies(sequential, studies_dir / "sequential")
+            bst = world.studies(burst, studies_dir / "burst")
+            run_phase(world, index, group, warm, name="warm-up", sequential=False, progress=progress)
+            seq_phase = run_phase(world, index, group, seq, name="sequential", sequential=True, progress=progress)
+            burst_phase = run_phase(world, index, group, bst, name="burst", sequential=False, progress=progress)
+        return ConfigResult(mode, gpu_workers, seq_phase, burst_phase, startup)
+    except BaseException:
+        world.console.print(f"[red]{mode}, {gpu_workers} gpu failed; logs in {workdir / 'logs'}[/red]")
+        for log in sorted((workdir / "logs").glob("*.log")):
+            world.console.print(f"--- {log.name}\n{group.log_tail(log.stem, 15)}", markup=False)
+        raise
+    finally:
+        if index is not None:
+            index.close()
+        group.stop()
+        if mode == "cluster":
+            try:
+                flush_redis()
+            finally:
+                if pg_name is not None:
+                    drop_postgres_database(pg_name)
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def fmt(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if abs(seconds) < 10 else f"{seconds:.1f} s"
+
+
+def overheads(phase: Phase, model_times: dict[str, float]) -> list[float]:
+    return [t.turnaround - model_times[t.image] for t in phase.timings]
+
+
+def report(console: Console, results: list[ConfigResult], model_times: dict[str, float], *, idle_seconds: float,
+           goal_seconds: float) -> None:
+    model = list(model_times.values())
+    console.print(f"\n[bold]Peer: the model alone[/bold] (analyze_study + OnnxDetector in this process, "
+                  f"{len(model)} images): p50 {fmt(percentile(model, 50))}, p95 {fmt(percentile(model, 95))}")
+
+    table = Table(title="Turnaround: revision ready → SR+GSPS in Orthanc and FHIR in the EHR (all delivered)",
+                  header_style="bold")
+    for column in ("configuration", "phase", "studies", "turnaround p50", "p95", "inference p50 (worker)",
+                   "overhead p50", "overhead p95", "studies/min", "idle wait (policy)"):
+        table.add_column(column, justify="left" if column in ("configuration", "phase") else "right")
+    for result in results:
+        for phase in (result.sequential, result.burst):
+            turn = [t.turnaround for t in phase.timings]
+            over = overheads(phase, model_times)
+            table.add_row(result.label, phase.name, str(len(turn)), fmt(percentile(turn, 50)), fmt(percentile(turn, 95)),
+                          fmt(percentile([t.inference for t in phase.timings], 50)),
+                          fmt(percentile(over, 50)), fmt(percentile(over, 95)),
+                          f"{phase.throughput():.1f}" if phase.name == "burst" else "-",
+                          fmt(statistics.median(t.idle for t in phase.timings)))
+    console.print(table)
+    console.print(f"overhead = turnaround − the in-process model time of the same image; idle wait = last instance "
+                  f"received → ready (completion.idle_seconds = {idle_seconds:g}, not counted in turnaround)")
+
+    stages = Table(title="Where the time goes: stage medians (p95) per study, from the database's timestamps",
+                   header_style="bold")
+    stages.add_column("configuration")
+    stages.add_column("phase")
+    for stage in STAGES:
+        stages.add_column(stage, justify="right")
+    for result in results:
+        for phase in (result.sequential, result.burst):
+            cells = []
+            for stage in STAGES:
+                values = [t.stages[stage] for t in phase.timings]
+                cells.append(f"{fmt(percentile(values, 50))} ({fmt(percentile(values, 95))})")
+            stages.add_row(result.label, phase.name, *cells)
+    console.print(stages)
+    for stage in STAGES:
+        console.print(f"  [bold]{stage}[/bold]: {STAGE_HELP[stage]}")
+
+    by = {(r.mode, r.gpu_workers): r for r in results}
+    console.print("\n[bold]Ratios[/bold]")
+    for mode in ("embedded", "cluster"):
+        if (mode, 1) in by and (mode, 2) in by:
+            one, two = by[(mode, 1)].burst.throughput(), by[(mode, 2)].burst.throughput()
+            console.print(f"  {mode}: throughput 2 gpu / 1 gpu = {two / one:.2f}x ({two:.1f} vs {one:.1f} studies/min; "
+                          f"this machine has {os.cpu_count()} cores, the ceiling of the scaling)")
+    for workers in (1, 2):
+        if ("embedded", workers) in by and ("cluster", workers) in by:
+            for phase in ("sequential", "burst"):
+                emb = percentile([t.turnaround for t in getattr(by[("embedded", workers)], phase).timings], 95)
+                clu = percentile([t.turnaround for t in getattr(by[("cluster", workers)], phase).timings], 95)
+                console.print(f"  {workers} gpu, {phase}: turnaround p95 cluster / embedded = {clu / emb:.2f}x "
+                              f"({fmt(clu)} vs {fmt(emb)})")
+    for result in results:
+        seq_over = percentile(overheads(result.sequential, model_times), 95)
+        turn = percentile([t.turnaround for t in result.sequential.timings], 95)
+        console.print(f"  {result.label}: sequential turnaround p95 / model p95 = "
+                      f"{turn / percentile(model, 95):.1f}x")
+
+    console.print("\n[bold]Goal: pipeline overhead < "
+                  f"{goal_seconds:g} s p95 per study (sequential phase, unloaded node)[/bold]")
+    for result in results:
+        seq_over = percentile(overheads(result.sequential, model_times), 95)
+        verdict = "[green]met[/green]" if seq_over < goal_seconds else "[red]missed[/red]"
+        worst = max(STAGES, key=lambda s: percentile([t.stages[s] for t in result.sequential.timings], 95))
+        worst_p95 = percentile([t.stages[worst] for t in result.sequential.timings], 95)
+        console.print(f"  {result.label}: overhead p95 {fmt(seq_over)} {verdict}; largest stage at p95: "
+                      f"{worst} {fmt(worst_p95)} ({STAGE_HELP[worst]})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--studies", type=int, default=100, help="studies per burst (default 100)")
+    parser.add_argument("--sequential", type=int, default=None, help="studies sent one at a time (default 10; 5 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="20 burst and 5 sequential studies per configuration")
+    parser.add_argument("--modes", default="embedded,cluster", help="comma-separated: embedded, cluster")
+    parser.add_argument("--workers", default="1,2", help="comma-separated GPU worker counts")
+    parser.add_argument("--idle-seconds", type=float, default=1.0, help="completion.idle_seconds (default 1)")
+    parser.add_argument("--poll-seconds", type=float, default=0.2, help="completion.poll_seconds (default 0.2)")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per phase before giving up")
+    parser.add_argument("--goal", type=float, default=1.0, help="overhead goal, p95 seconds (default 1)")
+    parser.add_argument("--images", type=int, default=25, help="distinct images (with findings) to cycle over")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
+    args = parser.parse_args(argv)
+    burst = 20 if args.quick else args.studies
+    sequential = args.sequential if args.sequential is not None else (5 if args.quick else 10)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    counts = [int(w) for w in args.workers.split(",") if w.strip()]
+    if not set(modes) <= {"embedded", "cluster"} or not counts or min(counts) < 1 or burst < 1 or sequential < 1:
+        parser.error("modes: embedded,cluster; workers >= 1; studies and sequential >= 1")
+
+    from tests.integration.fhir_server import FhirTestServer
+    from tests.integration.orthanc import OrthancPACS
+
+    console = Console(width=int(os.environ.get("COLUMNS", 200)))
+    candidates = sorted(IMAGES.glob("*.png"))
+    if not candidates:
+        console.print(f"[red]no images in {IMAGES}[/red]")
+        return 1
+    tmp = tempfile.mkdtemp(prefix="radground-turnaround-")
+    workdir = Path(tmp)
+    try:
+        with console.status("model alone, in this process"):
+            model_times = measure_model(candidates, workdir, need=min(args.images, burst + sequential))
+        images = [IMAGES / name for name in model_times]
+        console.print(f"{len(images)} images with findings (studies cycle over them)")
+        results = []
+        with OrthancPACS(workdir / "orthanc") as pacs, FhirTestServer() as ehr:
+            world = World(pacs=pacs, ehr=ehr, workdir=workdir, images=images, console=console,
+                          idle_seconds=args.idle_seconds, poll_seconds=args.poll_seconds, timeout=args.timeout)
+            for mode in modes:
+                for count in counts:
+                    results.append(run_config(world, mode=mode, gpu_workers=count, burst=burst, sequential=sequential))
+                    console.print(f"{results[-1].label}: done (start-up {results[-1].startup_seconds:.1f} s)")
+        report(console, results, model_times, idle_seconds=args.idle_seconds, goal_seconds=args.goal)
+    finally:
+        if args.keep:
+            console.print(f"work directory kept: {workdir}")
+        else:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
