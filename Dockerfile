@@ -40,33 +40,6 @@ WORKDIR /src
 RUN pip install . \
  && radground --version
 
-# --- runtime: CPU image (node, IO workers, embedded `radground serve`)
-FROM ${PYTHON_IMAGE} AS runtime
-ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    RADGROUND_CONFIG=/etc/radground/radground.toml
-RUN groupadd --system --gid 10001 radground \
- && useradd --system --uid 10001 --gid radground --home-dir /var/lib/radground --shell /usr/sbin/nologin radground \
- && mkdir -p /var/lib/radground/instances /var/lib/radground/outputs /var/lib/radground/engines /opt/radground/models \
- && chown -R radground:radground /var/lib/radground
-COPY --from=build /opt/venv /opt/venv
-# The documented defaults, except that inside a container the node listens on
-# every interface. Mount another file here (or set RADGROUND_CONFIG) to configure it.
-COPY config/radground.toml /etc/radground/radground.toml
-RUN sed -i 's/^host = "127.0.0.1"/host = "0.0.0.0"/' /etc/radground/radground.toml \
- && grep -q '^host = "0.0.0.0"' /etc/radground/radground.toml \
- && ln -s "$(python -c 'from engine.default_model.config import ONNX_PATH; print(ONNX_PATH)')" \
-          /opt/radground/models/radground-cxr-det.onnx \
- && test -f /opt/radground/models/radground-cxr-det.onnx
-WORKDIR /var/lib/radground
-USER radground
-EXPOSE 11112
-HEALTHCHECK --interval=30s --timeout=15s --start-period=60s --retries=3 \
-    CMD ["radground", "echo", "RADGROUND@127.0.0.1:11112"]
-ENTRYPOINT ["radground"]
-CMD ["serve"]
-
 # --- gpu: NVIDIA TensorRT image + the `gpu` extra (GPU workers)
 FROM ${TENSORRT_IMAGE} AS gpu
 # The image's Python is the system one (Ubuntu 24.04, PEP 668): install into it,
@@ -101,3 +74,31 @@ WORKDIR /var/lib/radground
 USER radground
 ENTRYPOINT ["radground"]
 CMD ["worker", "--queues", "gpu"]
+
+# --- runtime: CPU image (node, IO workers, embedded `radground serve`).
+# The last stage, so a plain `docker build .` builds it.
+FROM ${PYTHON_IMAGE} AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    RADGROUND_CONFIG=/etc/radground/radground.toml
+RUN groupadd --system --gid 10001 radground \
+ && useradd --system --uid 10001 --gid radground --home-dir /var/lib/radground --shell /usr/sbin/nologin radground \
+ && mkdir -p /var/lib/radground/instances /var/lib/radground/outputs /var/lib/radground/engines /opt/radground/models \
+ && chown -R radground:radground /var/lib/radground
+COPY --from=build /opt/venv /opt/venv
+# The documented defaults, except that inside a container the node listens on
+# every interface. Mount another file here (or set RADGROUND_CONFIG) to configure it.
+COPY config/radground.toml /etc/radground/radground.toml
+RUN sed -i 's/^host = "127.0.0.1"/host = "0.0.0.0"/' /etc/radground/radground.toml \
+ && grep -q '^host = "0.0.0.0"' /etc/radground/radground.toml \
+ && ln -s "$(python -c 'from engine.default_model.config import ONNX_PATH; print(ONNX_PATH)')" \
+          /opt/radground/models/radground-cxr-det.onnx \
+ && test -f /opt/radground/models/radground-cxr-det.onnx
+WORKDIR /var/lib/radground
+USER radground
+EXPOSE 11112
+HEALTHCHECK --interval=30s --timeout=15s --start-period=60s --retries=3 \
+    CMD ["radground", "echo", "RADGROUND@127.0.0.1:11112"]
+ENTRYPOINT ["radground"]
+CMD ["serve"]
