@@ -38,7 +38,15 @@ def run_worker(settings: Settings, *, queue: str, concurrency: int | None = None
 
 
 def spawn_workers(settings: Settings, config: Path | None) -> list[subprocess.Popen]:
-    """Start the embedded mode's worker processes (`radground serve`)."""
+    """Start the embedded mode's worker processes (`radground serve`).
+
+    The broker is opened once first, so that with the SQLite broker its tables
+    exist before several workers race to create them.
+    """
+    from radground.runtime import configure_celery
+
+    with configure_celery(settings).connection_for_write() as connection:
+        connection.default_channel  # noqa: B018 - opening the channel declares the transport's tables
     base = [sys.executable, "-m", "radground"]
     if config is not None:
         base += ["--config", str(config)]
