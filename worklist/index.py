@@ -116,8 +116,9 @@ def record_instance(session: Session, instance: StoredInstance, *, known: KnownK
         .where(StudyRevision.study_pk == study_pk, StudyRevision.revision == study.current_revision)
         .with_for_update()
     ).scalar_one_or_none()
-    reopened = False
-    if revision is None:
+    reopened = revision is not None and revision.state is RevisionState.READY and new_content and not own_output
+    if revision is None or reopened:
+        study.current_revision += int(reopened)
         revision = StudyRevision(
             study_pk=study_pk,
             revision=study.current_revision,
@@ -127,18 +128,6 @@ def record_instance(session: Session, instance: StoredInstance, *, known: KnownK
             instances_received=0,
         )
         session.add(revision)
-    elif revision.state is RevisionState.READY and new_content and not own_output:
-        study.current_revision += 1
-        revision = StudyRevision(
-            study_pk=study_pk,
-            revision=study.current_revision,
-            state=RevisionState.RECEIVING,
-            opened_at=now,
-            last_received_at=now,
-            instances_received=0,
-        )
-        session.add(revision)
-        reopened = True
     if new_content and not own_output and revision.state is RevisionState.RECEIVING:
         revision.last_received_at = max(revision.last_received_at, now)
         revision.instances_received += 1
