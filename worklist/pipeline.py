@@ -46,6 +46,7 @@ __all__ = [
     "PipelineContext",
     "create_jobs",
     "make_study_ready_hook",
+    "record_crash",
     "requeue_stale",
     "run_delivery",
     "run_export",
@@ -184,6 +185,7 @@ def _route(ctx: PipelineContext, name: str) -> Route:
 def run_inference(ctx: PipelineContext, job_id: int) -> None:
     """Run the model on the job's study revision; then enqueue the export."""
     from engine.analyze import AnalysisError, analyze_study
+    from engine.model import ModelError
     from engine.pixels import ImageSelection, PixelError, VolumeStrategy
 
     with ctx.sessions.begin() as session:
@@ -228,7 +230,7 @@ def run_inference(ctx: PipelineContext, job_id: int) -> None:
             generate=loaded.generate,
             regional_cot=route.regional_cot,
         )
-    except (AnalysisError, PixelError, StepError, OSError) as exc:
+    except (AnalysisError, PixelError, ModelError, StepError, OSError) as exc:
         _fail(ctx, job_id, f"inference: {exc}")
         return
     elapsed = time.perf_counter() - started
@@ -423,6 +425,12 @@ class _Outcome:
     operation_outcome: str | None = None
     retry_after: float | None = None
     max_attempts: int = 10
+    #: What goes to the log: no server-supplied text (an EHR may echo patient data).
+    log_text: str = ""
+
+    @property
+    def loggable(self) -> str:
+        return self.log_text or self.error
 
 
 def _deliver_dicom(ctx: PipelineContext, name: str, artifacts: list[tuple[str, str, str]]) -> _Outcome:
@@ -463,10 +471,12 @@ def _deliver_fhir(ctx: PipelineContext, name: str, artifacts: list[tuple[str, st
                          timeout=target.timeout_seconds)
     except TransientFhirError as exc:
         return _Outcome(False, transient=True, error=f"FHIR {name}: {exc}", max_attempts=target.max_attempts,
-                        retry_after=getattr(exc, "retry_after", None))
+                        retry_after=exc.retry_after, log_text=f"FHIR {name}: HTTP {exc.status_code or '-'}")
     except PermanentFhirError as exc:
         return _Outcome(False, error=f"FHIR {name}: {exc}", max_attempts=target.max_attempts,
-                        operation_outcome=getattr(exc, "operation_outcome", None))
+                        operation_outcome=exc.operation_outcome, log_text=f"FHIR {name}: HTTP {exc.status_code}")
+    except ValueError as exc:  # the endpoint or bundle is unusable (bad URL, not a transaction)
+        return _Outcome(False, error=f"FHIR {name}: {exc}", max_attempts=target.max_attempts)
     return _Outcome(True, max_attempts=target.max_attempts)
 
 
@@ -493,10 +503,11 @@ def _record_delivery(ctx: PipelineContext, delivery_id: int, attempts: int, outc
         job_id = delivery.job_id
         _settle_job(session, job_id, ctx.actor)
     if retry_in is not None:
-        logger.warning("Delivery %d (job %d) failed, retrying in %.0f s: %s", delivery_id, job_id, retry_in, outcome.error)
+        logger.warning("Delivery %d (job %d) failed, retrying in %.0f s: %s", delivery_id, job_id, retry_in,
+                       outcome.loggable)
         ctx.enqueue.delivery(delivery_id, attempts, countdown=retry_in)
     elif not outcome.ok:
-        logger.error("Delivery %d (job %d) failed: %s", delivery_id, job_id, outcome.error)
+        logger.error("Delivery %d (job %d) failed: %s", delivery_id, job_id, outcome.loggable)
 
 
 def _settle_job(session: Session, job_id: int, actor: str) -> None:
@@ -519,6 +530,23 @@ def _settle_job(session: Session, job_id: int, actor: str) -> None:
 
 
 # -- the safety net ------------------------------------------------------------
+
+
+def record_crash(ctx: PipelineContext, *, job_id: int | None = None, delivery_id: int | None = None,
+                 step: str, error: BaseException) -> None:
+    """An unexpected exception in a step: fail the job (or delivery) with the
+    exception's type, so the sweeper does not re-run a step that cannot succeed.
+    The message is not recorded: it may quote data (the traceback is in the worker log)."""
+    reason = f"{step}: internal error ({type(error).__name__}); see the worker log, then `radground jobs retry`"
+    if delivery_id is not None:
+        with ctx.sessions.begin() as session:
+            delivery = session.get(Delivery, delivery_id, with_for_update=True)
+            if delivery is None or delivery.state is not DeliveryState.PENDING:
+                return
+            delivery.state, delivery.last_error = DeliveryState.FAILED, reason
+            _settle_job(session, delivery.job_id, ctx.actor)
+    elif job_id is not None:
+        _fail(ctx, job_id, reason)
 
 
 def requeue_stale(ctx: PipelineContext, now: datetime | None = None) -> int:

@@ -14,16 +14,25 @@ database pools and models never cross a fork.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from celery import Celery, Task
 from celery.signals import worker_process_init
 from sqlalchemy.exc import OperationalError
 
-from worklist.pipeline import PipelineContext, requeue_stale, run_delivery, run_export, run_inference
+from worklist.pipeline import (
+    PipelineContext,
+    record_crash,
+    requeue_stale,
+    run_delivery,
+    run_export,
+    run_inference,
+)
 
 __all__ = ["CeleryEnqueuer", "app", "configure", "deliver", "export", "infer"]
 
@@ -109,19 +118,38 @@ class RadGroundTask(Task):
 @app.task(base=RadGroundTask, name="radground.infer")
 def infer(job_id: int) -> None:
     """Queue ``gpu``: run the model for a job."""
-    run_inference(context(), job_id)
+    with _crash_recorded(job_id=job_id, step="inference"):
+        run_inference(context(), job_id)
 
 
 @app.task(base=RadGroundTask, name="radground.export")
 def export(job_id: int) -> None:
     """Queue ``io``: build and record a job's outputs."""
-    run_export(context(), job_id)
+    with _crash_recorded(job_id=job_id, step="export"):
+        run_export(context(), job_id)
 
 
 @app.task(base=RadGroundTask, name="radground.deliver")
 def deliver(delivery_id: int, attempt: int) -> None:
     """Queue ``io``: one delivery attempt."""
-    run_delivery(context(), delivery_id, attempt)
+    with _crash_recorded(delivery_id=delivery_id, step="delivery"):
+        run_delivery(context(), delivery_id, attempt)
+
+
+@contextlib.contextmanager
+def _crash_recorded(*, step: str, job_id: int | None = None, delivery_id: int | None = None) -> Iterator[None]:
+    """Unexpected exceptions fail the job or delivery (then propagate to Celery's
+    log); database outages propagate untouched, for Celery to retry."""
+    try:
+        yield
+    except OperationalError:
+        raise
+    except Exception as exc:
+        # the frames, not the message: an exception's text may quote data set values
+        logger.error("Unexpected %s in %s (job %s, delivery %s):\n%s", type(exc).__name__, step, job_id,
+                     delivery_id, "".join(traceback.format_tb(exc.__traceback__)))
+        record_crash(context(), job_id=job_id, delivery_id=delivery_id, step=step, error=exc)
+        raise
 
 
 class CeleryEnqueuer:

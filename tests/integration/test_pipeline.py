@@ -304,3 +304,22 @@ def test_new_revision_gets_new_output_uids(world, shared_data, pacs):
         uids = {job_id: {a.object_uid for a in session.scalars(select(Artifact).where(Artifact.job_id == job_id))}
                 for job_id in (first.id, second.id)}
     assert uids[first.id] and uids[second.id] and not uids[first.id] & uids[second.id]
+
+
+def test_unexpected_error_in_a_task_fails_the_job_instead_of_looping(world, shared_data, monkeypatch):
+    from worklist import tasks
+
+    monkeypatch.setattr(tasks, "_context", world.ctx)
+    world.send([cxr_file(world.tmp, shared_data)])
+    world.ready()
+    [message] = world.queue.messages
+    world.queue.messages.clear()
+    tasks.infer.run(message[1])
+    world.ctx.outputs_root.parent.mkdir(parents=True, exist_ok=True)
+    world.ctx.outputs_root.write_text("not a directory")  # the export cannot write its files
+    with pytest.raises(OSError):
+        tasks.export.run(message[1])
+    [job] = jobs(world.ctx)
+    assert job.state is JobState.FAILED
+    assert job.last_error.startswith("export: internal error (") and "jobs retry" in job.last_error
+    assert requeue_stale(world.ctx, utcnow() + timedelta(hours=1)) == 0  # nothing left to re-run
