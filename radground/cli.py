@@ -95,12 +95,14 @@ def node(obj: _Context, listener_processes: int | None, port: int | None) -> Non
 @click.option("--concurrency", type=click.IntRange(1, 256), default=None,
               help="Concurrent tasks (threads). gpu default: the largest models.*.max_batch_size, so "
                    "concurrent studies share batches; io default: 4.")
+@click.option("--parent-pid", type=int, default=None, hidden=True,
+              help="Exit when this process is gone (used by `radground serve`).")
 @pass_context
-def worker(obj: _Context, queues: str, concurrency: int | None) -> None:
+def worker(obj: _Context, queues: str, concurrency: int | None, parent_pid: int | None) -> None:
     """Run a Celery worker for one queue."""
     from radground.worker import run_worker
 
-    run_worker(obj.settings, queue=queues, concurrency=concurrency)
+    run_worker(obj.settings, queue=queues, concurrency=concurrency, parent_pid=parent_pid)
 
 
 def _run_node(obj: _Context, listener_processes: int | None, port: int | None, *, spawn_workers_too: bool) -> None:

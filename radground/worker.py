@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from radground.settings import Settings
@@ -12,7 +15,7 @@ from radground.settings import Settings
 __all__ = ["run_worker", "spawn_workers"]
 
 
-def run_worker(settings: Settings, *, queue: str, concurrency: int | None = None) -> None:
+def run_worker(settings: Settings, *, queue: str, concurrency: int | None = None, parent_pid: int | None = None) -> None:
     """Run a Celery worker for ``queue`` in this process (blocks).
 
     Queue "gpu" uses a thread pool: the process loads each model once and its
@@ -23,6 +26,8 @@ def run_worker(settings: Settings, *, queue: str, concurrency: int | None = None
     from radground.runtime import configure_celery
 
     configure_logging(settings.logging.level)
+    if parent_pid is not None:
+        threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
     app = configure_celery(settings)
     if concurrency is None:
         concurrency = max(m.max_batch_size for m in settings.models.values()) if queue == "gpu" else 4
@@ -53,5 +58,14 @@ def spawn_workers(settings: Settings, config: Path | None) -> list[subprocess.Po
     processes = []
     for queue, count in (("gpu", settings.workers.gpu_processes), ("io", settings.workers.io_processes)):
         for _ in range(count):
-            processes.append(subprocess.Popen([*base, "worker", "--queues", queue]))
+            processes.append(subprocess.Popen([*base, "worker", "--queues", queue, "--parent-pid", str(os.getpid())]))
     return processes
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """A worker started by `radground serve` stops when that process is gone (killed,
+    out of memory), instead of living on as an orphan. Its unfinished task is
+    picked up again (redelivery or the node's sweeper)."""
+    while os.getppid() == parent_pid:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)  # Celery's warm shutdown
