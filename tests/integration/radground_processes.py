@@ -24,10 +24,10 @@ from typing import TypeVar
 from sqlalchemy import select
 
 from worklist.db import create_db_engine, make_session_factory
-from worklist.jobs_models import Delivery, Job
+from worklist.jobs_models import Artifact, Delivery, Job
 from worklist.models import Study
 
-__all__ = ["JobReader", "JobView", "RadGroundProcess", "clean_env", "free_port", "wait_until", "write_config"]
+__all__ = ["JobReader", "JobView", "RadGroundProcess", "clean_env", "free_port", "holds_for", "wait_until", "write_config"]
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -110,6 +110,7 @@ class RadGroundProcess:
         self.name = " ".join(args)
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
+            self._log_start = out.tell()
             out.write(f"\n--- test: starting {self.name}\n".encode())
             out.flush()
             self.popen = subprocess.Popen(self.args, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out,
@@ -147,7 +148,10 @@ class RadGroundProcess:
         return "\n".join(text.splitlines()[-lines:])
 
     def log_text(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
+        """What this process wrote to its log (the file may hold earlier processes' lines)."""
+        with self.log.open("rb") as log:
+            log.seek(self._log_start)
+            return log.read().decode("utf-8", errors="replace")
 
 
 def wait_until(predicate: Callable[[], T], timeout: float, *, what: str, interval: float = 0.25,
@@ -161,6 +165,14 @@ def wait_until(predicate: Callable[[], T], timeout: float, *, what: str, interva
         if time.monotonic() >= deadline:
             tails = "\n".join(f"=== {p.name} (running: {p.alive})\n{p.tail()}" for p in logs)
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}\n{tails}")
+        time.sleep(interval)
+
+
+def holds_for(predicate: Callable[[], object], seconds: float, *, what: str, interval: float = 0.25) -> None:
+    """Check that ``predicate`` stays truthy for ``seconds`` (that something does NOT happen)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert predicate(), f"{what}: no longer true"
         time.sleep(interval)
 
 
@@ -210,4 +222,10 @@ class JobReader:
                 ]
         except (OperationalError, ProgrammingError):
             return []  # the node has not created the schema yet
+
+    def artifacts(self, job_id: int) -> list[tuple[str, str, str]]:
+        """(kind, language, object UID) of every object a job produced."""
+        with self._sessions() as session:
+            return [(a.kind, a.language, a.object_uid)
+                    for a in session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id))]
 

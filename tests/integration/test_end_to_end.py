@@ -37,6 +37,7 @@ from tests.integration.radground_processes import (
     RadGroundProcess,
     clean_env,
     free_port,
+    holds_for,
     wait_until,
     write_config,
 )
@@ -47,7 +48,9 @@ SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
 GSPS_CLASS = "1.2.840.10008.5.1.4.1.1.11.1"  # Grayscale Softcopy Presentation State
 REDIS_DB = 7
 REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
-CXRS = ("00000072_000.png", "00000147_001.png", "00000149_006.png", "00000181_061.png", "00000193_019.png")
+#: Radiographs the shipped model draws boxes on (so each study gets GSPS as well as SR).
+CXRS = ("00000072_000.png", "00000147_001.png", "00000211_010.png", "00000211_016.png", "00000344_003.png",
+        "00000506_013.png", "00000583_008.png", "00000661_000.png")
 #: Seconds a study may take from being sent to its outputs in Orthanc and the EHR
 #: (completion 2 s, worker start-up, inference on a shared 2-core CPU).
 TURNAROUND = 90
@@ -109,6 +112,7 @@ class Deployment:
     processes: dict[str, RadGroundProcess] = field(default_factory=dict)
     retired: list[RadGroundProcess] = field(default_factory=list)
     modality: str = ""
+    orthanc_ids: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.reader = JobReader(self.database_url)
@@ -124,8 +128,8 @@ class Deployment:
     def all_processes(self) -> list[RadGroundProcess]:
         return [*self.processes.values(), *self.retired]
 
-    def wait(self, predicate, timeout: float = TURNAROUND, *, what: str):
-        return wait_until(predicate, timeout, what=what, logs=list(self.processes.values()))
+    def wait(self, predicate, timeout: float = TURNAROUND, *, what: str, interval: float = 0.25):
+        return wait_until(predicate, timeout, what=what, interval=interval, logs=list(self.processes.values()))
 
     def wait_node_ready(self) -> None:
         self.wait(lambda: echoscu(self.port).returncode == 0, 60, what="the node answering C-ECHO")
@@ -143,18 +147,24 @@ class Deployment:
     # studies
 
     def upload_study(self, images: Sequence[str], shared_data: Path, *, study: str | None = None,
-                     broken: bool = False) -> tuple[str, list[str]]:
-        """Store a DX chest study in Orthanc (one instance per PNG); (study UID, SOP Instance UIDs)."""
-        study = study or generate_uid()
+                     series: str | None = None, broken: bool = False) -> tuple[str, list[str]]:
+        """Store a DX chest study in Orthanc: one series, one instance per PNG; (study UID, SOP Instance UIDs)."""
+        study, series = study or generate_uid(), series or generate_uid()
         uids = []
-        for name in images:
+        for number, name in enumerate(images, start=1):
             ds = make_chest_dx(shared_data / "nih-cxr-boxes" / "images" / name, study_instance_uid=study)
+            ds.SeriesInstanceUID, ds.InstanceNumber = series, number
             if broken:
                 ds.PixelData = ds.PixelData[:1000]  # truncated: cannot be decoded
             path = write_dataset(ds, self.workdir / "sources" / f"{ds.SOPInstanceUID}.dcm")
-            self.pacs.upload(path)
+            self.orthanc_ids[str(ds.SOPInstanceUID)] = self.pacs.upload(path)
             uids.append(str(ds.SOPInstanceUID))
         return study, uids
+
+    def send_instances(self, sop_instance_uids: Sequence[str]) -> None:
+        """Orthanc C-STOREs only these instances to RadGround."""
+        self.pacs.request("POST", f"/modalities/{self.modality}/store", json={
+            "Resources": [self.orthanc_ids[uid] for uid in sop_instance_uids], "Synchronous": True})
 
     def send(self, study: str) -> None:
         """Orthanc C-STOREs the study to RadGround (synchronously)."""
@@ -211,6 +221,8 @@ def cluster(tmp_path_factory, pacs, ehr, postgres_url) -> Iterator[Deployment]:
 @pytest.fixture
 def healthy_cluster(cluster) -> Iterator[Deployment]:
     """The shared cluster with every process running (a test that killed one restarts it)."""
+    if not cluster.pacs.running:
+        cluster.pacs.start()
     for role, args in (("node", ("node",)), ("gpu", ("worker", "--queues", "gpu")),
                        ("io", ("worker", "--queues", "io"))):
         if not cluster.processes[role].alive:
@@ -237,32 +249,37 @@ def references_of(ds) -> set[str]:
 
 
 def assert_outputs(deployment: Deployment, study: str, revisions: Sequence[Sequence[str]]) -> None:
-    """Exactly one set of outputs per revision: in Orthanc 2 SR (en, zh-CN) and 2 GSPS per
-    revision, referencing that revision's source images, with distinct UIDs across
-    revisions; in the EHR one DiagnosticReport per revision, and every transaction valid."""
+    """Exactly one set of outputs per revision, every job done: in Orthanc 2 SR (en,
+    zh-CN) and 2 GSPS per revision, referencing that revision's source images, new
+    UIDs for each revision and nothing else of ours; in the EHR one DiagnosticReport
+    per revision, every committed transaction valid."""
     pacs, ehr = deployment.pacs, deployment.ehr
-    instances = pacs.instances_of_study(study)
-    ours = [i for i in instances if i["SOPClassUID"] in (SR_CLASS, GSPS_CLASS)]
-    sr = [i for i in ours if i["SOPClassUID"] == SR_CLASS]
-    gsps = [i for i in ours if i["SOPClassUID"] == GSPS_CLASS]
-    assert (len(sr), len(gsps)) == (2 * len(revisions), 2 * len(revisions)), ours
-    assert all(i["RemoteAET"] == "RADGROUND" for i in ours)
-    by_series: dict[str, list] = {}
-    all_sources = {uid for revision in revisions for uid in revision}
-    for instance in ours:
-        ds = dcmread(io.BytesIO(pacs.instance_file(instance["ID"])))
-        refs = references_of(ds)
-        assert refs and refs <= all_sources, (instance["Modality"], refs, all_sources)
-        by_series.setdefault(instance["SeriesInstanceUID"], []).append((instance, refs))
-        if instance["SOPClassUID"] == SR_CLASS:
-            languages = {str(item.LanguageCodeSequence[0].CodeValue) if "LanguageCodeSequence" in item else ""
-                         for item in ds.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "121049"}
-            assert languages, "the SR declares its language (TID 1204)"
-    # each revision's outputs reference its own images: the latest revision (all images)
-    # and, before it, the images the earlier revision had
-    for revision, sources in enumerate(revisions, start=1):
-        covering = [refs for group in by_series.values() for _, refs in group if refs <= set(sources)]
-        assert covering, f"revision {revision}: no output references only its images {sources}"
+    jobs = deployment.jobs(study)
+    assert [(j.revision, j.state) for j in jobs] == [(r, "done") for r in range(1, len(revisions) + 1)], jobs
+    in_orthanc = {i["SOPInstanceUID"]: i for i in pacs.instances_of_study(study)
+                  if i["SOPClassUID"] in (SR_CLASS, GSPS_CLASS)}
+    produced: set[str] = set()
+    for job, sources in zip(jobs, revisions, strict=True):
+        artifacts = deployment.reader.artifacts(job.id)
+        dicom = [(kind, language, uid) for kind, language, uid in artifacts if kind in ("sr", "gsps")]
+        assert sorted((kind, language) for kind, language, _ in dicom) == [
+            ("gsps", "en"), ("gsps", "zh-CN"), ("sr", "en"), ("sr", "zh-CN")], artifacts
+        assert [kind for kind, _, _ in artifacts].count("fhir") == 1
+        for kind, language, uid in dicom:
+            instance = in_orthanc.get(uid)
+            assert instance is not None, f"revision {job.revision}: {kind} {language} not in Orthanc"
+            assert instance["SOPClassUID"] == (SR_CLASS if kind == "sr" else GSPS_CLASS)
+            assert instance["RemoteAET"] == "RADGROUND"
+            ds = dcmread(io.BytesIO(pacs.instance_file(instance["ID"])))
+            refs = references_of(ds)
+            assert refs and refs <= set(sources), (job.revision, kind, refs, sources)
+            if kind == "sr":
+                [stated] = [str(item.ConceptCodeSequence[0].CodeValue) for item in ds.ContentSequence
+                            if item.ConceptNameCodeSequence[0].CodeValue == "121049"]  # TID 1204 language
+                assert stated == language
+        produced |= {uid for _, _, uid in dicom}
+    assert len(produced) == 4 * len(revisions)  # new UIDs for every revision
+    assert set(in_orthanc) == produced  # nothing else of ours in the PACS
     # the EHR: one DiagnosticReport per revision of this study, every transaction valid
     [imaging_study] = [r for r in ehr.resources("ImagingStudy")
                        if any(i.get("value") == f"urn:oid:{study}" for i in r.get("identifier", []))]
@@ -272,12 +289,29 @@ def assert_outputs(deployment: Deployment, study: str, revisions: Sequence[Seque
     assert len(reports) == len(revisions), reports
     assert all(r["status"] == "preliminary" for r in reports)
     transactions = [t for t in ehr.transactions if study in json.dumps(t.json)]
-    assert transactions
+    assert len(transactions) == len(revisions)
     for transaction in transactions:
         assert ehr.validate_with_npm(json.dumps(transaction.json)) == []
 
 
-# -- the tests --------------------------------------------------------------------
+# -- the tests (embedded first: the module's cluster starts with its first test) -----
+
+
+def test_embedded_serve_study_from_orthanc_to_sr_gsps_and_fhir(tmp_path, pacs, ehr, shared_data):
+    """`radground serve`: SQLite index, SQLite-file broker, workers it spawns itself."""
+    embedded = new_deployment(tmp_path, pacs, ehr, database_url=f"sqlite:///{tmp_path / 'embedded' / 'radground.db'}",
+                              broker_url=f"sqla+sqlite:///{tmp_path / 'embedded' / 'broker.sqlite'}", name="embedded")
+    try:
+        serve = embedded.start("serve", "serve")
+        embedded.wait_node_ready()
+        embedded.wait(lambda: serve.log_text().count(" ready.") == 2, 60, what="both spawned workers ready")
+        study, sources = embedded.upload_study(CXRS[:1], shared_data)
+        embedded.send(study)
+        [job] = embedded.wait_jobs(study, ["done"])
+        assert_outputs(embedded, study, [sources])
+        assert "delivery to EHR (fhir): done, 1 attempts" in embedded.radground("jobs", "show", str(job.id))
+    finally:
+        embedded.stop_all()
 
 
 def test_cluster_study_from_orthanc_to_sr_gsps_and_fhir(healthy_cluster, shared_data):
@@ -288,3 +322,118 @@ def test_cluster_study_from_orthanc_to_sr_gsps_and_fhir(healthy_cluster, shared_
     assert_outputs(healthy_cluster, study, [[source]])
     shown = healthy_cluster.radground("jobs", "show", str(job.id))
     assert f"Job {job.id}: done" in shown and "delivery to PACS (dicom): done" in shown
+
+
+def test_gpu_worker_killed_mid_inference_the_job_still_ends_done_once(healthy_cluster, shared_data):
+    c = healthy_cluster
+    images = sorted(p.name for p in (shared_data / "nih-cxr-boxes" / "images").glob("*.png"))[:12]
+    study, sources = c.upload_study(images, shared_data)  # 12 images: inference takes a while
+    c.send(study)
+    c.wait(lambda: [j.state for j in c.jobs(study)] == ["inferring"], what="the job inferring", interval=0.02)
+    c.processes["gpu"].kill()  # SIGKILL, as the OOM killer would
+    [job] = c.jobs(study)
+    assert (job.state, job.inference_starts) == ("inferring", 1), "the worker finished before it was killed"
+    c.start("gpu", "worker", "--queues", "gpu")
+    # the message is unacknowledged in Redis (redelivered only after the visibility
+    # timeout); the node's sweeper re-enqueues a job stuck in "inferring"
+    [job] = c.wait_jobs(study, ["done"])
+    assert job.inference_starts == 2
+    assert_outputs(c, study, [sources])
+
+
+def test_pacs_down_for_a_while_then_back_delivered_once(healthy_cluster, shared_data):
+    c, pacs = healthy_cluster, healthy_cluster.pacs
+    study, sources = c.upload_study(CXRS[1:2], shared_data)
+    c.send(study)
+    pacs.stop()  # before the study is ready (completion waits 2 s)
+    try:
+        def pacs_delivery_failed():
+            jobs = c.jobs(study)
+            return jobs and [d for d in jobs[0].deliveries if d.destination == "PACS" and d.attempts >= 1
+                             and d.state == "pending" and d.last_error]
+        [delivery] = c.wait(pacs_delivery_failed, what="a failed delivery attempt to the PACS")
+        assert "not stored" in delivery.last_error or "connect" in delivery.last_error, delivery.last_error
+    finally:
+        pacs.start()
+    [job] = c.wait_jobs(study, ["done"])
+    [pacs_delivery] = [d for d in job.deliveries if d.destination == "PACS"]
+    assert pacs_delivery.attempts >= 2 and pacs_delivery.last_error is None
+    assert_outputs(c, study, [sources])
+
+
+def test_fhir_endpoint_503_several_times_delivered_once(healthy_cluster, shared_data):
+    c = healthy_cluster
+    c.ehr.fail_next(3, status=503)
+    study, sources = c.upload_study(CXRS[2:3], shared_data)
+    c.send(study)
+    [job] = c.wait_jobs(study, ["done"])
+    [ehr_delivery] = [d for d in job.deliveries if d.destination == "EHR"]
+    assert (ehr_delivery.state, ehr_delivery.attempts) == ("done", 4)
+    assert [r.status for r in c.ehr.received if study in r.body.decode("utf-8", "replace")] == [503, 503, 503, 200]
+    assert_outputs(c, study, [sources])
+
+
+def restart_redis() -> None:
+    """Restart the Redis server without persistence: every queued message is lost."""
+    redis_cli("shutdown", "nosave")
+    wait_until(lambda: redis_cli("ping") != "PONG", 30, what="Redis down")
+    subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
+                    "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis",
+                    "--logfile", "/var/log/redis/ci.log"], check=True, timeout=30)
+    wait_until(lambda: redis_cli("ping") == "PONG", 30, what="Redis answering PING")
+
+
+def test_redis_restarted_while_a_job_is_queued_the_sweeper_enqueues_it_again(healthy_cluster, shared_data):
+    c = healthy_cluster
+    c.processes["gpu"].stop()  # nobody takes the inference message
+    study, sources = c.upload_study(CXRS[6:7], shared_data)
+    c.send(study)
+    c.wait_jobs(study, ["queued"])
+    assert int(redis_cli("-n", str(REDIS_DB), "llen", "gpu")) >= 1
+    restart_redis()
+    assert int(redis_cli("-n", str(REDIS_DB), "llen", "gpu")) == 0  # the message is gone
+    c.start("gpu", "worker", "--queues", "gpu")
+    c.wait_worker_ready("gpu")
+    [job] = c.wait_jobs(study, ["done"])
+    assert_outputs(c, study, [sources])
+
+
+def test_same_study_sent_twice_one_job_one_set_of_outputs(healthy_cluster, shared_data):
+    c = healthy_cluster
+    study, sources = c.upload_study(CXRS[4:6], shared_data)
+    c.send(study)
+    c.send(study)  # identical instances again, before the study is ready
+    c.wait_jobs(study, ["done"])
+    c.send(study)  # and once more after it was processed: identical instances open no new revision
+    # nothing may happen: no job for longer than the completion timer (2 s) and a sweep (5 s)
+    holds_for(lambda: [j.state for j in c.jobs(study)] == ["done"], 6, what="one job, done")
+    assert_outputs(c, study, [sources])
+
+
+def test_new_revision_while_the_first_is_inferring_two_sets_of_outputs(healthy_cluster, shared_data):
+    c = healthy_cluster
+    images = sorted(p.name for p in (shared_data / "nih-cxr-boxes" / "images").glob("*.png"))[12:21]
+    study, series = generate_uid(), generate_uid()
+    _, first = c.upload_study(images, shared_data, study=study, series=series)
+    _, [late] = c.upload_study(CXRS[3:4], shared_data, study=study, series=series)
+    c.send_instances(first)
+    c.wait(lambda: [j.state for j in c.jobs(study)] == ["inferring"], what="revision 1 inferring", interval=0.02)
+    c.send_instances([late])
+    c.wait_jobs(study, ["done", "done"])
+    assert_outputs(c, study, [first, [*first, late]])
+
+
+def test_bad_study_fails_readably_and_the_next_study_is_processed(healthy_cluster, shared_data):
+    c = healthy_cluster
+    bad, _ = c.upload_study(CXRS[:1], shared_data, broken=True)
+    c.send(bad)
+    [job] = c.wait_jobs(bad, ["failed"])
+    shown = c.radground("jobs", "show", str(job.id))
+    assert f"Job {job.id}: failed" in shown
+    assert "last error: inference:" in shown and job.last_error in shown
+    assert any(word in job.last_error.lower() for word in ("pixel", "decode")), job.last_error
+    assert [i["Modality"] for i in c.pacs.instances_of_study(bad)] == ["DX"]  # no outputs
+    good, sources = c.upload_study(CXRS[7:8], shared_data)
+    c.send(good)
+    c.wait_jobs(good, ["done"])
+    assert_outputs(c, good, [sources])
