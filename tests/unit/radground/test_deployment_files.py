@@ -136,7 +136,8 @@ def resolve_cli(args: list[str]) -> click.Command:
     context = cli.make_context("radground", list(args))
     command: click.Command = cli
     while isinstance(command, click.Group):
-        remaining = [*context._protected_args, *context.args]
+        protected = getattr(context, "_protected_args", None)  # click >= 8.2; before: protected_args
+        remaining = [*(context.protected_args if protected is None else protected), *context.args]
         assert remaining, f"`radground {' '.join(args)}` stops at group {command.name!r}"
         name, sub, rest = command.resolve_command(context, remaining)
         context = sub.make_context(name, rest, parent=context)
