@@ -56,16 +56,18 @@ sys.path.insert(0, str(REPO))
 SHARED = REPO.parent / "shared" / "data"
 IMAGES = SHARED / "nih-cxr-boxes" / "images"
 
-from rich.console import Console  # noqa: E402
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
-from rich.table import Table  # noqa: E402
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from bench._processes import ProcessGroup  # noqa: E402
+from bench._processes import ProcessGroup
 
 POSTGRES_ADMIN_URL = os.environ.get("RADGROUND_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("RADGROUND_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 PATIENT_SYSTEM = "urn:oid:2.25.1234"
 STAGES = ("dispatch", "to gpu", "inference", "to export", "export", "deliver")
+#: Per-destination detail of the "deliver" stage (overlapping, not added up).
+DELIVERIES = {"PACS": "export done → SR+GSPS stored in Orthanc", "EHR": "export done → FHIR transaction answered"}
 STAGE_HELP = {
     "dispatch": "ready → job created (completion monitor)",
     "to gpu": "job created → inference started (enqueue, broker, gpu queue wait)",
@@ -97,6 +99,8 @@ class StudyTiming:
 class Phase:
     name: str
     timings: list[StudyTiming] = field(default_factory=list)
+    #: Seconds Orthanc took to send all the phase's studies to RadGround.
+    send_seconds: float = 0.0
 
     @property
     def span(self) -> float:
@@ -261,17 +265,32 @@ def drop_postgres_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def flush_redis() -> None:
+def redis_call(url: str, method: str) -> object:
+    """Call one Redis command (``flushdb``, ``info``) on a fresh connection."""
     import redis
 
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(url)
     try:
-        client.flushdb()
+        return getattr(client, method)()
     finally:
         client.close()
 
 
-def wait_until(predicate, timeout: float, what: str, group: ProcessGroup, interval: float = 0.2) -> None:  # noqa: ANN001
+def redis_run_id(url: str) -> str:
+    """The server's run_id: it changes when Redis restarts (and forgets every queued message)."""
+    return str(redis_call(url, "info")["run_id"])
+
+
+def start_private_redis(group: ProcessGroup, workdir: Path) -> str:
+    """A redis-server of our own on a free loopback port, no persistence; its URL."""
+    port = free_port()
+    group.start("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                          "--appendonly", "no", "--dir", str(workdir)])
+    wait_until(lambda: accepts(port), 30, "private redis-server", group)
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def wait_until(predicate, timeout: float, what: str, group: ProcessGroup, interval: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         group.check_alive()
@@ -361,7 +380,9 @@ class Index:
                 .where(Study.study_instance_uid.in_(list(studies)))).all()
             for uid, revision, job in rows:
                 exported_at = session.scalar(select(func.max(Artifact.created_at)).where(Artifact.job_id == job.id))
-                delivered_at = session.scalar(select(func.max(Delivery.delivered_at)).where(Delivery.job_id == job.id))
+                done = dict(session.execute(select(Delivery.destination, Delivery.delivered_at)
+                                            .where(Delivery.job_id == job.id)).all())
+                delivered_at = max(done.values())
                 inference_end = job.inference_started_at.timestamp() + job.inference_seconds
                 export_start = exported_at.timestamp() - job.export_seconds
                 stages = {
@@ -371,6 +392,7 @@ class Index:
                     "to export": export_start - inference_end,
                     "export": job.export_seconds,
                     "deliver": (delivered_at - exported_at).total_seconds(),
+                    **{name: (done[name] - exported_at).total_seconds() for name in DELIVERIES},
                 }
                 out.append(StudyTiming(
                     study_instance_uid=uid, image=studies[uid],
@@ -396,6 +418,8 @@ class World:
     idle_seconds: float
     poll_seconds: float
     timeout: float
+    #: The cluster's broker; None = start a private redis-server per configuration.
+    redis_url: str | None = REDIS_URL
     _next_image: int = 0
 
     def studies(self, count: int, directory: Path) -> dict[str, tuple[str, Path]]:
@@ -441,6 +465,7 @@ def delivered_everywhere(world: World, index: Index, study_uids: list[str]) -> l
 def run_phase(world: World, index: Index, group: ProcessGroup, studies: dict[str, tuple[str, Path]], *,
               name: str, sequential: bool, progress: Progress) -> Phase:
     uids = list(studies)
+    send_seconds = 0.0
     task = progress.add_task(name, total=len(uids))
     deadline = time.monotonic() + world.timeout
 
@@ -462,22 +487,24 @@ def run_phase(world: World, index: Index, group: ProcessGroup, studies: dict[str
             world.pacs.send_study(uid, to="RADGROUND")
             wait_done(uids[: i + 1])
     else:
+        sending = time.perf_counter()
         for uid in uids:
             world.pacs.send_study(uid, to="RADGROUND")
+        send_seconds = time.perf_counter() - sending
         wait_done(uids)
     progress.update(task, completed=len(uids))
     missing = delivered_everywhere(world, index, uids)
     if missing:
         raise RuntimeError(f"{name}: {len(missing)} studies done in RadGround but missing SR/GSPS in Orthanc "
                            "or a DiagnosticReport in the EHR: " + "; ".join(missing[:3]))
-    return Phase(name, index.timings({uid: image for uid, (image, _) in studies.items()}))
+    return Phase(name, index.timings({uid: image for uid, (image, _) in studies.items()}), send_seconds)
 
 
 def run_config(world: World, *, mode: str, gpu_workers: int, burst: int, sequential: int) -> ConfigResult:
     workdir = world.workdir / f"{mode}-{gpu_workers}"
     workdir.mkdir(parents=True)
     group = ProcessGroup(workdir / "logs")
-    pg_name = None
+    pg_name = broker_url = None
     index = None
     try:
         if mode == "embedded":
@@ -485,8 +512,9 @@ def run_config(world: World, *, mode: str, gpu_workers: int, burst: int, sequent
             broker_url = f"sqla+sqlite:///{workdir / 'broker.sqlite'}"
         else:
             database_url, pg_name = create_postgres_database()
-            broker_url = REDIS_URL
-            flush_redis()
+            broker_url = world.redis_url or start_private_redis(group, workdir)
+            redis_call(broker_url, "flushdb")
+            run_id = redis_run_id(broker_url)
         port = free_port()
         config = write_config(workdir / "radground.toml", workdir=workdir, port=port, database_url=database_url,
                               broker_url=broker_url, gpu_processes=gpu_workers,
@@ -520,6 +548,10 @@ def run_config(world: World, *, mode: str, gpu_workers: int, burst: int, sequent
             run_phase(world, index, group, warm, name="warm-up", sequential=False, progress=progress)
             seq_phase = run_phase(world, index, group, seq, name="sequential", sequential=True, progress=progress)
             burst_phase = run_phase(world, index, group, bst, name="burst", sequential=False, progress=progress)
+        if mode == "cluster" and redis_run_id(broker_url) != run_id:
+            raise RuntimeError(f"Redis at {broker_url} restarted during the run (another process restarted it), "
+                               "queued messages were lost and the sweeper re-sent them: timings invalid; "
+                               "run again, or with --private-redis")
         return ConfigResult(mode, gpu_workers, seq_phase, burst_phase, startup)
     except BaseException:
         world.console.print(f"[red]{mode}, {gpu_workers} gpu failed; logs in {workdir / 'logs'}[/red]")
@@ -532,7 +564,8 @@ def run_config(world: World, *, mode: str, gpu_workers: int, burst: int, sequent
         group.stop()
         if mode == "cluster":
             try:
-                flush_redis()
+                if world.redis_url is not None:
+                    redis_call(world.redis_url, "flushdb")
             finally:
                 if pg_name is not None:
                     drop_postgres_database(pg_name)
@@ -558,7 +591,7 @@ def report(console: Console, results: list[ConfigResult], model_times: dict[str,
     table = Table(title="Turnaround: revision ready → SR+GSPS in Orthanc and FHIR in the EHR (all delivered)",
                   header_style="bold")
     for column in ("configuration", "phase", "studies", "turnaround p50", "p95", "inference p50 (worker)",
-                   "overhead p50", "overhead p95", "studies/min", "idle wait (policy)"):
+                   "overhead p50", "overhead p95", "studies/min", "sent in", "idle wait (policy)"):
         table.add_column(column, justify="left" if column in ("configuration", "phase") else "right")
     for result in results:
         for phase in (result.sequential, result.burst):
@@ -568,6 +601,7 @@ def report(console: Console, results: list[ConfigResult], model_times: dict[str,
                           fmt(percentile([t.inference for t in phase.timings], 50)),
                           fmt(percentile(over, 50)), fmt(percentile(over, 95)),
                           f"{phase.throughput():.1f}" if phase.name == "burst" else "-",
+                          fmt(phase.send_seconds) if phase.name == "burst" else "-",
                           fmt(statistics.median(t.idle for t in phase.timings)))
     console.print(table)
     console.print(f"overhead = turnaround − the in-process model time of the same image; idle wait = last instance "
@@ -577,18 +611,20 @@ def report(console: Console, results: list[ConfigResult], model_times: dict[str,
                    header_style="bold")
     stages.add_column("configuration")
     stages.add_column("phase")
-    for stage in STAGES:
+    for stage in (*STAGES, *(f"({name})" for name in DELIVERIES)):
         stages.add_column(stage, justify="right")
     for result in results:
         for phase in (result.sequential, result.burst):
             cells = []
-            for stage in STAGES:
+            for stage in (*STAGES, *DELIVERIES):
                 values = [t.stages[stage] for t in phase.timings]
                 cells.append(f"{fmt(percentile(values, 50))} ({fmt(percentile(values, 95))})")
             stages.add_row(result.label, phase.name, *cells)
     console.print(stages)
     for stage in STAGES:
         console.print(f"  [bold]{stage}[/bold]: {STAGE_HELP[stage]}")
+    for name, meaning in DELIVERIES.items():
+        console.print(f"  [bold]({name})[/bold]: {meaning} (part of deliver)")
 
     by = {(r.mode, r.gpu_workers): r for r in results}
     console.print("\n[bold]Ratios[/bold]")
@@ -633,6 +669,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900, help="seconds per phase before giving up")
     parser.add_argument("--goal", type=float, default=1.0, help="overhead goal, p95 seconds (default 1)")
     parser.add_argument("--images", type=int, default=25, help="distinct images (with findings) to cycle over")
+    parser.add_argument("--redis-url", default=REDIS_URL, help=f"cluster broker (default {REDIS_URL}; its DB is "
+                        "flushed before and after)")
+    parser.add_argument("--private-redis", action="store_true", help="start a redis-server of our own per cluster "
+                        "configuration instead (immune to others restarting the shared one)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
     args = parser.parse_args(argv)
     burst = 20 if args.quick else args.studies
@@ -645,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
     from tests.integration.fhir_server import FhirTestServer
     from tests.integration.orthanc import OrthancPACS
 
-    console = Console(width=int(os.environ.get("COLUMNS", 200)))
+    console = Console(width=int(os.environ.get("COLUMNS", "200")))
     candidates = sorted(IMAGES.glob("*.png"))
     if not candidates:
         console.print(f"[red]no images in {IMAGES}[/red]")
@@ -660,7 +700,8 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         with OrthancPACS(workdir / "orthanc") as pacs, FhirTestServer() as ehr:
             world = World(pacs=pacs, ehr=ehr, workdir=workdir, images=images, console=console,
-                          idle_seconds=args.idle_seconds, poll_seconds=args.poll_seconds, timeout=args.timeout)
+                          idle_seconds=args.idle_seconds, poll_seconds=args.poll_seconds, timeout=args.timeout,
+                          redis_url=None if args.private_redis else args.redis_url)
             for mode in modes:
                 for count in counts:
                     results.append(run_config(world, mode=mode, gpu_workers=count, burst=burst, sequential=sequential))
