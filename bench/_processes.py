@@ -1,4 +1,5 @@
-"""Child processes for benchmarks: started in their own session, stopped as a group.
+"""Child processes and services for benchmarks: processes started in their own session and
+stopped as a group; ports; a fresh PostgreSQL database; Redis.
 
 Each process is started with ``start_new_session=True``, so it leads a new
 process group and everything it starts (``radground serve`` spawns its
@@ -11,12 +12,29 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["ProcessGroup"]
+__all__ = [
+    "POSTGRES_ADMIN_URL",
+    "REDIS_URL",
+    "ProcessGroup",
+    "accepts",
+    "create_postgres_database",
+    "drop_postgres_database",
+    "free_port",
+    "redis_call",
+    "redis_run_id",
+    "start_private_redis",
+    "wait_until",
+]
+
+POSTGRES_ADMIN_URL = os.environ.get("RADGROUND_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("RADGROUND_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 
 
 class ProcessGroup:
@@ -91,3 +109,75 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (the caller binds it soon after)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def create_postgres_database() -> tuple[str, str]:
+    """A fresh ``radground_bench_<random>`` database on the PostgreSQL server: (URL, name)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    name = f"radground_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False), name
+
+
+def drop_postgres_database(name: str) -> None:
+    """Drop a database made by :func:`create_postgres_database` (its connections closed by force)."""
+    import psycopg
+
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def redis_call(url: str, method: str) -> object:
+    """Call one Redis command (``flushdb``, ``info``) on a fresh connection."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return getattr(client, method)()
+    finally:
+        client.close()
+
+
+def redis_run_id(url: str) -> str:
+    """The server's run_id: it changes when Redis restarts (and forgets every queued message)."""
+    return str(redis_call(url, "info")["run_id"])
+
+
+def start_private_redis(group: ProcessGroup, workdir: Path) -> str:
+    """A redis-server of our own on a free loopback port, no persistence; its URL."""
+    port = free_port()
+    group.start("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                          "--appendonly", "no", "--dir", str(workdir)])
+    wait_until(lambda: accepts(port), 30, "private redis-server", group)
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, group: ProcessGroup, *,
+               interval: float = 0.2) -> None:
+    """Poll ``predicate`` until truthy; ``TimeoutError`` naming ``what`` after ``timeout`` seconds,
+    ``RuntimeError`` (with its log tail) as soon as a process of ``group`` has exited."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        group.check_alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not within {timeout:g} s")
+        time.sleep(interval)
+
+
+def accepts(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False

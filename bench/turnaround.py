@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -60,10 +59,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench._processes import ProcessGroup
+from bench._processes import (
+    REDIS_URL,
+    ProcessGroup,
+    accepts,
+    create_postgres_database,
+    drop_postgres_database,
+    free_port,
+    redis_call,
+    redis_run_id,
+    start_private_redis,
+    wait_until,
+)
 
-POSTGRES_ADMIN_URL = os.environ.get("RADGROUND_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("RADGROUND_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 PATIENT_SYSTEM = "urn:oid:2.25.1234"
 STAGES = ("dispatch", "to gpu", "inference", "to export", "export", "deliver")
 #: Per-destination detail of the "deliver" stage (overlapping, not added up).
@@ -120,6 +128,8 @@ class ConfigResult:
     sequential: Phase
     burst: Phase
     startup_seconds: float
+    #: What the RadGround logs say went wrong on the way (counts): explains outliers.
+    incidents: dict[str, int] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -193,12 +203,6 @@ def measure_model(candidates: list[Path], workdir: Path, *, need: int, repeats: 
 # -- configuration and services ------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def write_config(path: Path, *, workdir: Path, port: int, database_url: str, broker_url: str, gpu_processes: int,
                  pacs: tuple[str, int], ehr_url: str, idle_seconds: float, poll_seconds: float) -> Path:
     path.write_text(f"""
@@ -246,65 +250,6 @@ url = "{ehr_url}"
 patient_identifier_system = "{PATIENT_SYSTEM}"
 """)
     return path
-
-
-def create_postgres_database() -> tuple[str, str]:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    name = f"radground_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False), name
-
-
-def drop_postgres_database(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def redis_call(url: str, method: str) -> object:
-    """Call one Redis command (``flushdb``, ``info``) on a fresh connection."""
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        return getattr(client, method)()
-    finally:
-        client.close()
-
-
-def redis_run_id(url: str) -> str:
-    """The server's run_id: it changes when Redis restarts (and forgets every queued message)."""
-    return str(redis_call(url, "info")["run_id"])
-
-
-def start_private_redis(group: ProcessGroup, workdir: Path) -> str:
-    """A redis-server of our own on a free loopback port, no persistence; its URL."""
-    port = free_port()
-    group.start("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                          "--appendonly", "no", "--dir", str(workdir)])
-    wait_until(lambda: accepts(port), 30, "private redis-server", group)
-    return f"redis://127.0.0.1:{port}/0"
-
-
-def wait_until(predicate, timeout: float, what: str, group: ProcessGroup, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        group.check_alive()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not within {timeout:g} s")
-        time.sleep(interval)
-
-
-def accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 # -- reading RadGround's database -------------------------------------------------------------
@@ -500,6 +445,22 @@ def run_phase(world: World, index: Index, group: ProcessGroup, studies: dict[str
     return Phase(name, index.timings({uid: image for uid, (image, _) in studies.items()}), send_seconds)
 
 
+#: Log lines worth counting: (label, text RadGround's processes log).
+INCIDENTS = (
+    ("database deadlocks", "deadlock detected"),
+    ("Celery task retries", "retry: Retry in"),
+    ("delivery retries", "failed, retrying in"),
+    ("broker connection lost", "Connection to broker lost"),
+    ("errors", " ERROR "),
+)
+
+
+def incidents(log_dir: Path) -> dict[str, int]:
+    """Counts of :data:`INCIDENTS` in a configuration's logs (after the warm-up too: whole run)."""
+    text = "\n".join(p.read_text(errors="replace") for p in sorted(log_dir.glob("*.log")))
+    return {label: text.count(needle) for label, needle in INCIDENTS if needle in text}
+
+
 def run_config(world: World, *, mode: str, gpu_workers: int, burst: int, sequential: int) -> ConfigResult:
     workdir = world.workdir / f"{mode}-{gpu_workers}"
     workdir.mkdir(parents=True)
@@ -552,7 +513,7 @@ def run_config(world: World, *, mode: str, gpu_workers: int, burst: int, sequent
             raise RuntimeError(f"Redis at {broker_url} restarted during the run (another process restarted it), "
                                "queued messages were lost and the sweeper re-sent them: timings invalid; "
                                "run again, or with --private-redis")
-        return ConfigResult(mode, gpu_workers, seq_phase, burst_phase, startup)
+        return ConfigResult(mode, gpu_workers, seq_phase, burst_phase, startup, incidents(workdir / "logs"))
     except BaseException:
         world.console.print(f"[red]{mode}, {gpu_workers} gpu failed; logs in {workdir / 'logs'}[/red]")
         for log in sorted((workdir / "logs").glob("*.log")):
@@ -625,6 +586,11 @@ def report(console: Console, results: list[ConfigResult], model_times: dict[str,
         console.print(f"  [bold]{stage}[/bold]: {STAGE_HELP[stage]}")
     for name, meaning in DELIVERIES.items():
         console.print(f"  [bold]({name})[/bold]: {meaning} (part of deliver)")
+
+    for result in results:
+        if result.incidents:
+            found = ", ".join(f"{n} {label}" for label, n in result.incidents.items())
+            console.print(f"  [yellow]{result.label}: the logs show {found}[/yellow] (outliers come from these)")
 
     by = {(r.mode, r.gpu_workers): r for r in results}
     console.print("\n[bold]Ratios[/bold]")
