@@ -71,7 +71,7 @@ def serve(obj: _Context, listener_processes: int | None, port: int | None) -> No
     and export and deliver SR, GSPS and FHIR (queue "io"). Embedded defaults:
     SQLite index, SQLite-file broker, the shipped CPU model. Stop with Ctrl-C.
     """
-    _run_node(obj, listener_processes, port, spawn_workers_too=True)
+    _run_node(obj, listener_processes, port, with_workers=True)
 
 
 @cli.command()
@@ -86,7 +86,7 @@ def node(obj: _Context, listener_processes: int | None, port: int | None) -> Non
     `radground worker --queues io` anywhere, all sharing workers.broker_url
     (Redis or RabbitMQ) and database.url (PostgreSQL).
     """
-    _run_node(obj, listener_processes, port, spawn_workers_too=False)
+    _run_node(obj, listener_processes, port, with_workers=False)
 
 
 @cli.command()
@@ -105,7 +105,7 @@ def worker(obj: _Context, queues: str, concurrency: int | None, parent_pid: int 
     run_worker(obj.settings, queue=queues, concurrency=concurrency, parent_pid=parent_pid)
 
 
-def _run_node(obj: _Context, listener_processes: int | None, port: int | None, *, spawn_workers_too: bool) -> None:
+def _run_node(obj: _Context, listener_processes: int | None, port: int | None, *, with_workers: bool) -> None:
     from sqlalchemy.engine import make_url
 
     from radground.logs import configure_logging
@@ -127,11 +127,12 @@ def _run_node(obj: _Context, listener_processes: int | None, port: int | None, *
         f"database {make_url(settings.database.url).render_as_string(hide_password=True)}",
         err=True,
     )
-    workers = []
-    if spawn_workers_too:
-        from radground.worker import spawn_workers
+    workers = None
+    if with_workers:
+        from radground.worker import EmbeddedWorkers
 
-        workers = spawn_workers(settings, obj.config)
+        workers = EmbeddedWorkers(settings, obj.config)
+        workers.start()
     try:
         node.run_until_signal()
     except OSError as exc:
@@ -140,10 +141,8 @@ def _run_node(obj: _Context, listener_processes: int | None, port: int | None, *
             "(is another node using the port? set node.port or --port)"
         ) from None
     finally:
-        for process in workers:
-            process.terminate()
-        for process in workers:
-            process.wait(30)
+        if workers is not None:
+            workers.stop()
 
 
 def _destination(obj: _Context, text: str):  # -> Destination

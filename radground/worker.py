@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -12,7 +13,9 @@ from pathlib import Path
 
 from radground.settings import Settings
 
-__all__ = ["run_worker", "spawn_workers"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["EmbeddedWorkers", "run_worker"]
 
 
 def run_worker(settings: Settings, *, queue: str, concurrency: int | None = None, parent_pid: int | None = None) -> None:
@@ -42,24 +45,55 @@ def run_worker(settings: Settings, *, queue: str, concurrency: int | None = None
     ])
 
 
-def spawn_workers(settings: Settings, config: Path | None) -> list[subprocess.Popen]:
-    """Start the embedded mode's worker processes (`radground serve`).
+class EmbeddedWorkers:
+    """The worker processes of `radground serve`, restarted when one dies
+    (killed by the OOM killer, crashed): its unfinished task is picked up again
+    by redelivery or the node's sweeper.
 
-    The broker is opened once first, so that with the SQLite broker its tables
-    exist before several workers race to create them.
+    The broker is opened once before the first start, so that with the SQLite
+    broker its tables exist before several workers race to create them.
     """
-    from radground.runtime import configure_celery
 
-    with configure_celery(settings).connection_for_write() as connection:
-        connection.default_channel  # noqa: B018 - opening the channel declares the transport's tables
-    base = [sys.executable, "-m", "radground"]
-    if config is not None:
-        base += ["--config", str(config)]
-    processes = []
-    for queue, count in (("gpu", settings.workers.gpu_processes), ("io", settings.workers.io_processes)):
-        for _ in range(count):
-            processes.append(subprocess.Popen([*base, "worker", "--queues", queue, "--parent-pid", str(os.getpid())]))
-    return processes
+    def __init__(self, settings: Settings, config: Path | None) -> None:
+        self.settings = settings
+        self._command = [sys.executable, "-m", "radground"] + (["--config", str(config)] if config else [])
+        self._processes: list[tuple[str, subprocess.Popen]] = []
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        from radground.runtime import configure_celery
+
+        with configure_celery(self.settings).connection_for_write() as connection:
+            connection.default_channel  # noqa: B018 - opening the channel declares the transport's tables
+        workers = self.settings.workers
+        for queue, count in (("gpu", workers.gpu_processes), ("io", workers.io_processes)):
+            self._processes.extend((queue, self._spawn(queue)) for _ in range(count))
+        self._thread = threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True)
+        self._thread.start()
+
+    def _spawn(self, queue: str) -> subprocess.Popen:
+        return subprocess.Popen([*self._command, "worker", "--queues", queue, "--parent-pid", str(os.getpid())])
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(1.0):
+            for index, (queue, process) in enumerate(self._processes):
+                if process.poll() is not None and not self._stopping.is_set():
+                    logger.error("Worker for queue %s exited with code %s; restarting it", queue, process.returncode)
+                    self._processes[index] = (queue, self._spawn(queue))
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+        for _, process in self._processes:
+            process.terminate()
+        deadline = time.monotonic() + timeout
+        for _, process in self._processes:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def _exit_with_parent(parent_pid: int) -> None:

@@ -192,6 +192,9 @@ def run_inference(ctx: PipelineContext, job_id: int) -> None:
         job = session.get(Job, job_id, with_for_update=True)
         if job is None or job.state not in (JobState.QUEUED, JobState.INFERRING):
             return  # already past this step (a redelivered message)
+        lease = timedelta(seconds=ctx.task_time_limit_seconds)
+        if job.state is JobState.INFERRING and job.inference_started_at > utcnow() - lease:
+            return  # a duplicate message while another worker runs it; a crashed run is retried after the lease
         if job.inference_starts >= ctx.max_task_starts:
             job.state, job.updated_at, job.finished_at = JobState.DEAD, utcnow(), utcnow()
             job.last_error = (

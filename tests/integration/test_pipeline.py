@@ -284,9 +284,26 @@ def test_lost_messages_are_requeued_and_a_looping_job_ends_dead(world, shared_da
         with world.ctx.sessions.begin() as session:
             job = session.get(Job, message[1])
             job.state, job.inference_starts = JobState.INFERRING, job.inference_starts + 1
+            job.inference_started_at = utcnow() - timedelta(hours=1)  # its lease ran out
     run_inference(world.ctx, message[1])
     job = jobs(world.ctx)[-1]
     assert job.state is JobState.DEAD and "started 3 times" in job.last_error
+
+
+def test_duplicate_message_while_inference_runs_is_not_a_new_start(world, shared_data):
+    """Several messages for one job (re-enqueued while no gpu worker ran) reach
+    concurrent worker threads: only one runs it, none counts as a crash."""
+    world.send([cxr_file(world.tmp, shared_data)])
+    world.ready()
+    [message] = world.queue.messages
+    world.queue.messages.clear()
+    with world.ctx.sessions.begin() as session:
+        job = session.get(Job, message[1])
+        job.state, job.inference_starts, job.inference_started_at = JobState.INFERRING, 1, utcnow()
+    for _ in range(world.ctx.max_task_starts + 2):
+        run_inference(world.ctx, message[1])  # duplicates: dropped while the first run holds its lease
+    [job] = jobs(world.ctx)
+    assert (job.state, job.inference_starts) == (JobState.INFERRING, 1)
 
 
 def test_new_revision_gets_new_output_uids(world, shared_data, pacs):
