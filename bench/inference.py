@@ -53,6 +53,27 @@ def measure(fn: Callable[[], object], *, seconds: float, min_runs: int = 5, warm
     return statistics.median(times)
 
 
+def measure_interleaved(
+    fns: list[Callable[[], object]], *, seconds: float, min_runs: int = 5, warmup: int = 2
+) -> list[float]:
+    """Median seconds per call of each of ``fns``, calling them in turn.
+
+    Interleaving makes every runtime see the same background load (the CPU of
+    a shared machine is rarely quiet), so their ratio stays meaningful.
+    """
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    started = time.perf_counter()
+    while len(times[0]) < min_runs or time.perf_counter() - started < seconds * len(fns):
+        for fn, bucket in zip(fns, times, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            bucket.append(time.perf_counter() - t0)
+    return [statistics.median(bucket) for bucket in times]
+
+
 def torch_model(weights: Path | None, device: str = "cpu"):  # noqa: ANN201
     import torch
 
@@ -84,18 +105,17 @@ def bench_cpu(args: argparse.Namespace, progress) -> list[tuple[str, int, float]
     for batch in (1, 8):
         x = rng.random((batch, 3, height, width), dtype=np.float32)
         requests = [GenerationRequest(np.ascontiguousarray(x[i].transpose(1, 2, 0)), "grounded_report") for i in range(batch)]
-        t_ort = measure(lambda: session.run(None, {"images": x}), seconds=args.seconds)
-        progress.advance(task)
-        t_gen = measure(lambda: detector.generate(requests), seconds=args.seconds)
-        progress.advance(task)
         xt = torch.from_numpy(x)
 
         def run_torch() -> None:
             with torch.inference_mode():
                 net(xt)
 
-        t_torch = measure(run_torch, seconds=args.seconds)
-        progress.advance(task)
+        t_ort, t_gen, t_torch = measure_interleaved(
+            [lambda: session.run(None, {"images": x}), lambda: detector.generate(requests), run_torch],
+            seconds=args.seconds,
+        )
+        progress.advance(task, 3)
         rows += [("ONNX Runtime CPU", batch, batch / t_ort), ("ORT+decode+text", batch, batch / t_gen),
                  ("PyTorch eager CPU", batch, batch / t_torch)]
     return rows
@@ -118,10 +138,8 @@ def bench_pixels(args: argparse.Namespace, progress) -> tuple[float, float]:  # 
         ds = pydicom.dcmread(path)
         prepare_image(ds, size=INPUT_SIZE)
 
-    t_plain = measure(plain, seconds=args.seconds, min_runs=5, warmup=1)
-    progress.advance(task)
-    t_pipe = measure(pipeline, seconds=args.seconds, min_runs=5, warmup=1)
-    progress.advance(task)
+    t_plain, t_pipe = measure_interleaved([plain, pipeline], seconds=args.seconds, warmup=1)
+    progress.advance(task, 2)
     return t_plain, t_pipe
 
 
