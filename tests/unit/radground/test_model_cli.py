@@ -1,0 +1,74 @@
+"""``radground model`` commands on the shipped model and a real DICOM chest radiograph."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from engine.backends.onnxruntime_backend import OnnxDetector
+from radground.model_cli import model
+
+
+def test_info_names_the_version_and_classes() -> None:
+    result = CliRunner().invoke(model, ["info"])
+    assert result.exit_code == 0, result.output
+    assert OnnxDetector().info.version in result.output
+    assert "Cardiomegaly" in result.output
+
+
+def test_predict_prints_bilingual_findings_and_writes_a_preview(shared_data: Path, tmp_path: Path) -> None:
+    dicom = shared_data / "dicom" / "RG1_J2KI.dcm"
+    png = tmp_path / "preview.png"
+    result = CliRunner().invoke(model, ["predict", str(dicom), "--lang", "en,zh-CN", "--png", str(png), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output[: result.output.rindex("}") + 1])
+    assert payload["model"]["name"] == "radground-cxr-det"
+    assert set(payload["impression"]) == {"en", "zh-CN"}
+    for finding in payload["findings"]:
+        assert set(finding["label"]) == {"en", "zh-CN"}
+        assert 0.0 < finding["confidence"] <= 1.0
+        for x1, y1, x2, y2 in finding["boxes"]:  # source pixels of the 1841 x 1955 image
+            assert 0 <= x1 < x2 <= 1841 and 0 <= y1 < y2 <= 1955
+    with Image.open(png) as preview:
+        assert preview.size == (1841, 1955)
+        pixels = np.asarray(preview.convert("RGB")).astype(int)
+    coloured = np.abs(pixels[..., 0] - pixels[..., 1]) + np.abs(pixels[..., 1] - pixels[..., 2])
+    assert (coloured > 60).any() == bool(payload["findings"])  # boxes drawn in colour on a gray image
+
+
+def test_predict_refuses_a_non_image_with_a_reason(shared_data: Path) -> None:
+    result = CliRunner().invoke(model, ["predict", str(shared_data / "dicom" / "liver_rle.dcm")])
+    assert result.exit_code != 0
+    assert "Error" in result.output
+
+
+def test_predict_rejects_unknown_languages(shared_data: Path) -> None:
+    result = CliRunner().invoke(model, ["predict", str(shared_data / "dicom" / "RG1_J2KI.dcm"), "--lang", "xx"])
+    assert result.exit_code == 2
+    assert "languages" in result.output
+
+
+@pytest.mark.parametrize("fonts", [(), (Path("/nonexistent.ttf"),)])
+def test_preview_draws_without_a_cjk_font(fonts: tuple[Path, ...]) -> None:
+    from engine.report import Box, Finding, ImageRef, Region, Text
+    from radground.preview import draw_findings
+
+    finding = Finding(
+        kind="abnormality",
+        label=Text({"en": "nodule", "zh-CN": "结节"}),
+        description=Text({"en": "Nodule."}),
+        regions=(Region(ImageRef("1.2.3", "1.2.840.10008.5.1.4.1.1.1"), Box(10, 10, 40, 40)),),
+        tracking_uid="1.2.3.4",
+        confidence=0.5,
+    )
+    canvas = draw_findings(
+        np.zeros((64, 80), np.float32), [finding], languages=("en", "zh-CN"), font_candidates=fonts,
+        latin_font_candidates=fonts,
+    )
+    assert canvas.size == (80, 64)
+    assert np.asarray(canvas)[10, 20].sum() > 0  # the box's top edge
