@@ -74,10 +74,14 @@ def measure_interleaved(
     return [statistics.median(bucket) for bucket in times]
 
 
-def torch_model(weights: Path | None, device: str = "cpu"):  # noqa: ANN201
+def torch_model(weights: Path | None, device: str = "cpu"):
     import torch
 
-    from engine.default_model.network import CenterNetDetector, InferenceWrapper, load_imagenet_backbone
+    from engine.default_model.network import (
+        CenterNetDetector,
+        InferenceWrapper,
+        load_imagenet_backbone,
+    )
 
     net = CenterNetDetector()
     if weights is not None:
@@ -87,7 +91,7 @@ def torch_model(weights: Path | None, device: str = "cpu"):  # noqa: ANN201
     return InferenceWrapper(net).eval().to(device)
 
 
-def bench_cpu(args: argparse.Namespace, progress) -> list[tuple[str, int, float]]:  # noqa: ANN001
+def bench_cpu(args: argparse.Namespace, progress) -> list[tuple[str, int, float]]:
     import torch
 
     from engine.backends.onnxruntime_backend import OnnxDetector
@@ -107,12 +111,16 @@ def bench_cpu(args: argparse.Namespace, progress) -> list[tuple[str, int, float]
         requests = [GenerationRequest(np.ascontiguousarray(x[i].transpose(1, 2, 0)), "grounded_report") for i in range(batch)]
         xt = torch.from_numpy(x)
 
-        def run_torch() -> None:
+        def run_torch(xt: torch.Tensor = xt) -> None:
             with torch.inference_mode():
                 net(xt)
 
         t_ort, t_gen, t_torch = measure_interleaved(
-            [lambda: session.run(None, {"images": x}), lambda: detector.generate(requests), run_torch],
+            [
+                lambda x=x: session.run(None, {"images": x}),
+                lambda requests=requests: detector.generate(requests),
+                run_torch,
+            ],
             seconds=args.seconds,
         )
         progress.advance(task, 3)
@@ -121,7 +129,7 @@ def bench_cpu(args: argparse.Namespace, progress) -> list[tuple[str, int, float]
     return rows
 
 
-def bench_pixels(args: argparse.Namespace, progress) -> tuple[float, float]:  # noqa: ANN001
+def bench_pixels(args: argparse.Namespace, progress) -> tuple[float, float]:
     import pydicom
 
     from engine.default_model import INPUT_SIZE
@@ -143,7 +151,7 @@ def bench_pixels(args: argparse.Namespace, progress) -> tuple[float, float]:  # 
     return t_plain, t_pipe
 
 
-def bench_gpu(args: argparse.Namespace, progress) -> list[tuple[str, int, float]] | str:  # noqa: ANN001
+def bench_gpu(args: argparse.Namespace, progress) -> list[tuple[str, int, float]] | str:
     try:
         import torch
     except ModuleNotFoundError:
@@ -169,11 +177,11 @@ def bench_gpu(args: argparse.Namespace, progress) -> list[tuple[str, int, float]
     for batch in (1, 8):
         x = rng.random((batch, 3, height, width), dtype=np.float32)
         requests = [GenerationRequest(np.ascontiguousarray(x[i].transpose(1, 2, 0)), "grounded_report") for i in range(batch)]
-        t_trt = measure(lambda: session.run(None, {"images": x}), seconds=args.seconds)
+        t_trt = measure(lambda x=x: session.run(None, {"images": x}), seconds=args.seconds)
         progress.advance(task)
         xt = torch.from_numpy(x).cuda()
 
-        def run(half: bool) -> None:
+        def run(half: bool, xt: torch.Tensor = xt) -> None:
             with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=half):
                 net(xt)
             torch.cuda.synchronize()

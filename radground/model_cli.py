@@ -28,7 +28,7 @@ def _languages(value: str) -> tuple[str, ...]:
     return tags
 
 
-def _detector(model_path: Path | None, providers: str, threshold: float | None):  # noqa: ANN202
+def _detector(model_path: Path | None, providers: str, threshold: float | None):
     from engine.backends.onnxruntime_backend import OnnxDetector
     from engine.model import ModelError
 
@@ -134,7 +134,7 @@ def predict(
         click.echo(f"preview written to {png}")
 
 
-def _report_json(report) -> dict:  # noqa: ANN001
+def _report_json(report) -> dict:
     return {
         "model": {"name": report.model.name, "version": report.model.version},
         "impression": report.impression.as_dict(),
@@ -151,7 +151,7 @@ def _report_json(report) -> dict:  # noqa: ANN001
     }
 
 
-def _print_report(report, languages: tuple[str, ...]) -> None:  # noqa: ANN001
+def _print_report(report, languages: tuple[str, ...]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -179,7 +179,7 @@ def _print_report(report, languages: tuple[str, ...]) -> None:  # noqa: ANN001
         console.print(f"[yellow]problem:[/yellow] {problem}")
 
 
-def _write_preview(dataset, report, languages: tuple[str, ...], png: Path) -> None:  # noqa: ANN001
+def _write_preview(dataset, report, languages: tuple[str, ...], png: Path) -> None:
     from engine.pixels import prepare_image
     from radground.preview import draw_findings
 
@@ -203,8 +203,8 @@ def _write_preview(dataset, report, languages: tuple[str, ...], png: Path) -> No
 def export_onnx(weights: Path, out: Path | None, score_threshold: float) -> None:
     """Export trained weights to ONNX (needs torch: pip install radground[train])."""
     try:
-        from engine.default_model.export import export_onnx as run_export
         from engine.default_model.config import ONNX_PATH
+        from engine.default_model.export import export_onnx as run_export
     except ModuleNotFoundError as exc:
         raise click.ClickException(f"{exc.name} is missing; install the train extra (pip install radground[train])") from exc
     try:

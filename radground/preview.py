@@ -64,16 +64,16 @@ def _runs(text: str) -> list[tuple[bool, str]]:
     return runs
 
 
-def _text_size(draw: ImageDraw.ImageDraw, text: str, fonts: tuple) -> tuple[float, float]:  # noqa: ANN001
+def _text_size(draw: ImageDraw.ImageDraw, text: str, fonts: tuple) -> tuple[float, float]:
     width, height = 0.0, 0.0
     for cjk, run in _runs(text):
-        left, top, right, bottom = draw.textbbox((0, 0), run, font=fonts[cjk])
+        bottom = draw.textbbox((0, 0), run, font=fonts[cjk])[3]
         width += draw.textlength(run, font=fonts[cjk])
         height = max(height, bottom)
     return width, height
 
 
-def _draw_text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, fonts: tuple, fill) -> None:  # noqa: ANN001
+def _draw_text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, fonts: tuple, fill) -> None:
     x, y = xy
     for cjk, run in _runs(text):
         draw.text((x, y), run, fill=fill, font=fonts[cjk])

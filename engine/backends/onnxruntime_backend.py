@@ -121,7 +121,7 @@ class OnnxDetector(RegionAwareModel):
 
     # -- session ------------------------------------------------------------------
 
-    def _ensure_session(self):  # noqa: ANN202 - onnxruntime type imported lazily
+    def _ensure_session(self):
         with self._lock:
             if self._session is not None and self._session_pid == os.getpid():
                 return self._session
@@ -151,7 +151,7 @@ class OnnxDetector(RegionAwareModel):
             )
             return session
 
-    def _check_metadata(self, session) -> None:  # noqa: ANN001
+    def _check_metadata(self, session) -> None:
         classes = self._metadata.get("classes")
         if classes is not None and tuple(json.loads(classes)) != CLASSES:
             raise ModelError(f"model classes {classes} differ from the vocabulary's NIH classes {CLASSES}")

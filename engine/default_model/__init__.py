@@ -9,6 +9,13 @@ the ``train`` extra (torch); running it needs only onnxruntime and numpy
 Importing this package loads nothing heavy.
 """
 
-from engine.default_model.config import CLASSES, INPUT_SIZE, MODEL_DIR, NUM_CLASSES, ONNX_PATH, OUTPUT_STRIDE
+from engine.default_model.config import (
+    CLASSES,
+    INPUT_SIZE,
+    MODEL_DIR,
+    NUM_CLASSES,
+    ONNX_PATH,
+    OUTPUT_STRIDE,
+)
 
 __all__ = ["CLASSES", "INPUT_SIZE", "MODEL_DIR", "NUM_CLASSES", "ONNX_PATH", "OUTPUT_STRIDE"]

@@ -89,7 +89,7 @@ def decode_batch(
         Detections kept per image after NMS.
     """
     heatmap = np.asarray(heatmap, dtype=np.float32)
-    n, c, h, w = heatmap.shape
+    n, _, h, w = heatmap.shape
     width, height = input_size
     results = []
     for i in range(n):

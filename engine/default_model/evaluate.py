@@ -41,7 +41,7 @@ def truths_of(image: LabelledImage) -> list[Detection]:
     return [Detection(CLASSES[int(c)], tuple(b)) for b, c in zip(image.boxes, image.labels, strict=True)]
 
 
-def model_detections(detector, root: Path, images: Sequence[LabelledImage]) -> list[list[Detection]]:  # noqa: ANN001
+def model_detections(detector, root: Path, images: Sequence[LabelledImage]) -> list[list[Detection]]:
     """Detections (score >= 0.01) per image, in PNG pixels."""
     width, height = INPUT_SIZE
     out: list[list[Detection]] = []
@@ -127,7 +127,7 @@ def _class_rows(detections: list[list[Detection]], truths: list[list[Detection]]
     return rows
 
 
-def _bootstrap_map(detections, truths, *, rounds: int = 200, seed: int = 0) -> float:  # noqa: ANN001
+def _bootstrap_map(detections, truths, *, rounds: int = 200, seed: int = 0) -> float:
     rng = np.random.default_rng(seed)
     n = len(truths)
     values = []

@@ -137,7 +137,12 @@ def quantize_int8(source: Path, out: Path, calibration: np.ndarray) -> Path:
     ``calibration`` is float32 (N, 3, H, W) in [0, 1], e.g. a few dozen training
     images. Used to measure whether int8 keeps the validation metrics (MODEL_CARD.md).
     """
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:

@@ -33,7 +33,7 @@ def rgb(gray: np.ndarray) -> np.ndarray:
     return np.repeat(gray[..., None], 3, axis=2)
 
 
-def in_model_pixels(item, original: tuple[int, int]) -> np.ndarray:  # noqa: ANN001
+def in_model_pixels(item, original: tuple[int, int]) -> np.ndarray:
     scale = np.array([INPUT_SIZE[0] / original[0], INPUT_SIZE[1] / original[1]] * 2, np.float32)
     return item.boxes * scale
 

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from engine.default_model import CLASSES, INPUT_SIZE, OUTPUT_STRIDE
-from engine.default_model.data import DatasetError, load_dataset, load_image, split_by_patient, to_model_input
+from engine.default_model.data import (
+    DatasetError,
+    load_dataset,
+    load_image,
+    split_by_patient,
+    to_model_input,
+)
 from engine.default_model.decode import decode_batch
 
 

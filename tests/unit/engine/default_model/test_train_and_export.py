@@ -9,19 +9,26 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from engine.default_model import CLASSES, INPUT_SIZE, OUTPUT_STRIDE  # noqa: E402
-from engine.default_model.data import load_dataset, split_by_patient  # noqa: E402
-from engine.default_model.train import TrainConfig, _load_split, build_model, build_targets, seed_everything, train_steps  # noqa: E402
+from engine.default_model import CLASSES, INPUT_SIZE, OUTPUT_STRIDE
+from engine.default_model.data import load_dataset, split_by_patient
+from engine.default_model.train import (
+    TrainConfig,
+    _load_split,
+    build_model,
+    build_targets,
+    seed_everything,
+    train_steps,
+)
 
 
 @pytest.fixture(scope="module")
-def tiny_split(shared_data: Path):  # noqa: ANN201
+def tiny_split(shared_data: Path):
     root = shared_data / "nih-cxr-boxes"
     train, _ = split_by_patient(load_dataset(root), seed=0)
     return _load_split(root, train[:4])
 
 
-def _run(tiny_split, seed: int) -> tuple[list[float], torch.nn.Module]:  # noqa: ANN001
+def _run(tiny_split, seed: int) -> tuple[list[float], torch.nn.Module]:
     torch.set_num_threads(1)
     seed_everything(seed)
     model = build_model()
@@ -30,7 +37,7 @@ def _run(tiny_split, seed: int) -> tuple[list[float], torch.nn.Module]:  # noqa:
     return train_steps(model, images, boxes, labels, config=config, steps=2, progress=False), model
 
 
-def test_same_seed_same_losses_and_weights(tiny_split) -> None:  # noqa: ANN001
+def test_same_seed_same_losses_and_weights(tiny_split) -> None:
     losses_a, model_a = _run(tiny_split, seed=7)
     losses_b, model_b = _run(tiny_split, seed=7)
     assert all(np.isfinite(losses_a))
@@ -43,7 +50,7 @@ def test_same_seed_same_losses_and_weights(tiny_split) -> None:  # noqa: ANN001
     assert losses_c != losses_a  # the seed drives augmentation and order
 
 
-def test_frozen_trunk_is_not_trained(tiny_split) -> None:  # noqa: ANN001
+def test_frozen_trunk_is_not_trained(tiny_split) -> None:
     _, trained = _run(tiny_split, seed=7)
     reference = build_model()
     assert torch.equal(trained.backbone._conv_stem.weight, reference.backbone._conv_stem.weight)
