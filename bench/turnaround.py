@@ -28,19 +28,29 @@ inference, → export start, export, → delivered). The idle wait before "ready
 The peer is the model itself: ``analyze_study`` with ``OnnxDetector`` on the same
 images in this process (pixel preparation + ONNX Runtime + decoding), before the
 services start. Overhead = turnaround − that model time. Ratios: 2 / 1 GPU
-workers throughput, cluster / embedded p95.
+workers throughput, cluster / embedded p95. RadGround's logs are scanned for
+deadlocks, task and delivery retries and broker losses, which explain outliers;
+a shared Redis restarted by someone else during a run invalidates it (detected).
+
+``--what-if-poll 0.1`` adds embedded configurations whose processes get kombu's
+virtual-transport polling interval (1 s by default: how often an idle worker
+of the SQLite broker looks for messages) patched through a ``sitecustomize``
+on PYTHONPATH, to show what that one setting costs. It is labelled a what-if:
+RadGround as shipped does not set it.
 
 Usage::
 
     .venv/bin/python bench/turnaround.py --quick       # 20 burst + 5 sequential studies per configuration
     .venv/bin/python bench/turnaround.py               # 100 burst + 10 sequential
     .venv/bin/python bench/turnaround.py --modes embedded --workers 1 --studies 50
+    .venv/bin/python bench/turnaround.py --quick --private-redis --what-if-poll 0.1
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -130,10 +140,13 @@ class ConfigResult:
     startup_seconds: float
     #: What the RadGround logs say went wrong on the way (counts): explains outliers.
     incidents: dict[str, int] = field(default_factory=dict)
+    #: What-if: the embedded broker's polling interval patched to this (seconds); None = as shipped.
+    broker_poll: float | None = None
 
     @property
     def label(self) -> str:
-        return f"{self.mode}, {self.gpu_workers} gpu"
+        what_if = f" (what-if: poll {self.broker_poll:g} s)" if self.broker_poll is not None else ""
+        return f"{self.mode}, {self.gpu_workers} gpu{what_if}"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -162,7 +175,8 @@ def make_study(png: Path, directory: Path) -> tuple[str, Path]:
     return str(ds.StudyInstanceUID), write_dataset(ds, directory / f"{ds.SOPInstanceUID}.dcm")
 
 
-def measure_model(candidates: list[Path], workdir: Path, *, need: int, repeats: int = 3) -> dict[str, float]:
+def measure_model(candidates: list[Path], workdir: Path, *, model_path: Path, need: int,
+                  repeats: int = 3) -> dict[str, float]:
     """Median seconds of ``analyze_study`` (OnnxDetector, the route's selection) per image, in-process,
     for the first ``need`` candidate images on which the model finds something (so that every
     study yields an SR and a GSPS: a study without findings gets no GSPS)."""
@@ -173,7 +187,7 @@ def measure_model(candidates: list[Path], workdir: Path, *, need: int, repeats: 
     from engine.pixels import ImageSelection
     from engine.report import Task
 
-    model = OnnxDetector()
+    model = OnnxDetector(model_path)
     selection = ImageSelection(modalities={"DX", "CR"}, body_parts={"CHEST"}, view_positions={"PA", "AP"})
 
     def run(path: Path) -> tuple[float, int]:
@@ -203,7 +217,7 @@ def measure_model(candidates: list[Path], workdir: Path, *, need: int, repeats: 
 # -- configuration and services ------------------------------------------------------------------
 
 
-def write_config(path: Path, *, workdir: Path, port: int, database_url: str, broker_url: str, gpu_processes: int,
+def write_config(path: Path, *, workdir: Path, model_path: Path, port: int, database_url: str, broker_url: str, gpu_processes: int,
                  pacs: tuple[str, int], ehr_url: str, idle_seconds: float, poll_seconds: float) -> Path:
     path.write_text(f"""
 [node]
@@ -229,6 +243,10 @@ outputs_root = "{workdir / 'outputs'}"
 
 [logging]
 level = "INFO"
+
+[models.default]
+backend = "onnx"
+path = "{model_path}"
 
 [[routes]]
 name = "chest-radiographs"
@@ -363,6 +381,8 @@ class World:
     idle_seconds: float
     poll_seconds: float
     timeout: float
+    #: This run's copy of the default model (workers and the in-process peer use the same file).
+    model_path: Path
     #: The cluster's broker; None = start a private redis-server per configuration.
     redis_url: str | None = REDIS_URL
     _next_image: int = 0
@@ -461,8 +481,19 @@ def incidents(log_dir: Path) -> dict[str, int]:
     return {label: text.count(needle) for label, needle in INCIDENTS if needle in text}
 
 
-def run_config(world: World, *, mode: str, gpu_workers: int, burst: int, sequential: int) -> ConfigResult:
-    workdir = world.workdir / f"{mode}-{gpu_workers}"
+#: Imported by every Python process of a what-if configuration (PYTHONPATH): sets kombu's
+#: virtual-transport polling interval (1 s as shipped: an idle worker of the embedded SQLite
+#: broker looks for new messages once a second).
+_POLL_PATCH = """\
+import os
+import kombu.transport.virtual.base as _base
+_base.Transport.polling_interval = float(os.environ["RADGROUND_BENCH_BROKER_POLL"])
+"""
+
+
+def run_config(world: World, *, mode: str, gpu_workers: int, burst: int, sequential: int,
+               broker_poll: float | None = None) -> ConfigResult:
+    workdir = world.workdir / (f"{mode}-{gpu_workers}" + ("" if broker_poll is None else f"-poll{broker_poll:g}"))
     workdir.mkdir(parents=True)
     group = ProcessGroup(workdir / "logs")
     pg_name = broker_url = None
@@ -477,14 +508,20 @@ def run_config(world: World, *, mode: str, gpu_workers: int, burst: int, sequent
             redis_call(broker_url, "flushdb")
             run_id = redis_run_id(broker_url)
         port = free_port()
-        config = write_config(workdir / "radground.toml", workdir=workdir, port=port, database_url=database_url,
+        config = write_config(workdir / "radground.toml", workdir=workdir, model_path=world.model_path, port=port, database_url=database_url,
                               broker_url=broker_url, gpu_processes=gpu_workers,
                               pacs=(world.pacs.aet, world.pacs.dicom_port), ehr_url=world.ehr.base_url,
                               idle_seconds=world.idle_seconds, poll_seconds=world.poll_seconds)
         base = [sys.executable, "-m", "radground", "--config", str(config)]
+        env = None
+        if broker_poll is not None:
+            (workdir / "what-if").mkdir()
+            (workdir / "what-if" / "sitecustomize.py").write_text(_POLL_PATCH)
+            env = {**os.environ, "RADGROUND_BENCH_BROKER_POLL": str(broker_poll),
+                   "PYTHONPATH": os.pathsep.join(filter(None, [str(workdir / "what-if"), os.environ.get("PYTHONPATH")]))}
         started = time.perf_counter()
         if mode == "embedded":
-            group.start("serve", [*base, "serve"], cwd=workdir)
+            group.start("serve", [*base, "serve"], cwd=workdir, env=env)
         else:
             group.start("node", [*base, "node"], cwd=workdir)
         wait_until(lambda: accepts(port), 60, "RadGround's DICOM port", group)
@@ -513,7 +550,8 @@ def run_config(world: World, *, mode: str, gpu_workers: int, burst: int, sequent
             raise RuntimeError(f"Redis at {broker_url} restarted during the run (another process restarted it), "
                                "queued messages were lost and the sweeper re-sent them: timings invalid; "
                                "run again, or with --private-redis")
-        return ConfigResult(mode, gpu_workers, seq_phase, burst_phase, startup, incidents(workdir / "logs"))
+        return ConfigResult(mode, gpu_workers, seq_phase, burst_phase, startup, incidents(workdir / "logs"),
+                            broker_poll)
     except BaseException:
         world.console.print(f"[red]{mode}, {gpu_workers} gpu failed; logs in {workdir / 'logs'}[/red]")
         for log in sorted((workdir / "logs").glob("*.log")):
@@ -592,7 +630,7 @@ def report(console: Console, results: list[ConfigResult], model_times: dict[str,
             found = ", ".join(f"{n} {label}" for label, n in result.incidents.items())
             console.print(f"  [yellow]{result.label}: the logs show {found}[/yellow] (outliers come from these)")
 
-    by = {(r.mode, r.gpu_workers): r for r in results}
+    by = {(r.mode, r.gpu_workers): r for r in results if r.broker_poll is None}
     console.print("\n[bold]Ratios[/bold]")
     for mode in ("embedded", "cluster"):
         if (mode, 1) in by and (mode, 2) in by:
@@ -607,7 +645,16 @@ def report(console: Console, results: list[ConfigResult], model_times: dict[str,
                 console.print(f"  {workers} gpu, {phase}: turnaround p95 cluster / embedded = {clu / emb:.2f}x "
                               f"({fmt(clu)} vs {fmt(emb)})")
     for result in results:
-        seq_over = percentile(overheads(result.sequential, model_times), 95)
+        shipped = by.get((result.mode, result.gpu_workers))
+        if result.broker_poll is not None and shipped is not None:
+            for phase in ("sequential", "burst"):
+                new = percentile([t.turnaround for t in getattr(result, phase).timings], 95)
+                old = percentile([t.turnaround for t in getattr(shipped, phase).timings], 95)
+                console.print(f"  {result.label} / as shipped, {phase}: turnaround p95 {new / old:.2f}x "
+                              f"({fmt(new)} vs {fmt(old)})")
+            console.print(f"  {result.label} / as shipped: burst throughput "
+                          f"{result.burst.throughput() / shipped.burst.throughput():.2f}x")
+    for result in results:
         turn = percentile([t.turnaround for t in result.sequential.timings], 95)
         console.print(f"  {result.label}: sequential turnaround p95 / model p95 = "
                       f"{turn / percentile(model, 95):.1f}x")
@@ -639,6 +686,9 @@ def main(argv: list[str] | None = None) -> int:
                         "flushed before and after)")
     parser.add_argument("--private-redis", action="store_true", help="start a redis-server of our own per cluster "
                         "configuration instead (immune to others restarting the shared one)")
+    parser.add_argument("--what-if-poll", type=float, default=None, metavar="SECONDS",
+                        help="also run embedded with the SQLite broker's polling interval patched to SECONDS "
+                        "(kombu's default is 1 s) to show what that setting costs")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
     args = parser.parse_args(argv)
     burst = 20 if args.quick else args.studies
@@ -648,6 +698,7 @@ def main(argv: list[str] | None = None) -> int:
     if not set(modes) <= {"embedded", "cluster"} or not counts or min(counts) < 1 or burst < 1 or sequential < 1:
         parser.error("modes: embedded,cluster; workers >= 1; studies and sequential >= 1")
 
+    from engine.default_model.config import ONNX_PATH
     from tests.integration.fhir_server import FhirTestServer
     from tests.integration.orthanc import OrthancPACS
 
@@ -659,26 +710,34 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.mkdtemp(prefix="radground-turnaround-")
     workdir = Path(tmp)
     try:
+        # A copy: the shipped file may be replaced (retrained) while the benchmark runs.
+        model_path = workdir / ONNX_PATH.name
+        shutil.copyfile(ONNX_PATH, model_path)
         with console.status("model alone, in this process"):
-            model_times = measure_model(candidates, workdir, need=min(args.images, burst + sequential))
+            model_times = measure_model(candidates, workdir, model_path=model_path,
+                                        need=min(args.images, burst + sequential))
         images = [IMAGES / name for name in model_times]
         console.print(f"{len(images)} images with findings (studies cycle over them)")
         results = []
         with OrthancPACS(workdir / "orthanc") as pacs, FhirTestServer() as ehr:
             world = World(pacs=pacs, ehr=ehr, workdir=workdir, images=images, console=console,
                           idle_seconds=args.idle_seconds, poll_seconds=args.poll_seconds, timeout=args.timeout,
+                          model_path=model_path,
                           redis_url=None if args.private_redis else args.redis_url)
             for mode in modes:
                 for count in counts:
                     results.append(run_config(world, mode=mode, gpu_workers=count, burst=burst, sequential=sequential))
+                    console.print(f"{results[-1].label}: done (start-up {results[-1].startup_seconds:.1f} s)")
+            if args.what_if_poll is not None:
+                for count in counts:
+                    results.append(run_config(world, mode="embedded", gpu_workers=count, burst=burst,
+                                              sequential=sequential, broker_poll=args.what_if_poll))
                     console.print(f"{results[-1].label}: done (start-up {results[-1].startup_seconds:.1f} s)")
         report(console, results, model_times, idle_seconds=args.idle_seconds, goal_seconds=args.goal)
     finally:
         if args.keep:
             console.print(f"work directory kept: {workdir}")
         else:
-            import shutil
-
             shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
