@@ -117,10 +117,11 @@ def make_ways(report, sources) -> tuple[list[Stage], list[Stage]]:
         build_ps, plan_overlays = builders["gsps"]
 
         def gsps_straightforward(out: dict) -> list:
+            # without the project's memoised highdicom IOD look-ups (__wrapped__)
             return [
                 ps
                 for i, lang in enumerate(languages)
-                for ps in build_ps(
+                for ps in build_ps.__wrapped__(
                     report, sources, language=lang, revision=1, series_number=9902 + i
                 )
             ]

@@ -40,6 +40,7 @@ from pydicom.sr.codedict import codes
 from pydicom.tag import Tag
 
 from engine.report import FindingKind, GroundedReport
+from exporters._highdicom_cache import with_memoised_iod_lookups
 from exporters.errors import ExportError, SourceError
 from exporters.presentation_content import (
     LO_MAX_CHARS,
@@ -108,6 +109,7 @@ def series_description(kind: OutputKind, language: str) -> str:
     return f"{what} (unverified) \u2013 {language.upper()}"
 
 
+@with_memoised_iod_lookups
 def build_presentation_states(
     report: GroundedReport,
     sources: Sequence[Dataset],

@@ -56,6 +56,7 @@ from pydicom.dataset import Dataset
 
 from engine.report import CodedConcept, Finding, FindingKind, GroundedReport, Presence, Text, derive_uid
 from exporters import codes, sr_tree
+from exporters._highdicom_cache import with_memoised_iod_lookups
 from exporters.errors import ExportError
 from exporters.sr_content import (
     RegionNote,
@@ -296,6 +297,7 @@ def _with_negative_finding(report: GroundedReport) -> GroundedReport:
     return dataclasses.replace(report, findings=(negative,))
 
 
+@with_memoised_iod_lookups
 def export_sr(
     report: GroundedReport,
     sources: Sequence[Dataset],

@@ -442,3 +442,18 @@ def test_bad_input_is_refused_with_a_clear_error(grounded_report, source_images)
         grounded_report, findings=tuple(f for f in grounded_report.findings if not f.regions)
     )
     assert build_presentation_states(text_only, source_images, language="en", revision=1) == []
+
+
+def test_memoised_iod_lookups_change_no_output_and_are_removed_afterwards(grounded_report, source_images):
+    """The project's GSPS build (memoised highdicom look-ups) equals the plain one, and
+    highdicom's own function is back in place after the call."""
+    import highdicom._standard_utils as standard_utils
+
+    from exporters.gsps import build_presentation_states
+    from tests.exporters_validators import comparable_bytes
+
+    original = standard_utils.is_attribute_in_iod
+    fast = build_presentation_states(grounded_report, source_images, language="en", revision=1)
+    plain = build_presentation_states.__wrapped__(grounded_report, source_images, language="en", revision=1)
+    assert standard_utils.is_attribute_in_iod is original
+    assert [comparable_bytes(a) for a in fast] == [comparable_bytes(b) for b in plain]
