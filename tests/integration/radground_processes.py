@@ -1,5 +1,9 @@
 """RadGround as real processes for end-to-end tests: config, node, workers, job queries.
 
+:class:`Deployment` bundles one configuration's processes with the Orthanc PACS
+and FHIR EHR it talks to: start/kill/stop processes, upload studies to Orthanc
+and have Orthanc send them, wait for jobs (read from RadGround's database).
+
 :class:`RadGroundProcess` runs ``python -m radground --config CFG ...`` with the
 RADGROUND_* environment stripped, its output in a log file, and is always
 terminated (then killed) by :meth:`~RadGroundProcess.stop`. :func:`write_config`
@@ -17,20 +21,41 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from pydicom.uid import generate_uid
 from sqlalchemy import select
 
+from tests.factories import make_chest_dx, write_dataset
+from tests.integration.dcmtk import echoscu
+from tests.integration.fhir_server import FhirTestServer
+from tests.integration.orthanc import OrthancPACS
 from worklist.db import create_db_engine, make_session_factory
 from worklist.jobs_models import Artifact, Delivery, Job
 from worklist.models import Study
 
-__all__ = ["JobReader", "JobView", "RadGroundProcess", "clean_env", "free_port", "holds_for", "wait_until", "write_config"]
+__all__ = [
+    "TURNAROUND",
+    "Deployment",
+    "JobReader",
+    "JobView",
+    "RadGroundProcess",
+    "child_processes",
+    "clean_env",
+    "free_port",
+    "holds_for",
+    "new_deployment",
+    "wait_until",
+    "write_config",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
+#: Seconds a study may take from being sent to its outputs in Orthanc and the EHR
+#: (completion 2 s, worker start-up, inference on a shared 2-core CPU).
+TURNAROUND = 90
 
 
 def free_port() -> int:
@@ -229,3 +254,115 @@ class JobReader:
             return [(a.kind, a.language, a.object_uid)
                     for a in session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id))]
 
+
+@dataclass
+class Deployment:
+    """RadGround's processes for one configuration, and what a test needs to drive them."""
+
+    config: Path
+    workdir: Path
+    port: int
+    database_url: str
+    pacs: OrthancPACS
+    ehr: FhirTestServer
+    processes: dict[str, RadGroundProcess] = field(default_factory=dict)
+    retired: list[RadGroundProcess] = field(default_factory=list)
+    modality: str = ""
+    orthanc_ids: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.reader = JobReader(self.database_url)
+
+    def start(self, role: str, *args: str) -> RadGroundProcess:
+        assert role not in self.processes or not self.processes[role].alive
+        if role in self.processes:
+            self.retired.append(self.processes.pop(role))
+        process = RadGroundProcess(self.config, args, self.workdir / "logs" / f"{role}.log")
+        self.processes[role] = process
+        return process
+
+    def all_processes(self) -> list[RadGroundProcess]:
+        return [*self.processes.values(), *self.retired]
+
+    def wait(self, predicate, timeout: float = TURNAROUND, *, what: str, interval: float = 0.25):
+        return wait_until(predicate, timeout, what=what, interval=interval, logs=list(self.processes.values()))
+
+    def wait_node_ready(self) -> None:
+        self.wait(lambda: echoscu(self.port).returncode == 0, 60, what="the node answering C-ECHO")
+
+    def wait_worker_ready(self, role: str) -> None:
+        self.wait(lambda: " ready." in self.processes[role].log_text(), 60, what=f"worker {role} ready")
+
+    def stop_all(self) -> None:
+        for process in self.all_processes():
+            process.stop()
+        self.reader.close()
+        leftovers = [p.name for p in self.all_processes() if p.alive]
+        assert not leftovers, f"processes still running: {leftovers}"
+
+    # studies
+
+    def upload_study(self, images: Sequence[str], shared_data: Path, *, study: str | None = None,
+                     series: str | None = None, broken: bool = False) -> tuple[str, list[str]]:
+        """Store a DX chest study in Orthanc: one series, one instance per PNG; (study UID, SOP Instance UIDs)."""
+        study, series = study or generate_uid(), series or generate_uid()
+        uids = []
+        for number, name in enumerate(images, start=1):
+            ds = make_chest_dx(shared_data / "nih-cxr-boxes" / "images" / name, study_instance_uid=study)
+            ds.SeriesInstanceUID, ds.InstanceNumber = series, number
+            if broken:
+                ds.PixelData = ds.PixelData[:1000]  # truncated: cannot be decoded
+            path = write_dataset(ds, self.workdir / "sources" / f"{ds.SOPInstanceUID}.dcm")
+            self.orthanc_ids[str(ds.SOPInstanceUID)] = self.pacs.upload(path)
+            uids.append(str(ds.SOPInstanceUID))
+        return study, uids
+
+    def send_instances(self, sop_instance_uids: Sequence[str]) -> None:
+        """Orthanc C-STOREs only these instances to RadGround."""
+        self.pacs.request("POST", f"/modalities/{self.modality}/store", json={
+            "Resources": [self.orthanc_ids[uid] for uid in sop_instance_uids], "Synchronous": True})
+
+    def send(self, study: str) -> None:
+        """Orthanc C-STOREs the study to RadGround (synchronously)."""
+        self.pacs.send_study(study, to=self.modality)
+
+    def jobs(self, study: str) -> list[JobView]:
+        return self.reader.jobs_of_study(study)
+
+    def wait_jobs(self, study: str, states: Sequence[str], timeout: float = TURNAROUND, *,
+                  what: str = "") -> list[JobView]:
+        """Wait until the study's jobs are in exactly these states (in job order)."""
+        return self.wait(lambda: (jobs := self.jobs(study)) and [j.state for j in jobs] == list(states) and jobs,
+                         timeout, what=what or f"jobs of the study in states {list(states)}")
+
+    def radground(self, *args: str) -> str:
+        """Run a `radground` CLI command on this deployment's config; its stdout."""
+        done = subprocess.run([sys.executable, "-m", "radground", "--config", str(self.config), *args],
+                              capture_output=True, text=True, timeout=60, env=clean_env(), cwd=self.workdir,
+                              check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+
+def new_deployment(tmp_path: Path, pacs: OrthancPACS, ehr: FhirTestServer, *, database_url: str,
+                   broker_url: str, name: str, **config) -> Deployment:
+    port = free_port()
+    workdir = tmp_path / name
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg = write_config(workdir / "radground.toml", workdir=workdir, port=port, database_url=database_url,
+                       broker_url=broker_url, pacs_port=pacs.dicom_port, fhir_url=ehr.base_url, **config)
+    deployment = Deployment(cfg, workdir, port, database_url, pacs, ehr, modality=name.upper()[:16])
+    pacs.set_modality(deployment.modality, "RADGROUND", "127.0.0.1", port)
+    return deployment
+
+
+def child_processes(pid: int) -> dict[int, str]:
+    """The direct children of ``pid``: pid -> command line."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            continue  # exited meanwhile
+    return children

@@ -19,29 +19,21 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from tests.factories import make_chest_dx, write_dataset
-from tests.integration.dcmtk import echoscu
 from tests.integration.fhir_server import FhirTestServer
 from tests.integration.orthanc import OrthancPACS
 from tests.integration.radground_processes import (
-    JobReader,
-    JobView,
-    RadGroundProcess,
-    clean_env,
-    free_port,
+    Deployment,
+    child_processes,
     holds_for,
+    new_deployment,
     wait_until,
-    write_config,
 )
 
 pytestmark = pytest.mark.slow
@@ -53,9 +45,6 @@ REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 #: Radiographs the shipped model draws boxes on (so each study gets GSPS as well as SR).
 CXRS = ("00000072_000.png", "00000147_001.png", "00000211_010.png", "00000211_016.png", "00000344_003.png",
         "00000506_013.png", "00000583_008.png", "00000661_000.png")
-#: Seconds a study may take from being sent to its outputs in Orthanc and the EHR
-#: (completion 2 s, worker start-up, inference on a shared 2-core CPU).
-TURNAROUND = 90
 
 
 # -- services shared by the module ------------------------------------------------
@@ -77,7 +66,7 @@ def ehr() -> Iterator[FhirTestServer]:
 
 def redis_cli(*args: str) -> str:
     done = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", *args], capture_output=True, text=True,
-                          timeout=30)
+                          timeout=30, check=False)
     return done.stdout.strip()
 
 
@@ -96,109 +85,6 @@ def postgres_url(postgres_server_url) -> Iterator[str]:
     yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
     with psycopg.connect(postgres_server_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-# -- a RadGround deployment -------------------------------------------------------
-
-
-@dataclass
-class Deployment:
-    """RadGround's processes for one configuration, and what a test needs to drive them."""
-
-    config: Path
-    workdir: Path
-    port: int
-    database_url: str
-    pacs: OrthancPACS
-    ehr: FhirTestServer
-    processes: dict[str, RadGroundProcess] = field(default_factory=dict)
-    retired: list[RadGroundProcess] = field(default_factory=list)
-    modality: str = ""
-    orthanc_ids: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.reader = JobReader(self.database_url)
-
-    def start(self, role: str, *args: str) -> RadGroundProcess:
-        assert role not in self.processes or not self.processes[role].alive
-        if role in self.processes:
-            self.retired.append(self.processes.pop(role))
-        process = RadGroundProcess(self.config, args, self.workdir / "logs" / f"{role}.log")
-        self.processes[role] = process
-        return process
-
-    def all_processes(self) -> list[RadGroundProcess]:
-        return [*self.processes.values(), *self.retired]
-
-    def wait(self, predicate, timeout: float = TURNAROUND, *, what: str, interval: float = 0.25):
-        return wait_until(predicate, timeout, what=what, interval=interval, logs=list(self.processes.values()))
-
-    def wait_node_ready(self) -> None:
-        self.wait(lambda: echoscu(self.port).returncode == 0, 60, what="the node answering C-ECHO")
-
-    def wait_worker_ready(self, role: str) -> None:
-        self.wait(lambda: " ready." in self.processes[role].log_text(), 60, what=f"worker {role} ready")
-
-    def stop_all(self) -> None:
-        for process in self.all_processes():
-            process.stop()
-        self.reader.close()
-        leftovers = [p.name for p in self.all_processes() if p.alive]
-        assert not leftovers, f"processes still running: {leftovers}"
-
-    # studies
-
-    def upload_study(self, images: Sequence[str], shared_data: Path, *, study: str | None = None,
-                     series: str | None = None, broken: bool = False) -> tuple[str, list[str]]:
-        """Store a DX chest study in Orthanc: one series, one instance per PNG; (study UID, SOP Instance UIDs)."""
-        study, series = study or generate_uid(), series or generate_uid()
-        uids = []
-        for number, name in enumerate(images, start=1):
-            ds = make_chest_dx(shared_data / "nih-cxr-boxes" / "images" / name, study_instance_uid=study)
-            ds.SeriesInstanceUID, ds.InstanceNumber = series, number
-            if broken:
-                ds.PixelData = ds.PixelData[:1000]  # truncated: cannot be decoded
-            path = write_dataset(ds, self.workdir / "sources" / f"{ds.SOPInstanceUID}.dcm")
-            self.orthanc_ids[str(ds.SOPInstanceUID)] = self.pacs.upload(path)
-            uids.append(str(ds.SOPInstanceUID))
-        return study, uids
-
-    def send_instances(self, sop_instance_uids: Sequence[str]) -> None:
-        """Orthanc C-STOREs only these instances to RadGround."""
-        self.pacs.request("POST", f"/modalities/{self.modality}/store", json={
-            "Resources": [self.orthanc_ids[uid] for uid in sop_instance_uids], "Synchronous": True})
-
-    def send(self, study: str) -> None:
-        """Orthanc C-STOREs the study to RadGround (synchronously)."""
-        self.pacs.send_study(study, to=self.modality)
-
-    def jobs(self, study: str) -> list[JobView]:
-        return self.reader.jobs_of_study(study)
-
-    def wait_jobs(self, study: str, states: Sequence[str], timeout: float = TURNAROUND, *,
-                  what: str = "") -> list[JobView]:
-        """Wait until the study's jobs are in exactly these states (in job order)."""
-        return self.wait(lambda: (jobs := self.jobs(study)) and [j.state for j in jobs] == list(states) and jobs,
-                         timeout, what=what or f"jobs of the study in states {list(states)}")
-
-    def radground(self, *args: str) -> str:
-        """Run a `radground` CLI command on this deployment's config; its stdout."""
-        done = subprocess.run([sys.executable, "-m", "radground", "--config", str(self.config), *args],
-                              capture_output=True, text=True, timeout=60, env=clean_env(), cwd=self.workdir)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-
-def new_deployment(tmp_path: Path, pacs: OrthancPACS, ehr: FhirTestServer, *, database_url: str,
-                   broker_url: str, name: str, **config) -> Deployment:
-    port = free_port()
-    workdir = tmp_path / name
-    workdir.mkdir(parents=True, exist_ok=True)
-    cfg = write_config(workdir / "radground.toml", workdir=workdir, port=port, database_url=database_url,
-                       broker_url=broker_url, pacs_port=pacs.dicom_port, fhir_url=ehr.base_url, **config)
-    deployment = Deployment(cfg, workdir, port, database_url, pacs, ehr, modality=name.upper()[:16])
-    pacs.set_modality(deployment.modality, "RADGROUND", "127.0.0.1", port)
-    return deployment
 
 
 @pytest.fixture(scope="module")
@@ -314,18 +200,6 @@ def embedded(tmp_path_factory, pacs, ehr) -> Iterator[Deployment]:
         deployment.stop_all()
 
 
-def child_processes(pid: int) -> dict[int, str]:
-    """The direct children of ``pid``: pid -> command line."""
-    children = {}
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                children[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, ValueError, IndexError):
-            continue  # exited meanwhile
-    return children
-
-
 class TestEmbedded:
     """Runs before the module's cluster starts (it starts with the first cluster test)."""
 
@@ -438,7 +312,8 @@ def test_redis_restarted_while_jobs_are_queued_the_sweeper_enqueues_them_again(h
         c.send(study)
     for study, _ in studies:
         c.wait_jobs(study, ["queued"])
-    assert int(redis_cli("-n", str(REDIS_DB), "llen", "gpu")) >= 2
+    c.wait(lambda: int(redis_cli("-n", str(REDIS_DB), "llen", "gpu") or 0) >= 2, 10,
+           what="both inference messages in Redis")
     restart_redis()
     assert int(redis_cli("-n", str(REDIS_DB), "llen", "gpu")) == 0  # the messages are gone
     c.start("gpu", "worker", "--queues", "gpu")
