@@ -140,7 +140,15 @@ def assert_outputs(deployment: Deployment, study: str, revisions: Sequence[Seque
     """Exactly one set of outputs per revision, every job done: in Orthanc 2 SR (en,
     zh-CN) and 2 GSPS per revision, referencing that revision's source images, new
     UIDs for each revision and nothing else of ours; in the EHR one DiagnosticReport
-    per revision, every committed transaction valid."""
+    per revision, every committed transaction valid. A failure carries the logs' tails."""
+    try:
+        _assert_outputs(deployment, study, revisions)
+    except AssertionError as exc:
+        tails = "\n".join(f"=== {p.name} (running: {p.alive})\n{p.tail()}" for p in deployment.processes.values())
+        raise AssertionError(f"{exc}\n{tails}") from exc
+
+
+def _assert_outputs(deployment: Deployment, study: str, revisions: Sequence[Sequence[str]]) -> None:
     pacs, ehr = deployment.pacs, deployment.ehr
     jobs = deployment.jobs(study)
     assert [(j.revision, j.state) for j in jobs] == [(r, "done") for r in range(1, len(revisions) + 1)], jobs
@@ -328,7 +336,9 @@ def test_same_study_sent_twice_one_job_one_set_of_outputs(healthy_cluster, share
     c.send(study)
     c.send(study)  # identical instances again, before the study is ready
     c.wait_jobs(study, ["done"])
-    c.send(study)  # and once more after it was processed: identical instances open no new revision
+    # and once more after it was processed, now with our SR and GSPS in it (the PACS routes
+    # them back): identical instances open no new revision, our own outputs are not processed
+    c.send(study)
     # nothing may happen: no job for longer than the completion timer (2 s) and a sweep (5 s)
     holds_for(lambda: [j.state for j in c.jobs(study)] == ["done"], 6, what="one job, done")
     assert_outputs(c, study, [sources])
@@ -378,4 +388,23 @@ def test_gpu_workers_down_for_several_sweeps_the_job_still_ends_done(healthy_clu
     [job] = c.wait(lambda: (jobs := c.jobs(study)) and jobs[0].state in ("done", "failed", "dead") and jobs,
                    what="the job finished")
     assert (job.state, job.inference_starts) == ("done", 1), job
+    assert_outputs(c, study, [sources])
+
+
+def test_io_worker_killed_with_a_delivery_retry_pending_the_delivery_is_made_once(healthy_cluster, shared_data):
+    """The io worker holds a scheduled delivery retry (PACS down) when it is killed:
+    the node's sweeper enqueues the pending delivery again for the new io worker."""
+    c, pacs = healthy_cluster, healthy_cluster.pacs
+    study, sources = c.upload_study(CXRS[3:4], shared_data)
+    c.send(study)
+    pacs.stop()
+    try:
+        c.wait(lambda: (jobs := c.jobs(study)) and any(d.destination == "PACS" and d.attempts >= 1 and d.last_error
+                                                       for d in jobs[0].deliveries),
+               what="a failed delivery attempt to the PACS")
+        c.processes["io"].kill()
+    finally:
+        pacs.start()
+    c.start("io", "worker", "--queues", "io")
+    [job] = c.wait_jobs(study, ["done"])
     assert_outputs(c, study, [sources])
