@@ -407,4 +407,5 @@ def test_io_worker_killed_with_a_delivery_retry_pending_the_delivery_is_made_onc
         pacs.start()
     c.start("io", "worker", "--queues", "io")
     [job] = c.wait_jobs(study, ["done"])
+    assert [d.attempts >= 2 for d in job.deliveries if d.destination == "PACS"] == [True]
     assert_outputs(c, study, [sources])
