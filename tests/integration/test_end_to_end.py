@@ -136,20 +136,22 @@ def references_of(ds) -> set[str]:
     return refs
 
 
-def assert_outputs(deployment: Deployment, study: str, revisions: Sequence[Sequence[str]]) -> None:
+def assert_outputs(deployment: Deployment, study: str, revisions: Sequence[Sequence[str]]) -> dict[int, set[str]]:
     """Exactly one set of outputs per revision, every job done: in Orthanc 2 SR (en,
     zh-CN) and 2 GSPS per revision, referencing that revision's source images, new
     UIDs for each revision and nothing else of ours; in the EHR one DiagnosticReport
-    per revision, every committed transaction valid. A failure carries the logs' tails."""
+    per revision, every committed transaction valid. A failure carries the logs' tails.
+    Returns the source images each revision's outputs reference."""
     try:
-        _assert_outputs(deployment, study, revisions)
+        return _assert_outputs(deployment, study, revisions)
     except AssertionError as exc:
         tails = "\n".join(f"=== {p.name} (running: {p.alive})\n{p.tail()}" for p in deployment.processes.values())
         raise AssertionError(f"{exc}\n{tails}") from exc
 
 
-def _assert_outputs(deployment: Deployment, study: str, revisions: Sequence[Sequence[str]]) -> None:
+def _assert_outputs(deployment: Deployment, study: str, revisions: Sequence[Sequence[str]]) -> dict[int, set[str]]:
     pacs, ehr = deployment.pacs, deployment.ehr
+    referenced: dict[int, set[str]] = {}
     jobs = deployment.jobs(study)
     assert [(j.revision, j.state) for j in jobs] == [(r, "done") for r in range(1, len(revisions) + 1)], jobs
     in_orthanc = {i["SOPInstanceUID"]: i for i in pacs.instances_of_study(study)
@@ -169,6 +171,7 @@ def _assert_outputs(deployment: Deployment, study: str, revisions: Sequence[Sequ
             ds = dcmread(io.BytesIO(pacs.instance_file(instance["ID"])))
             refs = references_of(ds)
             assert refs and refs <= set(sources), (job.revision, kind, refs, sources)
+            referenced.setdefault(job.revision, set()).update(refs)
             if kind == "sr":
                 [stated] = [str(item.ConceptCodeSequence[0].CodeValue) for item in ds.ContentSequence
                             if item.ConceptNameCodeSequence[0].CodeValue == "121049"]  # TID 1204 language
@@ -188,6 +191,7 @@ def _assert_outputs(deployment: Deployment, study: str, revisions: Sequence[Sequ
     assert len(transactions) == len(revisions)
     for transaction in transactions:
         assert ehr.validate_with_npm(json.dumps(transaction.json)) == []
+    return referenced
 
 
 # -- the tests (embedded first: the module's cluster starts with its first test) -----
@@ -354,7 +358,8 @@ def test_new_revision_while_the_first_is_inferring_two_sets_of_outputs(healthy_c
     c.wait(lambda: [j.state for j in c.jobs(study)] == ["inferring"], what="revision 1 inferring", interval=0.02)
     c.send_instances([late])
     c.wait_jobs(study, ["done", "done"])
-    assert_outputs(c, study, [first, [*first, late]])
+    referenced = assert_outputs(c, study, [first, [*first, late]])
+    assert late not in referenced[1] and late in referenced[2]  # revision 2 saw the late image
 
 
 def test_bad_study_fails_readably_and_the_next_study_is_processed(healthy_cluster, shared_data):
