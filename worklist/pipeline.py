@@ -25,6 +25,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.scu import Destination, SendResult, StorageSCU
@@ -484,8 +485,27 @@ def _deliver_fhir(ctx: PipelineContext, name: str, artifacts: list[tuple[str, st
 
 
 def _record_delivery(ctx: PipelineContext, delivery_id: int, attempts: int, outcome: _Outcome) -> None:
+    """Record an attempt's outcome. Its transaction is retried on a database
+    conflict: the attempt has happened, and a lost record would leave the
+    delivery pending until the sweeper."""
+    for attempt in range(1, 4):
+        try:
+            _record_delivery_once(ctx, delivery_id, attempts, outcome)
+            return
+        except OperationalError:
+            if attempt == 3:
+                raise
+            logger.warning("Recording delivery %d hit a database conflict; retrying", delivery_id)
+            time.sleep(0.05 * attempt)
+
+
+def _record_delivery_once(ctx: PipelineContext, delivery_id: int, attempts: int, outcome: _Outcome) -> None:
     retry_in: float | None = None
     with ctx.sessions.begin() as session:
+        # lock order: job, then delivery — two deliveries of one job settle it
+        # without deadlocking each other (PostgreSQL)
+        job_id = session.scalar(select(Delivery.job_id).where(Delivery.id == delivery_id))
+        session.get(Job, job_id, with_for_update=True)
         delivery = session.get(Delivery, delivery_id, with_for_update=True)
         now = utcnow()
         if outcome.ok:

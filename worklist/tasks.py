@@ -57,7 +57,16 @@ def configure(
     _context_factory, _context = context_factory, None
     # Redis (and SQS) redeliver unacknowledged messages after the visibility
     # timeout; other transports reject the option.
-    options = {"visibility_timeout": visibility_timeout_seconds} if broker_url.startswith(("redis", "sqs")) else {}
+    options: dict[str, float] = {}
+    if broker_url.startswith(("redis", "sqs")):
+        options["visibility_timeout"] = visibility_timeout_seconds
+    elif broker_url.startswith("sqla+"):
+        # The embedded SQLite broker polls, and kombu's 1 s default adds up to a second
+        # per hop. This transport hands its transport options to create_engine, so the
+        # interval is set on the transport class instead.
+        from kombu.transport import sqlalchemy as sqla_transport
+
+        sqla_transport.Transport.polling_interval = 0.2
     app.conf.update(
         broker_url=broker_url,
         broker_connection_retry_on_startup=True,
