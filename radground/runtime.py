@@ -11,7 +11,7 @@ from dicom_node.scu import Destination
 from radground.settings import ModelSettings, RouteSettings, Settings
 from worklist.db import create_db_engine, make_session_factory
 from worklist.fhir_delivery import FhirAuth
-from worklist.pipeline import DicomTarget, Enqueuer, FhirTarget, LoadedModel, PipelineContext
+from worklist.context import DicomTarget, Enqueuer, FhirTarget, LoadedModel, PipelineContext
 from worklist.routing import Route
 
 __all__ = ["build_context", "configure_celery", "load_model", "to_route"]

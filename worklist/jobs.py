@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from worklist.db import utcnow
 from worklist.jobs_models import AuditEvent, Delivery, DeliveryState, Job, JobState
 from worklist.models import RevisionState, Study, StudyRevision
-from worklist.pipeline import PipelineContext
+from worklist.context import PipelineContext
 
 __all__ = ["reprocess_study", "retry_job"]
 

@@ -13,120 +13,37 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from dicom_node.scu import Destination, SendResult, StorageSCU
 from dicom_node.uids import short_uid
-from engine.model import RegionAwareModel
 from engine.report import GroundedReport, Task
 from worklist.completion import StudyReady
+from worklist.context import PipelineContext, StepError, audit, insert_ignore
 from worklist.db import utcnow
-from worklist.fhir_delivery import FhirAuth, PermanentFhirError, TransientFhirError, post_transaction, retry_delay
-from worklist.jobs_models import Artifact, AuditEvent, Delivery, DeliveryState, Job, JobState
+from worklist.delivery import settle_job
+from worklist.jobs_models import Artifact, Delivery, DeliveryState, Job, JobState
 from worklist.models import Study
 from worklist.routing import Route, choose_route, study_instance_facts
 
 __all__ = [
-    "DicomTarget",
-    "Enqueuer",
-    "FhirTarget",
-    "LoadedModel",
-    "PipelineContext",
     "create_jobs",
     "make_study_ready_hook",
     "record_crash",
     "requeue_stale",
-    "run_delivery",
     "run_export",
     "run_inference",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: C-STORE statuses worth retrying: nothing sent (connection, association), Out of Resources.
-_TRANSIENT_STORE_STATUSES = range(0xA700, 0xA800)
-
-
-class Enqueuer(Protocol):
-    """Sends the next step to its queue (Celery in production, a list in tests)."""
-
-    def inference(self, job_id: int) -> None: ...
-
-    def export(self, job_id: int) -> None: ...
-
-    def delivery(self, delivery_id: int, attempt: int, countdown: float = 0.0) -> None: ...
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A model held by this worker process and how to run batches on it
-    (its micro-batcher's ``generate``, so concurrent tasks share batches)."""
-
-    model: RegionAwareModel
-    generate: Callable | None = None
-
-
-@dataclass(frozen=True)
-class DicomTarget:
-    destination: Destination
-    outputs: tuple[str, ...] = ("sr", "gsps")
-    languages: tuple[str, ...] = ()
-    max_attempts: int = 10
-
-
-@dataclass(frozen=True)
-class FhirTarget:
-    url: str
-    auth: FhirAuth
-    timeout_seconds: float = 30.0
-    max_attempts: int = 10
-    primary_language: str = "en"
-    patient_identifier_system: str | None = None
-
-
-@dataclass(frozen=True)
-class PipelineContext:
-    """Everything the steps need, built once per process by the application."""
-
-    sessions: sessionmaker[Session]
-    storage_root: Path
-    outputs_root: Path
-    routes: tuple[Route, ...]
-    models: Callable[[str], LoadedModel]
-    enqueue: Enqueuer
-    dicom_targets: Mapping[str, DicomTarget] = field(default_factory=dict)
-    fhir_targets: Mapping[str, FhirTarget] = field(default_factory=dict)
-    scu_ae_title: str = "RADGROUND"
-    max_task_starts: int = 3
-    task_time_limit_seconds: float = 900.0
-    requeue_after_seconds: float = 120.0
-    actor: str = field(default_factory=lambda: f"worker:{socket.gethostname()}:{os.getpid()}")
-
-
-class StepError(Exception):
-    """A step failed for a reason the operator can read (the job is marked failed)."""
-
-
-def _audit(session: Session, actor: str, action: str, job_id: int | None, detail: str = "") -> None:
-    session.add(AuditEvent(at=utcnow(), actor=actor, action=action, job_id=job_id, detail=detail))
-
-
-def _insert_ignore(session: Session, table_class: type, /, **values: object) -> None:
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    session.execute(insert(table_class.__table__).values(**values).on_conflict_do_nothing())
 
 
 # -- study ready → jobs ------------------------------------------------------
@@ -145,12 +62,12 @@ def create_jobs(ctx: PipelineContext, session: Session, ready: StudyReady) -> li
         logger.info("Study %s revision %d: no route matches; not processed", token, ready.revision)
         return []
     now = utcnow()
-    _insert_ignore(session, Job, study_pk=study.id, revision=ready.revision, route=route.name, model=route.model,
+    insert_ignore(session, Job, study_pk=study.id, revision=ready.revision, route=route.name, model=route.model,
                    state=JobState.QUEUED.value, inference_starts=0, retries=0, created_at=now, updated_at=now)
     job = session.execute(
         select(Job).where(Job.study_pk == study.id, Job.revision == ready.revision, Job.route == route.name)
     ).scalar_one()
-    _audit(session, "node", "job-created", job.id, f"route={route.name} revision={ready.revision}")
+    audit(session, "node", "job-created", job.id, f"route={route.name} revision={ready.revision}")
     logger.info("Study %s revision %d: job %d on route %s", token, ready.revision, job.id, route.name)
     return [job.id] if job.state is JobState.QUEUED else []
 
@@ -202,7 +119,7 @@ def run_inference(ctx: PipelineContext, job_id: int) -> None:
                 f"inference started {job.inference_starts} times without finishing (worker killed or out of "
                 "memory?); not retried automatically: `radground jobs retry` after checking the worker"
             )
-            _audit(session, ctx.actor, "job-dead", job_id, job.last_error)
+            audit(session, ctx.actor, "job-dead", job_id, job.last_error)
             logger.error("Job %d is dead: %s", job_id, job.last_error)
             return
         job.state, job.inference_starts = JobState.INFERRING, job.inference_starts + 1
@@ -249,7 +166,7 @@ def run_inference(ctx: PipelineContext, job_id: int) -> None:
                     updated_at=utcnow(), last_error=None)
         ).rowcount
         if moved:
-            _audit(session, ctx.actor, "inferred", job_id,
+            audit(session, ctx.actor, "inferred", job_id,
                    f"{len(report.findings)} findings, {len(report.problems)} problems, {elapsed:.2f} s")
     if moved:
         logger.info("Job %d: %d findings in %.2f s (revision %d)", job_id, len(report.findings), elapsed, revision)
@@ -263,7 +180,7 @@ def _fail(ctx: PipelineContext, job_id: int, reason: str) -> None:
             return
         job.state, job.last_error = JobState.FAILED, reason[:4000]
         job.updated_at = job.finished_at = utcnow()
-        _audit(session, ctx.actor, "job-failed", job_id, reason[:500])
+        audit(session, ctx.actor, "job-failed", job_id, reason[:500])
     logger.warning("Job %d failed: %s", job_id, reason)
 
 
@@ -323,20 +240,20 @@ def run_export(ctx: PipelineContext, job_id: int) -> None:
         for output in outputs:
             path = folder / output.filename
             _write_atomically(path, output.data)
-            _insert_ignore(session, Artifact, job_id=job_id, kind=output.kind, language=output.language,
+            insert_ignore(session, Artifact, job_id=job_id, kind=output.kind, language=output.language,
                            object_uid=output.object_uid, series_instance_uid=output.series_instance_uid,
                            sop_class_uid=output.sop_class_uid,
                            path=str(path.relative_to(ctx.outputs_root)), created_at=now)
         for name in route.destinations:
             protocol = "fhir" if name in ctx.fhir_targets else "dicom"
-            _insert_ignore(session, Delivery, job_id=job_id, destination=name, protocol=protocol,
+            insert_ignore(session, Delivery, job_id=job_id, destination=name, protocol=protocol,
                            state=DeliveryState.PENDING.value, attempts=0)
         job.export_seconds = time.perf_counter() - started
         job.updated_at = now
         job.state = JobState.DELIVERING if route.destinations else JobState.DONE
         if not route.destinations:
             job.finished_at = now
-        _audit(session, ctx.actor, "exported", job_id, f"{len(outputs)} objects")
+        audit(session, ctx.actor, "exported", job_id, f"{len(outputs)} objects")
         deliveries = [(d.id, d.attempts) for d in session.scalars(
             select(Delivery).where(Delivery.job_id == job_id, Delivery.state == DeliveryState.PENDING))]
     logger.info("Job %d: %d objects exported", job_id, len(outputs))
@@ -396,162 +313,6 @@ def _build_outputs(ctx: PipelineContext, route: Route, report: GroundedReport, s
                                    f"fhir-{name}.json", bundle_json(bundle).encode("utf-8")))
     return outputs
 
-
-# -- delivery ------------------------------------------------------------------
-
-
-def run_delivery(ctx: PipelineContext, delivery_id: int, attempt: int) -> None:
-    """Attempt delivery ``attempt + 1``; a stale or duplicate message does nothing."""
-    with ctx.sessions.begin() as session:
-        claimed = session.execute(
-            update(Delivery)
-            .where(Delivery.id == delivery_id, Delivery.state == DeliveryState.PENDING, Delivery.attempts == attempt)
-            .values(attempts=attempt + 1, next_attempt_at=None)
-        ).rowcount
-        if not claimed:
-            return
-        delivery = session.get(Delivery, delivery_id)
-        job_id, name, protocol = delivery.job_id, delivery.destination, delivery.protocol
-        artifacts = [(a.kind, a.language, a.path) for a in session.scalars(
-            select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id))]
-    if protocol == "fhir":
-        outcome = _deliver_fhir(ctx, name, artifacts)
-    else:
-        outcome = _deliver_dicom(ctx, name, artifacts)
-    _record_delivery(ctx, delivery_id, attempt + 1, outcome)
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    ok: bool
-    transient: bool = False
-    error: str = ""
-    operation_outcome: str | None = None
-    retry_after: float | None = None
-    max_attempts: int = 10
-    #: What goes to the log: no server-supplied text (an EHR may echo patient data).
-    log_text: str = ""
-
-    @property
-    def loggable(self) -> str:
-        return self.log_text or self.error
-
-
-def _deliver_dicom(ctx: PipelineContext, name: str, artifacts: list[tuple[str, str, str]]) -> _Outcome:
-    target = ctx.dicom_targets.get(name)
-    if target is None:
-        return _Outcome(False, error=f"destination {name!r} is no longer configured")
-    kinds = {"sr": {"sr"}, "gsps": {"gsps", "csps"}, "sc": {"sc"}}
-    wanted = set().union(*(kinds[o] for o in target.outputs))
-    files = [ctx.outputs_root / path for kind, language, path in artifacts
-             if kind in wanted and (not target.languages or language in target.languages)]
-    if not files:
-        return _Outcome(True, max_attempts=target.max_attempts)
-    results = StorageSCU(ctx.scu_ae_title).send(files, target.destination)
-    failed = [r for r in results if not r.ok]
-    if not failed:
-        return _Outcome(True, max_attempts=target.max_attempts)
-    transient = all(_transient(r) for r in failed)
-    first = failed[0]
-    status = f"0x{first.status:04X}" if first.status is not None else "not sent"
-    return _Outcome(False, transient=transient, max_attempts=target.max_attempts,
-                    error=f"{len(failed)} of {len(results)} objects not stored at {target.destination}: "
-                          f"{status} {first.reason}".strip())
-
-
-def _transient(result: SendResult) -> bool:
-    return result.status is None or result.status in _TRANSIENT_STORE_STATUSES
-
-
-def _deliver_fhir(ctx: PipelineContext, name: str, artifacts: list[tuple[str, str, str]]) -> _Outcome:
-    target = ctx.fhir_targets.get(name)
-    if target is None:
-        return _Outcome(False, error=f"FHIR endpoint {name!r} is no longer configured")
-    bundles = [path for kind, _, path in artifacts if kind == "fhir" and Path(path).name == f"fhir-{name}.json"]
-    if not bundles:
-        return _Outcome(False, error=f"no FHIR bundle was exported for {name!r}")
-    try:
-        post_transaction(target.url, (ctx.outputs_root / bundles[0]).read_bytes(), auth=target.auth,
-                         timeout=target.timeout_seconds)
-    except TransientFhirError as exc:
-        return _Outcome(False, transient=True, error=f"FHIR {name}: {exc}", max_attempts=target.max_attempts,
-                        retry_after=exc.retry_after, log_text=f"FHIR {name}: HTTP {exc.status_code or '-'}")
-    except PermanentFhirError as exc:
-        return _Outcome(False, error=f"FHIR {name}: {exc}", max_attempts=target.max_attempts,
-                        operation_outcome=exc.operation_outcome, log_text=f"FHIR {name}: HTTP {exc.status_code}")
-    except ValueError as exc:  # the endpoint or bundle is unusable (bad URL, not a transaction)
-        return _Outcome(False, error=f"FHIR {name}: {exc}", max_attempts=target.max_attempts)
-    return _Outcome(True, max_attempts=target.max_attempts)
-
-
-def _record_delivery(ctx: PipelineContext, delivery_id: int, attempts: int, outcome: _Outcome) -> None:
-    """Record an attempt's outcome. Its transaction is retried on a database
-    conflict: the attempt has happened, and a lost record would leave the
-    delivery pending until the sweeper."""
-    for attempt in range(1, 4):
-        try:
-            _record_delivery_once(ctx, delivery_id, attempts, outcome)
-            return
-        except OperationalError:
-            if attempt == 3:
-                raise
-            logger.warning("Recording delivery %d hit a database conflict; retrying", delivery_id)
-            time.sleep(0.05 * attempt)
-
-
-def _record_delivery_once(ctx: PipelineContext, delivery_id: int, attempts: int, outcome: _Outcome) -> None:
-    retry_in: float | None = None
-    with ctx.sessions.begin() as session:
-        # lock order: job, then delivery — two deliveries of one job settle it
-        # without deadlocking each other (PostgreSQL)
-        job_id = session.scalar(select(Delivery.job_id).where(Delivery.id == delivery_id))
-        session.get(Job, job_id, with_for_update=True)
-        delivery = session.get(Delivery, delivery_id, with_for_update=True)
-        now = utcnow()
-        if outcome.ok:
-            delivery.state, delivery.delivered_at, delivery.last_error = DeliveryState.DONE, now, None
-            _audit(session, ctx.actor, "delivered", delivery.job_id, f"{delivery.destination} attempt {attempts}")
-        elif outcome.transient and attempts < outcome.max_attempts:
-            retry_in = retry_delay(attempts, retry_after=outcome.retry_after)
-            delivery.last_error = outcome.error[:4000]
-            delivery.next_attempt_at = now + timedelta(seconds=retry_in)
-            _audit(session, ctx.actor, "delivery-retry", delivery.job_id,
-                   f"{delivery.destination} attempt {attempts}, next in {retry_in:.0f} s")
-        else:
-            delivery.state, delivery.last_error = DeliveryState.FAILED, outcome.error[:4000]
-            delivery.operation_outcome = outcome.operation_outcome
-            if outcome.transient:
-                delivery.last_error = f"gave up after {attempts} attempts: {outcome.error}"[:4000]
-            _audit(session, ctx.actor, "delivery-failed", delivery.job_id, f"{delivery.destination}")
-        job_id = delivery.job_id
-        _settle_job(session, job_id, ctx.actor)
-    if retry_in is not None:
-        logger.warning("Delivery %d (job %d) failed, retrying in %.0f s: %s", delivery_id, job_id, retry_in,
-                       outcome.loggable)
-        ctx.enqueue.delivery(delivery_id, attempts, countdown=retry_in)
-    elif not outcome.ok:
-        logger.error("Delivery %d (job %d) failed: %s", delivery_id, job_id, outcome.loggable)
-
-
-def _settle_job(session: Session, job_id: int, actor: str) -> None:
-    job = session.get(Job, job_id, with_for_update=True)
-    if job.state is not JobState.DELIVERING:
-        return
-    states = [d.state for d in session.scalars(select(Delivery).where(Delivery.job_id == job_id))]
-    if any(s is DeliveryState.PENDING for s in states):
-        return
-    now = utcnow()
-    if all(s is DeliveryState.DONE for s in states):
-        job.state, job.finished_at, job.updated_at = JobState.DONE, now, now
-        _audit(session, actor, "job-done", job_id)
-    else:
-        failed = [d for d in session.scalars(select(Delivery).where(
-            Delivery.job_id == job_id, Delivery.state == DeliveryState.FAILED))]
-        job.state, job.finished_at, job.updated_at = JobState.FAILED, now, now
-        job.last_error = "; ".join(f"delivery to {d.destination}: {d.last_error}" for d in failed)[:4000]
-        _audit(session, actor, "job-failed", job_id, "delivery failed")
-
-
 # -- the safety net ------------------------------------------------------------
 
 
@@ -567,7 +328,7 @@ def record_crash(ctx: PipelineContext, *, job_id: int | None = None, delivery_id
             if delivery is None or delivery.state is not DeliveryState.PENDING:
                 return
             delivery.state, delivery.last_error = DeliveryState.FAILED, reason
-            _settle_job(session, delivery.job_id, ctx.actor)
+            settle_job(session, delivery.job_id, ctx.actor)
     elif job_id is not None:
         _fail(ctx, job_id, reason)
 

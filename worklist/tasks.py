@@ -25,14 +25,9 @@ from celery import Celery, Task
 from celery.signals import worker_process_init
 from sqlalchemy.exc import OperationalError
 
-from worklist.pipeline import (
-    PipelineContext,
-    record_crash,
-    requeue_stale,
-    run_delivery,
-    run_export,
-    run_inference,
-)
+from worklist.context import PipelineContext
+from worklist.delivery import run_delivery
+from worklist.pipeline import record_crash, requeue_stale, run_export, run_inference
 
 __all__ = ["CeleryEnqueuer", "app", "configure", "deliver", "export", "infer"]
 

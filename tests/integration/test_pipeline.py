@@ -39,7 +39,8 @@ from worklist.completion import CompletionMonitor
 from worklist.db import utcnow
 from worklist.jobs import retry_job
 from worklist.jobs_models import Artifact, Delivery, DeliveryState, Job, JobState
-from worklist.pipeline import make_study_ready_hook, requeue_stale, run_delivery, run_export, run_inference
+from worklist.delivery import run_delivery
+from worklist.pipeline import make_study_ready_hook, requeue_stale, run_export, run_inference
 
 CXR = "00000072_000.png"
 

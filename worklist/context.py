@@ -1,0 +1,100 @@
+"""What the pipeline steps share: the per-process context, targets and queue interface."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from dicom_node.scu import Destination
+from engine.model import RegionAwareModel
+from worklist.db import utcnow
+from worklist.fhir_delivery import FhirAuth
+from worklist.jobs_models import AuditEvent
+from worklist.routing import Route
+
+__all__ = [
+    "DicomTarget",
+    "Enqueuer",
+    "FhirTarget",
+    "LoadedModel",
+    "PipelineContext",
+    "StepError",
+    "audit",
+    "insert_ignore",
+]
+
+
+class Enqueuer(Protocol):
+    """Sends the next step to its queue (Celery in production, a list in tests)."""
+
+    def inference(self, job_id: int) -> None: ...
+
+    def export(self, job_id: int) -> None: ...
+
+    def delivery(self, delivery_id: int, attempt: int, countdown: float = 0.0) -> None: ...
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model held by this worker process and how to run batches on it
+    (its micro-batcher's ``generate``, so concurrent tasks share batches)."""
+
+    model: RegionAwareModel
+    generate: Callable | None = None
+
+
+@dataclass(frozen=True)
+class DicomTarget:
+    destination: Destination
+    outputs: tuple[str, ...] = ("sr", "gsps")
+    languages: tuple[str, ...] = ()
+    max_attempts: int = 10
+
+
+@dataclass(frozen=True)
+class FhirTarget:
+    url: str
+    auth: FhirAuth
+    timeout_seconds: float = 30.0
+    max_attempts: int = 10
+    primary_language: str = "en"
+    patient_identifier_system: str | None = None
+
+
+@dataclass(frozen=True)
+class PipelineContext:
+    """Everything the steps need, built once per process by the application."""
+
+    sessions: sessionmaker[Session]
+    storage_root: Path
+    outputs_root: Path
+    routes: tuple[Route, ...]
+    models: Callable[[str], LoadedModel]
+    enqueue: Enqueuer
+    dicom_targets: Mapping[str, DicomTarget] = field(default_factory=dict)
+    fhir_targets: Mapping[str, FhirTarget] = field(default_factory=dict)
+    scu_ae_title: str = "RADGROUND"
+    max_task_starts: int = 3
+    task_time_limit_seconds: float = 900.0
+    requeue_after_seconds: float = 120.0
+    actor: str = field(default_factory=lambda: f"worker:{socket.gethostname()}:{os.getpid()}")
+
+
+class StepError(Exception):
+    """A step failed for a reason the operator can read (the job is marked failed)."""
+
+
+def audit(session: Session, actor: str, action: str, job_id: int | None, detail: str = "") -> None:
+    session.add(AuditEvent(at=utcnow(), actor=actor, action=action, job_id=job_id, detail=detail))
+
+
+def insert_ignore(session: Session, table_class: type, /, **values: object) -> None:
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    session.execute(insert(table_class.__table__).values(**values).on_conflict_do_nothing())
