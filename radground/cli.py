@@ -135,6 +135,8 @@ def _run_node(obj: _Context, listener_processes: int | None, port: int | None, *
         workers.start()
     try:
         node.run_until_signal()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(
             f"could not start the listener on {settings.node.host}:{settings.node.port}: {exc.strerror} "

@@ -126,6 +126,8 @@ class Node:
     def start(self) -> None:
         """Migrate the database, start the listener(s) and the completion monitor."""
         upgrade_database(self._engine)
+        if self._process_studies:
+            self._start_processing()  # first: a bad processing setting fails before anything listens
         node = self.settings.node
         if self.listener_processes == 1:
             self._scp = build_scp(self.settings)
@@ -136,8 +138,6 @@ class Node:
                 self._listeners.append(self._spawn_listener())
             self._start_thread(self._supervise, "listener-supervisor")
         completion = self.settings.completion
-        if self._process_studies:
-            self._start_processing()
         self._monitor = CompletionMonitor(
             make_session_factory(self._engine),
             self._on_study_ready,

@@ -63,7 +63,7 @@ def list_studies(settings: Settings, *, state: str | None = None, limit: int = 5
                     series_count=series_count or 0,
                     instance_count=study.instance_count,
                     revision=study.current_revision,
-                    state=str(revision_state.value if hasattr(revision_state, "value") else revision_state),
+                    state=revision_state.value,
                     last_received_at=study.last_received_at,
                 )
                 for study, revision_state, series_count, modalities in session.execute(query)

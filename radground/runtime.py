@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 from dicom_node.scu import Destination
-from radground.settings import ModelSettings, RouteSettings, Settings
+from radground.settings import ModelSettings, RouteSettings, Settings, SettingsError
 from worklist.db import create_db_engine, make_session_factory
 from worklist.fhir_delivery import FhirAuth
 from worklist.context import DicomTarget, Enqueuer, FhirTarget, LoadedModel, PipelineContext
@@ -64,12 +64,12 @@ def _fhir_auth(kind: str, *, token_env: str, username: str, password_env: str) -
     if kind == "bearer":
         token = os.environ.get(token_env, "")
         if not token:
-            raise RuntimeError(f"FHIR bearer token: environment variable {token_env} is empty or unset")
+            raise SettingsError(f"fhir_endpoints: auth 'bearer' reads the token from ${token_env}, which is empty or unset")
         return FhirAuth.bearer(token)
     if kind == "basic":
         password = os.environ.get(password_env, "")
         if not password:
-            raise RuntimeError(f"FHIR basic auth: environment variable {password_env} is empty or unset")
+            raise SettingsError(f"fhir_endpoints: auth 'basic' reads the password from ${password_env}, which is empty or unset")
         return FhirAuth.basic(username, password)
     return FhirAuth.none()
 

@@ -62,3 +62,18 @@ def test_studies_on_an_empty_database(runner, tmp_path):
     result = runner.invoke(cli, ["--config", str(config), "studies"])
     assert result.exit_code == 0
     assert "No studies yet" in result.output
+
+
+def test_node_refuses_to_start_without_the_fhir_secret(runner, tmp_path, monkeypatch):
+    monkeypatch.delenv("RG_TEST_EHR_TOKEN", raising=False)
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f"[node]\nport = {closed_port()}\nlistener_processes = 1\n"
+        f"[storage]\nroot = '{tmp_path / 'instances'}'\nreserve_mb = 0\n"
+        f"[database]\nurl = 'sqlite:///{tmp_path / 'db.sqlite'}'\n"
+        f"[workers]\nbroker_url = 'sqla+sqlite:///{tmp_path / 'broker.sqlite'}'\n"
+        "[fhir_endpoints.EHR]\nurl = 'https://ehr.invalid/fhir'\nauth = 'bearer'\ntoken_env = 'RG_TEST_EHR_TOKEN'\n"
+    )
+    result = runner.invoke(cli, ["--config", str(config), "node"])
+    assert result.exit_code == 1
+    assert "RG_TEST_EHR_TOKEN" in result.output and "empty or unset" in result.output
