@@ -8,14 +8,15 @@ The same loads, in one run, on loopback:
 * ``4 senders``: the large load split over four concurrent ``storescu`` processes.
 
 RadGround runs as ``radground serve`` with its embedded defaults: SQLite index,
-fsync of every file and directory entry, study completion on (``--fsync never``
-shows what the fsyncs cost). The plain
-pynetdicom SCP writes the received bytes to a file and nothing else; dcmtk's
-storescp writes files (its default: no fsync, no index).
+fsync of every file and directory entry, study completion on; once more with
+``storage.fsync = "never"`` to show what durability costs. The plain pynetdicom
+SCP writes the received bytes to a file and nothing else, once as is and once
+with an fsync of the file and its directory (RadGround's durability, nothing
+else); dcmtk's storescp writes files (its default: no fsync, no index).
 
 Prints instances/s per receiver and the ratios to the peers. Usage::
 
-    .venv/bin/python bench/ingest.py            # full run (~5 min on 2 cores)
+    .venv/bin/python bench/ingest.py            # full run (~6 min on 2 cores)
     .venv/bin/python bench/ingest.py --quick    # 1/5 of the counts
 """
 
@@ -44,15 +45,23 @@ from tests.factories import write_series  # noqa: E402
 
 PLAIN_PYNETDICOM_SCP = textwrap.dedent(
     """
-    import sys
+    import os, sys
     from pathlib import Path
     from pynetdicom import AE, evt, AllStoragePresentationContexts, _config
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
     _config.LOG_HANDLER_LEVEL = "none"
     out = Path(sys.argv[2])
+    durable = sys.argv[3] == "fsync"
     def handle_store(event):
         with open(out / event.request.AffectedSOPInstanceUID, "wb") as f:
             f.write(event.encoded_dataset())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        if durable:
+            directory = os.open(out, os.O_RDONLY)
+            os.fsync(directory)
+            os.close(directory)
         return 0x0000
     ae = AE(ae_title="PLAIN")
     for cx in AllStoragePresentationContexts:
@@ -143,14 +152,15 @@ def start_storescp(work: Path) -> Receiver:
     return Receiver("dcmtk storescp", "STORESCP", port, process, out)
 
 
-def start_plain(work: Path) -> Receiver:
+def start_plain(work: Path, fsync: bool = False) -> Receiver:
     port = free_port()
     out = work / "plain"
     out.mkdir()
-    process = subprocess.Popen([sys.executable, "-c", PLAIN_PYNETDICOM_SCP, str(port), str(out)],
+    process = subprocess.Popen([sys.executable, "-c", PLAIN_PYNETDICOM_SCP, str(port), str(out),
+                                "fsync" if fsync else "no-fsync"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_port(port)
-    return Receiver("plain pynetdicom SCP", "PLAIN", port, process, out)
+    return Receiver("plain pynetdicom SCP" + (" + fsync" if fsync else ""), "PLAIN", port, process, out)
 
 
 def storescu_command(receiver: Receiver, files: list[Path]) -> list[str]:
@@ -197,8 +207,6 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1/5 of the instance counts")
     parser.add_argument("--small", type=int, default=1000, help="number of 32 KB instances")
     parser.add_argument("--large", type=int, default=300, help="number of 512 KB instances")
-    parser.add_argument("--fsync", choices=["always", "never"], default="always",
-                        help="RadGround's storage.fsync (default: always, the product default)")
     args = parser.parse_args()
     if args.quick:
         args.small, args.large = args.small // 5, args.large // 5
@@ -214,10 +222,12 @@ def main() -> None:
             "large": write_series(work / "large", args.large, rows=512, columns=512),
         }
         receivers_factories = [
-            ("RadGround (1 proc)", lambda d: start_radground(d, 1, args.fsync)),
-            (f"RadGround ({cores} proc)", lambda d: start_radground(d, cores, args.fsync)),
+            ("RadGround 1 proc", lambda d: start_radground(d, 1)),
+            (f"RadGround {cores} proc", lambda d: start_radground(d, cores)),
+            (f"RadGround {cores} proc, no fsync", lambda d: start_radground(d, cores, "never")),
             ("dcmtk storescp", start_storescp),
-            ("plain pynetdicom SCP", start_plain),
+            ("plain pynetdicom", start_plain),
+            ("plain pynetdicom + fsync", lambda d: start_plain(d, fsync=True)),
         ]
         rates: dict[tuple[str, str], float] = {}
         total = len(SCENARIOS) * len(receivers_factories)
@@ -242,23 +252,34 @@ def main() -> None:
                     progress.advance(task)
 
     names = [name for name, _ in receivers_factories]
-    table = Table(title=f"Ingest, instances/s (loopback, {cores} cores; RadGround: SQLite index, fsync {args.fsync})")
+    table = Table(title=f"Ingest, instances/s (loopback, {cores} cores; RadGround: SQLite index, fsync unless noted)")
     table.add_column("load / sender")
     for name in names:
         table.add_column(name, justify="right")
-    table.add_column("RG best / storescp", justify="right")
-    table.add_column("RG best / pynetdicom", justify="right")
+    table.add_column("RG / storescp", justify="right")
+    table.add_column("RG / pynetdicom", justify="right")
+    table.add_column("RG / pynetdicom + fsync", justify="right")
+    table.add_column("RG no fsync / pynetdicom", justify="right")
     for scenario, *_ in SCENARIOS:
-        row = [rates[(scenario, n)] for n in names]
-        best = max(row[0], row[1])
-        table.add_row(scenario, *(f"{r:.0f}" for r in row), f"{best / row[2]:.2f}x", f"{best / row[3]:.2f}x")
+        rg_one, rg_many, rg_no_fsync, storescp, plain, plain_fsync = (rates[(scenario, n)] for n in names)
+        best = max(rg_one, rg_many)
+        table.add_row(
+            scenario,
+            *(f"{rates[(scenario, n)]:.0f}" for n in names),
+            f"{best / storescp:.2f}x",
+            f"{best / plain:.2f}x",
+            f"{best / plain_fsync:.2f}x",
+            f"{rg_no_fsync / plain:.2f}x",
+        )
     console.print(table)
+    console.print("RG = RadGround's better of 1 and several listener processes, fsync of every file and directory entry.")
     one = rates[("512 KB, storescu TCP_NODELAY", names[1])]
     four = rates[("512 KB, 4 x storescu TCP_NODELAY", names[1])]
-    plain_four = rates[("512 KB, 4 x storescu TCP_NODELAY", names[3])]
+    plain_one = rates[("512 KB, storescu TCP_NODELAY", names[4])]
+    plain_four = rates[("512 KB, 4 x storescu TCP_NODELAY", names[4])]
     console.print(
         f"4 concurrent senders vs 1, RadGround ({cores} proc): {four / one:.2f}x; "
-        f"plain pynetdicom: {plain_four / rates[('512 KB, storescu TCP_NODELAY', names[3])]:.2f}x"
+        f"plain pynetdicom: {plain_four / plain_one:.2f}x"
     )
 
 

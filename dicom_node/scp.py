@@ -21,11 +21,11 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from dicom_node.conformance import StoreStatus, contexts_preferring_requestor, scp_contexts
 from dicom_node.errors import (
@@ -35,7 +35,8 @@ from dicom_node.errors import (
     StorageError,
     StoreRefusedError,
 )
-from dicom_node.storage import InstanceStore, StoreOutcome
+from dicom_node.part10 import PREAMBLE, file_meta_information, read_header
+from dicom_node.storage import InstanceStore, PendingWrite, StoreOutcome
 from dicom_node.uids import is_valid_uid, short_uid
 
 __all__ = [
@@ -96,10 +97,13 @@ class ThreadAssociationLimiter:
 
 @dataclass(frozen=True)
 class StoredInstance:
-    """An instance that is on disk, as told to the ``on_stored`` hook.
+    """A received instance written to storage, as told to the ``on_stored`` hook.
 
-    ``header`` is the received data set (decoded lazily by pydicom; do not
-    touch Pixel Data on the association thread).
+    ``header`` is the received data set up to Pixel Data (decoded lazily by
+    pydicom). The file may still be on its way to stable storage when the hook
+    runs: a hook that records the instance somewhere durable (the index) calls
+    :meth:`wait_durable` before it commits, so that nothing refers to a file
+    that a crash could still lose; the flush and the hook's work overlap.
     """
 
     sop_class_uid: str
@@ -114,23 +118,58 @@ class StoredInstance:
     peer_host: str
     received_at: datetime
     header: Dataset = field(compare=False, repr=False)
+    #: The write still being flushed, if any (see :meth:`wait_durable`).
+    pending: PendingWrite | None = field(default=None, compare=False, repr=False)
+
+    def wait_durable(self) -> None:
+        """Block until the file is on stable storage (per the store's fsync policy).
+
+        Raises :class:`~dicom_node.errors.StorageError` if it cannot be made durable.
+        """
+        if self.pending is not None:
+            self.pending.wait()
 
 
-class _QuickAckSocket(socket.socket):
-    """A connected socket that ACKs every read at once (see the module docstring)."""
+class _BulkReadSocket(AssociationSocket):
+    """pynetdicom's association socket, reading each PDU with few large reads.
 
-    def recv(self, bufsize: int, flags: int = 0) -> bytes:  # type: ignore[override]
-        data = super().recv(bufsize, flags)
-        if _TCP_QUICKACK is not None and data:
-            try:
-                self.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
-            except OSError:
-                pass  # the peer closed the connection; the next read reports it
-        return data
+    pynetdicom reads a PDU 4 KiB per ``recv`` (128 reads and copies for a
+    512 KiB instance); this reads into one buffer of the PDU's length, never
+    past it (the DUL's readiness check must still see the next PDU in the
+    kernel), and re-arms ``TCP_QUICKACK`` after every read (see the module
+    docstring).
+    """
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        connection = cast(socket.socket, self.socket)
+        buffer = bytearray(nr_bytes)
+        view = memoryview(buffer)
+        received = 0
+        while received < nr_bytes:
+            count = connection.recv_into(view[received:], nr_bytes - received)
+            if not count:  # the peer closed the connection: what arrived so far
+                del view
+                del buffer[received:]
+                return buffer
+            received += count
+            if _TCP_QUICKACK is not None:
+                try:
+                    connection.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+                except OSError:
+                    pass  # the peer closed the connection; the next read reports it
+        return buffer
+
+
+class _NodeRequestHandler(RequestHandler):
+    def _create_association(self) -> Any:
+        assoc = super()._create_association()
+        # Same object, our read path: the class only overrides recv().
+        assoc.dul.socket.__class__ = _BulkReadSocket
+        return assoc
 
 
 class _NodeServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server with quick ACKs and, optionally, SO_REUSEPORT.
+    """pynetdicom's threaded server with bulk reads, quick ACKs and, optionally, SO_REUSEPORT.
 
     SO_REUSEPORT lets several listener processes bind the same port; the
     kernel spreads connections over them, so ingest is not bound to one GIL.
@@ -138,17 +177,17 @@ class _NodeServer(ThreadedAssociationServer):
 
     reuse_port = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, request_handler=_NodeRequestHandler, **kwargs)
+
     def server_bind(self) -> None:
         if self.reuse_port:
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 
     def get_request(self) -> tuple[socket.socket, Any]:
-        fd, address = self.socket._accept()  # type: ignore[attr-defined]
-        client = _QuickAckSocket(self.socket.family, self.socket.type, self.socket.proto, fileno=fd)
+        client, address = super().get_request()
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.ssl_context:
-            client = self.ssl_context.wrap_socket(client, server_side=True)
         return client, address
 
 
@@ -300,9 +339,10 @@ class StorageSCP:
         request = event.request
         sop_class_uid = str(request.AffectedSOPClassUID)
         sop_instance_uid = str(request.AffectedSOPInstanceUID)
+        transfer_syntax_uid = str(event.context.transfer_syntax)
         token = short_uid(sop_instance_uid)
         try:
-            header = event.dataset
+            header = read_header(request.DataSet, transfer_syntax_uid)
             study_uid = _uid_attribute(header, "StudyInstanceUID")
             series_uid = _uid_attribute(header, "SeriesInstanceUID")
             dataset_sop_instance = _uid_attribute(header, "SOPInstanceUID")
@@ -323,13 +363,22 @@ class StorageSCP:
                 calling,
                 token,
             )
+        file_meta = file_meta_information(
+            media_storage_sop_class_uid=sop_class_uid,
+            media_storage_sop_instance_uid=sop_instance_uid,
+            transfer_syntax_uid=transfer_syntax_uid,
+            implementation_class_uid=self._ae.implementation_class_uid,
+            implementation_version_name=self._ae.implementation_version_name or "",
+            source_application_entity_title=calling,
+        )
         try:
-            result = self.store.write(
-                event.encoded_dataset(include_meta=True),
-                study_instance_uid=study_uid,
-                series_instance_uid=series_uid,
-                sop_instance_uid=sop_instance_uid,
-            )
+            with request.DataSet.getbuffer() as data_set:
+                pending = self.store.begin_write(
+                    (PREAMBLE + file_meta, data_set),
+                    study_instance_uid=study_uid,
+                    series_instance_uid=series_uid,
+                    sop_instance_uid=sop_instance_uid,
+                )
         except InsufficientStorageError as exc:
             return self._refuse(StoreStatus.OUT_OF_RESOURCES, str(exc), calling, token)
         except DuplicateInstanceError as exc:
@@ -338,12 +387,13 @@ class StorageSCP:
             return self._refuse(StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), calling, token)
         except StorageError as exc:
             return self._refuse(StoreStatus.OUT_OF_RESOURCES, str(exc), calling, token)
+        result = pending.result
         instance = StoredInstance(
             sop_class_uid=sop_class_uid,
             sop_instance_uid=sop_instance_uid,
             study_instance_uid=study_uid,
             series_instance_uid=series_uid,
-            transfer_syntax_uid=str(event.context.transfer_syntax),
+            transfer_syntax_uid=transfer_syntax_uid,
             relative_path=result.relative_path,
             size=result.size,
             outcome=result.outcome,
@@ -351,17 +401,29 @@ class StorageSCP:
             peer_host=host,
             received_at=received_at,
             header=header,
+            pending=pending,
         )
-        if self.on_stored is not None:
-            try:
+        try:
+            if self.on_stored is not None:
                 self.on_stored(instance)
-            except StoreRefusedError as exc:
-                if result.outcome is StoreOutcome.STORED:
-                    self.store.open(result.relative_path).unlink(missing_ok=True)
-                status = StoreStatus.OUT_OF_RESOURCES if exc.transient else StoreStatus.PROCESSING_FAILURE
-                return self._refuse(status, str(exc), calling, token)
+            pending.wait()
+        except StorageError as exc:  # the file could not be made durable (disk full, I/O error)
+            return self._refuse(StoreStatus.OUT_OF_RESOURCES, str(exc), calling, token)
+        except StoreRefusedError as exc:
+            self._discard(pending)
+            status = StoreStatus.OUT_OF_RESOURCES if exc.transient else StoreStatus.PROCESSING_FAILURE
+            return self._refuse(status, str(exc), calling, token)
         logger.debug("Stored instance %s from %r (%s)", token, calling, result.outcome.value)
         return StoreStatus.SUCCESS
+
+    def _discard(self, pending: PendingWrite) -> None:
+        """Remove a newly stored file the hook refused (a replaced or identical one stays)."""
+        try:
+            pending.wait()
+        except StorageError:
+            return  # never reached its final name
+        if pending.result.outcome is StoreOutcome.STORED:
+            self.store.open(pending.result.relative_path).unlink(missing_ok=True)
 
     @staticmethod
     def _refuse(status: int, reason: str, calling: str, token: str) -> Dataset:

@@ -18,6 +18,8 @@ import enum
 import errno
 import os
 import threading
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +31,9 @@ from dicom_node.errors import (
 )
 from dicom_node.uids import is_valid_uid
 
-__all__ = ["DuplicatePolicy", "FsyncPolicy", "InstanceStore", "StoreOutcome", "WriteResult"]
+__all__ = ["DuplicatePolicy", "FsyncPolicy", "InstanceStore", "PendingWrite", "StoreOutcome", "WriteResult"]
+
+Buffer = bytes | bytearray | memoryview
 
 
 class FsyncPolicy(enum.StrEnum):
@@ -59,6 +63,27 @@ class StoreOutcome(enum.StrEnum):
     STORED = "stored"
     REPLACED = "replaced"
     IDENTICAL_DUPLICATE = "identical-duplicate"
+
+
+class PendingWrite:
+    """A write on its way to stable storage (see :meth:`InstanceStore.begin_write`)."""
+
+    def __init__(self, result: WriteResult, flushing: Future[None] | None = None) -> None:
+        #: Where the instance lands and what happened (known before it is durable).
+        self.result = result
+        self._flushing = flushing
+
+    def wait(self) -> WriteResult:
+        """Block until the file is durable under its final name.
+
+        Raises :class:`~dicom_node.errors.StorageError` (or
+        :class:`~dicom_node.errors.InsufficientStorageError`) if it could not
+        be; the temporary file is gone then and nothing is at the final name
+        that was not there before.
+        """
+        if self._flushing is not None:
+            self._flushing.result()
+        return self.result
 
 
 @dataclass(frozen=True)
@@ -106,6 +131,8 @@ class InstanceStore:
         self.reserve_bytes = reserve_bytes
         self._known_dirs: set[Path] = set()
         self._dir_lock = threading.Lock()
+        # fsync releases the GIL: a few threads flush while associations go on.
+        self._flusher = ThreadPoolExecutor(max_workers=4, thread_name_prefix="InstanceStore-fsync")
 
     def relative_path(self, *, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str) -> str:
         """The path of an instance relative to the root, from validated UIDs only."""
@@ -125,13 +152,14 @@ class InstanceStore:
 
     def write(
         self,
-        data: bytes | bytearray | memoryview,
+        data: Buffer | Sequence[Buffer],
         *,
         study_instance_uid: str,
         series_instance_uid: str,
         sop_instance_uid: str,
     ) -> WriteResult:
-        """Store ``data`` (a complete DICOM file) for the given UIDs.
+        """Store ``data`` (a complete DICOM file, or its pieces in order) for the
+        given UIDs; returns once the file is durable under its final name.
 
         Raises
         ------
@@ -144,12 +172,37 @@ class InstanceStore:
         StorageError
             The file system refused the write.
         """
+        return self.begin_write(
+            data,
+            study_instance_uid=study_instance_uid,
+            series_instance_uid=series_instance_uid,
+            sop_instance_uid=sop_instance_uid,
+        ).wait()
+
+    def begin_write(
+        self,
+        data: Buffer | Sequence[Buffer],
+        *,
+        study_instance_uid: str,
+        series_instance_uid: str,
+        sop_instance_uid: str,
+    ) -> PendingWrite:
+        """Like :meth:`write`, but the flush to stable storage runs in the background.
+
+        The bytes are written to a temporary file before this returns (``data``
+        may be reused afterwards); fsync, the rename into place and the fsync of
+        the directory entry follow on a flusher thread, so the caller can do
+        other work (its index transaction) meanwhile and then
+        :meth:`PendingWrite.wait`. The same errors as :meth:`write`, raised here
+        or from ``wait``.
+        """
         relative = self.relative_path(
             study_instance_uid=study_instance_uid,
             series_instance_uid=series_instance_uid,
             sop_instance_uid=sop_instance_uid,
         )
-        size = len(data)
+        parts = [memoryview(data)] if isinstance(data, Buffer) else [memoryview(part) for part in data]
+        size = sum(part.nbytes for part in parts)
         if self.reserve_bytes and self.free_bytes() - size < self.reserve_bytes:
             raise InsufficientStorageError(
                 f"free disk space would fall below the reserve of {self.reserve_bytes} bytes"
@@ -159,31 +212,26 @@ class InstanceStore:
         if target.exists():
             if self.duplicates is DuplicatePolicy.REJECT:
                 raise DuplicateInstanceError("SOP Instance UID already stored (policy: reject)")
-            if self.duplicates is DuplicatePolicy.IGNORE_IF_IDENTICAL and _same_content(target, data):
-                return WriteResult(relative, size, StoreOutcome.IDENTICAL_DUPLICATE)
+            if self.duplicates is DuplicatePolicy.IGNORE_IF_IDENTICAL and _same_content(target, parts, size):
+                return PendingWrite(WriteResult(relative, size, StoreOutcome.IDENTICAL_DUPLICATE))
             outcome = StoreOutcome.REPLACED
         self._ensure_dir(target.parent)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-            try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                if self.fsync is FsyncPolicy.ALWAYS:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, target)
-            if self.fsync is FsyncPolicy.ALWAYS:
-                _fsync_dir(target.parent)
         except OSError as exc:
+            raise _storage_error(exc) from exc
+        try:
+            _write_all(fd, parts)
+        except OSError as exc:
+            os.close(fd)
             tmp.unlink(missing_ok=True)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise InsufficientStorageError(f"disk full: {exc.strerror}") from exc
-            raise StorageError(f"could not write instance: {exc.strerror}") from exc
-        return WriteResult(relative, size, outcome)
+            raise _storage_error(exc) from exc
+        result = WriteResult(relative, size, outcome)
+        if self.fsync is FsyncPolicy.NEVER:
+            _finish(fd, tmp, target, durable=False)
+            return PendingWrite(result)
+        return PendingWrite(result, self._flusher.submit(_finish, fd, tmp, target, durable=True))
 
     def _ensure_dir(self, directory: Path) -> None:
         if directory in self._known_dirs:
@@ -210,11 +258,46 @@ class InstanceStore:
         return path
 
 
-def _same_content(path: Path, data: bytes | bytearray | memoryview) -> bool:
+def _finish(fd: int, tmp: Path, target: Path, *, durable: bool) -> None:
+    """Close the written temporary file and rename it into place; with ``durable``,
+    fsync the file before the rename and the directory entry after it."""
     try:
-        if path.stat().st_size != len(data):
+        try:
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+        if durable:
+            _fsync_dir(target.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _storage_error(exc) from exc
+
+
+def _storage_error(exc: OSError) -> StorageError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientStorageError(f"disk full: {exc.strerror}")
+    return StorageError(f"could not write instance: {exc.strerror}")
+
+
+def _write_all(fd: int, parts: list[memoryview]) -> None:
+    """``writev`` until every byte of ``parts`` is written."""
+    pending = [part.cast("B") for part in parts if part.nbytes]
+    while pending:
+        written = os.writev(fd, pending)
+        while pending and written >= pending[0].nbytes:
+            written -= pending[0].nbytes
+            pending.pop(0)
+        if pending and written:
+            pending[0] = pending[0][written:]
+
+
+def _same_content(path: Path, parts: list[memoryview], size: int) -> bool:
+    try:
+        if path.stat().st_size != size:
             return False
-        return path.read_bytes() == bytes(data)
+        return path.read_bytes() == b"".join(parts)
     except OSError:
         return False
 

@@ -60,7 +60,7 @@ def build_scp(settings: Settings, *, limiter: Any = None) -> StorageSCP:
     return StorageSCP(
         store,
         ae_title=node.ae_title,
-        on_stored=make_index_hook(make_session_factory(engine)),
+        on_stored=make_index_hook(engine),
         allowed_peers=[p.to_peer() for p in node.allowed_peers],
         require_called_ae_title=node.require_called_ae_title,
         limiter=limiter or ThreadAssociationLimiter(node.max_associations),

@@ -5,20 +5,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.errors import StoreRefusedError
 from dicom_node.scp import StoredInstance
 from dicom_node.uids import short_uid
-from worklist.index import KnownKeys, record_instance
+from worklist.index import StudyIndexer
 
 __all__ = ["make_index_hook"]
 
 logger = logging.getLogger(__name__)
 
 
-def make_index_hook(session_factory: sessionmaker[Session]) -> Callable[[StoredInstance], None]:
+def make_index_hook(engine: Engine) -> Callable[[StoredInstance], None]:
     """A hook that indexes each stored instance in its own transaction.
 
     A database failure refuses the instance with Out of Resources (the sender
@@ -27,16 +27,14 @@ def make_index_hook(session_factory: sessionmaker[Session]) -> Callable[[StoredI
     the statement's parameters, i.e. patient data.
     """
 
-    known = KnownKeys()
+    indexer = StudyIndexer(engine)
 
     def on_stored(instance: StoredInstance) -> None:
         try:
-            with session_factory.begin() as session:
-                indexed = record_instance(session, instance, known=known)
+            indexed = indexer.record(instance)
         except SQLAlchemyError as exc:
             logger.error("Index write failed for instance %s (%s)", short_uid(instance.sop_instance_uid), type(exc).__name__)
             raise StoreRefusedError("study index unavailable", transient=True) from None
-        known.remember(indexed)
         if indexed.reopened:
             logger.info(
                 "Study %s received more instances after it was ready: revision %d opened",

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
+from dicom_node.errors import StorageError
 from dicom_node.scp import StoredInstance
 from dicom_node.storage import StoreOutcome
 from tests.factories import make_ct
 from worklist.completion import CompletionMonitor
 from worklist.db import make_session_factory
-from worklist.index import record_instance
+from worklist.index import StudyIndexer, record_instance
 from worklist.models import Instance, Patient, RevisionState, Series, Study, StudyRevision
 
 T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=timezone.utc)
@@ -105,6 +107,57 @@ def test_late_instances_open_a_new_revision_but_identical_duplicates_do_not(migr
     with sessions() as session:
         assert session.scalar(select(Study.instance_count)) == 3
         assert session.scalar(select(Study.current_revision)) == 2
+
+
+def test_indexer_fast_path_keeps_the_same_books_as_the_full_path(migrated_engine):
+    """Instances through StudyIndexer (three Core statements once a study is known) give
+    the rows, counts and revisions of record_instance, including the surprises that
+    send it back to the full path: a revision made ready under it, a duplicate, one of
+    the exporters' own objects."""
+    sessions = make_session_factory(migrated_engine)
+    indexer = StudyIndexer(migrated_engine)
+    monitor = CompletionMonitor(sessions, lambda e: None, idle_seconds=30, force_after_seconds=600)
+    study, series = generate_uid(), generate_uid()
+    first = stored(study, series, 1, at=T0)
+    for n in range(1, 6):
+        indexer.record(first if n == 1 else stored(study, series, n, at=T0 + timedelta(seconds=n)))
+    assert [(e.revision, e.instances_received) for e in monitor.run_once(T0 + timedelta(seconds=40))] == [(1, 5)]
+
+    # The process still believes revision 1 is receiving: the fast path must notice it is not.
+    late = indexer.record(stored(study, series, 6, at=T0 + timedelta(seconds=50)))
+    assert (late.reopened, late.revision) == (True, 2)
+    again = indexer.record(stored(study, series, 1, at=T0 + timedelta(seconds=51), sop=first.sop_instance_uid))
+    assert (again.revision, again.new_content) == (2, True)  # a replaced file: counted in the open revision
+    indexer.record(stored(study, series, 7, at=T0 + timedelta(seconds=52)))
+    events = monitor.run_once(T0 + timedelta(seconds=90))
+    assert [(e.revision, e.instances_received) for e in events] == [(2, 3)]
+    with sessions() as session:
+        row = session.execute(select(Study).where(Study.study_instance_uid == study)).scalar_one()
+        assert (row.instance_count, row.current_revision) == (7, 2)
+        assert row.last_received_at == T0 + timedelta(seconds=52)
+        revisions = {r.revision: r.instances_received for r in session.scalars(select(StudyRevision))}
+        assert revisions == {1: 5, 2: 3}
+        numbers = dict(session.execute(select(Instance.instance_number, Instance.revision)).all())
+        assert numbers == {1: 2, 2: 1, 3: 1, 4: 1, 5: 1, 6: 2, 7: 2}
+
+
+def test_indexer_commits_nothing_when_the_file_cannot_be_made_durable(migrated_engine):
+    indexer = StudyIndexer(migrated_engine)
+    study, series = generate_uid(), generate_uid()
+    indexer.record(stored(study, series, 1, at=T0))
+
+    class FailedFlush:
+        def wait(self):
+            raise StorageError("could not write instance: Input/output error")
+
+    for n in (2, 3):  # 2 takes the fast path, then a fresh indexer takes the full path
+        broken = replace(stored(study, series, n, at=T0 + timedelta(seconds=n)), pending=FailedFlush())
+        with pytest.raises(StorageError):
+            (indexer if n == 2 else StudyIndexer(migrated_engine)).record(broken)
+    with make_session_factory(migrated_engine)() as session:
+        assert session.scalar(select(Study.instance_count)) == 1
+        assert sorted(session.scalars(select(Instance.instance_number))) == [1]
+        assert session.scalar(select(StudyRevision.instances_received)) == 1
 
 
 def test_ready_event_survives_a_crash_between_transition_and_dispatch(migrated_engine):
