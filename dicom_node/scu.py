@@ -203,7 +203,7 @@ class StorageSCU:
             for index in batch:
                 item = items[index]
                 if not assoc.is_established:
-                    record(index, SendResult(item.source, item.sop_instance_uid, None, "association lost"))
+                    record(index, SendResult(item.source, item.sop_instance_uid, None, "not sent: association lost"))
                     continue
                 try:
                     response = assoc.send_c_store(item.payload)
@@ -213,6 +213,10 @@ class StorageSCU:
                     continue
                 if response is None or "Status" not in response:
                     record(index, SendResult(item.source, item.sop_instance_uid, None, "no response (timeout or abort)"))
+                    # The peer is gone or hung: what it did with this instance is unknown,
+                    # and the rest must not wait a DIMSE timeout each in a dead association.
+                    if assoc.is_established:
+                        assoc.abort()
                     continue
                 status = int(response.Status)
                 reason = str(response.get("ErrorComment", "")) if status != 0 else ""

@@ -15,7 +15,7 @@ from radground.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EmbeddedWorkers", "run_worker"]
+__all__ = ["EmbeddedWorkers", "run_worker", "worker_arguments"]
 
 
 def run_worker(settings: Settings, *, queue: str, concurrency: int | None = None, parent_pid: int | None = None) -> None:
@@ -34,15 +34,20 @@ def run_worker(settings: Settings, *, queue: str, concurrency: int | None = None
     app = configure_celery(settings)
     if concurrency is None:
         concurrency = max(m.max_batch_size for m in settings.models.values()) if queue == "gpu" else 4
-    app.worker_main([
+    app.worker_main(worker_arguments(queue=queue, concurrency=concurrency, loglevel=settings.logging.level))
+
+
+def worker_arguments(*, queue: str, concurrency: int, loglevel: str) -> list[str]:
+    """The Celery worker command line of a RadGround worker process."""
+    return [
         "worker",
         "--queues", queue,
         "--pool", "threads",
         "--concurrency", str(concurrency),
         "--hostname", f"{queue}-{os.getpid()}@%h",
-        "--loglevel", settings.logging.level,
+        "--loglevel", loglevel,
         "--without-gossip", "--without-mingle", "--without-heartbeat",
-    ])
+    ]
 
 
 class EmbeddedWorkers:

@@ -1,7 +1,11 @@
 """The Storage SCU against the node's own SCP (no database: a recording hook)."""
 
+import socket
+
 import pytest
 from pydicom import dcmread
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import CTImageStorage
 
 from dicom_node.scp import AllowedPeer, StorageSCP
 from dicom_node.scu import Destination, StorageSCU, _batches, _Item
@@ -41,6 +45,31 @@ def test_rejected_association_is_explained(scp, tmp_path):
     assert not results[0].ok and "rejected" in results[0].reason
     assert StorageSCU("STRANGER").echo(destination).ok is False
     assert StorageSCU("SENDER").echo(destination).ok is True
+
+
+def test_a_peer_that_drops_the_connection_mid_batch_costs_one_instance_not_a_timeout_each(tmp_path):
+    """A PACS that dies while storing (killed, crashed) answers nothing: that
+    instance's fate is unknown, and the rest of the batch is not sent into the
+    dead association (each would wait out the DIMSE timeout)."""
+    requests = []
+
+    def drop_connection(event):
+        requests.append(event.request.AffectedSOPInstanceUID)
+        event.assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)
+        return 0x0000
+
+    peer = AE(ae_title="DYINGPACS")
+    peer.add_supported_context(CTImageStorage)
+    server = peer.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, drop_connection)])
+    try:
+        port = server.socket.getsockname()[1]
+        results = StorageSCU("SENDER", dimse_timeout=20).send(write_series(tmp_path, 3),
+                                                               Destination("DYINGPACS", "127.0.0.1", port))
+    finally:
+        server.shutdown()
+    assert len(requests) == 1
+    assert results[0].status is None and "no response" in results[0].reason
+    assert [r.reason for r in results[1:]] == ["not sent: association lost"] * 2
 
 
 def test_batches_stay_within_the_presentation_context_limit():
