@@ -18,7 +18,7 @@ from typing import BinaryIO
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
-from pydicom.uid import DeflatedExplicitVRLittleEndian, UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 __all__ = ["PREAMBLE", "file_meta_information", "read_header"]
 

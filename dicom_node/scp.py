@@ -6,11 +6,9 @@ association thread. Received bytes are stored exactly as they arrived
 (:mod:`dicom_node.storage`) and the caller's ``on_stored`` hook is told about
 each instance; the node knows nothing of databases or queues.
 
-Speed: a sender with Nagle's algorithm on (dcmtk's ``storescu`` as Debian
-ships it, and many PACS) stalls on every C-STORE until the receiver ACKs its
-previous small segment, and Linux delays that ACK by up to 40 ms. The server
-re-arms ``TCP_QUICKACK`` after every read, which removes the stall for every
-sender, and sets ``TCP_NODELAY`` for its own responses.
+Speed: every association reads through :mod:`dicom_node.sockets` (quick ACKs,
+``TCP_NODELAY``), which removes the Nagle/delayed-ACK stall of senders with
+Nagle's algorithm on (dcmtk's ``storescu`` as Debian ships it, many PACS).
 """
 
 from __future__ import annotations
@@ -20,12 +18,12 @@ import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Protocol, cast
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
-from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from dicom_node.conformance import StoreStatus, contexts_preferring_requestor, scp_contexts
 from dicom_node.errors import (
@@ -36,6 +34,7 @@ from dicom_node.errors import (
     StoreRefusedError,
 )
 from dicom_node.part10 import PREAMBLE, file_meta_information, read_header
+from dicom_node.sockets import tune_association_socket
 from dicom_node.storage import InstanceStore, PendingWrite, StoreOutcome
 from dicom_node.uids import is_valid_uid, short_uid
 
@@ -53,9 +52,6 @@ logger = logging.getLogger(__name__)
 _REJECT_CALLING_AE = (0x01, 0x01, 0x03)  # permanent, service user, calling AE title not recognised
 _REJECT_CALLED_AE = (0x01, 0x01, 0x07)  # permanent, service user, called AE title not recognised
 _REJECT_LIMIT = (0x02, 0x03, 0x02)  # transient, service provider (presentation), local limit exceeded
-
-_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
-
 
 @dataclass(frozen=True)
 class AllowedPeer:
@@ -130,46 +126,15 @@ class StoredInstance:
             self.pending.wait()
 
 
-class _BulkReadSocket(AssociationSocket):
-    """pynetdicom's association socket, reading each PDU with few large reads.
-
-    pynetdicom reads a PDU 4 KiB per ``recv`` (128 reads and copies for a
-    512 KiB instance); this reads into one buffer of the PDU's length, never
-    past it (the DUL's readiness check must still see the next PDU in the
-    kernel), and re-arms ``TCP_QUICKACK`` after every read (see the module
-    docstring).
-    """
-
-    def recv(self, nr_bytes: int) -> bytearray:
-        connection = cast(socket.socket, self.socket)
-        buffer = bytearray(nr_bytes)
-        view = memoryview(buffer)
-        received = 0
-        while received < nr_bytes:
-            count = connection.recv_into(view[received:], nr_bytes - received)
-            if not count:  # the peer closed the connection: what arrived so far
-                del view
-                del buffer[received:]
-                return buffer
-            received += count
-            if _TCP_QUICKACK is not None:
-                try:
-                    connection.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
-                except OSError:
-                    pass  # the peer closed the connection; the next read reports it
-        return buffer
-
-
 class _NodeRequestHandler(RequestHandler):
     def _create_association(self) -> Any:
         assoc = super()._create_association()
-        # Same object, our read path: the class only overrides recv().
-        assoc.dul.socket.__class__ = _BulkReadSocket
+        tune_association_socket(assoc)
         return assoc
 
 
 class _NodeServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server with bulk reads, quick ACKs and, optionally, SO_REUSEPORT.
+    """pynetdicom's threaded server with our association socket and, optionally, SO_REUSEPORT.
 
     SO_REUSEPORT lets several listener processes bind the same port; the
     kernel spreads connections over them, so ingest is not bound to one GIL.
@@ -184,11 +149,6 @@ class _NodeServer(ThreadedAssociationServer):
         if self.reuse_port:
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        client, address = super().get_request()
-        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return client, address
 
 
 class _ReusePortServer(_NodeServer):
@@ -333,7 +293,7 @@ class StorageSCP:
         return StoreStatus.SUCCESS
 
     def _handle_store(self, event: evt.Event) -> int | Dataset:
-        received_at = datetime.now(timezone.utc)
+        received_at = datetime.now(UTC)
         assoc = event.assoc
         calling, host = assoc.requestor.ae_title, assoc.requestor.address
         request = event.request

@@ -202,7 +202,13 @@ def send(obj: _Context, paths: tuple[Path, ...], destination: str, quiet: bool) 
     association per batch. Prints a result per file that fails and a summary;
     exits 1 if any file was not stored.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from dicom_node.scu import SendResult, StorageSCU
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from dicom_node.scu import Destination
 from radground.settings import ModelSettings, RouteSettings, Settings, SettingsError
+from worklist.context import DicomTarget, Enqueuer, FhirTarget, LoadedModel, PipelineContext
 from worklist.db import create_db_engine, make_session_factory
 from worklist.fhir_delivery import FhirAuth
-from worklist.context import DicomTarget, Enqueuer, FhirTarget, LoadedModel, PipelineContext
 from worklist.routing import Route
 
 __all__ = ["build_context", "configure_celery", "load_model", "to_route"]
