@@ -96,13 +96,26 @@ def node(obj: _Context, listener_processes: int | None, port: int | None) -> Non
               help="Concurrent tasks (threads). gpu default: the largest models.*.max_batch_size, so "
                    "concurrent studies share batches; io default: 4.")
 @click.option("--parent-pid", type=int, default=None, hidden=True,
-              help="Exit when this process is gone (used by `radground serve`).")
+              help="Run Celery in this process and exit when PARENT_PID is gone (the supervised child).")
 @pass_context
 def worker(obj: _Context, queues: str, concurrency: int | None, parent_pid: int | None) -> None:
-    """Run a Celery worker for one queue."""
-    from radground.worker import run_worker
+    """Run a Celery worker for one queue.
 
-    run_worker(obj.settings, queue=queues, concurrency=concurrency, parent_pid=parent_pid)
+    The worker runs in a child process that is started again when it dies
+    (crash, OOM kill, Celery's own "Unrecoverable error"); SIGTERM or Ctrl-C
+    stop it warmly: running tasks finish first.
+    """
+    from radground.worker import SupervisedProcesses, run_worker, worker_command
+
+    if parent_pid is not None:
+        run_worker(obj.settings, queue=queues, concurrency=concurrency, parent_pid=parent_pid)
+        return
+    from radground.logs import configure_logging
+
+    configure_logging(obj.settings.logging.level)
+    supervised = SupervisedProcesses([(queues, worker_command(obj.config, queues, concurrency))])
+    supervised.start()
+    supervised.wait_for_signal()
 
 
 def _run_node(obj: _Context, listener_processes: int | None, port: int | None, *, with_workers: bool) -> None:
@@ -129,10 +142,9 @@ def _run_node(obj: _Context, listener_processes: int | None, port: int | None, *
     )
     workers = None
     if with_workers:
-        from radground.worker import EmbeddedWorkers
+        from radground.worker import start_embedded_workers
 
-        workers = EmbeddedWorkers(settings, obj.config)
-        workers.start()
+        workers = start_embedded_workers(settings, obj.config)
     try:
         node.run_until_signal()
     except SettingsError as exc:
