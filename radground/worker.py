@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from radground.settings import Settings
@@ -84,7 +84,7 @@ class _Child:
     process: subprocess.Popen | None = None
     started: float = 0.0
     pause: float = 0.0
-    restart_at: float = field(default=0.0)
+    restart_at: float = 0.0
 
 
 class SupervisedProcesses:
@@ -137,10 +137,10 @@ class SupervisedProcesses:
 
     def wait_for_signal(self) -> None:
         """Block until SIGTERM or SIGINT (main thread only), then :meth:`stop`."""
-        received = threading.Event()
+        # Ctrl-C reaches the children too (one process group): stop restarting at once.
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: received.set())
-        while not received.wait(1.0):
+            signal.signal(signum, lambda *_: self._stopping.set())
+        while not self._stopping.wait(1.0):
             pass
         self.stop()
 
