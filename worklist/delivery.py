@@ -85,10 +85,11 @@ def _deliver_dicom(ctx: PipelineContext, name: str, artifacts: list[tuple[str, s
         return _Outcome(True, max_attempts=target.max_attempts)
     transient = all(_transient(r) for r in failed)
     first = failed[0]
-    status = f"0x{first.status:04X}" if first.status is not None else "not sent"
+    # With a status the peer answered; without one the reason says what happened
+    # (could not connect, no response, not sent after the association was lost).
+    why = f"status 0x{first.status:04X} {first.reason}".strip() if first.status is not None else first.reason
     return _Outcome(False, transient=transient, max_attempts=target.max_attempts,
-                    error=f"{len(failed)} of {len(results)} objects not stored at {target.destination}: "
-                          f"{status} {first.reason}".strip())
+                    error=f"{len(failed)} of {len(results)} objects not stored at {target.destination}: {why}")
 
 
 def _transient(result: SendResult) -> bool:
