@@ -7,7 +7,7 @@ sends the same batches of small CT instances (64 x 64, ~10 KB, like an SR or
 GSPS), one association per batch, alternating senders batch by batch so that
 all see the same load:
 
-* RadGround: :class:`dicom_node.scu.StorageSCU` (``TCP_NODELAY``);
+* RadGround: :class:`dicom_node.scu.StorageSCU` (``TCP_NODELAY``, quick ACKs);
 * plain pynetdicom: ``AE.associate`` + ``send_c_store`` as its documentation shows;
 * dcmtk ``storescu`` as Debian ships it (one process per batch).
 

@@ -1,11 +1,12 @@
-"""The association socket of the Storage SCP.
+"""The association socket both directions of the node use.
 
 A DICOM peer that writes a PDU in more than one ``send`` with Nagle's
-algorithm on (dcmtk's ``storescu`` as Debian ships it, many PACS) stalls until
-the other side ACKs its previous small segment, and Linux delays that ACK by up
-to 40 ms. Reading with ``TCP_QUICKACK`` re-armed after every ``recv`` removes
-the stall for every sender. Our own writes go out with ``TCP_NODELAY``. (Why
-the SCU does not read this way yet: :mod:`dicom_node.scu`.)
+algorithm on (dcmtk's ``storescu`` as Debian ships it, dcmtk-based PACS such
+as Orthanc answering a C-STORE, many others) stalls until the other side ACKs
+its previous small segment, and Linux delays that ACK by up to 40 ms. Reading
+with ``TCP_QUICKACK`` re-armed after every ``recv`` removes the stall on our
+side of any connection: as a receiver (SCP) for every sender, and as a sender
+(SCU) for the peer's responses. Our own writes go out with ``TCP_NODELAY``.
 """
 
 from __future__ import annotations

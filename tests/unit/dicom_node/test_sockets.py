@@ -51,7 +51,7 @@ def test_a_tuned_association_talks_dicom_without_nagle(tmp_path):
         assert assoc.dul.socket.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
         assert assoc.send_c_echo().Status == 0x0000
         assoc.release()
-        # and the SCP reads whole instances through it
+        # and the SCU's own associations, which use it for every instance
         results = StorageSCU("SENDER").send(write_series(tmp_path / "s", 3), Destination("RADGROUND", host, port))
         assert [r.status for r in results] == [0x0000] * 3
     finally:
