@@ -5,8 +5,8 @@ presentation contexts an association may carry), each instance proposed in
 its own transfer syntax (plus the uncompressed ones, for uncompressed data),
 never transcoded, and a clear result per instance. Associations read through
 :mod:`dicom_node.sockets`: with ``TCP_NODELAY`` and quick ACKs neither side's
-Nagle algorithm stalls a C-STORE (a dcmtk-based PACS such as Orthanc answers
-in 4 ms instead of 48).
+Nagle algorithm stalls a C-STORE (into Orthanc, which answers in two writes
+with Nagle on: 7.5 ms per small instance instead of 50, ``bench/delivery.py``).
 """
 
 from __future__ import annotations
