@@ -84,7 +84,7 @@ class _Child:
     process: subprocess.Popen | None = None
     started: float = 0.0
     pause: float = 0.0
-    restart_at: float = 0.0
+    restart_at: float | None = None  # set while a dead child waits for its restart
 
 
 class SupervisedProcesses:
@@ -122,7 +122,7 @@ class SupervisedProcesses:
                 process = child.process
                 if process is None or process.poll() is None:
                     continue
-                if child.restart_at == 0.0:  # just found dead
+                if child.restart_at is None:  # just found dead
                     lived = now - child.started
                     child.pause = 0.0 if lived >= _HEALTHY_AFTER_SECONDS else min(
                         _MAX_PAUSE_SECONDS, max(1.0, child.pause * 2))
@@ -131,7 +131,7 @@ class SupervisedProcesses:
                                  process.pid, process.returncode, lived,
                                  f" in {child.pause:.0f} s" if child.pause else "")
                 if now >= child.restart_at and not self._stopping.is_set():
-                    child.restart_at = 0.0
+                    child.restart_at = None
                     self.restarts += 1
                     self._spawn(child)
 

@@ -16,7 +16,6 @@ afterwards to run, with no operator.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,23 +24,19 @@ import pytest
 from celery import Celery
 
 from radground.worker import SupervisedProcesses
-from tests.integration.radground_processes import wait_until
+from tests.integration.radground_processes import free_port, wait_until
 
 pytestmark = pytest.mark.redis
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PrivateRedis:
     def __init__(self, workdir: Path) -> None:
-        self.workdir, self.port = workdir, _free_port()
+        self.workdir, self.port = workdir, free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def _cli(self, *args: str) -> str:
-        result = subprocess.run(["redis-cli", "-p", str(self.port), *args], check=False, capture_output=True, text=True, timeout=10)
+        result = subprocess.run(["redis-cli", "-p", str(self.port), *args], check=False, capture_output=True,
+                                text=True, timeout=10)
         return result.stdout.strip()
 
     def start(self) -> None:
