@@ -8,7 +8,8 @@ each instance; the node knows nothing of databases or queues.
 
 Speed: every association reads through :mod:`dicom_node.sockets` (quick ACKs,
 ``TCP_NODELAY``), which removes the Nagle/delayed-ACK stall of senders with
-Nagle's algorithm on (dcmtk's ``storescu`` as Debian ships it, many PACS).
+Nagle's algorithm on (dcmtk's ``storescu`` as Debian ships it, many PACS), and
+its threads wait for events instead of polling (:mod:`dicom_node.reactors`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dicom_node.errors import (
     StoreRefusedError,
 )
 from dicom_node.part10 import PREAMBLE, file_meta_information, read_header
+from dicom_node.reactors import make_event_driven
 from dicom_node.sockets import tune_association_socket
 from dicom_node.storage import InstanceStore, PendingWrite, StoreOutcome
 from dicom_node.uids import is_valid_uid, short_uid
@@ -130,6 +132,7 @@ class _NodeRequestHandler(RequestHandler):
     def _create_association(self) -> Any:
         assoc = super()._create_association()
         tune_association_socket(assoc)
+        make_event_driven(assoc)
         return assoc
 
 
