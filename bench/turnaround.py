@@ -38,6 +38,15 @@ of the SQLite broker looks for messages) patched through a ``sitecustomize``
 on PYTHONPATH, to show what that one setting costs. It is labelled a what-if:
 RadGround as shipped does not set it.
 
+``--what-if-accelerator 400`` adds configurations (each mode, each worker
+count) in which the gpu workers' model also spends 400 ms per image *off the
+CPU* (a sleep after the real inference, patched in the same way): the shape of
+a GPU-bound model, where a worker waits on its accelerator. On a 2-core machine
+the CPU-bound default model cannot show throughput scaling with workers (the
+node, the io worker, Orthanc and the EHR stand-in share the cores); this shows
+whether the pipeline itself lets a second gpu worker double throughput when
+inference is the bottleneck. Labelled a what-if; the outputs are the real model's.
+
 Usage::
 
     .venv/bin/python bench/turnaround.py --quick       # 20 burst + 5 sequential studies per configuration
@@ -151,10 +160,20 @@ class ConfigResult:
     incidents: dict[str, int] = field(default_factory=dict)
     #: What-if: the embedded broker's polling interval patched to this (seconds); None = as shipped.
     broker_poll: float | None = None
+    #: What-if: milliseconds per image the gpu workers' model also waits off the CPU; None = as shipped.
+    accelerator_ms: float | None = None
+
+    @property
+    def as_shipped(self) -> bool:
+        return self.broker_poll is None and self.accelerator_ms is None
 
     @property
     def label(self) -> str:
-        what_if = f" (what-if: poll {self.broker_poll:g} s)" if self.broker_poll is not None else ""
+        what_if = ""
+        if self.broker_poll is not None:
+            what_if = f" (what-if: poll {self.broker_poll:g} s)"
+        if self.accelerator_ms is not None:
+            what_if = f" (what-if: accelerator {self.accelerator_ms:g} ms/image)"
         return f"{self.mode}, {self.gpu_workers} gpu{what_if}"
 
 
@@ -499,10 +518,44 @@ import kombu.transport.virtual.base as _base
 _base.Transport.polling_interval = float(os.environ["RADGROUND_BENCH_BROKER_POLL"])
 """
 
+#: Imported by every Python process of an accelerator what-if (PYTHONPATH); acts only in gpu
+#: workers: after the real inference, each batch waits its images' accelerator time off the CPU.
+_ACCELERATOR_PATCH = """\
+import os, sys, time
+if "worker" in sys.argv and "gpu" in sys.argv:
+    from engine.backends import onnxruntime_backend as _backend
+    _seconds_per_image = float(os.environ["RADGROUND_BENCH_ACCELERATOR_MS"]) / 1000
+    _detect = _backend.OnnxDetector.detect
+    def _detect_then_wait(self, images):
+        decoded = _detect(self, images)
+        time.sleep(_seconds_per_image * len(images))
+        return decoded
+    _backend.OnnxDetector.detect = _detect_then_wait
+"""
+
+
+def what_if_environment(directory: Path, *, broker_poll: float | None,
+                        accelerator_ms: float | None) -> dict[str, str] | None:
+    """The environment of a what-if configuration's processes (None: as shipped)."""
+    patches, variables = [], {}
+    if broker_poll is not None:
+        patches.append(_POLL_PATCH)
+        variables["RADGROUND_BENCH_BROKER_POLL"] = str(broker_poll)
+    if accelerator_ms is not None:
+        patches.append(_ACCELERATOR_PATCH)
+        variables["RADGROUND_BENCH_ACCELERATOR_MS"] = str(accelerator_ms)
+    if not patches:
+        return None
+    directory.mkdir()
+    (directory / "sitecustomize.py").write_text("\n".join(patches))
+    return {**os.environ, **variables,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(directory), os.environ.get("PYTHONPATH")]))}
+
 
 def run_config(world: World, *, mode: str, gpu_workers: int, burst: int, sequential: int,
-               broker_poll: float | None = None) -> ConfigResult:
-    workdir = world.workdir / (f"{mode}-{gpu_workers}" + ("" if broker_poll is None else f"-poll{broker_poll:g}"))
+               broker_poll: float | None = None, accelerator_ms: float | None = None) -> ConfigResult:
+    workdir = world.workdir / (f"{mode}-{gpu_workers}" + ("" if broker_poll is None else f"-poll{broker_poll:g}")
+                               + ("" if accelerator_ms is None else f"-accelerator{accelerator_ms:g}"))
     workdir.mkdir(parents=True)
     group = ProcessGroup(workdir / "logs")
     pg_name = broker_url = None
@@ -522,22 +575,17 @@ def run_config(world: World, *, mode: str, gpu_workers: int, burst: int, sequent
                               pacs=(world.pacs.aet, world.pacs.dicom_port), ehr_url=world.ehr.base_url,
                               idle_seconds=world.idle_seconds, poll_seconds=world.poll_seconds)
         base = [sys.executable, "-m", "radground", "--config", str(config)]
-        env = None
-        if broker_poll is not None:
-            (workdir / "what-if").mkdir()
-            (workdir / "what-if" / "sitecustomize.py").write_text(_POLL_PATCH)
-            env = {**os.environ, "RADGROUND_BENCH_BROKER_POLL": str(broker_poll),
-                   "PYTHONPATH": os.pathsep.join(filter(None, [str(workdir / "what-if"), os.environ.get("PYTHONPATH")]))}
+        env = what_if_environment(workdir / "what-if", broker_poll=broker_poll, accelerator_ms=accelerator_ms)
         started = time.perf_counter()
         if mode == "embedded":
             group.start("serve", [*base, "serve"], cwd=workdir, env=env)
         else:
-            group.start("node", [*base, "node"], cwd=workdir)
+            group.start("node", [*base, "node"], cwd=workdir, env=env)
         wait_until(lambda: accepts(port), 60, "RadGround's DICOM port", group)
         if mode == "cluster":
             for i in range(gpu_workers):
-                group.start(f"worker-gpu-{i + 1}", [*base, "worker", "--queues", "gpu"], cwd=workdir)
-            group.start("worker-io", [*base, "worker", "--queues", "io"], cwd=workdir)
+                group.start(f"worker-gpu-{i + 1}", [*base, "worker", "--queues", "gpu"], cwd=workdir, env=env)
+            group.start("worker-io", [*base, "worker", "--queues", "io"], cwd=workdir, env=env)
         logs = list((workdir / "logs").glob("*.log"))
         wait_until(lambda: sum(p.read_text(errors="replace").count(" ready.") for p in logs) >= gpu_workers + 1,
                    120, "Celery workers ready", group)
@@ -560,7 +608,7 @@ def run_config(world: World, *, mode: str, gpu_workers: int, burst: int, sequent
                                "queued messages were lost and the sweeper re-sent them: timings invalid; "
                                "run again, or with --private-redis")
         return ConfigResult(mode, gpu_workers, seq_phase, burst_phase, startup, incidents(workdir / "logs"),
-                            broker_poll)
+                            broker_poll, accelerator_ms)
     except BaseException:
         world.console.print(f"[red]{mode}, {gpu_workers} gpu failed; logs in {workdir / 'logs'}[/red]")
         for log in sorted((workdir / "logs").glob("*.log")):
@@ -640,15 +688,17 @@ def report(console: Console, results: list[ConfigResult], model_times: dict[str,
             found = ", ".join(f"{n} {label}" for label, n in result.incidents.items())
             console.print(f"  [yellow]{result.label}: the logs show {found}[/yellow] (outliers come from these)")
 
-    by = {(r.mode, r.gpu_workers): r for r in results if r.broker_poll is None}
+    by = {(r.mode, r.gpu_workers): r for r in results if r.as_shipped}
+    accelerated = {(r.mode, r.gpu_workers): r for r in results if r.accelerator_ms is not None}
     console.print("\n[bold]Ratios[/bold]")
-    for mode in ("embedded", "cluster"):
-        if (mode, 1) in by and (mode, 2) in by:
-            one, two = by[(mode, 1)].burst.throughput(), by[(mode, 2)].burst.throughput()
-            one95, two95 = by[(mode, 1)].burst.throughput_95(), by[(mode, 2)].burst.throughput_95()
-            console.print(f"  {mode}: throughput 2 gpu / 1 gpu = {two / one:.2f}x ({two:.1f} vs {one:.1f} studies/min), "
-                          f"first 95 %: {two95 / one95:.2f}x; this machine has {os.cpu_count()} cores, "
-                          "the ceiling of the scaling")
+    for group, note in ((by, f"this machine has {os.cpu_count()} cores, the ceiling of the scaling"),
+                        (accelerated, "inference off the CPU: the pipeline's own scaling")):
+        for mode in ("embedded", "cluster"):
+            if (mode, 1) in group and (mode, 2) in group:
+                one, two = group[(mode, 1)].burst.throughput(), group[(mode, 2)].burst.throughput()
+                one95, two95 = group[(mode, 1)].burst.throughput_95(), group[(mode, 2)].burst.throughput_95()
+                console.print(f"  {group[(mode, 2)].label}: throughput 2 gpu / 1 gpu = {two / one:.2f}x "
+                              f"({two:.1f} vs {one:.1f} studies/min), first 95 %: {two95 / one95:.2f}x; {note}")
     for workers in (1, 2):
         if ("embedded", workers) in by and ("cluster", workers) in by:
             for phase in ("sequential", "burst"):
@@ -681,6 +731,8 @@ def report(console: Console, results: list[ConfigResult], model_times: dict[str,
     console.print("\n[bold]Goal: pipeline overhead < "
                   f"{goal_seconds:g} s p95 per study (sequential phase, unloaded node)[/bold]")
     for result in results:
+        if result.accelerator_ms is not None:
+            continue  # its emulated accelerator time is not the pipeline's overhead
         seq_over = percentile(overheads(result.sequential, model_times), 95)
         verdict = "[green]met[/green]" if seq_over < goal_seconds else "[red]missed[/red]"
         worst = max(STAGES, key=lambda s: percentile([t.stages[s] for t in result.sequential.timings], 95))
@@ -708,6 +760,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--what-if-poll", type=float, default=None, metavar="SECONDS",
                         help="also run embedded with the SQLite broker's polling interval patched to SECONDS "
                         "(kombu's default is 1 s) to show what that setting costs")
+    parser.add_argument("--what-if-accelerator", type=float, default=None, metavar="MS",
+                        help="also run every mode and worker count with the gpu workers' model spending MS ms per "
+                        "image off the CPU (as on a GPU), to show throughput scaling when inference is the bottleneck")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
     args = parser.parse_args(argv)
     burst = 20 if args.quick else args.studies
@@ -752,6 +807,12 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(run_config(world, mode="embedded", gpu_workers=count, burst=burst,
                                               sequential=sequential, broker_poll=args.what_if_poll))
                     console.print(f"{results[-1].label}: done (start-up {results[-1].startup_seconds:.1f} s)")
+            if args.what_if_accelerator is not None:
+                for mode in modes:
+                    for count in counts:
+                        results.append(run_config(world, mode=mode, gpu_workers=count, burst=burst,
+                                                  sequential=sequential, accelerator_ms=args.what_if_accelerator))
+                        console.print(f"{results[-1].label}: done (start-up {results[-1].startup_seconds:.1f} s)")
         report(console, results, model_times, idle_seconds=args.idle_seconds, goal_seconds=args.goal)
     finally:
         if args.keep:

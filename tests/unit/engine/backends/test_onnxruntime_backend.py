@@ -104,6 +104,25 @@ def test_generated_text_parses_with_vocabulary_labels_and_scores(detector: OnnxD
                 assert "：" in text
 
 
+def test_an_image_asked_for_in_two_languages_is_detected_once(validation: list, monkeypatch) -> None:
+    detector = OnnxDetector(intra_op_threads=1).load()
+    first, second = rgb(validation[0][1][0]), rgb(validation[1][1][0])
+    batches = []
+    real_detect = detector.detect
+    monkeypatch.setattr(detector, "detect", lambda images, **kw: batches.append(len(images)) or real_detect(images, **kw))
+    requests = [GenerationRequest(image, "grounded_report", language=language)
+                for image in (first, second) for language in ("en", "zh-CN")]
+    texts = detector.generate(requests)
+    assert batches == [2]  # two images, not four
+    # each text still belongs to its own image and language
+    assert texts[0] == detector.generate([GenerationRequest(first, "grounded_report", language="en")])[0]
+    assert texts[1] == detector.generate([GenerationRequest(first, "grounded_report", language="zh-CN")])[0]
+    assert texts[3] == detector.generate([GenerationRequest(second, "grounded_report", language="zh-CN")])[0]
+    # an equal but separate array is a separate image
+    assert detector.generate([GenerationRequest(first, "detection"), GenerationRequest(first.copy(), "detection")])
+    assert batches[-1] == 2
+
+
 def test_coordinates_are_0_999_of_the_model_input(detector: OnnxDetector, validation: list) -> None:
     image = rgb(validation[0][1][0])
     [found] = detector.detect([image], score_threshold=0.05)
