@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from dicom_node.scu import Destination
+from dicom_node.storage import FsyncPolicy
 from radground.settings import ModelSettings, RouteSettings, Settings, SettingsError
 from worklist.context import DicomTarget, Enqueuer, FhirTarget, LoadedModel, PipelineContext
 from worklist.db import create_db_engine, make_session_factory
@@ -76,7 +77,8 @@ def _fhir_auth(kind: str, *, token_env: str, username: str, password_env: str) -
 
 def build_context(settings: Settings, *, enqueue: Enqueuer) -> PipelineContext:
     """A pipeline context for this process (database engine and models created here)."""
-    engine = create_db_engine(settings.database.url)
+    engine = create_db_engine(settings.database.url,
+                              durable_commits=settings.storage.fsync is FsyncPolicy.ALWAYS)
     models: dict[str, LoadedModel] = {}
     lock = threading.Lock()
     cache_dir = Path(settings.workers.outputs_root).parent / "engines"

@@ -68,12 +68,19 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(timezone.utc)
 
 
-def create_db_engine(url: str, *, echo: bool = False) -> Engine:
+def create_db_engine(url: str, *, echo: bool = False, durable_commits: bool = True) -> Engine:
     """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://…``).
 
     SQLite runs in WAL mode with a busy timeout, foreign keys on, and
     ``BEGIN IMMEDIATE`` transactions, so several listener processes can write
     without "database is locked" failures from lock upgrades.
+
+    ``durable_commits``: a committed SQLite transaction survives a power loss
+    (``synchronous=FULL``: the WAL is synced at every commit), as PostgreSQL's
+    commits do by default; an instance answered Success then keeps its index
+    row. ``False`` (``synchronous=NORMAL``) saves that sync, and a power loss
+    may roll back the last commits (the node does so with ``storage.fsync =
+    "never"``, where the files themselves are not synced either).
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -85,7 +92,7 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA synchronous={'FULL' if durable_commits else 'NORMAL'}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
