@@ -5,8 +5,8 @@ sleeps 1 ms whenever a pass finds nothing to do, and the association thread
 sleeps 1 ms before every look for a DIMSE message. A sender that waits for
 each C-STORE response meets up to three of those sleeps per instance (the
 request read off the socket, the request handed to the handler, the response
-handed back to the DUL): on loopback about a third of the time a 512 KB
-instance takes.
+handed back to the DUL): on loopback a 512 KB instance from a sender with
+``TCP_NODELAY`` took 5.8 ms polling and 4.8 ms event-driven (171 vs 209/s).
 
 Here both threads wait for what they serve instead. Every queue between them
 signals its consumer when something is put on it: the DUL waits in
