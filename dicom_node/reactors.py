@@ -115,7 +115,7 @@ class _EventDrivenDUL(DULServiceProvider):
                 # One primitive to send or one PDU to read per pass, as in pynetdicom.
                 if not self._process_recv_primitive() and self._is_transport_event():
                     self._idle_timer.restart()
-            except Exception:
+            except Exception:  # noqa: BLE001 - any failure leaves the state machine untrusted: abort
                 self._abort_after_failure()
                 return
             try:
