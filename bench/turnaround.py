@@ -169,11 +169,9 @@ class ConfigResult:
 
     @property
     def label(self) -> str:
-        what_if = ""
-        if self.broker_poll is not None:
-            what_if = f" (what-if: poll {self.broker_poll:g} s)"
-        if self.accelerator_ms is not None:
-            what_if = f" (what-if: accelerator {self.accelerator_ms:g} ms/image)"
+        what_ifs = ([f"poll {self.broker_poll:g} s"] if self.broker_poll is not None else []) + (
+            [f"accelerator {self.accelerator_ms:g} ms/image"] if self.accelerator_ms is not None else [])
+        what_if = f" (what-if: {', '.join(what_ifs)})" if what_ifs else ""
         return f"{self.mode}, {self.gpu_workers} gpu{what_if}"
 
 

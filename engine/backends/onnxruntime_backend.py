@@ -219,12 +219,9 @@ class OnnxDetector(RegionAwareModel):
                 raise ModelError(f"{self.info.name} answers in {self.languages}, not {request.language!r}")
         # The detector's boxes do not depend on the language: an image asked for in several
         # languages (the same array object, as analyze_study passes it) is detected once.
-        position: dict[int, int] = {}
-        for request in requests:
-            position.setdefault(id(request.image), len(position))
         unique = {id(r.image): r.image for r in requests}
-        detections = self.detect([unique[key] for key in position])
-        return [self._write(detections[position[id(r.image)]], r.language) for r in requests]
+        detections = dict(zip(unique, self.detect(list(unique.values())), strict=True))
+        return [self._write(detections[id(r.image)], r.language) for r in requests]
 
     def _write(self, decoded: DecodedImage, language: str) -> str:
         width, height = self.input_size

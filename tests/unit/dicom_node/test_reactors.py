@@ -49,11 +49,11 @@ def no_idle_checks(monkeypatch):
     monkeypatch.setattr(reactors, "IDLE_CHECK_SECONDS", 60.0)
 
 
-def _associate(node, *contexts):
+def _associate(address, *contexts):
     ae = AE("SENDER")
     for context in contexts or (Verification,):
         ae.add_requested_context(context)
-    assoc = ae.associate(*node.address, ae_title="RADGROUND")
+    assoc = ae.associate(*address, ae_title="RADGROUND")
     assert assoc.is_established
     return assoc
 
@@ -63,7 +63,7 @@ def test_echo_stores_and_release_are_answered_by_wake_ups_alone(node, no_idle_ch
 
     files = write_series(tmp_path / "series", 20)
     started = time.monotonic()
-    assoc = _associate(node, Verification, CTImageStorage)
+    assoc = _associate(node.address, Verification, CTImageStorage)
     assert assoc.send_c_echo().Status == 0x0000
     statuses = [assoc.send_c_store(dcmread(path)).Status for path in files]
     assoc.release()
@@ -75,14 +75,14 @@ def test_echo_stores_and_release_are_answered_by_wake_ups_alone(node, no_idle_ch
 
 
 def test_a_peer_abort_ends_the_association(node, no_idle_checks):
-    assoc = _associate(node)
+    assoc = _associate(node.address)
     assert _wait_until(lambda: len(_acceptor_threads()) == 1)
     assoc.abort()
     assert _wait_until(lambda: not _acceptor_threads())
 
 
 def test_a_peer_that_vanishes_without_abort_ends_the_association(node, no_idle_checks):
-    assoc = _associate(node)
+    assoc = _associate(node.address)
     assert _wait_until(lambda: len(_acceptor_threads()) == 1)
     connection = assoc.dul.socket.socket
     connection.shutdown(socket.SHUT_RDWR)  # the TCP connection goes; no A-ABORT is sent
@@ -93,12 +93,9 @@ def test_a_peer_that_vanishes_without_abort_ends_the_association(node, no_idle_c
 def test_the_network_timeout_still_ends_an_idle_association(tmp_path):
     scp = StorageSCP(InstanceStore(tmp_path / "store"), ae_title="RADGROUND",
                      allowed_peers=[AllowedPeer("SENDER")], network_timeout=0.5)
-    host, port = scp.start("127.0.0.1", 0)
+    address = scp.start("127.0.0.1", 0)
     try:
-        ae = AE("SENDER")
-        ae.add_requested_context(Verification)
-        assoc = ae.associate(host, port, ae_title="RADGROUND")
-        assert assoc.is_established
+        assoc = _associate(address)
         assert _wait_until(lambda: not assoc.is_established and not _acceptor_threads())
     finally:
         scp.stop()
@@ -114,7 +111,7 @@ def test_an_idle_association_sleeps_instead_of_polling(node, monkeypatch):
         return real_select(readers, *args)
 
     monkeypatch.setattr(reactors.select, "select", counting_select)
-    assoc = _associate(node)
+    assoc = _associate(node.address)
     time.sleep(1.0)
     assoc.release()
     # pynetdicom's own DUL loop would have passed ~1000 times; ours wakes per idle check.
@@ -125,17 +122,17 @@ def test_associations_leave_no_file_descriptors_behind(node):
     def open_descriptors() -> int:
         return len(os.listdir("/proc/self/fd"))
 
-    _associate(node).release()
+    _associate(node.address).release()
     assert _wait_until(lambda: not _acceptor_threads())
     before = open_descriptors()
     for _ in range(10):
-        _associate(node).release()
+        _associate(node.address).release()
     assert _wait_until(lambda: not _acceptor_threads())
     assert _wait_until(lambda: open_descriptors() <= before)
 
 
 def test_only_an_association_that_has_not_started_can_be_made_event_driven(node):
-    assoc = _associate(node)
+    assoc = _associate(node.address)
     try:
         with pytest.raises(RuntimeError, match="has not started"):
             reactors.make_event_driven(assoc)
