@@ -8,8 +8,10 @@ each instance; the node knows nothing of databases or queues.
 
 Speed: every association reads through :mod:`dicom_node.sockets` (quick ACKs,
 ``TCP_NODELAY``), which removes the Nagle/delayed-ACK stall of senders with
-Nagle's algorithm on (dcmtk's ``storescu`` as Debian ships it, many PACS), and
-its threads wait for events instead of polling (:mod:`dicom_node.reactors`).
+Nagle's algorithm on (dcmtk's ``storescu`` as Debian ships it, many PACS), its
+threads wait for events instead of polling (:mod:`dicom_node.reactors`), and
+C-STORE command sets are read and written directly
+(:mod:`dicom_node.store_fastpath`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ from typing import Any, Protocol
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
+from pynetdicom._handlers import (
+    standard_dimse_recv_handler,
+    standard_dimse_sent_handler,
+    standard_pdu_recv_handler,
+    standard_pdu_sent_handler,
+)
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from dicom_node.conformance import StoreStatus, contexts_preferring_requestor, scp_contexts
@@ -37,6 +45,7 @@ from dicom_node.errors import (
 from dicom_node.part10 import PREAMBLE, file_meta_information, read_header
 from dicom_node.reactors import make_event_driven
 from dicom_node.sockets import tune_association_socket
+from dicom_node.store_fastpath import use_store_fast_path
 from dicom_node.storage import InstanceStore, PendingWrite, StoreOutcome
 from dicom_node.uids import is_valid_uid, short_uid
 
@@ -133,7 +142,21 @@ class _NodeRequestHandler(RequestHandler):
         assoc = super()._create_association()
         tune_association_socket(assoc)
         make_event_driven(assoc)
+        _unbind_message_logging(assoc)
+        use_store_fast_path(assoc)
         return assoc
+
+
+def _unbind_message_logging(assoc: Any) -> None:
+    """Unbind pynetdicom's message log handlers (bound when its ``LOG_HANDLER_LEVEL``
+    is "standard"): they log message contents, which can be patient data."""
+    for event, handler in (
+        (evt.EVT_DIMSE_RECV, standard_dimse_recv_handler),
+        (evt.EVT_DIMSE_SENT, standard_dimse_sent_handler),
+        (evt.EVT_PDU_RECV, standard_pdu_recv_handler),
+        (evt.EVT_PDU_SENT, standard_pdu_sent_handler),
+    ):
+        assoc.unbind(event, handler)
 
 
 class _NodeServer(ThreadedAssociationServer):
