@@ -45,8 +45,8 @@ from dicom_node.errors import (
 from dicom_node.part10 import PREAMBLE, file_meta_information, read_header
 from dicom_node.reactors import make_event_driven
 from dicom_node.sockets import tune_association_socket
-from dicom_node.store_fastpath import use_store_fast_path
 from dicom_node.storage import InstanceStore, PendingWrite, StoreOutcome
+from dicom_node.store_fastpath import use_store_fast_path
 from dicom_node.uids import is_valid_uid, short_uid
 
 __all__ = [

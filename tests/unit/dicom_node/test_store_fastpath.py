@@ -18,7 +18,11 @@ from pynetdicom.sop_class import CTImageStorage
 from dicom_node import store_fastpath
 from dicom_node.scp import StorageSCP
 from dicom_node.storage import InstanceStore
-from dicom_node.store_fastpath import StoreFastPathDIMSE, decode_store_request, encode_store_response
+from dicom_node.store_fastpath import (
+    StoreFastPathDIMSE,
+    decode_store_request,
+    encode_store_response,
+)
 from tests.factories import make_ct
 
 ODD_UID = "1.2.826.0.1.3680043.8.498.1"  # 27 characters: padded with NUL
