@@ -37,7 +37,6 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 from dicom_node.conformance import StoreStatus, contexts_preferring_requestor, scp_contexts
 from dicom_node.errors import (
     DuplicateInstanceError,
-    InsufficientStorageError,
     InvalidInstanceError,
     StorageError,
     StoreRefusedError,
@@ -327,28 +326,6 @@ class StorageSCP:
         sop_instance_uid = str(request.AffectedSOPInstanceUID)
         transfer_syntax_uid = str(event.context.transfer_syntax)
         token = short_uid(sop_instance_uid)
-        try:
-            header = read_header(request.DataSet, transfer_syntax_uid)
-            study_uid = _uid_attribute(header, "StudyInstanceUID")
-            series_uid = _uid_attribute(header, "SeriesInstanceUID")
-            dataset_sop_instance = _uid_attribute(header, "SOPInstanceUID")
-            dataset_sop_class = _uid_attribute(header, "SOPClassUID")
-        except InvalidInstanceError as exc:
-            return self._refuse(StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), calling, token)
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is "cannot understand"
-            return self._refuse(
-                StoreStatus.CANNOT_UNDERSTAND,
-                f"data set could not be parsed ({type(exc).__name__})",
-                calling,
-                token,
-            )
-        if dataset_sop_instance != sop_instance_uid or dataset_sop_class != sop_class_uid:
-            return self._refuse(
-                StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
-                "SOP Class/Instance UID in the data set differ from the C-STORE request",
-                calling,
-                token,
-            )
         file_meta = file_meta_information(
             media_storage_sop_class_uid=sop_class_uid,
             media_storage_sop_instance_uid=sop_instance_uid,
@@ -357,16 +334,22 @@ class StorageSCP:
             implementation_version_name=self._ae.implementation_version_name or "",
             source_application_entity_title=calling,
         )
+        # Staged first, so that its fsync runs while the header is read.
         try:
             with request.DataSet.getbuffer() as data_set:
-                pending = self.store.begin_write(
-                    (PREAMBLE + file_meta, data_set),
-                    study_instance_uid=study_uid,
-                    series_instance_uid=series_uid,
-                    sop_instance_uid=sop_instance_uid,
-                )
-        except InsufficientStorageError as exc:
+                staged = self.store.stage((PREAMBLE + file_meta, data_set), sop_instance_uid=sop_instance_uid)
+        except InvalidInstanceError as exc:
+            return self._refuse(StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), calling, token)
+        except StorageError as exc:  # out of space, or the file system refused
             return self._refuse(StoreStatus.OUT_OF_RESOURCES, str(exc), calling, token)
+        try:
+            header, study_uid, series_uid = _read_header_checked(
+                request.DataSet, transfer_syntax_uid, sop_class_uid, sop_instance_uid
+            )
+            pending = staged.place(study_instance_uid=study_uid, series_instance_uid=series_uid)
+        except _Refusal as refusal:
+            staged.discard()
+            return self._refuse(refusal.status, refusal.reason, calling, token)
         except DuplicateInstanceError as exc:
             return self._refuse(StoreStatus.DUPLICATE_SOP_INSTANCE, str(exc), calling, token)
         except InvalidInstanceError as exc:
@@ -425,6 +408,35 @@ def _reject(assoc: Any, reason: tuple[int, int, int]) -> None:
     (as pynetdicom does for its own rejections)."""
     assoc.acse.send_reject(*reason)
     assoc.kill()
+
+
+class _Refusal(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+def _read_header_checked(
+    data_set: Any, transfer_syntax_uid: str, sop_class_uid: str, sop_instance_uid: str
+) -> tuple[Dataset, str, str]:
+    """The header, Study and Series Instance UIDs of a received data set that agrees
+    with its C-STORE request; raises :class:`_Refusal` with the status to answer."""
+    try:
+        header = read_header(data_set, transfer_syntax_uid)
+        study_uid = _uid_attribute(header, "StudyInstanceUID")
+        series_uid = _uid_attribute(header, "SeriesInstanceUID")
+        dataset_sop_instance = _uid_attribute(header, "SOPInstanceUID")
+        dataset_sop_class = _uid_attribute(header, "SOPClassUID")
+    except InvalidInstanceError as exc:
+        raise _Refusal(StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is "cannot understand"
+        raise _Refusal(StoreStatus.CANNOT_UNDERSTAND, f"data set could not be parsed ({type(exc).__name__})") from None
+    if dataset_sop_instance != sop_instance_uid or dataset_sop_class != sop_class_uid:
+        raise _Refusal(
+            StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+            "SOP Class/Instance UID in the data set differ from the C-STORE request",
+        )
+    return header, study_uid, series_uid
 
 
 def _uid_attribute(dataset: Dataset, keyword: str) -> str:

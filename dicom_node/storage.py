@@ -7,9 +7,12 @@ Layout under the storage root::
 Every path component is a validated DICOM UID (:func:`dicom_node.uids.is_valid_uid`):
 digits and dots only, so no value a sender controls can escape the root.
 
-A file is written to a temporary name in its final directory, flushed and
-(by policy) fsynced, then atomically renamed into place, and the directory
-entry is fsynced: after a crash a file is either complete or absent.
+A file is first written to a temporary name in the staging directory
+``<root>/.incoming`` and (by policy) fsynced there, which starts before the
+receiver knows the file's final place (it reads the data set's header
+meanwhile); then it is atomically renamed into place and the new directory
+entry is fsynced: after a crash a file is either complete or absent. Staged
+files a crash left behind are removed at the next start.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import enum
 import errno
 import os
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,9 +35,21 @@ from dicom_node.errors import (
 )
 from dicom_node.uids import is_valid_uid
 
-__all__ = ["DuplicatePolicy", "FsyncPolicy", "InstanceStore", "PendingWrite", "StoreOutcome", "WriteResult"]
+__all__ = [
+    "DuplicatePolicy",
+    "FsyncPolicy",
+    "InstanceStore",
+    "PendingWrite",
+    "StagedWrite",
+    "StoreOutcome",
+    "WriteResult",
+]
 
 Buffer = bytes | bytearray | memoryview
+
+#: Staged files older than this (seconds) were left by a crashed process: an
+#: instance stays staged only while its header is read.
+STALE_STAGED_SECONDS = 600
 
 
 class FsyncPolicy(enum.StrEnum):
@@ -66,7 +82,7 @@ class StoreOutcome(enum.StrEnum):
 
 
 class PendingWrite:
-    """A write on its way to stable storage (see :meth:`InstanceStore.begin_write`)."""
+    """A placed write whose directory entry is on its way to stable storage (see :meth:`StagedWrite.place`)."""
 
     def __init__(self, result: WriteResult, flushing: Future[None] | None = None) -> None:
         #: Where the instance lands and what happened (known before it is durable).
@@ -84,6 +100,64 @@ class PendingWrite:
         if self._flushing is not None:
             self._flushing.result()
         return self.result
+
+
+class StagedWrite:
+    """An instance in the staging area, its flush under way (see :meth:`InstanceStore.stage`)."""
+
+    def __init__(
+        self, store: InstanceStore, path: Path, sop_instance_uid: str, size: int, syncing: Future[None] | None
+    ) -> None:
+        self._store = store
+        self._path = path
+        self._sop_instance_uid = sop_instance_uid
+        self._syncing = syncing
+        #: Bytes written.
+        self.size = size
+
+    def place(self, *, study_instance_uid: str, series_instance_uid: str) -> PendingWrite:
+        """Move the file to its final name as soon as it is on stable storage.
+
+        Applies the store's duplicate policy. The returned write's
+        :meth:`PendingWrite.wait` returns once the new directory entry is
+        durable too. Raises :class:`InvalidInstanceError`,
+        :class:`DuplicateInstanceError` or :class:`StorageError`; the staged
+        file is gone then and nothing at the final name has changed.
+        """
+        store = self._store
+        try:
+            relative = store.relative_path(
+                study_instance_uid=study_instance_uid,
+                series_instance_uid=series_instance_uid,
+                sop_instance_uid=self._sop_instance_uid,
+            )
+            target = store.root / relative
+            outcome = StoreOutcome.STORED
+            if target.exists():
+                if store.duplicates is DuplicatePolicy.REJECT:
+                    raise DuplicateInstanceError("SOP Instance UID already stored (policy: reject)")
+                if store.duplicates is DuplicatePolicy.IGNORE_IF_IDENTICAL and _same_content(target, self._path):
+                    self.discard()
+                    return PendingWrite(WriteResult(relative, self.size, StoreOutcome.IDENTICAL_DUPLICATE))
+                outcome = StoreOutcome.REPLACED
+            store._ensure_dir(target.parent)
+            try:
+                if self._syncing is not None:
+                    self._syncing.result()
+                os.replace(self._path, target)
+            except OSError as exc:
+                raise _storage_error(exc) from exc
+        except BaseException:
+            self.discard()
+            raise
+        result = WriteResult(relative, size=self.size, outcome=outcome)
+        if self._syncing is None:
+            return PendingWrite(result)
+        return PendingWrite(result, store._flusher.submit(_sync_directory, target.parent))
+
+    def discard(self) -> None:
+        """Drop the staged file (nothing at any final name changes)."""
+        self._path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -129,6 +203,8 @@ class InstanceStore:
         self.fsync = FsyncPolicy(fsync)
         self.duplicates = DuplicatePolicy(duplicates)
         self.reserve_bytes = reserve_bytes
+        self._staging = self.root / ".incoming"
+        self._remove_stale_staged_files()
         self._known_dirs: set[Path] = set()
         self._dir_lock = threading.Lock()
         # fsync releases the GIL: a few threads flush while associations go on.
@@ -172,66 +248,60 @@ class InstanceStore:
         StorageError
             The file system refused the write.
         """
-        return self.begin_write(
-            data,
-            study_instance_uid=study_instance_uid,
-            series_instance_uid=series_instance_uid,
-            sop_instance_uid=sop_instance_uid,
-        ).wait()
-
-    def begin_write(
-        self,
-        data: Buffer | Sequence[Buffer],
-        *,
-        study_instance_uid: str,
-        series_instance_uid: str,
-        sop_instance_uid: str,
-    ) -> PendingWrite:
-        """Like :meth:`write`, but the flush to stable storage runs in the background.
-
-        The bytes are written to a temporary file before this returns (``data``
-        may be reused afterwards); fsync, the rename into place and the fsync of
-        the directory entry follow on a flusher thread, so the caller can do
-        other work (its index transaction) meanwhile and then
-        :meth:`PendingWrite.wait`. The same errors as :meth:`write`, raised here
-        or from ``wait``.
-        """
-        relative = self.relative_path(
+        self.relative_path(  # every UID checked before anything is written
             study_instance_uid=study_instance_uid,
             series_instance_uid=series_instance_uid,
             sop_instance_uid=sop_instance_uid,
         )
+        staged = self.stage(data, sop_instance_uid=sop_instance_uid)
+        return staged.place(study_instance_uid=study_instance_uid, series_instance_uid=series_instance_uid).wait()
+
+    def stage(self, data: Buffer | Sequence[Buffer], *, sop_instance_uid: str) -> StagedWrite:
+        """Write ``data`` to the staging area and start its flush to stable storage.
+
+        The receiving side does not know where an instance belongs before it has
+        read the data set's header; staging first lets the file's fsync run while
+        it does. :meth:`StagedWrite.place` then moves the file to its final name,
+        or :meth:`StagedWrite.discard` drops it. ``data`` may be reused once this
+        returns.
+
+        Raises :class:`InvalidInstanceError` (nothing written),
+        :class:`InsufficientStorageError` or :class:`StorageError`.
+        """
+        if not is_valid_uid(sop_instance_uid):
+            raise InvalidInstanceError("SOPInstanceUID is not a valid DICOM UID")
         parts = [memoryview(data)] if isinstance(data, Buffer) else [memoryview(part) for part in data]
         size = sum(part.nbytes for part in parts)
         if self.reserve_bytes and self.free_bytes() - size < self.reserve_bytes:
             raise InsufficientStorageError(
                 f"free disk space would fall below the reserve of {self.reserve_bytes} bytes"
             )
-        target = self.root / relative
-        outcome = StoreOutcome.STORED
-        if target.exists():
-            if self.duplicates is DuplicatePolicy.REJECT:
-                raise DuplicateInstanceError("SOP Instance UID already stored (policy: reject)")
-            if self.duplicates is DuplicatePolicy.IGNORE_IF_IDENTICAL and _same_content(target, parts, size):
-                return PendingWrite(WriteResult(relative, size, StoreOutcome.IDENTICAL_DUPLICATE))
-            outcome = StoreOutcome.REPLACED
-        self._ensure_dir(target.parent)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        self._ensure_dir(self._staging)
+        staged = self._staging / f".{sop_instance_uid}.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         except OSError as exc:
             raise _storage_error(exc) from exc
         try:
             _write_all(fd, parts)
         except OSError as exc:
             os.close(fd)
-            tmp.unlink(missing_ok=True)
+            staged.unlink(missing_ok=True)
             raise _storage_error(exc) from exc
-        result = WriteResult(relative, size, outcome)
         if self.fsync is FsyncPolicy.NEVER:
-            _finish(fd, tmp, target, durable=False)
-            return PendingWrite(result)
-        return PendingWrite(result, self._flusher.submit(_finish, fd, tmp, target, durable=True))
+            os.close(fd)
+            return StagedWrite(self, staged, sop_instance_uid, size, None)
+        return StagedWrite(self, staged, sop_instance_uid, size, self._flusher.submit(_sync_and_close, fd))
+
+    def _remove_stale_staged_files(self) -> None:
+        """Remove what a crashed process left in the staging area (never acknowledged)."""
+        cutoff = time.time() - STALE_STAGED_SECONDS
+        for path in self._staging.glob(".*.tmp"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+            except OSError:
+                pass  # gone already, or another process's to remove
 
     def _ensure_dir(self, directory: Path) -> None:
         if directory in self._known_dirs:
@@ -258,20 +328,17 @@ class InstanceStore:
         return path
 
 
-def _finish(fd: int, tmp: Path, target: Path, *, durable: bool) -> None:
-    """Close the written temporary file and rename it into place; with ``durable``,
-    fsync the file before the rename and the directory entry after it."""
+def _sync_and_close(fd: int) -> None:
     try:
-        try:
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-        if durable:
-            _fsync_dir(target.parent)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_directory(directory: Path) -> None:
+    try:
+        _fsync_dir(directory)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise _storage_error(exc) from exc
 
 
@@ -293,11 +360,11 @@ def _write_all(fd: int, parts: list[memoryview]) -> None:
             pending[0] = pending[0][written:]
 
 
-def _same_content(path: Path, parts: list[memoryview], size: int) -> bool:
+def _same_content(path: Path, other: Path) -> bool:
     try:
-        if path.stat().st_size != size:
+        if path.stat().st_size != other.stat().st_size:
             return False
-        return path.read_bytes() == b"".join(parts)
+        return path.read_bytes() == other.read_bytes()
     except OSError:
         return False
 

@@ -74,3 +74,54 @@ def test_files_are_not_world_readable(tmp_path):
     store = InstanceStore(tmp_path)
     path = tmp_path / store.write(b"x", **UIDS).relative_path
     assert os.stat(path).st_mode & 0o007 == 0
+
+
+def staged_files(root):
+    return sorted(p.name for p in (root / ".incoming").iterdir())
+
+
+def test_staged_write_is_placed_by_the_header_read_later(tmp_path):
+    store = InstanceStore(tmp_path, fsync=FsyncPolicy.ALWAYS)
+    staged = store.stage([b"DICM", b"-bytes"], sop_instance_uid="1.2.3.4.5")
+    assert len(staged_files(tmp_path)) == 1 and files_under(tmp_path / "1.2.3") == []
+
+    result = staged.place(study_instance_uid="1.2.3", series_instance_uid="1.2.3.4").wait()
+
+    assert result.relative_path == "1.2.3/1.2.3.4/1.2.3.4.5.dcm" and result.size == 10
+    assert (tmp_path / result.relative_path).read_bytes() == b"DICM-bytes"
+    assert staged_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("policy", list(DuplicatePolicy))
+def test_refused_placement_leaves_no_staged_file_and_the_stored_one_unchanged(tmp_path, policy):
+    store = InstanceStore(tmp_path, duplicates=policy)
+    store.write(b"one", **UIDS)
+    with pytest.raises(InvalidInstanceError):
+        store.stage(b"two", sop_instance_uid="1.2.3.4.5").place(study_instance_uid="../x", series_instance_uid="1.2")
+    if policy is DuplicatePolicy.REJECT:
+        with pytest.raises(DuplicateInstanceError):
+            store.stage(b"two", sop_instance_uid="1.2.3.4.5").place(study_instance_uid="1.2.3",
+                                                                     series_instance_uid="1.2.3.4")
+    store.stage(b"three", sop_instance_uid="1.2.3.4.5").discard()
+
+    assert staged_files(tmp_path) == []
+    assert (tmp_path / "1.2.3/1.2.3.4/1.2.3.4.5.dcm").read_bytes() == b"one"
+
+
+def test_staging_refuses_an_invalid_sop_instance_uid_before_writing(tmp_path):
+    store = InstanceStore(tmp_path)
+    with pytest.raises(InvalidInstanceError, match="SOPInstanceUID"):
+        store.stage(b"x", sop_instance_uid="../../etc/passwd")
+    assert files_under(tmp_path) == []
+
+
+def test_staged_files_a_crash_left_are_removed_at_start(tmp_path):
+    InstanceStore(tmp_path).stage(b"fresh", sop_instance_uid="1.2.3.4.6")  # another process's, in flight
+    stale = tmp_path / ".incoming" / ".1.2.3.4.5.999.1.tmp"
+    stale.write_bytes(b"half an instance")
+    os.utime(stale, (0, 0))
+
+    InstanceStore(tmp_path)
+
+    assert not stale.exists()
+    assert len(staged_files(tmp_path)) == 1
