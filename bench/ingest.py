@@ -136,8 +136,37 @@ def start_radground(work: Path, processes: int, fsync: str = "always") -> Receiv
     process = subprocess.Popen([sys.executable, "-m", "radground", "--config", str(config), "serve"],
                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_port(port)
-    time.sleep(2.0 if processes > 1 else 0.5)  # all listener processes up
+    wait_until_settled(process.pid)  # listener processes and embedded workers done starting
     return Receiver(f"RadGround ({processes} proc)", "RADGROUND", port, process, work / "instances")
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and its descendants (Linux /proc)."""
+    total, pending = 0.0, [pid]
+    ticks = os.sysconf("SC_CLK_TCK")
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(child) for child in (task / "children").read_text().split())
+        except (OSError, IndexError, ValueError):
+            continue  # exited meanwhile
+    return total
+
+
+def wait_until_settled(pid: int, timeout: float = 60.0) -> None:
+    """Wait until a started service and its children stop using CPU (imports, model
+    loading), so that start-up work does not compete with the measured load."""
+    deadline = time.monotonic() + timeout
+    previous = _tree_cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        current = _tree_cpu_seconds(pid)
+        if current - previous < 0.05:  # under 10 % of one core
+            return
+        previous = current
 
 
 def start_storescp(work: Path) -> Receiver:

@@ -58,6 +58,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+
 # A-ASSOCIATE-RJ (PS3.8 §9.3.4): result, source, diagnostic.
 _REJECT_CALLING_AE = (0x01, 0x01, 0x03)  # permanent, service user, calling AE title not recognised
 _REJECT_CALLED_AE = (0x01, 0x01, 0x07)  # permanent, service user, called AE title not recognised
@@ -106,10 +107,11 @@ class StoredInstance:
     """A received instance written to storage, as told to the ``on_stored`` hook.
 
     ``header`` is the received data set up to Pixel Data (decoded lazily by
-    pydicom). The file may still be on its way to stable storage when the hook
-    runs: a hook that records the instance somewhere durable (the index) calls
-    :meth:`wait_durable` before it commits, so that nothing refers to a file
-    that a crash could still lose; the flush and the hook's work overlap.
+    pydicom). When the hook runs, the file may still be on its way to
+    ``relative_path`` and stable storage: a hook that records the instance
+    somewhere durable (the index) calls :meth:`wait_durable` before it commits,
+    so that nothing refers to a file that a crash could still lose; the flush
+    and the hook's work overlap.
     """
 
     sop_class_uid: str
@@ -124,11 +126,11 @@ class StoredInstance:
     peer_host: str
     received_at: datetime
     header: Dataset = field(compare=False, repr=False)
-    #: The write still being flushed, if any (see :meth:`wait_durable`).
+    #: The write still being moved into place and flushed, if any (see :meth:`wait_durable`).
     pending: PendingWrite | None = field(default=None, compare=False, repr=False)
 
     def wait_durable(self) -> None:
-        """Block until the file is on stable storage (per the store's fsync policy).
+        """Block until the file is at ``relative_path`` and on stable storage (per the store's fsync policy).
 
         Raises :class:`~dicom_node.errors.StorageError` if it cannot be made durable.
         """
@@ -379,20 +381,14 @@ class StorageSCP:
         except StorageError as exc:  # the file could not be made durable (disk full, I/O error)
             return self._refuse(StoreStatus.OUT_OF_RESOURCES, str(exc), calling, token)
         except StoreRefusedError as exc:
-            self._discard(pending)
+            pending.abandon()
             status = StoreStatus.OUT_OF_RESOURCES if exc.transient else StoreStatus.PROCESSING_FAILURE
             return self._refuse(status, str(exc), calling, token)
+        except BaseException:
+            pending.abandon()
+            raise
         logger.debug("Stored instance %s from %r (%s)", token, calling, result.outcome.value)
         return StoreStatus.SUCCESS
-
-    def _discard(self, pending: PendingWrite) -> None:
-        """Remove a newly stored file the hook refused (a replaced or identical one stays)."""
-        try:
-            pending.wait()
-        except StorageError:
-            return  # never reached its final name
-        if pending.result.outcome is StoreOutcome.STORED:
-            self.store.open(pending.result.relative_path).unlink(missing_ok=True)
 
     @staticmethod
     def _refuse(status: int, reason: str, calling: str, token: str) -> Dataset:

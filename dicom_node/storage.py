@@ -51,6 +51,10 @@ Buffer = bytes | bytearray | memoryview
 #: instance stays staged only while its header is read.
 STALE_STAGED_SECONDS = 600
 
+#: How long :meth:`InstanceStore.stage` waits for a flusher thread to begin the
+#: fsync (longer only when every flusher is busy with other associations' files).
+FSYNC_START_WAIT_SECONDS = 0.002
+
 
 class FsyncPolicy(enum.StrEnum):
     """When written files reach stable storage before the sender is told "Success"."""
@@ -82,24 +86,50 @@ class StoreOutcome(enum.StrEnum):
 
 
 class PendingWrite:
-    """A placed write whose directory entry is on its way to stable storage (see :meth:`StagedWrite.place`)."""
+    """A write whose place and outcome are decided (see :meth:`StagedWrite.place`);
+    :meth:`wait` moves it there and makes it durable."""
 
-    def __init__(self, result: WriteResult, flushing: Future[None] | None = None) -> None:
-        #: Where the instance lands and what happened (known before it is durable).
+    def __init__(self, result: WriteResult, staged: StagedWrite | None = None) -> None:
+        #: Where the instance lands and what happened (known before it is there).
         self.result = result
-        self._flushing = flushing
+        self._staged = staged
+        self._lock = threading.Lock()
+        self._finished = staged is None
+        self._error: StorageError | None = None
 
     def wait(self) -> WriteResult:
-        """Block until the file is durable under its final name.
+        """Block until the file is durable under its final name (the first call
+        moves it there: the staged file's fsync, the rename, the directory's fsync).
 
         Raises :class:`~dicom_node.errors.StorageError` (or
         :class:`~dicom_node.errors.InsufficientStorageError`) if it could not
-        be; the temporary file is gone then and nothing is at the final name
-        that was not there before.
+        be; the staged file is gone then and nothing is at the final name that
+        was not there before.
         """
-        if self._flushing is not None:
-            self._flushing.result()
+        with self._lock:
+            if not self._finished:
+                self._finished = True
+                assert self._staged is not None
+                try:
+                    self._staged.move_into_place(self.result.relative_path)
+                except StorageError as exc:
+                    self._error = exc
+            if self._error is not None:
+                raise self._error
         return self.result
+
+    def abandon(self) -> None:
+        """Give up a write the caller will not acknowledge: a file not yet moved is
+        dropped; a new file already in place is removed (a replaced one stays)."""
+        with self._lock:
+            if not self._finished:
+                self._finished = True
+                self._error = StorageError("write abandoned")
+                assert self._staged is not None
+                self._staged.discard()
+                return
+        if self._error is None and self.result.outcome is StoreOutcome.STORED and self._staged is not None:
+            self._staged.remove_placed(self.result.relative_path)
 
 
 class StagedWrite:
@@ -116,13 +146,12 @@ class StagedWrite:
         self.size = size
 
     def place(self, *, study_instance_uid: str, series_instance_uid: str) -> PendingWrite:
-        """Move the file to its final name as soon as it is on stable storage.
+        """Decide the file's final name and outcome by the store's duplicate policy.
 
-        Applies the store's duplicate policy. The returned write's
-        :meth:`PendingWrite.wait` returns once the new directory entry is
-        durable too. Raises :class:`InvalidInstanceError`,
-        :class:`DuplicateInstanceError` or :class:`StorageError`; the staged
-        file is gone then and nothing at the final name has changed.
+        Nothing moves yet: the returned write's :meth:`PendingWrite.wait` moves
+        it once its fsync is done, so the caller can prepare its index entry
+        meanwhile. Raises :class:`InvalidInstanceError` or
+        :class:`DuplicateInstanceError`; the staged file is gone then.
         """
         store = self._store
         try:
@@ -140,24 +169,36 @@ class StagedWrite:
                     self.discard()
                     return PendingWrite(WriteResult(relative, self.size, StoreOutcome.IDENTICAL_DUPLICATE))
                 outcome = StoreOutcome.REPLACED
-            store._ensure_dir(target.parent)
-            try:
-                if self._syncing is not None:
-                    self._syncing.result()
-                os.replace(self._path, target)
-            except OSError as exc:
-                raise _storage_error(exc) from exc
         except BaseException:
             self.discard()
             raise
-        result = WriteResult(relative, size=self.size, outcome=outcome)
-        if self._syncing is None:
-            return PendingWrite(result)
-        return PendingWrite(result, store._flusher.submit(_sync_directory, target.parent))
+        return PendingWrite(WriteResult(relative, self.size, outcome), self)
+
+    def move_into_place(self, relative_path: str) -> None:
+        """Wait for the fsync, rename to ``relative_path``, fsync its directory (by policy).
+
+        Raises :class:`StorageError`; the staged file is gone then.
+        """
+        store = self._store
+        target = store.root / relative_path
+        try:
+            store._ensure_dir(target.parent)
+            if self._syncing is not None:
+                self._syncing.result()
+            os.replace(self._path, target)
+            if self._syncing is not None:
+                _fsync_dir(target.parent)
+        except OSError as exc:
+            self.discard()
+            raise _storage_error(exc) from exc
 
     def discard(self) -> None:
         """Drop the staged file (nothing at any final name changes)."""
         self._path.unlink(missing_ok=True)
+
+    def remove_placed(self, relative_path: str) -> None:
+        """Remove the file this write placed at ``relative_path``."""
+        (self._store.root / relative_path).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -291,7 +332,14 @@ class InstanceStore:
         if self.fsync is FsyncPolicy.NEVER:
             os.close(fd)
             return StagedWrite(self, staged, sop_instance_uid, size, None)
-        return StagedWrite(self, staged, sop_instance_uid, size, self._flusher.submit(_sync_and_close, fd))
+        started = threading.Event()
+        syncing = self._flusher.submit(_sync_and_close, fd, started)
+        # Let the flusher thread take the GIL and enter fsync now. A thread that
+        # runs Python (the header read, the index statements) keeps the GIL for
+        # up to the switch interval (5 ms): without this the fsync would start
+        # only when the caller next blocks, and overlap nothing.
+        started.wait(FSYNC_START_WAIT_SECONDS)
+        return StagedWrite(self, staged, sop_instance_uid, size, syncing)
 
     def _remove_stale_staged_files(self) -> None:
         """Remove what a crashed process left in the staging area (never acknowledged)."""
@@ -328,18 +376,13 @@ class InstanceStore:
         return path
 
 
-def _sync_and_close(fd: int) -> None:
+def _sync_and_close(fd: int, started: threading.Event) -> None:
+    """fsync and close ``fd``; ``started`` is set just before fsync releases the GIL."""
+    started.set()
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _sync_directory(directory: Path) -> None:
-    try:
-        _fsync_dir(directory)
-    except OSError as exc:
-        raise _storage_error(exc) from exc
 
 
 def _storage_error(exc: OSError) -> StorageError:

@@ -76,6 +76,9 @@ def test_files_are_not_world_readable(tmp_path):
     assert os.stat(path).st_mode & 0o007 == 0
 
 
+PLACE = {"study_instance_uid": "1.2.3", "series_instance_uid": "1.2.3.4"}
+
+
 def staged_files(root):
     return sorted(p.name for p in (root / ".incoming").iterdir())
 
@@ -85,7 +88,10 @@ def test_staged_write_is_placed_by_the_header_read_later(tmp_path):
     staged = store.stage([b"DICM", b"-bytes"], sop_instance_uid="1.2.3.4.5")
     assert len(staged_files(tmp_path)) == 1 and files_under(tmp_path / "1.2.3") == []
 
-    result = staged.place(study_instance_uid="1.2.3", series_instance_uid="1.2.3.4").wait()
+    pending = staged.place(study_instance_uid="1.2.3", series_instance_uid="1.2.3.4")
+    assert pending.result.outcome is StoreOutcome.STORED
+    assert not (tmp_path / pending.result.relative_path).exists()  # moved by wait(), once its fsync is done
+    result = pending.wait()
 
     assert result.relative_path == "1.2.3/1.2.3.4/1.2.3.4.5.dcm" and result.size == 10
     assert (tmp_path / result.relative_path).read_bytes() == b"DICM-bytes"
@@ -125,3 +131,47 @@ def test_staged_files_a_crash_left_are_removed_at_start(tmp_path):
 
     assert not stale.exists()
     assert len(staged_files(tmp_path)) == 1
+
+
+def test_abandoned_writes_leave_what_was_there(tmp_path):
+    store = InstanceStore(tmp_path)
+    placed_path = tmp_path / "1.2.3/1.2.3.4/1.2.3.4.5.dcm"
+    store.stage(b"one", sop_instance_uid="1.2.3.4.5").place(**PLACE).abandon()  # before it moved
+    assert not placed_path.exists() and staged_files(tmp_path) == []
+
+    new = store.stage(b"one", sop_instance_uid="1.2.3.4.5").place(**PLACE)
+    new.wait()
+    new.abandon()  # a new file in place: removed again
+    assert not placed_path.exists()
+
+    store.write(b"one", **UIDS)
+    replacing = store.stage(b"two", sop_instance_uid="1.2.3.4.5").place(**PLACE)
+    assert replacing.result.outcome is StoreOutcome.REPLACED
+    replacing.wait()
+    replacing.abandon()  # a replaced file is not brought back, nor removed
+    assert placed_path.read_bytes() == b"two"
+
+
+def test_fsync_is_under_way_before_stage_returns(tmp_path, monkeypatch):
+    """The caller goes on with Python work (the header, the index): its fsync must
+    not wait for the caller to release the GIL."""
+    from dicom_node import storage
+
+    events = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        events.append("fsync entered")
+        real_fsync(fd)
+
+    monkeypatch.setattr(storage.os, "fsync", recording_fsync)
+    monkeypatch.setattr(storage, "FSYNC_START_WAIT_SECONDS", 5.0)  # the mechanism, not the machine's speed
+    store = InstanceStore(tmp_path, fsync=FsyncPolicy.ALWAYS)
+    store.write(b"first", **UIDS)  # the directories exist (their creation is synced too)
+    events.clear()
+
+    staged = store.stage(b"x" * 4096, sop_instance_uid="1.2.3.4.6")
+    events.append("stage returned")
+
+    assert events == ["fsync entered", "stage returned"]
+    staged.place(**PLACE).wait()
