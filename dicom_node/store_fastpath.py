@@ -224,8 +224,8 @@ class StoreFastPathDIMSE(DIMSEServiceProvider):
             sop_class_uid=primitive.AffectedSOPClassUID,
             sop_instance_uid=primitive.AffectedSOPInstanceUID,
         )
-        # 6 bytes of P-DATA-TF header and 6 of PDV header around the command set
-        if self.maximum_pdu_size and len(command_set) + 1 + 6 + 4 > self.maximum_pdu_size:
+        # The peer's limit is on a P-DATA-TF's PDV items: item length (4), context ID, control header.
+        if self.maximum_pdu_size and 4 + 1 + 1 + len(command_set) > self.maximum_pdu_size:
             return None
         return command_set
 
