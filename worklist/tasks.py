@@ -25,6 +25,7 @@ from celery import Celery, Task
 from celery.signals import worker_process_init
 from sqlalchemy.exc import OperationalError
 
+from worklist import embedded_broker
 from worklist.context import PipelineContext
 from worklist.delivery import run_delivery
 from worklist.pipeline import record_crash, requeue_stale, run_export, run_inference
@@ -56,12 +57,9 @@ def configure(
     if broker_url.startswith(("redis", "sqs")):
         options["visibility_timeout"] = visibility_timeout_seconds
     elif broker_url.startswith("sqla+"):
-        # The embedded SQLite broker polls, and kombu's 1 s default adds up to a second
-        # per hop. This transport hands its transport options to create_engine, so the
-        # interval is set on the transport class instead.
-        from kombu.transport import sqlalchemy as sqla_transport
-
-        sqla_transport.Transport.polling_interval = 0.2
+        # The embedded SQLite broker: kombu's transport, with waiting consumers woken by
+        # publishers instead of only polling (worklist.embedded_broker).
+        embedded_broker.install()
     app.conf.update(
         broker_url=broker_url,
         broker_connection_retry_on_startup=True,
