@@ -6,7 +6,9 @@ its own transfer syntax (plus the uncompressed ones, for uncompressed data),
 never transcoded, and a clear result per instance. Associations read through
 :mod:`dicom_node.sockets`: with ``TCP_NODELAY`` and quick ACKs neither side's
 Nagle algorithm stalls a C-STORE (into Orthanc, which answers in two writes
-with Nagle on: 7.5 ms per small instance instead of 50, ``bench/delivery.py``).
+with Nagle on: 7.5 ms per small instance instead of 50, ``bench/delivery.py``),
+and their reactor thread never takes a response meant for the sender
+(:class:`_RequestorDIMSE`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -28,6 +31,8 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 from pynetdicom import AE
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_primitives import C_CANCEL
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification
 
@@ -144,7 +149,7 @@ class StorageSCU:
         assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
         if not assoc.is_established:
             return EchoResult(False, None, time.perf_counter() - start, _association_failure(assoc))
-        tune_association_socket(assoc)
+        _prepare(assoc)
         try:
             status = assoc.send_c_echo()
         finally:
@@ -200,7 +205,7 @@ class StorageSCU:
             for index in batch:
                 record(index, SendResult(items[index].source, items[index].sop_instance_uid, None, reason))
             return
-        tune_association_socket(assoc)
+        _prepare(assoc)
         try:
             for index in batch:
                 item = items[index]
@@ -227,6 +232,43 @@ class StorageSCU:
         finally:
             if assoc.is_established:
                 assoc.release()
+
+
+class _RequestorDIMSE(DIMSEServiceProvider):
+    """pynetdicom's DIMSE provider for an association this node requested, whose
+    reactor thread takes only requests off the message queue.
+
+    pynetdicom's ``send_*()`` pause the association's reactor so that it leaves
+    the response to them, but the pause has a window: the reactor can pass its
+    checkpoint just before the pause, be held up (the GIL, under load) and then
+    take the response as if it were a request, which it drops (pynetdicom logs
+    "Received unexpected C-STORE service message" at WARNING). The sender waits
+    its DIMSE timeout while the peer waits for the next request: with Orthanc,
+    a ~30 s stall (Orthanc's ``DicomScpTimeout``) and a retried delivery in
+    about every other 100-study burst. Here the non-blocking get, the
+    reactor's, leaves responses to the blocking get of the thread that sent
+    the request.
+    """
+
+    def get_msg(self, block: bool = False) -> tuple[Any, Any]:
+        if block:
+            return super().get_msg(block=True)
+        waiting = self.msg_queue
+        with waiting.mutex:
+            if not waiting.queue or _is_response(waiting.queue[0][1]):
+                return None, None
+            return waiting.queue.popleft()
+
+
+def _is_response(message: Any) -> bool:
+    return getattr(message, "MessageIDBeingRespondedTo", None) is not None and not isinstance(message, C_CANCEL)
+
+
+def _prepare(assoc: Any) -> None:
+    """Our socket tuning and response-keeping DIMSE provider for an established association."""
+    tune_association_socket(assoc)
+    if type(assoc.dimse) is DIMSEServiceProvider:
+        assoc.dimse.__class__ = _RequestorDIMSE
 
 
 def _load(source: str | os.PathLike[str] | Dataset) -> _Item:

@@ -1,6 +1,8 @@
 """The Storage SCU against the node's own SCP (no database: a recording hook)."""
 
 import socket
+import threading
+import time
 
 import pytest
 from pydicom import dcmread
@@ -86,3 +88,58 @@ def test_destination_parsing():
         Destination.parse("127.0.0.1:4242")
     with pytest.raises(ValueError, match="port"):
         Destination("X", "h", 70000)
+
+
+class _LingeringCheckpoint(threading.Event):
+    """An association reactor checkpoint that holds the reactor 0.2 s after it
+    passes an open checkpoint (as the GIL can under load)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lingering = threading.Event()
+
+    def wait(self, timeout=None):
+        was_open = self.is_set()
+        passed = super().wait(timeout)
+        if was_open:
+            self.lingering.set()
+            time.sleep(0.2)
+            self.lingering.clear()
+        return passed
+
+
+def test_a_response_is_never_taken_by_the_association_reactor(scp, tmp_path, monkeypatch):
+    """pynetdicom's pause of the reactor has a window: a reactor that passed its
+    checkpoint just before the pause and was held up could take the C-STORE
+    response off the queue before the sender looked, and drop it (the sender then
+    waited its DIMSE timeout; seen as ~30 s stalls delivering to Orthanc). Here that
+    state is made certain: each request goes out while the reactor lingers past an
+    open checkpoint with ``_is_paused`` still True (what the sender checks), and the
+    sender looks for its response only 0.4 s later."""
+    from dicom_node import scu
+
+    node, destination = scp
+    real_prepare = scu._prepare
+
+    def prepare_with_slow_threads(assoc):
+        real_prepare(assoc)
+        checkpoint = _LingeringCheckpoint()
+        checkpoint.set()
+        assoc._reactor_checkpoint = checkpoint
+        real_send = assoc.dimse.send_msg
+
+        def send_inside_the_window(primitive, context_id):
+            checkpoint.set()  # reopened, as pynetdicom does after each response
+            assert checkpoint.lingering.wait(5)
+            real_send(primitive, context_id)
+            time.sleep(0.4)  # the response arrives meanwhile; the reactor wakes at 0.2 s
+
+        assoc.dimse.send_msg = send_inside_the_window
+
+    monkeypatch.setattr(scu, "_prepare", prepare_with_slow_threads)
+    files = write_series(tmp_path / "s", 3)
+
+    results = StorageSCU("SENDER", dimse_timeout=5).send(files, destination)
+
+    assert [r.status for r in results] == [0, 0, 0]
+    assert len(node.received) == 3
