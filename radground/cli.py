@@ -195,9 +195,14 @@ def echo(obj: _Context, destination: str) -> None:
 
 
 def _expand(paths: tuple[Path, ...]) -> Iterator[Path]:
+    """Named files as given; directories' files recursively, without hidden ones (such as
+    the node's own staging area, ``<storage root>/.incoming``, and temporary files)."""
     for path in paths:
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file())
+            yield from sorted(
+                p for p in path.rglob("*")
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
         else:
             yield path
 
@@ -208,7 +213,7 @@ def _expand(paths: tuple[Path, ...]) -> Iterator[Path]:
 @click.option("--quiet", "-q", is_flag=True, help="Print only failures and the summary.")
 @pass_context
 def send(obj: _Context, paths: tuple[Path, ...], destination: str, quiet: bool) -> None:
-    """Send DICOM files (directories are searched recursively) with C-STORE.
+    """Send DICOM files (directories are searched recursively, hidden entries skipped) with C-STORE.
 
     Each file is sent in its own transfer syntax (never transcoded), over one
     association per batch. Prints a result per file that fails and a summary;

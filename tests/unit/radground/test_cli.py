@@ -77,3 +77,18 @@ def test_node_refuses_to_start_without_the_fhir_secret(runner, tmp_path, monkeyp
     result = runner.invoke(cli, ["--config", str(config), "node"])
     assert result.exit_code == 1
     assert "RG_TEST_EHR_TOKEN" in result.output and "empty or unset" in result.output
+
+
+def test_send_skips_hidden_entries_of_a_directory(runner, tmp_path):
+    """A storage root holds the node's staging area and temporary files: not instances to send."""
+    root = tmp_path / "instances"
+    (root / ".incoming").mkdir(parents=True)
+    (root / ".incoming" / ".1.2.3.99.tmp").write_text("half an instance")
+    (root / "1.2.3").mkdir()
+    (root / "1.2.3" / ".1.2.3.4.tmp").write_text("half another")
+    (root / "1.2.3" / "notes.txt").write_text("not dicom")
+
+    result = runner.invoke(cli, ["send", str(root), "--to", f"PACS@127.0.0.1:{closed_port()}"])
+
+    assert "0 of 1 instances stored" in result.output  # notes.txt only
+    assert ".tmp" not in result.output
