@@ -103,8 +103,9 @@ class PendingWrite:
 
         Raises :class:`~dicom_node.errors.StorageError` (or
         :class:`~dicom_node.errors.InsufficientStorageError`) if it could not
-        be; the staged file is gone then and nothing is at the final name that
-        was not there before.
+        be; the staged file is gone then, and the final name is unchanged
+        unless only the directory's fsync failed (the file is there, not known
+        durable; the caller answers a failure and the sender sends it again).
         """
         with self._lock:
             if not self._finished:
