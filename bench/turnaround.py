@@ -32,10 +32,11 @@ workers throughput, cluster / embedded p95. RadGround's logs are scanned for
 deadlocks, task and delivery retries and broker losses, which explain outliers;
 a shared Redis restarted by someone else during a run invalidates it (detected).
 
-``--what-if-poll 0.1`` adds embedded configurations whose processes get kombu's
-virtual-transport polling interval (1 s by default: how often an idle worker
-of the SQLite broker looks for messages) patched through a ``sitecustomize``
-on PYTHONPATH, to show what that one setting costs. It is labelled a what-if:
+``--what-if-poll 0.1`` adds embedded configurations whose processes get the
+embedded broker's polling interval (0.2 s as shipped: how often a waiting
+worker looks for messages when no publisher woke it,
+:mod:`worklist.embedded_broker`) patched through a ``sitecustomize`` on
+PYTHONPATH, to show what that one setting costs. It is labelled a what-if:
 RadGround as shipped does not set it.
 
 ``--what-if-accelerator 400`` adds configurations (each mode, each worker
@@ -507,13 +508,13 @@ def incidents(log_dir: Path) -> dict[str, int]:
     return {label: text.count(needle) for label, needle in INCIDENTS if needle in text}
 
 
-#: Imported by every Python process of a what-if configuration (PYTHONPATH): sets kombu's
-#: virtual-transport polling interval (1 s as shipped: an idle worker of the embedded SQLite
-#: broker looks for new messages once a second).
+#: Imported by every Python process of a what-if configuration (PYTHONPATH): sets the embedded
+#: broker's polling interval (0.2 s as shipped; a waiting worker also wakes when a message is
+#: published).
 _POLL_PATCH = """\
 import os
-import kombu.transport.virtual.base as _base
-_base.Transport.polling_interval = float(os.environ["RADGROUND_BENCH_BROKER_POLL"])
+import worklist.embedded_broker as _broker
+_broker.Transport.polling_interval = float(os.environ["RADGROUND_BENCH_BROKER_POLL"])
 """
 
 #: Imported by every Python process of an accelerator what-if (PYTHONPATH); acts only in gpu
@@ -757,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
                         "configuration instead (immune to others restarting the shared one)")
     parser.add_argument("--what-if-poll", type=float, default=None, metavar="SECONDS",
                         help="also run embedded with the SQLite broker's polling interval patched to SECONDS "
-                        "(kombu's default is 1 s) to show what that setting costs")
+                        "(0.2 s as shipped; publishers also wake waiting workers) to show what that setting costs")
     parser.add_argument("--what-if-accelerator", type=float, default=None, metavar="MS",
                         help="also run every mode and worker count with the gpu workers' model spending MS ms per "
                         "image off the CPU (as on a GPU), to show throughput scaling when inference is the bottleneck")

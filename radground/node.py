@@ -22,10 +22,11 @@ from typing import Any
 
 from dicom_node.scp import StorageSCP, ThreadAssociationLimiter
 from dicom_node.storage import InstanceStore
+from radground.database import database_engine
 from radground.logs import configure_logging
 from radground.settings import Settings
 from worklist.completion import CompletionMonitor, StudyReady
-from worklist.db import create_db_engine, make_session_factory
+from worklist.db import make_session_factory
 from worklist.hooks import make_index_hook
 from worklist.migrate import upgrade_database
 
@@ -49,7 +50,7 @@ class _ProcessLimiter:
 
 def build_scp(settings: Settings, *, limiter: Any = None) -> StorageSCP:
     """A Storage SCP configured from ``settings``, indexing into its database."""
-    engine = create_db_engine(settings.database.url)
+    engine = database_engine(settings)
     store = InstanceStore(
         settings.storage.root,
         fsync=settings.storage.fsync,
@@ -108,7 +109,7 @@ class Node:
         self.settings = settings
         self._on_study_ready = on_study_ready or (lambda ready: None)
         self._process_studies = process_studies
-        self._engine = create_db_engine(settings.database.url)
+        self._engine = database_engine(settings)
         self._monitor: CompletionMonitor | None = None
         self._threads: list[threading.Thread] = []
         self._listeners: list[multiprocessing.process.BaseProcess] = []

@@ -8,10 +8,10 @@ import threading
 from pathlib import Path
 
 from dicom_node.scu import Destination
-from dicom_node.storage import FsyncPolicy
+from radground.database import database_engine
 from radground.settings import ModelSettings, RouteSettings, Settings, SettingsError
 from worklist.context import DicomTarget, Enqueuer, FhirTarget, LoadedModel, PipelineContext
-from worklist.db import create_db_engine, make_session_factory
+from worklist.db import make_session_factory
 from worklist.fhir_delivery import FhirAuth
 from worklist.routing import Route
 
@@ -77,8 +77,7 @@ def _fhir_auth(kind: str, *, token_env: str, username: str, password_env: str) -
 
 def build_context(settings: Settings, *, enqueue: Enqueuer) -> PipelineContext:
     """A pipeline context for this process (database engine and models created here)."""
-    engine = create_db_engine(settings.database.url,
-                              durable_commits=settings.storage.fsync is FsyncPolicy.ALWAYS)
+    engine = database_engine(settings)
     models: dict[str, LoadedModel] = {}
     lock = threading.Lock()
     cache_dir = Path(settings.workers.outputs_root).parent / "engines"

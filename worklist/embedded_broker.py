@@ -33,7 +33,7 @@ from typing import Any
 from kombu import transport as kombu_transports
 from kombu.transport import sqlalchemy as sqla
 
-__all__ = ["ALIAS", "POLLING_INTERVAL_SECONDS", "Transport", "wake_directory"]
+__all__ = ["ALIAS", "POLLING_INTERVAL_SECONDS", "Transport", "install", "wake_consumers", "wake_directory"]
 
 #: The transport alias ``sqla+...`` broker URLs resolve to once :func:`install` ran.
 ALIAS = "sqla"
@@ -145,7 +145,7 @@ class Transport(sqla.Transport):
 def _wait_for_wakeup(listener: socket.socket, seconds: float) -> None:
     if seconds > 0:
         select.select([listener], [], [], seconds)
-    with contextlib.suppress(BlockingIOError, OSError):
+    with contextlib.suppress(OSError):  # BlockingIOError: all read
         while listener.recv(64):
             pass
 

@@ -34,3 +34,17 @@ def test_the_storage_fsync_policy_decides_for_the_index_too(tmp_path, fsync, exp
         assert _SYNCHRONOUS[_pragma(engine, "synchronous")] == expected
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(("fsync", "expected"), [("always", "FULL"), ("never", "NORMAL")])
+def test_the_node_index_engine_follows_the_storage_fsync_policy(tmp_path, fsync, expected):
+    """The listener's index hook and the completion monitor use the same engine factory."""
+    from radground import node
+
+    settings = Settings(storage=StorageSettings(root=tmp_path / "instances", fsync=fsync),
+                        database=DatabaseSettings(url=f"sqlite:///{tmp_path / 'index.db'}"))
+    engine = node.database_engine(settings)
+    try:
+        assert _SYNCHRONOUS[_pragma(engine, "synchronous")] == expected
+    finally:
+        engine.dispose()
