@@ -19,7 +19,7 @@ import csv
 import random
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +27,16 @@ from PIL import Image
 
 from engine.default_model.config import CLASSES
 
+#: ``all_labels`` spells one class as the full dataset does.
+_LABEL_SPELLINGS = {"Infiltration": "Infiltrate"}
+
 __all__ = [
     "DatasetError",
     "LabelledImage",
     "load_dataset",
     "load_image",
     "split_by_patient",
+    "split_for_tuning",
     "to_model_input",
 ]
 
@@ -56,12 +60,18 @@ class LabelledImage:
         512 x 512 PNG.
     labels
         int64 array (n,) indices into :data:`~engine.default_model.config.CLASSES`.
+    unboxed
+        int64 array of the classes the image's labels name (``all_labels``, the
+        report-mined labels of the full dataset) but that have no box here: the
+        finding is present but nobody drew it. Training must not teach the
+        model that these images show none of them.
     """
 
     name: str
     patient_id: str
     boxes: np.ndarray
     labels: np.ndarray
+    unboxed: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def load_dataset(root: Path) -> list[LabelledImage]:
@@ -78,6 +88,7 @@ def load_dataset(root: Path) -> list[LabelledImage]:
     boxes: dict[str, list[list[float]]] = defaultdict(list)
     labels: dict[str, list[int]] = defaultdict(list)
     patients: dict[str, str] = {}
+    image_labels: dict[str, set[int]] = {}
     with csv_path.open(newline="") as handle:
         for row in csv.DictReader(handle):
             if row["finding"] not in CLASSES:
@@ -88,12 +99,15 @@ def load_dataset(root: Path) -> list[LabelledImage]:
             boxes[row["image"]].append(box)
             labels[row["image"]].append(CLASSES.index(row["finding"]))
             patients[row["image"]] = row["patient_id"]
+            named = (_LABEL_SPELLINGS.get(label, label) for label in row.get("all_labels", "").split("|"))
+            image_labels[row["image"]] = {CLASSES.index(label) for label in named if label in CLASSES}
     return [
         LabelledImage(
             name=name,
             patient_id=patients[name],
             boxes=np.asarray(boxes[name], dtype=np.float32),
             labels=np.asarray(labels[name], dtype=np.int64),
+            unboxed=np.asarray(sorted(image_labels[name] - set(labels[name])), dtype=np.int64),
         )
         for name in sorted(boxes)
     ]
@@ -125,6 +139,18 @@ def split_by_patient(
     train = [im for im in images if im.patient_id not in validation_patients]
     validation = [im for im in images if im.patient_id in validation_patients]
     return train, validation
+
+
+def split_for_tuning(
+    train: Sequence[LabelledImage], *, tuning_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[LabelledImage], list[LabelledImage]]:
+    """Split the **training** images again, by patient, into (fit, tuning).
+
+    Training recipes are compared by training on "fit" and scoring on
+    "tuning", so that the validation patients are used only for the final,
+    reported numbers. Uses seed ``seed + 1``: not the validation split's order.
+    """
+    return split_by_patient(train, validation_fraction=tuning_fraction, seed=seed + 1)
 
 
 def to_model_input(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.default_model.config import CLASSES, INPUT_SIZE
-from engine.default_model.data import LabelledImage, load_dataset, load_image, split_by_patient
+from engine.default_model.data import LabelledImage, load_dataset, load_image, split_by_patient, split_for_tuning
 from engine.evaluation import Convention, Detection, mean_average_precision, region_aligned_metrics
 
 __all__ = ["choose_threshold", "evaluate", "main", "mean_box_baseline", "model_detections"]
@@ -138,12 +138,25 @@ def _bootstrap_map(detections, truths, *, rounds: int = 200, seed: int = 0) -> f
     return float(np.std(values))
 
 
-def evaluate(root: Path, model_path: Path | None = None, *, seed: int = 0, threshold: float | None = None) -> dict:
-    """All numbers of the model card's metrics table, as a dict."""
+def evaluate(
+    root: Path,
+    model_path: Path | None = None,
+    *,
+    seed: int = 0,
+    threshold: float | None = None,
+    tuning: bool = False,
+) -> dict:
+    """All numbers of the model card's metrics table, as a dict.
+
+    ``tuning`` scores a model trained with ``train --tuning`` on the held-out
+    part of the training patients instead of the validation patients.
+    """
     from engine.backends.onnxruntime_backend import OnnxDetector
 
     dataset = load_dataset(root)
     train, validation = split_by_patient(dataset, validation_fraction=0.2, seed=seed)
+    if tuning:
+        train, validation = split_for_tuning(train, seed=seed)
     detector = OnnxDetector(model_path, intra_op_threads=2)
     val_truths = [truths_of(im) for im in validation]
     val_dets = model_detections(detector, root, validation)
@@ -157,6 +170,7 @@ def evaluate(root: Path, model_path: Path | None = None, *, seed: int = 0, thres
         "train_images": len(train),
         "validation_images": len(validation),
         "validation_patients": len({im.patient_id for im in validation}),
+        "scored_on": "tuning" if tuning else "validation",
         "threshold": threshold,
         "model_rows": _class_rows(val_dets, val_truths, threshold),
         "baseline_rows": _class_rows(baseline, val_truths, 0.0),
@@ -196,9 +210,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--threshold", type=float, default=None, help="skip choosing it on the training images")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--tuning", action="store_true",
+                        help="score on the tuning part of the training patients (a model from train --tuning)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    result = evaluate(args.data, args.model, threshold=args.threshold)
+    result = evaluate(args.data, args.model, threshold=args.threshold, tuning=args.tuning)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     logger.info("threshold %.2f; mAP@0.5 model %.3f (bootstrap std %.3f), baseline %.3f",

@@ -31,7 +31,7 @@ import torch
 from torch.nn import functional as F
 
 from engine.default_model.config import INPUT_SIZE, NUM_CLASSES, OUTPUT_STRIDE
-from engine.default_model.data import LabelledImage, load_dataset, load_image, split_by_patient
+from engine.default_model.data import LabelledImage, load_dataset, load_image, split_by_patient, split_for_tuning
 from engine.default_model.network import CenterNetDetector, load_imagenet_backbone
 
 __all__ = ["TrainConfig", "build_targets", "centernet_loss", "main", "train"]
@@ -54,6 +54,11 @@ class TrainConfig:
     size_weight: float = 0.1
     offset_weight: float = 1.0
     threads: int = 2
+    #: Do not penalise heatmap responses for findings an image's labels name but
+    #: nobody boxed (:attr:`LabelledImage.unboxed`).
+    ignore_unboxed: bool = True
+    #: Train on the "fit" part of :func:`split_for_tuning` only (comparing recipes).
+    tuning: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -84,7 +89,11 @@ def _gaussian_radius(height: float, width: float, min_overlap: float = 0.7) -> f
 
 
 def build_targets(
-    boxes: Sequence[np.ndarray], labels: Sequence[np.ndarray], *, grid: tuple[int, int]
+    boxes: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    *,
+    grid: tuple[int, int],
+    unboxed: Sequence[np.ndarray] | None = None,
 ) -> dict[str, torch.Tensor]:
     """CenterNet targets for a batch.
 
@@ -96,12 +105,16 @@ def build_targets(
         Per image, (n,) class indices.
     grid
         Output ``(height, width)`` in cells.
+    unboxed
+        Per image, the classes present without a box (partial labels).
 
     Returns
     -------
     dict
         ``heatmap`` (N, C, h, w); ``mask`` (N, h, w) 1 at box centres;
-        ``size`` and ``offset`` (N, 2, h, w) regression targets at those centres.
+        ``size`` and ``offset`` (N, 2, h, w) regression targets at those centres;
+        ``ignore`` (N, C) 1 where a class is present but unboxed: its heatmap
+        channel gets no negative loss on that image.
     """
     n = len(boxes)
     gh, gw = grid
@@ -109,6 +122,9 @@ def build_targets(
     mask = np.zeros((n, gh, gw), np.float32)
     size = np.zeros((n, 2, gh, gw), np.float32)
     offset = np.zeros((n, 2, gh, gw), np.float32)
+    ignore = np.zeros((n, NUM_CLASSES), np.float32)
+    for i, image_unboxed in enumerate(unboxed or ()):
+        ignore[i, np.asarray(image_unboxed, np.int64)] = 1.0
     ys, xs = np.mgrid[0:gh, 0:gw].astype(np.float32)
     for i, (image_boxes, image_labels) in enumerate(zip(boxes, labels, strict=True)):
         for box, label in zip(image_boxes, image_labels, strict=True):
@@ -125,7 +141,8 @@ def build_targets(
             mask[i, iy, ix] = 1.0
             size[i, :, iy, ix] = (w, h)
             offset[i, :, iy, ix] = (cx - ix, cy - iy)
-    return {k: torch.from_numpy(v) for k, v in {"heatmap": heat, "mask": mask, "size": size, "offset": offset}.items()}
+    arrays = {"heatmap": heat, "mask": mask, "size": size, "offset": offset, "ignore": ignore}
+    return {k: torch.from_numpy(v) for k, v in arrays.items()}
 
 
 def centernet_loss(
@@ -135,12 +152,18 @@ def centernet_loss(
     size_weight: float = 0.1,
     offset_weight: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Penalty-reduced focal loss on the heatmap plus L1 on size and offset at centres."""
+    """Penalty-reduced focal loss on the heatmap plus L1 on size and offset at centres.
+
+    Channels that ``targets["ignore"]`` marks (present, unboxed findings) get
+    no negative term: the model is neither rewarded nor punished there.
+    """
     logits, size, offset = outputs
     pred = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
     gt = targets["heatmap"]
     pos = gt.eq(1).float()
     neg_weight = torch.pow(1 - gt, 4)
+    if "ignore" in targets:
+        neg_weight = neg_weight * (1 - targets["ignore"])[:, :, None, None]
     pos_loss = (torch.log(pred) * torch.pow(1 - pred, 2) * pos).sum()
     neg_loss = (torch.log(1 - pred) * torch.pow(pred, 2) * neg_weight * (1 - pos)).sum()
     num_pos = pos.sum().clamp(min=1.0)
@@ -263,11 +286,15 @@ def train_steps(
     labels: list[np.ndarray],
     *,
     config: TrainConfig,
+    unboxed: list[np.ndarray] | None = None,
     steps: int | None = None,
     progress: bool = True,
     checkpoint: Path | None = None,
 ) -> list[float]:
     """Train ``model`` in place; returns the loss of every step.
+
+    ``unboxed`` gives per image the classes present without a box; they are
+    ignored in the heatmap loss when ``config.ignore_unboxed``.
 
     ``steps`` stops early (used by tests for a tiny reproducible run);
     ``checkpoint`` is overwritten with the weights after every epoch.
@@ -301,7 +328,10 @@ def train_steps(
             idx = order[start : start + config.batch_size]
             batch = torch.stack([features[chosen_views[i], i] for i in idx])
             targets = build_targets(
-                [view_boxes[chosen_views[i]][i] for i in idx], [labels[i] for i in idx], grid=grid
+                [view_boxes[chosen_views[i]][i] for i in idx],
+                [labels[i] for i in idx],
+                grid=grid,
+                unboxed=[unboxed[i] for i in idx] if unboxed is not None and config.ignore_unboxed else None,
             )
             loss, parts = centernet_loss(
                 model.forward_from_trunk(batch),
@@ -333,11 +363,17 @@ def train(data_root: Path, out_dir: Path, *, config: TrainConfig) -> Path:
     train_set, validation_set = split_by_patient(
         dataset, validation_fraction=config.validation_fraction, seed=config.seed
     )
-    logger.info("train %d images, validation %d images", len(train_set), len(validation_set))
+    if config.tuning:
+        train_set, tuning_set = split_for_tuning(train_set, seed=config.seed)
+        logger.info("tuning run: %d images held out of training for comparing recipes", len(tuning_set))
+    logger.info("train %d images, validation %d images (never seen)", len(train_set), len(validation_set))
     images, boxes, labels = _load_split(data_root, train_set)
     model = build_model()
     started = time.monotonic()
-    losses = train_steps(model, images, boxes, labels, config=config, checkpoint=out_dir / "checkpoint.pt")
+    losses = train_steps(
+        model, images, boxes, labels, config=config, unboxed=[im.unboxed for im in train_set],
+        checkpoint=out_dir / "checkpoint.pt",
+    )
     wall = time.monotonic() - started
     weights = out_dir / "weights.pt"
     torch.save(model.state_dict(), weights)
@@ -370,11 +406,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
     parser.add_argument("--views", type=int, default=TrainConfig.views)
     parser.add_argument("--threads", type=int, default=TrainConfig.threads)
+    parser.add_argument(
+        "--keep-unboxed-negatives", action="store_true",
+        help="treat findings an image's labels name but nobody boxed as absent (the old recipe)",
+    )
+    parser.add_argument(
+        "--tuning", action="store_true",
+        help="hold out a fifth of the training patients to compare recipes on "
+        "(then: evaluate --tuning); the validation patients stay for the final numbers",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = TrainConfig(
         seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, views=args.views,
-        threads=args.threads,
+        threads=args.threads, ignore_unboxed=not args.keep_unboxed_negatives, tuning=args.tuning,
     )
     train(args.data, args.out, config=config)
 

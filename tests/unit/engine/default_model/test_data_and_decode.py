@@ -32,6 +32,17 @@ def test_dataset_reads_every_box_with_known_classes(nih: Path) -> None:
         assert (im.boxes[:, 0] < im.boxes[:, 2]).all() and (im.boxes[:, 1] < im.boxes[:, 3]).all()
 
 
+def test_findings_labelled_but_not_boxed_are_known_per_image(nih: Path) -> None:
+    by_name = {im.name: im for im in load_dataset(nih)}
+    # all_labels "Atelectasis|Cardiomegaly|Effusion|Infiltration", one Atelectasis box
+    image = by_name["00000211_010.png"]
+    assert [CLASSES[int(c)] for c in image.labels] == ["Atelectasis"]
+    assert [CLASSES[int(c)] for c in image.unboxed] == ["Cardiomegaly", "Effusion", "Infiltrate"]
+    for im in by_name.values():
+        assert not set(im.unboxed.tolist()) & set(im.labels.tolist())
+    assert sum(len(im.unboxed) > 0 for im in by_name.values()) == 428  # of 721
+
+
 def test_split_is_by_patient_reproducible_and_about_a_fifth(nih: Path) -> None:
     images = load_dataset(nih)
     train, validation = split_by_patient(images, seed=0)

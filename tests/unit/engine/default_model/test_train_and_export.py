@@ -16,6 +16,7 @@ from engine.default_model.train import (
     _load_split,
     build_model,
     build_targets,
+    centernet_loss,
     seed_everything,
     train_steps,
 )
@@ -70,6 +71,31 @@ def test_targets_peak_at_box_centres_with_size_and_offset() -> None:
     assert targets["mask"].sum() == 1
     np.testing.assert_allclose(targets["size"][0, :, int(cy), int(cx)], [100 / OUTPUT_STRIDE, 60 / OUTPUT_STRIDE])
     np.testing.assert_allclose(targets["offset"][0, :, int(cy), int(cx)], [cx - int(cx), cy - int(cy)])
+
+
+def test_a_present_but_unboxed_finding_is_not_taught_as_absent() -> None:
+    """An image whose labels name Effusion without a box: its Effusion channel has no negative loss."""
+    grid = (INPUT_SIZE[1] // OUTPUT_STRIDE, INPUT_SIZE[0] // OUTPUT_STRIDE)
+    box = [np.array([[100.0, 60.0, 200.0, 120.0]], np.float32)]
+    label = [np.array([CLASSES.index("Mass")])]
+    effusion = CLASSES.index("Effusion")
+    partial = build_targets(box, label, grid=grid, unboxed=[np.array([effusion])])
+    assert partial["ignore"][0].tolist() == [1.0 if c == effusion else 0.0 for c in range(len(CLASSES))]
+    full = build_targets(box, label, grid=grid)
+    assert full["ignore"].sum() == 0
+    for name in ("heatmap", "mask", "size", "offset"):
+        assert torch.equal(partial[name], full[name])
+
+    def loss(targets, effusion_logit: float) -> float:
+        logits = torch.full((1, len(CLASSES), *grid), -4.0)
+        logits[0, effusion] = effusion_logit
+        zeros = torch.zeros((1, 2, *grid))
+        return float(centernet_loss((logits, zeros, zeros), targets)[0])
+
+    # A confident Effusion response everywhere costs nothing more when Effusion is unboxed ...
+    assert loss(partial, 3.0) == pytest.approx(loss(partial, -4.0))
+    # ... and is punished when the image is a true negative for it.
+    assert loss(full, 3.0) > loss(full, -4.0) + 1.0
 
 
 def test_export_gives_an_onnx_that_matches_torch_and_carries_metadata(tmp_path: Path) -> None:
