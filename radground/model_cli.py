@@ -49,6 +49,13 @@ _PROVIDERS_OPTION = click.option(
 )
 
 
+def _thresholds_text(thresholds: dict[str, float]) -> str:
+    values = set(thresholds.values())
+    if len(values) == 1:
+        return f"{values.pop():.2f} (every class)"
+    return ", ".join(f"{label} {value:.2f}" for label, value in thresholds.items())
+
+
 @click.group()
 def model() -> None:
     """The default chest-radiograph detector (ONNX)."""
@@ -68,7 +75,7 @@ def info(model_path: Path | None, providers: str) -> None:
 
     detector = _detector(model_path, providers, None)
     try:
-        threshold = detector.score_threshold
+        thresholds = detector.class_score_thresholds
     except ModelError as exc:
         raise click.ClickException(str(exc)) from exc
     table = Table(show_header=False)
@@ -82,7 +89,7 @@ def info(model_path: Path | None, providers: str) -> None:
         ("sha256", detector.sha256),
         ("input", f"{detector.input_size[0]} x {detector.input_size[1]} ({detector.resize_mode.value})"),
         ("classes", ", ".join(CLASSES)),
-        ("score threshold", f"{threshold:.2f}"),
+        ("score thresholds", _thresholds_text(thresholds)),
         ("languages", ", ".join(detector.languages)),
         ("providers available", ", ".join(ort.get_available_providers())),
         ("model card", str(detector.path.parent / "MODEL_CARD.md")),
@@ -95,7 +102,8 @@ def info(model_path: Path | None, providers: str) -> None:
 @click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--lang", "lang", default="en,zh-CN", show_default=True, help="Languages, primary first.")
 @click.option("--png", "png", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a preview here.")
-@click.option("--threshold", type=float, default=None, help="Score threshold (default: the model's).")
+@click.option("--threshold", type=float, default=None,
+              help="Score threshold for every class (default: the model's operating point per class).")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @_MODEL_OPTION
 @_PROVIDERS_OPTION
@@ -200,15 +208,24 @@ def _write_preview(dataset, report, languages: tuple[str, ...], png: Path) -> No
               help="ONNX file (default: the shipped model's path).")
 @click.option("--score-threshold", type=float, default=0.3, show_default=True,
               help="Operating threshold stored in the model metadata.")
-def export_onnx(weights: Path, out: Path | None, score_threshold: float) -> None:
+@click.option("--class-thresholds", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="JSON file of per-class operating thresholds, stored in the metadata; they replace "
+                   "--score-threshold for their classes (python -m engine.default_model.evaluate --tuning "
+                   "--json writes one).")
+def export_onnx(weights: Path, out: Path | None, score_threshold: float, class_thresholds: Path | None) -> None:
     """Export trained weights to ONNX (needs torch: pip install radground[train])."""
     try:
         from engine.default_model.config import ONNX_PATH
         from engine.default_model.export import export_onnx as run_export
+        from engine.default_model.export import read_class_thresholds
     except ModuleNotFoundError as exc:
         raise click.ClickException(f"{exc.name} is missing; install the train extra (pip install radground[train])") from exc
     try:
-        path = run_export(weights, out or ONNX_PATH, score_threshold=score_threshold)
+        per_class = read_class_thresholds(class_thresholds) if class_thresholds else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--class-thresholds") from exc
+    try:
+        path = run_export(weights, out or ONNX_PATH, score_threshold=score_threshold, class_thresholds=per_class)
     except ModuleNotFoundError as exc:
         raise click.ClickException(f"{exc.name} is missing; install the train extra (pip install radground[train])") from exc
     click.echo(f"wrote {path}")

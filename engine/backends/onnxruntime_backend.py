@@ -69,8 +69,10 @@ class OnnxDetector(RegionAwareModel):
         Asking for one this ONNX Runtime build lacks raises :class:`ModelError`
         when the session is created.
     score_threshold
-        Minimum detector confidence to report; default: the operating point
-        stored in the model's metadata (chosen on training images, see the card).
+        Minimum detector confidence to report, for every class; default: the
+        operating points stored in the model's metadata, one per class
+        (``class_score_thresholds``, see the card) and ``score_threshold`` for
+        classes without one.
     intra_op_threads
         ONNX Runtime intra-op threads (``None``: its default, all cores).
     max_batch_size
@@ -117,6 +119,7 @@ class OnnxDetector(RegionAwareModel):
         self._session = None
         self._session_pid: int | None = None
         self._metadata: dict[str, str] = {}
+        self._class_thresholds: dict[str, float] = {}
         self._lock = threading.Lock()
 
     # -- session ------------------------------------------------------------------
@@ -155,17 +158,56 @@ class OnnxDetector(RegionAwareModel):
         classes = self._metadata.get("classes")
         if classes is not None and tuple(json.loads(classes)) != CLASSES:
             raise ModelError(f"model classes {classes} differ from the vocabulary's NIH classes {CLASSES}")
+        self._class_thresholds = self._read_class_thresholds()
         shape = session.get_inputs()[0].shape
         if len(shape) != 4 or tuple(shape[2:]) != (self.input_size[1], self.input_size[0]):
             raise ModelError(f"model input shape {shape} does not match input size {self.input_size}")
 
+    def _read_class_thresholds(self) -> dict[str, float]:
+        text = self._metadata.get("class_score_thresholds")
+        if text is None:
+            return {}
+        try:
+            thresholds = {str(k): float(v) for k, v in json.loads(text).items()}
+        except (ValueError, TypeError, AttributeError):
+            raise ModelError(
+                f"{self.path.name}: metadata class_score_thresholds is not a JSON object of numbers: {text[:80]!r}"
+            ) from None
+        unknown = sorted(set(thresholds) - set(CLASSES))
+        bad = sorted(k for k, v in thresholds.items() if not 0.0 < v < 1.0)
+        if unknown or bad:
+            raise ModelError(
+                f"{self.path.name}: metadata class_score_thresholds names unknown classes {unknown} "
+                f"or thresholds outside (0, 1) for {bad}; re-export the model"
+            )
+        return thresholds
+
     @property
     def score_threshold(self) -> float:
-        """The reporting threshold in use (explicit, else from the metadata)."""
+        """The reporting threshold for classes without their own (explicit, else from the metadata)."""
         if self._requested_threshold is not None:
             return self._requested_threshold
         self._ensure_session()
         return float(self._metadata.get("score_threshold", _FALLBACK_THRESHOLD))
+
+    @property
+    def stored_class_thresholds(self) -> dict[str, float]:
+        """The per-class operating points stored in the model (empty when it has none)."""
+        self._ensure_session()
+        return dict(self._class_thresholds)
+
+    @property
+    def class_score_thresholds(self) -> dict[str, float]:
+        """The reporting threshold of each class, in :data:`CLASSES` order.
+
+        An explicit ``score_threshold`` applies to every class; otherwise each
+        class has the operating point stored for it in the model (chosen on the
+        tuning patients, see the card), or the model's ``score_threshold``.
+        """
+        if self._requested_threshold is not None:
+            return dict.fromkeys(CLASSES, self._requested_threshold)
+        self._ensure_session()
+        return {label: self._class_thresholds.get(label, self.score_threshold) for label in CLASSES}
 
     def load(self) -> OnnxDetector:
         """Create the session now (in this process) instead of at the first call."""
@@ -197,10 +239,14 @@ class OnnxDetector(RegionAwareModel):
         images
             float32 (height, width, 3) arrays in [0, 1] at :attr:`input_size`.
         score_threshold
-            Override the reporting threshold (e.g. a low one for mAP).
+            Override the reporting thresholds with one for every class (e.g. a
+            low one for mAP).
         """
         session = self._ensure_session()
-        threshold = self.score_threshold if score_threshold is None else score_threshold
+        if score_threshold is None:
+            threshold = np.asarray(list(self.class_score_thresholds.values()), dtype=np.float32)
+        else:
+            threshold = score_threshold
         results: list[DecodedImage] = []
         for start in range(0, len(images), self.max_batch_size):
             batch = self._batch_array(images[start : start + self.max_batch_size])

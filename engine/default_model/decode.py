@@ -2,7 +2,8 @@
 
 The exported graph already applies the sigmoid and CenterNet's 3x3 max-pool
 peak suppression, so a surviving heatmap cell is a local maximum. Here, per
-image: the top-``k`` peaks over all classes above ``score_threshold`` become
+image: the top-``k`` peaks over all classes at or above ``score_threshold``
+(one value, or one per class) become
 boxes (centre = cell + offset, size = predicted w, h; times the stride), boxes
 are clipped to the input, then a per-class greedy NMS at ``nms_iou`` removes
 duplicates that the 3x3 suppression let through (large findings can peak twice).
@@ -64,7 +65,7 @@ def decode_batch(
     offset: np.ndarray,
     *,
     input_size: tuple[int, int],
-    score_threshold: float,
+    score_threshold: float | np.ndarray,
     top_k: int = 20,
     nms_iou: float = 0.5,
     max_detections: int = 10,
@@ -80,7 +81,8 @@ def decode_batch(
     input_size
         Model input ``(width, height)`` in pixels (boxes are clipped to it).
     score_threshold
-        Minimum peak probability for a detection.
+        Minimum peak probability for a detection: one value for every class,
+        or a (C,) array with one per class.
     top_k
         Peaks considered per image before NMS.
     nms_iou
@@ -89,15 +91,16 @@ def decode_batch(
         Detections kept per image after NMS.
     """
     heatmap = np.asarray(heatmap, dtype=np.float32)
-    n, _, h, w = heatmap.shape
+    n, n_classes, h, w = heatmap.shape
     width, height = input_size
+    thresholds = np.broadcast_to(np.asarray(score_threshold, dtype=np.float32), (n_classes,))
     results = []
     for i in range(n):
         flat = heatmap[i].reshape(-1)
         k = min(top_k, flat.size)
         candidates = np.argpartition(-flat, k - 1)[:k]
         candidates = candidates[np.argsort(-flat[candidates], kind="stable")]
-        candidates = candidates[flat[candidates] >= score_threshold]
+        candidates = candidates[flat[candidates] >= thresholds[candidates // (h * w)]]
         cls, rem = np.divmod(candidates, h * w)
         ys, xs = np.divmod(rem, w)
         cx = (xs + offset[i, 0, ys, xs]) * OUTPUT_STRIDE

@@ -29,7 +29,15 @@ from engine.default_model.config import CLASSES, INPUT_SIZE
 from engine.default_model.data import LabelledImage, load_dataset, load_image, split_by_patient, split_for_tuning
 from engine.evaluation import Convention, Detection, mean_average_precision, region_aligned_metrics
 
-__all__ = ["choose_threshold", "evaluate", "main", "mean_box_baseline", "model_detections"]
+__all__ = [
+    "bootstrap",
+    "choose_class_thresholds",
+    "choose_threshold",
+    "evaluate",
+    "main",
+    "mean_box_baseline",
+    "model_detections",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -86,14 +94,20 @@ def mean_box_baseline(train: Sequence[LabelledImage], n_images: int) -> list[lis
     return [list(guesses) for _ in range(n_images)]
 
 
-def _above(detections: list[list[Detection]], threshold: float) -> list[list[Detection]]:
+#: The operating thresholds tried.
+THRESHOLD_GRID = tuple(float(t) for t in np.round(np.arange(0.05, 0.71, 0.05), 2))
+
+
+def _above(detections: list[list[Detection]], threshold: float | dict[str, float]) -> list[list[Detection]]:
+    if isinstance(threshold, dict):
+        return [[d for d in image if d.score >= threshold[d.label]] for image in detections]
     return [[d for d in image if d.score >= threshold] for image in detections]
 
 
 def choose_threshold(detections: list[list[Detection]], truths: list[list[Detection]]) -> float:
     """The threshold in 0.05..0.70 with the best overall aligned F1 (usual convention)."""
     best, best_f1 = 0.3, -1.0
-    for threshold in np.round(np.arange(0.05, 0.71, 0.05), 2):
+    for threshold in THRESHOLD_GRID:
         pairs = list(zip(_above(detections, threshold), truths, strict=True))
         f1 = region_aligned_metrics(pairs, convention=Convention.USUAL).aligned["f1"]
         if f1 > best_f1:
@@ -101,7 +115,31 @@ def choose_threshold(detections: list[list[Detection]], truths: list[list[Detect
     return best
 
 
-def _class_rows(detections: list[list[Detection]], truths: list[list[Detection]], threshold: float) -> dict:
+def choose_class_thresholds(detections: list[list[Detection]], truths: list[list[Detection]]) -> dict[str, float]:
+    """Per class, the threshold in 0.05..0.70 with the best F1 of that class.
+
+    Ties go to the higher threshold (fewer false findings for the same F1),
+    so a class the model never finds correctly gets the highest, 0.70.
+    Call it on images the model was not trained on (the tuning patients).
+    """
+    chosen: dict[str, float] = {}
+    for label in CLASSES:
+        best, best_f1 = THRESHOLD_GRID[-1], -1.0
+        for threshold in THRESHOLD_GRID:
+            pairs = [
+                ([d for d in p if d.label == label and d.score >= threshold], [t for t in g if t.label == label])
+                for p, g in zip(detections, truths, strict=True)
+            ]
+            f1 = region_aligned_metrics(pairs, convention=Convention.USUAL).aligned["f1"]
+            if f1 >= best_f1:
+                best, best_f1 = threshold, f1
+        chosen[label] = best
+    return chosen
+
+
+def _class_rows(
+    detections: list[list[Detection]], truths: list[list[Detection]], threshold: float | dict[str, float]
+) -> dict:
     rows: dict[str, dict] = {}
     _, ap = mean_average_precision(list(zip(detections, truths, strict=True)), CLASSES)
     kept = _above(detections, threshold)
@@ -173,7 +211,12 @@ def evaluate(
     """All numbers of the model card's metrics table, as a dict.
 
     ``tuning`` scores a model trained with ``train --tuning`` on the held-out
-    part of the training patients instead of the validation patients.
+    part of the training patients instead of the validation patients, and
+    chooses per-class thresholds there (``class_thresholds`` in the result).
+
+    The operating point of the rows: ``threshold`` for every class when given;
+    else the model's own per-class thresholds when its metadata has them; else
+    one threshold chosen on the training images.
     """
     from engine.backends.onnxruntime_backend import OnnxDetector
 
@@ -184,9 +227,14 @@ def evaluate(
     detector = OnnxDetector(model_path, intra_op_threads=2)
     val_truths = [truths_of(im) for im in validation]
     val_dets = model_detections(detector, root, validation)
-    if threshold is None:
+    operating: float | dict[str, float]
+    if threshold is not None:
+        operating = threshold
+    elif detector.stored_class_thresholds:
+        operating = detector.class_score_thresholds
+    else:
         train_dets = model_detections(detector, root, train)
-        threshold = choose_threshold(train_dets, [truths_of(im) for im in train])
+        operating = choose_threshold(train_dets, [truths_of(im) for im in train])
     baseline = mean_box_baseline(train, len(validation))
     result = {
         "model": str(detector.path.name),
@@ -195,10 +243,12 @@ def evaluate(
         "validation_images": len(validation),
         "validation_patients": len({im.patient_id for im in validation}),
         "scored_on": "tuning" if tuning else "validation",
-        "threshold": threshold,
-        "model_rows": _class_rows(val_dets, val_truths, threshold),
+        "threshold": operating,
+        "model_rows": _class_rows(val_dets, val_truths, operating),
         "baseline_rows": _class_rows(baseline, val_truths, 0.0),
     }
+    if tuning:
+        result["class_thresholds"] = choose_class_thresholds(val_dets, val_truths)
     spread = bootstrap(val_dets, baseline, val_truths)
     result["model_map_bootstrap_std"] = spread["model_map_std"]
     result["ap_margin_95"] = spread["ap_margin_95"]
@@ -250,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     result = evaluate(args.data, args.model, threshold=args.threshold, tuning=args.tuning)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
-    logger.info("threshold %.2f; mAP@0.5 model %.3f (bootstrap std %.3f), baseline %.3f",
+    logger.info("threshold %s; mAP@0.5 model %.3f (bootstrap std %.3f), baseline %.3f",
                 result["threshold"], result["model_rows"]["all"]["ap50"], result["model_map_bootstrap_std"],
                 result["baseline_rows"]["all"]["ap50"])
     import sys

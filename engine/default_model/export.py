@@ -42,6 +42,7 @@ def export_onnx(
     out: Path,
     *,
     score_threshold: float = 0.3,
+    class_thresholds: dict[str, float] | None = None,
     metadata: dict[str, str] | None = None,
     opset: int = OPSET,
     check_batch: int = 2,
@@ -49,8 +50,9 @@ def export_onnx(
     """Export ``weights`` (a state dict from :mod:`engine.default_model.train`) to ``out``.
 
     The model's metadata (``metadata_props``) records the classes, the input
-    size and the reporting ``score_threshold`` the backend uses by default,
-    plus any extra ``metadata``.
+    size, the reporting ``score_threshold`` the backend uses by default and,
+    when given, the per-class ``class_thresholds`` that take its place for
+    their classes (``class_score_thresholds``), plus any extra ``metadata``.
 
     After export the file is checked with the ONNX checker and run once with
     ONNX Runtime against the PyTorch outputs (max abs difference logged; it
@@ -87,6 +89,7 @@ def export_onnx(
         "classes": json.dumps(list(CLASSES)),
         "input_size": json.dumps(list(INPUT_SIZE)),
         "score_threshold": f"{score_threshold:.4f}",
+        **({"class_score_thresholds": json.dumps(check_class_thresholds(class_thresholds))} if class_thresholds else {}),
         **(metadata or {}),
     }
     onnx.helper.set_model_props(proto, props)
@@ -102,6 +105,31 @@ def export_onnx(
     if diff > 1e-3:
         raise RuntimeError(f"ONNX export differs from PyTorch by {diff:.2e}")
     return out
+
+
+def check_class_thresholds(thresholds: dict[str, float]) -> dict[str, float]:
+    """``thresholds`` in :data:`CLASSES` order, or :class:`ValueError` naming what is wrong."""
+    unknown = sorted(set(thresholds) - set(CLASSES))
+    if unknown:
+        raise ValueError(f"class thresholds name unknown classes {unknown}; the classes are {list(CLASSES)}")
+    bad = sorted(label for label, value in thresholds.items() if not 0.0 < float(value) < 1.0)
+    if bad:
+        raise ValueError(f"class thresholds must be in (0, 1); not so for {bad}")
+    return {label: round(float(thresholds[label]), 4) for label in CLASSES if label in thresholds}
+
+
+def read_class_thresholds(path: Path) -> dict[str, float]:
+    """Per-class thresholds from a JSON file: ``{"Cardiomegaly": 0.4, ...}``, or the
+    ``class_thresholds`` of an ``evaluate --tuning --json`` result."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read class thresholds from {path}: {exc}") from exc
+    if isinstance(data, dict) and isinstance(data.get("class_thresholds"), dict):
+        data = data["class_thresholds"]
+    if not isinstance(data, dict) or not all(isinstance(v, int | float) for v in data.values()):
+        raise ValueError(f"{path}: expected a JSON object of class name -> threshold")
+    return check_class_thresholds(data)
 
 
 def to_fp16(source: Path, out: Path) -> Path:
@@ -172,10 +200,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--weights", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=ONNX_PATH)
     parser.add_argument("--score-threshold", type=float, default=0.3, help="reporting threshold stored in the metadata")
+    parser.add_argument(
+        "--class-thresholds", type=Path, default=None,
+        help="JSON file of per-class operating thresholds (e.g. evaluate --tuning --json's output)",
+    )
     parser.add_argument("--fp16-out", type=Path, default=None, help="also write an fp16-weight copy here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    export_onnx(args.weights, args.out, score_threshold=args.score_threshold)
+    try:
+        class_thresholds = read_class_thresholds(args.class_thresholds) if args.class_thresholds else None
+    except ValueError as exc:
+        parser.error(str(exc))
+    export_onnx(args.weights, args.out, score_threshold=args.score_threshold, class_thresholds=class_thresholds)
     if args.fp16_out:
         to_fp16(args.out, args.fp16_out)
 

@@ -19,6 +19,21 @@ def test_info_names_the_version_and_classes() -> None:
     assert result.exit_code == 0, result.output
     assert OnnxDetector().info.version in result.output
     assert "Cardiomegaly" in result.output
+    assert "score thresholds" in result.output
+
+
+def test_export_onnx_refuses_bad_class_thresholds_before_exporting(tmp_path: Path) -> None:
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"not read: the thresholds are checked first")
+    thresholds = tmp_path / "thresholds.json"
+    thresholds.write_text('{"Bronchitis": 0.3}')
+    result = CliRunner().invoke(
+        model, ["export-onnx", "--weights", str(weights), "--out", str(tmp_path / "m.onnx"),
+                "--class-thresholds", str(thresholds)]
+    )
+    assert result.exit_code == 2
+    assert "--class-thresholds" in result.output and "Bronchitis" in result.output
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_predict_prints_bilingual_findings_and_writes_a_preview(shared_data: Path, tmp_path: Path) -> None:

@@ -180,3 +180,47 @@ def test_session_is_recreated_after_a_fork(monkeypatch: pytest.MonkeyPatch) -> N
 #: a cardiomegaly box overlapping the radiologist's (IoU > 0.3); set below what
 #: the shipped model reaches (see MODEL_CARD.md), far above an untrained one (0).
 MIN_CARDIOMEGALY_HITS = 0.5
+
+
+def _with_metadata(tmp_path: Path, **props: str) -> Path:
+    """A copy of the shipped model whose metadata has ``props`` added or replaced."""
+    import onnx
+
+    proto = onnx.load(str(ONNX_PATH))
+    current = {p.key: p.value for p in proto.metadata_props}
+    onnx.helper.set_model_props(proto, {**current, **props})
+    out = tmp_path / "model.onnx"
+    onnx.save(proto, str(out))
+    return out
+
+
+def test_each_class_is_reported_at_its_own_operating_point(tmp_path: Path, validation: list) -> None:
+    import json
+
+    images = [rgb(arr) for _, (arr, _) in validation[:16]]
+    everything = OnnxDetector(intra_op_threads=1, score_threshold=0.05).detect(images)
+    found = {CLASSES[int(c)] for d in everything for c in d.classes}
+    keep, drop = sorted(found)[0], sorted(found)[1:]
+    # the class kept at 0.05, every other class out of reach
+    path = _with_metadata(tmp_path, class_score_thresholds=json.dumps({keep: 0.05, **dict.fromkeys(drop, 0.999)}))
+    model = OnnxDetector(path, intra_op_threads=1)
+    assert model.class_score_thresholds[keep] == 0.05
+    assert len(model.stored_class_thresholds) == len(found)
+    assert set(model.class_score_thresholds) == set(CLASSES)
+    decoded = model.detect(images)
+    assert {CLASSES[int(c)] for d in decoded for c in d.classes} == {keep}
+    assert sum(len(d) for d in decoded) == sum(int((d.classes == CLASSES.index(keep)).sum()) for d in everything)
+    # an explicit threshold applies to every class, as before
+    overridden = OnnxDetector(path, intra_op_threads=1, score_threshold=0.05)
+    assert set(overridden.class_score_thresholds.values()) == {0.05}
+    assert [len(d) for d in overridden.detect(images)] == [len(d) for d in everything]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"Cardiomegaly": 1.5}', '{"Bronchitis": 0.3}', '[0.3, 0.4]', "not json"],
+)
+def test_broken_class_thresholds_in_a_model_are_refused_clearly(tmp_path: Path, text: str) -> None:
+    path = _with_metadata(tmp_path, class_score_thresholds=text)
+    with pytest.raises(ModelError, match="class_score_thresholds"):
+        OnnxDetector(path, intra_op_threads=1).load()

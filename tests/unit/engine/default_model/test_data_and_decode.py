@@ -101,6 +101,17 @@ def test_decode_places_boxes_from_cell_offset_and_size() -> None:
     assert [CLASSES[int(c)] for c in both.classes] == ["Cardiomegaly", "Nodule"]
 
 
+def test_decode_takes_one_threshold_per_class() -> None:
+    heat, size, offset = _synthetic(1)  # cardiomegaly 0.9, nodule 0.2
+    thresholds = np.full(len(CLASSES), 0.95, np.float32)
+    thresholds[CLASSES.index("Nodule")] = 0.15
+    [decoded] = decode_batch(heat, size, offset, input_size=INPUT_SIZE, score_threshold=thresholds)
+    assert [CLASSES[int(c)] for c in decoded.classes] == ["Nodule"]
+    thresholds[CLASSES.index("Cardiomegaly")] = 0.9  # at the threshold counts
+    [decoded] = decode_batch(heat, size, offset, input_size=INPUT_SIZE, score_threshold=thresholds)
+    assert [CLASSES[int(c)] for c in decoded.classes] == ["Cardiomegaly", "Nodule"]
+
+
 def test_decode_clips_to_the_input_and_removes_duplicates() -> None:
     heat, size, offset = _synthetic(1)
     heat[0, 1, 10, 14] = 0.8  # a second cardiomegaly peak, same box almost

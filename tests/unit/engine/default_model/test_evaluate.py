@@ -7,7 +7,13 @@ import pytest
 
 from engine.default_model import CLASSES
 from engine.default_model.data import LabelledImage
-from engine.default_model.evaluate import bootstrap, choose_threshold, markdown_table, mean_box_baseline
+from engine.default_model.evaluate import (
+    bootstrap,
+    choose_class_thresholds,
+    choose_threshold,
+    markdown_table,
+    mean_box_baseline,
+)
 from engine.evaluation import Detection
 
 LEFT = (40.0, 200.0, 200.0, 400.0)
@@ -74,3 +80,16 @@ def test_markdown_table_shows_the_margin_per_class() -> None:
     table = markdown_table(result)
     effusion = next(line for line in table.splitlines() if line.startswith("| Effusion"))
     assert "| model | 100.0 | +100.0 to +100.0 |" in effusion
+
+
+def test_class_thresholds_are_chosen_per_class_and_high_where_nothing_is_found() -> None:
+    truths = [[Detection("Effusion", LEFT), Detection("Mass", RIGHT)] for _ in range(10)]
+    detections = [
+        [Detection("Effusion", LEFT, 0.25), Detection("Effusion", RIGHT, 0.2),  # right box at 0.25, wrong at 0.2
+         Detection("Mass", LEFT, 0.6)]  # Mass always in the wrong place
+        for _ in range(10)
+    ]
+    chosen = choose_class_thresholds(detections, truths)
+    assert set(chosen) == set(CLASSES)
+    assert chosen["Effusion"] == pytest.approx(0.25)  # keeps the hit, drops the miss; ties go higher
+    assert chosen["Mass"] == pytest.approx(0.70)  # never right: report it as rarely as the grid allows

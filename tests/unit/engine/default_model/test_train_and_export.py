@@ -106,10 +106,33 @@ def test_export_gives_an_onnx_that_matches_torch_and_carries_metadata(tmp_path: 
     torch.set_num_threads(1)
     weights = tmp_path / "weights.pt"
     torch.save(build_model(pretrained=False).state_dict(), weights)
-    path = export_onnx(weights, tmp_path / "m.onnx", score_threshold=0.42)  # raises if ORT != torch
+    path = export_onnx(  # raises if ORT != torch
+        weights, tmp_path / "m.onnx", score_threshold=0.42, class_thresholds={"Nodule": 0.2, "Cardiomegaly": 0.6}
+    )
     detector = OnnxDetector(path, intra_op_threads=1)
     assert detector.score_threshold == pytest.approx(0.42)
+    thresholds = detector.class_score_thresholds
+    assert list(thresholds) == list(CLASSES)
+    assert (thresholds["Nodule"], thresholds["Cardiomegaly"], thresholds["Mass"]) == pytest.approx((0.2, 0.6, 0.42))
     assert detector.info.name == "m"
     import onnx
 
     assert onnx.load(str(path)).opset_import[0].version >= 17
+
+
+def test_class_thresholds_are_read_from_an_evaluation_or_a_plain_file(tmp_path: Path) -> None:
+    import json
+
+    from engine.default_model.export import read_class_thresholds
+
+    evaluation = tmp_path / "tuning.json"
+    evaluation.write_text(json.dumps({"threshold": 0.3, "class_thresholds": {"Mass": 0.25, "Atelectasis": 0.5}}))
+    assert read_class_thresholds(evaluation) == {"Atelectasis": 0.5, "Mass": 0.25}  # in class order
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"Effusion": 0.35}))
+    assert read_class_thresholds(plain) == {"Effusion": 0.35}
+    for text, reason in (('{"Bronchitis": 0.3}', "unknown classes"), ('{"Mass": 1.0}', "in \\(0, 1\\)"),
+                         ('["Mass"]', "JSON object"), ("{", "cannot read")):
+        plain.write_text(text)
+        with pytest.raises(ValueError, match=reason):
+            read_class_thresholds(plain)
