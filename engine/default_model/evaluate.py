@@ -27,7 +27,7 @@ import numpy as np
 
 from engine.default_model.config import CLASSES, INPUT_SIZE
 from engine.default_model.data import LabelledImage, load_dataset, load_image, split_by_patient, split_for_tuning
-from engine.evaluation import Convention, Detection, mean_average_precision, region_aligned_metrics
+from engine.evaluation import Convention, Detection, ImageMatch, mean_average_precision, region_aligned_metrics
 
 __all__ = [
     "bootstrap",
@@ -115,21 +115,35 @@ def choose_threshold(detections: list[list[Detection]], truths: list[list[Detect
     return best
 
 
+#: A per-class threshold must keep at least this share of that class's
+#: reported boxes right (IoU >= 0.5) on the tuning patients.
+MIN_CLASS_PRECISION = 0.2
+
+
 def choose_class_thresholds(detections: list[list[Detection]], truths: list[list[Detection]]) -> dict[str, float]:
     """Per class, the threshold in 0.05..0.70 with the best F1 of that class.
 
-    Ties go to the higher threshold (fewer false findings for the same F1),
-    so a class the model never finds correctly gets the highest, 0.70.
-    Call it on images the model was not trained on (the tuning patients).
+    Only thresholds at which at least :data:`MIN_CLASS_PRECISION` of the class's
+    boxes (pooled over the images) hit a ground truth are eligible: a class
+    whose best F1 comes from reporting it everywhere at low confidence is not
+    worth a radiologist's attention. A class with no eligible threshold gets
+    the top of the grid, 0.70 (reported only when the model is very sure).
+    Ties go to the higher threshold. Call it on images the model was not
+    trained on (the tuning patients).
     """
     chosen: dict[str, float] = {}
     for label in CLASSES:
-        best, best_f1 = THRESHOLD_GRID[-1], -1.0
+        best, best_f1 = THRESHOLD_GRID[-1], 0.0
         for threshold in THRESHOLD_GRID:
             pairs = [
                 ([d for d in p if d.label == label and d.score >= threshold], [t for t in g if t.label == label])
                 for p, g in zip(detections, truths, strict=True)
             ]
+            matches = [ImageMatch.of(p, g) for p, g in pairs if p or g]
+            reported = sum(m.n_predictions for m in matches)
+            hits = sum(m.aligned for m in matches)
+            if not hits or hits < MIN_CLASS_PRECISION * reported:
+                continue
             f1 = region_aligned_metrics(pairs, convention=Convention.USUAL).aligned["f1"]
             if f1 >= best_f1:
                 best, best_f1 = threshold, f1

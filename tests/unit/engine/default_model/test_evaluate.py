@@ -91,5 +91,15 @@ def test_class_thresholds_are_chosen_per_class_and_high_where_nothing_is_found()
     ]
     chosen = choose_class_thresholds(detections, truths)
     assert set(chosen) == set(CLASSES)
-    assert chosen["Effusion"] == pytest.approx(0.25)  # keeps the hit, drops the miss; ties go higher
+    assert chosen["Effusion"] == pytest.approx(0.25)  # keeps the hit, drops the miss
     assert chosen["Mass"] == pytest.approx(0.70)  # never right: report it as rarely as the grid allows
+
+
+def test_a_class_right_only_among_many_false_boxes_is_not_given_a_low_threshold() -> None:
+    # one Nodule hit at 0.1 on one image, and a false Nodule at 0.1 on each of the 9 others:
+    # the best F1 is at 0.05-0.10, but 1 right in 10 reported is below the precision floor
+    truths = [[Detection("Nodule", LEFT)] if i == 0 else [] for i in range(10)]
+    detections = [[Detection("Nodule", LEFT if i == 0 else RIGHT, 0.1)] for i in range(10)]
+    assert choose_class_thresholds(detections, truths)["Nodule"] == pytest.approx(0.70)
+    # with only one false box beside the hit (1 in 2 right) the low threshold is kept, and ties go higher
+    assert choose_class_thresholds(detections[:2], truths[:2])["Nodule"] == pytest.approx(0.10)
