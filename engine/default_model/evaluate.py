@@ -1,17 +1,23 @@
 """Evaluating the shipped detector on the validation patients (numbers for MODEL_CARD.md).
 
 For every class: MedRegA Region-Aligned metrics (both conventions, see
-:mod:`engine.evaluation`) at the model's operating threshold, and AP@0.5 over
+:mod:`engine.evaluation`) at the model's operating thresholds, and AP@0.5 over
 all detections (threshold 0.01), for the ONNX model and for the baseline that
 predicts, on every image, each class's mean training box (scored with the
-class's training prevalence). All boxes are compared in pixels of the 512 x 512
-PNGs. The operating threshold is chosen on the **training** images (the best
-overall aligned F1, usual convention), never on validation.
+class's training prevalence), plus a bootstrap interval of each class's AP
+margin over that baseline. All boxes are compared in pixels of the 512 x 512
+PNGs. Thresholds are never chosen on validation: the per-class ones stored in
+the model come from the tuning patients (``--tuning`` on a model trained with
+``train --tuning``); a model without them gets one threshold chosen on the
+training images (the best overall aligned F1, usual convention).
 
 Run it::
 
     python -m engine.default_model.evaluate --data ../shared/data/nih-cxr-boxes \\
         --model engine/default_model/radground-cxr-det.onnx --json /tmp/metrics.json
+    # a tuning run: scores the tuning patients and chooses per-class thresholds
+    python -m engine.default_model.evaluate --data ../shared/data/nih-cxr-boxes \\
+        --model /tmp/tuning-run/model.onnx --tuning --json /tmp/tuning.json
 """
 
 from __future__ import annotations
@@ -26,8 +32,20 @@ from pathlib import Path
 import numpy as np
 
 from engine.default_model.config import CLASSES, INPUT_SIZE
-from engine.default_model.data import LabelledImage, load_dataset, load_image, split_by_patient, split_for_tuning
-from engine.evaluation import Convention, Detection, ImageMatch, mean_average_precision, region_aligned_metrics
+from engine.default_model.data import (
+    LabelledImage,
+    load_dataset,
+    load_image,
+    split_by_patient,
+    split_for_tuning,
+)
+from engine.evaluation import (
+    Convention,
+    Detection,
+    ImageMatch,
+    mean_average_precision,
+    region_aligned_metrics,
+)
 
 __all__ = [
     "bootstrap",
@@ -276,8 +294,10 @@ def markdown_table(result: dict) -> str:
         return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
 
     lines = [
-        "| class | val boxes | who | AP@0.5 | AP margin, 95 % | mean IoU | Region P / R / F1 (MedRegA) "
-        "| Region P / R / F1 (usual) | Aligned F1 (usual) |",
+        (
+            "| class | val boxes | who | AP@0.5 | AP margin, 95 % | mean IoU | Region P / R / F1 (MedRegA) "
+            "| Region P / R / F1 (usual) | Aligned F1 (usual) |"
+        ),
         "|---|---:|---|---:|---|---:|---|---|---:|",
     ]
     margins = result.get("ap_margin_95", {})
@@ -305,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Evaluate the default detector on the validation patients")
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--model", type=Path, default=None)
-    parser.add_argument("--threshold", type=float, default=None, help="skip choosing it on the training images")
+    parser.add_argument("--threshold", type=float, default=None, help="score every class at this threshold instead of the model's own")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--tuning", action="store_true",
                         help="score on the tuning part of the training patients (a model from train --tuning)")

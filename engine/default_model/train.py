@@ -37,7 +37,13 @@ import torch
 from torch.nn import functional as F
 
 from engine.default_model.config import INPUT_SIZE, NUM_CLASSES, OUTPUT_STRIDE
-from engine.default_model.data import LabelledImage, load_dataset, load_image, split_by_patient, split_for_tuning
+from engine.default_model.data import (
+    LabelledImage,
+    load_dataset,
+    load_image,
+    split_by_patient,
+    split_for_tuning,
+)
 from engine.default_model.network import CenterNetDetector, load_imagenet_backbone
 
 __all__ = ["TrainConfig", "build_targets", "centernet_loss", "main", "train"]
