@@ -32,6 +32,7 @@ import numpy as np
 
 from engine.default_model.config import CLASSES, INPUT_SIZE, ONNX_PATH
 from engine.default_model.decode import DecodedImage, decode_batch
+from engine.default_model.export import check_class_thresholds
 from engine.grammar import Box999, GroundedPhrase, RefBoxes, write_grounded_text
 from engine.model import GenerationRequest, ModelError, RegionAwareModel, ResizeMode
 from engine.report import ModelInfo, Task
@@ -168,19 +169,12 @@ class OnnxDetector(RegionAwareModel):
         if text is None:
             return {}
         try:
-            thresholds = {str(k): float(v) for k, v in json.loads(text).items()}
-        except (ValueError, TypeError, AttributeError):
+            return check_class_thresholds({str(k): float(v) for k, v in json.loads(text).items()})
+        except (ValueError, TypeError, AttributeError) as exc:
             raise ModelError(
-                f"{self.path.name}: metadata class_score_thresholds is not a JSON object of numbers: {text[:80]!r}"
+                f"{self.path.name}: metadata class_score_thresholds {text[:80]!r} is not usable ({exc}); "
+                "re-export the model with valid per-class thresholds"
             ) from None
-        unknown = sorted(set(thresholds) - set(CLASSES))
-        bad = sorted(k for k, v in thresholds.items() if not 0.0 < v < 1.0)
-        if unknown or bad:
-            raise ModelError(
-                f"{self.path.name}: metadata class_score_thresholds names unknown classes {unknown} "
-                f"or thresholds outside (0, 1) for {bad}; re-export the model"
-            )
-        return thresholds
 
     @property
     def score_threshold(self) -> float:
