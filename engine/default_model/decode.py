@@ -100,8 +100,9 @@ def decode_batch(
         k = min(top_k, flat.size)
         candidates = np.argpartition(-flat, k - 1)[:k]
         candidates = candidates[np.argsort(-flat[candidates], kind="stable")]
-        candidates = candidates[flat[candidates] >= thresholds[candidates // (h * w)]]
         cls, rem = np.divmod(candidates, h * w)
+        above = flat[candidates] >= thresholds[cls]
+        candidates, cls, rem = candidates[above], cls[above], rem[above]
         ys, xs = np.divmod(rem, w)
         cx = (xs + offset[i, 0, ys, xs]) * OUTPUT_STRIDE
         cy = (ys + offset[i, 1, ys, xs]) * OUTPUT_STRIDE

@@ -153,16 +153,19 @@ def choose_class_thresholds(detections: list[list[Detection]], truths: list[list
     for label in CLASSES:
         best, best_f1 = THRESHOLD_GRID[-1], 0.0
         for threshold in THRESHOLD_GRID:
-            pairs = [
-                ([d for d in p if d.label == label and d.score >= threshold], [t for t in g if t.label == label])
+            matches = [
+                ImageMatch.of(kept, wanted)
                 for p, g in zip(detections, truths, strict=True)
+                for kept, wanted in [([d for d in p if d.label == label and d.score >= threshold],
+                                      [t for t in g if t.label == label])]
+                if kept or wanted
             ]
-            matches = [ImageMatch.of(p, g) for p, g in pairs if p or g]
             reported = sum(m.n_predictions for m in matches)
             hits = sum(m.aligned for m in matches)
             if not hits or hits < MIN_CLASS_PRECISION * reported:
                 continue
-            f1 = region_aligned_metrics(pairs, convention=Convention.USUAL).aligned["f1"]
+            # the class's aligned F1, averaged per image as region_aligned_metrics does
+            f1 = sum(m.precision_recall(m.aligned, Convention.USUAL)[2] for m in matches) / len(matches)
             if f1 >= best_f1:
                 best, best_f1 = threshold, f1
         chosen[label] = best
