@@ -1,11 +1,15 @@
 # The two commands the README opens with.
-.PHONY: serve test install install-test
+.PHONY: serve test lint install install-test
 
 serve: install          ## install and run the node on its embedded defaults (SQLite, CPU model)
 	.venv/bin/radground serve
 
 test: install-test      ## install (with the DICOM peers and validators) and run every test
 	.venv/bin/python -m pytest
+
+lint: install-test      ## ruff (rules and line length from pyproject.toml) and mypy on the five packages
+	.venv/bin/ruff check .
+	.venv/bin/mypy
 
 install:
 	.ci/bootstrap

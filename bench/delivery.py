@@ -31,16 +31,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pydicom import dcmread  # noqa: E402
-from pynetdicom import AE, _config  # noqa: E402
-from pynetdicom.sop_class import CTImageStorage  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.progress import Progress  # noqa: E402
-from rich.table import Table  # noqa: E402
+from pydicom import dcmread
+from pynetdicom import AE, _config
+from pynetdicom.sop_class import CTImageStorage
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
 
-from dicom_node.scu import Destination, StorageSCU  # noqa: E402
-from tests.factories import write_series  # noqa: E402
-from tests.integration.orthanc import OrthancPACS  # noqa: E402
+from dicom_node.scu import Destination, StorageSCU
+from tests.factories import write_series
+from tests.integration.orthanc import OrthancPACS
 
 _config.LOG_HANDLER_LEVEL = "none"
 
@@ -90,8 +90,8 @@ def main() -> None:
         work = Path(tmp)
         with OrthancPACS(work / "orthanc") as pacs:
             destination = Destination("ORTHANC", "127.0.0.1", pacs.dicom_port)
-            for name in SENDERS:  # warm-up: imports, Orthanc's first writes
-                SENDERS[name](write_series(work / f"warm-{len(name)}", 1, rows=64, columns=64), destination)
+            for name, send in SENDERS.items():  # warm-up: imports, Orthanc's first writes
+                send(write_series(work / f"warm-{len(name)}", 1, rows=64, columns=64), destination)
             with Progress(console=console, transient=True) as progress:
                 task = progress.add_task("sending", total=args.batches * len(SENDERS))
                 for batch in range(args.batches):

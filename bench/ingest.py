@@ -37,11 +37,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rich.console import Console  # noqa: E402
-from rich.progress import Progress  # noqa: E402
-from rich.table import Table  # noqa: E402
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
 
-from tests.factories import write_series  # noqa: E402
+from tests.factories import write_series
 
 PLAIN_PYNETDICOM_SCP = textwrap.dedent(
     """

@@ -40,7 +40,7 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pydicom
 
@@ -643,6 +643,6 @@ def analyze_study(
         model=model.info,
         task=task,
         raw_output="\n\n".join(raw),
-        created_at=created_at if created_at is not None else datetime.now(timezone.utc),
+        created_at=created_at if created_at is not None else datetime.now(UTC),
         problems=tuple(problems),
     )

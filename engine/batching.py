@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import NamedTuple, Self
 
 from engine.model import GenerationRequest, RegionAwareModel
 
@@ -244,7 +244,7 @@ class MicroBatcher:
                 "micro-batcher closed: %d queued request(s) failed without running", len(failed)
             )
 
-    def __enter__(self) -> MicroBatcher:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

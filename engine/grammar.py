@@ -58,7 +58,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Self
 
 __all__ = [
     "Box999",
@@ -93,7 +93,7 @@ class Box999(_Box999Fields):
 
     __slots__ = ()
 
-    def __new__(cls, x1: int, y1: int, x2: int, y2: int) -> Box999:
+    def __new__(cls, x1: int, y1: int, x2: int, y2: int) -> Self:
         values = []
         for name, value in (("x1", x1), ("y1", y1), ("x2", x2), ("y2", y2)):
             if isinstance(value, bool) or not hasattr(value, "__index__"):

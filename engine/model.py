@@ -13,6 +13,7 @@ import abc
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 
@@ -104,10 +105,10 @@ class RegionAwareModel(abc.ABC):
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         """Run the model on a batch; one output text in the MedRegA grammar per request."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release the model's resources (GPU memory, sessions)."""
 
-    def __enter__(self) -> RegionAwareModel:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -23,9 +23,9 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -476,7 +476,7 @@ class GroundedReport:
     model: ModelInfo
     task: Task
     raw_output: str
-    created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     problems: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

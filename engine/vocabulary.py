@@ -63,9 +63,9 @@ __all__ = [
     "LESIONS",
     "NEGATIVE_REPORT",
     "NEGATIVE_REPORT_GENERIC",
+    "NIH_CXR_FINDINGS",
     "UNLABELLED_REGION",
     "UNREADABLE_OUTPUT",
-    "NIH_CXR_FINDINGS",
     "VOCABULARY",
     "VocabularyEntry",
     "VocabularyError",
@@ -155,7 +155,7 @@ def vocabulary_language(language: str) -> str:
     )
 
 
-def _e(key, en, zh, kind, body_part, group, *synonyms):  # noqa: ANN001, ANN202 - table helper
+def _e(key, en, zh, kind, body_part, group, *synonyms):
     return VocabularyEntry(
         key, Text({"en": en, "zh-CN": zh}), kind, body_part, group, tuple(synonyms)
     )

@@ -8,7 +8,12 @@ is deterministic: the same report and study revision give the same UIDs.
 
 from exporters.codes import CODE_TABLE, FindingCoding, coding_for
 from exporters.errors import ExportError, SourceError
-from exporters.fhir import OutputSeriesRef, build_fhir_bundle, bundle_json, output_series_from_datasets
+from exporters.fhir import (
+    OutputSeriesRef,
+    build_fhir_bundle,
+    bundle_json,
+    output_series_from_datasets,
+)
 from exporters.gsps import build_presentation_states
 from exporters.key_image import build_key_images, render_preview
 from exporters.presentation_content import plan_overlays

@@ -44,9 +44,9 @@ byte, what highdicom's own constructor builds from freshly built items
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
-import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
@@ -54,7 +54,15 @@ from types import MappingProxyType
 import highdicom as hd
 from pydicom.dataset import Dataset
 
-from engine.report import CodedConcept, Finding, FindingKind, GroundedReport, Presence, Text, derive_uid
+from engine.report import (
+    CodedConcept,
+    Finding,
+    FindingKind,
+    GroundedReport,
+    Presence,
+    Text,
+    derive_uid,
+)
 from exporters import codes, sr_tree
 from exporters._highdicom_cache import with_memoised_iod_lookups
 from exporters.errors import ExportError

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    generate_uid,
+)
 
 __all__ = ["make_ct", "write_dataset", "write_series"]
 

@@ -21,7 +21,12 @@ from sqlalchemy.orm import Session
 from dicom_node.scu import SendResult, StorageSCU
 from worklist.context import PipelineContext, audit
 from worklist.db import utcnow
-from worklist.fhir_delivery import PermanentFhirError, TransientFhirError, post_transaction, retry_delay
+from worklist.fhir_delivery import (
+    PermanentFhirError,
+    TransientFhirError,
+    post_transaction,
+    retry_delay,
+)
 from worklist.jobs_models import Artifact, Delivery, DeliveryState, Job, JobState
 
 __all__ = ["run_delivery", "settle_job"]

@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session
 from dicom_node.scp import StoredInstance
 from dicom_node.storage import StoreOutcome
 from worklist.db import UTCDateTime
-from worklist.own_outputs import looks_like_own_output
 from worklist.models import Instance, Patient, RevisionState, Series, Study, StudyRevision
+from worklist.own_outputs import looks_like_own_output
 
 __all__ = ["IndexedInstance", "KnownKeys", "StudyIndexer", "record_instance"]
 

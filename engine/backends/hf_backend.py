@@ -283,9 +283,12 @@ class HFGroundingVLM(RegionAwareModel):
             size, self._image_tokens = (448, 448), 0
             if input_size is not None and any(v % 28 for v in input_size):
                 raise HFBackendError(f"Qwen2-VL input sizes are multiples of 28, got {input_size}")
-        if input_size is not None and self.family in (ModelFamily.INTERNVL, ModelFamily.INTERNVL_CHAT):
-            if tuple(input_size) != size:
-                raise HFBackendError(f"{self.family} checkpoint takes {size} images, not {tuple(input_size)}")
+        if (
+            input_size is not None
+            and self.family in (ModelFamily.INTERNVL, ModelFamily.INTERNVL_CHAT)
+            and tuple(input_size) != size
+        ):
+            raise HFBackendError(f"{self.family} checkpoint takes {size} images, not {tuple(input_size)}")
         self.input_size = tuple(input_size) if input_size is not None else size
 
     # -- prompts ---------------------------------------------------------------------------

@@ -48,7 +48,12 @@ from engine.backends.trt_cache import (
     TensorRTError,
     onnx_sha256,
 )
-from engine.backends.trt_runtime import TensorBinding, TensorRTEngine, TensorRTVisionEmbedder, import_tensorrt
+from engine.backends.trt_runtime import (
+    TensorBinding,
+    TensorRTEngine,
+    TensorRTVisionEmbedder,
+    import_tensorrt,
+)
 from engine.report import ModelInfo
 
 __all__ = [
@@ -384,7 +389,7 @@ class TensorRTDetector(OnnxDetector):
         )
         return TensorRTEngine(engine_path, device=self.device)
 
-    def _ensure_session(self):  # noqa: ANN202 - mirrors OnnxDetector's private hook
+    def _ensure_session(self):
         with self._lock:
             if self._session is not None and self._session_pid == os.getpid():
                 return self._session

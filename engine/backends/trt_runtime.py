@@ -25,7 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from engine.backends.trt_cache import EngineCache, EngineKey, EngineMismatchError, GpuIdentity, TensorRTError
+from engine.backends.trt_cache import (
+    EngineCache,
+    EngineKey,
+    EngineMismatchError,
+    GpuIdentity,
+    TensorRTError,
+)
 
 __all__ = [
     "TensorBinding",

@@ -257,7 +257,7 @@ class ImageTransform:
             NORMALIZED_MAX / height,
         )
         return tuple(  # type: ignore[return-value]
-            min(NORMALIZED_MAX, max(0, int(math.floor(v * s + 0.5))))
+            min(NORMALIZED_MAX, max(0, math.floor(v * s + 0.5)))
             for v, s in zip((x_min, y_min, x_max, y_max), scale, strict=True)
         )
 

@@ -176,9 +176,11 @@ def prepare_image(
     width, height = transform.output_size
     steps = (
         *result.steps,
-        f"resize: {transform.resize_mode.value} {columns}x{rows} crop {transform.crop} -> "
-        f"{transform.content_size[0]}x{transform.content_size[1]} in {width}x{height}, padding "
-        f"{transform.padding}",
+        (
+            f"resize: {transform.resize_mode.value} {columns}x{rows} crop {transform.crop} -> "
+            f"{transform.content_size[0]}x{transform.content_size[1]} in {width}x{height}, padding "
+            f"{transform.padding}"
+        ),
     )
     logger.debug(
         "prepared SOP instance %s frame %s: %s",

@@ -200,7 +200,7 @@ class ImageSelection:
             return list(range(count))
         n = 1 if self.volume_strategy is VolumeStrategy.CENTRAL else min(self.slice_count, count)
         # Centre of each of n equal parts: for n = 1 this is the central slice (count // 2).
-        return sorted({min(count - 1, int(math.floor((k + 0.5) * count / n))) for k in range(n)})
+        return sorted({min(count - 1, math.floor((k + 0.5) * count / n)) for k in range(n)})
 
 
 #: Frontal chest radiographs (CR/DX, chest, PA or AP), as MedRegA's chest tasks expect.

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from pydicom import dcmread
 
 #: storescu option that proposes each compressed transfer syntax (and the uncompressed ones).
@@ -55,14 +54,15 @@ def storescu(port: int, files: Sequence[Path], *, called: str = "RADGROUND", cal
         env.pop("TCP_NODELAY", None)
     command = [require("storescu"), "-v", "-nh", "-R", "-aet", calling, "-aec", called, *extra,
                "127.0.0.1", str(port), *map(str, files)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env,
+                          check=False)
     return StorescuRun(done.returncode, done.stdout + done.stderr)
 
 
 def echoscu(port: int, *, called: str = "RADGROUND", calling: str = "ECHOSCU") -> subprocess.CompletedProcess:
     return subprocess.run(
         [require("echoscu"), "-v", "-aet", calling, "-aec", called, "127.0.0.1", str(port)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=60, check=False,
     )
 
 

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 from PIL import Image
@@ -69,7 +70,7 @@ class DicomScope:
 
     # -- lifecycle ---------------------------------------------------------
 
-    def __enter__(self) -> DicomScope:
+    def __enter__(self) -> Self:
         try:
             self._start_xvfb()
         except BaseException:
@@ -100,7 +101,7 @@ class DicomScope:
 
     def _start_xvfb(self) -> None:
         read_fd, write_fd = os.pipe()
-        log = open(self.workdir / "xvfb.log", "wb")
+        log = open(self.workdir / "xvfb.log", "wb")  # noqa: SIM115 - closed in __exit__ (self._logs)
         self._logs.append(log)
         self._xvfb = subprocess.Popen(
             ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24",
@@ -145,7 +146,7 @@ class DicomScope:
         config = re.sub(r"^MessagePort\s*=.*$", f"MessagePort = {_free_port()}", config, flags=re.MULTILINE)
         (self.workdir / "DICOMscope.cfg").write_text(config, encoding="latin-1")
 
-        log = open(self.workdir / "dicomscope.log", "wb")
+        log = open(self.workdir / "dicomscope.log", "wb")  # noqa: SIM115 - closed in __exit__
         self._logs.append(log)
         self._java = subprocess.Popen(
             ["java", "-Xmx512m", "-jar", str(DICOMSCOPE_JAR)],
@@ -204,7 +205,7 @@ class DicomScope:
         try:
             done = subprocess.run(
                 args, cwd=self.workdir, env={**os.environ, "DISPLAY": self.display},
-                capture_output=True, timeout=self.timeout,
+                capture_output=True, timeout=self.timeout, check=False,
             )
         except subprocess.TimeoutExpired as exc:
             raise DicomScopeError(f"{args[0]} timed out after {self.timeout:.0f} s") from exc

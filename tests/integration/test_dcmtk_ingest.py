@@ -22,7 +22,7 @@ from radground.settings import (
     Settings,
     StorageSettings,
 )
-from tests.factories import make_ct, write_dataset, write_series
+from tests.factories import write_dataset, write_series
 from tests.integration.dcmtk import echoscu, propose_flag, storescu
 from worklist.completion import CompletionMonitor
 from worklist.db import create_db_engine, make_session_factory, utcnow

@@ -9,11 +9,15 @@ source's pixel space. The screenshot is saved in the test's tmp dir.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
+from dicomscope import (  # tests/integration/dicomscope.py (pytest puts this folder on sys.path)
+    DicomScope,
+    missing_tools,
+)
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
@@ -32,7 +36,6 @@ from engine.report import (
     derive_uid,
 )
 from exporters.gsps import build_presentation_states
-from dicomscope import DicomScope, missing_tools  # tests/integration/dicomscope.py (pytest puts this folder on sys.path)
 
 pytestmark = pytest.mark.slow
 
@@ -107,7 +110,7 @@ def _report(source: Dataset) -> GroundedReport:
         model=ModelInfo.for_version(name="test", version="1", manufacturer="RadGround Project"),
         task=Task.DETECTION,
         raw_output="",
-        created_at=datetime(2026, 3, 10, tzinfo=timezone.utc),
+        created_at=datetime(2026, 3, 10, tzinfo=UTC),
     )
 
 

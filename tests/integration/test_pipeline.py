@@ -37,9 +37,9 @@ from tests.factories import make_chest_dx, make_ct, write_dataset
 from tests.integration.fhir_server import FhirTestServer
 from worklist.completion import CompletionMonitor
 from worklist.db import utcnow
+from worklist.delivery import run_delivery
 from worklist.jobs import retry_job
 from worklist.jobs_models import Artifact, Delivery, DeliveryState, Job, JobState
-from worklist.delivery import run_delivery
 from worklist.pipeline import make_study_ready_hook, requeue_stale, run_export, run_inference
 
 CXR = "00000072_000.png"
@@ -85,7 +85,7 @@ def pacs(tmp_path):
     """A Storage SCP standing in for the PACS (Orthanc is used end to end elsewhere)."""
     received = []
     scp = StorageSCP(InstanceStore(tmp_path / "pacs"), ae_title="PACS", on_stored=received.append)
-    host, port = scp.start("127.0.0.1", 0)
+    _host, port = scp.start("127.0.0.1", 0)
     scp.received, scp.port = received, port
     yield scp
     scp.stop()

@@ -1,7 +1,17 @@
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit, JPEGLosslessSV1
+from pydicom.uid import (
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGLosslessSV1,
+)
 from pynetdicom.presentation import build_context
 
-from dicom_node.conformance import ACCEPTED_TRANSFER_SYNTAXES, STORAGE_SOP_CLASSES, contexts_preferring_requestor
+from dicom_node.conformance import (
+    ACCEPTED_TRANSFER_SYNTAXES,
+    STORAGE_SOP_CLASSES,
+    contexts_preferring_requestor,
+)
 
 
 def test_all_storage_classes_and_compressed_syntaxes_are_accepted():

@@ -37,7 +37,7 @@ def test_send_files_and_datasets_with_a_result_each(scp, tmp_path, shared_data):
     assert [r.ok for r in results] == [True, False, True, True, True, True]
     assert "not a readable DICOM file" in results[1].reason
     assert len(node.received) == 5
-    stored_j2k = [i for i in node.received if i.sop_instance_uid == str(dcmread(j2k).SOPInstanceUID)][0]
+    stored_j2k = next(i for i in node.received if i.sop_instance_uid == str(dcmread(j2k).SOPInstanceUID))
     assert stored_j2k.transfer_syntax_uid == "1.2.840.10008.1.2.4.91"  # sent as it was, not transcoded
 
 

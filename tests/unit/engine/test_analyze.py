@@ -7,7 +7,7 @@ import math
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pydicom
@@ -26,7 +26,7 @@ DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 ANY_IMAGE = ImageSelection()
-CREATED = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+CREATED = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 #: The bright rectangle drawn on the synthetic radiograph, in source pixels (x_min, y_min, x_max, y_max).
 RECT = (60, 40, 150, 100)

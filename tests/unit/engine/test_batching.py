@@ -146,9 +146,11 @@ def test_an_exception_fails_exactly_the_futures_of_its_batch():
 def test_wrong_number_of_outputs_fails_the_batch_clearly():
     model = RecordingModel(max_batch_size=2)
     model.wrong_count = True
-    with MicroBatcher(model, max_wait_ms=0) as batcher:
-        with pytest.raises(BatchingError, match="expected one string each"):
-            batcher.generate([_request("a")])
+    with (
+        MicroBatcher(model, max_wait_ms=0) as batcher,
+        pytest.raises(BatchingError, match="expected one string each"),
+    ):
+        batcher.generate([_request("a")])
 
 
 def test_close_drains_pending_requests_by_default():

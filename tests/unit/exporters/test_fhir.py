@@ -16,7 +16,7 @@ import logging
 import shutil
 import subprocess
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -497,7 +497,7 @@ def test_presented_forms_one_page_per_language_with_size_and_hash(grounded_repor
             assert finding.description[form["language"]] in page
     zh_page = base64.b64decode(forms[1]["data"])
     assert grounded_report.impression["zh-CN"].encode("utf-8") in zh_page
-    assert "未经审核".encode("utf-8") in zh_page  # the unverified banner, in Chinese
+    assert "未经审核".encode() in zh_page  # the unverified banner, in Chinese
 
 
 def test_translation_extensions_follow_primary_language(grounded_report, source_images):
@@ -585,7 +585,7 @@ def test_same_report_and_revision_give_the_same_bundle(grounded_report, source_i
 
 
 def test_issued_is_explicit_and_timezone_aware(grounded_report, source_images):
-    issued = datetime(2026, 3, 10, 12, 0, 1, tzinfo=timezone.utc)
+    issued = datetime(2026, 3, 10, 12, 0, 1, tzinfo=UTC)
     data = _as_dict(_build(grounded_report, source_images, issued=issued))
     assert _one(data, "DiagnosticReport")["issued"] == "2026-03-10T12:00:01Z"
     assert {o["issued"] for o in _resources(data, "Observation")} == {"2026-03-10T12:00:01Z"}
@@ -613,7 +613,7 @@ def test_iso_ir_100_names_decode_into_fhir(grounded_report, source_images_latin1
     data = json.loads(text)
     (name,) = _one(data, "Patient")["name"]
     assert name == {"family": "Müller", "given": ["Zoë", "Renée"]}
-    assert "Müller".encode("utf-8") in text.encode("utf-8")
+    assert "Müller".encode() in text.encode("utf-8")
     assert _one(data, "ImagingStudy")["description"] == "Thorax 2 Ebenen (Röntgen)"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import highdicom as hd
@@ -57,7 +57,7 @@ def _report(source: Dataset, boxes, *, frame=None, kind=FindingKind.ABNORMALITY)
         model=ModelInfo.for_version(name="test", version="1", manufacturer="RadGround Project"),
         task=Task.DETECTION,
         raw_output="",
-        created_at=datetime(2026, 3, 10, tzinfo=timezone.utc),
+        created_at=datetime(2026, 3, 10, tzinfo=UTC),
     )
 
 

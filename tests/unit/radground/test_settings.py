@@ -2,6 +2,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from radground.settings import Settings, SettingsError, load_settings
 
@@ -21,7 +22,12 @@ def test_documented_config_file_equals_the_defaults():
 
 
 def test_documented_config_file_mentions_every_setting():
-    from radground.settings import DicomDestination, FhirEndpointSettings, ModelSettings, RouteSettings
+    from radground.settings import (
+        DicomDestination,
+        FhirEndpointSettings,
+        ModelSettings,
+        RouteSettings,
+    )
 
     text = (REPO / "config" / "radground.toml").read_text()
     data = tomllib.loads(text)
@@ -80,5 +86,5 @@ def test_missing_explicit_file_is_an_error(tmp_path):
 
 def test_settings_are_immutable():
     settings = Settings()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         settings.node.port = 1  # type: ignore[misc]

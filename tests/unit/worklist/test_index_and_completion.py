@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydicom.uid import generate_uid
@@ -19,7 +19,7 @@ from worklist.db import make_session_factory
 from worklist.index import StudyIndexer, record_instance
 from worklist.models import Instance, Patient, RevisionState, Series, Study, StudyRevision
 
-T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 
 
 def stored(study, series, n, *, at, outcome=StoreOutcome.STORED, sop=None):

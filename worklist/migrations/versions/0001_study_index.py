@@ -5,10 +5,10 @@ Revises:
 Create Date: 2026-11-23 14:54:54.120957
 """
 
-from alembic import op
 import sqlalchemy as sa
-import worklist.db
+from alembic import op
 
+import worklist.db
 
 revision = '0001'
 down_revision = None

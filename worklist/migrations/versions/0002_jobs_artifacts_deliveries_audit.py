@@ -5,10 +5,10 @@ Revises: 0001
 Create Date: 2026-11-23 15:17:23.746055
 """
 
-from alembic import op
 import sqlalchemy as sa
-import worklist.db
+from alembic import op
 
+import worklist.db
 
 revision = '0002'
 down_revision = '0001'

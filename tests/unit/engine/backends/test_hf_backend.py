@@ -19,12 +19,12 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from engine.backends import hf_internvl  # noqa: E402
-from engine.backends.hf_backend import HFBackendError, HFGroundingVLM, ModelFamily, detect_family  # noqa: E402
-from engine.backends.vision_onnx import OnnxVisionEmbedder, export_vision_tower  # noqa: E402
-from engine.model import GenerationRequest  # noqa: E402
-from engine.prompts import build_prompt  # noqa: E402
-from engine.report import Task  # noqa: E402
+from engine.backends import hf_internvl
+from engine.backends.hf_backend import HFBackendError, HFGroundingVLM, ModelFamily, detect_family
+from engine.backends.vision_onnx import OnnxVisionEmbedder, export_vision_tower
+from engine.model import GenerationRequest
+from engine.prompts import build_prompt
+from engine.report import Task
 
 SPECIAL = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>",

@@ -26,7 +26,13 @@ from onnx import TensorProto, helper
 
 from engine.backends import tensorrt_backend as trtb
 from engine.backends import trt_runtime
-from engine.backends.trt_cache import EngineCache, EngineKey, EngineMismatchError, GpuIdentity, Precision, TensorRTError
+from engine.backends.trt_cache import (
+    EngineCache,
+    EngineKey,
+    EngineMismatchError,
+    GpuIdentity,
+    TensorRTError,
+)
 
 H100 = GpuIdentity("NVIDIA H100 80GB HBM3", (9, 0))
 L4 = GpuIdentity("NVIDIA L4", (8, 9))
@@ -72,7 +78,7 @@ class _Parser:
 
     def parse_from_file(self, path):
         graph = onnx.load(path).graph
-        dims = lambda v: tuple(d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim)  # noqa: E731
+        dims = lambda v: tuple(d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim)
         self.network.inputs = [_Tensor(v.name, dims(v), v.type.tensor_type.elem_type) for v in graph.input]
         self.network.outputs = [_Tensor(v.name, dims(v), v.type.tensor_type.elem_type) for v in graph.output]
         self.network.onnx_path = path
@@ -300,7 +306,7 @@ def small_onnx(tmp_path_factory) -> Path:
 def fp16_onnx(tmp_path_factory) -> Path:
     """A graph already in float16 (what ModelOpt AutoCast produces for TensorRT 11)."""
     node = helper.make_node("Add", ["a", "b"], ["y"])
-    tensor = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT16, ["batch", 4])  # noqa: E731
+    tensor = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT16, ["batch", 4])
     model = helper.make_model(helper.make_graph([node], "add16", [tensor("a"), tensor("b")], [tensor("y")]),
                               opset_imports=[helper.make_opsetid("", 17)])
     path = tmp_path_factory.mktemp("onnx16") / "add16.onnx"

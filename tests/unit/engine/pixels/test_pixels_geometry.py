@@ -161,7 +161,7 @@ def test_bright_rectangle_maps_back_to_its_source_box(make_image, mode: ResizeMo
     tolerance = 1.0 / min(prepared.transform.scale_x, prepared.transform.scale_y)  # one model pixel
     assert_box_close(found, (60, 40, 150, 120), tolerance)
     # padding (letterbox) is black and lies exactly where the transform says
-    left, top, right, bottom = prepared.transform.padding
+    left, top, _right, _bottom = prepared.transform.padding
     if top:
         assert not prepared.array[:top].any()
     if left:
