@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable, Sequence
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import highdicom._standard_utils as standard_utils
 import highdicom.base as hd_base
@@ -27,7 +27,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _original = standard_utils.is_attribute_in_iod
-_modules = (standard_utils, hd_base, hd_sr_content)
+# (Any: mypy does not know the patched function as an attribute of all three modules)
+_modules: tuple[Any, ...] = (standard_utils, hd_base, hd_sr_content)
 _lock = threading.Lock()
 _depth = 0
 

@@ -31,6 +31,7 @@ import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -44,6 +45,7 @@ from exporters._highdicom_cache import with_memoised_iod_lookups
 from exporters.errors import ExportError, SourceError
 from exporters.presentation_content import (
     LO_MAX_CHARS,
+    LayerStyle,
     OverlayPlan,
     PlacedRegion,
     finding_label,
@@ -207,7 +209,7 @@ def build_presentation_states(
         references = [_reference_header(im, color=color) for im in images]
         annotations = _annotations(regions, references, layers, language)
         used_layers = [layers[k] for k in styles if any(r.finding.kind is k for r in regions)]
-        common = dict(
+        common: dict[str, Any] = dict(
             referenced_images=references,
             series_instance_uid=output_uid(
                 report, revision=revision, kind=kind, language=language, role="series", part=series_uid
@@ -230,6 +232,7 @@ def build_presentation_states(
             specific_character_set="ISO_IR 192",
             series_description=series_description(kind, language),
         )
+        state: PresentationState
         try:
             if color:
                 state = hd.pr.ColorSoftcopyPresentationState(
@@ -299,7 +302,7 @@ def _reference_header(source: Dataset, *, color: bool) -> Dataset:
     return header
 
 
-def _graphic_layer(style) -> hd.pr.GraphicLayer:
+def _graphic_layer(style: LayerStyle) -> hd.pr.GraphicLayer:
     layer = hd.pr.GraphicLayer(
         layer_name=style.name,
         order=style.order,
@@ -329,7 +332,7 @@ def _annotations(
         graphics = []
         texts = []
         for region in items:
-            tracking = {
+            tracking: dict[str, Any] = {
                 "tracking_id": _tracking_id(region, language),
                 "tracking_uid": region.tracking_uid,
             }

@@ -29,6 +29,7 @@ from engine.report import FindingKind, GroundedReport
 from exporters.errors import ExportError, SourceError
 from exporters.gsps import copy_series_anatomy, series_description
 from exporters.presentation_content import (
+    LayerStyle,
     OverlayPlan,
     PlacedRegion,
     finding_label,
@@ -153,7 +154,15 @@ def render_preview(
                     styles=layer_styles(graphic_color))
 
 
-def _picture(source, regions, *, frame, window, language, styles) -> Image.Image:
+def _picture(
+    source: Dataset,
+    regions: Sequence[PlacedRegion],
+    *,
+    frame: int | None,
+    window: tuple[float, float] | None,
+    language: str,
+    styles: Mapping[FindingKind, LayerStyle],
+) -> Image.Image:
     pixels = source_display_pixels(source, frame=frame, window=window)
     overlays = [
         Overlay(
@@ -221,7 +230,7 @@ def _patient_orientation(source: Dataset) -> tuple[str, str] | None:
         return None
     letters = (("L", "R"), ("P", "A"), ("H", "F"))
 
-    def direction(vector) -> str:
+    def direction(vector: Sequence[float]) -> str:
         order = np.argsort(-np.abs(np.asarray(vector, dtype=float)))
         return "".join(
             letters[axis][0 if vector[axis] > 0 else 1] for axis in order if abs(vector[axis]) > 0.25
@@ -284,7 +293,9 @@ def _secondary_capture(
     except (ValueError, TypeError) as exc:
         raise ExportError(f"highdicom refused the key image: {exc}") from exc
     if orientation is None:
-        image.PatientOrientation = None
+        # (mypy takes the attribute's type, list[str], from highdicom's own assignment;
+        # pydicom stores None as an empty value)
+        image.PatientOrientation = None  # type: ignore[assignment]
     image.copy_patient_and_study_information(source)
     copy_series_anatomy(image, source)
     # What highdicom has no arguments for (General Image module, PS3.3 C.7.6.1).

@@ -173,18 +173,26 @@ def layer_styles(
     elif isinstance(graphic_color, Mapping):
         colors = dict(DEFAULT_LAYER_COLORS)
         for kind, rgb in graphic_color.items():
-            colors[FindingKind(kind)] = tuple(rgb)  # type: ignore[assignment]
+            colors[FindingKind(kind)] = _rgb_triple(rgb)
     else:
-        colors = {kind: tuple(graphic_color) for kind in FindingKind}  # type: ignore[misc]
+        colors = {kind: _rgb_triple(graphic_color) for kind in FindingKind}
     return {
         kind: LayerStyle(
             name=_LAYER_NAMES[kind],
             order=order,
             description=_LAYER_DESCRIPTIONS[kind],
-            rgb=colors[kind],  # type: ignore[arg-type]
+            rgb=colors[kind],
         )
         for order, kind in enumerate((FindingKind.ANATOMY, FindingKind.ABNORMALITY), start=1)
     }
+
+
+def _rgb_triple(value: Sequence[int]) -> tuple[int, int, int]:
+    """``value`` as an sRGB triple; a sequence of another length is an :class:`ExportError`."""
+    rgb = tuple(value)
+    if len(rgb) != 3:
+        raise ExportError(f"layer colour must be three ints in 0-255, got {rgb!r}")
+    return (rgb[0], rgb[1], rgb[2])
 
 
 @dataclass(frozen=True)

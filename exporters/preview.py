@@ -150,11 +150,12 @@ def _runs(text: str) -> list[tuple[str, bool]]:
 def _text_size(text: str, size: int) -> tuple[float, int]:
     """(width, height) in pixels of ``text`` drawn at ``size``."""
     width = sum(_font(size, cjk).getlength(run) for run, cjk in _runs(text))
-    ascent, descent = _font(size, False).getmetrics() if hasattr(_font(size, False), "getmetrics") else (size, 0)
+    font = _font(size, False)
+    ascent, descent = font.getmetrics() if isinstance(font, ImageFont.FreeTypeFont) else (size, 0)
     return width, ascent + descent
 
 
-def _draw_text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, size: int, rgb) -> None:
+def _draw_text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, size: int, rgb: tuple[int, int, int]) -> None:
     """Draw ``text`` with its top-left corner at ``xy``, each run in a font
     that has its glyphs, outlined in black for contrast on any background."""
     x, y = xy

@@ -136,7 +136,7 @@ def complete_languages(report: GroundedReport) -> tuple[str, ...]:
 
 
 def _check_language(report: GroundedReport, language: str) -> None:
-    missing = [
+    missing: list[int | str] = [
         n
         for n, f in enumerate(report.findings)
         if language not in f.label or language not in f.description

@@ -272,12 +272,14 @@ def report_qualitative_evaluations(impression: str) -> hd.sr.ContainerContentIte
         name=codes.to_hd(codes.QUALITATIVE_EVALUATIONS),
         relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
     )
-    container.ContentSequence = [impression_item(impression)]
+    # (highdicom annotates ContentItem.__setattr__ too narrowly: it wraps a list)
+    container.ContentSequence = [impression_item(impression)]  # type: ignore[assignment]
     return container
 
 
 def in_language(item: hd.sr.TextContentItem, language: str) -> hd.sr.TextContentItem:
     """``item`` with a TID 1204 "Language of Content Item and Descendants" modifier
     (HAS CONCEPT MOD child): a text in another language than the document's."""
-    item.ContentSequence = list(language_item(language))
+    # (highdicom annotates ContentItem.__setattr__ too narrowly: it wraps a list)
+    item.ContentSequence = list(language_item(language))  # type: ignore[assignment]
     return item

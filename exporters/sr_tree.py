@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import highdicom as hd
 import numpy as np
@@ -196,11 +197,17 @@ def shared_items(report: GroundedReport, plan: Sequence[PlannedFinding]) -> list
         raise ExportError(f"the SR content could not be built: {exc}") from exc
 
 
+_MeasurementGroup = (
+    hd.sr.MeasurementsAndQualitativeEvaluations
+    | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+)
+
+
 def _group(
     planned: PlannedFinding, region: PlannedRegion | None, language: str, parts: SharedItems
-):
+) -> _MeasurementGroup:
     """TID 1410 (with a region) or TID 1501 (text-only) group in ``language``."""
-    common = {
+    common: dict[str, Any] = {
         "tracking_identifier": _tracking(planned, region, language),
         "finding_type": parts.finding_type,
         "finding_sites": parts.finding_sites,
@@ -208,6 +215,7 @@ def _group(
         "measurements": parts.measurements,
         "qualitative_evaluations": parts.qualitative_evaluations,
     }
+    group: _MeasurementGroup
     if parts.image_region is None:
         group = hd.sr.MeasurementsAndQualitativeEvaluations(**common)
     else:
@@ -293,7 +301,8 @@ def translated_tree(
             relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
         )
         # (ContentItem wraps the list in a ContentSequence, which checks each item)
-        group.ContentSequence = [
+        # (highdicom annotates ContentItem.__setattr__ too narrowly: it wraps a list)
+        group.ContentSequence = [  # type: ignore[assignment]
             hd.sr.TextContentItem(
                 name=tracking_name,
                 value=_tracking_text(planned, region, language),
@@ -306,9 +315,11 @@ def translated_tree(
     measurements = hd.sr.ContainerContentItem(
         name=_IMAGING_MEASUREMENTS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
     )
-    measurements.ContentSequence = groups
+    # (highdicom annotates ContentItem.__setattr__ too narrowly: it wraps a list)
+    measurements.ContentSequence = groups  # type: ignore[assignment]
     new_root = hd.sr.ContainerContentItem(name=root.name, template_id="1500")
-    new_root.ContentSequence = [
+    # (highdicom annotates ContentItem.__setattr__ too narrowly: it wraps a list)
+    new_root.ContentSequence = [  # type: ignore[assignment]
         *language_item(language),
         *root_items[1:-2],
         measurements,
@@ -318,4 +329,4 @@ def translated_tree(
     # highdicom's own MeasurementReport.from_sequence does (without its copy)
     tree = hd.sr.ContentSequence([new_root], is_root=True)
     tree.__class__ = hd.sr.MeasurementReport
-    return tree
+    return cast(hd.sr.MeasurementReport, tree)

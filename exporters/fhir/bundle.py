@@ -225,6 +225,7 @@ def build_fhir_bundle(
     device = build_device(report.model)
 
     observation_entries = []
+    observation_urls: list[str] = []
     for finding in report.findings:
         observation_uid = uid("observation", finding.tracking_uid)
         observation = build_observation(
@@ -237,9 +238,8 @@ def build_fhir_bundle(
             effective=study.started,
             issued=issued,
         )
-        observation_entries.append(
-            _update(_full_url(observation_uid), observation, uid=observation_uid)
-        )
+        observation_urls.append(_full_url(observation_uid))
+        observation_entries.append(_update(observation_urls[-1], observation, uid=observation_uid))
 
     languages = (primary_language, *(tag for tag in report.languages if tag != primary_language))
     pages = [render_report_html(report, tag, study_date=study.started) for tag in languages]
@@ -249,18 +249,19 @@ def build_fhir_bundle(
         language=primary_language,
         patient=patient_url,
         imaging_study=study_url,
-        results=[entry.fullUrl for entry in observation_entries],
+        results=observation_urls,
         effective=study.started,
         issued=issued,
         pages=pages,
     )
 
-    patient_identifier = patient.identifier[0]
     entries = [
         _create(
             patient_url,
             patient,
-            if_none_exist=_identifier_query(patient_identifier.system, patient_identifier.value),
+            if_none_exist=_identifier_query(
+                study.patient.identifier_system, study.patient.identifier_value
+            ),
         ),
         _create(
             device_url,

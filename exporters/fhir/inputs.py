@@ -383,7 +383,12 @@ def read_study_header(
         instances: dict[str, InstanceHeader] = {}
         for ds in datasets:
             sop_uid, sop_class = _text(ds, "SOPInstanceUID"), _text(ds, "SOPClassUID")
-            if not is_valid_uid(sop_uid) or not is_valid_uid(sop_class):
+            if (
+                sop_uid is None
+                or sop_class is None
+                or not is_valid_uid(sop_uid)
+                or not is_valid_uid(sop_class)
+            ):
                 raise SourceError("a source image has no valid SOP Instance UID or SOP Class UID")
             instances.setdefault(
                 sop_uid, InstanceHeader(sop_uid, sop_class, _int(ds, "InstanceNumber"))
@@ -448,7 +453,8 @@ def output_series_from_datasets(datasets: Iterable[Dataset]) -> tuple[OutputSeri
     refs = []
     for uid, members in grouped.items():
         modalities = {_text(ds, "Modality") for ds in members}
-        if len(modalities) != 1 or None in modalities:
+        modality = modalities.pop() if len(modalities) == 1 else None
+        if modality is None:
             raise ExportError("the objects of an output series must share one Modality")
         instances = tuple(
             OutputInstanceRef(
@@ -462,7 +468,7 @@ def output_series_from_datasets(datasets: Iterable[Dataset]) -> tuple[OutputSeri
         refs.append(
             OutputSeriesRef(
                 series_instance_uid=uid,
-                modality=modalities.pop(),
+                modality=modality,
                 instances=instances,
                 series_number=_int(head, "SeriesNumber"),
                 series_description=_text(head, "SeriesDescription"),

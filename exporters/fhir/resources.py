@@ -239,7 +239,9 @@ def _finding_code(
     coded = finding_coding(finding)
     concept = [coding_for(coded.finding_type)]
     if finding.kind is FindingKind.ANATOMY:
-        site = CodeableConcept(coding=concept, text=label, text__ext=label_ext)
+        site: CodeableConcept | None = CodeableConcept(
+            coding=concept, text=label, text__ext=label_ext
+        )
         return CodeableConcept(coding=[RADIOLOGY_OBSERVATION]), site
     site = _site(coded.site) if coded.site is not None else None
     return CodeableConcept(coding=concept, text=label, text__ext=label_ext), site
