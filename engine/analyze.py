@@ -583,7 +583,7 @@ def analyze_study(
             )
             result = parse_grounded_text(output)
             problems.extend(f"image {index + 1} regional CoT pass: {p}" for p in result.problems)
-            boxes = list(dict.fromkeys(tuple(b) for phrase in result.phrases for b in phrase.boxes))
+            boxes = list(dict.fromkeys((*b,) for phrase in result.phrases for b in phrase.boxes))
             if len(boxes) > MAX_COT_REGIONS:
                 problems.append(
                     f"image {index + 1} regional CoT pass: {len(boxes)} regions, only the first {MAX_COT_REGIONS} used"

@@ -155,7 +155,15 @@ def vocabulary_language(language: str) -> str:
     )
 
 
-def _e(key, en, zh, kind, body_part, group, *synonyms):
+def _e(
+    key: str,
+    en: str,
+    zh: str,
+    kind: FindingKind,
+    body_part: str,
+    group: VocabularyGroup,
+    *synonyms: str,
+) -> VocabularyEntry:
     return VocabularyEntry(
         key, Text({"en": en, "zh-CN": zh}), kind, body_part, group, tuple(synonyms)
     )

@@ -27,6 +27,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -117,7 +118,8 @@ class OnnxDetector(RegionAwareModel):
             version=f"1.0+{digest[:12]}",
             manufacturer="RadGround",
         )
-        self._session = None
+        # an onnxruntime InferenceSession (untyped library), or a subclass's stand-in with run()
+        self._session: Any = None
         self._session_pid: int | None = None
         self._metadata: dict[str, str] = {}
         self._class_thresholds: dict[str, float] = {}
@@ -125,7 +127,7 @@ class OnnxDetector(RegionAwareModel):
 
     # -- session ------------------------------------------------------------------
 
-    def _ensure_session(self):
+    def _ensure_session(self) -> Any:
         with self._lock:
             if self._session is not None and self._session_pid == os.getpid():
                 return self._session
@@ -155,7 +157,7 @@ class OnnxDetector(RegionAwareModel):
             )
             return session
 
-    def _check_metadata(self, session) -> None:
+    def _check_metadata(self, session: Any) -> None:
         classes = self._metadata.get("classes")
         if classes is not None and tuple(json.loads(classes)) != CLASSES:
             raise ModelError(f"model classes {classes} differ from the vocabulary's NIH classes {CLASSES}")
@@ -237,6 +239,7 @@ class OnnxDetector(RegionAwareModel):
             low one for mAP).
         """
         session = self._ensure_session()
+        threshold: np.ndarray | float
         if score_threshold is None:
             threshold = np.asarray(list(self.class_score_thresholds.values()), dtype=np.float32)
         else:

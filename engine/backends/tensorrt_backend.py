@@ -298,7 +298,7 @@ def make_int8_calibrator(
 
     class _Calibrator(base):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:
-            base.__init__(self)
+            super().__init__()
             self._pending = first
             self._held: list[Any] = []
 
@@ -389,7 +389,7 @@ class TensorRTDetector(OnnxDetector):
         )
         return TensorRTEngine(engine_path, device=self.device)
 
-    def _ensure_session(self):
+    def _ensure_session(self) -> Any:
         with self._lock:
             if self._session is not None and self._session_pid == os.getpid():
                 return self._session

@@ -308,7 +308,8 @@ def decode_frame(dataset: pydicom.Dataset, frame_number: int | None) -> DecodedF
         )
     index = None if frame is None else frame - 1
     try:
-        array, meta = decoder.as_array(dataset, index=index, as_rgb=True)
+        # (pydicom annotates **kwargs as DecodeOptions rather than Unpack[DecodeOptions])
+        array, meta = decoder.as_array(dataset, index=index, as_rgb=True)  # type: ignore[arg-type]
     except (
         ValueError,
         RuntimeError,

@@ -26,6 +26,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import SupportsFloat, SupportsIndex
 
 import numpy as np
 import pydicom
@@ -136,6 +137,13 @@ def _first(value: object) -> object:
     if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
         return value[0] if len(value) else None
     return value
+
+
+def _number(value: object) -> float:
+    """``value`` (a DS or IS value) as a float; a TypeError for what is not a number."""
+    if isinstance(value, (str, bytes, SupportsFloat, SupportsIndex)):
+        return float(value)
+    raise TypeError(f"not a number: {type(value).__name__}")
 
 
 def _functional_item(
@@ -258,7 +266,7 @@ def _dataset_window(dataset: pydicom.Dataset, frame_number: int | None) -> Windo
         return None
     function = source.get("VOILUTFunction") or dataset.get("VOILUTFunction") or "LINEAR"
     try:
-        return Window(float(center), float(width), str(function))
+        return Window(_number(center), _number(width), str(function))
     except (TypeError, ValueError) as exc:
         logger.warning("ignoring unusable window in the image (%s); using a percentile window", exc)
         return None
@@ -415,7 +423,7 @@ def grayscale_to_unit(
     affine = _affine(array, rescale, linear_window, invert)
     if affine is not None:
         return GrayscaleResult(array=array, steps=tuple(steps), scale=affine[0], offset=affine[1])
-    if use_table:
+    if modality is not None:  # use_table: the chain is evaluated on every stored value
         table_values = transform(modality)
         if invert:
             table_values = 1.0 - table_values

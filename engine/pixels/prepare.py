@@ -9,11 +9,11 @@ import numpy as np
 import pydicom
 
 from engine.model import ResizeMode
-from engine.pixels.colour import colour_to_unit
+from engine.pixels.colour import ColourResult, colour_to_unit
 from engine.pixels.decode import check_image_attributes, check_is_image, decode_frame, resolve_frame
 from engine.pixels.errors import InvalidImageError, short_uid
 from engine.pixels.geometry import ImageTransform, fit_to_size, plan_transform
-from engine.pixels.grayscale import Window, grayscale_to_unit
+from engine.pixels.grayscale import GrayscaleResult, Window, grayscale_to_unit
 from engine.report import ImageRef, ReportError, is_valid_uid
 
 __all__ = ["PreparedImage", "prepare_image"]
@@ -166,6 +166,7 @@ def prepare_image(
             f"Columns x Rows say {columns}x{rows}"
         )
     pi = decoded.photometric_interpretation
+    result: GrayscaleResult | ColourResult
     if pi in ("MONOCHROME1", "MONOCHROME2"):
         result = grayscale_to_unit(
             decoded.array, dataset, photometric_interpretation=pi, frame_number=frame, window=window

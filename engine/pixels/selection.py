@@ -228,8 +228,10 @@ def image_views(dataset: pydicom.Dataset) -> frozenset[str]:
 
 
 def _floats(value: object, count: int) -> np.ndarray | None:
+    if not isinstance(value, Iterable):
+        return None
     try:
-        array = np.asarray([float(v) for v in value], dtype=np.float64)  # type: ignore[union-attr]
+        array = np.asarray([float(v) for v in value], dtype=np.float64)
     except (TypeError, ValueError):
         return None
     if array.shape != (count,) or not np.all(np.isfinite(array)):
