@@ -26,7 +26,9 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext
-from pynetdicom.sop_class import Verification
+
+# (pynetdicom defines its SOP class names at import time, through globals())
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 __all__ = [
     "ACCEPTED_TRANSFER_SYNTAXES",
@@ -125,6 +127,6 @@ def contexts_preferring_requestor(requested: list[PresentationContext]) -> list[
         if syntaxes:
             cx = PresentationContext()
             cx.abstract_syntax = abstract
-            cx.transfer_syntax = syntaxes
+            cx.transfer_syntax = [*syntaxes]
             contexts.append(cx)
     return contexts

@@ -5,13 +5,14 @@ from __future__ import annotations
 import getpass
 
 import click
+from sqlalchemy.orm import Session, sessionmaker
 
 from radground.settings import Settings
 
 __all__ = ["jobs", "reprocess"]
 
 
-def _sessions(settings: Settings):
+def _sessions(settings: Settings) -> sessionmaker[Session]:
     from worklist.db import create_db_engine, make_session_factory
     from worklist.migrate import upgrade_database
 
@@ -69,7 +70,10 @@ def show(job_id: int) -> None:
         job = session.get(Job, job_id)
         if job is None:
             raise click.ClickException(f"no job {job_id}")
-        study_uid = session.get(Study, job.study_pk).study_instance_uid
+        study = session.get(Study, job.study_pk)
+        if study is None:
+            raise click.ClickException(f"job {job_id} refers to a study that is not in the index")
+        study_uid = study.study_instance_uid
         click.echo(f"Job {job.id}: {job.state.value}")
         click.echo(f"  study {study_uid} revision {job.revision}, route {job.route}, model {job.model}")
         click.echo(f"  created {job.created_at:%Y-%m-%d %H:%M:%S}, inference started {job.inference_starts}x, "

@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dicom_node.scu import Destination
 from radground.database import database_engine
@@ -14,6 +15,9 @@ from worklist.context import DicomTarget, Enqueuer, FhirTarget, LoadedModel, Pip
 from worklist.db import make_session_factory
 from worklist.fhir_delivery import FhirAuth
 from worklist.routing import Route
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 __all__ = ["build_context", "configure_celery", "load_model", "to_route"]
 
@@ -43,7 +47,9 @@ def to_route(route: RouteSettings) -> Route:
 def load_model(name: str, settings: ModelSettings, *, cache_dir: Path) -> LoadedModel:
     """Load one model in this process, with a micro-batcher in front of it."""
     from engine.batching import MicroBatcher
+    from engine.model import RegionAwareModel
 
+    model: RegionAwareModel
     if settings.backend == "onnx":
         from engine.backends.onnxruntime_backend import OnnxDetector
 
@@ -122,7 +128,7 @@ def build_context(settings: Settings, *, enqueue: Enqueuer) -> PipelineContext:
     )
 
 
-def configure_celery(settings: Settings):
+def configure_celery(settings: Settings) -> Celery:
     """Configure the Celery app for this process (node or worker)."""
     from worklist import tasks
 

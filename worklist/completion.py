@@ -23,7 +23,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.uids import short_uid
-from worklist.db import utcnow
+from worklist.db import updated_rows, utcnow
 from worklist.models import RevisionState, Study, StudyRevision
 
 __all__ = ["CompletionMonitor", "StudyReady"]
@@ -156,7 +156,7 @@ class CompletionMonitor:
 
     def _claim(self, revision_pk: int, now: datetime) -> StudyReady | None:
         with self._sessions.begin() as session:
-            claimed = session.execute(
+            claimed = updated_rows(session.execute(
                 update(StudyRevision)
                 .where(
                     StudyRevision.id == revision_pk,
@@ -167,7 +167,7 @@ class CompletionMonitor:
                     ),
                 )
                 .values(dispatch_claimed_at=now)
-            ).rowcount
+            ))
             if claimed != 1:
                 return None
             row = session.execute(
@@ -176,6 +176,8 @@ class CompletionMonitor:
                 .where(StudyRevision.id == revision_pk)
             ).one()
             study_uid, revision = row
+            if revision.ready_at is None:
+                raise RuntimeError(f"revision {revision_pk} was claimed for dispatch but is not ready")
             return StudyReady(
                 study_instance_uid=study_uid,
                 revision=revision.revision,
@@ -183,3 +185,4 @@ class CompletionMonitor:
                 ready_at=revision.ready_at,
                 reason=revision.ready_reason or "idle",
             )
+

@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.scu import Destination
 from engine.model import RegionAwareModel
-from worklist.db import utcnow
+from worklist.db import Base, utcnow
 from worklist.fhir_delivery import FhirAuth
 from worklist.jobs_models import AuditEvent
 from worklist.routing import Route
@@ -95,6 +96,9 @@ def audit(session: Session, actor: str, action: str, job_id: int | None, detail:
     session.add(AuditEvent(at=utcnow(), actor=actor, action=action, job_id=job_id, detail=detail))
 
 
-def insert_ignore(session: Session, table_class: type, /, **values: object) -> None:
+def insert_ignore(session: Session, table_class: type[Base], /, **values: object) -> None:
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    session.execute(insert(table_class.__table__).values(**values).on_conflict_do_nothing())
+    table = table_class.__table__
+    if not isinstance(table, Table):
+        raise TypeError(f"{table_class.__name__} is not mapped to one table")
+    session.execute(insert(table).values(**values).on_conflict_do_nothing())

@@ -12,12 +12,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import CursorResult, DateTime, Engine, MetaData, Result, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "UTCDateTime", "create_db_engine", "make_session_factory", "utcnow"]
+__all__ = [
+    "Base",
+    "UTCDateTime",
+    "create_db_engine",
+    "make_session_factory",
+    "updated_rows",
+    "utcnow",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +46,19 @@ class Base(DeclarativeBase):
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
+
+
+def updated_rows(result: Result[Any]) -> int:
+    """The number of rows an UPDATE or DELETE matched (SQLAlchemy returns a CursorResult for them).
+
+    Raises
+    ------
+    TypeError
+        ``result`` is not a statement's CursorResult (e.g. the result of an ORM bulk operation).
+    """
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"expected the CursorResult of an UPDATE, got {type(result).__name__}")
+    return result.rowcount
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from dicom_node.scu import SendResult, StorageSCU
 from worklist.context import PipelineContext, audit
-from worklist.db import utcnow
+from worklist.db import updated_rows, utcnow
 from worklist.fhir_delivery import (
     PermanentFhirError,
     TransientFhirError,
@@ -40,14 +40,14 @@ _TRANSIENT_STORE_STATUSES = range(0xA700, 0xA800)
 def run_delivery(ctx: PipelineContext, delivery_id: int, attempt: int) -> None:
     """Attempt delivery ``attempt + 1``; a stale or duplicate message does nothing."""
     with ctx.sessions.begin() as session:
-        claimed = session.execute(
+        claimed = updated_rows(session.execute(
             update(Delivery)
             .where(Delivery.id == delivery_id, Delivery.state == DeliveryState.PENDING, Delivery.attempts == attempt)
             .values(attempts=attempt + 1, next_attempt_at=None)
-        ).rowcount
+        ))
         if not claimed:
             return
-        delivery = session.get(Delivery, delivery_id)
+        delivery = session.get_one(Delivery, delivery_id)
         job_id, name, protocol = delivery.job_id, delivery.destination, delivery.protocol
         artifacts = [(a.kind, a.language, a.path) for a in session.scalars(
             select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id))]
@@ -144,7 +144,7 @@ def _record_delivery_once(ctx: PipelineContext, delivery_id: int, attempts: int,
         # without deadlocking each other (PostgreSQL)
         job_id = session.scalar(select(Delivery.job_id).where(Delivery.id == delivery_id))
         session.get(Job, job_id, with_for_update=True)
-        delivery = session.get(Delivery, delivery_id, with_for_update=True)
+        delivery = session.get_one(Delivery, delivery_id, with_for_update=True)
         now = utcnow()
         if outcome.ok:
             delivery.state, delivery.delivered_at, delivery.last_error = DeliveryState.DONE, now, None
@@ -172,7 +172,7 @@ def _record_delivery_once(ctx: PipelineContext, delivery_id: int, attempts: int,
 
 
 def settle_job(session: Session, job_id: int, actor: str) -> None:
-    job = session.get(Job, job_id, with_for_update=True)
+    job = session.get_one(Job, job_id, with_for_update=True)
     if job.state is not JobState.DELIVERING:
         return
     states = [d.state for d in session.scalars(select(Delivery).where(Delivery.job_id == job_id))]

@@ -71,7 +71,9 @@ def wake_consumers(directory: Path) -> None:
 class Channel(sqla.Channel):
     """kombu's SQLAlchemy channel that wakes consumers after each committed message."""
 
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    # (kombu's own channels disagree on the argument's name: message in AbstractChannel,
+    # payload in the SQLAlchemy channel this one extends)
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         super()._put(queue, payload, **kwargs)
         wake_consumers(self.connection.wake_directory)
 
@@ -96,7 +98,13 @@ class Transport(sqla.Transport):
         self._listener: socket.socket | None = None
         self._listener_path: str | None = None
 
-    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+    # (kombu's base Transport declares drain_events(connection, **kwargs); the virtual transport
+    # this one extends, and kombu's callers, pass timeout)
+    def drain_events(  # type: ignore[override]
+        self, connection: Any, timeout: float | None = None
+    ) -> None:
+        if self.cycle is None:
+            raise RuntimeError("drain_events on a transport without a channel cycle")
         started = time.monotonic()
         listener = self._listen()
         while True:

@@ -389,7 +389,7 @@ def post_transaction(
     endpoint = _endpoint(url)
 
     owned = client is None
-    http = httpx.Client(follow_redirects=False) if owned else client
+    http = client if client is not None else httpx.Client(follow_redirects=False)
     started = time.monotonic()
     try:
         try:
@@ -511,14 +511,14 @@ def _read_transaction_response(
             )
         entry_status = answer.get("status")
         code = _status_code(entry_status)
-        if code is None or not 200 <= code < 300:
+        if not isinstance(entry_status, str) or code is None or not 200 <= code < 300:
             raise InvalidFhirResponseError(
                 f"HTTP {status} but entry {index} of the transaction-response has status "
                 f"{entry_status!r}, not 2xx",
                 status_code=status,
             )
-        request = request_entry.get("request") if isinstance(request_entry.get("request"), dict) else {}
-        resource = request_entry.get("resource") if isinstance(request_entry.get("resource"), dict) else {}
+        request = _dict_or_empty(request_entry.get("request"))
+        resource = _dict_or_empty(request_entry.get("resource"))
         results.append(
             FhirEntryResult(
                 status=entry_status,
@@ -537,6 +537,14 @@ def _read_transaction_response(
 
 def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _dict_or_empty(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list_or_empty(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _truncate_utf8(text: str, limit: int) -> str:
@@ -561,10 +569,10 @@ def outcome_summary(operation_outcome: dict[str, Any]) -> str:
     rank = {"fatal": 0, "error": 1, "warning": 2, "information": 3}
     parts = []
     for issue in sorted(
-        (i for i in issues if isinstance(i, dict)), key=lambda i: rank.get(i.get("severity"), 4)
+        (i for i in issues if isinstance(i, dict)), key=lambda i: rank.get(str(i.get("severity")), 4)
     ):
-        details = issue.get("details") if isinstance(issue.get("details"), dict) else {}
-        codings = details.get("coding") if isinstance(details.get("coding"), list) else []
+        details = _dict_or_empty(issue.get("details"))
+        codings = _list_or_empty(details.get("coding"))
         text = (
             _str_or_none(issue.get("diagnostics"))
             or _str_or_none(details.get("text"))
