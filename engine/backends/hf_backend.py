@@ -218,7 +218,7 @@ class HFGroundingVLM(RegionAwareModel):
         torch_dtype = self._torch_dtype(torch, dtype, device)
         self._torch = torch
         self._device = torch.device(device)
-        common = {"local_files_only": True}
+        common: dict[str, Any] = {"local_files_only": True}
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(
                 self.model_dir, trust_remote_code=trust_remote_code, **common
@@ -289,7 +289,7 @@ class HFGroundingVLM(RegionAwareModel):
             and tuple(input_size) != size
         ):
             raise HFBackendError(f"{self.family} checkpoint takes {size} images, not {tuple(input_size)}")
-        self.input_size = tuple(input_size) if input_size is not None else size
+        self.input_size = (*input_size,) if input_size is not None else size
 
     # -- prompts ---------------------------------------------------------------------------
     def _chat_text(self, question: str) -> str:
@@ -302,7 +302,10 @@ class HFGroundingVLM(RegionAwareModel):
         if self.system_message:
             messages.insert(0, {"role": "system", "content": self.system_message})
         if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            if not isinstance(text, str):
+                raise HFBackendError(f"{self.model_dir.name}'s chat template did not render one text")
+            return text
         logger.warning("%s has no chat template; using ChatML", self.model_dir.name)
         return hf_internvl.render_hermes2(question, system_message=self.system_message or "You are a helpful assistant.")
 
@@ -356,6 +359,8 @@ class HFGroundingVLM(RegionAwareModel):
             return hf_internvl.image_token_string(self._image_tokens)
         tok = self.tokenizer
         context = tok.convert_ids_to_tokens(int(self.model.config.image_token_id))
+        if not isinstance(context, str):
+            raise HFBackendError(f"{self.model_dir.name}: image_token_id is not one token")
         start = getattr(tok, "start_image_token", None) or hf_internvl.IMG_START
         end = getattr(tok, "end_image_token", None) or hf_internvl.IMG_END
         return hf_internvl.image_token_string(self._image_tokens, start=start, context=context, end=end)
@@ -418,6 +423,8 @@ class HFGroundingVLM(RegionAwareModel):
 
     def _decode(self, tokens: Any) -> str:
         text = self.tokenizer.decode(tokens.tolist(), skip_special_tokens=False)
+        if not isinstance(text, str):
+            raise HFBackendError(f"{self.model_dir.name}'s tokenizer decoded one sequence to {type(text)}")
         cut = len(text)
         for stop in self._stop_strings:
             index = text.find(stop)
@@ -431,6 +438,6 @@ class HFGroundingVLM(RegionAwareModel):
 
     def close(self) -> None:
         """Drop the model so its (GPU) memory can be freed."""
-        self.model = None  # type: ignore[assignment]
+        self.model = None
         if self._device.type == "cuda":
             self._torch.cuda.empty_cache()

@@ -28,6 +28,7 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -46,6 +47,9 @@ from engine.evaluation import (
     mean_average_precision,
     region_aligned_metrics,
 )
+
+if TYPE_CHECKING:
+    from engine.backends.onnxruntime_backend import OnnxDetector
 
 __all__ = [
     "bootstrap",
@@ -67,7 +71,7 @@ def truths_of(image: LabelledImage) -> list[Detection]:
     return [Detection(CLASSES[int(c)], tuple(b)) for b, c in zip(image.boxes, image.labels, strict=True)]
 
 
-def model_detections(detector, root: Path, images: Sequence[LabelledImage]) -> list[list[Detection]]:
+def model_detections(detector: OnnxDetector, root: Path, images: Sequence[LabelledImage]) -> list[list[Detection]]:
     """Detections (score >= 0.01) per image, in PNG pixels."""
     width, height = INPUT_SIZE
     out: list[list[Detection]] = []
@@ -99,7 +103,7 @@ def model_detections(detector, root: Path, images: Sequence[LabelledImage]) -> l
 
 def mean_box_baseline(train: Sequence[LabelledImage], n_images: int) -> list[list[Detection]]:
     """Each class's mean training box on every image, scored with its training prevalence."""
-    boxes = {c: [] for c in CLASSES}
+    boxes: dict[str, list[np.ndarray]] = {c: [] for c in CLASSES}
     present = {c: 0 for c in CLASSES}
     for image in train:
         for label in {CLASSES[int(c)] for c in image.labels}:

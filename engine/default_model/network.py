@@ -180,6 +180,9 @@ class CenterNetDetector(nn.Module):
     sub-cell position. :class:`InferenceWrapper` adds sigmoid and peak suppression.
     """
 
+    mean: torch.Tensor  # buffers (register_buffer)
+    std: torch.Tensor
+
     def __init__(self, num_classes: int = NUM_CLASSES, *, width: int = 64) -> None:
         super().__init__()
         self.backbone = EfficientNetLite0()
@@ -194,7 +197,10 @@ class CenterNetDetector(nn.Module):
         self.size = nn.Sequential(_conv_bn_relu(width, width), nn.Conv2d(width, 2, 1))
         self.offset = nn.Sequential(_conv_bn_relu(width, width // 2), nn.Conv2d(width // 2, 2, 1))
         # CenterNet's prior: start with a low heatmap probability (focal loss stability).
-        nn.init.constant_(self.heatmap[-1].bias, -2.19)
+        heatmap_bias = self.heatmap[-1].bias
+        if not isinstance(heatmap_bias, torch.Tensor):
+            raise TypeError("the heatmap head's last layer has no bias")
+        nn.init.constant_(heatmap_bias, -2.19)
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
