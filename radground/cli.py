@@ -5,10 +5,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from radground.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:  # imported where used, so that `radground --help` stays quick
+    from dicom_node.scu import Destination
 
 __all__ = ["main"]
 
@@ -159,7 +163,7 @@ def _run_node(obj: _Context, listener_processes: int | None, port: int | None, *
             workers.stop()
 
 
-def _destination(obj: _Context, text: str):  # -> Destination
+def _destination(obj: _Context, text: str) -> Destination:
     from dicom_node.scu import Destination
 
     configured = obj.settings.destinations.get(text)

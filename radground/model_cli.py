@@ -10,8 +10,15 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:  # imported where used, so that the CLI starts quickly
+    from pydicom import Dataset
+
+    from engine.backends.onnxruntime_backend import OnnxDetector
+    from engine.report import GroundedReport
 
 __all__ = ["model"]
 
@@ -28,7 +35,7 @@ def _languages(value: str) -> tuple[str, ...]:
     return tags
 
 
-def _detector(model_path: Path | None, providers: str, threshold: float | None):
+def _detector(model_path: Path | None, providers: str, threshold: float | None) -> OnnxDetector:
     from engine.backends.onnxruntime_backend import OnnxDetector
     from engine.model import ModelError
 
@@ -142,7 +149,7 @@ def predict(
         click.echo(f"preview written to {png}")
 
 
-def _report_json(report) -> dict:
+def _report_json(report: GroundedReport) -> dict[str, Any]:
     return {
         "model": {"name": report.model.name, "version": report.model.version},
         "impression": report.impression.as_dict(),
@@ -159,7 +166,7 @@ def _report_json(report) -> dict:
     }
 
 
-def _print_report(report, languages: tuple[str, ...]) -> None:
+def _print_report(report: GroundedReport, languages: tuple[str, ...]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -187,7 +194,7 @@ def _print_report(report, languages: tuple[str, ...]) -> None:
         console.print(f"[yellow]problem:[/yellow] {problem}")
 
 
-def _write_preview(dataset, report, languages: tuple[str, ...], png: Path) -> None:
+def _write_preview(dataset: Dataset, report: GroundedReport, languages: tuple[str, ...], png: Path) -> None:
     from engine.pixels import prepare_image
     from radground.preview import draw_findings
 
