@@ -69,7 +69,7 @@ def test_route(file_or_study: str, calling_ae: str) -> None:
             where = ", ".join(route.destinations) or "no destination"
             click.echo(f"route {route.name}: MATCHES {verdict.matched} of {len(facts)} instance(s): "
                        f"model {route.model}, task {route.task}; results to {where} and {outputs}")
-        elif verdict.matched:
+        elif verdict.matched and chosen is not None:
             click.echo(f"route {route.name}: matches {verdict.matched} of {len(facts)} instance(s), "
                        f"but route {chosen.name} comes first")
         else:

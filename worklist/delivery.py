@@ -21,7 +21,12 @@ from sqlalchemy.orm import Session
 from dicom_node.scu import SendResult, StorageSCU
 from worklist.context import PipelineContext, audit
 from worklist.db import utcnow
-from worklist.fhir_delivery import PermanentFhirError, TransientFhirError, post_transaction, retry_delay
+from worklist.fhir_delivery import (
+    PermanentFhirError,
+    TransientFhirError,
+    post_transaction,
+    retry_delay,
+)
 from worklist.jobs_models import Artifact, Delivery, DeliveryState, Job, JobState
 
 __all__ = ["run_delivery", "settle_job"]
@@ -171,7 +176,7 @@ def settle_job(session: Session, job_id: int, actor: str) -> None:
     output was built and every delivery succeeded, else ``failed`` with what
     was not built and what was not delivered (the rest did go out)."""
     job = session.get(Job, job_id, with_for_update=True)
-    if job.state is not JobState.DELIVERING:
+    if job is None or job.state is not JobState.DELIVERING:
         return
     deliveries = list(session.scalars(select(Delivery).where(Delivery.job_id == job_id).order_by(Delivery.id)))
     if any(d.state is DeliveryState.PENDING for d in deliveries):

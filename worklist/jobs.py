@@ -5,10 +5,10 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from worklist.context import PipelineContext
 from worklist.db import utcnow
 from worklist.jobs_models import AuditEvent, Delivery, DeliveryState, Job, JobState
 from worklist.models import RevisionState, Study, StudyRevision
-from worklist.context import PipelineContext
 
 __all__ = ["reprocess_study", "retry_job"]
 

@@ -14,6 +14,8 @@ from pydicom import dcmread
 from pydicom.uid import ComputedRadiographyImageStorage, generate_uid
 from sqlalchemy import select
 
+from dicom_node.scp import StorageSCP
+from dicom_node.storage import InstanceStore
 from exporters.fhir import local_patient_identifier_system
 from radground.cli import cli
 from radground.queries import list_studies
@@ -29,9 +31,26 @@ from radground.settings import (
     WorkerSettings,
 )
 from tests.factories import make_chest_dx, make_ct, write_dataset
-from tests.integration.test_pipeline import CXR, _world, drain, ehr, jobs, pacs  # noqa: F401 - fixtures
+from tests.integration.fhir_server import FhirTestServer
+from tests.integration.test_pipeline import CXR, _world, drain, jobs
 from worklist.jobs import retry_job
 from worklist.jobs_models import Artifact, AuditEvent, Delivery, DeliveryState, JobState
+
+
+@pytest.fixture
+def pacs(tmp_path):
+    """A Storage SCP standing in for the PACS."""
+    received = []
+    scp = StorageSCP(InstanceStore(tmp_path / "pacs"), ae_title="PACS", on_stored=received.append)
+    scp.received, scp.port = received, scp.start("127.0.0.1", 0)[1]
+    yield scp
+    scp.stop()
+
+
+@pytest.fixture
+def ehr():
+    with FhirTestServer() as server:
+        yield server
 
 
 def _settings(tmp_path: Path, database_url: str, **sections) -> Settings:
@@ -115,14 +134,24 @@ def test_default_config_builds_sr_gsps_and_a_fhir_bundle_for_a_cr_without_issuer
                 AuditEvent.job_id == job.id, AuditEvent.action == "exported")).one()
         assert "this node's own urn:oid:2.25." in exported
 
-        # `jobs show` and `jobs` name absolute paths, wherever the outputs root was given relative
+
+def test_jobs_and_jobs_show_print_absolute_paths(tmp_path, database_url, shared_data):
+    """The outputs root is given relative (as in the default config): the CLI names where
+    the files are, not a path relative to a folder it does not name."""
+    settings = _settings(tmp_path, database_url)
+    for world in _world(settings, tmp_path):
+        world.send([cr_without_issuer(tmp_path, shared_data)])
+        world.ready()
+        drain(world.ctx, world.queue)
+        [job] = jobs(world.ctx)
+        artifacts = _artifacts(world.ctx, job.id)
         config = _config_file(settings, tmp_path)
         shown = _cli(config, "jobs", "show", str(job.id), cwd=tmp_path)
         assert shown.exit_code == 0, shown.output
         printed = [line.split()[-1] for line in shown.output.splitlines() if line.strip().startswith("artifact")]
-        assert len(printed) == 5
+        assert len(printed) == len(artifacts) > 0
         assert all(Path(p).is_absolute() and Path(p).is_file() for p in printed), printed
-        assert str(tmp_path / "outputs" / bundle.path) in printed
+        assert sorted(printed) == sorted(str(tmp_path / "outputs" / a.path) for a in artifacts)
         listed = _cli(config, "jobs", cwd=tmp_path)
         assert f"{tmp_path / 'outputs'}/<Study Instance UID>/r<Rev>/" in listed.output
 

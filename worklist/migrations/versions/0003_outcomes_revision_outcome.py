@@ -10,9 +10,8 @@ ready revision (a job, no route matched and why, only own outputs).
 were kept and delivered.
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = "0003_outcomes"
 down_revision = "0002"
