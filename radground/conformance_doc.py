@@ -31,7 +31,9 @@ from radground.settings import NodeSettings
 
 __all__ = [
     "CONFORMANCE_PATH",
+    "NODE_SETTINGS_OUTSIDE_POLICY",
     "OUTPUT_SOP_CLASSES",
+    "POLICY_SETTINGS",
     "STORE_STATUS_CONDITIONS",
     "main",
     "render_conformance_statement",
@@ -97,7 +99,7 @@ STORE_STATUS_CONDITIONS: dict[str, tuple[str, str, str]] = {
 }
 
 #: The association policy settings of ``[node]`` shown in the statement, with their meaning.
-_POLICY_SETTINGS: tuple[tuple[str, str], ...] = (
+POLICY_SETTINGS: tuple[tuple[str, str], ...] = (
     ("ae_title", "AE title of the Storage SCP and of the Storage SCU"),
     ("port", "TCP port the Storage SCP listens on"),
     ("max_associations", "concurrent associations accepted, across all listener processes"),
@@ -108,6 +110,11 @@ _POLICY_SETTINGS: tuple[tuple[str, str], ...] = (
     ("dimse_timeout_seconds", "seconds to wait for a DIMSE message"),
     ("network_timeout_seconds", "seconds an idle association is kept"),
 )
+
+
+#: ``[node]`` settings shown elsewhere in the statement (section 4), not as association policy.
+#: A test checks that every ``[node]`` setting is in one of the two lists.
+NODE_SETTINGS_OUTSIDE_POLICY = frozenset({"host", "listener_processes"})
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
@@ -221,7 +228,7 @@ def render_conformance_statement() -> str:
             ]
             + [
                 (f"`node.{name}` — {meaning}", _setting_value(getattr(node, name)))
-                for name, meaning in _POLICY_SETTINGS
+                for name, meaning in POLICY_SETTINGS
             ],
         ),
         "",

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dicom_node.conformance import ACCEPTED_TRANSFER_SYNTAXES, STORAGE_SOP_CLASSES, StoreStatus
 from radground.conformance_doc import (
     CONFORMANCE_PATH,
+    NODE_SETTINGS_OUTSIDE_POLICY,
     OUTPUT_SOP_CLASSES,
+    POLICY_SETTINGS,
     REGENERATE_COMMAND,
     STORE_STATUS_CONDITIONS,
     main,
@@ -59,3 +61,10 @@ def test_check_mode_fails_on_a_stale_file_and_names_the_command(tmp_path, capsys
     assert REGENERATE_COMMAND in capsys.readouterr().err
     assert main(["--output", str(stale)]) == 0
     assert main(["--check", "--output", str(stale)]) == 0
+
+
+def test_every_node_setting_appears_in_the_statement():
+    shown = {name for name, _ in POLICY_SETTINGS} | NODE_SETTINGS_OUTSIDE_POLICY
+    assert set(NodeSettings.model_fields) == shown, (
+        "add the new [node] setting to POLICY_SETTINGS in radground/conformance_doc.py"
+    )
