@@ -84,3 +84,15 @@ def test_missing_glyph_check_detects_a_font_without_cjk_glyphs():
     latin_only = ImageFont.truetype(str(exporters_preview.LATIN_FONT_PATHS[0]), 24)
     assert _draws_real_glyphs(latin_only, "Right lung")
     assert not _draws_real_glyphs(latin_only, "右肺")
+
+
+@pytest.mark.parametrize("stage", ["runtime", "gpu"])
+def test_container_images_install_the_runtime_fonts(stage: str):
+    """The images draw labels too (previews, key images): they carry the bootstrap's runtime fonts."""
+    from tests.unit.radground.test_deployment_files import dockerfile_stages
+
+    runs = " ".join(args for keyword, args in dockerfile_stages()[stage]["steps"] if keyword == "RUN")
+    fonts = {deb for deb in _runtime_debs() if deb.startswith("fonts-")}
+    assert fonts, ".ci/bootstrap's runtime_debs names no font"
+    missing = sorted(deb for deb in fonts if deb not in runs.split())
+    assert not missing, f"the {stage} image does not install {missing}"
