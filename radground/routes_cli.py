@@ -66,9 +66,9 @@ def test_route(file_or_study: str, calling_ae: str) -> None:
     for verdict in verdicts:
         route = verdict.route
         if verdict.matched and route is chosen:
-            where = ", ".join(route.destinations) or "no destination"
+            sent = f"sent to {', '.join(route.destinations)}" if route.destinations else "no destination"
             click.echo(f"route {route.name}: MATCHES {verdict.matched} of {len(facts)} instance(s): "
-                       f"model {route.model}, task {route.task}; results to {where} and {outputs}")
+                       f"model {route.model}, task {route.task}; results in {outputs} ({sent})")
         elif verdict.matched and chosen is not None:
             click.echo(f"route {route.name}: matches {verdict.matched} of {len(facts)} instance(s), "
                        f"but route {chosen.name} comes first")
@@ -89,8 +89,8 @@ def test_route(file_or_study: str, calling_ae: str) -> None:
 
 def _summary(facts: list) -> str:
     series = {f.series_instance_uid for f in facts}
-    modalities = Counter(f.modality or "(none)" for f in facts)
-    body_parts = Counter(f.body_part or "(none)" for f in facts)
+    modalities = Counter(f.modality or "(empty)" for f in facts)
+    body_parts = Counter(f.body_part or "(empty)" for f in facts)
     return (f"{len(facts)} instance(s) in {len(series)} series; modality {', '.join(sorted(modalities))}; "
             f"body part {', '.join(sorted(body_parts))}")
 

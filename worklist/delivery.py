@@ -188,7 +188,9 @@ def settle_job(session: Session, job_id: int, actor: str) -> None:
         audit(session, actor, "job-done", job_id)
         return
     problems = [f"not built: {line}" for line in (job.output_errors or "").splitlines()]
-    problems += [f"delivery to {d.destination}: {d.last_error}" for d in failed]
+    # a destination that got nothing because its output was not built: the line above says why
+    problems += [f"delivery to {d.destination}: " + ("not sent" if d.attempts == 0 and job.output_errors
+                                                      else str(d.last_error)) for d in failed]
     delivered = [d.destination for d in deliveries if d.state is DeliveryState.DONE]
     if delivered:
         problems.append(f"delivered to {', '.join(delivered)}")
