@@ -128,7 +128,8 @@ def _name(uid: str) -> str:
 
 
 def _verification_syntaxes() -> list[str]:
-    """What the SCU proposes for C-ECHO (pynetdicom's default for a context added without syntaxes)."""
+    """What the SCU proposes for C-ECHO (pynetdicom's default for a context added without
+    syntaxes)."""
     ae = AE()
     ae.add_requested_context(Verification)
     return [str(uid) for uid in ae.requested_contexts[0].transfer_syntax]
@@ -160,7 +161,10 @@ def render_conformance_statement() -> str:
         "     dicom_node/scu.py and the defaults of radground/settings.py. Do not edit by hand;",
         "     a test fails when it differs from what the code negotiates. -->",
         "",
-        "RadGround is a DICOM AI node beside a PACS: it receives studies (Storage SCP), runs a model",
+        (
+            "RadGround is a DICOM AI node beside a PACS: it receives studies (Storage SCP), "
+            "runs a model"
+        ),
         "on each complete study and sends its results back as DICOM SR and presentation states",
         "(Storage SCU). Layout after DICOM PS3.2 Annex A. Values marked *setting* are the defaults",
         "of `config/radground.toml`; an installation may change them.",
@@ -170,14 +174,23 @@ def render_conformance_statement() -> str:
         "### 1.1 Application data flow",
         "",
         "```",
-        "remote SCU (PACS, modality) --C-ECHO, C-STORE--> [RADGROUND Storage SCP] -> storage, index",
+        (
+            "remote SCU (PACS, modality) --C-ECHO, C-STORE--> [RADGROUND Storage SCP] -> "
+            "storage, index"
+        ),
         "[RADGROUND Storage SCU] --C-STORE (SR, GSPS/CSPS, SC)--> remote Storage SCP (PACS)",
         "`radground echo` / `radground send` --> [RADGROUND SCU] --C-ECHO / C-STORE--> any peer",
         "```",
         "",
-        "- The **Storage SCP** accepts associations, verifies peers (C-ECHO) and stores every instance",
+        (
+            "- The **Storage SCP** accepts associations, verifies peers (C-ECHO) and stores "
+            "every instance"
+        ),
         "  exactly as received (no transcoding), durably, before it answers Success.",
-        "- When a study has been idle for `completion.idle_seconds`, its revision is processed; the",
+        (
+            "- When a study has been idle for `completion.idle_seconds`, its revision is "
+            "processed; the"
+        ),
         "  **Storage SCU** sends the results to the destinations a route names. Results RadGround",
         "  receives back are stored but never processed again.",
         "",
@@ -341,13 +354,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--check", action="store_true", help="exit 1 if the file is out of date; write nothing"
     )
-    parser.add_argument("--output", type=Path, default=CONFORMANCE_PATH, help="file to write or check")
+    parser.add_argument(
+        "--output", type=Path, default=CONFORMANCE_PATH, help="file to write or check"
+    )
     args = parser.parse_args(argv)
     text = render_conformance_statement()
     if args.check:
         current = args.output.read_text(encoding="utf-8") if args.output.is_file() else ""
         if current != text:
-            print(f"{args.output} is out of date; regenerate it: {REGENERATE_COMMAND}", file=sys.stderr)
+            print(
+                f"{args.output} is out of date; regenerate it: {REGENERATE_COMMAND}",
+                file=sys.stderr,
+            )
             return 1
         return 0
     args.output.write_text(text, encoding="utf-8")

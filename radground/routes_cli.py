@@ -58,8 +58,11 @@ def test_route(file_or_study: str, calling_ae: str) -> None:
         if recorded:
             click.echo(f"Recorded outcome of its current revision: {recorded}")
     else:
-        raise click.BadParameter("neither a file or directory nor a Study Instance UID", param_hint="FILE_OR_STUDY")
-    click.echo(f"{source}: {_summary(facts)}" + (f"; {own} of RadGround's own outputs (never processed)" if own else ""))
+        raise click.BadParameter(
+            "neither a file or directory nor a Study Instance UID", param_hint="FILE_OR_STUDY"
+        )
+    own_note = f"; {own} of RadGround's own outputs (never processed)" if own else ""
+    click.echo(f"{source}: {_summary(facts)}" + own_note)
     if not facts:
         click.echo("No instance that could be processed: no route applies.")
         sys.exit(EXIT_NO_ROUTE)
@@ -70,12 +73,20 @@ def test_route(file_or_study: str, calling_ae: str) -> None:
     for verdict in verdicts:
         route = verdict.route
         if verdict.matched and route is chosen:
-            sent = f"sent to {', '.join(route.destinations)}" if route.destinations else "no destination"
-            click.echo(f"route {route.name}: MATCHES {verdict.matched} of {len(facts)} instance(s): "
-                       f"model {route.model}, task {route.task}; results in {outputs} ({sent})")
+            sent = (
+                f"sent to {', '.join(route.destinations)}"
+                if route.destinations
+                else "no destination"
+            )
+            click.echo(
+                f"route {route.name}: MATCHES {verdict.matched} of {len(facts)} instance(s): "
+                f"model {route.model}, task {route.task}; results in {outputs} ({sent})"
+            )
         elif verdict.matched and chosen is not None:
-            click.echo(f"route {route.name}: matches {verdict.matched} of {len(facts)} instance(s), "
-                       f"but route {chosen.name} comes first")
+            click.echo(
+                f"route {route.name}: matches {verdict.matched} of {len(facts)} instance(s), "
+                f"but route {chosen.name} comes first"
+            )
         else:
             click.echo(f"route {route.name}: no match")
             for mismatch in verdict.mismatches:
@@ -95,8 +106,11 @@ def _summary(facts: list) -> str:
     series = {f.series_instance_uid for f in facts}
     modalities = Counter(f.modality or "(empty)" for f in facts)
     body_parts = Counter(f.body_part or "(empty)" for f in facts)
-    return (f"{len(facts)} instance(s) in {len(series)} series; modality {', '.join(sorted(modalities))}; "
-            f"body part {', '.join(sorted(body_parts))}")
+    return (
+        f"{len(facts)} instance(s) in {len(series)} series; "
+        f"modality {', '.join(sorted(modalities))}; "
+        f"body part {', '.join(sorted(body_parts))}"
+    )
 
 
 def _facts_from_files(
@@ -149,19 +163,32 @@ def _facts_from_index(
     try:
         upgrade_database(engine)
         with make_session_factory(engine)() as session:
-            study = session.scalar(select(Study).where(Study.study_instance_uid == study_instance_uid))
+            study = session.scalar(
+                select(Study).where(Study.study_instance_uid == study_instance_uid)
+            )
             if study is None:
                 raise click.ClickException(f"no study {study_instance_uid} in the index")
             facts = study_instance_facts(session, study.id)
-            total = session.scalar(select(func.count(Instance.id)).join(Series).where(Series.study_pk == study.id))
+            total = session.scalar(
+                select(func.count(Instance.id)).join(Series).where(Series.study_pk == study.id)
+            )
             revision = session.scalar(select(StudyRevision).where(
-                StudyRevision.study_pk == study.id, StudyRevision.revision == study.current_revision))
-            job = session.scalar(select(Job).where(Job.study_pk == study.id, Job.revision == study.current_revision))
+                StudyRevision.study_pk == study.id,
+                StudyRevision.revision == study.current_revision,
+            ))
+            job = session.scalar(select(Job).where(
+                Job.study_pk == study.id, Job.revision == study.current_revision
+            ))
             recorded = None
             if revision is not None:
-                recorded = describe_outcome(revision.state, revision.outcome, revision.outcome_detail,
-                                            dispatched=revision.dispatched_at is not None,
-                                            job_id=job and job.id, job_state=job and job.state.value)
+                recorded = describe_outcome(
+                    revision.state,
+                    revision.outcome,
+                    revision.outcome_detail,
+                    dispatched=revision.dispatched_at is not None,
+                    job_id=job and job.id,
+                    job_state=job and job.state.value,
+                )
                 recorded = f"revision {revision.revision}: {recorded}"
             return facts, (total or 0) - len(facts), recorded
     finally:

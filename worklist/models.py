@@ -16,7 +16,15 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from worklist.db import Base, UTCDateTime
 
-__all__ = ["Instance", "Patient", "RevisionOutcome", "RevisionState", "Series", "Study", "StudyRevision"]
+__all__ = [
+    "Instance",
+    "Patient",
+    "RevisionOutcome",
+    "RevisionState",
+    "Series",
+    "Study",
+    "StudyRevision",
+]
 
 
 class RevisionState(enum.StrEnum):
@@ -104,8 +112,13 @@ class StudyRevision(Base):
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     #: What routing decided once the revision was ready (None until then).
     outcome: Mapped[RevisionOutcome | None] = mapped_column(
-        Enum(RevisionOutcome, name="revision_outcome", values_callable=lambda e: [m.value for m in e],
-             native_enum=False, length=16),
+        Enum(
+            RevisionOutcome,
+            name="revision_outcome",
+            values_callable=lambda e: [m.value for m in e],
+            native_enum=False,
+            length=16,
+        ),
         default=None,
     )
     #: The route of the job, or why no route matched (condition names, no header values).

@@ -78,7 +78,8 @@ def _config_file(settings: Settings, tmp_path: Path) -> Path:
 
 
 def _cli(config: Path, *args: str, cwd: Path):
-    """Run `radground --config CONFIG ARGS` in ``cwd`` (the folder relative settings are read from)."""
+    """Run `radground --config CONFIG ARGS` in ``cwd`` (the folder relative settings are read
+    from)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(cwd)
         return CliRunner().invoke(cli, ["--config", str(config), *args])
@@ -96,11 +97,15 @@ def cr_without_issuer(tmp_path: Path, shared_data: Path, *, study: str | None = 
 
 def _artifacts(ctx, job_id: int) -> list[Artifact]:
     with ctx.sessions() as session:
-        return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id)))
+        return list(session.scalars(
+            select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id)
+        ))
 
 
 def _patient_system(bundle: dict) -> str:
-    [patient] = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"]
+    [patient] = [
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    ]
     return patient["identifier"][0]["system"]
 
 
@@ -111,8 +116,9 @@ def _no_radground_environment(monkeypatch):
             monkeypatch.delenv(key)
 
 
-def test_default_config_builds_sr_gsps_and_a_fhir_bundle_for_a_cr_without_issuer(tmp_path, database_url,
-                                                                                 shared_data):
+def test_default_config_builds_sr_gsps_and_a_fhir_bundle_for_a_cr_without_issuer(
+    tmp_path, database_url, shared_data
+):
     settings = _settings(tmp_path, database_url)
     assert settings.routes[0].destinations == ()  # the embedded default delivers nowhere
     for world in _world(settings, tmp_path):
@@ -148,7 +154,11 @@ def test_jobs_and_jobs_show_print_absolute_paths(tmp_path, database_url, shared_
         config = _config_file(settings, tmp_path)
         shown = _cli(config, "jobs", "show", str(job.id), cwd=tmp_path)
         assert shown.exit_code == 0, shown.output
-        printed = [line.split()[-1] for line in shown.output.splitlines() if line.strip().startswith("artifact")]
+        printed = [
+            line.split()[-1]
+            for line in shown.output.splitlines()
+            if line.strip().startswith("artifact")
+        ]
         assert len(printed) == len(artifacts) > 0
         assert all(Path(p).is_absolute() and Path(p).is_file() for p in printed), printed
         assert sorted(printed) == sorted(str(tmp_path / "outputs" / a.path) for a in artifacts)
@@ -162,7 +172,8 @@ def test_cr_without_issuer_reaches_pacs_and_ehr_without_a_configured_system(tmp_
         tmp_path, database_url,
         routes=(RouteSettings(name="cxr", modalities=("CR",), destinations=("PACS", "EHR")),),
         destinations={"PACS": DicomDestination(ae_title="PACS", host="127.0.0.1", port=pacs.port)},
-        fhir_endpoints={"EHR": FhirEndpointSettings(url=ehr.base_url)},  # no patient_identifier_system
+        # no patient_identifier_system
+        fhir_endpoints={"EHR": FhirEndpointSettings(url=ehr.base_url)},
     )
     for world in _world(settings, tmp_path):
         world.send([cr_without_issuer(tmp_path, shared_data)])
@@ -172,12 +183,14 @@ def test_cr_without_issuer_reaches_pacs_and_ehr_without_a_configured_system(tmp_
         assert job.state is JobState.DONE, job.last_error
         assert len(pacs.received) == 4  # SR + GSPS, en + zh-CN
         [patient] = ehr.resources("Patient")
-        assert patient["identifier"][0]["system"] == local_patient_identifier_system("RADGROUND", "")
+        expected_system = local_patient_identifier_system("RADGROUND", "")
+        assert patient["identifier"][0]["system"] == expected_system
         assert len(ehr.resources("DiagnosticReport")) == 1
 
 
-def test_a_fhir_only_failure_leaves_sr_and_gsps_delivered_and_the_job_says_so(tmp_path, database_url,
-                                                                              shared_data, pacs, ehr):
+def test_a_fhir_only_failure_leaves_sr_and_gsps_delivered_and_the_job_says_so(
+    tmp_path, database_url, shared_data, pacs, ehr
+):
     settings = _settings(
         tmp_path, database_url,
         routes=(RouteSettings(name="cxr", modalities=("CR",), destinations=("PACS", "EHR")),),
@@ -194,14 +207,22 @@ def test_a_fhir_only_failure_leaves_sr_and_gsps_delivered_and_the_job_says_so(tm
         assert ehr.transactions == []
         assert job.state is JobState.FAILED
         assert "not built: fhir for EHR: primary_language 'fr'" in job.last_error
-        assert job.last_error.endswith("; delivery to EHR: not sent; delivered to PACS"), job.last_error
+        assert job.last_error.endswith(
+            "; delivery to EHR: not sent; delivered to PACS"
+        ), job.last_error
         with world.ctx.sessions() as session:
-            states = {d.destination: (d.state, d.attempts, d.last_error) for d in session.scalars(select(Delivery))}
+            states = {
+                d.destination: (d.state, d.attempts, d.last_error)
+                for d in session.scalars(select(Delivery))
+            }
         assert states["PACS"][0] is DeliveryState.DONE
         assert states["EHR"][:2] == (DeliveryState.FAILED, 0)
         assert states["EHR"][2].startswith("not sent: its FHIR Bundle was not built")
         shown = _cli(_config_file(settings, tmp_path), "jobs", "show", str(job.id), cwd=tmp_path)
-        assert "  not built: fhir for EHR: primary_language 'fr' is not a language of the report" in shown.output
+        assert (
+            "  not built: fhir for EHR: primary_language 'fr' is not a language of the report"
+            in shown.output
+        )
         assert "delivery to EHR (fhir): failed, 0 attempts; not sent" in shown.output
 
         # the operator fixes the setting and retries: the export runs again, the EHR gets its
@@ -216,7 +237,9 @@ def test_a_fhir_only_failure_leaves_sr_and_gsps_delivered_and_the_job_says_so(tm
         assert len(pacs.received) == 4
 
 
-def test_studies_show_each_revisions_outcome_and_routes_test_explains_it(tmp_path, database_url, shared_data):
+def test_studies_show_each_revisions_outcome_and_routes_test_explains_it(
+    tmp_path, database_url, shared_data
+):
     settings = _settings(tmp_path, database_url)
     for world in _world(settings, tmp_path):
         ct_study = generate_uid()
@@ -237,7 +260,9 @@ def test_studies_show_each_revisions_outcome_and_routes_test_explains_it(tmp_pat
         world.ready()
         drain(world.ctx, world.queue)
 
-        outcomes = {row.study_instance_uid: (row.state, row.outcome) for row in list_studies(settings)}
+        outcomes = {
+            row.study_instance_uid: (row.state, row.outcome) for row in list_studies(settings)
+        }
         assert outcomes == {
             ct_study: ("ready", "skipped: no route (modality, body part)"),
             cxr_study: ("ready", f"job {job.id} done"),

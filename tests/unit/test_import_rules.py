@@ -36,7 +36,11 @@ def imported_packages_of_ours(path: Path) -> set[tuple[str, int]]:
             modules = [node.module]
         else:
             continue
-        found.update((module.split(".")[0], node.lineno) for module in modules if module.split(".")[0] in OURS)
+        found.update(
+            (module.split(".")[0], node.lineno)
+            for module in modules
+            if module.split(".")[0] in OURS
+        )
     return found
 
 
@@ -52,7 +56,9 @@ def violations(package: str) -> list[str]:
 
 @pytest.mark.parametrize("package", [p for p in ALLOWED_IMPORTS if (REPO / p).is_dir()])
 def test_package_imports_only_what_the_architecture_allows(package):
-    assert violations(package) == [], f"{package} may import only {sorted(ALLOWED_IMPORTS[package])}"
+    assert violations(package) == [], (
+        f"{package} may import only {sorted(ALLOWED_IMPORTS[package])}"
+    )
 
 
 def test_the_rule_check_sees_lazy_and_dotted_imports(tmp_path):
@@ -73,4 +79,5 @@ def test_architecture_document_states_the_same_rules():
         assert row is not None, f"docs/architecture.md has no row for {package}/"
         may_import = row.rstrip(" |").rsplit("|", 1)[-1]
         named = {name for name in OURS if f"`{name}`" in may_import}
-        assert named == set(allowed) & {p for p in OURS if (REPO / p).is_dir()}, (package, may_import)
+        present = {p for p in OURS if (REPO / p).is_dir()}
+        assert named == set(allowed) & present, (package, may_import)

@@ -19,7 +19,8 @@ def test_readme_opens_with_make_serve_and_make_test_and_both_targets_exist():
 
 
 def test_every_repository_path_the_readme_names_exists():
-    named = set(re.findall(r"`((?:docs|engine|exporters|bench|config|dicom_node|worklist)/[^`\s]+)`", README))
+    folders = "docs|engine|exporters|bench|config|dicom_node|worklist"
+    named = set(re.findall(rf"`((?:{folders})/[^`\s]+)`", README))
     assert named, "the README names no repository files"
     missing = sorted(path for path in named if not (REPO / path.rstrip("/")).exists())
     assert missing == []
@@ -33,7 +34,9 @@ def test_readme_points_at_docs_in_the_repository_not_outside_it():
 
 
 def test_readme_tells_no_history_of_the_numbers():
-    assert not re.search(r"\bstop \d+\b|previous stop|after the fix|before the fix", README, flags=re.IGNORECASE)
+    assert not re.search(
+        r"\bstop \d+\b|previous stop|after the fix|before the fix", README, flags=re.IGNORECASE
+    )
 
 
 def test_every_benchmark_has_a_section_with_its_command():

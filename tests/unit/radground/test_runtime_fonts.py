@@ -31,10 +31,12 @@ def _runtime_debs() -> set[str]:
 
 
 def _draws_real_glyphs(font: ImageFont.ImageFont | ImageFont.FreeTypeFont, text: str) -> bool:
-    """True when every visible character of ``text`` draws something other than the .notdef glyph."""
+    """True when every visible character of ``text`` draws something other than the .notdef
+    glyph."""
     missing = (font.getmask(UNMAPPED).size, bytes(font.getmask(UNMAPPED)))
     return all(
-        bytes(font.getmask(char)) and (font.getmask(char).size, bytes(font.getmask(char))) != missing
+        bytes(font.getmask(char))
+        and (font.getmask(char).size, bytes(font.getmask(char))) != missing
         for char in text
         if not char.isspace()
     )
@@ -54,7 +56,9 @@ def test_runtime_install_brings_the_first_cjk_and_latin_preview_fonts():
         ).stdout
         package = owners.split(":", 1)[0].strip()
         assert package, f"no installed package ships {candidates[0]} (run .ci/bootstrap)"
-        assert package in runtime, f"{package} ({candidates[0]}) is not in .ci/bootstrap's runtime_debs"
+        assert package in runtime, (
+            f"{package} ({candidates[0]}) is not in .ci/bootstrap's runtime_debs"
+        )
 
 
 def test_runtime_fonts_are_not_only_installed_for_the_tests():
@@ -75,8 +79,8 @@ def test_runtime_fonts_are_not_only_installed_for_the_tests():
 def test_preview_font_lookup_draws_chinese_labels(lookup):
     font = lookup()
     assert _draws_real_glyphs(font, "右肺结节"), (
-        "the preview font draws missing-glyph boxes for Chinese labels: install fonts-droid-fallback "
-        "(.ci/bootstrap does)"
+        "the preview font draws missing-glyph boxes for Chinese labels: install "
+        "fonts-droid-fallback (.ci/bootstrap does)"
     )
 
 
@@ -88,10 +92,13 @@ def test_missing_glyph_check_detects_a_font_without_cjk_glyphs():
 
 @pytest.mark.parametrize("stage", ["runtime", "gpu"])
 def test_container_images_install_the_runtime_fonts(stage: str):
-    """The images draw labels too (previews, key images): they carry the bootstrap's runtime fonts."""
+    """The images draw labels too (previews, key images): they carry the bootstrap's runtime
+    fonts."""
     from tests.unit.radground.test_deployment_files import dockerfile_stages
 
-    runs = " ".join(args for keyword, args in dockerfile_stages()[stage]["steps"] if keyword == "RUN")
+    runs = " ".join(
+        args for keyword, args in dockerfile_stages()[stage]["steps"] if keyword == "RUN"
+    )
     fonts = {deb for deb in _runtime_debs() if deb.startswith("fonts-")}
     assert fonts, ".ci/bootstrap's runtime_debs names no font"
     missing = sorted(deb for deb in fonts if deb not in runs.split())

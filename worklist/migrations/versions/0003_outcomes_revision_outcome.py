@@ -23,7 +23,14 @@ def upgrade() -> None:
     with op.batch_alter_table("study_revisions", schema=None) as batch_op:
         batch_op.add_column(sa.Column(
             "outcome",
-            sa.Enum("job", "no-route", "own-output", name="revision_outcome", native_enum=False, length=16),
+            sa.Enum(
+                "job",
+                "no-route",
+                "own-output",
+                name="revision_outcome",
+                native_enum=False,
+                length=16,
+            ),
             nullable=True,
         ))
         batch_op.add_column(sa.Column("outcome_detail", sa.String(length=200), nullable=True))
