@@ -26,9 +26,7 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext
-
-# (pynetdicom defines its SOP class names at import time, through globals())
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # (set via globals())
 
 __all__ = [
     "ACCEPTED_TRANSFER_SYNTAXES",

@@ -34,7 +34,7 @@ from pynetdicom import AE
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_CANCEL
 from pynetdicom.presentation import PresentationContext
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # (set via globals())
 
 from dicom_node.sockets import tune_association_socket
 from dicom_node.uids import short_uid
@@ -198,6 +198,8 @@ class StorageSCU:
     ) -> None:
         ae = self._ae()
         for cx in _contexts_for(items[i] for i in batch):
+            if cx.abstract_syntax is None:  # _contexts_for sets one on each context
+                raise RuntimeError("a presentation context without an abstract syntax")
             ae.add_requested_context(cx.abstract_syntax, cx.transfer_syntax)
         assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
         if not assoc.is_established:
@@ -212,6 +214,8 @@ class StorageSCU:
                 if not assoc.is_established:
                     record(index, SendResult(item.source, item.sop_instance_uid, None, "not sent: association lost"))
                     continue
+                if item.payload is None:  # items that failed to load never reach a batch
+                    raise RuntimeError(f"{item.source} has nothing to send")
                 try:
                     response = assoc.send_c_store(item.payload)
                 except ValueError:
@@ -272,6 +276,7 @@ def _prepare(assoc: Any) -> None:
 
 
 def _load(source: str | os.PathLike[str] | Dataset) -> _Item:
+    payload: Dataset | str
     if isinstance(source, Dataset):
         name = "<dataset>"
         dataset = payload = source
@@ -314,7 +319,7 @@ def _contexts_for(items: Iterable[_Item]) -> list[PresentationContext]:
         for group in ([uncompressed] if uncompressed else []) + [[s] for s in compressed]:
             cx = PresentationContext()
             cx.abstract_syntax = abstract
-            cx.transfer_syntax = group
+            cx.transfer_syntax = [*group]
             contexts.append(cx)
     return contexts
 

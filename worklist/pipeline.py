@@ -28,7 +28,7 @@ from dicom_node.uids import short_uid
 from engine.report import GroundedReport, Task
 from worklist.completion import StudyReady
 from worklist.context import PipelineContext, StepError, audit, insert_ignore
-from worklist.db import utcnow
+from worklist.db import updated_rows, utcnow
 from worklist.delivery import settle_job
 from worklist.jobs_models import Artifact, Delivery, DeliveryState, Job, JobState
 from worklist.models import RevisionOutcome, Study, StudyRevision
@@ -132,7 +132,9 @@ def run_inference(ctx: PipelineContext, job_id: int) -> None:
         if job is None or job.state not in (JobState.QUEUED, JobState.INFERRING):
             return  # already past this step (a redelivered message)
         lease = timedelta(seconds=ctx.task_time_limit_seconds)
-        if job.state is JobState.INFERRING and job.inference_started_at > utcnow() - lease:
+        started_at = job.inference_started_at
+        within_lease = started_at is not None and started_at > utcnow() - lease
+        if job.state is JobState.INFERRING and within_lease:
             return  # a duplicate message while another worker runs it; a crashed run is retried after the lease
         if job.inference_starts >= ctx.max_task_starts:
             job.state, job.updated_at, job.finished_at = JobState.DEAD, utcnow(), utcnow()
@@ -147,7 +149,7 @@ def run_inference(ctx: PipelineContext, job_id: int) -> None:
         job.inference_started_at = job.updated_at = utcnow()
         route_name, study_pk, revision = job.route, job.study_pk, job.revision
         facts = study_instance_facts(session, study_pk)
-        study_uid = session.get(Study, study_pk).study_instance_uid
+        study_uid = session.get_one(Study, study_pk).study_instance_uid
     started = time.perf_counter()
     try:
         route = _route(ctx, route_name)
@@ -180,12 +182,12 @@ def run_inference(ctx: PipelineContext, job_id: int) -> None:
         _fail(ctx, job_id, "inference: the report is about another study")
         return
     with ctx.sessions.begin() as session:
-        moved = session.execute(
+        moved = updated_rows(session.execute(
             update(Job)
             .where(Job.id == job_id, Job.state == JobState.INFERRING)
             .values(state=JobState.EXPORTING, report_json=report.to_json(), inference_seconds=elapsed,
                     updated_at=utcnow(), last_error=None)
-        ).rowcount
+        ))
         if moved:
             audit(session, ctx.actor, "inferred", job_id,
                    f"{len(report.findings)} findings, {len(report.problems)} problems, {elapsed:.2f} s")
@@ -247,9 +249,11 @@ def run_export(ctx: PipelineContext, job_id: int) -> None:
         if job is None or job.state is not JobState.EXPORTING:
             return
         route = _route(ctx, job.route)
+        if job.report_json is None:
+            raise RuntimeError(f"job {job_id} is exporting but holds no report")
         report = GroundedReport.from_json(job.report_json)
         sources = _source_headers(ctx, session, job, report)
-        study_uid = session.get(Study, job.study_pk).study_instance_uid
+        study_uid = session.get_one(Study, job.study_pk).study_instance_uid
         revision = job.revision
     started = time.perf_counter()
     try:
