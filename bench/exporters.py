@@ -33,9 +33,15 @@ median milliseconds of each way (per stage and in total), wall-clock and CPU
 time of this process (on a machine shared with other work the CPU time varies
 less), and their ratio (goal: project <= 250 ms, >= 3x faster).
 
+With ``--highdicom-cache`` it instead times the project's way twice, with and
+without the memoised highdicom IOD look-ups (``exporters/_highdicom_cache.py``,
+setting ``exporters.memoise_highdicom_iod_lookups``), alternately in one run,
+checks that both give identical bytes, and prints the ratio (the patch is kept
+only while it is >= 1.2x; see ``docs/third-party-patches.md``).
+
 Run it::
 
-    .venv/bin/python bench/exporters.py [--repeat 15]
+    .venv/bin/python bench/exporters.py [--repeat 15] [--highdicom-cache]
 """
 
 from __future__ import annotations
@@ -198,14 +204,61 @@ def check_identical_and_valid(a: dict, b: dict) -> list[str]:
     return problems
 
 
+def compare_highdicom_cache(project: list[Stage], *, repeat: int) -> int:
+    """Time ``project`` with the memoised highdicom IOD look-ups on and off, alternately."""
+    from exporters._highdicom_cache import set_memoised_iod_lookups
+
+    def run_with(memoised: bool) -> tuple[dict, dict[str, float], dict[str, float]]:
+        set_memoised_iod_lookups(memoised)
+        try:
+            return run(project)
+        finally:
+            set_memoised_iod_lookups(True)
+
+    (a, _, _), (b, _, _) = run_with(False), run_with(True)
+    problems = check_identical_and_valid(a, b)
+    if problems:
+        print("NOT IDENTICAL / NOT VALID:", *problems, sep="\n  ")
+        return 1
+    print("outputs identical with and without the memoised look-ups")
+    timings: dict[str, dict[str, list[dict[str, float]]]] = {
+        "stock": {"wall": [], "cpu": []},
+        "memoised": {"wall": [], "cpu": []},
+    }
+    for _ in range(repeat):
+        for way, memoised in (("stock", False), ("memoised", True)):
+            _, wall, cpu = run_with(memoised)
+            timings[way]["wall"].append(wall)
+            timings[way]["cpu"].append(cpu)
+    for clock in ("wall", "cpu"):
+        totals = {}
+        for way, by_clock in timings.items():
+            runs = by_clock[clock]
+            totals[way] = statistics.median(sum(r.values()) for r in runs)
+            parts = ", ".join(
+                f"{name} {statistics.median(r[name] for r in runs):.1f}" for name in runs[0]
+            )
+            print(f"{clock:4s} {way:9s} {totals[way]:8.1f} ms median   ({parts} ms)")
+        ratio = totals["stock"] / totals["memoised"]
+        print(f"{clock:4s} memoised highdicom IOD look-ups: {ratio:.2f}x (kept while >= 1.2x)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--repeat", type=int, default=21, help="timed runs per way (medians are printed)"
     )
+    parser.add_argument(
+        "--highdicom-cache",
+        action="store_true",
+        help="time the project's way with and without the memoised highdicom IOD look-ups",
+    )
     args = parser.parse_args(argv)
     report, sources = _fixtures()
     straightforward, project = make_ways(report, sources)
+    if args.highdicom_cache:
+        return compare_highdicom_cache(project, repeat=args.repeat)
     (a, _, _), (b, _, _) = run(straightforward), run(project)  # also warms up imports and caches
     problems = check_identical_and_valid(a, b)
     counts = ", ".join(f"{len(v) if kind != 'fhir' else 1} {kind.upper()}" for kind, v in b.items())

@@ -12,6 +12,7 @@ from radground.database import database_engine
 from radground.settings import ModelSettings, RouteSettings, Settings, SettingsError
 from worklist.context import DicomTarget, Enqueuer, FhirTarget, LoadedModel, PipelineContext
 from worklist.db import make_session_factory
+from worklist.embedded_broker import sqlite_broker_path
 from worklist.fhir_delivery import FhirAuth
 from worklist.routing import Route
 
@@ -127,8 +128,9 @@ def configure_celery(settings: Settings):
     from worklist import tasks
 
     broker = settings.workers.broker_url
-    if broker.startswith("sqla+sqlite:///"):
-        Path(broker.removeprefix("sqla+sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    sqlite_file = sqlite_broker_path(broker)
+    if sqlite_file is not None:
+        sqlite_file.parent.mkdir(parents=True, exist_ok=True)
     return tasks.configure(
         broker_url=broker,
         context_factory=lambda: build_context(settings, enqueue=tasks.CeleryEnqueuer()),

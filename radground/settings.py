@@ -232,9 +232,10 @@ class RouteSettings(_Section):
 class WorkerSettings(_Section):
     """Celery workers: queue "gpu" runs the model, queue "io" exports and delivers."""
 
-    #: Celery broker. The embedded default is a SQLite file (no server); a
-    #: cluster uses redis://host:6379/0 or amqp://user:pass@host:5672//.
-    broker_url: str = "sqla+sqlite:///var/broker.sqlite"
+    #: Celery broker. The embedded default is a SQLite file (no server) whose waiting
+    #: workers are woken on publish (radground+sqlite:///; sqla+sqlite:/// is kombu's
+    #: stock polling transport); a cluster uses redis://host:6379/0 or amqp://user:pass@host:5672//.
+    broker_url: str = "radground+sqlite:///var/broker.sqlite"
     #: Worker processes `radground serve` starts for each queue.
     gpu_processes: int = Field(1, ge=0, le=16)
     io_processes: int = Field(1, ge=0, le=64)

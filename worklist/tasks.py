@@ -56,10 +56,14 @@ def configure(
     options: dict[str, float] = {}
     if broker_url.startswith(("redis", "sqs")):
         options["visibility_timeout"] = visibility_timeout_seconds
-    elif broker_url.startswith("sqla+"):
-        # The embedded SQLite broker: kombu's transport, with waiting consumers woken by
-        # publishers instead of only polling (worklist.embedded_broker).
-        embedded_broker.install()
+    elif embedded_broker.sqlite_broker_path(broker_url) is not None:
+        # The embedded SQLite-file broker: "radground+sqlite:///..." is kombu's SQLAlchemy
+        # transport with waiting consumers woken by publishers (worklist.embedded_broker);
+        # "sqla+sqlite:///..." is kombu's stock transport, polling at the same interval.
+        if broker_url.startswith(f"{embedded_broker.ALIAS}+"):
+            embedded_broker.register()
+        else:
+            options["polling_interval"] = embedded_broker.POLLING_INTERVAL_SECONDS
     app.conf.update(
         broker_url=broker_url,
         broker_connection_retry_on_startup=True,
