@@ -78,6 +78,9 @@ def _fhir_auth(kind: str, *, token_env: str, username: str, password_env: str) -
 
 def build_context(settings: Settings, *, enqueue: Enqueuer) -> PipelineContext:
     """A pipeline context for this process (database engine and models created here)."""
+    from exporters import set_memoised_iod_lookups
+
+    set_memoised_iod_lookups(settings.exporters.memoise_highdicom_iod_lookups)
     engine = database_engine(settings)
     models: dict[str, LoadedModel] = {}
     lock = threading.Lock()

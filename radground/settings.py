@@ -31,6 +31,7 @@ __all__ = [
     "CompletionSettings",
     "DatabaseSettings",
     "DicomDestination",
+    "ExporterSettings",
     "FhirEndpointSettings",
     "LoggingSettings",
     "ModelSettings",
@@ -262,6 +263,15 @@ DEFAULT_ROUTE = RouteSettings(
 )
 
 
+class ExporterSettings(_Section):
+    """How SR/GSPS/FHIR outputs are built."""
+
+    #: Memoise highdicom's IOD table look-up while building SR and GSPS
+    #: (exporters/_highdicom_cache.py, a patch of a highdicom internal; see
+    #: docs/third-party-patches.md). False: highdicom's stock code path.
+    memoise_highdicom_iod_lookups: bool = True
+
+
 class LoggingSettings(_Section):
     """Log output (never patient data, at any level)."""
 
@@ -291,6 +301,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     completion: CompletionSettings = CompletionSettings()
     workers: WorkerSettings = WorkerSettings()
+    exporters: ExporterSettings = ExporterSettings()
     models: dict[str, ModelSettings] = {"default": ModelSettings()}
     routes: tuple[RouteSettings, ...] = (DEFAULT_ROUTE,)
     destinations: dict[str, DicomDestination] = {}

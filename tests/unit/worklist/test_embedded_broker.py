@@ -135,3 +135,18 @@ def test_both_sqlite_schemes_name_the_broker_file():
     assert embedded_broker.sqlite_broker_path("radground+sqlite:///var/b.sqlite") == Path("var/b.sqlite")
     assert embedded_broker.sqlite_broker_path("sqla+sqlite:////abs/b.sqlite") == Path("/abs/b.sqlite")
     assert embedded_broker.sqlite_broker_path("redis://localhost:6379/0") is None
+
+
+@pytest.mark.parametrize("package", ["kombu", "celery"])
+def test_kombu_and_celery_have_upper_bounds_that_the_installed_versions_meet(package):
+    """The transport was checked against the pinned versions only: pyproject must bound them."""
+    import tomllib
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
+    requirements = [Requirement(r) for r in tomllib.loads(pyproject.read_text())["project"]["dependencies"]]
+    (requirement,) = [r for r in requirements if r.name == package]
+    assert any(spec.operator == "<" for spec in requirement.specifier)
+    assert version(package) in requirement.specifier
