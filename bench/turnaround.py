@@ -5,7 +5,7 @@ For each runtime shape and GPU-worker count, in one run on this machine:
 * ``embedded``: ``radground serve`` (SQLite index, SQLite-file Celery broker),
   ``workers.gpu_processes`` = 1 or 2, one io worker;
 * ``embedded-polling``: the same with ``workers.broker_url = "sqla+sqlite:///..."``,
-  kombu's stock SQLite transport (polls every 0.2 s, no wake-up on publish):
+  kombu's stock SQLite transport (polls every 1 s, no wake-up on publish):
   what :mod:`worklist.embedded_broker` buys;
 * ``cluster``: ``radground node`` + 1 or 2 ``radground worker --queues gpu`` + one
   ``radground worker --queues io`` on Redis (DB 9, flushed before and after) and a

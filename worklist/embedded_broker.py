@@ -60,8 +60,8 @@ __all__ = [
 ALIAS = "radground"
 #: Broker URL prefixes of a SQLite-file broker: this transport, and kombu's stock one (polling only).
 SQLITE_SCHEMES = (f"{ALIAS}+sqlite:///", "sqla+sqlite:///")
-#: The longest a consumer waits between queries when no wake-up comes (also the stock
-#: transport's ``polling_interval`` in RadGround, so that the two differ only by the wake-ups).
+#: The longest a consumer waits between queries when no wake-up comes (kombu's stock
+#: transport: 1 s, ``virtual.Transport.polling_interval``).
 POLLING_INTERVAL_SECONDS = 0.2
 #: kombu's methods and attributes this transport overrides or calls: (class, name, parameters
 #: expected, or None for an attribute set in ``__init__``).

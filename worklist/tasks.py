@@ -56,14 +56,12 @@ def configure(
     options: dict[str, float] = {}
     if broker_url.startswith(("redis", "sqs")):
         options["visibility_timeout"] = visibility_timeout_seconds
-    elif embedded_broker.sqlite_broker_path(broker_url) is not None:
-        # The embedded SQLite-file broker: "radground+sqlite:///..." is kombu's SQLAlchemy
-        # transport with waiting consumers woken by publishers (worklist.embedded_broker);
-        # "sqla+sqlite:///..." is kombu's stock transport, polling at the same interval.
-        if broker_url.startswith(f"{embedded_broker.ALIAS}+"):
-            embedded_broker.register()
-        else:
-            options["polling_interval"] = embedded_broker.POLLING_INTERVAL_SECONDS
+    elif broker_url.startswith(f"{embedded_broker.ALIAS}+"):
+        # The embedded SQLite-file broker: kombu's SQLAlchemy transport with waiting consumers
+        # woken by publishers (worklist.embedded_broker). "sqla+sqlite:///..." is kombu's stock
+        # transport as it is (it polls every second; it hands transport options to
+        # SQLAlchemy's create_engine, so its polling interval cannot be set through them).
+        embedded_broker.register()
     app.conf.update(
         broker_url=broker_url,
         broker_connection_retry_on_startup=True,

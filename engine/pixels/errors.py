@@ -50,8 +50,3 @@ class FrameSelectionError(PixelError, ValueError):
 class CoordinateError(PixelError, ValueError):
     """Coordinates given to a transform are out of range or do not form a box."""
 
-
-def short_uid(uid: object) -> str:
-    """A shortened UID for messages and logs (never the whole identifier)."""
-    text = str(uid)
-    return text if len(text) <= 12 else f"…{text[-8:]}"
