@@ -6,6 +6,7 @@ Nothing here reads settings, opens a database or loads a model at import time.
 
 from engine.analyze import AnalysisError, analyze_study
 from engine.batching import MicroBatcher
+from engine.errors import EngineError
 from engine.model import GenerationRequest, ModelError, RegionAwareModel, ResizeMode
 from engine.report import (
     SUPPORTED_LANGUAGES,
@@ -30,6 +31,7 @@ __all__ = [
     "AnalysisError",
     "Box",
     "CodedConcept",
+    "EngineError",
     "Finding",
     "FindingKind",
     "GenerationRequest",

@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 import pydicom
 
 from engine import vocabulary
+from engine.errors import EngineError
 from engine.grammar import GroundedPhrase, ParseResult, RefBoxes, parse_grounded_text
 from engine.model import GenerationRequest, RegionAwareModel
 from engine.pixels import (
@@ -82,7 +83,7 @@ _TARGET_TASKS = frozenset({Task.GROUNDED_REPORT, Task.TEXT_TO_REGION, Task.DETEC
 _REGION_TASKS = (Task.GROUNDED_REPORT, Task.REPORT, Task.REGION_TO_TEXT)
 
 
-class AnalysisError(RuntimeError):
+class AnalysisError(EngineError, RuntimeError):
     """A study could not be analysed (no usable image, inconsistent study, bad arguments)."""
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.errors import EngineError
 from engine.uids import is_valid_uid
 
 __all__ = [
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 
-class ReportError(ValueError):
+class ReportError(EngineError, ValueError):
     """A report value was constructed from invalid arguments."""
 
 

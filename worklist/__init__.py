@@ -1,1 +1,8 @@
-"""worklist."""
+"""worklist: study index and completion, routing, jobs, Celery tasks and deliveries.
+
+Its exceptions derive from :class:`WorklistError` (:mod:`worklist.errors`).
+"""
+
+from worklist.errors import InvalidFhirRequestError, JobActionError, WorklistError
+
+__all__ = ["InvalidFhirRequestError", "JobActionError", "WorklistError"]

@@ -102,9 +102,9 @@ def _route(ctx: PipelineContext, name: str) -> Route:
 
 def run_inference(ctx: PipelineContext, job_id: int) -> None:
     """Run the model on the job's study revision; then enqueue the export."""
-    from engine.analyze import AnalysisError, analyze_study
-    from engine.model import ModelError
-    from engine.pixels import ImageSelection, PixelError, VolumeStrategy
+    from engine.analyze import analyze_study
+    from engine.errors import EngineError
+    from engine.pixels import ImageSelection, VolumeStrategy
 
     with ctx.sessions.begin() as session:
         job = session.get(Job, job_id, with_for_update=True)
@@ -151,7 +151,7 @@ def run_inference(ctx: PipelineContext, job_id: int) -> None:
             generate=loaded.generate,
             regional_cot=route.regional_cot,
         )
-    except (AnalysisError, PixelError, ModelError, StepError, OSError) as exc:
+    except (EngineError, StepError, OSError) as exc:
         _fail(ctx, job_id, f"inference: {exc}")
         return
     elapsed = time.perf_counter() - started
@@ -214,6 +214,7 @@ def _dataset_bytes(ds: Dataset) -> bytes:
 def run_export(ctx: PipelineContext, job_id: int) -> None:
     """Build SR, presentation states (and optional key images, FHIR bundles), record
     them as artifacts, create one delivery per destination, then enqueue those."""
+    from engine.errors import EngineError
     from exporters.errors import ExportError
 
     with ctx.sessions() as session:
@@ -228,7 +229,7 @@ def run_export(ctx: PipelineContext, job_id: int) -> None:
     started = time.perf_counter()
     try:
         outputs = _build_outputs(ctx, route, report, sources, revision)
-    except (ExportError, StepError, ValueError) as exc:
+    except (ExportError, EngineError, StepError) as exc:
         _fail(ctx, job_id, f"export: {exc}")
         return
     folder = ctx.outputs_root / study_uid / f"r{revision}"

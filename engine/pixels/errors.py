@@ -7,6 +7,8 @@ Messages never carry patient data; UIDs are shortened.
 
 from __future__ import annotations
 
+from engine.errors import EngineError
+
 __all__ = [
     "CoordinateError",
     "DecodeError",
@@ -18,7 +20,7 @@ __all__ = [
 ]
 
 
-class PixelError(Exception):
+class PixelError(EngineError):
     """Base class: an image could not be prepared for a model, or mapped back."""
 
 
