@@ -54,7 +54,7 @@ def draw_findings(
     array = np.asarray(image)
     if array.dtype != np.uint8:
         array = (np.clip(array.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    overlays = []
+    overlays: list[Overlay] = []
     for index, finding in enumerate(findings):
         label = " / ".join(finding.label.get(lang) or finding.label.primary for lang in languages)
         if finding.confidence is not None:

@@ -107,7 +107,7 @@ def wake_consumers(directory: Path) -> None:
 class Channel(sqla.Channel):
     """kombu's SQLAlchemy channel that wakes consumers after each committed message."""
 
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         super()._put(queue, payload, **kwargs)
         wake_consumers(self.connection.wake_directory)
 
@@ -132,12 +132,12 @@ class Transport(sqla.Transport):
         self._listener: socket.socket | None = None
         self._listener_path: str | None = None
 
-    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+    def drain_events(self, connection: Any, timeout: float | None = None) -> None:  # type: ignore[override]
         started = time.monotonic()
         listener = self._listen()
         while True:
             try:
-                self.cycle.get(self._deliver, timeout=timeout)
+                self.cycle.get(self._deliver, timeout=timeout)  # type: ignore[attr-defined]
                 return
             except Empty:
                 waited = time.monotonic() - started
