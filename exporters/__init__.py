@@ -8,7 +8,7 @@ is deterministic: the same report and study revision give the same UIDs.
 
 from exporters._highdicom_cache import set_memoised_iod_lookups
 from exporters.codes import CODE_TABLE, FindingCoding, coding_for
-from exporters.errors import ExportError, SourceError
+from exporters.errors import ExportError, IncompatibleHighdicomError, SourceError
 from exporters.fhir import (
     OutputSeriesRef,
     build_fhir_bundle,
@@ -26,6 +26,7 @@ __all__ = [
     "CODE_TABLE",
     "ExportError",
     "FindingCoding",
+    "IncompatibleHighdicomError",
     "OutputKind",
     "OutputSeriesRef",
     "RegionAction",

@@ -28,6 +28,8 @@ import highdicom._standard_utils as standard_utils
 import highdicom.base as hd_base
 import highdicom.sr.content as hd_sr_content
 
+from exporters.errors import IncompatibleHighdicomError
+
 __all__ = [
     "PATCHED_MODULES",
     "highdicom_internals_problems",
@@ -75,7 +77,7 @@ def set_memoised_iod_lookups(enabled: bool) -> None:
 
     Raises
     ------
-    RuntimeError
+    IncompatibleHighdicomError
         When turning it on and the installed highdicom no longer has what it replaces.
     """
     global _enabled
@@ -92,7 +94,7 @@ def _check_highdicom_once() -> None:
 def _check_highdicom() -> None:
     problems = highdicom_internals_problems()
     if problems:
-        raise RuntimeError(
+        raise IncompatibleHighdicomError(
             "exporters.memoise_highdicom_iod_lookups is on but the installed highdicom does "
             f"not match what it patches ({'; '.join(problems)}); set it to false"
         )

@@ -3,6 +3,11 @@
 Its exceptions derive from :class:`WorklistError` (:mod:`worklist.errors`).
 """
 
-from worklist.errors import InvalidFhirRequestError, JobActionError, WorklistError
+from worklist.errors import (
+    IncompatibleKombuError,
+    InvalidFhirRequestError,
+    JobActionError,
+    WorklistError,
+)
 
-__all__ = ["InvalidFhirRequestError", "JobActionError", "WorklistError"]
+__all__ = ["IncompatibleKombuError", "InvalidFhirRequestError", "JobActionError", "WorklistError"]

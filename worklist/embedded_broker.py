@@ -43,6 +43,8 @@ from typing import Any
 from kombu import transport as kombu_transports
 from kombu.transport import sqlalchemy as sqla
 
+from worklist.errors import IncompatibleKombuError
+
 __all__ = [
     "ALIAS",
     "OVERRIDDEN",
@@ -210,17 +212,17 @@ def register() -> None:
 
     Raises
     ------
-    RuntimeError
+    IncompatibleKombuError
         The alias names another transport already, or the installed kombu no longer has
         what this transport overrides (use ``sqla+sqlite:///...``, kombu's polling transport).
     """
     target = f"{__name__}:Transport"
     existing = kombu_transports.TRANSPORT_ALIASES.setdefault(ALIAS, target)
     if existing != target:
-        raise RuntimeError(f"kombu transport alias {ALIAS!r} already names {existing!r}")
+        raise IncompatibleKombuError(f"kombu transport alias {ALIAS!r} already names {existing!r}")
     problems = kombu_internals_problems()
     if problems:
-        raise RuntimeError(
+        raise IncompatibleKombuError(
             f"the {ALIAS}+sqlite broker subclasses kombu's SQLAlchemy transport, and the installed "
             f"kombu no longer matches it ({'; '.join(problems)}); use workers.broker_url "
             "'sqla+sqlite:///...' (kombu's polling transport) or the kombu version pinned in "

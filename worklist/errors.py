@@ -8,11 +8,16 @@ keep that base too.
 
 from __future__ import annotations
 
-__all__ = ["InvalidFhirRequestError", "JobActionError", "WorklistError"]
+__all__ = ["IncompatibleKombuError", "InvalidFhirRequestError", "JobActionError", "WorklistError"]
 
 
 class WorklistError(Exception):
     """Something the worklist refuses or cannot do; the message says what and why."""
+
+
+class IncompatibleKombuError(WorklistError, RuntimeError):
+    """The embedded broker's transport cannot be used with the installed kombu (see
+    docs/third-party-patches.md); the message names the stock fallback."""
 
 
 class JobActionError(WorklistError, ValueError):

@@ -7,6 +7,7 @@ import highdicom._standard_utils as standard_utils
 import pytest
 
 from exporters import _highdicom_cache
+from exporters.errors import IncompatibleHighdicomError
 from exporters.gsps import build_presentation_states
 from tests.exporters_validators import comparable_bytes
 
@@ -47,7 +48,7 @@ def test_a_highdicom_without_the_function_is_refused_not_silently_skipped(monkey
 
     assert any("_standard_utils has no is_attribute_in_iod" in p
                for p in _highdicom_cache.highdicom_internals_problems())
-    with pytest.raises(RuntimeError, match="memoise_highdicom_iod_lookups"):
+    with pytest.raises(IncompatibleHighdicomError, match="memoise_highdicom_iod_lookups"):
         _highdicom_cache.set_memoised_iod_lookups(True)
 
 

@@ -16,6 +16,7 @@ import pytest
 from kombu import Connection
 
 from worklist import embedded_broker
+from worklist.errors import IncompatibleKombuError
 
 
 @pytest.fixture
@@ -114,7 +115,7 @@ def test_installed_kombu_has_everything_the_transport_overrides():
 def test_a_kombu_without_an_overridden_method_is_reported_and_refused(monkeypatch):
     monkeypatch.delattr("kombu.transport.virtual.base.Transport._deliver")
     assert any("_deliver" in problem for problem in embedded_broker.kombu_internals_problems())
-    with pytest.raises(RuntimeError, match="sqla\\+sqlite"):
+    with pytest.raises(IncompatibleKombuError, match="sqla\\+sqlite"):
         embedded_broker.register()
 
 
