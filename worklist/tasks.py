@@ -62,6 +62,13 @@ def configure(
         # transport as it is (it polls every second; it hands transport options to
         # SQLAlchemy's create_engine, so its polling interval cannot be set through them).
         embedded_broker.register()
+    elif broker_url.startswith("sqla+sqlite:"):
+        logger.warning(
+            "workers.broker_url uses kombu's stock SQLite transport, which polls every second "
+            "(each hop of a job waits for it); %s+sqlite:///PATH is the same file with workers "
+            "woken on publish (docs/third-party-patches.md)",
+            embedded_broker.ALIAS,
+        )
     app.conf.update(
         broker_url=broker_url,
         broker_connection_retry_on_startup=True,

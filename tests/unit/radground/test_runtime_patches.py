@@ -35,3 +35,11 @@ def test_broker_url_scheme_picks_the_woken_or_the_stock_transport(tmp_path, sche
     with app.connection_for_write() as connection:
         assert type(connection.transport).__module__ == transport
     assert (tmp_path / "b").is_dir()  # the broker file's folder is made for either scheme
+
+
+def test_the_stock_sqlite_broker_is_named_in_a_warning(tmp_path, caplog):
+    """A config from before the transport had its own name keeps working, and says what it costs."""
+    settings = load_settings(None, workers={"broker_url": f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}"})
+    with caplog.at_level("WARNING", logger="worklist.tasks"):
+        configure_celery(settings)
+    assert "radground+sqlite:///PATH" in caplog.text
