@@ -48,7 +48,6 @@ __all__ = [
     "Task",
     "Text",
     "derive_uid",
-    "is_valid_uid",
 ]
 
 
