@@ -346,11 +346,12 @@ def _not_sent_reason(ctx: PipelineContext, name: str, built: _Built) -> str | No
 
 def _build_kind(built: _Built, kind: str, build: Callable[[], None]) -> None:
     """Run one output kind's builder; record its failure instead of failing the job."""
+    from engine.errors import EngineError
     from exporters.errors import ExportError
 
     try:
         build()
-    except (ExportError, ValueError) as exc:
+    except (ExportError, EngineError) as exc:
         built.failures[kind] = str(exc)[:1000]
         logger.warning("Output %s not built (%s)", kind, type(exc).__name__)
     except Exception as exc:
