@@ -42,10 +42,10 @@ IDLE_CHECK_SECONDS = 0.05
 """Longest wait without an event: how late a timer (ARTIM, network idle) may be noticed."""
 
 
-class _SignallingQueue(queue.Queue):  # type: ignore[type-arg]
+class _SignallingQueue(queue.Queue):
     """A FIFO queue that calls ``notify`` after every put."""
 
-    def __init__(self, notify: Callable[[], None], *, taking_over: queue.Queue) -> None:  # type: ignore[type-arg]
+    def __init__(self, notify: Callable[[], None], *, taking_over: queue.Queue) -> None:
         super().__init__()
         self._notify = notify
         while True:  # what was queued before the swap (the acceptor's Evt5), in order
@@ -98,7 +98,8 @@ class _EventDrivenDUL(DULServiceProvider):
             self._react()
         finally:
             self._wakeup.close()
-            self.assoc._activity.set()  # the association thread notices the DUL is gone
+            if isinstance(self.assoc, _EventDrivenAssociation):  # (always: both are swapped together)
+                self.assoc._activity.set()  # the association thread notices the DUL is gone
 
     def _react(self) -> None:
         self._idle_timer.start()

@@ -17,12 +17,13 @@ from typing import Self
 
 import numpy as np
 
+from engine.errors import EngineError
 from engine.report import SUPPORTED_LANGUAGES, ModelInfo, Task
 
 __all__ = ["GenerationRequest", "ModelError", "RegionAwareModel", "ResizeMode"]
 
 
-class ModelError(RuntimeError):
+class ModelError(EngineError, RuntimeError):
     """A model backend could not load or run."""
 
 

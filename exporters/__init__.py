@@ -6,8 +6,9 @@ Everything is built through validated objects (highdicom, fhir.resources) and
 is deterministic: the same report and study revision give the same UIDs.
 """
 
+from exporters._highdicom_cache import set_memoised_iod_lookups
 from exporters.codes import CODE_TABLE, FindingCoding, coding_for
-from exporters.errors import ExportError, SourceError
+from exporters.errors import ExportError, IncompatibleHighdicomError, SourceError
 from exporters.fhir import (
     OutputSeriesRef,
     build_fhir_bundle,
@@ -25,6 +26,7 @@ __all__ = [
     "CODE_TABLE",
     "ExportError",
     "FindingCoding",
+    "IncompatibleHighdicomError",
     "OutputKind",
     "OutputSeriesRef",
     "RegionAction",
@@ -43,4 +45,5 @@ __all__ = [
     "plan_overlays",
     "region_tracking_uid",
     "render_preview",
+    "set_memoised_iod_lookups",
 ]

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from dicom_node.scu import SendResult, StorageSCU
 from worklist.context import PipelineContext, audit
 from worklist.db import updated_rows, utcnow
+from worklist.errors import InvalidFhirRequestError
 from worklist.fhir_delivery import (
     PermanentFhirError,
     TransientFhirError,
@@ -117,7 +118,7 @@ def _deliver_fhir(ctx: PipelineContext, name: str, artifacts: list[tuple[str, st
     except PermanentFhirError as exc:
         return _Outcome(False, error=f"FHIR {name}: {exc}", max_attempts=target.max_attempts,
                         operation_outcome=exc.operation_outcome, log_text=f"FHIR {name}: HTTP {exc.status_code}")
-    except ValueError as exc:  # the endpoint or bundle is unusable (bad URL, not a transaction)
+    except InvalidFhirRequestError as exc:  # the endpoint or bundle is unusable (bad URL, not a transaction)
         return _Outcome(False, error=f"FHIR {name}: {exc}", max_attempts=target.max_attempts)
     return _Outcome(True, max_attempts=target.max_attempts)
 
