@@ -316,10 +316,19 @@ def main() -> None:
     parser.add_argument("--compare-patches", action="store_true",
                         help="instead: RadGround with and without each of its pynetdicom patches, interleaved")
     parser.add_argument("--rounds", type=int, default=3, help="--compare-patches: interleaved rounds")
+    parser.add_argument("--variants", default=None,
+                        help="--compare-patches: semicolon-separated variant names (default: all)")
+    parser.add_argument("--scenarios", default=None,
+                        help="--compare-patches: semicolon-separated load/sender names (default: all)")
     args = parser.parse_args()
     if args.quick:
         args.small, args.large = args.small // 5, args.large // 5
     if args.compare_patches:
+        global PATCH_VARIANTS, PATCH_SCENARIOS
+        if args.variants:
+            PATCH_VARIANTS = [v for v in PATCH_VARIANTS if v[0] in args.variants.split(";")]
+        if args.scenarios:
+            PATCH_SCENARIOS = [s for s in PATCH_SCENARIOS if s[0] in args.scenarios.split(";")]
         for tool in ("storescu",):
             if shutil.which(tool) is None:
                 sys.exit(f"{tool} not found: install dcmtk (.ci/bootstrap --test)")

@@ -25,7 +25,7 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
@@ -226,13 +226,15 @@ class _NodeServer(ThreadedAssociationServer):
         self._listening_socket = listening_socket
         self.peer_limiter = peer_limiter
         self.patches = patches
-        super().__init__(*args, request_handler=_NodeRequestHandler, **kwargs)
+        kwargs["request_handler"] = _NodeRequestHandler
+        super().__init__(*args, **kwargs)
 
     def server_bind(self) -> None:
         if self._listening_socket is None:
             super().server_bind()
             return
-        self.socket.close()
+        if self.socket is not None:
+            self.socket.close()  # the one socketserver made; the node's own replaces it
         self.socket = self._listening_socket
         # Shared with the node's other listener processes: accept() must not block
         # when another process took the connection first.
@@ -246,7 +248,7 @@ class _NodeServer(ThreadedAssociationServer):
     def server_close(self) -> None:
         if self._listening_socket is None:
             super().server_close()
-        else:  # no shutdown(): the node's other listener processes still accept on it
+        elif self.socket is not None:  # no shutdown(): the node's other listener processes still accept on it
             self.socket.close()
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
@@ -366,16 +368,15 @@ class StorageSCP:
         accept on, shared with its other listener processes; without it the
         SCP binds ``(host, port)`` itself (``port=0``: an ephemeral port, tests).
         """
-        self._server = self._ae.make_server(
-            (host, port), evt_handlers=self.handlers, server_class=_NodeServer,
+        server = cast(_NodeServer, self._ae.make_server(
+            (host, port), evt_handlers=cast(Any, self.handlers), server_class=_NodeServer,
             listening_socket=listening_socket, peer_limiter=self.peer_limiter,
             patches=self.pynetdicom_patches,
-        )
-        self._ae._servers.append(self._server)  # as AE.start_server does, so AE.shutdown stops it
-        threading.Thread(
-            target=self._server.serve_forever, name=f"StorageSCP:{port}", daemon=True
-        ).start()
-        bound = self._server.server_address
+        ))
+        self._server = server
+        self._ae._servers.append(server)  # as AE.start_server does, so AE.shutdown stops it
+        threading.Thread(target=server.serve_forever, name=f"StorageSCP:{port}", daemon=True).start()
+        bound = server.server_address
         logger.info("Storage SCP %s listening on %s:%s", self.ae_title, bound[0], bound[1])
         return bound[0], bound[1]
 
@@ -395,8 +396,10 @@ class StorageSCP:
     def _handle_requested(self, event: evt.Event) -> None:
         """Admission control: calling AE (and host), called AE, association limit."""
         assoc = event.assoc
-        calling = assoc.requestor.primitive.calling_ae_title
-        called = assoc.requestor.primitive.called_ae_title
+        request = assoc.requestor.primitive
+        assert request is not None  # EVT_REQUESTED fires with the A-ASSOCIATE request
+        calling = request.calling_ae_title
+        called = request.called_ae_title
         host = assoc.requestor.address
         if self.allowed_peers and not any(p.matches(calling, host) for p in self.allowed_peers):
             logger.warning("Rejected association from %r at %s: calling AE title not allowed", calling, host)
@@ -416,7 +419,7 @@ class StorageSCP:
         with self._slots_lock:
             self._slots.add(id(assoc))
         assoc.acceptor.supported_contexts = contexts_preferring_requestor(
-            assoc.requestor.primitive.presentation_context_definition_list
+            request.presentation_context_definition_list
         )
 
     def _handle_conn_close(self, event: evt.Event) -> None:

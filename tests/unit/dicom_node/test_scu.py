@@ -9,6 +9,7 @@ from pydicom import dcmread
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage
 
+from dicom_node.patches import PYNETDICOM_PATCHES
 from dicom_node.scp import AllowedPeer, StorageSCP
 from dicom_node.scu import Destination, StorageSCU, _batches, _Item
 from dicom_node.storage import InstanceStore
@@ -108,21 +109,24 @@ class _LingeringCheckpoint(threading.Event):
         return passed
 
 
-def test_a_response_is_never_taken_by_the_association_reactor(scp, tmp_path, monkeypatch):
+@pytest.mark.parametrize("patches", [PYNETDICOM_PATCHES, tuple(p for p in PYNETDICOM_PATCHES if p != "scu-response-order")],
+                         ids=["with scu-response-order", "stock DIMSE provider"])
+def test_a_response_is_never_taken_by_the_association_reactor(scp, tmp_path, monkeypatch, patches):
     """pynetdicom's pause of the reactor has a window: a reactor that passed its
     checkpoint just before the pause and was held up could take the C-STORE
     response off the queue before the sender looked, and drop it (the sender then
     waited its DIMSE timeout; seen as ~30 s stalls delivering to Orthanc). Here that
     state is made certain: each request goes out while the reactor lingers past an
     open checkpoint with ``_is_paused`` still True (what the sender checks), and the
-    sender looks for its response only 0.4 s later."""
+    sender looks for its response only 0.4 s later. Without the patch (node.pynetdicom_patches
+    lacking "scu-response-order") pynetdicom's own provider loses the responses."""
     from dicom_node import scu
 
     node, destination = scp
     real_prepare = scu._prepare
 
-    def prepare_with_slow_threads(assoc):
-        real_prepare(assoc)
+    def prepare_with_slow_threads(assoc, enabled):
+        real_prepare(assoc, enabled)
         checkpoint = _LingeringCheckpoint()
         checkpoint.set()
         assoc._reactor_checkpoint = checkpoint
@@ -139,7 +143,10 @@ def test_a_response_is_never_taken_by_the_association_reactor(scp, tmp_path, mon
     monkeypatch.setattr(scu, "_prepare", prepare_with_slow_threads)
     files = write_series(tmp_path / "s", 3)
 
-    results = StorageSCU("SENDER", dimse_timeout=5).send(files, destination)
+    results = StorageSCU("SENDER", dimse_timeout=3, pynetdicom_patches=patches).send(files, destination)
 
-    assert [r.status for r in results] == [0, 0, 0]
-    assert len(node.received) == 3
+    if "scu-response-order" in patches:
+        assert [r.status for r in results] == [0, 0, 0]
+        assert len(node.received) == 3
+    else:  # what the patch fixes: the stock provider drops a response and the sender times out
+        assert results[0].status is None and results[0].reason == "no response (timeout or abort)"
