@@ -97,3 +97,20 @@ def test_the_per_peer_cap_is_shared_through_its_counters():
     assert other.try_acquire("10.0.0.2")
     one.release("10.0.0.1")
     assert other.try_acquire("10.0.0.1")
+
+
+def test_an_item_length_that_runs_past_its_pdu_is_refused_and_others_are_served(tmp_path):
+    """Inside a PDU of sane length, a variable item claiming 64 KiB (PS3.8 §9.3.2.1) is read
+    within the PDU's bytes only: the request is answered (rejected or aborted), nothing waits."""
+    node, address = _start(tmp_path)
+    context = b"1.2.840.10008.3.1.1.1"
+    body = (b"\x00\x01\x00\x00" + b"RADGROUND".ljust(16) + b"ECHOER".ljust(16) + bytes(32)
+            + b"\x10\x00" + struct.pack(">H", 0xFFFF) + context)
+    try:
+        with socket.create_connection(address) as lying:
+            lying.sendall(struct.pack(">BBL", 0x01, 0, len(body)) + body)
+            answer = _read_until_closed(lying)
+            assert answer[:1] in (b"\x03", b"\x07")  # A-ASSOCIATE-RJ or A-ABORT, then the node hangs up
+        assert _echo(address)
+    finally:
+        node.stop()
