@@ -6,12 +6,18 @@ association thread. Received bytes are stored exactly as they arrived
 (:mod:`dicom_node.storage`) and the caller's ``on_stored`` hook is told about
 each instance; the node knows nothing of databases or queues.
 
-Speed: every association reads through :mod:`dicom_node.sockets` (quick ACKs,
-``TCP_NODELAY``), which removes the Nagle/delayed-ACK stall of senders with
-Nagle's algorithm on (dcmtk's ``storescu`` as Debian ships it, many PACS), its
-threads wait for events instead of polling (:mod:`dicom_node.reactors`), and
-C-STORE command sets are read and written directly
-(:mod:`dicom_node.store_fastpath`).
+Admission: the node accepts on its own listening socket
+(:mod:`dicom_node.listening`), caps connections per peer address at accept
+(before any thread serves them), gives every connection the network timeout
+and ``TCP_NODELAY``, then checks calling/called AE titles and the association
+limit on the A-ASSOCIATE-RQ.
+
+pynetdicom internals, each switchable (``pynetdicom_patches``,
+:mod:`dicom_node.patches`, docs/third-party-patches.md): every PDU is read
+bounded and with a deadline, with quick ACKs (:mod:`dicom_node.sockets`), the
+association threads wait for events instead of polling
+(:mod:`dicom_node.reactors`), and C-STORE command sets are read and written
+directly (:mod:`dicom_node.store_fastpath`).
 """
 
 from __future__ import annotations

@@ -114,3 +114,12 @@ def test_an_item_length_that_runs_past_its_pdu_is_refused_and_others_are_served(
         assert _echo(address)
     finally:
         node.stop()
+
+
+def test_a_connection_that_never_sends_a_request_is_closed_by_the_artim_timer(tmp_path):
+    node, address = _start(tmp_path, acse_timeout=1.0)
+    try:
+        with socket.create_connection(address) as silent:
+            assert _read_until_closed(silent) == b""  # PS3.8 §9.1.5: ARTIM expiry closes the connection
+    finally:
+        node.stop()
