@@ -253,7 +253,13 @@ PATCH_VARIANTS = [
 ]
 
 
-def compare_patches(args: argparse.Namespace, console: Console) -> None:
+def compare_patches(
+    args: argparse.Namespace,
+    console: Console,
+    *,
+    variants: list[tuple[str, tuple[str, ...]]],
+    scenarios: list[tuple[str, str, str]],
+) -> None:
     """RadGround with all its pynetdicom patches against itself without each, in one run.
 
     Every variant runs as its own ``radground node`` (1 listener process, no
@@ -270,16 +276,16 @@ def compare_patches(args: argparse.Namespace, console: Console) -> None:
             (scenario, r): write_series(work / f"load-{s}-{r}", sizes[load][0], rows=sizes[load][1],
                                         columns=sizes[load][1])
             for r in range(args.rounds)
-            for s, (scenario, load, _) in enumerate(PATCH_SCENARIOS)
+            for s, (scenario, load, _) in enumerate(scenarios)
         }
         receivers = {name: start_radground(work / f"node-{i}", 1, "never", patches=patches, command="node")
-                     for i, (name, patches) in enumerate(PATCH_VARIANTS)}
+                     for i, (name, patches) in enumerate(variants)}
         rates: dict[tuple[str, str], list[float]] = {}
         try:
             for r in range(args.rounds):
-                for scenario, _, sender in PATCH_SCENARIOS:
+                for scenario, _, sender in scenarios:
                     files = loads[(scenario, r)]
-                    order = PATCH_VARIANTS if r % 2 == 0 else PATCH_VARIANTS[::-1]
+                    order = variants if r % 2 == 0 else variants[::-1]
                     for name, _ in order:
                         before = count_received(receivers[name])
                         elapsed = send(receivers[name], files, sender)
@@ -293,18 +299,18 @@ def compare_patches(args: argparse.Namespace, console: Console) -> None:
     table = Table(title=f"RadGround's pynetdicom patches, instances/s (median of {args.rounds} interleaved "
                         "rounds; 1 listener, no fsync) and ratio all patches / variant")
     table.add_column("load / sender")
-    for name, _ in PATCH_VARIANTS:
+    for name, _ in variants:
         table.add_column(name, justify="right")
-    for scenario, *_ in PATCH_SCENARIOS:
-        best = statistics.median(rates[(scenario, PATCH_VARIANTS[0][0])])
+    for scenario, *_ in scenarios:
+        best = statistics.median(rates[(scenario, variants[0][0])])
         cells = []
-        for name, _ in PATCH_VARIANTS:
+        for name, _ in variants:
             median = statistics.median(rates[(scenario, name)])
-            cells.append(f"{median:.0f}" if name == PATCH_VARIANTS[0][0] else f"{median:.0f} ({best / median:.2f}x)")
+            cells.append(f"{median:.0f}" if name == variants[0][0] else f"{median:.0f} ({best / median:.2f}x)")
         table.add_row(scenario, *cells)
     console.print(table)
-    for scenario, *_ in PATCH_SCENARIOS:
-        for name, _ in PATCH_VARIANTS:
+    for scenario, *_ in scenarios:
+        for name, _ in variants:
             console.print(f"{scenario} | {name}: " + ", ".join(f"{rate:.0f}" for rate in rates[(scenario, name)]))
 
 
@@ -324,15 +330,15 @@ def main() -> None:
     if args.quick:
         args.small, args.large = args.small // 5, args.large // 5
     if args.compare_patches:
-        global PATCH_VARIANTS, PATCH_SCENARIOS
-        if args.variants:
-            PATCH_VARIANTS = [v for v in PATCH_VARIANTS if v[0] in args.variants.split(";")]
-        if args.scenarios:
-            PATCH_SCENARIOS = [s for s in PATCH_SCENARIOS if s[0] in args.scenarios.split(";")]
+        variants = [v for v in PATCH_VARIANTS if not args.variants or v[0] in args.variants.split(";")]
+        scenarios = [s for s in PATCH_SCENARIOS if not args.scenarios or s[0] in args.scenarios.split(";")]
+        if not variants or not scenarios:
+            sys.exit("--variants/--scenarios matched nothing: " + "; ".join(
+                [v[0] for v in PATCH_VARIANTS] + [s[0] for s in PATCH_SCENARIOS]))
         for tool in ("storescu",):
             if shutil.which(tool) is None:
                 sys.exit(f"{tool} not found: install dcmtk (.ci/bootstrap --test)")
-        compare_patches(args, Console(width=200))
+        compare_patches(args, Console(width=200), variants=variants, scenarios=scenarios)
         return
     for tool in ("storescu", "storescp"):
         if shutil.which(tool) is None:
