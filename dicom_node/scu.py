@@ -30,7 +30,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
-from pynetdicom import AE, _config
+from pynetdicom import AE, _config, evt
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_CANCEL
 from pynetdicom.presentation import PresentationContext
@@ -156,12 +156,21 @@ class StorageSCU:
         ae.acse_timeout, ae.dimse_timeout, ae.network_timeout = self._timeouts
         return ae
 
+    def _connection_handlers(self) -> list[Any]:
+        """pynetdicom's documented EVT_CONN_OPEN hook: guard the reads from the connection's
+        first PDU (the peer's A-ASSOCIATE-AC/RJ) on."""
+        if PDU_LIMITS not in self.pynetdicom_patches:
+            return []
+        quick_ack = QUICK_ACK in self.pynetdicom_patches
+        return [(evt.EVT_CONN_OPEN, lambda event: guard_association_socket(event.assoc, quick_ack=quick_ack))]
+
     def echo(self, destination: Destination) -> EchoResult:
         """Verify the peer with C-ECHO (PS3.4 Annex A)."""
         ae = self._ae()
         ae.add_requested_context(Verification)
         start = time.perf_counter()
-        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title,
+                             evt_handlers=self._connection_handlers())
         if not assoc.is_established:
             return EchoResult(False, None, time.perf_counter() - start, _association_failure(assoc))
         _prepare(assoc, self.pynetdicom_patches)
@@ -214,7 +223,8 @@ class StorageSCU:
         ae = self._ae()
         for cx in _contexts_for(items[i] for i in batch):
             ae.add_requested_context(cx.abstract_syntax, cx.transfer_syntax)
-        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title,
+                             evt_handlers=self._connection_handlers())
         if not assoc.is_established:
             reason = _association_failure(assoc)
             for index in batch:
@@ -280,9 +290,8 @@ def _is_response(message: Any) -> bool:
 
 
 def _prepare(assoc: Any, patches: frozenset[str]) -> None:
-    """Our read path and response-keeping DIMSE provider for an established association."""
-    if PDU_LIMITS in patches:
-        guard_association_socket(assoc, quick_ack=QUICK_ACK in patches)
+    """The response-keeping DIMSE provider for an established association (its reads are
+    guarded from the connection's start, :meth:`StorageSCU._connection_handlers`)."""
     if SCU_RESPONSE_ORDER in patches and type(assoc.dimse) is DIMSEServiceProvider:
         assoc.dimse.__class__ = _RequestorDIMSE
 

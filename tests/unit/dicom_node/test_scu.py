@@ -150,3 +150,35 @@ def test_a_response_is_never_taken_by_the_association_reactor(scp, tmp_path, mon
         assert len(node.received) == 3
     else:  # what the patch fixes: the stock provider drops a response and the sender times out
         assert results[0].status is None and results[0].reason == "no response (timeout or abort)"
+
+
+def test_a_peer_answering_with_an_absurd_pdu_length_is_aborted_from_the_first_pdu():
+    """The SCU reads the peer's A-ASSOCIATE-AC through the same bounded read as everything
+    after it: a 4 GiB length is answered with A-ABORT, nothing is allocated or waited for."""
+    import struct
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    received: list[bytes] = []
+
+    def peer():
+        connection, _ = listener.accept()
+        with connection:
+            connection.settimeout(20)
+            connection.recv(65536)  # the A-ASSOCIATE-RQ
+            connection.sendall(struct.pack(">BBL", 0x02, 0, 0xFFFFFFFF))  # an "A-ASSOCIATE-AC" of 4 GiB
+            data = b""
+            while chunk := connection.recv(4096):
+                data += chunk
+            received.append(data)
+
+    thread = threading.Thread(target=peer, daemon=True)
+    thread.start()
+    try:
+        result = StorageSCU("SENDER", acse_timeout=5).echo(Destination("PEER", "127.0.0.1", listener.getsockname()[1]))
+        thread.join(20)
+        assert not result.ok
+        assert received == [bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x06])]  # A-ABORT, then closed
+    finally:
+        listener.close()
