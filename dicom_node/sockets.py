@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 _TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 _PDU_HEADER = struct.Struct(">BBL")  # PDU type, reserved, PDU length (PS3.8 §9.3.1)
+_UL = struct.Struct(">L")
 
 ASSOCIATION_PDU_LIMIT = 1 << 20
 """Largest A-ASSOCIATE-RQ/AC accepted (1 MiB). PS3.8 sets no maximum; 128 presentation
@@ -94,6 +95,8 @@ class GuardedSocket(AssociationSocket):
 
     #: Re-arm TCP_QUICKACK after every read (:class:`QuickAckSocket`).
     quick_ack = False
+    #: (type, length) of the PDU whose header was read last: its body is the next read.
+    _announced: tuple[int, int] | None = None
 
     def recv(self, nr_bytes: int) -> bytearray:
         """Read ``nr_bytes`` (a PDU header, or the rest of the PDU it announced).
@@ -101,7 +104,8 @@ class GuardedSocket(AssociationSocket):
         Raises
         ------
         PDURefusedError
-            A header announces a PDU over its limit (an A-ABORT was sent).
+            A header announces a PDU over its limit, or a P-DATA-TF's PDV item
+            lengths do not add up to it (an A-ABORT was sent).
         TimeoutError
             The bytes did not arrive within the network timeout.
         """
@@ -109,19 +113,40 @@ class GuardedSocket(AssociationSocket):
         timeout = self.assoc.network_timeout or 60.0
         buffer = _read_exactly(connection, nr_bytes, deadline=time.monotonic() + timeout,
                                restore_timeout=connection.gettimeout(), quick_ack=self.quick_ack)
-        if nr_bytes == _PDU_HEADER.size and len(buffer) == nr_bytes:
+        announced, self._announced = self._announced, None
+        if announced is not None and announced[1] == nr_bytes:  # the body of the header read last
+            if announced[0] == 0x04 and len(buffer) == nr_bytes:
+                self._check_pdv_items(connection, buffer)
+        elif nr_bytes == _PDU_HEADER.size and len(buffer) == nr_bytes:  # pynetdicom reads headers alone
             self._check_header(connection, buffer)
         return buffer
 
     def _check_header(self, connection: socket.socket, header: bytearray) -> None:
         pdu_type, _, length = _PDU_HEADER.unpack(header)
         limit = pdu_length_limit(pdu_type, maximum_pdu_size=_local_maximum_pdu_size(self.assoc))
-        if limit is None or length <= limit:
+        if limit is None:
+            return  # an unknown PDU type: pynetdicom refuses it without reading on
+        if length <= limit:
+            self._announced = (pdu_type, length)
             return
-        logger.warning(
-            "Aborted the connection from %s: PDU type 0x%02X declares %d bytes, more than %d",
-            _peer(connection), pdu_type, length, limit,
-        )
+        self._abort(connection, f"PDU type 0x{pdu_type:02X} declares {length} bytes, more than {limit}")
+
+    def _check_pdv_items(self, connection: socket.socket, body: bytearray) -> None:
+        """Each PDV item's length (PS3.8 §9.3.5.1: context ID, control header, fragment) must fit
+        in the P-DATA-TF, and the items must fill it exactly."""
+        offset, end = 0, len(body)
+        while offset < end:
+            if end - offset < 4:
+                self._abort(connection, f"P-DATA-TF has {end - offset} stray bytes after its PDV items")
+            (length,) = _UL.unpack_from(body, offset)
+            if length < 2 or length > end - offset - 4:
+                self._abort(connection, f"PDV item declares {length} bytes, {end - offset - 4} remain in its P-DATA-TF")
+            offset += 4 + length
+
+    def _abort(self, connection: socket.socket, reason: str) -> None:
+        """Send A-ABORT, close the connection for the peer, raise :class:`PDURefusedError`."""
+        self._announced = None
+        logger.warning("Aborted the connection from %s: %s", _peer(connection), reason)
         try:
             connection.sendall(_ABORT_INVALID_PARAMETER)
             # The peer sees the connection close now; pynetdicom closes the socket when its
@@ -129,7 +154,7 @@ class GuardedSocket(AssociationSocket):
             connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass  # the peer is gone; closing is all that is left
-        raise PDURefusedError(f"PDU type 0x{pdu_type:02X} declares {length} bytes, more than {limit}")
+        raise PDURefusedError(reason)
 
 
 class QuickAckSocket(GuardedSocket):

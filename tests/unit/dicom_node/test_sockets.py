@@ -115,3 +115,31 @@ def test_a_guarded_association_talks_dicom_without_nagle(tmp_path):
         assert [r.status for r in results] == [0x0000] * 3
     finally:
         node.stop()
+
+
+@pytest.mark.parametrize(("items", "reason"), [
+    (struct.pack(">L", 100) + b"\x01\x03" + b"x" * 10, "PDV item declares 100 bytes, 12 remain"),
+    (struct.pack(">L", 1) + b"\x01", "PDV item declares 1 bytes"),  # no room for context ID + header
+    (struct.pack(">L", 4) + b"\x01\x03ab" + b"\x00\x00", "2 stray bytes after its PDV items"),
+])
+def test_a_pdv_item_length_that_does_not_fit_its_p_data_is_aborted(items, reason):
+    left, right = socket.socketpair()
+    with left, right:
+        reader = _reader(left)
+        right.sendall(struct.pack(">BBL", 0x04, 0, len(items)) + items)
+        assert len(reader.recv(6)) == 6
+        with pytest.raises(PDURefusedError, match=reason):
+            reader.recv(len(items))
+        assert right.recv(100) == bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x06])
+
+
+def test_well_formed_p_data_with_several_pdv_items_passes():
+    left, right = socket.socketpair()
+    with left, right:
+        reader = _reader(left)
+        items = struct.pack(">L", 4) + b"\x01\x03ab" + struct.pack(">L", 2) + b"\x01\x02"
+        right.sendall(struct.pack(">BBL", 0x04, 0, len(items)) + items + struct.pack(">BBL", 0x05, 0, 4) + bytes(4))
+        assert reader.recv(6) == struct.pack(">BBL", 0x04, 0, len(items))
+        assert reader.recv(len(items)) == items
+        assert reader.recv(6) == struct.pack(">BBL", 0x05, 0, 4)  # A-RELEASE-RQ: no PDV items to check
+        assert reader.recv(4) == bytes(4)
