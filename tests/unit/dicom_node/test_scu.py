@@ -182,3 +182,25 @@ def test_a_peer_answering_with_an_absurd_pdu_length_is_aborted_from_the_first_pd
         assert received == [bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x06])]  # A-ABORT, then closed
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "stored"),
+    [
+        (0x0000, True),
+        (0xB000, True),  # Coercion of Data Elements (PS3.4 Table B.2-1)
+        (0xB007, True),  # Data Set does not match SOP Class (Warning)
+        (0x0107, True),  # Attribute List Error: a Warning (PS3.7 Annex C), the instance is stored
+        (0x0116, True),  # Attribute Value Out of Range: a Warning
+        (0xA700, False),
+        (0xA900, False),
+        (0xC000, False),
+        (0x0110, False),  # Processing Failure
+        (None, False),
+    ],
+)
+def test_send_result_is_ok_for_success_and_warning_statuses(status, stored):
+    """Categories come from pynetdicom's code_to_category, not a hand-written rule."""
+    from dicom_node.scu import SendResult
+
+    assert SendResult("x.dcm", "1.2.3", status).ok is stored
