@@ -207,7 +207,24 @@ class _NodeRequestHandler(RequestHandler):
             make_event_driven(assoc)
         if STORE_FAST_PATH in patches:
             use_store_fast_path(assoc)
+        _release_peer_slot_when_done(assoc, self.server.peer_limiter, str(self.client_address[0]))
         return assoc
+
+
+def _release_peer_slot_when_done(assoc: Any, limiter: PeerConnectionLimiter, host: str) -> None:
+    """Hold the connection's per-peer slot until its association thread ends, not just until
+    its socket closes: a connection closed before its A-ASSOCIATE-RQ arrived (refused PDU,
+    stalled header) keeps pynetdicom's thread waiting up to the ACSE timeout, and the cap is
+    what bounds those threads per peer."""
+    run = assoc.run
+
+    def run_then_release() -> None:
+        try:
+            run()
+        finally:
+            limiter.release(host)
+
+    assoc.run = run_then_release  # threading.Thread.start() calls self.run()
 
 
 class _NodeServer(ThreadedAssociationServer):
@@ -429,7 +446,6 @@ class StorageSCP:
         )
 
     def _handle_conn_close(self, event: evt.Event) -> None:
-        self.peer_limiter.release(str(event.assoc.requestor.address))
         with self._slots_lock:
             held = id(event.assoc) in self._slots
             self._slots.discard(id(event.assoc))

@@ -69,8 +69,8 @@ def test_a_connection_that_stalls_inside_a_pdu_header_is_closed_after_the_networ
         node.stop()
 
 
-def test_connections_per_peer_address_are_capped_and_freed_when_they_close(tmp_path):
-    node, address = _start(tmp_path, peer_limiter=PeerConnectionLimiter(2))
+def test_connections_per_peer_address_are_capped_and_freed_when_their_association_ends(tmp_path):
+    node, address = _start(tmp_path, peer_limiter=PeerConnectionLimiter(2), acse_timeout=2.0)
     try:
         first, second = socket.create_connection(address), socket.create_connection(address)
         with socket.create_connection(address) as third:
