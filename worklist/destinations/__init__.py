@@ -1,0 +1,38 @@
+"""Network destinations RadGround delivers results to, one module per protocol.
+
+* :mod:`worklist.destinations.dicomweb` -- DICOMweb STOW-RS (PS3.18 §10.5);
+* :mod:`worklist.destinations.mllp` -- HL7 v2 messages over MLLP (HL7 v2.5.1 ch. 2,
+  Appendix C);
+* :mod:`worklist.destinations.security` -- HTTP credentials and TLS options they share.
+
+Each client takes explicit arguments (no settings, no database, no Celery) and
+classifies every failure once, as retryable or final, for the delivery layer.
+"""
+
+from worklist.destinations.dicomweb import (
+    DICOM_JSON,
+    FailureReason,
+    InstanceOutcome,
+    StowInstanceResult,
+    StowResult,
+    WarningReason,
+    classify_failure_reason,
+    make_client,
+    store_instances,
+)
+from worklist.destinations.security import AuthKind, HttpAuth, TlsOptions
+
+__all__ = [
+    "DICOM_JSON",
+    "AuthKind",
+    "FailureReason",
+    "HttpAuth",
+    "InstanceOutcome",
+    "StowInstanceResult",
+    "StowResult",
+    "TlsOptions",
+    "WarningReason",
+    "classify_failure_reason",
+    "make_client",
+    "store_instances",
+]
