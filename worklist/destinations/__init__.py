@@ -20,19 +20,33 @@ from worklist.destinations.dicomweb import (
     make_client,
     store_instances,
 )
+from worklist.destinations.mllp import (
+    AckCode,
+    ErrorCondition,
+    MllpOutcome,
+    MllpResult,
+    message_control_id,
+    send_message,
+)
 from worklist.destinations.security import AuthKind, HttpAuth, TlsOptions
 
 __all__ = [
     "DICOM_JSON",
+    "AckCode",
     "AuthKind",
+    "ErrorCondition",
     "FailureReason",
     "HttpAuth",
     "InstanceOutcome",
+    "MllpOutcome",
+    "MllpResult",
     "StowInstanceResult",
     "StowResult",
     "TlsOptions",
     "WarningReason",
     "classify_failure_reason",
     "make_client",
+    "message_control_id",
+    "send_message",
     "store_instances",
 ]
