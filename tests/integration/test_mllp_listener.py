@@ -283,3 +283,21 @@ def test_tls_with_an_untrusted_certificate_is_final(certificate):
         assert receiver.received == []  # nothing sent over an unverified channel
     assert result.outcome is MllpOutcome.FAILED_FINAL
     assert "TLS certificate" in result.reason
+
+
+@pytest.mark.parametrize(("code", "error", "outcome"), [
+    ("CA", None, MllpOutcome.ACCEPTED),
+    ("CE", None, MllpOutcome.FAILED_RETRYABLE),
+    ("CR", None, MllpOutcome.FAILED_FINAL),
+    ("AE", "204^Unknown key identifier^HL70357", MllpOutcome.FAILED_RETRYABLE),
+    ("AE", "206^Application record locked^HL70357", MllpOutcome.FAILED_RETRYABLE),
+    ("AR", "207^Application internal error^HL70357", MllpOutcome.FAILED_RETRYABLE),
+    ("AE", "103^Table value not found^HL70357", MllpOutcome.FAILED_FINAL),
+    ("AE", "205^Duplicate key identifier^HL70357", MllpOutcome.FAILED_FINAL),
+    ("ZZ", None, MllpOutcome.FAILED_FINAL),
+])
+def test_acknowledgment_codes_and_error_conditions_are_classified_per_the_table(code, error, outcome):
+    with mllp_listener(lambda m: ack(code, "RG-0100", error=error)) as (port, _):
+        result = send_message("127.0.0.1", port, oru_message("RG-0100"), timeout=10)
+    assert result.outcome is outcome
+    assert result.ack_code == code
