@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import highdicom as hd
 import pytest
@@ -24,7 +25,8 @@ from tests.integration.dicomweb import (
     wado_instance,
 )
 from tests.integration.orthanc import OrthancNotInstalled
-from worklist.destinations import InstanceOutcome, store_instances
+from tests.integration.tls import NoOpenSSL, self_signed_certificate, tls_proxy
+from worklist.destinations import InstanceOutcome, TlsOptions, store_instances
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +132,26 @@ def test_a_server_that_is_down_is_retryable_for_every_instance(tmp_path):
     assert [i.outcome for i in result.instances] == [InstanceOutcome.FAILED_RETRYABLE] * 3
     assert result.to_retry == tuple(dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files)
     assert "ConnectError" in result.peer_answer
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    try:
+        return self_signed_certificate(tmp_path_factory.mktemp("tls"))
+    except NoOpenSSL as exc:
+        pytest.skip(str(exc))
+
+
+def test_stow_over_tls_with_the_servers_ca_stores_and_an_untrusted_certificate_is_final(
+        dicomweb, certificate, tmp_path):
+    files = write_study(tmp_path)
+    plain = urlsplit(dicomweb)
+    with tls_proxy(certificate, plain.port) as port:
+        base = f"https://127.0.0.1:{port}{plain.path}"
+        refused = store_instances(base, files, tls=TlsOptions())  # system CAs only
+        trusted = store_instances(base, files, tls=TlsOptions(ca_bundle=certificate[0]))
+
+    assert refused.final == refused.instances and refused.status_code is None
+    assert "TLS certificate" in refused.peer_answer
+    assert trusted.complete
+    assert all(i.retrieve_url for i in trusted.instances)

@@ -7,10 +7,8 @@ independent implementation; tests assert the received message field by field.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +18,7 @@ from hl7apy.core import Message
 from hl7apy.mllp import AbstractHandler, MLLPServer
 from hl7apy.parser import parse_message
 
+from tests.integration.tls import NoOpenSSL, self_signed_certificate, server_context
 from worklist.destinations import TlsOptions
 from worklist.destinations.mllp import MllpOutcome, frame, message_control_id, send_message
 
@@ -252,21 +251,10 @@ def test_framing_and_control_id_errors_are_refused_before_sending():
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory):
-    """A self-signed certificate for 127.0.0.1 and its key (PEM), made by the openssl CLI."""
-    if shutil.which("openssl") is None:
-        pytest.skip("no openssl command to make a test certificate")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    return cert, key
-
-
-def server_context(certificate) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(*map(str, certificate))
-    return context
+    try:
+        return self_signed_certificate(tmp_path_factory.mktemp("tls"))
+    except NoOpenSSL as exc:
+        pytest.skip(str(exc))
 
 
 def test_tls_with_the_receivers_ca_is_accepted(certificate):

@@ -239,3 +239,29 @@ def test_credentials_never_show_in_repr_and_tls_options_are_checked(tmp_path):
     assert context.check_hostname is False
     with pytest.raises(ValueError, match="make_client"):
         store_instances(BASE, ["x"], tls=TlsOptions(), client=make_client())
+
+
+def test_a_large_instance_is_sent_without_being_held_in_memory(tmp_path):
+    import tracemalloc
+
+    (big,) = write_series(tmp_path / "big", 1, rows=2048, columns=2048)  # 8 MB of pixels
+    uid = uids([big])[0]
+    sent = 0
+
+    class Discard(httpx.BaseTransport):
+        def handle_request(self, request):
+            nonlocal sent
+            for chunk in request.stream:  # a socket would write each chunk and drop it
+                sent += len(chunk)
+            return answer(200, referenced=[item(uid)])
+
+    with httpx.Client(transport=Discard()) as client:
+        tracemalloc.start()
+        try:
+            result = store_instances(BASE, [big], client=client)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert result.complete
+    assert sent > big.stat().st_size > 8 * 1024 * 1024
+    assert peak < 2 * 1024 * 1024, f"peak {peak} bytes while sending an {big.stat().st_size}-byte file"
