@@ -20,6 +20,7 @@ from worklist.destinations.dicomweb import (
     make_client,
     store_instances,
 )
+from worklist.destinations.errors import InvalidMllpRequestError, InvalidStowRequestError
 from worklist.destinations.mllp import (
     AckCode,
     ErrorCondition,
@@ -38,6 +39,8 @@ __all__ = [
     "FailureReason",
     "HttpAuth",
     "InstanceOutcome",
+    "InvalidMllpRequestError",
+    "InvalidStowRequestError",
     "MllpOutcome",
     "MllpResult",
     "StowInstanceResult",

@@ -37,6 +37,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from dicom_node.uids import is_valid_uid, short_uid
+from worklist.destinations.errors import InvalidStowRequestError
 from worklist.destinations.security import HttpAuth, TlsOptions, check_header_safe
 from worklist.destinations.stow_response import (
     DICOM_JSON,
@@ -87,20 +88,20 @@ def _read_part(path: Path) -> _Part:
         with path.open("rb") as file:
             head = file.read(132)
     except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise InvalidStowRequestError(f"cannot read {path}: {exc.strerror or exc}") from None
     if head[128:132] != b"DICM":
-        raise ValueError(f"{path} is not a DICOM PS3.10 file (no 'DICM' prefix); STOW-RS sends "
+        raise InvalidStowRequestError(f"{path} is not a DICOM PS3.10 file (no 'DICM' prefix); STOW-RS sends "
                          "PS3.10 files (PS3.18 §8.7.3.3.1)")
     try:
         header = dcmread(path, stop_before_pixels=True, specific_tags=[
             "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"])
     except (InvalidDicomError, OSError, ValueError) as exc:
-        raise ValueError(f"{path} is not a readable DICOM file: {exc}") from None
+        raise InvalidStowRequestError(f"{path} is not a readable DICOM file: {exc}") from None
     uids = {}
     for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"):
         value = str(header.get(keyword, "") or "")
         if not is_valid_uid(value):
-            raise ValueError(f"{path} has no valid {keyword}")
+            raise InvalidStowRequestError(f"{path} has no valid {keyword}")
         uids[keyword] = value
     return _Part(sop_class_uid=uids["SOPClassUID"], sop_instance_uid=uids["SOPInstanceUID"],
                  study_instance_uid=uids["StudyInstanceUID"], path=path, size=path.stat().st_size)
@@ -144,11 +145,11 @@ def _check_base_url(base_url: str) -> str:
         raise TypeError(f"base_url must be a string, got {type(base_url).__name__}")
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
+        raise InvalidStowRequestError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
     if parts.username is not None or parts.password is not None:
-        raise ValueError("base_url must not carry credentials; pass them as auth")
+        raise InvalidStowRequestError("base_url must not carry credentials; pass them as auth")
     if parts.query or parts.fragment:
-        raise ValueError("base_url must not have a query or fragment (PS3.18 §8.2 Base URI)")
+        raise InvalidStowRequestError("base_url must not have a query or fragment (PS3.18 §8.2 Base URI)")
     return base_url.rstrip("/")
 
 
@@ -215,10 +216,12 @@ def store_instances(
 
     Raises
     ------
-    ValueError, TypeError
-        Bad arguments: no instances, a file that is not a PS3.10 file with
-        valid UIDs, repeated SOP Instance UIDs, instances of another study than
-        a bad base URL, timeout or request id.
+    InvalidStowRequestError
+        (a ``ValueError``) Nothing was sent: no instances, a file that is not a
+        PS3.10 file with valid UIDs, repeated SOP Instance UIDs, a bad base URL,
+        study UID, timeout or request id.
+    TypeError
+        An argument of the wrong type (``auth``, ``tls``, ``base_url``).
     """
     url = _check_base_url(base_url) + "/studies"
     auth = HttpAuth.none() if auth is None else auth
@@ -227,24 +230,24 @@ def store_instances(
     if tls is not None and not isinstance(tls, TlsOptions):
         raise TypeError(f"tls must be TlsOptions, got {type(tls).__name__}")
     if tls is not None and client is not None:
-        raise ValueError("give tls to make_client() when passing a client, not to store_instances()")
+        raise InvalidStowRequestError("give tls to make_client() when passing a client, not to store_instances()")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (
         math.isfinite(timeout) and timeout > 0
     ):
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        raise InvalidStowRequestError(f"timeout must be a positive number of seconds, got {timeout!r}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        raise InvalidStowRequestError(f"chunk_size must be a positive int, got {chunk_size!r}")
     if isinstance(instances, (str, Path)) or not instances:
-        raise ValueError("instances must be a non-empty sequence of file paths")
+        raise InvalidStowRequestError("instances must be a non-empty sequence of file paths")
     parts = [_read_part(Path(p)) for p in instances]
     seen: set[str] = set()
     for part in parts:
         if part.sop_instance_uid in seen:
-            raise ValueError(f"{part.path} repeats SOP Instance UID {short_uid(part.sop_instance_uid)}")
+            raise InvalidStowRequestError(f"{part.path} repeats SOP Instance UID {short_uid(part.sop_instance_uid)}")
         seen.add(part.sop_instance_uid)
     if study_instance_uid is not None:
         if not is_valid_uid(study_instance_uid):
-            raise ValueError("study_instance_uid is not a valid UID")
+            raise InvalidStowRequestError("study_instance_uid is not a valid UID")
         url += "/" + quote(study_instance_uid, safe="")
     body = _MultipartBody(parts, chunk_size=chunk_size)
     headers = {
@@ -254,7 +257,10 @@ def store_instances(
         **auth.headers(),
     }
     if request_id is not None:
-        check_header_safe("request_id", request_id)
+        try:
+            check_header_safe("request_id", request_id)
+        except ValueError as exc:
+            raise InvalidStowRequestError(str(exc)) from None
         headers["X-Request-Id"] = request_id
     endpoint = _endpoint(url)
 

@@ -61,6 +61,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
+from worklist.destinations.errors import InvalidMllpRequestError
 from worklist.destinations.security import TlsOptions
 
 __all__ = [
@@ -182,15 +183,15 @@ def frame(message: str, *, encoding: str = "utf-8") -> bytes:
 
     Raises
     ------
-    ValueError
+    InvalidMllpRequestError
         The message holds a framing byte (0x0B, 0x1C) or cannot be encoded.
     """
     try:
         payload = message.encode(encoding)
     except UnicodeEncodeError as exc:
-        raise ValueError(f"message cannot be encoded as {encoding}: {exc.reason}") from None
+        raise InvalidMllpRequestError(f"message cannot be encoded as {encoding}: {exc.reason}") from None
     if START_BLOCK in payload or b"\x1c" in payload:
-        raise ValueError("message must not contain the MLLP framing bytes 0x0B or 0x1C")
+        raise InvalidMllpRequestError("message must not contain the MLLP framing bytes 0x0B or 0x1C")
     return START_BLOCK + payload + END_BLOCK
 
 
@@ -201,7 +202,7 @@ def _segments(message: str) -> list[str]:
 def _separators(msh: str) -> tuple[str, str]:
     """(field separator, component separator) from MSH-1 and MSH-2 (§2.5.4)."""
     if len(msh) < 5 or not msh.startswith("MSH"):
-        raise ValueError("the message does not start with an MSH segment")
+        raise InvalidMllpRequestError("the message does not start with an MSH segment")
     return msh[3], msh[4]
 
 
@@ -224,11 +225,11 @@ def message_control_id(message: str) -> str:
     """MSH-10 Message Control ID of an ER7 message."""
     segments = _segments(message)
     if not segments:
-        raise ValueError("the message is empty")
+        raise InvalidMllpRequestError("the message is empty")
     field_separator, _ = _separators(segments[0])
     control_id = _field(_fields(segments[0], field_separator), 10)
     if not control_id:
-        raise ValueError("the message has no MSH-10 Message Control ID")
+        raise InvalidMllpRequestError("the message has no MSH-10 Message Control ID")
     return control_id
 
 
@@ -275,21 +276,23 @@ def send_message(
 
     Raises
     ------
-    ValueError, TypeError
-        Bad arguments: a message without MSH or MSH-10, with framing bytes, not
-        encodable; a bad port or timeout.
+    InvalidMllpRequestError
+        (a ``ValueError``) Nothing was sent: a message without MSH or MSH-10,
+        with framing bytes, not encodable; a bad host, port or timeout.
+    TypeError
+        ``message`` is not a str or ``tls`` not :class:`TlsOptions`.
     """
     if not isinstance(message, str):
         raise TypeError(f"message must be a str (ER7), got {type(message).__name__}")
     if not isinstance(host, str) or not host:
-        raise ValueError("host must be a non-empty string")
+        raise InvalidMllpRequestError("host must be a non-empty string")
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise ValueError(f"port must be 1-65535, got {port!r}")
+        raise InvalidMllpRequestError(f"port must be 1-65535, got {port!r}")
     for name, value in (("timeout", timeout), ("connect_timeout", connect_timeout)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
             math.isfinite(value) and value > 0
         ):
-            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+            raise InvalidMllpRequestError(f"{name} must be a positive number of seconds, got {value!r}")
     if tls is not None and not isinstance(tls, TlsOptions):
         raise TypeError(f"tls must be TlsOptions, got {type(tls).__name__}")
     wire_message = "\r".join(_segments(message)) + "\r"

@@ -265,3 +265,12 @@ def test_a_large_instance_is_sent_without_being_held_in_memory(tmp_path):
     assert result.complete
     assert sent > big.stat().st_size > 8 * 1024 * 1024
     assert peak < 2 * 1024 * 1024, f"peak {peak} bytes while sending an {big.stat().st_size}-byte file"
+
+
+def test_refused_requests_are_worklist_errors(files):
+    from worklist.destinations import InvalidStowRequestError
+    from worklist.errors import WorklistError
+
+    with pytest.raises(InvalidStowRequestError) as caught:
+        store_instances(BASE, files, request_id="a\nb")
+    assert isinstance(caught.value, WorklistError) and isinstance(caught.value, ValueError)
