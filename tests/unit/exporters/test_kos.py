@@ -77,9 +77,9 @@ def test_kos_references_exactly_the_images_with_findings(grounded_report, source
         for item in ds.ContentSequence
         if item.ValueType == "IMAGE"
     }
-    assert referenced == _positive_images(grounded_report) == {
-        s.SOPInstanceUID for s in source_images
-    }
+    assert (
+        referenced == _positive_images(grounded_report) == {s.SOPInstanceUID for s in source_images}
+    )
     evidence = {
         (series.SeriesInstanceUID, sop.ReferencedSOPInstanceUID, sop.ReferencedSOPClassUID)
         for study in ds.CurrentRequestedProcedureEvidenceSequence
@@ -99,7 +99,9 @@ def test_kos_title_observer_and_description(grounded_report, source_images, tmp_
     ds = _write_read(kos, tmp_path / "kos.dcm")
     title = ds.ConceptNameCodeSequence[0]
     assert (title.CodeValue, title.CodingSchemeDesignator, title.CodeMeaning) == (
-        "113000", "DCM", "Of Interest"
+        "113000",
+        "DCM",
+        "Of Interest",
     )
     assert ds.ContentTemplateSequence[0].TemplateIdentifier == "2010"
     assert ds.Manufacturer == "RadGround"
@@ -150,7 +152,8 @@ def test_kos_only_abnormal_images_are_key_images(grounded_report, source_images)
     # keep the findings of image 0 only: image 1 is no longer a key image
     first = source_images[0].SOPInstanceUID
     findings = tuple(
-        f for f in grounded_report.findings
+        f
+        for f in grounded_report.findings
         if all(r.image.sop_instance_uid == first for r in f.regions)
     )
     report = dataclasses.replace(grounded_report, findings=findings)
@@ -161,18 +164,23 @@ def test_kos_only_abnormal_images_are_key_images(grounded_report, source_images)
 
 def test_no_located_finding_gives_no_kos(grounded_report, source_images):
     negative = tuple(
-        f for f in grounded_report.findings
+        f
+        for f in grounded_report.findings
         if f.kind is FindingKind.ANATOMY or f.presence is Presence.ABSENT
     )
     report = dataclasses.replace(grounded_report, findings=negative)
     assert build_key_object_selection(report, source_images, revision=1) is None
-    assert build_key_object_selection(
-        dataclasses.replace(grounded_report, findings=()), source_images, revision=1
-    ) is None
+    assert (
+        build_key_object_selection(
+            dataclasses.replace(grounded_report, findings=()), source_images, revision=1
+        )
+        is None
+    )
     # anatomy can be asked for explicitly
-    assert build_key_object_selection(
-        report, source_images, revision=1, include_anatomy=True
-    ) is not None
+    assert (
+        build_key_object_selection(report, source_images, revision=1, include_anatomy=True)
+        is not None
+    )
 
 
 def test_region_outside_its_image_selects_nothing(edge_case_report, source_images):
@@ -187,13 +195,15 @@ def test_kos_names_frames_of_multiframe_images(multiframe_report, multiframe_sou
         FindingKind.ABNORMALITY,
         Text({"en": "lesion", "zh-CN": "病灶"}),
         Text({"en": "Second lesion on frame 5.", "zh-CN": "第5帧见第二处病灶。"}),
-        (Region(ImageRef(multiframe_source.SOPInstanceUID, multiframe_source.SOPClassUID, 5),
-                Box(1, 1, 20, 20)),),
+        (
+            Region(
+                ImageRef(multiframe_source.SOPInstanceUID, multiframe_source.SOPClassUID, 5),
+                Box(1, 1, 20, 20),
+            ),
+        ),
         derive_uid("radground-test", "mf", 9),
     )
-    report = dataclasses.replace(
-        multiframe_report, findings=(*multiframe_report.findings, extra)
-    )
+    report = dataclasses.replace(multiframe_report, findings=(*multiframe_report.findings, extra))
     kos = build_key_object_selection(report, [multiframe_source], revision=1)
     ds = _write_read(kos, tmp_path / "kos.dcm")
     (image,) = [i for i in ds.ContentSequence if i.ValueType == "IMAGE"]
@@ -241,16 +251,21 @@ def test_kos_uids_are_deterministic(grounded_report, source_images):
     first = build_key_object_selection(grounded_report, source_images, revision=1)
     again = build_key_object_selection(grounded_report, source_images, revision=1)
     later = build_key_object_selection(grounded_report, source_images, revision=2)
-    assert first.SOPInstanceUID == again.SOPInstanceUID == kos_uid(
-        grounded_report, revision=1, language="en", role="instance"
+    assert (
+        first.SOPInstanceUID
+        == again.SOPInstanceUID
+        == kos_uid(grounded_report, revision=1, language="en", role="instance")
     )
     assert first.SeriesInstanceUID == again.SeriesInstanceUID
     assert comparable_bytes(first) == comparable_bytes(again)
     assert later.SOPInstanceUID != first.SOPInstanceUID
     assert later.SeriesInstanceUID != first.SeriesInstanceUID
     explicit = build_key_object_selection(
-        grounded_report, source_images, revision=1,
-        series_instance_uid="1.2.3.4", sop_instance_uid="1.2.3.5",
+        grounded_report,
+        source_images,
+        revision=1,
+        series_instance_uid="1.2.3.4",
+        sop_instance_uid="1.2.3.5",
     )
     assert (explicit.SeriesInstanceUID, explicit.SOPInstanceUID) == ("1.2.3.4", "1.2.3.5")
 
@@ -266,7 +281,9 @@ def test_bad_arguments_raise_named_errors(grounded_report, source_images):
     other.StudyInstanceUID = "1.2.3"
     with pytest.raises(SourceError, match="referenced_documents\\[0\\]"):
         build_key_object_selection(
-            grounded_report, source_images, revision=1,
+            grounded_report,
+            source_images,
+            revision=1,
             referenced_documents=[_sr_like(other)],
         )
 
