@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from hl7apy import load_library
+from hl7apy.base_datatypes import TextualDataType
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Element, Message, Segment
 from hl7apy.exceptions import HL7apyException
@@ -219,13 +220,13 @@ def build_oru_r01(
         for lang in langs:
             text = report.impression.get(lang)
             if text:
-                writer.add(ValueType.TEXT, _text_code(codes.IMPRESSION, lang), [TX(text)])
-        writer.add(ValueType.STRING, _STUDY_INSTANCE_UID, [ST(report.study_instance_uid)])
+                writer.add(ValueType.TEXT, _text_code(codes.IMPRESSION, lang), [_tx(text)])
+        writer.add(ValueType.STRING, _STUDY_INSTANCE_UID, [_st(report.study_instance_uid)])
         for uid in sr_sop_instance_uids:
             writer.add(
                 ValueType.REFERENCE_POINTER,
                 _SR_DOCUMENT,
-                [ST(uid), ST(SENDING_APPLICATION), ID("AP"), ST("DICOM")],
+                [_st(uid), _st(SENDING_APPLICATION), _id("AP"), _st("DICOM")],
             )
         message.validate()
         er7 = message.to_er7()
@@ -234,11 +235,35 @@ def build_oru_r01(
     return ORUMessage(message=message, er7=er7, control_id=control_id)
 
 
+def _literal(text: str) -> str:
+    """``text`` with each backslash written as the escape sequence ``\\E\\``.
+
+    hl7apy escapes ``| ^ & ~`` and a lone backslash, but leaves a backslash
+    that already forms an escape sequence (``\\F\\``, ``\\H\\``, ...) as is,
+    taking it for pre-escaped text; model text is never pre-escaped, so every
+    backslash is made an ``\\E\\`` sequence first, which hl7apy then keeps.
+    """
+    return text.replace("\\", "\\E\\")
+
+
+def _st(text: str) -> ST:
+    return ST(_literal(text))
+
+
+def _tx(text: str) -> TX:
+    return TX(_literal(text))
+
+
+def _id(text: str) -> ID:
+    return ID(_literal(text))
+
+
 def _put(parent: Element, name: str, value: str) -> None:
     """Set child ``name`` of ``parent`` to ``value`` as that child's own base data type
     (hl7apy creates the child; the data type escapes delimiters on encoding)."""
     child = getattr(parent, name)
-    child.value = _BASE_DATATYPES[child.datatype](value)
+    cls = _BASE_DATATYPES[child.datatype]
+    child.value = cls(_literal(value) if issubclass(cls, TextualDataType) else value)
 
 
 def _ts(moment: datetime) -> str:
@@ -401,7 +426,7 @@ class _ObxWriter:
 
 
 def _coded(concept: CodedConcept) -> list:
-    return [ST(concept.value), ST(concept.meaning), ID(concept.scheme_designator)]
+    return [_st(concept.value), _st(concept.meaning), _id(concept.scheme_designator)]
 
 
 def _finding_obx(writer: _ObxWriter, finding, number: int, languages: Sequence[str]) -> None:
@@ -409,7 +434,7 @@ def _finding_obx(writer: _ObxWriter, finding, number: int, languages: Sequence[s
     sub_id = str(number)
     # CWE-9 original text: the model's own label, in the first language sent
     label = finding.label.get(languages[0]) or finding.label.primary
-    finding_type = [*_coded(coding.finding_type), *(ST("") for _ in range(5)), ST(label)]
+    finding_type = [*_coded(coding.finding_type), *(_st("") for _ in range(5)), _st(label)]
     writer.add(ValueType.CODED, _FINDING, finding_type, sub_id=sub_id)
     if coding.site is not None:
         writer.add(ValueType.CODED, _FINDING_SITE, _coded(coding.site.location), sub_id=sub_id)
@@ -432,4 +457,4 @@ def _finding_obx(writer: _ObxWriter, finding, number: int, languages: Sequence[s
     for lang in languages:
         text = finding.description.get(lang)
         if text:
-            writer.add(ValueType.TEXT, _text_code(codes.COMMENT, lang), [TX(text)], sub_id=sub_id)
+            writer.add(ValueType.TEXT, _text_code(codes.COMMENT, lang), [_tx(text)], sub_id=sub_id)

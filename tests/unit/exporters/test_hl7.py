@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 
 import pytest
 from hl7apy.consts import VALIDATION_LEVEL
@@ -20,7 +21,7 @@ from exporters.hl7 import (
     message_control_id,
 )
 
-DELIMITERS = "Opacity | 50% ^ zone & rim ~ edge \\ tail"
+DELIMITERS = "Opacity | 50% ^ zone & rim ~ edge \\ tail, see C:\\F\\x"
 CHINESE = "右肺见一结节影｜边界清楚。"
 
 
@@ -41,9 +42,9 @@ def _components(field) -> list[str]:
 
 
 def _unescape(text: str) -> str:
-    for escaped, char in (("\\F\\", "|"), ("\\S\\", "^"), ("\\T\\", "&"), ("\\R\\", "~")):
-        text = text.replace(escaped, char)
-    return text.replace("\\E\\", "\\")
+    """HL7 v2.5.1 §2.7.4 escape sequences decoded in one pass (a receiver's view)."""
+    chars = {"F": "|", "S": "^", "T": "&", "R": "~", "E": "\\"}
+    return re.sub(r"\\([FSTRE])\\", lambda m: chars[m.group(1)], text)
 
 
 def _build(report, sources, **kwargs):
@@ -169,7 +170,10 @@ def test_delimiters_and_chinese_round_trip(grounded_report, source_images):
     oru = _build(report, source_images)
     encoded = oru.er7.encode("utf-8")
     assert CHINESE.encode("utf-8") in encoded
-    assert "Opacity \\F\\ 50% \\S\\ zone \\T\\ rim \\R\\ edge \\E\\ tail" in oru.er7
+    assert (
+        "Opacity \\F\\ 50% \\S\\ zone \\T\\ rim \\R\\ edge \\E\\ tail, see C:\\E\\F\\E\\x"
+        in oru.er7
+    )
     obxs = _observations(_parse(encoded.decode("utf-8")))
     texts = {
         o.obx_3.ce_4.to_er7(): _unescape(o.obx_5.to_er7())
