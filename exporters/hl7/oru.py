@@ -34,8 +34,9 @@ Most EHRs take imaging results as ORU^R01 over MLLP. The message:
   impression ("no findings"). Every OBX-11 is ``P``.
 
 Text goes through hl7apy's base data types (``ST``, ``TX``), which escape
-the delimiters (``| ^ & ~ \\`` → ``\\F\\ \\S\\ \\T\\ \\R\\ \\E\\``); the
-message is checked against the HL7 v2.5.1 ORU^R01 structure by hl7apy's
+the delimiters (``| ^ & ~ \\`` → ``\\F\\ \\S\\ \\T\\ \\R\\ \\E\\``). The
+message is built at hl7apy's STRICT validation level (data types and
+lengths checked as values are set) and checked against the HL7 v2.5.1 ORU^R01 structure by hl7apy's
 validator before it is returned. Composite values of OBX-5 (CWE, RP) are
 escaped per component by those data types and parsed by hl7apy into OBX-5:
 hl7apy 1.3.5 drops named components of OBX-5 once its datatype is set
@@ -195,7 +196,7 @@ def build_oru_r01(
     patient, order = read_patient(sources), read_order(sources)
     try:
         message = Message(
-            "ORU_R01", version=HL7_VERSION, validation_level=VALIDATION_LEVEL.TOLERANT
+            "ORU_R01", version=HL7_VERSION, validation_level=VALIDATION_LEVEL.STRICT
         )
         _msh(
             message.msh,
