@@ -84,6 +84,9 @@ class PipelineContext:
     max_task_starts: int = 3
     task_time_limit_seconds: float = 900.0
     requeue_after_seconds: float = 120.0
+    #: An inference attempt's claim on its job lapses this long after its last
+    #: renewal (see :mod:`worklist.leases`).
+    lease_seconds: float = 30.0
     actor: str = field(default_factory=lambda: f"worker:{socket.gethostname()}:{os.getpid()}")
 
 
@@ -95,6 +98,9 @@ def audit(session: Session, actor: str, action: str, job_id: int | None, detail:
     session.add(AuditEvent(at=utcnow(), actor=actor, action=action, job_id=job_id, detail=detail))
 
 
-def insert_ignore(session: Session, table_class: type, /, **values: object) -> None:
+def insert_ignore(session: Session, table_class: type, /, **values: object) -> bool:
+    """Insert a row unless it conflicts with a unique key; whether it was inserted."""
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    session.execute(insert(table_class.__table__).values(**values).on_conflict_do_nothing())
+    table = table_class.__table__
+    statement = insert(table).values(**values).on_conflict_do_nothing().returning(*table.primary_key.columns)
+    return session.execute(statement).first() is not None

@@ -5,10 +5,10 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from worklist.context import PipelineContext
 from worklist.db import utcnow
 from worklist.jobs_models import AuditEvent, Delivery, DeliveryState, Job, JobState
 from worklist.models import RevisionState, Study, StudyRevision
-from worklist.context import PipelineContext
 
 __all__ = ["reprocess_study", "retry_job"]
 
@@ -41,6 +41,7 @@ def retry_job(ctx: PipelineContext, job_id: int, *, actor: str) -> str:
             message = f"job {job_id}: {len(failed)} failed deliveries start over"
         else:
             job.state, job.inference_starts, job.report_json = JobState.QUEUED, 0, None
+            job.worker, job.lease_expires_at = None, None
             message = f"job {job_id}: queued for inference again"
         session.add(AuditEvent(at=utcnow(), actor=actor, action="job-retry", job_id=job_id, detail=message))
     if deliveries:
