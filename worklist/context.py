@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -101,6 +102,6 @@ def audit(session: Session, actor: str, action: str, job_id: int | None, detail:
 def insert_ignore(session: Session, table_class: type, /, **values: object) -> bool:
     """Insert a row unless it conflicts with a unique key; whether it was inserted."""
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    table = table_class.__table__
+    table: Table = getattr(table_class, "__table__")  # noqa: B009 - a mapped class; mypy sees a plain type
     statement = insert(table).values(**values).on_conflict_do_nothing().returning(*table.primary_key.columns)
     return session.execute(statement).first() is not None
