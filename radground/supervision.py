@@ -94,12 +94,17 @@ class Supervisor:
         The longest pause before restarting a child that keeps dying at start.
     check_seconds
         How often the children are looked at.
+    on_exit
+        Called with ``(name, pid, exit code)`` when a child is found dead, before
+        it is restarted (e.g. to give up the jobs the dead worker held at once).
     """
 
     def __init__(self, children: Sequence[tuple[str, Callable[[], ChildProcess]]], *,
                  healthy_after_seconds: float = 30.0, max_pause_seconds: float = 60.0,
-                 check_seconds: float = 0.5) -> None:
+                 check_seconds: float = 0.5,
+                 on_exit: Callable[[str, int, int | None], None] | None = None) -> None:
         self._children = [_Child(name, start) for name, start in children]
+        self._on_exit = on_exit
         self._healthy_after = healthy_after_seconds
         self._max_pause = max_pause_seconds
         self._check = check_seconds
@@ -138,6 +143,7 @@ class Supervisor:
                     logger.error("%s (pid %d) exited with code %s after %.0f s; restarting it%s", child.name,
                                  process.pid, process.poll(), lived,
                                  f" in {child.pause:.0f} s" if child.pause else "")
+                    self._report_exit(child.name, process)
                 if now >= child.restart_at and not self._stopping.is_set():
                     child.restart_at = None
                     self.restarts += 1
@@ -146,6 +152,14 @@ class Supervisor:
                     except OSError as exc:  # e.g. out of processes: try again after the next pause
                         logger.error("Could not start %s again (%s)", child.name, type(exc).__name__)
                         child.started = now
+
+    def _report_exit(self, name: str, process: ChildProcess) -> None:
+        if self._on_exit is None:
+            return
+        try:
+            self._on_exit(name, process.pid, process.poll())
+        except Exception as exc:  # noqa: BLE001 - a failing callback must not stop the supervision
+            logger.error("Handling the exit of %s failed (%s)", name, type(exc).__name__)
 
     def wait_for_signal(self) -> None:
         """Block until SIGTERM or SIGINT (main thread only), then :meth:`stop`."""

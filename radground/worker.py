@@ -22,11 +22,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from radground.settings import Settings
 from radground.supervision import Supervisor
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +86,32 @@ class SupervisedProcesses(Supervisor):
         ``(name, argv)`` per child; the name is for the log ("gpu", "io").
     """
 
-    def __init__(self, commands: Sequence[tuple[str, list[str]]]) -> None:
-        super().__init__([(name, functools.partial(subprocess.Popen, list(command))) for name, command in commands])
+    def __init__(self, commands: Sequence[tuple[str, list[str]]], *,
+                 on_exit: Callable[[str, int, int | None], None] | None = None) -> None:
+        super().__init__([(name, functools.partial(subprocess.Popen, list(command))) for name, command in commands],
+                         on_exit=on_exit)
+
+
+class _JobsOfDeadWorkers:
+    """When a supervised worker dies, the leases it held on jobs end at once (the next
+    sweep of the node re-queues them), instead of after ``workers.lease_seconds``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._engine: Engine | None = None
+
+    def __call__(self, name: str, pid: int, returncode: int | None) -> None:
+        from radground.database import database_engine
+        from worklist.db import make_session_factory, utcnow
+        from worklist.leases import lapse_leases_of, worker_id
+
+        if self._engine is None:
+            self._engine = database_engine(self._settings)
+        with make_session_factory(self._engine).begin() as session:
+            jobs = lapse_leases_of(session, worker_id(pid), now=utcnow())
+        if jobs:
+            logger.warning("Worker %s (pid %d) held jobs %s; they are queued again", name, pid,
+                           ", ".join(map(str, jobs)))
 
 
 def start_embedded_workers(settings: Settings, config: Path | None) -> SupervisedProcesses:
@@ -100,7 +128,7 @@ def start_embedded_workers(settings: Settings, config: Path | None) -> Supervise
     commands = [(queue, worker_command(config, queue))
                 for queue, count in (("gpu", workers.gpu_processes), ("io", workers.io_processes))
                 for _ in range(count)]
-    supervised = SupervisedProcesses(commands)
+    supervised = SupervisedProcesses(commands, on_exit=_JobsOfDeadWorkers(settings))
     supervised.start()
     return supervised
 

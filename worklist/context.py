@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from engine.model import RegionAwareModel
 from worklist.db import utcnow
 from worklist.fhir_delivery import FhirAuth
 from worklist.jobs_models import AuditEvent
+from worklist.leases import worker_id
 from worklist.routing import Route
 
 __all__ = [
@@ -88,7 +88,7 @@ class PipelineContext:
     #: An inference attempt's claim on its job lapses this long after its last
     #: renewal (see :mod:`worklist.leases`).
     lease_seconds: float = 30.0
-    actor: str = field(default_factory=lambda: f"worker:{socket.gethostname()}:{os.getpid()}")
+    actor: str = field(default_factory=lambda: worker_id(os.getpid()))
 
 
 class StepError(Exception):

@@ -25,6 +25,7 @@ never hold a job at the same time.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -36,9 +37,22 @@ from sqlalchemy.orm import Session, sessionmaker
 from worklist.db import utcnow
 from worklist.jobs_models import AuditEvent, Job, JobState
 
-__all__ = ["Heartbeat", "claim_inference", "holds", "lease_lapsed", "requeue_lapsed"]
+__all__ = [
+    "Heartbeat",
+    "claim_inference",
+    "holds",
+    "lapse_leases_of",
+    "lease_lapsed",
+    "requeue_lapsed",
+    "worker_id",
+]
 
 logger = logging.getLogger(__name__)
+
+
+def worker_id(pid: int, *, hostname: str | None = None) -> str:
+    """The name a worker process claims jobs under: ``worker:<host>:<pid>``."""
+    return f"worker:{hostname or socket.gethostname()}:{pid}"
 
 
 def lease_lapsed(job: Job, *, now: datetime, lease_seconds: float) -> bool:
@@ -172,3 +186,14 @@ def requeue_lapsed(session: Session, *, now: datetime, lease_seconds: float, act
 def _rowcount(result: Result[Any]) -> int:
     """Rows an UPDATE matched (its result is a cursor result)."""
     return cast(CursorResult[Any], result).rowcount
+
+
+def lapse_leases_of(session: Session, worker: str, *, now: datetime) -> list[int]:
+    """End the leases a worker known to be dead still holds (its supervisor saw it exit),
+    so the next sweep re-queues its jobs without waiting for them to lapse. Returns the job ids."""
+    held = session.scalars(select(Job.id).where(
+        Job.state == JobState.INFERRING, Job.worker == worker, Job.lease_expires_at > now)).all()
+    if held:
+        session.execute(update(Job).where(Job.id.in_(held), Job.worker == worker, Job.state == JobState.INFERRING)
+                        .values(lease_expires_at=now))
+    return list(held)

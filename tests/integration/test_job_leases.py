@@ -18,7 +18,7 @@ from tests.integration.test_pipeline import QueueRecorder, cxr_file, drain, jobs
 from worklist.completion import CompletionMonitor
 from worklist.db import utcnow
 from worklist.jobs_models import AuditEvent, Job, JobState
-from worklist.leases import Heartbeat, claim_inference, requeue_lapsed
+from worklist.leases import Heartbeat, claim_inference, lapse_leases_of, requeue_lapsed, worker_id
 from worklist.pipeline import make_study_ready_hook, requeue_stale, run_inference
 
 # the pipeline world and the peers it delivers to
@@ -119,6 +119,22 @@ def test_a_heartbeat_keeps_a_running_attempts_lease_and_notices_when_it_is_lost(
     with world.ctx.sessions.begin() as session:
         assert requeue_lapsed(session, now=utcnow() + timedelta(seconds=lease + 1), lease_seconds=lease) == [job_id]
     assert not heartbeat.renew()  # the attempt lost the job: its renewals (and its result) match nothing
+
+
+def test_the_jobs_of_a_worker_seen_dead_are_queued_again_at_the_next_sweep(world, shared_data):
+    """The supervisor of an embedded worker saw it exit: its leases end at once."""
+    world.send([cxr_file(world.tmp, shared_data)])
+    world.ready()
+    [(_, job_id)] = world.queue.messages
+    world.queue.messages.clear()
+    with world.ctx.sessions.begin() as session:
+        claim_inference(session.get(Job, job_id), worker=worker_id(4242), now=utcnow(),
+                        lease_seconds=world.ctx.lease_seconds)
+    with world.ctx.sessions.begin() as session:
+        assert lapse_leases_of(session, worker_id(4343), now=utcnow()) == []  # another worker: nothing
+        assert lapse_leases_of(session, worker_id(4242), now=utcnow()) == [job_id]
+    assert requeue_stale(world.ctx) == 1  # now, not one lease later
+    assert world.queue.messages == [("infer", job_id)]
 
 
 class _BrokerDown:

@@ -76,6 +76,20 @@ def test_spawned_processes_get_the_same_restarts_and_backoff_as_commands(caplog)
     assert crashes and all("restarting it in" in m for m in crashes)  # backoff, not an instant respawn
 
 
+def test_the_supervisor_reports_each_dead_child_before_restarting_it():
+    exits = []
+    supervised = SupervisedProcesses([("crashing", [sys.executable, "-c", "raise SystemExit(3)"])],
+                                     on_exit=lambda name, pid, code: exits.append((name, pid, code)))
+    supervised.start()
+    try:
+        first_pid = _wait(lambda: exits and exits[0][1])
+        _wait(lambda: supervised.restarts >= 1)
+    finally:
+        supervised.stop(timeout=10)
+    assert exits[0] == ("crashing", first_pid, 3)
+    assert len(exits) >= supervised.restarts  # every restart follows a report
+
+
 def test_worker_command_names_the_queue_and_its_supervisor(tmp_path):
     command = worker_command(tmp_path / "radground.toml", "gpu", 2)
     assert command[1:3] == ["-m", "radground"]
