@@ -34,7 +34,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SupervisedProcesses", "run_worker", "start_embedded_workers", "worker_arguments", "worker_command"]
+__all__ = [
+    "SupervisedProcesses",
+    "run_worker",
+    "start_embedded_workers",
+    "supervised_worker",
+    "worker_arguments",
+    "worker_command",
+]
 
 def run_worker(settings: Settings, *, queue: str, concurrency: int | None = None, parent_pid: int | None = None) -> None:
     """Run a Celery worker for ``queue`` in this process (blocks); the supervised child.
@@ -112,6 +119,13 @@ class _JobsOfDeadWorkers:
         if jobs:
             logger.warning("Worker %s (pid %d) held jobs %s; they are queued again", name, pid,
                            ", ".join(map(str, jobs)))
+
+
+def supervised_worker(settings: Settings, config: Path | None, queue: str,
+                      concurrency: int | None = None) -> SupervisedProcesses:
+    """The supervised child of ``radground worker --queues QUEUE`` (not started yet)."""
+    return SupervisedProcesses([(queue, worker_command(config, queue, concurrency))],
+                               on_exit=_JobsOfDeadWorkers(settings))
 
 
 def start_embedded_workers(settings: Settings, config: Path | None) -> SupervisedProcesses:
