@@ -1,7 +1,7 @@
 """job leases: the worker running an inference attempt and until when its claim holds
 
 Revision ID: 0003_workers
-Revises: 0002
+Revises: 0003_outcomes
 """
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 import worklist.db
 
 revision = "0003_workers"
-down_revision = "0002"
+down_revision = "0003_outcomes"
 branch_labels = None
 depends_on = None
 
