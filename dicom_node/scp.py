@@ -16,15 +16,17 @@ C-STORE command sets are read and written directly
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom._handlers import (
     standard_dimse_recv_handler,
@@ -32,20 +34,25 @@ from pynetdicom._handlers import (
     standard_pdu_recv_handler,
     standard_pdu_sent_handler,
 )
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from dicom_node.conformance import StoreStatus, contexts_preferring_requestor, scp_contexts
 from dicom_node.errors import (
+    DataSetStructureError,
     DuplicateInstanceError,
+    InstanceConflictError,
     InvalidInstanceError,
+    PixelDataLengthError,
     StorageError,
     StoreRefusedError,
 )
 from dicom_node.part10 import PREAMBLE, file_meta_information, read_header
 from dicom_node.reactors import make_event_driven
 from dicom_node.sockets import tune_association_socket
-from dicom_node.storage import InstanceStore, PendingWrite, StoreOutcome
+from dicom_node.storage import InstanceStore, PendingWrite, StagedWrite, StoreOutcome
 from dicom_node.store_fastpath import use_store_fast_path
+from dicom_node.structure import DataSetStructure, check_structure
 from dicom_node.uids import is_valid_uid, short_uid
 
 __all__ = [
@@ -322,7 +329,10 @@ class StorageSCP:
         received_at = datetime.now(UTC)
         assoc = event.assoc
         calling, host = assoc.requestor.ae_title, assoc.requestor.address
-        request = event.request
+        request = cast(C_STORE, event.request)
+        received = request.DataSet
+        if received is None:  # pynetdicom answers a C-STORE without a data set itself
+            return self._refuse(StoreStatus.CANNOT_UNDERSTAND, "C-STORE request without a data set", calling, "-")
         sop_class_uid = str(request.AffectedSOPClassUID)
         sop_instance_uid = str(request.AffectedSOPInstanceUID)
         transfer_syntax_uid = str(event.context.transfer_syntax)
@@ -335,17 +345,26 @@ class StorageSCP:
             implementation_version_name=self._ae.implementation_version_name or "",
             source_application_entity_title=calling,
         )
-        # Staged first, so that its fsync runs while the header is read.
+        # Staged first, so that its fsync runs while the structure and header are read.
         try:
-            with request.DataSet.getbuffer() as data_set:
+            with received.getbuffer() as data_set:
                 staged = self.store.stage((PREAMBLE + file_meta, data_set), sop_instance_uid=sop_instance_uid)
+                structure = _check_structure_or_discard(data_set, transfer_syntax_uid, staged)
         except InvalidInstanceError as exc:
             return self._refuse(StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), calling, token)
         except StorageError as exc:  # out of space, or the file system refused
             return self._refuse(StoreStatus.OUT_OF_RESOURCES, str(exc), calling, token)
+        except DataSetStructureError as exc:  # PS3.4 B.2.3: cannot be parsed into elements
+            return self._refuse(StoreStatus.CANNOT_UNDERSTAND, str(exc), calling, token)
+        except PixelDataLengthError as exc:  # parsed, but not the image its attributes describe
+            return self._refuse(StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), calling, token)
+        if structure.inflated is not None:  # the header is read from what the check inflated
+            received, transfer_syntax_uid_read = io.BytesIO(structure.inflated), str(ExplicitVRLittleEndian)
+        else:
+            transfer_syntax_uid_read = transfer_syntax_uid
         try:
             header, study_uid, series_uid = _read_header_checked(
-                request.DataSet, transfer_syntax_uid, sop_class_uid, sop_instance_uid
+                received, transfer_syntax_uid_read, sop_class_uid, sop_instance_uid
             )
             pending = staged.place(study_instance_uid=study_uid, series_instance_uid=series_uid)
         except _Refusal as refusal:
@@ -379,6 +398,9 @@ class StorageSCP:
             pending.wait()
         except StorageError as exc:  # the file could not be made durable (disk full, I/O error)
             return self._refuse(StoreStatus.OUT_OF_RESOURCES, str(exc), calling, token)
+        except InstanceConflictError as exc:  # a known SOP Instance UID in another study or series
+            pending.abandon()
+            return self._refuse(StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), calling, token)
         except StoreRefusedError as exc:
             pending.abandon()
             status = StoreStatus.OUT_OF_RESOURCES if exc.transient else StoreStatus.PROCESSING_FAILURE
@@ -409,6 +431,16 @@ class _Refusal(Exception):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status, self.reason = status, reason
+
+
+def _check_structure_or_discard(data_set: memoryview, transfer_syntax_uid: str, staged: StagedWrite) -> DataSetStructure:
+    """The structure of the received data set (:func:`~dicom_node.structure.check_structure`);
+    a damaged one's staged file is discarded before the error propagates."""
+    try:
+        return check_structure(data_set, transfer_syntax_uid)
+    except (DataSetStructureError, PixelDataLengthError):
+        staged.discard()
+        raise
 
 
 def _read_header_checked(
