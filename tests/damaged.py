@@ -16,7 +16,7 @@ from pydicom.uid import generate_uid
 
 from tests.factories import make_ct, write_dataset
 
-__all__ = ["DAMAGE_KINDS", "dataset_offset", "intact_ct", "write_damaged"]
+__all__ = ["DAMAGE_KINDS", "dataset_offset", "intact_ct", "write_damaged", "write_short_of_rows"]
 
 #: The kinds of damage :func:`write_damaged` makes.
 DAMAGE_KINDS = ("truncated-pixel-data", "length-past-end", "huge-length", "unterminated-sequences")
@@ -92,3 +92,12 @@ def write_damaged(kind: str, path: Path, *, study_instance_uid: str, series_inst
         raise ValueError(f"unknown damage {kind!r}; one of {DAMAGE_KINDS}")
     path.write_bytes(bytes(raw))
     return path
+
+
+def write_short_of_rows(path: Path, *, study_instance_uid: str, series_instance_uid: str) -> Path:
+    """A structurally whole CT whose Rows say 96 while its Pixel Data holds 64 rows:
+    readers (dcmtk's storescu among them) read it, no viewer can show it."""
+    ds = intact_ct(study_instance_uid=study_instance_uid, series_instance_uid=series_instance_uid)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.Rows = 96
+    return write_dataset(ds, path)
