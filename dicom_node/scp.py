@@ -214,6 +214,10 @@ class StorageSCP:
         Seconds (pynetdicom's timeouts).
     maximum_pdu_size
         Maximum PDU size this node receives (0 = unlimited).
+    verify_structure
+        Check each data set's structure before Success
+        (:func:`~dicom_node.structure.check_structure`); False only to measure
+        what the check costs (``bench/ingest.py --structure-check``).
     """
 
     def __init__(
@@ -229,6 +233,7 @@ class StorageSCP:
         acse_timeout: float = 30.0,
         dimse_timeout: float = 60.0,
         maximum_pdu_size: int = 262_144,
+        verify_structure: bool = True,
     ) -> None:
         self.store = store
         self.ae_title = ae_title
@@ -236,6 +241,7 @@ class StorageSCP:
         self.allowed_peers = tuple(allowed_peers)
         self.require_called_ae_title = require_called_ae_title
         self.limiter = limiter or ThreadAssociationLimiter(10)
+        self.verify_structure = verify_structure
         self._ae = AE(ae_title=ae_title)
         self._ae.supported_contexts = scp_contexts()
         self._ae.maximum_associations = 10_000  # the limiter decides, across processes
@@ -349,7 +355,10 @@ class StorageSCP:
         try:
             with received.getbuffer() as data_set:
                 staged = self.store.stage((PREAMBLE + file_meta, data_set), sop_instance_uid=sop_instance_uid)
-                structure = _check_structure_or_discard(data_set, transfer_syntax_uid, staged)
+                structure = (
+                    _check_structure_or_discard(data_set, transfer_syntax_uid, staged)
+                    if self.verify_structure else None
+                )
         except InvalidInstanceError as exc:
             return self._refuse(StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), calling, token)
         except StorageError as exc:  # out of space, or the file system refused
@@ -358,7 +367,7 @@ class StorageSCP:
             return self._refuse(StoreStatus.CANNOT_UNDERSTAND, str(exc), calling, token)
         except PixelDataLengthError as exc:  # parsed, but not the image its attributes describe
             return self._refuse(StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), calling, token)
-        if structure.inflated is not None:  # the header is read from what the check inflated
+        if structure is not None and structure.inflated is not None:  # read what the check inflated
             received, transfer_syntax_uid_read = io.BytesIO(structure.inflated), str(ExplicitVRLittleEndian)
         else:
             transfer_syntax_uid_read = transfer_syntax_uid

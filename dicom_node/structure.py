@@ -77,6 +77,8 @@ _BITS_ALLOCATED = 0x00280100
 _IMAGE_ATTRIBUTES = frozenset(
     {_SAMPLES_PER_PIXEL, _PHOTOMETRIC_INTERPRETATION, _NUMBER_OF_FRAMES, _ROWS, _COLUMNS, _BITS_ALLOCATED}
 )
+# Top-level elements the walk remembers.
+_WATCHED = _IMAGE_ATTRIBUTES | _PIXEL_DATA_TAGS
 
 
 class _Encoding:
@@ -210,41 +212,46 @@ class _Walker:
         """Walk the elements from ``position`` up to ``end`` (or, when ``delimited``,
         up to the Item Delimitation Item); returns the position after them."""
         buffer = self.buffer
-        tag_and_length = encoding.tag_and_length.unpack_from
-        explicit_header = encoding.explicit_header.unpack_from
+        # One unpack per element: Explicit VR reads tag, VR and short length at once.
+        header = (encoding.tag_and_length if encoding.implicit else encoding.explicit_header).unpack_from
         long_length = encoding.long_length.unpack_from
         implicit = encoding.implicit
         start = position
+        elements = 0
         while position < end:
             if end - position < 8:
                 raise DataSetStructureError(
                     f"{end - position} stray bytes at byte {position}, too few for an element", offset=position
                 )
-            group, element, length = tag_and_length(buffer, position)
-            tag = group << 16 | element
-            if group == 0xFFFE:
-                if tag == _ITEM_DELIMITATION and delimited:
-                    return position + 8
-                raise DataSetStructureError(f"{_tag(tag)} at byte {position}: delimiter outside its sequence", offset=position)
             if implicit:
+                group, element, length = header(buffer, position)
                 vr = b""
                 value = position + 8
             else:
-                _, _, vr, length = explicit_header(buffer, position)
+                group, element, vr, length = header(buffer, position)
                 if vr in _LONG_VRS:
                     if end - position < 12:
                         raise DataSetStructureError(
-                            f"{_tag(tag)} at byte {position}: element header cut off", offset=position
+                            f"{_tag(group << 16 | element)} at byte {position}: element header cut off",
+                            offset=position,
                         )
                     (length,) = long_length(buffer, position + 8)
                     value = position + 12
                 elif vr in _SHORT_VRS:
                     value = position + 8
-                else:
+                elif group != 0xFFFE:
                     raise DataSetStructureError(
-                        f"{_tag(tag)} at byte {position}: {vr!r} is not a VR", offset=position
+                        f"{_tag(group << 16 | element)} at byte {position}: {vr!r} is not a VR", offset=position
                     )
-            self.elements += 1
+            tag = group << 16 | element
+            if group == 0xFFFE:  # delimiters and items carry no VR, in any encoding
+                if tag == _ITEM_DELIMITATION and delimited:
+                    self.elements += elements
+                    return position + 8
+                raise DataSetStructureError(
+                    f"{_tag(tag)} at byte {position}: delimiter outside its sequence", offset=position
+                )
+            elements += 1
             if length == _UNDEFINED:
                 position = self._undefined_length(tag, vr, value, end, depth, encoding, position)
                 continue
@@ -256,17 +263,18 @@ class _Walker:
                 )
             if vr == b"SQ" or (implicit and tag in _SEQUENCE_TAGS):
                 self.sequence(value, following, depth + 1, encoding, delimited=False)
-            elif depth == 0:
-                if tag in _IMAGE_ATTRIBUTES:
-                    self.image[tag] = bytes(buffer[value:following])
-                elif tag in _PIXEL_DATA_TAGS:
+            elif depth == 0 and tag in _WATCHED:
+                if tag in _PIXEL_DATA_TAGS:
                     self.pixel_data_tag, self.pixel_data_length = tag, length
                     self.pixel_data_offset = position
+                else:
+                    self.image[tag] = bytes(buffer[value:following])
             position = following
         if delimited:
             raise DataSetStructureError(
                 f"item at byte {start - 8}: no Item Delimitation before the end ({end})", offset=start - 8
             )
+        self.elements += elements
         return position
 
     def _undefined_length(
