@@ -3,8 +3,11 @@
 The SCP is deliberately thin (STYLE.md §5): handlers are declared in one place
 and return DICOM statuses; no pixel decoding and no slow work on the
 association thread. Received bytes are stored exactly as they arrived
-(:mod:`dicom_node.storage`) and the caller's ``on_stored`` hook is told about
-each instance; the node knows nothing of databases or queues.
+(:mod:`dicom_node.storage`) once their structure is checked
+(:mod:`dicom_node.structure`: every length and delimiter, the Pixel Data's
+size; a damaged data set is refused and leaves nothing behind), and the
+caller's ``on_stored`` hook is told about each instance; the node knows
+nothing of databases or queues.
 
 Speed: every association reads through :mod:`dicom_node.sockets` (quick ACKs,
 ``TCP_NODELAY``), which removes the Nagle/delayed-ACK stall of senders with
@@ -202,7 +205,9 @@ class StorageSCP:
         stored; must be quick (an index insert). Raise
         :class:`~dicom_node.errors.StoreRefusedError` to refuse the instance:
         the file is removed again and the sender gets Out of Resources
-        (transient) or Processing Failure.
+        (transient) or Processing Failure;
+        :class:`~dicom_node.errors.InstanceConflictError` (the SOP Instance
+        UID is known in another study or series) gets 0xA900.
     allowed_peers
         Calling AE titles (optionally with host) allowed to associate; empty
         allows any.

@@ -67,7 +67,13 @@ class FsyncPolicy(enum.StrEnum):
 
 
 class DuplicatePolicy(enum.StrEnum):
-    """What to do when a SOP Instance UID that is already stored arrives again."""
+    """What to do when a SOP Instance UID that is already stored arrives again in
+    the same study and series (at the same path).
+
+    The same SOP Instance UID in another study or series is not a duplicate but
+    a conflict; the study index refuses it under every policy
+    (:class:`~dicom_node.errors.InstanceConflictError`, answered 0xA900).
+    """
 
     #: Keep the stored file when the new one is byte-identical, else replace it.
     IGNORE_IF_IDENTICAL = "ignore-if-identical"
