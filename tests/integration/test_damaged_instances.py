@@ -13,10 +13,23 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    generate_uid,
+)
 from pynetdicom import AE, _config
 
-from tests.damaged import DAMAGE_KINDS, write_damaged, write_short_of_rows
+from tests.damaged import (
+    DAMAGE_KINDS,
+    dataset_offset,
+    intact_ct,
+    write_damaged,
+    write_short_of_rows,
+)
 from tests.factories import write_series
 from tests.integration.dcmtk import storescu
 from tests.integration.ingest_node import indexed, running_node, staged_files, stored_files
@@ -94,3 +107,43 @@ def test_storescu_will_not_read_the_damaged_files(kind, tmp_path):
                          series_instance_uid=generate_uid())
     run = storescu(1, [path])  # nothing listens on port 1: storescu stops at reading the file
     assert "ignoring file" in run.output and run.responses == [], run.output
+
+
+@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian,
+                                    DeflatedExplicitVRLittleEndian])
+def test_whole_instances_in_every_native_syntax_are_stored_and_a_cut_deflate_stream_is_not(node, syntax, tmp_path):
+    """Valid data is never refused: nested sequences of undefined length before and after Pixel
+    Data, in each native transfer syntax pynetdicom encodes (deflated: the header is read from
+    the bytes the check inflated)."""
+    whole = intact_ct(study_instance_uid=generate_uid(), series_instance_uid=generate_uid())
+    whole.file_meta.TransferSyntaxUID = syntax  # pynetdicom encodes it in this syntax
+    ae = AE(ae_title="SCU")
+    ae.add_requested_context(CTImageStorage, [syntax])
+    assoc = ae.associate("127.0.0.1", node.address[1], ae_title="RADGROUND")
+    assert assoc.is_established and str(assoc.accepted_contexts[0].transfer_syntax[0]) == syntax
+    assert assoc.send_c_store(whole).Status == 0
+    assoc.release()
+    row = indexed(node)[str(whole.SOPInstanceUID)]
+    assert row.transfer_syntax_uid == syntax
+    assert dcmread(Path(node.settings.storage.root) / row.path).PixelData == whole.PixelData
+
+    if syntax == DeflatedExplicitVRLittleEndian:
+        path = tmp_path / "whole.dcm"
+        whole.SOPInstanceUID = whole.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        whole.save_as(path, enforce_file_format=True)
+        raw = path.read_bytes()
+        cut = tmp_path / "cut.dcm"
+        cut.write_bytes(raw[:dataset_offset(raw) + (len(raw) - dataset_offset(raw)) // 2])
+        ae = AE(ae_title="RAWSCU")
+        ae.add_requested_context(CTImageStorage, [syntax])
+        previous = _config.STORE_SEND_CHUNKED_DATASET
+        _config.STORE_SEND_CHUNKED_DATASET = True
+        try:
+            assoc = ae.associate("127.0.0.1", node.address[1], ae_title="RADGROUND")
+            response = assoc.send_c_store(cut)
+            assoc.release()
+        finally:
+            _config.STORE_SEND_CHUNKED_DATASET = previous
+        assert response.Status == CANNOT_UNDERSTAND
+        assert response.ErrorComment.startswith("deflate stream ends before its last block")
+        assert len(indexed(node)) == 1 and staged_files(node) == []
