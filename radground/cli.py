@@ -52,6 +52,9 @@ def cli(ctx: click.Context, config: Path | None) -> None:
     region-aware model on it, and returns grounded findings as DICOM SR/GSPS
     and FHIR. Start with `radground serve`; check a peer with `radground echo`.
     """
+    from radground.logs import silence_value_warnings
+
+    silence_value_warnings()
     ctx.obj = _Context(config)
 
 
@@ -250,7 +253,8 @@ def send(obj: _Context, paths: tuple[Path, ...], destination: str, quiet: bool) 
         StorageSCU(obj.settings.node.ae_title).send(files, target, on_result=on_result)
     for result in failures:
         status = f"0x{result.status:04X}" if result.status is not None else "not sent"
-        click.echo(f"FAILED {result.source}: {status} {result.reason}".rstrip(), err=True)
+        reason = f": {result.reason}" if result.reason else ""
+        click.echo(f"FAILED {result.source}: {status}{reason}", err=True)
     click.echo(f"{len(files) - len(failures)} of {len(files)} instances stored at {target}")
     if failures:
         sys.exit(EXIT_FAILURE)

@@ -92,3 +92,41 @@ def test_send_skips_hidden_entries_of_a_directory(runner, tmp_path):
 
     assert "0 of 1 instances stored" in result.output  # notes.txt only
     assert ".tmp" not in result.output
+
+
+def test_send_failure_line_separates_status_and_reason_with_a_colon(runner, tmp_path):
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not dicom")
+    result = runner.invoke(cli, ["send", str(junk), "--to", f"PACS@127.0.0.1:{closed_port()}"])
+    assert f"FAILED {junk}: not sent: not a readable DICOM file" in result.output
+
+
+def test_send_does_not_print_pydicom_value_warnings(tmp_path):
+    """pydicom's "Invalid value for VR UI: '<the UID>'" must not reach the CLI's stderr."""
+    import os
+    import subprocess
+    import sys
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    invalid_uid = "1.2.3.not-a-uid"
+    dataset = Dataset()
+    dataset.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    dataset.SOPInstanceUID = invalid_uid
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+    dataset.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    path = tmp_path / "bad-uid.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("RADGROUND_")}
+    environment["PYTHONWARNINGS"] = "always"
+    completed = subprocess.run(
+        [sys.executable, "-m", "radground", "send", str(path), "--to", f"PACS@127.0.0.1:{closed_port()}"],
+        capture_output=True, text=True, env=environment, cwd=tmp_path, timeout=120, check=False,
+    )
+    assert completed.returncode == 1, completed.stderr
+    assert "FAILED" in completed.stderr
+    assert invalid_uid not in completed.stderr and "Invalid value" not in completed.stderr
