@@ -452,7 +452,7 @@ def _check_structure_or_discard(data_set: memoryview, transfer_syntax_uid: str, 
     a damaged one's staged file is discarded before the error propagates."""
     try:
         return check_structure(data_set, transfer_syntax_uid)
-    except (DataSetStructureError, PixelDataLengthError):
+    except BaseException:
         staged.discard()
         raise
 

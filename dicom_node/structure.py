@@ -229,6 +229,15 @@ class _Walker:
                 value = position + 8
             else:
                 group, element, vr, length = header(buffer, position)
+            if group == 0xFFFE:  # delimiters and items carry no VR, in any encoding
+                tag = group << 16 | element
+                if tag == _ITEM_DELIMITATION and delimited:
+                    self.elements += elements
+                    return position + 8
+                raise DataSetStructureError(
+                    f"{_tag(tag)} at byte {position}: item or delimiter outside a sequence", offset=position
+                )
+            if not implicit:
                 if vr in _LONG_VRS:
                     if end - position < 12:
                         raise DataSetStructureError(
@@ -239,18 +248,11 @@ class _Walker:
                     value = position + 12
                 elif vr in _SHORT_VRS:
                     value = position + 8
-                elif group != 0xFFFE:
+                else:
                     raise DataSetStructureError(
                         f"{_tag(group << 16 | element)} at byte {position}: {vr!r} is not a VR", offset=position
                     )
             tag = group << 16 | element
-            if group == 0xFFFE:  # delimiters and items carry no VR, in any encoding
-                if tag == _ITEM_DELIMITATION and delimited:
-                    self.elements += elements
-                    return position + 8
-                raise DataSetStructureError(
-                    f"{_tag(tag)} at byte {position}: delimiter outside its sequence", offset=position
-                )
             elements += 1
             if length == _UNDEFINED:
                 position = self._undefined_length(tag, vr, value, end, depth, encoding, position)

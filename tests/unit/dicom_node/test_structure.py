@@ -268,3 +268,12 @@ def test_absurdly_deep_nesting_is_refused_without_exhausting_the_stack():
     body = (undefined_sequence + undefined_item) * (MAX_SEQUENCE_DEPTH + 5)
     with pytest.raises(DataSetStructureError, match=f"sequences nested deeper than {MAX_SEQUENCE_DEPTH}"):
         check_structure(body, ExplicitVRLittleEndian)
+
+
+def test_a_sequence_delimiter_left_over_at_the_top_level_is_refused():
+    """What a sender that wrote one delimiter too many (or a defined-length sequence followed
+    by its delimiter) produces."""
+    body = encode(new_ct(rows=2, columns=2), ExplicitVRLittleEndian)
+    stray = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    with pytest.raises(DataSetStructureError, match=r"\(FFFE,E0DD\) at byte 0: item or delimiter outside a sequence"):
+        check_structure(stray + body, ExplicitVRLittleEndian)
