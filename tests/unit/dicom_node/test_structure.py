@@ -63,6 +63,11 @@ def shared_files() -> list[Path]:
     return sorted(root.glob("*.dcm"))
 
 
+def test_the_real_files_are_found(shared_data):
+    """The parametrised test below would be silently empty without them."""
+    assert len(shared_files()) >= 19 and all(p.parent == shared_data / "dicom" for p in shared_files())
+
+
 @pytest.mark.parametrize("path", shared_files(), ids=lambda p: p.name)
 def test_every_real_file_passes(path):
     """Every file in shared/data/dicom, whatever its transfer syntax (JPEG, JPEG-LS, J2K,
