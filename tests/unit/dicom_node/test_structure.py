@@ -59,7 +59,8 @@ def new_ct(**kwargs) -> Dataset:
 
 
 def shared_files() -> list[Path]:
-    root = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "dicom"
+    """shared/data/dicom beside the repository, resolved as tests/conftest.py resolves it."""
+    root = (Path(__file__).resolve().parents[3].parent / "shared" / "data" / "dicom").resolve()
     return sorted(root.glob("*.dcm"))
 
 
