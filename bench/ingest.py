@@ -322,7 +322,7 @@ def structure_check_table(small: int, large: int) -> None:
     """Per-instance cost of the structural check: alone, and in the SCP with vs without it."""
     from bench._structure_check import check_microseconds, scp_milliseconds_per_instance
 
-    table = Table(title="Structural check of received data sets (in-process SCP, fsync, no index; storescu)")
+    table = Table(title="Structural check of received data sets (in-process SCP, no fsync, no index; storescu)")
     for column in ("load", "check alone, µs/instance", "SCP with check, CPU ms/instance",
                    "SCP without, CPU ms/instance", "with / without"):
         table.add_column(column, justify="right")
