@@ -265,7 +265,12 @@ def send(obj: _Context, paths: tuple[Path, ...], destination: str, quiet: bool) 
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="Most recent studies to show.")
 @pass_context
 def studies(obj: _Context, state: str | None, limit: int) -> None:
-    """List received studies, most recent first, with their completion state."""
+    """List received studies, most recent first: completion state and what became of them.
+
+    Outcome: "job N <state>" (processed; `radground jobs show N`), "skipped: no
+    route (<condition>)" (`radground routes test UID` explains it), "skipped: own
+    output" (RadGround's results routed back), "waiting" (ready, not routed yet).
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -273,7 +278,8 @@ def studies(obj: _Context, state: str | None, limit: int) -> None:
 
     rows = list_studies(obj.settings, state=state, limit=limit)
     table = Table(box=None, header_style="bold")
-    for column in ("Study Instance UID", "Date", "Modality", "Series", "Instances", "Rev", "State", "Last received (UTC)"):
+    for column in ("Study Instance UID", "Date", "Modality", "Series", "Instances", "Rev", "State", "Outcome",
+                   "Last received (UTC)"):
         table.add_column(column)
     for row in rows:
         table.add_row(
@@ -284,6 +290,7 @@ def studies(obj: _Context, state: str | None, limit: int) -> None:
             str(row.instance_count),
             str(row.revision),
             row.state,
+            row.outcome,
             row.last_received_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
     Console(width=200).print(table)
@@ -316,8 +323,9 @@ def main() -> None:
 def _register_groups() -> None:
     from radground.jobs_cli import jobs, reprocess
     from radground.model_cli import model
+    from radground.routes_cli import routes
 
-    for command in (model, jobs, reprocess):
+    for command in (model, jobs, reprocess, routes):
         cli.add_command(command)
 
 

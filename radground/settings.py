@@ -155,7 +155,8 @@ class FhirEndpointSettings(_Section):
     timeout_seconds: float = Field(30.0, gt=0)
     max_attempts: int = Field(10, ge=1)
     primary_language: str = "en"
-    #: FHIR identifier system for Patient IDs whose DICOM Issuer is missing or not a URI/OID.
+    #: FHIR identifier system for Patient IDs whose DICOM Issuer is missing or not a URI/OID;
+    #: empty = this node's own namespace (exporters.fhir.local_patient_identifier_system).
     patient_identifier_system: str = ""
 
     @field_validator("url")
@@ -250,7 +251,8 @@ class WorkerSettings(_Section):
     visibility_timeout_seconds: int = Field(3600, ge=60)
     #: A queued job not picked up for this long is enqueued again (the broker lost it).
     requeue_after_seconds: float = Field(120.0, gt=0)
-    #: Where the produced SR/GSPS/FHIR files are kept.
+    #: Where the produced SR/GSPS files and FHIR Bundles are written
+    #: (<outputs_root>/<Study Instance UID>/r<revision>/), whatever the destinations.
     outputs_root: Path = Path("var/outputs")
 
 
