@@ -410,6 +410,8 @@ class StorageSCP:
             if self.on_stored is not None:
                 self.on_stored(instance)
             pending.wait()
+        except DuplicateInstanceError as exc:  # policy reject: the index already has it
+            return self._refuse(StoreStatus.DUPLICATE_SOP_INSTANCE, str(exc), calling, token)
         except StorageError as exc:  # the file could not be made durable (disk full, I/O error)
             return self._refuse(StoreStatus.OUT_OF_RESOURCES, str(exc), calling, token)
         except InstanceConflictError as exc:  # a known SOP Instance UID in another study or series

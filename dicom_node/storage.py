@@ -89,6 +89,10 @@ class StoreOutcome(enum.StrEnum):
     STORED = "stored"
     REPLACED = "replaced"
     IDENTICAL_DUPLICATE = "identical-duplicate"
+    #: Policy "reject": a byte-identical file is already in place. A duplicate if
+    #: the index knows it; if not (a crash came between the file's rename and its
+    #: index commit, so the sender never heard Success), this re-send indexes it.
+    ALREADY_STORED = "already-stored"
 
 
 class PendingWrite:
@@ -171,7 +175,10 @@ class StagedWrite:
             outcome = StoreOutcome.STORED
             if target.exists():
                 if store.duplicates is DuplicatePolicy.REJECT:
-                    raise DuplicateInstanceError("SOP Instance UID already stored (policy: reject)")
+                    if not _same_content(target, self._path):
+                        raise DuplicateInstanceError("SOP Instance UID already stored (policy: reject)")
+                    self.discard()  # the index decides: a duplicate, or a file it never recorded
+                    return PendingWrite(WriteResult(relative, self.size, StoreOutcome.ALREADY_STORED))
                 if store.duplicates is DuplicatePolicy.IGNORE_IF_IDENTICAL and _same_content(target, self._path):
                     self.discard()
                     return PendingWrite(WriteResult(relative, self.size, StoreOutcome.IDENTICAL_DUPLICATE))

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, bindparam, case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from dicom_node.errors import InstanceConflictError
+from dicom_node.errors import DuplicateInstanceError, InstanceConflictError
 from dicom_node.scp import StoredInstance
 from dicom_node.storage import StoreOutcome
 from dicom_node.uids import short_uid
@@ -94,7 +94,10 @@ def record_instance(session: Session, instance: StoredInstance, *, known: KnownK
 
     Raises :class:`~dicom_node.errors.InstanceConflictError` when the SOP
     Instance UID is indexed in another study or series, or as another SOP
-    Class (see :func:`_known_instance`); nothing is changed then.
+    Class (see :func:`_known_instance`), and
+    :class:`~dicom_node.errors.DuplicateInstanceError` when it is indexed and
+    the store found it :attr:`~dicom_node.storage.StoreOutcome.ALREADY_STORED`
+    (policy "reject"); nothing is changed then.
     """
     header = instance.header
     now = instance.received_at
@@ -133,6 +136,8 @@ def record_instance(session: Session, instance: StoredInstance, *, known: KnownK
             body_part_examined=_text(header, "BodyPartExamined", 16),
         )
     existing = _known_instance(session, instance)  # after the study lock: same-study re-sends serialise
+    if existing is not None and instance.outcome is StoreOutcome.ALREADY_STORED:
+        raise DuplicateInstanceError("SOP Instance UID already stored (policy: reject)")
     new_content = existing is None or instance.outcome is not StoreOutcome.IDENTICAL_DUPLICATE
     own_output = looks_like_own_output(instance.sop_class_uid, header)
 

@@ -91,3 +91,22 @@ def test_re_sends_in_the_same_study_follow_the_policy_and_in_another_study_are_r
         assert study_counts(node) == {study: 1, other_study: 1}
         assert len(stored_files(node)) == 2
         assert_files_and_index_agree(node)
+
+
+def test_reject_indexes_a_file_a_crash_left_unindexed_when_it_is_sent_again(database_url, tmp_path):
+    """A crash between a file's rename and its index commit leaves the file without its row,
+    and the sender without Success. With "reject", its identical re-send used to be refused
+    as a duplicate forever, the instance never indexed; now the index, not the file, decides."""
+    root = tmp_path / "instances"
+    instance = ct(generate_uid(), generate_uid(), sop=generate_uid())
+    # The first node's index is lost with it: only the file stays.
+    with running_node(f"sqlite:///{tmp_path / 'lost.db'}", root, duplicates="reject") as first:
+        assert send(first.address[1], [instance])[0].Status == SUCCESS
+    with running_node(database_url, root, duplicates="reject") as node:
+        assert len(stored_files(node)) == 1 and indexed(node) == {}
+        again, once_more = send(node.address[1], [instance, instance])
+        assert again.Status == SUCCESS
+        assert once_more.Status == DUPLICATE_SOP_INSTANCE
+        assert set(indexed(node)) == {str(instance.SOPInstanceUID)}
+        assert study_counts(node) == {str(instance.StudyInstanceUID): 1}
+        assert_files_and_index_agree(node)

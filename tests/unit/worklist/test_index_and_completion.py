@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
-from dicom_node.errors import InstanceConflictError, StorageError
+from dicom_node.errors import DuplicateInstanceError, InstanceConflictError, StorageError
 from dicom_node.scp import StoredInstance
 from dicom_node.storage import StoreOutcome
 from tests.factories import make_ct
@@ -19,7 +19,7 @@ from worklist.db import make_session_factory
 from worklist.index import StudyIndexer, record_instance
 from worklist.models import Instance, Patient, RevisionState, Series, Study, StudyRevision
 
-T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 
 
 def stored(study, series, n, *, at, outcome=StoreOutcome.STORED, sop=None):
@@ -196,6 +196,20 @@ def test_a_re_sent_instance_in_its_own_study_and_series_is_no_conflict(migrated_
         assert index(sessions, again).new_content is (outcome is StoreOutcome.REPLACED)
     counts, held = study_books(sessions)
     assert counts == {study: 1} and held == {study: {original.sop_instance_uid: original.relative_path}}
+
+
+def test_an_already_stored_file_is_indexed_once_then_a_duplicate(migrated_engine):
+    """Policy "reject" with a byte-identical file in place: indexed if the index never
+    recorded it (a crash between rename and commit), a duplicate once it has."""
+    sessions = make_session_factory(migrated_engine)
+    indexer = StudyIndexer(migrated_engine)
+    study, series = generate_uid(), generate_uid()
+    unrecorded = stored(study, series, 1, at=T0, outcome=StoreOutcome.ALREADY_STORED)
+    assert indexer.record(unrecorded).new_content is True
+    with pytest.raises(DuplicateInstanceError, match="policy: reject"):
+        indexer.record(replace(unrecorded, received_at=T0 + timedelta(seconds=1)))
+    counts, held = study_books(sessions)
+    assert counts == {study: 1} and held == {study: {unrecorded.sop_instance_uid: unrecorded.relative_path}}
 
 
 def test_indexer_commits_nothing_when_the_file_cannot_be_made_durable(migrated_engine):
