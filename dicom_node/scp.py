@@ -342,7 +342,7 @@ class StorageSCP:
         calling, host = assoc.requestor.ae_title, assoc.requestor.address
         request = cast(C_STORE, event.request)
         received = request.DataSet
-        if received is None:  # pynetdicom answers a C-STORE without a data set itself
+        if received is None:  # not reached: pynetdicom hands over only C-STOREs that carry a data set
             return self._refuse(StoreStatus.CANNOT_UNDERSTAND, "C-STORE request without a data set", calling, "-")
         sop_class_uid = str(request.AffectedSOPClassUID)
         sop_instance_uid = str(request.AffectedSOPInstanceUID)
