@@ -342,7 +342,7 @@ class StorageSCP:
         calling, host = assoc.requestor.ae_title, assoc.requestor.address
         request = cast(C_STORE, event.request)
         received = request.DataSet
-        if received is None:  # not reached: pynetdicom hands over only C-STOREs that carry a data set
+        if received is None:  # PS3.7 9.3.1.1: a C-STORE-RQ carries a data set; refuse one that does not
             return self._refuse(StoreStatus.CANNOT_UNDERSTAND, "C-STORE request without a data set", calling, "-")
         sop_class_uid = str(request.AffectedSOPClassUID)
         sop_instance_uid = str(request.AffectedSOPInstanceUID)
