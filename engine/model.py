@@ -16,12 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.errors import EngineError
 from engine.report import SUPPORTED_LANGUAGES, ModelInfo, Task
 
 __all__ = ["GenerationRequest", "ModelError", "RegionAwareModel", "ResizeMode"]
 
 
-class ModelError(RuntimeError):
+class ModelError(EngineError, RuntimeError):
     """A model backend could not load or run."""
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node.scu import Destination
 from engine.model import RegionAwareModel
 from worklist.db import utcnow
+from worklist.errors import WorklistError
 from worklist.fhir_delivery import FhirAuth
 from worklist.jobs_models import AuditEvent
 from worklist.routing import Route
@@ -87,7 +88,7 @@ class PipelineContext:
     actor: str = field(default_factory=lambda: f"worker:{socket.gethostname()}:{os.getpid()}")
 
 
-class StepError(Exception):
+class StepError(WorklistError):
     """A step failed for a reason the operator can read (the job is marked failed)."""
 
 

@@ -123,9 +123,9 @@ def _route(ctx: PipelineContext, name: str) -> Route:
 
 def run_inference(ctx: PipelineContext, job_id: int) -> None:
     """Run the model on the job's study revision; then enqueue the export."""
-    from engine.analyze import AnalysisError, analyze_study
-    from engine.model import ModelError
-    from engine.pixels import ImageSelection, PixelError, VolumeStrategy
+    from engine.analyze import analyze_study
+    from engine.errors import EngineError
+    from engine.pixels import ImageSelection, VolumeStrategy
 
     with ctx.sessions.begin() as session:
         job = session.get(Job, job_id, with_for_update=True)
@@ -172,7 +172,7 @@ def run_inference(ctx: PipelineContext, job_id: int) -> None:
             generate=loaded.generate,
             regional_cot=route.regional_cot,
         )
-    except (AnalysisError, PixelError, ModelError, StepError, OSError) as exc:
+    except (EngineError, StepError, OSError) as exc:
         _fail(ctx, job_id, f"inference: {exc}")
         return
     elapsed = time.perf_counter() - started
@@ -346,11 +346,12 @@ def _not_sent_reason(ctx: PipelineContext, name: str, built: _Built) -> str | No
 
 def _build_kind(built: _Built, kind: str, build: Callable[[], None]) -> None:
     """Run one output kind's builder; record its failure instead of failing the job."""
+    from engine.errors import EngineError
     from exporters.errors import ExportError
 
     try:
         build()
-    except (ExportError, ValueError) as exc:
+    except (ExportError, EngineError) as exc:
         built.failures[kind] = str(exc)[:1000]
         logger.warning("Output %s not built (%s)", kind, type(exc).__name__)
     except Exception as exc:

@@ -202,7 +202,7 @@ def embedded(tmp_path_factory, pacs, ehr) -> Iterator[Deployment]:
     """`radground serve`: SQLite index, SQLite-file broker, workers it spawns itself."""
     tmp_path = tmp_path_factory.mktemp("embedded")
     deployment = new_deployment(tmp_path, pacs, ehr, database_url=f"sqlite:///{tmp_path / 'radground.db'}",
-                                broker_url=f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}", name="embedded")
+                                broker_url=f"radground+sqlite:///{tmp_path / 'broker.sqlite'}", name="embedded")
     try:
         serve = deployment.start("serve", "serve")
         deployment.wait_node_ready()
