@@ -19,6 +19,7 @@ Prints instances/s per receiver and the ratios to the peers. Usage::
     .venv/bin/python bench/ingest.py            # full run (~6 min on 2 cores)
     .venv/bin/python bench/ingest.py --quick    # 1/5 of the counts
     .venv/bin/python bench/ingest.py --compare-patches --quick   # each pynetdicom patch vs without it
+    .venv/bin/python bench/ingest.py --structure-check   # only what the structural check costs
 """
 
 from __future__ import annotations
@@ -326,9 +327,14 @@ def main() -> None:
                         help="--compare-patches: semicolon-separated variant names (default: all)")
     parser.add_argument("--scenarios", default=None,
                         help="--compare-patches: semicolon-separated load/sender names (default: all)")
+    parser.add_argument("--structure-check", action="store_true",
+                        help="only measure the structural check of received data sets (with vs without)")
     args = parser.parse_args()
     if args.quick:
         args.small, args.large = args.small // 5, args.large // 5
+    if args.structure_check:
+        structure_check_table(args.small // 5, args.large // 5)
+        return
     if args.compare_patches:
         variants = [v for v in PATCH_VARIANTS if not args.variants or v[0] in args.variants.split(";")]
         scenarios = [s for s in PATCH_SCENARIOS if not args.scenarios or s[0] in args.scenarios.split(";")]
@@ -411,6 +417,25 @@ def main() -> None:
         f"4 concurrent senders vs 1, RadGround ({cores} proc): {four / one:.2f}x; "
         f"plain pynetdicom: {plain_four / plain_one:.2f}x"
     )
+
+
+def structure_check_table(small: int, large: int) -> None:
+    """Per-instance cost of the structural check: alone, and in the SCP with vs without it."""
+    from bench._structure_check import check_microseconds, scp_milliseconds_per_instance
+
+    table = Table(title="Structural check of received data sets (in-process SCP, no fsync, no index; storescu)")
+    for column in ("load", "check alone, µs/instance", "SCP with check, CPU ms/instance",
+                   "SCP without, CPU ms/instance", "with / without"):
+        table.add_column(column, justify="right")
+    with tempfile.TemporaryDirectory(prefix="radground-bench-") as tmp:
+        work = Path(tmp)
+        for name, count, size in (("32 KB", small, 128), ("512 KB", large, 512)):
+            files = write_series(work / name.replace(" ", ""), count, rows=size, columns=size)
+            alone = check_microseconds(files)
+            with_check, without = scp_milliseconds_per_instance(files, work=work)
+            table.add_row(f"{count} x {name}", f"{alone:.0f}", f"{with_check:.2f}", f"{without:.2f}",
+                          f"{with_check / without:.3f}")
+    Console().print(table)
 
 
 if __name__ == "__main__":

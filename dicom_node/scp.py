@@ -3,8 +3,11 @@
 The SCP is deliberately thin (STYLE.md §5): handlers are declared in one place
 and return DICOM statuses; no pixel decoding and no slow work on the
 association thread. Received bytes are stored exactly as they arrived
-(:mod:`dicom_node.storage`) and the caller's ``on_stored`` hook is told about
-each instance; the node knows nothing of databases or queues.
+(:mod:`dicom_node.storage`) once their structure is checked
+(:mod:`dicom_node.structure`: every length and delimiter, the Pixel Data's
+size; a damaged data set is refused and leaves nothing behind), and the
+caller's ``on_stored`` hook is told about each instance; the node knows
+nothing of databases or queues.
 
 Admission: the node accepts on its own listening socket
 (:mod:`dicom_node.listening`), caps connections per peer address at accept
@@ -23,6 +26,7 @@ directly (:mod:`dicom_node.store_fastpath`).
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import multiprocessing
 import socket
@@ -34,13 +38,18 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, _config, evt
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from dicom_node.conformance import StoreStatus, contexts_preferring_requestor, scp_contexts
 from dicom_node.errors import (
+    DataSetStructureError,
     DuplicateInstanceError,
+    InstanceConflictError,
     InvalidInstanceError,
+    PixelDataLengthError,
     StorageError,
     StoreRefusedError,
 )
@@ -55,8 +64,9 @@ from dicom_node.patches import (
 )
 from dicom_node.reactors import make_event_driven
 from dicom_node.sockets import guard_association_socket
-from dicom_node.storage import InstanceStore, PendingWrite, StoreOutcome
+from dicom_node.storage import InstanceStore, PendingWrite, StagedWrite, StoreOutcome
 from dicom_node.store_fastpath import use_store_fast_path
+from dicom_node.structure import DataSetStructure, check_structure
 from dicom_node.uids import is_valid_uid, short_uid
 
 __all__ = [
@@ -313,7 +323,9 @@ class StorageSCP:
         stored; must be quick (an index insert). Raise
         :class:`~dicom_node.errors.StoreRefusedError` to refuse the instance:
         the file is removed again and the sender gets Out of Resources
-        (transient) or Processing Failure.
+        (transient) or Processing Failure;
+        :class:`~dicom_node.errors.InstanceConflictError` (the SOP Instance
+        UID is known in another study or series) gets 0xA900.
     allowed_peers
         Calling AE titles (optionally with host) allowed to associate; empty
         allows any.
@@ -332,6 +344,10 @@ class StorageSCP:
         Which of RadGround's patches of pynetdicom internals to use
         (:mod:`dicom_node.patches`; default all, empty = pynetdicom's stock
         path). Checked against the installed pynetdicom here.
+    verify_structure
+        Check each data set's structure before Success
+        (:func:`~dicom_node.structure.check_structure`); False only to measure
+        what the check costs (``bench/ingest.py --structure-check``).
     """
 
     def __init__(
@@ -349,6 +365,7 @@ class StorageSCP:
         maximum_pdu_size: int = 262_144,
         peer_limiter: PeerConnectionLimiter | None = None,
         pynetdicom_patches: Iterable[str] = PYNETDICOM_PATCHES,
+        verify_structure: bool = True,
     ) -> None:
         self.pynetdicom_patches = frozenset(pynetdicom_patches)
         check_pynetdicom_internals(self.pynetdicom_patches)
@@ -361,6 +378,7 @@ class StorageSCP:
         self.allowed_peers = tuple(allowed_peers)
         self.require_called_ae_title = require_called_ae_title
         self.limiter = limiter or ThreadAssociationLimiter(10)
+        self.verify_structure = verify_structure
         self._ae = AE(ae_title=ae_title)
         self._ae.supported_contexts = scp_contexts()
         self._ae.maximum_associations = 10_000  # the limiter decides, across processes
@@ -459,7 +477,10 @@ class StorageSCP:
         received_at = datetime.now(UTC)
         assoc = event.assoc
         calling, host = assoc.requestor.ae_title, assoc.requestor.address
-        request = event.request
+        request = cast(C_STORE, event.request)
+        received = request.DataSet
+        if received is None:  # PS3.7 9.3.1.1: a C-STORE-RQ carries a data set; refuse one that does not
+            return self._refuse(StoreStatus.CANNOT_UNDERSTAND, "C-STORE request without a data set", calling, "-")
         sop_class_uid = str(request.AffectedSOPClassUID)
         sop_instance_uid = str(request.AffectedSOPInstanceUID)
         transfer_syntax_uid = str(event.context.transfer_syntax)
@@ -472,17 +493,29 @@ class StorageSCP:
             implementation_version_name=self._ae.implementation_version_name or "",
             source_application_entity_title=calling,
         )
-        # Staged first, so that its fsync runs while the header is read.
+        # Staged first, so that its fsync runs while the structure and header are read.
         try:
-            with request.DataSet.getbuffer() as data_set:
+            with received.getbuffer() as data_set:
                 staged = self.store.stage((PREAMBLE + file_meta, data_set), sop_instance_uid=sop_instance_uid)
+                structure = (
+                    _check_structure_or_discard(data_set, transfer_syntax_uid, staged)
+                    if self.verify_structure else None
+                )
         except InvalidInstanceError as exc:
             return self._refuse(StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), calling, token)
         except StorageError as exc:  # out of space, or the file system refused
             return self._refuse(StoreStatus.OUT_OF_RESOURCES, str(exc), calling, token)
+        except DataSetStructureError as exc:  # PS3.4 B.2.3: cannot be parsed into elements
+            return self._refuse(StoreStatus.CANNOT_UNDERSTAND, str(exc), calling, token)
+        except PixelDataLengthError as exc:  # parsed, but not the image its attributes describe
+            return self._refuse(StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), calling, token)
+        if structure is not None and structure.inflated is not None:  # read what the check inflated
+            received, transfer_syntax_uid_read = io.BytesIO(structure.inflated), str(ExplicitVRLittleEndian)
+        else:
+            transfer_syntax_uid_read = transfer_syntax_uid
         try:
             header, study_uid, series_uid = _read_header_checked(
-                request.DataSet, transfer_syntax_uid, sop_class_uid, sop_instance_uid
+                received, transfer_syntax_uid_read, sop_class_uid, sop_instance_uid
             )
             pending = staged.place(study_instance_uid=study_uid, series_instance_uid=series_uid)
         except _Refusal as refusal:
@@ -514,8 +547,13 @@ class StorageSCP:
             if self.on_stored is not None:
                 self.on_stored(instance)
             pending.wait()
+        except DuplicateInstanceError as exc:  # policy reject: the index already has it
+            return self._refuse(StoreStatus.DUPLICATE_SOP_INSTANCE, str(exc), calling, token)
         except StorageError as exc:  # the file could not be made durable (disk full, I/O error)
             return self._refuse(StoreStatus.OUT_OF_RESOURCES, str(exc), calling, token)
+        except InstanceConflictError as exc:  # a known SOP Instance UID in another study or series
+            pending.abandon()
+            return self._refuse(StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), calling, token)
         except StoreRefusedError as exc:
             pending.abandon()
             status = StoreStatus.OUT_OF_RESOURCES if exc.transient else StoreStatus.PROCESSING_FAILURE
@@ -546,6 +584,16 @@ class _Refusal(Exception):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status, self.reason = status, reason
+
+
+def _check_structure_or_discard(data_set: memoryview, transfer_syntax_uid: str, staged: StagedWrite) -> DataSetStructure:
+    """The structure of the received data set (:func:`~dicom_node.structure.check_structure`);
+    a damaged one's staged file is discarded before the error propagates."""
+    try:
+        return check_structure(data_set, transfer_syntax_uid)
+    except BaseException:
+        staged.discard()
+        raise
 
 
 def _read_header_checked(

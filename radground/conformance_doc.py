@@ -63,7 +63,10 @@ STORE_STATUS_CONDITIONS: dict[str, tuple[str, str, str]] = {
     "DUPLICATE_SOP_INSTANCE": (
         "Failure",
         "Duplicate SOP Instance",
-        "The SOP Instance UID is already stored and `storage.duplicates = \"reject\"`.",
+        (
+            "The SOP Instance UID is already stored in the same study and series and "
+            "`storage.duplicates = \"reject\"`."
+        ),
     ),
     "PROCESSING_FAILURE": (
         "Failure",
@@ -88,13 +91,23 @@ STORE_STATUS_CONDITIONS: dict[str, tuple[str, str, str]] = {
         "Data Set does not match SOP Class",
         (
             "Study, Series or SOP Instance UID missing or not a valid UID; SOP Class or SOP "
-            "Instance UID in the data set differ from the C-STORE request."
+            "Instance UID in the data set differ from the C-STORE request; native Pixel Data "
+            "shorter than Rows x Columns x Samples per Pixel x Number of Frames x Bits Allocated "
+            "/ 8, or encapsulated Pixel Data with fewer fragments than frames; the SOP Instance "
+            "UID is already stored in another study or series, or as another SOP Class (a "
+            "conflict, refused under every `storage.duplicates` policy)."
         ),
     ),
     "CANNOT_UNDERSTAND": (
         "Error",
         "Cannot understand",
-        "The data set does not parse.",
+        (
+            "The data set cannot be parsed into elements: a length runs past the end of its data "
+            "set, item or sequence (a cut-off instance, a huge declared length), a sequence or "
+            "item of undefined length lacks its delimiter, encapsulated Pixel Data lacks its "
+            "Sequence Delimitation, or a deflate stream is incomplete. The ErrorComment names "
+            "the element and its byte offset."
+        ),
     ),
 }
 

@@ -124,6 +124,7 @@ def build_context(settings: Settings, *, enqueue: Enqueuer) -> PipelineContext:
         max_task_starts=settings.workers.max_task_starts,
         task_time_limit_seconds=settings.workers.task_time_limit_seconds,
         requeue_after_seconds=settings.workers.requeue_after_seconds,
+        lease_seconds=settings.workers.lease_seconds,
     )
 
 

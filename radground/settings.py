@@ -268,6 +268,9 @@ class WorkerSettings(_Section):
     visibility_timeout_seconds: int = Field(3600, ge=60)
     #: A queued job not picked up for this long is enqueued again (the broker lost it).
     requeue_after_seconds: float = Field(120.0, gt=0)
+    #: A running inference renews its claim on its job every third of this; a
+    #: job whose claim lapsed (its worker was killed or lost) is queued again.
+    lease_seconds: float = Field(30.0, ge=3, le=3600)
     #: Where the produced SR/GSPS files and FHIR Bundles are written
     #: (<outputs_root>/<Study Instance UID>/r<revision>/), whatever the destinations.
     outputs_root: Path = Path("var/outputs")
