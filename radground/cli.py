@@ -112,7 +112,7 @@ def worker(obj: _Context, queues: str, concurrency: int | None, parent_pid: int 
     (crash, OOM kill, Celery's own "Unrecoverable error"); SIGTERM or Ctrl-C
     stop it warmly: running tasks finish first.
     """
-    from radground.worker import SupervisedProcesses, run_worker, worker_command
+    from radground.worker import run_worker, supervised_worker
 
     if parent_pid is not None:
         run_worker(obj.settings, queue=queues, concurrency=concurrency, parent_pid=parent_pid)
@@ -120,7 +120,7 @@ def worker(obj: _Context, queues: str, concurrency: int | None, parent_pid: int 
     from radground.logs import configure_logging
 
     configure_logging(obj.settings.logging.level)
-    supervised = SupervisedProcesses([(queues, worker_command(obj.config, queues, concurrency))])
+    supervised = supervised_worker(obj.settings, obj.config, queues, concurrency)
     supervised.start()
     supervised.wait_for_signal()
 
@@ -128,6 +128,7 @@ def worker(obj: _Context, queues: str, concurrency: int | None, parent_pid: int 
 def _run_node(obj: _Context, listener_processes: int | None, port: int | None, *, with_workers: bool) -> None:
     from sqlalchemy.engine import make_url
 
+    from dicom_node.errors import PortInUseError
     from radground.logs import configure_logging
     from radground.node import Node
 
@@ -147,6 +148,10 @@ def _run_node(obj: _Context, listener_processes: int | None, port: int | None, *
         f"database {make_url(settings.database.url).render_as_string(hide_password=True)}",
         err=True,
     )
+    try:
+        node.claim_port()  # before the workers start: a taken port stops start-up here
+    except PortInUseError as exc:
+        raise click.ClickException(f"cannot start the node: {exc}") from None
     workers = None
     if with_workers:
         from radground.worker import start_embedded_workers

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,12 +12,14 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from dicom_node.patches import PYNETDICOM_PATCHES
 from dicom_node.scu import Destination
 from engine.model import RegionAwareModel
 from worklist.db import Base, utcnow
 from worklist.errors import WorklistError
 from worklist.fhir_delivery import FhirAuth
 from worklist.jobs_models import AuditEvent
+from worklist.leases import worker_id
 from worklist.routing import Route
 
 __all__ = [
@@ -83,10 +84,15 @@ class PipelineContext:
     dicom_targets: Mapping[str, DicomTarget] = field(default_factory=dict)
     fhir_targets: Mapping[str, FhirTarget] = field(default_factory=dict)
     scu_ae_title: str = "RADGROUND"
+    #: node.pynetdicom_patches, for the SCU that delivers outputs (dicom_node.patches).
+    scu_pynetdicom_patches: tuple[str, ...] = PYNETDICOM_PATCHES
     max_task_starts: int = 3
     task_time_limit_seconds: float = 900.0
     requeue_after_seconds: float = 120.0
-    actor: str = field(default_factory=lambda: f"worker:{socket.gethostname()}:{os.getpid()}")
+    #: An inference attempt's claim on its job lapses this long after its last
+    #: renewal (see :mod:`worklist.leases`).
+    lease_seconds: float = 30.0
+    actor: str = field(default_factory=lambda: worker_id(os.getpid()))
 
 
 class StepError(WorklistError):
@@ -97,9 +103,13 @@ def audit(session: Session, actor: str, action: str, job_id: int | None, detail:
     session.add(AuditEvent(at=utcnow(), actor=actor, action=action, job_id=job_id, detail=detail))
 
 
-def insert_ignore(session: Session, table_class: type[Base], /, **values: object) -> None:
+def insert_ignore(session: Session, table_class: type[Base], /, **values: object) -> bool:
+    """Insert a row unless it conflicts with a unique key; whether it was inserted."""
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     table = table_class.__table__
     if not isinstance(table, Table):
         raise TypeError(f"{table_class.__name__} is not mapped to one table")
-    session.execute(insert(table).values(**values).on_conflict_do_nothing())
+    statement = (
+        insert(table).values(**values).on_conflict_do_nothing().returning(*table.primary_key.columns)
+    )
+    return session.execute(statement).first() is not None

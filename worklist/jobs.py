@@ -54,6 +54,7 @@ def retry_job(ctx: PipelineContext, job_id: int, *, actor: str) -> str:
             message = f"job {job_id}: {len(failed)} failed deliveries start over"
         else:
             job.state, job.inference_starts, job.report_json = JobState.QUEUED, 0, None
+            job.worker, job.lease_expires_at = None, None
             job.output_errors = None
             message = f"job {job_id}: queued for inference again"
         session.add(AuditEvent(at=utcnow(), actor=actor, action="job-retry", job_id=job_id, detail=message))

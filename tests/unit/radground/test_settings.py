@@ -66,8 +66,12 @@ def test_environment_overrides_file(tmp_path, monkeypatch):
         ("[node]\nae_title = 'THIS-AE-TITLE-IS-TOO-LONG'\n", "node.ae_title"),
         ("[node]\nprot = 1\n", "node.prot"),
         ("[storage]\nfsync = 'sometimes'\n", "storage.fsync"),
+        ("[node]\nmax_connections_per_peer = 0\n", "node.max_connections_per_peer"),
+        ("[node]\npynetdicom_patches = ['bulk-reads']\n", "node.pynetdicom_patches"),
+        ("[node]\npynetdicom_patches = ['quick-ack']\n", "node.pynetdicom_patches"),
         ("[completion]\nidle_seconds = 60\nforce_after_seconds = 10\n", "completion"),
         ("[database]\nurl = 'mysql://x'\n", "database.url"),
+        ("[workers]\nlease_seconds = 1\n", "workers.lease_seconds"),
         ("[destinations.PACS]\nae_title = 'P'\nhost = 'h'\n", "destinations.PACS.port"),
     ],
 )
