@@ -31,11 +31,14 @@ __all__ = ["check_microseconds", "scp_milliseconds_per_instance"]
 
 def _data_set(path: Path) -> bytes:
     raw = path.read_bytes()
-    return raw[144 + int.from_bytes(raw[140:144], "little"):]  # after the File Meta group (PS3.10 §7.1)
+    return raw[
+        144 + int.from_bytes(raw[140:144], "little") :
+    ]  # after the File Meta group (PS3.10 §7.1)
 
 
-def check_microseconds(files: list[Path], *, transfer_syntax_uid: str = "1.2.840.10008.1.2.1",
-                       repeats: int = 5) -> float:
+def check_microseconds(
+    files: list[Path], *, transfer_syntax_uid: str = "1.2.840.10008.1.2.1", repeats: int = 5
+) -> float:
     """Median microseconds :func:`check_structure` takes per instance of ``files``."""
     data_sets = [_data_set(path) for path in files]
     for data in data_sets:  # warm up
@@ -60,8 +63,19 @@ def _send_once(files: list[Path], *, verify_structure: bool, work: Path) -> floa
     try:
         start = time.process_time()
         done = subprocess.run(
-            ["storescu", "-aet", "BENCH", "-aec", "RADGROUND", "127.0.0.1", str(port), *map(str, files)],
-            env={**os.environ, "TCP_NODELAY": "1"}, capture_output=True, check=False,
+            [
+                "storescu",
+                "-aet",
+                "BENCH",
+                "-aec",
+                "RADGROUND",
+                "127.0.0.1",
+                str(port),
+                *map(str, files),
+            ],
+            env={**os.environ, "TCP_NODELAY": "1"},
+            capture_output=True,
+            check=False,
         )
         elapsed = time.process_time() - start
     finally:
@@ -72,8 +86,11 @@ def _send_once(files: list[Path], *, verify_structure: bool, work: Path) -> floa
     return elapsed / len(files)
 
 
-def scp_milliseconds_per_instance(files: list[Path], *, work: Path, rounds: int = 6) -> tuple[float, float]:
-    """Median CPU milliseconds per instance (with the check, without it), ABBA-interleaved rounds."""
+def scp_milliseconds_per_instance(
+    files: list[Path], *, work: Path, rounds: int = 6
+) -> tuple[float, float]:
+    """Median CPU milliseconds per instance (with the check, without it), ABBA-interleaved
+    rounds."""
     with_check: list[float] = []
     without: list[float] = []
     for round_number in range(rounds):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable
+from typing import Final, Literal
 
 __all__ = [
     "EVENT_REACTORS",
@@ -23,29 +24,48 @@ __all__ = [
     "SCU_RESPONSE_ORDER",
     "STORE_FAST_PATH",
     "PynetdicomInternalsChanged",
+    "PynetdicomPatch",
     "check_pynetdicom_internals",
 ]
 
-PDU_LIMITS = "pdu-limits"
-"""Bounded PDU lengths and per-PDU read deadlines (:class:`dicom_node.sockets.GuardedSocket`)."""
-QUICK_ACK = "quick-ack"
-"""Re-arm TCP_QUICKACK after every read (:class:`dicom_node.sockets.QuickAckSocket`); needs pdu-limits."""
-EVENT_REACTORS = "event-reactors"
-"""DUL and association threads wait for events instead of polling (:mod:`dicom_node.reactors`)."""
-STORE_FAST_PATH = "store-fast-path"
-"""C-STORE command sets read and written directly (:mod:`dicom_node.store_fastpath`)."""
-SCU_RESPONSE_ORDER = "scu-response-order"
-"""The SCU's reactor never takes a response meant for the sender (:class:`dicom_node.scu._RequestorDIMSE`)."""
+PynetdicomPatch = Literal[
+    "pdu-limits", "quick-ack", "event-reactors", "store-fast-path", "scu-response-order"
+]
+"""The name of one of the patches (the ``node.pynetdicom_patches`` setting lists them)."""
 
-PYNETDICOM_PATCHES = (PDU_LIMITS, QUICK_ACK, EVENT_REACTORS, STORE_FAST_PATH, SCU_RESPONSE_ORDER)
+PDU_LIMITS: Final = "pdu-limits"
+"""Bounded PDU lengths and per-PDU read deadlines (:class:`dicom_node.sockets.GuardedSocket`)."""
+QUICK_ACK: Final = "quick-ack"
+"""Re-arm TCP_QUICKACK after every read (:class:`dicom_node.sockets.QuickAckSocket`); needs
+pdu-limits."""
+EVENT_REACTORS: Final = "event-reactors"
+"""DUL and association threads wait for events instead of polling (:mod:`dicom_node.reactors`)."""
+STORE_FAST_PATH: Final = "store-fast-path"
+"""C-STORE command sets read and written directly (:mod:`dicom_node.store_fastpath`)."""
+SCU_RESPONSE_ORDER: Final = "scu-response-order"
+"""The SCU's reactor never takes a response meant for the sender
+(:class:`dicom_node.scu._RequestorDIMSE`)."""
+
+PYNETDICOM_PATCHES: tuple[PynetdicomPatch, ...] = (
+    PDU_LIMITS,
+    QUICK_ACK,
+    EVENT_REACTORS,
+    STORE_FAST_PATH,
+    SCU_RESPONSE_ORDER,
+)
 
 
 class PynetdicomInternalsChanged(RuntimeError):
     """The installed pynetdicom lacks an internal that an enabled patch relies on."""
 
 
-def _needs(owner: object, name: str, *, parameters: tuple[str, ...] | None = None,
-           source_has: tuple[str, ...] = ()) -> str | None:
+def _needs(
+    owner: object,
+    name: str,
+    *,
+    parameters: tuple[str, ...] | None = None,
+    source_has: tuple[str, ...] = (),
+) -> str | None:
     """Why ``owner.name`` is not what a patch relies on, or ``None`` when it is."""
     label = f"{getattr(owner, '__module__', '')}.{getattr(owner, '__qualname__', owner)}.{name}"
     member = inspect.getattr_static(owner, name, None)
@@ -69,8 +89,11 @@ def _needs(owner: object, name: str, *, parameters: tuple[str, ...] | None = Non
 def _instance_attributes(owner: type, names: Iterable[str], method: str = "__init__") -> list[str]:
     """Attributes the patches read that ``owner`` sets in ``method`` (checked in its source)."""
     source = inspect.getsource(getattr(owner, method))
-    return [f"{owner.__module__}.{owner.__qualname__} no longer sets self.{name}"
-            for name in names if f"self.{name}" not in source]
+    return [
+        f"{owner.__module__}.{owner.__qualname__} no longer sets self.{name}"
+        for name in names
+        if f"self.{name}" not in source
+    ]
 
 
 def _problems(patch: str) -> list[str]:
@@ -88,9 +111,16 @@ def _problems(patch: str) -> list[str]:
     if patch in (PDU_LIMITS, QUICK_ACK):
         checks += [
             _needs(AssociationSocket, "recv", parameters=("self", "nr_bytes")),
-            _needs(DULServiceProvider, "_read_pdu_data", parameters=("self",),
-                   source_has=("self.socket.recv(6)", "self.socket.recv(pdu_length)",
-                               "except (OSError, TimeoutError)")),
+            _needs(
+                DULServiceProvider,
+                "_read_pdu_data",
+                parameters=("self",),
+                source_has=(
+                    "self.socket.recv(6)",
+                    "self.socket.recv(pdu_length)",
+                    "except (OSError, TimeoutError)",
+                ),
+            ),
             _needs(Association, "is_acceptor"),
             _needs(RequestHandler, "_create_association", parameters=("self",)),
         ]
@@ -108,21 +138,36 @@ def _problems(patch: str) -> list[str]:
             _needs(Association, "_serve_request", parameters=("self", "msg", "context_id")),
             _needs(Association, "kill", parameters=("self",)),
         ]
-        problems += _instance_attributes(DULServiceProvider, (
-            "_idle_timer", "artim_timer", "state_machine", "event_queue", "to_provider_queue",
-            "to_user_queue", "_kill_thread"))
-        problems += _instance_attributes(Association, ("_reactor_checkpoint", "_is_paused", "_kill",
-                                                       "_dul_ready"))
+        problems += _instance_attributes(
+            DULServiceProvider,
+            (
+                "_idle_timer",
+                "artim_timer",
+                "state_machine",
+                "event_queue",
+                "to_provider_queue",
+                "to_user_queue",
+                "_kill_thread",
+            ),
+        )
+        problems += _instance_attributes(
+            Association, ("_reactor_checkpoint", "_is_paused", "_kill", "_dul_ready")
+        )
     elif patch == STORE_FAST_PATH:
         checks += [
             _needs(DIMSEServiceProvider, "receive_primitive", parameters=("self", "primitive")),
-            _needs(DIMSEServiceProvider, "send_msg", parameters=("self", "primitive", "context_id")),
+            _needs(
+                DIMSEServiceProvider, "send_msg", parameters=("self", "primitive", "context_id")
+            ),
             _needs(DIMSEServiceProvider, "maximum_pdu_size"),
             _needs(DIMSEServiceProvider, "assoc"),
         ]
         store = C_STORE()
-        problems += [f"pynetdicom.dimse_primitives.C_STORE no longer has {name}"
-                     for name in ("_context_id", "_dataset_path", "_dataset_file") if not hasattr(store, name)]
+        problems += [
+            f"pynetdicom.dimse_primitives.C_STORE no longer has {name}"
+            for name in ("_context_id", "_dataset_path", "_dataset_file")
+            if not hasattr(store, name)
+        ]
         if not hasattr(_config, "STORE_RECV_CHUNKED_DATASET"):
             problems.append("pynetdicom._config.STORE_RECV_CHUNKED_DATASET is missing")
         problems += _instance_attributes(DIMSEServiceProvider, ("message", "msg_queue"))
@@ -132,7 +177,9 @@ def _problems(patch: str) -> list[str]:
         if not all(hasattr(queue.Queue(), name) for name in ("mutex", "queue")):
             problems.append("queue.Queue no longer has mutex and queue")
     else:
-        raise ValueError(f"unknown pynetdicom patch {patch!r}; known: {', '.join(PYNETDICOM_PATCHES)}")
+        raise ValueError(
+            f"unknown pynetdicom patch {patch!r}; known: {', '.join(PYNETDICOM_PATCHES)}"
+        )
     return problems + [problem for problem in checks if problem is not None]
 
 

@@ -91,7 +91,8 @@ def pdu_length_limit(pdu_type: int, *, maximum_pdu_size: int) -> int | None:
 
 
 class GuardedSocket(AssociationSocket):
-    """pynetdicom's association socket, reading each PDU bounded and with a deadline (see the module)."""
+    """pynetdicom's association socket, reading each PDU bounded and with a deadline (see the
+    module)."""
 
     #: Re-arm TCP_QUICKACK after every read (:class:`QuickAckSocket`).
     quick_ack = False
@@ -111,13 +112,20 @@ class GuardedSocket(AssociationSocket):
         """
         connection = cast(socket.socket, self.socket)
         timeout = self.assoc.network_timeout or 60.0
-        buffer = _read_exactly(connection, nr_bytes, deadline=time.monotonic() + timeout,
-                               restore_timeout=connection.gettimeout(), quick_ack=self.quick_ack)
+        buffer = _read_exactly(
+            connection,
+            nr_bytes,
+            deadline=time.monotonic() + timeout,
+            restore_timeout=connection.gettimeout(),
+            quick_ack=self.quick_ack,
+        )
         announced, self._announced = self._announced, None
         if announced is not None and announced[1] == nr_bytes:  # the body of the header read last
             if announced[0] == 0x04 and len(buffer) == nr_bytes:
                 self._check_pdv_items(connection, buffer)
-        elif nr_bytes == _PDU_HEADER.size and len(buffer) == nr_bytes:  # pynetdicom reads headers alone
+        elif (
+            nr_bytes == _PDU_HEADER.size and len(buffer) == nr_bytes
+        ):  # pynetdicom reads headers alone
             self._check_header(connection, buffer)
         return buffer
 
@@ -129,7 +137,9 @@ class GuardedSocket(AssociationSocket):
         if length <= limit:
             self._announced = (pdu_type, length)
             return
-        self._abort(connection, f"PDU type 0x{pdu_type:02X} declares {length} bytes, more than {limit}")
+        self._abort(
+            connection, f"PDU type 0x{pdu_type:02X} declares {length} bytes, more than {limit}"
+        )
 
     def _check_pdv_items(self, connection: socket.socket, body: bytearray) -> None:
         """Each PDV item's length (PS3.8 §9.3.5.1: context ID, control header, fragment) must fit
@@ -137,10 +147,15 @@ class GuardedSocket(AssociationSocket):
         offset, end = 0, len(body)
         while offset < end:
             if end - offset < 4:
-                self._abort(connection, f"P-DATA-TF has {end - offset} stray bytes after its PDV items")
+                self._abort(
+                    connection, f"P-DATA-TF has {end - offset} stray bytes after its PDV items"
+                )
             (length,) = _UL.unpack_from(body, offset)
             if length < 2 or length > end - offset - 4:
-                self._abort(connection, f"PDV item declares {length} bytes, {end - offset - 4} remain in its P-DATA-TF")
+                self._abort(
+                    connection,
+                    f"PDV item declares {length} bytes, {end - offset - 4} remain in its P-DATA-TF",
+                )
             offset += 4 + length
 
     def _abort(self, connection: socket.socket, reason: str) -> None:
@@ -164,7 +179,12 @@ class QuickAckSocket(GuardedSocket):
 
 
 def _read_exactly(
-    connection: socket.socket, nr_bytes: int, *, deadline: float, restore_timeout: float | None, quick_ack: bool
+    connection: socket.socket,
+    nr_bytes: int,
+    *,
+    deadline: float,
+    restore_timeout: float | None,
+    quick_ack: bool,
 ) -> bytearray:
     """``nr_bytes`` from ``connection`` by ``deadline`` (fewer if the peer closes)."""
     buffer = bytearray(nr_bytes)
@@ -179,7 +199,9 @@ def _read_exactly(
                 connection.settimeout(remaining)
                 count = connection.recv_into(view[received:], nr_bytes - received)
             except TimeoutError:
-                raise TimeoutError(f"only {received} of {nr_bytes} bytes arrived within the network timeout") from None
+                raise TimeoutError(
+                    f"only {received} of {nr_bytes} bytes arrived within the network timeout"
+                ) from None
             if not count:  # the peer closed the connection: what arrived so far
                 break
             received += count
@@ -221,7 +243,9 @@ def guard_association_socket(assoc: Any, *, quick_ack: bool) -> None:
     """
     association_socket = assoc.dul.socket
     if not isinstance(association_socket, AssociationSocket):
-        raise TypeError(f"pynetdicom's association has no AssociationSocket: {association_socket!r}")
+        raise TypeError(
+            f"pynetdicom's association has no AssociationSocket: {association_socket!r}"
+        )
     association_socket.__class__ = QuickAckSocket if quick_ack else GuardedSocket
     connection = association_socket.socket
     if isinstance(connection, socket.socket):

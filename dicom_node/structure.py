@@ -50,11 +50,34 @@ NATIVE_TRANSFER_SYNTAXES = frozenset(
 
 _UNDEFINED = 0xFFFFFFFF
 # Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 Table 7.1-1).
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
 # Explicit VRs with a 2-byte length (PS3.5 Table 7.1-2).
 _SHORT_VRS = frozenset(
-    {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN",
-     b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
+    {
+        b"AE",
+        b"AS",
+        b"AT",
+        b"CS",
+        b"DA",
+        b"DS",
+        b"DT",
+        b"FL",
+        b"FD",
+        b"IS",
+        b"LO",
+        b"LT",
+        b"PN",
+        b"SH",
+        b"SL",
+        b"SS",
+        b"ST",
+        b"TM",
+        b"UI",
+        b"UL",
+        b"US",
+    }
 )
 # Tags whose VR is SQ: in Implicit VR a defined-length sequence is known only by its tag.
 _SEQUENCE_TAGS = frozenset(tag for tag, entry in DicomDictionary.items() if entry[0] == "SQ")
@@ -75,7 +98,14 @@ _ROWS = 0x00280010
 _COLUMNS = 0x00280011
 _BITS_ALLOCATED = 0x00280100
 _IMAGE_ATTRIBUTES = frozenset(
-    {_SAMPLES_PER_PIXEL, _PHOTOMETRIC_INTERPRETATION, _NUMBER_OF_FRAMES, _ROWS, _COLUMNS, _BITS_ALLOCATED}
+    {
+        _SAMPLES_PER_PIXEL,
+        _PHOTOMETRIC_INTERPRETATION,
+        _NUMBER_OF_FRAMES,
+        _ROWS,
+        _COLUMNS,
+        _BITS_ALLOCATED,
+    }
 )
 # Top-level elements the walk remembers.
 _WATCHED = _IMAGE_ATTRIBUTES | _PIXEL_DATA_TAGS
@@ -183,11 +213,17 @@ def _inflate(data: Buffer) -> bytes:
     except zlib.error as exc:
         raise DataSetStructureError(f"deflate stream is corrupt ({exc})", offset=0) from None
     if inflater.unconsumed_tail:
-        raise DataSetStructureError(f"deflated data set inflates to more than {MAX_INFLATED_BYTES} bytes", offset=0)
+        raise DataSetStructureError(
+            f"deflated data set inflates to more than {MAX_INFLATED_BYTES} bytes", offset=0
+        )
     if not inflater.eof:
-        raise DataSetStructureError("deflate stream ends before its last block (truncated)", offset=len(data))
+        raise DataSetStructureError(
+            "deflate stream ends before its last block (truncated)", offset=len(data)
+        )
     if len(inflater.unused_data) > 1:  # one byte of padding to an even length is allowed
-        raise DataSetStructureError(f"{len(inflater.unused_data)} bytes follow the deflate stream", offset=len(data))
+        raise DataSetStructureError(
+            f"{len(inflater.unused_data)} bytes follow the deflate stream", offset=len(data)
+        )
     return inflated
 
 
@@ -208,12 +244,16 @@ class _Walker:
         self.fragments: int | None = None
         self.pixel_data_offset = 0
 
-    def dataset(self, position: int, end: int, depth: int, encoding: _Encoding, *, delimited: bool) -> int:
+    def dataset(
+        self, position: int, end: int, depth: int, encoding: _Encoding, *, delimited: bool
+    ) -> int:
         """Walk the elements from ``position`` up to ``end`` (or, when ``delimited``,
         up to the Item Delimitation Item); returns the position after them."""
         buffer = self.buffer
         # One unpack per element: Explicit VR reads tag, VR and short length at once.
-        header = (encoding.tag_and_length if encoding.implicit else encoding.explicit_header).unpack_from
+        header = (
+            encoding.tag_and_length if encoding.implicit else encoding.explicit_header
+        ).unpack_from
         long_length = encoding.long_length.unpack_from
         implicit = encoding.implicit
         start = position
@@ -221,7 +261,8 @@ class _Walker:
         while position < end:
             if end - position < 8:
                 raise DataSetStructureError(
-                    f"{end - position} stray bytes at byte {position}, too few for an element", offset=position
+                    f"{end - position} stray bytes at byte {position}, too few for an element",
+                    offset=position,
                 )
             if implicit:
                 group, element, length = header(buffer, position)
@@ -235,13 +276,15 @@ class _Walker:
                     self.elements += elements
                     return position + 8
                 raise DataSetStructureError(
-                    f"{_tag(tag)} at byte {position}: item or delimiter outside a sequence", offset=position
+                    f"{_tag(tag)} at byte {position}: item or delimiter outside a sequence",
+                    offset=position,
                 )
             if not implicit:
                 if vr in _LONG_VRS:
                     if end - position < 12:
                         raise DataSetStructureError(
-                            f"{_tag(group << 16 | element)} at byte {position}: element header cut off",
+                            f"{_tag(group << 16 | element)} at byte {position}: "
+                            "element header cut off",
                             offset=position,
                         )
                     (length,) = long_length(buffer, position + 8)
@@ -250,7 +293,8 @@ class _Walker:
                     value = position + 8
                 else:
                     raise DataSetStructureError(
-                        f"{_tag(group << 16 | element)} at byte {position}: {vr!r} is not a VR", offset=position
+                        f"{_tag(group << 16 | element)} at byte {position}: {vr!r} is not a VR",
+                        offset=position,
                     )
             tag = group << 16 | element
             elements += 1
@@ -274,13 +318,21 @@ class _Walker:
             position = following
         if delimited:
             raise DataSetStructureError(
-                f"item at byte {start - 8}: no Item Delimitation before the end ({end})", offset=start - 8
+                f"item at byte {start - 8}: no Item Delimitation before the end ({end})",
+                offset=start - 8,
             )
         self.elements += elements
         return position
 
     def _undefined_length(
-        self, tag: int, vr: bytes, value: int, end: int, depth: int, encoding: _Encoding, position: int
+        self,
+        tag: int,
+        vr: bytes,
+        value: int,
+        end: int,
+        depth: int,
+        encoding: _Encoding,
+        position: int,
     ) -> int:
         """Walk an element of undefined length; returns the position after its delimiter."""
         if tag in _PIXEL_DATA_TAGS or vr in (b"OB", b"OW"):
@@ -294,12 +346,15 @@ class _Walker:
             offset=position,
         )
 
-    def sequence(self, position: int, end: int, depth: int, encoding: _Encoding, *, delimited: bool) -> int:
+    def sequence(
+        self, position: int, end: int, depth: int, encoding: _Encoding, *, delimited: bool
+    ) -> int:
         """Walk the items of a sequence from ``position`` up to ``end`` (or, when
         ``delimited``, its Sequence Delimitation Item); returns the position after."""
         if depth > MAX_SEQUENCE_DEPTH:
             raise DataSetStructureError(
-                f"sequences nested deeper than {MAX_SEQUENCE_DEPTH} at byte {position}", offset=position
+                f"sequences nested deeper than {MAX_SEQUENCE_DEPTH} at byte {position}",
+                offset=position,
             )
         buffer = self.buffer
         tag_and_length = encoding.tag_and_length.unpack_from
@@ -314,7 +369,8 @@ class _Walker:
                 following = position + 8 + length
                 if following > end:
                     raise DataSetStructureError(
-                        f"item at byte {position}: length {length} runs past its sequence's end ({end})",
+                        f"item at byte {position}: length {length} runs past its sequence's "
+                        f"end ({end})",
                         offset=position,
                     )
                 self.dataset(position + 8, following, depth, encoding, delimited=False)
@@ -327,7 +383,8 @@ class _Walker:
                 )
         if delimited:
             raise DataSetStructureError(
-                f"sequence at byte {start}: no Sequence Delimitation before the end ({end})", offset=start
+                f"sequence at byte {start}: no Sequence Delimitation before the end ({end})",
+                offset=start,
             )
         if position != end:
             raise DataSetStructureError(
@@ -335,7 +392,9 @@ class _Walker:
             )
         return position
 
-    def fragment_run(self, tag: int, position: int, end: int, element_offset: int, *, top_level: bool) -> int:
+    def fragment_run(
+        self, tag: int, position: int, end: int, element_offset: int, *, top_level: bool
+    ) -> int:
         """Walk encapsulated Pixel Data: items of defined length (the Basic Offset
         Table, then fragments) up to a Sequence Delimitation Item (PS3.5 A.4)."""
         buffer = self.buffer
@@ -357,7 +416,8 @@ class _Walker:
                 )
             if position + 8 + length > end:
                 raise DataSetStructureError(
-                    f"{_tag(tag)} fragment at byte {position}: length {length} runs past the end ({end})",
+                    f"{_tag(tag)} fragment at byte {position}: length {length} runs past "
+                    f"the end ({end})",
                     offset=position,
                 )
             position += 8 + length
@@ -375,9 +435,13 @@ def _check_pixel_data(walker: _Walker, encoding: _Encoding, *, native: bool) -> 
     assert tag is not None
     at = walker.pixel_data_offset
     if native and walker.pixel_data_length is None:
-        raise PixelDataLengthError(f"{_tag(tag)} is encapsulated but the transfer syntax is native", offset=at)
+        raise PixelDataLengthError(
+            f"{_tag(tag)} is encapsulated but the transfer syntax is native", offset=at
+        )
     if not native and tag == _PIXEL_DATA and walker.fragments is None:
-        raise PixelDataLengthError(f"{_tag(tag)} is native but the transfer syntax encapsulates it", offset=at)
+        raise PixelDataLengthError(
+            f"{_tag(tag)} is native but the transfer syntax encapsulates it", offset=at
+        )
     frames = _number_of_frames(walker.image.get(_NUMBER_OF_FRAMES), at)
     if not native:
         if walker.fragments is not None and walker.fragments < frames:
@@ -389,7 +453,11 @@ def _check_pixel_data(walker: _Walker, encoding: _Encoding, *, native: bool) -> 
     columns = _unsigned_short(walker.image.get(_COLUMNS), "Columns", encoding, at)
     bits = _unsigned_short(walker.image.get(_BITS_ALLOCATED), "Bits Allocated", encoding, at)
     raw_samples = walker.image.get(_SAMPLES_PER_PIXEL)
-    samples = 1 if raw_samples is None else _unsigned_short(raw_samples, "Samples per Pixel", encoding, at)
+    samples = (
+        1
+        if raw_samples is None
+        else _unsigned_short(raw_samples, "Samples per Pixel", encoding, at)
+    )
     expected = (rows * columns * samples * frames * bits + 7) // 8
     photometric = walker.image.get(_PHOTOMETRIC_INTERPRETATION, b"").strip(b" \x00")
     if photometric == b"YBR_FULL_422":  # two chroma samples per two pixels (PS3.3 C.7.6.3.1.2)

@@ -116,13 +116,22 @@ POLICY_SETTINGS: tuple[tuple[str, str], ...] = (
     ("ae_title", "AE title of the Storage SCP and of the Storage SCU"),
     ("port", "TCP port the Storage SCP listens on"),
     ("max_associations", "concurrent associations accepted, across all listener processes"),
-    ("max_pdu_size", "Maximum Length the node receives, in bytes (0 = up to 64 MiB); a longer P-DATA-TF is aborted"),
+    (
+        "max_pdu_size",
+        (
+            "Maximum Length the node receives, in bytes (0 = up to 64 MiB); "
+            "a longer P-DATA-TF is aborted"
+        ),
+    ),
     ("max_connections_per_peer", "concurrent TCP connections one peer address may hold"),
     ("require_called_ae_title", "reject associations whose Called AE Title is not the node's"),
     ("allowed_peers", "Calling AE Titles (optionally with host) allowed to associate; empty = any"),
     ("acse_timeout_seconds", "seconds to wait for an association request, answer or release"),
     ("dimse_timeout_seconds", "seconds to wait for a DIMSE message"),
-    ("network_timeout_seconds", "seconds an idle association is kept, and for every PDU to arrive whole"),
+    (
+        "network_timeout_seconds",
+        "seconds an idle association is kept, and for every PDU to arrive whole",
+    ),
 )
 
 
@@ -283,7 +292,10 @@ def render_conformance_statement() -> str:
                     "local limit exceeded",
                 ),
                 (
-                    "the peer address holds `node.max_connections_per_peer` connections (sent at accept)",
+                    (
+                        "the peer address holds `node.max_connections_per_peer` connections "
+                        "(sent at accept)"
+                    ),
                     "rejected-transient",
                     "service provider (presentation)",
                     "local limit exceeded",
@@ -351,7 +363,10 @@ def render_conformance_statement() -> str:
         "",
         "DICOM Upper Layer over TCP/IP (PS3.8). The SCP listens on",
         f"`node.host`:`node.port` (*setting*, default `{node.host}`:{node.port}); with",
-        "`node.listener_processes` > 1 several processes of the same node accept on its one listening",
+        (
+            "`node.listener_processes` > 1 several processes of the same node accept on its one "
+            "listening"
+        ),
         "socket; the node does not start while any other process listens on the port.",
         "",
         "## 5 Character sets",

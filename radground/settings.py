@@ -25,7 +25,7 @@ from pydantic_settings import (
 )
 from pydantic_settings import SettingsError as SourceError
 
-from dicom_node.patches import PDU_LIMITS, PYNETDICOM_PATCHES, QUICK_ACK
+from dicom_node.patches import PDU_LIMITS, PYNETDICOM_PATCHES, QUICK_ACK, PynetdicomPatch
 from dicom_node.scp import AllowedPeer
 from dicom_node.storage import DuplicatePolicy, FsyncPolicy
 
@@ -70,9 +70,6 @@ class AllowedPeerSettings(_Section):
 
     def to_peer(self) -> AllowedPeer:
         return AllowedPeer(ae_title=self.ae_title, host=self.host)
-
-
-PynetdicomPatch = Literal["pdu-limits", "quick-ack", "event-reactors", "store-fast-path", "scu-response-order"]
 
 
 class NodeSettings(_Section):

@@ -122,7 +122,11 @@ class Supervisor:
 
     def pids(self) -> list[int]:
         """Process ids of the children running now."""
-        return [c.process.pid for c in self._children if c.process is not None and c.process.poll() is None]
+        return [
+            c.process.pid
+            for c in self._children
+            if c.process is not None and c.process.poll() is None
+        ]
 
     def _spawn(self, child: _Child) -> None:
         child.process = child.start()
@@ -137,12 +141,20 @@ class Supervisor:
                     continue
                 if child.restart_at is None:  # just found dead
                     lived = now - child.started
-                    child.pause = 0.0 if lived >= self._healthy_after else min(
-                        self._max_pause, max(1.0, child.pause * 2))
+                    child.pause = (
+                        0.0
+                        if lived >= self._healthy_after
+                        else min(self._max_pause, max(1.0, child.pause * 2))
+                    )
                     child.restart_at = now + child.pause
-                    logger.error("%s (pid %d) exited with code %s after %.0f s; restarting it%s", child.name,
-                                 process.pid, process.poll(), lived,
-                                 f" in {child.pause:.0f} s" if child.pause else "")
+                    logger.error(
+                        "%s (pid %d) exited with code %s after %.0f s; restarting it%s",
+                        child.name,
+                        process.pid,
+                        process.poll(),
+                        lived,
+                        f" in {child.pause:.0f} s" if child.pause else "",
+                    )
                     self._report_exit(child.name, process)
                 if now >= child.restart_at and not self._stopping.is_set():
                     child.restart_at = None
@@ -150,7 +162,9 @@ class Supervisor:
                     try:
                         self._spawn(child)
                     except OSError as exc:  # e.g. out of processes: try again after the next pause
-                        logger.error("Could not start %s again (%s)", child.name, type(exc).__name__)
+                        logger.error(
+                            "Could not start %s again (%s)", child.name, type(exc).__name__
+                        )
                         child.started = now
 
     def _report_exit(self, name: str, process: ChildProcess) -> None:
@@ -176,7 +190,9 @@ class Supervisor:
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(5.0)
-        running = [c.process for c in self._children if c.process is not None and c.process.poll() is None]
+        running = [
+            c.process for c in self._children if c.process is not None and c.process.poll() is None
+        ]
         for process in running:
             process.terminate()
         deadline = time.monotonic() + timeout

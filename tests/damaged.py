@@ -24,7 +24,9 @@ DAMAGE_KINDS = ("truncated-pixel-data", "length-past-end", "huge-length", "unter
 _PRIVATE_CREATOR = "RADGROUND TEST"
 
 
-def intact_ct(*, study_instance_uid: str, series_instance_uid: str, instance_number: int = 1) -> Dataset:
+def intact_ct(
+    *, study_instance_uid: str, series_instance_uid: str, instance_number: int = 1
+) -> Dataset:
     """A CT with a private OB element after the UIDs and nested sequences of
     undefined length before and after Pixel Data (damage after the UIDs leaves
     the header readable; the header ends at Pixel Data)."""
@@ -38,13 +40,19 @@ def intact_ct(*, study_instance_uid: str, series_instance_uid: str, instance_num
     block = ds.private_block(0x0029, _PRIVATE_CREATOR, create=True)
     block.add_new(0x10, "OB", bytes(range(16)))
     code = Dataset()
-    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "R-TEST", "99RG", "Test protocol"
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = (
+        "R-TEST",
+        "99RG",
+        "Test protocol",
+    )
     request = Dataset()
     request.ScheduledProcedureStepID = "SPS1"
     request.ScheduledProtocolCodeSequence = [code]
     ds.RequestAttributesSequence = [request]
-    for sequence, item in ((ds["RequestAttributesSequence"], request),
-                           (request["ScheduledProtocolCodeSequence"], code)):
+    for sequence, item in (
+        (ds["RequestAttributesSequence"], request),
+        (request["ScheduledProtocolCodeSequence"], code),
+    ):
         sequence.is_undefined_length = True  # ended by a Sequence Delimitation Item
         item.is_undefined_length_sequence_item = True  # ended by an Item Delimitation Item
     trailing = ds.private_block(0x7FE1, _PRIVATE_CREATOR, create=True)
@@ -64,18 +72,27 @@ def dataset_offset(raw: bytes) -> int:
     return 144 + int.from_bytes(raw[140:144], "little")
 
 
-def write_damaged(kind: str, path: Path, *, study_instance_uid: str, series_instance_uid: str,
-                  instance_number: int = 1) -> Path:
+def write_damaged(
+    kind: str,
+    path: Path,
+    *,
+    study_instance_uid: str,
+    series_instance_uid: str,
+    instance_number: int = 1,
+) -> Path:
     """Write an :func:`intact_ct` damaged as ``kind`` (one of :data:`DAMAGE_KINDS`) to ``path``."""
-    ds = intact_ct(study_instance_uid=study_instance_uid, series_instance_uid=series_instance_uid,
-                   instance_number=instance_number)
+    ds = intact_ct(
+        study_instance_uid=study_instance_uid,
+        series_instance_uid=series_instance_uid,
+        instance_number=instance_number,
+    )
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     write_dataset(ds, path)
     raw = bytearray(path.read_bytes())
     pixel_header = raw.rindex(b"\xe0\x7f\x10\x00OW\x00\x00")
     pixel_length = struct.unpack_from("<I", raw, pixel_header + 8)[0]
     if kind == "truncated-pixel-data":
-        del raw[pixel_header + 12 + pixel_length // 2:]
+        del raw[pixel_header + 12 + pixel_length // 2 :]
     elif kind == "length-past-end":
         struct.pack_into("<I", raw, pixel_header + 8, pixel_length + 4096)
     elif kind == "huge-length":

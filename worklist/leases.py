@@ -28,13 +28,12 @@ import logging
 import socket
 import threading
 from datetime import datetime, timedelta
-from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Result, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from worklist.db import utcnow
+from worklist.db import updated_rows, utcnow
 from worklist.jobs_models import AuditEvent, Job, JobState
 
 __all__ = [
@@ -82,21 +81,24 @@ def claim_inference(job: Job, *, worker: str, now: datetime, lease_seconds: floa
 
 
 def holds(job_id: int, attempt: int, *, worker: str | None) -> ColumnElement[bool]:
-    """The condition under which inference attempt ``attempt`` of ``worker`` still owns job ``job_id``.
+    """The condition under which inference attempt ``attempt`` of ``worker`` still owns job
+    ``job_id``.
 
     The worker is part of the token because an operator's retry starts the
     attempt count again.
     """
     held_by = Job.worker.is_(None) if worker is None else Job.worker == worker
-    return and_(Job.id == job_id, Job.state == JobState.INFERRING, Job.inference_starts == attempt, held_by)
+    return and_(
+        Job.id == job_id, Job.state == JobState.INFERRING, Job.inference_starts == attempt, held_by
+    )
 
 
 class Heartbeat:
     """Renews an inference attempt's lease from a thread while the attempt runs.
 
-    :meth:`start` it when the model call begins and :meth:`stop` it when the call ended. :attr:`lost` is set when a
-    renewal found the job no longer held by this attempt (the sweeper re-queued
-    it after the lease lapsed): the attempt's result is then discarded by the
+    :meth:`start` it when the model call begins and :meth:`stop` it when the call ended.
+    :attr:`lost` is set when a renewal found the job no longer held by this attempt (the
+    sweeper re-queued it after the lease lapsed): the attempt's result is then discarded by the
     fenced write that would have stored it.
 
     Parameters
@@ -111,8 +113,15 @@ class Heartbeat:
         Length of the lease; it is renewed every third of it.
     """
 
-    def __init__(self, sessions: sessionmaker[Session], job_id: int, attempt: int, *, worker: str,
-                 lease_seconds: float) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        job_id: int,
+        attempt: int,
+        *,
+        worker: str,
+        lease_seconds: float,
+    ) -> None:
         self._sessions = sessions
         self.job_id, self.attempt, self.worker = job_id, attempt, worker
         self._lease = timedelta(seconds=lease_seconds)
@@ -133,10 +142,13 @@ class Heartbeat:
     def renew(self) -> bool:
         """Extend the lease once; ``False`` when this attempt no longer holds the job."""
         with self._sessions.begin() as session:
-            renewed = _rowcount(session.execute(
-                update(Job).where(holds(self.job_id, self.attempt, worker=self.worker))
-                .values(lease_expires_at=utcnow() + self._lease)
-            ))
+            renewed = updated_rows(
+                session.execute(
+                    update(Job)
+                    .where(holds(self.job_id, self.attempt, worker=self.worker))
+                    .values(lease_expires_at=utcnow() + self._lease)
+                )
+            )
         return bool(renewed)
 
     def _run(self) -> None:
@@ -148,12 +160,18 @@ class Heartbeat:
                 continue
             if not held:
                 self.lost.set()
-                logger.error("Job %d: attempt %d lost its lease (re-queued after it lapsed); its result "
-                             "will be discarded", self.job_id, self.attempt)
+                logger.error(
+                    "Job %d: attempt %d lost its lease (re-queued after it lapsed); its result "
+                    "will be discarded",
+                    self.job_id,
+                    self.attempt,
+                )
                 return
 
 
-def requeue_lapsed(session: Session, *, now: datetime, lease_seconds: float, actor: str = "node") -> list[int]:
+def requeue_lapsed(
+    session: Session, *, now: datetime, lease_seconds: float, actor: str = "node"
+) -> list[int]:
     """Put jobs whose inference attempt stopped renewing its lease back to ``queued``.
 
     Each job moves with a compare-and-set on its attempt, so a renewal that
@@ -162,38 +180,62 @@ def requeue_lapsed(session: Session, *, now: datetime, lease_seconds: float, act
     the caller commits, then enqueues them.
     """
     unleased_since = now - timedelta(seconds=lease_seconds)
-    lapsed = or_(Job.lease_expires_at <= now,
-                 and_(Job.lease_expires_at.is_(None), Job.inference_started_at <= unleased_since))
+    lapsed = or_(
+        Job.lease_expires_at <= now,
+        and_(Job.lease_expires_at.is_(None), Job.inference_started_at <= unleased_since),
+    )
     candidates = session.execute(
-        select(Job.id, Job.inference_starts, Job.worker).where(Job.state == JobState.INFERRING, lapsed)
+        select(Job.id, Job.inference_starts, Job.worker).where(
+            Job.state == JobState.INFERRING, lapsed
+        )
     ).all()
     requeued = []
     for job_id, attempt, worker in candidates:
-        moved = _rowcount(session.execute(
-            update(Job).where(holds(job_id, attempt, worker=worker), lapsed)
-            .values(state=JobState.QUEUED, worker=None, lease_expires_at=None, enqueued_at=None, updated_at=now)
-        ))
+        moved = updated_rows(
+            session.execute(
+                update(Job)
+                .where(holds(job_id, attempt, worker=worker), lapsed)
+                .values(
+                    state=JobState.QUEUED,
+                    worker=None,
+                    lease_expires_at=None,
+                    enqueued_at=None,
+                    updated_at=now,
+                )
+            )
+        )
         if moved:
             requeued.append(job_id)
-            session.add(AuditEvent(at=now, actor=actor, action="job-requeued", job_id=job_id,
-                                   detail=f"attempt {attempt}: {worker or 'its worker'} stopped renewing its "
-                                          "lease (worker gone)"))
-            logger.warning("Job %d: the worker of attempt %d stopped renewing its lease; queued again",
-                           job_id, attempt)
+            session.add(
+                AuditEvent(
+                    at=now,
+                    actor=actor,
+                    action="job-requeued",
+                    job_id=job_id,
+                    detail=f"attempt {attempt}: {worker or 'its worker'} stopped renewing its "
+                    "lease (worker gone)",
+                )
+            )
+            logger.warning(
+                "Job %d: the worker of attempt %d stopped renewing its lease; queued again",
+                job_id,
+                attempt,
+            )
     return requeued
-
-
-def _rowcount(result: Result[Any]) -> int:
-    """Rows an UPDATE matched (its result is a cursor result)."""
-    return cast(CursorResult[Any], result).rowcount
 
 
 def lapse_leases_of(session: Session, worker: str, *, now: datetime) -> list[int]:
     """End the leases a worker known to be dead still holds (its supervisor saw it exit),
     so the next sweep re-queues its jobs without waiting for them to lapse. Returns the job ids."""
-    held = session.scalars(select(Job.id).where(
-        Job.state == JobState.INFERRING, Job.worker == worker, Job.lease_expires_at > now)).all()
+    held = session.scalars(
+        select(Job.id).where(
+            Job.state == JobState.INFERRING, Job.worker == worker, Job.lease_expires_at > now
+        )
+    ).all()
     if held:
-        session.execute(update(Job).where(Job.id.in_(held), Job.worker == worker, Job.state == JobState.INFERRING)
-                        .values(lease_expires_at=now))
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(held), Job.worker == worker, Job.state == JobState.INFERRING)
+            .values(lease_expires_at=now)
+        )
     return list(held)

@@ -10,8 +10,8 @@ Most EHRs take imaging results as ORU^R01 over MLLP. The message:
   MSH-18 ``UNICODE UTF-8``, MSH-19 the principal language (ISO 639);
 * **PID** — PID-3 Patient ID with its issuer as CX-4 (assigning authority:
   HD-1 when it fits 20 characters, otherwise HD-2 with HD-3 ``L``; the
-  universal entity ID of the issuer's qualifiers as HD-2/HD-3), PID-5 the alphabetic and ideographic name groups
-  (XPN-8 ``A`` / ``I``), PID-7 birth date, PID-8 sex;
+  universal entity ID of the issuer's qualifiers as HD-2/HD-3), PID-5 the alphabetic and
+  ideographic name groups (XPN-8 ``A`` / ``I``), PID-7 birth date, PID-8 sex;
 * **PV1** — PV1-2 patient class (default ``U``, unknown: DICOM has none);
 * **ORC / OBR** — order control ``RE``, placer / filler order numbers when
   the header has them, OBR-4 universal service ID from the Procedure Code
@@ -53,16 +53,16 @@ from datetime import UTC, datetime
 from hl7apy import load_library
 from hl7apy.base_datatypes import TextualDataType
 from hl7apy.consts import VALIDATION_LEVEL
-from hl7apy.core import Element, Message, Segment
+from hl7apy.core import Element, Group, Message, Segment
 from hl7apy.exceptions import HL7apyException
 from hl7apy.v2_5_1 import ID, NM, ST, TX
 from pydicom.dataset import Dataset
 
-from engine.report import CodedConcept, GroundedReport, is_valid_uid
+from engine.report import CodedConcept, Finding, GroundedReport, is_valid_uid
 from exporters import codes
 from exporters.errors import ExportError
 from exporters.hl7.enum import ProcessingId, ResultStatus, ValueType
-from exporters.hl7.header import read_order, read_patient
+from exporters.hl7.header import OrderHeader, PatientHeader, read_order, read_patient
 
 __all__ = [
     "CHARACTER_SET",
@@ -195,9 +195,7 @@ def build_oru_r01(
         )
     patient, order = read_patient(sources), read_order(sources)
     try:
-        message = Message(
-            "ORU_R01", version=HL7_VERSION, validation_level=VALIDATION_LEVEL.STRICT
-        )
+        message = Message("ORU_R01", version=HL7_VERSION, validation_level=VALIDATION_LEVEL.STRICT)
         _msh(
             message.msh,
             report,
@@ -274,13 +272,13 @@ def _ts(moment: datetime) -> str:
 
 def _msh(
     msh: Segment,
-    report,
-    control_id,
-    processing,
-    language,
-    sending_facility,
-    receiving_application,
-    receiving_facility,
+    report: GroundedReport,
+    control_id: str,
+    processing: ProcessingId,
+    language: str,
+    sending_facility: str | None,
+    receiving_application: str | None,
+    receiving_facility: str | None,
 ) -> None:
     _put(msh.msh_3, "hd_1", SENDING_APPLICATION)
     if sending_facility:
@@ -303,7 +301,7 @@ def _msh(
     _put(msh.msh_19, "ce_3", "ISO639")
 
 
-def _pid(pid: Segment, patient) -> None:
+def _pid(pid: Segment, patient: PatientHeader) -> None:
     pid.pid_1 = "1"
     _put(pid.pid_3, "cx_1", patient.patient_id)
     _assigning_authority(pid.pid_3.cx_4, patient)
@@ -333,7 +331,7 @@ def _pid(pid: Segment, patient) -> None:
 _NAMESPACE_ID_LENGTH = 20
 
 
-def _assigning_authority(hd: Element, patient) -> None:
+def _assigning_authority(hd: Element, patient: PatientHeader) -> None:
     """CX-4 from the issuer: HD-1 namespace when it fits, the universal ID from the
     Issuer of Patient ID Qualifiers (HD-2/HD-3) when the header has one, and a longer
     issuer as a local universal ID (HD-3 ``L``, table 0301) rather than cut short."""
@@ -347,7 +345,7 @@ def _assigning_authority(hd: Element, patient) -> None:
         _put(hd, "hd_3", "L")
 
 
-def _orc(orc: Segment, order) -> None:
+def _orc(orc: Segment, order: OrderHeader) -> None:
     _put(orc, "orc_1", "RE")
     if order.placer_order_number:
         _put(orc.orc_2, "ei_1", order.placer_order_number)
@@ -355,7 +353,7 @@ def _orc(orc: Segment, order) -> None:
         _put(orc.orc_3, "ei_1", order.filler_order_number)
 
 
-def _obr(obr: Segment, order, report: GroundedReport) -> None:
+def _obr(obr: Segment, order: OrderHeader, report: GroundedReport) -> None:
     obr.obr_1 = "1"
     if order.placer_order_number:
         _put(obr.obr_2, "ei_1", order.placer_order_number)
@@ -388,14 +386,14 @@ def _text_code(concept: CodedConcept, language: str) -> tuple[CodedConcept, Code
 class _ObxWriter:
     """Appends numbered OBX segments (OBX-1 Set ID) to an ORDER_OBSERVATION group."""
 
-    def __init__(self, group) -> None:
+    def __init__(self, group: Group) -> None:
         self.group = group
         self.count = 0
 
     def add(
         self,
         value_type: ValueType,
-        code,
+        code: CodedConcept | tuple[CodedConcept, CodedConcept],
         values: list,
         *,
         sub_id: str | None = None,
@@ -430,7 +428,9 @@ def _coded(concept: CodedConcept) -> list:
     return [_st(concept.value), _st(concept.meaning), _id(concept.scheme_designator)]
 
 
-def _finding_obx(writer: _ObxWriter, finding, number: int, languages: Sequence[str]) -> None:
+def _finding_obx(
+    writer: _ObxWriter, finding: Finding, number: int, languages: Sequence[str]
+) -> None:
     coding = codes.coding_for(finding)
     sub_id = str(number)
     # CWE-9 original text: the model's own label, in the first language sent

@@ -315,7 +315,8 @@ def _add_frame_numbers(content: hd.ko.KeyObjectSelection, key_images: Sequence[K
 
 
 def _character_set(source: Dataset, description: str, institution_name: str | None) -> str | None:
-    """ISO_IR 192 when any text of the document is not ASCII, otherwise none (default repertoire)."""
+    """ISO_IR 192 when any text of the document is not ASCII, otherwise none (default
+    repertoire)."""
     texts = [description, institution_name or ""]
     texts += [str(source.get(keyword) or "") for keyword in _COPIED_TEXT_KEYWORDS]
     return None if all(text.isascii() for text in texts) else "ISO_IR 192"

@@ -18,7 +18,13 @@ import httpx
 
 from tests.integration.orthanc import OrthancNotInstalled, OrthancPACS
 
-__all__ = ["DICOMWEB_PLUGIN", "dicomweb_base", "orthanc_dicomweb", "qido_instances", "wado_instance"]
+__all__ = [
+    "DICOMWEB_PLUGIN",
+    "dicomweb_base",
+    "orthanc_dicomweb",
+    "qido_instances",
+    "wado_instance",
+]
 
 #: Where Debian's ``orthanc-dicomweb`` puts the plugin.
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -34,10 +40,14 @@ def orthanc_dicomweb(workdir: Path, **kwargs: Any) -> OrthancPACS:
         The plugin is missing (``.ci/bootstrap --test`` installs ``orthanc-dicomweb``).
     """
     if not DICOMWEB_PLUGIN.is_file():
-        raise OrthancNotInstalled(f"no DICOMweb plugin at {DICOMWEB_PLUGIN}: `.ci/bootstrap --test` "
-                                  "installs it (Debian package `orthanc-dicomweb`)")
+        raise OrthancNotInstalled(
+            f"no DICOMweb plugin at {DICOMWEB_PLUGIN}: `.ci/bootstrap --test` "
+            "installs it (Debian package `orthanc-dicomweb`)"
+        )
     extra = dict(kwargs.pop("extra_config", {}))
-    extra.update({"Plugins": [str(DICOMWEB_PLUGIN)], "DicomWeb": {"Enable": True, "Root": DICOMWEB_ROOT}})
+    extra.update(
+        {"Plugins": [str(DICOMWEB_PLUGIN)], "DicomWeb": {"Enable": True, "Root": DICOMWEB_ROOT}}
+    )
     return OrthancPACS(workdir, extra_config=extra, **kwargs)
 
 
@@ -48,8 +58,12 @@ def dicomweb_base(pacs: OrthancPACS) -> str:
 
 def qido_instances(base: str, study_instance_uid: str) -> list[dict[str, Any]]:
     """QIDO-RS ``GET {base}/studies/{study}/instances`` as DICOM JSON (empty list when none)."""
-    response = httpx.get(f"{base}/studies/{study_instance_uid}/instances",
-                         headers={"Accept": "application/dicom+json"}, timeout=30, trust_env=False)
+    response = httpx.get(
+        f"{base}/studies/{study_instance_uid}/instances",
+        headers={"Accept": "application/dicom+json"},
+        timeout=30,
+        trust_env=False,
+    )
     if response.status_code == 204 or not response.content.strip():
         return []
     response.raise_for_status()
@@ -58,9 +72,12 @@ def qido_instances(base: str, study_instance_uid: str) -> list[dict[str, Any]]:
 
 def wado_instance(base: str, study: str, series: str, instance: str) -> bytes:
     """WADO-RS retrieve of one instance: the single ``application/dicom`` part's bytes."""
-    response = httpx.get(f"{base}/studies/{study}/series/{series}/instances/{instance}",
-                         headers={"Accept": 'multipart/related; type="application/dicom"'},
-                         timeout=30, trust_env=False)
+    response = httpx.get(
+        f"{base}/studies/{study}/series/{series}/instances/{instance}",
+        headers={"Accept": 'multipart/related; type="application/dicom"'},
+        timeout=30,
+        trust_env=False,
+    )
     response.raise_for_status()
     head = f"Content-Type: {response.headers['Content-Type']}\r\n\r\n".encode()
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + response.content)

@@ -61,7 +61,9 @@ def study_counts(node: Node) -> dict[str, int]:
 
 def stored_files(node: Node) -> list[Path]:
     """The instance files under the storage root (staging area excluded)."""
-    return sorted(p for p in Path(node.settings.storage.root).rglob("*.dcm") if ".incoming" not in p.parts)
+    return sorted(
+        p for p in Path(node.settings.storage.root).rglob("*.dcm") if ".incoming" not in p.parts
+    )
 
 
 def staged_files(node: Node) -> list[Path]:

@@ -26,21 +26,47 @@ class PrivateRedis:
 
     def __init__(self, workdir: Path) -> None:
         if shutil.which("redis-server") is None:
-            pytest.fail("redis-server is not installed (apt-get install redis-server; .ci/bootstrap does)")
+            pytest.fail(
+                "redis-server is not installed (apt-get install redis-server; .ci/bootstrap does)"
+            )
         self.workdir, self.port = workdir, free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def cli(self, *args: str) -> str:
         """``redis-cli`` against this server; its stdout."""
-        result = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), *args], check=False,
-                                capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            ["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), *args],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         return result.stdout.strip()
 
     def start(self) -> None:
-        subprocess.run(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                        "--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "yes",
-                        "--pidfile", str(self.workdir / "redis.pid"),
-                        "--logfile", str(self.workdir / "redis.log")], check=True, timeout=30)
+        subprocess.run(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                str(self.workdir / "redis.pid"),
+                "--logfile",
+                str(self.workdir / "redis.log"),
+            ],
+            check=True,
+            timeout=30,
+        )
         wait_until(lambda: self.cli("ping") == "PONG", 30, what="private Redis answering PING")
 
     def stop(self) -> None:

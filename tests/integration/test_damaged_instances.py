@@ -69,8 +69,12 @@ def send_raw(port: int, files: list[Path]) -> list:
 def test_each_damaged_instance_is_refused_and_its_neighbours_are_stored(node, tmp_path):
     study, series = generate_uid(), generate_uid()
     good = write_series(tmp_path / "good", len(DAMAGE_KINDS) + 1, study_instance_uid=study)
-    damaged = [write_damaged(kind, tmp_path / f"{kind}.dcm", study_instance_uid=study, series_instance_uid=series)
-               for kind in DAMAGE_KINDS]
+    damaged = [
+        write_damaged(
+            kind, tmp_path / f"{kind}.dcm", study_instance_uid=study, series_instance_uid=series
+        )
+        for kind in DAMAGE_KINDS
+    ]
     interleaved = [good[0]]
     for bad, neighbour in zip(damaged, good[1:], strict=True):
         interleaved += [bad, neighbour]
@@ -91,27 +95,44 @@ def test_each_damaged_instance_is_refused_and_its_neighbours_are_stored(node, tm
 def test_storescu_sending_pixel_data_short_of_its_rows_gets_data_set_does_not_match(node, tmp_path):
     study = generate_uid()
     good = write_series(tmp_path / "good", 2, study_instance_uid=study)
-    short = write_short_of_rows(tmp_path / "short.dcm", study_instance_uid=study, series_instance_uid=generate_uid())
+    short = write_short_of_rows(
+        tmp_path / "short.dcm", study_instance_uid=study, series_instance_uid=generate_uid()
+    )
 
     run = storescu(node.address[1], [good[0], short, good[1]])
 
     assert run.responses == ["Success", "Error: DataSetDoesNotMatchSOPClass", "Success"], run.output
-    assert set(indexed(node)) == {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in good}
+    assert set(indexed(node)) == {
+        str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in good
+    }
     assert len(stored_files(node)) == 2 and staged_files(node) == []
 
 
 @pytest.mark.parametrize("kind", DAMAGE_KINDS)
 def test_storescu_will_not_read_the_damaged_files(kind, tmp_path):
     """Why the damaged files go out through pynetdicom: dcmtk refuses to read them."""
-    path = write_damaged(kind, tmp_path / "x.dcm", study_instance_uid=generate_uid(),
-                         series_instance_uid=generate_uid())
+    path = write_damaged(
+        kind,
+        tmp_path / "x.dcm",
+        study_instance_uid=generate_uid(),
+        series_instance_uid=generate_uid(),
+    )
     run = storescu(1, [path])  # nothing listens on port 1: storescu stops at reading the file
     assert "ignoring file" in run.output and run.responses == [], run.output
 
 
-@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian,
-                                    DeflatedExplicitVRLittleEndian])
-def test_whole_instances_in_every_native_syntax_are_stored_and_a_cut_deflate_stream_is_not(node, syntax, tmp_path):
+@pytest.mark.parametrize(
+    "syntax",
+    [
+        ImplicitVRLittleEndian,
+        ExplicitVRLittleEndian,
+        ExplicitVRBigEndian,
+        DeflatedExplicitVRLittleEndian,
+    ],
+)
+def test_whole_instances_in_every_native_syntax_are_stored_and_a_cut_deflate_stream_is_not(
+    node, syntax, tmp_path
+):
     """Valid data is never refused: nested sequences of undefined length before and after Pixel
     Data, in each native transfer syntax pynetdicom encodes (deflated: the header is read from
     the bytes the check inflated)."""
@@ -133,7 +154,7 @@ def test_whole_instances_in_every_native_syntax_are_stored_and_a_cut_deflate_str
         whole.save_as(path, enforce_file_format=True)
         raw = path.read_bytes()
         cut = tmp_path / "cut.dcm"
-        cut.write_bytes(raw[:dataset_offset(raw) + (len(raw) - dataset_offset(raw)) // 2])
+        cut.write_bytes(raw[: dataset_offset(raw) + (len(raw) - dataset_offset(raw)) // 2])
         ae = AE(ae_title="RAWSCU")
         ae.add_requested_context(CTImageStorage, [syntax])
         previous = _config.STORE_SEND_CHUNKED_DATASET

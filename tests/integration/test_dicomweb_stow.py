@@ -41,16 +41,22 @@ def dicomweb(tmp_path_factory):
 
 def write_study(directory: Path) -> list[Path]:
     """A CT image, a Comprehensive 3D SR (TID 1500) and a GSPS referencing it, as PS3.10 files."""
-    ct = make_ct(study_instance_uid=generate_uid(), series_instance_uid=generate_uid(), rows=16, columns=16)
+    ct = make_ct(
+        study_instance_uid=generate_uid(), series_instance_uid=generate_uid(), rows=16, columns=16
+    )
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=generate_uid(), name="RadGround"),
+            uid=generate_uid(), name="RadGround"
+        ),
     )
     finding = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="finding 1"),
-        qualitative_evaluations=[hd.sr.QualitativeEvaluation(
-            name=codes.DCM.Finding, value=hd.sr.CodedConcept("233604007", "SCT", "Pneumonia"))],
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(
+                name=codes.DCM.Finding, value=hd.sr.CodedConcept("233604007", "SCT", "Pneumonia")
+            )
+        ],
     )
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
@@ -58,16 +64,30 @@ def write_study(directory: Path) -> list[Path]:
         imaging_measurements=[finding],
     )
     sr = hd.sr.Comprehensive3DSR(
-        evidence=[ct], content=report, series_instance_uid=generate_uid(), series_number=900,
-        sop_instance_uid=generate_uid(), instance_number=1, manufacturer="RadGround",
+        evidence=[ct],
+        content=report,
+        series_instance_uid=generate_uid(),
+        series_number=900,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="RadGround",
     )
     gsps = hd.pr.GrayscaleSoftcopyPresentationState(
-        referenced_images=[ct], series_instance_uid=generate_uid(), series_number=901,
-        sop_instance_uid=generate_uid(), instance_number=1, manufacturer="RadGround",
-        manufacturer_model_name="RadGround", software_versions="test", device_serial_number="1",
+        referenced_images=[ct],
+        series_instance_uid=generate_uid(),
+        series_number=901,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="RadGround",
+        manufacturer_model_name="RadGround",
+        software_versions="test",
+        device_serial_number="1",
         content_label="AI",
     )
-    return [write_dataset(ds, directory / f"{name}.dcm") for name, ds in (("ct", ct), ("sr", sr), ("pr", gsps))]
+    return [
+        write_dataset(ds, directory / f"{name}.dcm")
+        for name, ds in (("ct", ct), ("sr", sr), ("pr", gsps))
+    ]
 
 
 def test_stored_sr_and_gsps_are_found_by_qido_and_retrieved_identical_by_wado(dicomweb, tmp_path):
@@ -81,9 +101,13 @@ def test_stored_sr_and_gsps_are_found_by_qido_and_retrieved_identical_by_wado(di
     assert result.complete and result.to_retry == ()
     assert [i.sop_instance_uid for i in result.instances] == [h.SOPInstanceUID for h in headers]
     assert [i.sop_class_uid for i in result.instances] == [h.SOPClassUID for h in headers]
-    assert all(i.retrieve_url and i.retrieve_url.endswith(i.sop_instance_uid) for i in result.instances)
-    found = {item["00080018"]["Value"][0]: item["00080016"]["Value"][0]
-             for item in qido_instances(dicomweb, study)}
+    assert all(
+        i.retrieve_url and i.retrieve_url.endswith(i.sop_instance_uid) for i in result.instances
+    )
+    found = {
+        item["00080018"]["Value"][0]: item["00080016"]["Value"][0]
+        for item in qido_instances(dicomweb, study)
+    }
     assert found == {h.SOPInstanceUID: h.SOPClassUID for h in headers}
     for path, header in zip(files, headers):
         sent = path.read_bytes()
@@ -102,7 +126,9 @@ def test_a_second_delivery_of_the_same_instances_creates_no_second_object(dicomw
     assert len(qido_instances(dicomweb, study)) == len(files)
 
 
-def test_partial_failure_keeps_the_stored_instance_and_fails_only_the_refused_one(dicomweb, tmp_path):
+def test_partial_failure_keeps_the_stored_instance_and_fails_only_the_refused_one(
+    dicomweb, tmp_path
+):
     (ours,) = write_study(tmp_path / "a")[:1]
     (stray,) = write_study(tmp_path / "b")[:1]
     study = dcmread(ours, stop_before_pixels=True).StudyInstanceUID
@@ -117,7 +143,9 @@ def test_partial_failure_keeps_the_stored_instance_and_fails_only_the_refused_on
     assert "another study" in refused.reason
     assert "409" in result.peer_answer and "0x0110" in result.peer_answer
     assert stray.name not in result.peer_answer and study not in result.peer_answer
-    assert [i["00080018"]["Value"][0] for i in qido_instances(dicomweb, study)] == [stored.sop_instance_uid]
+    assert [i["00080018"]["Value"][0] for i in qido_instances(dicomweb, study)] == [
+        stored.sop_instance_uid
+    ]
 
 
 def test_a_server_that_is_down_is_retryable_for_every_instance(tmp_path):
@@ -130,7 +158,9 @@ def test_a_server_that_is_down_is_retryable_for_every_instance(tmp_path):
 
     assert result.status_code is None
     assert [i.outcome for i in result.instances] == [InstanceOutcome.FAILED_RETRYABLE] * 3
-    assert result.to_retry == tuple(dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files)
+    assert result.to_retry == tuple(
+        dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files
+    )
     assert "ConnectError" in result.peer_answer
 
 
@@ -143,7 +173,8 @@ def certificate(tmp_path_factory):
 
 
 def test_stow_over_tls_with_the_servers_ca_stores_and_an_untrusted_certificate_is_final(
-        dicomweb, certificate, tmp_path):
+    dicomweb, certificate, tmp_path
+):
     files = write_study(tmp_path)
     plain = urlsplit(dicomweb)
     with tls_proxy(certificate, plain.port) as port:

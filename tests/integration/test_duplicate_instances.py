@@ -70,20 +70,33 @@ def test_re_sends_in_the_same_study_follow_the_policy_and_in_another_study_are_r
                             ct(other_study, other_series, sop=generate_uid(), number=7)])
         assert [r.Status for r in first] == [SUCCESS, SUCCESS]
 
-        identical, changed = send(port, [ct(study, series, sop=sop, number=1), ct(study, series, sop=sop, number=2)])
+        identical, changed = send(
+            port, [ct(study, series, sop=sop, number=1), ct(study, series, sop=sop, number=2)]
+        )
         if policy == "reject":
-            assert (identical.Status, changed.Status) == (DUPLICATE_SOP_INSTANCE, DUPLICATE_SOP_INSTANCE)
+            assert (identical.Status, changed.Status) == (
+                DUPLICATE_SOP_INSTANCE,
+                DUPLICATE_SOP_INSTANCE,
+            )
             expected_number = 1
         else:
             assert (identical.Status, changed.Status) == (SUCCESS, SUCCESS)
             expected_number = 2  # the changed content replaced the stored one
 
-        (elsewhere, other_series_re_send) = send(port, [ct(other_study, other_series, sop=sop, number=3),
-                                                         ct(study, generate_uid(), sop=sop, number=4)])
+        (elsewhere, other_series_re_send) = send(
+            port,
+            [
+                ct(other_study, other_series, sop=sop, number=3),
+                ct(study, generate_uid(), sop=sop, number=4),
+            ],
+        )
         assert elsewhere.Status == DATA_SET_DOES_NOT_MATCH
         assert elsewhere.ErrorComment == "SOP Instance UID is already stored in another study"
         assert other_series_re_send.Status == DATA_SET_DOES_NOT_MATCH
-        assert other_series_re_send.ErrorComment == "SOP Instance UID is already stored in another series"
+        assert (
+            other_series_re_send.ErrorComment
+            == "SOP Instance UID is already stored in another series"
+        )
 
         rows = indexed(node)
         assert rows[sop].path == f"{study}/{series}/{sop}.dcm"

@@ -48,15 +48,25 @@ def test_a_killed_workers_job_is_queued_again_once_its_lease_lapses(world, share
     assert world.queue.messages == [("infer", job_id)]
     drain(world.ctx, world.queue)
     [job] = jobs(world.ctx)
-    assert (job.state, job.inference_starts, job.worker) == (JobState.DONE, 2, world.ctx.actor), job.last_error
-    trail = [(action, actor, detail) for action, actor, detail in audit_trail(world.ctx, job_id)
-             if action in ("inference-started", "job-requeued", "inferred")]
+    assert (job.state, job.inference_starts, job.worker) == (JobState.DONE, 2, world.ctx.actor), (
+        job.last_error
+    )
+    trail = [
+        (action, actor, detail)
+        for action, actor, detail in audit_trail(world.ctx, job_id)
+        if action in ("inference-started", "job-requeued", "inferred")
+    ]
     assert [(a, d.split(":")[0]) for a, _, d in trail] == [
-        ("job-requeued", "attempt 1"), ("inference-started", "attempt 2"), ("inferred", "attempt 2")]
+        ("job-requeued", "attempt 1"),
+        ("inference-started", "attempt 2"),
+        ("inferred", "attempt 2"),
+    ]
     assert "worker:host-a:1" in trail[0][2]
 
 
-def test_an_attempt_that_lost_its_lease_cannot_overwrite_the_attempt_that_replaced_it(world, shared_data):
+def test_an_attempt_that_lost_its_lease_cannot_overwrite_the_attempt_that_replaced_it(
+    world, shared_data
+):
     """Worker A is alive but stalls past its lease (a paused VM); the job is queued
     again and worker B finishes it. When A comes back its result is discarded, and
     the audit trail shows that the attempts never overlapped."""
@@ -72,14 +82,17 @@ def test_an_attempt_that_lost_its_lease_cannot_overwrite_the_attempt_that_replac
         release.wait(60)
         return world.ctx.models(name)
 
-    worker_a = dataclasses.replace(world.ctx, actor="worker:host-a:1", models=stalled_models,
-                                   enqueue=QueueRecorder())
+    worker_a = dataclasses.replace(
+        world.ctx, actor="worker:host-a:1", models=stalled_models, enqueue=QueueRecorder()
+    )
     worker_b = dataclasses.replace(world.ctx, actor="worker:host-b:2")
     a = threading.Thread(target=run_inference, args=(worker_a, job_id))
     a.start()
     try:
         assert entered.wait(60)
-        assert requeue_stale(world.ctx, utcnow() + timedelta(seconds=world.ctx.lease_seconds + 1)) == 1
+        assert (
+            requeue_stale(world.ctx, utcnow() + timedelta(seconds=world.ctx.lease_seconds + 1)) == 1
+        )
         drain(worker_b, world.queue)
         [job] = jobs(world.ctx)
         assert job.state is JobState.DONE, job.last_error
@@ -90,8 +103,11 @@ def test_an_attempt_that_lost_its_lease_cannot_overwrite_the_attempt_that_replac
     [job] = jobs(world.ctx)
     assert (job.state, job.inference_starts, job.report_json) == (JobState.DONE, 2, report_of_b)
     assert worker_a.enqueue.messages == []  # A sent no export
-    trail = [(action, actor, detail) for action, actor, detail in audit_trail(world.ctx, job_id)
-             if action in ("inference-started", "job-requeued", "inferred")]
+    trail = [
+        (action, actor, detail)
+        for action, actor, detail in audit_trail(world.ctx, job_id)
+        if action in ("inference-started", "job-requeued", "inferred")
+    ]
     assert [(action, actor) for action, actor, _ in trail] == [
         ("inference-started", "worker:host-a:1"),
         ("job-requeued", "node"),
@@ -107,18 +123,30 @@ def test_a_heartbeat_keeps_a_running_attempts_lease_and_notices_when_it_is_lost(
     lease = world.ctx.lease_seconds
     with world.ctx.sessions.begin() as session:
         job = session.get(Job, job_id)
-        attempt = claim_inference(job, worker="worker:host-a:1", now=utcnow() - timedelta(seconds=lease - 1),
-                                  lease_seconds=lease)
+        attempt = claim_inference(
+            job,
+            worker="worker:host-a:1",
+            now=utcnow() - timedelta(seconds=lease - 1),
+            lease_seconds=lease,
+        )
         claimed_until = job.lease_expires_at
-    heartbeat = Heartbeat(world.ctx.sessions, job_id, attempt, worker="worker:host-a:1", lease_seconds=lease)
+    heartbeat = Heartbeat(
+        world.ctx.sessions, job_id, attempt, worker="worker:host-a:1", lease_seconds=lease
+    )
     assert heartbeat.renew()
     [job] = jobs(world.ctx)
     assert job.lease_expires_at > claimed_until + timedelta(seconds=lease / 2)
     with world.ctx.sessions.begin() as session:
-        assert requeue_lapsed(session, now=utcnow() + timedelta(seconds=2), lease_seconds=lease) == []
+        assert (
+            requeue_lapsed(session, now=utcnow() + timedelta(seconds=2), lease_seconds=lease) == []
+        )
     with world.ctx.sessions.begin() as session:
-        assert requeue_lapsed(session, now=utcnow() + timedelta(seconds=lease + 1), lease_seconds=lease) == [job_id]
-    assert not heartbeat.renew()  # the attempt lost the job: its renewals (and its result) match nothing
+        assert requeue_lapsed(
+            session, now=utcnow() + timedelta(seconds=lease + 1), lease_seconds=lease
+        ) == [job_id]
+    assert (
+        not heartbeat.renew()
+    )  # the attempt lost the job: its renewals (and its result) match nothing
 
 
 def test_the_jobs_of_a_worker_seen_dead_are_queued_again_at_the_next_sweep(world, shared_data):
@@ -128,10 +156,16 @@ def test_the_jobs_of_a_worker_seen_dead_are_queued_again_at_the_next_sweep(world
     [(_, job_id)] = world.queue.messages
     world.queue.messages.clear()
     with world.ctx.sessions.begin() as session:
-        claim_inference(session.get(Job, job_id), worker=worker_id(4242), now=utcnow(),
-                        lease_seconds=world.ctx.lease_seconds)
+        claim_inference(
+            session.get(Job, job_id),
+            worker=worker_id(4242),
+            now=utcnow(),
+            lease_seconds=world.ctx.lease_seconds,
+        )
     with world.ctx.sessions.begin() as session:
-        assert lapse_leases_of(session, worker_id(4343), now=utcnow()) == []  # another worker: nothing
+        assert (
+            lapse_leases_of(session, worker_id(4343), now=utcnow()) == []
+        )  # another worker: nothing
         assert lapse_leases_of(session, worker_id(4242), now=utcnow()) == [job_id]
     assert requeue_stale(world.ctx) == 1  # now, not one lease later
     assert world.queue.messages == [("infer", job_id)]
@@ -155,13 +189,19 @@ class _BrokerDown:
         self.queue.delivery(delivery_id, attempt, countdown)
 
 
-def test_a_ready_study_dispatched_again_while_the_broker_was_down_is_audited_once(world, shared_data):
+def test_a_ready_study_dispatched_again_while_the_broker_was_down_is_audited_once(
+    world, shared_data
+):
     broker = _BrokerDown(world.queue)
     ctx = dataclasses.replace(world.ctx, enqueue=broker)
-    monitor = CompletionMonitor(ctx.sessions, make_study_ready_hook(ctx), idle_seconds=30, claim_lease_seconds=60)
+    monitor = CompletionMonitor(
+        ctx.sessions, make_study_ready_hook(ctx), idle_seconds=30, claim_lease_seconds=60
+    )
     world.send([cxr_file(world.tmp, shared_data)])
     later = utcnow() + timedelta(seconds=31)
-    for attempt in range(3):  # each pass the hook fails at the enqueue and the revision is dispatched again
+    for attempt in range(
+        3
+    ):  # each pass the hook fails at the enqueue and the revision is dispatched again
         assert monitor.run_once(later + timedelta(seconds=61 * attempt)) == []
     broker.up = True
     assert len(monitor.run_once(later + timedelta(seconds=61 * 3))) == 1

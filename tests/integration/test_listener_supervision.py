@@ -35,5 +35,8 @@ def test_a_killed_listener_process_is_started_again(tmp_path, caplog):
     finally:
         node.stop()
     assert listeners.pids() == []
-    assert any("Listener 1" in r.getMessage() or "Listener 2" in r.getMessage() for r in caplog.records
-               if "exited with code" in r.getMessage())
+    assert any(
+        "Listener 1" in r.getMessage() or "Listener 2" in r.getMessage()
+        for r in caplog.records
+        if "exited with code" in r.getMessage()
+    )

@@ -133,7 +133,8 @@ def test_an_accepted_message_arrives_field_by_field_as_sent():
                  "msh.msh_18", "pid.pid_3", "pid.pid_5", "obr.obr_3", "obr.obr_4", "obx.obx_1",
                  "obx.obx_2", "obx.obx_3", "obx.obx_5", "obx.obx_11"):
         segment, field = path.split(".")
-        assert getattr(getattr(got, segment), field).value == getattr(getattr(want, segment), field).value, path
+        got_value = getattr(getattr(got, segment), field).value
+        assert got_value == getattr(getattr(want, segment), field).value, path
     assert got.obx.obx_5.value == "右下肺 consolidation (肺炎)"
     assert got.msh.msh_18.value == "UNICODE UTF-8"
     # nothing added, dropped or re-encoded; every segment ends with <CR> (HL7 v2.5.1 §2.5.1)
@@ -141,7 +142,9 @@ def test_an_accepted_message_arrives_field_by_field_as_sent():
 
 
 def test_an_application_error_keeps_msa3_and_err_and_is_retried_for_an_internal_error():
-    reply = ack("AE", "RG-0002", text="database busy", error="207^Application internal error^HL70357")
+    reply = ack(
+        "AE", "RG-0002", text="database busy", error="207^Application internal error^HL70357"
+    )
     with mllp_listener(lambda m: reply) as (port, _):
         result = send_message("127.0.0.1", port, oru_message("RG-0002"), timeout=10)
 
@@ -170,7 +173,9 @@ def test_an_application_error_without_err_is_retryable():
 
 
 def test_an_application_reject_is_final_with_its_err_kept():
-    reply = ack("AR", "RG-0005", text="version not supported", error="203^Unsupported version id^HL70357")
+    reply = ack(
+        "AR", "RG-0005", text="version not supported", error="203^Unsupported version id^HL70357"
+    )
     with mllp_listener(lambda m: reply) as (port, _):
         result = send_message("127.0.0.1", port, oru_message("RG-0005"), timeout=10)
     assert result.outcome is MllpOutcome.FAILED_FINAL
@@ -258,33 +263,51 @@ def certificate(tmp_path_factory):
 
 
 def test_tls_with_the_receivers_ca_is_accepted(certificate):
-    with mllp_listener(lambda m: ack("AA", "RG-0012"), tls=server_context(certificate)) as (port, receiver):
-        result = send_message("127.0.0.1", port, oru_message("RG-0012"), timeout=10,
-                              tls=TlsOptions(ca_bundle=certificate[0]))
+    with mllp_listener(lambda m: ack("AA", "RG-0012"), tls=server_context(certificate)) as (
+        port,
+        receiver,
+    ):
+        result = send_message(
+            "127.0.0.1",
+            port,
+            oru_message("RG-0012"),
+            timeout=10,
+            tls=TlsOptions(ca_bundle=certificate[0]),
+        )
     assert result.outcome is MllpOutcome.ACCEPTED
     assert parse_message(receiver.received[0]).msh.msh_10.value == "RG-0012"
 
 
 def test_tls_with_an_untrusted_certificate_is_final(certificate):
-    with mllp_listener(lambda m: ack("AA", "RG-0013"), tls=server_context(certificate)) as (port, receiver):
-        result = send_message("127.0.0.1", port, oru_message("RG-0013"), timeout=10, tls=TlsOptions())
+    with mllp_listener(lambda m: ack("AA", "RG-0013"), tls=server_context(certificate)) as (
+        port,
+        receiver,
+    ):
+        result = send_message(
+            "127.0.0.1", port, oru_message("RG-0013"), timeout=10, tls=TlsOptions()
+        )
         assert receiver.received == []  # nothing sent over an unverified channel
     assert result.outcome is MllpOutcome.FAILED_FINAL
     assert "TLS certificate" in result.reason
 
 
-@pytest.mark.parametrize(("code", "error", "outcome"), [
-    ("CA", None, MllpOutcome.ACCEPTED),
-    ("CE", None, MllpOutcome.FAILED_RETRYABLE),
-    ("CR", None, MllpOutcome.FAILED_FINAL),
-    ("AE", "204^Unknown key identifier^HL70357", MllpOutcome.FAILED_RETRYABLE),
-    ("AE", "206^Application record locked^HL70357", MllpOutcome.FAILED_RETRYABLE),
-    ("AR", "207^Application internal error^HL70357", MllpOutcome.FAILED_RETRYABLE),
-    ("AE", "103^Table value not found^HL70357", MllpOutcome.FAILED_FINAL),
-    ("AE", "205^Duplicate key identifier^HL70357", MllpOutcome.FAILED_FINAL),
-    ("ZZ", None, MllpOutcome.FAILED_FINAL),
-])
-def test_acknowledgment_codes_and_error_conditions_are_classified_per_the_table(code, error, outcome):
+@pytest.mark.parametrize(
+    ("code", "error", "outcome"),
+    [
+        ("CA", None, MllpOutcome.ACCEPTED),
+        ("CE", None, MllpOutcome.FAILED_RETRYABLE),
+        ("CR", None, MllpOutcome.FAILED_FINAL),
+        ("AE", "204^Unknown key identifier^HL70357", MllpOutcome.FAILED_RETRYABLE),
+        ("AE", "206^Application record locked^HL70357", MllpOutcome.FAILED_RETRYABLE),
+        ("AR", "207^Application internal error^HL70357", MllpOutcome.FAILED_RETRYABLE),
+        ("AE", "103^Table value not found^HL70357", MllpOutcome.FAILED_FINAL),
+        ("AE", "205^Duplicate key identifier^HL70357", MllpOutcome.FAILED_FINAL),
+        ("ZZ", None, MllpOutcome.FAILED_FINAL),
+    ],
+)
+def test_acknowledgment_codes_and_error_conditions_are_classified_per_the_table(
+    code, error, outcome
+):
     with mllp_listener(lambda m: ack(code, "RG-0100", error=error)) as (port, _):
         result = send_message("127.0.0.1", port, oru_message("RG-0100"), timeout=10)
     assert result.outcome is outcome

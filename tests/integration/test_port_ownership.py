@@ -82,6 +82,9 @@ def test_storescp_on_the_port_stops_radground_serve_with_a_message_naming_it(tmp
         wait_until(lambda: echoscu(port, called="STORESCP").returncode == 0, 30,
                    what="storescp answers C-ECHO")
         stderr = _serve_must_refuse(_config(tmp_path / "node", port))
-        assert f"port {port} on 127.0.0.1 is already in use by pid {storescp.pid}: storescp -aet STORESCP" in stderr
+        assert (
+            f"port {port} on 127.0.0.1 is already in use by pid {storescp.pid}: "
+            "storescp -aet STORESCP" in stderr
+        )
     finally:
         _stop(storescp)

@@ -116,13 +116,16 @@ def postgres_database(postgres_server_url) -> Iterator[str]:
 def _gpu_worker_pid(gpu: RadGroundProcess) -> int:
     """The process that runs the model: the gpu child of `radground serve` or of `radground worker`
     (each supervises its Celery worker processes and starts a killed one again)."""
-    [worker] = [pid for pid, args in child_processes(gpu.popen.pid).items() if "--queues gpu" in args]
+    [worker] = [
+        pid for pid, args in child_processes(gpu.popen.pid).items() if "--queues gpu" in args
+    ]
     return worker
 
 
 @pytest.mark.parametrize("mode", ["embedded", "cluster"])
 def test_a_gpu_worker_killed_mid_inference_its_job_is_done_within_a_minute_once(
-        mode, tmp_path, shared_data, request):
+    mode, tmp_path, shared_data, request
+):
     processes: list[RadGroundProcess] = []
     logs = tmp_path / "logs"
 
@@ -132,18 +135,28 @@ def test_a_gpu_worker_killed_mid_inference_its_job_is_done_within_a_minute_once(
         return process
 
     def ready(process: RadGroundProcess, count: int = 1) -> None:
-        wait_until(lambda: process.log_text().count(" ready.") >= count, 90, what=f"{process.name} ready",
-                   logs=processes)
+        wait_until(
+            lambda: process.log_text().count(" ready.") >= count,
+            90,
+            what=f"{process.name} ready",
+            logs=processes,
+        )
 
     if mode == "embedded":
-        world = write_config(tmp_path, database_url=f"sqlite:///{tmp_path / 'radground.db'}",
-                             broker_url=f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}")
+        world = write_config(
+            tmp_path,
+            database_url=f"sqlite:///{tmp_path / 'radground.db'}",
+            broker_url=f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}",
+        )
     else:
         redis = PrivateRedis(tmp_path)
         redis.start()
         request.addfinalizer(redis.stop)
-        world = write_config(tmp_path, database_url=request.getfixturevalue("postgres_database"),
-                             broker_url=redis.url)
+        world = write_config(
+            tmp_path,
+            database_url=request.getfixturevalue("postgres_database"),
+            broker_url=redis.url,
+        )
     reader = JobReader(world.database_url)
     try:
         if mode == "embedded":
@@ -157,8 +170,13 @@ def test_a_gpu_worker_killed_mid_inference_its_job_is_done_within_a_minute_once(
         wait_until(lambda: echoscu(world.port).returncode == 0, 60, what="C-ECHO", logs=processes)
         files = study_files(tmp_path, shared_data, 12)
         assert storescu(world.port, files).responses == ["Success"] * len(files)
-        [job] = wait_until(lambda: [j for j in _all_jobs(reader) if j[1] == "inferring"], 90,
-                           what="the job inferring", interval=0.02, logs=processes)
+        [job] = wait_until(
+            lambda: [j for j in _all_jobs(reader) if j[1] == "inferring"],
+            90,
+            what="the job inferring",
+            interval=0.02,
+            logs=processes,
+        )
         victim = _gpu_worker_pid(gpu)
         if mode == "embedded":
             os.kill(victim, signal.SIGKILL)  # as the OOM killer would; serve's supervisor sees it
@@ -166,22 +184,33 @@ def test_a_gpu_worker_killed_mid_inference_its_job_is_done_within_a_minute_once(
             gpu.kill()  # the gpu machine is lost: the worker and its supervisor, nobody reports it
         killed_at = time.monotonic()
         job_id = job[0]
-        assert _all_jobs(reader) == [(job_id, "inferring", 1)], "the worker finished before it was killed"
+        assert _all_jobs(reader) == [(job_id, "inferring", 1)], (
+            "the worker finished before it was killed"
+        )
         if mode == "cluster":
             start("worker", "--queues", "gpu")  # another gpu machine
-        wait_until(lambda: _all_jobs(reader) == [(job_id, "done", 2)], WITHIN_SECONDS, logs=processes,
-                   what=f"the job done again within {WITHIN_SECONDS} s of the kill (default lease, 15 min "
-                        "task time limit)")
+        wait_until(
+            lambda: _all_jobs(reader) == [(job_id, "done", 2)],
+            WITHIN_SECONDS,
+            logs=processes,
+            what=f"the job done again within {WITHIN_SECONDS} s of the kill (default lease, 15 min "
+            "task time limit)",
+        )
         assert time.monotonic() - killed_at < WITHIN_SECONDS
-        trail = [(action, actor, detail) for action, actor, detail in audit_of(reader, job_id)
-                 if action in ("inference-started", "job-requeued", "inferred")]
+        trail = [
+            (action, actor, detail)
+            for action, actor, detail in audit_of(reader, job_id)
+            if action in ("inference-started", "job-requeued", "inferred")
+        ]
         assert [(action, detail.split(":")[0]) for action, _, detail in trail] == [
             ("inference-started", "attempt 1"),
             ("job-requeued", "attempt 1"),
             ("inference-started", "attempt 2"),
             ("inferred", "attempt 2"),
         ], trail
-        assert trail[0][1].endswith(f":{victim}") and trail[0][1] in trail[1][2]  # the dead worker named
+        assert (
+            trail[0][1].endswith(f":{victim}") and trail[0][1] in trail[1][2]
+        )  # the dead worker named
         assert trail[2][1] == trail[3][1] != trail[0][1]  # a new worker ran attempt 2 and stored it
         assert node.alive
     finally:
@@ -197,6 +226,9 @@ def _all_jobs(reader: JobReader) -> list[tuple[int, str, int]]:
 
     try:
         with reader._sessions() as session:
-            return [(j.id, j.state.value, j.inference_starts) for j in session.scalars(select(Job).order_by(Job.id))]
+            return [
+                (j.id, j.state.value, j.inference_starts)
+                for j in session.scalars(select(Job).order_by(Job.id))
+            ]
     except (OperationalError, ProgrammingError):
         return []

@@ -90,11 +90,16 @@ def _read_part(path: Path) -> _Part:
     except OSError as exc:
         raise InvalidStowRequestError(f"cannot read {path}: {exc.strerror or exc}") from None
     if head[128:132] != b"DICM":
-        raise InvalidStowRequestError(f"{path} is not a DICOM PS3.10 file (no 'DICM' prefix); STOW-RS sends "
-                         "PS3.10 files (PS3.18 §8.7.3.3.1)")
+        raise InvalidStowRequestError(
+            f"{path} is not a DICOM PS3.10 file (no 'DICM' prefix); STOW-RS sends "
+            "PS3.10 files (PS3.18 §8.7.3.3.1)"
+        )
     try:
-        header = dcmread(path, stop_before_pixels=True, specific_tags=[
-            "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"])
+        header = dcmread(
+            path,
+            stop_before_pixels=True,
+            specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"],
+        )
     except (InvalidDicomError, OSError, ValueError) as exc:
         raise InvalidStowRequestError(f"{path} is not a readable DICOM file: {exc}") from None
     uids = {}
@@ -103,8 +108,13 @@ def _read_part(path: Path) -> _Part:
         if not is_valid_uid(value):
             raise InvalidStowRequestError(f"{path} has no valid {keyword}")
         uids[keyword] = value
-    return _Part(sop_class_uid=uids["SOPClassUID"], sop_instance_uid=uids["SOPInstanceUID"],
-                 study_instance_uid=uids["StudyInstanceUID"], path=path, size=path.stat().st_size)
+    return _Part(
+        sop_class_uid=uids["SOPClassUID"],
+        sop_instance_uid=uids["SOPInstanceUID"],
+        study_instance_uid=uids["StudyInstanceUID"],
+        path=path,
+        size=path.stat().st_size,
+    )
 
 
 class _MultipartBody:
@@ -149,7 +159,9 @@ def _check_base_url(base_url: str) -> str:
     if parts.username is not None or parts.password is not None:
         raise InvalidStowRequestError("base_url must not carry credentials; pass them as auth")
     if parts.query or parts.fragment:
-        raise InvalidStowRequestError("base_url must not have a query or fragment (PS3.18 §8.2 Base URI)")
+        raise InvalidStowRequestError(
+            "base_url must not have a query or fragment (PS3.18 §8.2 Base URI)"
+        )
     return base_url.rstrip("/")
 
 
@@ -230,11 +242,17 @@ def store_instances(
     if tls is not None and not isinstance(tls, TlsOptions):
         raise TypeError(f"tls must be TlsOptions, got {type(tls).__name__}")
     if tls is not None and client is not None:
-        raise InvalidStowRequestError("give tls to make_client() when passing a client, not to store_instances()")
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (
-        math.isfinite(timeout) and timeout > 0
+        raise InvalidStowRequestError(
+            "give tls to make_client() when passing a client, not to store_instances()"
+        )
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not (math.isfinite(timeout) and timeout > 0)
     ):
-        raise InvalidStowRequestError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        raise InvalidStowRequestError(
+            f"timeout must be a positive number of seconds, got {timeout!r}"
+        )
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise InvalidStowRequestError(f"chunk_size must be a positive int, got {chunk_size!r}")
     if isinstance(instances, (str, Path)) or not instances:
@@ -243,7 +261,9 @@ def store_instances(
     seen: set[str] = set()
     for part in parts:
         if part.sop_instance_uid in seen:
-            raise InvalidStowRequestError(f"{part.path} repeats SOP Instance UID {short_uid(part.sop_instance_uid)}")
+            raise InvalidStowRequestError(
+                f"{part.path} repeats SOP Instance UID {short_uid(part.sop_instance_uid)}"
+            )
         seen.add(part.sop_instance_uid)
     if study_instance_uid is not None:
         if not is_valid_uid(study_instance_uid):
@@ -270,16 +290,23 @@ def store_instances(
     started = time.monotonic()
     try:
         try:
-            response = http.post(url, content=iter(body), headers=headers, timeout=timeout,
-                                 follow_redirects=False)
+            response = http.post(
+                url, content=iter(body), headers=headers, timeout=timeout, follow_redirects=False
+            )
         except httpx.RequestError as exc:
             elapsed = time.monotonic() - started
             return _transport_failure(exc, parts, endpoint, elapsed)
         except OSError as exc:  # a file vanished or changed while streaming
             elapsed = time.monotonic() - started
             _log.warning("STOW-RS to %s: reading the files failed after %.3f s", endpoint, elapsed)
-            return all_instances(parts, InstanceOutcome.FAILED_RETRYABLE, f"reading the file failed: {exc}",
-                        status_code=None, peer_answer=f"not sent: {exc}", elapsed=elapsed)
+            return all_instances(
+                parts,
+                InstanceOutcome.FAILED_RETRYABLE,
+                f"reading the file failed: {exc}",
+                status_code=None,
+                peer_answer=f"not sent: {exc}",
+                elapsed=elapsed,
+            )
     finally:
         if owned:
             http.close()
@@ -287,25 +314,41 @@ def store_instances(
     result = read_answer(response, parts, elapsed, study_instance_uid=study_instance_uid)
     _log.info(
         "STOW-RS to %s: HTTP %d in %.3f s, %d stored, %d retryable, %d final",
-        endpoint, response.status_code, elapsed, len(result.stored), len(result.retryable),
+        endpoint,
+        response.status_code,
+        elapsed,
+        len(result.stored),
+        len(result.retryable),
         len(result.final),
     )
     return result
 
 
-def _transport_failure(exc: httpx.RequestError, parts: Sequence[_Part], endpoint: str,
-                       elapsed: float) -> StowResult:
+def _transport_failure(
+    exc: httpx.RequestError, parts: Sequence[_Part], endpoint: str, elapsed: float
+) -> StowResult:
     kind = type(exc).__name__
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):
             _log.warning("STOW-RS to %s: TLS certificate refused after %.3f s", endpoint, elapsed)
             what = f"TLS certificate of {endpoint} refused: {cause.verify_message}"
-            return all_instances(parts, InstanceOutcome.FAILED_FINAL, "TLS certificate refused",
-                        status_code=None, peer_answer=what, elapsed=elapsed)
+            return all_instances(
+                parts,
+                InstanceOutcome.FAILED_FINAL,
+                "TLS certificate refused",
+                status_code=None,
+                peer_answer=what,
+                elapsed=elapsed,
+            )
         cause = cause.__cause__ or cause.__context__
     _log.warning("STOW-RS to %s: %s after %.3f s (retryable)", endpoint, kind, elapsed)
     detail = f"{kind}: {exc}" if str(exc) else kind
-    return all_instances(parts, InstanceOutcome.FAILED_RETRYABLE, kind, status_code=None,
-                peer_answer=f"no answer from {endpoint}: {detail}", elapsed=elapsed)
-
+    return all_instances(
+        parts,
+        InstanceOutcome.FAILED_RETRYABLE,
+        kind,
+        status_code=None,
+        peer_answer=f"no answer from {endpoint}: {detail}",
+        elapsed=elapsed,
+    )

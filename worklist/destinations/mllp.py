@@ -189,9 +189,13 @@ def frame(message: str, *, encoding: str = "utf-8") -> bytes:
     try:
         payload = message.encode(encoding)
     except UnicodeEncodeError as exc:
-        raise InvalidMllpRequestError(f"message cannot be encoded as {encoding}: {exc.reason}") from None
+        raise InvalidMllpRequestError(
+            f"message cannot be encoded as {encoding}: {exc.reason}"
+        ) from None
     if START_BLOCK in payload or b"\x1c" in payload:
-        raise InvalidMllpRequestError("message must not contain the MLLP framing bytes 0x0B or 0x1C")
+        raise InvalidMllpRequestError(
+            "message must not contain the MLLP framing bytes 0x0B or 0x1C"
+        )
     return START_BLOCK + payload + END_BLOCK
 
 
@@ -289,10 +293,14 @@ def send_message(
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise InvalidMllpRequestError(f"port must be 1-65535, got {port!r}")
     for name, value in (("timeout", timeout), ("connect_timeout", connect_timeout)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value > 0
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not (math.isfinite(value) and value > 0)
         ):
-            raise InvalidMllpRequestError(f"{name} must be a positive number of seconds, got {value!r}")
+            raise InvalidMllpRequestError(
+                f"{name} must be a positive number of seconds, got {value!r}"
+            )
     if tls is not None and not isinstance(tls, TlsOptions):
         raise TypeError(f"tls must be TlsOptions, got {type(tls).__name__}")
     wire_message = "\r".join(_segments(message)) + "\r"
@@ -302,13 +310,24 @@ def send_message(
 
     started = time.monotonic()
     try:
-        raw = _exchange(host, port, payload, timeout=timeout, connect_timeout=connect_timeout,
-                        tls=tls, server_hostname=server_hostname)
+        raw = _exchange(
+            host,
+            port,
+            payload,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            tls=tls,
+            server_hostname=server_hostname,
+        )
     except ssl.SSLCertVerificationError as exc:
         elapsed = time.monotonic() - started
         _log.warning("MLLP to %s: TLS certificate refused after %.3f s", peer, elapsed)
-        return MllpResult(MllpOutcome.FAILED_FINAL, control_id,
-                          f"TLS certificate of {peer} refused: {exc.verify_message}", elapsed_s=elapsed)
+        return MllpResult(
+            MllpOutcome.FAILED_FINAL,
+            control_id,
+            f"TLS certificate of {peer} refused: {exc.verify_message}",
+            elapsed_s=elapsed,
+        )
     except _NotMllp as exc:
         elapsed = time.monotonic() - started
         _log.warning("MLLP to %s: the answer is not an MLLP frame after %.3f s", peer, elapsed)
@@ -316,15 +335,23 @@ def send_message(
     except TimeoutError:
         elapsed = time.monotonic() - started
         _log.warning("MLLP to %s: no ACK within %.1f s (retryable)", peer, elapsed)
-        return MllpResult(MllpOutcome.FAILED_RETRYABLE, control_id,
-                          f"no ACK from {peer} within {elapsed:.1f} s", elapsed_s=elapsed)
+        return MllpResult(
+            MllpOutcome.FAILED_RETRYABLE,
+            control_id,
+            f"no ACK from {peer} within {elapsed:.1f} s",
+            elapsed_s=elapsed,
+        )
     except (OSError, _ClosedEarly) as exc:
         elapsed = time.monotonic() - started
         kind = type(exc).__name__
         _log.warning("MLLP to %s: %s after %.3f s (retryable)", peer, kind, elapsed)
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return MllpResult(MllpOutcome.FAILED_RETRYABLE, control_id,
-                          f"{peer}: {kind}: {detail}" if detail else f"{peer}: {kind}", elapsed_s=elapsed)
+        return MllpResult(
+            MllpOutcome.FAILED_RETRYABLE,
+            control_id,
+            f"{peer}: {kind}: {detail}" if detail else f"{peer}: {kind}",
+            elapsed_s=elapsed,
+        )
     elapsed = time.monotonic() - started
     result = _classify(raw.decode(encoding, errors="replace"), control_id, elapsed)
     _log.info("MLLP to %s: MSA-1 %s in %.3f s (%s)", peer, result.ack_code, elapsed, result.outcome)
@@ -339,8 +366,16 @@ class _NotMllp(Exception):
     """The answer is not an MLLP frame."""
 
 
-def _exchange(host: str, port: int, payload: bytes, *, timeout: float, connect_timeout: float,
-              tls: TlsOptions | None, server_hostname: str | None) -> bytes:
+def _exchange(
+    host: str,
+    port: int,
+    payload: bytes,
+    *,
+    timeout: float,
+    connect_timeout: float,
+    tls: TlsOptions | None,
+    server_hostname: str | None,
+) -> bytes:
     """Connect, send the frame, return the payload of the first frame answered."""
     sock = socket.create_connection((host, port), timeout=connect_timeout)
     try:
@@ -363,11 +398,15 @@ def _exchange(host: str, port: int, payload: bytes, *, timeout: float, connect_t
             sock.settimeout(remaining)
             chunk = sock.recv(65536)
             if not chunk:
-                raise _ClosedEarly("connection closed before a whole ACK came"
-                                   + (f" ({len(received)} bytes)" if received else ""))
+                raise _ClosedEarly(
+                    "connection closed before a whole ACK came"
+                    + (f" ({len(received)} bytes)" if received else "")
+                )
             if not received and not chunk.startswith(START_BLOCK):
-                raise _NotMllp(f"the answer does not start with the MLLP start block (0x0B) but "
-                               f"{chunk[:1].hex()}; does this port speak MLLP?")
+                raise _NotMllp(
+                    f"the answer does not start with the MLLP start block (0x0B) but "
+                    f"{chunk[:1].hex()}; does this port speak MLLP?"
+                )
             received += chunk
         return bytes(received[1:end])
     finally:
@@ -380,29 +419,53 @@ def _classify(ack: str, control_id: str, elapsed: float) -> MllpResult:
     try:
         field_separator, component_separator = _separators(segments[0] if segments else "")
     except ValueError:
-        return MllpResult(MllpOutcome.FAILED_FINAL, control_id,
-                          "the answer is not an HL7 v2 message (no MSH)", ack=kept, elapsed_s=elapsed)
-    msa = next((_fields(s, field_separator) for s in segments if s.startswith("MSA" + field_separator)),
-               None)
+        return MllpResult(
+            MllpOutcome.FAILED_FINAL,
+            control_id,
+            "the answer is not an HL7 v2 message (no MSH)",
+            ack=kept,
+            elapsed_s=elapsed,
+        )
+    msa = next(
+        (_fields(s, field_separator) for s in segments if s.startswith("MSA" + field_separator)),
+        None,
+    )
     if msa is None:
-        return MllpResult(MllpOutcome.FAILED_FINAL, control_id, "the answer has no MSA segment",
-                          ack=kept, elapsed_s=elapsed)
+        return MllpResult(
+            MllpOutcome.FAILED_FINAL,
+            control_id,
+            "the answer has no MSA segment",
+            ack=kept,
+            elapsed_s=elapsed,
+        )
     code, acked_id, text = _field(msa, 1), _field(msa, 2), _field(msa, 3)
     errors = tuple(s for s in segments if s.startswith("ERR" + field_separator))
     conditions = tuple(
-        int(identifier) for identifier in (
-            _field(_fields(e, field_separator), 3).split(component_separator)[0] for e in errors)
+        int(identifier)
+        for identifier in (
+            _field(_fields(e, field_separator), 3).split(component_separator)[0] for e in errors
+        )
         if identifier.isdigit()
     )
+
     def result(outcome: MllpOutcome, reason: str) -> MllpResult:
-        return MllpResult(outcome, control_id, reason, ack_code=code, text_message=text,
-                          error_segments=errors, error_conditions=conditions, ack=kept,
-                          elapsed_s=elapsed)
+        return MllpResult(
+            outcome,
+            control_id,
+            reason,
+            ack_code=code,
+            text_message=text,
+            error_segments=errors,
+            error_conditions=conditions,
+            ack=kept,
+            elapsed_s=elapsed,
+        )
 
     if acked_id != control_id:
-        return result(MllpOutcome.FAILED_RETRYABLE,
-                      f"the ACK (MSA-1 {code}) acknowledges another message: MSA-2 is not the "
-                      "MSH-10 sent")
+        return result(
+            MllpOutcome.FAILED_RETRYABLE,
+            f"the ACK (MSA-1 {code}) acknowledges another message: MSA-2 is not the MSH-10 sent",
+        )
     if code in (AckCode.APPLICATION_ACCEPT, AckCode.COMMIT_ACCEPT):
         return result(MllpOutcome.ACCEPTED, f"MSA-1 {code}")
     reason = f"MSA-1 {code}" + (f", ERR-3 {', '.join(map(str, conditions))}" if conditions else "")

@@ -346,13 +346,25 @@ def read_answer(response: httpx.Response, parts: Sequence[SentInstance], elapsed
         if excerpt:
             peer_answer += f": {excerpt}"
         if 200 <= status < 300:
-            return all_instances(parts, InstanceOutcome.FAILED_FINAL,
-                        f"{head} but no Store Instances Response (is the base URL a DICOMweb service?)",
-                        status_code=status, peer_answer=peer_answer, elapsed=elapsed)
+            return all_instances(
+                parts,
+                InstanceOutcome.FAILED_FINAL,
+                f"{head} but no Store Instances Response (is the base URL a DICOMweb service?)",
+                status_code=status,
+                peer_answer=peer_answer,
+                elapsed=elapsed,
+            )
         transient = (status >= 500 and status not in _PERMANENT_5XX) or status in _TRANSIENT_4XX
         outcome = InstanceOutcome.FAILED_RETRYABLE if transient else InstanceOutcome.FAILED_FINAL
-        return all_instances(parts, outcome, head, status_code=status, peer_answer=peer_answer,
-                    elapsed=elapsed, retry_after=retry_after)
+        return all_instances(
+            parts,
+            outcome,
+            head,
+            status_code=status,
+            peer_answer=peer_answer,
+            elapsed=elapsed,
+            retry_after=retry_after,
+        )
 
     referenced = {
         str(_first(item, _REFERENCED_SOP_INSTANCE_UID)): item
@@ -369,39 +381,72 @@ def read_answer(response: httpx.Response, parts: Sequence[SentInstance], elapsed
             item = referenced[uid]
             warning = _int_or_none(_first(item, _WARNING_REASON))
             url = _first(item, _RETRIEVE_URL)
-            results.append(StowInstanceResult(
-                uid, part.sop_class_uid, InstanceOutcome.STORED,
-                reason="" if warning is None else "warning " + _reason_text(warning),
-                warning_reason=warning, retrieve_url=url if isinstance(url, str) else None,
-            ))
+            results.append(
+                StowInstanceResult(
+                    uid,
+                    part.sop_class_uid,
+                    InstanceOutcome.STORED,
+                    reason="" if warning is None else "warning " + _reason_text(warning),
+                    warning_reason=warning,
+                    retrieve_url=url if isinstance(url, str) else None,
+                )
+            )
         elif uid in failed:
             code = _int_or_none(_first(failed[uid], _FAILURE_REASON))
             if study_instance_uid is not None and part.study_instance_uid != study_instance_uid:
-                results.append(StowInstanceResult(
-                    uid, part.sop_class_uid, InstanceOutcome.FAILED_FINAL,
-                    reason="instance of another study than the request's study (PS3.18 §10.5.1)"
-                    + ("" if code is None else f"; peer said {_reason_text(code)}"),
-                    failure_reason=code))
+                results.append(
+                    StowInstanceResult(
+                        uid,
+                        part.sop_class_uid,
+                        InstanceOutcome.FAILED_FINAL,
+                        reason="instance of another study than the request's study (PS3.18 §10.5.1)"
+                        + ("" if code is None else f"; peer said {_reason_text(code)}"),
+                        failure_reason=code,
+                    )
+                )
             elif code is None:
-                results.append(StowInstanceResult(
-                    uid, part.sop_class_uid, InstanceOutcome.FAILED_FINAL,
-                    reason="failed without a Failure Reason"))
+                results.append(
+                    StowInstanceResult(
+                        uid,
+                        part.sop_class_uid,
+                        InstanceOutcome.FAILED_FINAL,
+                        reason="failed without a Failure Reason",
+                    )
+                )
             else:
-                results.append(StowInstanceResult(
-                    uid, part.sop_class_uid, classify_failure_reason(code),
-                    reason=_reason_text(code), failure_reason=code))
+                results.append(
+                    StowInstanceResult(
+                        uid,
+                        part.sop_class_uid,
+                        classify_failure_reason(code),
+                        reason=_reason_text(code),
+                        failure_reason=code,
+                    )
+                )
         else:
-            results.append(StowInstanceResult(
-                uid, part.sop_class_uid, InstanceOutcome.FAILED_RETRYABLE,
-                reason="not reported in the Store Instances Response"))
+            results.append(
+                StowInstanceResult(
+                    uid,
+                    part.sop_class_uid,
+                    InstanceOutcome.FAILED_RETRYABLE,
+                    reason="not reported in the Store Instances Response",
+                )
+            )
     reasons = sorted({f"0x{r.failure_reason:04X}" for r in results if r.failure_reason is not None})
-    counts = (f"{sum(r.outcome is InstanceOutcome.STORED for r in results)} stored, "
-              f"{sum(r.outcome is not InstanceOutcome.STORED for r in results)} not stored")
+    counts = (
+        f"{sum(r.outcome is InstanceOutcome.STORED for r in results)} stored, "
+        f"{sum(r.outcome is not InstanceOutcome.STORED for r in results)} not stored"
+    )
     peer_answer = f"{head} ({media_type}): {counts}"
     if reasons:
         peer_answer += f"; failure reasons {', '.join(reasons)}"
-    return StowResult(status_code=status, instances=tuple(results),
-                      peer_answer=one_line(peer_answer), elapsed_s=elapsed, retry_after=retry_after)
+    return StowResult(
+        status_code=status,
+        instances=tuple(results),
+        peer_answer=one_line(peer_answer),
+        elapsed_s=elapsed,
+        retry_after=retry_after,
+    )
 
 
 def _error_excerpt(response: httpx.Response) -> str:

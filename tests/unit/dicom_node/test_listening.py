@@ -1,4 +1,5 @@
-"""The node's listening socket: nobody else may share its port, and the one who holds it is named."""
+"""The node's listening socket: nobody else may share its port, and the one who holds it is
+named."""
 
 import os
 import socket
@@ -12,7 +13,8 @@ from dicom_node.listening import bind_listening_socket, describe_port_owner
 
 
 def _reuse_port_listener() -> socket.socket:
-    """A listener as another process with SO_REUSEPORT would hold it (what let a second node share)."""
+    """A listener as another process with SO_REUSEPORT would hold it (what let a second node
+    share)."""
     other = socket.socket()
     other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -33,13 +35,17 @@ def test_a_port_held_even_with_so_reuseport_is_refused_naming_the_holder():
 
 
 def test_the_holder_of_a_port_in_another_process_is_found():
-    script = ("import socket, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); "
-              "print(s.getsockname()[1], flush=True); time.sleep(60)")
+    script = (
+        "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); "
+        "print(s.getsockname()[1], flush=True); time.sleep(60)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         port = int(holder.stdout.readline())
-        assert describe_port_owner(port) == f"pid {holder.pid}: {sys.executable} -c {script}"[:200 + 11 + len(
-            str(holder.pid))]
+        assert (
+            describe_port_owner(port)
+            == f"pid {holder.pid}: {sys.executable} -c {script}"[: 200 + 11 + len(str(holder.pid))]
+        )
     finally:
         holder.kill()
         holder.wait()

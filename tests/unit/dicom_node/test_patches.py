@@ -25,34 +25,71 @@ def test_the_installed_pynetdicom_has_what_every_patch_relies_on(patch):
     check_pynetdicom_internals([patch])
 
 
-@pytest.mark.parametrize(("owner", "name", "patch", "named"), [
-    (DULServiceProvider, "_read_pdu_data", "pdu-limits", "DULServiceProvider._read_pdu_data is missing"),
-    (AssociationSocket, "recv", "quick-ack", "AssociationSocket.recv is missing"),
-    (DULServiceProvider, "run_reactor", "event-reactors", "DULServiceProvider.run_reactor is missing"),
-    (DIMSEServiceProvider, "send_msg", "store-fast-path", "DIMSEServiceProvider.send_msg is missing"),
-    (DIMSEServiceProvider, "get_msg", "scu-response-order", "DIMSEServiceProvider.get_msg is missing"),
-])
-def test_a_missing_internal_stops_the_node_and_the_scu_naming_it(monkeypatch, tmp_path, owner, name, patch, named):
+@pytest.mark.parametrize(
+    ("owner", "name", "patch", "named"),
+    [
+        (
+            DULServiceProvider,
+            "_read_pdu_data",
+            "pdu-limits",
+            "DULServiceProvider._read_pdu_data is missing",
+        ),
+        (AssociationSocket, "recv", "quick-ack", "AssociationSocket.recv is missing"),
+        (
+            DULServiceProvider,
+            "run_reactor",
+            "event-reactors",
+            "DULServiceProvider.run_reactor is missing",
+        ),
+        (
+            DIMSEServiceProvider,
+            "send_msg",
+            "store-fast-path",
+            "DIMSEServiceProvider.send_msg is missing",
+        ),
+        (
+            DIMSEServiceProvider,
+            "get_msg",
+            "scu-response-order",
+            "DIMSEServiceProvider.get_msg is missing",
+        ),
+    ],
+)
+def test_a_missing_internal_stops_the_node_and_the_scu_naming_it(
+    monkeypatch, tmp_path, owner, name, patch, named
+):
     monkeypatch.delattr(owner, name)
-    with pytest.raises(PynetdicomInternalsChanged, match=f"{patch}: .*{named}.*node.pynetdicom_patches"):
+    with pytest.raises(
+        PynetdicomInternalsChanged, match=f"{patch}: .*{named}.*node.pynetdicom_patches"
+    ):
         check_pynetdicom_internals([patch])
     with pytest.raises(PynetdicomInternalsChanged):
-        StorageSCP(InstanceStore(tmp_path / "store"), ae_title="RADGROUND", pynetdicom_patches=[patch])
+        StorageSCP(
+            InstanceStore(tmp_path / "store"), ae_title="RADGROUND", pynetdicom_patches=[patch]
+        )
     with pytest.raises(PynetdicomInternalsChanged):
         StorageSCU("SENDER", pynetdicom_patches=[patch])
 
 
 def test_a_changed_signature_is_named(monkeypatch):
     monkeypatch.setattr(DIMSEServiceProvider, "get_msg", lambda self, block, timeout: (None, None))
-    with pytest.raises(PynetdicomInternalsChanged, match=r"get_msg takes \('self', 'block', 'timeout'\)"):
+    with pytest.raises(
+        PynetdicomInternalsChanged, match=r"get_msg takes \('self', 'block', 'timeout'\)"
+    ):
         check_pynetdicom_internals(["scu-response-order"])
 
 
 def test_the_stock_path_serves_without_any_patch(tmp_path):
-    node = StorageSCP(InstanceStore(tmp_path / "store"), ae_title="RADGROUND", pynetdicom_patches=[])
+    node = StorageSCP(
+        InstanceStore(tmp_path / "store"), ae_title="RADGROUND", pynetdicom_patches=[]
+    )
     host, port = node.start("127.0.0.1", 0)
     try:
-        assert StorageSCU("SENDER", pynetdicom_patches=[]).echo(Destination("RADGROUND", host, port)).ok
+        assert (
+            StorageSCU("SENDER", pynetdicom_patches=[])
+            .echo(Destination("RADGROUND", host, port))
+            .ok
+        )
     finally:
         node.stop()
 
@@ -74,8 +111,12 @@ def test_no_message_contents_are_logged_even_at_debug(tmp_path, caplog, monkeypa
 
     monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "standard")
     caplog.set_level(logging.DEBUG)
-    node = StorageSCP(InstanceStore(tmp_path / "store"), ae_title="RADGROUND", on_stored=lambda _: None,
-                      allowed_peers=[AllowedPeer("SENDER")])
+    node = StorageSCP(
+        InstanceStore(tmp_path / "store"),
+        ae_title="RADGROUND",
+        on_stored=lambda _: None,
+        allowed_peers=[AllowedPeer("SENDER")],
+    )
     host, port = node.start("127.0.0.1", 0)
     try:
         (sent,) = write_series(tmp_path / "s", 1)

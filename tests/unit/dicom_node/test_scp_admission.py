@@ -12,15 +12,21 @@ from dicom_node.scp import AllowedPeer, PeerConnectionLimiter, StorageSCP
 from dicom_node.scu import Destination, StorageSCU
 from dicom_node.storage import InstanceStore
 
-# A-ASSOCIATE-RJ sent at accept to a peer over its cap: transient, service provider, local limit exceeded.
+# A-ASSOCIATE-RJ sent at accept to a peer over its cap: transient, service provider, local limit
+# exceeded.
 _REJECT_LIMIT = bytes([0x03, 0x00, 0, 0, 0, 4, 0x00, 0x02, 0x03, 0x02])
 # A-ABORT: source service provider, reason invalid PDU parameter value (PS3.8 §9.3.8).
 _ABORT_INVALID_PARAMETER = bytes([0x07, 0x00, 0, 0, 0, 4, 0x00, 0x00, 0x02, 0x06])
 
 
 def _start(tmp_path, **options):
-    node = StorageSCP(InstanceStore(tmp_path / "store"), ae_title="RADGROUND", on_stored=lambda _: None,
-                      allowed_peers=[AllowedPeer("ECHOER")], **options)
+    node = StorageSCP(
+        InstanceStore(tmp_path / "store"),
+        ae_title="RADGROUND",
+        on_stored=lambda _: None,
+        allowed_peers=[AllowedPeer("ECHOER")],
+        **options,
+    )
     return node, node.start("127.0.0.1", 0)
 
 
@@ -37,22 +43,32 @@ def _read_until_closed(connection: socket.socket, seconds: float = 20.0) -> byte
 
 
 def _echo(address) -> bool:
-    return StorageSCU("ECHOER", acse_timeout=10, dimse_timeout=10).echo(Destination("RADGROUND", *address)).ok
+    return (
+        StorageSCU("ECHOER", acse_timeout=10, dimse_timeout=10)
+        .echo(Destination("RADGROUND", *address))
+        .ok
+    )
 
 
 @pytest.mark.parametrize("declared", [200_000_000, 0xFFFFFFFF])
-def test_an_absurd_association_request_is_aborted_without_allocating_it_and_others_are_served(tmp_path, declared):
+def test_an_absurd_association_request_is_aborted_without_allocating_it_and_others_are_served(
+    tmp_path, declared
+):
     tracemalloc.start()
     node, address = _start(tmp_path)
     try:
         with socket.create_connection(address) as hostile:
-            hostile.sendall(struct.pack(">BBL", 0x01, 0, declared) + b"\x00\x01")  # then nothing more
+            hostile.sendall(
+                struct.pack(">BBL", 0x01, 0, declared) + b"\x00\x01"
+            )  # then nothing more
             assert _read_until_closed(hostile) == _ABORT_INVALID_PARAMETER
             _, peak = tracemalloc.get_traced_memory()
             assert peak < 20_000_000  # nothing near the declared size was allocated
         with socket.create_connection(address) as stalled:
             stalled.sendall(struct.pack(">BBL", 0x01, 0, declared))
-            assert _echo(address)  # while another peer's absurd request is pending, C-ECHO is answered
+            assert _echo(
+                address
+            )  # while another peer's absurd request is pending, C-ECHO is answered
     finally:
         tracemalloc.stop()
         node.stop()
@@ -63,7 +79,9 @@ def test_a_connection_that_stalls_inside_a_pdu_header_is_closed_after_the_networ
     try:
         with socket.create_connection(address) as stalled:
             stalled.sendall(b"\x01\x00\x00")  # three bytes of a PDU header, then nothing
-            assert _read_until_closed(stalled) == b""  # the node hung up (TimeoutError if it never does)
+            assert (
+                _read_until_closed(stalled) == b""
+            )  # the node hung up (TimeoutError if it never does)
             assert _echo(address)
     finally:
         node.stop()
@@ -104,13 +122,23 @@ def test_an_item_length_that_runs_past_its_pdu_is_refused_and_others_are_served(
     within the PDU's bytes only: the request is answered (rejected or aborted), nothing waits."""
     node, address = _start(tmp_path)
     context = b"1.2.840.10008.3.1.1.1"
-    body = (b"\x00\x01\x00\x00" + b"RADGROUND".ljust(16) + b"ECHOER".ljust(16) + bytes(32)
-            + b"\x10\x00" + struct.pack(">H", 0xFFFF) + context)
+    body = (
+        b"\x00\x01\x00\x00"
+        + b"RADGROUND".ljust(16)
+        + b"ECHOER".ljust(16)
+        + bytes(32)
+        + b"\x10\x00"
+        + struct.pack(">H", 0xFFFF)
+        + context
+    )
     try:
         with socket.create_connection(address) as lying:
             lying.sendall(struct.pack(">BBL", 0x01, 0, len(body)) + body)
             answer = _read_until_closed(lying)
-            assert answer[:1] in (b"\x03", b"\x07")  # A-ASSOCIATE-RJ or A-ABORT, then the node hangs up
+            assert answer[:1] in (
+                b"\x03",
+                b"\x07",
+            )  # A-ASSOCIATE-RJ or A-ABORT, then the node hangs up
         assert _echo(address)
     finally:
         node.stop()
@@ -120,6 +148,8 @@ def test_a_connection_that_never_sends_a_request_is_closed_by_the_artim_timer(tm
     node, address = _start(tmp_path, acse_timeout=1.0)
     try:
         with socket.create_connection(address) as silent:
-            assert _read_until_closed(silent) == b""  # PS3.8 §9.1.5: ARTIM expiry closes the connection
+            assert (
+                _read_until_closed(silent) == b""
+            )  # PS3.8 §9.1.5: ARTIM expiry closes the connection
     finally:
         node.stop()

@@ -28,14 +28,19 @@ from dicom_node.structure import MAX_SEQUENCE_DEPTH, check_structure
 from tests.damaged import DAMAGE_KINDS, dataset_offset, intact_ct, write_damaged
 from tests.factories import make_ct
 
-NATIVE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian)
+NATIVE = (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    DeflatedExplicitVRLittleEndian,
+)
 
 
 def data_set_of(path: Path) -> tuple[bytes, str]:
     """The encoded data set of a Part 10 file and its transfer syntax."""
     raw = path.read_bytes()
     syntax = str(dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
-    return raw[dataset_offset(raw):], syntax
+    return raw[dataset_offset(raw) :], syntax
 
 
 def encode(dataset: Dataset, syntax: str) -> bytes:
@@ -66,7 +71,9 @@ def shared_files() -> list[Path]:
 
 def test_the_real_files_are_found(shared_data):
     """The parametrised test below would be silently empty without them."""
-    assert len(shared_files()) >= 19 and all(p.parent == shared_data / "dicom" for p in shared_files())
+    assert len(shared_files()) >= 19 and all(
+        p.parent == shared_data / "dicom" for p in shared_files()
+    )
 
 
 @pytest.mark.parametrize("path", shared_files(), ids=lambda p: p.name)
@@ -78,7 +85,9 @@ def test_every_real_file_passes(path):
     source = dcmread(path)
     assert structure.elements >= len(source)
     if str(source.file_meta.TransferSyntaxUID) not in NATIVE:
-        assert structure.fragments is not None and structure.fragments >= int(source.get("NumberOfFrames") or 1)
+        assert structure.fragments is not None and structure.fragments >= int(
+            source.get("NumberOfFrames") or 1
+        )
     else:
         assert structure.pixel_data_length == len(source.PixelData)
 
@@ -93,10 +102,25 @@ def test_nested_sequences_of_both_length_kinds_pass_in_every_native_syntax(synta
     assert (structure.inflated is not None) == (syntax == DeflatedExplicitVRLittleEndian)
 
 
-@pytest.mark.parametrize("option,syntax", [("+ti", ImplicitVRLittleEndian), ("+tb", ExplicitVRBigEndian),
-                                           ("+td", DeflatedExplicitVRLittleEndian), ("+te", ExplicitVRLittleEndian)])
-@pytest.mark.parametrize("name", ["MR-SIEMENS-DICOM-WithOverlays.dcm", "SC_rgb.dcm", "vlut_04.dcm",
-                                  "mlut_18.dcm", "emri_small_big_endian.dcm"])
+@pytest.mark.parametrize(
+    "option,syntax",
+    [
+        ("+ti", ImplicitVRLittleEndian),
+        ("+tb", ExplicitVRBigEndian),
+        ("+td", DeflatedExplicitVRLittleEndian),
+        ("+te", ExplicitVRLittleEndian),
+    ],
+)
+@pytest.mark.parametrize(
+    "name",
+    [
+        "MR-SIEMENS-DICOM-WithOverlays.dcm",
+        "SC_rgb.dcm",
+        "vlut_04.dcm",
+        "mlut_18.dcm",
+        "emri_small_big_endian.dcm",
+    ],
+)
 def test_real_files_reencoded_by_dcmtk_pass(name, option, syntax, tmp_path):
     """dcmtk's own encoder (dcmconv) writes each native transfer syntax, deflated included."""
     dcmconv = shutil.which("dcmconv")
@@ -115,9 +139,19 @@ def test_pixel_data_longer_than_the_image_and_odd_length_padding_pass():
     ct = new_ct(rows=3, columns=3)
     ct.BitsAllocated, ct.BitsStored, ct.HighBit = 8, 8, 7
     ct.PixelData = bytes(10)  # 9 bytes padded to an even length
-    assert check_structure(encode(ct, ExplicitVRLittleEndian), ExplicitVRLittleEndian).pixel_data_length == 10
+    assert (
+        check_structure(
+            encode(ct, ExplicitVRLittleEndian), ExplicitVRLittleEndian
+        ).pixel_data_length
+        == 10
+    )
     ct.PixelData = bytes(20)  # more than the image needs: readers ignore the excess
-    assert check_structure(encode(ct, ExplicitVRLittleEndian), ExplicitVRLittleEndian).pixel_data_length == 20
+    assert (
+        check_structure(
+            encode(ct, ExplicitVRLittleEndian), ExplicitVRLittleEndian
+        ).pixel_data_length
+        == 20
+    )
 
 
 def test_bit_packed_one_bit_pixel_data_is_counted_in_bits():
@@ -152,8 +186,12 @@ def test_a_data_set_without_pixel_data_passes():
 
 @pytest.mark.parametrize("kind", DAMAGE_KINDS)
 def test_each_kind_of_damage_is_a_structure_error(kind, tmp_path):
-    path = write_damaged(kind, tmp_path / "x.dcm", study_instance_uid=generate_uid(),
-                         series_instance_uid=generate_uid())
+    path = write_damaged(
+        kind,
+        tmp_path / "x.dcm",
+        study_instance_uid=generate_uid(),
+        series_instance_uid=generate_uid(),
+    )
     data, syntax = data_set_of(path)
     expected = {
         "truncated-pixel-data": r"\(7FE0,0010\) at byte \d+: length 8192 runs past the end",
@@ -171,7 +209,9 @@ def test_truncation_anywhere_is_caught_in_every_native_syntax(syntax):
     """Cut at every 97th byte: a cut inside an element is always caught (only a cut exactly
     between two top-level elements before Pixel Data can look whole)."""
     dataset = intact_ct(study_instance_uid=generate_uid(), series_instance_uid=generate_uid())
-    whole = encode(dataset, ExplicitVRLittleEndian if syntax == DeflatedExplicitVRLittleEndian else syntax)
+    whole = encode(
+        dataset, ExplicitVRLittleEndian if syntax == DeflatedExplicitVRLittleEndian else syntax
+    )
     for cut in range(1, len(whole), 97):
         body = whole[:cut]
         if syntax == DeflatedExplicitVRLittleEndian:
@@ -229,17 +269,25 @@ def test_encapsulated_pixel_data_needs_a_fragment_per_frame_and_its_delimiter():
     with pytest.raises(PixelDataLengthError, match="has 1 fragments for 2 frames"):
         check_structure(header_without_pixels(2) + encapsulated([b"ab"]), RLELossless)
     with pytest.raises(DataSetStructureError, match="fragments lack a Sequence Delimitation"):
-        check_structure(header_without_pixels(1) + encapsulated([b"ab"], delimited=False), RLELossless)
+        check_structure(
+            header_without_pixels(1) + encapsulated([b"ab"], delimited=False), RLELossless
+        )
     cut = header_without_pixels(1) + encapsulated([b"abcdef"])
-    with pytest.raises(DataSetStructureError, match="fragment at byte \\d+: length 6 runs past the end"):
+    with pytest.raises(
+        DataSetStructureError, match="fragment at byte \\d+: length 6 runs past the end"
+    ):
         check_structure(cut[:-12], RLELossless)
 
 
 def test_pixel_data_must_be_encapsulated_exactly_when_the_syntax_says_so():
     native = encode(new_ct(rows=4, columns=4), ExplicitVRLittleEndian)
-    with pytest.raises(PixelDataLengthError, match="native but the transfer syntax encapsulates it"):
+    with pytest.raises(
+        PixelDataLengthError, match="native but the transfer syntax encapsulates it"
+    ):
         check_structure(native, RLELossless)
-    with pytest.raises(PixelDataLengthError, match="encapsulated but the transfer syntax is native"):
+    with pytest.raises(
+        PixelDataLengthError, match="encapsulated but the transfer syntax is native"
+    ):
         check_structure(header_without_pixels(1) + encapsulated([b"ab"]), ExplicitVRLittleEndian)
 
 
@@ -251,14 +299,18 @@ def test_a_defined_length_sequence_in_implicit_vr_is_walked_by_its_tag():
     body = bytearray(encode(dataset, ImplicitVRLittleEndian))
     item = body.index(b"\xfe\xff\x00\xe0")
     struct.pack_into("<I", body, item + 4, struct.unpack_from("<I", body, item + 4)[0] + 2)
-    with pytest.raises(DataSetStructureError, match="item at byte \\d+: length \\d+ runs past its sequence's end"):
+    with pytest.raises(
+        DataSetStructureError, match="item at byte \\d+: length \\d+ runs past its sequence's end"
+    ):
         check_structure(bytes(body), ImplicitVRLittleEndian)
 
 
 def test_a_vr_that_is_not_one_is_refused():
     body = bytearray(encode(new_ct(rows=2, columns=2), ExplicitVRLittleEndian))
     body[4:6] = b"\x01\x02"
-    with pytest.raises(DataSetStructureError, match=r"\(0008,0005\) at byte 0: b'\\x01\\x02' is not a VR"):
+    with pytest.raises(
+        DataSetStructureError, match=r"\(0008,0005\) at byte 0: b'\\x01\\x02' is not a VR"
+    ):
         check_structure(bytes(body), ExplicitVRLittleEndian)
 
 
@@ -272,7 +324,9 @@ def test_absurdly_deep_nesting_is_refused_without_exhausting_the_stack():
     undefined_sequence = struct.pack("<HH2sHI", 0x0040, 0xA730, b"SQ", 0, 0xFFFFFFFF)
     undefined_item = struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
     body = (undefined_sequence + undefined_item) * (MAX_SEQUENCE_DEPTH + 5)
-    with pytest.raises(DataSetStructureError, match=f"sequences nested deeper than {MAX_SEQUENCE_DEPTH}"):
+    with pytest.raises(
+        DataSetStructureError, match=f"sequences nested deeper than {MAX_SEQUENCE_DEPTH}"
+    ):
         check_structure(body, ExplicitVRLittleEndian)
 
 
@@ -281,5 +335,8 @@ def test_a_sequence_delimiter_left_over_at_the_top_level_is_refused():
     by its delimiter) produces."""
     body = encode(new_ct(rows=2, columns=2), ExplicitVRLittleEndian)
     stray = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
-    with pytest.raises(DataSetStructureError, match=r"\(FFFE,E0DD\) at byte 0: item or delimiter outside a sequence"):
+    with pytest.raises(
+        DataSetStructureError,
+        match=r"\(FFFE,E0DD\) at byte 0: item or delimiter outside a sequence",
+    ):
         check_structure(stray + body, ExplicitVRLittleEndian)

@@ -73,13 +73,16 @@ def test_spawned_processes_get_the_same_restarts_and_backoff_as_commands(caplog)
         supervisor.stop(timeout=10)
     assert supervisor.pids() == []
     crashes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("crashing")]
-    assert crashes and all("restarting it in" in m for m in crashes)  # backoff, not an instant respawn
+    # backoff, not an instant respawn
+    assert crashes and all("restarting it in" in m for m in crashes)
 
 
 def test_the_supervisor_reports_each_dead_child_before_restarting_it():
     exits = []
-    supervised = SupervisedProcesses([("crashing", [sys.executable, "-c", "raise SystemExit(3)"])],
-                                     on_exit=lambda name, pid, code: exits.append((name, pid, code)))
+    supervised = SupervisedProcesses(
+        [("crashing", [sys.executable, "-c", "raise SystemExit(3)"])],
+        on_exit=lambda name, pid, code: exits.append((name, pid, code)),
+    )
     supervised.start()
     try:
         first_pid = _wait(lambda: exits and exits[0][1])

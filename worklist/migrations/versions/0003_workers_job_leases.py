@@ -18,7 +18,9 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("worker", sa.String(length=128), nullable=True))
-        batch_op.add_column(sa.Column("lease_expires_at", worklist.db.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(
+            sa.Column("lease_expires_at", worklist.db.UTCDateTime(timezone=True), nullable=True)
+        )
 
 
 def downgrade() -> None:

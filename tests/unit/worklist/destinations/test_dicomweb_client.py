@@ -67,8 +67,12 @@ def send(files, respond, **kwargs):
 
 
 def test_the_request_is_a_multipart_related_body_of_the_files_with_a_true_content_length(files):
-    result, (request,) = send(files, lambda r: answer(200, referenced=[item(u) for u in uids(files)]),
-                              auth=HttpAuth.bearer("s3cret"), request_id="delivery-7")
+    result, (request,) = send(
+        files,
+        lambda r: answer(200, referenced=[item(u) for u in uids(files)]),
+        auth=HttpAuth.bearer("s3cret"),
+        request_id="delivery-7",
+    )
 
     assert request.method == "POST" and str(request.url) == f"{BASE}/studies"
     assert request.headers["Accept"] == "application/dicom+json"
@@ -78,7 +82,8 @@ def test_the_request_is_a_multipart_related_body_of_the_files_with_a_true_conten
     content_type = request.headers["Content-Type"]
     assert content_type.startswith('multipart/related; type="application/dicom"; boundary=')
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + request.content)
+        f"Content-Type: {content_type}\r\n\r\n".encode() + request.content
+    )
     parts = list(message.iter_parts())
     assert [p.get_content_type() for p in parts] == ["application/dicom"] * 3
     assert [p.get_payload(decode=True) for p in parts] == [f.read_bytes() for f in files]
@@ -87,8 +92,11 @@ def test_the_request_is_a_multipart_related_body_of_the_files_with_a_true_conten
 
 def test_a_study_scoped_request_goes_to_the_study_resource(files):
     study = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
-    _, (request,) = send(files, lambda r: answer(200, referenced=[item(u) for u in uids(files)]),
-                         study_instance_uid=study)
+    _, (request,) = send(
+        files,
+        lambda r: answer(200, referenced=[item(u) for u in uids(files)]),
+        study_instance_uid=study,
+    )
     assert str(request.url) == f"{BASE}/studies/{study}"
 
 
@@ -106,19 +114,22 @@ def test_the_body_is_streamed_in_chunks_not_built_in_memory(files):
     assert sum(len(c) for c in chunks) > 3 * 1024
 
 
-@pytest.mark.parametrize(("code", "outcome"), [
-    (0xA700, InstanceOutcome.FAILED_RETRYABLE),
-    (0xA7FF, InstanceOutcome.FAILED_RETRYABLE),
-    (0x0110, InstanceOutcome.FAILED_RETRYABLE),
-    (0x0213, InstanceOutcome.FAILED_RETRYABLE),
-    (0x0111, InstanceOutcome.STORED),
-    (0x0122, InstanceOutcome.FAILED_FINAL),
-    (0x0124, InstanceOutcome.FAILED_FINAL),
-    (0xA900, InstanceOutcome.FAILED_FINAL),
-    (0xC000, InstanceOutcome.FAILED_FINAL),
-    (0xC122, InstanceOutcome.FAILED_FINAL),
-    (0x1234, InstanceOutcome.FAILED_FINAL),
-])
+@pytest.mark.parametrize(
+    ("code", "outcome"),
+    [
+        (0xA700, InstanceOutcome.FAILED_RETRYABLE),
+        (0xA7FF, InstanceOutcome.FAILED_RETRYABLE),
+        (0x0110, InstanceOutcome.FAILED_RETRYABLE),
+        (0x0213, InstanceOutcome.FAILED_RETRYABLE),
+        (0x0111, InstanceOutcome.STORED),
+        (0x0122, InstanceOutcome.FAILED_FINAL),
+        (0x0124, InstanceOutcome.FAILED_FINAL),
+        (0xA900, InstanceOutcome.FAILED_FINAL),
+        (0xC000, InstanceOutcome.FAILED_FINAL),
+        (0xC122, InstanceOutcome.FAILED_FINAL),
+        (0x1234, InstanceOutcome.FAILED_FINAL),
+    ],
+)
 def test_failure_reasons_are_classified_per_the_table(code, outcome):
     assert classify_failure_reason(code) is outcome
 
@@ -126,25 +137,39 @@ def test_failure_reasons_are_classified_per_the_table(code, outcome):
 def test_a_409_with_one_failed_instance_retries_only_that_one(files):
     a, b, c = uids(files)
 
-    result, _ = send(files, lambda r: answer(
-        409, referenced=[item(a), item(c, **{"00081196": ("US", 0xB000)})],
-        failed=[item(b, **{"00081197": ("US", 0xA700)})]))
+    result, _ = send(
+        files,
+        lambda r: answer(
+            409,
+            referenced=[item(a), item(c, **{"00081196": ("US", 0xB000)})],
+            failed=[item(b, **{"00081197": ("US", 0xA700)})],
+        ),
+    )
 
     assert [i.outcome for i in result.instances] == [
-        InstanceOutcome.STORED, InstanceOutcome.FAILED_RETRYABLE, InstanceOutcome.STORED]
+        InstanceOutcome.STORED,
+        InstanceOutcome.FAILED_RETRYABLE,
+        InstanceOutcome.STORED,
+    ]
     assert result.to_retry == (b,)
     assert result.instances[1].failure_reason == 0xA700
     assert result.instances[1].reason == "0xA700 Refused: Out of Resources"
     assert result.instances[2].warning_reason == 0xB000
     assert "Coercion" in result.instances[2].reason
-    assert result.peer_answer.startswith("HTTP 409 Conflict (application/dicom+json): 2 stored, 1 not stored")
+    assert result.peer_answer.startswith(
+        "HTTP 409 Conflict (application/dicom+json): 2 stored, 1 not stored"
+    )
     assert a not in result.peer_answer and b not in result.peer_answer
 
 
 def test_a_final_failure_reason_is_not_retried(files):
     a, b, c = uids(files)
-    result, _ = send(files, lambda r: answer(
-        409, referenced=[item(a), item(c)], failed=[item(b, **{"00081197": ("US", 0xA900)})]))
+    result, _ = send(
+        files,
+        lambda r: answer(
+            409, referenced=[item(a), item(c)], failed=[item(b, **{"00081197": ("US", 0xA900)})]
+        ),
+    )
     assert result.to_retry == ()
     assert [i.sop_instance_uid for i in result.final] == [b]
 
@@ -156,24 +181,33 @@ def test_an_instance_the_peer_did_not_report_is_retryable(files):
     assert "not reported" in result.instances[1].reason
 
 
-@pytest.mark.parametrize(("status", "outcome"), [
-    (500, InstanceOutcome.FAILED_RETRYABLE),
-    (502, InstanceOutcome.FAILED_RETRYABLE),
-    (503, InstanceOutcome.FAILED_RETRYABLE),
-    (429, InstanceOutcome.FAILED_RETRYABLE),
-    (408, InstanceOutcome.FAILED_RETRYABLE),
-    (501, InstanceOutcome.FAILED_FINAL),
-    (400, InstanceOutcome.FAILED_FINAL),
-    (401, InstanceOutcome.FAILED_FINAL),
-    (403, InstanceOutcome.FAILED_FINAL),
-    (404, InstanceOutcome.FAILED_FINAL),
-    (413, InstanceOutcome.FAILED_FINAL),
-    (415, InstanceOutcome.FAILED_FINAL),
-    (302, InstanceOutcome.FAILED_FINAL),
-])
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (500, InstanceOutcome.FAILED_RETRYABLE),
+        (502, InstanceOutcome.FAILED_RETRYABLE),
+        (503, InstanceOutcome.FAILED_RETRYABLE),
+        (429, InstanceOutcome.FAILED_RETRYABLE),
+        (408, InstanceOutcome.FAILED_RETRYABLE),
+        (501, InstanceOutcome.FAILED_FINAL),
+        (400, InstanceOutcome.FAILED_FINAL),
+        (401, InstanceOutcome.FAILED_FINAL),
+        (403, InstanceOutcome.FAILED_FINAL),
+        (404, InstanceOutcome.FAILED_FINAL),
+        (413, InstanceOutcome.FAILED_FINAL),
+        (415, InstanceOutcome.FAILED_FINAL),
+        (302, InstanceOutcome.FAILED_FINAL),
+    ],
+)
 def test_http_statuses_without_a_response_data_set(files, status, outcome):
-    result, _ = send(files, lambda r: httpx.Response(
-        status, text="Study 1.2.840.99999.1.2.3 of DOE^JANE: nope", headers={"Retry-After": "120"}))
+    result, _ = send(
+        files,
+        lambda r: httpx.Response(
+            status,
+            text="Study 1.2.840.99999.1.2.3 of DOE^JANE: nope",
+            headers={"Retry-After": "120"},
+        ),
+    )
     assert [i.outcome for i in result.instances] == [outcome] * 3
     assert result.status_code == status
     assert result.peer_answer.startswith(f"HTTP {status}")
@@ -183,31 +217,43 @@ def test_http_statuses_without_a_response_data_set(files, status, outcome):
 
 
 def test_a_2xx_that_is_not_a_stow_response_is_final(files):
-    result, _ = send(files, lambda r: httpx.Response(
-        200, text="<html>login</html>", headers={"Content-Type": "text/html"}))
+    result, _ = send(
+        files,
+        lambda r: httpx.Response(
+            200, text="<html>login</html>", headers={"Content-Type": "text/html"}
+        ),
+    )
     assert result.final == result.instances
     assert "DICOMweb service" in result.instances[0].reason
     assert "login" not in result.peer_answer
 
 
 def test_connection_errors_and_timeouts_are_retryable(files):
-    for error in (httpx.ConnectError("refused"), httpx.ReadTimeout("slow"),
-                  httpx.RemoteProtocolError("reset")):
+    for error in (
+        httpx.ConnectError("refused"),
+        httpx.ReadTimeout("slow"),
+        httpx.RemoteProtocolError("reset"),
+    ):
+
         def fail(request, error=error):
             raise error
+
         result, _ = send(files, fail)
         assert result.status_code is None
         assert len(result.to_retry) == 3, type(error).__name__
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"instances": []}, "non-empty"),
-    ({"base_url": "ftp://x/dicom-web"}, "http"),
-    ({"base_url": "https://u:p@x/dicom-web"}, "credentials"),
-    ({"timeout": 0}, "timeout"),
-    ({"study_instance_uid": "1.02.3"}, "valid UID"),
-    ({"request_id": "a\nb"}, "control"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"instances": []}, "non-empty"),
+        ({"base_url": "ftp://x/dicom-web"}, "http"),
+        ({"base_url": "https://u:p@x/dicom-web"}, "credentials"),
+        ({"timeout": 0}, "timeout"),
+        ({"study_instance_uid": "1.02.3"}, "valid UID"),
+        ({"request_id": "a\nb"}, "control"),
+    ],
+)
 def test_bad_arguments_are_refused_with_a_clear_message(files, kwargs, message):
     arguments = {"base_url": BASE, "instances": files, **kwargs}
     with pytest.raises(ValueError, match=message):
@@ -264,7 +310,9 @@ def test_a_large_instance_is_sent_without_being_held_in_memory(tmp_path):
             tracemalloc.stop()
     assert result.complete
     assert sent > big.stat().st_size > 8 * 1024 * 1024
-    assert peak < 2 * 1024 * 1024, f"peak {peak} bytes while sending an {big.stat().st_size}-byte file"
+    assert peak < 2 * 1024 * 1024, (
+        f"peak {peak} bytes while sending an {big.stat().st_size}-byte file"
+    )
 
 
 def test_refused_requests_are_worklist_errors(files):
