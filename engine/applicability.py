@@ -86,7 +86,7 @@ class ApplicabilityRule:
         for name in ("modalities", "body_parts", "views", "photometric_interpretations"):
             value = getattr(self, name)
             if isinstance(value, str):
-                raise ValueError(f"ApplicabilityRule.{name} must be a collection of strings, not {value!r}")
+                raise TypeError(f"ApplicabilityRule.{name} must be a collection of strings, not {value!r}")
             object.__setattr__(self, name, _upper(value))
         object.__setattr__(self, "body_part_codes", frozenset(str(v).strip() for v in self.body_part_codes))
 

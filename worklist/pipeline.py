@@ -102,7 +102,7 @@ def _route(ctx: PipelineContext, name: str) -> Route:
 
 def run_inference(ctx: PipelineContext, job_id: int) -> None:
     """Run the model on the job's study revision; then enqueue the export."""
-    from engine.analyze import AnalysisError, analyze_study
+    from engine.analyze import AnalysisError, NotApplicableError, analyze_study
     from engine.model import ModelError
     from engine.pixels import ImageSelection, PixelError, VolumeStrategy
 
@@ -150,7 +150,10 @@ def run_inference(ctx: PipelineContext, job_id: int) -> None:
             targets=route.targets,
             generate=loaded.generate,
             regional_cot=route.regional_cot,
-        )
+        )  # skips the images the model is not made for (model.applicability), each in report.problems
+    except NotApplicableError as exc:
+        _fail(ctx, job_id, f"not analysed: {exc}")  # never a 'normal' report for an image it cannot read
+        return
     except (AnalysisError, PixelError, ModelError, StepError, OSError) as exc:
         _fail(ctx, job_id, f"inference: {exc}")
         return
