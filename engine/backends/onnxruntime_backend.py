@@ -44,7 +44,7 @@ from engine.default_model.operating_points import (
 from engine.grammar import Box999, GroundedPhrase, RefBoxes, write_grounded_text
 from engine.model import GenerationRequest, ModelError, RegionAwareModel, ResizeMode
 from engine.report import ModelInfo, Task
-from engine.vocabulary import NEGATIVE_REPORT, chest_zone, entry, finding_sentence
+from engine.vocabulary import chest_zone, entry, finding_sentence, scoped_negative_report
 
 __all__ = ["DEFAULT_MODEL_NAME", "PROVIDERS", "OnnxDetector"]
 
@@ -351,6 +351,13 @@ class OnnxDetector(RegionAwareModel):
         detections = dict(zip(unique, self.detect(list(unique.values())), strict=True))
         return [self._write(detections[id(r.image)], r.language) for r in requests]
 
+    def negative_report(self, language: str) -> str:
+        """The sentence of an image with nothing found: which reported findings were not
+        found and which findings this model does not report (never a bare "normal")."""
+        reported = [label.lower() for label in self.reported_classes]
+        unreported = [label.lower() for label in CLASSES if label not in self.reported_classes]
+        return scoped_negative_report(reported, unreported, language="zh-CN" if language.startswith("zh") else "en")
+
     def _write(self, decoded: DecodedImage, language: str) -> str:
         width, height = self.input_size
         phrases = []
@@ -368,6 +375,5 @@ class OnnxDetector(RegionAwareModel):
                 )
             )
         if not phrases:
-            base = "zh-CN" if language.startswith("zh") else "en"
-            phrases.append(GroundedPhrase(refs=(), description=NEGATIVE_REPORT[base]))
+            phrases.append(GroundedPhrase(refs=(), description=self.negative_report(language)))
         return write_grounded_text(phrases, language=language)
