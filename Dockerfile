@@ -60,6 +60,10 @@ RUN python3 -m pip install ".[gpu]" \
  && python3 -c "import tensorrt, onnxruntime; assert 'CUDAExecutionProvider' in onnxruntime.get_available_providers(); print('TensorRT', tensorrt.__version__)" \
  && radground --version \
  && rm -rf /src
+# The fonts previews and key images draw English and Chinese labels with.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends fonts-droid-fallback fonts-dejavu-core \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 radground \
  && useradd --system --uid 10001 --gid radground --home-dir /var/lib/radground --shell /usr/sbin/nologin radground \
  && mkdir -p /var/lib/radground/instances /var/lib/radground/outputs /var/lib/radground/engines /opt/radground/models /etc/radground \
@@ -82,6 +86,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     RADGROUND_CONFIG=/etc/radground/radground.toml
+# The fonts previews and key images draw English and Chinese labels with.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends fonts-droid-fallback fonts-dejavu-core \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 radground \
  && useradd --system --uid 10001 --gid radground --home-dir /var/lib/radground --shell /usr/sbin/nologin radground \
  && mkdir -p /var/lib/radground/instances /var/lib/radground/outputs /var/lib/radground/engines /opt/radground/models \

@@ -1,6 +1,6 @@
 """Parser and writer for the MedRegA grounding grammar.
 
-Region-aware models write their regions inline (ARCHITECTURE.md, "The
+Region-aware models write their regions inline (``docs/architecture.md``, "The
 grounding grammar"; MEDREGA.md, "Output grammar")::
 
     <ref>right lung</ref><box>[[102, 106, 481, 910]]</box>, <ref>left lung</ref><box>[[535, 128, 923, 889]]</box>: No focal consolidation.

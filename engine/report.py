@@ -2,8 +2,8 @@
 
 A :class:`GroundedReport` holds what a region-aware model said about one study:
 findings written as sentences in one or more languages, each tied to boxes on
-exact source images (see ``ARCHITECTURE.md``, "The contract between engine and
-exporters").
+exact source images (see ``docs/architecture.md``, "GroundedReport": the
+contract between engine and exporters).
 
 Every value here is immutable and validated when it is constructed: a bad box,
 an unknown language or an empty label raises :class:`ReportError` naming the

@@ -52,6 +52,9 @@ def cli(ctx: click.Context, config: Path | None) -> None:
     region-aware model on it, and returns grounded findings as DICOM SR/GSPS
     and FHIR. Start with `radground serve`; check a peer with `radground echo`.
     """
+    from radground.logs import silence_value_warnings
+
+    silence_value_warnings()
     ctx.obj = _Context(config)
 
 
@@ -250,7 +253,8 @@ def send(obj: _Context, paths: tuple[Path, ...], destination: str, quiet: bool) 
         StorageSCU(obj.settings.node.ae_title).send(files, target, on_result=on_result)
     for result in failures:
         status = f"0x{result.status:04X}" if result.status is not None else "not sent"
-        click.echo(f"FAILED {result.source}: {status} {result.reason}".rstrip(), err=True)
+        reason = f": {result.reason}" if result.reason else ""
+        click.echo(f"FAILED {result.source}: {status}{reason}", err=True)
     click.echo(f"{len(files) - len(failures)} of {len(files)} instances stored at {target}")
     if failures:
         sys.exit(EXIT_FAILURE)
@@ -261,7 +265,12 @@ def send(obj: _Context, paths: tuple[Path, ...], destination: str, quiet: bool) 
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="Most recent studies to show.")
 @pass_context
 def studies(obj: _Context, state: str | None, limit: int) -> None:
-    """List received studies, most recent first, with their completion state."""
+    """List received studies, most recent first: completion state and what became of them.
+
+    Outcome: "job N <state>" (processed; `radground jobs show N`), "skipped: no
+    route (<condition>)" (`radground routes test UID` explains it), "skipped: own
+    output" (RadGround's results routed back), "waiting" (ready, not routed yet).
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -269,7 +278,8 @@ def studies(obj: _Context, state: str | None, limit: int) -> None:
 
     rows = list_studies(obj.settings, state=state, limit=limit)
     table = Table(box=None, header_style="bold")
-    for column in ("Study Instance UID", "Date", "Modality", "Series", "Instances", "Rev", "State", "Last received (UTC)"):
+    for column in ("Study Instance UID", "Date", "Modality", "Series", "Instances", "Rev", "State", "Outcome",
+                   "Last received (UTC)"):
         table.add_column(column)
     for row in rows:
         table.add_row(
@@ -280,6 +290,7 @@ def studies(obj: _Context, state: str | None, limit: int) -> None:
             str(row.instance_count),
             str(row.revision),
             row.state,
+            row.outcome,
             row.last_received_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
     Console(width=200).print(table)
@@ -312,8 +323,9 @@ def main() -> None:
 def _register_groups() -> None:
     from radground.jobs_cli import jobs, reprocess
     from radground.model_cli import model
+    from radground.routes_cli import routes
 
-    for command in (model, jobs, reprocess):
+    for command in (model, jobs, reprocess, routes):
         cli.add_command(command)
 
 

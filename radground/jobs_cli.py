@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+from pathlib import Path
 
 import click
 
@@ -54,6 +55,9 @@ def jobs(ctx: click.Context, state: str | None, limit: int) -> None:
     Console(width=200).print(table)
     if not rows:
         click.echo("No jobs.", err=True)
+        return
+    outputs = Path(_settings().workers.outputs_root).absolute()
+    click.echo(f"Outputs of each job are in {outputs}/<Study Instance UID>/r<Rev>/ (`radground jobs show JOB`).")
 
 
 @jobs.command()
@@ -78,8 +82,11 @@ def show(job_id: int) -> None:
             click.echo(f"  inference {job.inference_seconds:.2f} s, export {job.export_seconds or 0:.2f} s")
         if job.last_error:
             click.echo(f"  last error: {job.last_error}")
+        outputs = Path(_settings().workers.outputs_root).absolute()
+        for line in (job.output_errors or "").splitlines():
+            click.echo(f"  not built: {line}")
         for artifact in job.artifacts:
-            click.echo(f"  artifact {artifact.kind:5} {artifact.language:6} {artifact.path}")
+            click.echo(f"  artifact {artifact.kind:5} {artifact.language:6} {outputs / artifact.path}")
         for delivery in job.deliveries:
             line = f"  delivery to {delivery.destination} ({delivery.protocol}): {delivery.state.value}, {delivery.attempts} attempts"
             click.echo(line + (f"; {delivery.last_error}" if delivery.last_error else ""))

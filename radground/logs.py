@@ -10,20 +10,16 @@ from __future__ import annotations
 import logging
 import sys
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "silence_value_warnings"]
 
 _FORMAT = "%(asctime)s %(levelname)-7s %(processName)s %(name)s: %(message)s"
 
 
 def configure_logging(level: str = "INFO") -> None:
     """Configure the root logger for a RadGround process (idempotent)."""
-    import pydicom.config
     from pynetdicom import _config as pynetdicom_config
 
-    # pydicom's validation warnings quote the offending value (a UID, a name):
-    # received data is validated by our own code, which logs hashed UIDs only.
-    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
-
+    silence_value_warnings()
     pynetdicom_config.LOG_HANDLER_LEVEL = "none"
     pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
     pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
@@ -39,3 +35,16 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("pynetdicom").setLevel(max(logging.ERROR, root.level))
     # highdicom logs the UIDs of the data sets it copies from at INFO.
     logging.getLogger("highdicom").setLevel(max(logging.WARNING, root.level))
+
+
+def silence_value_warnings() -> None:
+    """Stop pydicom from warning about invalid values it reads (idempotent).
+
+    pydicom's validation warnings (``Invalid value for VR UI: '…'``) quote the
+    offending value, a UID or a name, on stderr: received data is validated by
+    our own code, which reports hashed UIDs only. This uses pydicom's documented
+    switch, ``pydicom.config.settings.reading_validation_mode``.
+    """
+    import pydicom.config
+
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE

@@ -23,6 +23,7 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings import SettingsError as SourceError
 
 from dicom_node.scp import AllowedPeer
 from dicom_node.storage import DuplicatePolicy, FsyncPolicy
@@ -44,6 +45,8 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG = Path("config/radground.toml")
+_ENV_PREFIX = "RADGROUND_"
+_ENV_NESTING = "__"
 
 AETitle = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[\x20-\x5b\x5d-\x7e]*[^ ][\x20-\x5b\x5d-\x7e]*$")]
 Port = Annotated[int, Field(ge=0, le=65535)]
@@ -152,7 +155,8 @@ class FhirEndpointSettings(_Section):
     timeout_seconds: float = Field(30.0, gt=0)
     max_attempts: int = Field(10, ge=1)
     primary_language: str = "en"
-    #: FHIR identifier system for Patient IDs whose DICOM Issuer is missing or not a URI/OID.
+    #: FHIR identifier system for Patient IDs whose DICOM Issuer is missing or not a URI/OID;
+    #: empty = this node's own namespace (exporters.fhir.local_patient_identifier_system).
     patient_identifier_system: str = ""
 
     @field_validator("url")
@@ -247,7 +251,8 @@ class WorkerSettings(_Section):
     visibility_timeout_seconds: int = Field(3600, ge=60)
     #: A queued job not picked up for this long is enqueued again (the broker lost it).
     requeue_after_seconds: float = Field(120.0, gt=0)
-    #: Where the produced SR/GSPS/FHIR files are kept.
+    #: Where the produced SR/GSPS files and FHIR Bundles are written
+    #: (<outputs_root>/<Study Instance UID>/r<revision>/), whatever the destinations.
     outputs_root: Path = Path("var/outputs")
 
 
@@ -281,8 +286,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         frozen=True,
         extra="forbid",
-        env_prefix="RADGROUND_",
-        env_nested_delimiter="__",
+        env_prefix=_ENV_PREFIX,
+        env_nested_delimiter=_ENV_NESTING,
     )
 
     node: NodeSettings = NodeSettings()
@@ -334,7 +339,8 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
     ------
     SettingsError
         A file given explicitly does not exist, or a value is invalid; the
-        message names the setting (``node.port: …``).
+        message names the setting and where its value came from
+        (``node.port (environment variable RADGROUND_NODE__PORT): …``).
     """
     explicit = config_file or os.environ.get("RADGROUND_CONFIG")
     path = Path(explicit) if explicit else DEFAULT_CONFIG
@@ -349,8 +355,51 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            where = ".".join(str(p) for p in error["loc"]) or "(top level)"
-            lines.append(f"  {where}: {error['msg']}")
-        raise SettingsError(f"invalid settings (from {path}):\n" + "\n".join(lines)) from None
+            location = tuple(str(part) for part in error["loc"])
+            where = ".".join(location) or "(top level)"
+            source = _value_source(location, path=path, overrides=overrides)
+            lines.append(f"  {where} ({source}): {error['msg']}")
+        raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None
+    except SourceError as exc:
+        if "EnvSettingsSource" not in str(exc):
+            raise SettingsError(f"could not read {path}: {exc}") from None
+        # pydantic-settings could not parse an environment variable (e.g. a section as bad JSON).
+        names = ", ".join(_environment_variables_under(())) or "RADGROUND_*"
+        raise SettingsError(f"could not read the environment variables {names}: {exc}") from None
     except (OSError, ValueError) as exc:
         raise SettingsError(f"could not read {path}: {exc}") from None
+
+
+def _environment_variables_under(location: tuple[str, ...]) -> list[str]:
+    """The ``RADGROUND_*`` variables that set ``location`` or a setting inside it."""
+    exact = (_ENV_PREFIX + _ENV_NESTING.join(location)).upper()
+    below = exact + _ENV_NESTING if location else exact
+    found = []
+    for name in sorted(os.environ):
+        upper = name.upper()
+        if upper == "RADGROUND_CONFIG":
+            continue
+        if (location and upper == exact) or upper.startswith(below):
+            found.append(name)
+    return found
+
+
+def _value_source(location: tuple[str, ...], *, path: Path, overrides: dict[str, Any]) -> str:
+    """Say where the value at ``location`` came from, following the sources' precedence.
+
+    The highest-precedence source wins: explicit overrides, then an environment
+    variable naming the setting or a section above it, then the TOML file. A
+    location that no single source sets (a check across settings) names every
+    source that contributed to it.
+    """
+    if location and location[0] in overrides:
+        return "passed by the caller"
+    for length in range(len(location), 0, -1):
+        name = (_ENV_PREFIX + _ENV_NESTING.join(location[:length])).upper()
+        matches = [key for key in os.environ if key.upper() == name]
+        if matches:
+            return f"from environment variable {matches[0]}"
+    sources = [f"environment variable {name}" for name in _environment_variables_under(location)]
+    if path.is_file():
+        sources.append(str(path))
+    return "from " + " and ".join(sources) if sources else "built-in default"

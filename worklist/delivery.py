@@ -21,7 +21,12 @@ from sqlalchemy.orm import Session
 from dicom_node.scu import SendResult, StorageSCU
 from worklist.context import PipelineContext, audit
 from worklist.db import utcnow
-from worklist.fhir_delivery import PermanentFhirError, TransientFhirError, post_transaction, retry_delay
+from worklist.fhir_delivery import (
+    PermanentFhirError,
+    TransientFhirError,
+    post_transaction,
+    retry_delay,
+)
 from worklist.jobs_models import Artifact, Delivery, DeliveryState, Job, JobState
 
 __all__ = ["run_delivery", "settle_job"]
@@ -167,19 +172,29 @@ def _record_delivery_once(ctx: PipelineContext, delivery_id: int, attempts: int,
 
 
 def settle_job(session: Session, job_id: int, actor: str) -> None:
+    """End a delivering job once no delivery is pending: ``done`` when every
+    output was built and every delivery succeeded, else ``failed`` with what
+    was not built and what was not delivered (the rest did go out)."""
     job = session.get(Job, job_id, with_for_update=True)
-    if job.state is not JobState.DELIVERING:
+    if job is None or job.state is not JobState.DELIVERING:
         return
-    states = [d.state for d in session.scalars(select(Delivery).where(Delivery.job_id == job_id))]
-    if any(s is DeliveryState.PENDING for s in states):
+    deliveries = list(session.scalars(select(Delivery).where(Delivery.job_id == job_id).order_by(Delivery.id)))
+    if any(d.state is DeliveryState.PENDING for d in deliveries):
         return
     now = utcnow()
-    if all(s is DeliveryState.DONE for s in states):
+    failed = [d for d in deliveries if d.state is DeliveryState.FAILED]
+    if not failed and not job.output_errors:
         job.state, job.finished_at, job.updated_at = JobState.DONE, now, now
         audit(session, actor, "job-done", job_id)
-    else:
-        failed = [d for d in session.scalars(select(Delivery).where(
-            Delivery.job_id == job_id, Delivery.state == DeliveryState.FAILED))]
-        job.state, job.finished_at, job.updated_at = JobState.FAILED, now, now
-        job.last_error = "; ".join(f"delivery to {d.destination}: {d.last_error}" for d in failed)[:4000]
-        audit(session, actor, "job-failed", job_id, "delivery failed")
+        return
+    problems = [f"not built: {line}" for line in (job.output_errors or "").splitlines()]
+    # a destination that got nothing because its output was not built: the line above says why
+    problems += [f"delivery to {d.destination}: " + ("not sent" if d.attempts == 0 and job.output_errors
+                                                      else str(d.last_error)) for d in failed]
+    delivered = [d.destination for d in deliveries if d.state is DeliveryState.DONE]
+    if delivered:
+        problems.append(f"delivered to {', '.join(delivered)}")
+    job.state, job.finished_at, job.updated_at = JobState.FAILED, now, now
+    job.last_error = "; ".join(problems)[:4000]
+    audit(session, actor, "job-failed", job_id,
+          "delivery failed" if not job.output_errors else "outputs not built" + (" and delivery failed" if failed else ""))

@@ -5,10 +5,10 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from worklist.context import PipelineContext
 from worklist.db import utcnow
 from worklist.jobs_models import AuditEvent, Delivery, DeliveryState, Job, JobState
 from worklist.models import RevisionState, Study, StudyRevision
-from worklist.context import PipelineContext
 
 __all__ = ["reprocess_study", "retry_job"]
 
@@ -16,10 +16,13 @@ __all__ = ["reprocess_study", "retry_job"]
 def retry_job(ctx: PipelineContext, job_id: int, *, actor: str) -> str:
     """Retry a failed or dead job from the step it stopped at; returns what was done.
 
-    A job that failed in delivery keeps its outputs (same UIDs) and only its
-    failed deliveries start over; otherwise it goes back to inference.
+    A job with outputs that were not built is exported again (same UIDs) and
+    its failed deliveries start over; a job that failed in delivery keeps its
+    outputs and only its failed deliveries start over; otherwise it goes back
+    to inference.
     """
     deliveries: list[int] = []
+    export = False
     with ctx.sessions.begin() as session:
         job = session.get(Job, job_id, with_for_update=True)
         if job is None:
@@ -32,7 +35,16 @@ def retry_job(ctx: PipelineContext, job_id: int, *, actor: str) -> str:
         job.updated_at = utcnow()
         job.finished_at = None
         job.last_error = None
-        if failed and job.report_json is not None:
+        if job.output_errors and job.report_json is not None:
+            # some outputs were not built (e.g. a setting was missing): build again, then
+            # deliver what failed; what was delivered stays delivered
+            job.state, job.output_errors = JobState.EXPORTING, None
+            for delivery in failed:
+                delivery.state, delivery.attempts, delivery.last_error = DeliveryState.PENDING, 0, None
+                delivery.operation_outcome = None
+            message = f"job {job_id}: export runs again, then {len(failed)} failed deliveries"
+            export = True
+        elif failed and job.report_json is not None:
             job.state = JobState.DELIVERING
             for delivery in failed:
                 delivery.state, delivery.attempts, delivery.last_error = DeliveryState.PENDING, 0, None
@@ -41,9 +53,12 @@ def retry_job(ctx: PipelineContext, job_id: int, *, actor: str) -> str:
             message = f"job {job_id}: {len(failed)} failed deliveries start over"
         else:
             job.state, job.inference_starts, job.report_json = JobState.QUEUED, 0, None
+            job.output_errors = None
             message = f"job {job_id}: queued for inference again"
         session.add(AuditEvent(at=utcnow(), actor=actor, action="job-retry", job_id=job_id, detail=message))
-    if deliveries:
+    if export:
+        ctx.enqueue.export(job_id)
+    elif deliveries:
         for delivery_id in deliveries:
             ctx.enqueue.delivery(delivery_id, 0)
     else:

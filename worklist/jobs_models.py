@@ -70,6 +70,8 @@ class Job(Base):
     export_seconds: Mapped[float | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    #: Outputs the export could not build, one "kind: reason" per line (the others were kept and delivered).
+    output_errors: Mapped[str | None] = mapped_column(Text, default=None)
     #: The GroundedReport (engine.report JSON), kept for export and audit.
     report_json: Mapped[str | None] = mapped_column(Text, default=None)
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from worklist.db import Base, UTCDateTime
 
-__all__ = ["Instance", "Patient", "RevisionState", "Series", "Study", "StudyRevision"]
+__all__ = ["Instance", "Patient", "RevisionOutcome", "RevisionState", "Series", "Study", "StudyRevision"]
 
 
 class RevisionState(enum.StrEnum):
@@ -24,6 +24,17 @@ class RevisionState(enum.StrEnum):
 
     RECEIVING = "receiving"
     READY = "ready"
+
+
+class RevisionOutcome(enum.StrEnum):
+    """What routing decided for a ready study revision (:func:`worklist.pipeline.create_jobs`)."""
+
+    #: A job was created (its state tells how processing went).
+    JOB = "job"
+    #: No route matched; ``outcome_detail`` says which conditions failed, in a word per route.
+    NO_ROUTE = "no-route"
+    #: Only RadGround's own outputs (routed back by the PACS): never processed.
+    OWN_OUTPUT = "own-output"
 
 
 class Patient(Base):
@@ -91,6 +102,14 @@ class StudyRevision(Base):
     ready_reason: Mapped[str | None] = mapped_column(String(16), default=None)
     dispatch_claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    #: What routing decided once the revision was ready (None until then).
+    outcome: Mapped[RevisionOutcome | None] = mapped_column(
+        Enum(RevisionOutcome, name="revision_outcome", values_callable=lambda e: [m.value for m in e],
+             native_enum=False, length=16),
+        default=None,
+    )
+    #: The route of the job, or why no route matched (condition names, no header values).
+    outcome_detail: Mapped[str | None] = mapped_column(String(200), default=None)
 
     study: Mapped[Study] = relationship(back_populates="revisions")
 

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -31,8 +31,14 @@ from worklist.context import PipelineContext, StepError, audit, insert_ignore
 from worklist.db import utcnow
 from worklist.delivery import settle_job
 from worklist.jobs_models import Artifact, Delivery, DeliveryState, Job, JobState
-from worklist.models import Study
-from worklist.routing import Route, choose_route, study_instance_facts
+from worklist.models import RevisionOutcome, Study, StudyRevision
+from worklist.routing import (
+    Route,
+    choose_route,
+    explain_routes,
+    no_route_reason,
+    study_instance_facts,
+)
 
 __all__ = [
     "create_jobs",
@@ -50,16 +56,21 @@ logger = logging.getLogger(__name__)
 
 
 def create_jobs(ctx: PipelineContext, session: Session, ready: StudyReady) -> list[int]:
-    """Create the job for a ready study revision (idempotent); the caller commits."""
+    """Create the job for a ready study revision (idempotent) and record the
+    revision's outcome (a job, no route matched and why, own outputs only);
+    the caller commits."""
     study = session.execute(select(Study).where(Study.study_instance_uid == ready.study_instance_uid)).scalar_one()
     facts = study_instance_facts(session, study.id)
     token = short_uid(ready.study_instance_uid)
     if not facts:
+        _record_outcome(session, study.id, ready.revision, RevisionOutcome.OWN_OUTPUT, None)
         logger.info("Study %s revision %d: only RadGround outputs, nothing to process", token, ready.revision)
         return []
     route = choose_route(ctx.routes, facts)
     if route is None:
-        logger.info("Study %s revision %d: no route matches; not processed", token, ready.revision)
+        why = no_route_reason(explain_routes(ctx.routes, facts))
+        _record_outcome(session, study.id, ready.revision, RevisionOutcome.NO_ROUTE, why)
+        logger.info("Study %s revision %d: no route matches (%s); not processed", token, ready.revision, why)
         return []
     now = utcnow()
     insert_ignore(session, Job, study_pk=study.id, revision=ready.revision, route=route.name, model=route.model,
@@ -67,9 +78,19 @@ def create_jobs(ctx: PipelineContext, session: Session, ready: StudyReady) -> li
     job = session.execute(
         select(Job).where(Job.study_pk == study.id, Job.revision == ready.revision, Job.route == route.name)
     ).scalar_one()
+    _record_outcome(session, study.id, ready.revision, RevisionOutcome.JOB, route.name)
     audit(session, "node", "job-created", job.id, f"route={route.name} revision={ready.revision}")
     logger.info("Study %s revision %d: job %d on route %s", token, ready.revision, job.id, route.name)
     return [job.id] if job.state is JobState.QUEUED else []
+
+
+def _record_outcome(session: Session, study_pk: int, revision: int, outcome: RevisionOutcome,
+                    detail: str | None) -> None:
+    session.execute(
+        update(StudyRevision)
+        .where(StudyRevision.study_pk == study_pk, StudyRevision.revision == revision)
+        .values(outcome=outcome, outcome_detail=None if detail is None else detail[:200])
+    )
 
 
 def make_study_ready_hook(ctx: PipelineContext) -> Callable[[StudyReady], None]:
@@ -215,10 +236,15 @@ def _dataset_bytes(ds: Dataset) -> bytes:
 
 
 def run_export(ctx: PipelineContext, job_id: int) -> None:
-    """Build SR, presentation states (and optional key images, FHIR bundles), record
-    them as artifacts, create one delivery per destination, then enqueue those."""
-    from exporters.errors import ExportError
+    """Build SR, presentation states (and optional key images) and the FHIR Bundle,
+    record them as artifacts, create one delivery per destination, then enqueue those.
 
+    Each output kind is built on its own: one that cannot be built (e.g. a FHIR
+    Bundle without a usable patient identifier system) is recorded in the job's
+    ``output_errors`` while the others are kept and delivered; a destination
+    that would only get outputs that were not built fails at once with that
+    reason. The job ends ``failed`` if anything was not built or not delivered.
+    """
     with ctx.sessions() as session:
         job = session.get(Job, job_id)
         if job is None or job.state is not JobState.EXPORTING:
@@ -230,9 +256,12 @@ def run_export(ctx: PipelineContext, job_id: int) -> None:
         revision = job.revision
     started = time.perf_counter()
     try:
-        outputs = _build_outputs(ctx, route, report, sources, revision)
-    except (ExportError, StepError, ValueError) as exc:
+        built = _build_outputs(ctx, route, report, sources, revision)
+    except StepError as exc:
         _fail(ctx, job_id, f"export: {exc}")
+        return
+    if not built.outputs:
+        _fail(ctx, job_id, "export: " + "; ".join(f"{kind}: {why}" for kind, why in built.failures.items()))
         return
     folder = ctx.outputs_root / study_uid / f"r{revision}"
     now = utcnow()
@@ -240,7 +269,7 @@ def run_export(ctx: PipelineContext, job_id: int) -> None:
         job = session.get(Job, job_id, with_for_update=True)
         if job is None or job.state is not JobState.EXPORTING:
             return
-        for output in outputs:
+        for output in built.outputs:
             path = folder / output.filename
             _write_atomically(path, output.data)
             insert_ignore(session, Artifact, job_id=job_id, kind=output.kind, language=output.language,
@@ -249,17 +278,29 @@ def run_export(ctx: PipelineContext, job_id: int) -> None:
                            path=str(path.relative_to(ctx.outputs_root)), created_at=now)
         for name in route.destinations:
             protocol = "fhir" if name in ctx.fhir_targets else "dicom"
+            not_sent = _not_sent_reason(ctx, name, built)
             insert_ignore(session, Delivery, job_id=job_id, destination=name, protocol=protocol,
-                           state=DeliveryState.PENDING.value, attempts=0)
+                           state=(DeliveryState.FAILED if not_sent else DeliveryState.PENDING).value,
+                           attempts=0, last_error=not_sent)
+            if not_sent:  # a retried job whose output still cannot be built
+                session.execute(update(Delivery).where(
+                    Delivery.job_id == job_id, Delivery.destination == name, Delivery.state == DeliveryState.PENDING,
+                ).values(state=DeliveryState.FAILED, last_error=not_sent))
+        job.output_errors = "\n".join(f"{kind}: {why}" for kind, why in built.failures.items()) or None
         job.export_seconds = time.perf_counter() - started
         job.updated_at = now
-        job.state = JobState.DELIVERING if route.destinations else JobState.DONE
-        if not route.destinations:
-            job.finished_at = now
-        audit(session, ctx.actor, "exported", job_id, f"{len(outputs)} objects")
+        job.state = JobState.DELIVERING
+        detail = f"{len(built.outputs)} objects"
+        if built.failures:
+            detail += f"; not built: {', '.join(built.failures)}"
+        if built.local_patient_system:
+            detail += f"; FHIR Patient.identifier.system is this node's own {built.local_patient_system}"
+        audit(session, ctx.actor, "exported", job_id, detail)
+        settle_job(session, job_id, ctx.actor)
         deliveries = [(d.id, d.attempts) for d in session.scalars(
             select(Delivery).where(Delivery.job_id == job_id, Delivery.state == DeliveryState.PENDING))]
-    logger.info("Job %d: %d objects exported", job_id, len(outputs))
+    logger.info("Job %d: %d objects exported%s", job_id, len(built.outputs),
+                f", not built: {', '.join(built.failures)}" if built.failures else "")
     for delivery_id, attempts in deliveries:
         ctx.enqueue.delivery(delivery_id, attempts)
 
@@ -275,46 +316,141 @@ class _Output:
     data: bytes
 
 
+@dataclass
+class _Built:
+    """What the export built, and which output kinds it could not build and why."""
+
+    outputs: list[_Output] = field(default_factory=list)
+    #: "sr", "gsps", "sc", "fhir" (the local Bundle) or "fhir for NAME" → the reason.
+    failures: dict[str, str] = field(default_factory=dict)
+    #: The node's own patient identifier system when a Bundle had to use it.
+    local_patient_system: str | None = None
+
+
+#: A DICOM destination's output names → the artifact kinds they cover.
+_DICOM_KINDS = {"sr": ("sr",), "gsps": ("gsps", "csps"), "sc": ("sc",)}
+
+
+def _not_sent_reason(ctx: PipelineContext, name: str, built: _Built) -> str | None:
+    """Why a destination gets nothing (what it takes was not built), or None."""
+    if name in ctx.fhir_targets:
+        why = built.failures.get(f"fhir for {name}")
+        return None if why is None else f"not sent: its FHIR Bundle was not built: {why}"
+    target = ctx.dicom_targets.get(name)
+    if target is None:
+        return None  # the delivery step reports a destination that is no longer configured
+    failed = [kind for kind in target.outputs if kind in built.failures]
+    produced = {o.kind for o in built.outputs}
+    if failed and not any(kind in produced for wanted in target.outputs for kind in _DICOM_KINDS[wanted]):
+        reasons = "; ".join(f"{kind}: {built.failures[kind]}" for kind in failed)
+        return f"not sent: none of its outputs was built ({reasons})"
+    return None
+
+
+def _build_kind(built: _Built, kind: str, build: Callable[[], None]) -> None:
+    """Run one output kind's builder; record its failure instead of failing the job."""
+    from exporters.errors import ExportError
+
+    try:
+        build()
+    except (ExportError, ValueError) as exc:
+        built.failures[kind] = str(exc)[:1000]
+        logger.warning("Output %s not built (%s)", kind, type(exc).__name__)
+    except Exception as exc:
+        built.failures[kind] = f"internal error ({type(exc).__name__}); see the worker log"
+        logger.exception("Output %s not built", kind)
+
+
 def _build_outputs(ctx: PipelineContext, route: Route, report: GroundedReport, sources: Sequence[Dataset],
-                   revision: int) -> list[_Output]:
-    from exporters.fhir import build_fhir_bundle, bundle_json, output_series_from_datasets
+                   revision: int) -> _Built:
+    from exporters.errors import SourceError
+    from exporters.fhir import (
+        build_fhir_bundle,
+        bundle_json,
+        output_series_from_datasets,
+        patient_identifier_system,
+    )
     from exporters.gsps import build_presentation_states
     from exporters.key_image import build_key_images
     from exporters.sr import export_sr
     from exporters.uids import OutputKind, output_uid
 
+    if not sources:
+        raise StepError("none of the study's images is in the index any more")
     wanted = {kind for name in route.destinations if name in ctx.dicom_targets
               for kind in ctx.dicom_targets[name].outputs}
+    built = _Built()
     datasets: list[tuple[str, str, Dataset]] = []
-    # an SR per language, also for a negative report (it says explicitly that nothing was found)
-    for language, document in export_sr(report, sources, revision=revision, languages=route.languages).documents.items():
-        datasets.append(("sr", language, document))
-    if any(f.regions for f in report.findings):
+
+    def add_sr() -> None:
+        # an SR per language, also for a negative report (it says explicitly that nothing was found)
+        documents = export_sr(report, sources, revision=revision, languages=route.languages).documents
+        datasets.extend(("sr", language, document) for language, document in documents.items())
+
+    def add_presentation_states() -> None:
+        states = []
         for language in route.languages:
             for state in build_presentation_states(report, sources, language=language, revision=revision):
-                kind = "csps" if str(state.SOPClassUID).endswith(".11.2") else "gsps"
-                datasets.append((kind, language, state))
-            if "sc" in wanted:
-                for image in build_key_images(report, sources, language=language, revision=revision):
-                    datasets.append(("sc", language, image))
-    outputs = [
+                states.append(("csps" if str(state.SOPClassUID).endswith(".11.2") else "gsps", language, state))
+        datasets.extend(states)
+
+    def add_key_images() -> None:
+        images = [("sc", language, image) for language in route.languages
+                  for image in build_key_images(report, sources, language=language, revision=revision)]
+        datasets.extend(images)
+
+    _build_kind(built, "sr", add_sr)
+    if any(f.regions for f in report.findings):
+        _build_kind(built, "gsps", add_presentation_states)
+        if "sc" in wanted:
+            _build_kind(built, "sc", add_key_images)
+    built.outputs.extend(
         _Output(kind, language, str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPClassUID),
                 f"{kind}-{language}-{ds.SOPInstanceUID}.dcm", _dataset_bytes(ds))
         for kind, language, ds in datasets
-    ]
+    )
+
+    # A FHIR Bundle per FHIR endpoint of the route (its language and identifier system),
+    # or one local Bundle (fhir.json) when the route names none.
     fhir_names = [name for name in route.destinations if name in ctx.fhir_targets]
-    if fhir_names:
-        series = output_series_from_datasets(ds for _, _, ds in datasets)
-        for name in fhir_names:
-            target = ctx.fhir_targets[name]
+    bundles = [(name, ctx.fhir_targets[name].primary_language, ctx.fhir_targets[name].patient_identifier_system)
+               for name in fhir_names] or [("", route.languages[0], None)]
+    for name, language, configured in bundles:
+
+        def add_bundle(name: str = name, language: str = language, configured: str | None = configured) -> None:
+            series = output_series_from_datasets(ds for _, _, ds in datasets)
             bundle = build_fhir_bundle(report, sources, revision=revision, output_series=series,
-                                       primary_language=target.primary_language,
-                                       patient_identifier_system=target.patient_identifier_system)
-            bundle_uid = output_uid(report, revision=revision, kind=OutputKind.FHIR,
-                                    language=target.primary_language, role="bundle", part=name)
-            outputs.append(_Output("fhir", target.primary_language, bundle_uid, None, None,
-                                   f"fhir-{name}.json", bundle_json(bundle).encode("utf-8")))
-    return outputs
+                                       primary_language=language, patient_identifier_system=configured,
+                                       local_node=ctx.scu_ae_title)
+            try:
+                patient_identifier_system(sources[0], configured)
+            except SourceError:
+                built.local_patient_system = patient_identifier_system(
+                    sources[0], configured, local_node=ctx.scu_ae_title)
+                _log_local_system_once(built.local_patient_system)
+            bundle_uid = output_uid(report, revision=revision, kind=OutputKind.FHIR, language=language,
+                                    role="bundle", part=name)
+            built.outputs.append(_Output("fhir", language, bundle_uid, None, None,
+                                         f"fhir-{name}.json" if name else "fhir.json",
+                                         bundle_json(bundle).encode("utf-8")))
+
+        _build_kind(built, f"fhir for {name}" if name else "fhir", add_bundle)
+    return built
+
+
+_logged_local_systems: set[str] = set()
+
+
+def _log_local_system_once(system: str) -> None:
+    """Say once per process which identifier system the node chose (no patient data)."""
+    if system in _logged_local_systems:
+        return
+    _logged_local_systems.add(system)
+    logger.warning(
+        "A source without a usable Issuer of Patient ID: FHIR Patient.identifier.system is this node's own "
+        "namespace %s; set fhir_endpoints.<name>.patient_identifier_system to the site's assigning authority",
+        system,
+    )
 
 # -- the safety net ------------------------------------------------------------
 

@@ -18,7 +18,34 @@ from sqlalchemy.orm import Session
 from worklist.jobs_models import Artifact
 from worklist.models import Instance, Series
 
-__all__ = ["InstanceFacts", "Route", "choose_route", "study_instance_facts"]
+__all__ = [
+    "InstanceFacts",
+    "Mismatch",
+    "Route",
+    "RouteVerdict",
+    "choose_route",
+    "explain_routes",
+    "no_route_reason",
+    "study_instance_facts",
+]
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One route condition an instance does not meet: what it has, what the route wants.
+
+    ``actual`` is empty for a value that would carry free text (Series
+    Description), so the explanation never quotes header text.
+    """
+
+    condition: str
+    actual: str
+    wanted: str
+
+    def __str__(self) -> str:
+        if self.condition == "series description":
+            return f"series description does not match /{self.wanted}/"
+        return f"{self.condition} is {self.actual or '(empty)'}, wanted {self.wanted}"
 
 
 @dataclass(frozen=True)
@@ -46,14 +73,23 @@ class Route:
         if not self.languages:
             raise ValueError(f"route {self.name!r} needs at least one language")
 
+    def mismatches(self, facts: InstanceFacts) -> tuple[Mismatch, ...]:
+        """The conditions ``facts`` fails, in the order they are listed in the settings."""
+        found = []
+        for condition, wanted, actual in (
+            ("modality", self.modalities, facts.modality.upper()),
+            ("body part", self.body_parts, facts.body_part.upper()),
+            ("SOP class", self.sop_classes, facts.sop_class_uid),
+            ("calling AE title", self.calling_ae_titles, facts.calling_ae_title.strip()),
+        ):
+            if wanted and actual not in wanted:
+                found.append(Mismatch(condition, actual, " or ".join(sorted(wanted))))
+        if self.series_description and re.search(self.series_description, facts.series_description) is None:
+            found.append(Mismatch("series description", "", self.series_description))
+        return tuple(found)
+
     def matches(self, facts: InstanceFacts) -> bool:
-        return (
-            (not self.modalities or facts.modality.upper() in self.modalities)
-            and (not self.body_parts or facts.body_part.upper() in self.body_parts)
-            and (not self.sop_classes or facts.sop_class_uid in self.sop_classes)
-            and (not self.calling_ae_titles or facts.calling_ae_title.strip() in self.calling_ae_titles)
-            and (not self.series_description or re.search(self.series_description, facts.series_description) is not None)
-        )
+        return not self.mismatches(facts)
 
 
 @dataclass(frozen=True)
@@ -104,3 +140,40 @@ def choose_route(routes: tuple[Route, ...], facts: list[InstanceFacts]) -> Route
         if any(route.matches(f) for f in facts):
             return route
     return None
+
+
+@dataclass(frozen=True)
+class RouteVerdict:
+    """How one route judges a study's instances.
+
+    ``matched`` counts the instances that meet every condition; when it is 0,
+    ``mismatches`` are those of the instance that came closest (fewest failed
+    conditions; the first such instance).
+    """
+
+    route: Route
+    matched: int
+    mismatches: tuple[Mismatch, ...]
+
+
+def explain_routes(routes: tuple[Route, ...], facts: list[InstanceFacts]) -> list[RouteVerdict]:
+    """Every route's verdict on ``facts``, in routing order (the first matching one wins)."""
+    verdicts = []
+    for route in routes:
+        per_instance = [route.mismatches(f) for f in facts]
+        matched = sum(1 for m in per_instance if not m)
+        closest = () if matched or not per_instance else min(per_instance, key=len)
+        verdicts.append(RouteVerdict(route, matched, closest))
+    return verdicts
+
+
+def no_route_reason(verdicts: list[RouteVerdict]) -> str:
+    """Why no route matched, in a word per route (the failed conditions' names),
+    e.g. ``"modality"`` or ``"cxr: modality, body part; ct: SOP class"``;
+    ``"no routes"`` when none is configured. No header values: it is stored and shown."""
+    if not verdicts:
+        return "no routes"
+    words = [", ".join(m.condition for m in v.mismatches) or "no instances" for v in verdicts]
+    if len(verdicts) == 1:
+        return words[0]
+    return "; ".join(f"{v.route.name}: {w}" for v, w in zip(verdicts, words))

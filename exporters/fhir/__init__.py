@@ -5,7 +5,13 @@ See :mod:`exporters.fhir.bundle` for the Bundle and its idempotent delivery,
 """
 
 from .bundle import build_fhir_bundle, bundle_json
-from .inputs import OutputInstanceRef, OutputSeriesRef, output_series_from_datasets
+from .inputs import (
+    OutputInstanceRef,
+    OutputSeriesRef,
+    local_patient_identifier_system,
+    output_series_from_datasets,
+    patient_identifier_system,
+)
 from .rendering import RenderedPage, render_report_html
 
 __all__ = [
@@ -14,6 +20,8 @@ __all__ = [
     "RenderedPage",
     "build_fhir_bundle",
     "bundle_json",
+    "local_patient_identifier_system",
     "output_series_from_datasets",
+    "patient_identifier_system",
     "render_report_html",
 ]

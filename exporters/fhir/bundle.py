@@ -132,6 +132,7 @@ def build_fhir_bundle(
     primary_language: str = "en",
     issued: datetime | None = None,
     patient_identifier_system: str | Mapping[str, str] | None = None,
+    local_node: str | None = None,
     study_timezone: tzinfo | None = None,
 ) -> Bundle:
     """Build the FHIR R4 transaction Bundle for a report.
@@ -159,6 +160,11 @@ def build_fhir_bundle(
         neither an OID nor a URI: one URI, or a mapping from issuer text
         (``""`` for a missing issuer) to a URI. See
         :func:`exporters.fhir.inputs.patient_identifier_system`.
+    local_node
+        The node (its AE title) whose own identifier system
+        (:func:`exporters.fhir.inputs.local_patient_identifier_system`) is used
+        when neither the source nor ``patient_identifier_system`` gives one;
+        None raises :class:`SourceError` instead.
     study_timezone
         Timezone of the source's dates and times when it carries no
         Timezone Offset From UTC (0008,0201). Without either, effective
@@ -196,6 +202,7 @@ def build_fhir_bundle(
         sources,
         study_instance_uid=report.study_instance_uid,
         patient_identifier_system_config=patient_identifier_system,
+        local_node=local_node,
         default_timezone=study_timezone,
     )
     known = {s.series_instance_uid for s in study.series}

@@ -29,7 +29,7 @@ from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from pydicom.dataset import Dataset
 from pydicom.valuerep import DA, TM, PersonName
 
-from engine.report import is_valid_uid
+from engine.report import derive_uid, is_valid_uid
 
 from ..errors import ExportError, SourceError
 
@@ -39,7 +39,9 @@ __all__ = [
     "PatientHeader",
     "SeriesHeader",
     "StudyHeader",
+    "local_patient_identifier_system",
     "output_series_from_datasets",
+    "patient_identifier_system",
     "read_study_header",
 ]
 
@@ -293,7 +295,32 @@ def _as_system(issuer: str) -> str | None:
     return None
 
 
-def patient_identifier_system(ds: Dataset, configured: str | Mapping[str, str] | None) -> str:
+#: The namespace of :func:`local_patient_identifier_system`'s UIDs (part of each derivation).
+LOCAL_PATIENT_ID_NAMESPACE = "radground-patient-id-namespace"
+
+
+def local_patient_identifier_system(node: str, issuer: str = "") -> str:
+    """The node's own identifier system for Patient IDs it cannot place in a known namespace.
+
+    ``urn:oid:2.25.<n>``: an ISO OID under the UUID arc (ITU-T X.667, PS3.5
+    §B.2), derived from the node (its AE title) and the source's Issuer of
+    Patient ID text (``""`` when missing). It is stable (every study from the
+    same issuer gets the same system, so the EHR's conditional create finds
+    the same Patient again), it is never the EHR's own MRN system (a Patient ID
+    of unknown origin can create a separate Patient but never be matched to
+    another namespace's patient), and two different issuer texts never share
+    one. An integrator maps it to the site's assigning authority, or sets
+    ``patient_identifier_system`` so it is not used.
+    """
+    return f"urn:oid:{derive_uid(LOCAL_PATIENT_ID_NAMESPACE, node, issuer)}"
+
+
+def patient_identifier_system(
+    ds: Dataset,
+    configured: str | Mapping[str, str] | None,
+    *,
+    local_node: str | None = None,
+) -> str:
     """The ``Identifier.system`` for the source's Patient ID.
 
     In order: the Issuer of Patient ID Qualifiers Sequence's Universal Entity
@@ -301,9 +328,11 @@ def patient_identifier_system(ds: Dataset, configured: str | Mapping[str, str] |
     itself when it is an OID or a URI; else ``configured``: a mapping from
     the issuer text (``""`` for a missing issuer) to a system URI, or one
     system URI used for every issuer that is not an OID or URI (a site with
-    one patient-ID namespace). Without any of these the identity of the
-    patient is ambiguous, and :class:`SourceError` is raised rather than
-    risk matching another namespace's patient in the EHR.
+    one patient-ID namespace); else, when ``local_node`` is given, the node's
+    own system for that issuer (:func:`local_patient_identifier_system`).
+    Without any of these the identity of the patient is ambiguous, and
+    :class:`SourceError` is raised rather than risk matching another
+    namespace's patient in the EHR.
     """
     for item in ds.get("IssuerOfPatientIDQualifiersSequence") or ():
         entity = _text(item, "UniversalEntityID")
@@ -321,6 +350,8 @@ def patient_identifier_system(ds: Dataset, configured: str | Mapping[str, str] |
         system = configured.get(issuer)
     else:
         system = configured
+    if system is None and local_node is not None:
+        return local_patient_identifier_system(local_node, issuer)
     if system is None:
         raise SourceError(
             "the source's Issuer of Patient ID is "
@@ -340,6 +371,7 @@ def read_study_header(
     study_instance_uid: str,
     patient_identifier_system_config: str | Mapping[str, str] | None,
     default_timezone: tzinfo | None,
+    local_node: str | None = None,
 ) -> StudyHeader:
     """Read patient, study and series from the source headers.
 
@@ -366,7 +398,9 @@ def read_study_header(
             "the source has an empty Patient ID (0010,0020); the patient cannot be identified"
         )
     patient = PatientHeader(
-        identifier_system=patient_identifier_system(first, patient_identifier_system_config),
+        identifier_system=patient_identifier_system(
+            first, patient_identifier_system_config, local_node=local_node
+        ),
         identifier_value=patient_id,
         names=_person_names(first),
         birth_date=_birth_date(first),

@@ -113,6 +113,10 @@ def world(tmp_path, database_url, pacs, ehr):
         fhir_endpoints={"EHR": FhirEndpointSettings(url=ehr.base_url, max_attempts=5,
                                                     patient_identifier_system="urn:oid:2.25.1234")},
     )
+    yield from _world(settings, tmp_path)
+
+
+def _world(settings: Settings, tmp_path: Path):
     node = Node(settings)
     node.start()
     queue = QueueRecorder()

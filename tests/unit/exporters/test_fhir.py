@@ -25,7 +25,7 @@ from fhir.resources.R4B.bundle import Bundle
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from engine.report import GroundedReport, Presence, Text, derive_uid
+from engine.report import GroundedReport, Presence, Text, derive_uid, is_valid_uid
 from exporters.codes import PRESENCE_VALUES
 from exporters.errors import ExportError, SourceError
 from exporters.fhir import OutputInstanceRef, OutputSeriesRef, build_fhir_bundle, bundle_json
@@ -838,3 +838,27 @@ def test_fhir_and_sr_copies_share_tracking_uids_and_series(grounded_report, sour
     series = {s["uid"]: s for s in _one(data, "ImagingStudy")["series"]}
     assert series[sr.SeriesInstanceUID]["instance"][0]["uid"] == sr.SOPInstanceUID
     assert series[sr.SeriesInstanceUID]["modality"]["code"] == "SR"
+
+
+def test_patient_without_issuer_gets_the_nodes_own_system_when_one_is_given(
+    grounded_report, source_images, source_images_minimal
+):
+    """A CR without Issuer of Patient ID (the default configuration) still gets a
+    Bundle: the node's own namespace, a valid OID that differs per issuer text."""
+    from exporters.fhir import local_patient_identifier_system
+
+    def system(sources, **kwargs):
+        data = _as_dict(_build(grounded_report, sources, patient_identifier_system=None, **kwargs))
+        return _one(data, "Patient")["identifier"][0]["system"]
+
+    missing = system(source_images_minimal, local_node="RADGROUND")
+    assert missing == local_patient_identifier_system("RADGROUND", "")
+    assert missing.startswith("urn:oid:2.25.") and is_valid_uid(missing.removeprefix("urn:oid:"))
+    assert system(source_images_minimal, local_node="RADGROUND") == missing  # stable
+    assert system(source_images_minimal, local_node="OTHERNODE") != missing
+    text_issuer = system(source_images, local_node="RADGROUND")  # "RADGROUND-TEST-HOSPITAL"
+    assert text_issuer not in (missing, SITE_SYSTEM)
+    # a configured system still wins over the node's own
+    data = _as_dict(_build(grounded_report, source_images_minimal,
+                           patient_identifier_system={"": "urn:oid:1.2.3.5"}, local_node="RADGROUND"))
+    assert _one(data, "Patient")["identifier"][0]["system"] == "urn:oid:1.2.3.5"

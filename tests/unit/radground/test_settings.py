@@ -82,3 +82,33 @@ def test_settings_are_immutable():
     settings = Settings()
     with pytest.raises(Exception):
         settings.node.port = 1  # type: ignore[misc]
+
+
+def test_bad_environment_value_names_the_variable_not_the_file(tmp_path, monkeypatch):
+    config = tmp_path / "c.toml"
+    config.write_text("[node]\nae_title = 'NODE'\n")
+    monkeypatch.setenv("RADGROUND_NODE__PORT", "99999")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config)
+    message = str(caught.value)
+    assert "node.port (from environment variable RADGROUND_NODE__PORT)" in message
+    assert str(config) not in message
+
+
+def test_bad_file_value_names_the_file_even_with_other_variables_set(tmp_path, monkeypatch):
+    config = tmp_path / "c.toml"
+    config.write_text("[node]\nport = 99999\n")
+    monkeypatch.setenv("RADGROUND_NODE__AE_TITLE", "NODE")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config)
+    assert f"node.port (from {config})" in str(caught.value)
+    assert "RADGROUND_NODE__AE_TITLE" not in str(caught.value)
+
+
+def test_unparsable_environment_section_names_the_variable(tmp_path, monkeypatch):
+    config = tmp_path / "c.toml"
+    config.write_text("")
+    monkeypatch.setenv("RADGROUND_NODE", "{not json")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config)
+    assert "RADGROUND_NODE" in str(caught.value) and str(config) not in str(caught.value)

@@ -1,0 +1,359 @@
+"""Render RadGround's DICOM Conformance Statement (``docs/conformance.md``).
+
+The statement follows the layout of PS3.2 (Conformance), Annex A: implementation
+model, AE specifications (SOP classes with their roles, association policies,
+presentation contexts), C-STORE statuses, communication profiles, character
+sets and security. Every table is generated from the code that does the
+negotiating (:mod:`dicom_node.conformance`, the SCU in :mod:`dicom_node.scu`)
+and from the settings' defaults (:class:`radground.settings.NodeSettings`), so
+the document cannot drift from the node: ``tests/unit/radground/test_conformance_doc.py``
+regenerates it and fails when the committed file differs.
+
+Regenerate it with::
+
+    .venv/bin/python -m radground.conformance_doc          # writes docs/conformance.md
+    .venv/bin/python -m radground.conformance_doc --check  # exit 1 when it is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from pydicom.uid import UID
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from dicom_node.conformance import ACCEPTED_TRANSFER_SYNTAXES, STORAGE_SOP_CLASSES, StoreStatus
+from radground.settings import NodeSettings
+
+__all__ = [
+    "CONFORMANCE_PATH",
+    "NODE_SETTINGS_OUTSIDE_POLICY",
+    "OUTPUT_SOP_CLASSES",
+    "POLICY_SETTINGS",
+    "STORE_STATUS_CONDITIONS",
+    "main",
+    "render_conformance_statement",
+]
+
+#: Where the statement lives in the repository.
+CONFORMANCE_PATH = Path(__file__).resolve().parents[1] / "docs" / "conformance.md"
+REGENERATE_COMMAND = ".venv/bin/python -m radground.conformance_doc"
+
+#: What the Storage SCU sends: SOP class UID -> (the output kind in a destination's
+#: ``outputs``, when it is sent). The exporters build these objects.
+OUTPUT_SOP_CLASSES: dict[str, tuple[str, str]] = {
+    "1.2.840.10008.5.1.4.1.1.88.34": ("sr", "TID 1500 measurement report, one series per language"),
+    "1.2.840.10008.5.1.4.1.1.11.1": ("gsps", "overlays for grayscale source images"),
+    "1.2.840.10008.5.1.4.1.1.11.2": ("gsps", "overlays for colour source images"),
+    "1.2.840.10008.5.1.4.1.1.7": ("sc", "key images with burned-in boxes (only when configured)"),
+}
+
+#: When the Storage SCP answers each C-STORE status (PS3.4 Table B.2-1).
+#: A test checks that every :class:`~dicom_node.conformance.StoreStatus` constant is listed.
+STORE_STATUS_CONDITIONS: dict[str, tuple[str, str, str]] = {
+    "SUCCESS": (
+        "Success",
+        "Success",
+        "The instance is stored durably (file and directory entry synced) and indexed.",
+    ),
+    "DUPLICATE_SOP_INSTANCE": (
+        "Failure",
+        "Duplicate SOP Instance",
+        "The SOP Instance UID is already stored and `storage.duplicates = \"reject\"`.",
+    ),
+    "PROCESSING_FAILURE": (
+        "Failure",
+        "Processing failure",
+        "The study index refused the instance for a reason that will not go away on retry.",
+    ),
+    "SOP_CLASS_NOT_SUPPORTED": (
+        "Failure",
+        "SOP Class not supported",
+        "Not sent by the node itself: a context for an unsupported SOP class is never accepted.",
+    ),
+    "OUT_OF_RESOURCES": (
+        "Refused",
+        "Out of Resources",
+        (
+            "Free disk would fall below `storage.reserve_mb`, the file could not be made durable, "
+            "or the study index is unavailable. The sender should retry later."
+        ),
+    ),
+    "DATASET_DOES_NOT_MATCH_SOP_CLASS": (
+        "Error",
+        "Data Set does not match SOP Class",
+        (
+            "Study, Series or SOP Instance UID missing or not a valid UID; SOP Class or SOP "
+            "Instance UID in the data set differ from the C-STORE request."
+        ),
+    ),
+    "CANNOT_UNDERSTAND": (
+        "Error",
+        "Cannot understand",
+        "The data set does not parse.",
+    ),
+}
+
+#: The association policy settings of ``[node]`` shown in the statement, with their meaning.
+POLICY_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("ae_title", "AE title of the Storage SCP and of the Storage SCU"),
+    ("port", "TCP port the Storage SCP listens on"),
+    ("max_associations", "concurrent associations accepted, across all listener processes"),
+    ("max_pdu_size", "Maximum Length the node receives, in bytes (0 = unlimited)"),
+    ("require_called_ae_title", "reject associations whose Called AE Title is not the node's"),
+    ("allowed_peers", "Calling AE Titles (optionally with host) allowed to associate; empty = any"),
+    ("acse_timeout_seconds", "seconds to wait for an association request, answer or release"),
+    ("dimse_timeout_seconds", "seconds to wait for a DIMSE message"),
+    ("network_timeout_seconds", "seconds an idle association is kept"),
+)
+
+
+#: ``[node]`` settings shown elsewhere in the statement (section 4), not as association policy.
+#: A test checks that every ``[node]`` setting is in one of the two lists.
+NODE_SETTINGS_OUTSIDE_POLICY = frozenset({"host", "listener_processes"})
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _name(uid: str) -> str:
+    return UID(uid).name if UID(uid).is_valid and UID(uid).name != uid else uid
+
+
+def _verification_syntaxes() -> list[str]:
+    """What the SCU proposes for C-ECHO (pynetdicom's default for a context added without syntaxes)."""
+    ae = AE()
+    ae.add_requested_context(Verification)
+    return [str(uid) for uid in ae.requested_contexts[0].transfer_syntax]
+
+
+def _setting_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, tuple):
+        return "any" if not value else ", ".join(map(str, value))
+    return str(value)
+
+
+def render_conformance_statement() -> str:
+    """The conformance statement as Markdown (PS3.2 Annex A layout).
+
+    Returns
+    -------
+    str
+        The whole of ``docs/conformance.md``; deterministic for one version of
+        the code and of pynetdicom.
+    """
+    node = NodeSettings.model_validate({})
+    implementation = AE()
+    lines: list[str] = [
+        "# DICOM Conformance Statement",
+        "",
+        f"<!-- Generated by `{REGENERATE_COMMAND}` from dicom_node/conformance.py,",
+        "     dicom_node/scu.py and the defaults of radground/settings.py. Do not edit by hand;",
+        "     a test fails when it differs from what the code negotiates. -->",
+        "",
+        "RadGround is a DICOM AI node beside a PACS: it receives studies (Storage SCP), runs a model",
+        "on each complete study and sends its results back as DICOM SR and presentation states",
+        "(Storage SCU). Layout after DICOM PS3.2 Annex A. Values marked *setting* are the defaults",
+        "of `config/radground.toml`; an installation may change them.",
+        "",
+        "## 1 Implementation model",
+        "",
+        "### 1.1 Application data flow",
+        "",
+        "```",
+        "remote SCU (PACS, modality) --C-ECHO, C-STORE--> [RADGROUND Storage SCP] -> storage, index",
+        "[RADGROUND Storage SCU] --C-STORE (SR, GSPS/CSPS, SC)--> remote Storage SCP (PACS)",
+        "`radground echo` / `radground send` --> [RADGROUND SCU] --C-ECHO / C-STORE--> any peer",
+        "```",
+        "",
+        "- The **Storage SCP** accepts associations, verifies peers (C-ECHO) and stores every instance",
+        "  exactly as received (no transcoding), durably, before it answers Success.",
+        "- When a study has been idle for `completion.idle_seconds`, its revision is processed; the",
+        "  **Storage SCU** sends the results to the destinations a route names. Results RadGround",
+        "  receives back are stored but never processed again.",
+        "",
+        "### 1.2 Functional definition of AEs",
+        "",
+        "One AE title (`node.ae_title`) is used for both roles: it accepts associations as Storage",
+        "SCP and initiates them as Storage SCU and Verification SCU.",
+        "",
+        "### 1.3 Implementation identification",
+        "",
+        *_table(
+            ("item", "value"),
+            [
+                ("Implementation Class UID", f"`{implementation.implementation_class_uid}`"),
+                ("Implementation Version Name", f"`{implementation.implementation_version_name}`"),
+            ],
+        ),
+        "",
+        "## 2 AE specifications",
+        "",
+        f"### 2.1 SOP classes (AE `{node.ae_title}`, *setting*)",
+        "",
+        *_table(
+            ("SOP class", "UID", "SCU", "SCP"),
+            [("Verification", f"`{Verification}`", "yes", "yes")]
+            + [
+                (_name(uid), f"`{uid}`", "yes" if uid in OUTPUT_SOP_CLASSES else "no", "yes")
+                for uid in sorted(OUTPUT_SOP_CLASSES, key=_name)
+            ]
+            + [
+                ("every other storage SOP class below", "", "yes (`radground send`)", "yes"),
+            ],
+        ),
+        "",
+        f"The SCP accepts all {len(STORAGE_SOP_CLASSES)} storage SOP classes of PS3.4 Annex B that",
+        "the DICOM toolkit knows (section 2.6). `radground send` forwards any file of these",
+        "classes as Storage SCU.",
+        "",
+        "### 2.2 Association policies",
+        "",
+        *_table(
+            ("policy", "value"),
+            [
+                ("Application Context Name", "`1.2.840.10008.3.1.1.1` (DICOM)"),
+                ("Asynchronous operations", "not supported (one outstanding operation)"),
+                ("SCP/SCU role selection", "not negotiated (default roles)"),
+                ("Extended negotiation", "none"),
+            ]
+            + [
+                (f"`node.{name}` — {meaning}", _setting_value(getattr(node, name)))
+                for name, meaning in POLICY_SETTINGS
+            ],
+        ),
+        "",
+        "Associations are rejected (A-ASSOCIATE-RJ, PS3.8 §9.3.4) with:",
+        "",
+        *_table(
+            ("condition", "result", "source", "reason"),
+            [
+                (
+                    "calling AE title not in `node.allowed_peers` (or from another host)",
+                    "rejected-permanent",
+                    "service user",
+                    "calling AE title not recognised",
+                ),
+                (
+                    "called AE title is not `node.ae_title` (when `require_called_ae_title`)",
+                    "rejected-permanent",
+                    "service user",
+                    "called AE title not recognised",
+                ),
+                (
+                    "`node.max_associations` associations already open",
+                    "rejected-transient",
+                    "service provider (presentation)",
+                    "local limit exceeded",
+                ),
+            ],
+        ),
+        "",
+        "### 2.3 Presentation context acceptance (SCP)",
+        "",
+        "For each proposed presentation context of a supported abstract syntax, the SCP accepts",
+        "the first transfer syntax **in the requestor's order** that it supports (section 2.5), so",
+        "an instance is stored in the transfer syntax the sender holds it in and is never forced",
+        "through decompression or lossy compression. Contexts for unsupported SOP classes or with",
+        "no supported transfer syntax are rejected (abstract / transfer syntax not supported).",
+        "",
+        "### 2.4 Presentation contexts proposed (SCU)",
+        "",
+        "- Results (SR, GSPS/CSPS, SC) are written in Explicit VR Little Endian.",
+        "- For each file, one context per SOP class: an uncompressed file proposes Explicit VR",
+        "  Little Endian, Implicit VR Little Endian and Explicit VR Big Endian; a compressed file",
+        "  proposes its own transfer syntax only (the SCU never transcodes). A file whose context",
+        "  the peer rejects fails with a message naming its SOP class and transfer syntax.",
+        "- Verification (C-ECHO) proposes "
+        + ", ".join(_name(uid) for uid in _verification_syntaxes())
+        + ".",
+        "",
+        "### 2.5 Transfer syntaxes (SCP)",
+        "",
+        *_table(
+            ("transfer syntax", "UID"),
+            [(_name(str(uid)), f"`{uid}`") for uid in ACCEPTED_TRANSFER_SYNTAXES],
+        ),
+        "",
+        "### 2.6 Storage SOP classes (SCP)",
+        "",
+        *_table(
+            ("SOP class", "UID"),
+            [(_name(uid), f"`{uid}`") for uid in STORAGE_SOP_CLASSES],
+        ),
+        "",
+        "## 3 C-STORE statuses (SCP)",
+        "",
+        "Every status other than Success carries an Error Comment (at most 64 characters) and is",
+        "logged with hashed UIDs; one refused instance does not end its association.",
+        "",
+        *_table(
+            ("status", "category", "meaning", "when"),
+            [
+                (f"`0x{getattr(StoreStatus, key):04X}`", category, meaning, when)
+                for key, (category, meaning, when) in STORE_STATUS_CONDITIONS.items()
+            ],
+        ),
+        "",
+        "The Storage SCU treats Success and Warning as stored. Out of Resources, a lost",
+        "association and an unreachable peer are retried with exponential backoff; other failures",
+        "fail the delivery and keep the peer's status and Error Comment for `radground jobs show`.",
+        "",
+        "## 4 Communication profiles",
+        "",
+        "DICOM Upper Layer over TCP/IP (PS3.8). The SCP listens on",
+        f"`node.host`:`node.port` (*setting*, default `{node.host}`:{node.port}); with",
+        "`node.listener_processes` > 1 several processes of the same node share the port.",
+        "",
+        "## 5 Character sets",
+        "",
+        "- Received instances are stored byte for byte in whatever Specific Character Set they",
+        "  declare; the node converts no character set.",
+        "- Results carry Specific Character Set `ISO_IR 192` (UTF-8): findings are written in",
+        "  English and Chinese, and the SR declares each series' language (TID 1204).",
+        "",
+        "## 6 Security",
+        "",
+        "- No TLS and no user identity negotiation: run the node on a trusted network segment or",
+        "  behind a TLS tunnel.",
+        "- Access control by Called AE Title and by Calling AE Title, optionally bound to a host",
+        "  (section 2.2).",
+        "- Log lines name instances by a hash of their UIDs, never by patient data.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Write ``docs/conformance.md``, or with ``--check`` report whether it is current."""
+    parser = argparse.ArgumentParser(
+        prog="python -m radground.conformance_doc", description="Write docs/conformance.md."
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if the file is out of date; write nothing"
+    )
+    parser.add_argument("--output", type=Path, default=CONFORMANCE_PATH, help="file to write or check")
+    args = parser.parse_args(argv)
+    text = render_conformance_statement()
+    if args.check:
+        current = args.output.read_text(encoding="utf-8") if args.output.is_file() else ""
+        if current != text:
+            print(f"{args.output} is out of date; regenerate it: {REGENERATE_COMMAND}", file=sys.stderr)
+            return 1
+        return 0
+    args.output.write_text(text, encoding="utf-8")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
