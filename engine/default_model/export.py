@@ -154,10 +154,11 @@ def read_operating_points(path: Path) -> OperatingPoints:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot read operating points from {path}: {exc}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("operating_points"), dict):
+    section = data.get("operating_points") if isinstance(data, dict) else None
+    if section is None:
         raise ValueError(f"{path}: no operating_points (write it with evaluate --json at per-class thresholds)")
     try:
-        return parse_operating_points(json.dumps(data["operating_points"]))
+        return parse_operating_points(json.dumps(section))
     except OperatingPointError as exc:
         raise ValueError(f"{path}: {exc}") from None
 
