@@ -33,9 +33,17 @@ median milliseconds of each way (per stage and in total), wall-clock and CPU
 time of this process (on a machine shared with other work the CPU time varies
 less), and their ratio (goal: project <= 250 ms, >= 3x faster).
 
+With ``--highdicom-cache`` it instead times the project's way, and the exporter
+calls as ``worklist/pipeline.py`` makes them (presentation states per language,
+no shared overlay plan), each with and without the memoised highdicom IOD
+look-ups (``exporters/_highdicom_cache.py``, setting
+``exporters.memoise_highdicom_iod_lookups``), alternately in one run; checks
+that both give identical bytes, and prints the ratios (the patch is kept only
+while it is >= 1.2x; see ``docs/third-party-patches.md``).
+
 Run it::
 
-    .venv/bin/python bench/exporters.py [--repeat 15]
+    .venv/bin/python bench/exporters.py [--repeat 15] [--highdicom-cache]
 """
 
 from __future__ import annotations
@@ -198,14 +206,94 @@ def check_identical_and_valid(a: dict, b: dict) -> list[str]:
     return problems
 
 
+def pipeline_way(report, sources) -> list[Stage]:
+    """The exporter calls as ``worklist/pipeline.py`` makes them: ``export_sr``, then
+    ``build_presentation_states`` per language (no shared overlay plan), then the Bundle."""
+    from exporters.fhir.bundle import build_fhir_bundle, bundle_json
+    from exporters.fhir.inputs import output_series_from_datasets
+    from exporters.gsps import build_presentation_states
+
+    languages = report.languages
+
+    def sr(out: dict) -> list:
+        return list(export_sr(report, sources, revision=1, languages=languages).documents.values())
+
+    def gsps(out: dict) -> list:
+        return [
+            ps for lang in languages
+            for ps in build_presentation_states(report, sources, language=lang, revision=1)
+        ]
+
+    def fhir(out: dict) -> str:
+        return bundle_json(
+            build_fhir_bundle(
+                report, sources, revision=1, patient_identifier_system=PATIENT_ID_SYSTEM,
+                output_series=output_series_from_datasets([*out["sr"], *out["gsps"]]),
+            )
+        )
+
+    return [("sr", sr), ("gsps", gsps), ("fhir", fhir)]
+
+
+def compare_highdicom_cache(ways: dict[str, list[Stage]], *, repeat: int) -> int:
+    """Time each way with the memoised highdicom IOD look-ups on and off, alternately."""
+    from exporters._highdicom_cache import set_memoised_iod_lookups
+
+    def run_with(stages: list[Stage], memoised: bool) -> tuple[dict, dict[str, float], dict[str, float]]:
+        set_memoised_iod_lookups(memoised)
+        try:
+            return run(stages)
+        finally:
+            set_memoised_iod_lookups(True)
+
+    for name, stages in ways.items():
+        (a, _, _), (b, _, _) = run_with(stages, False), run_with(stages, True)
+        problems = check_identical_and_valid(a, b)
+        if problems:
+            print(f"{name}: NOT IDENTICAL / NOT VALID:", *problems, sep="\n  ")
+            return 1
+    print("outputs identical with and without the memoised look-ups")
+    timings: dict[tuple[str, str], dict[str, list[dict[str, float]]]] = {
+        (name, how): {"wall": [], "cpu": []} for name in ways for how in ("stock", "memoised")
+    }
+    for _ in range(repeat):
+        for name, stages in ways.items():
+            for how, memoised in (("stock", False), ("memoised", True)):
+                _, wall, cpu = run_with(stages, memoised)
+                timings[(name, how)]["wall"].append(wall)
+                timings[(name, how)]["cpu"].append(cpu)
+    for clock in ("wall", "cpu"):
+        for name in ways:
+            totals = {}
+            for how in ("stock", "memoised"):
+                runs = timings[(name, how)][clock]
+                totals[how] = statistics.median(sum(r.values()) for r in runs)
+                parts = ", ".join(
+                    f"{stage} {statistics.median(r[stage] for r in runs):.1f}" for stage in runs[0]
+                )
+                print(f"{clock:4s} {name:9s} {how:9s} {totals[how]:8.1f} ms median   ({parts} ms)")
+            ratio = totals["stock"] / totals["memoised"]
+            print(f"{clock:4s} {name:9s} memoised highdicom IOD look-ups: {ratio:.2f}x (kept while >= 1.2x)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--repeat", type=int, default=21, help="timed runs per way (medians are printed)"
     )
+    parser.add_argument(
+        "--highdicom-cache",
+        action="store_true",
+        help="time the project's way with and without the memoised highdicom IOD look-ups",
+    )
     args = parser.parse_args(argv)
     report, sources = _fixtures()
     straightforward, project = make_ways(report, sources)
+    if args.highdicom_cache:
+        return compare_highdicom_cache(
+            {"project": project, "pipeline": pipeline_way(report, sources)}, repeat=args.repeat
+        )
     (a, _, _), (b, _, _) = run(straightforward), run(project)  # also warms up imports and caches
     problems = check_identical_and_valid(a, b)
     counts = ", ".join(f"{len(v) if kind != 'fhir' else 1} {kind.upper()}" for kind, v in b.items())

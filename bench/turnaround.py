@@ -4,6 +4,9 @@ For each runtime shape and GPU-worker count, in one run on this machine:
 
 * ``embedded``: ``radground serve`` (SQLite index, SQLite-file Celery broker),
   ``workers.gpu_processes`` = 1 or 2, one io worker;
+* ``embedded-polling``: the same with ``workers.broker_url = "sqla+sqlite:///..."``,
+  kombu's stock SQLite transport (polls every 1 s, no wake-up on publish):
+  what :mod:`worklist.embedded_broker` buys;
 * ``cluster``: ``radground node`` + 1 or 2 ``radground worker --queues gpu`` + one
   ``radground worker --queues io`` on Redis (DB 9, flushed before and after) and a
   fresh PostgreSQL database (dropped after).
@@ -53,6 +56,7 @@ Usage::
     .venv/bin/python bench/turnaround.py --quick       # 20 burst + 5 sequential studies per configuration
     .venv/bin/python bench/turnaround.py               # 100 burst + 10 sequential
     .venv/bin/python bench/turnaround.py --modes embedded --workers 1 --studies 50
+    .venv/bin/python bench/turnaround.py --quick --modes embedded,embedded-polling --workers 1
     .venv/bin/python bench/turnaround.py --quick --private-redis --what-if-poll 0.1
 """
 
@@ -551,6 +555,10 @@ def what_if_environment(directory: Path, *, broker_poll: float | None,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(directory), os.environ.get("PYTHONPATH")]))}
 
 
+#: Single-machine modes (`radground serve`): the shipped broker, and kombu's stock polling one.
+EMBEDDED_MODES = ("embedded", "embedded-polling")
+
+
 def run_config(world: World, *, mode: str, gpu_workers: int, burst: int, sequential: int,
                broker_poll: float | None = None, accelerator_ms: float | None = None) -> ConfigResult:
     workdir = world.workdir / (f"{mode}-{gpu_workers}" + ("" if broker_poll is None else f"-poll{broker_poll:g}")
@@ -560,9 +568,10 @@ def run_config(world: World, *, mode: str, gpu_workers: int, burst: int, sequent
     pg_name = broker_url = None
     index = None
     try:
-        if mode == "embedded":
+        if mode in EMBEDDED_MODES:
             database_url = f"sqlite:///{workdir / 'radground.db'}"
-            broker_url = f"sqla+sqlite:///{workdir / 'broker.sqlite'}"
+            scheme = "radground" if mode == "embedded" else "sqla"  # embedded-polling: kombu's stock
+            broker_url = f"{scheme}+sqlite:///{workdir / 'broker.sqlite'}"
         else:
             database_url, pg_name = create_postgres_database()
             broker_url = world.redis_url or start_private_redis(group, workdir)
@@ -576,7 +585,7 @@ def run_config(world: World, *, mode: str, gpu_workers: int, burst: int, sequent
         base = [sys.executable, "-m", "radground", "--config", str(config)]
         env = what_if_environment(workdir / "what-if", broker_poll=broker_poll, accelerator_ms=accelerator_ms)
         started = time.perf_counter()
-        if mode == "embedded":
+        if mode in EMBEDDED_MODES:
             group.start("serve", [*base, "serve"], cwd=workdir, env=env)
         else:
             group.start("node", [*base, "node"], cwd=workdir, env=env)
@@ -699,6 +708,14 @@ def report(console: Console, results: list[ConfigResult], model_times: dict[str,
                 console.print(f"  {group[(mode, 2)].label}: throughput 2 gpu / 1 gpu = {two / one:.2f}x "
                               f"({two:.1f} vs {one:.1f} studies/min), first 95 %: {two95 / one95:.2f}x; {note}")
     for workers in (1, 2):
+        if ("embedded", workers) in by and ("embedded-polling", workers) in by:
+            for phase in ("sequential", "burst"):
+                woken = percentile([t.turnaround for t in getattr(by[("embedded", workers)], phase).timings], 95)
+                polled = percentile([t.turnaround for t in getattr(by[("embedded-polling", workers)], phase).timings],
+                                    95)
+                console.print(f"  {workers} gpu, {phase}: turnaround p95 kombu's polling broker / "
+                              f"radground+sqlite (woken on publish) = {polled / woken:.2f}x "
+                              f"({fmt(polled)} vs {fmt(woken)})")
         if ("embedded", workers) in by and ("cluster", workers) in by:
             for phase in ("sequential", "burst"):
                 emb = percentile([t.turnaround for t in getattr(by[("embedded", workers)], phase).timings], 95)
@@ -745,7 +762,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--studies", type=int, default=100, help="studies per burst (default 100)")
     parser.add_argument("--sequential", type=int, default=None, help="studies sent one at a time (default 10; 5 with --quick)")
     parser.add_argument("--quick", action="store_true", help="20 burst and 5 sequential studies per configuration")
-    parser.add_argument("--modes", default="embedded,cluster", help="comma-separated: embedded, cluster")
+    parser.add_argument("--modes", default="embedded,cluster",
+                        help="comma-separated: embedded, embedded-polling (kombu's stock SQLite "
+                             "transport, no wake-ups), cluster")
     parser.add_argument("--workers", default="1,2", help="comma-separated GPU worker counts")
     parser.add_argument("--idle-seconds", type=float, default=1.0, help="completion.idle_seconds (default 1)")
     parser.add_argument("--poll-seconds", type=float, default=0.2, help="completion.poll_seconds (default 0.2)")
@@ -768,8 +787,8 @@ def main(argv: list[str] | None = None) -> int:
     sequential = args.sequential if args.sequential is not None else (5 if args.quick else 10)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     counts = [int(w) for w in args.workers.split(",") if w.strip()]
-    if not set(modes) <= {"embedded", "cluster"} or not counts or min(counts) < 1 or burst < 1 or sequential < 1:
-        parser.error("modes: embedded,cluster; workers >= 1; studies and sequential >= 1")
+    if not set(modes) <= {*EMBEDDED_MODES, "cluster"} or not counts or min(counts) < 1 or burst < 1 or sequential < 1:
+        parser.error("modes: embedded, embedded-polling, cluster; workers >= 1; studies and sequential >= 1")
 
     from engine.default_model.config import ONNX_PATH
     from tests.integration.fhir_server import FhirTestServer

@@ -35,6 +35,7 @@ from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_CANCEL
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification
+from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
 from dicom_node.sockets import tune_association_socket
 from dicom_node.uids import short_uid
@@ -100,7 +101,7 @@ class SendResult:
 
     @property
     def ok(self) -> bool:
-        return self.status is not None and (self.status == 0x0000 or self.status & 0xF000 == 0xB000)
+        return self.status is not None and code_to_category(self.status) in (STATUS_SUCCESS, STATUS_WARNING)
 
 
 @dataclass

@@ -6,6 +6,7 @@ Nothing here reads settings, opens a database or loads a model at import time.
 
 from engine.analyze import AnalysisError, analyze_study
 from engine.batching import MicroBatcher
+from engine.errors import EngineError
 from engine.model import GenerationRequest, ModelError, RegionAwareModel, ResizeMode
 from engine.report import (
     SUPPORTED_LANGUAGES,
@@ -22,30 +23,32 @@ from engine.report import (
     Task,
     Text,
     derive_uid,
-    is_valid_uid,
 )
+from engine.uids import is_valid_uid, short_uid
 
 __all__ = [
     "SUPPORTED_LANGUAGES",
     "AnalysisError",
-    "GenerationRequest",
-    "MicroBatcher",
-    "ModelError",
-    "RegionAwareModel",
-    "ResizeMode",
-    "analyze_study",
     "Box",
     "CodedConcept",
+    "EngineError",
     "Finding",
     "FindingKind",
+    "GenerationRequest",
     "GroundedReport",
     "ImageRef",
+    "MicroBatcher",
+    "ModelError",
     "ModelInfo",
     "Presence",
     "Region",
+    "RegionAwareModel",
     "ReportError",
+    "ResizeMode",
     "Task",
     "Text",
+    "analyze_study",
     "derive_uid",
     "is_valid_uid",
+    "short_uid",
 ]

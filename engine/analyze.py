@@ -40,11 +40,12 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pydicom
 
 from engine import vocabulary
+from engine.errors import EngineError
 from engine.grammar import GroundedPhrase, ParseResult, RefBoxes, parse_grounded_text
 from engine.model import GenerationRequest, RegionAwareModel
 from engine.pixels import (
@@ -65,8 +66,8 @@ from engine.report import (
     Task,
     Text,
     derive_uid,
-    is_valid_uid,
 )
+from engine.uids import is_valid_uid, short_uid
 
 __all__ = ["AnalysisError", "NotApplicableError", "analyze_study"]
 
@@ -82,17 +83,12 @@ _TARGET_TASKS = frozenset({Task.GROUNDED_REPORT, Task.TEXT_TO_REGION, Task.DETEC
 _REGION_TASKS = (Task.GROUNDED_REPORT, Task.REPORT, Task.REGION_TO_TEXT)
 
 
-class AnalysisError(RuntimeError):
+class AnalysisError(EngineError, RuntimeError):
     """A study could not be analysed (no usable image, inconsistent study, bad arguments)."""
 
 
 class NotApplicableError(AnalysisError):
     """No image of the study is one the model is made for (``model.applicability``)."""
-
-
-def _short(uid: object) -> str:
-    text = str(uid)
-    return text if len(text) <= 12 else f"…{text[-8:]}"
 
 
 # -- image selection ---------------------------------------------------------------
@@ -149,7 +145,7 @@ def _study_uid(datasets: Sequence[pydicom.Dataset]) -> str:
         )
     (uid,) = uids
     if not is_valid_uid(uid):
-        raise AnalysisError(f"Study Instance UID {_short(uid)} is not a valid DICOM UID")
+        raise AnalysisError(f"Study Instance UID {short_uid(uid)} is not a valid DICOM UID")
     return uid
 
 
@@ -164,7 +160,7 @@ def _prepare_all(
     candidates = select_images(datasets, selection)
     chosen = {id(ds) for ds, _ in candidates}
     refusals = [
-        f"SOP instance {_short(ds.get('SOPInstanceUID', '?'))}: {_why_not_selected(ds, selection)}"
+        f"SOP instance {short_uid(ds.get('SOPInstanceUID', '?'))}: {_why_not_selected(ds, selection)}"
         for ds in datasets
         if id(ds) not in chosen
     ]
@@ -172,7 +168,7 @@ def _prepare_all(
     not_applicable = 0
     prepared: list[tuple[pydicom.Dataset, PreparedImage]] = []
     for dataset, frame in candidates:
-        where = f"SOP instance {_short(dataset.get('SOPInstanceUID', '?'))}" + (
+        where = f"SOP instance {short_uid(dataset.get('SOPInstanceUID', '?'))}" + (
             f" frame {frame}" if frame else ""
         )
         refusal = None if rule is None else rule.explain(dataset, model_name=model.info.name)
@@ -634,7 +630,7 @@ def analyze_study(
     plain: dict[str, list[str]] = {language: [] for language in languages}
     all_clean_and_empty = True
     for index, image in enumerate(images):
-        where = f"image {index + 1} (SOP instance {_short(image.image.sop_instance_uid)}" + (
+        where = f"image {index + 1} (SOP instance {short_uid(image.image.sop_instance_uid)}" + (
             f" frame {image.image.frame_number})" if image.image.frame_number else ")"
         )
         results: dict[str, ParseResult] = {}
@@ -663,7 +659,7 @@ def analyze_study(
         findings, plain, languages=languages, all_clean_and_empty=all_clean_and_empty, chest=chest
     )
     if problems:
-        logger.info("study %s analysed with %d problem(s)", _short(study_uid), len(problems))
+        logger.info("study %s analysed with %d problem(s)", short_uid(study_uid), len(problems))
     return GroundedReport(
         study_instance_uid=study_uid,
         findings=tuple(findings),
@@ -671,6 +667,6 @@ def analyze_study(
         model=model.info,
         task=task,
         raw_output="\n\n".join(raw),
-        created_at=created_at if created_at is not None else datetime.now(timezone.utc),
+        created_at=created_at if created_at is not None else datetime.now(UTC),
         problems=tuple(problems),
     )

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import NamedTuple
 
+from engine.errors import EngineError
 from engine.model import GenerationRequest, RegionAwareModel
 
 __all__ = ["BatcherClosedError", "BatcherStats", "BatchingError", "MicroBatcher"]
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 _WAIT_WINDOW = 10_000
 
 
-class BatchingError(RuntimeError):
+class BatchingError(EngineError, RuntimeError):
     """The micro-batcher could not run a request."""
 
 

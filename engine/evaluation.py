@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from engine.errors import EngineError
+
 __all__ = [
     "Convention",
     "Detection",
@@ -58,7 +60,7 @@ __all__ = [
 IOU_THRESHOLD = 0.5
 
 
-class EvaluationError(ValueError):
+class EvaluationError(EngineError, ValueError):
     """Evaluation inputs are malformed."""
 
 

@@ -60,6 +60,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from engine.errors import EngineError
+
 __all__ = [
     "Box999",
     "GrammarError",
@@ -73,7 +75,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class GrammarError(ValueError):
+class GrammarError(EngineError, ValueError):
     """A grounded phrase could not be constructed or written (bad arguments)."""
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from engine.errors import EngineError
 from engine.report import SUPPORTED_LANGUAGES, ModelInfo, Task
 
 if TYPE_CHECKING:  # engine.applicability reads engine.pixels, which imports this module
@@ -25,7 +26,7 @@ if TYPE_CHECKING:  # engine.applicability reads engine.pixels, which imports thi
 __all__ = ["GenerationRequest", "ModelError", "RegionAwareModel", "ResizeMode"]
 
 
-class ModelError(RuntimeError):
+class ModelError(EngineError, RuntimeError):
     """A model backend could not load or run."""
 
 

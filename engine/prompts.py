@@ -27,6 +27,7 @@ import logging
 from collections.abc import Sequence
 
 from engine import vocabulary
+from engine.errors import EngineError
 from engine.model import GenerationRequest
 from engine.report import Task
 
@@ -45,7 +46,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class PromptError(ValueError):
+class PromptError(EngineError, ValueError):
     """A request cannot be rendered into a MedRegA prompt."""
 
 

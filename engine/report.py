@@ -21,15 +21,17 @@ import enum
 import hashlib
 import json
 import math
-import re
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+
+from engine.errors import EngineError
+from engine.uids import is_valid_uid
 
 __all__ = [
     "SUPPORTED_LANGUAGES",
@@ -46,11 +48,10 @@ __all__ = [
     "Task",
     "Text",
     "derive_uid",
-    "is_valid_uid",
 ]
 
 
-class ReportError(ValueError):
+class ReportError(EngineError, ValueError):
     """A report value was constructed from invalid arguments."""
 
 
@@ -69,15 +70,6 @@ SUPPORTED_LANGUAGES: Mapping[str, tuple[str, str | None]] = MappingProxyType(
         "es": ("es", None),
     }
 )
-
-_UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
-
-
-def is_valid_uid(value: object) -> bool:
-    """Whether ``value`` is a valid DICOM UID (PS3.5 §9.1): digits and dots, no
-    leading zeros in a component, at most 64 characters."""
-    return isinstance(value, str) and 0 < len(value) <= 64 and bool(_UID_PATTERN.match(value))
-
 
 def _check_uid(name: str, value: object) -> str:
     if not is_valid_uid(value):
@@ -488,7 +480,7 @@ class GroundedReport:
     model: ModelInfo
     task: Task
     raw_output: str
-    created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     problems: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

@@ -54,6 +54,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from engine.errors import EngineError
 from engine.report import FindingKind, Text
 
 __all__ = [
@@ -80,7 +81,7 @@ __all__ = [
 ]
 
 
-class VocabularyError(KeyError):
+class VocabularyError(EngineError, KeyError):
     """A key or name is not in the vocabulary, or a template was misused."""
 
     def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable

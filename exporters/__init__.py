@@ -6,9 +6,15 @@ Everything is built through validated objects (highdicom, fhir.resources) and
 is deterministic: the same report and study revision give the same UIDs.
 """
 
+from exporters._highdicom_cache import set_memoised_iod_lookups
 from exporters.codes import CODE_TABLE, FindingCoding, coding_for
-from exporters.errors import ExportError, SourceError
-from exporters.fhir import OutputSeriesRef, build_fhir_bundle, bundle_json, output_series_from_datasets
+from exporters.errors import ExportError, IncompatibleHighdicomError, SourceError
+from exporters.fhir import (
+    OutputSeriesRef,
+    build_fhir_bundle,
+    bundle_json,
+    output_series_from_datasets,
+)
 from exporters.gsps import build_presentation_states
 from exporters.key_image import build_key_images, render_preview
 from exporters.presentation_content import plan_overlays
@@ -20,6 +26,7 @@ __all__ = [
     "CODE_TABLE",
     "ExportError",
     "FindingCoding",
+    "IncompatibleHighdicomError",
     "OutputKind",
     "OutputSeriesRef",
     "RegionAction",
@@ -38,4 +45,5 @@ __all__ = [
     "plan_overlays",
     "region_tracking_uid",
     "render_preview",
+    "set_memoised_iod_lookups",
 ]

@@ -40,6 +40,7 @@ from pydicom.sr.codedict import codes
 from pydicom.tag import Tag
 
 from engine.report import FindingKind, GroundedReport
+from engine.uids import short_uid
 from exporters._highdicom_cache import with_memoised_iod_lookups
 from exporters.errors import ExportError, SourceError
 from exporters.presentation_content import (
@@ -49,7 +50,6 @@ from exporters.presentation_content import (
     finding_label,
     layer_styles,
     plan_overlays,
-    short_uid,
     text_box_for,
     truncate_utf8,
 )

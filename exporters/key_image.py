@@ -26,6 +26,7 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut
 from pydicom.sr.codedict import codes
 
 from engine.report import FindingKind, GroundedReport
+from engine.uids import short_uid
 from exporters.errors import ExportError, SourceError
 from exporters.gsps import copy_series_anatomy, series_description
 from exporters.presentation_content import (
@@ -34,7 +35,6 @@ from exporters.presentation_content import (
     finding_label,
     layer_styles,
     plan_overlays,
-    short_uid,
     truncate_utf8,
 )
 from exporters.preview import Overlay, display_array, render_overlay

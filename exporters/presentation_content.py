@@ -20,7 +20,6 @@ as :class:`engine.report.Box`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from types import MappingProxyType
 from pydicom.dataset import Dataset
 
 from engine.report import Box, Finding, FindingKind, GroundedReport, ImageRef
+from engine.uids import short_uid
 from exporters.errors import ExportError, SourceError
 from exporters.sr_content import region_tracking_uid
 
@@ -40,7 +40,6 @@ __all__ = [
     "finding_label",
     "layer_styles",
     "plan_overlays",
-    "short_uid",
     "text_box_for",
     "truncate_utf8",
 ]
@@ -69,12 +68,6 @@ _LAYER_DESCRIPTIONS: Mapping[FindingKind, str] = MappingProxyType(
         FindingKind.ANATOMY: "AI-located anatomy (unverified)",
     }
 )
-
-
-def short_uid(uid: str) -> str:
-    """A short hash of a UID for log messages and problem records (never the UID
-    itself: UIDs may identify a patient's study)."""
-    return hashlib.sha256(uid.encode("ascii")).hexdigest()[:10]
 
 
 def truncate_utf8(text: str, max_bytes: int, *, ellipsis: str = "\u2026") -> str:
@@ -234,7 +227,7 @@ class OverlayPlan:
         Regions to draw, in report order.
     problems
         One message per clipped or dropped region (finding tracking UIDs are
-        hashed, see :func:`short_uid`), for the operator and the audit trail.
+        hashed, see :func:`engine.uids.short_uid`), for the operator and the audit trail.
     """
 
     regions: tuple[PlacedRegion, ...]

@@ -108,7 +108,7 @@ def worker(obj: _Context, queues: str, concurrency: int | None, parent_pid: int 
     (crash, OOM kill, Celery's own "Unrecoverable error"); SIGTERM or Ctrl-C
     stop it warmly: running tasks finish first.
     """
-    from radground.worker import SupervisedProcesses, run_worker, worker_command
+    from radground.worker import run_worker, supervised_worker
 
     if parent_pid is not None:
         run_worker(obj.settings, queue=queues, concurrency=concurrency, parent_pid=parent_pid)
@@ -116,7 +116,7 @@ def worker(obj: _Context, queues: str, concurrency: int | None, parent_pid: int 
     from radground.logs import configure_logging
 
     configure_logging(obj.settings.logging.level)
-    supervised = SupervisedProcesses([(queues, worker_command(obj.config, queues, concurrency))])
+    supervised = supervised_worker(obj.settings, obj.config, queues, concurrency)
     supervised.start()
     supervised.wait_for_signal()
 

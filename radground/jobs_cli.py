@@ -102,6 +102,7 @@ def retry(job_id: int) -> None:
     """Retry a failed or dead job from where it stopped (failed deliveries only, if it got that far)."""
     from radground.runtime import configure_celery
     from worklist import tasks
+    from worklist.errors import JobActionError
     from worklist.jobs import retry_job
 
     settings = _settings()
@@ -109,7 +110,7 @@ def retry(job_id: int) -> None:
     actor = f"operator:{getpass.getuser()}"
     try:
         message = retry_job(tasks.context(), job_id, actor=actor)
-    except ValueError as exc:
+    except JobActionError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(message)
 
@@ -118,11 +119,12 @@ def retry(job_id: int) -> None:
 @click.argument("study_instance_uid")
 def reprocess(study_instance_uid: str) -> None:
     """Process a study again as a new revision (new output UIDs that supersede the previous ones)."""
+    from worklist.errors import JobActionError
     from worklist.jobs import reprocess_study
 
     with _sessions(_settings()).begin() as session:
         try:
             revision = reprocess_study(session, study_instance_uid, actor=f"operator:{getpass.getuser()}")
-        except ValueError as exc:
+        except JobActionError as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(f"study revision {revision} opened; it is processed as soon as the running node sees it")

@@ -6,11 +6,13 @@ associations over them, so ingest is not bound to one GIL); the concurrent
 association limit is a semaphore shared by all of them. Each listener
 process builds its own database engine after it starts (no pooled connection
 crosses a process boundary). The parent supervises the listeners (restarting
-one that dies) and runs the completion monitor.
+one that dies, with the backoff of :mod:`radground.supervision`) and runs the
+completion monitor.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
@@ -25,6 +27,7 @@ from dicom_node.storage import InstanceStore
 from radground.database import database_engine
 from radground.logs import configure_logging
 from radground.settings import Settings
+from radground.supervision import SpawnedProcess, Supervisor
 from worklist.completion import CompletionMonitor, StudyReady
 from worklist.db import make_session_factory
 from worklist.hooks import make_index_hook
@@ -112,7 +115,7 @@ class Node:
         self._engine = database_engine(settings)
         self._monitor: CompletionMonitor | None = None
         self._threads: list[threading.Thread] = []
-        self._listeners: list[multiprocessing.process.BaseProcess] = []
+        self._listeners: Supervisor | None = None
         self._scp: StorageSCP | None = None
         self._stopping = threading.Event()
         self._context = multiprocessing.get_context("spawn")
@@ -135,9 +138,11 @@ class Node:
             self.address = self._scp.start(node.host, node.port)
         else:
             self._semaphore = self._context.BoundedSemaphore(node.max_associations)
-            for _ in range(self.listener_processes):
-                self._listeners.append(self._spawn_listener())
-            self._start_thread(self._supervise, "listener-supervisor")
+            self._listeners = Supervisor([
+                (f"Listener {number}", functools.partial(self._spawn_listener, number))
+                for number in range(1, self.listener_processes + 1)
+            ])
+            self._listeners.start()
         completion = self.settings.completion
         self._monitor = CompletionMonitor(
             make_session_factory(self._engine),
@@ -167,22 +172,15 @@ class Node:
             except Exception as exc:  # noqa: BLE001 - the sweeper must survive a database or broker outage
                 logger.error("Requeue sweep failed (%s); retrying", type(exc).__name__)
 
-    def _spawn_listener(self) -> multiprocessing.process.BaseProcess:
+    def _spawn_listener(self, number: int) -> SpawnedProcess:
         process = self._context.Process(
             target=_listener_main,
             args=(self.settings.model_dump(mode="json"), self._semaphore, os.getpid()),
-            name=f"listener-{len(self._listeners) + 1}",
+            name=f"listener-{number}",
             daemon=True,
         )
         process.start()
-        return process
-
-    def _supervise(self) -> None:
-        while not self._stopping.wait(1.0):
-            for index, process in enumerate(self._listeners):
-                if not process.is_alive() and not self._stopping.is_set():
-                    logger.error("Listener %s exited with code %s; restarting it", process.name, process.exitcode)
-                    self._listeners[index] = self._spawn_listener()
+        return SpawnedProcess(process)
 
     def _start_thread(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -196,13 +194,9 @@ class Node:
             self._monitor.stop()
         if self._scp is not None:
             self._scp.stop()
-        for process in self._listeners:
-            process.terminate()
         deadline = time.monotonic() + timeout
-        for process in self._listeners:
-            process.join(max(0.0, deadline - time.monotonic()))
-            if process.is_alive():
-                process.kill()
+        if self._listeners is not None:
+            self._listeners.stop(timeout)
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._engine.dispose()

@@ -12,6 +12,7 @@ from radground.database import database_engine
 from radground.settings import ModelSettings, RouteSettings, Settings, SettingsError
 from worklist.context import DicomTarget, Enqueuer, FhirTarget, LoadedModel, PipelineContext
 from worklist.db import make_session_factory
+from worklist.embedded_broker import sqlite_broker_path
 from worklist.fhir_delivery import FhirAuth
 from worklist.routing import Route
 
@@ -77,6 +78,9 @@ def _fhir_auth(kind: str, *, token_env: str, username: str, password_env: str) -
 
 def build_context(settings: Settings, *, enqueue: Enqueuer) -> PipelineContext:
     """A pipeline context for this process (database engine and models created here)."""
+    from exporters import set_memoised_iod_lookups
+
+    set_memoised_iod_lookups(settings.exporters.memoise_highdicom_iod_lookups)
     engine = database_engine(settings)
     models: dict[str, LoadedModel] = {}
     lock = threading.Lock()
@@ -119,6 +123,7 @@ def build_context(settings: Settings, *, enqueue: Enqueuer) -> PipelineContext:
         max_task_starts=settings.workers.max_task_starts,
         task_time_limit_seconds=settings.workers.task_time_limit_seconds,
         requeue_after_seconds=settings.workers.requeue_after_seconds,
+        lease_seconds=settings.workers.lease_seconds,
     )
 
 
@@ -127,8 +132,9 @@ def configure_celery(settings: Settings):
     from worklist import tasks
 
     broker = settings.workers.broker_url
-    if broker.startswith("sqla+sqlite:///"):
-        Path(broker.removeprefix("sqla+sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    sqlite_file = sqlite_broker_path(broker)
+    if sqlite_file is not None:
+        sqlite_file.parent.mkdir(parents=True, exist_ok=True)
     return tasks.configure(
         broker_url=broker,
         context_factory=lambda: build_context(settings, enqueue=tasks.CeleryEnqueuer()),

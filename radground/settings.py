@@ -32,6 +32,7 @@ __all__ = [
     "CompletionSettings",
     "DatabaseSettings",
     "DicomDestination",
+    "ExporterSettings",
     "FhirEndpointSettings",
     "LoggingSettings",
     "ModelSettings",
@@ -236,9 +237,10 @@ class RouteSettings(_Section):
 class WorkerSettings(_Section):
     """Celery workers: queue "gpu" runs the model, queue "io" exports and delivers."""
 
-    #: Celery broker. The embedded default is a SQLite file (no server); a
-    #: cluster uses redis://host:6379/0 or amqp://user:pass@host:5672//.
-    broker_url: str = "sqla+sqlite:///var/broker.sqlite"
+    #: Celery broker. The embedded default is a SQLite file (no server) whose waiting
+    #: workers are woken on publish (radground+sqlite:///; sqla+sqlite:/// is kombu's
+    #: stock polling transport); a cluster uses redis://host:6379/0 or amqp://user:pass@host:5672//.
+    broker_url: str = "radground+sqlite:///var/broker.sqlite"
     #: Worker processes `radground serve` starts for each queue.
     gpu_processes: int = Field(1, ge=0, le=16)
     io_processes: int = Field(1, ge=0, le=64)
@@ -251,6 +253,9 @@ class WorkerSettings(_Section):
     visibility_timeout_seconds: int = Field(3600, ge=60)
     #: A queued job not picked up for this long is enqueued again (the broker lost it).
     requeue_after_seconds: float = Field(120.0, gt=0)
+    #: A running inference renews its claim on its job every third of this; a
+    #: job whose claim lapsed (its worker was killed or lost) is queued again.
+    lease_seconds: float = Field(30.0, ge=3, le=3600)
     #: Where the produced SR/GSPS files and FHIR Bundles are written
     #: (<outputs_root>/<Study Instance UID>/r<revision>/), whatever the destinations.
     outputs_root: Path = Path("var/outputs")
@@ -264,6 +269,15 @@ DEFAULT_ROUTE = RouteSettings(
     model="default",
     task="detection",
 )
+
+
+class ExporterSettings(_Section):
+    """How SR/GSPS/FHIR outputs are built."""
+
+    #: Memoise highdicom's IOD table look-up while building SR and GSPS
+    #: (exporters/_highdicom_cache.py, a patch of a highdicom internal; see
+    #: docs/third-party-patches.md). False: highdicom's stock code path.
+    memoise_highdicom_iod_lookups: bool = True
 
 
 class LoggingSettings(_Section):
@@ -295,6 +309,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     completion: CompletionSettings = CompletionSettings()
     workers: WorkerSettings = WorkerSettings()
+    exporters: ExporterSettings = ExporterSettings()
     models: dict[str, ModelSettings] = {"default": ModelSettings()}
     routes: tuple[RouteSettings, ...] = (DEFAULT_ROUTE,)
     destinations: dict[str, DicomDestination] = {}

@@ -8,12 +8,13 @@ killer, crashed, or stopped by Celery itself with "Unrecoverable error" (Celery
 flight). The dead worker's unfinished tasks come back through redelivery or
 the node's sweeper; tasks are idempotent. A child that keeps dying right after
 it started (a bad config, a broker that refuses it) is restarted with a pause
-that doubles up to a minute, so a broken setup shows in the log instead of
-spinning.
+that doubles up to a minute (:mod:`radground.supervision`, the same
+supervisor as the node's listener processes).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -21,20 +22,26 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from radground.settings import Settings
+from radground.supervision import Supervisor
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SupervisedProcesses", "run_worker", "start_embedded_workers", "worker_arguments", "worker_command"]
-
-#: A child alive this long counts as started well: its next restart is immediate.
-_HEALTHY_AFTER_SECONDS = 30.0
-_MAX_PAUSE_SECONDS = 60.0
-
+__all__ = [
+    "SupervisedProcesses",
+    "run_worker",
+    "start_embedded_workers",
+    "supervised_worker",
+    "worker_arguments",
+    "worker_command",
+]
 
 def run_worker(settings: Settings, *, queue: str, concurrency: int | None = None, parent_pid: int | None = None) -> None:
     """Run a Celery worker for ``queue`` in this process (blocks); the supervised child.
@@ -77,18 +84,8 @@ def worker_command(config: Path | None, queue: str, concurrency: int | None = No
     return command
 
 
-@dataclass
-class _Child:
-    name: str
-    command: list[str]
-    process: subprocess.Popen | None = None
-    started: float = 0.0
-    pause: float = 0.0
-    restart_at: float | None = None  # set while a dead child waits for its restart
-
-
-class SupervisedProcesses:
-    """Child processes kept running until :meth:`stop`.
+class SupervisedProcesses(Supervisor):
+    """Command-line child processes under the one supervisor (:mod:`radground.supervision`).
 
     Parameters
     ----------
@@ -96,68 +93,39 @@ class SupervisedProcesses:
         ``(name, argv)`` per child; the name is for the log ("gpu", "io").
     """
 
-    def __init__(self, commands: Sequence[tuple[str, list[str]]]) -> None:
-        self._children = [_Child(name, list(command)) for name, command in commands]
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.restarts = 0
+    def __init__(self, commands: Sequence[tuple[str, list[str]]], *,
+                 on_exit: Callable[[str, int, int | None], None] | None = None) -> None:
+        super().__init__([(name, functools.partial(subprocess.Popen, list(command))) for name, command in commands],
+                         on_exit=on_exit)
 
-    def start(self) -> None:
-        for child in self._children:
-            self._spawn(child)
-        self._thread = threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True)
-        self._thread.start()
 
-    def pids(self) -> list[int]:
-        return [c.process.pid for c in self._children if c.process is not None and c.process.poll() is None]
+class _JobsOfDeadWorkers:
+    """When a supervised worker dies, the leases it held on jobs end at once (the next
+    sweep of the node re-queues them), instead of after ``workers.lease_seconds``."""
 
-    def _spawn(self, child: _Child) -> None:
-        child.process = subprocess.Popen(child.command)
-        child.started = time.monotonic()
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._engine: Engine | None = None
 
-    def _supervise(self) -> None:
-        while not self._stopping.wait(0.5):
-            now = time.monotonic()
-            for child in self._children:
-                process = child.process
-                if process is None or process.poll() is None:
-                    continue
-                if child.restart_at is None:  # just found dead
-                    lived = now - child.started
-                    child.pause = 0.0 if lived >= _HEALTHY_AFTER_SECONDS else min(
-                        _MAX_PAUSE_SECONDS, max(1.0, child.pause * 2))
-                    child.restart_at = now + child.pause
-                    logger.error("Worker %s (pid %d) exited with code %s after %.0f s; restarting it%s", child.name,
-                                 process.pid, process.returncode, lived,
-                                 f" in {child.pause:.0f} s" if child.pause else "")
-                if now >= child.restart_at and not self._stopping.is_set():
-                    child.restart_at = None
-                    self.restarts += 1
-                    self._spawn(child)
+    def __call__(self, name: str, pid: int, returncode: int | None) -> None:
+        from radground.database import database_engine
+        from worklist.db import make_session_factory, utcnow
+        from worklist.leases import lapse_leases_of, worker_id
 
-    def wait_for_signal(self) -> None:
-        """Block until SIGTERM or SIGINT (main thread only), then :meth:`stop`."""
-        # Ctrl-C reaches the children too (one process group): stop restarting at once.
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: self._stopping.set())
-        while not self._stopping.wait(1.0):
-            pass
-        self.stop()
+        if self._engine is None:
+            self._engine = database_engine(self._settings)
+        with make_session_factory(self._engine).begin() as session:
+            jobs = lapse_leases_of(session, worker_id(pid), now=utcnow())
+        if jobs:
+            logger.warning("Worker %s (pid %d) held jobs %s; they are queued again", name, pid,
+                           ", ".join(map(str, jobs)))
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM every child (Celery's warm shutdown: running tasks finish), then kill what is left."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(5.0)
-        running = [c.process for c in self._children if c.process is not None and c.process.poll() is None]
-        for process in running:
-            process.terminate()
-        deadline = time.monotonic() + timeout
-        for process in running:
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
+
+def supervised_worker(settings: Settings, config: Path | None, queue: str,
+                      concurrency: int | None = None) -> SupervisedProcesses:
+    """The supervised child of ``radground worker --queues QUEUE`` (not started yet)."""
+    return SupervisedProcesses([(queue, worker_command(config, queue, concurrency))],
+                               on_exit=_JobsOfDeadWorkers(settings))
 
 
 def start_embedded_workers(settings: Settings, config: Path | None) -> SupervisedProcesses:
@@ -174,7 +142,7 @@ def start_embedded_workers(settings: Settings, config: Path | None) -> Supervise
     commands = [(queue, worker_command(config, queue))
                 for queue, count in (("gpu", workers.gpu_processes), ("io", workers.io_processes))
                 for _ in range(count)]
-    supervised = SupervisedProcesses(commands)
+    supervised = SupervisedProcesses(commands, on_exit=_JobsOfDeadWorkers(settings))
     supervised.start()
     return supervised
 

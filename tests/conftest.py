@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,36 @@ def migrated_engine(database_url: str):
     upgrade_database(engine)
     yield engine
     engine.dispose()
+
+
+# -- the machine's shared Redis is not ours to stop -----------------------------
+
+#: The Redis server the machine runs for everyone (tests that stop or restart a
+#: broker start a private one: tests/integration/private_redis.py).
+SHARED_REDIS_URL = os.environ.get("RADGROUND_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def redis_run_id(url: str) -> str | None:
+    """The ``run_id`` of the Redis server at ``url`` (new at every start), or ``None`` if none answers."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            return str(client.info("server")["run_id"])
+        finally:
+            client.close()
+    except redis.exceptions.ConnectionError:
+        return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_redis_left_running() -> Iterator[None]:
+    """Fail the session if the shared Redis was stopped or restarted while the tests ran
+    (a restart without persistence loses every other user's queues)."""
+    before = redis_run_id(SHARED_REDIS_URL)
+    yield
+    if before is not None and (after := redis_run_id(SHARED_REDIS_URL)) != before:
+        pytest.fail(f"the shared Redis at {SHARED_REDIS_URL} was "
+                    f"{'stopped' if after is None else 'restarted'} during the tests; a test that needs "
+                    "to stop its broker must start a private one (tests/integration/private_redis.py)")

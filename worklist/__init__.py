@@ -1,1 +1,13 @@
-"""worklist."""
+"""worklist: study index and completion, routing, jobs, Celery tasks and deliveries.
+
+Its exceptions derive from :class:`WorklistError` (:mod:`worklist.errors`).
+"""
+
+from worklist.errors import (
+    IncompatibleKombuError,
+    InvalidFhirRequestError,
+    JobActionError,
+    WorklistError,
+)
+
+__all__ = ["IncompatibleKombuError", "InvalidFhirRequestError", "JobActionError", "WorklistError"]

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.scu import Destination
 from engine.model import RegionAwareModel
 from worklist.db import utcnow
+from worklist.errors import WorklistError
 from worklist.fhir_delivery import FhirAuth
 from worklist.jobs_models import AuditEvent
+from worklist.leases import worker_id
 from worklist.routing import Route
 
 __all__ = [
@@ -84,10 +86,13 @@ class PipelineContext:
     max_task_starts: int = 3
     task_time_limit_seconds: float = 900.0
     requeue_after_seconds: float = 120.0
-    actor: str = field(default_factory=lambda: f"worker:{socket.gethostname()}:{os.getpid()}")
+    #: An inference attempt's claim on its job lapses this long after its last
+    #: renewal (see :mod:`worklist.leases`).
+    lease_seconds: float = 30.0
+    actor: str = field(default_factory=lambda: worker_id(os.getpid()))
 
 
-class StepError(Exception):
+class StepError(WorklistError):
     """A step failed for a reason the operator can read (the job is marked failed)."""
 
 
@@ -95,6 +100,9 @@ def audit(session: Session, actor: str, action: str, job_id: int | None, detail:
     session.add(AuditEvent(at=utcnow(), actor=actor, action=action, job_id=job_id, detail=detail))
 
 
-def insert_ignore(session: Session, table_class: type, /, **values: object) -> None:
+def insert_ignore(session: Session, table_class: type, /, **values: object) -> bool:
+    """Insert a row unless it conflicts with a unique key; whether it was inserted."""
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    session.execute(insert(table_class.__table__).values(**values).on_conflict_do_nothing())
+    table: Table = getattr(table_class, "__table__")  # noqa: B009 - a mapped class; mypy sees a plain type
+    statement = insert(table).values(**values).on_conflict_do_nothing().returning(*table.primary_key.columns)
+    return session.execute(statement).first() is not None

@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from dicom_node.scu import SendResult, StorageSCU
+from worklist.errors import InvalidFhirRequestError
 from worklist.context import PipelineContext, audit
 from worklist.db import utcnow
 from worklist.fhir_delivery import (
@@ -117,7 +118,7 @@ def _deliver_fhir(ctx: PipelineContext, name: str, artifacts: list[tuple[str, st
     except PermanentFhirError as exc:
         return _Outcome(False, error=f"FHIR {name}: {exc}", max_attempts=target.max_attempts,
                         operation_outcome=exc.operation_outcome, log_text=f"FHIR {name}: HTTP {exc.status_code}")
-    except ValueError as exc:  # the endpoint or bundle is unusable (bad URL, not a transaction)
+    except InvalidFhirRequestError as exc:  # the endpoint or bundle is unusable (bad URL, not a transaction)
         return _Outcome(False, error=f"FHIR {name}: {exc}", max_attempts=target.max_attempts)
     return _Outcome(True, max_attempts=target.max_attempts)
 

@@ -13,6 +13,15 @@ The database stays the only place messages live: a lost, late or spurious
 wake-up costs at most the poll the transport would have done anyway. Sockets
 of processes that died are removed by the first publisher that finds them
 refusing.
+
+The transport has its own name: broker URLs ``radground+sqlite:///PATH`` use
+it once :func:`register` added the alias ``radground`` to kombu's documented
+alias table (``kombu.transport.TRANSPORT_ALIASES``); kombu's own ``sqla``
+alias is never touched, so ``sqla+sqlite:///PATH`` is kombu's stock polling
+transport on the same tables (the fallback). It subclasses kombu's SQLAlchemy
+channel and transport and overrides the methods :data:`OVERRIDDEN` lists;
+:func:`kombu_internals_problems` says when the installed kombu no longer has
+them (kombu is pinned; see ``docs/third-party-patches.md``).
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import inspect
 import itertools
 import os
 import select
@@ -33,12 +43,40 @@ from typing import Any
 from kombu import transport as kombu_transports
 from kombu.transport import sqlalchemy as sqla
 
-__all__ = ["ALIAS", "POLLING_INTERVAL_SECONDS", "Transport", "install", "wake_consumers", "wake_directory"]
+from worklist.errors import IncompatibleKombuError
 
-#: The transport alias ``sqla+...`` broker URLs resolve to once :func:`install` ran.
-ALIAS = "sqla"
-#: The longest a consumer waits between queries when no wake-up comes.
+__all__ = [
+    "ALIAS",
+    "OVERRIDDEN",
+    "POLLING_INTERVAL_SECONDS",
+    "SQLITE_SCHEMES",
+    "Transport",
+    "kombu_internals_problems",
+    "register",
+    "sqlite_broker_path",
+    "wake_consumers",
+    "wake_directory",
+]
+
+#: The transport alias: broker URLs ``radground+sqlite:///PATH`` use this transport.
+ALIAS = "radground"
+#: Broker URL prefixes of a SQLite-file broker: this transport, and kombu's stock one (polling only).
+SQLITE_SCHEMES = (f"{ALIAS}+sqlite:///", "sqla+sqlite:///")
+#: The longest a consumer waits between queries when no wake-up comes (kombu's stock
+#: transport: 1 s, ``virtual.Transport.polling_interval``).
 POLLING_INTERVAL_SECONDS = 0.2
+#: kombu's methods and attributes this transport overrides or calls: (class, name, parameters
+#: expected, or None for an attribute set in ``__init__``).
+OVERRIDDEN: tuple[tuple[type, str, tuple[str, ...] | None], ...] = (
+    (sqla.Channel, "_put", ("self", "queue", "payload", "kwargs")),
+    (sqla.Channel, "basic_ack", ("self", "delivery_tag", "multiple")),
+    (sqla.Channel, "basic_reject", ("self", "delivery_tag", "requeue")),
+    (sqla.Transport, "__init__", ("self", "client", "kwargs")),
+    (sqla.Transport, "drain_events", ("self", "connection", "timeout")),
+    (sqla.Transport, "close_connection", ("self", "connection")),
+    (sqla.Transport, "_deliver", ("self", "message", "queue")),
+    (sqla.Transport.Cycle, "get", ("self", "callback", "kwargs")),
+)
 
 _socket_numbers = itertools.count()
 
@@ -71,7 +109,7 @@ def wake_consumers(directory: Path) -> None:
 class Channel(sqla.Channel):
     """kombu's SQLAlchemy channel that wakes consumers after each committed message."""
 
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         super()._put(queue, payload, **kwargs)
         wake_consumers(self.connection.wake_directory)
 
@@ -96,12 +134,12 @@ class Transport(sqla.Transport):
         self._listener: socket.socket | None = None
         self._listener_path: str | None = None
 
-    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+    def drain_events(self, connection: Any, timeout: float | None = None) -> None:  # type: ignore[override]
         started = time.monotonic()
         listener = self._listen()
         while True:
             try:
-                self.cycle.get(self._deliver, timeout=timeout)
+                self.cycle.get(self._deliver, timeout=timeout)  # type: ignore[attr-defined]
                 return
             except Empty:
                 waited = time.monotonic() - started
@@ -150,7 +188,51 @@ def _wait_for_wakeup(listener: socket.socket, seconds: float) -> None:
             pass
 
 
-def install() -> None:
-    """Make ``sqla+...`` broker URLs use this transport in this process."""
-    kombu_transports.TRANSPORT_ALIASES[ALIAS] = f"{__name__}:Transport"
-    kombu_transports._transport_cache.pop(ALIAS, None)
+def kombu_internals_problems() -> list[str]:
+    """What the installed kombu lacks of what this transport overrides (empty: all there)."""
+    problems = []
+    for owner, name, parameters in OVERRIDDEN:
+        member = getattr(owner, name, None)
+        if member is None:
+            problems.append(f"{owner.__module__}.{owner.__qualname__} has no {name}")
+            continue
+        if parameters is not None:
+            found = tuple(inspect.signature(member).parameters)
+            if found != parameters:
+                problems.append(f"{owner.__qualname__}.{name}{found}: expected {parameters}")
+    if not isinstance(getattr(sqla.Transport, "polling_interval", None), (int, float)):
+        problems.append("kombu's virtual Transport has no numeric polling_interval")
+    return problems
+
+
+def register() -> None:
+    """Add the alias ``radground`` (this transport) to kombu's alias table, in this process.
+
+    Only adds a name; kombu's own aliases, ``sqla`` included, are left as they are.
+
+    Raises
+    ------
+    IncompatibleKombuError
+        The alias names another transport already, or the installed kombu no longer has
+        what this transport overrides (use ``sqla+sqlite:///...``, kombu's polling transport).
+    """
+    target = f"{__name__}:Transport"
+    existing = kombu_transports.TRANSPORT_ALIASES.setdefault(ALIAS, target)
+    if existing != target:
+        raise IncompatibleKombuError(f"kombu transport alias {ALIAS!r} already names {existing!r}")
+    problems = kombu_internals_problems()
+    if problems:
+        raise IncompatibleKombuError(
+            f"the {ALIAS}+sqlite broker subclasses kombu's SQLAlchemy transport, and the installed "
+            f"kombu no longer matches it ({'; '.join(problems)}); use workers.broker_url "
+            "'sqla+sqlite:///...' (kombu's polling transport) or the kombu version pinned in "
+            "pyproject.toml"
+        )
+
+
+def sqlite_broker_path(broker_url: str) -> Path | None:
+    """The database file of a SQLite-file broker URL (either scheme); None for other brokers."""
+    for scheme in SQLITE_SCHEMES:
+        if broker_url.startswith(scheme):
+            return Path(broker_url.removeprefix(scheme))
+    return None

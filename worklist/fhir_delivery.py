@@ -43,6 +43,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from worklist.errors import InvalidFhirRequestError, WorklistError
+
 __all__ = [
     "FHIR_JSON",
     "AuthKind",
@@ -226,7 +228,7 @@ class FhirResult:
         return sum(1 for entry in self.entries if entry.status_code == 201)
 
 
-class FhirDeliveryError(Exception):
+class FhirDeliveryError(WorklistError):
     """A transaction Bundle was not delivered (base class).
 
     Attributes
@@ -286,11 +288,11 @@ def _check_base_url(base_url: str) -> str:
         raise TypeError(f"base_url must be a string, got {type(base_url).__name__}")
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
+        raise InvalidFhirRequestError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
     if parts.username is not None or parts.password is not None:
-        raise ValueError("base_url must not carry credentials; pass them as auth")
+        raise InvalidFhirRequestError("base_url must not carry credentials; pass them as auth")
     if parts.query or parts.fragment:
-        raise ValueError("base_url must not have a query or fragment (FHIR R4 http.html#root)")
+        raise InvalidFhirRequestError("base_url must not have a query or fragment (FHIR R4 http.html#root)")
     return base_url.rstrip("/")
 
 
@@ -304,14 +306,14 @@ def _parse_request(bundle_json: str | bytes) -> tuple[bytes, list[dict[str, Any]
     try:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"bundle_json is not UTF-8 JSON: {exc}") from None
+        raise InvalidFhirRequestError(f"bundle_json is not UTF-8 JSON: {exc}") from None
     if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
-        raise ValueError("bundle_json is not a FHIR Bundle")
+        raise InvalidFhirRequestError("bundle_json is not a FHIR Bundle")
     if data.get("type") != "transaction":
-        raise ValueError(f"bundle_json is a {data.get('type')!r} Bundle, not a 'transaction'")
+        raise InvalidFhirRequestError(f"bundle_json is a {data.get('type')!r} Bundle, not a 'transaction'")
     entries = data.get("entry") or []
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise ValueError("bundle_json's entry is not a list of objects")
+        raise InvalidFhirRequestError("bundle_json's entry is not a list of objects")
     return body, entries
 
 

@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from worklist.context import PipelineContext
 from worklist.db import utcnow
+from worklist.errors import JobActionError
 from worklist.jobs_models import AuditEvent, Delivery, DeliveryState, Job, JobState
 from worklist.models import RevisionState, Study, StudyRevision
 
@@ -26,9 +27,9 @@ def retry_job(ctx: PipelineContext, job_id: int, *, actor: str) -> str:
     with ctx.sessions.begin() as session:
         job = session.get(Job, job_id, with_for_update=True)
         if job is None:
-            raise ValueError(f"no job {job_id}")
+            raise JobActionError(f"no job {job_id}")
         if job.state not in (JobState.FAILED, JobState.DEAD):
-            raise ValueError(f"job {job_id} is {job.state.value}; only failed or dead jobs can be retried")
+            raise JobActionError(f"job {job_id} is {job.state.value}; only failed or dead jobs can be retried")
         failed = list(session.scalars(select(Delivery).where(
             Delivery.job_id == job_id, Delivery.state == DeliveryState.FAILED)))
         job.retries += 1
@@ -53,6 +54,7 @@ def retry_job(ctx: PipelineContext, job_id: int, *, actor: str) -> str:
             message = f"job {job_id}: {len(failed)} failed deliveries start over"
         else:
             job.state, job.inference_starts, job.report_json = JobState.QUEUED, 0, None
+            job.worker, job.lease_expires_at = None, None
             job.output_errors = None
             message = f"job {job_id}: queued for inference again"
         session.add(AuditEvent(at=utcnow(), actor=actor, action="job-retry", job_id=job_id, detail=message))
@@ -76,7 +78,7 @@ def reprocess_study(session: Session, study_instance_uid: str, *, actor: str) ->
         select(Study).where(Study.study_instance_uid == study_instance_uid).with_for_update()
     ).scalar_one_or_none()
     if study is None:
-        raise ValueError(f"no study {study_instance_uid} in the index")
+        raise JobActionError(f"no study {study_instance_uid} in the index")
     now = utcnow()
     study.current_revision += 1
     session.add(StudyRevision(

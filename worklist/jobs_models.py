@@ -58,8 +58,15 @@ class Job(Base):
     route: Mapped[str] = mapped_column(String(64))
     model: Mapped[str] = mapped_column(String(64))
     state: Mapped[JobState] = mapped_column(_enum(JobState, "job_state"), default=JobState.QUEUED)
-    #: How often inference started (a task redelivered after a crash counts again).
+    #: How often inference started (a task redelivered after a crash counts again). The
+    #: running attempt's number is its fencing token: a step commits its result only
+    #: while the job still holds the attempt it claimed (:mod:`worklist.leases`).
     inference_starts: Mapped[int] = mapped_column(Integer, default=0)
+    #: The worker running the current inference attempt ("worker:<host>:<pid>").
+    worker: Mapped[str | None] = mapped_column(String(128), default=None)
+    #: Until when that worker's claim holds; it renews it while it runs (a heartbeat).
+    #: A lapsed lease means the worker died: the node's sweeper queues the job again.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     #: How often the operator retried it.
     retries: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

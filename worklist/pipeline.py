@@ -31,6 +31,7 @@ from worklist.context import PipelineContext, StepError, audit, insert_ignore
 from worklist.db import utcnow
 from worklist.delivery import settle_job
 from worklist.jobs_models import Artifact, Delivery, DeliveryState, Job, JobState
+from worklist.leases import Heartbeat, claim_inference, holds, lease_lapsed, requeue_lapsed
 from worklist.models import RevisionOutcome, Study, StudyRevision
 from worklist.routing import (
     Route,
@@ -73,14 +74,16 @@ def create_jobs(ctx: PipelineContext, session: Session, ready: StudyReady) -> li
         logger.info("Study %s revision %d: no route matches (%s); not processed", token, ready.revision, why)
         return []
     now = utcnow()
-    insert_ignore(session, Job, study_pk=study.id, revision=ready.revision, route=route.name, model=route.model,
-                   state=JobState.QUEUED.value, inference_starts=0, retries=0, created_at=now, updated_at=now)
+    created = insert_ignore(session, Job, study_pk=study.id, revision=ready.revision, route=route.name,
+                            model=route.model, state=JobState.QUEUED.value, inference_starts=0, retries=0,
+                            created_at=now, updated_at=now)
     job = session.execute(
         select(Job).where(Job.study_pk == study.id, Job.revision == ready.revision, Job.route == route.name)
     ).scalar_one()
     _record_outcome(session, study.id, ready.revision, RevisionOutcome.JOB, route.name)
-    audit(session, "node", "job-created", job.id, f"route={route.name} revision={ready.revision}")
-    logger.info("Study %s revision %d: job %d on route %s", token, ready.revision, job.id, route.name)
+    if created:  # a re-dispatched revision (its enqueue failed: broker down) finds its job made already
+        audit(session, "node", "job-created", job.id, f"route={route.name} revision={ready.revision}")
+        logger.info("Study %s revision %d: job %d on route %s", token, ready.revision, job.id, route.name)
     return [job.id] if job.state is JobState.QUEUED else []
 
 
@@ -123,17 +126,16 @@ def _route(ctx: PipelineContext, name: str) -> Route:
 
 def run_inference(ctx: PipelineContext, job_id: int) -> None:
     """Run the model on the job's study revision; then enqueue the export."""
-    from engine.analyze import AnalysisError, NotApplicableError, analyze_study
-    from engine.model import ModelError
-    from engine.pixels import ImageSelection, PixelError, VolumeStrategy
+    from engine.analyze import NotApplicableError, analyze_study
+    from engine.errors import EngineError
+    from engine.pixels import ImageSelection, VolumeStrategy
 
     with ctx.sessions.begin() as session:
         job = session.get(Job, job_id, with_for_update=True)
         if job is None or job.state not in (JobState.QUEUED, JobState.INFERRING):
             return  # already past this step (a redelivered message)
-        lease = timedelta(seconds=ctx.task_time_limit_seconds)
-        if job.state is JobState.INFERRING and job.inference_started_at > utcnow() - lease:
-            return  # a duplicate message while another worker runs it; a crashed run is retried after the lease
+        if job.state is JobState.INFERRING and not lease_lapsed(job, now=utcnow(), lease_seconds=ctx.lease_seconds):
+            return  # a duplicate message while another worker runs it; a dead worker's lease lapses
         if job.inference_starts >= ctx.max_task_starts:
             job.state, job.updated_at, job.finished_at = JobState.DEAD, utcnow(), utcnow()
             job.last_error = (
@@ -143,13 +145,15 @@ def run_inference(ctx: PipelineContext, job_id: int) -> None:
             audit(session, ctx.actor, "job-dead", job_id, job.last_error)
             logger.error("Job %d is dead: %s", job_id, job.last_error)
             return
-        job.state, job.inference_starts = JobState.INFERRING, job.inference_starts + 1
-        job.inference_started_at = job.updated_at = utcnow()
+        attempt = claim_inference(job, worker=ctx.actor, now=utcnow(), lease_seconds=ctx.lease_seconds)
+        audit(session, ctx.actor, "inference-started", job_id, f"attempt {attempt}")
         route_name, study_pk, revision = job.route, job.study_pk, job.revision
         facts = study_instance_facts(session, study_pk)
         study_uid = session.get(Study, study_pk).study_instance_uid
     started = time.perf_counter()
+    heartbeat = Heartbeat(ctx.sessions, job_id, attempt, worker=ctx.actor, lease_seconds=ctx.lease_seconds)
     try:
+        heartbeat.start()
         route = _route(ctx, route_name)
         loaded = ctx.models(route.model)
         datasets = [dcmread(ctx.storage_root / f.path, defer_size="64 KB") for f in facts]
@@ -173,35 +177,45 @@ def run_inference(ctx: PipelineContext, job_id: int) -> None:
             regional_cot=route.regional_cot,
         )  # skips the images the model is not made for (model.applicability), each in report.problems
     except NotApplicableError as exc:
-        _fail(ctx, job_id, f"not analysed: {exc}")  # never a 'normal' report for an image it cannot read
+        # never a 'normal' report for images the model cannot read
+        _fail(ctx, job_id, f"not analysed: {exc}", attempt=attempt)
         return
-    except (AnalysisError, PixelError, ModelError, StepError, OSError) as exc:
-        _fail(ctx, job_id, f"inference: {exc}")
+    except (EngineError, StepError, OSError) as exc:
+        _fail(ctx, job_id, f"inference: {exc}", attempt=attempt)
         return
+    finally:
+        heartbeat.stop()
     elapsed = time.perf_counter() - started
     if report.study_instance_uid != study_uid:
-        _fail(ctx, job_id, "inference: the report is about another study")
+        _fail(ctx, job_id, "inference: the report is about another study", attempt=attempt)
         return
     with ctx.sessions.begin() as session:
         moved = session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.state == JobState.INFERRING)
+            .where(holds(job_id, attempt, worker=ctx.actor))  # fenced: the result of an attempt that lost its lease is dropped
             .values(state=JobState.EXPORTING, report_json=report.to_json(), inference_seconds=elapsed,
-                    updated_at=utcnow(), last_error=None)
+                    updated_at=utcnow(), last_error=None, lease_expires_at=None)
         ).rowcount
         if moved:
             audit(session, ctx.actor, "inferred", job_id,
-                   f"{len(report.findings)} findings, {len(report.problems)} problems, {elapsed:.2f} s")
+                   f"attempt {attempt}: {len(report.findings)} findings, {len(report.problems)} problems, "
+                   f"{elapsed:.2f} s")
     if moved:
         logger.info("Job %d: %d findings in %.2f s (revision %d)", job_id, len(report.findings), elapsed, revision)
         ctx.enqueue.export(job_id)
+    else:
+        logger.warning("Job %d: attempt %d no longer holds the job; its result is discarded", job_id, attempt)
 
 
-def _fail(ctx: PipelineContext, job_id: int, reason: str) -> None:
+def _fail(ctx: PipelineContext, job_id: int, reason: str, *, attempt: int | None = None) -> None:
+    """Mark the job failed; with ``attempt``, only while that inference attempt still holds it."""
     with ctx.sessions.begin() as session:
         job = session.get(Job, job_id, with_for_update=True)
         if job is None or job.state in (JobState.DONE, JobState.FAILED, JobState.DEAD):
             return
+        if attempt is not None and (job.state is not JobState.INFERRING or job.inference_starts != attempt
+                                    or job.worker != ctx.actor):
+            return  # a superseded attempt (re-queued after its lease lapsed) decides nothing
         job.state, job.last_error = JobState.FAILED, reason[:4000]
         job.updated_at = job.finished_at = utcnow()
         audit(session, ctx.actor, "job-failed", job_id, reason[:500])
@@ -349,11 +363,12 @@ def _not_sent_reason(ctx: PipelineContext, name: str, built: _Built) -> str | No
 
 def _build_kind(built: _Built, kind: str, build: Callable[[], None]) -> None:
     """Run one output kind's builder; record its failure instead of failing the job."""
+    from engine.errors import EngineError
     from exporters.errors import ExportError
 
     try:
         build()
-    except (ExportError, ValueError) as exc:
+    except (ExportError, EngineError) as exc:
         built.failures[kind] = str(exc)[:1000]
         logger.warning("Output %s not built (%s)", kind, type(exc).__name__)
     except Exception as exc:
@@ -478,20 +493,21 @@ def requeue_stale(ctx: PipelineContext, now: datetime | None = None) -> int:
     make a duplicate harmless. Returns how many messages were sent."""
     now = now or utcnow()
     stale = now - timedelta(seconds=ctx.requeue_after_seconds)
-    stuck_inferring = now - timedelta(seconds=ctx.task_time_limit_seconds + ctx.requeue_after_seconds)
+    with ctx.sessions.begin() as session:
+        inferring = requeue_lapsed(session, now=now, lease_seconds=ctx.lease_seconds)
     with ctx.sessions() as session:
         queued = session.scalars(select(Job.id).where(
             Job.state == JobState.QUEUED, (Job.enqueued_at.is_(None)) | (Job.enqueued_at <= stale))).all()
-        inferring = session.scalars(select(Job.id).where(
-            Job.state == JobState.INFERRING, Job.inference_started_at <= stuck_inferring)).all()
         exporting = session.scalars(select(Job.id).where(
             Job.state == JobState.EXPORTING, Job.updated_at <= stale)).all()
         deliveries = session.execute(select(Delivery.id, Delivery.attempts).join(Job).where(
             Delivery.state == DeliveryState.PENDING,
             ((Delivery.next_attempt_at.is_(None)) & (Job.updated_at <= stale))
             | (Delivery.next_attempt_at <= stale))).all()
-    for job_id in [*queued, *inferring]:
+    for job_id in (j for j in queued if j not in inferring):
         logger.warning("Job %d: no worker took it; enqueuing it again", job_id)
+        _enqueue_inference(ctx, job_id)
+    for job_id in inferring:  # re-queued: its worker's lease lapsed
         _enqueue_inference(ctx, job_id)
     for job_id in exporting:
         ctx.enqueue.export(job_id)
@@ -500,4 +516,4 @@ def requeue_stale(ctx: PipelineContext, now: datetime | None = None) -> int:
         with ctx.sessions.begin() as session:
             session.execute(update(Delivery).where(Delivery.id == delivery_id, Delivery.attempts == attempts)
                             .values(next_attempt_at=now))
-    return len(queued) + len(inferring) + len(exporting) + len(deliveries)
+    return len(set(queued) | set(inferring)) + len(exporting) + len(deliveries)

@@ -56,10 +56,19 @@ def configure(
     options: dict[str, float] = {}
     if broker_url.startswith(("redis", "sqs")):
         options["visibility_timeout"] = visibility_timeout_seconds
-    elif broker_url.startswith("sqla+"):
-        # The embedded SQLite broker: kombu's transport, with waiting consumers woken by
-        # publishers instead of only polling (worklist.embedded_broker).
-        embedded_broker.install()
+    elif broker_url.startswith(f"{embedded_broker.ALIAS}+"):
+        # The embedded SQLite-file broker: kombu's SQLAlchemy transport with waiting consumers
+        # woken by publishers (worklist.embedded_broker). "sqla+sqlite:///..." is kombu's stock
+        # transport as it is (it polls every second; it hands transport options to
+        # SQLAlchemy's create_engine, so its polling interval cannot be set through them).
+        embedded_broker.register()
+    elif broker_url.startswith("sqla+sqlite:"):
+        logger.warning(
+            "workers.broker_url uses kombu's stock SQLite transport, which polls every second "
+            "(each hop of a job waits for it); %s+sqlite:///PATH is the same file with workers "
+            "woken on publish (docs/third-party-patches.md)",
+            embedded_broker.ALIAS,
+        )
     app.conf.update(
         broker_url=broker_url,
         broker_connection_retry_on_startup=True,

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from engine.default_model.config import CLASSES
+from engine.errors import EngineError
 
 #: ``all_labels`` spells one class as the full dataset does.
 _LABEL_SPELLINGS = {"Infiltration": "Infiltrate"}
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 
-class DatasetError(ValueError):
+class DatasetError(EngineError, ValueError):
     """The training data is missing or malformed."""
 
 

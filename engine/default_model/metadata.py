@@ -14,13 +14,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from engine.errors import EngineError
+
 __all__ = ["MetadataError", "parse_onnx_metadata", "read_onnx_metadata"]
 
 _METADATA_PROPS = 14
 _VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
 
 
-class MetadataError(ValueError):
+class MetadataError(EngineError, ValueError):
     """The file is not a readable ONNX model."""
 
 

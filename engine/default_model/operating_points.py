@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.default_model.config import CLASSES
+from engine.errors import EngineError
 
 __all__ = [
     "METADATA_KEY",
@@ -51,7 +52,7 @@ MIN_REPORTED_PRECISION = 0.2
 _COUNTS = ("images", "boxes", "predictions", "hits")
 
 
-class OperatingPointError(ValueError):
+class OperatingPointError(EngineError, ValueError):
     """Stored operating points that are malformed or contradict the reporting rule."""
 
 

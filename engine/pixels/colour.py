@@ -17,26 +17,14 @@ import pydicom
 from pydicom.pixels.processing import apply_color_lut, convert_color_space
 
 from engine.pixels.errors import InvalidImageError, UnsupportedPixelDataError
+from engine.pixels.grayscale import ScaledFrame
 
 __all__ = ["ColourResult", "colour_to_unit"]
 
 
 @dataclass(frozen=True)
-class ColourResult:
-    """An RGB frame (rows x columns x 3) whose intensities in ``[0, 1]`` are
-    ``clip(array * scale + offset, 0, 1)``, and the steps that made it."""
-
-    array: np.ndarray
-    steps: tuple[str, ...]
-    scale: float = 1.0
-    offset: float = 0.0
-
-    def unit(self) -> np.ndarray:
-        """The RGB values in ``[0, 1]`` at full resolution (float32)."""
-        out = self.array.astype(np.float32)
-        out *= np.float32(self.scale)
-        out += np.float32(self.offset)
-        return np.clip(out, 0.0, 1.0, out=out)
+class ColourResult(ScaledFrame):
+    """An RGB frame (rows x columns x 3); :meth:`unit` gives its intensities in ``[0, 1]``."""
 
 
 def colour_to_unit(

@@ -21,8 +21,8 @@ from engine.pixels.errors import (
     InvalidImageError,
     NotAnImageError,
     UnsupportedPixelDataError,
-    short_uid,
 )
+from engine.uids import short_uid
 
 __all__ = [
     "SUPPORTED_PHOTOMETRIC_INTERPRETATIONS",

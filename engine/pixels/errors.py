@@ -7,6 +7,8 @@ Messages never carry patient data; UIDs are shortened.
 
 from __future__ import annotations
 
+from engine.errors import EngineError
+
 __all__ = [
     "CoordinateError",
     "DecodeError",
@@ -18,7 +20,7 @@ __all__ = [
 ]
 
 
-class PixelError(Exception):
+class PixelError(EngineError):
     """Base class: an image could not be prepared for a model, or mapped back."""
 
 
@@ -50,8 +52,3 @@ class FrameSelectionError(PixelError, ValueError):
 class CoordinateError(PixelError, ValueError):
     """Coordinates given to a transform are out of range or do not form a box."""
 
-
-def short_uid(uid: object) -> str:
-    """A shortened UID for messages and logs (never the whole identifier)."""
-    text = str(uid)
-    return text if len(text) <= 12 else f"…{text[-8:]}"

@@ -36,6 +36,7 @@ from engine.pixels.errors import InvalidImageError, UnsupportedPixelDataError
 __all__ = [
     "PERCENTILE_WINDOW",
     "GrayscaleResult",
+    "ScaledFrame",
     "Window",
     "grayscale_to_unit",
     "modality_lut",
@@ -115,8 +116,8 @@ class Window:
 
 
 @dataclass(frozen=True)
-class GrayscaleResult:
-    """A grayscale frame and the linear map to its P-values in ``[0, 1]``:
+class ScaledFrame:
+    """A decoded frame and the linear map to its display values in ``[0, 1]``:
     ``clip(array * scale + offset, 0, 1)``; ``steps`` says how it was made."""
 
     array: np.ndarray
@@ -125,11 +126,16 @@ class GrayscaleResult:
     offset: float = 0.0
 
     def unit(self) -> np.ndarray:
-        """The P-values in ``[0, 1]`` at full resolution (float32)."""
+        """The values in ``[0, 1]`` at full resolution (float32)."""
         out = self.array.astype(np.float32)
         out *= np.float32(self.scale)
         out += np.float32(self.offset)
         return np.clip(out, 0.0, 1.0, out=out)
+
+
+@dataclass(frozen=True)
+class GrayscaleResult(ScaledFrame):
+    """A grayscale frame; :meth:`unit` gives its P-values in ``[0, 1]``."""
 
 
 def _first(value: object) -> object:

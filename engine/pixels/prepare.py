@@ -11,10 +11,11 @@ import pydicom
 from engine.model import ResizeMode
 from engine.pixels.colour import colour_to_unit
 from engine.pixels.decode import check_image_attributes, check_is_image, decode_frame, resolve_frame
-from engine.pixels.errors import InvalidImageError, short_uid
+from engine.pixels.errors import InvalidImageError
 from engine.pixels.geometry import ImageTransform, fit_to_size, plan_transform
 from engine.pixels.grayscale import Window, grayscale_to_unit
-from engine.report import ImageRef, ReportError, is_valid_uid
+from engine.report import ImageRef, ReportError
+from engine.uids import is_valid_uid, short_uid
 
 __all__ = ["PreparedImage", "prepare_image"]
 

@@ -26,7 +26,8 @@ import numpy as np
 import pydicom
 
 from engine.pixels.decode import frame_count, is_multi_frame, non_image_reason
-from engine.pixels.errors import PixelError, short_uid
+from engine.pixels.errors import PixelError
+from engine.uids import short_uid
 
 __all__ = [
     "FRONTAL_CHEST_RADIOGRAPHS",

@@ -48,7 +48,6 @@ revision always give the same Bundle, byte for byte (with the same ``issued``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import uuid
@@ -61,6 +60,7 @@ from fhir.resources.R4B.resource import Resource
 from pydicom.dataset import Dataset
 
 from engine.report import GroundedReport
+from engine.uids import short_uid
 
 from ..errors import ExportError
 from ..uids import OutputKind, output_uid
@@ -100,10 +100,6 @@ def _identifier_query(system: str, value: str) -> str:
 
 def _full_url(uid: str) -> str:
     return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_OID, uid)}"
-
-
-def _short(uid: str) -> str:
-    return hashlib.sha256(uid.encode("ascii")).hexdigest()[:12]
 
 
 def _create(full_url: str, resource: Resource, *, if_none_exist: str) -> BundleEntry:
@@ -292,7 +288,7 @@ def build_fhir_bundle(
     )
     _log.info(
         "built FHIR transaction bundle for study %s revision %d: %d observations, %d languages",
-        _short(report.study_instance_uid),
+        short_uid(report.study_instance_uid),
         revision,
         len(observation_entries),
         len(languages),

@@ -29,7 +29,8 @@ from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from pydicom.dataset import Dataset
 from pydicom.valuerep import DA, TM, PersonName
 
-from engine.report import derive_uid, is_valid_uid
+from engine.report import derive_uid
+from engine.uids import is_valid_uid
 
 from ..errors import ExportError, SourceError
 

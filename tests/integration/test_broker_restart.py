@@ -15,45 +15,20 @@ afterwards to run, with no operator.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from celery import Celery
 
 from radground.worker import SupervisedProcesses
-from tests.integration.radground_processes import free_port, wait_until
+from tests.integration.private_redis import PrivateRedis
+from tests.integration.radground_processes import wait_until
 
 pytestmark = pytest.mark.redis
 
 
-class PrivateRedis:
-    def __init__(self, workdir: Path) -> None:
-        self.workdir, self.port = workdir, free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def _cli(self, *args: str) -> str:
-        result = subprocess.run(["redis-cli", "-p", str(self.port), *args], check=False, capture_output=True,
-                                text=True, timeout=10)
-        return result.stdout.strip()
-
-    def start(self) -> None:
-        subprocess.run(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                        "--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "yes",
-                        "--logfile", str(self.workdir / "redis.log")], check=True, timeout=30)
-        wait_until(lambda: self._cli("ping") == "PONG", 30, what="private Redis answering PING")
-
-    def stop(self) -> None:
-        self._cli("shutdown", "nosave")
-        wait_until(lambda: self._cli("ping") != "PONG", 30, what="private Redis down")
-
-
 @pytest.fixture
 def private_redis(tmp_path):
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed (apt-get install redis-server; .ci/bootstrap does)")
     redis = PrivateRedis(tmp_path)
     redis.start()
     yield redis
@@ -72,10 +47,24 @@ def test_a_supervised_worker_runs_tasks_again_after_its_broker_restarted(private
     try:
         hold("first", 4)
         wait_until(lambda: (tmp_path / "first.started").exists(), 60, what="the first task running")
-        private_redis.stop()
-        private_redis.start()
+        private_redis.restart()
         hold("second", 0)
         wait_until(lambda: (tmp_path / "second.done").exists(), 90,
                    what=f"a task sent after the restart to run (worker restarts: {worker.restarts})")
     finally:
         worker.stop()
+
+
+def test_the_session_guard_sees_a_redis_restart(private_redis):
+    """tests/conftest.py fails the session when the shared Redis's run_id changed:
+    the run_id it reads is new after a restart and unchanged otherwise."""
+    from tests.conftest import redis_run_id
+
+    before = redis_run_id(private_redis.url)
+    assert before is not None and redis_run_id(private_redis.url) == before
+    private_redis.restart()
+    after = redis_run_id(private_redis.url)
+    assert after is not None and after != before
+    private_redis.stop()
+    assert redis_run_id(private_redis.url) is None
+    private_redis.start()  # for the fixture's teardown

@@ -2,8 +2,8 @@
 SR and GSPS come back into Orthanc and a FHIR transaction reaches an HTTP EHR.
 
 Cluster mode runs ``radground node`` and ``radground worker --queues gpu|io`` as
-separate processes on Redis (a DB number of its own) and a fresh PostgreSQL
-database; embedded mode runs ``radground serve`` on SQLite. The fault tests
+separate processes on a private Redis server (its own port: the broker-restart
+test restarts it) and a fresh PostgreSQL database; embedded mode runs ``radground serve`` on SQLite. The fault tests
 kill, stop and restart the parts a deployment loses in practice (a GPU worker,
 the PACS, the EHR, the broker) and check that every study still ends with
 exactly one set of outputs.
@@ -18,7 +18,6 @@ import io
 import json
 import os
 import signal
-import subprocess
 import uuid
 from collections.abc import Iterator, Sequence
 
@@ -28,20 +27,18 @@ from pydicom.uid import generate_uid
 
 from tests.integration.fhir_server import FhirTestServer
 from tests.integration.orthanc import OrthancPACS
+from tests.integration.private_redis import PrivateRedis
 from tests.integration.radground_processes import (
     Deployment,
     child_processes,
     holds_for,
     new_deployment,
-    wait_until,
 )
 
 pytestmark = pytest.mark.slow
 
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
 GSPS_CLASS = "1.2.840.10008.5.1.4.1.1.11.1"  # Grayscale Softcopy Presentation State
-REDIS_DB = 7
-REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 #: Radiographs the shipped model draws boxes on (so each study gets GSPS as well as SR); it
 #: reports Cardiomegaly only, so these are images it finds cardiomegaly on.
 CXRS = ("00000211_010.png", "00000211_016.png", "00000377_004.png", "00000398_003.png", "00000457_004.png",
@@ -65,14 +62,13 @@ def ehr() -> Iterator[FhirTestServer]:
         yield server
 
 
-def redis_cli(*args: str) -> str:
-    done = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", *args], capture_output=True, text=True,
-                          timeout=30, check=False)
-    return done.stdout.strip()
-
-
-def flush_our_redis_db() -> None:
-    assert redis_cli("-n", str(REDIS_DB), "FLUSHDB") == "OK"
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory) -> Iterator[PrivateRedis]:
+    """The cluster's Redis: a private server, never the machine's shared one."""
+    redis = PrivateRedis(tmp_path_factory.mktemp("redis"))
+    redis.start()
+    yield redis
+    redis.stop()
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +85,10 @@ def postgres_url(postgres_server_url) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, pacs, ehr, postgres_url) -> Iterator[Deployment]:
+def cluster(tmp_path_factory, pacs, ehr, postgres_url, broker) -> Iterator[Deployment]:
     """`radground node` + one gpu and one io worker on Redis and PostgreSQL, shared by the module."""
-    flush_our_redis_db()
     deployment = new_deployment(tmp_path_factory.mktemp("cluster"), pacs, ehr, database_url=postgres_url,
-                                broker_url=REDIS_URL, name="cluster")
+                                broker_url=broker.url, name="cluster")
     try:
         deployment.start("node", "node")
         deployment.start("gpu", "worker", "--queues", "gpu")
@@ -104,7 +99,6 @@ def cluster(tmp_path_factory, pacs, ehr, postgres_url) -> Iterator[Deployment]:
         yield deployment
     finally:
         deployment.stop_all()
-        flush_our_redis_db()
 
 
 @pytest.fixture
@@ -203,7 +197,7 @@ def embedded(tmp_path_factory, pacs, ehr) -> Iterator[Deployment]:
     """`radground serve`: SQLite index, SQLite-file broker, workers it spawns itself."""
     tmp_path = tmp_path_factory.mktemp("embedded")
     deployment = new_deployment(tmp_path, pacs, ehr, database_url=f"sqlite:///{tmp_path / 'radground.db'}",
-                                broker_url=f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}", name="embedded")
+                                broker_url=f"radground+sqlite:///{tmp_path / 'broker.sqlite'}", name="embedded")
     try:
         serve = deployment.start("serve", "serve")
         deployment.wait_node_ready()
@@ -260,7 +254,7 @@ def test_gpu_worker_killed_mid_inference_the_job_still_ends_done_once(healthy_cl
     assert (job.state, job.inference_starts) == ("inferring", 1), "the worker finished before it was killed"
     c.start("gpu", "worker", "--queues", "gpu")
     # the message is unacknowledged in Redis (redelivered only after the visibility
-    # timeout); the node's sweeper re-enqueues a job stuck in "inferring"
+    # timeout); the node's sweeper re-queues the job once the killed worker's lease lapsed
     [job] = c.wait_jobs(study, ["done"])
     assert job.inference_starts == 2
     assert_outputs(c, study, [sources])
@@ -300,26 +294,8 @@ def test_fhir_endpoint_503_several_times_delivered_once(healthy_cluster, shared_
     assert_outputs(c, study, [sources])
 
 
-def restart_redis() -> None:
-    """Restart the Redis server without persistence: every queued message is lost."""
-    redis_cli("shutdown", "nosave")
-    try:
-        wait_until(lambda: redis_cli("ping") != "PONG", 30, what="Redis down")
-    finally:  # whatever happened, Redis runs again afterwards
-        start_redis()
-
-
-def start_redis() -> None:
-    """Start Redis as the machine runs it (../shared/TOOLS.md) unless it answers already."""
-    if redis_cli("ping") == "PONG":
-        return
-    subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
-                    "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis",
-                    "--logfile", "/var/log/redis/ci.log"], check=True, timeout=30)
-    wait_until(lambda: redis_cli("ping") == "PONG", 30, what="Redis answering PING")
-
-
-def test_redis_restarted_while_jobs_are_queued_the_sweeper_enqueues_them_again(healthy_cluster, shared_data):
+def test_redis_restarted_while_jobs_are_queued_the_sweeper_enqueues_them_again(healthy_cluster, broker,
+                                                                              shared_data):
     c = healthy_cluster
     c.processes["gpu"].stop()  # nobody takes the inference messages
     studies = [c.upload_study(CXRS[i:i + 1], shared_data) for i in (5, 6)]
@@ -327,10 +303,9 @@ def test_redis_restarted_while_jobs_are_queued_the_sweeper_enqueues_them_again(h
         c.send(study)
     for study, _ in studies:
         c.wait_jobs(study, ["queued"])
-    c.wait(lambda: int(redis_cli("-n", str(REDIS_DB), "llen", "gpu") or 0) >= 2, 10,
-           what="both inference messages in Redis")
-    restart_redis()
-    assert int(redis_cli("-n", str(REDIS_DB), "llen", "gpu")) == 0  # the messages are gone
+    c.wait(lambda: int(broker.cli("llen", "gpu") or 0) >= 2, 10, what="both inference messages in Redis")
+    broker.restart()  # without persistence
+    assert int(broker.cli("llen", "gpu")) == 0  # the messages are gone
     c.start("gpu", "worker", "--queues", "gpu")
     for study, sources in studies:
         c.wait_jobs(study, ["done"])
@@ -381,7 +356,7 @@ def test_bad_study_fails_readably_and_the_next_study_is_processed(healthy_cluste
     assert_outputs(c, good, [sources])
 
 
-def test_gpu_workers_down_for_several_sweeps_the_job_still_ends_done(healthy_cluster, shared_data):
+def test_gpu_workers_down_for_several_sweeps_the_job_still_ends_done(healthy_cluster, broker, shared_data):
     """While no gpu worker runs the sweeper enqueues the waiting job again every sweep;
     the duplicates a returning worker runs concurrently are dropped, not counted as
     crashed starts (max_task_starts would mark the job dead)."""
@@ -390,7 +365,7 @@ def test_gpu_workers_down_for_several_sweeps_the_job_still_ends_done(healthy_clu
     study, sources = c.upload_study(CXRS[2:3], shared_data)
     c.send(study)
     # 4 messages (max_task_starts + 1) after ~20 s
-    c.wait(lambda: int(redis_cli("-n", str(REDIS_DB), "llen", "gpu") or 0) >= 4, 45,
+    c.wait(lambda: int(broker.cli("llen", "gpu") or 0) >= 4, 45,
            what="four inference messages for the job queued")
     c.start("gpu", "worker", "--queues", "gpu")
     [job] = c.wait(lambda: (jobs := c.jobs(study)) and jobs[0].state in ("done", "failed", "dead") and jobs,

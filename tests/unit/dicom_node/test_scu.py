@@ -143,3 +143,25 @@ def test_a_response_is_never_taken_by_the_association_reactor(scp, tmp_path, mon
 
     assert [r.status for r in results] == [0, 0, 0]
     assert len(node.received) == 3
+
+
+@pytest.mark.parametrize(
+    ("status", "stored"),
+    [
+        (0x0000, True),
+        (0xB000, True),  # Coercion of Data Elements (PS3.4 Table B.2-1)
+        (0xB007, True),  # Data Set does not match SOP Class (Warning)
+        (0x0107, True),  # Attribute List Error: a Warning (PS3.7 Annex C), the instance is stored
+        (0x0116, True),  # Attribute Value Out of Range: a Warning
+        (0xA700, False),
+        (0xA900, False),
+        (0xC000, False),
+        (0x0110, False),  # Processing Failure
+        (None, False),
+    ],
+)
+def test_send_result_is_ok_for_success_and_warning_statuses(status, stored):
+    """Categories come from pynetdicom's code_to_category, not a hand-written rule."""
+    from dicom_node.scu import SendResult
+
+    assert SendResult("x.dcm", "1.2.3", status).ok is stored

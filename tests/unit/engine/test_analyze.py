@@ -466,6 +466,19 @@ def test_no_usable_image_lists_every_reason():
     assert message.count("SOP instance") == 4
 
 
+def test_error_messages_carry_hashed_uids_never_part_of_a_uid():
+    """Messages reach logs and the audit trail: no UID digits in them, only engine.uids' token."""
+    from engine.uids import short_uid
+
+    study = generate_uid()
+    ct = chest_dx(study_uid=study, body_part="HEAD", modality="CT", sop_class_uid=CT_STORAGE)
+    with pytest.raises(AnalysisError) as caught:
+        analyze([ct], FakeModel(detector_answer), selection=FRONTAL_CHEST_RADIOGRAPHS)
+    message = str(caught.value)
+    assert ct.SOPInstanceUID[-8:] not in message and study[-8:] not in message
+    assert f"SOP instance {short_uid(ct.SOPInstanceUID)}" in message
+
+
 def test_an_unusable_image_next_to_a_good_one_is_a_problem_not_a_failure():
     study = generate_uid()
     good, broken = chest_dx(study_uid=study), chest_dx(study_uid=study)

@@ -100,7 +100,7 @@ def test_box_geometry():
 
 
 def test_derived_uids_are_deterministic_valid_and_distinct():
-    from engine.report import is_valid_uid
+    from engine.uids import is_valid_uid
 
     a, b = derive_uid("s", 1, "sr", "en"), derive_uid("s", 1, "sr", "zh-CN")
     assert a == derive_uid("s", 1, "sr", "en") and a != b

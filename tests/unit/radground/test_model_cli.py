@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
 from PIL import Image
 
@@ -150,11 +149,15 @@ def test_predict_rejects_unknown_languages(shared_data: Path) -> None:
     assert "languages" in result.output
 
 
-@pytest.mark.parametrize("fonts", [(), (Path("/nonexistent.ttf"),)])
-def test_preview_draws_without_a_cjk_font(fonts: tuple[Path, ...]) -> None:
+def test_preview_draws_without_a_cjk_font(monkeypatch, tmp_path) -> None:
+    """The CLI preview uses the exporters' one renderer, and so its font fallback."""
     from engine.report import Box, Finding, ImageRef, Region, Text
+    from exporters import preview
     from radground.preview import draw_findings
 
+    monkeypatch.setattr(preview, "CJK_FONT_PATHS", (tmp_path / "none.ttf",))
+    monkeypatch.setattr(preview, "LATIN_FONT_PATHS", (tmp_path / "none.ttf",))
+    preview._font.cache_clear()
     finding = Finding(
         kind="abnormality",
         label=Text({"en": "nodule", "zh-CN": "结节"}),
@@ -163,9 +166,9 @@ def test_preview_draws_without_a_cjk_font(fonts: tuple[Path, ...]) -> None:
         tracking_uid="1.2.3.4",
         confidence=0.5,
     )
-    canvas = draw_findings(
-        np.zeros((64, 80), np.float32), [finding], languages=("en", "zh-CN"), font_candidates=fonts,
-        latin_font_candidates=fonts,
-    )
+    try:
+        canvas = draw_findings(np.zeros((64, 80), np.float32), [finding], languages=("en", "zh-CN"))
+    finally:
+        preview._font.cache_clear()
     assert canvas.size == (80, 64)
     assert np.asarray(canvas)[10, 20].sum() > 0  # the box's top edge

@@ -16,7 +16,6 @@ import pytest
 from PIL import ImageFont
 
 from exporters import preview as exporters_preview
-from radground import preview as radground_preview
 
 REPO = Path(__file__).resolve().parents[3]
 #: A code point no font maps: what it draws is the font's missing-glyph (.notdef) box.
@@ -46,8 +45,6 @@ def test_runtime_install_brings_the_first_cjk_and_latin_preview_fonts():
     for candidates in (
         exporters_preview.CJK_FONT_PATHS,
         exporters_preview.LATIN_FONT_PATHS,
-        radground_preview.CJK_FONT_CANDIDATES,
-        radground_preview.LATIN_FONT_CANDIDATES,
     ):
         owners = subprocess.run(
             ["dpkg", "-S", str(candidates[0])], capture_output=True, text=True, check=False
@@ -65,15 +62,9 @@ def test_runtime_fonts_are_not_only_installed_for_the_tests():
     assert {"fonts-droid-fallback", "fonts-dejavu-core"} <= _runtime_debs()
 
 
-@pytest.mark.parametrize(
-    "lookup",
-    [
-        pytest.param(lambda: exporters_preview._font(24, True), id="exporters.preview"),
-        pytest.param(lambda: radground_preview.load_font(24), id="radground.preview"),
-    ],
-)
-def test_preview_font_lookup_draws_chinese_labels(lookup):
-    font = lookup()
+def test_preview_font_lookup_draws_chinese_labels():
+    """exporters.preview is the one renderer (radground.preview draws through it)."""
+    font = exporters_preview._font(24, True)
     assert _draws_real_glyphs(font, "右肺结节"), (
         "the preview font draws missing-glyph boxes for Chinese labels: install fonts-droid-fallback "
         "(.ci/bootstrap does)"

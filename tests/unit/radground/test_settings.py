@@ -62,6 +62,7 @@ def test_environment_overrides_file(tmp_path, monkeypatch):
         ("[storage]\nfsync = 'sometimes'\n", "storage.fsync"),
         ("[completion]\nidle_seconds = 60\nforce_after_seconds = 10\n", "completion"),
         ("[database]\nurl = 'mysql://x'\n", "database.url"),
+        ("[workers]\nlease_seconds = 1\n", "workers.lease_seconds"),
         ("[destinations.PACS]\nae_title = 'P'\nhost = 'h'\n", "destinations.PACS.port"),
     ],
 )

@@ -10,19 +10,21 @@ import shutil
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from kombu import Connection
 
 from worklist import embedded_broker
+from worklist.errors import IncompatibleKombuError
 
 
 @pytest.fixture
 def broker_url(tmp_path):
-    embedded_broker.install()
-    url = f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}"
+    embedded_broker.register()
+    url = f"radground+sqlite:///{tmp_path / 'broker.sqlite'}"
     yield url
-    shutil.rmtree(embedded_broker.wake_directory(url.removeprefix("sqla+")), ignore_errors=True)
+    shutil.rmtree(embedded_broker.wake_directory(url.removeprefix("radground+")), ignore_errors=True)
 
 
 def _consume_one(url: str, received: dict) -> threading.Thread:
@@ -102,4 +104,50 @@ def test_wake_self_ends_the_transport_wait(broker_url):
         started = time.monotonic()
         embedded_broker._wait_for_wakeup(listener, 30)
         assert time.monotonic() - started < 5
-    assert not any(embedded_broker.wake_directory(broker_url.removeprefix("sqla+")).iterdir())  # closed: gone
+    assert not any(embedded_broker.wake_directory(broker_url.removeprefix("radground+")).iterdir())  # closed: gone
+
+
+def test_installed_kombu_has_everything_the_transport_overrides():
+    """Fails loudly when an upgraded kombu renamed or re-signed what the transport subclasses."""
+    assert embedded_broker.kombu_internals_problems() == []
+
+
+def test_a_kombu_without_an_overridden_method_is_reported_and_refused(monkeypatch):
+    monkeypatch.delattr("kombu.transport.virtual.base.Transport._deliver")
+    assert any("_deliver" in problem for problem in embedded_broker.kombu_internals_problems())
+    with pytest.raises(IncompatibleKombuError, match="sqla\\+sqlite"):
+        embedded_broker.register()
+
+
+def test_registering_adds_an_alias_and_leaves_kombus_sqla_alone(tmp_path):
+    from kombu.transport import TRANSPORT_ALIASES
+    from kombu.transport.sqlalchemy import Transport as KombuTransport
+
+    embedded_broker.register()
+
+    assert TRANSPORT_ALIASES["sqla"] == "kombu.transport.sqlalchemy:Transport"
+    with Connection(f"sqla+sqlite:///{tmp_path / 'b.sqlite'}") as stock:
+        assert type(stock.transport) is KombuTransport
+    with Connection(f"radground+sqlite:///{tmp_path / 'b.sqlite'}") as woken:
+        assert type(woken.transport) is embedded_broker.Transport
+
+
+def test_both_sqlite_schemes_name_the_broker_file():
+    assert embedded_broker.sqlite_broker_path("radground+sqlite:///var/b.sqlite") == Path("var/b.sqlite")
+    assert embedded_broker.sqlite_broker_path("sqla+sqlite:////abs/b.sqlite") == Path("/abs/b.sqlite")
+    assert embedded_broker.sqlite_broker_path("redis://localhost:6379/0") is None
+
+
+@pytest.mark.parametrize("package", ["kombu", "celery"])
+def test_kombu_and_celery_have_upper_bounds_that_the_installed_versions_meet(package):
+    """The transport was checked against the pinned versions only: pyproject must bound them."""
+    import tomllib
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
+    requirements = [Requirement(r) for r in tomllib.loads(pyproject.read_text())["project"]["dependencies"]]
+    (requirement,) = [r for r in requirements if r.name == package]
+    assert any(spec.operator == "<" for spec in requirement.specifier)
+    assert version(package) in requirement.specifier
