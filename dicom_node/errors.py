@@ -1,10 +1,14 @@
 """Errors of the DICOM node, each mapped to one DICOM status by the SCP."""
 
 __all__ = [
+    "DataSetStructureError",
     "DicomNodeError",
     "DuplicateInstanceError",
+    "InstanceConflictError",
     "InsufficientStorageError",
     "InvalidInstanceError",
+    "PixelDataLengthError",
+    "PortInUseError",
     "StorageError",
     "StoreRefusedError",
 ]
@@ -40,3 +44,49 @@ class StoreRefusedError(DicomNodeError):
     def __init__(self, reason: str, *, transient: bool = True) -> None:
         super().__init__(reason)
         self.transient = transient
+
+
+class PortInUseError(DicomNodeError, OSError):
+    """The node's address and port are held by another process; the node does not share them.
+
+    ``owner`` describes the other process ("pid 123: storescp -aet X 11112")
+    where it can be found, else ``None``.
+    """
+
+    def __init__(self, host: str, port: int, owner: str | None) -> None:
+        held_by = f"by {owner}" if owner else "by another process (not visible to this user)"
+        super().__init__(
+            98, f"port {port} on {host or '*'} is already in use {held_by}; "
+            "stop it or choose another node.port / --port"
+        )
+        self.host, self.port, self.owner = host, port, owner
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class DataSetStructureError(DicomNodeError):
+    """A received data set cannot be parsed into elements (PS3.5 §7): a length
+    runs past its end, a delimiter is missing. ``offset`` is where, in bytes
+    from the start of the data set."""
+
+    def __init__(self, reason: str, *, offset: int) -> None:
+        super().__init__(reason)
+        self.offset = offset
+
+
+class PixelDataLengthError(DicomNodeError):
+    """A received data set's Pixel Data does not hold the image its Image Pixel
+    attributes describe (PS3.5 §8.2). ``offset`` is the Pixel Data element's."""
+
+    def __init__(self, reason: str, *, offset: int) -> None:
+        super().__init__(reason)
+        self.offset = offset
+
+
+class InstanceConflictError(StoreRefusedError):
+    """The SOP Instance UID is already stored in another study or series: the
+    same identity for a different object (PS3.4 B.4.1), never a duplicate."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, transient=False)

@@ -67,7 +67,13 @@ class FsyncPolicy(enum.StrEnum):
 
 
 class DuplicatePolicy(enum.StrEnum):
-    """What to do when a SOP Instance UID that is already stored arrives again."""
+    """What to do when a SOP Instance UID that is already stored arrives again in
+    the same study and series (at the same path).
+
+    The same SOP Instance UID in another study or series is not a duplicate but
+    a conflict; the study index refuses it under every policy
+    (:class:`~dicom_node.errors.InstanceConflictError`, answered 0xA900).
+    """
 
     #: Keep the stored file when the new one is byte-identical, else replace it.
     IGNORE_IF_IDENTICAL = "ignore-if-identical"
@@ -83,6 +89,10 @@ class StoreOutcome(enum.StrEnum):
     STORED = "stored"
     REPLACED = "replaced"
     IDENTICAL_DUPLICATE = "identical-duplicate"
+    #: Policy "reject": a byte-identical file is already in place. A duplicate if
+    #: the index knows it; if not (a crash came between the file's rename and its
+    #: index commit, so the sender never heard Success), this re-send indexes it.
+    ALREADY_STORED = "already-stored"
 
 
 class PendingWrite:
@@ -165,7 +175,10 @@ class StagedWrite:
             outcome = StoreOutcome.STORED
             if target.exists():
                 if store.duplicates is DuplicatePolicy.REJECT:
-                    raise DuplicateInstanceError("SOP Instance UID already stored (policy: reject)")
+                    if not _same_content(target, self._path):
+                        raise DuplicateInstanceError("SOP Instance UID already stored (policy: reject)")
+                    self.discard()  # the index decides: a duplicate, or a file it never recorded
+                    return PendingWrite(WriteResult(relative, self.size, StoreOutcome.ALREADY_STORED))
                 if store.duplicates is DuplicatePolicy.IGNORE_IF_IDENTICAL and _same_content(target, self._path):
                     self.discard()
                     return PendingWrite(WriteResult(relative, self.size, StoreOutcome.IDENTICAL_DUPLICATE))

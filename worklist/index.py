@@ -22,11 +22,13 @@ from sqlalchemy import Connection, Engine, bindparam, case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from dicom_node.errors import DuplicateInstanceError, InstanceConflictError
 from dicom_node.scp import StoredInstance
 from dicom_node.storage import StoreOutcome
+from dicom_node.uids import short_uid
 from worklist.db import UTCDateTime
-from worklist.own_outputs import looks_like_own_output
 from worklist.models import Instance, Patient, RevisionState, Series, Study, StudyRevision
+from worklist.own_outputs import looks_like_own_output
 
 __all__ = ["IndexedInstance", "KnownKeys", "StudyIndexer", "record_instance"]
 
@@ -89,6 +91,13 @@ def record_instance(session: Session, instance: StoredInstance, *, known: KnownK
     Concurrency: the study row is locked (``SELECT … FOR UPDATE`` on
     PostgreSQL; SQLite transactions are ``BEGIN IMMEDIATE``), so the revision
     decision cannot race the completion monitor or another listener process.
+
+    Raises :class:`~dicom_node.errors.InstanceConflictError` when the SOP
+    Instance UID is indexed in another study or series, or as another SOP
+    Class (see :func:`_known_instance`), and
+    :class:`~dicom_node.errors.DuplicateInstanceError` when it is indexed and
+    the store found it :attr:`~dicom_node.storage.StoreOutcome.ALREADY_STORED`
+    (policy "reject"); nothing is changed then.
     """
     header = instance.header
     now = instance.received_at
@@ -126,9 +135,9 @@ def record_instance(session: Session, instance: StoredInstance, *, known: KnownK
             series_description=_text(header, "SeriesDescription", 64),
             body_part_examined=_text(header, "BodyPartExamined", 16),
         )
-    existing = session.execute(
-        select(Instance).where(Instance.sop_instance_uid == instance.sop_instance_uid)
-    ).scalar_one_or_none()
+    existing = _known_instance(session, instance)  # after the study lock: same-study re-sends serialise
+    if existing is not None and instance.outcome is StoreOutcome.ALREADY_STORED:
+        raise DuplicateInstanceError("SOP Instance UID already stored (policy: reject)")
     new_content = existing is None or instance.outcome is not StoreOutcome.IDENTICAL_DUPLICATE
     own_output = looks_like_own_output(instance.sop_class_uid, header)
 
@@ -154,18 +163,18 @@ def record_instance(session: Session, instance: StoredInstance, *, known: KnownK
         revision.instances_received += 1
     study.last_received_at = max(study.last_received_at, now)
 
-    values = dict(
-        series_pk=series_pk,
-        sop_class_uid=instance.sop_class_uid,
-        transfer_syntax_uid=instance.transfer_syntax_uid,
-        instance_number=_int(header, "InstanceNumber"),
-        size=instance.size,
-        path=instance.relative_path,
-        calling_ae_title=instance.calling_ae_title,
-        received_at=now,
-        revision=revision.revision,
-        is_own_output=own_output,
-    )
+    values = {
+        "series_pk": series_pk,
+        "sop_class_uid": instance.sop_class_uid,
+        "transfer_syntax_uid": instance.transfer_syntax_uid,
+        "instance_number": _int(header, "InstanceNumber"),
+        "size": instance.size,
+        "path": instance.relative_path,
+        "calling_ae_title": instance.calling_ae_title,
+        "received_at": now,
+        "revision": revision.revision,
+        "is_own_output": own_output,
+    }
     if existing is None:
         session.add(Instance(sop_instance_uid=instance.sop_instance_uid, **values))
         study.instance_count += 1
@@ -181,6 +190,40 @@ def record_instance(session: Session, instance: StoredInstance, *, known: KnownK
         new_content=new_content,
         receiving=revision.state is RevisionState.RECEIVING,
     )
+
+
+def _known_instance(session: Session, instance: StoredInstance) -> Instance | None:
+    """The index's row for ``instance``'s SOP Instance UID, if any.
+
+    A SOP Instance UID names one object for good (PS3.3 C.12.1.1.1, PS3.5 §9):
+    one that arrives again in another study or series, or as another SOP
+    Class, is a different object under a known identity, not a duplicate. It
+    is refused (:class:`~dicom_node.errors.InstanceConflictError`) whatever the
+    duplicate policy, so that the stored file and its index row keep telling
+    the same story and no study loses or gains an instance unnoticed.
+    """
+    row = session.execute(
+        select(Instance, Series.series_instance_uid, Study.study_instance_uid)
+        .join(Series, Instance.series_pk == Series.id)
+        .join(Study, Series.study_pk == Study.id)
+        .where(Instance.sop_instance_uid == instance.sop_instance_uid)
+    ).one_or_none()
+    if row is None:
+        return None
+    existing, series_uid, study_uid = row
+    if study_uid != instance.study_instance_uid:
+        conflict = "SOP Instance UID is already stored in another study"
+    elif series_uid != instance.series_instance_uid:
+        conflict = "SOP Instance UID is already stored in another series"
+    elif existing.sop_class_uid != instance.sop_class_uid:
+        conflict = "SOP Instance UID is already stored as another SOP Class"
+    else:
+        return existing
+    logger.warning(
+        "Instance %s of study %s is indexed in study %s: refused (%s)",
+        short_uid(instance.sop_instance_uid), short_uid(instance.study_instance_uid), short_uid(study_uid), conflict,
+    )
+    raise InstanceConflictError(conflict)
 
 
 def _upsert_patient(session: Session, header: Dataset) -> int:

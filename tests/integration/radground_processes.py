@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from pydicom.uid import generate_uid
+from pydicom.encaps import encapsulate
+from pydicom.uid import JPEG2000Lossless, generate_uid
 from sqlalchemy import select
 
 from tests.factories import make_chest_dx, write_dataset
@@ -310,8 +311,10 @@ class Deployment:
         for number, name in enumerate(images, start=1):
             ds = make_chest_dx(shared_data / "nih-cxr-boxes" / "images" / name, study_instance_uid=study)
             ds.SeriesInstanceUID, ds.InstanceNumber = series, number
-            if broken:
-                ds.PixelData = ds.PixelData[:1000]  # truncated: cannot be decoded
+            if broken:  # whole in its structure (the node checks that), its one fragment undecodable
+                ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+                ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(996)])
+                ds["PixelData"].VR = "OB"
             path = write_dataset(ds, self.workdir / "sources" / f"{ds.SOPInstanceUID}.dcm")
             self.orthanc_ids[str(ds.SOPInstanceUID)] = self.pacs.upload(path)
             uids.append(str(ds.SOPInstanceUID))

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pydicom.uid import generate_uid
+from pydicom.encaps import encapsulate
+from pydicom.uid import JPEG2000Lossless, generate_uid
 from sqlalchemy import func, select
 
 from dicom_node.scp import StorageSCP
@@ -213,8 +214,12 @@ def test_other_studies_and_our_own_outputs_are_not_processed(world, shared_data,
 
 
 def test_bad_study_fails_readably_and_the_next_one_is_processed(world, shared_data):
+    # Whole in its structure (the node checks that before Success), but its one JPEG 2000
+    # fragment is a start-of-codestream marker and nothing else: cannot be decoded.
     bad = make_chest_dx(shared_data / "nih-cxr-boxes" / "images" / CXR)
-    bad.PixelData = bad.PixelData[:1000]  # truncated: cannot be decoded
+    bad.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    bad.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(996)])
+    bad["PixelData"].VR = "OB"
     world.send([write_dataset(bad, world.tmp / "bad.dcm")])
     world.ready()
     drain(world.ctx, world.queue)

@@ -5,7 +5,7 @@ import pytest
 from dicom_node.errors import DuplicateInstanceError, InsufficientStorageError, InvalidInstanceError
 from dicom_node.storage import DuplicatePolicy, FsyncPolicy, InstanceStore, StoreOutcome
 
-UIDS = dict(study_instance_uid="1.2.3", series_instance_uid="1.2.3.4", sop_instance_uid="1.2.3.4.5")
+UIDS = {"study_instance_uid": "1.2.3", "series_instance_uid": "1.2.3.4", "sop_instance_uid": "1.2.3.4.5"}
 
 
 def files_under(root):
@@ -54,7 +54,10 @@ def test_duplicate_policies(tmp_path):
     reject.write(b"one", **UIDS)
     with pytest.raises(DuplicateInstanceError):
         reject.write(b"two", **UIDS)
+    # identical: the index decides (a duplicate if it knows the instance, else a file a crash left unindexed)
+    assert reject.write(b"one", **UIDS).outcome is StoreOutcome.ALREADY_STORED
     assert (tmp_path / "c" / "1.2.3/1.2.3.4/1.2.3.4.5.dcm").read_bytes() == b"one"
+    assert staged_files(tmp_path / "c") == []
 
 
 def test_reserve_refuses_before_writing(tmp_path):

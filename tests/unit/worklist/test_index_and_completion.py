@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
-from dicom_node.errors import StorageError
+from dicom_node.errors import DuplicateInstanceError, InstanceConflictError, StorageError
 from dicom_node.scp import StoredInstance
 from dicom_node.storage import StoreOutcome
 from tests.factories import make_ct
@@ -19,7 +19,7 @@ from worklist.db import make_session_factory
 from worklist.index import StudyIndexer, record_instance
 from worklist.models import Instance, Patient, RevisionState, Series, Study, StudyRevision
 
-T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 
 
 def stored(study, series, n, *, at, outcome=StoreOutcome.STORED, sop=None):
@@ -139,6 +139,77 @@ def test_indexer_fast_path_keeps_the_same_books_as_the_full_path(migrated_engine
         assert revisions == {1: 5, 2: 3}
         numbers = dict(session.execute(select(Instance.instance_number, Instance.revision)).all())
         assert numbers == {1: 2, 2: 1, 3: 1, 4: 1, 5: 1, 6: 2, 7: 2}
+
+
+def study_books(sessions):
+    """Each study's instance count and what the index holds per study (SOP Instance UID -> path)."""
+    with sessions() as session:
+        counts = {s.study_instance_uid: s.instance_count for s in session.scalars(select(Study))}
+        rows = session.execute(
+            select(Study.study_instance_uid, Instance.sop_instance_uid, Instance.path)
+            .join(Series, Series.study_pk == Study.id).join(Instance, Instance.series_pk == Series.id)
+        ).all()
+    held = {}
+    for study, sop, path in rows:
+        held.setdefault(study, {})[sop] = path
+    return counts, held
+
+
+@pytest.mark.parametrize("via", ["record_instance", "StudyIndexer"])
+def test_a_known_instance_in_another_study_or_series_is_a_conflict_that_changes_nothing(migrated_engine, via):
+    """The same SOP Instance UID with another Study/Series Instance UID or SOP Class is another
+    object under a known identity: refused, and no row moves, no count changes (issue: the row
+    moved to the new study, both studies' counts went stale)."""
+    sessions = make_session_factory(migrated_engine)
+    indexer = StudyIndexer(migrated_engine)
+    record = indexer.record if via == "StudyIndexer" else (lambda instance: index(sessions, instance))
+    study, series, other_study, other_series = (generate_uid() for _ in range(4))
+    original = stored(study, series, 1, at=T0)
+    record(original)
+    record(stored(other_study, other_series, 1, at=T0 + timedelta(seconds=1)))  # the other study is known
+    record(stored(other_study, other_series, 2, at=T0 + timedelta(seconds=2)))  # ... and receiving (fast path)
+    before = study_books(sessions)
+
+    elsewhere = [
+        stored(other_study, other_series, 3, at=T0 + timedelta(seconds=3), sop=original.sop_instance_uid),
+        stored(study, generate_uid(), 1, at=T0 + timedelta(seconds=4), sop=original.sop_instance_uid),
+        replace(stored(study, series, 1, at=T0 + timedelta(seconds=5), sop=original.sop_instance_uid),
+                sop_class_uid="1.2.840.10008.5.1.4.1.1.7"),
+    ]
+    for instance, place in zip(elsewhere, ["another study", "another series", "another SOP Class"], strict=True):
+        with pytest.raises(InstanceConflictError, match=f"already stored (in|as) {place}"):
+            record(instance)
+
+    assert study_books(sessions) == before
+    counts, held = before
+    assert counts == {study: 1, other_study: 2}
+    assert held[study] == {original.sop_instance_uid: original.relative_path}
+
+
+def test_a_re_sent_instance_in_its_own_study_and_series_is_no_conflict(migrated_engine):
+    sessions = make_session_factory(migrated_engine)
+    study, series = generate_uid(), generate_uid()
+    original = stored(study, series, 1, at=T0)
+    index(sessions, original)
+    for outcome in (StoreOutcome.IDENTICAL_DUPLICATE, StoreOutcome.REPLACED):
+        again = stored(study, series, 1, at=T0 + timedelta(seconds=5), outcome=outcome, sop=original.sop_instance_uid)
+        assert index(sessions, again).new_content is (outcome is StoreOutcome.REPLACED)
+    counts, held = study_books(sessions)
+    assert counts == {study: 1} and held == {study: {original.sop_instance_uid: original.relative_path}}
+
+
+def test_an_already_stored_file_is_indexed_once_then_a_duplicate(migrated_engine):
+    """Policy "reject" with a byte-identical file in place: indexed if the index never
+    recorded it (a crash between rename and commit), a duplicate once it has."""
+    sessions = make_session_factory(migrated_engine)
+    indexer = StudyIndexer(migrated_engine)
+    study, series = generate_uid(), generate_uid()
+    unrecorded = stored(study, series, 1, at=T0, outcome=StoreOutcome.ALREADY_STORED)
+    assert indexer.record(unrecorded).new_content is True
+    with pytest.raises(DuplicateInstanceError, match="policy: reject"):
+        indexer.record(replace(unrecorded, received_at=T0 + timedelta(seconds=1)))
+    counts, held = study_books(sessions)
+    assert counts == {study: 1} and held == {study: {unrecorded.sop_instance_uid: unrecorded.relative_path}}
 
 
 def test_indexer_commits_nothing_when_the_file_cannot_be_made_durable(migrated_engine):
