@@ -15,6 +15,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterable
 
+from dicom_node.errors import DicomNodeError
+
 __all__ = [
     "EVENT_REACTORS",
     "PDU_LIMITS",
@@ -40,7 +42,7 @@ SCU_RESPONSE_ORDER = "scu-response-order"
 PYNETDICOM_PATCHES = (PDU_LIMITS, QUICK_ACK, EVENT_REACTORS, STORE_FAST_PATH, SCU_RESPONSE_ORDER)
 
 
-class PynetdicomInternalsChanged(RuntimeError):
+class PynetdicomInternalsChanged(DicomNodeError, RuntimeError):
     """The installed pynetdicom lacks an internal that an enabled patch relies on."""
 
 
