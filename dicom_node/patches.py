@@ -16,6 +16,8 @@ import inspect
 from collections.abc import Iterable
 from typing import Final, Literal
 
+from dicom_node.errors import DicomNodeError
+
 __all__ = [
     "EVENT_REACTORS",
     "PDU_LIMITS",
@@ -55,7 +57,7 @@ PYNETDICOM_PATCHES: tuple[PynetdicomPatch, ...] = (
 )
 
 
-class PynetdicomInternalsChanged(RuntimeError):
+class PynetdicomInternalsChanged(DicomNodeError, RuntimeError):
     """The installed pynetdicom lacks an internal that an enabled patch relies on."""
 
 

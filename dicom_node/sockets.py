@@ -33,6 +33,8 @@ from typing import Any, cast
 
 from pynetdicom.transport import AssociationSocket
 
+from dicom_node.errors import DicomNodeError
+
 __all__ = [
     "ASSOCIATION_PDU_LIMIT",
     "UNLIMITED_PDU_CEILING",
@@ -63,7 +65,7 @@ _HEADER_TOLERANCE = 6  # P-DATA-TF: some peers count the PDU header in the maxim
 _ABORT_INVALID_PARAMETER = bytes([0x07, 0x00, 0, 0, 0, 4, 0x00, 0x00, 0x02, 0x06])
 
 
-class PDURefusedError(OSError):
+class PDURefusedError(DicomNodeError, OSError):
     """A PDU header declared a length over the limit for its type; the connection is aborted."""
 
 
