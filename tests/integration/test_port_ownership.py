@@ -86,5 +86,8 @@ def test_storescp_on_the_port_stops_radground_serve_with_a_message_naming_it(tmp
             f"port {port} on 127.0.0.1 is already in use by pid {storescp.pid}: "
             "storescp -aet STORESCP" in stderr
         )
+        # the start-up banner says where results will be written, as an absolute path
+        outputs = tmp_path / "node" / "outputs"
+        assert f"results: {outputs}/<Study Instance UID>/r<revision>/" in stderr
     finally:
         _stop(storescp)
