@@ -83,8 +83,8 @@ def _optional_builders():
     """The GSPS and FHIR builders, where they exist in this tree."""
     builders = {}
     try:
-        from exporters.gsps import build_presentation_states
-        from exporters.presentation_content import plan_overlays
+        from exporters.pr import build_presentation_states
+        from exporters.regions import plan_regions as plan_overlays
 
         builders["gsps"] = (build_presentation_states, plan_overlays)
     except ImportError:
@@ -211,7 +211,7 @@ def pipeline_way(report, sources) -> list[Stage]:
     ``build_presentation_states`` per language (no shared overlay plan), then the Bundle."""
     from exporters.fhir.bundle import build_fhir_bundle, bundle_json
     from exporters.fhir.inputs import output_series_from_datasets
-    from exporters.gsps import build_presentation_states
+    from exporters.pr import build_presentation_states
 
     languages = report.languages
 

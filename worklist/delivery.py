@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from dicom_node.scu import SendResult, StorageSCU
+from exporters.registry import artifact_kinds
 from worklist.errors import InvalidFhirRequestError
 from worklist.context import PipelineContext, audit
 from worklist.db import utcnow
@@ -79,8 +80,7 @@ def _deliver_dicom(ctx: PipelineContext, name: str, artifacts: list[tuple[str, s
     target = ctx.dicom_targets.get(name)
     if target is None:
         return _Outcome(False, error=f"destination {name!r} is no longer configured")
-    kinds = {"sr": {"sr"}, "gsps": {"gsps", "csps"}, "sc": {"sc"}}
-    wanted = set().union(*(kinds[o] for o in target.outputs))
+    wanted = {kind.value for kind in artifact_kinds(target.outputs)}
     files = [ctx.outputs_root / path for kind, language, path in artifacts
              if kind in wanted and (not target.languages or language in target.languages)]
     if not files:
