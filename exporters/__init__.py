@@ -51,7 +51,9 @@ _EXPORTS = {
     "set_memoised_iod_lookups": "exporters._highdicom_cache",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    *sorted(_EXPORTS),
+]
 
 
 def __getattr__(name: str) -> Any:

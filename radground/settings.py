@@ -139,7 +139,7 @@ def dicom_output_kinds(names: object) -> tuple[OutputKind, ...]:
         the message names it and lists the accepted names.
     """
     if isinstance(names, str) or not isinstance(names, list | tuple):
-        raise ValueError(f"must be a list of output kinds, e.g. {list(DEFAULT_DICOM_OUTPUTS)}")
+        raise ValueError(f"must be a list of output kinds, e.g. {list(DEFAULT_DICOM_OUTPUTS)}")  # noqa: TRY004 - pydantic reports ValueError
     accepted = ", ".join(repr(k.value) for k in OutputKind if k.is_dicom and k.requested_as is k)
     kinds: list[OutputKind] = []
     for name in names:

@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 
 from dicom_node.scu import SendResult, StorageSCU
 from exporters.registry import artifact_kinds
-from worklist.errors import InvalidFhirRequestError
 from worklist.context import PipelineContext, audit
 from worklist.db import utcnow
+from worklist.errors import InvalidFhirRequestError
 from worklist.fhir_delivery import (
     PermanentFhirError,
     TransientFhirError,

@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session
 
 from dicom_node.uids import short_uid
 from engine.report import GroundedReport, Task
-from exporters.protocol import Artifact, ExportOptions, OutputKind
+from exporters.protocol import Artifact as BuiltArtifact
+from exporters.protocol import ExportOptions, OutputKind
 from worklist.completion import StudyReady
 from worklist.context import PipelineContext, StepError, audit, insert_ignore
 from worklist.db import utcnow
@@ -361,6 +362,7 @@ def _export_requests(ctx: PipelineContext, route: Route, revision: int) -> list[
                                    if name in ctx.dicom_targets for kind in ctx.dicom_targets[name].outputs}
     requests = [_ExportRequest(kind, base, kind.value) for kind in BUILD_ORDER if kind in wanted]
     fhir_names = [name for name in route.destinations if name in ctx.fhir_targets]
+    options: ExportOptions
     for name in fhir_names:
         target = ctx.fhir_targets[name]
         options = FhirOptions(revision=revision, languages=(target.primary_language,), destination=name,
@@ -383,10 +385,10 @@ def _not_sent_reason(ctx: PipelineContext, name: str, built: _Built) -> str | No
     """Why a destination gets nothing (what it takes was not built), or None."""
     from exporters.registry import artifact_kinds
 
-    for kind, targets in (("fhir", ctx.fhir_targets), ("hl7", ctx.hl7_targets)):
+    for kind, what, targets in (("fhir", "FHIR Bundle", ctx.fhir_targets), ("hl7", "HL7 message", ctx.hl7_targets)):
         if name in targets:
             why = built.failures.get(f"{kind} for {name}")
-            return None if why is None else f"not sent: its {kind.upper()} output was not built: {why}"
+            return None if why is None else f"not sent: its {what} was not built: {why}"
     target = ctx.dicom_targets.get(name)
     if target is None:
         return None  # the delivery step reports a destination that is no longer configured
@@ -434,7 +436,7 @@ def _build_outputs(ctx: PipelineContext, route: Route, report: GroundedReport, s
         plan_error = str(exc)[:1000]
         plan = RegionPlan.empty()  # the FHIR Bundle and the HL7 message do not draw regions
         logger.warning("Regions not planned (%s)", type(exc).__name__)
-    references: list[Artifact] = []
+    references: list[BuiltArtifact] = []
     for request in requests:
         exporter = exporter_for(request.kind)
         if plan_error is not None and request.kind.is_dicom:

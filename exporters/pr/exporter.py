@@ -6,14 +6,17 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from pydicom.dataset import Dataset
-from pydicom.uid import ColorSoftcopyPresentationStateStorage, GrayscaleSoftcopyPresentationStateStorage
+from pydicom.uid import (
+    ColorSoftcopyPresentationStateStorage,
+    GrayscaleSoftcopyPresentationStateStorage,
+)
 
 from engine.report import GroundedReport
 from exporters.pr.sop import build_presentation_states
 from exporters.protocol import DICOM_MEDIA_TYPE, Artifact, ExportOptions, OutputKind
 from exporters.regions import RegionPlan
 
-__all__ = ["PresentationStateExporter", "SOP_CLASS_UIDS", "SOP_CLASS_UIDS_BY_KIND"]
+__all__ = ["SOP_CLASS_UIDS", "SOP_CLASS_UIDS_BY_KIND", "PresentationStateExporter"]
 
 #: The SOP class of each kind this exporter writes (PS3.4 B.5).
 SOP_CLASS_UIDS_BY_KIND: dict[OutputKind, str] = {

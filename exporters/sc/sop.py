@@ -29,7 +29,6 @@ from pydicom.uid import SecondaryCaptureImageStorage
 from engine.report import FindingKind, GroundedReport
 from engine.uids import short_uid
 from exporters.errors import ExportError, SourceError
-from exporters.pr.sop import copy_series_anatomy, series_description
 from exporters.pr.content import (
     PlacedRegion,
     finding_label,
@@ -37,6 +36,7 @@ from exporters.pr.content import (
     plan_overlays,
     truncate_utf8,
 )
+from exporters.pr.sop import copy_series_anatomy, series_description
 from exporters.preview import Overlay, display_array, render_overlay
 from exporters.protocol import OutputKind
 from exporters.regions import RegionPlan, plan_regions

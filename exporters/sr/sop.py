@@ -44,9 +44,9 @@ byte, what highdicom's own constructor builds from freshly built items
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
-import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
@@ -54,14 +54,22 @@ from types import MappingProxyType
 import highdicom as hd
 from pydicom.dataset import Dataset
 
-from engine.report import CodedConcept, Finding, FindingKind, GroundedReport, Presence, Text, derive_uid
+from engine.report import (
+    CodedConcept,
+    Finding,
+    FindingKind,
+    GroundedReport,
+    Presence,
+    Text,
+    derive_uid,
+)
 from exporters import codes
 from exporters._highdicom_cache import with_memoised_iod_lookups
 from exporters.errors import ExportError
+from exporters.protocol import OutputKind
 from exporters.regions import RegionNote, RegionPlan, plan_findings, plan_regions
 from exporters.sr import tree as sr_tree
 from exporters.sr.document import AssembledComprehensive3DSR
-from exporters.protocol import OutputKind
 from exporters.uids import output_uid
 
 __all__ = [
