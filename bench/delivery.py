@@ -12,9 +12,19 @@ all see the same load:
 * dcmtk ``storescu`` as Debian ships it (one process per batch).
 
 Prints milliseconds per batch (median, p95) and per instance, instances/s and
-the ratios. Usage::
+the ratios.
 
-    .venv/bin/python bench/delivery.py [--batches 30] [--batch-size 4]
+STOW-RS rows (``--protocol stow``): the same batches POSTed to an Orthanc with
+Debian's DICOMweb plugin, one request per batch, alternating senders:
+
+* RadGround: :func:`worklist.destinations.dicomweb.store_instances` (files
+  streamed from disk, one reused keep-alive client);
+* ``dicomweb-client``: ``DICOMwebClient.store_instances`` (its own session,
+  reused) with the files read by pydicom, as its documentation shows.
+
+Usage::
+
+    .venv/bin/python bench/delivery.py [--protocol cstore|stow|both] [--batches 30] [--batch-size 4]
 """
 
 from __future__ import annotations
@@ -31,16 +41,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pydicom import dcmread  # noqa: E402
-from pynetdicom import AE, _config  # noqa: E402
-from pynetdicom.sop_class import CTImageStorage  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.progress import Progress  # noqa: E402
-from rich.table import Table  # noqa: E402
+from pydicom import dcmread
+from pynetdicom import AE, _config
+from pynetdicom.sop_class import CTImageStorage
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
 
-from dicom_node.scu import Destination, StorageSCU  # noqa: E402
-from tests.factories import write_series  # noqa: E402
-from tests.integration.orthanc import OrthancPACS  # noqa: E402
+from dicom_node.scu import Destination, StorageSCU
+from tests.factories import write_series
+from tests.integration.dicomweb import dicomweb_base, orthanc_dicomweb
+from tests.integration.orthanc import OrthancPACS
+from worklist.destinations import dicomweb
 
 _config.LOG_HANDLER_LEVEL = "none"
 
@@ -79,40 +91,106 @@ SENDERS: dict[str, Callable[[list[Path], Destination], None]] = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", type=int, default=30, help="batches per sender (default 30)")
-    parser.add_argument("--batch-size", type=int, default=4, help="instances per association (default 4)")
-    args = parser.parse_args()
-    console = Console()
-    timings: dict[str, list[float]] = {name: [] for name in SENDERS}
-    with tempfile.TemporaryDirectory(prefix="radground-delivery-") as tmp:
-        work = Path(tmp)
-        with OrthancPACS(work / "orthanc") as pacs:
-            destination = Destination("ORTHANC", "127.0.0.1", pacs.dicom_port)
-            for name in SENDERS:  # warm-up: imports, Orthanc's first writes
-                SENDERS[name](write_series(work / f"warm-{len(name)}", 1, rows=64, columns=64), destination)
+class StowSenders:
+    """The two STOW-RS senders, each with one HTTP session reused across batches."""
+
+    def __init__(self, base: str) -> None:
+        from dicomweb_client.api import DICOMwebClient
+
+        self.base = base
+        self.client = dicomweb.make_client()
+        self.dicomweb_client = DICOMwebClient(url=base)
+
+    def radground(self, files: list[Path]) -> None:
+        result = dicomweb.store_instances(self.base, files, client=self.client)
+        if not result.complete:
+            raise RuntimeError(f"RadGround STOW-RS: {result.peer_answer}")
+
+    def dicomweb_client_(self, files: list[Path]) -> None:
+        answer = self.dicomweb_client.store_instances([dcmread(f) for f in files])
+        if len(answer.get("ReferencedSOPSequence", [])) != len(files):
+            raise RuntimeError(f"dicomweb-client STOW-RS: {answer}")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def bench_stow(args: argparse.Namespace, console: Console, work: Path) -> None:
+    with orthanc_dicomweb(work / "orthanc-dicomweb") as pacs:
+        senders = StowSenders(dicomweb_base(pacs))
+        send: dict[str, Callable[[list[Path]], None]] = {
+            "RadGround STOW-RS": senders.radground,
+            "dicomweb-client": senders.dicomweb_client_,
+        }
+        timings: dict[str, list[float]] = {name: [] for name in send}
+        try:
+            for index, name in enumerate(send):  # warm-up: imports, connections, Orthanc's first writes
+                send[name](write_series(work / f"stow-warm-{index}", 1, rows=64, columns=64))
             with Progress(console=console, transient=True) as progress:
-                task = progress.add_task("sending", total=args.batches * len(SENDERS))
+                task = progress.add_task("STOW-RS", total=args.batches * len(send))
                 for batch in range(args.batches):
-                    for index, (name, send) in enumerate(SENDERS.items()):
-                        files = write_series(work / f"b{batch}-{index}", args.batch_size, rows=64, columns=64)
+                    for index, (name, sender) in enumerate(send.items()):
+                        files = write_series(work / f"s{batch}-{index}", args.batch_size, rows=64, columns=64)
                         start = time.perf_counter()
-                        send(files, destination)
+                        sender(files)
                         timings[name].append(time.perf_counter() - start)
                         progress.advance(task)
-    table = Table(title=f"{args.batches} batches of {args.batch_size} small instances into Orthanc, "
-                        "one association per batch")
+        finally:
+            senders.close()
+    print_table(console, timings, args, ours="RadGround STOW-RS",
+                title=f"STOW-RS: {args.batches} batches of {args.batch_size} small instances into Orthanc "
+                      "DICOMweb, one request per batch")
+
+
+def bench_cstore(args: argparse.Namespace, console: Console, work: Path) -> None:
+    timings: dict[str, list[float]] = {name: [] for name in SENDERS}
+    with OrthancPACS(work / "orthanc") as pacs:
+        destination = Destination("ORTHANC", "127.0.0.1", pacs.dicom_port)
+        for name, sender in SENDERS.items():  # warm-up: imports, Orthanc's first writes
+            sender(write_series(work / f"warm-{len(name)}", 1, rows=64, columns=64), destination)
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("sending", total=args.batches * len(SENDERS))
+            for batch in range(args.batches):
+                for index, (name, send) in enumerate(SENDERS.items()):
+                    files = write_series(work / f"b{batch}-{index}", args.batch_size, rows=64, columns=64)
+                    start = time.perf_counter()
+                    send(files, destination)
+                    timings[name].append(time.perf_counter() - start)
+                    progress.advance(task)
+    print_table(console, timings, args, ours="RadGround StorageSCU",
+                title=f"{args.batches} batches of {args.batch_size} small instances into Orthanc, "
+                      "one association per batch")
+
+
+def print_table(console: Console, timings: dict[str, list[float]], args: argparse.Namespace, *,
+                ours: str, title: str) -> None:
+    table = Table(title=title)
     for column in ("sender", "batch median ms", "batch p95 ms", "ms / instance", "instances/s", "RadGround is"):
         table.add_column(column, justify="left" if column == "sender" else "right")
-    ours = statistics.median(timings["RadGround StorageSCU"])
+    our_median = statistics.median(timings[ours])
     for name, values in timings.items():
         median = statistics.median(values)
         p95 = statistics.quantiles(values, n=20)[-1]
-        ratio = "" if name.startswith("RadGround") else f"{median / ours:.1f}x faster"
+        ratio = "" if name == ours else f"{median / our_median:.2f}x faster"
         table.add_row(name, f"{median * 1000:.0f}", f"{p95 * 1000:.0f}", f"{median * 1000 / args.batch_size:.1f}",
                       f"{args.batch_size / median:.0f}", ratio)
     console.print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--protocol", choices=("cstore", "stow", "both"), default="both",
+                        help="C-STORE senders, STOW-RS senders or both (default both)")
+    parser.add_argument("--batches", type=int, default=30, help="batches per sender (default 30)")
+    parser.add_argument("--batch-size", type=int, default=4, help="instances per batch (default 4)")
+    args = parser.parse_args()
+    console = Console()
+    with tempfile.TemporaryDirectory(prefix="radground-delivery-") as tmp:
+        work = Path(tmp)
+        if args.protocol in ("cstore", "both"):
+            bench_cstore(args, console, work)
+        if args.protocol in ("stow", "both"):
+            bench_stow(args, console, work)
 
 
 if __name__ == "__main__":

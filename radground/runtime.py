@@ -120,6 +120,7 @@ def build_context(settings: Settings, *, enqueue: Enqueuer) -> PipelineContext:
             for name, f in settings.fhir_endpoints.items()
         },
         scu_ae_title=settings.node.ae_title,
+        scu_pynetdicom_patches=settings.node.pynetdicom_patches,
         max_task_starts=settings.workers.max_task_starts,
         task_time_limit_seconds=settings.workers.task_time_limit_seconds,
         requeue_after_seconds=settings.workers.requeue_after_seconds,

@@ -12,6 +12,7 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from dicom_node.patches import PYNETDICOM_PATCHES
 from dicom_node.scu import Destination
 from engine.model import RegionAwareModel
 from exporters.hl7.enum import ProcessingId
@@ -102,6 +103,8 @@ class PipelineContext:
     fhir_targets: Mapping[str, FhirTarget] = field(default_factory=dict)
     hl7_targets: Mapping[str, Hl7Target] = field(default_factory=dict)
     scu_ae_title: str = "RADGROUND"
+    #: node.pynetdicom_patches, for the SCU that delivers outputs (dicom_node.patches).
+    scu_pynetdicom_patches: tuple[str, ...] = PYNETDICOM_PATCHES
     max_task_starts: int = 3
     task_time_limit_seconds: float = 900.0
     requeue_after_seconds: float = 120.0

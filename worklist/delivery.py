@@ -85,7 +85,7 @@ def _deliver_dicom(ctx: PipelineContext, name: str, artifacts: list[tuple[str, s
              if kind in wanted and (not target.languages or language in target.languages)]
     if not files:
         return _Outcome(True, max_attempts=target.max_attempts)
-    results = StorageSCU(ctx.scu_ae_title).send(files, target.destination)
+    results = StorageSCU(ctx.scu_ae_title, pynetdicom_patches=ctx.scu_pynetdicom_patches).send(files, target.destination)
     failed = [r for r in results if not r.ok]
     if not failed:
         return _Outcome(True, max_attempts=target.max_attempts)
