@@ -84,9 +84,9 @@ def _optional_builders():
     builders = {}
     try:
         from exporters.pr import build_presentation_states
-        from exporters.regions import plan_regions as plan_overlays
+        from exporters.regions import plan_regions
 
-        builders["gsps"] = (build_presentation_states, plan_overlays)
+        builders["gsps"] = (build_presentation_states, plan_regions)
     except ImportError:
         pass
     try:
@@ -122,7 +122,7 @@ def make_ways(report, sources) -> tuple[list[Stage], list[Stage]]:
     straightforward: list[Stage] = [("sr", sr_straightforward)]
     project: list[Stage] = [("sr", sr_project)]
     if "gsps" in builders:
-        build_ps, plan_overlays = builders["gsps"]
+        build_ps, plan_regions = builders["gsps"]
 
         def gsps_straightforward(out: dict) -> list:
             # without the project's memoised highdicom IOD look-ups (__wrapped__)
@@ -135,7 +135,7 @@ def make_ways(report, sources) -> tuple[list[Stage], list[Stage]]:
             ]
 
         def gsps_project(out: dict) -> list:
-            plan = plan_overlays(report, sources)
+            plan = plan_regions(report, sources)
             return [
                 ps
                 for i, lang in enumerate(languages)

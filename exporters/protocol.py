@@ -92,7 +92,9 @@ def parse_output_kind(name: object) -> OutputKind:
         return OutputKind(str(name).strip().lower())
     except ValueError:
         known = ", ".join(repr(k.value) for k in OutputKind)
-        raise UnknownOutputKindError(f"unknown output kind {name!r}; known kinds: {known}") from None
+        raise UnknownOutputKindError(
+            f"unknown output kind {name!r}; known kinds: {known}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,9 @@ class Artifact:
         if not self.filename or "/" in self.filename or self.filename.startswith("."):
             raise ValueError(f"filename must be a plain file name, got {self.filename!r}")
         if not isinstance(self.content, Dataset | bytes):
-            raise TypeError(f"content must be a pydicom Dataset or bytes, got {type(self.content).__name__}")
+            raise TypeError(
+                f"content must be a pydicom Dataset or bytes, got {type(self.content).__name__}"
+            )
 
     @property
     def dataset(self) -> Dataset | None:
@@ -158,7 +162,9 @@ class Artifact:
     def from_dataset(cls, kind: OutputKind, language: str, dataset: Dataset) -> Artifact:
         """A DICOM artifact named ``<kind>-<language>-<SOP Instance UID>.dcm``."""
         uid = str(dataset.SOPInstanceUID)
-        return cls(kind, language, f"{kind.value}-{language}-{uid}.dcm", DICOM_MEDIA_TYPE, dataset, uid)
+        return cls(
+            kind, language, f"{kind.value}-{language}-{uid}.dcm", DICOM_MEDIA_TYPE, dataset, uid
+        )
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,9 @@ OUTPUT_SOP_CLASSES: dict[str, str] = {
     uid: kind.value for kind, exporter in EXPORTERS.items() for uid in exporter.sop_class_uids
 }
 
+#: The DICOM output kinds as the data-flow sketch names them ("SR, GSPS, SC, KOS").
+_DICOM_OUTPUT_NAMES = ", ".join(kind.value.upper() for kind, e in EXPORTERS.items() if e.sop_class_uids)
+
 #: When the Storage SCP answers each C-STORE status (PS3.4 Table B.2-1).
 #: A test checks that every :class:`~dicom_node.conformance.StoreStatus` constant is listed.
 STORE_STATUS_CONDITIONS: dict[str, tuple[str, str, str]] = {
@@ -183,7 +186,7 @@ def render_conformance_statement() -> str:
         "",
         "```",
         "remote SCU (PACS, modality) --C-ECHO, C-STORE--> [RADGROUND Storage SCP] -> storage, index",
-        "[RADGROUND Storage SCU] --C-STORE (SR, GSPS/CSPS, SC)--> remote Storage SCP (PACS)",
+        f"[RADGROUND Storage SCU] --C-STORE ({_DICOM_OUTPUT_NAMES})--> remote Storage SCP (PACS)",
         "`radground echo` / `radground send` --> [RADGROUND SCU] --C-ECHO / C-STORE--> any peer",
         "```",
         "",

@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from dicom_node.scu import SendResult, StorageSCU
+from exporters.protocol import OutputKind
 from exporters.registry import artifact_kinds
 from worklist.context import PipelineContext, audit
 from worklist.db import utcnow
@@ -106,7 +107,7 @@ def _deliver_fhir(ctx: PipelineContext, name: str, artifacts: list[tuple[str, st
     target = ctx.fhir_targets.get(name)
     if target is None:
         return _Outcome(False, error=f"FHIR endpoint {name!r} is no longer configured")
-    bundles = [path for kind, _, path in artifacts if kind == "fhir" and Path(path).name == f"fhir-{name}.json"]
+    bundles = [path for kind, _, path in artifacts if kind == OutputKind.FHIR_BUNDLE and Path(path).name == f"fhir-{name}.json"]
     if not bundles:
         return _Outcome(False, error=f"no FHIR bundle was exported for {name!r}")
     try:

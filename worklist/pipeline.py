@@ -370,8 +370,10 @@ def _export_requests(ctx: PipelineContext, route: Route, revision: int) -> list[
     for name in fhir_names:
         target = ctx.fhir_targets[name]
         options = FhirOptions(revision=revision, languages=(target.primary_language,), destination=name,
-                              local_node=ctx.scu_ae_title, patient_identifier_system=target.patient_identifier_system)
-        requests.append(_ExportRequest(OutputKind.FHIR_BUNDLE, options, f"fhir for {name}"))
+                              local_node=ctx.scu_ae_title,
+                              patient_identifier_system=target.patient_identifier_system)
+        label = _per_destination_label(OutputKind.FHIR_BUNDLE, name)
+        requests.append(_ExportRequest(OutputKind.FHIR_BUNDLE, options, label))
     if not fhir_names:
         options = FhirOptions(revision=revision, languages=route.languages[:1], local_node=ctx.scu_ae_title)
         requests.append(_ExportRequest(OutputKind.FHIR_BUNDLE, options, OutputKind.FHIR_BUNDLE.value))
@@ -381,17 +383,24 @@ def _export_requests(ctx: PipelineContext, route: Route, revision: int) -> list[
                              local_node=ctx.scu_ae_title, sending_facility=hl7.sending_facility,
                              receiving_application=hl7.receiving_application,
                              receiving_facility=hl7.receiving_facility, processing_id=hl7.processing_id)
-        requests.append(_ExportRequest(OutputKind.HL7_ORU, options, f"hl7 for {name}"))
+        label = _per_destination_label(OutputKind.HL7_ORU, name)
+        requests.append(_ExportRequest(OutputKind.HL7_ORU, options, label))
     return requests
+
+
+def _per_destination_label(kind: OutputKind, destination: str) -> str:
+    """How a per-destination output's failure is named: ``"fhir for EHR"``."""
+    return f"{kind.value} for {destination}"
 
 
 def _not_sent_reason(ctx: PipelineContext, name: str, built: _Built) -> str | None:
     """Why a destination gets nothing (what it takes was not built), or None."""
     from exporters.registry import artifact_kinds
 
-    for kind, what, targets in (("fhir", "FHIR Bundle", ctx.fhir_targets), ("hl7", "HL7 message", ctx.hl7_targets)):
+    for kind, what, targets in ((OutputKind.FHIR_BUNDLE, "FHIR Bundle", ctx.fhir_targets),
+                                (OutputKind.HL7_ORU, "HL7 message", ctx.hl7_targets)):
         if name in targets:
-            why = built.failures.get(f"{kind} for {name}")
+            why = built.failures.get(_per_destination_label(kind, name))
             return None if why is None else f"not sent: its {what} was not built: {why}"
     target = ctx.dicom_targets.get(name)
     if target is None:

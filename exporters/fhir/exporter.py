@@ -75,8 +75,16 @@ class FhirExporter:
             local_node=options.local_node,
         )
         uid = output_uid(
-            report, revision=options.revision, kind=self.kind, language=language, role="bundle",
+            report,
+            revision=options.revision,
+            kind=self.kind,
+            language=language,
+            role="bundle",
             part=options.destination,
         )
         name = f"fhir-{options.destination}.json" if options.destination else "fhir.json"
-        return [Artifact(self.kind, language, name, self.media_type, bundle_json(bundle).encode("utf-8"), uid)]
+        return [
+            Artifact(
+                self.kind, language, name, self.media_type, bundle_json(bundle).encode("utf-8"), uid
+            )
+        ]

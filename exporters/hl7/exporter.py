@@ -52,7 +52,11 @@ class HL7Exporter:
         plan: RegionPlan,
         options: ExportOptions,
     ) -> list[Artifact]:
-        extra = options if isinstance(options, HL7Options) else HL7Options(options.revision, options.languages)
+        extra = (
+            options
+            if isinstance(options, HL7Options)
+            else HL7Options(options.revision, options.languages)
+        )
         control_id = message_control_id(report, revision=options.revision, part=options.destination)
         srs = [a.object_uid for a in options.references if a.kind is OutputKind.SR]
         message = build_oru_r01(
@@ -70,7 +74,11 @@ class HL7Exporter:
         name = f"hl7-{options.destination}.hl7" if options.destination else "hl7.hl7"
         return [
             Artifact(
-                self.kind, options.languages[0], name, self.media_type, message.er7.encode("utf-8"),
+                self.kind,
+                options.languages[0],
+                name,
+                self.media_type,
+                message.er7.encode("utf-8"),
                 control_id,
             )
         ]

@@ -34,7 +34,11 @@ class KeyObjectSelectionExporter:
         options: ExportOptions,
     ) -> list[Artifact]:
         language = options.languages[0]
-        srs = [a.dataset for a in options.references if a.kind is OutputKind.SR and a.dataset is not None]
+        srs = [
+            a.dataset
+            for a in options.references
+            if a.kind is OutputKind.SR and a.dataset is not None
+        ]
         document = build_key_object_selection(
             report,
             sources,
