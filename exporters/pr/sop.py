@@ -105,7 +105,8 @@ _UNPAIRED_BODY_PARTS = frozenset(
 
 def series_description(kind: OutputKind, language: str) -> str:
     """SeriesDescription of an overlay series, e.g. ``"AI overlays (unverified) – ZH-CN"``."""
-    what = "AI key images" if kind is OutputKind.SC else "AI overlays"
+    # "key images" is the Key Object Selection's (exporters.kos): a PACS lists both series
+    what = "AI burned-in findings" if kind is OutputKind.SC else "AI overlays"
     return f"{what} (unverified) \u2013 {language.upper()}"
 
 

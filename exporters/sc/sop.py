@@ -67,7 +67,7 @@ def build_secondary_captures(
     software_versions: str = "0.1.0",
     plan: RegionPlan | None = None,
 ) -> list[hd.sc.SCImage]:
-    """Secondary Capture key images with ``report``'s regions burned in.
+    """Secondary Capture images with ``report``'s regions burned in.
 
     Parameters
     ----------
@@ -133,7 +133,7 @@ def build_secondary_captures(
                 manufacturer=manufacturer, software_versions=software_versions, equipment=equipment,
             )
         )
-        logger.debug("key image %d: %d region(s) on image %s", number, len(regions), short_uid(uid))
+        logger.debug("secondary capture %d: %d region(s) on image %s", number, len(regions), short_uid(uid))
     return images
 
 
@@ -146,7 +146,7 @@ def render_preview(
     graphic_color: tuple[int, int, int] | Mapping[FindingKind, tuple[int, int, int]] | None = None,
     window: tuple[float, float] | None = None,
 ) -> Image.Image:
-    """The picture a key image holds, as a PIL image (for a web page or an
+    """The picture a Secondary Capture image holds, as a PIL image (for a web page or an
     e-mail): ``source`` (or one frame of it) with the report's regions on it.
 
     Regions on other images are ignored; boxes are clipped as in the
@@ -283,11 +283,11 @@ def _secondary_capture(
             contributing_equipment=[equipment],
             specific_character_set="ISO_IR 192",
             series_description=series_description(OutputKind.SC, language),
-            manufacturer_model_name="RadGround key images",
+            manufacturer_model_name="RadGround burned-in findings",
             software_versions=software_versions,
         )
     except (ValueError, TypeError) as exc:
-        raise ExportError(f"highdicom refused the key image: {exc}") from exc
+        raise ExportError(f"highdicom refused the Secondary Capture image: {exc}") from exc
     if orientation is None:
         image.PatientOrientation = None
     image.copy_patient_and_study_information(source)

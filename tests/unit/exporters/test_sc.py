@@ -1,4 +1,4 @@
-"""Secondary Capture key images with burned-in findings (optional output)."""
+"""Secondary Capture images with burned-in findings (optional output)."""
 
 from __future__ import annotations
 
