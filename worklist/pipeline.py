@@ -395,7 +395,7 @@ def _per_destination_label(kind: OutputKind, destination: str) -> str:
 
 def _not_sent_reason(ctx: PipelineContext, name: str, built: _Built) -> str | None:
     """Why a destination gets nothing (what it takes was not built), or None."""
-    from exporters.registry import artifact_kinds
+    from exporters.registry import artifact_kinds, exporter_for
 
     for kind, what, targets in ((OutputKind.FHIR_BUNDLE, "FHIR Bundle", ctx.fhir_targets),
                                 (OutputKind.HL7_ORU, "HL7 message", ctx.hl7_targets)):
@@ -405,7 +405,8 @@ def _not_sent_reason(ctx: PipelineContext, name: str, built: _Built) -> str | No
     target = ctx.dicom_targets.get(name)
     if target is None:
         return None  # the delivery step reports a destination that is no longer configured
-    failed = [kind.value for kind in target.outputs if kind.value in built.failures]
+    requested = dict.fromkeys(exporter_for(kind).kind.value for kind in target.outputs)
+    failed = [kind for kind in requested if kind in built.failures]
     produced = {o.kind for o in built.outputs}
     if failed and not any(kind.value in produced for kind in artifact_kinds(target.outputs)):
         reasons = "; ".join(f"{kind}: {built.failures[kind]}" for kind in failed)

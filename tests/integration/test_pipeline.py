@@ -482,3 +482,29 @@ def test_an_hl7_receiver_of_the_route_gets_an_oru_with_a_control_id_from_the_rev
     _export_again(ctx, job_id)
     assert [a.object_uid for a in _artifacts(ctx, job_id) if a.kind == OutputKind.HL7_ORU] == [oru.object_uid]
     assert (ctx.outputs_root / oru.path).read_bytes().decode("utf-8").split("\r")[0] == segments[0]
+
+
+def test_regions_that_do_not_fit_their_images_fail_the_dicom_outputs_only(world, shared_data, pacs, ehr,
+                                                                          monkeypatch):
+    """A report whose regions cannot be placed (here: the planner refuses them) builds no SR,
+    GSPS or KOS; the PACS is told so without being contacted, the EHR still gets its Bundle."""
+    from exporters.errors import SourceError
+
+    def refuse(report, sources):
+        raise SourceError("finding 0 region 0: its image is not among the source headers given")
+
+    monkeypatch.setattr(regions_module, "plan_findings", refuse)
+    world.send([cxr_file(world.tmp, shared_data)])
+    world.ready()
+    drain(world.ctx, world.queue)
+    [job] = jobs(world.ctx)
+    assert job.state is JobState.FAILED
+    with world.ctx.sessions() as session:
+        states = {d.destination: (d.state, d.attempts, d.last_error) for d in session.scalars(select(Delivery))}
+    assert states["PACS"][:2] == (DeliveryState.FAILED, 0) and pacs.received == []
+    assert states["PACS"][2].startswith(
+        "not sent: none of its outputs was built (sr: the regions could not be placed on their images: "
+        "finding 0 region 0"), states["PACS"][2]
+    assert "; gsps: " in states["PACS"][2] and "; kos: " in states["PACS"][2]
+    assert states["EHR"][0] is DeliveryState.DONE and len(ehr.resources("DiagnosticReport")) == 1
+    assert job.last_error.startswith("not built: sr: the regions could not be placed"), job.last_error
