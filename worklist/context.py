@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node.patches import PYNETDICOM_PATCHES
 from dicom_node.scu import Destination
 from engine.model import RegionAwareModel
+from exporters.hl7.enum import ProcessingId
+from exporters.protocol import OutputKind
 from worklist.db import Base, utcnow
 from worklist.errors import WorklistError
 from worklist.fhir_delivery import FhirAuth
@@ -26,6 +28,7 @@ __all__ = [
     "DicomTarget",
     "Enqueuer",
     "FhirTarget",
+    "Hl7Target",
     "LoadedModel",
     "PipelineContext",
     "StepError",
@@ -56,7 +59,9 @@ class LoadedModel:
 @dataclass(frozen=True)
 class DicomTarget:
     destination: Destination
-    outputs: tuple[str, ...] = ("sr", "gsps")
+    #: The output kinds it gets (a kind names every artifact its exporter
+    #: produces: GSPS also covers Colour PS, see :func:`exporters.registry.artifact_kinds`).
+    outputs: tuple[OutputKind, ...] = (OutputKind.SR, OutputKind.GSPS, OutputKind.KOS)
     languages: tuple[str, ...] = ()
     max_attempts: int = 10
 
@@ -72,6 +77,19 @@ class FhirTarget:
 
 
 @dataclass(frozen=True)
+class Hl7Target:
+    """An HL7 v2 receiver's message fields: its route's jobs build an ORU^R01 for it
+    (MSH-4 sending facility, MSH-5/-6 receiving application and facility, MSH-11
+    processing ID; the languages of its texts, empty = the route's)."""
+
+    sending_facility: str | None = None
+    receiving_application: str | None = None
+    receiving_facility: str | None = None
+    processing_id: ProcessingId = ProcessingId.PRODUCTION
+    languages: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class PipelineContext:
     """Everything the steps need, built once per process by the application."""
 
@@ -83,6 +101,7 @@ class PipelineContext:
     enqueue: Enqueuer
     dicom_targets: Mapping[str, DicomTarget] = field(default_factory=dict)
     fhir_targets: Mapping[str, FhirTarget] = field(default_factory=dict)
+    hl7_targets: Mapping[str, Hl7Target] = field(default_factory=dict)
     scu_ae_title: str = "RADGROUND"
     #: node.pynetdicom_patches, for the SCU that delivers outputs (dicom_node.patches).
     scu_pynetdicom_patches: tuple[str, ...] = PYNETDICOM_PATCHES

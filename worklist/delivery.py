@@ -19,6 +19,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from dicom_node.scu import SendResult, StorageSCU
+from exporters.protocol import OutputKind
+from exporters.registry import artifact_kinds
 from worklist.context import PipelineContext, audit
 from worklist.db import updated_rows, utcnow
 from worklist.errors import InvalidFhirRequestError
@@ -79,8 +81,7 @@ def _deliver_dicom(ctx: PipelineContext, name: str, artifacts: list[tuple[str, s
     target = ctx.dicom_targets.get(name)
     if target is None:
         return _Outcome(False, error=f"destination {name!r} is no longer configured")
-    kinds = {"sr": {"sr"}, "gsps": {"gsps", "csps"}, "sc": {"sc"}}
-    wanted = set().union(*(kinds[o] for o in target.outputs))
+    wanted = {kind.value for kind in artifact_kinds(target.outputs)}
     files = [ctx.outputs_root / path for kind, language, path in artifacts
              if kind in wanted and (not target.languages or language in target.languages)]
     if not files:
@@ -106,7 +107,7 @@ def _deliver_fhir(ctx: PipelineContext, name: str, artifacts: list[tuple[str, st
     target = ctx.fhir_targets.get(name)
     if target is None:
         return _Outcome(False, error=f"FHIR endpoint {name!r} is no longer configured")
-    bundles = [path for kind, _, path in artifacts if kind == "fhir" and Path(path).name == f"fhir-{name}.json"]
+    bundles = [path for kind, _, path in artifacts if kind == OutputKind.FHIR_BUNDLE and Path(path).name == f"fhir-{name}.json"]
     if not bundles:
         return _Outcome(False, error=f"no FHIR bundle was exported for {name!r}")
     try:

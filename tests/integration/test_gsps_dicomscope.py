@@ -35,7 +35,7 @@ from engine.report import (
     Text,
     derive_uid,
 )
-from exporters.gsps import build_presentation_states
+from exporters.pr import build_presentation_states
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Key images: Secondary Capture with the findings burned in (optional).
+"""Secondary Capture images with the findings burned in (optional; PS3.3 A.8.1).
 
 For viewers that render neither SR nor GSPS, one Secondary Capture image
 (PS3.3 A.8.1) per source image (and frame) with regions: the source's pixels,
@@ -24,33 +24,38 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 from pydicom.sr.codedict import codes
+from pydicom.uid import SecondaryCaptureImageStorage
 
 from engine.report import FindingKind, GroundedReport
 from engine.uids import short_uid
 from exporters.errors import ExportError, SourceError
-from exporters.gsps import copy_series_anatomy, series_description
-from exporters.presentation_content import (
+from exporters.pr.content import (
     LayerStyle,
-    OverlayPlan,
     PlacedRegion,
     finding_label,
     layer_styles,
     plan_overlays,
     truncate_utf8,
 )
+from exporters.pr.sop import copy_series_anatomy, series_description
 from exporters.preview import Overlay, display_array, render_overlay
-from exporters.uids import OutputKind, output_uid
+from exporters.protocol import OutputKind
+from exporters.regions import RegionPlan, plan_regions
+from exporters.uids import output_uid
 
-__all__ = ["build_key_images", "render_preview", "source_display_pixels"]
+__all__ = ["SOP_CLASS_UIDS", "build_secondary_captures", "render_preview", "source_display_pixels"]
 
 logger = logging.getLogger(__name__)
+
+#: SOP classes this exporter writes: Secondary Capture Image Storage (PS3.4 B.5).
+SOP_CLASS_UIDS: frozenset[str] = frozenset({str(SecondaryCaptureImageStorage)})
 
 #: Burned-in labels are cut at this many UTF-8 bytes (a readable line).
 _LABEL_BYTES = 120
 _CAPTION = "AI output \u2013 unverified"
 
 
-def build_key_images(
+def build_secondary_captures(
     report: GroundedReport,
     sources: Sequence[Dataset],
     *,
@@ -61,9 +66,9 @@ def build_key_images(
     window: tuple[float, float] | None = None,
     manufacturer: str = "RadGround",
     software_versions: str = "0.1.0",
-    plan: OverlayPlan | None = None,
+    plan: RegionPlan | None = None,
 ) -> list[hd.sc.SCImage]:
-    """Secondary Capture key images with ``report``'s regions burned in.
+    """Secondary Capture images with ``report``'s regions burned in.
 
     Parameters
     ----------
@@ -78,14 +83,14 @@ def build_key_images(
     series_number
         Series Number of the key-image series (one series per language).
     graphic_color
-        Colours as for :func:`exporters.gsps.build_presentation_states`.
+        Colours as for :func:`exporters.pr.build_presentation_states`.
     window
         ``(center, width)`` for grayscale sources; by default the source's
         first Window Center/Width, else the 0.5-99.5 percentile range.
     manufacturer, software_versions
         General Equipment (this software).
     plan
-        Placement from :func:`~exporters.presentation_content.plan_overlays`.
+        The job's region plan (:func:`exporters.regions.plan_regions`); made here if omitted.
 
     Returns
     -------
@@ -101,15 +106,16 @@ def build_key_images(
     if language not in report.languages:
         raise ExportError(f"language {language!r} is not among the report's {report.languages}")
     if plan is None:
-        plan = plan_overlays(report, sources)
+        plan = plan_regions(report, sources)
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
     styles = layer_styles(graphic_color)
     groups: dict[tuple[str, int | None], list[PlacedRegion]] = {}
-    for placed in plan.regions:
-        groups.setdefault((placed.image.sop_instance_uid, placed.image.frame_number), []).append(placed)
+    for placed in plan.overlays.regions:
+        key = (placed.image.sop_instance_uid, placed.image.frame_number)
+        groups.setdefault(key, []).append(placed)
 
     series_uid = output_uid(
-        report, revision=revision, kind=OutputKind.SECONDARY_CAPTURE, language=language, role="series"
+        report, revision=revision, kind=OutputKind.SC, language=language, role="series"
     )
     equipment = hd.ContributingEquipment(
         manufacturer=report.model.manufacturer,
@@ -120,16 +126,28 @@ def build_key_images(
     images = []
     for number, ((uid, frame), regions) in enumerate(groups.items(), start=1):
         source = by_uid[uid]
-        picture = np.asarray(_picture(source, regions, frame=frame, window=window, language=language,
-                                      styles=styles))
+        picture = np.asarray(
+            _picture(source, regions, frame=frame, window=window, language=language, styles=styles)
+        )
         images.append(
             _secondary_capture(
-                report, source, picture, frame=frame, language=language, revision=revision,
-                series_uid=series_uid, series_number=series_number, instance_number=number,
-                manufacturer=manufacturer, software_versions=software_versions, equipment=equipment,
+                report,
+                source,
+                picture,
+                frame=frame,
+                language=language,
+                revision=revision,
+                series_uid=series_uid,
+                series_number=series_number,
+                instance_number=number,
+                manufacturer=manufacturer,
+                software_versions=software_versions,
+                equipment=equipment,
             )
         )
-        logger.debug("key image %d: %d region(s) on image %s", number, len(regions), short_uid(uid))
+        logger.debug(
+            "secondary capture %d: %d region(s) on image %s", number, len(regions), short_uid(uid)
+        )
     return images
 
 
@@ -142,7 +160,7 @@ def render_preview(
     graphic_color: tuple[int, int, int] | Mapping[FindingKind, tuple[int, int, int]] | None = None,
     window: tuple[float, float] | None = None,
 ) -> Image.Image:
-    """The picture a key image holds, as a PIL image (for a web page or an
+    """The picture a Secondary Capture image holds, as a PIL image (for a web page or an
     e-mail): ``source`` (or one frame of it) with the report's regions on it.
 
     Regions on other images are ignored; boxes are clipped as in the
@@ -150,8 +168,14 @@ def render_preview(
     """
     plan = plan_overlays(report, [source], only_these_sources=True)
     regions = [r for r in plan.regions if r.image.frame_number == frame]
-    return _picture(source, regions, frame=frame, window=window, language=language,
-                    styles=layer_styles(graphic_color))
+    return _picture(
+        source,
+        regions,
+        frame=frame,
+        window=window,
+        language=language,
+        styles=layer_styles(graphic_color),
+    )
 
 
 def _picture(
@@ -191,7 +215,8 @@ def source_display_pixels(
         array = source.pixel_array
     except (ValueError, RuntimeError, NotImplementedError, AttributeError) as exc:
         raise SourceError(
-            f"cannot decode the pixels of source image {short_uid(str(source.SOPInstanceUID))}: {exc}"
+            "cannot decode the pixels of source image "
+            f"{short_uid(str(source.SOPInstanceUID))}: {exc}"
         ) from exc
     frames = int(source.get("NumberOfFrames", 1) or 1)
     if frames > 1:
@@ -202,10 +227,16 @@ def source_display_pixels(
         return _to_uint8(array)
     if array.ndim == 3:
         return _to_uint8(array)
-    values = apply_modality_lut(array, source) if "RescaleSlope" in source or "ModalityLUTSequence" in source else array
+    values = (
+        apply_modality_lut(array, source)
+        if "RescaleSlope" in source or "ModalityLUTSequence" in source
+        else array
+    )
     if window is None and "WindowCenter" in source and "WindowWidth" in source:
         center, width = source.WindowCenter, source.WindowWidth
-        center = center[0] if isinstance(center, Sequence) and not isinstance(center, str) else center
+        center = (
+            center[0] if isinstance(center, Sequence) and not isinstance(center, str) else center
+        )
         width = width[0] if isinstance(width, Sequence) and not isinstance(width, str) else width
         window = (float(center), float(width)) if float(width) > 0 else None
     return display_array(values, window=window, invert=photometric == "MONOCHROME1")
@@ -233,7 +264,9 @@ def _patient_orientation(source: Dataset) -> tuple[str, str] | None:
     def direction(vector: Sequence[float]) -> str:
         order = np.argsort(-np.abs(np.asarray(vector, dtype=float)))
         return "".join(
-            letters[axis][0 if vector[axis] > 0 else 1] for axis in order if abs(vector[axis]) > 0.25
+            letters[axis][0 if vector[axis] > 0 else 1]
+            for axis in order
+            if abs(vector[axis]) > 0.25
         )
 
     row, column = direction(cosines[:3]), direction(cosines[3:])
@@ -267,8 +300,12 @@ def _secondary_capture(
             series_instance_uid=series_uid,
             series_number=series_number,
             sop_instance_uid=output_uid(
-                report, revision=revision, kind=OutputKind.SECONDARY_CAPTURE, language=language,
-                role="instance", part=f"{uid}/{frame or 1}",
+                report,
+                revision=revision,
+                kind=OutputKind.SC,
+                language=language,
+                role="instance",
+                part=f"{uid}/{frame or 1}",
             ),
             instance_number=instance_number,
             manufacturer=manufacturer,
@@ -286,12 +323,12 @@ def _secondary_capture(
             patient_orientation=orientation or ("L", "F"),
             contributing_equipment=[equipment],
             specific_character_set="ISO_IR 192",
-            series_description=series_description(OutputKind.SECONDARY_CAPTURE, language),
-            manufacturer_model_name="RadGround key images",
+            series_description=series_description(OutputKind.SC, language),
+            manufacturer_model_name="RadGround burned-in findings",
             software_versions=software_versions,
         )
     except (ValueError, TypeError) as exc:
-        raise ExportError(f"highdicom refused the key image: {exc}") from exc
+        raise ExportError(f"highdicom refused the Secondary Capture image: {exc}") from exc
     if orientation is None:
         # (mypy takes the attribute's type, list[str], from highdicom's own assignment;
         # pydicom stores None as an empty value)
@@ -302,7 +339,8 @@ def _secondary_capture(
     image.BurnedInAnnotation = "YES"
     image.ImageType = ["DERIVED", "SECONDARY"]
     image.DerivationDescription = (
-        f"AI findings (unverified) drawn by RadGround on the source image: model {report.model.name} "
+        "AI findings (unverified) drawn by RadGround on the source image: "
+        f"model {report.model.name} "
         f"{report.model.version}; not reviewed by a radiologist"
     )[:1024]
     reference = Dataset()
@@ -321,8 +359,16 @@ def _pixel_aspect_ratio(source: Dataset) -> tuple[int, int] | None:
     """Pixel Aspect Ratio (vertical, horizontal) for non-square source pixels."""
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         spacing = source.get(keyword)
-        if spacing is not None and len(spacing) == 2 and float(spacing[0]) > 0 and float(spacing[1]) > 0:
-            vertical, horizontal = round(float(spacing[0]) * 10000), round(float(spacing[1]) * 10000)
+        if (
+            spacing is not None
+            and len(spacing) == 2
+            and float(spacing[0]) > 0
+            and float(spacing[1]) > 0
+        ):
+            vertical, horizontal = (
+                round(float(spacing[0]) * 10000),
+                round(float(spacing[1]) * 10000),
+            )
             return None if vertical == horizontal else (vertical, horizontal)
     if "PixelAspectRatio" in source and len(source.PixelAspectRatio) == 2:
         vertical, horizontal = (int(v) for v in source.PixelAspectRatio)

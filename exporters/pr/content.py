@@ -1,8 +1,10 @@
 """What goes on an overlay: placed regions, labels, layers and colours.
 
-Pure helpers shared by the presentation-state exporter (:mod:`exporters.gsps`)
-and the burned-in key image (:mod:`exporters.key_image`). Nothing here builds
-DICOM; it decides *what* is drawn *where*:
+Pure helpers shared by the presentation-state exporter (:mod:`exporters.pr.sop`)
+and the Secondary Capture exporter (:mod:`exporters.sc.sop`). Nothing here builds
+DICOM; it decides *what* is drawn *where* (the pipeline's one region plan,
+:func:`exporters.regions.plan_regions`, places the regions; :func:`plan_overlays`
+places them on a single picture for previews):
 
 - each region's box is clipped to its image (Columns x Rows) and the clipping
   is recorded; a box entirely outside its image is dropped and recorded;
@@ -27,10 +29,10 @@ from types import MappingProxyType
 
 from pydicom.dataset import Dataset
 
-from engine.report import Box, Finding, FindingKind, GroundedReport, ImageRef
+from engine.report import Box, Finding, FindingKind, GroundedReport
 from engine.uids import short_uid
 from exporters.errors import ExportError, SourceError
-from exporters.sr_content import region_tracking_uid
+from exporters.regions import OverlayPlan, PlacedRegion, region_tracking_uid
 
 __all__ = [
     "DEFAULT_LAYER_COLORS",
@@ -149,6 +151,14 @@ class LayerStyle:
         return round(luminance / 255.0 * 65535)
 
 
+def _rgb_triple(value: Sequence[int]) -> tuple[int, int, int]:
+    """``value`` as an sRGB triple; a sequence of another length is an :class:`ExportError`."""
+    rgb = tuple(value)
+    if len(rgb) != 3:
+        raise ExportError(f"layer colour must be three ints in 0-255, got {rgb!r}")
+    return (rgb[0], rgb[1], rgb[2])
+
+
 def layer_styles(
     graphic_color: tuple[int, int, int] | Mapping[FindingKind, tuple[int, int, int]] | None = None,
 ) -> dict[FindingKind, LayerStyle]:
@@ -179,67 +189,6 @@ def layer_styles(
         for order, kind in enumerate((FindingKind.ANATOMY, FindingKind.ABNORMALITY), start=1)
     }
 
-
-def _rgb_triple(value: Sequence[int]) -> tuple[int, int, int]:
-    """``value`` as an sRGB triple; a sequence of another length is an :class:`ExportError`."""
-    rgb = tuple(value)
-    if len(rgb) != 3:
-        raise ExportError(f"layer colour must be three ints in 0-255, got {rgb!r}")
-    return (rgb[0], rgb[1], rgb[2])
-
-
-@dataclass(frozen=True)
-class PlacedRegion:
-    """A region ready to draw: its finding, its image and its clipped box.
-
-    Attributes
-    ----------
-    finding
-        The finding the region belongs to.
-    finding_index
-        Its 0-based position in the report.
-    region_index
-        The region's 0-based position in ``finding.regions``.
-    tracking_uid
-        The region's Tracking UID, the same as the SR's measurement group
-        (:func:`exporters.sr_content.region_tracking_uid`: the finding's UID
-        when it has one region).
-    image
-        The exact source image (and frame).
-    box
-        The box, clipped to the image.
-    clipped
-        Whether the original box extended past the image.
-    columns, rows
-        The image's size in pixels.
-    """
-
-    finding: Finding
-    finding_index: int
-    region_index: int
-    tracking_uid: str
-    image: ImageRef
-    box: Box
-    clipped: bool
-    columns: int
-    rows: int
-
-
-@dataclass(frozen=True)
-class OverlayPlan:
-    """What will be drawn, and what could not be drawn as given.
-
-    Attributes
-    ----------
-    regions
-        Regions to draw, in report order.
-    problems
-        One message per clipped or dropped region (finding tracking UIDs are
-        hashed, see :func:`engine.uids.short_uid`), for the operator and the audit trail.
-    """
-
-    regions: tuple[PlacedRegion, ...]
-    problems: tuple[str, ...]
 
 
 def plan_overlays(
@@ -281,7 +230,8 @@ def plan_overlays(
                 if only_these_sources:
                     continue
                 raise SourceError(
-                    f"finding {index} has a region on image {short_uid(uid)} (hashed SOP Instance UID) "
+                    f"finding {index} has a region on image {short_uid(uid)} "
+                    "(hashed SOP Instance UID) "
                     "that is not among the sources"
                 )
             if "Rows" not in source or "Columns" not in source:
@@ -295,16 +245,19 @@ def plan_overlays(
                 )
             columns, rows = int(source.Columns), int(source.Rows)
             clipped = region.box.clip(columns, rows)
-            where = f"finding {index} region {region_index} (tracking {short_uid(finding.tracking_uid)})"
+            tracking = short_uid(finding.tracking_uid)
+            where = f"finding {index} region {region_index} (tracking {tracking})"
             if clipped is None:
                 problems.append(
-                    f"{where}: box {_box_text(region.box)} lies outside its {columns}x{rows} image; dropped"
+                    f"{where}: box {_box_text(region.box)} lies outside its {columns}x{rows} "
+                    "image; dropped"
                 )
                 continue
             was_clipped = clipped != region.box
             if was_clipped:
                 problems.append(
-                    f"{where}: box {_box_text(region.box)} extends past its {columns}x{rows} image; "
+                    f"{where}: box {_box_text(region.box)} extends past its {columns}x{rows} "
+                    "image; "
                     f"clipped to {_box_text(clipped)}"
                 )
             placed.append(

@@ -13,7 +13,7 @@ region of a :class:`~engine.report.GroundedReport` on the exact source image
   label a text object beside it, both carrying the region's Tracking UID
   and ID (the same as the SR's measurement group: the finding's UID, or one
   per region for a finding with several, see
-  :func:`exporters.sr_content.region_tracking_uid`);
+  :func:`exporters.regions.region_tracking_uid`);
 - graphics only: no Softcopy VOI LUT unless a window is asked for (a viewer
   applies a presentation state's VOI and overrides the user's window);
 - Displayed Area: the whole image, top-left (1, 1) to (Columns, Rows), with
@@ -44,20 +44,25 @@ from engine.report import FindingKind, GroundedReport
 from engine.uids import short_uid
 from exporters._highdicom_cache import with_memoised_iod_lookups
 from exporters.errors import ExportError, SourceError
-from exporters.presentation_content import (
+from exporters.pr.content import (
     LO_MAX_CHARS,
     LayerStyle,
-    OverlayPlan,
     PlacedRegion,
     finding_label,
     layer_styles,
-    plan_overlays,
     text_box_for,
     truncate_utf8,
 )
-from exporters.uids import OutputKind, output_uid
+from exporters.protocol import OutputKind
+from exporters.regions import RegionPlan, plan_regions
+from exporters.uids import output_uid
 
-__all__ = ["PresentationState", "build_presentation_states", "copy_series_anatomy", "series_description"]
+__all__ = [
+    "PresentationState",
+    "build_presentation_states",
+    "copy_series_anatomy",
+    "series_description",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -96,18 +101,51 @@ _TYPE2_HEADER_KEYWORDS = (
 #: General Series Laterality (0020,0060), Type 2C, is not required.
 _UNPAIRED_BODY_PARTS = frozenset(
     {
-        "CHEST", "ABDOMEN", "PELVIS", "HEAD", "NECK", "SKULL", "BRAIN", "HEART", "SPINE",
-        "CSPINE", "TSPINE", "LSPINE", "SSPINE", "COCCYX", "WHOLEBODY", "THORAX", "CHESTABDOMEN",
-        "CHESTABDPELVIS", "ABDOMENPELVIS", "HEADNECK", "LIVER", "PANCREAS", "SPLEEN", "BLADDER",
-        "UTERUS", "PROSTATE", "STOMACH", "COLON", "ESOPHAGUS", "AORTA", "LARYNX", "TRACHEA",
-        "SACRUM", "STERNUM", "MEDIASTINUM", "PITUITARY", "CAROTID",
+        "CHEST",
+        "ABDOMEN",
+        "PELVIS",
+        "HEAD",
+        "NECK",
+        "SKULL",
+        "BRAIN",
+        "HEART",
+        "SPINE",
+        "CSPINE",
+        "TSPINE",
+        "LSPINE",
+        "SSPINE",
+        "COCCYX",
+        "WHOLEBODY",
+        "THORAX",
+        "CHESTABDOMEN",
+        "CHESTABDPELVIS",
+        "ABDOMENPELVIS",
+        "HEADNECK",
+        "LIVER",
+        "PANCREAS",
+        "SPLEEN",
+        "BLADDER",
+        "UTERUS",
+        "PROSTATE",
+        "STOMACH",
+        "COLON",
+        "ESOPHAGUS",
+        "AORTA",
+        "LARYNX",
+        "TRACHEA",
+        "SACRUM",
+        "STERNUM",
+        "MEDIASTINUM",
+        "PITUITARY",
+        "CAROTID",
     }
 )
 
 
 def series_description(kind: OutputKind, language: str) -> str:
     """SeriesDescription of an overlay series, e.g. ``"AI overlays (unverified) – ZH-CN"``."""
-    what = "AI key images" if kind is OutputKind.SECONDARY_CAPTURE else "AI overlays"
+    # "key images" is the Key Object Selection's (exporters.kos): a PACS lists both series
+    what = "AI burned-in findings" if kind is OutputKind.SC else "AI overlays"
     return f"{what} (unverified) \u2013 {language.upper()}"
 
 
@@ -123,7 +161,7 @@ def build_presentation_states(
     window: tuple[float, float] | None = None,
     manufacturer: str = "RadGround",
     software_versions: str = "0.1.0",
-    plan: OverlayPlan | None = None,
+    plan: RegionPlan | None = None,
 ) -> list[PresentationState]:
     """Presentation states drawing ``report``'s regions on its source images.
 
@@ -144,7 +182,7 @@ def build_presentation_states(
         Series Number (0020,0011) of the output series.
     graphic_color
         sRGB colour of the graphics: one triple for all, or one per finding
-        kind; default :data:`~exporters.presentation_content.DEFAULT_LAYER_COLORS`.
+        kind; default :data:`~exporters.pr.content.DEFAULT_LAYER_COLORS`.
     window
         ``(center, width)`` to impose as Softcopy VOI LUT (PS3.3 C.11.8); by
         default none, so the viewer keeps the user's window.
@@ -152,9 +190,8 @@ def build_presentation_states(
         General Equipment of the presentation state (this software); the model
         is recorded as Contributing Equipment.
     plan
-        Placement computed beforehand with
-        :func:`~exporters.presentation_content.plan_overlays` (whose
-        ``problems`` record clipped and dropped boxes); computed here if omitted.
+        The job's region plan (:func:`exporters.regions.plan_regions`, whose
+        ``notes`` record clipped and dropped boxes); made here if omitted.
 
     Returns
     -------
@@ -178,7 +215,7 @@ def build_presentation_states(
     if window is not None and (len(window) != 2 or not window[1] > 0):
         raise ExportError(f"window must be (center, width) with width > 0, got {window!r}")
     if plan is None:
-        plan = plan_overlays(report, sources)
+        plan = plan_regions(report, sources)
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
     styles = layer_styles(graphic_color)
     layers = {kind: _graphic_layer(style) for kind, style in styles.items()}
@@ -186,10 +223,12 @@ def build_presentation_states(
     # One presentation state per source series; within a series, one per image
     # size and photometric kind, which its Displayed Area and LUTs must match.
     groups: dict[tuple[str, int, int, str], list[PlacedRegion]] = {}
-    for placed in plan.regions:
+    for placed in plan.overlays.regions:
         source = by_uid[placed.image.sop_instance_uid]
         if "SeriesInstanceUID" not in source:
-            raise SourceError(f"source image {short_uid(placed.image.sop_instance_uid)} lacks SeriesInstanceUID")
+            raise SourceError(
+                f"source image {short_uid(placed.image.sop_instance_uid)} lacks SeriesInstanceUID"
+            )
         key = (str(source.SeriesInstanceUID), placed.rows, placed.columns, _pixel_kind(source))
         groups.setdefault(key, []).append(placed)
 
@@ -212,11 +251,20 @@ def build_presentation_states(
         common: dict[str, Any] = dict(
             referenced_images=references,
             series_instance_uid=output_uid(
-                report, revision=revision, kind=kind, language=language, role="series", part=series_uid
+                report,
+                revision=revision,
+                kind=kind,
+                language=language,
+                role="series",
+                part=series_uid,
             ),
             series_number=series_number,
             sop_instance_uid=output_uid(
-                report, revision=revision, kind=kind, language=language, role="instance",
+                report,
+                revision=revision,
+                kind=kind,
+                language=language,
+                role="instance",
                 part=f"{series_uid}/{rows}x{columns}/{pixel_kind}",
             ),
             instance_number=instance_numbers[series_uid],
@@ -250,7 +298,10 @@ def build_presentation_states(
         _set_pixel_aspect_ratio(state, images[0])
         logger.debug(
             "built %s for series %s: %d region(s) on %d image(s)",
-            kind.value, short_uid(series_uid), len(regions), len(images),
+            kind.value,
+            short_uid(series_uid),
+            len(regions),
+            len(images),
         )
         states.append(state)
     return states
@@ -281,7 +332,10 @@ def _reference_header(source: Dataset, *, color: bool) -> Dataset:
     for element in source:
         if element.tag in skip or element.tag.group in (0x6000, 0x6002):  # no overlay planes
             continue
-        if element.keyword in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        if element.keyword in (
+            "SharedFunctionalGroupsSequence",
+            "PerFrameFunctionalGroupsSequence",
+        ):
             header[element.tag] = copy.deepcopy(element)
             for group in header[element.tag].value:
                 if "FrameVOILUTSequence" in group:
@@ -391,7 +445,9 @@ def _presentation_lut(source: Dataset) -> hd.PresentationLUTTransformation:
     """IDENTITY for MONOCHROME2, INVERSE for MONOCHROME1 sources, so the image
     keeps its polarity (PS3.3 C.11.6.1)."""
     inverse = str(source.get("PhotometricInterpretation", "")) == "MONOCHROME1"
-    shape = hd.PresentationLUTShapeValues.INVERSE if inverse else hd.PresentationLUTShapeValues.IDENTITY
+    shape = (
+        hd.PresentationLUTShapeValues.INVERSE if inverse else hd.PresentationLUTShapeValues.IDENTITY
+    )
     return hd.PresentationLUTTransformation(presentation_lut_shape=shape)
 
 
@@ -455,7 +511,12 @@ def _set_pixel_aspect_ratio(state: Dataset, source: Dataset) -> None:
     ratio = None
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         spacing = source.get(keyword)
-        if spacing is not None and len(spacing) == 2 and float(spacing[0]) > 0 and float(spacing[1]) > 0:
+        if (
+            spacing is not None
+            and len(spacing) == 2
+            and float(spacing[0]) > 0
+            and float(spacing[1]) > 0
+        ):
             ratio = Fraction(float(spacing[0])) / Fraction(float(spacing[1]))
             break
     if ratio is None and "PixelAspectRatio" in source and len(source.PixelAspectRatio) == 2:
