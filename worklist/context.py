@@ -12,19 +12,27 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from dicom_node.scu import Destination
 from engine.model import RegionAwareModel
 from worklist.db import utcnow
+from worklist.destinations import (
+    DestinationTarget,
+    DicomTarget,
+    DicomWebTarget,
+    FhirTarget,
+    Hl7Target,
+    RetryPolicy,
+)
 from worklist.errors import WorklistError
-from worklist.fhir_delivery import FhirAuth
 from worklist.jobs_models import AuditEvent
 from worklist.leases import worker_id
 from worklist.routing import Route
 
 __all__ = [
     "DicomTarget",
+    "DicomWebTarget",
     "Enqueuer",
     "FhirTarget",
+    "Hl7Target",
     "LoadedModel",
     "PipelineContext",
     "StepError",
@@ -53,24 +61,6 @@ class LoadedModel:
 
 
 @dataclass(frozen=True)
-class DicomTarget:
-    destination: Destination
-    outputs: tuple[str, ...] = ("sr", "gsps")
-    languages: tuple[str, ...] = ()
-    max_attempts: int = 10
-
-
-@dataclass(frozen=True)
-class FhirTarget:
-    url: str
-    auth: FhirAuth
-    timeout_seconds: float = 30.0
-    max_attempts: int = 10
-    primary_language: str = "en"
-    patient_identifier_system: str | None = None
-
-
-@dataclass(frozen=True)
 class PipelineContext:
     """Everything the steps need, built once per process by the application."""
 
@@ -80,8 +70,10 @@ class PipelineContext:
     routes: tuple[Route, ...]
     models: Callable[[str], LoadedModel]
     enqueue: Enqueuer
-    dicom_targets: Mapping[str, DicomTarget] = field(default_factory=dict)
-    fhir_targets: Mapping[str, FhirTarget] = field(default_factory=dict)
+    #: The configured destinations by name (``[destinations.NAME]``), each of its type's target class.
+    destinations: Mapping[str, DestinationTarget] = field(default_factory=dict)
+    #: When failed deliveries are tried again (a destination may set its own ``retry_for``).
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     scu_ae_title: str = "RADGROUND"
     max_task_starts: int = 3
     task_time_limit_seconds: float = 900.0
@@ -90,6 +82,21 @@ class PipelineContext:
     #: renewal (see :mod:`worklist.leases`).
     lease_seconds: float = 30.0
     actor: str = field(default_factory=lambda: worker_id(os.getpid()))
+
+    @property
+    def dicom_targets(self) -> Mapping[str, DicomTarget]:
+        """The destinations of type ``dicom``."""
+        return {n: t for n, t in self.destinations.items() if isinstance(t, DicomTarget)}
+
+    @property
+    def fhir_targets(self) -> Mapping[str, FhirTarget]:
+        """The destinations of type ``fhir``."""
+        return {n: t for n, t in self.destinations.items() if isinstance(t, FhirTarget)}
+
+    @property
+    def hl7_targets(self) -> Mapping[str, Hl7Target]:
+        """The destinations of type ``hl7`` (each gets an ORU^R01 built for its MSH-5/MSH-6)."""
+        return {n: t for n, t in self.destinations.items() if isinstance(t, Hl7Target)}
 
 
 class StepError(WorklistError):

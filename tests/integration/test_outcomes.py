@@ -161,8 +161,8 @@ def test_cr_without_issuer_reaches_pacs_and_ehr_without_a_configured_system(tmp_
     settings = _settings(
         tmp_path, database_url,
         routes=(RouteSettings(name="cxr", modalities=("CR",), destinations=("PACS", "EHR")),),
-        destinations={"PACS": DicomDestination(ae_title="PACS", host="127.0.0.1", port=pacs.port)},
-        fhir_endpoints={"EHR": FhirEndpointSettings(url=ehr.base_url)},  # no patient_identifier_system
+        destinations={"PACS": DicomDestination(ae_title="PACS", host="127.0.0.1", port=pacs.port),
+                      "EHR": FhirEndpointSettings(url=ehr.base_url)},  # no patient_identifier_system
     )
     for world in _world(settings, tmp_path):
         world.send([cr_without_issuer(tmp_path, shared_data)])
@@ -181,9 +181,9 @@ def test_a_fhir_only_failure_leaves_sr_and_gsps_delivered_and_the_job_says_so(tm
     settings = _settings(
         tmp_path, database_url,
         routes=(RouteSettings(name="cxr", modalities=("CR",), destinations=("PACS", "EHR")),),
-        destinations={"PACS": DicomDestination(ae_title="PACS", host="127.0.0.1", port=pacs.port)},
-        # a FHIR-only mistake: the Bundle's language is not one the route reports in
-        fhir_endpoints={"EHR": FhirEndpointSettings(url=ehr.base_url, primary_language="fr")},
+        destinations={"PACS": DicomDestination(ae_title="PACS", host="127.0.0.1", port=pacs.port),
+                      # a FHIR-only mistake: the Bundle's language is not one the route reports in
+                      "EHR": FhirEndpointSettings(url=ehr.base_url, primary_language="fr")},
     )
     for world in _world(settings, tmp_path):
         world.send([cr_without_issuer(tmp_path, shared_data)])
@@ -207,7 +207,7 @@ def test_a_fhir_only_failure_leaves_sr_and_gsps_delivered_and_the_job_says_so(tm
         # the operator fixes the setting and retries: the export runs again, the EHR gets its
         # Bundle, the PACS is not sent the same objects twice
         target = dataclasses.replace(world.ctx.fhir_targets["EHR"], primary_language="en")
-        fixed = dataclasses.replace(world.ctx, fhir_targets={"EHR": target})
+        fixed = dataclasses.replace(world.ctx, destinations={**world.ctx.destinations, "EHR": target})
         assert "export runs again" in retry_job(fixed, job.id, actor="operator:test")
         drain(fixed, world.queue)
         [job] = jobs(world.ctx)

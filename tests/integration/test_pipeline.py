@@ -109,9 +109,8 @@ def world(tmp_path, database_url, pacs, ehr):
         workers=WorkerSettings(outputs_root=tmp_path / "outputs", requeue_after_seconds=60),
         routes=(RouteSettings(name="cxr", modalities=("DX", "CR"), body_parts=("CHEST",),
                               view_positions=("PA", "AP"), destinations=("PACS", "EHR")),),
-        destinations={"PACS": DicomDestination(ae_title="PACS", host="127.0.0.1", port=pacs.port, max_attempts=3)},
-        fhir_endpoints={"EHR": FhirEndpointSettings(url=ehr.base_url, max_attempts=5,
-                                                    patient_identifier_system="urn:oid:2.25.1234")},
+        destinations={"PACS": DicomDestination(ae_title="PACS", host="127.0.0.1", port=pacs.port),
+                      "EHR": FhirEndpointSettings(url=ehr.base_url, patient_identifier_system="urn:oid:2.25.1234")},
     )
     yield from _world(settings, tmp_path)
 

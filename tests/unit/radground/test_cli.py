@@ -72,7 +72,7 @@ def test_node_refuses_to_start_without_the_fhir_secret(runner, tmp_path, monkeyp
         f"[storage]\nroot = '{tmp_path / 'instances'}'\nreserve_mb = 0\n"
         f"[database]\nurl = 'sqlite:///{tmp_path / 'db.sqlite'}'\n"
         f"[workers]\nbroker_url = 'radground+sqlite:///{tmp_path / 'broker.sqlite'}'\n"
-        "[fhir_endpoints.EHR]\nurl = 'https://ehr.invalid/fhir'\nauth = 'bearer'\ntoken_env = 'RG_TEST_EHR_TOKEN'\n"
+        "[destinations.EHR]\ntype = 'fhir'\nurl = 'https://ehr.invalid/fhir'\nauth = 'bearer'\ntoken_env = 'RG_TEST_EHR_TOKEN'\n"
     )
     result = runner.invoke(cli, ["--config", str(config), "node"])
     assert result.exit_code == 1

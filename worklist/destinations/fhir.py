@@ -11,8 +11,8 @@ is always safe, even after a timeout that hid a committed transaction.
 Errors are classified once, here, for the worklist's delivery task:
 
 * :class:`TransientFhirError` — connection errors, timeouts, HTTP 5xx (but 501
-  and 505), 429 and 408: try again later (:func:`retry_delay`; ``retry_after`` carries the
-  server's ``Retry-After``);
+  and 505), 429 and 408: try again later (the delivery retry policy,
+  :mod:`worklist.destinations.retry`; ``retry_after`` carries the server's ``Retry-After``);
 * :class:`PermanentFhirError` — any other 4xx, 501 and 505, an unexpected 3xx (redirects are
   not followed: a POST with credentials must not be re-sent elsewhere), a TLS
   certificate the client refuses, and (:class:`InvalidFhirResponseError`) a 2xx
@@ -31,7 +31,6 @@ import base64
 import json
 import logging
 import math
-import random
 import ssl
 import time
 from dataclasses import dataclass
@@ -58,7 +57,6 @@ __all__ = [
     "outcome_summary",
     "parse_retry_after",
     "post_transaction",
-    "retry_delay",
 ]
 
 _log = logging.getLogger(__name__)
@@ -260,8 +258,8 @@ class TransientFhirError(FhirDeliveryError):
     """Try again later: connection error, timeout, 5xx (but 501, 505), 429 or 408.
 
     ``retry_after`` is the server's ``Retry-After`` in seconds (RFC 9110 10.2.3;
-    an HTTP-date is turned into seconds from now), or None; pass it to
-    :func:`retry_delay` as the floor of the next delay.
+    an HTTP-date is turned into seconds from now), or None; the retry policy
+    (:mod:`worklist.destinations.retry`) waits at least this long.
     """
 
     def __init__(self, summary: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
@@ -611,58 +609,3 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
         when = when.replace(tzinfo=UTC)
     now = now or datetime.now(UTC)
     return max(0.0, (when - now).total_seconds())
-
-
-# -- retry policy --------------------------------------------------------------
-
-
-def retry_delay(
-    attempt: int,
-    *,
-    base: float = 2.0,
-    cap: float = 300.0,
-    retry_after: float | None = None,
-    rng: random.Random | None = None,
-) -> float:
-    """Seconds to wait before retry number ``attempt``: exponential backoff with full jitter.
-
-    The delay is drawn uniformly from ``[0, min(cap, base * 2 ** (attempt - 1))]``
-    ("full jitter", AWS Architecture Blog, *Exponential Backoff And Jitter*), so
-    many workers retrying one server spread out instead of arriving together.
-
-    Parameters
-    ----------
-    attempt
-        1 for the first retry after the first failure, 2 for the next, ...
-    base
-        Upper bound of the first delay, seconds (> 0).
-    cap
-        The delay never exceeds this (seconds, > 0), whatever the attempt.
-    retry_after
-        The server's ``Retry-After`` (:attr:`TransientFhirError.retry_after`):
-        the delay is at least this, but still at most ``cap`` (the operator's cap
-        is a hard bound; a server asking for more is retried at ``cap``).
-    rng
-        Random source (a seeded :class:`random.Random` in tests); the
-        ``random`` module's by default.
-    """
-    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
-        raise ValueError(f"attempt must be an int >= 1, got {attempt!r}")
-    for name, value in (("base", base), ("cap", cap)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value > 0
-        ):
-            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-    if retry_after is not None and (
-        isinstance(retry_after, bool)
-        or not isinstance(retry_after, (int, float))
-        or not math.isfinite(retry_after)
-        or retry_after < 0
-    ):
-        raise ValueError(f"retry_after must be None or seconds >= 0, got {retry_after!r}")
-    # 2 ** 1100 overflows a float: past ~60 doublings every base reaches any sane cap.
-    ceiling = cap if attempt > 64 else min(cap, base * 2.0 ** (attempt - 1))
-    delay = (rng or random).uniform(0.0, ceiling)
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return min(delay, cap)
