@@ -37,7 +37,7 @@ def test_documented_config_file_mentions_every_setting():
     assert set(data["models"]["default"]) == set(ModelSettings.model_fields)
     assert set(data["routes"][0]) == set(RouteSettings.model_fields)
     # the commented examples name every field of the sections that are empty by default
-    for model in (DicomDestination, FhirEndpointSettings):
+    for model in (DicomDestination, DicomWebDestination, FhirEndpointSettings, Hl7Destination):
         for field in model.model_fields:
             assert f"# {field} =" in text, field
 
@@ -126,7 +126,12 @@ def test_unparsable_environment_section_names_the_variable(tmp_path, monkeypatch
 
 
 def test_each_destination_type_has_its_section(tmp_path):
-    from radground.settings import DicomDestination, DicomWebDestination, FhirEndpointSettings, Hl7Destination
+    from radground.settings import (
+        DicomDestination,
+        DicomWebDestination,
+        FhirEndpointSettings,
+        Hl7Destination,
+    )
 
     config = tmp_path / "c.toml"
     config.write_text(

@@ -4,8 +4,8 @@ jitter and a floor, bounded by time."""
 from __future__ import annotations
 
 import random
-from itertools import pairwise
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 
