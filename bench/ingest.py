@@ -18,6 +18,7 @@ Prints instances/s per receiver and the ratios to the peers. Usage::
 
     .venv/bin/python bench/ingest.py            # full run (~6 min on 2 cores)
     .venv/bin/python bench/ingest.py --quick    # 1/5 of the counts
+    .venv/bin/python bench/ingest.py --compare-patches --quick   # each pynetdicom patch vs without it
     .venv/bin/python bench/ingest.py --structure-check   # only what the structural check costs
 """
 
@@ -124,17 +125,21 @@ class Receiver:
             self.process.kill()
 
 
-def start_radground(work: Path, processes: int, fsync: str = "always") -> Receiver:
+def start_radground(work: Path, processes: int, fsync: str = "always", *, patches: tuple[str, ...] | None = None,
+                    command: str = "serve") -> Receiver:
+    """``radground serve`` (or ``node``: no workers) on a free port; ``patches``: node.pynetdicom_patches."""
     port = free_port()
+    work.mkdir(parents=True, exist_ok=True)
     config = work / "radground.toml"
+    patch_line = "" if patches is None else f"pynetdicom_patches = {list(patches)!r}\n".replace("'", '"')
     config.write_text(
-        f'[node]\nport = {port}\nlistener_processes = {processes}\nmax_associations = 64\n'
+        f'[node]\nport = {port}\nlistener_processes = {processes}\nmax_associations = 64\n{patch_line}'
         f'[storage]\nroot = "{work / "instances"}"\nreserve_mb = 0\nfsync = "{fsync}"\n'
         f'[database]\nurl = "sqlite:///{work / "radground.db"}"\n'
         "[logging]\nlevel = \"WARNING\"\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("RADGROUND_")}
-    process = subprocess.Popen([sys.executable, "-m", "radground", "--config", str(config), "serve"],
+    process = subprocess.Popen([sys.executable, "-m", "radground", "--config", str(config), command],
                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_port(port)
     wait_until_settled(process.pid)  # listener processes and embedded workers done starting
@@ -232,11 +237,96 @@ SCENARIOS = [
 ]
 
 
+#: What each pynetdicom patch was made to speed up: the load/sender it is measured on.
+PATCH_SCENARIOS = [
+    ("32 KB, storescu (Nagle on)", "small", "storescu"),
+    ("32 KB, storescu TCP_NODELAY", "small", "storescu+nodelay"),
+    ("512 KB, storescu TCP_NODELAY", "large", "storescu+nodelay"),
+]
+ALL_PATCHES = ("pdu-limits", "quick-ack", "event-reactors", "store-fast-path", "scu-response-order")
+#: (variant, node.pynetdicom_patches): all patches, each speed patch left out, pynetdicom's stock path.
+PATCH_VARIANTS = [
+    ("all patches", ALL_PATCHES),
+    ("- quick-ack", tuple(p for p in ALL_PATCHES if p != "quick-ack")),
+    ("- event-reactors", tuple(p for p in ALL_PATCHES if p != "event-reactors")),
+    ("- store-fast-path", tuple(p for p in ALL_PATCHES if p != "store-fast-path")),
+    ("stock pynetdicom", ()),
+]
+
+
+def compare_patches(
+    args: argparse.Namespace,
+    console: Console,
+    *,
+    variants: list[tuple[str, tuple[str, ...]]],
+    scenarios: list[tuple[str, str, str]],
+) -> None:
+    """RadGround with all its pynetdicom patches against itself without each, in one run.
+
+    Every variant runs as its own ``radground node`` (1 listener process, no
+    fsync, so that the network path is what differs), all started once; the
+    rounds interleave the variants so that machine load falls on all alike.
+    Prints the median instances/s and "all patches / variant" per load.
+    """
+    import statistics
+
+    with tempfile.TemporaryDirectory(prefix="radground-bench-patches-") as tmp:
+        work = Path(tmp)
+        sizes = {"small": (args.small, 128), "large": (args.large, 512)}
+        loads = {  # fresh instances for every send (a re-sent instance takes the duplicate path)
+            (scenario, r): write_series(work / f"load-{s}-{r}", sizes[load][0], rows=sizes[load][1],
+                                        columns=sizes[load][1])
+            for r in range(args.rounds)
+            for s, (scenario, load, _) in enumerate(scenarios)
+        }
+        receivers = {name: start_radground(work / f"node-{i}", 1, "never", patches=patches, command="node")
+                     for i, (name, patches) in enumerate(variants)}
+        rates: dict[tuple[str, str], list[float]] = {}
+        try:
+            for r in range(args.rounds):
+                for scenario, _, sender in scenarios:
+                    files = loads[(scenario, r)]
+                    order = variants if r % 2 == 0 else variants[::-1]
+                    for name, _ in order:
+                        before = count_received(receivers[name])
+                        elapsed = send(receivers[name], files, sender)
+                        if count_received(receivers[name]) - before < len(files):
+                            raise RuntimeError(f"{name} did not store every instance of {scenario}")
+                        rates.setdefault((scenario, name), []).append(len(files) / elapsed)
+                console.print(f"round {r + 1}/{args.rounds} done")
+        finally:
+            for receiver in receivers.values():
+                receiver.stop()
+    table = Table(title=f"RadGround's pynetdicom patches, instances/s (median of {args.rounds} interleaved "
+                        "rounds; 1 listener, no fsync) and ratio all patches / variant")
+    table.add_column("load / sender")
+    for name, _ in variants:
+        table.add_column(name, justify="right")
+    for scenario, *_ in scenarios:
+        best = statistics.median(rates[(scenario, variants[0][0])])
+        cells = []
+        for name, _ in variants:
+            median = statistics.median(rates[(scenario, name)])
+            cells.append(f"{median:.0f}" if name == variants[0][0] else f"{median:.0f} ({best / median:.2f}x)")
+        table.add_row(scenario, *cells)
+    console.print(table)
+    for scenario, *_ in scenarios:
+        for name, _ in variants:
+            console.print(f"{scenario} | {name}: " + ", ".join(f"{rate:.0f}" for rate in rates[(scenario, name)]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1/5 of the instance counts")
     parser.add_argument("--small", type=int, default=1000, help="number of 32 KB instances")
     parser.add_argument("--large", type=int, default=300, help="number of 512 KB instances")
+    parser.add_argument("--compare-patches", action="store_true",
+                        help="instead: RadGround with and without each of its pynetdicom patches, interleaved")
+    parser.add_argument("--rounds", type=int, default=3, help="--compare-patches: interleaved rounds")
+    parser.add_argument("--variants", default=None,
+                        help="--compare-patches: semicolon-separated variant names (default: all)")
+    parser.add_argument("--scenarios", default=None,
+                        help="--compare-patches: semicolon-separated load/sender names (default: all)")
     parser.add_argument("--structure-check", action="store_true",
                         help="only measure the structural check of received data sets (with vs without)")
     args = parser.parse_args()
@@ -244,6 +334,17 @@ def main() -> None:
         args.small, args.large = args.small // 5, args.large // 5
     if args.structure_check:
         structure_check_table(args.small // 5, args.large // 5)
+        return
+    if args.compare_patches:
+        variants = [v for v in PATCH_VARIANTS if not args.variants or v[0] in args.variants.split(";")]
+        scenarios = [s for s in PATCH_SCENARIOS if not args.scenarios or s[0] in args.scenarios.split(";")]
+        if not variants or not scenarios:
+            sys.exit("--variants/--scenarios matched nothing: " + "; ".join(
+                [v[0] for v in PATCH_VARIANTS] + [s[0] for s in PATCH_SCENARIOS]))
+        for tool in ("storescu",):
+            if shutil.which(tool) is None:
+                sys.exit(f"{tool} not found: install dcmtk (.ci/bootstrap --test)")
+        compare_patches(args, Console(width=200), variants=variants, scenarios=scenarios)
         return
     for tool in ("storescu", "storescp"):
         if shutil.which(tool) is None:

@@ -8,6 +8,7 @@ __all__ = [
     "InsufficientStorageError",
     "InvalidInstanceError",
     "PixelDataLengthError",
+    "PortInUseError",
     "StorageError",
     "StoreRefusedError",
 ]
@@ -43,6 +44,25 @@ class StoreRefusedError(DicomNodeError):
     def __init__(self, reason: str, *, transient: bool = True) -> None:
         super().__init__(reason)
         self.transient = transient
+
+
+class PortInUseError(DicomNodeError, OSError):
+    """The node's address and port are held by another process; the node does not share them.
+
+    ``owner`` describes the other process ("pid 123: storescp -aet X 11112")
+    where it can be found, else ``None``.
+    """
+
+    def __init__(self, host: str, port: int, owner: str | None) -> None:
+        held_by = f"by {owner}" if owner else "by another process (not visible to this user)"
+        super().__init__(
+            98, f"port {port} on {host or '*'} is already in use {held_by}; "
+            "stop it or choose another node.port / --port"
+        )
+        self.host, self.port, self.owner = host, port, owner
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class DataSetStructureError(DicomNodeError):

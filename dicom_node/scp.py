@@ -9,34 +9,37 @@ size; a damaged data set is refused and leaves nothing behind), and the
 caller's ``on_stored`` hook is told about each instance; the node knows
 nothing of databases or queues.
 
-Speed: every association reads through :mod:`dicom_node.sockets` (quick ACKs,
-``TCP_NODELAY``), which removes the Nagle/delayed-ACK stall of senders with
-Nagle's algorithm on (dcmtk's ``storescu`` as Debian ships it, many PACS), its
-threads wait for events instead of polling (:mod:`dicom_node.reactors`), and
-C-STORE command sets are read and written directly
-(:mod:`dicom_node.store_fastpath`).
+Admission: the node accepts on its own listening socket
+(:mod:`dicom_node.listening`), caps connections per peer address at accept
+(before any thread serves them), gives every connection the network timeout
+and ``TCP_NODELAY``, then checks calling/called AE titles and the association
+limit on the A-ASSOCIATE-RQ.
+
+pynetdicom internals, each switchable (``pynetdicom_patches``,
+:mod:`dicom_node.patches`, docs/third-party-patches.md): every PDU is read
+bounded and with a deadline, with quick ACKs (:mod:`dicom_node.sockets`), the
+association threads wait for events instead of polling
+(:mod:`dicom_node.reactors`), and C-STORE command sets are read and written
+directly (:mod:`dicom_node.store_fastpath`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import multiprocessing
 import socket
 import threading
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE, evt
-from pynetdicom._handlers import (
-    standard_dimse_recv_handler,
-    standard_dimse_sent_handler,
-    standard_pdu_recv_handler,
-    standard_pdu_sent_handler,
-)
+from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
@@ -51,8 +54,16 @@ from dicom_node.errors import (
     StoreRefusedError,
 )
 from dicom_node.part10 import PREAMBLE, file_meta_information, read_header
+from dicom_node.patches import (
+    EVENT_REACTORS,
+    PDU_LIMITS,
+    PYNETDICOM_PATCHES,
+    QUICK_ACK,
+    STORE_FAST_PATH,
+    check_pynetdicom_internals,
+)
 from dicom_node.reactors import make_event_driven
-from dicom_node.sockets import tune_association_socket
+from dicom_node.sockets import guard_association_socket
 from dicom_node.storage import InstanceStore, PendingWrite, StagedWrite, StoreOutcome
 from dicom_node.store_fastpath import use_store_fast_path
 from dicom_node.structure import DataSetStructure, check_structure
@@ -61,6 +72,7 @@ from dicom_node.uids import is_valid_uid, short_uid
 __all__ = [
     "AllowedPeer",
     "AssociationLimiter",
+    "PeerConnectionLimiter",
     "StorageSCP",
     "StoredInstance",
     "ThreadAssociationLimiter",
@@ -69,6 +81,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # A-ASSOCIATE-RJ (PS3.8 §9.3.4): result, source, diagnostic.
+# Sent before the request is read to a peer over its connection cap: transient, service
+# provider (presentation), local limit exceeded.
+_A_ASSOCIATE_RJ_LIMIT = bytes([0x03, 0x00, 0, 0, 0, 4, 0x00, 0x02, 0x03, 0x02])
 _REJECT_CALLING_AE = (0x01, 0x01, 0x03)  # permanent, service user, calling AE title not recognised
 _REJECT_CALLED_AE = (0x01, 0x01, 0x07)  # permanent, service user, called AE title not recognised
 _REJECT_LIMIT = (0x02, 0x03, 0x02)  # transient, service provider (presentation), local limit exceeded
@@ -111,6 +126,49 @@ class ThreadAssociationLimiter:
         self._semaphore.release()
 
 
+class PeerConnectionLimiter:
+    """Caps concurrent connections per peer address, shared by the node's listener processes.
+
+    Counts live in shared memory, one slot per hash of the address
+    (``counts``: a ``multiprocessing`` ``Array("i", n)``, made by
+    :meth:`shared_counts` in the node process and handed to its listeners);
+    two addresses that share a slot share its cap, which only errs towards
+    refusing.
+    """
+
+    SLOTS = 4096
+
+    def __init__(self, maximum: int, *, counts: Any = None) -> None:
+        if maximum < 1:
+            raise ValueError(f"maximum connections per peer must be >= 1, got {maximum}")
+        self.maximum = maximum
+        self._counts = counts if counts is not None else self.shared_counts()
+
+    @classmethod
+    def shared_counts(cls, context: Any = multiprocessing) -> Any:
+        """Zeroed counters in shared memory, for :class:`PeerConnectionLimiter` in several processes."""
+        return context.Array("i", cls.SLOTS)
+
+    def _slot(self, host: str) -> int:
+        return zlib.crc32(host.encode()) % len(self._counts)
+
+    def try_acquire(self, host: str) -> bool:
+        """Count a new connection from ``host``; ``False`` (nothing counted) when it is at its cap."""
+        slot = self._slot(host)
+        with self._counts.get_lock():
+            if self._counts[slot] >= self.maximum:
+                return False
+            self._counts[slot] += 1
+            return True
+
+    def release(self, host: str) -> None:
+        """A connection from ``host`` closed."""
+        slot = self._slot(host)
+        with self._counts.get_lock():
+            if self._counts[slot] > 0:
+                self._counts[slot] -= 1
+
+
 @dataclass(frozen=True)
 class StoredInstance:
     """A received instance written to storage, as told to the ``on_stored`` hook.
@@ -148,47 +206,107 @@ class StoredInstance:
 
 
 class _NodeRequestHandler(RequestHandler):
+    server: _NodeServer
+
     def _create_association(self) -> Any:
         assoc = super()._create_association()
-        tune_association_socket(assoc)
-        make_event_driven(assoc)
-        _unbind_message_logging(assoc)
-        use_store_fast_path(assoc)
+        patches = self.server.patches
+        if PDU_LIMITS in patches:
+            guard_association_socket(assoc, quick_ack=QUICK_ACK in patches)
+        if EVENT_REACTORS in patches:
+            make_event_driven(assoc)
+        if STORE_FAST_PATH in patches:
+            use_store_fast_path(assoc)
+        _release_peer_slot_when_done(assoc, self.server.peer_limiter, str(self.client_address[0]))
         return assoc
 
 
-def _unbind_message_logging(assoc: Any) -> None:
-    """Unbind pynetdicom's message log handlers (bound when its ``LOG_HANDLER_LEVEL``
-    is "standard"): they log message contents, which can be patient data."""
-    for event, handler in (
-        (evt.EVT_DIMSE_RECV, standard_dimse_recv_handler),
-        (evt.EVT_DIMSE_SENT, standard_dimse_sent_handler),
-        (evt.EVT_PDU_RECV, standard_pdu_recv_handler),
-        (evt.EVT_PDU_SENT, standard_pdu_sent_handler),
-    ):
-        assoc.unbind(event, handler)
+def _release_peer_slot_when_done(assoc: Any, limiter: PeerConnectionLimiter, host: str) -> None:
+    """Hold the connection's per-peer slot until its association thread ends, not just until
+    its socket closes: a connection closed before its A-ASSOCIATE-RQ arrived (refused PDU,
+    stalled header) keeps pynetdicom's thread waiting up to the ACSE timeout, and the cap is
+    what bounds those threads per peer."""
+    run = assoc.run
+
+    def run_then_release() -> None:
+        try:
+            run()
+        finally:
+            limiter.release(host)
+
+    assoc.run = run_then_release  # threading.Thread.start() calls self.run()
 
 
 class _NodeServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server with our association socket and, optionally, SO_REUSEPORT.
+    """pynetdicom's threaded server on a listening socket the node owns, with admission per peer.
 
-    SO_REUSEPORT lets several listener processes bind the same port; the
-    kernel spreads connections over them, so ingest is not bound to one GIL.
+    ``listening_socket`` is the node's own bound, listening socket
+    (:func:`dicom_node.listening.bind_listening_socket`), shared by its
+    listener processes; without one the server binds ``address`` itself, also
+    without ``SO_REUSEPORT``. Each accepted connection gets the network
+    timeout on every read and write and ``TCP_NODELAY``, and counts against
+    its peer address's connection cap before any thread serves it.
     """
 
-    reuse_port = False
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, request_handler=_NodeRequestHandler, **kwargs)
+    def __init__(
+        self,
+        *args: Any,
+        listening_socket: socket.socket | None = None,
+        peer_limiter: PeerConnectionLimiter,
+        patches: frozenset[str],
+        **kwargs: Any,
+    ) -> None:
+        self._listening_socket = listening_socket
+        self.peer_limiter = peer_limiter
+        self.patches = patches
+        kwargs["request_handler"] = _NodeRequestHandler
+        super().__init__(*args, **kwargs)
 
     def server_bind(self) -> None:
-        if self.reuse_port:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        if self._listening_socket is None:
+            super().server_bind()
+            return
+        if self.socket is not None:
+            self.socket.close()  # the one socketserver made; the node's own replaces it
+        self.socket = self._listening_socket
+        # Shared with the node's other listener processes: accept() must not block
+        # when another process took the connection first.
+        self.socket.setblocking(False)
+        self.server_address = self.socket.getsockname()
 
+    def server_activate(self) -> None:
+        if self._listening_socket is None:
+            super().server_activate()
 
-class _ReusePortServer(_NodeServer):
-    reuse_port = True
+    def server_close(self) -> None:
+        if self._listening_socket is None:
+            super().server_close()
+        elif self.socket is not None:  # no shutdown(): the node's other listener processes still accept on it
+            self.socket.close()
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """socketserver's admission hook: the per-peer connection cap, then socket options."""
+        host = str(client_address[0])
+        if not self.peer_limiter.try_acquire(host):
+            logger.warning(
+                "Refused a connection from %s: it already holds %d connections (node.max_connections_per_peer)",
+                host, self.peer_limiter.maximum,
+            )
+            with contextlib.suppress(OSError):
+                request.settimeout(1.0)
+                request.sendall(_A_ASSOCIATE_RJ_LIMIT)
+            return False
+        try:
+            request.settimeout(self.ae.network_timeout)
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # closed already: the association reports it
+        return True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """The connection failed before it became an association: its peer slot is free again."""
+        super().handle_error(request, client_address)
+        self.peer_limiter.release(str(client_address[0]))
 
 
 class StorageSCP:
@@ -219,6 +337,13 @@ class StorageSCP:
         Seconds (pynetdicom's timeouts).
     maximum_pdu_size
         Maximum PDU size this node receives (0 = unlimited).
+    peer_limiter
+        Caps concurrent connections per peer address, counted when the TCP
+        connection is accepted (default: 8 per address in this process).
+    pynetdicom_patches
+        Which of RadGround's patches of pynetdicom internals to use
+        (:mod:`dicom_node.patches`; default all, empty = pynetdicom's stock
+        path). Checked against the installed pynetdicom here.
     verify_structure
         Check each data set's structure before Success
         (:func:`~dicom_node.structure.check_structure`); False only to measure
@@ -238,8 +363,15 @@ class StorageSCP:
         acse_timeout: float = 30.0,
         dimse_timeout: float = 60.0,
         maximum_pdu_size: int = 262_144,
+        peer_limiter: PeerConnectionLimiter | None = None,
+        pynetdicom_patches: Iterable[str] = PYNETDICOM_PATCHES,
         verify_structure: bool = True,
     ) -> None:
+        self.pynetdicom_patches = frozenset(pynetdicom_patches)
+        check_pynetdicom_internals(self.pynetdicom_patches)
+        # pynetdicom's documented switch: no handlers that log message contents (patient data).
+        _config.LOG_HANDLER_LEVEL = "none"
+        self.peer_limiter = peer_limiter or PeerConnectionLimiter(8)
         self.store = store
         self.ae_title = ae_title
         self.on_stored = on_stored
@@ -269,26 +401,29 @@ class StorageSCP:
             (evt.EVT_C_STORE, self._handle_store),
         ]
 
-    def start(self, host: str, port: int, *, reuse_port: bool = False) -> tuple[str, int]:
+    def start(self, host: str, port: int, *, listening_socket: socket.socket | None = None) -> tuple[str, int]:
         """Start listening in background threads; returns the bound (host, port).
 
-        ``port=0`` binds an ephemeral port (tests).
+        ``listening_socket``: the node's own listening socket (bound and
+        listening, :func:`dicom_node.listening.bind_listening_socket`) to
+        accept on, shared with its other listener processes; without it the
+        SCP binds ``(host, port)`` itself (``port=0``: an ephemeral port, tests).
         """
-        server_class = _ReusePortServer if reuse_port else _NodeServer
-        self._server = self._ae.make_server(
-            (host, port), evt_handlers=self.handlers, server_class=server_class
-        )
-        self._ae._servers.append(self._server)  # as AE.start_server does, so AE.shutdown stops it
-        threading.Thread(
-            target=self._server.serve_forever, name=f"StorageSCP:{port}", daemon=True
-        ).start()
-        bound = self._server.server_address
+        server = cast(_NodeServer, self._ae.make_server(
+            (host, port), evt_handlers=cast(Any, self.handlers), server_class=_NodeServer,
+            listening_socket=listening_socket, peer_limiter=self.peer_limiter,
+            patches=self.pynetdicom_patches,
+        ))
+        self._server = server
+        self._ae._servers.append(server)  # as AE.start_server does, so AE.shutdown stops it
+        threading.Thread(target=server.serve_forever, name=f"StorageSCP:{port}", daemon=True).start()
+        bound = server.server_address
         logger.info("Storage SCP %s listening on %s:%s", self.ae_title, bound[0], bound[1])
         return bound[0], bound[1]
 
-    def serve_forever(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+    def serve_forever(self, host: str, port: int, *, listening_socket: socket.socket | None = None) -> None:
         """Listen in the calling thread until :meth:`stop` is called from another thread."""
-        self.start(host, port, reuse_port=reuse_port)
+        self.start(host, port, listening_socket=listening_socket)
         self._stopped.wait()
 
     def stop(self) -> None:
@@ -302,8 +437,10 @@ class StorageSCP:
     def _handle_requested(self, event: evt.Event) -> None:
         """Admission control: calling AE (and host), called AE, association limit."""
         assoc = event.assoc
-        calling = assoc.requestor.primitive.calling_ae_title
-        called = assoc.requestor.primitive.called_ae_title
+        request = assoc.requestor.primitive
+        assert request is not None  # EVT_REQUESTED fires with the A-ASSOCIATE request
+        calling = request.calling_ae_title
+        called = request.called_ae_title
         host = assoc.requestor.address
         if self.allowed_peers and not any(p.matches(calling, host) for p in self.allowed_peers):
             logger.warning("Rejected association from %r at %s: calling AE title not allowed", calling, host)
@@ -323,7 +460,7 @@ class StorageSCP:
         with self._slots_lock:
             self._slots.add(id(assoc))
         assoc.acceptor.supported_contexts = contexts_preferring_requestor(
-            assoc.requestor.primitive.presentation_context_definition_list
+            request.presentation_context_definition_list
         )
 
     def _handle_conn_close(self, event: evt.Event) -> None:

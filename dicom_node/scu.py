@@ -30,14 +30,21 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
-from pynetdicom import AE
+from pynetdicom import AE, _config, evt
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_CANCEL
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification
 from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
-from dicom_node.sockets import tune_association_socket
+from dicom_node.patches import (
+    PDU_LIMITS,
+    PYNETDICOM_PATCHES,
+    QUICK_ACK,
+    SCU_RESPONSE_ORDER,
+    check_pynetdicom_internals,
+)
+from dicom_node.sockets import guard_association_socket
 from dicom_node.uids import short_uid
 
 __all__ = ["Destination", "EchoResult", "SendResult", "StorageSCU"]
@@ -124,6 +131,10 @@ class StorageSCU:
         Our calling AE title.
     acse_timeout, dimse_timeout, network_timeout
         Seconds.
+    pynetdicom_patches
+        Which of RadGround's patches of pynetdicom internals to use
+        (:mod:`dicom_node.patches`: pdu-limits, quick-ack, scu-response-order
+        apply here; default all, empty = pynetdicom's stock path).
     """
 
     def __init__(
@@ -133,24 +144,37 @@ class StorageSCU:
         acse_timeout: float = 30.0,
         dimse_timeout: float = 60.0,
         network_timeout: float = 60.0,
+        pynetdicom_patches: Iterable[str] = PYNETDICOM_PATCHES,
     ) -> None:
         self.ae_title = ae_title
+        self.pynetdicom_patches = frozenset(pynetdicom_patches)
+        check_pynetdicom_internals(self.pynetdicom_patches)
         self._timeouts = (acse_timeout, dimse_timeout, network_timeout)
 
     def _ae(self) -> AE:
+        _config.LOG_HANDLER_LEVEL = "none"  # pynetdicom's documented switch: no logging of message contents
         ae = AE(ae_title=self.ae_title)
         ae.acse_timeout, ae.dimse_timeout, ae.network_timeout = self._timeouts
         return ae
+
+    def _connection_handlers(self) -> list[Any]:
+        """pynetdicom's documented EVT_CONN_OPEN hook: guard the reads from the connection's
+        first PDU (the peer's A-ASSOCIATE-AC/RJ) on."""
+        if PDU_LIMITS not in self.pynetdicom_patches:
+            return []
+        quick_ack = QUICK_ACK in self.pynetdicom_patches
+        return [(evt.EVT_CONN_OPEN, lambda event: guard_association_socket(event.assoc, quick_ack=quick_ack))]
 
     def echo(self, destination: Destination) -> EchoResult:
         """Verify the peer with C-ECHO (PS3.4 Annex A)."""
         ae = self._ae()
         ae.add_requested_context(Verification)
         start = time.perf_counter()
-        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title,
+                             evt_handlers=self._connection_handlers())
         if not assoc.is_established:
             return EchoResult(False, None, time.perf_counter() - start, _association_failure(assoc))
-        _prepare(assoc)
+        _prepare(assoc, self.pynetdicom_patches)
         try:
             status = assoc.send_c_echo()
         finally:
@@ -200,13 +224,14 @@ class StorageSCU:
         ae = self._ae()
         for cx in _contexts_for(items[i] for i in batch):
             ae.add_requested_context(cx.abstract_syntax, cx.transfer_syntax)
-        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title,
+                             evt_handlers=self._connection_handlers())
         if not assoc.is_established:
             reason = _association_failure(assoc)
             for index in batch:
                 record(index, SendResult(items[index].source, items[index].sop_instance_uid, None, reason))
             return
-        _prepare(assoc)
+        _prepare(assoc, self.pynetdicom_patches)
         try:
             for index in batch:
                 item = items[index]
@@ -265,10 +290,10 @@ def _is_response(message: Any) -> bool:
     return getattr(message, "MessageIDBeingRespondedTo", None) is not None and not isinstance(message, C_CANCEL)
 
 
-def _prepare(assoc: Any) -> None:
-    """Our socket tuning and response-keeping DIMSE provider for an established association."""
-    tune_association_socket(assoc)
-    if type(assoc.dimse) is DIMSEServiceProvider:
+def _prepare(assoc: Any, patches: frozenset[str]) -> None:
+    """The response-keeping DIMSE provider for an established association (its reads are
+    guarded from the connection's start, :meth:`StorageSCU._connection_handlers`)."""
+    if SCU_RESPONSE_ORDER in patches and type(assoc.dimse) is DIMSEServiceProvider:
         assoc.dimse.__class__ = _RequestorDIMSE
 
 

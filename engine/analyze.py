@@ -69,7 +69,7 @@ from engine.report import (
 )
 from engine.uids import is_valid_uid, short_uid
 
-__all__ = ["AnalysisError", "analyze_study"]
+__all__ = ["AnalysisError", "NotApplicableError", "analyze_study"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +85,10 @@ _REGION_TASKS = (Task.GROUNDED_REPORT, Task.REPORT, Task.REGION_TO_TEXT)
 
 class AnalysisError(EngineError, RuntimeError):
     """A study could not be analysed (no usable image, inconsistent study, bad arguments)."""
+
+
+class NotApplicableError(AnalysisError):
+    """No image of the study is one the model is made for (``model.applicability``)."""
 
 
 # -- image selection ---------------------------------------------------------------
@@ -150,6 +154,8 @@ def _prepare_all(
     model: RegionAwareModel,
     selection: ImageSelection,
     problems: list[str],
+    *,
+    enforce_applicability: bool,
 ) -> list[tuple[pydicom.Dataset, PreparedImage]]:
     candidates = select_images(datasets, selection)
     chosen = {id(ds) for ds, _ in candidates}
@@ -158,11 +164,21 @@ def _prepare_all(
         for ds in datasets
         if id(ds) not in chosen
     ]
+    rule = model.applicability
+    not_applicable = 0
     prepared: list[tuple[pydicom.Dataset, PreparedImage]] = []
     for dataset, frame in candidates:
         where = f"SOP instance {short_uid(dataset.get('SOPInstanceUID', '?'))}" + (
             f" frame {frame}" if frame else ""
         )
+        refusal = None if rule is None else rule.explain(dataset, model_name=model.info.name)
+        if refusal is not None and not enforce_applicability:
+            problems.append(f"{where} analysed although {refusal} (forced)")
+        elif refusal is not None:
+            not_applicable += 1
+            refusals.append(f"{where}: {refusal}")
+            problems.append(f"{where} skipped: {refusal}")
+            continue
         try:
             prepared.append(
                 (
@@ -180,6 +196,8 @@ def _prepare_all(
             problems.append(f"{where} skipped: {exc}")
     if not prepared:
         detail = "; ".join(refusals) if refusals else "the study has no instances"
+        if not_applicable:
+            raise NotApplicableError(f"no image the model is made for: {detail}")
         raise AnalysisError(f"no usable images to analyse: {detail}")
     return prepared
 
@@ -493,6 +511,7 @@ def analyze_study(
     generate: Callable[[Sequence[GenerationRequest]], list[str]] | None = None,
     regional_cot: bool = False,
     created_at: datetime | None = None,
+    enforce_applicability: bool = True,
 ) -> GroundedReport:
     """Analyse one study with a region-aware model.
 
@@ -526,6 +545,10 @@ def analyze_study(
         request of the task (``GenerationRequest.regions``).
     created_at
         Timestamp of the report (timezone-aware); now (UTC) when omitted.
+    enforce_applicability
+        Skip the images the model is not made for (``model.applicability``),
+        each with its reason in ``report.problems``. ``False`` sends them anyway
+        (``radground model predict --force``); the job pipeline never does.
 
     Returns
     -------
@@ -533,6 +556,9 @@ def analyze_study(
 
     Raises
     ------
+    NotApplicableError
+        Images were selected, but the model is made for none of them (each
+        image's reason in the message).
     AnalysisError
         No usable image (the message gives each candidate's reason), several
         studies, an unsupported language or task, regional CoT without targets or
@@ -555,7 +581,9 @@ def analyze_study(
         raise AnalysisError("no datasets given: a study needs at least one instance")
     study_uid = _study_uid(datasets)
     problems: list[str] = []
-    prepared = _prepare_all(datasets, model, selection, problems)
+    prepared = _prepare_all(
+        datasets, model, selection, problems, enforce_applicability=enforce_applicability
+    )
     images = [image for _, image in prepared]
     total = len(images)
     raw: list[str] = []

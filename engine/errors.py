@@ -17,6 +17,8 @@ class                                          also a
 ``engine.prompts.PromptError``                 ``ValueError``
 ``engine.grammar.GrammarError``                ``ValueError``
 ``engine.default_model.data.DatasetError``     ``ValueError``
+``OperatingPointError``, ``MetadataError``     ``ValueError``
+                                               (both in ``engine.default_model``)
 ``engine.vocabulary.VocabularyError``          ``KeyError``
 ``engine.pixels.PixelError`` and subclasses    (some ``ValueError``)
 ============================================  ==========================

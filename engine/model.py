@@ -13,11 +13,15 @@ import abc
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.errors import EngineError
 from engine.report import SUPPORTED_LANGUAGES, ModelInfo, Task
+
+if TYPE_CHECKING:  # engine.applicability reads engine.pixels, which imports this module
+    from engine.applicability import ApplicabilityRule
 
 __all__ = ["GenerationRequest", "ModelError", "RegionAwareModel", "ResizeMode"]
 
@@ -92,6 +96,9 @@ class RegionAwareModel(abc.ABC):
         Tasks the model supports.
     max_batch_size
         Largest batch :meth:`generate` accepts at once (the micro-batcher's cap).
+    applicability
+        The images the model is made for (:class:`engine.applicability.ApplicabilityRule`);
+        ``None``: any image. :func:`engine.analyze.analyze_study` refuses the others.
     """
 
     info: ModelInfo
@@ -100,6 +107,7 @@ class RegionAwareModel(abc.ABC):
     languages: tuple[str, ...] = ("en",)
     tasks: tuple[Task, ...] = (Task.GROUNDED_REPORT,)
     max_batch_size: int = 1
+    applicability: ApplicabilityRule | None = None
 
     @abc.abstractmethod
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:

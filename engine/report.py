@@ -22,7 +22,7 @@ import hashlib
 import json
 import math
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -418,6 +418,10 @@ class ModelInfo:
     version: str
     manufacturer: str
     device_uid: str
+    #: What the model does and does not report, in short English statements
+    #: (e.g. ``"not reported by this model: Effusion, Mass"``); the SR carries
+    #: them as TID 4019 Algorithm Parameters.
+    parameters: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("name", "version", "manufacturer"):
@@ -425,15 +429,23 @@ class ModelInfo:
             if not isinstance(value, str) or not value.strip():
                 raise ReportError(f"ModelInfo.{name} must be a non-empty string, got {value!r}")
         _check_uid("ModelInfo.device_uid", self.device_uid)
+        if isinstance(self.parameters, str) or not all(
+            isinstance(p, str) and p.strip() for p in self.parameters
+        ):
+            raise ReportError(f"ModelInfo.parameters must be non-empty strings, got {self.parameters!r}")
+        object.__setattr__(self, "parameters", tuple(self.parameters))
 
     @classmethod
-    def for_version(cls, *, name: str, version: str, manufacturer: str) -> ModelInfo:
+    def for_version(
+        cls, *, name: str, version: str, manufacturer: str, parameters: Sequence[str] = ()
+    ) -> ModelInfo:
         """A ModelInfo whose device UID is derived from name, version and manufacturer."""
         return cls(
             name=name,
             version=version,
             manufacturer=manufacturer,
             device_uid=derive_uid("radground-model-device", manufacturer, name, version),
+            parameters=tuple(parameters),
         )
 
 
@@ -571,6 +583,7 @@ def _report_to_dict(report: GroundedReport) -> dict[str, Any]:
             "version": report.model.version,
             "manufacturer": report.model.manufacturer,
             "device_uid": report.model.device_uid,
+            "parameters": list(report.model.parameters),
         },
         "task": report.task.value,
         "raw_output": report.raw_output,
@@ -604,7 +617,7 @@ def _report_from_dict(data: dict[str, Any]) -> GroundedReport:
         study_instance_uid=data["study_instance_uid"],
         findings=tuple(finding(f) for f in data["findings"]),
         impression=Text(data["impression"]),
-        model=ModelInfo(**data["model"]),
+        model=ModelInfo(**{**data["model"], "parameters": tuple(data["model"].get("parameters", ()))}),
         task=Task(data["task"]),
         raw_output=data["raw_output"],
         created_at=datetime.fromisoformat(data["created_at"]),

@@ -65,6 +65,7 @@ __all__ = [
     "NEGATIVE_REPORT",
     "NEGATIVE_REPORT_GENERIC",
     "UNLABELLED_REGION",
+    "scoped_negative_report",
     "UNREADABLE_OUTPUT",
     "NIH_CXR_FINDINGS",
     "VOCABULARY",
@@ -431,6 +432,31 @@ NEGATIVE_REPORT: Text = Text(
         "zh-CN": "模型未检出急性心肺异常。",
     }
 )
+
+def _series(names: list[str], language: str) -> str:
+    if language == "zh-CN":
+        return "、".join(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def scoped_negative_report(reported: list[str], unreported: list[str], *, language: str) -> str:
+    """The negative sentence of a model that reports only some findings: what it did not
+    find, and what it does not report at all (so silence is not read as "normal").
+
+    ``reported`` and ``unreported`` are vocabulary keys (e.g. ``"cardiomegaly"``);
+    with nothing unreported this is :data:`NEGATIVE_REPORT`.
+    """
+    base = vocabulary_language(language)
+    if not unreported:
+        return NEGATIVE_REPORT[base]
+    found = _series([entry(k).name(base) for k in reported], base) if reported else ""
+    missing = _series([entry(k).name(base) for k in unreported], base)
+    if base == "zh-CN":
+        head = f"模型未检出{found}。" if found else "本模型不报告任何所见。"
+        return head + (f"本模型不报告{missing}。" if found else "")
+    head = f"No {found} detected by the model." if found else "This model reports no findings."
+    return head + (f" This model does not report {missing}." if found else "")
+
 
 #: The explicit negative report of a (non-chest or mixed) study in which the model found nothing.
 NEGATIVE_REPORT_GENERIC: Text = Text(

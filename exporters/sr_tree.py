@@ -53,7 +53,13 @@ __all__ = [
 def _algorithm_id(report: GroundedReport) -> hd.sr.AlgorithmIdentification:
     # The manufacturer is in Contributing Equipment and the device observer context;
     # TID 4019's newer "Algorithm Manufacturer" row is left out (PixelMed's 2022 tables warn on it).
-    return hd.sr.AlgorithmIdentification(name=report.model.name, version=report.model.version)
+    # What the model reports and what it does not ("not reported by this model: ...") go in
+    # as TID 4019 Algorithm Parameters (111002, DCM), one TEXT each.
+    return hd.sr.AlgorithmIdentification(
+        name=report.model.name,
+        version=report.model.version,
+        parameters=list(report.model.parameters) or None,
+    )
 
 
 def _observation_context(report: GroundedReport) -> hd.sr.ObservationContext:

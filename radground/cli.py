@@ -124,6 +124,7 @@ def worker(obj: _Context, queues: str, concurrency: int | None, parent_pid: int 
 def _run_node(obj: _Context, listener_processes: int | None, port: int | None, *, with_workers: bool) -> None:
     from sqlalchemy.engine import make_url
 
+    from dicom_node.errors import PortInUseError
     from radground.logs import configure_logging
     from radground.node import Node
 
@@ -143,6 +144,10 @@ def _run_node(obj: _Context, listener_processes: int | None, port: int | None, *
         f"database {make_url(settings.database.url).render_as_string(hide_password=True)}",
         err=True,
     )
+    try:
+        node.claim_port()  # before the workers start: a taken port stops start-up here
+    except PortInUseError as exc:
+        raise click.ClickException(f"cannot start the node: {exc}") from None
     workers = None
     if with_workers:
         from radground.worker import start_embedded_workers

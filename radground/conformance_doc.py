@@ -116,18 +116,19 @@ POLICY_SETTINGS: tuple[tuple[str, str], ...] = (
     ("ae_title", "AE title of the Storage SCP and of the Storage SCU"),
     ("port", "TCP port the Storage SCP listens on"),
     ("max_associations", "concurrent associations accepted, across all listener processes"),
-    ("max_pdu_size", "Maximum Length the node receives, in bytes (0 = unlimited)"),
+    ("max_pdu_size", "Maximum Length the node receives, in bytes (0 = up to 64 MiB); a longer P-DATA-TF is aborted"),
+    ("max_connections_per_peer", "concurrent TCP connections one peer address may hold"),
     ("require_called_ae_title", "reject associations whose Called AE Title is not the node's"),
     ("allowed_peers", "Calling AE Titles (optionally with host) allowed to associate; empty = any"),
     ("acse_timeout_seconds", "seconds to wait for an association request, answer or release"),
     ("dimse_timeout_seconds", "seconds to wait for a DIMSE message"),
-    ("network_timeout_seconds", "seconds an idle association is kept"),
+    ("network_timeout_seconds", "seconds an idle association is kept, and for every PDU to arrive whole"),
 )
 
 
 #: ``[node]`` settings shown elsewhere in the statement (section 4), not as association policy.
 #: A test checks that every ``[node]`` setting is in one of the two lists.
-NODE_SETTINGS_OUTSIDE_POLICY = frozenset({"host", "listener_processes"})
+NODE_SETTINGS_OUTSIDE_POLICY = frozenset({"host", "listener_processes", "pynetdicom_patches"})
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
@@ -268,8 +269,20 @@ def render_conformance_statement() -> str:
                     "service provider (presentation)",
                     "local limit exceeded",
                 ),
+                (
+                    "the peer address holds `node.max_connections_per_peer` connections (sent at accept)",
+                    "rejected-transient",
+                    "service provider (presentation)",
+                    "local limit exceeded",
+                ),
             ],
         ),
+        "",
+        "A PDU whose length field exceeds its limit (A-ASSOCIATE-RQ/AC 1 MiB, P-DATA-TF",
+        "`node.max_pdu_size`, fixed-size PDUs their size) is answered with A-ABORT (source",
+        "service provider, reason invalid PDU parameter value, PS3.8 §9.3.8) before its body is",
+        "read; a PDU that does not arrive whole within `node.network_timeout_seconds` closes the",
+        "connection.",
         "",
         "### 2.3 Presentation context acceptance (SCP)",
         "",
@@ -325,7 +338,8 @@ def render_conformance_statement() -> str:
         "",
         "DICOM Upper Layer over TCP/IP (PS3.8). The SCP listens on",
         f"`node.host`:`node.port` (*setting*, default `{node.host}`:{node.port}); with",
-        "`node.listener_processes` > 1 several processes of the same node share the port.",
+        "`node.listener_processes` > 1 several processes of the same node accept on its one listening",
+        "socket; the node does not start while any other process listens on the port.",
         "",
         "## 5 Character sets",
         "",

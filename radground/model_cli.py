@@ -51,9 +51,40 @@ _PROVIDERS_OPTION = click.option(
 
 def _thresholds_text(thresholds: dict[str, float]) -> str:
     values = set(thresholds.values())
-    if len(values) == 1:
-        return f"{values.pop():.2f} (every class)"
-    return ", ".join(f"{label} {value:.2f}" for label, value in thresholds.items())
+    if len(values) == 1 and len(thresholds) > 1:
+        return f"{values.pop():.2f} (every reported class)"
+    return ", ".join(f"{label} {value:.2f}" for label, value in thresholds.items()) or "none"
+
+
+def _share(hits: int, total: int) -> str:
+    return f"{hits / total:.0%} ({hits}/{total})" if total else "– (0/0)"
+
+
+def _operating_points_table(detector):
+    """Per class: reported or not, threshold, held-out precision and recall (from the metadata)."""
+    from rich.table import Table
+
+    points = detector.operating_points
+    if points is None:
+        return None
+    table = Table(
+        "class", "reported", "threshold", "precision", "recall",
+        title=f"What the model reports (held out: {points.heldout or 'patients'})",
+        caption=(
+            "precision: right / reported boxes, recall: found / drawn boxes (right: IoU >= 0.5); a class is "
+            f"reported only where >= {points.min_precision:.0%} of its boxes are right. Not reported classes: "
+            "counts at the threshold tried."
+        ),
+    )
+    for point in points.classes:
+        table.add_row(
+            point.label,
+            "yes" if point.reported else "no",
+            f"{point.threshold:.2f}" if point.threshold is not None else f"({point.tuning_threshold:.2f})",
+            _share(point.hits, point.predictions),
+            _share(point.hits, point.boxes),
+        )
+    return table
 
 
 @click.group()
@@ -89,13 +120,20 @@ def info(model_path: Path | None, providers: str) -> None:
         ("sha256", detector.sha256),
         ("input", f"{detector.input_size[0]} x {detector.input_size[1]} ({detector.resize_mode.value})"),
         ("classes", ", ".join(CLASSES)),
+        ("reported classes", ", ".join(detector.reported_classes) or "none"),
+        ("not reported by this model", ", ".join(c for c in CLASSES if c not in detector.reported_classes) or "none"),
         ("score thresholds", _thresholds_text(thresholds)),
+        ("made for", detector.applicability.description),
         ("languages", ", ".join(detector.languages)),
         ("providers available", ", ".join(ort.get_available_providers())),
         ("model card", str(detector.path.parent / "MODEL_CARD.md")),
     ):
         table.add_row(key, value)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    points_table = _operating_points_table(detector)
+    if points_table is not None:
+        console.print(points_table)
 
 
 @model.command()
@@ -105,6 +143,9 @@ def info(model_path: Path | None, providers: str) -> None:
 @click.option("--threshold", type=float, default=None,
               help="Score threshold for every class (default: the model's operating point per class).")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.option("--force", is_flag=True,
+              help="Run the model even on an image it is not made for (another modality, body part or view); "
+                   "the output is then meaningless and says so in its problems.")
 @_MODEL_OPTION
 @_PROVIDERS_OPTION
 def predict(
@@ -113,13 +154,18 @@ def predict(
     png: Path | None,
     threshold: float | None,
     as_json: bool,
+    force: bool,
     model_path: Path | None,
     providers: str,
 ) -> None:
-    """Run the model on one DICOM image and print its grounded findings."""
+    """Run the model on one DICOM image and print its grounded findings.
+
+    The default model is made for frontal (PA/AP) chest radiographs (CR/DX):
+    other images are refused (exit code 1) unless --force is given.
+    """
     import pydicom
 
-    from engine.analyze import AnalysisError, analyze_study
+    from engine.analyze import AnalysisError, NotApplicableError, analyze_study
     from engine.model import ModelError
     from engine.pixels import ImageSelection, PixelError
 
@@ -130,7 +176,11 @@ def predict(
     except (OSError, pydicom.errors.InvalidDicomError) as exc:
         raise click.ClickException(f"cannot read {file}: {exc}") from exc
     try:
-        report = analyze_study([dataset], detector, selection=ImageSelection(), languages=languages)
+        report = analyze_study(
+            [dataset], detector, selection=ImageSelection(), languages=languages, enforce_applicability=not force
+        )
+    except NotApplicableError as exc:
+        raise click.ClickException(f"{file.name} refused: {exc} (--force runs the model anyway)") from exc
     except (AnalysisError, ModelError, PixelError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:

@@ -1,9 +1,12 @@
 """Wiring of the DICOM node: listener processes, study index, completion monitor.
 
-With ``node.listener_processes`` > 1 the Storage SCP runs in that many
-processes that share the port through SO_REUSEPORT (the kernel spreads
-associations over them, so ingest is not bound to one GIL); the concurrent
-association limit is a semaphore shared by all of them. Each listener
+The node owns its port: the node process binds it (without SO_REUSEPORT, so
+start-up fails, naming the other process, while anything else listens there)
+before anything else starts. With ``node.listener_processes`` > 1 the Storage
+SCP runs in that many processes that accept on that one listening socket,
+handed to them at spawn (the kernel gives each connection to one of them, so
+ingest is not bound to one GIL); the concurrent association limit and the
+per-peer connection counts are shared by all of them. Each listener
 process builds its own database engine after it starts (no pooled connection
 crosses a process boundary). The parent supervises the listeners (restarting
 one that dies, with the backoff of :mod:`radground.supervision`) and runs the
@@ -17,12 +20,14 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from dicom_node.scp import StorageSCP, ThreadAssociationLimiter
+from dicom_node.listening import bind_listening_socket
+from dicom_node.scp import PeerConnectionLimiter, StorageSCP, ThreadAssociationLimiter
 from dicom_node.storage import InstanceStore
 from radground.database import database_engine
 from radground.logs import configure_logging
@@ -51,8 +56,12 @@ class _ProcessLimiter:
         self._semaphore.release()
 
 
-def build_scp(settings: Settings, *, limiter: Any = None) -> StorageSCP:
-    """A Storage SCP configured from ``settings``, indexing into its database."""
+def build_scp(settings: Settings, *, limiter: Any = None, peer_counts: Any = None) -> StorageSCP:
+    """A Storage SCP configured from ``settings``, indexing into its database.
+
+    ``limiter`` and ``peer_counts`` are shared with the node's other listener
+    processes (default: this process's own).
+    """
     engine = database_engine(settings)
     store = InstanceStore(
         settings.storage.root,
@@ -72,18 +81,22 @@ def build_scp(settings: Settings, *, limiter: Any = None) -> StorageSCP:
         acse_timeout=node.acse_timeout_seconds,
         dimse_timeout=node.dimse_timeout_seconds,
         maximum_pdu_size=node.max_pdu_size,
+        peer_limiter=PeerConnectionLimiter(node.max_connections_per_peer, counts=peer_counts),
+        pynetdicom_patches=node.pynetdicom_patches,
     )
 
 
-def _listener_main(settings_data: dict[str, Any], semaphore: Any, parent_pid: int) -> None:
-    """Entry point of one listener process (spawned, so nothing is inherited)."""
+def _listener_main(
+    settings_data: dict[str, Any], semaphore: Any, peer_counts: Any, listening: socket.socket, parent_pid: int
+) -> None:
+    """Entry point of one listener process (spawned: only the listening socket and shared counters are inherited)."""
     settings = Settings.model_validate(settings_data)
     configure_logging(settings.logging.level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
-    scp = build_scp(settings, limiter=_ProcessLimiter(semaphore))
+    scp = build_scp(settings, limiter=_ProcessLimiter(semaphore), peer_counts=peer_counts)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=scp.stop).start())
     threading.Thread(target=_exit_with_parent, args=(parent_pid, scp), daemon=True).start()
-    scp.serve_forever(settings.node.host, settings.node.port, reuse_port=True)
+    scp.serve_forever(settings.node.host, settings.node.port, listening_socket=listening)
 
 
 def _exit_with_parent(parent_pid: int, scp: StorageSCP) -> None:
@@ -120,6 +133,8 @@ class Node:
         self._stopping = threading.Event()
         self._context = multiprocessing.get_context("spawn")
         self._semaphore: Any = None
+        self._peer_counts: Any = None
+        self._listening: socket.socket | None = None
         #: (host, port) the node listens on (the bound port when node.port is 0).
         self.address: tuple[str, int] = (settings.node.host, settings.node.port)
 
@@ -127,17 +142,38 @@ class Node:
     def listener_processes(self) -> int:
         return self.settings.node.resolved_listener_processes()
 
+    def claim_port(self) -> tuple[str, int]:
+        """Bind and listen on node.host:node.port (once); returns the bound address.
+
+        Called by :meth:`start`; call it earlier to fail before anything else
+        starts (workers) when the port is taken.
+
+        Raises
+        ------
+        dicom_node.errors.PortInUseError
+            Another process listens on the port (the message names it where it can be found).
+        """
+        if self._listening is None:
+            node = self.settings.node
+            self._listening = bind_listening_socket(node.host, node.port)
+            bound = self._listening.getsockname()
+            self.address = (str(bound[0]), int(bound[1]))
+        return self.address
+
     def start(self) -> None:
-        """Migrate the database, start the listener(s) and the completion monitor."""
+        """Claim the port, migrate the database, start the listener(s) and the completion monitor."""
+        self.claim_port()
+        assert self._listening is not None
         upgrade_database(self._engine)
         if self._process_studies:
             self._start_processing()  # first: a bad processing setting fails before anything listens
         node = self.settings.node
         if self.listener_processes == 1:
             self._scp = build_scp(self.settings)
-            self.address = self._scp.start(node.host, node.port)
+            self.address = self._scp.start(node.host, node.port, listening_socket=self._listening)
         else:
             self._semaphore = self._context.BoundedSemaphore(node.max_associations)
+            self._peer_counts = PeerConnectionLimiter.shared_counts(self._context)
             self._listeners = Supervisor([
                 (f"Listener {number}", functools.partial(self._spawn_listener, number))
                 for number in range(1, self.listener_processes + 1)
@@ -175,7 +211,8 @@ class Node:
     def _spawn_listener(self, number: int) -> SpawnedProcess:
         process = self._context.Process(
             target=_listener_main,
-            args=(self.settings.model_dump(mode="json"), self._semaphore, os.getpid()),
+            args=(self.settings.model_dump(mode="json"), self._semaphore, self._peer_counts, self._listening,
+                  os.getpid()),
             name=f"listener-{number}",
             daemon=True,
         )
@@ -197,6 +234,9 @@ class Node:
         deadline = time.monotonic() + timeout
         if self._listeners is not None:
             self._listeners.stop(timeout)
+        if self._listening is not None:
+            self._listening.close()
+            self._listening = None
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._engine.dispose()

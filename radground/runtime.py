@@ -7,6 +7,7 @@ import os
 import threading
 from pathlib import Path
 
+from dicom_node.patches import PYNETDICOM_PATCHES
 from dicom_node.scu import Destination
 from radground.database import database_engine
 from radground.settings import (
@@ -149,7 +150,8 @@ def _hours(value: float | None) -> float | None:
     return None if value is None else value * 3600.0
 
 
-def build_destination(name: str, section: AnyDestination, *, calling_ae_title: str) -> DestinationTarget:
+def build_destination(name: str, section: AnyDestination, *, calling_ae_title: str,
+                      pynetdicom_patches: tuple[str, ...] = PYNETDICOM_PATCHES) -> DestinationTarget:
     """The target a destination type delivers to, from its ``[destinations.NAME]`` section
     (secrets read from the environment or files now).
 
@@ -166,7 +168,8 @@ def build_destination(name: str, section: AnyDestination, *, calling_ae_title: s
     if isinstance(section, DicomDestination):
         return DicomTarget(destination=Destination(section.ae_title, section.host, section.port),
                            outputs=section.outputs, languages=section.languages, name=name,
-                           calling_ae_title=calling_ae_title, retry_for_seconds=retry_for)
+                           calling_ae_title=calling_ae_title, pynetdicom_patches=pynetdicom_patches,
+                           retry_for_seconds=retry_for)
     if isinstance(section, DicomWebDestination):
         return DicomWebTarget(base_url=section.url, auth=_http_auth(name, section),
                               tls=_tls(name, section, wanted=_tls_configured(section)),
@@ -218,10 +221,12 @@ def build_context(settings: Settings, *, enqueue: Enqueuer) -> PipelineContext:
         routes=tuple(to_route(r) for r in settings.routes),
         models=get_model,
         enqueue=enqueue,
-        destinations={name: build_destination(name, section, calling_ae_title=settings.node.ae_title)
+        destinations={name: build_destination(name, section, calling_ae_title=settings.node.ae_title,
+                                              pynetdicom_patches=settings.node.pynetdicom_patches)
                       for name, section in settings.destinations.items()},
         retry_policy=retry_policy(settings.delivery),
         scu_ae_title=settings.node.ae_title,
+        scu_pynetdicom_patches=settings.node.pynetdicom_patches,
         max_task_starts=settings.workers.max_task_starts,
         task_time_limit_seconds=settings.workers.task_time_limit_seconds,
         requeue_after_seconds=settings.workers.requeue_after_seconds,

@@ -34,6 +34,7 @@ from pydantic_settings import (
 )
 from pydantic_settings import SettingsError as SourceError
 
+from dicom_node.patches import PDU_LIMITS, PYNETDICOM_PATCHES, QUICK_ACK
 from dicom_node.scp import AllowedPeer
 from dicom_node.storage import DuplicatePolicy, FsyncPolicy
 
@@ -84,6 +85,9 @@ class AllowedPeerSettings(_Section):
         return AllowedPeer(ae_title=self.ae_title, host=self.host)
 
 
+PynetdicomPatch = Literal["pdu-limits", "quick-ack", "event-reactors", "store-fast-path", "scu-response-order"]
+
+
 class NodeSettings(_Section):
     """The DICOM listener (Storage SCP)."""
 
@@ -98,6 +102,17 @@ class NodeSettings(_Section):
     acse_timeout_seconds: float = Field(30.0, gt=0)
     dimse_timeout_seconds: float = Field(60.0, gt=0)
     max_pdu_size: int = Field(262_144, ge=0)
+    #: Concurrent connections one peer address may hold (counted at TCP accept, across listeners).
+    max_connections_per_peer: int = Field(8, ge=1, le=1000)
+    #: RadGround's patches of pynetdicom internals in use (docs/third-party-patches.md); [] = stock.
+    pynetdicom_patches: tuple[PynetdicomPatch, ...] = PYNETDICOM_PATCHES
+
+    @field_validator("pynetdicom_patches")
+    @classmethod
+    def _quick_ack_needs_pdu_limits(cls, patches: tuple[str, ...]) -> tuple[str, ...]:
+        if QUICK_ACK in patches and PDU_LIMITS not in patches:
+            raise ValueError(f'"{QUICK_ACK}" reads through "{PDU_LIMITS}": list both or neither')
+        return patches
 
     def resolved_listener_processes(self) -> int:
         return self.listener_processes or (os.cpu_count() or 1)

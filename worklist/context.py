@@ -12,6 +12,7 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from dicom_node.patches import PYNETDICOM_PATCHES
 from engine.model import RegionAwareModel
 from worklist.db import utcnow
 from worklist.destinations import (
@@ -75,6 +76,8 @@ class PipelineContext:
     #: When failed deliveries are tried again (a destination may set its own ``retry_for``).
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     scu_ae_title: str = "RADGROUND"
+    #: node.pynetdicom_patches, for the SCU that delivers outputs (dicom_node.patches).
+    scu_pynetdicom_patches: tuple[str, ...] = PYNETDICOM_PATCHES
     max_task_starts: int = 3
     task_time_limit_seconds: float = 900.0
     requeue_after_seconds: float = 120.0

@@ -126,7 +126,7 @@ def _route(ctx: PipelineContext, name: str) -> Route:
 
 def run_inference(ctx: PipelineContext, job_id: int) -> None:
     """Run the model on the job's study revision; then enqueue the export."""
-    from engine.analyze import analyze_study
+    from engine.analyze import NotApplicableError, analyze_study
     from engine.errors import EngineError
     from engine.pixels import ImageSelection, VolumeStrategy
 
@@ -175,7 +175,11 @@ def run_inference(ctx: PipelineContext, job_id: int) -> None:
             targets=route.targets,
             generate=loaded.generate,
             regional_cot=route.regional_cot,
-        )
+        )  # skips the images the model is not made for (model.applicability), each in report.problems
+    except NotApplicableError as exc:
+        # never a 'normal' report for images the model cannot read
+        _fail(ctx, job_id, f"not analysed: {exc}", attempt=attempt)
+        return
     except (EngineError, StepError, OSError) as exc:
         _fail(ctx, job_id, f"inference: {exc}", attempt=attempt)
         return

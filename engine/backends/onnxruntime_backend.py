@@ -30,13 +30,21 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.applicability import FRONTAL_CHEST_RADIOGRAPH
 from engine.default_model.config import CLASSES, INPUT_SIZE, ONNX_PATH
 from engine.default_model.decode import DecodedImage, decode_batch
 from engine.default_model.export import check_class_thresholds
+from engine.default_model.metadata import MetadataError, parse_onnx_metadata
+from engine.default_model.operating_points import (
+    METADATA_KEY,
+    OperatingPointError,
+    OperatingPoints,
+    parse_operating_points,
+)
 from engine.grammar import Box999, GroundedPhrase, RefBoxes, write_grounded_text
 from engine.model import GenerationRequest, ModelError, RegionAwareModel, ResizeMode
 from engine.report import ModelInfo, Task
-from engine.vocabulary import NEGATIVE_REPORT, chest_zone, entry, finding_sentence
+from engine.vocabulary import chest_zone, entry, finding_sentence, scoped_negative_report
 
 __all__ = ["DEFAULT_MODEL_NAME", "PROVIDERS", "OnnxDetector"]
 
@@ -51,6 +59,9 @@ PROVIDERS = {
 }
 #: Score threshold when the ONNX metadata names none.
 _FALLBACK_THRESHOLD = 0.3
+#: Release of a model whose metadata names none (``model_release``); the
+#: version is ``<release>+<first 12 hex digits of the file's SHA-256>``.
+_FALLBACK_RELEASE = "1.0"
 
 
 def _to_999(value: float, extent: int) -> int:
@@ -83,6 +94,7 @@ class OnnxDetector(RegionAwareModel):
     resize_mode = ResizeMode.STRETCH
     languages = ("en", "en-US", "en-GB", "zh-CN")
     tasks = (Task.GROUNDED_REPORT, Task.DETECTION)
+    applicability = FRONTAL_CHEST_RADIOGRAPH
 
     def __init__(
         self,
@@ -109,18 +121,26 @@ class OnnxDetector(RegionAwareModel):
         self._requested_threshold = score_threshold
         import hashlib
 
-        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        data = self.path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
         self.sha256 = digest
         self.input_size = INPUT_SIZE
+        try:
+            self._metadata: dict[str, str] = parse_onnx_metadata(data, name=self.path.name)
+        except MetadataError as exc:
+            raise ModelError(str(exc)) from None
+        del data
+        self._class_thresholds = self._read_class_thresholds()
+        self._operating_points = self._read_operating_points()
+        release = self._metadata.get("model_release", _FALLBACK_RELEASE).strip() or _FALLBACK_RELEASE
         self.info = ModelInfo.for_version(
             name=DEFAULT_MODEL_NAME if self.path == ONNX_PATH else self.path.stem,
-            version=f"1.0+{digest[:12]}",
+            version=f"{release}+{digest[:12]}",
             manufacturer="RadGround",
+            parameters=self._reporting_statements(),
         )
         self._session = None
         self._session_pid: int | None = None
-        self._metadata: dict[str, str] = {}
-        self._class_thresholds: dict[str, float] = {}
         self._lock = threading.Lock()
 
     # -- session ------------------------------------------------------------------
@@ -146,7 +166,6 @@ class OnnxDetector(RegionAwareModel):
                 session = ort.InferenceSession(str(self.path), sess_options=options, providers=wanted)
             except Exception as exc:  # onnxruntime raises its own untyped errors
                 raise ModelError(f"cannot load ONNX model {self.path.name}: {exc}") from exc
-            self._metadata = dict(session.get_modelmeta().custom_metadata_map)
             self._check_metadata(session)
             self._session = session
             self._session_pid = os.getpid()
@@ -159,7 +178,6 @@ class OnnxDetector(RegionAwareModel):
         classes = self._metadata.get("classes")
         if classes is not None and tuple(json.loads(classes)) != CLASSES:
             raise ModelError(f"model classes {classes} differ from the vocabulary's NIH classes {CLASSES}")
-        self._class_thresholds = self._read_class_thresholds()
         shape = session.get_inputs()[0].shape
         if len(shape) != 4 or tuple(shape[2:]) != (self.input_size[1], self.input_size[0]):
             raise ModelError(f"model input shape {shape} does not match input size {self.input_size}")
@@ -176,32 +194,76 @@ class OnnxDetector(RegionAwareModel):
                 "re-export the model with valid per-class thresholds"
             ) from None
 
+    def _read_operating_points(self) -> OperatingPoints | None:
+        text = self._metadata.get(METADATA_KEY)
+        if text is None:
+            return None
+        try:
+            points = parse_operating_points(text)
+        except OperatingPointError as exc:
+            raise ModelError(f"{self.path.name}: metadata {exc}; re-export the model with valid operating points") from None
+        stored = self._class_thresholds
+        reported = {label: t for label, t in points.thresholds.items() if t is not None}
+        if stored and stored != reported:
+            raise ModelError(
+                f"{self.path.name}: metadata class_score_thresholds {stored} contradicts {METADATA_KEY}, which "
+                f"reports {reported or 'no class'}; keep one of them"
+            )
+        return points
+
+    def _reporting_statements(self) -> tuple[str, ...]:
+        points = self._operating_points
+        if points is None:
+            return ()
+        reported = ", ".join(
+            f"{p.label} (score >= {p.threshold:.2f})" for p in points.classes if p.threshold is not None
+        )
+        statements = [f"reported findings: {reported or 'none'}"]
+        if points.unreported_classes:
+            statements.append(f"not reported by this model: {', '.join(points.unreported_classes)}")
+        return tuple(statements)
+
+    @property
+    def operating_points(self) -> OperatingPoints | None:
+        """Which classes the model reports and their held-out counts (``None`` for a
+        model exported without them: then every class is reported)."""
+        return self._operating_points
+
+    @property
+    def reported_classes(self) -> tuple[str, ...]:
+        """The classes this model ever emits, in :data:`CLASSES` order."""
+        if self._operating_points is None:
+            return CLASSES
+        return self._operating_points.reported_classes
+
     @property
     def score_threshold(self) -> float:
         """The reporting threshold for classes without their own (explicit, else from the metadata)."""
         if self._requested_threshold is not None:
             return self._requested_threshold
-        self._ensure_session()
         return float(self._metadata.get("score_threshold", _FALLBACK_THRESHOLD))
 
     @property
     def stored_class_thresholds(self) -> dict[str, float]:
-        """The per-class operating points stored in the model (empty when it has none)."""
-        self._ensure_session()
+        """The per-class thresholds stored in the model for the classes it reports
+        (empty when it stores none)."""
+        if self._operating_points is not None:
+            return {label: t for label, t in self._operating_points.thresholds.items() if t is not None}
         return dict(self._class_thresholds)
 
     @property
     def class_score_thresholds(self) -> dict[str, float]:
-        """The reporting threshold of each class, in :data:`CLASSES` order.
+        """The reporting threshold of each reported class, in :data:`CLASSES` order.
 
-        An explicit ``score_threshold`` applies to every class; otherwise each
-        class has the operating point stored for it in the model (chosen on the
-        tuning patients, see the card), or the model's ``score_threshold``.
+        An explicit ``score_threshold`` applies to every reported class;
+        otherwise each class has the operating point stored for it in the model
+        (chosen on the tuning patients, see the card), or the model's
+        ``score_threshold``. Classes the model does not report are absent.
         """
         if self._requested_threshold is not None:
-            return dict.fromkeys(CLASSES, self._requested_threshold)
-        self._ensure_session()
-        return {label: self._class_thresholds.get(label, self.score_threshold) for label in CLASSES}
+            return dict.fromkeys(self.reported_classes, self._requested_threshold)
+        stored = self.stored_class_thresholds
+        return {label: stored.get(label, self.score_threshold) for label in self.reported_classes}
 
     def load(self) -> OnnxDetector:
         """Create the session now (in this process) instead of at the first call."""
@@ -225,7 +287,13 @@ class OnnxDetector(RegionAwareModel):
             batch[i] = np.clip(image.mean(axis=2), 0.0, 1.0)[None]
         return batch
 
-    def detect(self, images: Sequence[np.ndarray], *, score_threshold: float | None = None) -> list[DecodedImage]:
+    def detect(
+        self,
+        images: Sequence[np.ndarray],
+        *,
+        score_threshold: float | None = None,
+        include_unreported: bool = False,
+    ) -> list[DecodedImage]:
         """Boxes in model-input pixels, scores and class indices for each image.
 
         Parameters
@@ -235,18 +303,38 @@ class OnnxDetector(RegionAwareModel):
         score_threshold
             Override the reporting thresholds with one for every class (e.g. a
             low one for mAP).
+        include_unreported
+            Also decode the classes the model does not report (at
+            ``score_threshold`` or the constructor's, else at their tuning
+            threshold): for evaluation only; :meth:`generate` never does.
         """
         session = self._ensure_session()
+        points = self._operating_points
         if score_threshold is None:
-            threshold = np.asarray(list(self.class_score_thresholds.values()), dtype=np.float32)
+            score_threshold = self._requested_threshold
+        if include_unreported:
+            emit = np.ones(len(CLASSES), dtype=bool)
+            if score_threshold is not None:
+                threshold: float | np.ndarray = score_threshold
+            elif points is not None:
+                threshold = np.asarray([p.tuning_threshold for p in points.classes], dtype=np.float32)
+            else:
+                threshold = np.asarray(list(self.class_score_thresholds.values()), dtype=np.float32)
         else:
-            threshold = score_threshold
+            reported = set(self.reported_classes)
+            emit = np.asarray([label in reported for label in CLASSES], dtype=bool)
+            per_class = self.class_score_thresholds if score_threshold is None else dict.fromkeys(
+                self.reported_classes, score_threshold
+            )
+            threshold = np.asarray([per_class.get(label, 1.0) for label in CLASSES], dtype=np.float32)
         results: list[DecodedImage] = []
         for start in range(0, len(images), self.max_batch_size):
             batch = self._batch_array(images[start : start + self.max_batch_size])
             heat, size, offset = session.run(None, {session.get_inputs()[0].name: batch})
             results.extend(
-                decode_batch(heat, size, offset, input_size=self.input_size, score_threshold=threshold)
+                decode_batch(
+                    heat, size, offset, input_size=self.input_size, score_threshold=threshold, emit_classes=emit
+                )
             )
         return results
 
@@ -262,6 +350,13 @@ class OnnxDetector(RegionAwareModel):
         unique = {id(r.image): r.image for r in requests}
         detections = dict(zip(unique, self.detect(list(unique.values())), strict=True))
         return [self._write(detections[id(r.image)], r.language) for r in requests]
+
+    def negative_report(self, language: str) -> str:
+        """The sentence of an image with nothing found: which reported findings were not
+        found and which findings this model does not report (never a bare "normal")."""
+        reported = [label.lower() for label in self.reported_classes]
+        unreported = [label.lower() for label in CLASSES if label not in self.reported_classes]
+        return scoped_negative_report(reported, unreported, language="zh-CN" if language.startswith("zh") else "en")
 
     def _write(self, decoded: DecodedImage, language: str) -> str:
         width, height = self.input_size
@@ -280,6 +375,5 @@ class OnnxDetector(RegionAwareModel):
                 )
             )
         if not phrases:
-            base = "zh-CN" if language.startswith("zh") else "en"
-            phrases.append(GroundedPhrase(refs=(), description=NEGATIVE_REPORT[base]))
+            phrases.append(GroundedPhrase(refs=(), description=self.negative_report(language)))
         return write_grounded_text(phrases, language=language)

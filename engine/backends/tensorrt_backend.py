@@ -375,7 +375,8 @@ class TensorRTDetector(OnnxDetector):
         self.precision = Precision(precision)
         self.device = device
         self.info = ModelInfo.for_version(
-            name=self.info.name, version=f"{self.info.version}+trt-{self.precision.value}", manufacturer=self.info.manufacturer
+            name=self.info.name, version=f"{self.info.version}+trt-{self.precision.value}", manufacturer=self.info.manufacturer,
+            parameters=self.info.parameters,
         )
 
     def _engine(self) -> TensorRTEngine:

@@ -69,6 +69,7 @@ def decode_batch(
     top_k: int = 20,
     nms_iou: float = 0.5,
     max_detections: int = 10,
+    emit_classes: np.ndarray | None = None,
 ) -> list[DecodedImage]:
     """Decode the graph's outputs for a batch.
 
@@ -89,11 +90,21 @@ def decode_batch(
         Per-class NMS IoU.
     max_detections
         Detections kept per image after NMS.
+    emit_classes
+        (C,) booleans: the classes that may be emitted at all (the model's
+        reported classes); the others are never decoded, whatever their score.
+        Default: every class.
     """
     heatmap = np.asarray(heatmap, dtype=np.float32)
     n, n_classes, h, w = heatmap.shape
     width, height = input_size
     thresholds = np.broadcast_to(np.asarray(score_threshold, dtype=np.float32), (n_classes,))
+    if emit_classes is not None:
+        emit = np.asarray(emit_classes, dtype=bool)
+        if emit.shape != (n_classes,):
+            raise ValueError(f"emit_classes must have one flag per class ({n_classes}), got shape {emit.shape}")
+        # a class that may not be emitted has no peaks at all: it cannot crowd others out of the top k
+        heatmap = np.where(emit[None, :, None, None], heatmap, np.float32(-1.0))
     results = []
     for i in range(n):
         flat = heatmap[i].reshape(-1)

@@ -11,6 +11,11 @@ the model come from the tuning patients (``--tuning`` on a model trained with
 ``train --tuning``); a model without them gets one threshold chosen on the
 training images (the best overall aligned F1, usual convention).
 
+Scored at per-class thresholds, the result also holds ``operating_points``:
+which classes the validation patients bear out at those thresholds
+(:mod:`engine.default_model.operating_points`), ready for
+``export --operating-points`` to store in the model.
+
 Run it::
 
     python -m engine.default_model.evaluate --data ../shared/data/nih-cxr-boxes \\
@@ -39,6 +44,7 @@ from engine.default_model.data import (
     split_by_patient,
     split_for_tuning,
 )
+from engine.default_model.operating_points import decide_operating_points
 from engine.evaluation import (
     Convention,
     Detection,
@@ -75,7 +81,8 @@ def model_detections(detector, root: Path, images: Sequence[LabelledImage]) -> l
     sizes: list[tuple[int, int]] = []
 
     def flush() -> None:
-        for decoded, (ow, oh) in zip(detector.detect(batch, score_threshold=LOW_THRESHOLD), sizes, strict=True):
+        decoded_batch = detector.detect(batch, score_threshold=LOW_THRESHOLD, include_unreported=True)
+        for decoded, (ow, oh) in zip(decoded_batch, sizes, strict=True):
             scale = np.array([ow / width, oh / height, ow / width, oh / height])
             out.append(
                 [
@@ -191,6 +198,8 @@ def _class_rows(
         rows[label] = {
             "gt_boxes": sum(len(g) for _, g in pairs),
             "predictions": sum(len(p) for p, _ in pairs),
+            # pooled over the images: reported boxes that are right (IoU >= 0.5, same class)
+            "hits": sum(ImageMatch.of(p, g).aligned for p, g in pairs if p and g),
             "images": medrega.images,
             "medrega": {"region": medrega.region, "object": medrega.object, "aligned": medrega.aligned},
             "usual": {"region": usual.region, "object": usual.object, "aligned": usual.aligned},
@@ -265,6 +274,8 @@ def evaluate(
     operating: float | dict[str, float]
     if threshold is not None:
         operating = threshold
+    elif detector.operating_points is not None:  # every class at its tuning threshold, reported or not
+        operating = {p.label: p.tuning_threshold for p in detector.operating_points.classes}
     elif detector.stored_class_thresholds:
         operating = detector.class_score_thresholds
     else:
@@ -284,6 +295,15 @@ def evaluate(
     }
     if tuning:
         result["class_thresholds"] = choose_class_thresholds(val_dets, val_truths)
+    elif isinstance(operating, dict) and set(operating) == set(CLASSES):
+        # which classes the held-out patients bear out at their tuning thresholds
+        points = decide_operating_points(
+            operating,
+            result["model_rows"],
+            images=len(validation),
+            heldout=f"validation patients ({len(validation)} images, {result['validation_patients']} patients)",
+        )
+        result["operating_points"] = json.loads(points.to_metadata())
     spread = bootstrap(val_dets, baseline, val_truths)
     result["model_map_bootstrap_std"] = spread["model_map_std"]
     result["ap_margin_95"] = spread["ap_margin_95"]

@@ -22,8 +22,23 @@ from pathlib import Path
 import numpy as np
 
 from engine.default_model.config import CLASSES, INPUT_SIZE, ONNX_PATH
+from engine.default_model.operating_points import (
+    METADATA_KEY,
+    OperatingPointError,
+    OperatingPoints,
+    parse_operating_points,
+)
 
-__all__ = ["OPSET", "export_onnx", "main", "onnx_sha256", "quantize_int8", "to_fp16"]
+__all__ = [
+    "OPSET",
+    "export_onnx",
+    "main",
+    "onnx_sha256",
+    "quantize_int8",
+    "read_operating_points",
+    "store_operating_points",
+    "to_fp16",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +147,45 @@ def read_class_thresholds(path: Path) -> dict[str, float]:
     return check_class_thresholds(data)
 
 
+def read_operating_points(path: Path) -> OperatingPoints:
+    """The ``operating_points`` of an ``evaluate --json`` result (checked), or
+    :class:`ValueError` naming what is wrong."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read operating points from {path}: {exc}") from exc
+    section = data.get("operating_points") if isinstance(data, dict) else None
+    if section is None:
+        raise ValueError(f"{path}: no operating_points (write it with evaluate --json at per-class thresholds)")
+    try:
+        return parse_operating_points(json.dumps(section))
+    except OperatingPointError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def store_operating_points(path: Path, points: OperatingPoints, *, release: str) -> Path:
+    """Store ``points`` (and the model ``release``) in the metadata of the ONNX file at ``path``.
+
+    The weights and graph are left as they are; ``class_score_thresholds`` is
+    dropped (the operating points replace it). The file's SHA-256, hence the
+    model version (``<release>+<sha>``) and its device UID, change.
+    """
+    import onnx
+
+    parse_operating_points(points.to_metadata())  # refuse what the backend would refuse
+    if not release.strip() or "+" in release:
+        raise ValueError(f"release must be a non-empty version without '+', got {release!r}")
+    proto = onnx.load(str(path))
+    props = {p.key: p.value for p in proto.metadata_props if p.key != "class_score_thresholds"}
+    props[METADATA_KEY] = points.to_metadata()
+    props["model_release"] = release
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, props)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return Path(path)
+
+
 def to_fp16(source: Path, out: Path) -> Path:
     """An fp16-weight copy of ``source`` with fp32 inputs/outputs (for size/accuracy comparison)."""
     import onnx
@@ -197,7 +251,8 @@ def quantize_int8(source: Path, out: Path, calibration: np.ndarray) -> Path:
 def main(argv: Sequence[str] | None = None) -> None:
     """Command-line entry point (``python -m engine.default_model.export``)."""
     parser = argparse.ArgumentParser(description="Export the default detector to ONNX")
-    parser.add_argument("--weights", type=Path, required=True)
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="weights.pt to export (leave out with --operating-points to update --out in place)")
     parser.add_argument("--out", type=Path, default=ONNX_PATH)
     parser.add_argument("--score-threshold", type=float, default=0.3, help="reporting threshold stored in the metadata")
     parser.add_argument(
@@ -205,8 +260,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="JSON file of per-class operating thresholds (e.g. evaluate --tuning --json's output)",
     )
     parser.add_argument("--fp16-out", type=Path, default=None, help="also write an fp16-weight copy here")
+    parser.add_argument(
+        "--operating-points", type=Path, default=None,
+        help="evaluate --json result whose operating_points (reported classes, held-out counts) to store in --out",
+    )
+    parser.add_argument("--release", default=None, help="model release stored with --operating-points (e.g. 1.1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.operating_points is not None:
+        if args.weights is not None or not args.release:
+            parser.error("--operating-points updates an exported --out in place: give --release, not --weights")
+        try:
+            points = read_operating_points(args.operating_points)
+            store_operating_points(args.out, points, release=args.release)
+        except ValueError as exc:
+            parser.error(str(exc))
+        logger.info("stored operating points in %s: reports %s", args.out, ", ".join(points.reported_classes) or "nothing")
+        return
+    if args.weights is None:
+        parser.error("--weights is required to export")
     try:
         class_thresholds = read_class_thresholds(args.class_thresholds) if args.class_thresholds else None
     except ValueError as exc:

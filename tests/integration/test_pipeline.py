@@ -43,7 +43,8 @@ from worklist.jobs_models import Artifact, Delivery, DeliveryState, Job, JobStat
 from worklist.delivery import run_delivery
 from worklist.pipeline import make_study_ready_hook, requeue_stale, run_export, run_inference
 
-CXR = "00000072_000.png"
+#: A radiograph the shipped model draws a box on (Cardiomegaly), so a study gets GSPS as well as SR.
+CXR = "00000211_010.png"
 
 
 @dataclass
@@ -321,7 +322,7 @@ def test_new_revision_gets_new_output_uids(world, shared_data, pacs):
     world.send([cxr_file(world.tmp, shared_data, study=study)])
     world.ready()
     drain(world.ctx, world.queue)
-    world.send([cxr_file(world.tmp, shared_data, study=study, name="00000147_001.png")])
+    world.send([cxr_file(world.tmp, shared_data, study=study, name="00000211_016.png")])
     world.ready()
     drain(world.ctx, world.queue)
     first, second = jobs(world.ctx)

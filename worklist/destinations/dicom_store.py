@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+from dicom_node.patches import PYNETDICOM_PATCHES
 from dicom_node.scu import Destination as DicomPeer
 from dicom_node.scu import SendResult, StorageSCU
 from worklist.destinations.protocol import (
@@ -37,6 +38,8 @@ class DicomTarget:
     name: str = ""
     #: The calling AE title of our SCU.
     calling_ae_title: str = "RADGROUND"
+    #: node.pynetdicom_patches, for the SCU (dicom_node.patches).
+    pynetdicom_patches: tuple[str, ...] = PYNETDICOM_PATCHES
     retry_for_seconds: float | None = None
     type: ClassVar[str] = "dicom"
 
@@ -52,7 +55,8 @@ class DicomStoreDestination:
         files = [a.path for a in select_artifacts(artifacts, target)]
         if not files:
             return DeliveryOutcome.delivered("nothing to send")
-        results = StorageSCU(target.calling_ae_title).send(files, target.destination)
+        scu = StorageSCU(target.calling_ae_title, pynetdicom_patches=target.pynetdicom_patches)
+        results = scu.send(files, target.destination)
         failed = [r for r in results if not r.ok]
         if not failed:
             return DeliveryOutcome.delivered(f"{len(results)} objects stored")

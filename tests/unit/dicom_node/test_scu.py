@@ -9,6 +9,7 @@ from pydicom import dcmread
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage
 
+from dicom_node.patches import PYNETDICOM_PATCHES
 from dicom_node.scp import AllowedPeer, StorageSCP
 from dicom_node.scu import Destination, StorageSCU, _batches, _Item
 from dicom_node.storage import InstanceStore
@@ -108,21 +109,24 @@ class _LingeringCheckpoint(threading.Event):
         return passed
 
 
-def test_a_response_is_never_taken_by_the_association_reactor(scp, tmp_path, monkeypatch):
+@pytest.mark.parametrize("patches", [PYNETDICOM_PATCHES, tuple(p for p in PYNETDICOM_PATCHES if p != "scu-response-order")],
+                         ids=["with scu-response-order", "stock DIMSE provider"])
+def test_a_response_is_never_taken_by_the_association_reactor(scp, tmp_path, monkeypatch, patches):
     """pynetdicom's pause of the reactor has a window: a reactor that passed its
     checkpoint just before the pause and was held up could take the C-STORE
     response off the queue before the sender looked, and drop it (the sender then
     waited its DIMSE timeout; seen as ~30 s stalls delivering to Orthanc). Here that
     state is made certain: each request goes out while the reactor lingers past an
     open checkpoint with ``_is_paused`` still True (what the sender checks), and the
-    sender looks for its response only 0.4 s later."""
+    sender looks for its response only 0.4 s later. Without the patch (node.pynetdicom_patches
+    lacking "scu-response-order") pynetdicom's own provider loses the responses."""
     from dicom_node import scu
 
     node, destination = scp
     real_prepare = scu._prepare
 
-    def prepare_with_slow_threads(assoc):
-        real_prepare(assoc)
+    def prepare_with_slow_threads(assoc, enabled):
+        real_prepare(assoc, enabled)
         checkpoint = _LingeringCheckpoint()
         checkpoint.set()
         assoc._reactor_checkpoint = checkpoint
@@ -139,10 +143,45 @@ def test_a_response_is_never_taken_by_the_association_reactor(scp, tmp_path, mon
     monkeypatch.setattr(scu, "_prepare", prepare_with_slow_threads)
     files = write_series(tmp_path / "s", 3)
 
-    results = StorageSCU("SENDER", dimse_timeout=5).send(files, destination)
+    results = StorageSCU("SENDER", dimse_timeout=3, pynetdicom_patches=patches).send(files, destination)
 
-    assert [r.status for r in results] == [0, 0, 0]
-    assert len(node.received) == 3
+    if "scu-response-order" in patches:
+        assert [r.status for r in results] == [0, 0, 0]
+        assert len(node.received) == 3
+    else:  # what the patch fixes: the stock provider drops a response and the sender times out
+        assert results[0].status is None and results[0].reason == "no response (timeout or abort)"
+
+
+def test_a_peer_answering_with_an_absurd_pdu_length_is_aborted_from_the_first_pdu():
+    """The SCU reads the peer's A-ASSOCIATE-AC through the same bounded read as everything
+    after it: a 4 GiB length is answered with A-ABORT, nothing is allocated or waited for."""
+    import struct
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    received: list[bytes] = []
+
+    def peer():
+        connection, _ = listener.accept()
+        with connection:
+            connection.settimeout(20)
+            connection.recv(65536)  # the A-ASSOCIATE-RQ
+            connection.sendall(struct.pack(">BBL", 0x02, 0, 0xFFFFFFFF))  # an "A-ASSOCIATE-AC" of 4 GiB
+            data = b""
+            while chunk := connection.recv(4096):
+                data += chunk
+            received.append(data)
+
+    thread = threading.Thread(target=peer, daemon=True)
+    thread.start()
+    try:
+        result = StorageSCU("SENDER", acse_timeout=5).echo(Destination("PEER", "127.0.0.1", listener.getsockname()[1]))
+        thread.join(20)
+        assert not result.ok
+        assert received == [bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x06])]  # A-ABORT, then closed
+    finally:
+        listener.close()
 
 
 @pytest.mark.parametrize(

@@ -170,3 +170,14 @@ def test_fixed_report_sentences_are_bilingual_and_distinct():
         texts
     )
     assert "could not be read" in UNREADABLE_OUTPUT["en"]
+
+
+def test_a_partial_model_s_negative_sentence_names_what_it_does_not_report() -> None:
+    from engine.vocabulary import scoped_negative_report
+
+    en = scoped_negative_report(["cardiomegaly"], ["effusion", "mass"], language="en")
+    assert en == "No cardiomegaly detected by the model. This model does not report pleural effusion or mass."
+    zh = scoped_negative_report(["cardiomegaly"], ["effusion", "mass"], language="zh-CN")
+    assert zh == "模型未检出心影增大。本模型不报告胸腔积液、肿块。"
+    assert scoped_negative_report(["cardiomegaly"], [], language="en") == NEGATIVE_REPORT["en"]
+    assert scoped_negative_report([], ["mass"], language="en") == "This model reports no findings."

@@ -569,3 +569,25 @@ def hd_groups(document):
                     meaning = child.ConceptCodeSequence[0].CodeMeaning
                     presences.append(Presence.ABSENT if meaning == "Absent" else Presence.PRESENT)
     return presences
+
+
+def test_algorithm_identification_says_which_findings_the_model_does_not_report(grounded_report, source_images):
+    """TID 4019 Algorithm Parameters carry ModelInfo.parameters (the default model's
+    reported and not-reported classes), in every measurement group."""
+    statements = ("reported findings: Cardiomegaly (score >= 0.15)", "not reported by this model: Effusion, Mass")
+    model = dataclasses.replace(grounded_report.model, parameters=statements)
+    sr = _reread(build_sr(dataclasses.replace(grounded_report, model=model), source_images, language="en", revision=1))
+
+    def algorithm_items(items):
+        for item in items:
+            if item.ConceptNameCodeSequence[0].CodeValue == "111001":  # Algorithm Name
+                yield [
+                    sibling.TextValue for sibling in items
+                    if sibling.ConceptNameCodeSequence[0].CodeValue == "111002"  # Algorithm Parameters
+                ]
+            yield from algorithm_items(item.get("ContentSequence", []))
+
+    found = list(algorithm_items(sr.ContentSequence))
+    assert found and all(parameters == list(statements) for parameters in found)
+    plain = _reread(build_sr(grounded_report, source_images, language="en", revision=1))
+    assert all(parameters == [] for parameters in algorithm_items(plain.ContentSequence))

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
@@ -19,6 +20,88 @@ def test_info_names_the_version_and_classes() -> None:
     assert OnnxDetector().info.version in result.output
     assert "Cardiomegaly" in result.output
     assert "score thresholds" in result.output
+
+
+def _rows(output: str) -> dict[str, list[str]]:
+    """Cells of each table row of ``output``, by their first cell."""
+    rows = {}
+    for line in output.splitlines():
+        cells = [c.strip() for c in line.replace("┃", "│").split("│")[1:-1]]
+        if len(cells) >= 2 and cells[0]:
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_info_shows_which_classes_are_reported_with_held_out_precision_and_recall() -> None:
+    detector = OnnxDetector()
+    points = detector.operating_points
+    assert points is not None, "the shipped model stores its operating points"
+    result = CliRunner().invoke(model, ["info"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    rows = _rows(result.output)
+    assert rows["reported classes"] == [", ".join(points.reported_classes)]
+    assert rows["not reported by this model"] == [", ".join(points.unreported_classes)]
+    assert f"held out: {points.heldout}" in " ".join(result.output.split())  # the title may wrap
+    for point in points.classes:
+        reported, threshold, precision, recall = rows[point.label]
+        assert reported == ("yes" if point.reported else "no")
+        if point.reported:
+            assert threshold == f"{point.threshold:.2f}"
+            assert precision.endswith(f"({point.hits}/{point.predictions})")
+            assert precision.startswith(f"{point.hits / point.predictions:.0%}")
+        else:
+            assert threshold == f"({point.tuning_threshold:.2f})"
+        assert recall.endswith(f"({point.hits}/{point.boxes})")
+
+
+def _head_mr(tmp_path: Path) -> Path:
+    from pydicom.uid import MRImageStorage, generate_uid
+
+    from tests.factories import make_ct, write_dataset
+
+    ds = make_ct(study_instance_uid=generate_uid(), series_instance_uid=generate_uid())
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
+    ds.Modality, ds.BodyPartExamined = "MR", "HEAD"
+    return write_dataset(ds, tmp_path / "head-mr.dcm")
+
+
+def _chest_dx(tmp_path: Path, shared_data: Path, view: str) -> Path:
+    from tests.factories import make_chest_dx, write_dataset
+
+    ds = make_chest_dx(shared_data / "nih-cxr-boxes" / "images" / "00000072_000.png", view_position=view)
+    return write_dataset(ds, tmp_path / f"dx-{view}.dcm")
+
+
+def test_predict_refuses_a_head_mr_and_says_why(tmp_path: Path) -> None:
+    result = CliRunner().invoke(model, ["predict", str(_head_mr(tmp_path)), "--json"])
+    assert result.exit_code == 1
+    assert "head-mr.dcm refused" in result.output
+    assert "made for frontal (PA/AP) chest radiographs" in result.output
+    assert "Modality (0008,0060) MR is not CR, DX or RG" in result.output
+    assert "--force" in result.output
+    assert "cardiopulmonary" not in result.output  # no 'normal' chest report for a head
+
+
+def test_predict_force_runs_the_model_anyway_and_records_it(tmp_path: Path) -> None:
+    result = CliRunner().invoke(model, ["predict", str(_head_mr(tmp_path)), "--json", "--force", "--lang", "en"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output[: result.output.rindex("}") + 1])
+    [problem] = [p for p in payload["problems"] if "(forced)" in p]
+    assert "Modality (0008,0060) MR is not CR, DX or RG" in problem
+
+
+@pytest.mark.parametrize("view", ["PA", "AP"])
+def test_predict_accepts_a_frontal_chest_dx(tmp_path: Path, shared_data: Path, view: str) -> None:
+    result = CliRunner().invoke(model, ["predict", str(_chest_dx(tmp_path, shared_data, view)), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output[: result.output.rindex("}") + 1])
+    assert payload["problems"] == []
+
+
+def test_predict_refuses_a_lateral_chest_dx(tmp_path: Path, shared_data: Path) -> None:
+    result = CliRunner().invoke(model, ["predict", str(_chest_dx(tmp_path, shared_data, "LL"))])
+    assert result.exit_code == 1
+    assert "the view (LL) is not AP or PA" in result.output
 
 
 def test_export_onnx_refuses_bad_class_thresholds_before_exporting(tmp_path: Path) -> None:

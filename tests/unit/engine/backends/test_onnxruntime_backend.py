@@ -14,7 +14,7 @@ from engine.default_model.data import load_dataset, load_image, split_by_patient
 from engine.evaluation import box_iou_matrix
 from engine.grammar import parse_grounded_text
 from engine.model import GenerationRequest, ModelError
-from engine.vocabulary import NEGATIVE_REPORT, lookup
+from engine.vocabulary import lookup
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +67,10 @@ def test_reports_fewer_findings_than_a_broken_model_would(detector: OnnxDetector
     assert max(counts) <= 10
     assert sum(counts) <= 3 * 24  # a model that fires everywhere fails this
     assert any(counts)  # and one that never fires fails this
-    thresholds = np.array([detector.class_score_thresholds[c] for c in CLASSES], np.float32)
+    # each class at its own threshold; a class the model does not report never appears
+    thresholds = np.array([detector.class_score_thresholds.get(c, np.inf) for c in CLASSES], np.float32)
     for d in decoded:
-        assert ((d.scores >= thresholds[d.classes]) & (d.scores <= 1.0)).all()  # each class at its own
+        assert ((d.scores >= thresholds[d.classes]) & (d.scores <= 1.0)).all()
         assert (d.boxes[:, :2] < d.boxes[:, 2:]).all()
         assert (d.boxes >= 0).all() and (d.boxes[:, 2] <= INPUT_SIZE[0]).all()
 
@@ -93,7 +94,7 @@ def test_generated_text_parses_with_vocabulary_labels_and_scores(detector: OnnxD
             result = parse_grounded_text(text)
             assert result.problems == ()
             if not len(found):
-                assert text == NEGATIVE_REPORT[language]
+                assert text == detector.negative_report(language)
                 continue
             assert len(result.phrases) == len(found)
             for phrase, score, cls in zip(result.phrases, found.scores, found.classes, strict=True):
@@ -125,9 +126,11 @@ def test_an_image_asked_for_in_two_languages_is_detected_once(validation: list, 
 
 
 def test_coordinates_are_0_999_of_the_model_input(detector: OnnxDetector, validation: list) -> None:
-    image = rgb(validation[0][1][0])
-    [found] = detector.detect([image], score_threshold=0.05)
-    assert len(found)
+    # the first image with a reported class above 0.05
+    image, found = next(
+        (im, found) for im in (rgb(arr) for _, (arr, _) in validation)
+        for [found] in [detector.detect([im], score_threshold=0.05)] if len(found)
+    )
     [text] = detector.generate([GenerationRequest(image, "detection")])
     del text
     low = OnnxDetector(intra_op_threads=1, score_threshold=0.05)
@@ -140,8 +143,14 @@ def test_coordinates_are_0_999_of_the_model_input(detector: OnnxDetector, valida
 def test_nothing_found_gives_the_explicit_negative_sentence(validation: list) -> None:
     strict = OnnxDetector(intra_op_threads=1, score_threshold=0.999)
     image = rgb(validation[0][1][0])
-    assert strict.generate([GenerationRequest(image, "grounded_report", language="en")]) == [NEGATIVE_REPORT["en"]]
-    assert strict.generate([GenerationRequest(image, "grounded_report", language="zh-CN")]) == [NEGATIVE_REPORT["zh-CN"]]
+    [en] = strict.generate([GenerationRequest(image, "grounded_report", language="en")])
+    [zh] = strict.generate([GenerationRequest(image, "grounded_report", language="zh-CN")])
+    assert (en, zh) == (strict.negative_report("en"), strict.negative_report("zh-CN"))
+    # it names what was not found and what the model does not report, never a bare "normal"
+    assert "cardiopulmonary" not in en
+    assert en.startswith("No cardiomegaly detected by the model. This model does not report atelectasis, ")
+    assert en.endswith(" pneumonia or pneumothorax.")
+    assert zh.startswith("模型未检出心影增大。本模型不报告肺不张、胸腔积液")
 
 
 def test_refuses_what_it_cannot_do(detector: OnnxDetector, tmp_path: Path) -> None:
@@ -183,12 +192,14 @@ def test_session_is_recreated_after_a_fork(monkeypatch: pytest.MonkeyPatch) -> N
 MIN_CARDIOMEGALY_HITS = 0.5
 
 
-def _with_metadata(tmp_path: Path, **props: str) -> Path:
-    """A copy of the shipped model whose metadata has ``props`` added or replaced."""
+def _with_metadata(tmp_path: Path, *, drop: tuple[str, ...] = (), **props: str) -> Path:
+    """A copy of the shipped model whose metadata has ``props`` added or replaced
+    and the keys in ``drop`` removed."""
     import onnx
 
     proto = onnx.load(str(ONNX_PATH))
-    current = {p.key: p.value for p in proto.metadata_props}
+    current = {p.key: p.value for p in proto.metadata_props if p.key not in drop}
+    del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, {**current, **props})
     out = tmp_path / "model.onnx"
     onnx.save(proto, str(out))
@@ -199,12 +210,14 @@ def test_each_class_is_reported_at_its_own_operating_point(tmp_path: Path, valid
     import json
 
     images = [rgb(arr) for _, (arr, _) in validation[:16]]
-    everything = OnnxDetector(intra_op_threads=1, score_threshold=0.05).detect(images)
+    everything = OnnxDetector(intra_op_threads=1, score_threshold=0.05).detect(images, include_unreported=True)
     found = {CLASSES[int(c)] for d in everything for c in d.classes}
     keep = min(found)
     drop = sorted(found - {keep})
     # the class kept at 0.05, every other class out of reach
-    path = _with_metadata(tmp_path, class_score_thresholds=json.dumps({keep: 0.05, **dict.fromkeys(drop, 0.999)}))
+    # a model from before operating points: per-class thresholds only, every class reported
+    path = _with_metadata(tmp_path, drop=("operating_points",),
+                          class_score_thresholds=json.dumps({keep: 0.05, **dict.fromkeys(drop, 0.999)}))
     model = OnnxDetector(path, intra_op_threads=1)
     assert model.class_score_thresholds[keep] == 0.05
     assert len(model.stored_class_thresholds) == len(found)
@@ -223,6 +236,6 @@ def test_each_class_is_reported_at_its_own_operating_point(tmp_path: Path, valid
     ['{"Cardiomegaly": 1.5}', '{"Bronchitis": 0.3}', '[0.3, 0.4]', "not json"],
 )
 def test_broken_class_thresholds_in_a_model_are_refused_clearly(tmp_path: Path, text: str) -> None:
-    path = _with_metadata(tmp_path, class_score_thresholds=text)
+    path = _with_metadata(tmp_path, drop=("operating_points",), class_score_thresholds=text)
     with pytest.raises(ModelError, match="class_score_thresholds"):
         OnnxDetector(path, intra_op_threads=1).load()

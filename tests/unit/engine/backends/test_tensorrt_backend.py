@@ -676,3 +676,14 @@ def test_vision_tower_served_by_tensorrt_while_the_llm_runs_in_torch(fake_trt, t
 def test_real_tensorrt_vision_tower_with_the_llm_on_cuda(tmp_path):
     split, reference, _ = _vision_split_outputs(tmp_path, device="cuda", precision="fp32")
     assert split == reference
+
+
+def test_tensorrt_detector_keeps_what_the_model_reports(fake_trt, tmp_path):
+    from engine.backends.onnxruntime_backend import OnnxDetector
+
+    fake_trt()
+    reference = OnnxDetector()
+    detector = trtb.TensorRTDetector(cache_dir=tmp_path, precision="fp16")
+    assert detector.reported_classes == reference.reported_classes
+    assert detector.info.parameters == reference.info.parameters  # the SR's "not reported by this model"
+    assert any("not reported by this model" in p for p in detector.info.parameters)
