@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dicom_node.patches import PYNETDICOM_PATCHES
 from dicom_node.scu import Destination
+from exporters.hl7.enum import ProcessingId
 from radground.database import database_engine
 from radground.settings import (
     AnyDestination,
@@ -184,8 +185,10 @@ def build_destination(name: str, section: AnyDestination, *, calling_ae_title: s
                           retry_for_seconds=retry_for)
     if isinstance(section, Hl7Destination):
         return Hl7Target(host=section.host, port=section.port, tls=_tls(name, section, wanted=section.tls),
-                         receiving_application=section.receiving_application,
-                         receiving_facility=section.receiving_facility,
+                         sending_facility=section.sending_facility or None,
+                         receiving_application=section.receiving_application or None,
+                         receiving_facility=section.receiving_facility or None,
+                         processing_id=ProcessingId(section.processing_id),
                          ack_timeout_seconds=section.ack_timeout_seconds,
                          connect_timeout_seconds=section.connect_timeout_seconds, outputs=section.outputs,
                          languages=section.languages, name=name, retry_for_seconds=retry_for)

@@ -290,9 +290,13 @@ class Hl7Destination(_DestinationSection, _TlsSection):
     port: Annotated[int, Field(ge=1, le=65535)]
     #: Speak TLS (MLLP over TLS) with the tls_* options.
     tls: bool = False
-    #: MSH-5 Receiving Application and MSH-6 Receiving Facility of the messages built for it.
+    #: MSH-4 Sending Facility, MSH-5 Receiving Application and MSH-6 Receiving Facility of the
+    #: messages built for it (empty: left empty).
+    sending_facility: str = ""
     receiving_application: str = ""
     receiving_facility: str = ""
+    #: MSH-11 Processing ID: "P" production, "T" training, "D" debugging.
+    processing_id: Literal["P", "T", "D"] = "P"
     outputs: tuple[Literal["hl7"], ...] = ("hl7",)
     #: No ACK within this (seconds) is a retryable failure.
     ack_timeout_seconds: float = Field(30.0, gt=0)

@@ -87,9 +87,10 @@ class PipelineContext:
     actor: str = field(default_factory=lambda: worker_id(os.getpid()))
 
     @property
-    def dicom_targets(self) -> Mapping[str, DicomTarget]:
-        """The destinations of type ``dicom``."""
-        return {n: t for n, t in self.destinations.items() if isinstance(t, DicomTarget)}
+    def dicom_targets(self) -> Mapping[str, DicomTarget | DicomWebTarget]:
+        """The destinations that take DICOM objects: types ``dicom`` (C-STORE) and ``dicomweb``
+        (STOW-RS); their ``outputs`` say which kinds the export builds for them."""
+        return {n: t for n, t in self.destinations.items() if isinstance(t, DicomTarget | DicomWebTarget)}
 
     @property
     def fhir_targets(self) -> Mapping[str, FhirTarget]:

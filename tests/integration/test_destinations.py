@@ -193,6 +193,22 @@ def test_stow_rs_delivers_to_orthanc_readable_by_qido_and_wado_and_a_redelivery_
         assert len(qido_instances(vna, study)) == 4
 
 
+def test_a_dicomweb_destination_gets_the_output_kinds_it_names(tmp_path, database_url, shared_data, vna):
+    settings = settings_for(tmp_path, database_url, {"VNA": DicomWebDestination(url=vna, outputs=("sr", "sc"))})
+    for world in _world(settings, tmp_path):
+        start_study(world, shared_data)
+        drain(world.ctx, world.queue)
+        [job] = jobs(world.ctx)
+        assert job.state is JobState.DONE, job.last_error
+        with world.ctx.sessions() as session:
+            by_kind = {kind: {a.object_uid for a in session.scalars(select(Artifact).where(Artifact.kind == kind))}
+                       for kind in ("sr", "sc", "gsps")}
+        assert by_kind["sc"]  # built because the VNA asks for it
+        study = str(dcmread(next((tmp_path / "instances").rglob("*.dcm")), stop_before_pixels=True).StudyInstanceUID)
+        found = {i["00080018"]["Value"][0] for i in qido_instances(vna, study)}
+        assert by_kind["sr"] | by_kind["sc"] <= found and not by_kind["gsps"] & found
+
+
 class StowStandIn:
     """A STOW-RS origin server on a loopback port that stores instances by SOP Instance UID;
     ``refuse`` instances are answered with a retryable Failure Reason (0xA700 Out of Resources)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+from exporters.hl7.enum import ProcessingId
 from worklist.destinations.errors import InvalidMllpRequestError
 from worklist.destinations.mllp import MllpOutcome, send_message
 from worklist.destinations.protocol import (
@@ -34,9 +35,12 @@ class Hl7Target:
     host: str
     port: int
     tls: TlsOptions | None = None
-    #: MSH-5 and MSH-6 of the messages built for this receiver.
-    receiving_application: str = ""
-    receiving_facility: str = ""
+    #: MSH-4, MSH-5 and MSH-6 of the messages built for this receiver (None: left empty).
+    sending_facility: str | None = None
+    receiving_application: str | None = None
+    receiving_facility: str | None = None
+    #: MSH-11 Processing ID: "P" production, "T" training, "D" debugging (HL7 table 0103).
+    processing_id: ProcessingId = ProcessingId.PRODUCTION
     ack_timeout_seconds: float = 30.0
     connect_timeout_seconds: float = 10.0
     outputs: tuple[str, ...] = ("hl7",)

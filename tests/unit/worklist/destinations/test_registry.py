@@ -41,7 +41,7 @@ SECTIONS = {
     "fhir": FhirEndpointSettings(url="https://ehr/fhir", auth="basic", username="rg",
                                  password_env="RG_TEST_EHR_PASSWORD", primary_language="zh-CN"),
     "hl7": Hl7Destination(host="ris", port=2575, receiving_application="RIS", receiving_facility="RAD",
-                          ack_timeout_seconds=5),
+                          processing_id="T", ack_timeout_seconds=5),
 }
 
 
@@ -79,6 +79,7 @@ def test_each_section_builds_its_type_target(monkeypatch):
     hl7 = targets["hl7"]
     assert (hl7.host, hl7.port, hl7.receiving_application, hl7.receiving_facility, hl7.ack_timeout_seconds,
             hl7.tls) == ("ris", 2575, "RIS", "RAD", 5, None)
+    assert (hl7.sending_facility, hl7.processing_id) == (None, "T")
 
 
 def test_a_secret_can_come_from_a_file_and_a_missing_one_is_named(tmp_path, monkeypatch):
