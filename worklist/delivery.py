@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -42,14 +43,14 @@ _UID_SEPARATOR = "\n"
 def run_delivery(ctx: PipelineContext, delivery_id: int, attempt: int) -> None:
     """Attempt delivery ``attempt + 1``; a stale or duplicate message does nothing."""
     with ctx.sessions.begin() as session:
-        claimed = session.execute(
+        claimed = cast(CursorResult, session.execute(
             update(Delivery)
             .where(Delivery.id == delivery_id, Delivery.state == DeliveryState.PENDING, Delivery.attempts == attempt)
             .values(attempts=attempt + 1, next_attempt_at=None)
-        ).rowcount
-        if not claimed:
-            return
+        )).rowcount
         delivery = session.get(Delivery, delivery_id)
+        if not claimed or delivery is None:
+            return
         job_id, name = delivery.job_id, delivery.destination
         remaining = set(delivery.remaining_objects.split(_UID_SEPARATOR)) if delivery.remaining_objects else None
         artifacts = [ArtifactFile(a.kind, a.language, a.object_uid, ctx.outputs_root / a.path)
@@ -92,6 +93,8 @@ def _record_delivery_once(ctx: PipelineContext, delivery_id: int, attempts: int,
         job_id = session.scalar(select(Delivery.job_id).where(Delivery.id == delivery_id))
         session.get(Job, job_id, with_for_update=True)
         delivery = session.get(Delivery, delivery_id, with_for_update=True)
+        if delivery is None:  # deleted meanwhile: nothing to record
+            return
         now = utcnow()
         target = ctx.destinations.get(delivery.destination)
         policy = ctx.retry_policy.with_retry_for(target.retry_for_seconds if target is not None else None)

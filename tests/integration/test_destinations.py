@@ -150,6 +150,23 @@ def test_a_delivery_still_failing_when_its_period_ends_fails_saying_so(tmp_path,
         assert "could not connect" in failed.last_error and world.queue.delayed == []
 
 
+def test_a_pacs_out_of_resources_is_retried_and_stores_each_object_once(tmp_path, database_url, shared_data, pacs):
+    settings = settings_for(tmp_path, database_url, {
+        "PACS": DicomDestination(ae_title="PACS", host="127.0.0.1", port=pacs.port)})
+    pacs.store.reserve_bytes = 2**62  # its disk is "full": every C-STORE answered 0xA700 Out of Resources
+    for world in _world(settings, tmp_path):
+        start_study(world, shared_data)
+        drain(world.ctx, world.queue)
+        pending = deliveries(world.ctx)["PACS"]
+        assert pending.state is DeliveryState.PENDING and "status 0xA700" in pending.last_error
+        assert pacs.received == []
+        pacs.store.reserve_bytes = 0  # space freed
+        drain(world.ctx, world.queue, wait_for_retries=True)
+        assert jobs(world.ctx)[0].state is JobState.DONE
+        assert sorted(i.sop_instance_uid for i in pacs.received) == sorted(
+            a.object_uid for a in dicom_artifacts(world.ctx))
+
+
 # -- DICOMweb STOW-RS ------------------------------------------------------------------
 
 

@@ -121,3 +121,19 @@ def test_artifacts_are_selected_by_output_kind_and_language():
                  for i, (kind, language) in enumerate([("sr", "en"), ("sr", "zh-CN"), ("csps", "en"),
                                                        ("gsps", "en"), ("sc", "en"), ("fhir", "en")])]
     assert [a.object_uid for a in select_artifacts(artifacts, target)] == ["1.2.0", "1.2.2", "1.2.3"]
+
+
+def test_an_outcome_says_why_it_failed_and_only_a_retry_names_what_is_left():
+    from worklist.destinations import DeliveryOutcome, DeliveryStatus
+
+    assert DeliveryOutcome.delivered().ok
+    retry = DeliveryOutcome.retryable("HTTP 503", log_text="HTTP 503", retry_after=7.0, remaining=["1.2.3"])
+    assert (retry.status, retry.remaining, retry.retry_after, retry.ok) == (DeliveryStatus.RETRYABLE, ("1.2.3",), 7.0,
+                                                                           False)
+    with pytest.raises(ValueError, match="needs an answer"):
+        DeliveryOutcome.final("")
+    with pytest.raises(ValueError, match="remaining"):
+        DeliveryOutcome(DeliveryStatus.FINAL, answer="AR", remaining=("RG1",))
+    # the log gets status codes, not what the peer wrote (it may echo patient data)
+    assert DeliveryOutcome.final("FHIR EHR: HTTP 422: Patient Zhang", log_text="FHIR EHR: HTTP 422").loggable == \
+        "FHIR EHR: HTTP 422"
