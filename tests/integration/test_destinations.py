@@ -233,7 +233,7 @@ class StowStandIn:
     ``refuse`` instances are answered with a retryable Failure Reason (0xA700 Out of Resources)
     in a 409 Failed SOP Sequence while ``refusals`` lasts, ``fail_next`` requests with 503."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.stored: dict[str, bytes] = {}
         self.requests: list[list[str]] = []
         self.refuse: set[str] = set()
@@ -282,7 +282,7 @@ class StowStandIn:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/dicom-web"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -316,6 +316,24 @@ def test_a_partial_stow_failure_retries_only_the_refused_instance_and_stores_eac
                 assert stow.stored[artifact.object_uid] == (tmp_path / "outputs" / artifact.path).read_bytes()
             done = deliveries(world.ctx)["VNA"]
             assert (done.attempts, done.remaining_objects) == (4, None)
+
+
+def test_a_dicomweb_server_that_is_down_is_retried_and_stores_each_instance_once(tmp_path, database_url,
+                                                                               shared_data):
+    with StowStandIn() as down:
+        port = down.server.server_address[1]
+    settings = settings_for(tmp_path, database_url, {
+        "VNA": DicomWebDestination(url=f"http://127.0.0.1:{port}/dicom-web")})
+    for world in _world(settings, tmp_path):
+        start_study(world, shared_data)
+        drain(world.ctx, world.queue)  # nobody listens: ConnectError
+        pending = deliveries(world.ctx)["VNA"]
+        assert pending.state is DeliveryState.PENDING and "ConnectError" in pending.last_error
+        with StowStandIn(port) as stow:  # back where it was
+            drain(world.ctx, world.queue, wait_for_retries=True)
+        assert jobs(world.ctx)[0].state is JobState.DONE
+        everything = sorted(a.object_uid for a in dicom_artifacts(world.ctx))
+        assert [sorted(r) for r in stow.requests] == [everything] and sorted(stow.stored) == everything
 
 
 def test_a_partial_stow_failure_shows_what_is_left_while_it_is_retried(tmp_path, database_url, shared_data):
