@@ -83,10 +83,10 @@ def _optional_builders():
     """The GSPS and FHIR builders, where they exist in this tree."""
     builders = {}
     try:
-        from exporters.gsps import build_presentation_states
-        from exporters.presentation_content import plan_overlays
+        from exporters.pr import build_presentation_states
+        from exporters.regions import plan_regions
 
-        builders["gsps"] = (build_presentation_states, plan_overlays)
+        builders["gsps"] = (build_presentation_states, plan_regions)
     except ImportError:
         pass
     try:
@@ -122,7 +122,7 @@ def make_ways(report, sources) -> tuple[list[Stage], list[Stage]]:
     straightforward: list[Stage] = [("sr", sr_straightforward)]
     project: list[Stage] = [("sr", sr_project)]
     if "gsps" in builders:
-        build_ps, plan_overlays = builders["gsps"]
+        build_ps, plan_regions = builders["gsps"]
 
         def gsps_straightforward(out: dict) -> list:
             # without the project's memoised highdicom IOD look-ups (__wrapped__)
@@ -135,7 +135,7 @@ def make_ways(report, sources) -> tuple[list[Stage], list[Stage]]:
             ]
 
         def gsps_project(out: dict) -> list:
-            plan = plan_overlays(report, sources)
+            plan = plan_regions(report, sources)
             return [
                 ps
                 for i, lang in enumerate(languages)
@@ -211,7 +211,7 @@ def pipeline_way(report, sources) -> list[Stage]:
     ``build_presentation_states`` per language (no shared overlay plan), then the Bundle."""
     from exporters.fhir.bundle import build_fhir_bundle, bundle_json
     from exporters.fhir.inputs import output_series_from_datasets
-    from exporters.gsps import build_presentation_states
+    from exporters.pr import build_presentation_states
 
     languages = report.languages
 

@@ -1,49 +1,67 @@
 """RadGround exporters: a :class:`engine.report.GroundedReport` plus the headers of
-its source images → DICOM SR (TID 1500), GSPS / Colour PS overlays, optional
-Secondary Capture key images, and a FHIR R4 transaction Bundle.
+its source images and the job's region plan → artifacts, one package per IOD or
+message:
 
-Everything is built through validated objects (highdicom, fhir.resources) and
-is deterministic: the same report and study revision give the same UIDs.
+* :mod:`exporters.sr` — Comprehensive 3D SR, TID 1500 (IHE AIR);
+* :mod:`exporters.pr` — Grayscale / Colour Softcopy Presentation States;
+* :mod:`exporters.sc` — Secondary Capture with the findings burned in;
+* :mod:`exporters.kos` — Key Object Selection (IHE KIN / AIR "key images");
+* :mod:`exporters.fhir` — FHIR R4 transaction Bundle;
+* :mod:`exporters.hl7` — HL7 v2.5.1 ORU^R01.
+
+Each implements :class:`exporters.protocol.Exporter` and is listed in
+:mod:`exporters.registry`; :func:`exporters.regions.plan_regions` is the one
+region plan they share. Everything is built through validated objects
+(highdicom, fhir.resources, hl7apy) and is deterministic: the same report and
+study revision give the same UIDs.
+
+Names are imported lazily (PEP 562), so ``exporters.protocol`` stays cheap to
+import for the settings.
 """
 
-from exporters._highdicom_cache import set_memoised_iod_lookups
-from exporters.codes import CODE_TABLE, FindingCoding, coding_for
-from exporters.errors import ExportError, IncompatibleHighdicomError, SourceError
-from exporters.fhir import (
-    OutputSeriesRef,
-    build_fhir_bundle,
-    bundle_json,
-    output_series_from_datasets,
-)
-from exporters.gsps import build_presentation_states
-from exporters.key_image import build_key_images, render_preview
-from exporters.presentation_content import plan_overlays
-from exporters.sr import SRExport, build_sr, export_sr
-from exporters.sr_content import RegionAction, RegionNote, region_tracking_uid
-from exporters.uids import OutputKind, output_uid
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Public name → the module that defines it.
+_EXPORTS = {
+    "Artifact": "exporters.protocol",
+    "ExportOptions": "exporters.protocol",
+    "Exporter": "exporters.protocol",
+    "OutputKind": "exporters.protocol",
+    "UnknownOutputKindError": "exporters.protocol",
+    "parse_output_kind": "exporters.protocol",
+    "EXPORTERS": "exporters.registry",
+    "artifact_kinds": "exporters.registry",
+    "exporter_for": "exporters.registry",
+    "own_sop_class_uids": "exporters.registry",
+    "RegionNote": "exporters.regions",
+    "RegionAction": "exporters.regions",
+    "RegionPlan": "exporters.regions",
+    "plan_regions": "exporters.regions",
+    "region_tracking_uid": "exporters.regions",
+    "CODE_TABLE": "exporters.codes",
+    "FindingCoding": "exporters.codes",
+    "coding_for": "exporters.codes",
+    "ExportError": "exporters.errors",
+    "IncompatibleHighdicomError": "exporters.errors",
+    "SourceError": "exporters.errors",
+    "output_uid": "exporters.uids",
+    "set_memoised_iod_lookups": "exporters._highdicom_cache",
+}
 
 __all__ = [
-    "CODE_TABLE",
-    "ExportError",
-    "FindingCoding",
-    "IncompatibleHighdicomError",
-    "OutputKind",
-    "OutputSeriesRef",
-    "RegionAction",
-    "RegionNote",
-    "SRExport",
-    "SourceError",
-    "build_fhir_bundle",
-    "build_key_images",
-    "build_presentation_states",
-    "build_sr",
-    "bundle_json",
-    "coding_for",
-    "export_sr",
-    "output_series_from_datasets",
-    "output_uid",
-    "plan_overlays",
-    "region_tracking_uid",
-    "render_preview",
-    "set_memoised_iod_lookups",
+    *sorted(_EXPORTS),
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'exporters' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -2,7 +2,7 @@
 
 :func:`render_overlay` is a pure function from a pixel array, boxes and labels
 to a PIL image; it draws what the presentation states describe, for the burned-
-in key image (:mod:`exporters.key_image`) and for people who would rather look
+in key image (:mod:`exporters.sc`) and for people who would rather look
 than read (a web preview, an e-mail, a bug report). It is *not* a GSPS
 renderer: the GSPS themselves are checked with a real viewer.
 

@@ -8,21 +8,10 @@ first object when a SOP Instance UID repeats).
 
 from __future__ import annotations
 
-import enum
-
 from engine.report import GroundedReport, derive_uid
+from exporters.protocol import OutputKind
 
-__all__ = ["OutputKind", "output_uid"]
-
-
-class OutputKind(enum.StrEnum):
-    """The kinds of object RadGround produces."""
-
-    SR = "sr"
-    GSPS = "gsps"
-    CSPS = "csps"
-    SECONDARY_CAPTURE = "sc"
-    FHIR = "fhir"
+__all__ = ["output_uid"]
 
 
 def output_uid(

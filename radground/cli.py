@@ -144,6 +144,9 @@ def _run_node(obj: _Context, listener_processes: int | None, port: int | None, *
         f"database {make_url(settings.database.url).render_as_string(hide_password=True)}",
         err=True,
     )
+    if with_workers:
+        click.echo(f"results: {Path(settings.workers.outputs_root).absolute()}/<Study Instance UID>/r<revision>/",
+                   err=True)
     try:
         node.claim_port()  # before the workers start: a taken port stops start-up here
     except PortInUseError as exc:

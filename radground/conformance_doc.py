@@ -27,6 +27,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicom_node.conformance import ACCEPTED_TRANSFER_SYNTAXES, STORAGE_SOP_CLASSES, StoreStatus
+from exporters.registry import EXPORTERS
 from radground.settings import NodeSettings
 
 __all__ = [
@@ -43,14 +44,14 @@ __all__ = [
 CONFORMANCE_PATH = Path(__file__).resolve().parents[1] / "docs" / "conformance.md"
 REGENERATE_COMMAND = ".venv/bin/python -m radground.conformance_doc"
 
-#: What the Storage SCU sends: SOP class UID -> (the output kind in a destination's
-#: ``outputs``, when it is sent). The exporters build these objects.
-OUTPUT_SOP_CLASSES: dict[str, tuple[str, str]] = {
-    "1.2.840.10008.5.1.4.1.1.88.34": ("sr", "TID 1500 measurement report, one series per language"),
-    "1.2.840.10008.5.1.4.1.1.11.1": ("gsps", "overlays for grayscale source images"),
-    "1.2.840.10008.5.1.4.1.1.11.2": ("gsps", "overlays for colour source images"),
-    "1.2.840.10008.5.1.4.1.1.7": ("sc", "key images with burned-in boxes (only when configured)"),
+#: What the Storage SCU sends: SOP class UID -> the output kind a destination's
+#: ``outputs`` names to get it (from the exporters' declarations).
+OUTPUT_SOP_CLASSES: dict[str, str] = {
+    uid: kind.value for kind, exporter in EXPORTERS.items() for uid in exporter.sop_class_uids
 }
+
+#: The DICOM output kinds as the data-flow sketch names them ("SR, GSPS, SC, KOS").
+_DICOM_OUTPUT_NAMES = ", ".join(kind.value.upper() for kind, e in EXPORTERS.items() if e.sop_class_uids)
 
 #: When the Storage SCP answers each C-STORE status (PS3.4 Table B.2-1).
 #: A test checks that every :class:`~dicom_node.conformance.StoreStatus` constant is listed.
@@ -185,7 +186,7 @@ def render_conformance_statement() -> str:
         "",
         "```",
         "remote SCU (PACS, modality) --C-ECHO, C-STORE--> [RADGROUND Storage SCP] -> storage, index",
-        "[RADGROUND Storage SCU] --C-STORE (SR, GSPS/CSPS, SC)--> remote Storage SCP (PACS)",
+        f"[RADGROUND Storage SCU] --C-STORE ({_DICOM_OUTPUT_NAMES})--> remote Storage SCP (PACS)",
         "`radground echo` / `radground send` --> [RADGROUND SCU] --C-ECHO / C-STORE--> any peer",
         "```",
         "",

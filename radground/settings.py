@@ -37,6 +37,7 @@ from pydantic_settings import SettingsError as SourceError
 from dicom_node.patches import PDU_LIMITS, PYNETDICOM_PATCHES, QUICK_ACK
 from dicom_node.scp import AllowedPeer
 from dicom_node.storage import DuplicatePolicy, FsyncPolicy
+from exporters.protocol import OutputKind, UnknownOutputKindError, parse_output_kind
 
 __all__ = [
     "AnyDestination",
@@ -56,6 +57,7 @@ __all__ = [
     "SettingsError",
     "StorageSettings",
     "WorkerSettings",
+    "dicom_output_kinds",
     "load_settings",
 ]
 
@@ -154,8 +156,39 @@ class CompletionSettings(_Section):
         return self
 
 
-OutputKindName = Literal["sr", "gsps", "sc", "kos"]
 DestinationType = Literal["dicom", "dicomweb", "fhir", "hl7"]
+
+
+def dicom_output_kinds(names: object) -> tuple[OutputKind, ...]:
+    """A DICOM destination's ``outputs`` as output kinds, each once, in the given order.
+
+    Raises
+    ------
+    ValueError
+        A name that is no output kind, one that is not DICOM (``fhir``, ``hl7``: those
+        go to a FHIR endpoint or an HL7 receiver), or ``csps`` (asked for as ``gsps``);
+        the message names it and lists the accepted names.
+    """
+    if isinstance(names, str) or not isinstance(names, list | tuple):
+        raise ValueError(f"must be a list of output kinds, e.g. {list(DEFAULT_DICOM_OUTPUTS)}")  # noqa: TRY004 - pydantic reports ValueError
+    accepted = ", ".join(repr(k.value) for k in OutputKind if k.is_dicom and k.requested_as is k)
+    kinds: list[OutputKind] = []
+    for name in names:
+        try:
+            kind = parse_output_kind(name)
+        except UnknownOutputKindError:
+            raise ValueError(f"unknown output kind {name!r}; a DICOM destination takes {accepted}") from None
+        if not kind.is_dicom:
+            raise ValueError(f"output kind {name!r} is not DICOM; a DICOM destination takes {accepted}")
+        if kind.requested_as is not kind:
+            raise ValueError(f"output kind {name!r} comes with {kind.requested_as.value!r}: name that instead")
+        if kind not in kinds:
+            kinds.append(kind)
+    return tuple(kinds)
+
+
+#: What a DICOM destination gets unless its ``outputs`` say otherwise.
+DEFAULT_DICOM_OUTPUTS = (OutputKind.SR, OutputKind.GSPS, OutputKind.KOS)
 
 
 class DeliverySettings(_Section):
@@ -241,8 +274,15 @@ class DicomDestination(_DestinationSection):
     host: str
     port: Annotated[int, Field(ge=1, le=65535)]
     #: Which outputs it gets: "sr" (TID 1500 report), "gsps" (overlays; colour
-    #: sources get a Colour PS), "sc" (Secondary Capture with burned-in boxes), "kos" (key images).
-    outputs: tuple[OutputKindName, ...] = ("sr", "gsps")
+    #: sources get a Colour PS), "kos" (Key Object Selection: the images with
+    #: findings, shown by a PACS as key images), "sc" (Secondary Capture with
+    #: burned-in boxes).
+    outputs: tuple[OutputKind, ...] = DEFAULT_DICOM_OUTPUTS
+
+    @field_validator("outputs", mode="before")
+    @classmethod
+    def _output_kinds(cls, value: object) -> tuple[OutputKind, ...]:
+        return dicom_output_kinds(value)
 
 
 class DicomWebDestination(_DestinationSection, _HttpAuthSection, _TlsSection):
@@ -251,8 +291,14 @@ class DicomWebDestination(_DestinationSection, _HttpAuthSection, _TlsSection):
     type: Literal["dicomweb"] = "dicomweb"
     #: The DICOMweb service base URL; objects are POSTed to {url}/studies.
     url: str
-    outputs: tuple[OutputKindName, ...] = ("sr", "gsps")
+    #: Which outputs it gets, as for type "dicom".
+    outputs: tuple[OutputKind, ...] = DEFAULT_DICOM_OUTPUTS
     timeout_seconds: float = Field(60.0, gt=0)
+
+    @field_validator("outputs", mode="before")
+    @classmethod
+    def _output_kinds(cls, value: object) -> tuple[OutputKind, ...]:
+        return dicom_output_kinds(value)
 
     @field_validator("url")
     @classmethod

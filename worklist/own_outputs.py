@@ -1,29 +1,25 @@
 """Recognising RadGround's own outputs when a PACS routes them back (loop prevention).
 
-An instance is ours when its SOP class is one RadGround produces (SR, GSPS,
-Colour PS, Secondary Capture) and either it names RadGround as manufacturer
-(directly or in Contributing Equipment), or its series is one we produced
-(the artifacts table; that catches a PACS that rewrote the header). Such
-instances are stored and indexed like any other, but never processed.
+An instance is ours when its SOP class is one RadGround's exporters write
+(each exporter declares its SOP classes: :func:`exporters.registry.own_sop_class_uids`)
+and either it names RadGround as manufacturer (directly or in Contributing
+Equipment), or its series is one we produced (the artifacts table; that
+catches a PACS that rewrote the header). Such instances are stored and
+indexed like any other, but never processed.
 """
 
 from __future__ import annotations
 
 from pydicom.dataset import Dataset
 
+from exporters.registry import own_sop_class_uids
+
 __all__ = ["OUTPUT_SOP_CLASSES", "RADGROUND_MANUFACTURER", "looks_like_own_output"]
 
 RADGROUND_MANUFACTURER = "RadGround"
 
-OUTPUT_SOP_CLASSES = frozenset(
-    {
-        "1.2.840.10008.5.1.4.1.1.88.34",  # Comprehensive 3D SR
-        "1.2.840.10008.5.1.4.1.1.88.33",  # Comprehensive SR
-        "1.2.840.10008.5.1.4.1.1.11.1",  # Grayscale Softcopy Presentation State
-        "1.2.840.10008.5.1.4.1.1.11.2",  # Color Softcopy Presentation State
-        "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image
-    }
-)
+#: The SOP classes RadGround writes, as its exporters declare them.
+OUTPUT_SOP_CLASSES: frozenset[str] = own_sop_class_uids()
 
 
 def looks_like_own_output(sop_class_uid: str, header: Dataset) -> bool:

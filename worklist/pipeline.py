@@ -11,6 +11,7 @@ one only after their transaction committed. The Celery tasks
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -26,6 +27,8 @@ from sqlalchemy.orm import Session
 
 from dicom_node.uids import short_uid
 from engine.report import GroundedReport, Task
+from exporters.protocol import Artifact as BuiltArtifact
+from exporters.protocol import ExportOptions, OutputKind
 from worklist.completion import StudyReady
 from worklist.context import PipelineContext, StepError, audit, insert_ignore
 from worklist.db import utcnow
@@ -241,17 +244,11 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _dataset_bytes(ds: Dataset) -> bytes:
-    from io import BytesIO
-
-    buffer = BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
 def run_export(ctx: PipelineContext, job_id: int) -> None:
-    """Build SR, presentation states (and optional key images) and the FHIR Bundle,
-    record them as artifacts, create one delivery per destination, then enqueue those.
+    """Build the route's outputs (SR, presentation states, and what its
+    destinations ask for: Secondary Capture, Key Object Selection, a FHIR Bundle
+    per FHIR endpoint, an ORU^R01 per HL7 receiver), record them as artifacts,
+    create one delivery per destination, then enqueue those.
 
     Each output kind is built on its own: one that cannot be built (e.g. a FHIR
     Bundle without a usable patient identifier system) is recorded in the job's
@@ -336,27 +333,83 @@ class _Built:
     """What the export built, and which output kinds it could not build and why."""
 
     outputs: list[_Output] = field(default_factory=list)
-    #: "sr", "gsps", "sc", "fhir" (the local Bundle) or "fhir for NAME" → the reason.
+    #: "sr", "gsps", "kos", "fhir" (the local Bundle), "fhir for NAME", "hl7 for NAME" → the reason.
     failures: dict[str, str] = field(default_factory=dict)
     #: The node's own patient identifier system when a Bundle had to use it.
     local_patient_system: str | None = None
 
 
-#: A DICOM destination's output names → the artifact kinds they cover.
-_DICOM_KINDS = {"sr": ("sr",), "gsps": ("gsps", "csps"), "sc": ("sc",)}
+#: DICOM outputs every job builds (written under the outputs root), whatever its destinations ask for.
+_ALWAYS_BUILT = (OutputKind.SR, OutputKind.GSPS)
+
+
+@dataclass(frozen=True)
+class _ExportRequest:
+    """One exporter run of a job: which kind, with which options, and the name
+    its failure is recorded under (``"sr"``, ``"fhir for EHR"``)."""
+
+    kind: OutputKind
+    options: ExportOptions
+    label: str
+
+
+def _export_requests(ctx: PipelineContext, route: Route, revision: int) -> list[_ExportRequest]:
+    """What a job builds, in the registry's build order: the DICOM kinds every job
+    builds plus those its DICOM destinations ask for; a FHIR Bundle per FHIR
+    endpoint of the route (or one local Bundle when it names none); an ORU^R01
+    per HL7 receiver of the route."""
+    from exporters.fhir import FhirOptions
+    from exporters.hl7 import HL7Options
+    from exporters.registry import BUILD_ORDER, exporter_for
+
+    base = ExportOptions(revision=revision, languages=route.languages, local_node=ctx.scu_ae_title)
+    wanted = set(_ALWAYS_BUILT) | {exporter_for(kind).kind for name in route.destinations
+                                   if name in ctx.dicom_targets for kind in ctx.dicom_targets[name].outputs}
+    requests = [_ExportRequest(kind, base, kind.value) for kind in BUILD_ORDER if kind in wanted]
+    fhir_names = [name for name in route.destinations if name in ctx.fhir_targets]
+    options: ExportOptions
+    for name in fhir_names:
+        target = ctx.fhir_targets[name]
+        options = FhirOptions(revision=revision, languages=(target.primary_language,), destination=name,
+                              local_node=ctx.scu_ae_title,
+                              patient_identifier_system=target.patient_identifier_system)
+        label = _per_destination_label(OutputKind.FHIR_BUNDLE, name)
+        requests.append(_ExportRequest(OutputKind.FHIR_BUNDLE, options, label))
+    if not fhir_names:
+        options = FhirOptions(revision=revision, languages=route.languages[:1], local_node=ctx.scu_ae_title)
+        requests.append(_ExportRequest(OutputKind.FHIR_BUNDLE, options, OutputKind.FHIR_BUNDLE.value))
+    for name in (n for n in route.destinations if n in ctx.hl7_targets):
+        hl7 = ctx.hl7_targets[name]
+        options = HL7Options(revision=revision, languages=hl7.languages or route.languages, destination=name,
+                             local_node=ctx.scu_ae_title, sending_facility=hl7.sending_facility,
+                             receiving_application=hl7.receiving_application,
+                             receiving_facility=hl7.receiving_facility, processing_id=hl7.processing_id)
+        label = _per_destination_label(OutputKind.HL7_ORU, name)
+        requests.append(_ExportRequest(OutputKind.HL7_ORU, options, label))
+    return requests
+
+
+def _per_destination_label(kind: OutputKind, destination: str) -> str:
+    """How a per-destination output's failure is named: ``"fhir for EHR"``."""
+    return f"{kind.value} for {destination}"
 
 
 def _not_sent_reason(ctx: PipelineContext, name: str, built: _Built) -> str | None:
     """Why a destination gets nothing (what it takes was not built), or None."""
-    if name in ctx.fhir_targets:
-        why = built.failures.get(f"fhir for {name}")
-        return None if why is None else f"not sent: its FHIR Bundle was not built: {why}"
+    from exporters.registry import artifact_kinds, exporter_for
+
+    for kind, what, targets in ((OutputKind.FHIR_BUNDLE, "FHIR Bundle", ctx.fhir_targets),
+                                (OutputKind.HL7_ORU, "HL7 message", ctx.hl7_targets)):
+        if name in targets:
+            why = built.failures.get(_per_destination_label(kind, name))
+            return None if why is None else f"not sent: its {what} was not built: {why}"
     target = ctx.dicom_targets.get(name)
     if target is None:
         return None  # the delivery step reports a destination that is no longer configured
-    failed = [kind for kind in target.outputs if kind in built.failures]
+    requested = dict.fromkeys(exporter_for(kind).kind.value for kind in target.outputs)
+    failed = [kind for kind in requested if kind in built.failures]
     produced = {o.kind for o in built.outputs}
-    if failed and not any(kind in produced for wanted in target.outputs for kind in _DICOM_KINDS[wanted]):
+    if failed and not any(kind.value in produced for kind in artifact_kinds(target.outputs)):
         reasons = "; ".join(f"{kind}: {built.failures[kind]}" for kind in failed)
         return f"not sent: none of its outputs was built ({reasons})"
     return None
@@ -379,78 +432,48 @@ def _build_kind(built: _Built, kind: str, build: Callable[[], None]) -> None:
 
 def _build_outputs(ctx: PipelineContext, route: Route, report: GroundedReport, sources: Sequence[Dataset],
                    revision: int) -> _Built:
-    from exporters.errors import SourceError
-    from exporters.fhir import (
-        build_fhir_bundle,
-        bundle_json,
-        output_series_from_datasets,
-        patient_identifier_system,
-    )
-    from exporters.gsps import build_presentation_states
-    from exporters.key_image import build_key_images
-    from exporters.sr import export_sr
-    from exporters.uids import OutputKind, output_uid
+    """Plan the regions once, then run every requested exporter with that plan;
+    the DICOM objects built first are handed to the later ones (KOS, FHIR, HL7)
+    as references."""
+    from exporters.errors import ExportError
+    from exporters.fhir import local_system_used
+    from exporters.regions import RegionPlan, plan_regions
+    from exporters.registry import exporter_for
 
     if not sources:
         raise StepError("none of the study's images is in the index any more")
-    wanted = {kind for name in route.destinations if name in ctx.dicom_targets
-              for kind in ctx.dicom_targets[name].outputs}
     built = _Built()
-    datasets: list[tuple[str, str, Dataset]] = []
+    requests = _export_requests(ctx, route, revision)
+    plan_error: str | None = None
+    try:
+        plan = plan_regions(report, sources)
+    except ExportError as exc:  # the report's regions do not fit its images: no DICOM output can use them
+        plan_error = str(exc)[:1000]
+        plan = RegionPlan.empty()  # the FHIR Bundle and the HL7 message do not draw regions
+        logger.warning("Regions not planned (%s)", type(exc).__name__)
+    references: list[BuiltArtifact] = []
+    for request in requests:
+        exporter = exporter_for(request.kind)
+        if plan_error is not None and request.kind.is_dicom:
+            built.failures[request.label] = f"the regions could not be placed on their images: {plan_error}"
+            continue
+        options = dataclasses.replace(request.options, references=tuple(references))
 
-    def add_sr() -> None:
-        # an SR per language, also for a negative report (it says explicitly that nothing was found)
-        documents = export_sr(report, sources, revision=revision, languages=route.languages).documents
-        datasets.extend(("sr", language, document) for language, document in documents.items())
+        def build(exporter=exporter, options=options, request=request) -> None:
+            artifacts = exporter.export(report, sources, plan, options)
+            if request.kind is OutputKind.FHIR_BUNDLE:
+                local = local_system_used(sources, options)
+                if local is not None:
+                    built.local_patient_system = local
+                    _log_local_system_once(local)
+            references.extend(a for a in artifacts if a.dataset is not None)
+            built.outputs.extend(
+                _Output(a.kind.value, a.language, a.object_uid, a.series_instance_uid, a.sop_class_uid,
+                        a.filename, a.to_bytes())
+                for a in artifacts
+            )
 
-    def add_presentation_states() -> None:
-        states = []
-        for language in route.languages:
-            for state in build_presentation_states(report, sources, language=language, revision=revision):
-                states.append(("csps" if str(state.SOPClassUID).endswith(".11.2") else "gsps", language, state))
-        datasets.extend(states)
-
-    def add_key_images() -> None:
-        images = [("sc", language, image) for language in route.languages
-                  for image in build_key_images(report, sources, language=language, revision=revision)]
-        datasets.extend(images)
-
-    _build_kind(built, "sr", add_sr)
-    if any(f.regions for f in report.findings):
-        _build_kind(built, "gsps", add_presentation_states)
-        if "sc" in wanted:
-            _build_kind(built, "sc", add_key_images)
-    built.outputs.extend(
-        _Output(kind, language, str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPClassUID),
-                f"{kind}-{language}-{ds.SOPInstanceUID}.dcm", _dataset_bytes(ds))
-        for kind, language, ds in datasets
-    )
-
-    # A FHIR Bundle per FHIR endpoint of the route (its language and identifier system),
-    # or one local Bundle (fhir.json) when the route names none.
-    fhir_names = [name for name in route.destinations if name in ctx.fhir_targets]
-    bundles = [(name, ctx.fhir_targets[name].primary_language, ctx.fhir_targets[name].patient_identifier_system)
-               for name in fhir_names] or [("", route.languages[0], None)]
-    for name, language, configured in bundles:
-
-        def add_bundle(name: str = name, language: str = language, configured: str | None = configured) -> None:
-            series = output_series_from_datasets(ds for _, _, ds in datasets)
-            bundle = build_fhir_bundle(report, sources, revision=revision, output_series=series,
-                                       primary_language=language, patient_identifier_system=configured,
-                                       local_node=ctx.scu_ae_title)
-            try:
-                patient_identifier_system(sources[0], configured)
-            except SourceError:
-                built.local_patient_system = patient_identifier_system(
-                    sources[0], configured, local_node=ctx.scu_ae_title)
-                _log_local_system_once(built.local_patient_system)
-            bundle_uid = output_uid(report, revision=revision, kind=OutputKind.FHIR, language=language,
-                                    role="bundle", part=name)
-            built.outputs.append(_Output("fhir", language, bundle_uid, None, None,
-                                         f"fhir-{name}.json" if name else "fhir.json",
-                                         bundle_json(bundle).encode("utf-8")))
-
-        _build_kind(built, f"fhir for {name}" if name else "fhir", add_bundle)
+        _build_kind(built, request.label, build)
     return built
 
 

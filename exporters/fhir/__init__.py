@@ -5,6 +5,7 @@ See :mod:`exporters.fhir.bundle` for the Bundle and its idempotent delivery,
 """
 
 from .bundle import build_fhir_bundle, bundle_json
+from .exporter import FHIR_MEDIA_TYPE, FhirExporter, FhirOptions, local_system_used
 from .inputs import (
     OutputInstanceRef,
     OutputSeriesRef,
@@ -15,12 +16,16 @@ from .inputs import (
 from .rendering import RenderedPage, render_report_html
 
 __all__ = [
+    "FHIR_MEDIA_TYPE",
+    "FhirExporter",
+    "FhirOptions",
     "OutputInstanceRef",
     "OutputSeriesRef",
     "RenderedPage",
     "build_fhir_bundle",
     "bundle_json",
     "local_patient_identifier_system",
+    "local_system_used",
     "output_series_from_datasets",
     "patient_identifier_system",
     "render_report_html",

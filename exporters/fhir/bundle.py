@@ -63,7 +63,8 @@ from engine.report import GroundedReport
 from engine.uids import short_uid
 
 from ..errors import ExportError
-from ..uids import OutputKind, output_uid
+from ..protocol import OutputKind
+from ..uids import output_uid
 from .datatypes import DICOM_UID_SYSTEM, dicom_uid_identifier
 from .inputs import OutputSeriesRef, output_series_header, read_study_header
 from .rendering import render_report_html
@@ -210,7 +211,7 @@ def build_fhir_bundle(
         return output_uid(
             report,
             revision=revision,
-            kind=OutputKind.FHIR,
+            kind=OutputKind.FHIR_BUNDLE,
             language=_ALL_LANGUAGES,
             role=role,
             part=part,

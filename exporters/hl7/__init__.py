@@ -4,6 +4,7 @@ See :mod:`exporters.hl7.oru` for the message layout.
 """
 
 from exporters.hl7.enum import ProcessingId, ResultStatus, ValueType
+from exporters.hl7.exporter import HL7_MEDIA_TYPE, HL7Exporter, HL7Options
 from exporters.hl7.header import OrderHeader, PatientHeader, read_order, read_patient
 from exporters.hl7.oru import (
     CHARACTER_SET,
@@ -16,8 +17,11 @@ from exporters.hl7.oru import (
 
 __all__ = [
     "CHARACTER_SET",
+    "HL7_MEDIA_TYPE",
     "HL7_VERSION",
     "HL7ExportError",
+    "HL7Exporter",
+    "HL7Options",
     "ORUMessage",
     "OrderHeader",
     "PatientHeader",

@@ -7,6 +7,7 @@ AI-positive studies as having key images. See :mod:`exporters.kos.sop`.
 
 from exporters.kos.content import DEFAULT_PRESENCES, KeyImage, select_key_images
 from exporters.kos.enum import DocumentTitle
+from exporters.kos.exporter import KeyObjectSelectionExporter
 from exporters.kos.sop import (
     DEFAULT_KOS_SERIES_NUMBER,
     KOS_OUTPUT_KIND,
@@ -24,6 +25,7 @@ __all__ = [
     "SOP_CLASS_UIDS",
     "DocumentTitle",
     "KeyImage",
+    "KeyObjectSelectionExporter",
     "build_key_object_selection",
     "kos_uid",
     "select_key_images",

@@ -3,7 +3,7 @@
 A *key image* is a source image (or a set of frames of a multi-frame image)
 on which at least one *selected* finding has a region that lies, after
 clipping, inside the image — the same regions the SR and the presentation
-states draw (:func:`exporters.sr_content.plan_findings`). By default a finding
+states draw (:func:`exporters.regions.plan_regions`). By default a finding
 is selected when it is an abnormality whose presence is ``present`` or
 ``indeterminate``: anatomy the model merely located ("right lung") would
 otherwise flag every study, which defeats a worklist's "AI-positive" flag.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pydicom.dataset import Dataset
 
 from engine.report import FindingKind, GroundedReport, Presence
-from exporters.sr_content import plan_findings
+from exporters.regions import RegionPlan, plan_regions
 
 __all__ = ["DEFAULT_PRESENCES", "KeyImage", "select_key_images"]
 
@@ -55,6 +55,7 @@ def select_key_images(
     *,
     include_anatomy: bool = False,
     presences: frozenset[Presence] = DEFAULT_PRESENCES,
+    plan: RegionPlan | None = None,
 ) -> tuple[KeyImage, ...]:
     """The images of ``sources`` that carry selected findings, in first-use order.
 
@@ -69,6 +70,9 @@ def select_key_images(
         Also select findings of kind ``anatomy`` (default: abnormalities only).
     presences
         Presence values a finding must have to be selected.
+    plan
+        The job's region plan (:func:`exporters.regions.plan_regions`); made
+        here if omitted.
 
     Returns
     -------
@@ -81,7 +85,7 @@ def select_key_images(
         A region names an image that is not among ``sources``, a frame the
         image lacks, or another SOP class than the source's.
     """
-    planned, _notes = plan_findings(report, sources)
+    planned = (plan or plan_regions(report, sources)).findings
     frames: dict[tuple[str, str], set[int] | None] = {}
     tracking: dict[tuple[str, str], list[str]] = {}
     for item in planned:

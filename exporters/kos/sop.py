@@ -43,12 +43,14 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as dcm_codes
 from pydicom.uid import KeyObjectSelectionDocumentStorage
 
-from engine.report import GroundedReport, Presence, derive_uid, is_valid_uid
+from engine.report import GroundedReport, Presence, is_valid_uid
 from exporters import codes
 from exporters.errors import ExportError, SourceError
 from exporters.kos.content import DEFAULT_PRESENCES, KeyImage, select_key_images
 from exporters.kos.enum import DocumentTitle
-from exporters.sr_content import source_index
+from exporters.protocol import OutputKind
+from exporters.regions import RegionPlan, source_index
+from exporters.uids import output_uid
 
 __all__ = [
     "DEFAULT_KOS_SERIES_NUMBER",
@@ -68,9 +70,8 @@ DEFAULT_KOS_SERIES_NUMBER = 9904
 #: Series Description (0008,103E) of the KOS series.
 SERIES_DESCRIPTION = "AI key images (unverified)"
 
-#: The output-kind value that goes into the KOS's derived UIDs (as
-#: :class:`exporters.uids.OutputKind` values do for the other outputs).
-KOS_OUTPUT_KIND = "kos"
+#: The output kind of the KOS (its value goes into the KOS's derived UIDs).
+KOS_OUTPUT_KIND = OutputKind.KOS
 
 #: Concept name of each reference (PS3.3 C.17.3: "Source", as highdicom names it).
 _SOURCE = hd.sr.CodedConcept("260753009", "SCT", "Source")
@@ -104,16 +105,7 @@ def kos_uid(report: GroundedReport, *, revision: int, language: str, role: str) 
     :data:`KOS_OUTPUT_KIND`: same study, revision, model version and language
     → same UID.
     """
-    return derive_uid(
-        "radground-output",
-        report.study_instance_uid,
-        revision,
-        report.model.device_uid,
-        KOS_OUTPUT_KIND,
-        language,
-        role,
-        "",
-    )
+    return output_uid(report, revision=revision, kind=KOS_OUTPUT_KIND, language=language, role=role)
 
 
 def build_key_object_selection(
@@ -133,6 +125,7 @@ def build_key_object_selection(
     manufacturer: str = "RadGround",
     software_versions: str = "0.1.0",
     institution_name: str | None = None,
+    plan: RegionPlan | None = None,
 ) -> hd.ko.KeyObjectSelectionDocument | None:
     """A Key Object Selection Document listing the images of ``report``'s findings.
 
@@ -167,6 +160,9 @@ def build_key_object_selection(
         (0018,1020) of RadGround itself.
     institution_name
         Institution Name (0008,0080) of the node, if configured.
+    plan
+        The job's region plan (:func:`exporters.regions.plan_regions`); made
+        here if omitted.
 
     Returns
     -------
@@ -193,7 +189,7 @@ def build_key_object_selection(
     language = language or report.impression.languages[0]
     by_uid = source_index(report, sources)
     key_images = select_key_images(
-        report, sources, include_anatomy=include_anatomy, presences=presences
+        report, sources, include_anatomy=include_anatomy, presences=presences, plan=plan
     )
     if not key_images:
         return None

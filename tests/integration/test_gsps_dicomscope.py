@@ -31,7 +31,7 @@ from engine.report import (
     Text,
     derive_uid,
 )
-from exporters.gsps import build_presentation_states
+from exporters.pr import build_presentation_states
 from dicomscope import DicomScope, missing_tools  # tests/integration/dicomscope.py (pytest puts this folder on sys.path)
 
 pytestmark = pytest.mark.slow

@@ -26,7 +26,7 @@ from pydicom.uid import (
 from sqlalchemy import select
 
 from dicom_node.scu import Destination, StorageSCU
-from exporters.gsps import build_presentation_states
+from exporters.pr import build_presentation_states
 from exporters.sr import build_sr
 from radground.node import Node
 from radground.settings import (

@@ -170,7 +170,7 @@ def test_cr_without_issuer_reaches_pacs_and_ehr_without_a_configured_system(tmp_
         drain(world.ctx, world.queue)
         [job] = jobs(world.ctx)
         assert job.state is JobState.DONE, job.last_error
-        assert len(pacs.received) == 4  # SR + GSPS, en + zh-CN
+        assert len(pacs.received) == 5  # SR + GSPS, en + zh-CN, and the KOS
         [patient] = ehr.resources("Patient")
         assert patient["identifier"][0]["system"] == local_patient_identifier_system("RADGROUND", "")
         assert len(ehr.resources("DiagnosticReport")) == 1
@@ -190,7 +190,7 @@ def test_a_fhir_only_failure_leaves_sr_and_gsps_delivered_and_the_job_says_so(tm
         world.ready()
         drain(world.ctx, world.queue)
         [job] = jobs(world.ctx)
-        assert len(pacs.received) == 4  # the DICOM outputs went out
+        assert len(pacs.received) == 5  # the DICOM outputs went out (SR, GSPS, KOS)
         assert ehr.transactions == []
         assert job.state is JobState.FAILED
         assert "not built: fhir for EHR: primary_language 'fr'" in job.last_error
@@ -213,7 +213,7 @@ def test_a_fhir_only_failure_leaves_sr_and_gsps_delivered_and_the_job_says_so(tm
         [job] = jobs(world.ctx)
         assert job.state is JobState.DONE, job.last_error
         assert len(ehr.resources("DiagnosticReport")) == 1
-        assert len(pacs.received) == 4
+        assert len(pacs.received) == 5
 
 
 def test_studies_show_each_revisions_outcome_and_routes_test_explains_it(tmp_path, database_url, shared_data):

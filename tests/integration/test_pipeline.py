@@ -7,6 +7,7 @@ covered by the end-to-end tests.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -21,6 +22,10 @@ from sqlalchemy import func, select
 from dicom_node.scp import StorageSCP
 from dicom_node.scu import Destination, StorageSCU
 from dicom_node.storage import InstanceStore
+from engine.report import FindingKind, GroundedReport, Presence
+from exporters import regions as regions_module
+from exporters.hl7 import message_control_id
+from exporters.protocol import OutputKind
 from radground.node import Node
 from radground.runtime import build_context
 from radground.settings import (
@@ -37,10 +42,11 @@ from radground.settings import (
 from tests.factories import make_chest_dx, make_ct, write_dataset
 from tests.integration.fhir_server import FhirTestServer
 from worklist.completion import CompletionMonitor
+from worklist.context import Hl7Target
 from worklist.db import utcnow
+from worklist.delivery import run_delivery
 from worklist.jobs import retry_job
 from worklist.jobs_models import Artifact, Delivery, DeliveryState, Job, JobState
-from worklist.delivery import run_delivery
 from worklist.pipeline import make_study_ready_hook, requeue_stale, run_export, run_inference
 
 #: A radiograph the shipped model draws a box on (Cardiomegaly), so a study gets GSPS as well as SR.
@@ -158,11 +164,12 @@ def test_study_to_sr_gsps_in_pacs_and_fhir_in_ehr_exactly_once(world, shared_dat
     assert job.state is JobState.DONE, job.last_error
     source_uid = str(dcmread(source).SOPInstanceUID)
 
-    # the PACS got SR + GSPS in both languages, referencing the source image
+    # the PACS got SR + GSPS in both languages and one KOS (the default outputs), referencing the source image
     received = {i.sop_instance_uid: i for i in pacs.received}
     classes = sorted(i.sop_class_uid for i in received.values())
     assert classes.count("1.2.840.10008.5.1.4.1.1.88.34") == 2  # Comprehensive 3D SR, en + zh-CN
     assert classes.count("1.2.840.10008.5.1.4.1.1.11.1") == 2  # GSPS, en + zh-CN
+    assert classes.count("1.2.840.10008.5.1.4.1.1.88.59") == 1  # Key Object Selection, one per study
     for instance in received.values():
         assert instance.study_instance_uid == str(dcmread(source).StudyInstanceUID)
         stored = dcmread(pacs.store.root / instance.relative_path)
@@ -188,7 +195,7 @@ def test_study_to_sr_gsps_in_pacs_and_fhir_in_ehr_exactly_once(world, shared_dat
     run_export(world.ctx, job.id)
     assert len(drain(world.ctx, world.queue)) == 2  # both deliveries ran again
     assert count(world.ctx, Artifact) == artifacts_before
-    assert len({i.sop_instance_uid for i in pacs.received}) == 4
+    assert len({i.sop_instance_uid for i in pacs.received}) == 5
     assert len(ehr.transactions) == 2
     assert len(ehr.resources("DiagnosticReport")) == 1
     assert len(ehr.resources("Observation")) == observations_before
@@ -245,7 +252,7 @@ def test_pacs_down_then_back_is_retried_and_delivered_once(world, shared_data, p
     pacs.start("127.0.0.1", pacs.port)  # back on the same port
     drain(world.ctx, world.queue, wait_for_retries=True)
     assert jobs(world.ctx)[0].state is JobState.DONE
-    assert len(pacs.received) == 4
+    assert len(pacs.received) == 5  # SR, GSPS (en, zh-CN), KOS
 
 
 def test_fhir_503_several_times_then_ok(world, shared_data, ehr):
@@ -351,3 +358,152 @@ def test_unexpected_error_in_a_task_fails_the_job_instead_of_looping(world, shar
     assert job.state is JobState.FAILED
     assert job.last_error.startswith("export: internal error (") and "jobs retry" in job.last_error
     assert requeue_stale(world.ctx, utcnow() + timedelta(hours=1)) == 0  # nothing left to re-run
+
+
+# -- which outputs a job builds, and from what -----------------------------------
+
+KOS_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
+SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
+
+
+def _artifacts(ctx, job_id: int) -> list[Artifact]:
+    with ctx.sessions() as session:
+        return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id)))
+
+
+def _report(ctx, job_id: int) -> GroundedReport:
+    with ctx.sessions() as session:
+        return GroundedReport.from_json(session.get(Job, job_id).report_json)
+
+
+def _export_again(ctx, job_id: int) -> None:
+    with ctx.sessions.begin() as session:
+        session.get(Job, job_id).state = JobState.EXPORTING
+    run_export(ctx, job_id)
+
+
+def _infer_and_export(ctx, queue) -> int:
+    """Run the queued inference and the export it enqueues; leave the deliveries queued."""
+    [(step, job_id)] = queue.messages
+    assert step == "infer"
+    queue.messages.clear()
+    run_inference(ctx, job_id)
+    assert queue.messages == [("export", job_id)]
+    queue.messages.clear()
+    run_export(ctx, job_id)
+    return job_id
+
+
+def test_a_job_with_sr_gsps_kos_sends_a_kos_referencing_the_images_with_findings(world, shared_data, pacs):
+    target = world.ctx.dicom_targets["PACS"]
+    assert target.outputs == (OutputKind.SR, OutputKind.GSPS, OutputKind.KOS)  # the default
+    world.send([cxr_file(world.tmp, shared_data)])
+    world.ready()
+    drain(world.ctx, world.queue)
+    [job] = jobs(world.ctx)
+    assert job.state is JobState.DONE, job.last_error
+
+    report = _report(world.ctx, job.id)
+    with_findings = {region.image.sop_instance_uid for f in report.findings
+                     if f.kind is FindingKind.ABNORMALITY and f.presence is not Presence.ABSENT
+                     for region in f.regions}
+    assert with_findings  # the sample radiograph has located abnormalities
+    [kos] = [i for i in pacs.received if i.sop_class_uid == KOS_CLASS]
+    document = dcmread(pacs.store.root / kos.relative_path)
+    assert document.ConceptNameCodeSequence[0].CodeMeaning == "Of Interest"  # what a PACS shows as key images
+    items = document.ContentSequence
+    images = {str(i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID) for i in items if i.ValueType == "IMAGE"}
+    assert images == with_findings
+    # it also points at the job's SR documents, which went to the same PACS
+    artifacts = _artifacts(world.ctx, job.id)
+    srs = {a.object_uid for a in artifacts if a.kind == OutputKind.SR}
+    composites = {str(i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID) for i in items
+                  if i.ValueType == "COMPOSITE"}
+    assert composites == srs and srs <= {i.sop_instance_uid for i in pacs.received if i.sop_class_uid == SR_CLASS}
+    [kos_artifact] = [a for a in artifacts if a.kind == OutputKind.KOS]
+    assert kos_artifact.object_uid == kos.sop_instance_uid and kos_artifact.sop_class_uid == KOS_CLASS
+
+
+def test_regions_are_planned_once_per_job_for_every_output(world, shared_data, monkeypatch):
+    """SR, presentation states, Secondary Capture, KOS, FHIR and HL7 share one region plan:
+    the report's regions are checked against their images and clipped once per job."""
+    pacs_target = dataclasses.replace(world.ctx.dicom_targets["PACS"], outputs=(
+        OutputKind.SR, OutputKind.GSPS, OutputKind.SC, OutputKind.KOS))
+    [route] = world.ctx.routes
+    ctx = dataclasses.replace(world.ctx, dicom_targets={"PACS": pacs_target},
+                              hl7_targets={"LIS": Hl7Target()},
+                              routes=(dataclasses.replace(route, destinations=(*route.destinations, "LIS")),))
+    world.send([cxr_file(world.tmp, shared_data)])
+    world.ready()
+    job_id = _infer_and_export(ctx, world.queue)
+    built = sorted({a.kind for a in _artifacts(ctx, job_id)})
+    assert built == sorted(k.value for k in (OutputKind.SR, OutputKind.GSPS, OutputKind.SC, OutputKind.KOS,
+                                             OutputKind.FHIR_BUNDLE, OutputKind.HL7_ORU))
+
+    plans = []
+    original = regions_module.plan_findings
+
+    def counting_plan(report, sources):  # every plan_regions call, whoever makes it, goes through here
+        plans.append(report.study_instance_uid)
+        return original(report, sources)
+
+    monkeypatch.setattr(regions_module, "plan_findings", counting_plan)
+    _export_again(ctx, job_id)
+    assert len(plans) == 1  # not once per output kind and language
+    assert len(route.languages) == 2 and any(f.regions for f in _report(ctx, job_id).findings)
+    assert sorted({a.kind for a in _artifacts(ctx, job_id)}) == built  # and everything was built from it
+
+
+def test_an_hl7_receiver_of_the_route_gets_an_oru_with_a_control_id_from_the_revision(world, shared_data):
+    [route] = world.ctx.routes
+    ctx = dataclasses.replace(world.ctx, hl7_targets={"LIS": Hl7Target(receiving_application="LIS")},
+                              routes=(dataclasses.replace(route, destinations=(*route.destinations, "LIS")),))
+    world.send([cxr_file(world.tmp, shared_data)])
+    world.ready()
+    job_id = _infer_and_export(ctx, world.queue)
+    with ctx.sessions() as session:
+        job = session.get(Job, job_id)
+        revision = job.revision
+        protocols = {d.destination: d.protocol for d in session.scalars(select(Delivery))}
+    assert protocols == {"PACS": "dicom", "EHR": "fhir", "LIS": "hl7"}
+    artifacts = _artifacts(ctx, job_id)
+    [oru] = [a for a in artifacts if a.kind == OutputKind.HL7_ORU]
+    report = _report(ctx, job_id)
+    assert oru.object_uid == message_control_id(report, revision=revision, part="LIS")
+    segments = (ctx.outputs_root / oru.path).read_bytes().decode("utf-8").split("\r")
+    msh = segments[0].split("|")
+    assert (msh[4], msh[8], msh[9], msh[17]) == ("LIS", "ORU^R01^ORU_R01", oru.object_uid, "UNICODE UTF-8")
+    srs = {a.object_uid for a in artifacts if a.kind == OutputKind.SR}
+    pointed = {s.split("|")[5].split("^")[0] for s in segments if s.startswith("OBX|") and s.split("|")[2] == "RP"}
+    assert pointed == srs and len(srs) == 2
+
+    # a redelivered export builds the same message: the receiver can deduplicate on MSH-10
+    _export_again(ctx, job_id)
+    assert [a.object_uid for a in _artifacts(ctx, job_id) if a.kind == OutputKind.HL7_ORU] == [oru.object_uid]
+    assert (ctx.outputs_root / oru.path).read_bytes().decode("utf-8").split("\r")[0] == segments[0]
+
+
+def test_regions_that_do_not_fit_their_images_fail_the_dicom_outputs_only(world, shared_data, pacs, ehr,
+                                                                          monkeypatch):
+    """A report whose regions cannot be placed (here: the planner refuses them) builds no SR,
+    GSPS or KOS; the PACS is told so without being contacted, the EHR still gets its Bundle."""
+    from exporters.errors import SourceError
+
+    def refuse(report, sources):
+        raise SourceError("finding 0 region 0: its image is not among the source headers given")
+
+    monkeypatch.setattr(regions_module, "plan_findings", refuse)
+    world.send([cxr_file(world.tmp, shared_data)])
+    world.ready()
+    drain(world.ctx, world.queue)
+    [job] = jobs(world.ctx)
+    assert job.state is JobState.FAILED
+    with world.ctx.sessions() as session:
+        states = {d.destination: (d.state, d.attempts, d.last_error) for d in session.scalars(select(Delivery))}
+    assert states["PACS"][:2] == (DeliveryState.FAILED, 0) and pacs.received == []
+    assert states["PACS"][2].startswith(
+        "not sent: none of its outputs was built (sr: the regions could not be placed on their images: "
+        "finding 0 region 0"), states["PACS"][2]
+    assert "; gsps: " in states["PACS"][2] and "; kos: " in states["PACS"][2]
+    assert states["EHR"][0] is DeliveryState.DONE and len(ehr.resources("DiagnosticReport")) == 1
+    assert job.last_error.startswith("not built: sr: the regions could not be placed"), job.last_error

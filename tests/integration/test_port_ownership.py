@@ -83,5 +83,7 @@ def test_storescp_on_the_port_stops_radground_serve_with_a_message_naming_it(tmp
                    what="storescp answers C-ECHO")
         stderr = _serve_must_refuse(_config(tmp_path / "node", port))
         assert f"port {port} on 127.0.0.1 is already in use by pid {storescp.pid}: storescp -aet STORESCP" in stderr
+        # the start-up banner says where results will be written, as an absolute path
+        assert f"results: {tmp_path / 'node' / 'outputs'}/<Study Instance UID>/r<revision>/" in stderr
     finally:
         _stop(storescp)

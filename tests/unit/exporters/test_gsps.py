@@ -38,10 +38,11 @@ from engine.report import (
     derive_uid,
 )
 from exporters.errors import ExportError, SourceError
-from exporters.gsps import build_presentation_states
-from exporters.presentation_content import finding_label, plan_overlays, truncate_utf8
+from exporters.pr import build_presentation_states
+from exporters.pr import finding_label, truncate_utf8
+from exporters.regions import plan_regions
 from exporters.sr import build_sr
-from exporters.sr_content import region_tracking_uid
+from exporters.regions import region_tracking_uid
 from tests.exporters_validators import dciodvfy_errors
 
 SHARED_DICOM = (Path(__file__).resolve().parents[4] / "shared" / "data" / "dicom").resolve()
@@ -295,11 +296,11 @@ def test_presentation_pixel_aspect_ratio_follows_the_source(grounded_report, sou
 
 
 def test_boxes_outside_the_image_are_clipped_or_dropped_and_recorded(edge_case_report, source_images, tmp_path):
-    plan = plan_overlays(edge_case_report, source_images)
-    clipped = [p for p in plan.problems if "clipped" in p]
-    dropped = [p for p in plan.problems if "dropped" in p]
+    plan = plan_regions(edge_case_report, source_images)
+    clipped = [p for p in plan.overlays.problems if "clipped" in p]
+    dropped = [p for p in plan.overlays.problems if "dropped" in p]
     assert len(clipped) == 2 and len(dropped) == 2
-    assert all(edge_case_report.findings[2].tracking_uid not in p for p in plan.problems)  # UIDs hashed
+    assert all(edge_case_report.findings[2].tracking_uid not in p for p in plan.overlays.problems)  # UIDs hashed
     states = _build_all(edge_case_report, source_images, plan=plan)
     for language, built in states.items():
         graphics: dict[str, list] = {}
@@ -434,7 +435,7 @@ def test_monochrome1_keeps_its_polarity(tmp_path):
 
 
 def test_bad_input_is_refused_with_a_clear_error(grounded_report, source_images):
-    with pytest.raises(SourceError, match="not among the sources"):
+    with pytest.raises(SourceError, match="not among the source"):
         build_presentation_states(grounded_report, source_images[:1], language="en", revision=1)
     with pytest.raises(ExportError, match="language"):
         build_presentation_states(grounded_report, source_images, language="de", revision=1)
@@ -449,7 +450,7 @@ def test_memoised_iod_lookups_change_no_output_and_are_removed_afterwards(ground
     highdicom's own function is back in place after the call."""
     import highdicom._standard_utils as standard_utils
 
-    from exporters.gsps import build_presentation_states
+    from exporters.pr import build_presentation_states
     from tests.exporters_validators import comparable_bytes
 
     original = standard_utils.is_attribute_in_iod

@@ -8,7 +8,7 @@ import pytest
 
 from exporters import _highdicom_cache
 from exporters.errors import IncompatibleHighdicomError
-from exporters.gsps import build_presentation_states
+from exporters.pr import build_presentation_states
 from tests.exporters_validators import comparable_bytes
 
 

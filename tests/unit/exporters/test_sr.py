@@ -25,8 +25,8 @@ from engine.report import (
 )
 from exporters import codes
 from exporters.errors import ExportError, SourceError
+from exporters.regions import RegionAction, plan_findings, region_tracking_uid
 from exporters.sr import build_sr, export_sr, series_description
-from exporters.sr_content import RegionAction, plan_findings, region_tracking_uid
 from tests.exporters_validators import (
     comparable_bytes,
     dciodvfy_errors,

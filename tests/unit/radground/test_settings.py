@@ -84,6 +84,37 @@ def test_bad_settings_fail_naming_the_setting(tmp_path, toml, named):
     assert named in str(caught.value) and str(config) in str(caught.value)
 
 
+_PACS = "[destinations.PACS]\nae_title = 'P'\nhost = 'h'\nport = 104\n"
+
+
+@pytest.mark.parametrize(
+    "outputs, message",
+    [
+        ('["sr", "dicomseg"]', "unknown output kind 'dicomseg'; a DICOM destination takes 'sr', 'gsps', 'sc', 'kos'"),
+        ('["sr", "fhir"]', "output kind 'fhir' is not DICOM"),
+        ('["csps"]', "output kind 'csps' comes with 'gsps'"),
+        ('"sr"', "must be a list of output kinds"),
+    ],
+)
+def test_a_destinations_unknown_output_kind_fails_naming_it(tmp_path, outputs, message):
+    config = tmp_path / "c.toml"
+    config.write_text(f"{_PACS}outputs = {outputs}\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config)
+    assert "destinations.PACS.outputs" in str(caught.value)
+    assert message in str(caught.value)
+
+
+def test_destination_outputs_are_output_kinds_and_kos_is_sent_by_default(tmp_path):
+    from exporters.protocol import OutputKind
+
+    config = tmp_path / "c.toml"
+    config.write_text(_PACS)
+    assert load_settings(config).destinations["PACS"].outputs == (OutputKind.SR, OutputKind.GSPS, OutputKind.KOS)
+    config.write_text(f"{_PACS}outputs = ['SC', 'sr', 'sc']\n")
+    assert load_settings(config).destinations["PACS"].outputs == (OutputKind.SC, OutputKind.SR)
+
+
 def test_missing_explicit_file_is_an_error(tmp_path):
     with pytest.raises(SettingsError, match="does not exist"):
         load_settings(tmp_path / "nope.toml")

@@ -1,8 +1,10 @@
 """What goes on an overlay: placed regions, labels, layers and colours.
 
-Pure helpers shared by the presentation-state exporter (:mod:`exporters.gsps`)
-and the burned-in key image (:mod:`exporters.key_image`). Nothing here builds
-DICOM; it decides *what* is drawn *where*:
+Pure helpers shared by the presentation-state exporter (:mod:`exporters.pr.sop`)
+and the Secondary Capture exporter (:mod:`exporters.sc.sop`). Nothing here builds
+DICOM; it decides *what* is drawn *where* (the pipeline's one region plan,
+:func:`exporters.regions.plan_regions`, places the regions; :func:`plan_overlays`
+places them on a single picture for previews):
 
 - each region's box is clipped to its image (Columns x Rows) and the clipping
   is recorded; a box entirely outside its image is dropped and recorded;
@@ -27,10 +29,10 @@ from types import MappingProxyType
 
 from pydicom.dataset import Dataset
 
-from engine.report import Box, Finding, FindingKind, GroundedReport, ImageRef
+from engine.report import Box, Finding, FindingKind, GroundedReport
 from engine.uids import short_uid
 from exporters.errors import ExportError, SourceError
-from exporters.sr_content import region_tracking_uid
+from exporters.regions import OverlayPlan, PlacedRegion, region_tracking_uid
 
 __all__ = [
     "DEFAULT_LAYER_COLORS",
@@ -179,59 +181,6 @@ def layer_styles(
         for order, kind in enumerate((FindingKind.ANATOMY, FindingKind.ABNORMALITY), start=1)
     }
 
-
-@dataclass(frozen=True)
-class PlacedRegion:
-    """A region ready to draw: its finding, its image and its clipped box.
-
-    Attributes
-    ----------
-    finding
-        The finding the region belongs to.
-    finding_index
-        Its 0-based position in the report.
-    region_index
-        The region's 0-based position in ``finding.regions``.
-    tracking_uid
-        The region's Tracking UID, the same as the SR's measurement group
-        (:func:`exporters.sr_content.region_tracking_uid`: the finding's UID
-        when it has one region).
-    image
-        The exact source image (and frame).
-    box
-        The box, clipped to the image.
-    clipped
-        Whether the original box extended past the image.
-    columns, rows
-        The image's size in pixels.
-    """
-
-    finding: Finding
-    finding_index: int
-    region_index: int
-    tracking_uid: str
-    image: ImageRef
-    box: Box
-    clipped: bool
-    columns: int
-    rows: int
-
-
-@dataclass(frozen=True)
-class OverlayPlan:
-    """What will be drawn, and what could not be drawn as given.
-
-    Attributes
-    ----------
-    regions
-        Regions to draw, in report order.
-    problems
-        One message per clipped or dropped region (finding tracking UIDs are
-        hashed, see :func:`engine.uids.short_uid`), for the operator and the audit trail.
-    """
-
-    regions: tuple[PlacedRegion, ...]
-    problems: tuple[str, ...]
 
 
 def plan_overlays(

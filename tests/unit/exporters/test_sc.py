@@ -1,4 +1,4 @@
-"""Secondary Capture key images with burned-in findings (optional output)."""
+"""Secondary Capture images with burned-in findings (optional output)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from engine.report import (
     derive_uid,
 )
 from exporters.errors import SourceError
-from exporters.key_image import build_key_images, render_preview
+from exporters.sc import build_secondary_captures, render_preview
 from tests.exporters_validators import dciodvfy_errors
 
 SHARED_DICOM = (Path(__file__).resolve().parents[4] / "shared" / "data" / "dicom").resolve()
@@ -80,7 +80,7 @@ def _uniform_source(value: int = 2048) -> Dataset:
 
 
 def test_key_images_are_valid_and_marked_as_unverified_ai_output(grounded_report, source_images, tmp_path):
-    images = build_key_images(grounded_report, source_images, language="zh-CN", revision=1)
+    images = build_secondary_captures(grounded_report, source_images, language="zh-CN", revision=1)
     assert len(images) == 2 and all(isinstance(i, hd.sc.SCImage) for i in images)
     for index, (image, source) in enumerate(zip(images, source_images)):
         read = _write_read(image, tmp_path / f"{index}.dcm")
@@ -102,16 +102,16 @@ def test_key_images_are_valid_and_marked_as_unverified_ai_output(grounded_report
         row, column = (float(v) for v in source.ImagerPixelSpacing)
         assert vertical / horizontal == pytest.approx(row / column, rel=1e-3)
     assert len({i.SeriesInstanceUID for i in images}) == 1
-    again = build_key_images(grounded_report, source_images, language="zh-CN", revision=1)
+    again = build_secondary_captures(grounded_report, source_images, language="zh-CN", revision=1)
     assert [i.SOPInstanceUID for i in again] == [i.SOPInstanceUID for i in images]
-    english = build_key_images(grounded_report, source_images, language="en", revision=1)
+    english = build_secondary_captures(grounded_report, source_images, language="en", revision=1)
     assert english[0].SeriesInstanceUID != images[0].SeriesInstanceUID
 
 
 def test_boxes_are_burned_in_where_they_are(tmp_path):
     source = _uniform_source()
     box = Box(20, 40, 70, 80)
-    (image,) = build_key_images(
+    (image,) = build_secondary_captures(
         _report(source, [box]), [source], language="en", revision=1, graphic_color=(255, 0, 0)
     )
     pixels = _write_read(image, tmp_path / "key.dcm").pixel_array
@@ -130,7 +130,7 @@ def test_boxes_are_burned_in_where_they_are(tmp_path):
 
 
 def test_multiframe_key_image_uses_the_region_frame(multiframe_source, multiframe_report, tmp_path):
-    images = build_key_images(multiframe_report, [multiframe_source], language="zh-CN", revision=1)
+    images = build_secondary_captures(multiframe_report, [multiframe_source], language="zh-CN", revision=1)
     assert len(images) == 2
     frames = multiframe_source.pixel_array
     for image, frame in zip(images, (2, 7)):
@@ -148,7 +148,7 @@ def test_multiframe_key_image_uses_the_region_frame(multiframe_source, multifram
 @pytest.mark.parametrize("name", ["SC_rgb.dcm", "OBXXXX1A_rle.dcm", "SC_ybr_full_uncompressed.dcm"])
 def test_colour_sources(name, tmp_path):
     source = dcmread(SHARED_DICOM / name)
-    (image,) = build_key_images(
+    (image,) = build_secondary_captures(
         _report(source, [Box(10, 10, 50, 40)]), [source], language="zh-CN", revision=1
     )
     read = _write_read(image, tmp_path / "colour.dcm")
@@ -164,7 +164,7 @@ def test_sources_without_pixels_are_refused(source_images, grounded_report):
     for ds in headers:
         del ds.PixelData
     with pytest.raises(SourceError, match="no pixel data"):
-        build_key_images(grounded_report, headers, language="en", revision=1)
+        build_secondary_captures(grounded_report, headers, language="en", revision=1)
 
 
 def test_render_preview_draws_one_image_of_the_report(grounded_report, source_images):

@@ -6,7 +6,7 @@
 * :func:`content_tree`: the tree in one language, built with highdicom's
   templates (``MeasurementReport``, TID 1410/1501 groups) from those items,
   plus the grounded sentence per group and the impression
-  (:mod:`exporters.sr_content`);
+  (:mod:`exporters.sr.content`);
 * :func:`translated_tree`: the tree of another language derived from a built
   one by replacing only its language-dependent items (TID 1204 language,
   Tracking Identifier texts, sentences, impression) — the rest is shared;
@@ -31,9 +31,8 @@ from pydicom.sr.codedict import codes as dcm_codes
 from engine.report import CodedConcept, GroundedReport
 from exporters import codes
 from exporters.errors import ExportError
-from exporters.sr_content import (
-    PlannedFinding,
-    PlannedRegion,
+from exporters.regions import PlannedFinding, PlannedRegion
+from exporters.sr.content import (
     comment_item,
     impression_item,
     in_language,

@@ -5,7 +5,7 @@ the whole content tree, parses the copy back into content-item objects and
 searches it for image references (about 60% of the time it takes to build a
 TID 1500 SR). Our content tree was itself built by highdicom's templates from
 validated content items, and the images it references were already checked
-against the evidence (:func:`exporters.sr_content.plan_findings`), so
+against the evidence (:func:`exporters.regions.plan_regions`), so
 :class:`AssembledComprehensive3DSR` does the document-level work of that
 constructor — the same highdicom ``SOPClass`` initialisation, flags, evidence
 sequences (highdicom's :func:`~highdicom.sr.utils.collect_evidence` on the

@@ -10,7 +10,7 @@ languages and with the GSPS and FHIR copies of each finding. Content tree
   procedure", CID 100);
 * Imaging Measurements: per region of a finding one TID 1410 planar ROI
   group: Tracking Identifier (label + finding number) and Tracking UID
-  (:func:`exporters.sr_content.region_tracking_uid`), Finding (coded via
+  (:func:`exporters.regions.region_tracking_uid`), Finding (coded via
   :mod:`exporters.codes`), Finding Site, Image Region SCOORD — a closed
   5-point POLYLINE in source pixel coordinates (clipped to the image) on the
   exact source SOP instance and frame —, TID 4019 algorithm identification,
@@ -35,7 +35,7 @@ regions once, builds the language-independent content items once, builds
 the first language's tree with highdicom's templates and derives the other
 languages' trees from it by replacing only the language-dependent items
 (TID 1204 language, Tracking Identifier texts, sentences, impression; see
-:mod:`exporters.sr_tree`), and wraps each tree with :class:`~exporters.sr_document.AssembledComprehensive3DSR`
+:mod:`exporters.sr.tree`), and wraps each tree with :class:`~exporters.sr.document.AssembledComprehensive3DSR`
 instead of highdicom's constructor, which would deep-copy, re-parse and
 search the whole tree. The tests check that the result equals, byte for
 byte, what highdicom's own constructor builds from freshly built items
@@ -44,9 +44,9 @@ byte, what highdicom's own constructor builds from freshly built items
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
-import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
@@ -54,16 +54,23 @@ from types import MappingProxyType
 import highdicom as hd
 from pydicom.dataset import Dataset
 
-from engine.report import CodedConcept, Finding, FindingKind, GroundedReport, Presence, Text, derive_uid
-from exporters import codes, sr_tree
+from engine.report import (
+    CodedConcept,
+    Finding,
+    FindingKind,
+    GroundedReport,
+    Presence,
+    Text,
+    derive_uid,
+)
+from exporters import codes
 from exporters._highdicom_cache import with_memoised_iod_lookups
 from exporters.errors import ExportError
-from exporters.sr_content import (
-    RegionNote,
-    plan_findings,
-)
-from exporters.sr_document import AssembledComprehensive3DSR
-from exporters.uids import OutputKind, output_uid
+from exporters.protocol import OutputKind
+from exporters.regions import RegionNote, RegionPlan, plan_findings, plan_regions
+from exporters.sr import tree as sr_tree
+from exporters.sr.document import AssembledComprehensive3DSR
+from exporters.uids import output_uid
 
 __all__ = [
     "DEFAULT_SR_SERIES_NUMBER",
@@ -178,7 +185,7 @@ def build_sr(
         procedure, never the algorithm.
     assemble
         ``True`` (default): wrap the content tree with
-        :class:`~exporters.sr_document.AssembledComprehensive3DSR` (no copy and
+        :class:`~exporters.sr.document.AssembledComprehensive3DSR` (no copy and
         re-parse of the tree); ``False``: highdicom's own
         :class:`~highdicom.sr.Comprehensive3DSR` constructor. Both give the
         same dataset.
@@ -186,7 +193,7 @@ def build_sr(
     Raises
     ------
     SourceError
-        The sources do not fit the report (see :func:`~exporters.sr_content.plan_findings`).
+        The sources do not fit the report (see :func:`~exporters.regions.plan_findings`).
     ExportError
         The report cannot be expressed in ``language``, or has no findings.
     """
@@ -308,6 +315,7 @@ def export_sr(
     institution_name: str | None = None,
     procedure_reported: Sequence[CodedConcept] = (codes.IMAGING_PROCEDURE,),
     bilingual: bool = False,
+    plan: RegionPlan | None = None,
 ) -> SRExport:
     """One SR per language (default: :func:`complete_languages`), plus region notes.
 
@@ -326,6 +334,10 @@ def export_sr(
     document is returned under the first language's tag, with Series
     Description "AI findings (unverified) – EN+ZH-CN" and UIDs derived from
     all its languages.
+
+    ``plan`` is the job's region plan (:func:`exporters.regions.plan_regions`),
+    made here if omitted. A report without findings gets one text-only group
+    saying so (its plan has no regions).
     """
     langs = tuple(languages) if languages is not None else complete_languages(report)
     if not langs:
@@ -334,8 +346,12 @@ def export_sr(
         _check_language(report, language)
     if not report.findings:
         report = _with_negative_finding(report)
-    plan, notes = plan_findings(report, sources)
-    parts = sr_tree.shared_items(report, plan)
+        planned, notes = plan_findings(report, sources)
+    else:
+        if plan is None:
+            plan = plan_regions(report, sources)
+        planned, notes = plan.findings, plan.notes
+    parts = sr_tree.shared_items(report, planned)
     if not parts:
         raise ExportError("report has no findings: nothing to put in an SR")
     documents: dict[str, hd.sr.Comprehensive3DSR] = {}

@@ -13,7 +13,7 @@ region of a :class:`~engine.report.GroundedReport` on the exact source image
   label a text object beside it, both carrying the region's Tracking UID
   and ID (the same as the SR's measurement group: the finding's UID, or one
   per region for a finding with several, see
-  :func:`exporters.sr_content.region_tracking_uid`);
+  :func:`exporters.regions.region_tracking_uid`);
 - graphics only: no Softcopy VOI LUT unless a window is asked for (a viewer
   applies a presentation state's VOI and overrides the user's window);
 - Displayed Area: the whole image, top-left (1, 1) to (Columns, Rows), with
@@ -43,17 +43,17 @@ from engine.report import FindingKind, GroundedReport
 from engine.uids import short_uid
 from exporters._highdicom_cache import with_memoised_iod_lookups
 from exporters.errors import ExportError, SourceError
-from exporters.presentation_content import (
+from exporters.pr.content import (
     LO_MAX_CHARS,
-    OverlayPlan,
     PlacedRegion,
     finding_label,
     layer_styles,
-    plan_overlays,
     text_box_for,
     truncate_utf8,
 )
-from exporters.uids import OutputKind, output_uid
+from exporters.protocol import OutputKind
+from exporters.regions import RegionPlan, plan_regions
+from exporters.uids import output_uid
 
 __all__ = ["PresentationState", "build_presentation_states", "copy_series_anatomy", "series_description"]
 
@@ -105,7 +105,8 @@ _UNPAIRED_BODY_PARTS = frozenset(
 
 def series_description(kind: OutputKind, language: str) -> str:
     """SeriesDescription of an overlay series, e.g. ``"AI overlays (unverified) – ZH-CN"``."""
-    what = "AI key images" if kind is OutputKind.SECONDARY_CAPTURE else "AI overlays"
+    # "key images" is the Key Object Selection's (exporters.kos): a PACS lists both series
+    what = "AI burned-in findings" if kind is OutputKind.SC else "AI overlays"
     return f"{what} (unverified) \u2013 {language.upper()}"
 
 
@@ -121,7 +122,7 @@ def build_presentation_states(
     window: tuple[float, float] | None = None,
     manufacturer: str = "RadGround",
     software_versions: str = "0.1.0",
-    plan: OverlayPlan | None = None,
+    plan: RegionPlan | None = None,
 ) -> list[PresentationState]:
     """Presentation states drawing ``report``'s regions on its source images.
 
@@ -142,7 +143,7 @@ def build_presentation_states(
         Series Number (0020,0011) of the output series.
     graphic_color
         sRGB colour of the graphics: one triple for all, or one per finding
-        kind; default :data:`~exporters.presentation_content.DEFAULT_LAYER_COLORS`.
+        kind; default :data:`~exporters.pr.content.DEFAULT_LAYER_COLORS`.
     window
         ``(center, width)`` to impose as Softcopy VOI LUT (PS3.3 C.11.8); by
         default none, so the viewer keeps the user's window.
@@ -150,9 +151,8 @@ def build_presentation_states(
         General Equipment of the presentation state (this software); the model
         is recorded as Contributing Equipment.
     plan
-        Placement computed beforehand with
-        :func:`~exporters.presentation_content.plan_overlays` (whose
-        ``problems`` record clipped and dropped boxes); computed here if omitted.
+        The job's region plan (:func:`exporters.regions.plan_regions`, whose
+        ``notes`` record clipped and dropped boxes); made here if omitted.
 
     Returns
     -------
@@ -176,7 +176,7 @@ def build_presentation_states(
     if window is not None and (len(window) != 2 or not window[1] > 0):
         raise ExportError(f"window must be (center, width) with width > 0, got {window!r}")
     if plan is None:
-        plan = plan_overlays(report, sources)
+        plan = plan_regions(report, sources)
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
     styles = layer_styles(graphic_color)
     layers = {kind: _graphic_layer(style) for kind, style in styles.items()}
@@ -184,7 +184,7 @@ def build_presentation_states(
     # One presentation state per source series; within a series, one per image
     # size and photometric kind, which its Displayed Area and LUTs must match.
     groups: dict[tuple[str, int, int, str], list[PlacedRegion]] = {}
-    for placed in plan.regions:
+    for placed in plan.overlays.regions:
         source = by_uid[placed.image.sop_instance_uid]
         if "SeriesInstanceUID" not in source:
             raise SourceError(f"source image {short_uid(placed.image.sop_instance_uid)} lacks SeriesInstanceUID")

@@ -1,4 +1,4 @@
-"""Key images: Secondary Capture with the findings burned in (optional).
+"""Secondary Capture images with the findings burned in (optional; PS3.3 A.8.1).
 
 For viewers that render neither SR nor GSPS, one Secondary Capture image
 (PS3.3 A.8.1) per source image (and frame) with regions: the source's pixels,
@@ -24,32 +24,37 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 from pydicom.sr.codedict import codes
+from pydicom.uid import SecondaryCaptureImageStorage
 
 from engine.report import FindingKind, GroundedReport
 from engine.uids import short_uid
 from exporters.errors import ExportError, SourceError
-from exporters.gsps import copy_series_anatomy, series_description
-from exporters.presentation_content import (
-    OverlayPlan,
+from exporters.pr.content import (
     PlacedRegion,
     finding_label,
     layer_styles,
     plan_overlays,
     truncate_utf8,
 )
+from exporters.pr.sop import copy_series_anatomy, series_description
 from exporters.preview import Overlay, display_array, render_overlay
-from exporters.uids import OutputKind, output_uid
+from exporters.protocol import OutputKind
+from exporters.regions import RegionPlan, plan_regions
+from exporters.uids import output_uid
 
-__all__ = ["build_key_images", "render_preview", "source_display_pixels"]
+__all__ = ["SOP_CLASS_UIDS", "build_secondary_captures", "render_preview", "source_display_pixels"]
 
 logger = logging.getLogger(__name__)
+
+#: SOP classes this exporter writes: Secondary Capture Image Storage (PS3.4 B.5).
+SOP_CLASS_UIDS: frozenset[str] = frozenset({str(SecondaryCaptureImageStorage)})
 
 #: Burned-in labels are cut at this many UTF-8 bytes (a readable line).
 _LABEL_BYTES = 120
 _CAPTION = "AI output \u2013 unverified"
 
 
-def build_key_images(
+def build_secondary_captures(
     report: GroundedReport,
     sources: Sequence[Dataset],
     *,
@@ -60,9 +65,9 @@ def build_key_images(
     window: tuple[float, float] | None = None,
     manufacturer: str = "RadGround",
     software_versions: str = "0.1.0",
-    plan: OverlayPlan | None = None,
+    plan: RegionPlan | None = None,
 ) -> list[hd.sc.SCImage]:
-    """Secondary Capture key images with ``report``'s regions burned in.
+    """Secondary Capture images with ``report``'s regions burned in.
 
     Parameters
     ----------
@@ -77,14 +82,14 @@ def build_key_images(
     series_number
         Series Number of the key-image series (one series per language).
     graphic_color
-        Colours as for :func:`exporters.gsps.build_presentation_states`.
+        Colours as for :func:`exporters.pr.build_presentation_states`.
     window
         ``(center, width)`` for grayscale sources; by default the source's
         first Window Center/Width, else the 0.5-99.5 percentile range.
     manufacturer, software_versions
         General Equipment (this software).
     plan
-        Placement from :func:`~exporters.presentation_content.plan_overlays`.
+        The job's region plan (:func:`exporters.regions.plan_regions`); made here if omitted.
 
     Returns
     -------
@@ -100,15 +105,15 @@ def build_key_images(
     if language not in report.languages:
         raise ExportError(f"language {language!r} is not among the report's {report.languages}")
     if plan is None:
-        plan = plan_overlays(report, sources)
+        plan = plan_regions(report, sources)
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
     styles = layer_styles(graphic_color)
     groups: dict[tuple[str, int | None], list[PlacedRegion]] = {}
-    for placed in plan.regions:
+    for placed in plan.overlays.regions:
         groups.setdefault((placed.image.sop_instance_uid, placed.image.frame_number), []).append(placed)
 
     series_uid = output_uid(
-        report, revision=revision, kind=OutputKind.SECONDARY_CAPTURE, language=language, role="series"
+        report, revision=revision, kind=OutputKind.SC, language=language, role="series"
     )
     equipment = hd.ContributingEquipment(
         manufacturer=report.model.manufacturer,
@@ -128,7 +133,7 @@ def build_key_images(
                 manufacturer=manufacturer, software_versions=software_versions, equipment=equipment,
             )
         )
-        logger.debug("key image %d: %d region(s) on image %s", number, len(regions), short_uid(uid))
+        logger.debug("secondary capture %d: %d region(s) on image %s", number, len(regions), short_uid(uid))
     return images
 
 
@@ -141,7 +146,7 @@ def render_preview(
     graphic_color: tuple[int, int, int] | Mapping[FindingKind, tuple[int, int, int]] | None = None,
     window: tuple[float, float] | None = None,
 ) -> Image.Image:
-    """The picture a key image holds, as a PIL image (for a web page or an
+    """The picture a Secondary Capture image holds, as a PIL image (for a web page or an
     e-mail): ``source`` (or one frame of it) with the report's regions on it.
 
     Regions on other images are ignored; boxes are clipped as in the
@@ -258,7 +263,7 @@ def _secondary_capture(
             series_instance_uid=series_uid,
             series_number=series_number,
             sop_instance_uid=output_uid(
-                report, revision=revision, kind=OutputKind.SECONDARY_CAPTURE, language=language,
+                report, revision=revision, kind=OutputKind.SC, language=language,
                 role="instance", part=f"{uid}/{frame or 1}",
             ),
             instance_number=instance_number,
@@ -277,12 +282,12 @@ def _secondary_capture(
             patient_orientation=orientation or ("L", "F"),
             contributing_equipment=[equipment],
             specific_character_set="ISO_IR 192",
-            series_description=series_description(OutputKind.SECONDARY_CAPTURE, language),
-            manufacturer_model_name="RadGround key images",
+            series_description=series_description(OutputKind.SC, language),
+            manufacturer_model_name="RadGround burned-in findings",
             software_versions=software_versions,
         )
     except (ValueError, TypeError) as exc:
-        raise ExportError(f"highdicom refused the key image: {exc}") from exc
+        raise ExportError(f"highdicom refused the Secondary Capture image: {exc}") from exc
     if orientation is None:
         image.PatientOrientation = None
     image.copy_patient_and_study_information(source)

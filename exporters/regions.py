@@ -1,32 +1,34 @@
-"""Pieces of the SR content tree that highdicom does not build, and region planning.
+"""Region planning: every region of a report checked, clipped and placed once per job.
 
-* :func:`plan_findings` checks every region against its source image header,
-  clips boxes to the image (``Box.clip`` with the source Columns/Rows), drops
-  boxes with nothing inside the image, and assigns each region its tracking
-  UID. The plan is language-independent, so the SR, GSPS and FHIR builders and
-  every language share one.
-* :func:`region_tracking_uid`: a finding with one region uses the finding's
-  ``tracking_uid``; a finding with several regions gives region *k* (0-based
-  index in ``Finding.regions``) the UID ``derive_uid(tracking_uid, "region", k)``
-  — deterministic and independent of clipping, so GSPS graphics and SR
-  measurement groups of the same region carry the same UID.
-* :func:`comment_item`, :func:`report_qualitative_evaluations`,
-  :func:`language_item`, :func:`in_language`: TEXT / CONTAINER content items
-  for the grounded sentence (DCM 121106 "Comment" in each TID 1410/1501
-  measurement group), the impression (TID 1500 row 12 "Qualitative
-  Evaluations", row 14 TEXT), the TID 1204 language of the document, and the
-  TID 1204 modifier on a text in another language (bilingual documents).
+:func:`plan_regions` is called once per job by the pipeline and its
+:class:`RegionPlan` handed to every exporter (SR, presentation states,
+Secondary Capture, Key Object Selection), so that they all draw, list and
+count the same regions:
+
+* each region is checked against its source image header (the image is
+  among the sources, of the same SOP class, the frame exists; a multi-frame
+  image needs a frame), its box is clipped to the image (``Box.clip`` with
+  the source Columns/Rows) and a box with nothing inside the image is
+  dropped; both are recorded as :class:`RegionNote` (no patient data);
+* each finding is coded once (:func:`exporters.codes.coding_for`);
+* each region gets its tracking UID (:func:`region_tracking_uid`): a finding
+  with one region uses the finding's ``tracking_uid``; a finding with several
+  gives region *k* (0-based index in ``Finding.regions``) the UID
+  ``derive_uid(tracking_uid, "region", k)`` — deterministic and independent of
+  clipping, so GSPS graphics and SR measurement groups of one region share it.
+
+Coordinates are in the source image's pixel space (PS3.3 C.10.5.1.2, Graphic
+Annotation Units PIXEL; :class:`engine.report.Box`). The plan is
+language-independent: every language of every output shares one.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
 
-import highdicom as hd
 from pydicom.dataset import Dataset
 
 from engine.report import Box, Finding, GroundedReport, ImageRef, derive_uid
@@ -34,36 +36,20 @@ from exporters import codes
 from exporters.errors import SourceError
 
 __all__ = [
-    "LANGUAGE_NAMES",
+    "OverlayPlan",
+    "PlacedRegion",
     "PlannedFinding",
     "PlannedRegion",
     "RegionAction",
     "RegionNote",
-    "comment_item",
-    "impression_item",
-    "in_language",
-    "language_item",
+    "RegionPlan",
     "plan_findings",
+    "plan_regions",
     "region_tracking_uid",
-    "report_qualitative_evaluations",
     "source_index",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Code Meanings of the RFC 5646 language tags as CID 5000 "Languages" spells them (TID 1204).
-LANGUAGE_NAMES: Mapping[str, str] = MappingProxyType(
-    {
-        "en": "English",
-        "en-US": "English (United States)",
-        "en-GB": "English (United Kingdom)",
-        "zh-CN": "Chinese (S)",
-        "zh-TW": "Chinese (T)",
-        "de": "German",
-        "fr": "French",
-        "es": "Spanish",
-    }
-)
 
 
 class RegionAction(enum.StrEnum):
@@ -232,52 +218,125 @@ def plan_findings(
     return tuple(planned), tuple(notes)
 
 
-def language_item(language: str) -> hd.sr.LanguageOfContentItemAndDescendants:
-    """TID 1204 "Language of Content Item and Descendants" for a BCP-47 tag (RFC 5646)."""
-    if language not in LANGUAGE_NAMES:
-        raise ValueError(
-            f"language: unsupported tag {language!r}; supported: {', '.join(LANGUAGE_NAMES)}"
-        )
-    return hd.sr.LanguageOfContentItemAndDescendants(
-        hd.sr.CodedConcept(
-            value=language, scheme_designator="RFC5646", meaning=LANGUAGE_NAMES[language]
-        )
-    )
+@dataclass(frozen=True)
+class PlacedRegion:
+    """A region ready to draw: its finding, its image and its clipped box.
 
-
-def comment_item(text: str) -> hd.sr.TextContentItem:
-    """TEXT (DCM 121106 "Comment"), CONTAINS: the grounded sentence in a measurement group.
-
-    TEXT is UT (up to 2**32-2 bytes): the sentence is kept whole.
+    Attributes
+    ----------
+    finding
+        The finding the region belongs to.
+    finding_index
+        Its 0-based position in the report.
+    region_index
+        The region's 0-based position in ``finding.regions``.
+    tracking_uid
+        The region's Tracking UID, the same as the SR's measurement group
+        (:func:`region_tracking_uid`: the finding's UID
+        when it has one region).
+    image
+        The exact source image (and frame).
+    box
+        The box, clipped to the image.
+    clipped
+        Whether the original box extended past the image.
+    columns, rows
+        The image's size in pixels.
     """
-    return hd.sr.TextContentItem(
-        name=codes.to_hd(codes.COMMENT),
-        value=text,
-        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
-    )
+
+    finding: Finding
+    finding_index: int
+    region_index: int
+    tracking_uid: str
+    image: ImageRef
+    box: Box
+    clipped: bool
+    columns: int
+    rows: int
 
 
-def impression_item(impression: str) -> hd.sr.TextContentItem:
-    """TEXT (DCM 121073 "Impression"), CONTAINS (TID 1500 row 14)."""
-    return hd.sr.TextContentItem(
-        name=codes.to_hd(codes.IMPRESSION),
-        value=impression,
-        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
-    )
+@dataclass(frozen=True)
+class OverlayPlan:
+    """What will be drawn, and what could not be drawn as given.
+
+    Attributes
+    ----------
+    regions
+        Regions to draw, in report order.
+    problems
+        One message per clipped or dropped region (finding tracking UIDs are
+        hashed, see :func:`engine.uids.short_uid`), for the operator and the audit trail.
+    """
+
+    regions: tuple[PlacedRegion, ...]
+    problems: tuple[str, ...]
 
 
-def report_qualitative_evaluations(impression: str) -> hd.sr.ContainerContentItem:
-    """TID 1500 row 12 CONTAINER "Qualitative Evaluations" holding the impression (row 14 TEXT)."""
-    container = hd.sr.ContainerContentItem(
-        name=codes.to_hd(codes.QUALITATIVE_EVALUATIONS),
-        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
-    )
-    container.ContentSequence = [impression_item(impression)]
-    return container
+@dataclass(frozen=True)
+class RegionPlan:
+    """Every region of one report, checked, clipped and placed: made once per job.
+
+    Attributes
+    ----------
+    findings
+        The report's findings in report order, each with its coding and its
+        exportable regions (empty: a text-only finding).
+    notes
+        One note per region that was clipped to its image or dropped.
+    overlays
+        The same regions as the presentation states and key images draw them
+        (with their image size, for labels), and one problem message per note.
+    """
+
+    findings: tuple[PlannedFinding, ...]
+    notes: tuple[RegionNote, ...]
+    overlays: OverlayPlan
+
+    @classmethod
+    def empty(cls) -> RegionPlan:
+        """A plan with nothing in it (for outputs that draw no regions when planning failed)."""
+        return cls((), (), OverlayPlan((), ()))
+
+    @property
+    def has_regions(self) -> bool:
+        """Whether any finding has a region left to draw."""
+        return bool(self.overlays.regions)
 
 
-def in_language(item: hd.sr.TextContentItem, language: str) -> hd.sr.TextContentItem:
-    """``item`` with a TID 1204 "Language of Content Item and Descendants" modifier
-    (HAS CONCEPT MOD child): a text in another language than the document's."""
-    item.ContentSequence = list(language_item(language))
-    return item
+def plan_regions(report: GroundedReport, sources: Sequence[Dataset]) -> RegionPlan:
+    """The region plan of ``report`` on ``sources`` (see the module docstring).
+
+    Parameters
+    ----------
+    report
+        The grounded report.
+    sources
+        Headers of the source images (pixel data not needed); every region's
+        image must be among them.
+
+    Raises
+    ------
+    SourceError
+        As :func:`plan_findings`.
+    """
+    findings, notes = plan_findings(report, sources)
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
+    placed = []
+    for item in findings:
+        for region in item.regions:
+            source = by_uid[region.image.sop_instance_uid]
+            placed.append(
+                PlacedRegion(
+                    finding=item.finding,
+                    finding_index=item.index,
+                    region_index=region.region_index,
+                    tracking_uid=region.tracking_uid,
+                    image=region.image,
+                    box=region.box,
+                    clipped=region.was_clipped,
+                    columns=int(source.Columns),
+                    rows=int(source.Rows),
+                )
+            )
+    problems = tuple(note.describe() for note in notes)
+    return RegionPlan(findings, notes, OverlayPlan(tuple(placed), problems))
