@@ -24,8 +24,6 @@ from hl7apy.parser import parse_message
 from pydicom import dcmread
 from sqlalchemy import select, update
 
-from engine.report import GroundedReport
-from exporters.hl7 import build_oru_r01, message_control_id
 from radground.runtime import build_context
 from radground.settings import (
     CompletionSettings,
@@ -387,25 +385,12 @@ def test_fhir_5xx_is_retried_on_the_schedule_and_the_report_arrives_once(tmp_pat
 # -- HL7 v2 over MLLP --------------------------------------------------------------------
 
 
-def add_oru(world, shared_data, *, receiving_application: str) -> str:
-    """The job's ORU^R01 for the RIS: the one its export built, else built here the way the
-    pipeline's HL7 output does (its file named for the destination, MSH-10 deterministic);
-    returns the control ID."""
-    with world.ctx.sessions.begin() as session:
-        job = session.scalars(select(Job)).one()
-        built = session.scalars(select(Artifact).where(Artifact.kind == "hl7")).first()
-        if built is not None:
-            return built.object_uid
-        report = GroundedReport.from_json(job.report_json)
-        sources = [dcmread(path) for path in sorted((world.tmp / "instances").rglob("*.dcm"))]
-        control_id = message_control_id(report, revision=job.revision, part="RIS")
-        oru = build_oru_r01(report, sources, control_id=control_id, receiving_application=receiving_application)
-        path = world.tmp / "outputs" / "hl7" / message_filename("RIS")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(oru.er7, encoding="utf-8")
-        session.add(Artifact(job_id=job.id, kind="hl7", language="en", object_uid=control_id,
-                             path=str(path.relative_to(world.tmp / "outputs")), created_at=utcnow()))
-    return control_id
+def built_oru(world) -> str:
+    """The control ID (MSH-10) of the ORU^R01 the job's export built for the RIS (``hl7-RIS.hl7``)."""
+    with world.ctx.sessions() as session:
+        [oru] = session.scalars(select(Artifact).where(Artifact.kind == "hl7")).all()
+        assert oru.path.endswith(message_filename("RIS"))
+        return oru.object_uid
 
 
 def test_hl7_no_ack_then_ae_then_aa_delivers_once_with_the_same_control_id(tmp_path, database_url, shared_data):
@@ -424,7 +409,7 @@ def test_hl7_no_ack_then_ae_then_aa_delivers_once_with_the_same_control_id(tmp_p
         for world in _world(settings, tmp_path):
             start_study(world, shared_data)
             drain(world.ctx, world.queue, limit=2)  # inference, export
-            control_id = add_oru(world, shared_data, receiving_application="RIS")
+            control_id = built_oru(world)
             drain(world.ctx, world.queue)  # first attempt: no ACK in time
             pending = deliveries(world.ctx)["RIS"]
             assert pending.state is DeliveryState.PENDING and "no ACK" in pending.last_error
@@ -436,6 +421,8 @@ def test_hl7_no_ack_then_ae_then_aa_delivers_once_with_the_same_control_id(tmp_p
             assert (done.state, done.attempts) == (DeliveryState.DONE, 3)
     # three arrivals of one message: the same MSH-10, so the receiver keeps one
     assert [parse_message(m).msh.msh_10.value for m in receiver.received] == [control_id] * 3
+    exported = next((tmp_path / "outputs").rglob(message_filename("RIS"))).read_bytes().decode("utf-8")
+    assert receiver.received[-1].rstrip("\r") == exported.rstrip("\r")  # as exported, byte for byte
     got = parse_message(receiver.received[-1], find_groups=False)
     assert got.msh.msh_5.value == "RIS" and got.msh.msh_18.value == "UNICODE UTF-8"
     assert got.msh.msh_9.value == "ORU^R01^ORU_R01"
@@ -452,7 +439,7 @@ def test_hl7_application_reject_fails_at_once_with_the_ack_kept(tmp_path, databa
         for world in _world(settings, tmp_path):
             start_study(world, shared_data)
             drain(world.ctx, world.queue, limit=2)
-            add_oru(world, shared_data, receiving_application="RIS")
+            built_oru(world)
             drain(world.ctx, world.queue, wait_for_retries=True)
             failed = deliveries(world.ctx)["RIS"]
             assert (failed.state, failed.attempts) == (DeliveryState.FAILED, 1)

@@ -70,7 +70,7 @@ class MllpDestination:
             return DeliveryOutcome.final(f"no HL7 message was exported for {target.name!r}")
         for index, artifact in enumerate(messages):
             try:
-                result = send_message(target.host, target.port, artifact.path.read_text(encoding="utf-8"),
+                result = send_message(target.host, target.port, artifact.path.read_bytes().decode("utf-8"),
                                       timeout=target.ack_timeout_seconds,
                                       connect_timeout=target.connect_timeout_seconds, tls=target.tls)
             except InvalidMllpRequestError as exc:
