@@ -447,3 +447,34 @@ def test_hl7_application_reject_fails_at_once_with_the_ack_kept(tmp_path, databa
             assert "ERR|||203^Unsupported version id^HL70357" in failed.operation_outcome
             assert jobs(world.ctx)[0].state is JobState.FAILED
     assert len(receiver.received) == 1
+
+
+# -- every type at once --------------------------------------------------------------------
+
+
+def test_one_study_reaches_every_destination_type_exactly_once(tmp_path, database_url, shared_data, pacs, ehr,
+                                                                vna):
+    """SR, GSPS and KOS by C-STORE to the PACS and by STOW-RS to the VNA (read back by QIDO-RS),
+    the FHIR Bundle to the EHR and the ORU^R01 to the RIS, from one job."""
+    with mllp_listener(lambda m: ack("AA", parse_message(m).msh.msh_10.value)) as (port, receiver):
+        settings = settings_for(tmp_path, database_url, {
+            "PACS": DicomDestination(ae_title="PACS", host="127.0.0.1", port=pacs.port),
+            "VNA": DicomWebDestination(url=vna),
+            "EHR": FhirEndpointSettings(url=ehr.base_url, patient_identifier_system="urn:oid:2.25.1234"),
+            "RIS": Hl7Destination(host="127.0.0.1", port=port, receiving_application="RIS")})
+        for world in _world(settings, tmp_path):
+            start_study(world, shared_data)
+            drain(world.ctx, world.queue)
+            [job] = jobs(world.ctx)
+            assert job.state is JobState.DONE, job.last_error
+            assert {name: (d.protocol, d.state, d.attempts) for name, d in deliveries(world.ctx).items()} == {
+                "PACS": ("dicom", DeliveryState.DONE, 1), "VNA": ("dicomweb", DeliveryState.DONE, 1),
+                "EHR": ("fhir", DeliveryState.DONE, 1), "RIS": ("hl7", DeliveryState.DONE, 1)}
+            artifacts = dicom_artifacts(world.ctx)
+            assert {a.kind for a in artifacts} >= {"sr", "gsps", "kos"}
+            uids = sorted(a.object_uid for a in artifacts)
+            assert sorted(i.sop_instance_uid for i in pacs.received) == uids
+            study = str(dcmread(tmp_path / "outputs" / artifacts[0].path, stop_before_pixels=True).StudyInstanceUID)
+            assert sorted(i["00080018"]["Value"][0] for i in qido_instances(vna, study)) == uids
+            assert len(ehr.resources("DiagnosticReport")) == 1
+            assert [parse_message(m).msh.msh_10.value for m in receiver.received] == [built_oru(world)]
