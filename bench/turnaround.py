@@ -294,7 +294,8 @@ host = "127.0.0.1"
 port = {pacs[1]}
 outputs = ["sr", "gsps"]
 
-[fhir_endpoints.EHR]
+[destinations.EHR]
+type = "fhir"
 url = "{ehr_url}"
 patient_identifier_system = "{PATIENT_SYSTEM}"
 """)

@@ -176,15 +176,20 @@ def _run_node(obj: _Context, listener_processes: int | None, port: int | None, *
 
 def _destination(obj: _Context, text: str) -> Destination:
     from dicom_node.scu import Destination
+    from radground.settings import DicomDestination
 
+    peers = {name: d for name, d in obj.settings.destinations.items() if isinstance(d, DicomDestination)}
     configured = obj.settings.destinations.get(text)
+    if configured is not None and not isinstance(configured, DicomDestination):
+        raise click.BadParameter(f"[destinations.{text}] is of type {configured.type!r}; `send` uses C-STORE "
+                                 f"and needs a type = \"dicom\" destination ({', '.join(peers) or 'none configured'})")
     if configured is not None:
         return Destination(configured.ae_title, configured.host, configured.port)
     try:
         return Destination.parse(text)
     except ValueError as exc:
-        names = ", ".join(obj.settings.destinations) or "none configured"
-        raise click.BadParameter(f"{exc}; or use a name from [destinations] ({names})") from None
+        names = ", ".join(peers) or "none configured"
+        raise click.BadParameter(f"{exc}; or use a DICOM destination from [destinations] ({names})") from None
 
 
 @cli.command()

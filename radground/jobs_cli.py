@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import getpass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from sqlalchemy.orm import Session, sessionmaker
 
 from radground.settings import Settings
+
+if TYPE_CHECKING:  # imported where used, so that the CLI starts quickly
+    from worklist.jobs_models import Delivery
 
 __all__ = ["jobs", "reprocess"]
 
@@ -37,9 +41,9 @@ def jobs(ctx: click.Context, state: str | None, limit: int) -> None:
         return
     from rich.console import Console
     from rich.table import Table
-    from sqlalchemy import select
+    from sqlalchemy import func, select
 
-    from worklist.jobs_models import Job
+    from worklist.jobs_models import Delivery, DeliveryState, Job
     from worklist.models import Study
 
     with _sessions(_settings())() as session:
@@ -47,12 +51,21 @@ def jobs(ctx: click.Context, state: str | None, limit: int) -> None:
         if state:
             query = query.where(Job.state == state)
         rows = session.execute(query).all()
+        # the earliest retry each listed job waits for (deliveries failed and scheduled again)
+        next_attempts = dict(session.execute(
+            select(Delivery.job_id, func.min(Delivery.next_attempt_at))
+            .where(Delivery.job_id.in_([job.id for job, _ in rows]), Delivery.state == DeliveryState.PENDING,
+                   Delivery.next_attempt_at.is_not(None))
+            .group_by(Delivery.job_id)).all())
     table = Table(box=None, header_style="bold")
-    for column in ("Job", "Study Instance UID", "Rev", "Route", "State", "Updated (UTC)", "Last error"):
+    for column in ("Job", "Study Instance UID", "Rev", "Route", "State", "Updated (UTC)", "Next retry (UTC)",
+                   "Last error"):
         table.add_column(column)
     for job, study_uid in rows:
+        retry = next_attempts.get(job.id)
         table.add_row(str(job.id), study_uid, str(job.revision), job.route, job.state.value,
-                      job.updated_at.strftime("%Y-%m-%d %H:%M:%S"), (job.last_error or "")[:60])
+                      job.updated_at.strftime("%Y-%m-%d %H:%M:%S"), retry.strftime("%H:%M:%S") if retry else "",
+                      (job.last_error or "")[:60])
     Console(width=200).print(table)
     if not rows:
         click.echo("No jobs.", err=True)
@@ -92,12 +105,30 @@ def show(job_id: int) -> None:
         for artifact in job.artifacts:
             click.echo(f"  artifact {artifact.kind:5} {artifact.language:6} {outputs / artifact.path}")
         for delivery in job.deliveries:
-            line = f"  delivery to {delivery.destination} ({delivery.protocol}): {delivery.state.value}, {delivery.attempts} attempts"
-            click.echo(line + (f"; {delivery.last_error}" if delivery.last_error else ""))
-            if delivery.operation_outcome:
-                click.echo(f"    OperationOutcome: {delivery.operation_outcome[:2000]}")
+            _show_delivery(delivery)
         for event in session.scalars(select(AuditEvent).where(AuditEvent.job_id == job_id).order_by(AuditEvent.id)):
             click.echo(f"  {event.at:%H:%M:%S} {event.actor:32} {event.action} {event.detail}")
+
+
+#: What a destination type's kept peer document is.
+_PEER_DOCUMENT = {"fhir": "OperationOutcome", "hl7": "ACK"}
+
+
+def _show_delivery(delivery: Delivery) -> None:
+    """A delivery's state, attempts, the peer's last answer and, while it is being retried,
+    when the next attempt is due and until when it is retried."""
+    line = (f"  delivery to {delivery.destination} ({delivery.protocol}): {delivery.state.value}, "
+            f"{delivery.attempts} attempts")
+    click.echo(line + (f"; {delivery.last_error}" if delivery.last_error else ""))
+    if delivery.state.value == "pending" and delivery.next_attempt_at is not None:
+        until = f", retried until {delivery.retry_until:%Y-%m-%d %H:%M:%S} UTC" if delivery.retry_until else ""
+        click.echo(f"    next attempt at {delivery.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC{until}")
+    if delivery.state.value == "pending" and delivery.remaining_objects:
+        count = len(delivery.remaining_objects.splitlines())
+        click.echo(f"    {count} objects left to send (the others were stored)")
+    if delivery.operation_outcome:
+        label = _PEER_DOCUMENT.get(delivery.protocol, "peer answer")
+        click.echo(f"    {label}: {delivery.operation_outcome[:2000]}")
 
 
 @jobs.command()

@@ -8,19 +8,45 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dicom_node.patches import PYNETDICOM_PATCHES
 from dicom_node.scu import Destination
+from exporters.hl7.enum import ProcessingId
 from radground.database import database_engine
-from radground.settings import ModelSettings, RouteSettings, Settings, SettingsError
-from worklist.context import DicomTarget, Enqueuer, FhirTarget, LoadedModel, PipelineContext
+from radground.settings import (
+    AnyDestination,
+    DeliverySettings,
+    DicomDestination,
+    DicomWebDestination,
+    FhirEndpointSettings,
+    Hl7Destination,
+    ModelSettings,
+    RouteSettings,
+    Settings,
+    SettingsError,
+    _HttpAuthSection,
+    _TlsSection,
+)
+from worklist.context import Enqueuer, LoadedModel, PipelineContext
 from worklist.db import make_session_factory
+from worklist.destinations import (
+    DestinationTarget,
+    DicomTarget,
+    DicomWebTarget,
+    FhirTarget,
+    Hl7Target,
+    HttpAuth,
+    RetryPolicy,
+    TlsOptions,
+    destination_for,
+)
+from worklist.destinations.fhir import FhirAuth
 from worklist.embedded_broker import sqlite_broker_path
-from worklist.fhir_delivery import FhirAuth
 from worklist.routing import Route
 
 if TYPE_CHECKING:
     from celery import Celery
 
-__all__ = ["build_context", "configure_celery", "load_model", "to_route"]
+__all__ = ["build_context", "build_destination", "configure_celery", "load_model", "retry_policy", "to_route"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,18 +94,117 @@ def load_model(name: str, settings: ModelSettings, *, cache_dir: Path) -> Loaded
     return LoadedModel(model=model, generate=batcher.generate)
 
 
-def _fhir_auth(kind: str, *, token_env: str, username: str, password_env: str) -> FhirAuth:
+def _secret(name: str, what: str, *, env: str, file: str) -> str:
+    """A secret from the environment variable ``env`` or the file ``file`` (stripped)."""
+    if env:
+        value = os.environ.get(env, "")
+        if not value:
+            raise SettingsError(f"destinations.{name}: {what} is read from ${env}, which is empty or unset")
+        return value
+    try:
+        value = Path(file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SettingsError(f"destinations.{name}: {what} is read from {file}: {exc.strerror}") from None
+    if not value:
+        raise SettingsError(f"destinations.{name}: {what} file {file} is empty")
+    return value
+
+
+def _credentials(name: str, section: _HttpAuthSection) -> tuple[str, str | None, str | None]:
+    """(auth kind, token, password) of a section, secrets read now."""
+    if section.auth == "bearer":
+        return "bearer", _secret(name, "the bearer token", env=section.token_env, file=section.token_file), None
+    if section.auth == "basic":
+        password = _secret(name, "the password", env=section.password_env, file=section.password_file)
+        return "basic", None, password
+    return "none", None, None
+
+
+def _fhir_auth(name: str, section: FhirEndpointSettings) -> FhirAuth:
+    kind, token, password = _credentials(name, section)
     if kind == "bearer":
-        token = os.environ.get(token_env, "")
-        if not token:
-            raise SettingsError(f"fhir_endpoints: auth 'bearer' reads the token from ${token_env}, which is empty or unset")
-        return FhirAuth.bearer(token)
+        return FhirAuth.bearer(token or "")
     if kind == "basic":
-        password = os.environ.get(password_env, "")
-        if not password:
-            raise SettingsError(f"fhir_endpoints: auth 'basic' reads the password from ${password_env}, which is empty or unset")
-        return FhirAuth.basic(username, password)
+        return FhirAuth.basic(section.username, password or "")
     return FhirAuth.none()
+
+
+def _http_auth(name: str, section: DicomWebDestination) -> HttpAuth:
+    kind, token, password = _credentials(name, section)
+    if kind == "bearer":
+        return HttpAuth.bearer(token or "")
+    if kind == "basic":
+        return HttpAuth.basic(section.username, password or "")
+    return HttpAuth.none()
+
+
+def _tls(name: str, section: _TlsSection, *, wanted: bool) -> TlsOptions | None:
+    if not wanted:
+        return None
+    try:
+        return TlsOptions(verify=section.tls_verify, ca_bundle=Path(section.ca_bundle) if section.ca_bundle else None,
+                          client_cert=Path(section.client_cert) if section.client_cert else None,
+                          client_key=Path(section.client_key) if section.client_key else None)
+    except ValueError as exc:
+        raise SettingsError(f"destinations.{name}: {exc}") from None
+
+
+def _tls_configured(section: _TlsSection) -> bool:
+    return not section.tls_verify or bool(section.ca_bundle or section.client_cert)
+
+
+def _hours(value: float | None) -> float | None:
+    return None if value is None else value * 3600.0
+
+
+def build_destination(name: str, section: AnyDestination, *, calling_ae_title: str,
+                      pynetdicom_patches: tuple[str, ...] = PYNETDICOM_PATCHES) -> DestinationTarget:
+    """The target a destination type delivers to, from its ``[destinations.NAME]`` section
+    (secrets read from the environment or files now).
+
+    Raises
+    ------
+    SettingsError
+        A secret is missing, a TLS file is unreadable, or no destination implements the type.
+    """
+    try:
+        destination_for(section.type, name=name)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    retry_for = _hours(section.retry_for_hours)
+    if isinstance(section, DicomDestination):
+        return DicomTarget(destination=Destination(section.ae_title, section.host, section.port),
+                           outputs=section.outputs, languages=section.languages, name=name,
+                           calling_ae_title=calling_ae_title, pynetdicom_patches=pynetdicom_patches,
+                           retry_for_seconds=retry_for)
+    if isinstance(section, DicomWebDestination):
+        return DicomWebTarget(base_url=section.url, auth=_http_auth(name, section),
+                              tls=_tls(name, section, wanted=_tls_configured(section)),
+                              timeout_seconds=section.timeout_seconds, outputs=section.outputs,
+                              languages=section.languages, name=name, retry_for_seconds=retry_for)
+    if isinstance(section, FhirEndpointSettings):
+        return FhirTarget(url=section.url, auth=_fhir_auth(name, section), timeout_seconds=section.timeout_seconds,
+                          primary_language=section.primary_language,
+                          patient_identifier_system=section.patient_identifier_system or None,
+                          tls=_tls(name, section, wanted=_tls_configured(section)),
+                          name=name, outputs=section.outputs, languages=section.languages,
+                          retry_for_seconds=retry_for)
+    if isinstance(section, Hl7Destination):
+        return Hl7Target(host=section.host, port=section.port, tls=_tls(name, section, wanted=section.tls),
+                         sending_facility=section.sending_facility or None,
+                         receiving_application=section.receiving_application or None,
+                         receiving_facility=section.receiving_facility or None,
+                         processing_id=ProcessingId(section.processing_id),
+                         ack_timeout_seconds=section.ack_timeout_seconds,
+                         connect_timeout_seconds=section.connect_timeout_seconds, outputs=section.outputs,
+                         languages=section.languages, name=name, retry_for_seconds=retry_for)
+    raise SettingsError(f"destinations.{name}: type {section.type!r} has no target builder")
+
+
+def retry_policy(settings: DeliverySettings) -> RetryPolicy:
+    """The retry policy of ``[delivery]``."""
+    return RetryPolicy(retry_for_seconds=settings.retry_for_hours * 3600.0,
+                       base_seconds=settings.backoff_base_seconds, cap_seconds=settings.backoff_cap_seconds)
 
 
 def build_context(settings: Settings, *, enqueue: Enqueuer) -> PipelineContext:
@@ -105,26 +230,10 @@ def build_context(settings: Settings, *, enqueue: Enqueuer) -> PipelineContext:
         routes=tuple(to_route(r) for r in settings.routes),
         models=get_model,
         enqueue=enqueue,
-        dicom_targets={
-            name: DicomTarget(
-                destination=Destination(d.ae_title, d.host, d.port),
-                outputs=d.outputs,
-                languages=d.languages,
-                max_attempts=d.max_attempts,
-            )
-            for name, d in settings.destinations.items()
-        },
-        fhir_targets={
-            name: FhirTarget(
-                url=f.url,
-                auth=_fhir_auth(f.auth, token_env=f.token_env, username=f.username, password_env=f.password_env),
-                timeout_seconds=f.timeout_seconds,
-                max_attempts=f.max_attempts,
-                primary_language=f.primary_language,
-                patient_identifier_system=f.patient_identifier_system or None,
-            )
-            for name, f in settings.fhir_endpoints.items()
-        },
+        destinations={name: build_destination(name, section, calling_ae_title=settings.node.ae_title,
+                                              pynetdicom_patches=settings.node.pynetdicom_patches)
+                      for name, section in settings.destinations.items()},
+        retry_policy=retry_policy(settings.delivery),
         scu_ae_title=settings.node.ae_title,
         scu_pynetdicom_patches=settings.node.pynetdicom_patches,
         max_task_starts=settings.workers.max_task_starts,

@@ -14,9 +14,18 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,11 +40,15 @@ from dicom_node.storage import DuplicatePolicy, FsyncPolicy
 from exporters.protocol import OutputKind, UnknownOutputKindError, parse_output_kind
 
 __all__ = [
+    "AnyDestination",
     "CompletionSettings",
     "DatabaseSettings",
+    "DeliverySettings",
     "DicomDestination",
+    "DicomWebDestination",
     "ExporterSettings",
     "FhirEndpointSettings",
+    "Hl7Destination",
     "LoggingSettings",
     "ModelSettings",
     "NodeSettings",
@@ -140,6 +153,9 @@ class CompletionSettings(_Section):
         return self
 
 
+DestinationType = Literal["dicom", "dicomweb", "fhir", "hl7"]
+
+
 def dicom_output_kinds(names: object) -> tuple[OutputKind, ...]:
     """A DICOM destination's ``outputs`` as output kinds, each once, in the given order.
 
@@ -172,9 +188,85 @@ def dicom_output_kinds(names: object) -> tuple[OutputKind, ...]:
 DEFAULT_DICOM_OUTPUTS = (OutputKind.SR, OutputKind.GSPS, OutputKind.KOS)
 
 
-class DicomDestination(_Section):
-    """A DICOM peer RadGround sends results to (the PACS)."""
+class DeliverySettings(_Section):
+    """The retry policy every destination shares (worklist.destinations.retry).
 
+    A failed delivery is retried with capped exponential backoff and equal jitter
+    (each delay between half and all of min(cap, base * 2^(n-1))), until
+    retry_for_hours after its first failure; then it fails for the operator.
+    """
+
+    #: How long a failing delivery keeps being retried (a working day); a destination may override it.
+    retry_for_hours: float = Field(8.0, gt=0, le=24 * 30)
+    #: Ceiling of the first retry's delay.
+    backoff_base_seconds: float = Field(10.0, gt=0)
+    #: The longest delay between two attempts (a peer's Retry-After included).
+    backoff_cap_seconds: float = Field(600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _base_below_cap(self) -> DeliverySettings:
+        if self.backoff_base_seconds > self.backoff_cap_seconds:
+            raise ValueError("backoff_base_seconds must be <= backoff_cap_seconds")
+        return self
+
+
+class _DestinationSection(_Section):
+    """What every ``[destinations.NAME]`` section has."""
+
+    #: Languages it gets (BCP-47); empty = every language of the report.
+    languages: tuple[str, ...] = ()
+    #: Retry a failing delivery this long (hours) instead of [delivery] retry_for_hours.
+    retry_for_hours: float | None = Field(None, gt=0, le=24 * 30)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_attempt_count(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "max_attempts" in data:
+            raise ValueError(
+                "max_attempts is no longer read: retries are bounded by time; set retry_for_hours "
+                "(default [delivery] retry_for_hours = 8) and remove max_attempts"
+            )
+        return data
+
+
+class _TlsSection(_Section):
+    """TLS options of a client (worklist.destinations.security.TlsOptions)."""
+
+    #: Check the peer's certificate and host name; false only for a test peer.
+    tls_verify: bool = True
+    #: PEM file of the CAs to trust instead of the system's (a hospital's private CA).
+    ca_bundle: str = ""
+    #: PEM certificate (and key, or client_key) for mutual TLS.
+    client_cert: str = ""
+    client_key: str = ""
+
+
+class _HttpAuthSection(_Section):
+    """HTTP credentials; secrets come from the environment or a file, never this file."""
+
+    #: "none", "bearer" (token from token_env or token_file) or "basic" (username,
+    #: password from password_env or password_file).
+    auth: Literal["none", "bearer", "basic"] = "none"
+    token_env: str = ""
+    token_file: str = ""
+    username: str = ""
+    password_env: str = ""
+    password_file: str = ""
+
+    @model_validator(mode="after")
+    def _auth_complete(self) -> _HttpAuthSection:
+        if self.auth == "bearer" and not (self.token_env or self.token_file):
+            raise ValueError("auth = 'bearer' needs token_env (the environment variable holding the token) "
+                             "or token_file")
+        if self.auth == "basic" and not (self.username and (self.password_env or self.password_file)):
+            raise ValueError("auth = 'basic' needs username and password_env or password_file")
+        return self
+
+
+class DicomDestination(_DestinationSection):
+    """``type = "dicom"``: a DICOM peer RadGround sends results to with C-STORE (the PACS)."""
+
+    type: Literal["dicom"] = "dicom"
     ae_title: AETitle
     host: str
     port: Annotated[int, Field(ge=1, le=65535)]
@@ -188,23 +280,38 @@ class DicomDestination(_Section):
     @classmethod
     def _output_kinds(cls, value: object) -> tuple[OutputKind, ...]:
         return dicom_output_kinds(value)
-    #: Languages it gets (BCP-47); empty = every language of the report.
-    languages: tuple[str, ...] = ()
-    max_attempts: int = Field(10, ge=1)
 
 
-class FhirEndpointSettings(_Section):
-    """An EHR's FHIR R4 server: results arrive as one transaction Bundle per study revision."""
+class DicomWebDestination(_DestinationSection, _HttpAuthSection, _TlsSection):
+    """``type = "dicomweb"``: a DICOMweb origin server (PACS/VNA) storing results by STOW-RS."""
 
+    type: Literal["dicomweb"] = "dicomweb"
+    #: The DICOMweb service base URL; objects are POSTed to {url}/studies.
     url: str
-    #: "none", "bearer" (token read from the environment variable token_env) or
-    #: "basic" (username, password read from password_env). Secrets never go in this file.
-    auth: Literal["none", "bearer", "basic"] = "none"
-    token_env: str = ""
-    username: str = ""
-    password_env: str = ""
+    #: Which outputs it gets, as for type "dicom".
+    outputs: tuple[OutputKind, ...] = DEFAULT_DICOM_OUTPUTS
+    timeout_seconds: float = Field(60.0, gt=0)
+
+    @field_validator("outputs", mode="before")
+    @classmethod
+    def _output_kinds(cls, value: object) -> tuple[OutputKind, ...]:
+        return dicom_output_kinds(value)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// DICOMweb base URL")
+        return value.rstrip("/")
+
+
+class FhirEndpointSettings(_DestinationSection, _HttpAuthSection, _TlsSection):
+    """``type = "fhir"``: an EHR's FHIR R4 server; results arrive as one transaction Bundle per study revision."""
+
+    type: Literal["fhir"] = "fhir"
+    url: str
+    outputs: tuple[Literal["fhir"], ...] = ("fhir",)
     timeout_seconds: float = Field(30.0, gt=0)
-    max_attempts: int = Field(10, ge=1)
     primary_language: str = "en"
     #: FHIR identifier system for Patient IDs whose DICOM Issuer is missing or not a URI/OID;
     #: empty = this node's own namespace (exporters.fhir.local_patient_identifier_system).
@@ -217,13 +324,42 @@ class FhirEndpointSettings(_Section):
             raise ValueError("must be an http:// or https:// FHIR base URL")
         return value.rstrip("/")
 
-    @model_validator(mode="after")
-    def _auth_complete(self) -> FhirEndpointSettings:
-        if self.auth == "bearer" and not self.token_env:
-            raise ValueError("auth = 'bearer' needs token_env (the environment variable holding the token)")
-        if self.auth == "basic" and not (self.username and self.password_env):
-            raise ValueError("auth = 'basic' needs username and password_env")
-        return self
+
+class Hl7Destination(_DestinationSection, _TlsSection):
+    """``type = "hl7"``: an HL7 v2 receiver (EHR/RIS interface engine) taking ORU^R01 over MLLP."""
+
+    type: Literal["hl7"] = "hl7"
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)]
+    #: Speak TLS (MLLP over TLS) with the tls_* options.
+    tls: bool = False
+    #: MSH-4 Sending Facility, MSH-5 Receiving Application and MSH-6 Receiving Facility of the
+    #: messages built for it (empty: left empty).
+    sending_facility: str = ""
+    receiving_application: str = ""
+    receiving_facility: str = ""
+    #: MSH-11 Processing ID: "P" production, "T" training, "D" debugging.
+    processing_id: Literal["P", "T", "D"] = "P"
+    outputs: tuple[Literal["hl7"], ...] = ("hl7",)
+    #: No ACK within this (seconds) is a retryable failure.
+    ack_timeout_seconds: float = Field(30.0, gt=0)
+    connect_timeout_seconds: float = Field(10.0, gt=0)
+
+
+def _destination_type(value: Any) -> str | None:
+    """A section's type; a section without one is "dicom" (configurations from before the other types)."""
+    if isinstance(value, dict):
+        return str(value.get("type", "dicom"))
+    return getattr(value, "type", None)
+
+
+AnyDestination = Annotated[
+    Annotated[DicomDestination, Tag("dicom")]
+    | Annotated[DicomWebDestination, Tag("dicomweb")]
+    | Annotated[FhirEndpointSettings, Tag("fhir")]
+    | Annotated[Hl7Destination, Tag("hl7")],
+    Discriminator(_destination_type),
+]
 
 
 class ModelSettings(_Section):
@@ -271,7 +407,7 @@ class RouteSettings(_Section):
     #: ... and, for CT/MR stacks, "central" slice, "evenly_spaced" (slice_count) or "all".
     volume_strategy: Literal["central", "evenly_spaced", "all"] = "central"
     slice_count: int = Field(1, ge=1, le=64)
-    #: Names from [destinations] and [fhir_endpoints].
+    #: Names of [destinations.NAME] sections.
     destinations: tuple[str, ...] = ()
 
     @field_validator("series_description")
@@ -362,9 +498,24 @@ class Settings(BaseSettings):
     exporters: ExporterSettings = ExporterSettings()
     models: dict[str, ModelSettings] = {"default": ModelSettings()}
     routes: tuple[RouteSettings, ...] = (DEFAULT_ROUTE,)
-    destinations: dict[str, DicomDestination] = {}
-    fhir_endpoints: dict[str, FhirEndpointSettings] = {}
+    delivery: DeliverySettings = DeliverySettings()
+    destinations: dict[str, AnyDestination] = {}
     logging: LoggingSettings = LoggingSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fhir_endpoints_moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "fhir_endpoints" in data:
+            old = data["fhir_endpoints"]
+            if old:  # an empty [fhir_endpoints] table says nothing: dropped
+                names = list(old) if isinstance(old, dict) else ["NAME"]
+                moves = ", ".join(f"[fhir_endpoints.{n}] to [destinations.{n}]" for n in names)
+                raise ValueError(
+                    f"fhir_endpoints: FHIR servers are destinations now: rename {moves} and add "
+                    'type = "fhir" (the other keys stay; max_attempts becomes retry_for_hours)'
+                )
+            data = {k: v for k, v in data.items() if k != "fhir_endpoints"}
+        return data
 
     @model_validator(mode="after")
     def _references_exist(self) -> Settings:
@@ -375,14 +526,8 @@ class Settings(BaseSettings):
             if route.model not in self.models:
                 raise ValueError(f"routes.{route.name}.model: no [models.{route.model}] section")
             for destination in route.destinations:
-                if destination not in self.destinations and destination not in self.fhir_endpoints:
-                    raise ValueError(
-                        f"routes.{route.name}.destinations: {destination!r} is neither in [destinations] "
-                        "nor in [fhir_endpoints]"
-                    )
-        both = set(self.destinations) & set(self.fhir_endpoints)
-        if both:
-            raise ValueError(f"names used in both [destinations] and [fhir_endpoints]: {sorted(both)}")
+                if destination not in self.destinations:
+                    raise ValueError(f"routes.{route.name}.destinations: no [destinations.{destination}] section")
         return self
 
     @classmethod
@@ -421,6 +566,8 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
         lines = []
         for error in exc.errors():
             location = tuple(str(part) for part in error["loc"])
+            if location[:1] == ("destinations",) and len(location) > 2 and location[2] in get_args(DestinationType):
+                location = location[:2] + location[3:]  # the union's tag: the section says its type
             where = ".".join(location) or "(top level)"
             source = _value_source(location, path=path, overrides=overrides)
             lines.append(f"  {where} ({source}): {error['msg']}")

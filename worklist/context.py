@@ -13,19 +13,24 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.patches import PYNETDICOM_PATCHES
-from dicom_node.scu import Destination
 from engine.model import RegionAwareModel
-from exporters.hl7.enum import ProcessingId
-from exporters.protocol import OutputKind
 from worklist.db import Base, utcnow
+from worklist.destinations import (
+    DestinationTarget,
+    DicomTarget,
+    DicomWebTarget,
+    FhirTarget,
+    Hl7Target,
+    RetryPolicy,
+)
 from worklist.errors import WorklistError
-from worklist.fhir_delivery import FhirAuth
 from worklist.jobs_models import AuditEvent
 from worklist.leases import worker_id
 from worklist.routing import Route
 
 __all__ = [
     "DicomTarget",
+    "DicomWebTarget",
     "Enqueuer",
     "FhirTarget",
     "Hl7Target",
@@ -57,39 +62,6 @@ class LoadedModel:
 
 
 @dataclass(frozen=True)
-class DicomTarget:
-    destination: Destination
-    #: The output kinds it gets (a kind names every artifact its exporter
-    #: produces: GSPS also covers Colour PS, see :func:`exporters.registry.artifact_kinds`).
-    outputs: tuple[OutputKind, ...] = (OutputKind.SR, OutputKind.GSPS, OutputKind.KOS)
-    languages: tuple[str, ...] = ()
-    max_attempts: int = 10
-
-
-@dataclass(frozen=True)
-class FhirTarget:
-    url: str
-    auth: FhirAuth
-    timeout_seconds: float = 30.0
-    max_attempts: int = 10
-    primary_language: str = "en"
-    patient_identifier_system: str | None = None
-
-
-@dataclass(frozen=True)
-class Hl7Target:
-    """An HL7 v2 receiver's message fields: its route's jobs build an ORU^R01 for it
-    (MSH-4 sending facility, MSH-5/-6 receiving application and facility, MSH-11
-    processing ID; the languages of its texts, empty = the route's)."""
-
-    sending_facility: str | None = None
-    receiving_application: str | None = None
-    receiving_facility: str | None = None
-    processing_id: ProcessingId = ProcessingId.PRODUCTION
-    languages: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class PipelineContext:
     """Everything the steps need, built once per process by the application."""
 
@@ -99,9 +71,11 @@ class PipelineContext:
     routes: tuple[Route, ...]
     models: Callable[[str], LoadedModel]
     enqueue: Enqueuer
-    dicom_targets: Mapping[str, DicomTarget] = field(default_factory=dict)
-    fhir_targets: Mapping[str, FhirTarget] = field(default_factory=dict)
-    hl7_targets: Mapping[str, Hl7Target] = field(default_factory=dict)
+    #: The configured destinations by name (``[destinations.NAME]``), each of its type's target
+    #: class.
+    destinations: Mapping[str, DestinationTarget] = field(default_factory=dict)
+    #: When failed deliveries are tried again (a destination may set its own ``retry_for``).
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     scu_ae_title: str = "RADGROUND"
     #: node.pynetdicom_patches, for the SCU that delivers outputs (dicom_node.patches).
     scu_pynetdicom_patches: tuple[str, ...] = PYNETDICOM_PATCHES
@@ -112,6 +86,26 @@ class PipelineContext:
     #: renewal (see :mod:`worklist.leases`).
     lease_seconds: float = 30.0
     actor: str = field(default_factory=lambda: worker_id(os.getpid()))
+
+    @property
+    def dicom_targets(self) -> Mapping[str, DicomTarget | DicomWebTarget]:
+        """The destinations that take DICOM objects: types ``dicom`` (C-STORE) and ``dicomweb``
+        (STOW-RS); their ``outputs`` say which kinds the export builds for them."""
+        return {
+            n: t
+            for n, t in self.destinations.items()
+            if isinstance(t, DicomTarget | DicomWebTarget)
+        }
+
+    @property
+    def fhir_targets(self) -> Mapping[str, FhirTarget]:
+        """The destinations of type ``fhir``."""
+        return {n: t for n, t in self.destinations.items() if isinstance(t, FhirTarget)}
+
+    @property
+    def hl7_targets(self) -> Mapping[str, Hl7Target]:
+        """The destinations of type ``hl7`` (each gets an ORU^R01 built for its MSH-5/MSH-6)."""
+        return {n: t for n, t in self.destinations.items() if isinstance(t, Hl7Target)}
 
 
 class StepError(WorklistError):
@@ -129,6 +123,9 @@ def insert_ignore(session: Session, table_class: type[Base], /, **values: object
     if not isinstance(table, Table):
         raise TypeError(f"{table_class.__name__} is not mapped to one table")
     statement = (
-        insert(table).values(**values).on_conflict_do_nothing().returning(*table.primary_key.columns)
+        insert(table)
+        .values(**values)
+        .on_conflict_do_nothing()
+        .returning(*table.primary_key.columns)
     )
     return session.execute(statement).first() is not None

@@ -43,6 +43,8 @@ def retry_job(ctx: PipelineContext, job_id: int, *, actor: str) -> str:
             for delivery in failed:
                 delivery.state, delivery.attempts, delivery.last_error = DeliveryState.PENDING, 0, None
                 delivery.operation_outcome = None
+                # the retry clock starts over; every object is sent again (idempotent at the peer)
+                delivery.retry_until, delivery.remaining_objects, delivery.next_attempt_at = None, None, None
             message = f"job {job_id}: export runs again, then {len(failed)} failed deliveries"
             export = True
         elif failed and job.report_json is not None:
@@ -50,6 +52,8 @@ def retry_job(ctx: PipelineContext, job_id: int, *, actor: str) -> str:
             for delivery in failed:
                 delivery.state, delivery.attempts, delivery.last_error = DeliveryState.PENDING, 0, None
                 delivery.operation_outcome = None
+                # the retry clock starts over; every object is sent again (idempotent at the peer)
+                delivery.retry_until, delivery.remaining_objects, delivery.next_attempt_at = None, None, None
                 deliveries.append(delivery.id)
             message = f"job {job_id}: {len(failed)} failed deliveries start over"
         else:

@@ -109,21 +109,30 @@ class Artifact(Base):
 
 
 class Delivery(Base):
-    """Sending a job's artifacts to one destination (DICOM peer or FHIR server)."""
+    """Sending a job's artifacts to one configured destination (worklist.destinations)."""
 
     __tablename__ = "deliveries"
-    __table_args__ = (UniqueConstraint("job_id", "destination"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "destination"),
+        Index("ix_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
     destination: Mapped[str] = mapped_column(String(64))
-    #: "dicom" or "fhir".
+    #: The destination's type when the delivery was created: "dicom", "dicomweb", "fhir" or "hl7".
     protocol: Mapped[str] = mapped_column(String(8))
     state: Mapped[DeliveryState] = mapped_column(_enum(DeliveryState, "delivery_state"), default=DeliveryState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: When the next attempt is due (a retry scheduled by the retry policy); None while one runs.
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    #: Retries stop at this time (the first failure + the destination's retry_for).
+    retry_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    #: After a partial failure (STOW-RS): the object UIDs still to send, one per line; None = all.
+    remaining_objects: Mapped[str | None] = mapped_column(Text, default=None)
+    #: The peer's last answer, for the operator.
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
-    #: The FHIR server's OperationOutcome on a refused transaction, for the operator.
+    #: The peer's whole answer where it has one (FHIR OperationOutcome, HL7 ACK), for the operator.
     operation_outcome: Mapped[str | None] = mapped_column(Text, default=None)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 

@@ -290,7 +290,8 @@ def run_export(ctx: PipelineContext, job_id: int) -> None:
                            sop_class_uid=output.sop_class_uid,
                            path=str(path.relative_to(ctx.outputs_root)), created_at=now)
         for name in route.destinations:
-            protocol = "fhir" if name in ctx.fhir_targets else "hl7" if name in ctx.hl7_targets else "dicom"
+            target = ctx.destinations.get(name)
+            protocol = target.type if target is not None else "dicom"  # the delivery reports it missing
             not_sent = _not_sent_reason(ctx, name, built)
             insert_ignore(session, Delivery, job_id=job_id, destination=name, protocol=protocol,
                            state=(DeliveryState.FAILED if not_sent else DeliveryState.PENDING).value,
@@ -492,7 +493,7 @@ def _log_local_system_once(system: str) -> None:
     _logged_local_systems.add(system)
     logger.warning(
         "A source without a usable Issuer of Patient ID: FHIR Patient.identifier.system is this node's own "
-        "namespace %s; set fhir_endpoints.<name>.patient_identifier_system to the site's assigning authority",
+        "namespace %s; set destinations.<name>.patient_identifier_system to the site's assigning authority",
         system,
     )
 

@@ -112,7 +112,8 @@ destinations = ["PACS", "EHR"]
 ae_title = "ORTHANC"
 host = "127.0.0.1"
 port = {pacs_port}
-[fhir_endpoints.EHR]
+[destinations.EHR]
+type = "fhir"
 url = "{fhir_url}"
 patient_identifier_system = "urn:oid:2.25.1234"
 """,

@@ -13,7 +13,7 @@ import pytest
 from exporters.fhir import build_fhir_bundle, bundle_json
 from tests.integration.fhir_server import FhirTestServer
 from tests.unit.exporters.conftest import IMAGE_SIZES, make_grounded_report, make_source_image
-from worklist.fhir_delivery import (
+from worklist.destinations.fhir import (
     FhirAuth,
     PermanentFhirError,
     TransientFhirError,

@@ -169,11 +169,13 @@ def test_jobs_and_jobs_show_print_absolute_paths(tmp_path, database_url, shared_
 def test_cr_without_issuer_reaches_pacs_and_ehr_without_a_configured_system(tmp_path, database_url,
                                                                             shared_data, pacs, ehr):
     settings = _settings(
-        tmp_path, database_url,
+        tmp_path,
+        database_url,
         routes=(RouteSettings(name="cxr", modalities=("CR",), destinations=("PACS", "EHR")),),
-        destinations={"PACS": DicomDestination(ae_title="PACS", host="127.0.0.1", port=pacs.port)},
-        # no patient_identifier_system
-        fhir_endpoints={"EHR": FhirEndpointSettings(url=ehr.base_url)},
+        destinations={
+            "PACS": DicomDestination(ae_title="PACS", host="127.0.0.1", port=pacs.port),
+            "EHR": FhirEndpointSettings(url=ehr.base_url),
+        },  # no patient_identifier_system
     )
     for world in _world(settings, tmp_path):
         world.send([cr_without_issuer(tmp_path, shared_data)])
@@ -192,11 +194,14 @@ def test_a_fhir_only_failure_leaves_sr_and_gsps_delivered_and_the_job_says_so(
     tmp_path, database_url, shared_data, pacs, ehr
 ):
     settings = _settings(
-        tmp_path, database_url,
+        tmp_path,
+        database_url,
         routes=(RouteSettings(name="cxr", modalities=("CR",), destinations=("PACS", "EHR")),),
-        destinations={"PACS": DicomDestination(ae_title="PACS", host="127.0.0.1", port=pacs.port)},
-        # a FHIR-only mistake: the Bundle's language is not one the route reports in
-        fhir_endpoints={"EHR": FhirEndpointSettings(url=ehr.base_url, primary_language="fr")},
+        destinations={
+            "PACS": DicomDestination(ae_title="PACS", host="127.0.0.1", port=pacs.port),
+            # a FHIR-only mistake: the Bundle's language is not one the route reports in
+            "EHR": FhirEndpointSettings(url=ehr.base_url, primary_language="fr"),
+        },
     )
     for world in _world(settings, tmp_path):
         world.send([cr_without_issuer(tmp_path, shared_data)])
@@ -207,9 +212,9 @@ def test_a_fhir_only_failure_leaves_sr_and_gsps_delivered_and_the_job_says_so(
         assert ehr.transactions == []
         assert job.state is JobState.FAILED
         assert "not built: fhir for EHR: primary_language 'fr'" in job.last_error
-        assert job.last_error.endswith(
-            "; delivery to EHR: not sent; delivered to PACS"
-        ), job.last_error
+        assert job.last_error.endswith("; delivery to EHR: not sent; delivered to PACS"), (
+            job.last_error
+        )
         with world.ctx.sessions() as session:
             states = {
                 d.destination: (d.state, d.attempts, d.last_error)
@@ -228,7 +233,9 @@ def test_a_fhir_only_failure_leaves_sr_and_gsps_delivered_and_the_job_says_so(
         # the operator fixes the setting and retries: the export runs again, the EHR gets its
         # Bundle, the PACS is not sent the same objects twice
         target = dataclasses.replace(world.ctx.fhir_targets["EHR"], primary_language="en")
-        fixed = dataclasses.replace(world.ctx, fhir_targets={"EHR": target})
+        fixed = dataclasses.replace(
+            world.ctx, destinations={**world.ctx.destinations, "EHR": target}
+        )
         assert "export runs again" in retry_job(fixed, job.id, actor="operator:test")
         drain(fixed, world.queue)
         [job] = jobs(world.ctx)
@@ -243,8 +250,10 @@ def test_studies_show_each_revisions_outcome_and_routes_test_explains_it(
     settings = _settings(tmp_path, database_url)
     for world in _world(settings, tmp_path):
         ct_study = generate_uid()
-        ct = write_dataset(make_ct(study_instance_uid=ct_study, series_instance_uid=generate_uid()),
-                           tmp_path / "ct.dcm")
+        ct = write_dataset(
+            make_ct(study_instance_uid=ct_study, series_instance_uid=generate_uid()),
+            tmp_path / "ct.dcm",
+        )
         cxr_study = generate_uid()
         world.send([ct, cr_without_issuer(tmp_path, shared_data, study=cxr_study)])
         world.ready()

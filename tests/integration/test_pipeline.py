@@ -116,9 +116,8 @@ def world(tmp_path, database_url, pacs, ehr):
         workers=WorkerSettings(outputs_root=tmp_path / "outputs", requeue_after_seconds=60),
         routes=(RouteSettings(name="cxr", modalities=("DX", "CR"), body_parts=("CHEST",),
                               view_positions=("PA", "AP"), destinations=("PACS", "EHR")),),
-        destinations={"PACS": DicomDestination(ae_title="PACS", host="127.0.0.1", port=pacs.port, max_attempts=3)},
-        fhir_endpoints={"EHR": FhirEndpointSettings(url=ehr.base_url, max_attempts=5,
-                                                    patient_identifier_system="urn:oid:2.25.1234")},
+        destinations={"PACS": DicomDestination(ae_title="PACS", host="127.0.0.1", port=pacs.port),
+                      "EHR": FhirEndpointSettings(url=ehr.base_url, patient_identifier_system="urn:oid:2.25.1234")},
     )
     yield from _world(settings, tmp_path)
 
@@ -431,8 +430,8 @@ def test_regions_are_planned_once_per_job_for_every_output(world, shared_data, m
     pacs_target = dataclasses.replace(world.ctx.dicom_targets["PACS"], outputs=(
         OutputKind.SR, OutputKind.GSPS, OutputKind.SC, OutputKind.KOS))
     [route] = world.ctx.routes
-    ctx = dataclasses.replace(world.ctx, dicom_targets={"PACS": pacs_target},
-                              hl7_targets={"LIS": Hl7Target()},
+    ctx = dataclasses.replace(world.ctx, destinations={**world.ctx.destinations, "PACS": pacs_target,
+                                                       "LIS": Hl7Target(host="127.0.0.1", port=2575, name="LIS")},
                               routes=(dataclasses.replace(route, destinations=(*route.destinations, "LIS")),))
     world.send([cxr_file(world.tmp, shared_data)])
     world.ready()
@@ -457,7 +456,8 @@ def test_regions_are_planned_once_per_job_for_every_output(world, shared_data, m
 
 def test_an_hl7_receiver_of_the_route_gets_an_oru_with_a_control_id_from_the_revision(world, shared_data):
     [route] = world.ctx.routes
-    ctx = dataclasses.replace(world.ctx, hl7_targets={"LIS": Hl7Target(receiving_application="LIS")},
+    lis = Hl7Target(host="127.0.0.1", port=2575, name="LIS", receiving_application="LIS")
+    ctx = dataclasses.replace(world.ctx, destinations={**world.ctx.destinations, "LIS": lis},
                               routes=(dataclasses.replace(route, destinations=(*route.destinations, "LIS")),))
     world.send([cxr_file(world.tmp, shared_data)])
     world.ready()

@@ -72,7 +72,7 @@ def test_node_refuses_to_start_without_the_fhir_secret(runner, tmp_path, monkeyp
         f"[storage]\nroot = '{tmp_path / 'instances'}'\nreserve_mb = 0\n"
         f"[database]\nurl = 'sqlite:///{tmp_path / 'db.sqlite'}'\n"
         f"[workers]\nbroker_url = 'radground+sqlite:///{tmp_path / 'broker.sqlite'}'\n"
-        "[fhir_endpoints.EHR]\nurl = 'https://ehr.invalid/fhir'\nauth = 'bearer'\ntoken_env = 'RG_TEST_EHR_TOKEN'\n"
+        "[destinations.EHR]\ntype = 'fhir'\nurl = 'https://ehr.invalid/fhir'\nauth = 'bearer'\ntoken_env = 'RG_TEST_EHR_TOKEN'\n"
     )
     result = runner.invoke(cli, ["--config", str(config), "node"])
     assert result.exit_code == 1
@@ -191,3 +191,15 @@ def test_send_does_not_print_pydicom_value_warnings(tmp_path):
     assert completed.returncode == 1, completed.stderr
     assert "FAILED" in completed.stderr
     assert invalid_uid not in completed.stderr and "Invalid value" not in completed.stderr
+
+
+def test_send_to_a_destination_that_is_not_dicom_says_so(runner, tmp_path, monkeypatch):
+    monkeypatch.delenv("RADGROUND_CONFIG", raising=False)
+    config = tmp_path / "c.toml"
+    config.write_text("[destinations.EHR]\ntype = 'fhir'\nurl = 'https://ehr.invalid/fhir'\n"
+                      "[destinations.PACS]\nae_title = 'PACS'\nhost = '127.0.0.1'\nport = 104\n")
+    junk = tmp_path / "x.dcm"
+    junk.write_bytes(b"not dicom")
+    result = runner.invoke(cli, ["--config", str(config), "send", str(junk), "--to", "EHR"])
+    assert result.exit_code == 2
+    assert "[destinations.EHR] is of type 'fhir'" in result.output and "(PACS)" in result.output

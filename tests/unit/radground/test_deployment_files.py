@@ -364,10 +364,10 @@ def test_orthanc_and_radground_know_each_other(compose, monkeypatch):
 
 def test_fhir_endpoint_is_the_compose_hapi_server(compose, monkeypatch):
     settings = settings_of(compose["services"]["worker-io"], monkeypatch)
-    ehr = make_url(settings.fhir_endpoints["EHR"].url.replace("http://", "http+x://", 1))
+    ehr = make_url(settings.destinations["EHR"].url.replace("http://", "http+x://", 1))
     assert (ehr.host, ehr.port, ehr.database) == ("fhir", 8080, "fhir")
     assert any(str(p).endswith(":8080") for p in compose["services"]["fhir"]["ports"])
-    assert settings.fhir_endpoints["EHR"].patient_identifier_system
+    assert settings.destinations["EHR"].patient_identifier_system
 
 
 # -- config/cluster.example.toml -------------------------------------------------------
@@ -382,16 +382,16 @@ def test_cluster_example_loads_and_routes_reach_configured_destinations():
     for route in settings.routes:
         assert route.model in settings.models
         for name in route.destinations:
-            assert name in settings.destinations or name in settings.fhir_endpoints
-    assert settings.fhir_endpoints["EHR"].auth == "none"  # the compose HAPI; a real EHR uses token_env
+            assert name in settings.destinations
+    assert settings.destinations["EHR"].auth == "none"  # the compose HAPI; a real EHR uses token_env
 
 
 def test_cluster_example_holds_no_secrets():
     raw = tomllib.loads(CLUSTER_CONFIG.read_text())
     assert make_url(raw["database"]["url"]).password is None
     assert make_url(raw["workers"]["broker_url"]).password is None
-    for endpoint in raw.get("fhir_endpoints", {}).values():
-        assert not {"token", "password"} & set(endpoint)
+    for destination in raw.get("destinations", {}).values():
+        assert not {"token", "password"} & set(destination)
 
 
 def test_container_healthcheck_is_answered_by_the_cluster_node(tmp_path, monkeypatch):

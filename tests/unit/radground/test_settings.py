@@ -24,19 +24,21 @@ def test_documented_config_file_equals_the_defaults():
 def test_documented_config_file_mentions_every_setting():
     from radground.settings import (
         DicomDestination,
+        DicomWebDestination,
         FhirEndpointSettings,
+        Hl7Destination,
         ModelSettings,
         RouteSettings,
     )
 
     text = (REPO / "config" / "radground.toml").read_text()
     data = tomllib.loads(text)
-    for section in ("node", "storage", "database", "completion", "workers", "logging"):
+    for section in ("node", "storage", "database", "completion", "workers", "delivery", "logging"):
         assert set(data[section]) == set(Settings.model_fields[section].annotation.model_fields), section
     assert set(data["models"]["default"]) == set(ModelSettings.model_fields)
     assert set(data["routes"][0]) == set(RouteSettings.model_fields)
     # the commented examples name every field of the sections that are empty by default
-    for model in (DicomDestination, FhirEndpointSettings):
+    for model in (DicomDestination, DicomWebDestination, FhirEndpointSettings, Hl7Destination):
         for field in model.model_fields:
             assert f"# {field} =" in text, field
 
@@ -46,7 +48,7 @@ def test_route_references_are_checked(tmp_path):
     config.write_text('[[routes]]\nname = "r"\ndestinations = ["NOWHERE"]\n')
     with pytest.raises(SettingsError, match="NOWHERE"):
         load_settings(config)
-    config.write_text('[fhir_endpoints.EHR]\nurl = "https://x/fhir"\nauth = "bearer"\n')
+    config.write_text('[destinations.EHR]\ntype = "fhir"\nurl = "https://x/fhir"\nauth = "bearer"\n')
     with pytest.raises(SettingsError, match="token_env"):
         load_settings(config)
 
@@ -153,3 +155,76 @@ def test_unparsable_environment_section_names_the_variable(tmp_path, monkeypatch
     with pytest.raises(SettingsError) as caught:
         load_settings(config)
     assert "RADGROUND_NODE" in str(caught.value) and str(config) not in str(caught.value)
+
+
+# -- destinations ----------------------------------------------------------------------
+
+
+def test_each_destination_type_has_its_section(tmp_path):
+    from radground.settings import (
+        DicomDestination,
+        DicomWebDestination,
+        FhirEndpointSettings,
+        Hl7Destination,
+    )
+
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[destinations.PACS]\nae_title = "PACS"\nhost = "pacs"\nport = 104\n'  # no type: "dicom"
+        '[destinations.VNA]\ntype = "dicomweb"\nurl = "https://vna/dicom-web/"\noutputs = ["sr", "kos"]\n'
+        'retry_for_hours = 2\n'
+        '[destinations.EHR]\ntype = "fhir"\nurl = "https://ehr/fhir"\n'
+        '[destinations.RIS]\ntype = "hl7"\nhost = "ris"\nport = 2575\nreceiving_application = "RIS"\n'
+        '[[routes]]\nname = "r"\ndestinations = ["PACS", "VNA", "EHR", "RIS"]\n'
+    )
+    settings = load_settings(config)
+    kinds = {name: type(d) for name, d in settings.destinations.items()}
+    assert kinds == {"PACS": DicomDestination, "VNA": DicomWebDestination, "EHR": FhirEndpointSettings,
+                     "RIS": Hl7Destination}
+    assert settings.destinations["VNA"].url == "https://vna/dicom-web"
+    assert settings.destinations["VNA"].retry_for_hours == 2 and settings.destinations["PACS"].retry_for_hours is None
+    assert settings.destinations["RIS"].outputs == ("hl7",)
+    assert settings.delivery.retry_for_hours == 8.0
+
+
+def test_an_unknown_destination_type_is_named(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[destinations.MAIL]\ntype = "smtp"\nhost = "x"\n')
+    with pytest.raises(SettingsError, match=r"destinations\.MAIL.*'smtp'.*'dicom', 'dicomweb', 'fhir', 'hl7'"):
+        load_settings(config)
+
+
+def test_old_fhir_endpoints_section_says_what_to_change(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[fhir_endpoints.EHR]\nurl = "https://x/fhir"\n')
+    with pytest.raises(SettingsError) as info:
+        load_settings(config)
+    assert "[fhir_endpoints.EHR] to [destinations.EHR]" in str(info.value)
+    assert 'type = "fhir"' in str(info.value)
+
+
+def test_max_attempts_is_replaced_by_a_retry_period(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[destinations.PACS]\nae_title = "P"\nhost = "h"\nport = 104\nmax_attempts = 10\n')
+    with pytest.raises(SettingsError, match="destinations.PACS.*retry_for_hours"):
+        load_settings(config)
+
+
+@pytest.mark.parametrize(("body", "needs"), [
+    ('type = "dicomweb"\nurl = "https://v/dw"\nauth = "bearer"\n', "token_env"),
+    ('type = "dicomweb"\nurl = "https://v/dw"\nauth = "basic"\nusername = "u"\n', "password_env"),
+    ('type = "dicomweb"\nurl = "ftp://v/dw"\n', "http"),
+    ('type = "hl7"\nhost = "h"\nport = 0\n', "port"),
+])
+def test_incomplete_destination_sections_are_refused(tmp_path, body, needs):
+    config = tmp_path / "c.toml"
+    config.write_text("[destinations.X]\n" + body)
+    with pytest.raises(SettingsError, match=needs):
+        load_settings(config)
+
+
+def test_delivery_backoff_base_must_not_exceed_its_cap(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text("[delivery]\nbackoff_base_seconds = 60\nbackoff_cap_seconds = 30\n")
+    with pytest.raises(SettingsError, match="backoff_base_seconds"):
+        load_settings(config)

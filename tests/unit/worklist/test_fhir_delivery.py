@@ -18,7 +18,8 @@ import pytest
 from exporters.fhir import build_fhir_bundle, bundle_json
 from tests.integration.fhir_server import FhirTestServer, make_outcome
 from tests.unit.exporters.conftest import IMAGE_SIZES, make_grounded_report, make_source_image
-from worklist.fhir_delivery import (
+from worklist.destinations import RetryPolicy
+from worklist.destinations.fhir import (
     FhirAuth,
     FhirDeliveryError,
     InvalidFhirResponseError,
@@ -26,7 +27,6 @@ from worklist.fhir_delivery import (
     TransientFhirError,
     parse_retry_after,
     post_transaction,
-    retry_delay,
 )
 
 SITE_SYSTEM = "urn:oid:1.2.826.0.1.3680043.10.1234"
@@ -158,7 +158,8 @@ def test_503_three_times_then_ok_with_retry_loop(server, bundle):
             break
         except TransientFhirError as exc:
             errors.append(exc)
-            time.sleep(retry_delay(attempt, base=0.01, cap=0.05, retry_after=exc.retry_after, rng=rng))
+            time.sleep(RetryPolicy(base_seconds=0.01, cap_seconds=0.05).delay(
+                attempt, retry_after=exc.retry_after, rng=rng))
     else:
         pytest.fail("no success after 5 attempts")
 
@@ -186,7 +187,8 @@ def test_retry_after_seconds_is_exposed_and_floors_the_delay(server, bundle):
         post_transaction(server.base_url, bundle, auth=FhirAuth.none())
     assert info.value.retry_after == 7.0
     rng = random.Random(1)
-    delays = [retry_delay(1, base=2.0, retry_after=info.value.retry_after, rng=rng) for _ in range(200)]
+    policy = RetryPolicy(base_seconds=2.0)
+    delays = [policy.delay(1, retry_after=info.value.retry_after, rng=rng) for _ in range(200)]
     assert min(delays) >= 7.0  # the backoff alone would be at most 2 s
     assert max(delays) == 7.0
 
@@ -454,7 +456,7 @@ def test_bad_auth_values_are_refused(make, message):
 
 
 def test_logs_carry_statuses_and_durations_only(server, bundle, caplog):
-    caplog.set_level(logging.DEBUG, logger="worklist.fhir_delivery")
+    caplog.set_level(logging.DEBUG, logger="worklist.destinations.fhir")
     server.require_auth(basic=("radground", "hunter2"))
     auth = FhirAuth.basic("radground", "hunter2")
     post_transaction(server.base_url, bundle, auth=auth)
@@ -465,60 +467,9 @@ def test_logs_carry_statuses_and_durations_only(server, bundle, caplog):
     with pytest.raises(TransientFhirError):
         post_transaction(server.base_url, bundle, auth=auth)
 
-    records = [r for r in caplog.records if r.name == "worklist.fhir_delivery"]
+    records = [r for r in caplog.records if r.name == "worklist.destinations.fhir"]
     assert [r.levelno for r in records] == [logging.INFO, logging.WARNING, logging.WARNING]
     assert "HTTP 200" in records[0].getMessage() and "HTTP 400" in records[1].getMessage()
     text = "\n".join(r.getMessage() for r in records)
     for secret in ("hunter2", "cmFkZ3JvdW5kOmh1bnRlcjI", "RG-0042", "Zhang", "张", "右肺", "cardiothoracic"):
         assert secret not in text
-
-
-# -- retry_delay -------------------------------------------------------------
-
-
-def test_retry_delay_is_full_jitter_under_an_exponential_ceiling():
-    rng = random.Random(20261123)
-    n = 4000
-    for attempt in range(1, 11):
-        ceiling = min(300.0, 2.0 * 2 ** (attempt - 1))
-        draws = [retry_delay(attempt, rng=rng) for _ in range(n)]
-        assert all(0.0 <= d <= ceiling for d in draws)
-        # uniform on [0, ceiling]: each tenth of the range gets about a tenth of the draws
-        deciles = np.histogram(draws, bins=10, range=(0.0, ceiling))[0]
-        assert deciles.min() > 0.08 * n and deciles.max() < 0.12 * n, (attempt, deciles)
-        assert abs(np.mean(draws) - ceiling / 2) < 0.03 * ceiling
-
-
-def test_retry_delay_never_exceeds_cap_even_for_huge_attempts():
-    rng = random.Random(3)
-    for attempt in (9, 10, 64, 65, 1100, 10**6):
-        assert all(0.0 <= retry_delay(attempt, base=2.0, cap=30.0, rng=rng) <= 30.0 for _ in range(100))
-    assert max(retry_delay(10**6, cap=30.0, rng=rng) for _ in range(500)) > 25.0  # the ceiling is the cap
-
-
-def test_retry_after_is_a_floor_within_the_cap():
-    rng = random.Random(4)
-    assert all(retry_delay(1, retry_after=5.0, rng=rng) >= 5.0 for _ in range(100))
-    assert all(retry_delay(8, retry_after=5.0, rng=rng) >= 5.0 for _ in range(100))
-    assert retry_delay(1, cap=60.0, retry_after=3600.0, rng=rng) == 60.0
-    assert retry_delay(1, retry_after=0.0, rng=random.Random(9)) == retry_delay(1, rng=random.Random(9))
-
-
-def test_retry_delay_is_reproducible_with_a_seeded_rng():
-    first = [retry_delay(a, rng=random.Random(42)) for a in range(1, 8)]
-    assert first == [retry_delay(a, rng=random.Random(42)) for a in range(1, 8)]
-    assert len({retry_delay(3, rng=random.Random(s)) for s in range(20)}) == 20
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"attempt": 0}, {"attempt": -1}, {"attempt": True}, {"attempt": 1.5},
-        {"attempt": 1, "base": 0}, {"attempt": 1, "cap": -1}, {"attempt": 1, "cap": float("inf")},
-        {"attempt": 1, "retry_after": -1.0}, {"attempt": 1, "retry_after": float("nan")},
-    ],
-)
-def test_retry_delay_refuses_bad_arguments(kwargs):
-    attempt = kwargs.pop("attempt")
-    with pytest.raises(ValueError):
-        retry_delay(attempt, **kwargs)

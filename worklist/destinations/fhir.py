@@ -11,8 +11,8 @@ is always safe, even after a timeout that hid a committed transaction.
 Errors are classified once, here, for the worklist's delivery task:
 
 * :class:`TransientFhirError` — connection errors, timeouts, HTTP 5xx (but 501
-  and 505), 429 and 408: try again later (:func:`retry_delay`; ``retry_after`` carries the
-  server's ``Retry-After``);
+  and 505), 429 and 408: try again later (the delivery retry policy,
+  :mod:`worklist.destinations.retry`; ``retry_after`` carries the server's ``Retry-After``);
 * :class:`PermanentFhirError` — any other 4xx, 501 and 505, an unexpected 3xx (redirects are
   not followed: a POST with credentials must not be re-sent elsewhere), a TLS
   certificate the client refuses, and (:class:`InvalidFhirResponseError`) a 2xx
@@ -31,7 +31,6 @@ import base64
 import json
 import logging
 import math
-import random
 import ssl
 import time
 from dataclasses import dataclass
@@ -58,7 +57,6 @@ __all__ = [
     "outcome_summary",
     "parse_retry_after",
     "post_transaction",
-    "retry_delay",
 ]
 
 _log = logging.getLogger(__name__)
@@ -260,8 +258,8 @@ class TransientFhirError(FhirDeliveryError):
     """Try again later: connection error, timeout, 5xx (but 501, 505), 429 or 408.
 
     ``retry_after`` is the server's ``Retry-After`` in seconds (RFC 9110 10.2.3;
-    an HTTP-date is turned into seconds from now), or None; pass it to
-    :func:`retry_delay` as the floor of the next delay.
+    an HTTP-date is turned into seconds from now), or None; the retry policy
+    (:mod:`worklist.destinations.retry`) waits at least this long.
     """
 
     def __init__(self, summary: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
@@ -292,7 +290,9 @@ def _check_base_url(base_url: str) -> str:
     if parts.username is not None or parts.password is not None:
         raise InvalidFhirRequestError("base_url must not carry credentials; pass them as auth")
     if parts.query or parts.fragment:
-        raise InvalidFhirRequestError("base_url must not have a query or fragment (FHIR R4 http.html#root)")
+        raise InvalidFhirRequestError(
+            "base_url must not have a query or fragment (FHIR R4 http.html#root)"
+        )
     return base_url.rstrip("/")
 
 
@@ -310,7 +310,9 @@ def _parse_request(bundle_json: str | bytes) -> tuple[bytes, list[dict[str, Any]
     if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
         raise InvalidFhirRequestError("bundle_json is not a FHIR Bundle")
     if data.get("type") != "transaction":
-        raise InvalidFhirRequestError(f"bundle_json is a {data.get('type')!r} Bundle, not a 'transaction'")
+        raise InvalidFhirRequestError(
+            f"bundle_json is a {data.get('type')!r} Bundle, not a 'transaction'"
+        )
     entries = data.get("entry") or []
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise InvalidFhirRequestError("bundle_json's entry is not a list of objects")
@@ -379,8 +381,10 @@ def post_transaction(
     url = _check_base_url(base_url)
     if not isinstance(auth, FhirAuth):
         raise TypeError(f"auth must be a FhirAuth, got {type(auth).__name__}")
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (
-        math.isfinite(timeout) and timeout > 0
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not (math.isfinite(timeout) and timeout > 0)
     ):
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     body, request_entries = _parse_request(bundle_json)
@@ -413,12 +417,18 @@ def post_transaction(
         except InvalidFhirResponseError:
             _log.warning(
                 "FHIR transaction to %s: HTTP %d in %.3f s but not a valid transaction-response",
-                endpoint, status, elapsed,
+                endpoint,
+                status,
+                elapsed,
             )
             raise
         _log.info(
             "FHIR transaction to %s: HTTP %d in %.3f s, %d entries (%d created)",
-            endpoint, status, elapsed, len(entries), sum(1 for e in entries if e.status_code == 201),
+            endpoint,
+            status,
+            elapsed,
+            len(entries),
+            sum(1 for e in entries if e.status_code == 201),
         )
         return FhirResult(status_code=status, entries=entries, elapsed_s=elapsed)
 
@@ -426,7 +436,10 @@ def post_transaction(
     if (status >= 500 and status not in _PERMANENT_5XX) or status in _TRANSIENT_4XX:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         _log.warning(
-            "FHIR transaction to %s: HTTP %d in %.3f s (transient%s)", endpoint, status, elapsed,
+            "FHIR transaction to %s: HTTP %d in %.3f s (transient%s)",
+            endpoint,
+            status,
+            elapsed,
             "" if retry_after is None else f", Retry-After {retry_after:.0f} s",
         )
         raise TransientFhirError(
@@ -441,7 +454,9 @@ def _transport_error(exc: httpx.RequestError, endpoint: str, elapsed: float) -> 
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):
-            _log.warning("FHIR transaction to %s: TLS certificate refused after %.3f s", endpoint, elapsed)
+            _log.warning(
+                "FHIR transaction to %s: TLS certificate refused after %.3f s", endpoint, elapsed
+            )
             return PermanentFhirError(
                 f"TLS certificate of {endpoint} refused: {cause.verify_message}"
             )
@@ -571,14 +586,18 @@ def outcome_summary(operation_outcome: dict[str, Any]) -> str:
     rank = {"fatal": 0, "error": 1, "warning": 2, "information": 3}
     parts = []
     for issue in sorted(
-        (i for i in issues if isinstance(i, dict)), key=lambda i: rank.get(str(i.get("severity")), 4)
+        (i for i in issues if isinstance(i, dict)),
+        key=lambda i: rank.get(str(i.get("severity")), 4),
     ):
         details = _dict_or_empty(issue.get("details"))
         codings = _list_or_empty(details.get("coding"))
         text = (
             _str_or_none(issue.get("diagnostics"))
             or _str_or_none(details.get("text"))
-            or next((c.get("display") for c in codings if isinstance(c, dict) and c.get("display")), None)
+            or next(
+                (c.get("display") for c in codings if isinstance(c, dict) and c.get("display")),
+                None,
+            )
             or ""
         )
         where = issue.get("expression") or issue.get("location")
@@ -595,12 +614,16 @@ def _describe_failure(response: httpx.Response) -> tuple[str | None, str]:
     data = _json_body(response)
     if isinstance(data, dict) and data.get("resourceType") == "OperationOutcome":
         text = response.content.decode(response.encoding or "utf-8", errors="replace")
-        return _truncate_utf8(text, OPERATION_OUTCOME_LIMIT), _one_line(f"{head}: {outcome_summary(data)}")
+        return _truncate_utf8(text, OPERATION_OUTCOME_LIMIT), _one_line(
+            f"{head}: {outcome_summary(data)}"
+        )
     if 300 <= status < 400:
         where = response.headers.get("Location")
         return None, _one_line(f"{head}: unexpected redirect{f' to {where}' if where else ''}")
     content_type = response.headers.get("Content-Type", "no Content-Type")
-    return None, _one_line(f"{head} without an OperationOutcome ({content_type}, {len(response.content)} bytes)")
+    return None, _one_line(
+        f"{head} without an OperationOutcome ({content_type}, {len(response.content)} bytes)"
+    )
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -619,58 +642,3 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
         when = when.replace(tzinfo=UTC)
     now = now or datetime.now(UTC)
     return max(0.0, (when - now).total_seconds())
-
-
-# -- retry policy --------------------------------------------------------------
-
-
-def retry_delay(
-    attempt: int,
-    *,
-    base: float = 2.0,
-    cap: float = 300.0,
-    retry_after: float | None = None,
-    rng: random.Random | None = None,
-) -> float:
-    """Seconds to wait before retry number ``attempt``: exponential backoff with full jitter.
-
-    The delay is drawn uniformly from ``[0, min(cap, base * 2 ** (attempt - 1))]``
-    ("full jitter", AWS Architecture Blog, *Exponential Backoff And Jitter*), so
-    many workers retrying one server spread out instead of arriving together.
-
-    Parameters
-    ----------
-    attempt
-        1 for the first retry after the first failure, 2 for the next, ...
-    base
-        Upper bound of the first delay, seconds (> 0).
-    cap
-        The delay never exceeds this (seconds, > 0), whatever the attempt.
-    retry_after
-        The server's ``Retry-After`` (:attr:`TransientFhirError.retry_after`):
-        the delay is at least this, but still at most ``cap`` (the operator's cap
-        is a hard bound; a server asking for more is retried at ``cap``).
-    rng
-        Random source (a seeded :class:`random.Random` in tests); the
-        ``random`` module's by default.
-    """
-    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
-        raise ValueError(f"attempt must be an int >= 1, got {attempt!r}")
-    for name, value in (("base", base), ("cap", cap)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value > 0
-        ):
-            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-    if retry_after is not None and (
-        isinstance(retry_after, bool)
-        or not isinstance(retry_after, (int, float))
-        or not math.isfinite(retry_after)
-        or retry_after < 0
-    ):
-        raise ValueError(f"retry_after must be None or seconds >= 0, got {retry_after!r}")
-    # 2 ** 1100 overflows a float: past ~60 doublings every base reaches any sane cap.
-    ceiling = cap if attempt > 64 else min(cap, base * 2.0 ** (attempt - 1))
-    delay = (rng or random).uniform(0.0, ceiling)
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return min(delay, cap)
