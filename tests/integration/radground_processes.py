@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -39,6 +40,7 @@ from worklist.models import Study
 
 __all__ = [
     "TURNAROUND",
+    "ArtifactFile",
     "Deployment",
     "JobReader",
     "JobView",
@@ -79,8 +81,12 @@ def write_config(
     idle_seconds: float = 2.0,
     gpu_processes: int = 1,
     io_processes: int = 1,
+    route_destinations: Sequence[str] = ("PACS", "EHR"),
+    extra_toml: str = "",
 ) -> Path:
-    """A TOML config for one RadGround deployment under ``workdir``."""
+    """A TOML config for one RadGround deployment under ``workdir``: the chest route delivers to
+    ``route_destinations``; ``extra_toml`` adds sections (more destinations, ``[delivery]``)."""
+    routed = ", ".join(f'"{name}"' for name in route_destinations)
     path.write_text(
         f"""
 [node]
@@ -107,7 +113,7 @@ name = "chest-radiographs"
 modalities = ["CR", "DX"]
 body_parts = ["CHEST"]
 view_positions = ["PA", "AP"]
-destinations = ["PACS", "EHR"]
+destinations = [{routed}]
 [destinations.PACS]
 ae_title = "ORTHANC"
 host = "127.0.0.1"
@@ -116,6 +122,7 @@ port = {pacs_port}
 type = "fhir"
 url = "{fhir_url}"
 patient_identifier_system = "urn:oid:2.25.1234"
+{extra_toml}
 """,
         encoding="utf-8",
     )
@@ -209,6 +216,19 @@ class DeliveryView:
     state: str
     attempts: int
     last_error: str | None
+    next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ArtifactFile:
+    """One object a job produced: kind, language, object UID (SOP Instance UID; MSH-10 for
+    HL7), its series (DICOM objects) and its path relative to ``outputs_root``."""
+
+    kind: str
+    language: str
+    object_uid: str
+    series_instance_uid: str | None
+    path: str
 
 
 @dataclass(frozen=True)
@@ -242,7 +262,7 @@ class JobReader:
                     Study.study_instance_uid == study_instance_uid).order_by(Job.id)).all()
                 return [
                     JobView(job.id, job.revision, job.state.value, job.inference_starts, job.last_error, tuple(
-                        DeliveryView(d.destination, d.state.value, d.attempts, d.last_error)
+                        DeliveryView(d.destination, d.state.value, d.attempts, d.last_error, d.next_attempt_at)
                         for d in session.scalars(select(Delivery).where(Delivery.job_id == job.id)
                                                  .order_by(Delivery.id))))
                     for job in jobs
@@ -254,6 +274,12 @@ class JobReader:
         """(kind, language, object UID) of every object a job produced."""
         with self._sessions() as session:
             return [(a.kind, a.language, a.object_uid)
+                    for a in session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id))]
+
+    def artifact_files(self, job_id: int) -> list[ArtifactFile]:
+        """Every object a job produced, with its series and its file under ``outputs_root``."""
+        with self._sessions() as session:
+            return [ArtifactFile(a.kind, a.language, a.object_uid, a.series_instance_uid, a.path)
                     for a in session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id))]
 
 
