@@ -132,7 +132,9 @@ backoff_cap_seconds = 2.0
     try:
         serve = deployment.start("serve", "serve")
         deployment.wait_node_ready()
-        deployment.wait(lambda: serve.log_text().count(" ready.") == 2, 60, what="both spawned workers ready")
+        deployment.wait(
+            lambda: serve.log_text().count(" ready.") == 2, 60, what="both spawned workers ready"
+        )
         yield World(deployment, vna, receiver)
     finally:
         deployment.stop_all()
@@ -151,7 +153,11 @@ def assert_delivered_once(world: World, study: str, job: JobView, acks: AckScrip
     assert len(set(uids)) == len(uids)
 
     # the PACS: the job's objects, received from RadGround, nothing else of ours
-    ours = sorted(i["SOPInstanceUID"] for i in world.pacs.instances_of_study(study) if i["RemoteAET"] == "RADGROUND")
+    ours = sorted(
+        i["SOPInstanceUID"]
+        for i in world.pacs.instances_of_study(study)
+        if i["RemoteAET"] == "RADGROUND"
+    )
     assert ours == uids
 
     # the VNA: QIDO-RS finds exactly the job's objects, WADO-RS returns them as sent
@@ -160,22 +166,36 @@ def assert_delivered_once(world: World, study: str, job: JobView, acks: AckScrip
     for artifact in dicom:
         assert artifact.series_instance_uid
         sent = (outputs / artifact.path).read_bytes()
-        assert wado_instance(world.vna, study, artifact.series_instance_uid, artifact.object_uid) == sent
+        assert (
+            wado_instance(world.vna, study, artifact.series_instance_uid, artifact.object_uid)
+            == sent
+        )
 
     # the EHR: one DiagnosticReport for the study, from one successful transaction
-    [imaging_study] = [r for r in world.ehr.resources("ImagingStudy")
-                       if any(i.get("value") == f"urn:oid:{study}" for i in r.get("identifier", []))]
-    reports = [r for r in world.ehr.resources("DiagnosticReport")
-               if {"reference": f"ImagingStudy/{imaging_study['id']}"} in r.get("imagingStudy", [])]
+    [imaging_study] = [
+        r
+        for r in world.ehr.resources("ImagingStudy")
+        if any(i.get("value") == f"urn:oid:{study}" for i in r.get("identifier", []))
+    ]
+    reports = [
+        r
+        for r in world.ehr.resources("DiagnosticReport")
+        if {"reference": f"ImagingStudy/{imaging_study['id']}"} in r.get("imagingStudy", [])
+    ]
     assert len(reports) == 1 and reports[0]["status"] == "preliminary", reports
-    assert [r.status for r in world.ehr.received
-            if r.method == "POST" and study in r.body.decode("utf-8", "replace")].count(200) == 1
+    assert [
+        r.status
+        for r in world.ehr.received
+        if r.method == "POST" and study in r.body.decode("utf-8", "replace")
+    ].count(200) == 1
 
     # the RIS: the exported ORU^R01 accepted once, its OBX carrying the finding and the SR
     [oru] = [a for a in artifacts if a.kind == "hl7"]
     accepted = acks.accepted(oru.object_uid)
     assert len(accepted) == 1
-    assert accepted[0].rstrip("\r") == (outputs / oru.path).read_bytes().decode("utf-8").rstrip("\r")
+    assert accepted[0].rstrip("\r") == (outputs / oru.path).read_bytes().decode("utf-8").rstrip(
+        "\r"
+    )
     message = parse_message(accepted[0], find_groups=False)
     assert message.msh.msh_9.value == "ORU^R01^ORU_R01" and message.msh.msh_5.value == "RIS"
     obx = [segment.value for segment in message.children if segment.name == "OBX"]
@@ -185,8 +205,12 @@ def assert_delivered_once(world: World, study: str, job: JobView, acks: AckScrip
 
     # the operator's view
     shown = d.radground("jobs", "show", str(job.id))
-    for line in ("delivery to PACS (dicom): done", "delivery to VNA (dicomweb): done",
-                 "delivery to EHR (fhir): done", "delivery to RIS (hl7): done"):
+    for line in (
+        "delivery to PACS (dicom): done",
+        "delivery to VNA (dicomweb): done",
+        "delivery to EHR (fhir): done",
+        "delivery to RIS (hl7): done",
+    ):
         assert line in shown, shown
 
 
@@ -208,12 +232,19 @@ class AckScript:
 
     def codes_for(self, control_id: str) -> list[str]:
         """How each arrival of the message with this MSH-10 was answered."""
-        return [code for message, code in self.answers if parse_message(message).msh.msh_10.value == control_id]
+        return [
+            code
+            for message, code in self.answers
+            if parse_message(message).msh.msh_10.value == control_id
+        ]
 
     def accepted(self, control_id: str) -> list[str]:
         """The arrivals of the message with this MSH-10 that were answered AA."""
-        return [message for message, code in self.answers
-                if code == "AA" and parse_message(message).msh.msh_10.value == control_id]
+        return [
+            message
+            for message, code in self.answers
+            if code == "AA" and parse_message(message).msh.msh_10.value == control_id
+        ]
 
 
 # -- the tests ---------------------------------------------------------------------------
@@ -226,7 +257,11 @@ def test_a_study_from_orthanc_reaches_every_destination_type_exactly_once(world,
     d.send(study)
     [job] = d.wait_jobs(study, ["done"])
     assert {v.destination: (v.state, v.attempts) for v in job.deliveries} == {
-        "PACS": ("done", 1), "VNA": ("done", 1), "EHR": ("done", 1), "RIS": ("done", 1)}, job
+        "PACS": ("done", 1),
+        "VNA": ("done", 1),
+        "EHR": ("done", 1),
+        "RIS": ("done", 1),
+    }, job
     assert_delivered_once(world, study, job, acks)
 
 
@@ -244,9 +279,14 @@ def test_each_destination_failing_at_first_is_retried_and_gets_each_object_once(
     pacs.stop(kill=True)
     vna.stop(kill=True)
     try:
+
         def retried_while_down() -> JobView | None:
             jobs = d.jobs(study)
-            failing = [v for v in jobs[0].deliveries if v.state == "pending" and v.attempts >= 2] if jobs else []
+            failing = (
+                [v for v in jobs[0].deliveries if v.state == "pending" and v.attempts >= 2]
+                if jobs
+                else []
+            )
             return jobs[0] if {v.destination for v in failing} == {"PACS", "VNA"} else None
 
         job = d.wait(retried_while_down, what="the PACS and VNA deliveries failing twice")
@@ -255,26 +295,44 @@ def test_each_destination_failing_at_first_is_retried_and_gets_each_object_once(
 
         def shows_next_attempts() -> str | None:
             shown = d.radground("jobs", "show", str(job.id))
-            return shown if all(re.search(
-                rf"delivery to {name} \({kind}\): pending, \d+ attempts; .*\n"
-                r"    next attempt at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC, retried until ", shown)
-                for name, kind in (("PACS", "dicom"), ("VNA", "dicomweb"))) else None
+            return (
+                shown
+                if all(
+                    re.search(
+                        rf"delivery to {name} \({kind}\): pending, \d+ attempts; .*\n"
+                        r"    next attempt at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC, retried until ",
+                        shown,
+                    )
+                    for name, kind in (("PACS", "dicom"), ("VNA", "dicomweb"))
+                )
+                else None
+            )
 
-        d.wait(shows_next_attempts, 30, what="`jobs show` telling when PACS and VNA are tried next",
-               interval=0.5)
+        d.wait(
+            shows_next_attempts,
+            30,
+            what="`jobs show` telling when PACS and VNA are tried next",
+            interval=0.5,
+        )
     finally:
         pacs.start()
         vna.start()
     [job] = d.wait_jobs(study, ["done"])
-    ended = {v.destination: (v.state, v.attempts, v.last_error, v.next_attempt_at) for v in job.deliveries}
+    ended = {
+        v.destination: (v.state, v.attempts, v.last_error, v.next_attempt_at)
+        for v in job.deliveries
+    }
     for name in ("PACS", "VNA"):
         state, attempts, *rest = ended[name]
         assert state == "done" and attempts >= 3 and rest == [None, None], ended
     assert ended["EHR"] == ("done", 2, None, None)
     assert ended["RIS"] == ("done", 2, None, None)
     # the EHR refused the first transaction, stored the second
-    assert [r.status for r in world.ehr.received
-            if r.method == "POST" and study in r.body.decode("utf-8", "replace")] == [503, 200]
+    assert [
+        r.status
+        for r in world.ehr.received
+        if r.method == "POST" and study in r.body.decode("utf-8", "replace")
+    ] == [503, 200]
     # the RIS saw one message twice, with the same MSH-10: AE, then AA
     [oru] = [a for a in d.reader.artifact_files(job.id) if a.kind == "hl7"]
     assert acks.codes_for(oru.object_uid) == ["AE", "AA"]
