@@ -100,7 +100,9 @@ _ACCEPTED = frozenset(ACCEPTED_TRANSFER_SYNTAXES)
 _SUPPORTED_ABSTRACT = frozenset((str(Verification), *STORAGE_SOP_CLASSES))
 
 
-def contexts_preferring_requestor(requested: list[PresentationContext]) -> list[PresentationContext]:
+def contexts_preferring_requestor(
+    requested: list[PresentationContext],
+) -> list[PresentationContext]:
     """Supported contexts for one association that honour the requestor's order.
 
     pynetdicom picks, for each proposed context, the first transfer syntax in

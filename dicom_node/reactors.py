@@ -98,7 +98,8 @@ class _EventDrivenDUL(DULServiceProvider):
             self._react()
         finally:
             self._wakeup.close()
-            if isinstance(self.assoc, _EventDrivenAssociation):  # (always: both are swapped together)
+            # (always: both are swapped together)
+            if isinstance(self.assoc, _EventDrivenAssociation):
                 self.assoc._activity.set()  # the association thread notices the DUL is gone
 
     def _react(self) -> None:
@@ -193,7 +194,8 @@ class _EventDrivenAssociation(Association):
                 return
 
     def _finished(self) -> bool:
-        """Release, abort, a dead DUL or the network timeout end the association (as in pynetdicom)."""
+        """Release, abort, a dead DUL or the network timeout end the association (as in
+        pynetdicom)."""
         if self.is_established and self.acse.is_release_requested():
             self.acse.send_release(is_response=True)
             self.is_released = True

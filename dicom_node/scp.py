@@ -86,7 +86,8 @@ logger = logging.getLogger(__name__)
 _A_ASSOCIATE_RJ_LIMIT = bytes([0x03, 0x00, 0, 0, 0, 4, 0x00, 0x02, 0x03, 0x02])
 _REJECT_CALLING_AE = (0x01, 0x01, 0x03)  # permanent, service user, calling AE title not recognised
 _REJECT_CALLED_AE = (0x01, 0x01, 0x07)  # permanent, service user, called AE title not recognised
-_REJECT_LIMIT = (0x02, 0x03, 0x02)  # transient, service provider (presentation), local limit exceeded
+# transient, service provider (presentation), local limit exceeded
+_REJECT_LIMIT = (0x02, 0x03, 0x02)
 
 @dataclass(frozen=True)
 class AllowedPeer:
@@ -100,7 +101,9 @@ class AllowedPeer:
             raise ValueError(f"AE title must be 1-16 characters, got {self.ae_title!r}")
 
     def matches(self, ae_title: str, host: str) -> bool:
-        return self.ae_title.strip() == ae_title.strip() and (self.host is None or self.host == host)
+        return self.ae_title.strip() == ae_title.strip() and (
+            self.host is None or self.host == host
+        )
 
 
 class AssociationLimiter(Protocol):
@@ -146,14 +149,16 @@ class PeerConnectionLimiter:
 
     @classmethod
     def shared_counts(cls, context: Any = multiprocessing) -> Any:
-        """Zeroed counters in shared memory, for :class:`PeerConnectionLimiter` in several processes."""
+        """Zeroed counters in shared memory, for :class:`PeerConnectionLimiter` in several
+        processes."""
         return context.Array("i", cls.SLOTS)
 
     def _slot(self, host: str) -> int:
         return zlib.crc32(host.encode()) % len(self._counts)
 
     def try_acquire(self, host: str) -> bool:
-        """Count a new connection from ``host``; ``False`` (nothing counted) when it is at its cap."""
+        """Count a new connection from ``host``; ``False`` (nothing counted) when it is at its
+        cap."""
         slot = self._slot(host)
         with self._counts.get_lock():
             if self._counts[slot] >= self.maximum:
@@ -197,7 +202,8 @@ class StoredInstance:
     pending: PendingWrite | None = field(default=None, compare=False, repr=False)
 
     def wait_durable(self) -> None:
-        """Block until the file is at ``relative_path`` and on stable storage (per the store's fsync policy).
+        """Block until the file is at ``relative_path`` and on stable storage (per the store's fsync
+        policy).
 
         Raises :class:`~dicom_node.errors.StorageError` if it cannot be made durable.
         """
@@ -281,7 +287,8 @@ class _NodeServer(ThreadedAssociationServer):
     def server_close(self) -> None:
         if self._listening_socket is None:
             super().server_close()
-        elif self.socket is not None:  # no shutdown(): the node's other listener processes still accept on it
+        # no shutdown(): the node's other listener processes still accept on it
+        elif self.socket is not None:
             self.socket.close()
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
@@ -289,8 +296,10 @@ class _NodeServer(ThreadedAssociationServer):
         host = str(client_address[0])
         if not self.peer_limiter.try_acquire(host):
             logger.warning(
-                "Refused a connection from %s: it already holds %d connections (node.max_connections_per_peer)",
-                host, self.peer_limiter.maximum,
+                "Refused a connection from %s: it already holds %d connections "
+                "(node.max_connections_per_peer)",
+                host,
+                self.peer_limiter.maximum,
             )
             with contextlib.suppress(OSError):
                 request.settimeout(1.0)
@@ -401,7 +410,9 @@ class StorageSCP:
             (evt.EVT_C_STORE, self._handle_store),
         ]
 
-    def start(self, host: str, port: int, *, listening_socket: socket.socket | None = None) -> tuple[str, int]:
+    def start(
+        self, host: str, port: int, *, listening_socket: socket.socket | None = None
+    ) -> tuple[str, int]:
         """Start listening in background threads; returns the bound (host, port).
 
         ``listening_socket``: the node's own listening socket (bound and
@@ -416,12 +427,16 @@ class StorageSCP:
         ))
         self._server = server
         self._ae._servers.append(server)  # as AE.start_server does, so AE.shutdown stops it
-        threading.Thread(target=server.serve_forever, name=f"StorageSCP:{port}", daemon=True).start()
+        threading.Thread(
+            target=server.serve_forever, name=f"StorageSCP:{port}", daemon=True
+        ).start()
         bound = server.server_address
         logger.info("Storage SCP %s listening on %s:%s", self.ae_title, bound[0], bound[1])
         return bound[0], bound[1]
 
-    def serve_forever(self, host: str, port: int, *, listening_socket: socket.socket | None = None) -> None:
+    def serve_forever(
+        self, host: str, port: int, *, listening_socket: socket.socket | None = None
+    ) -> None:
         """Listen in the calling thread until :meth:`stop` is called from another thread."""
         self.start(host, port, listening_socket=listening_socket)
         self._stopped.wait()
@@ -443,7 +458,9 @@ class StorageSCP:
         called = request.called_ae_title
         host = assoc.requestor.address
         if self.allowed_peers and not any(p.matches(calling, host) for p in self.allowed_peers):
-            logger.warning("Rejected association from %r at %s: calling AE title not allowed", calling, host)
+            logger.warning(
+                "Rejected association from %r at %s: calling AE title not allowed", calling, host
+            )
             _reject(assoc, _REJECT_CALLING_AE)
             return
         if self.require_called_ae_title and called.strip() != self.ae_title.strip():
@@ -454,7 +471,11 @@ class StorageSCP:
             _reject(assoc, _REJECT_CALLED_AE)
             return
         if not self.limiter.try_acquire():
-            logger.warning("Rejected association from %r at %s: maximum concurrent associations reached", calling, host)
+            logger.warning(
+                "Rejected association from %r at %s: maximum concurrent associations reached",
+                calling,
+                host,
+            )
             _reject(assoc, _REJECT_LIMIT)
             return
         with self._slots_lock:
@@ -479,8 +500,11 @@ class StorageSCP:
         calling, host = assoc.requestor.ae_title, assoc.requestor.address
         request = cast(C_STORE, event.request)
         received = request.DataSet
-        if received is None:  # PS3.7 9.3.1.1: a C-STORE-RQ carries a data set; refuse one that does not
-            return self._refuse(StoreStatus.CANNOT_UNDERSTAND, "C-STORE request without a data set", calling, "-")
+        # PS3.7 9.3.1.1: a C-STORE-RQ carries a data set; refuse one that does not
+        if received is None:
+            return self._refuse(
+                StoreStatus.CANNOT_UNDERSTAND, "C-STORE request without a data set", calling, "-"
+            )
         sop_class_uid = str(request.AffectedSOPClassUID)
         sop_instance_uid = str(request.AffectedSOPInstanceUID)
         transfer_syntax_uid = str(event.context.transfer_syntax)
@@ -496,21 +520,30 @@ class StorageSCP:
         # Staged first, so that its fsync runs while the structure and header are read.
         try:
             with received.getbuffer() as data_set:
-                staged = self.store.stage((PREAMBLE + file_meta, data_set), sop_instance_uid=sop_instance_uid)
+                staged = self.store.stage(
+                    (PREAMBLE + file_meta, data_set), sop_instance_uid=sop_instance_uid
+                )
                 structure = (
                     _check_structure_or_discard(data_set, transfer_syntax_uid, staged)
                     if self.verify_structure else None
                 )
         except InvalidInstanceError as exc:
-            return self._refuse(StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), calling, token)
+            return self._refuse(
+                StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), calling, token
+            )
         except StorageError as exc:  # out of space, or the file system refused
             return self._refuse(StoreStatus.OUT_OF_RESOURCES, str(exc), calling, token)
         except DataSetStructureError as exc:  # PS3.4 B.2.3: cannot be parsed into elements
             return self._refuse(StoreStatus.CANNOT_UNDERSTAND, str(exc), calling, token)
         except PixelDataLengthError as exc:  # parsed, but not the image its attributes describe
-            return self._refuse(StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), calling, token)
+            return self._refuse(
+                StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), calling, token
+            )
         if structure is not None and structure.inflated is not None:  # read what the check inflated
-            received, transfer_syntax_uid_read = io.BytesIO(structure.inflated), str(ExplicitVRLittleEndian)
+            received, transfer_syntax_uid_read = (
+                io.BytesIO(structure.inflated),
+                str(ExplicitVRLittleEndian),
+            )
         else:
             transfer_syntax_uid_read = transfer_syntax_uid
         try:
@@ -524,7 +557,9 @@ class StorageSCP:
         except DuplicateInstanceError as exc:
             return self._refuse(StoreStatus.DUPLICATE_SOP_INSTANCE, str(exc), calling, token)
         except InvalidInstanceError as exc:
-            return self._refuse(StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), calling, token)
+            return self._refuse(
+                StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), calling, token
+            )
         except StorageError as exc:
             return self._refuse(StoreStatus.OUT_OF_RESOURCES, str(exc), calling, token)
         result = pending.result
@@ -553,10 +588,14 @@ class StorageSCP:
             return self._refuse(StoreStatus.OUT_OF_RESOURCES, str(exc), calling, token)
         except InstanceConflictError as exc:  # a known SOP Instance UID in another study or series
             pending.abandon()
-            return self._refuse(StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), calling, token)
+            return self._refuse(
+                StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), calling, token
+            )
         except StoreRefusedError as exc:
             pending.abandon()
-            status = StoreStatus.OUT_OF_RESOURCES if exc.transient else StoreStatus.PROCESSING_FAILURE
+            status = (
+                StoreStatus.OUT_OF_RESOURCES if exc.transient else StoreStatus.PROCESSING_FAILURE
+            )
             return self._refuse(status, str(exc), calling, token)
         except BaseException:
             pending.abandon()
@@ -566,7 +605,9 @@ class StorageSCP:
 
     @staticmethod
     def _refuse(status: int, reason: str, calling: str, token: str) -> Dataset:
-        logger.warning("Refused instance %s from %r with status 0x%04X: %s", token, calling, status, reason)
+        logger.warning(
+            "Refused instance %s from %r with status 0x%04X: %s", token, calling, status, reason
+        )
         response = Dataset()
         response.Status = status
         response.ErrorComment = reason[:64]
@@ -586,7 +627,9 @@ class _Refusal(Exception):
         self.status, self.reason = status, reason
 
 
-def _check_structure_or_discard(data_set: memoryview, transfer_syntax_uid: str, staged: StagedWrite) -> DataSetStructure:
+def _check_structure_or_discard(
+    data_set: memoryview, transfer_syntax_uid: str, staged: StagedWrite
+) -> DataSetStructure:
     """The structure of the received data set (:func:`~dicom_node.structure.check_structure`);
     a damaged one's staged file is discarded before the error propagates."""
     try:
@@ -610,7 +653,9 @@ def _read_header_checked(
     except InvalidInstanceError as exc:
         raise _Refusal(StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure is "cannot understand"
-        raise _Refusal(StoreStatus.CANNOT_UNDERSTAND, f"data set could not be parsed ({type(exc).__name__})") from None
+        raise _Refusal(
+            StoreStatus.CANNOT_UNDERSTAND, f"data set could not be parsed ({type(exc).__name__})"
+        ) from None
     if dataset_sop_instance != sop_instance_uid or dataset_sop_class != sop_class_uid:
         raise _Refusal(
             StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,

@@ -108,7 +108,10 @@ class SendResult:
 
     @property
     def ok(self) -> bool:
-        return self.status is not None and code_to_category(self.status) in (STATUS_SUCCESS, STATUS_WARNING)
+        return self.status is not None and code_to_category(self.status) in (
+            STATUS_SUCCESS,
+            STATUS_WARNING,
+        )
 
 
 @dataclass
@@ -152,7 +155,8 @@ class StorageSCU:
         self._timeouts = (acse_timeout, dimse_timeout, network_timeout)
 
     def _ae(self) -> AE:
-        _config.LOG_HANDLER_LEVEL = "none"  # pynetdicom's documented switch: no logging of message contents
+        # pynetdicom's documented switch: no logging of message contents
+        _config.LOG_HANDLER_LEVEL = "none"
         ae = AE(ae_title=self.ae_title)
         ae.acse_timeout, ae.dimse_timeout, ae.network_timeout = self._timeouts
         return ae
@@ -163,7 +167,12 @@ class StorageSCU:
         if PDU_LIMITS not in self.pynetdicom_patches:
             return []
         quick_ack = QUICK_ACK in self.pynetdicom_patches
-        return [(evt.EVT_CONN_OPEN, lambda event: guard_association_socket(event.assoc, quick_ack=quick_ack))]
+        return [
+            (
+                evt.EVT_CONN_OPEN,
+                lambda event: guard_association_socket(event.assoc, quick_ack=quick_ack),
+            )
+        ]
 
     def echo(self, destination: Destination) -> EchoResult:
         """Verify the peer with C-ECHO (PS3.4 Annex A)."""
@@ -207,7 +216,9 @@ class StorageSCU:
         pending = []
         for index, item in enumerate(items):
             if item.error:
-                record(index, SendResult(item.source, item.sop_instance_uid or None, None, item.error))
+                record(
+                    index, SendResult(item.source, item.sop_instance_uid or None, None, item.error)
+                )
             else:
                 pending.append(index)
         for batch in _batches(pending, items):
@@ -231,25 +242,45 @@ class StorageSCU:
         if not assoc.is_established:
             reason = _association_failure(assoc)
             for index in batch:
-                record(index, SendResult(items[index].source, items[index].sop_instance_uid, None, reason))
+                record(
+                    index,
+                    SendResult(items[index].source, items[index].sop_instance_uid, None, reason),
+                )
             return
         _prepare(assoc, self.pynetdicom_patches)
         try:
             for index in batch:
                 item = items[index]
                 if not assoc.is_established:
-                    record(index, SendResult(item.source, item.sop_instance_uid, None, "not sent: association lost"))
+                    record(
+                        index,
+                        SendResult(
+                            item.source, item.sop_instance_uid, None, "not sent: association lost"
+                        ),
+                    )
                     continue
                 if item.payload is None:  # items that failed to load never reach a batch
                     raise RuntimeError(f"{item.source} has nothing to send")
                 try:
                     response = assoc.send_c_store(item.payload)
                 except ValueError:
-                    # pynetdicom: no accepted presentation context for this SOP class / transfer syntax
-                    record(index, SendResult(item.source, item.sop_instance_uid, None, _context_reason(item)))
+                    # pynetdicom: no accepted presentation context for this SOP class / transfer
+                    # syntax
+                    record(
+                        index,
+                        SendResult(item.source, item.sop_instance_uid, None, _context_reason(item)),
+                    )
                     continue
                 if response is None or "Status" not in response:
-                    record(index, SendResult(item.source, item.sop_instance_uid, None, "no response (timeout or abort)"))
+                    record(
+                        index,
+                        SendResult(
+                            item.source,
+                            item.sop_instance_uid,
+                            None,
+                            "no response (timeout or abort)",
+                        ),
+                    )
                     # The peer is gone or hung: what it did with this instance is unknown,
                     # and the rest must not wait a DIMSE timeout each in a dead association.
                     if assoc.is_established:
@@ -258,7 +289,12 @@ class StorageSCU:
                 status = int(response.Status)
                 reason = str(response.get("ErrorComment", "")) if status != 0 else ""
                 record(index, SendResult(item.source, item.sop_instance_uid, status, reason))
-                logger.debug("Sent %s to %s: 0x%04X", short_uid(item.sop_instance_uid), destination.ae_title, status)
+                logger.debug(
+                    "Sent %s to %s: 0x%04X",
+                    short_uid(item.sop_instance_uid),
+                    destination.ae_title,
+                    status,
+                )
         finally:
             if assoc.is_established:
                 assoc.release()
@@ -291,7 +327,9 @@ class _RequestorDIMSE(DIMSEServiceProvider):
 
 
 def _is_response(message: Any) -> bool:
-    return getattr(message, "MessageIDBeingRespondedTo", None) is not None and not isinstance(message, C_CANCEL)
+    return getattr(message, "MessageIDBeingRespondedTo", None) is not None and not isinstance(
+        message, C_CANCEL
+    )
 
 
 def _prepare(assoc: Any, patches: frozenset[str]) -> None:

@@ -139,7 +139,11 @@ class PendingWrite:
                 assert self._staged is not None
                 self._staged.discard()
                 return
-        if self._error is None and self.result.outcome is StoreOutcome.STORED and self._staged is not None:
+        if (
+            self._error is None
+            and self.result.outcome is StoreOutcome.STORED
+            and self._staged is not None
+        ):
             self._staged.remove_placed(self.result.relative_path)
 
 
@@ -147,7 +151,12 @@ class StagedWrite:
     """An instance in the staging area, its flush under way (see :meth:`InstanceStore.stage`)."""
 
     def __init__(
-        self, store: InstanceStore, path: Path, sop_instance_uid: str, size: int, syncing: Future[None] | None
+        self,
+        store: InstanceStore,
+        path: Path,
+        sop_instance_uid: str,
+        size: int,
+        syncing: Future[None] | None,
     ) -> None:
         self._store = store
         self._path = path
@@ -176,12 +185,20 @@ class StagedWrite:
             if target.exists():
                 if store.duplicates is DuplicatePolicy.REJECT:
                     if not _same_content(target, self._path):
-                        raise DuplicateInstanceError("SOP Instance UID already stored (policy: reject)")
+                        raise DuplicateInstanceError(
+                            "SOP Instance UID already stored (policy: reject)"
+                        )
                     self.discard()  # the index decides: a duplicate, or a file it never recorded
-                    return PendingWrite(WriteResult(relative, self.size, StoreOutcome.ALREADY_STORED))
-                if store.duplicates is DuplicatePolicy.IGNORE_IF_IDENTICAL and _same_content(target, self._path):
+                    return PendingWrite(
+                        WriteResult(relative, self.size, StoreOutcome.ALREADY_STORED)
+                    )
+                if store.duplicates is DuplicatePolicy.IGNORE_IF_IDENTICAL and _same_content(
+                    target, self._path
+                ):
                     self.discard()
-                    return PendingWrite(WriteResult(relative, self.size, StoreOutcome.IDENTICAL_DUPLICATE))
+                    return PendingWrite(
+                        WriteResult(relative, self.size, StoreOutcome.IDENTICAL_DUPLICATE)
+                    )
                 outcome = StoreOutcome.REPLACED
         except BaseException:
             self.discard()
@@ -265,7 +282,9 @@ class InstanceStore:
         # fsync releases the GIL: a few threads flush while associations go on.
         self._flusher = ThreadPoolExecutor(max_workers=4, thread_name_prefix="InstanceStore-fsync")
 
-    def relative_path(self, *, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str) -> str:
+    def relative_path(
+        self, *, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str
+    ) -> str:
         """The path of an instance relative to the root, from validated UIDs only."""
         for name, uid in (
             ("StudyInstanceUID", study_instance_uid),
@@ -309,7 +328,9 @@ class InstanceStore:
             sop_instance_uid=sop_instance_uid,
         )
         staged = self.stage(data, sop_instance_uid=sop_instance_uid)
-        return staged.place(study_instance_uid=study_instance_uid, series_instance_uid=series_instance_uid).wait()
+        return staged.place(
+            study_instance_uid=study_instance_uid, series_instance_uid=series_instance_uid
+        ).wait()
 
     def stage(self, data: Buffer | Sequence[Buffer], *, sop_instance_uid: str) -> StagedWrite:
         """Write ``data`` to the staging area and start its flush to stable storage.
@@ -325,7 +346,9 @@ class InstanceStore:
         """
         if not is_valid_uid(sop_instance_uid):
             raise InvalidInstanceError("SOPInstanceUID is not a valid DICOM UID")
-        parts = [memoryview(data)] if isinstance(data, Buffer) else [memoryview(part) for part in data]
+        parts = (
+            [memoryview(data)] if isinstance(data, Buffer) else [memoryview(part) for part in data]
+        )
         size = sum(part.nbytes for part in parts)
         if self.reserve_bytes and self.free_bytes() - size < self.reserve_bytes:
             raise InsufficientStorageError(

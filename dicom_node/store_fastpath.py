@@ -1,4 +1,5 @@
-"""The C-STORE exchange without pydicom's general machinery: its command sets read and written directly.
+"""The C-STORE exchange without pydicom's general machinery: its command sets read and written
+directly.
 
 pynetdicom turns every DIMSE command set into a pydicom Dataset and encodes or
 decodes it with pydicom's general code: on this machine about 0.3 ms to answer
@@ -32,7 +33,12 @@ from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
-__all__ = ["StoreFastPathDIMSE", "decode_store_request", "encode_store_response", "use_store_fast_path"]
+__all__ = [
+    "StoreFastPathDIMSE",
+    "decode_store_request",
+    "encode_store_response",
+    "use_store_fast_path",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +101,8 @@ def decode_store_request(command_set: bytes | memoryview) -> dict[str, Any] | No
                 text = bytes(raw).decode("ascii")
             except UnicodeDecodeError:
                 return None
-            # UI is padded with NUL, AE with spaces (PS3.5 §6.2); AE's leading spaces are not significant
+            # UI is padded with NUL, AE with spaces (PS3.5 §6.2); AE's leading spaces are not
+            # significant
             values[element] = text.rstrip("\x00 ") if vr == "UI" else text.strip(" ")
     if any(element not in values for element in _REQUIRED):
         return None
@@ -115,7 +122,11 @@ def decode_store_request(command_set: bytes | memoryview) -> dict[str, Any] | No
 
 
 def encode_store_response(
-    *, message_id_being_responded_to: int, status: int, sop_class_uid: str | None, sop_instance_uid: str | None
+    *,
+    message_id_being_responded_to: int,
+    status: int,
+    sop_class_uid: str | None,
+    sop_instance_uid: str | None,
 ) -> bytes:
     """The encoded command set of a C-STORE-RSP carrying a status and nothing else."""
     elements = []
@@ -127,7 +138,9 @@ def encode_store_response(
     elements.append((0x0900, _US.pack(status)))
     if sop_instance_uid is not None:
         elements.append((0x1000, _uid(sop_instance_uid)))
-    body = b"".join(_ELEMENT_HEADER.pack(0x0000, tag, len(value)) + value for tag, value in elements)
+    body = b"".join(
+        _ELEMENT_HEADER.pack(0x0000, tag, len(value)) + value for tag, value in elements
+    )
     return _ELEMENT_HEADER.pack(0x0000, 0x0000, _UL.size) + _UL.pack(len(body)) + body
 
 
@@ -159,7 +172,9 @@ class StoreFastPathDIMSE(DIMSEServiceProvider):
             super().send_msg(primitive, context_id)
             return
         pdata = P_DATA()
-        pdata.presentation_data_value_list.append((context_id, bytes([_COMMAND | _LAST_FRAGMENT]) + command_set))
+        pdata.presentation_data_value_list.append(
+            (context_id, bytes([_COMMAND | _LAST_FRAGMENT]) + command_set)
+        )
         self.dul.send_pdu(pdata)
 
     def _begin_store_request(self, primitive: P_DATA) -> bool:
@@ -179,7 +194,8 @@ class StoreFastPathDIMSE(DIMSEServiceProvider):
         request = C_STORE()
         try:
             for name, value in values.items():
-                setattr(request, name, value)  # pynetdicom's setters validate as they would for its decoder
+                # pynetdicom's setters validate as they would for its decoder
+                setattr(request, name, value)
         except (TypeError, ValueError):
             return False  # pynetdicom's path reports it in its own way
         request._context_id = context_id
@@ -196,7 +212,9 @@ class StoreFastPathDIMSE(DIMSEServiceProvider):
             if not data or data[0] & _COMMAND or context_id != request._context_id:
                 # Fragments of one message may not interleave with others (PS3.8 §9.3.5.1);
                 # abort, as pynetdicom does for a message it cannot decode.
-                logger.error("Received an invalid C-STORE request: data set fragment out of sequence")
+                logger.error(
+                    "Received an invalid C-STORE request: data set fragment out of sequence"
+                )
                 self._incoming_store = None
                 self.dul.event_queue.put("Evt19")
                 return
@@ -208,7 +226,8 @@ class StoreFastPathDIMSE(DIMSEServiceProvider):
                 return
 
     def _plain_store_response(self, primitive: Any) -> bytes | None:
-        """The encoded command set if ``primitive`` is a status-only C-STORE-RSP to write directly."""
+        """The encoded command set if ``primitive`` is a status-only C-STORE-RSP to write
+        directly."""
         if (
             type(primitive) is not C_STORE
             or primitive.MessageIDBeingRespondedTo is None
@@ -224,7 +243,8 @@ class StoreFastPathDIMSE(DIMSEServiceProvider):
             sop_class_uid=primitive.AffectedSOPClassUID,
             sop_instance_uid=primitive.AffectedSOPInstanceUID,
         )
-        # The peer's limit is on a P-DATA-TF's PDV items: item length (4), context ID, control header.
+        # The peer's limit is on a P-DATA-TF's PDV items: item length (4), context ID, control
+        # header.
         if self.maximum_pdu_size and 4 + 1 + 1 + len(command_set) > self.maximum_pdu_size:
             return None
         return command_set
