@@ -160,7 +160,8 @@ def _prepare_all(
     candidates = select_images(datasets, selection)
     chosen = {id(ds) for ds, _ in candidates}
     refusals = [
-        f"SOP instance {short_uid(ds.get('SOPInstanceUID', '?'))}: {_why_not_selected(ds, selection)}"
+        f"SOP instance {short_uid(ds.get('SOPInstanceUID', '?'))}: "
+        f"{_why_not_selected(ds, selection)}"
         for ds in datasets
         if id(ds) not in chosen
     ]
@@ -231,14 +232,18 @@ def _run(
         outputs = list(generate(requests))
     if len(outputs) != len(requests) or not all(isinstance(o, str) for o in outputs):
         raise AnalysisError(
-            f"the model returned {len(outputs)} outputs for {len(requests)} requests (one text each expected)"
+            f"the model returned {len(outputs)} outputs for {len(requests)} requests "
+            "(one text each expected)"
         )
     return outputs
 
 
 def _raw_header(image: PreparedImage, index: int, total: int, language: str, task: Task) -> str:
     frame = f", frame {image.image.frame_number}" if image.image.frame_number else ""
-    return f"### image {index + 1}/{total} (SOP Instance UID {image.image.sop_instance_uid}{frame}), {task.value}, {language}"
+    return (
+        f"### image {index + 1}/{total} (SOP Instance UID "
+        f"{image.image.sop_instance_uid}{frame}), {task.value}, {language}"
+    )
 
 
 # -- merging -------------------------------------------------------------------------
@@ -276,7 +281,8 @@ def _match(
                 break
         else:
             problems.append(
-                f"{where}: the {language} output has no counterpart for {item.key!r}; {language} text left out"
+                f"{where}: the {language} output has no counterpart for {item.key!r}; "
+                f"{language} text left out"
             )
     rest_primary = [i for i, item in enumerate(primary) if item.key is None]
     rest_other = [j for j, candidate in enumerate(other) if not used[j] and candidate.key is None]
@@ -285,13 +291,15 @@ def _match(
             matched[i], used[j] = other[j], True
     elif rest_primary or rest_other:
         problems.append(
-            f"{where}: {len(rest_primary)} unnamed or unknown refs in the primary output but {len(rest_other)} "
+            f"{where}: {len(rest_primary)} unnamed or unknown refs in the primary "
+            f"output but {len(rest_other)} "
             f"in the {language} output; they cannot be paired by order, {language} text left out"
         )
     extra = [other[j].ref.label or "(unlabelled box)" for j in range(len(other)) if not used[j]]
     if extra:
         problems.append(
-            f"{where}: {language} output has refs the primary output lacks ({', '.join(extra)}); ignored"
+            f"{where}: {language} output has refs the primary output lacks "
+            f"({', '.join(extra)}); ignored"
         )
     return matched
 
@@ -379,7 +387,8 @@ def _findings_for_image(
                 )
             except PixelError as exc:
                 problems.append(
-                    f"{where}: box {list(box)} could not be mapped to source pixels ({exc}); dropped"
+                    f"{where}: box {list(box)} could not be mapped to source pixels "
+                    f"({exc}); dropped"
                 )
         known = vocabulary.lookup(item.ref.label) if item.ref.label is not None else None
         findings.append(
@@ -610,7 +619,8 @@ def analyze_study(
             boxes = list(dict.fromkeys((*b,) for phrase in result.phrases for b in phrase.boxes))
             if len(boxes) > MAX_COT_REGIONS:
                 problems.append(
-                    f"image {index + 1} regional CoT pass: {len(boxes)} regions, only the first {MAX_COT_REGIONS} used"
+                    f"image {index + 1} regional CoT pass: {len(boxes)} regions, only "
+                    f"the first {MAX_COT_REGIONS} used"
                 )
             regions_by_image[index] = tuple(boxes[:MAX_COT_REGIONS])
 

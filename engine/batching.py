@@ -320,7 +320,8 @@ class MicroBatcher:
         ):
             got = f"{len(outputs)} items" if isinstance(outputs, list) else type(outputs).__name__
             error = BatchingError(
-                f"model.generate returned {got} for a batch of {len(batch)}; expected one string each"
+                f"model.generate returned {got} for a batch of {len(batch)}; expected "
+                "one string each"
             )
         with self._cond:
             self._batches_run += 1

@@ -99,8 +99,15 @@ class Detection:
             box = tuple(float(v) for v in self.box)
         except (TypeError, ValueError):
             raise EvaluationError(f"Detection.box must be four numbers, got {self.box!r}") from None
-        if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[0] > box[2] or box[1] > box[3]:
-            raise EvaluationError(f"Detection.box must be finite (x_min, y_min, x_max, y_max), got {self.box!r}")
+        if (
+            len(box) != 4
+            or not all(math.isfinite(v) for v in box)
+            or box[0] > box[2]
+            or box[1] > box[3]
+        ):
+            raise EvaluationError(
+                f"Detection.box must be finite (x_min, y_min, x_max, y_max), got {self.box!r}"
+            )
         object.__setattr__(self, "box", box)
         if not math.isfinite(float(self.score)):
             raise EvaluationError(f"Detection.score must be finite, got {self.score!r}")
@@ -114,8 +121,12 @@ def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """
     a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    ix = np.clip(
+        np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None
+    )
+    iy = np.clip(
+        np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None
+    )
     inter = ix * iy
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
@@ -124,7 +135,9 @@ def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
-def hungarian_match(predictions: Sequence[Detection], truths: Sequence[Detection]) -> list[tuple[int, int, float]]:
+def hungarian_match(
+    predictions: Sequence[Detection], truths: Sequence[Detection]
+) -> list[tuple[int, int, float]]:
     """One-to-one matching minimising the summed ``1 - IoU`` (MedRegA).
 
     Returns
@@ -162,7 +175,11 @@ class ImageMatch:
 
     @classmethod
     def of(
-        cls, predictions: Sequence[Detection], truths: Sequence[Detection], *, iou_threshold: float = IOU_THRESHOLD
+        cls,
+        predictions: Sequence[Detection],
+        truths: Sequence[Detection],
+        *,
+        iou_threshold: float = IOU_THRESHOLD,
     ) -> ImageMatch:
         """Match ``predictions`` to ``truths`` and count the hits."""
         pairs = hungarian_match(predictions, truths)
@@ -227,10 +244,20 @@ def region_aligned_metrics(
         match = ImageMatch.of(predictions, truths, iou_threshold=iou_threshold)
         count += 1
         ious.extend(match.ious)
-        for kind, hits in (("region", match.regions), ("object", match.objects), ("aligned", match.aligned)):
+        for kind, hits in (
+            ("region", match.regions),
+            ("object", match.objects),
+            ("aligned", match.aligned),
+        ):
             sums[kind] += match.precision_recall(hits, convention)
     averages = {
-        kind: dict(zip(("precision", "recall", "f1"), (s / count if count else np.zeros(3)).tolist(), strict=True))
+        kind: dict(
+            zip(
+                ("precision", "recall", "f1"),
+                (s / count if count else np.zeros(3)).tolist(),
+                strict=True,
+            )
+        )
         for kind, s in sums.items()
     }
     return RegionAlignedMetrics(
@@ -298,6 +325,8 @@ def mean_average_precision(
     iou_threshold: float = IOU_THRESHOLD,
 ) -> tuple[float, dict[str, float]]:
     """mAP over ``labels`` (classes without ground truth are left out) and AP per label."""
-    per_label = {label: average_precision(images, label, iou_threshold=iou_threshold) for label in labels}
+    per_label = {
+        label: average_precision(images, label, iou_threshold=iou_threshold) for label in labels
+    }
     present = [ap for ap in per_label.values() if not math.isnan(ap)]
     return (float(np.mean(present)) if present else float("nan")), per_label

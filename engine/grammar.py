@@ -3,7 +3,8 @@
 Region-aware models write their regions inline (``docs/architecture.md``, "The
 grounding grammar"; MEDREGA.md, "Output grammar")::
 
-    <ref>right lung</ref><box>[[102, 106, 481, 910]]</box>, <ref>left lung</ref><box>[[535, 128, 923, 889]]</box>: No focal consolidation.
+    <ref>right lung</ref><box>[[102, 106, 481, 910]]</box>, <ref>left lung</ref><box>[[535, 128,
+    923, 889]]</box>: No focal consolidation.
 
 Grammar, as this module reads it
 --------------------------------
@@ -310,13 +311,15 @@ def _parse_box_content(content: str, offset: int, problems: list[str]) -> list[B
         parts = [p.strip() for p in group.group(1).split(",")]
         if len(parts) != 4:
             problems.append(
-                f"<box> at offset {offset}: {_excerpt(group.group(0))} needs 4 numbers, got {len(parts)}; dropped"
+                f"<box> at offset {offset}: {_excerpt(group.group(0))} needs 4 "
+                f"numbers, got {len(parts)}; dropped"
             )
             candidates.append(None)
             continue
         if not all(_INTEGER.fullmatch(p) for p in parts):
             problems.append(
-                f"<box> at offset {offset}: {_excerpt(group.group(0))} is not four integers; dropped"
+                f"<box> at offset {offset}: {_excerpt(group.group(0))} is not four "
+                "integers; dropped"
             )
             candidates.append(None)
             continue
@@ -328,7 +331,8 @@ def _parse_box_content(content: str, offset: int, problems: list[str]) -> list[B
             candidates.append(None)
         elif x1 >= x2 or y1 >= y2:
             problems.append(
-                f"<box> at offset {offset}: {[x1, y1, x2, y2]} has zero or negative area (x1 >= x2 or y1 >= y2); dropped"
+                f"<box> at offset {offset}: {[x1, y1, x2, y2]} has zero or negative "
+                "area (x1 >= x2 or y1 >= y2); dropped"
             )
             candidates.append(None)
         else:
@@ -344,7 +348,8 @@ def _parse_score_content(
     parts = [p.strip() for p in inner.split(",")] if inner.strip() else []
     if len(parts) != count:
         problems.append(
-            f"<score> at offset {offset} gives {len(parts)} scores for {count} boxes; scores ignored"
+            f"<score> at offset {offset} gives {len(parts)} scores for {count} boxes; "
+            "scores ignored"
         )
         return [None] * count
     scores: list[float | None] = []
@@ -574,7 +579,8 @@ def write_grounded_text(phrases: Iterable[GroundedPhrase], *, language: str) -> 
         if not phrase.refs:
             if index > 0:
                 raise GrammarError(
-                    "a phrase without refs can only be the first: it would join the previous description"
+                    "a phrase without refs can only be the first: it would join the "
+                    "previous description"
                 )
             if not last and phrase.description[-1] in _TRAILING_SEPARATORS:
                 raise GrammarError(
@@ -588,7 +594,8 @@ def write_grounded_text(phrases: Iterable[GroundedPhrase], *, language: str) -> 
             )
         if not last and phrase.description[-1] in _TRAILING_SEPARATORS:
             raise GrammarError(
-                f"description {phrase.description!r} may not end with a separator before another phrase"
+                f"description {phrase.description!r} may not end with a separator "
+                "before another phrase"
             )
         text = ref_sep.join(_write_ref(ref) for ref in phrase.refs)
         if phrase.description:

@@ -67,8 +67,15 @@ class GenerationRequest:
     regions: tuple[tuple[int, int, int, int], ...] = ()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.image, np.ndarray) or self.image.ndim != 3 or self.image.shape[2] != 3:
-            raise ValueError(f"GenerationRequest.image must be a (H, W, 3) array, got {getattr(self.image, 'shape', None)}")
+        if (
+            not isinstance(self.image, np.ndarray)
+            or self.image.ndim != 3
+            or self.image.shape[2] != 3
+        ):
+            raise ValueError(
+                "GenerationRequest.image must be a (H, W, 3) array, got "
+                f"{getattr(self.image, 'shape', None)}"
+            )
         if self.image.dtype != np.float32:
             raise ValueError(f"GenerationRequest.image must be float32, got {self.image.dtype}")
         object.__setattr__(self, "task", Task(self.task))
@@ -76,7 +83,9 @@ class GenerationRequest:
             raise ValueError(f"GenerationRequest.language {self.language!r} is not supported")
         for box in self.regions:
             if len(box) != 4 or not all(0 <= int(v) <= 999 for v in box):
-                raise ValueError(f"GenerationRequest.regions must be 0-999 boxes (x1, y1, x2, y2), got {box!r}")
+                raise ValueError(
+                    f"GenerationRequest.regions must be 0-999 boxes (x1, y1, x2, y2), got {box!r}"
+                )
 
 
 class RegionAwareModel(abc.ABC):

@@ -57,7 +57,9 @@ IMAGE_PLACEHOLDER = "<image>"
 CHEST_XRAY = "chest x-ray image"
 
 #: The 12 Chest ImaGenome structures MedRegA grounds chest reports on, in MEDREGA.md's order.
-CHEST_IMAGENOME_STRUCTURES: tuple[str, ...] = tuple(e.name("en") for e in vocabulary.CHEST_IMAGENOME_STRUCTURES)
+CHEST_IMAGENOME_STRUCTURES: tuple[str, ...] = tuple(
+    e.name("en") for e in vocabulary.CHEST_IMAGENOME_STRUCTURES
+)
 
 #: MedRegA's organ lists (``MEDREGA.md``, "Organ lists") by the name :func:`organ_list` takes.
 _ORGAN_LISTS = {
@@ -122,7 +124,8 @@ _ZH_BOX_DEFINITION = (
 _ZH_GROUNDED_REPORT = (
     "你是一个医疗助手，你的任务是定位并描述病种。病种区域用边界框的形式表示，"
     f"{_ZH_BOX_DEFINITION}"
-    '对于每个病种，请使用这种格式用边界框表示区域："<ref>病种</ref><box>[[x1, y1, x2, y2]]</box>：诊断"。'
+    "对于每个病种，请使用这种格式用边界框表示区域："
+    '"<ref>病种</ref><box>[[x1, y1, x2, y2]]</box>：诊断"。'
     f"{IMAGE_PLACEHOLDER}\n"
     "请定位并描述这张医学影像中的{refs}"
 )
@@ -167,9 +170,13 @@ def format_boxes(boxes: Sequence[Sequence[int]]) -> str:
     for box in boxes:
         values = [int(v) for v in box]
         if len(values) != 4 or not all(0 <= v <= 999 for v in values):
-            raise PromptError(f"a MedRegA box is four integers 0-999 (x1, y1, x2, y2), got {tuple(box)!r}")
+            raise PromptError(
+                f"a MedRegA box is four integers 0-999 (x1, y1, x2, y2), got {tuple(box)!r}"
+            )
         if values[0] > values[2] or values[1] > values[3]:
-            raise PromptError(f"a MedRegA box goes from top left to bottom right, got {tuple(values)!r}")
+            raise PromptError(
+                f"a MedRegA box goes from top left to bottom right, got {tuple(values)!r}"
+            )
         parts.append("[" + ", ".join(str(v) for v in values) + "]")
     return "<box>[" + ", ".join(parts) + "]</box>"
 
@@ -247,11 +254,15 @@ def build_prompt(request: GenerationRequest, *, modality_phrase: str = CHEST_XRA
 
     if task in (Task.TEXT_TO_REGION, Task.DETECTION):
         if regions:
-            raise PromptError(f"{task.value} locates targets; it takes no regions (got {len(regions)})")
+            raise PromptError(
+                f"{task.value} locates targets; it takes no regions (got {len(regions)})"
+            )
         if not request.targets:
             raise PromptError(f"{task.value} needs at least one target to locate")
         if family == "en":
-            return _EN_TEXT_TO_REGION.format(refs=_format_refs(request.targets, separator=", "), modality=modality)
+            return _EN_TEXT_TO_REGION.format(
+                refs=_format_refs(request.targets, separator=", "), modality=modality
+            )
         return _ZH_TEXT_TO_REGION.format(refs=_format_refs(request.targets, separator="、"))
 
     if task is Task.REGION_TO_TEXT:
@@ -269,16 +280,21 @@ def build_prompt(request: GenerationRequest, *, modality_phrase: str = CHEST_XRA
             )
         if family == "en":
             text = _EN_GROUNDED_REPORT.format(
-                modality_a=_with_article(modality), refs=_format_refs(request.targets, separator=", ")
+                modality_a=_with_article(modality),
+                refs=_format_refs(request.targets, separator=", "),
             )
         else:
             text = _ZH_GROUNDED_REPORT.format(refs=_format_refs(request.targets, separator="、"))
-        return text + _region_hint(regions, family=family, separator=" " if family == "en" else "。")
+        return text + _region_hint(
+            regions, family=family, separator=" " if family == "en" else "。"
+        )
 
     if task is Task.REPORT:
         if request.targets:
             raise PromptError(f"report takes no targets (got {len(request.targets)})")
-        text = _EN_REPORT.format(modality_a=_with_article(modality)) if family == "en" else _ZH_REPORT
+        text = (
+            _EN_REPORT.format(modality_a=_with_article(modality)) if family == "en" else _ZH_REPORT
+        )
         return text + _region_hint(regions, family=family, separator="")
 
     raise PromptError(f"no MedRegA prompt for task {task!r}")  # pragma: no cover - Task is closed

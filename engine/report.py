@@ -73,7 +73,9 @@ SUPPORTED_LANGUAGES: Mapping[str, tuple[str, str | None]] = MappingProxyType(
 
 def _check_uid(name: str, value: object) -> str:
     if not is_valid_uid(value):
-        raise ReportError(f"{name} must be a valid DICOM UID (digits and dots, <= 64 chars), got {value!r}")
+        raise ReportError(
+            f"{name} must be a valid DICOM UID (digits and dots, <= 64 chars), got {value!r}"
+        )
     return value  # type: ignore[return-value]
 
 
@@ -142,7 +144,9 @@ class Text:
                     f"unknown language tag {tag!r}; supported: {', '.join(SUPPORTED_LANGUAGES)}"
                 )
             if not isinstance(text, str) or not text.strip():
-                raise ReportError(f"Text for language {tag!r} must be a non-empty string, got {text!r}")
+                raise ReportError(
+                    f"Text for language {tag!r} must be a non-empty string, got {text!r}"
+                )
             items.append((tag, text))
         object.__setattr__(self, "_items", tuple(items))
 
@@ -206,7 +210,9 @@ class ImageRef:
             not isinstance(self.frame_number, int) or isinstance(self.frame_number, bool)
             or self.frame_number < 1
         ):
-            raise ReportError(f"frame_number must be a 1-based int or None, got {self.frame_number!r}")
+            raise ReportError(
+                f"frame_number must be a 1-based int or None, got {self.frame_number!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -227,15 +233,21 @@ class Box:
     def __post_init__(self) -> None:
         for name in ("x_min", "y_min", "x_max", "y_max"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            if isinstance(value, bool) or not isinstance(
+                value, (int, float, np.integer, np.floating)
+            ):
                 raise ReportError(f"Box.{name} must be a number, got {value!r}")
             if not math.isfinite(value):
                 raise ReportError(f"Box.{name} must be finite, got {value!r}")
             object.__setattr__(self, name, float(value))
         if not self.x_min < self.x_max:
-            raise ReportError(f"Box needs x_min < x_max, got x_min={self.x_min}, x_max={self.x_max}")
+            raise ReportError(
+                f"Box needs x_min < x_max, got x_min={self.x_min}, x_max={self.x_max}"
+            )
         if not self.y_min < self.y_max:
-            raise ReportError(f"Box needs y_min < y_max, got y_min={self.y_min}, y_max={self.y_max}")
+            raise ReportError(
+                f"Box needs y_min < y_max, got y_min={self.y_min}, y_max={self.y_max}"
+            )
 
     @property
     def width(self) -> float:
@@ -308,7 +320,8 @@ class Region:
             mask = np.asarray(self.mask)
             if mask.dtype != np.bool_ or mask.ndim != 2:
                 raise ReportError(
-                    f"Region.mask must be a 2-D bool array, got dtype={mask.dtype}, ndim={mask.ndim}"
+                    f"Region.mask must be a 2-D bool array, got dtype={mask.dtype}, "
+                    f"ndim={mask.ndim}"
                 )
             mask = mask.copy()
             mask.flags.writeable = False
@@ -380,17 +393,22 @@ class Finding:
         try:
             object.__setattr__(self, "kind", FindingKind(self.kind))
         except ValueError:
-            raise ReportError(f"Finding.kind must be one of {[k.value for k in FindingKind]}, got {self.kind!r}") from None
+            raise ReportError(
+                f"Finding.kind must be one of {[k.value for k in FindingKind]}, got {self.kind!r}"
+            ) from None
         try:
             object.__setattr__(self, "presence", Presence(self.presence))
         except ValueError:
             raise ReportError(
-                f"Finding.presence must be one of {[p.value for p in Presence]}, got {self.presence!r}"
+                f"Finding.presence must be one of {[p.value for p in Presence]}, got "
+                f"{self.presence!r}"
             ) from None
         if not isinstance(self.label, Text):
             raise ReportError(f"Finding.label must be a Text, got {type(self.label).__name__}")
         if not isinstance(self.description, Text):
-            raise ReportError(f"Finding.description must be a Text, got {type(self.description).__name__}")
+            raise ReportError(
+                f"Finding.description must be a Text, got {type(self.description).__name__}"
+            )
         regions = tuple(self.regions)
         if not all(isinstance(r, Region) for r in regions):
             raise ReportError("Finding.regions must contain only Region values")
@@ -398,11 +416,17 @@ class Finding:
         _check_uid("Finding.tracking_uid", self.tracking_uid)
         if self.confidence is not None:
             c = self.confidence
-            if isinstance(c, bool) or not isinstance(c, (int, float, np.floating)) or not 0.0 <= c <= 1.0:
+            if (
+                isinstance(c, bool)
+                or not isinstance(c, (int, float, np.floating))
+                or not 0.0 <= c <= 1.0
+            ):
                 raise ReportError(f"Finding.confidence must be in [0, 1] or None, got {c!r}")
             object.__setattr__(self, "confidence", float(c))
         if self.concept is not None and not isinstance(self.concept, CodedConcept):
-            raise ReportError(f"Finding.concept must be a CodedConcept, got {type(self.concept).__name__}")
+            raise ReportError(
+                f"Finding.concept must be a CodedConcept, got {type(self.concept).__name__}"
+            )
 
 
 @dataclass(frozen=True)
@@ -432,7 +456,9 @@ class ModelInfo:
         if isinstance(self.parameters, str) or not all(
             isinstance(p, str) and p.strip() for p in self.parameters
         ):
-            raise ReportError(f"ModelInfo.parameters must be non-empty strings, got {self.parameters!r}")
+            raise ReportError(
+                f"ModelInfo.parameters must be non-empty strings, got {self.parameters!r}"
+            )
         object.__setattr__(self, "parameters", tuple(self.parameters))
 
     @classmethod
@@ -493,13 +519,19 @@ class GroundedReport:
             raise ReportError("GroundedReport.findings must have distinct tracking_uid values")
         object.__setattr__(self, "findings", findings)
         if not isinstance(self.impression, Text):
-            raise ReportError(f"GroundedReport.impression must be a Text, got {type(self.impression).__name__}")
+            raise ReportError(
+                f"GroundedReport.impression must be a Text, got {type(self.impression).__name__}"
+            )
         if not isinstance(self.model, ModelInfo):
-            raise ReportError(f"GroundedReport.model must be a ModelInfo, got {type(self.model).__name__}")
+            raise ReportError(
+                f"GroundedReport.model must be a ModelInfo, got {type(self.model).__name__}"
+            )
         try:
             object.__setattr__(self, "task", Task(self.task))
         except ValueError:
-            raise ReportError(f"GroundedReport.task must be one of {[t.value for t in Task]}, got {self.task!r}") from None
+            raise ReportError(
+                f"GroundedReport.task must be one of {[t.value for t in Task]}, got {self.task!r}"
+            ) from None
         if not isinstance(self.raw_output, str):
             raise ReportError("GroundedReport.raw_output must be a string")
         if not isinstance(self.created_at, datetime) or self.created_at.tzinfo is None:
@@ -536,7 +568,10 @@ class GroundedReport:
 
 
 def _mask_to_dict(mask: np.ndarray) -> dict[str, Any]:
-    return {"shape": list(mask.shape), "bits": base64.b64encode(np.packbits(mask).tobytes()).decode("ascii")}
+    return {
+        "shape": list(mask.shape),
+        "bits": base64.b64encode(np.packbits(mask).tobytes()).decode("ascii"),
+    }
 
 
 def _mask_from_dict(data: dict[str, Any]) -> np.ndarray:
@@ -617,10 +652,11 @@ def _report_from_dict(data: dict[str, Any]) -> GroundedReport:
         study_instance_uid=data["study_instance_uid"],
         findings=tuple(finding(f) for f in data["findings"]),
         impression=Text(data["impression"]),
-        model=ModelInfo(**{**data["model"], "parameters": tuple(data["model"].get("parameters", ()))}),
+        model=ModelInfo(
+            **{**data["model"], "parameters": tuple(data["model"].get("parameters", ()))}
+        ),
         task=Task(data["task"]),
         raw_output=data["raw_output"],
         created_at=datetime.fromisoformat(data["created_at"]),
         problems=tuple(data.get("problems", ())),
     )
-

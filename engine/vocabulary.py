@@ -127,7 +127,8 @@ class VocabularyEntry:
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.key):
             raise ValueError(
-                f"VocabularyEntry.key must be lower-case ASCII words joined by '_', got {self.key!r}"
+                "VocabularyEntry.key must be lower-case ASCII words joined by '_', "
+                f"got {self.key!r}"
             )
         if "en" not in self.names or "zh-CN" not in self.names:
             raise ValueError(f"VocabularyEntry {self.key!r} needs names in 'en' and 'zh-CN'")
@@ -362,7 +363,8 @@ def entry(key: str) -> VocabularyEntry:
 
 # -- chest zones and the default detector's sentences -----------------------------
 
-#: Radiographic lung zones, from the patient's side (PA/AP display: patient's right on the image left).
+#: Radiographic lung zones, from the patient's side (PA/AP display: patient's right on the image
+#: left).
 CHEST_ZONES: Mapping[str, Text] = MappingProxyType(
     {
         f"{side}_{level}_zone": Text({"en": f"{side} {level} zone", "zh-CN": f"{zs}{zl}肺野"})

@@ -42,7 +42,14 @@ from engine.model import GenerationRequest, ModelError, RegionAwareModel, Resize
 from engine.prompts import CHEST_XRAY, IMAGE_PLACEHOLDER, PromptError, build_prompt
 from engine.report import ModelInfo, Task
 
-__all__ = ["HFBackendError", "HFGroundingVLM", "ModelFamily", "VisionEmbedder", "checkpoint_version", "detect_family"]
+__all__ = [
+    "HFBackendError",
+    "HFGroundingVLM",
+    "ModelFamily",
+    "VisionEmbedder",
+    "checkpoint_version",
+    "detect_family",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +80,9 @@ def _local_dir(model_dir: str | Path) -> Path:
     text = str(model_dir)
     if not path.is_absolute() and text.count("/") == 1 and not text.startswith("."):
         raise HFBackendError(
-            f"{text!r} is not a local directory and looks like a Hugging Face hub id; RadGround loads "
-            "models from a local directory only (download the checkpoint beforehand and pass its path)"
+            f"{text!r} is not a local directory and looks like a Hugging Face hub id; "
+            "RadGround loads models from a local directory only (download the checkpoint "
+            "beforehand and pass its path)"
         )
     raise HFBackendError(f"model directory {text!r} does not exist")
 
@@ -97,11 +105,14 @@ def detect_family(model_dir: str | Path) -> ModelFamily:
         return ModelFamily(model_type)
     except ValueError:
         supported = ", ".join(f.value for f in ModelFamily)
-        raise HFBackendError(f"unsupported model_type {model_type!r} in {config_file}; supported: {supported}") from None
+        raise HFBackendError(
+            f"unsupported model_type {model_type!r} in {config_file}; supported: {supported}"
+        ) from None
 
 
 def _processor_chat_template(model_dir: Path) -> str | None:
-    """The chat template a processor keeps beside the tokenizer (``chat_template.jinja``/``.json``)."""
+    """The chat template a processor keeps beside the tokenizer
+    (``chat_template.jinja``/``.json``)."""
     jinja = model_dir / "chat_template.jinja"
     if jinja.is_file():
         return jinja.read_text(encoding="utf-8")
@@ -116,7 +127,8 @@ def _processor_chat_template(model_dir: Path) -> str | None:
 
 
 def checkpoint_version(model_dir: str | Path) -> str:
-    """A cheap identity of a checkpoint: SHA-256 over ``config.json`` and the weight files' names and sizes.
+    """A cheap identity of a checkpoint: SHA-256 over ``config.json`` and the weight files' names
+    and sizes.
 
     Hashing tens of gigabytes of weights at every worker start is too slow; a
     retrained or re-quantised checkpoint changes its config or its file sizes,
@@ -166,7 +178,13 @@ class HFGroundingVLM(RegionAwareModel):
 
     resize_mode = ResizeMode.STRETCH
     languages = ("en", "zh-CN")
-    tasks = (Task.GROUNDED_REPORT, Task.DETECTION, Task.TEXT_TO_REGION, Task.REGION_TO_TEXT, Task.REPORT)
+    tasks = (
+        Task.GROUNDED_REPORT,
+        Task.DETECTION,
+        Task.TEXT_TO_REGION,
+        Task.REGION_TO_TEXT,
+        Task.REPORT,
+    )
 
     def __init__(
         self,
@@ -184,37 +202,60 @@ class HFGroundingVLM(RegionAwareModel):
         max_batch_size: int = 1,
     ) -> None:
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise HFBackendError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+            raise HFBackendError(
+                f"max_new_tokens must be a positive integer, got {max_new_tokens!r}"
+            )
         if not isinstance(max_batch_size, int) or max_batch_size < 1:
-            raise HFBackendError(f"max_batch_size must be a positive integer, got {max_batch_size!r}")
+            raise HFBackendError(
+                f"max_batch_size must be a positive integer, got {max_batch_size!r}"
+            )
         self.model_dir = _local_dir(model_dir)
         self.family = detect_family(self.model_dir)
         if self.family is ModelFamily.INTERNVL_CHAT and not trust_remote_code:
             raise HFBackendError(
-                f"{self.model_dir.name} is an InternVL-chat checkpoint (e.g. MedRegA) that ships its own "
+                f"{self.model_dir.name} is an InternVL-chat checkpoint (e.g. MedRegA) "
+                "that ships its own "
                 "modeling code; review it and pass trust_remote_code=True to load it"
             )
-        if vision_embedder is not None and self.family not in (ModelFamily.INTERNVL, ModelFamily.INTERNVL_CHAT):
-            raise HFBackendError(f"an external vision embedder is supported for InternVL families, not {self.family}")
+        if vision_embedder is not None and self.family not in (
+            ModelFamily.INTERNVL,
+            ModelFamily.INTERNVL_CHAT,
+        ):
+            raise HFBackendError(
+                f"an external vision embedder is supported for InternVL families, not {self.family}"
+            )
         self.max_new_tokens = max_new_tokens
         self.system_message = system_message
         self.modality_phrase = modality_phrase
         self.max_batch_size = max_batch_size
         self._vision_embedder = vision_embedder
         self.info = info or ModelInfo.for_version(
-            name=self.model_dir.name, version=checkpoint_version(self.model_dir), manufacturer="RadGround"
+            name=self.model_dir.name,
+            version=checkpoint_version(self.model_dir),
+            manufacturer="RadGround",
         )
         #: The exact texts (chat template applied, image tokens expanded) of the last batch.
         self.last_texts: tuple[str, ...] = ()
-        self._load(device=device, dtype=dtype, trust_remote_code=trust_remote_code, input_size=input_size)
+        self._load(
+            device=device, dtype=dtype, trust_remote_code=trust_remote_code, input_size=input_size
+        )
 
     # -- loading ---------------------------------------------------------------------------
-    def _load(self, *, device: str, dtype: str | None, trust_remote_code: bool, input_size: tuple[int, int] | None) -> None:
+    def _load(
+        self,
+        *,
+        device: str,
+        dtype: str | None,
+        trust_remote_code: bool,
+        input_size: tuple[int, int] | None,
+    ) -> None:
         try:
             import torch
             import transformers
         except ImportError as exc:
-            raise HFBackendError("the Hugging Face backend needs the 'hf' extra (torch, transformers)") from exc
+            raise HFBackendError(
+                "the Hugging Face backend needs the 'hf' extra (torch, transformers)"
+            ) from exc
         torch_dtype = self._torch_dtype(torch, dtype, device)
         self._torch = torch
         self._device = torch.device(device)
@@ -233,15 +274,25 @@ class HFGroundingVLM(RegionAwareModel):
                 )
             self.image_processor = None
             if self.family in (ModelFamily.QWEN2_VL, ModelFamily.QWEN2_5_VL):
-                self.image_processor = transformers.AutoImageProcessor.from_pretrained(self.model_dir, **common)
+                self.image_processor = transformers.AutoImageProcessor.from_pretrained(
+                    self.model_dir, **common
+                )
         except (OSError, ValueError) as exc:
-            raise HFBackendError(f"cannot load {self.family} checkpoint from {self.model_dir}: {exc}") from exc
+            raise HFBackendError(
+                f"cannot load {self.family} checkpoint from {self.model_dir}: {exc}"
+            ) from exc
         self.model.to(self._device).eval()
         if not getattr(self.tokenizer, "chat_template", None):
             self.tokenizer.chat_template = _processor_chat_template(self.model_dir)
         self._setup_tokens()
         self._setup_geometry(input_size)
-        logger.info("loaded %s checkpoint %s on %s (%s)", self.family, self.model_dir.name, device, torch_dtype)
+        logger.info(
+            "loaded %s checkpoint %s on %s (%s)",
+            self.family,
+            self.model_dir.name,
+            device,
+            torch_dtype,
+        )
 
     @staticmethod
     def _torch_dtype(torch: Any, dtype: str | None, device: str) -> Any:
@@ -259,7 +310,11 @@ class HFGroundingVLM(RegionAwareModel):
         stop_ids = []
         for token in ("<|im_end|>", "<|endoftext|>", tok.eos_token):
             token_id = tok.convert_tokens_to_ids(token) if token else None
-            if isinstance(token_id, int) and token_id != tok.unk_token_id and token_id not in stop_ids:
+            if (
+                isinstance(token_id, int)
+                and token_id != tok.unk_token_id
+                and token_id not in stop_ids
+            ):
                 stop_ids.append(token_id)
         if not stop_ids:
             raise HFBackendError(f"tokenizer of {self.model_dir.name} has no end-of-turn token")
@@ -272,7 +327,9 @@ class HFGroundingVLM(RegionAwareModel):
             size, self._image_tokens = hf_internvl.internvl_chat_geometry(config)
             template = getattr(config, "template", "Hermes-2")
             if template not in hf_internvl.CHATML_TEMPLATES:
-                raise HFBackendError(f"conversation template {template!r} is not supported (Hermes-2 is)")
+                raise HFBackendError(
+                    f"conversation template {template!r} is not supported (Hermes-2 is)"
+                )
             context_id = self.tokenizer.convert_tokens_to_ids(hf_internvl.IMG_CONTEXT)
             if not isinstance(context_id, int) or context_id == self.tokenizer.unk_token_id:
                 raise HFBackendError(f"tokenizer lacks the {hf_internvl.IMG_CONTEXT} token")
@@ -288,7 +345,9 @@ class HFGroundingVLM(RegionAwareModel):
             and self.family in (ModelFamily.INTERNVL, ModelFamily.INTERNVL_CHAT)
             and tuple(input_size) != size
         ):
-            raise HFBackendError(f"{self.family} checkpoint takes {size} images, not {tuple(input_size)}")
+            raise HFBackendError(
+                f"{self.family} checkpoint takes {size} images, not {tuple(input_size)}"
+            )
         self.input_size = (*input_size,) if input_size is not None else size
 
     # -- prompts ---------------------------------------------------------------------------
@@ -302,12 +361,18 @@ class HFGroundingVLM(RegionAwareModel):
         if self.system_message:
             messages.insert(0, {"role": "system", "content": self.system_message})
         if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            text = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False
+            )
             if not isinstance(text, str):
-                raise HFBackendError(f"{self.model_dir.name}'s chat template did not render one text")
+                raise HFBackendError(
+                    f"{self.model_dir.name}'s chat template did not render one text"
+                )
             return text
         logger.warning("%s has no chat template; using ChatML", self.model_dir.name)
-        return hf_internvl.render_hermes2(question, system_message=self.system_message or "You are a helpful assistant.")
+        return hf_internvl.render_hermes2(
+            question, system_message=self.system_message or "You are a helpful assistant."
+        )
 
     def render(self, request: GenerationRequest) -> str:
         """The MedRegA prompt of ``request`` in the chat template, ``<image>`` not yet expanded."""
@@ -317,7 +382,9 @@ class HFGroundingVLM(RegionAwareModel):
             raise HFBackendError(f"cannot prompt {self.family} for {request.task}: {exc}") from exc
         text = self._chat_text(question)
         if text.count(IMAGE_PLACEHOLDER) != 1:
-            raise HFBackendError(f"the chat template changed the {IMAGE_PLACEHOLDER} placeholder count")
+            raise HFBackendError(
+                f"the chat template changed the {IMAGE_PLACEHOLDER} placeholder count"
+            )
         return text
 
     # -- generation ------------------------------------------------------------------------
@@ -328,12 +395,15 @@ class HFGroundingVLM(RegionAwareModel):
         if self.model is None:
             raise HFBackendError(f"{self.model_dir.name} has been closed")
         if len(requests) > self.max_batch_size:
-            raise HFBackendError(f"batch of {len(requests)} exceeds max_batch_size {self.max_batch_size}")
+            raise HFBackendError(
+                f"batch of {len(requests)} exceeds max_batch_size {self.max_batch_size}"
+            )
         width, height = self.input_size
         for request in requests:
             if request.image.shape[:2] != (height, width):
                 raise HFBackendError(
-                    f"image is {request.image.shape[1]}x{request.image.shape[0]}, model input is {width}x{height}"
+                    f"image is {request.image.shape[1]}x{request.image.shape[0]}, "
+                    f"model input is {width}x{height}"
                 )
         templates = [self.render(r) for r in requests]
         images = [r.image for r in requests]
@@ -341,14 +411,19 @@ class HFGroundingVLM(RegionAwareModel):
         with torch.inference_mode():
             if self.family in (ModelFamily.QWEN2_VL, ModelFamily.QWEN2_5_VL):
                 inputs = hf_qwen2vl.qwen_image_inputs(self.image_processor, images)
-                texts = [t.replace(IMAGE_PLACEHOLDER, s) for t, s in zip(templates, inputs.image_strings, strict=True)]
+                texts = [
+                    t.replace(IMAGE_PLACEHOLDER, s)
+                    for t, s in zip(templates, inputs.image_strings, strict=True)
+                ]
                 model_kwargs = inputs.model_kwargs
             else:
                 tokens = self._internvl_image_string()
                 texts = [t.replace(IMAGE_PLACEHOLDER, tokens) for t in templates]
                 model_kwargs = {"pixel_values": hf_internvl.normalize_imagenet(images)}
             self.last_texts = tuple(texts)
-            encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            encoded = self.tokenizer(
+                texts, return_tensors="pt", padding=True, add_special_tokens=False
+            )
             input_ids = encoded["input_ids"].to(self._device)
             attention_mask = encoded["attention_mask"].to(self._device)
             output = self._run(input_ids, attention_mask, model_kwargs)
@@ -363,7 +438,9 @@ class HFGroundingVLM(RegionAwareModel):
             raise HFBackendError(f"{self.model_dir.name}: image_token_id is not one token")
         start = getattr(tok, "start_image_token", None) or hf_internvl.IMG_START
         end = getattr(tok, "end_image_token", None) or hf_internvl.IMG_END
-        return hf_internvl.image_token_string(self._image_tokens, start=start, context=context, end=end)
+        return hf_internvl.image_token_string(
+            self._image_tokens, start=start, context=context, end=end
+        )
 
     def _generation_kwargs(self) -> dict[str, Any]:
         return {
@@ -382,7 +459,9 @@ class HFGroundingVLM(RegionAwareModel):
         if self.family in (ModelFamily.QWEN2_VL, ModelFamily.QWEN2_5_VL):
             pixel = {k: v.to(self._device) for k, v in model_kwargs.items()}
             pixel["pixel_values"] = pixel["pixel_values"].to(dtype)
-            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **pixel, **kwargs)
+            output = self.model.generate(
+                input_ids=input_ids, attention_mask=attention_mask, **pixel, **kwargs
+            )
             return self._new_tokens(output, input_ids)
         pixels = model_kwargs["pixel_values"]
         embeds = None
@@ -390,41 +469,60 @@ class HFGroundingVLM(RegionAwareModel):
             embeds = np.asarray(self._vision_embedder(pixels), dtype=np.float32)
             expected = (pixels.shape[0], self._image_tokens)
             if embeds.ndim != 3 or embeds.shape[:2] != expected:
-                raise HFBackendError(f"vision embedder returned shape {embeds.shape}, expected {expected} + (hidden,)")
+                raise HFBackendError(
+                    f"vision embedder returned shape {embeds.shape}, expected "
+                    f"{expected} + (hidden,)"
+                )
             embeds = torch.from_numpy(embeds).to(self._device, dtype)
         pixel_values = torch.from_numpy(pixels).to(self._device, dtype)
         if self.family is ModelFamily.INTERNVL_CHAT:
             if embeds is not None:
                 output = self.model.generate(
-                    input_ids=input_ids, attention_mask=attention_mask, visual_features=embeds, **kwargs
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    visual_features=embeds,
+                    **kwargs,
                 )
             else:
                 output = self.model.generate(
-                    pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask, **kwargs
+                    pixel_values=pixel_values,
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    **kwargs,
                 )
             return self._new_tokens(output, input_ids)
         if embeds is None:
             output = self.model.generate(
-                input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values, **kwargs
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                pixel_values=pixel_values,
+                **kwargs,
             )
             return self._new_tokens(output, input_ids)
         inputs_embeds = self.model.get_input_embeddings()(input_ids).clone()
         mask = input_ids == int(self.model.config.image_token_id)
         inputs_embeds[mask] = embeds.reshape(-1, embeds.shape[-1])
-        output = self.model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
+        output = self.model.generate(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs
+        )
         return self._new_tokens(output, input_ids)
 
     def _new_tokens(self, output: Any, input_ids: Any) -> Any:
-        """Generated tokens only (``generate`` with ``input_ids`` echoes the prompt, with embeddings not)."""
+        """Generated tokens only (``generate`` with ``input_ids`` echoes the prompt, with embeddings
+        not)."""
         length = input_ids.shape[1]
-        if output.shape[1] >= length and self._torch.equal(output[:, :length].to(input_ids.device), input_ids):
+        if output.shape[1] >= length and self._torch.equal(
+            output[:, :length].to(input_ids.device), input_ids
+        ):
             return output[:, length:]
         return output
 
     def _decode(self, tokens: Any) -> str:
         text = self.tokenizer.decode(tokens.tolist(), skip_special_tokens=False)
         if not isinstance(text, str):
-            raise HFBackendError(f"{self.model_dir.name}'s tokenizer decoded one sequence to {type(text)}")
+            raise HFBackendError(
+                f"{self.model_dir.name}'s tokenizer decoded one sequence to {type(text)}"
+            )
         cut = len(text)
         for stop in self._stop_strings:
             index = text.find(stop)

@@ -43,7 +43,8 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 #: The system message of InternVL's "Hermes-2" conversation template, which
 #: MedRegA's ``chat()`` uses unchanged.
 HERMES2_SYSTEM_MESSAGE = (
-    "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。"
+    "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，"
+    "英文名叫InternVL, 是一个有用无害的人工智能助手。"
 )
 
 #: Conversation templates that render as ChatML without newlines between turns
@@ -64,8 +65,11 @@ def render_hermes2(question: str, *, system_message: str = HERMES2_SYSTEM_MESSAG
     )
 
 
-def image_token_string(count: int, *, start: str = IMG_START, context: str = IMG_CONTEXT, end: str = IMG_END) -> str:
-    """What the ``<image>`` placeholder becomes: ``<img>`` + ``count`` context tokens + ``</img>``."""
+def image_token_string(
+    count: int, *, start: str = IMG_START, context: str = IMG_CONTEXT, end: str = IMG_END
+) -> str:
+    """What the ``<image>`` placeholder becomes: ``<img>`` + ``count`` context tokens +
+    ``</img>``."""
     if count <= 0:
         raise ModelError(f"an image needs a positive number of image tokens, got {count}")
     return start + context * count + end
@@ -100,7 +104,8 @@ def internvl_native_geometry(config: Any) -> tuple[tuple[int, int], int]:
 
 
 class InternVLChatFeatures:
-    """Image embeddings of an InternVL-chat model: ``model.extract_feature`` (ViT, pixel shuffle, MLP)."""
+    """Image embeddings of an InternVL-chat model: ``model.extract_feature`` (ViT, pixel shuffle,
+    MLP)."""
 
     def __init__(self, model: Any) -> None:
         import torch
@@ -117,7 +122,8 @@ class InternVLChatFeatures:
 
 
 class InternVLNativeFeatures:
-    """Image embeddings of ``InternVLForConditionalGeneration``: vision tower, pixel shuffle, projector."""
+    """Image embeddings of ``InternVLForConditionalGeneration``: vision tower, pixel shuffle,
+    projector."""
 
     def __init__(self, model: Any) -> None:
         import torch

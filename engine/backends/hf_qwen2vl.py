@@ -30,7 +30,9 @@ class QwenImageInputs:
         self.image_strings = image_strings
 
 
-def qwen_image_inputs(image_processor: Any, images: list[np.ndarray], *, image_token: str = IMAGE_PAD) -> QwenImageInputs:
+def qwen_image_inputs(
+    image_processor: Any, images: list[np.ndarray], *, image_token: str = IMAGE_PAD
+) -> QwenImageInputs:
     """Run the checkpoint's image processor and count each image's tokens."""
     processed = image_processor(images=list(images), do_rescale=False, return_tensors="pt")
     grid = processed["image_grid_thw"]
@@ -39,7 +41,9 @@ def qwen_image_inputs(image_processor: Any, images: list[np.ndarray], *, image_t
     for thw in grid:
         count = int(thw.prod().item()) // (merge * merge)
         if count <= 0:
-            raise ModelError(f"Qwen2-VL image processor produced an empty image grid {tuple(thw.tolist())}")
+            raise ModelError(
+                f"Qwen2-VL image processor produced an empty image grid {tuple(thw.tolist())}"
+            )
         strings.append(VISION_START + image_token * count + VISION_END)
     return QwenImageInputs(
         {"pixel_values": processed["pixel_values"], "image_grid_thw": grid},

@@ -6,7 +6,8 @@ code of :mod:`engine.default_model.decode` (one path for every batch size) and
 writes MedRegA-grammar text (``engine.grammar``) with RadGround's ``<score>``
 extension, one phrase per detection::
 
-    <ref>nodule</ref><box>[[613, 200, 700, 287]]</box><score>0.82</score>: Nodule in the left upper zone.
+    <ref>nodule</ref><box>[[613, 200, 700, 287]]</box><score>0.82</score>: Nodule in the left upper
+    zone.
 
 Coordinates are integers 0–999 of the model input (``round(x / width * 999)``,
 the inverse of MedRegA's ``/ 999``), the label and sentence come from
@@ -133,7 +134,9 @@ class OnnxDetector(RegionAwareModel):
         del data
         self._class_thresholds = self._read_class_thresholds()
         self._operating_points = self._read_operating_points()
-        release = self._metadata.get("model_release", _FALLBACK_RELEASE).strip() or _FALLBACK_RELEASE
+        release = (
+            self._metadata.get("model_release", _FALLBACK_RELEASE).strip() or _FALLBACK_RELEASE
+        )
         self.info = ModelInfo.for_version(
             name=DEFAULT_MODEL_NAME if self.path == ONNX_PATH else self.path.stem,
             version=f"{release}+{digest[:12]}",
@@ -165,24 +168,33 @@ class OnnxDetector(RegionAwareModel):
             if self.intra_op_threads is not None:
                 options.intra_op_num_threads = self.intra_op_threads
             try:
-                session = ort.InferenceSession(str(self.path), sess_options=options, providers=wanted)
+                session = ort.InferenceSession(
+                    str(self.path), sess_options=options, providers=wanted
+                )
             except Exception as exc:  # onnxruntime raises its own untyped errors
                 raise ModelError(f"cannot load ONNX model {self.path.name}: {exc}") from exc
             self._check_metadata(session)
             self._session = session
             self._session_pid = os.getpid()
             logger.info(
-                "loaded %s %s with %s", self.info.name, self.info.version, ", ".join(session.get_providers())
+                "loaded %s %s with %s",
+                self.info.name,
+                self.info.version,
+                ", ".join(session.get_providers()),
             )
             return session
 
     def _check_metadata(self, session: Any) -> None:
         classes = self._metadata.get("classes")
         if classes is not None and tuple(json.loads(classes)) != CLASSES:
-            raise ModelError(f"model classes {classes} differ from the vocabulary's NIH classes {CLASSES}")
+            raise ModelError(
+                f"model classes {classes} differ from the vocabulary's NIH classes {CLASSES}"
+            )
         shape = session.get_inputs()[0].shape
         if len(shape) != 4 or tuple(shape[2:]) != (self.input_size[1], self.input_size[0]):
-            raise ModelError(f"model input shape {shape} does not match input size {self.input_size}")
+            raise ModelError(
+                f"model input shape {shape} does not match input size {self.input_size}"
+            )
 
     def _read_class_thresholds(self) -> dict[str, float]:
         text = self._metadata.get("class_score_thresholds")
@@ -192,7 +204,8 @@ class OnnxDetector(RegionAwareModel):
             return check_class_thresholds({str(k): float(v) for k, v in json.loads(text).items()})
         except (ValueError, TypeError, AttributeError) as exc:
             raise ModelError(
-                f"{self.path.name}: metadata class_score_thresholds {text[:80]!r} is not usable ({exc}); "
+                f"{self.path.name}: metadata class_score_thresholds {text[:80]!r} is "
+                f"not usable ({exc}); "
                 "re-export the model with valid per-class thresholds"
             ) from None
 
@@ -203,13 +216,15 @@ class OnnxDetector(RegionAwareModel):
         try:
             points = parse_operating_points(text)
         except OperatingPointError as exc:
-            raise ModelError(f"{self.path.name}: metadata {exc}; re-export the model with valid operating points") from None
+            raise ModelError(
+                f"{self.path.name}: metadata {exc}; re-export the model with valid operating points"
+            ) from None
         stored = self._class_thresholds
         reported = {label: t for label, t in points.thresholds.items() if t is not None}
         if stored and stored != reported:
             raise ModelError(
-                f"{self.path.name}: metadata class_score_thresholds {stored} contradicts {METADATA_KEY}, which "
-                f"reports {reported or 'no class'}; keep one of them"
+                f"{self.path.name}: metadata class_score_thresholds {stored} contradicts "
+                f"{METADATA_KEY}, which reports {reported or 'no class'}; keep one of them"
             )
         return points
 
@@ -218,7 +233,9 @@ class OnnxDetector(RegionAwareModel):
         if points is None:
             return ()
         reported = ", ".join(
-            f"{p.label} (score >= {p.threshold:.2f})" for p in points.classes if p.threshold is not None
+            f"{p.label} (score >= {p.threshold:.2f})"
+            for p in points.classes
+            if p.threshold is not None
         )
         statements = [f"reported findings: {reported or 'none'}"]
         if points.unreported_classes:
@@ -240,7 +257,8 @@ class OnnxDetector(RegionAwareModel):
 
     @property
     def score_threshold(self) -> float:
-        """The reporting threshold for classes without their own (explicit, else from the metadata)."""
+        """The reporting threshold for classes without their own (explicit, else from the
+        metadata)."""
         if self._requested_threshold is not None:
             return self._requested_threshold
         return float(self._metadata.get("score_threshold", _FALLBACK_THRESHOLD))
@@ -250,7 +268,9 @@ class OnnxDetector(RegionAwareModel):
         """The per-class thresholds stored in the model for the classes it reports
         (empty when it stores none)."""
         if self._operating_points is not None:
-            return {label: t for label, t in self._operating_points.thresholds.items() if t is not None}
+            return {
+                label: t for label, t in self._operating_points.thresholds.items() if t is not None
+            }
         return dict(self._class_thresholds)
 
     @property
@@ -284,7 +304,9 @@ class OnnxDetector(RegionAwareModel):
         batch = np.empty((len(images), 3, height, width), dtype=np.float32)
         for i, image in enumerate(images):
             if image.shape != (height, width, 3):
-                raise ModelError(f"image {i} has shape {image.shape}, the model needs {(height, width, 3)}")
+                raise ModelError(
+                    f"image {i} has shape {image.shape}, the model needs {(height, width, 3)}"
+                )
             # trained on grayscale radiographs replicated to 3 channels: feed the luminance
             batch[i] = np.clip(image.mean(axis=2), 0.0, 1.0)[None]
         return batch
@@ -319,7 +341,9 @@ class OnnxDetector(RegionAwareModel):
             if score_threshold is not None:
                 threshold: float | np.ndarray = score_threshold
             elif points is not None:
-                threshold = np.asarray([p.tuning_threshold for p in points.classes], dtype=np.float32)
+                threshold = np.asarray(
+                    [p.tuning_threshold for p in points.classes], dtype=np.float32
+                )
             else:
                 threshold = np.asarray(list(self.class_score_thresholds.values()), dtype=np.float32)
         else:
@@ -328,14 +352,21 @@ class OnnxDetector(RegionAwareModel):
             per_class = self.class_score_thresholds if score_threshold is None else dict.fromkeys(
                 self.reported_classes, score_threshold
             )
-            threshold = np.asarray([per_class.get(label, 1.0) for label in CLASSES], dtype=np.float32)
+            threshold = np.asarray(
+                [per_class.get(label, 1.0) for label in CLASSES], dtype=np.float32
+            )
         results: list[DecodedImage] = []
         for start in range(0, len(images), self.max_batch_size):
             batch = self._batch_array(images[start : start + self.max_batch_size])
             heat, size, offset = session.run(None, {session.get_inputs()[0].name: batch})
             results.extend(
                 decode_batch(
-                    heat, size, offset, input_size=self.input_size, score_threshold=threshold, emit_classes=emit
+                    heat,
+                    size,
+                    offset,
+                    input_size=self.input_size,
+                    score_threshold=threshold,
+                    emit_classes=emit,
                 )
             )
         return results
@@ -344,9 +375,14 @@ class OnnxDetector(RegionAwareModel):
         """One MedRegA-grammar text per request (see the module docstring)."""
         for request in requests:
             if request.task not in self.tasks:
-                raise ModelError(f"{self.info.name} does not do {request.task.value}; it does {[t.value for t in self.tasks]}")
+                raise ModelError(
+                    f"{self.info.name} does not do {request.task.value}; it does "
+                    f"{[t.value for t in self.tasks]}"
+                )
             if request.language not in self.languages:
-                raise ModelError(f"{self.info.name} answers in {self.languages}, not {request.language!r}")
+                raise ModelError(
+                    f"{self.info.name} answers in {self.languages}, not {request.language!r}"
+                )
         # The detector's boxes do not depend on the language: an image asked for in several
         # languages (the same array object, as analyze_study passes it) is detected once.
         unique = {id(r.image): r.image for r in requests}
@@ -358,7 +394,9 @@ class OnnxDetector(RegionAwareModel):
         found and which findings this model does not report (never a bare "normal")."""
         reported = [label.lower() for label in self.reported_classes]
         unreported = [label.lower() for label in CLASSES if label not in self.reported_classes]
-        return scoped_negative_report(reported, unreported, language="zh-CN" if language.startswith("zh") else "en")
+        return scoped_negative_report(
+            reported, unreported, language="zh-CN" if language.startswith("zh") else "en"
+        )
 
     def _write(self, decoded: DecodedImage, language: str) -> str:
         width, height = self.input_size
@@ -372,7 +410,11 @@ class OnnxDetector(RegionAwareModel):
             zone = chest_zone(min(1.0, (x1 + x2) / 2 / width), min(1.0, (y1 + y2) / 2 / height))
             phrases.append(
                 GroundedPhrase(
-                    refs=(RefBoxes(entry(key).name(language), (Box999(*b),), (round(float(score), 2),)),),
+                    refs=(
+                        RefBoxes(
+                            entry(key).name(language), (Box999(*b),), (round(float(score), 2),)
+                        ),
+                    ),
                     description=finding_sentence(key, language=language, zone=zone),
                 )
             )

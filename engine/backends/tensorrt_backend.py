@@ -75,7 +75,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_WORKSPACE = 4 << 30
 
 def has_weak_typing(trt: ModuleType) -> bool:
-    """Whether this TensorRT still has precision builder flags (10.x) or only strong typing (11+)."""
+    """Whether this TensorRT still has precision builder flags (10.x) or only strong typing
+    (11+)."""
     return hasattr(trt.BuilderFlag, "FP16")
 
 
@@ -92,7 +93,9 @@ def profile_shapes(
     if not dims:
         raise TensorRTError("a scalar input has no batch axis")
     if any(d < 0 for d in dims[1:]):
-        raise TensorRTError(f"input shape {dims} has dynamic non-batch axes; export with a fixed image size")
+        raise TensorRTError(
+            f"input shape {dims} has dynamic non-batch axes; export with a fixed image size"
+        )
     if max_batch_size < 1:
         raise TensorRTError(f"max_batch_size must be >= 1, got {max_batch_size}")
     opt = max_batch_size if opt_batch_size is None else opt_batch_size
@@ -114,7 +117,9 @@ def onnx_input_shapes(onnx_path: str | Path) -> dict[str, tuple[int, ...]]:
     try:
         import onnx
     except ImportError as exc:
-        raise TensorRTError("building TensorRT engines needs the onnx package (the 'gpu' extra)") from exc
+        raise TensorRTError(
+            "building TensorRT engines needs the onnx package (the 'gpu' extra)"
+        ) from exc
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     initializers = {t.name for t in graph.initializer}
     shapes = {}
@@ -134,14 +139,20 @@ def _graph_precision(onnx_path: Path) -> tuple[bool, bool]:
     graph = model.graph
     fp16 = onnx.TensorProto.FLOAT16
     has_fp16 = any(t.data_type == fp16 for t in graph.initializer) or any(
-        v.type.tensor_type.elem_type == fp16 for v in [*graph.input, *graph.output, *graph.value_info]
+        v.type.tensor_type.elem_type == fp16
+        for v in [*graph.input, *graph.output, *graph.value_info]
     )
     has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node)
     return has_fp16, has_qdq
 
 
 def _configure_precision(
-    trt: ModuleType, config: Any, precision: Precision, onnx_path: Path, calibrator: Any, profile: Any
+    trt: ModuleType,
+    config: Any,
+    precision: Precision,
+    onnx_path: Path,
+    calibrator: Any,
+    profile: Any,
 ) -> int:
     """Set precision flags on ``config``; returns the network creation flags."""
     weak = has_weak_typing(trt)
@@ -154,15 +165,20 @@ def _configure_precision(
     has_fp16, has_qdq = _graph_precision(onnx_path)
     if not weak:  # TensorRT 11+: the graph must carry the precision
         if calibrator is not None:
-            raise TensorRTError("TensorRT 11 has no INT8 calibration; quantize the ONNX with Q/DQ nodes (ModelOpt)")
+            raise TensorRTError(
+                "TensorRT 11 has no INT8 calibration; quantize the ONNX with Q/DQ nodes (ModelOpt)"
+            )
         if precision is Precision.FP16 and not has_fp16:
             raise TensorRTError(
-                f"TensorRT {trt.__version__} builds strongly typed networks only and {onnx_path.name} has no "
-                "float16 tensors; convert it first (ModelOpt AutoCast, keep_io_types=True) or ask for fp32"
+                f"TensorRT {trt.__version__} builds strongly typed networks only and "
+                f"{onnx_path.name} has no "
+                "float16 tensors; convert it first (ModelOpt AutoCast, "
+                "keep_io_types=True) or ask for fp32"
             )
         if precision is Precision.INT8 and not has_qdq:
             raise TensorRTError(
-                f"TensorRT {trt.__version__} needs explicit quantization for int8: {onnx_path.name} has no Q/DQ nodes"
+                f"TensorRT {trt.__version__} needs explicit quantization for int8: "
+                f"{onnx_path.name} has no Q/DQ nodes"
             )
         return 0
     config.set_flag(trt.BuilderFlag.FP16)
@@ -243,16 +259,29 @@ def build_engine(
         raise TensorRTError(f"TensorRT cannot parse {path.name}: {errors}")
     parsed = {network.get_input(i).name for i in range(network.num_inputs)}
     if parsed != set(profiles):
-        raise TensorRTError(f"TensorRT sees inputs {sorted(parsed)}, the ONNX graph declares {sorted(profiles)}")
+        raise TensorRTError(
+            f"TensorRT sees inputs {sorted(parsed)}, the ONNX graph declares {sorted(profiles)}"
+        )
     config.add_optimization_profile(profile)
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
-    timing = config.create_timing_cache(cache.read_timing_cache(tensorrt_version=trt.__version__, gpu=gpu))
+    timing = config.create_timing_cache(
+        cache.read_timing_cache(tensorrt_version=trt.__version__, gpu=gpu)
+    )
     config.set_timing_cache(timing, False)
 
-    logger.info("building TensorRT %s engine for %s (%s, batch %s) on %s", trt.__version__, path.name, precision, (key.min_batch_size, key.opt_batch_size, key.max_batch_size), gpu)
+    logger.info(
+        "building TensorRT %s engine for %s (%s, batch %s) on %s",
+        trt.__version__,
+        path.name,
+        precision,
+        (key.min_batch_size, key.opt_batch_size, key.max_batch_size),
+        gpu,
+    )
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise TensorRTError(f"TensorRT failed to build an engine for {path.name} (see the TensorRT log above)")
+        raise TensorRTError(
+            f"TensorRT failed to build an engine for {path.name} (see the TensorRT log above)"
+        )
     cache.write_timing_cache(
         bytes(config.get_timing_cache().serialize()), tensorrt_version=trt.__version__, gpu=gpu
     )
@@ -283,14 +312,18 @@ def make_int8_calibrator(
     trt = import_tensorrt()
     base = getattr(trt, "IInt8EntropyCalibrator2", None)
     if base is None:
-        raise TensorRTError(f"TensorRT {trt.__version__} has no INT8 calibration; use Q/DQ nodes in the ONNX graph")
+        raise TensorRTError(
+            f"TensorRT {trt.__version__} has no INT8 calibration; use Q/DQ nodes in the ONNX graph"
+        )
     iterator = iter(batches)
     path = Path(cache_file)
     backend = (device_backend or trt_runtime.TorchCuda)(device)
 
     first = next(iterator, None)
     if first is None and not path.is_file():
-        raise TensorRTError("INT8 calibration needs at least one batch (or an existing calibration cache)")
+        raise TensorRTError(
+            "INT8 calibration needs at least one batch (or an existing calibration cache)"
+        )
     sizes = {int(a.shape[0]) for a in (first or {}).values()}
     if len(sizes) > 1:
         raise TensorRTError(f"calibration inputs disagree on the batch size: {sorted(sizes)}")
@@ -311,13 +344,17 @@ def make_int8_calibrator(
             if batch is None:
                 return None
             if set(names) - set(batch):
-                raise TensorRTError(f"calibration batch lacks inputs {sorted(set(names) - set(batch))}")
+                raise TensorRTError(
+                    f"calibration batch lacks inputs {sorted(set(names) - set(batch))}"
+                )
             self._held = []
             pointers = []
             for name in names:
                 array = np.ascontiguousarray(batch[name])
                 if array.shape[0] != batch_size:
-                    raise TensorRTError(f"calibration batch of {array.shape[0]} for {name!r}, expected {batch_size}")
+                    raise TensorRTError(
+                        f"calibration batch of {array.shape[0]} for {name!r}, expected {batch_size}"
+                    )
                 handle, address = backend.upload(array)
                 self._held.append(handle)
                 pointers.append(address)
@@ -335,9 +372,17 @@ def make_int8_calibrator(
 
 
 class _EngineSession:
-    """The slice of ``onnxruntime.InferenceSession`` that :class:`OnnxDetector` uses, over an engine."""
+    """The slice of ``onnxruntime.InferenceSession`` that :class:`OnnxDetector` uses, over an
+    engine."""
 
-    def __init__(self, engine: TensorRTEngine, *, input_names: Sequence[str], input_shapes: Sequence[Any], output_names: Sequence[str]) -> None:
+    def __init__(
+        self,
+        engine: TensorRTEngine,
+        *,
+        input_names: Sequence[str],
+        input_shapes: Sequence[Any],
+        output_names: Sequence[str],
+    ) -> None:
         self.engine = engine
         self._inputs = [_NodeArg(n, s) for n, s in zip(input_names, input_shapes, strict=True)]
         self.output_names = list(output_names)
@@ -345,7 +390,9 @@ class _EngineSession:
     def get_inputs(self) -> list[_NodeArg]:
         return self._inputs
 
-    def run(self, output_names: Sequence[str] | None, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    def run(
+        self, output_names: Sequence[str] | None, feed: Mapping[str, np.ndarray]
+    ) -> list[np.ndarray]:
         outputs = self.engine.run(feed)
         return [outputs[name] for name in (output_names or self.output_names)]
 
@@ -375,18 +422,26 @@ class TensorRTDetector(OnnxDetector):
         score_threshold: float | None = None,
         device: int = 0,
     ) -> None:
-        super().__init__(path, providers=("cpu",), score_threshold=score_threshold, max_batch_size=max_batch_size)
+        super().__init__(
+            path, providers=("cpu",), score_threshold=score_threshold, max_batch_size=max_batch_size
+        )
         self.cache_dir = Path(cache_dir)
         self.precision = Precision(precision)
         self.device = device
         self.info = ModelInfo.for_version(
-            name=self.info.name, version=f"{self.info.version}+trt-{self.precision.value}", manufacturer=self.info.manufacturer,
+            name=self.info.name,
+            version=f"{self.info.version}+trt-{self.precision.value}",
+            manufacturer=self.info.manufacturer,
             parameters=self.info.parameters,
         )
 
     def _engine(self) -> TensorRTEngine:
         engine_path = build_engine(
-            self.path, cache_dir=self.cache_dir, precision=self.precision, max_batch_size=self.max_batch_size, device=self.device
+            self.path,
+            cache_dir=self.cache_dir,
+            precision=self.precision,
+            max_batch_size=self.max_batch_size,
+            device=self.device,
         )
         return TensorRTEngine(engine_path, device=self.device)
 
@@ -409,5 +464,10 @@ class TensorRTDetector(OnnxDetector):
             self._check_metadata(session)
             self._session = session
             self._session_pid = os.getpid()
-            logger.info("serving %s %s with TensorRT (%s)", self.info.name, self.info.version, self.precision)
+            logger.info(
+                "serving %s %s with TensorRT (%s)",
+                self.info.name,
+                self.info.version,
+                self.precision,
+            )
             return session

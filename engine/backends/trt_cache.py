@@ -110,7 +110,9 @@ class EngineKey:
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[0-9a-f]{64}", self.onnx_sha256):
-            raise TensorRTError(f"EngineKey.onnx_sha256 must be a hex SHA-256, got {self.onnx_sha256!r}")
+            raise TensorRTError(
+                f"EngineKey.onnx_sha256 must be a hex SHA-256, got {self.onnx_sha256!r}"
+            )
         if not self.tensorrt_version:
             raise TensorRTError("EngineKey.tensorrt_version must not be empty")
         object.__setattr__(self, "precision", Precision(self.precision))
@@ -123,7 +125,10 @@ class EngineKey:
     def as_metadata(self) -> dict[str, Any]:
         """The sidecar JSON content."""
         data = asdict(self)
-        data["gpu"] = {"name": self.gpu.name, "compute_capability": list(self.gpu.compute_capability)}
+        data["gpu"] = {
+            "name": self.gpu.name,
+            "compute_capability": list(self.gpu.compute_capability),
+        }
         data["precision"] = self.precision.value
         data["format"] = METADATA_FORMAT
         return data
@@ -140,24 +145,31 @@ class EngineKey:
             reasons.append(f"metadata format {stored.get('format')!r}, expected {METADATA_FORMAT}")
         if stored.get("tensorrt_version") != self.tensorrt_version:
             reasons.append(
-                f"built with TensorRT {stored.get('tensorrt_version')}, this worker runs TensorRT {self.tensorrt_version}"
+                f"built with TensorRT {stored.get('tensorrt_version')}, this worker "
+                f"runs TensorRT {self.tensorrt_version}"
             )
         gpu = stored.get("gpu") or {}
         stored_gpu = (gpu.get("name"), tuple(gpu.get("compute_capability") or ()))
         if stored_gpu != (self.gpu.name, self.gpu.compute_capability):
             cc = stored_gpu[1]
-            shown = f"{stored_gpu[0]} (sm_{''.join(str(v) for v in cc)})" if cc else str(stored_gpu[0])
+            shown = (
+                f"{stored_gpu[0]} (sm_{''.join(str(v) for v in cc)})" if cc else str(stored_gpu[0])
+            )
             reasons.append(f"built for GPU {shown}, this worker has {self.gpu}")
         if stored.get("precision") != self.precision.value:
-            reasons.append(f"built at precision {stored.get('precision')}, {self.precision.value} requested")
+            reasons.append(
+                f"built at precision {stored.get('precision')}, {self.precision.value} requested"
+            )
         if stored.get("onnx_sha256") != self.onnx_sha256:
             reasons.append(
-                f"built from ONNX {str(stored.get('onnx_sha256'))[:12]}..., the model file is now {self.onnx_sha256[:12]}..."
+                f"built from ONNX {str(stored.get('onnx_sha256'))[:12]}..., the model "
+                f"file is now {self.onnx_sha256[:12]}..."
             )
         profile = [stored.get(k) for k in ("min_batch_size", "opt_batch_size", "max_batch_size")]
         if profile != [self.min_batch_size, self.opt_batch_size, self.max_batch_size]:
             reasons.append(
-                f"batch profile {profile}, requested {[self.min_batch_size, self.opt_batch_size, self.max_batch_size]}"
+                f"batch profile {profile}, requested "
+                f"{[self.min_batch_size, self.opt_batch_size, self.max_batch_size]}"
             )
         return reasons
 
@@ -222,7 +234,8 @@ class EngineCache:
         return engine_path.with_suffix(".json")
 
     def timing_cache_path(self, *, tensorrt_version: str, gpu: GpuIdentity) -> Path:
-        """One timing cache per TensorRT version and GPU model (tactic timings are device specific)."""
+        """One timing cache per TensorRT version and GPU model (tactic timings are device
+        specific)."""
         slug = re.sub(r"[^A-Za-z0-9]+", "_", gpu.name).strip("_").lower()
         cc = f"sm{gpu.compute_capability[0]}{gpu.compute_capability[1]}"
         return self.cache_dir / f"timing-trt{tensorrt_version}-{slug}-{cc}.cache"
@@ -234,7 +247,9 @@ class EngineCache:
         except FileNotFoundError:
             return None
         except json.JSONDecodeError:
-            logger.warning("engine metadata %s is unreadable; the engine will be rebuilt", sidecar.name)
+            logger.warning(
+                "engine metadata %s is unreadable; the engine will be rebuilt", sidecar.name
+            )
             return None
 
     def verify(self, engine_path: Path, key: EngineKey) -> None:
@@ -243,10 +258,14 @@ class EngineCache:
             raise EngineMismatchError(f"engine {engine_path.name} does not exist")
         stored = self.read_metadata(engine_path)
         if stored is None:
-            raise EngineMismatchError(f"engine {engine_path.name} has no readable metadata; its origin is unknown")
+            raise EngineMismatchError(
+                f"engine {engine_path.name} has no readable metadata; its origin is unknown"
+            )
         reasons = key.differences(stored)
         if reasons:
-            raise EngineMismatchError(f"engine {engine_path.name} cannot be used: " + "; ".join(reasons))
+            raise EngineMismatchError(
+                f"engine {engine_path.name} cannot be used: " + "; ".join(reasons)
+            )
 
     def lookup(self, key: EngineKey, *, stem: str = "model") -> Path | None:
         """The cached engine for ``key``, or ``None`` when it must be (re)built."""
@@ -267,7 +286,10 @@ class EngineCache:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         path = self.engine_path(key, stem=stem)
         _atomic_write(path, bytes(engine_bytes))
-        _atomic_write(self.metadata_path(path), json.dumps(key.as_metadata(), indent=2, sort_keys=True).encode())
+        _atomic_write(
+            self.metadata_path(path),
+            json.dumps(key.as_metadata(), indent=2, sort_keys=True).encode(),
+        )
         logger.info("cached TensorRT engine %s (%d bytes)", path.name, len(engine_bytes))
         return path
 

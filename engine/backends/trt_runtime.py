@@ -68,7 +68,8 @@ def import_tensorrt() -> ModuleType:
 
 
 def current_gpu(device: int = 0) -> GpuIdentity:
-    """Name and compute capability of CUDA device ``device`` (creates a CUDA context: call after fork)."""
+    """Name and compute capability of CUDA device ``device`` (creates a CUDA context: call after
+    fork)."""
     try:
         import torch
     except ImportError as exc:
@@ -97,7 +98,9 @@ def engine_bindings(trt: ModuleType, engine: Any) -> tuple[TensorBinding, ...]:
         trt_dtype = engine.get_tensor_dtype(name)
         np_dtype = _NUMPY_DTYPES.get(getattr(trt_dtype, "name", str(trt_dtype)))
         if np_dtype is None:
-            raise TensorRTError(f"engine tensor {name!r} has dtype {trt_dtype}, which numpy cannot hold")
+            raise TensorRTError(
+                f"engine tensor {name!r} has dtype {trt_dtype}, which numpy cannot hold"
+            )
         bindings.append(
             TensorBinding(
                 name=name,
@@ -125,7 +128,9 @@ class TorchCuda:
 
     def upload(self, array: np.ndarray) -> tuple[Any, int]:
         with self.torch.cuda.stream(self.stream):
-            tensor = self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device, non_blocking=True)
+            tensor = self.torch.from_numpy(np.ascontiguousarray(array)).to(
+                self.device, non_blocking=True
+            )
         return tensor, int(tensor.data_ptr())
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[Any, int]:
@@ -155,7 +160,9 @@ class TensorRTEngine:
         CUDA device index.
     """
 
-    def __init__(self, engine_path: str | Path, *, expected: EngineKey | None = None, device: int = 0) -> None:
+    def __init__(
+        self, engine_path: str | Path, *, expected: EngineKey | None = None, device: int = 0
+    ) -> None:
         self.engine_path = Path(engine_path)
         self.expected = expected
         self.device = device
@@ -170,7 +177,9 @@ class TensorRTEngine:
         cache = EngineCache(self.engine_path.parent)
         stored = cache.read_metadata(self.engine_path)
         if stored is None:
-            raise EngineMismatchError(f"engine {self.engine_path.name} has no readable metadata; rebuild it")
+            raise EngineMismatchError(
+                f"engine {self.engine_path.name} has no readable metadata; rebuild it"
+            )
         key = self.expected or EngineKey(
             stored.get("onnx_sha256", "0" * 64),
             trt.__version__,
@@ -192,7 +201,9 @@ class TensorRTEngine:
             runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
             engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
             if engine is None:
-                raise TensorRTError(f"TensorRT could not deserialize {self.engine_path.name}; rebuild it")
+                raise TensorRTError(
+                    f"TensorRT could not deserialize {self.engine_path.name}; rebuild it"
+                )
             context = engine.create_execution_context()
             bindings = engine_bindings(trt, engine)
             self._state = (engine, context, self._device_backend(), bindings)
@@ -205,7 +216,9 @@ class TensorRTEngine:
         self.load()
         return self._state[3]  # type: ignore[index]
 
-    def _check_feed(self, engine: Any, bindings: Sequence[TensorBinding], feed: Mapping[str, np.ndarray]) -> None:
+    def _check_feed(
+        self, engine: Any, bindings: Sequence[TensorBinding], feed: Mapping[str, np.ndarray]
+    ) -> None:
         inputs = {b.name: b for b in bindings if b.is_input}
         if set(feed) != set(inputs):
             raise TensorRTError(f"engine inputs are {sorted(inputs)}, got {sorted(feed)}")
@@ -216,10 +229,14 @@ class TensorRTEngine:
             if len(array.shape) != len(binding.shape) or any(
                 e >= 0 and e != a for e, a in zip(binding.shape, array.shape, strict=True)
             ):
-                raise TensorRTError(f"input {name!r} has shape {array.shape}, the engine takes {binding.shape}")
+                raise TensorRTError(
+                    f"input {name!r} has shape {array.shape}, the engine takes {binding.shape}"
+                )
             low, _, high = (tuple(s) for s in engine.get_tensor_profile_shape(name, 0))
             if not all(lo <= a <= hi for lo, a, hi in zip(low, array.shape, high, strict=True)):
-                raise TensorRTError(f"input {name!r} shape {array.shape} is outside the profile {low}..{high}")
+                raise TensorRTError(
+                    f"input {name!r} shape {array.shape} is outside the profile {low}..{high}"
+                )
 
     def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch; returns every output by name (host arrays)."""
@@ -232,14 +249,19 @@ class TensorRTEngine:
                 if binding.is_input:
                     array = feed[binding.name]
                     if not context.set_input_shape(binding.name, tuple(array.shape)):
-                        raise TensorRTError(f"TensorRT refused shape {array.shape} for {binding.name!r}")
+                        raise TensorRTError(
+                            f"TensorRT refused shape {array.shape} for {binding.name!r}"
+                        )
                     handles[binding.name], address = device.upload(array)
                     context.set_tensor_address(binding.name, address)
             for binding in bindings:
                 if not binding.is_input:
                     shape = tuple(int(d) for d in context.get_tensor_shape(binding.name))
                     if any(d < 0 for d in shape):
-                        raise TensorRTError(f"output {binding.name!r} shape {shape} is unresolved after setting inputs")
+                        raise TensorRTError(
+                            f"output {binding.name!r} shape {shape} is unresolved "
+                            "after setting inputs"
+                        )
                     handles[binding.name], address = device.empty(shape, binding.dtype)
                     context.set_tensor_address(binding.name, address)
             if not context.execute_async_v3(device.stream_handle):
@@ -254,13 +276,22 @@ class TensorRTEngine:
 
 
 class TensorRTVisionEmbedder:
-    """A vision tower engine (:mod:`engine.backends.vision_onnx` export) as an ``HFGroundingVLM`` embedder."""
+    """A vision tower engine (:mod:`engine.backends.vision_onnx` export) as an ``HFGroundingVLM``
+    embedder."""
 
-    def __init__(self, engine: TensorRTEngine, *, input_name: str = "pixel_values", output_name: str = "image_embeds") -> None:
+    def __init__(
+        self,
+        engine: TensorRTEngine,
+        *,
+        input_name: str = "pixel_values",
+        output_name: str = "image_embeds",
+    ) -> None:
         self.engine = engine
         self.input_name = input_name
         self.output_name = output_name
 
     def __call__(self, pixel_values: np.ndarray) -> np.ndarray:
-        outputs = self.engine.run({self.input_name: np.ascontiguousarray(pixel_values, dtype=np.float32)})
+        outputs = self.engine.run(
+            {self.input_name: np.ascontiguousarray(pixel_values, dtype=np.float32)}
+        )
         return outputs[self.output_name].astype(np.float32, copy=False)

@@ -56,7 +56,10 @@ def vision_tower_module(model: Any) -> Any:
         raise VisionExportError("the model has been closed")
     if hasattr(inner, "extract_feature"):
         return hf_internvl.InternVLChatFeatures(inner).module
-    if hasattr(inner, "get_image_features") and getattr(inner.config, "model_type", None) == "internvl":
+    if (
+        hasattr(inner, "get_image_features")
+        and getattr(inner.config, "model_type", None) == "internvl"
+    ):
         return hf_internvl.InternVLNativeFeatures(inner).module
     raise VisionExportError(f"no exportable InternVL vision tower in {type(inner).__name__}")
 
@@ -124,7 +127,9 @@ class OnnxVisionEmbedder:
         ``("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")``.
     """
 
-    def __init__(self, onnx_path: str | Path, *, providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
+    def __init__(
+        self, onnx_path: str | Path, *, providers: Sequence[str] = ("CPUExecutionProvider",)
+    ) -> None:
         import onnxruntime as ort
 
         path = Path(onnx_path)
@@ -133,7 +138,9 @@ class OnnxVisionEmbedder:
         available = set(ort.get_available_providers())
         chosen = [p for p in providers if p in available]
         if not chosen:
-            raise VisionExportError(f"none of the providers {list(providers)} is available ({sorted(available)})")
+            raise VisionExportError(
+                f"none of the providers {list(providers)} is available ({sorted(available)})"
+            )
         self.session = ort.InferenceSession(str(path), providers=chosen)
         names = [i.name for i in self.session.get_inputs()]
         if names != [INPUT_NAME]:
@@ -141,5 +148,7 @@ class OnnxVisionEmbedder:
 
     def __call__(self, pixel_values: np.ndarray) -> np.ndarray:
         """``(N, 3, H, W)`` float32 → ``(N, tokens, hidden)`` float32."""
-        (embeds,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(pixel_values, dtype=np.float32)})
+        (embeds,) = self.session.run(
+            [OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(pixel_values, dtype=np.float32)}
+        )
         return embeds

@@ -100,8 +100,12 @@ def load_dataset(root: Path) -> list[LabelledImage]:
             boxes[row["image"]].append(box)
             labels[row["image"]].append(CLASSES.index(row["finding"]))
             patients[row["image"]] = row["patient_id"]
-            named = (_LABEL_SPELLINGS.get(label, label) for label in row.get("all_labels", "").split("|"))
-            image_labels[row["image"]] = {CLASSES.index(label) for label in named if label in CLASSES}
+            named = (
+                _LABEL_SPELLINGS.get(label, label) for label in row.get("all_labels", "").split("|")
+            )
+            image_labels[row["image"]] = {
+                CLASSES.index(label) for label in named if label in CLASSES
+            }
     return [
         LabelledImage(
             name=name,
@@ -173,7 +177,9 @@ def to_model_input(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
-def load_image(root: Path, name: str, *, size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+def load_image(
+    root: Path, name: str, *, size: tuple[int, int]
+) -> tuple[np.ndarray, tuple[int, int]]:
     """Read ``images/name`` under ``root`` as the model sees it.
 
     Returns

@@ -50,8 +50,16 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
         i = int(order[0])
         keep.append(i)
         rest = order[1:]
-        ix = np.clip(np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0]), 0, None)
-        iy = np.clip(np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]), 0, None)
+        ix = np.clip(
+            np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0]),
+            0,
+            None,
+        )
+        iy = np.clip(
+            np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]),
+            0,
+            None,
+        )
         inter = ix * iy
         union = areas[i] + areas[rest] - inter
         overlap = np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
@@ -102,8 +110,11 @@ def decode_batch(
     if emit_classes is not None:
         emit = np.asarray(emit_classes, dtype=bool)
         if emit.shape != (n_classes,):
-            raise ValueError(f"emit_classes must have one flag per class ({n_classes}), got shape {emit.shape}")
-        # a class that may not be emitted has no peaks at all: it cannot crowd others out of the top k
+            raise ValueError(
+                f"emit_classes must have one flag per class ({n_classes}), got shape {emit.shape}"
+            )
+        # a class that may not be emitted has no peaks at all: it cannot crowd others out of the top
+        # k
         heatmap = np.where(emit[None, :, None, None], heatmap, np.float32(-1.0))
     results = []
     for i in range(n):
@@ -119,7 +130,9 @@ def decode_batch(
         cy = (ys + offset[i, 1, ys, xs]) * OUTPUT_STRIDE
         bw = size[i, 0, ys, xs] * OUTPUT_STRIDE
         bh = size[i, 1, ys, xs] * OUTPUT_STRIDE
-        boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1).astype(np.float32)
+        boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1).astype(
+            np.float32
+        )
         boxes = boxes.reshape(-1, 4)
         boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
         boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
@@ -133,6 +146,10 @@ def decode_batch(
         keep.sort(key=lambda j: (-scores[j], j))
         keep = keep[:max_detections]
         results.append(
-            DecodedImage(boxes=boxes[keep].reshape(-1, 4), scores=scores[keep], classes=cls[keep].astype(np.int64))
+            DecodedImage(
+                boxes=boxes[keep].reshape(-1, 4),
+                scores=scores[keep],
+                classes=cls[keep].astype(np.int64),
+            )
         )
     return results

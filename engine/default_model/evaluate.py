@@ -74,10 +74,14 @@ LOW_THRESHOLD = 0.01
 
 
 def truths_of(image: LabelledImage) -> list[Detection]:
-    return [Detection(CLASSES[int(c)], tuple(b)) for b, c in zip(image.boxes, image.labels, strict=True)]
+    return [
+        Detection(CLASSES[int(c)], tuple(b)) for b, c in zip(image.boxes, image.labels, strict=True)
+    ]
 
 
-def model_detections(detector: OnnxDetector, root: Path, images: Sequence[LabelledImage]) -> list[list[Detection]]:
+def model_detections(
+    detector: OnnxDetector, root: Path, images: Sequence[LabelledImage]
+) -> list[list[Detection]]:
     """Detections (score >= 0.01) per image, in PNG pixels."""
     width, height = INPUT_SIZE
     out: list[list[Detection]] = []
@@ -85,7 +89,9 @@ def model_detections(detector: OnnxDetector, root: Path, images: Sequence[Labell
     sizes: list[tuple[int, int]] = []
 
     def flush() -> None:
-        decoded_batch = detector.detect(batch, score_threshold=LOW_THRESHOLD, include_unreported=True)
+        decoded_batch = detector.detect(
+            batch, score_threshold=LOW_THRESHOLD, include_unreported=True
+        )
         for decoded, (ow, oh) in zip(decoded_batch, sizes, strict=True):
             scale = np.array([ow / width, oh / height, ow / width, oh / height])
             out.append(
@@ -118,7 +124,9 @@ def mean_box_baseline(train: Sequence[LabelledImage], n_images: int) -> list[lis
         for b, c in zip(image.boxes, image.labels, strict=True):
             boxes[CLASSES[int(c)]].append(b)
     guesses = [
-        Detection(c, tuple(np.mean(boxes[c], axis=0).tolist()), present[c] / len(train)) for c in CLASSES if boxes[c]
+        Detection(c, tuple(np.mean(boxes[c], axis=0).tolist()), present[c] / len(train))
+        for c in CLASSES
+        if boxes[c]
     ]
     return [list(guesses) for _ in range(n_images)]
 
@@ -127,7 +135,9 @@ def mean_box_baseline(train: Sequence[LabelledImage], n_images: int) -> list[lis
 THRESHOLD_GRID = tuple(float(t) for t in np.round(np.arange(0.05, 0.71, 0.05), 2))
 
 
-def _above(detections: list[list[Detection]], threshold: float | dict[str, float]) -> list[list[Detection]]:
+def _above(
+    detections: list[list[Detection]], threshold: float | dict[str, float]
+) -> list[list[Detection]]:
     if isinstance(threshold, dict):
         return [[d for d in image if d.score >= threshold[d.label]] for image in detections]
     return [[d for d in image if d.score >= threshold] for image in detections]
@@ -149,7 +159,9 @@ def choose_threshold(detections: list[list[Detection]], truths: list[list[Detect
 MIN_CLASS_PRECISION = 0.2
 
 
-def choose_class_thresholds(detections: list[list[Detection]], truths: list[list[Detection]]) -> dict[str, float]:
+def choose_class_thresholds(
+    detections: list[list[Detection]], truths: list[list[Detection]]
+) -> dict[str, float]:
     """Per class, the threshold in 0.05..0.70 with the best F1 of that class.
 
     Only thresholds at which at least :data:`MIN_CLASS_PRECISION` of the class's
@@ -176,7 +188,9 @@ def choose_class_thresholds(detections: list[list[Detection]], truths: list[list
             if not hits or hits < MIN_CLASS_PRECISION * reported:
                 continue
             # the class's aligned F1, averaged per image as region_aligned_metrics does
-            f1 = sum(m.precision_recall(m.aligned, Convention.USUAL)[2] for m in matches) / len(matches)
+            f1 = sum(m.precision_recall(m.aligned, Convention.USUAL)[2] for m in matches) / len(
+                matches
+            )
             if f1 >= best_f1:
                 best, best_f1 = threshold, f1
         chosen[label] = best
@@ -184,7 +198,9 @@ def choose_class_thresholds(detections: list[list[Detection]], truths: list[list
 
 
 def _class_rows(
-    detections: list[list[Detection]], truths: list[list[Detection]], threshold: float | dict[str, float]
+    detections: list[list[Detection]],
+    truths: list[list[Detection]],
+    threshold: float | dict[str, float],
 ) -> dict:
     rows: dict[str, dict] = {}
     _, ap = mean_average_precision(list(zip(detections, truths, strict=True)), CLASSES)
@@ -205,7 +221,11 @@ def _class_rows(
             # pooled over the images: reported boxes that are right (IoU >= 0.5, same class)
             "hits": sum(ImageMatch.of(p, g).aligned for p, g in pairs if p and g),
             "images": medrega.images,
-            "medrega": {"region": medrega.region, "object": medrega.object, "aligned": medrega.aligned},
+            "medrega": {
+                "region": medrega.region,
+                "object": medrega.object,
+                "aligned": medrega.aligned,
+            },
             "usual": {"region": usual.region, "object": usual.object, "aligned": usual.aligned},
             "mean_iou": medrega.mean_iou,
             "ap50": float(np.nanmean(list(ap.values()))) if label == "all" else ap[label],
@@ -233,7 +253,9 @@ def bootstrap(
     margins: dict[str, list[float]] = {label: [] for label in CLASSES}
     for _ in range(rounds):
         idx = rng.integers(0, n, n)
-        model_map, model_ap = mean_average_precision([(detections[i], truths[i]) for i in idx], CLASSES)
+        model_map, model_ap = mean_average_precision(
+            [(detections[i], truths[i]) for i in idx], CLASSES
+        )
         _, base_ap = mean_average_precision([(baseline[i], truths[i]) for i in idx], CLASSES)
         maps.append(model_map)
         for label in CLASSES:
@@ -278,7 +300,8 @@ def evaluate(
     operating: float | dict[str, float]
     if threshold is not None:
         operating = threshold
-    elif detector.operating_points is not None:  # every class at its tuning threshold, reported or not
+    # every class at its tuning threshold, reported or not
+    elif detector.operating_points is not None:
         operating = {p.label: p.tuning_threshold for p in detector.operating_points.classes}
     elif detector.stored_class_thresholds:
         operating = detector.class_score_thresholds
@@ -305,7 +328,8 @@ def evaluate(
             operating,
             result["model_rows"],
             images=len(validation),
-            heldout=f"validation patients ({len(validation)} images, {result['validation_patients']} patients)",
+            heldout=f"validation patients ({len(validation)} images, "
+            f"{result['validation_patients']} patients)",
         )
         result["operating_points"] = json.loads(points.to_metadata())
     spread = bootstrap(val_dets, baseline, val_truths)
@@ -318,12 +342,16 @@ def markdown_table(result: dict) -> str:
     """The per-class table for the model card."""
 
     def pct(value: float) -> str:
-        return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
+        return (
+            "–"
+            if value is None or (isinstance(value, float) and math.isnan(value))
+            else f"{100 * value:.1f}"
+        )
 
     lines = [
         (
-            "| class | val boxes | who | AP@0.5 | AP margin, 95 % | mean IoU | Region P / R / F1 (MedRegA) "
-            "| Region P / R / F1 (usual) | Aligned F1 (usual) |"
+            "| class | val boxes | who | AP@0.5 | AP margin, 95 % | mean IoU | Region "
+            "P / R / F1 (MedRegA) | Region P / R / F1 (usual) | Aligned F1 (usual) |"
         ),
         "|---|---:|---|---:|---|---:|---|---|---:|",
     ]
@@ -338,8 +366,9 @@ def markdown_table(result: dict) -> str:
             row = rows[label]
             m, u = row["medrega"]["region"], row["usual"]["region"]
             lines.append(
-                f"| {label if who == 'model' else ''} | {row['gt_boxes'] if who == 'model' else ''} | {who} | "
-                f"{pct(row['ap50'])} | {margin(label) if who == 'model' else ''} | {pct(row['mean_iou'])} | "
+                f"| {label if who == 'model' else ''} | "
+                f"{row['gt_boxes'] if who == 'model' else ''} | {who} | {pct(row['ap50'])} | "
+                f"{margin(label) if who == 'model' else ''} | {pct(row['mean_iou'])} | "
                 f"{pct(m['precision'])} / {pct(m['recall'])} / {pct(m['f1'])} | "
                 f"{pct(u['precision'])} / {pct(u['recall'])} / {pct(u['f1'])} | "
                 f"{pct(row['usual']['aligned']['f1'])} |"
@@ -349,21 +378,37 @@ def markdown_table(result: dict) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Command-line entry point (``python -m engine.default_model.evaluate``)."""
-    parser = argparse.ArgumentParser(description="Evaluate the default detector on the validation patients")
+    parser = argparse.ArgumentParser(
+        description="Evaluate the default detector on the validation patients"
+    )
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--model", type=Path, default=None)
-    parser.add_argument("--threshold", type=float, default=None, help="score every class at this threshold instead of the model's own")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="score every class at this threshold instead of the model's own",
+    )
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--tuning", action="store_true",
-                        help="score on the tuning part of the training patients (a model from train --tuning)")
+    parser.add_argument(
+        "--tuning",
+        action="store_true",
+        help="score on the tuning part of the training patients (a model from train --tuning)",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     result = evaluate(args.data, args.model, threshold=args.threshold, tuning=args.tuning)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
-    logger.info("threshold %s; mAP@0.5 model %.3f (bootstrap std %.3f), baseline %.3f",
-                result["threshold"], result["model_rows"]["all"]["ap50"], result["model_map_bootstrap_std"],
-                result["baseline_rows"]["all"]["ap50"])
+    logger.info(
+        "threshold %s; mAP@0.5 model %.3f (bootstrap std %.3f), baseline %.3f",
+        result["threshold"],
+        result["model_rows"]["all"]["ap50"],
+        result["model_map_bootstrap_std"],
+        result["baseline_rows"]["all"]["ap50"],
+    )
     import sys
 
     sys.stdout.write(markdown_table(result) + "\n")

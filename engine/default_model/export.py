@@ -99,12 +99,18 @@ def export_onnx(
     )
     proto = onnx.load(str(out))
     onnx.checker.check_model(proto)
-    proto.doc_string = "RadGround default CXR finding detector (EfficientNet-Lite0 + CenterNet); see MODEL_CARD.md"
+    proto.doc_string = (
+        "RadGround default CXR finding detector (EfficientNet-Lite0 + CenterNet); see MODEL_CARD.md"
+    )
     props = {
         "classes": json.dumps(list(CLASSES)),
         "input_size": json.dumps(list(INPUT_SIZE)),
         "score_threshold": f"{score_threshold:.4f}",
-        **({"class_score_thresholds": json.dumps(check_class_thresholds(class_thresholds))} if class_thresholds else {}),
+        **(
+            {"class_score_thresholds": json.dumps(check_class_thresholds(class_thresholds))}
+            if class_thresholds
+            else {}
+        ),
         **(metadata or {}),
     }
     onnx.helper.set_model_props(proto, props)
@@ -116,7 +122,9 @@ def export_onnx(
     # peak suppression can flip on float ties; compare the raw size/offset and the heat maxima
     diff = max(float(np.max(np.abs(g - e))) for g, e in zip(got[1:], expected[1:], strict=True))
     diff = max(diff, float(np.max(np.abs(got[0].max(axis=(2, 3)) - expected[0].max(axis=(2, 3))))))
-    logger.info("exported %s (%.1f MB), max |onnx - torch| = %.2e", out, out.stat().st_size / 1e6, diff)
+    logger.info(
+        "exported %s (%.1f MB), max |onnx - torch| = %.2e", out, out.stat().st_size / 1e6, diff
+    )
     if diff > 1e-3:
         raise RuntimeError(f"ONNX export differs from PyTorch by {diff:.2e}")
     return out
@@ -126,7 +134,9 @@ def check_class_thresholds(thresholds: dict[str, float]) -> dict[str, float]:
     """``thresholds`` in :data:`CLASSES` order, or :class:`ValueError` naming what is wrong."""
     unknown = sorted(set(thresholds) - set(CLASSES))
     if unknown:
-        raise ValueError(f"class thresholds name unknown classes {unknown}; the classes are {list(CLASSES)}")
+        raise ValueError(
+            f"class thresholds name unknown classes {unknown}; the classes are {list(CLASSES)}"
+        )
     bad = sorted(label for label, value in thresholds.items() if not 0.0 < float(value) < 1.0)
     if bad:
         raise ValueError(f"class thresholds must be in (0, 1); not so for {bad}")
@@ -156,7 +166,9 @@ def read_operating_points(path: Path) -> OperatingPoints:
         raise ValueError(f"cannot read operating points from {path}: {exc}") from exc
     section = data.get("operating_points") if isinstance(data, dict) else None
     if section is None:
-        raise ValueError(f"{path}: no operating_points (write it with evaluate --json at per-class thresholds)")
+        raise ValueError(
+            f"{path}: no operating_points (write it with evaluate --json at per-class thresholds)"
+        )
     try:
         return parse_operating_points(json.dumps(section))
     except OperatingPointError as exc:
@@ -202,7 +214,9 @@ def to_fp16(source: Path, out: Path) -> Path:
             continue
         half_name = init.name + "__fp16"
         new_inits.append(numpy_helper.from_array(array.astype(np.float16), half_name))
-        casts.append(onnx.helper.make_node("Cast", [half_name], [init.name], to=onnx.TensorProto.FLOAT))
+        casts.append(
+            onnx.helper.make_node("Cast", [half_name], [init.name], to=onnx.TensorProto.FLOAT)
+        )
     del graph.initializer[:]
     graph.initializer.extend(new_inits)
     nodes = list(graph.node)
@@ -251,39 +265,71 @@ def quantize_int8(source: Path, out: Path, calibration: np.ndarray) -> Path:
 def main(argv: Sequence[str] | None = None) -> None:
     """Command-line entry point (``python -m engine.default_model.export``)."""
     parser = argparse.ArgumentParser(description="Export the default detector to ONNX")
-    parser.add_argument("--weights", type=Path, default=None,
-                        help="weights.pt to export (leave out with --operating-points to update --out in place)")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="weights.pt to export (leave out with --operating-points to update --out in place)",
+    )
     parser.add_argument("--out", type=Path, default=ONNX_PATH)
-    parser.add_argument("--score-threshold", type=float, default=0.3, help="reporting threshold stored in the metadata")
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.3,
+        help="reporting threshold stored in the metadata",
+    )
     parser.add_argument(
         "--class-thresholds", type=Path, default=None,
         help="JSON file of per-class operating thresholds (e.g. evaluate --tuning --json's output)",
     )
-    parser.add_argument("--fp16-out", type=Path, default=None, help="also write an fp16-weight copy here")
     parser.add_argument(
-        "--operating-points", type=Path, default=None,
-        help="evaluate --json result whose operating_points (reported classes, held-out counts) to store in --out",
+        "--fp16-out", type=Path, default=None, help="also write an fp16-weight copy here"
     )
-    parser.add_argument("--release", default=None, help="model release stored with --operating-points (e.g. 1.1)")
+    parser.add_argument(
+        "--operating-points",
+        type=Path,
+        default=None,
+        help="evaluate --json result whose operating_points (reported classes, held-out "
+        "counts) to store in --out",
+    )
+    parser.add_argument(
+        "--release", default=None, help="model release stored with --operating-points (e.g. 1.1)"
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if args.operating_points is not None:
         if args.weights is not None or not args.release:
-            parser.error("--operating-points updates an exported --out in place: give --release, not --weights")
+            parser.error(
+                "--operating-points updates an exported --out in place: give "
+                "--release, not --weights"
+            )
         try:
             points = read_operating_points(args.operating_points)
             store_operating_points(args.out, points, release=args.release)
         except ValueError as exc:
             parser.error(str(exc))
-        logger.info("stored operating points in %s: reports %s", args.out, ", ".join(points.reported_classes) or "nothing")
+        logger.info(
+            "stored operating points in %s: reports %s",
+            args.out,
+            ", ".join(points.reported_classes) or "nothing",
+        )
         return
     if args.weights is None:
         parser.error("--weights is required to export")
     try:
-        class_thresholds = read_class_thresholds(args.class_thresholds) if args.class_thresholds else None
+        class_thresholds = (
+            read_class_thresholds(args.class_thresholds) if args.class_thresholds else None
+        )
     except ValueError as exc:
         parser.error(str(exc))
-    export_onnx(args.weights, args.out, score_threshold=args.score_threshold, class_thresholds=class_thresholds)
+    export_onnx(
+        args.weights,
+        args.out,
+        score_threshold=args.score_threshold,
+        class_thresholds=class_thresholds,
+    )
     if args.fp16_out:
         to_fp16(args.out, args.fp16_out)
 

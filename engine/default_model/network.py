@@ -65,7 +65,9 @@ class _MBConv(nn.Module):
         if self.has_expand:
             self._expand_conv = nn.Conv2d(c_in, mid, 1, bias=False)
             self._bn0 = nn.BatchNorm2d(mid, eps=_BN_EPS)
-        self._depthwise_conv = nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False)
+        self._depthwise_conv = nn.Conv2d(
+            mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False
+        )
         self._bn1 = nn.BatchNorm2d(mid, eps=_BN_EPS)
         self._project_conv = nn.Conv2d(mid, c_out, 1, bias=False)
         self._bn2 = nn.BatchNorm2d(c_out, eps=_BN_EPS)
@@ -100,7 +102,11 @@ class EfficientNetLite0(nn.Module):
         blocks: list[nn.Module] = []
         for kernel, stride, expand, c_in, c_out, repeats in _LITE0_STAGES:
             for i in range(repeats):
-                blocks.append(_MBConv(kernel, stride if i == 0 else 1, expand, c_in if i == 0 else c_out, c_out))
+                blocks.append(
+                    _MBConv(
+                        kernel, stride if i == 0 else 1, expand, c_in if i == 0 else c_out, c_out
+                    )
+                )
         self._blocks = nn.ModuleList(blocks)
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
@@ -151,7 +157,11 @@ def load_imagenet_backbone(backbone: EfficientNetLite0, *, path: Path | None = N
     missing, unexpected = backbone.load_state_dict(state, strict=False)
     if missing:
         raise RuntimeError(f"ImageNet checkpoint lacks backbone parameters: {missing[:5]}")
-    logger.info("loaded ImageNet EfficientNet-Lite0 weights (%d tensors, %d unused)", len(state), len(unexpected))
+    logger.info(
+        "loaded ImageNet EfficientNet-Lite0 weights (%d tensors, %d unused)",
+        len(state),
+        len(unexpected),
+    )
 
 
 def _conv_bn_relu(c_in: int, c_out: int, kernel: int = 3) -> nn.Sequential:
@@ -201,7 +211,9 @@ class CenterNetDetector(nn.Module):
         if not isinstance(heatmap_bias, torch.Tensor):
             raise TypeError("the heatmap head's last layer has no bias")
         nn.init.constant_(heatmap_bias, -2.19)
-        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            "mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False
+        )
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def trunk_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -211,12 +223,18 @@ class CenterNetDetector(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.forward_from_trunk(self.trunk_features(images))
 
-    def forward_from_trunk(self, trunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward_from_trunk(
+        self, trunk: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Head outputs from :meth:`trunk_features` (training caches those)."""
         f8, f16, f32 = self.backbone.rest(trunk)
         p32 = self.lateral32(f32)
-        p16 = self.smooth16(self.lateral16(f16) + F.interpolate(p32, size=f16.shape[-2:], mode="nearest"))
-        p8 = self.smooth8(self.lateral8(f8) + F.interpolate(p16, size=f8.shape[-2:], mode="nearest"))
+        p16 = self.smooth16(
+            self.lateral16(f16) + F.interpolate(p32, size=f16.shape[-2:], mode="nearest")
+        )
+        p8 = self.smooth8(
+            self.lateral8(f8) + F.interpolate(p16, size=f8.shape[-2:], mode="nearest")
+        )
         # global context from the coarsest level helps the large (cardiac, effusion) boxes
         p8 = self.context(p8 + F.interpolate(p32, size=f8.shape[-2:], mode="nearest"))
         return self.heatmap(p8), F.relu(self.size(p8)), self.offset(p8)

@@ -185,7 +185,11 @@ def centernet_loss(
     size_l1 = (F.l1_loss(size, targets["size"], reduction="none") * mask).sum() / n_mask
     offset_l1 = (F.l1_loss(offset, targets["offset"], reduction="none") * mask).sum() / n_mask
     total = focal + size_weight * size_l1 + offset_weight * offset_l1
-    return total, {"focal": float(focal.detach()), "size": float(size_l1.detach()), "offset": float(offset_l1.detach())}
+    return total, {
+        "focal": float(focal.detach()),
+        "size": float(size_l1.detach()),
+        "offset": float(offset_l1.detach()),
+    }
 
 
 def _augment(
@@ -223,13 +227,17 @@ def _augment(
     return out, new_boxes
 
 
-def _load_split(root: Path, images: Sequence[LabelledImage]) -> tuple[torch.Tensor, list[np.ndarray], list[np.ndarray]]:
+def _load_split(
+    root: Path, images: Sequence[LabelledImage]
+) -> tuple[torch.Tensor, list[np.ndarray], list[np.ndarray]]:
     width, height = INPUT_SIZE
     arrays, boxes, labels = [], [], []
     for item in images:
         array, (ow, oh) = load_image(root, item.name, size=INPUT_SIZE)
         arrays.append(array)
-        boxes.append(item.boxes * np.array([width / ow, height / oh, width / ow, height / oh], np.float32))
+        boxes.append(
+            item.boxes * np.array([width / ow, height / oh, width / ow, height / oh], np.float32)
+        )
         labels.append(item.labels)
     stacked = torch.from_numpy(np.stack(arrays)).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
     return stacked, boxes, labels
@@ -278,7 +286,10 @@ def cache_views(
             batch_images, batch_boxes = images, list(boxes)
         else:
             batch_images, batch_boxes = _augment(images, list(boxes), generator)
-        parts = [model.trunk_features(batch_images[i : i + chunk]) for i in range(0, len(batch_images), chunk)]
+        parts = [
+            model.trunk_features(batch_images[i : i + chunk])
+            for i in range(0, len(batch_images), chunk)
+        ]
         features.append(torch.cat(parts))
         view_boxes.append(batch_boxes)
     return torch.stack(features), view_boxes
@@ -324,7 +335,11 @@ def train_steps(
     total = per_epoch * config.epochs if steps is None else steps
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda s: min(1.0, (s + 1) / config.warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)),
+        lambda s: (
+            min(1.0, (s + 1) / config.warmup_steps)
+            * 0.5
+            * (1 + math.cos(math.pi * min(s, total) / total))
+        ),
     )
     grid = (INPUT_SIZE[1] // OUTPUT_STRIDE, INPUT_SIZE[0] // OUTPUT_STRIDE)
     losses: list[float] = []
@@ -343,7 +358,9 @@ def train_steps(
                 [view_boxes[chosen_views[i]][i] for i in idx],
                 [labels[i] for i in idx],
                 grid=grid,
-                unboxed=[unboxed[i] for i in idx] if unboxed is not None and config.ignore_unboxed else None,
+                unboxed=[unboxed[i] for i in idx]
+                if unboxed is not None and config.ignore_unboxed
+                else None,
             )
             loss, parts = centernet_loss(
                 model.forward_from_trunk(batch),
@@ -359,7 +376,9 @@ def train_steps(
             losses.append(float(loss.detach()))
             step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", focal=f"{parts['focal']:.3f}", epoch=step // per_epoch)
+            bar.set_postfix(
+                loss=f"{losses[-1]:.3f}", focal=f"{parts['focal']:.3f}", epoch=step // per_epoch
+            )
             if checkpoint is not None and step % per_epoch == 0:
                 torch.save(model.state_dict(), checkpoint)
     bar.close()
@@ -367,7 +386,8 @@ def train_steps(
 
 
 def train(data_root: Path, out_dir: Path, *, config: TrainConfig) -> Path:
-    """Run a full training; writes ``weights.pt``, ``config.json`` and ``log.json`` to ``out_dir``."""
+    """Run a full training; writes ``weights.pt``, ``config.json`` and ``log.json`` to
+    ``out_dir``."""
     torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -377,8 +397,12 @@ def train(data_root: Path, out_dir: Path, *, config: TrainConfig) -> Path:
     )
     if config.tuning:
         train_set, tuning_set = split_for_tuning(train_set, seed=config.seed)
-        logger.info("tuning run: %d images held out of training for comparing recipes", len(tuning_set))
-    logger.info("train %d images, validation %d images (never seen)", len(train_set), len(validation_set))
+        logger.info(
+            "tuning run: %d images held out of training for comparing recipes", len(tuning_set)
+        )
+    logger.info(
+        "train %d images, validation %d images (never seen)", len(train_set), len(validation_set)
+    )
     images, boxes, labels = _load_split(data_root, train_set)
     model = build_model()
     started = time.monotonic()
@@ -396,7 +420,9 @@ def train(data_root: Path, out_dir: Path, *, config: TrainConfig) -> Path:
                 "wall_seconds": wall,
                 "train_images": len(train_set),
                 "validation_images": len(validation_set),
-                "final_loss_mean_last_epoch": float(np.mean(losses[-math.ceil(len(train_set) / config.batch_size):])),
+                "final_loss_mean_last_epoch": float(
+                    np.mean(losses[-math.ceil(len(train_set) / config.batch_size) :])
+                ),
                 "losses": losses,
                 "torch": torch.__version__,
             },
@@ -411,7 +437,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Command-line entry point (``python -m engine.default_model.train``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="the nih-cxr-boxes folder")
-    parser.add_argument("--out", type=Path, required=True, help="output folder for weights and logs")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="output folder for weights and logs"
+    )
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
@@ -428,10 +456,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         "(then: evaluate --tuning); the validation patients stay for the final numbers",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     config = TrainConfig(
-        seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, views=args.views,
-        threads=args.threads, ignore_unboxed=not args.keep_unboxed_negatives, tuning=args.tuning,
+        seed=args.seed,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        views=args.views,
+        threads=args.threads,
+        ignore_unboxed=not args.keep_unboxed_negatives,
+        tuning=args.tuning,
     )
     train(args.data, args.out, config=config)
 
