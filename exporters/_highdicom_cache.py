@@ -63,7 +63,9 @@ def highdicom_internals_problems() -> list[str]:
         if not hasattr(module, "is_attribute_in_iod"):
             problems.append(f"{module.__name__} has no is_attribute_in_iod")
         elif module.is_attribute_in_iod not in (_original, _is_attribute_in_iod):
-            problems.append(f"{module.__name__}.is_attribute_in_iod is not the one in _standard_utils")
+            problems.append(
+                f"{module.__name__}.is_attribute_in_iod is not the one in _standard_utils"
+            )
     if _original is None:
         return problems
     parameters = tuple(inspect.signature(_original).parameters)
@@ -101,12 +103,15 @@ def _check_highdicom() -> None:
 
 
 def memoised_iod_lookups_enabled() -> bool:
-    """Whether decorated calls run with the memoised look-up (see :func:`set_memoised_iod_lookups`)."""
+    """Whether decorated calls run with the memoised look-up (see
+    :func:`set_memoised_iod_lookups`)."""
     return _enabled
 
 
 @functools.lru_cache(maxsize=4096)
-def _cached(attribute: str, sop_class_uid: str, exclude_path_elements: tuple[str, ...] | None) -> bool:
+def _cached(
+    attribute: str, sop_class_uid: str, exclude_path_elements: tuple[str, ...] | None
+) -> bool:
     assert _original is not None
     return bool(_original(attribute, sop_class_uid, exclude_path_elements))
 

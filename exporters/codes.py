@@ -190,7 +190,8 @@ CODE_TABLE: Mapping[str, TableEntry] = MappingProxyType(
 )
 
 # -- fixed concepts of the SR content tree ----------------------------------
-#: Qualitative evaluation name for presence and its values (CID 241 plus DCM "Presence Undetermined").
+#: Qualitative evaluation name for presence and its values (CID 241 plus DCM "Presence
+#: Undetermined").
 PRESENCE = _dcm("121052", "Presence of property")
 PRESENCE_VALUES: Mapping[Presence, CodedConcept] = MappingProxyType(
     {

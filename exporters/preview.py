@@ -128,7 +128,9 @@ def _font(size: int, cjk: bool) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
             except OSError as exc:
                 logger.warning("cannot load font %s: %s", path, exc)
     if cjk:
-        logger.warning("no CJK font found (install fonts-droid-fallback); Chinese labels will not render")
+        logger.warning(
+            "no CJK font found (install fonts-droid-fallback); Chinese labels will not render"
+        )
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, OSError):  # Pillow without FreeType: fixed bitmap font
@@ -155,7 +157,13 @@ def _text_size(text: str, size: int) -> tuple[float, int]:
     return width, ascent + descent
 
 
-def _draw_text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, size: int, rgb: tuple[int, int, int]) -> None:
+def _draw_text(
+    draw: ImageDraw.ImageDraw,
+    xy: tuple[float, float],
+    text: str,
+    size: int,
+    rgb: tuple[int, int, int],
+) -> None:
     """Draw ``text`` with its top-left corner at ``xy``, each run in a font
     that has its glyphs, outlined in black for contrast on any background."""
     x, y = xy
@@ -197,9 +205,12 @@ def render_overlay(
         An RGB image of the same size as ``pixels``; the input is not changed.
     """
     array = np.asarray(pixels)
-    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
+    if array.dtype != np.uint8 or not (
+        array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)
+    ):
         raise ExportError(
-            f"render_overlay needs uint8 (rows, columns) or (rows, columns, 3), got {array.dtype} {array.shape}"
+            "render_overlay needs uint8 (rows, columns) or (rows, columns, 3), got "
+            f"{array.dtype} {array.shape}"
         )
     image = Image.fromarray(array).convert("RGB")
     rows, columns = array.shape[:2]
@@ -230,5 +241,7 @@ def render_overlay(
         if width_text > columns - 8 and caption_size > 8:
             caption_size = max(8, int(caption_size * (columns - 8) / width_text))
             width_text, height_text = _text_size(caption, caption_size)
-        _draw_text(draw, (4, max(rows - height_text - 4, 0)), caption, caption_size, (255, 255, 255))
+        _draw_text(
+            draw, (4, max(rows - height_text - 4, 0)), caption, caption_size, (255, 255, 255)
+        )
     return image
