@@ -145,11 +145,16 @@ class CompletionMonitor:
                 continue
             with self._sessions.begin() as session:
                 session.execute(
-                    update(StudyRevision).where(StudyRevision.id == revision_pk).values(dispatched_at=utcnow())
+                    update(StudyRevision)
+                    .where(StudyRevision.id == revision_pk)
+                    .values(dispatched_at=utcnow())
                 )
             logger.info(
                 "Study %s revision %d ready (%s, %d instances)",
-                short_uid(event.study_instance_uid), event.revision, event.reason, event.instances_received,
+                short_uid(event.study_instance_uid),
+                event.revision,
+                event.reason,
+                event.instances_received,
             )
             dispatched.append(event)
         return dispatched
@@ -177,7 +182,9 @@ class CompletionMonitor:
             ).one()
             study_uid, revision = row
             if revision.ready_at is None:
-                raise RuntimeError(f"revision {revision_pk} was claimed for dispatch but is not ready")
+                raise RuntimeError(
+                    f"revision {revision_pk} was claimed for dispatch but is not ready"
+                )
             return StudyReady(
                 study_instance_uid=study_uid,
                 revision=revision.revision,

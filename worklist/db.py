@@ -105,7 +105,9 @@ def create_db_engine(url: str, *, echo: bool = False, durable_commits: bool = Tr
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, echo=echo, connect_args={"timeout": 30, "isolation_level": None})
+        engine = create_engine(
+            url, echo=echo, connect_args={"timeout": 30, "isolation_level": None}
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -43,19 +43,34 @@ _UID_SEPARATOR = "\n"
 def run_delivery(ctx: PipelineContext, delivery_id: int, attempt: int) -> None:
     """Attempt delivery ``attempt + 1``; a stale or duplicate message does nothing."""
     with ctx.sessions.begin() as session:
-        claimed = cast(CursorResult, session.execute(
-            update(Delivery)
-            .where(Delivery.id == delivery_id, Delivery.state == DeliveryState.PENDING, Delivery.attempts == attempt)
-            .values(attempts=attempt + 1, next_attempt_at=None)
-        )).rowcount
+        claimed = cast(
+            CursorResult,
+            session.execute(
+                update(Delivery)
+                .where(
+                    Delivery.id == delivery_id,
+                    Delivery.state == DeliveryState.PENDING,
+                    Delivery.attempts == attempt,
+                )
+                .values(attempts=attempt + 1, next_attempt_at=None)
+            ),
+        ).rowcount
         delivery = session.get(Delivery, delivery_id)
         if not claimed or delivery is None:
             return
         job_id, name = delivery.job_id, delivery.destination
-        remaining = set(delivery.remaining_objects.split(_UID_SEPARATOR)) if delivery.remaining_objects else None
-        artifacts = [ArtifactFile(a.kind, a.language, a.object_uid, ctx.outputs_root / a.path)
-                     for a in session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id))
-                     if remaining is None or a.object_uid in remaining]
+        remaining = (
+            set(delivery.remaining_objects.split(_UID_SEPARATOR))
+            if delivery.remaining_objects
+            else None
+        )
+        artifacts = [
+            ArtifactFile(a.kind, a.language, a.object_uid, ctx.outputs_root / a.path)
+            for a in session.scalars(
+                select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id)
+            )
+            if remaining is None or a.object_uid in remaining
+        ]
     _record_delivery(ctx, delivery_id, attempt + 1, _attempt(ctx, name, artifacts))
 
 
@@ -70,7 +85,9 @@ def _attempt(ctx: PipelineContext, name: str, artifacts: list[ArtifactFile]) -> 
     return destination.deliver(artifacts, target)
 
 
-def _record_delivery(ctx: PipelineContext, delivery_id: int, attempts: int, outcome: DeliveryOutcome) -> None:
+def _record_delivery(
+    ctx: PipelineContext, delivery_id: int, attempts: int, outcome: DeliveryOutcome
+) -> None:
     """Record an attempt's outcome. Its transaction is retried on a database
     conflict: the attempt has happened, and a lost record would leave the
     delivery pending until the sweeper."""
@@ -85,7 +102,9 @@ def _record_delivery(ctx: PipelineContext, delivery_id: int, attempts: int, outc
             time.sleep(0.05 * attempt)
 
 
-def _record_delivery_once(ctx: PipelineContext, delivery_id: int, attempts: int, outcome: DeliveryOutcome) -> None:
+def _record_delivery_once(
+    ctx: PipelineContext, delivery_id: int, attempts: int, outcome: DeliveryOutcome
+) -> None:
     retry_at: datetime | None = None
     with ctx.sessions.begin() as session:
         # lock order: job, then delivery — two deliveries of one job settle it
@@ -97,24 +116,46 @@ def _record_delivery_once(ctx: PipelineContext, delivery_id: int, attempts: int,
             return
         now = utcnow()
         target = ctx.destinations.get(delivery.destination)
-        policy = ctx.retry_policy.with_retry_for(target.retry_for_seconds if target is not None else None)
+        policy = ctx.retry_policy.with_retry_for(
+            target.retry_for_seconds if target is not None else None
+        )
         if outcome.ok:
-            delivery.state, delivery.delivered_at, delivery.last_error = DeliveryState.DONE, now, None
+            delivery.state, delivery.delivered_at, delivery.last_error = (
+                DeliveryState.DONE,
+                now,
+                None,
+            )
             delivery.remaining_objects = None
-            audit(session, ctx.actor, "delivered", delivery.job_id, f"{delivery.destination} attempt {attempts}")
+            audit(
+                session,
+                ctx.actor,
+                "delivered",
+                delivery.job_id,
+                f"{delivery.destination} attempt {attempts}",
+            )
         elif outcome.status is DeliveryStatus.RETRYABLE:
             if delivery.retry_until is None:  # the first failure starts the clock
                 delivery.retry_until = policy.deadline(now)
-            retry_at = policy.next_attempt_at(attempts, failed_at=now, retry_until=delivery.retry_until,
-                                              retry_after=outcome.retry_after)
+            retry_at = policy.next_attempt_at(
+                attempts,
+                failed_at=now,
+                retry_until=delivery.retry_until,
+                retry_after=outcome.retry_after,
+            )
         delivery.operation_outcome = outcome.peer_document if not outcome.ok else None
         if retry_at is not None:
             delivery.last_error = outcome.answer[:4000]
             delivery.next_attempt_at = retry_at
             if outcome.remaining:
                 delivery.remaining_objects = _UID_SEPARATOR.join(outcome.remaining)
-            audit(session, ctx.actor, "delivery-retry", delivery.job_id,
-                  f"{delivery.destination} attempt {attempts}, next at {retry_at:%Y-%m-%d %H:%M:%S} UTC")
+            audit(
+                session,
+                ctx.actor,
+                "delivery-retry",
+                delivery.job_id,
+                f"{delivery.destination} attempt {attempts}, next at "
+                f"{retry_at:%Y-%m-%d %H:%M:%S} UTC",
+            )
         elif not outcome.ok:
             delivery.state, delivery.last_error = DeliveryState.FAILED, outcome.answer[:4000]
             if outcome.status is DeliveryStatus.RETRYABLE:
@@ -126,8 +167,13 @@ def _record_delivery_once(ctx: PipelineContext, delivery_id: int, attempts: int,
         settle_job(session, job_id, ctx.actor)
     if retry_at is not None:
         retry_in = max(0.0, (retry_at - now).total_seconds())
-        logger.warning("Delivery %d (job %d) failed, retrying in %.0f s: %s", delivery_id, job_id, retry_in,
-                       outcome.loggable)
+        logger.warning(
+            "Delivery %d (job %d) failed, retrying in %.0f s: %s",
+            delivery_id,
+            job_id,
+            retry_in,
+            outcome.loggable,
+        )
         ctx.enqueue.delivery(delivery_id, attempts, countdown=retry_in)
     elif not outcome.ok:
         logger.error("Delivery %d (job %d) failed: %s", delivery_id, job_id, outcome.loggable)
@@ -140,7 +186,9 @@ def settle_job(session: Session, job_id: int, actor: str) -> None:
     job = session.get(Job, job_id, with_for_update=True)
     if job is None or job.state is not JobState.DELIVERING:
         return
-    deliveries = list(session.scalars(select(Delivery).where(Delivery.job_id == job_id).order_by(Delivery.id)))
+    deliveries = list(
+        session.scalars(select(Delivery).where(Delivery.job_id == job_id).order_by(Delivery.id))
+    )
     if any(d.state is DeliveryState.PENDING for d in deliveries):
         return
     now = utcnow()
@@ -151,12 +199,22 @@ def settle_job(session: Session, job_id: int, actor: str) -> None:
         return
     problems = [f"not built: {line}" for line in (job.output_errors or "").splitlines()]
     # a destination that got nothing because its output was not built: the line above says why
-    problems += [f"delivery to {d.destination}: " + ("not sent" if d.attempts == 0 and job.output_errors
-                                                      else str(d.last_error)) for d in failed]
+    problems += [
+        f"delivery to {d.destination}: "
+        + ("not sent" if d.attempts == 0 and job.output_errors else str(d.last_error))
+        for d in failed
+    ]
     delivered = [d.destination for d in deliveries if d.state is DeliveryState.DONE]
     if delivered:
         problems.append(f"delivered to {', '.join(delivered)}")
     job.state, job.finished_at, job.updated_at = JobState.FAILED, now, now
     job.last_error = "; ".join(problems)[:4000]
-    audit(session, actor, "job-failed", job_id,
-          "delivery failed" if not job.output_errors else "outputs not built" + (" and delivery failed" if failed else ""))
+    audit(
+        session,
+        actor,
+        "job-failed",
+        job_id,
+        "delivery failed"
+        if not job.output_errors
+        else "outputs not built" + (" and delivery failed" if failed else ""),
+    )

@@ -60,7 +60,8 @@ __all__ = [
 
 #: The transport alias: broker URLs ``radground+sqlite:///PATH`` use this transport.
 ALIAS = "radground"
-#: Broker URL prefixes of a SQLite-file broker: this transport, and kombu's stock one (polling only).
+#: Broker URL prefixes of a SQLite-file broker: this transport, and kombu's stock one (polling
+#: only).
 SQLITE_SCHEMES = (f"{ALIAS}+sqlite:///", "sqla+sqlite:///")
 #: The longest a consumer waits between queries when no wake-up comes (kombu's stock
 #: transport: 1 s, ``virtual.Transport.polling_interval``).
@@ -153,13 +154,20 @@ class Transport(sqla.Transport):
                 waited = time.monotonic() - started
                 if timeout is not None and waited >= timeout:
                     raise TimeoutError from None  # socket.timeout: "no event", as kombu's own loop
-                wait = self.polling_interval if timeout is None else min(self.polling_interval, timeout - waited)
+                wait = (
+                    self.polling_interval
+                    if timeout is None
+                    else min(self.polling_interval, timeout - waited)
+                )
                 _wait_for_wakeup(listener, wait)
 
     def wake_self(self) -> None:
         """End this transport's current wait (a prefetch slot was freed)."""
         if self._listener_path is not None:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender, contextlib.suppress(OSError):
+            with (
+                socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender,
+                contextlib.suppress(OSError),
+            ):
                 sender.setblocking(False)
                 sender.sendto(b"!", self._listener_path)
 

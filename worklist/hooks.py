@@ -33,7 +33,11 @@ def make_index_hook(engine: Engine) -> Callable[[StoredInstance], None]:
         try:
             indexed = indexer.record(instance)
         except SQLAlchemyError as exc:
-            logger.error("Index write failed for instance %s (%s)", short_uid(instance.sop_instance_uid), type(exc).__name__)
+            logger.error(
+                "Index write failed for instance %s (%s)",
+                short_uid(instance.sop_instance_uid),
+                type(exc).__name__,
+            )
             raise StoreRefusedError("study index unavailable", transient=True) from None
         if indexed.reopened:
             logger.info(

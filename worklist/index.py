@@ -85,7 +85,9 @@ class IndexedInstance:
     receiving: bool = True
 
 
-def record_instance(session: Session, instance: StoredInstance, *, known: KnownKeys | None = None) -> IndexedInstance:
+def record_instance(
+    session: Session, instance: StoredInstance, *, known: KnownKeys | None = None
+) -> IndexedInstance:
     """Index ``instance`` (the caller commits, then may ``known.remember`` the result).
 
     Concurrency: the study row is locked (``SELECT … FOR UPDATE`` on
@@ -135,7 +137,8 @@ def record_instance(session: Session, instance: StoredInstance, *, known: KnownK
             series_description=_text(header, "SeriesDescription", 64),
             body_part_examined=_text(header, "BodyPartExamined", 16),
         )
-    existing = _known_instance(session, instance)  # after the study lock: same-study re-sends serialise
+    # after the study lock: same-study re-sends serialise
+    existing = _known_instance(session, instance)
     if existing is not None and instance.outcome is StoreOutcome.ALREADY_STORED:
         raise DuplicateInstanceError("SOP Instance UID already stored (policy: reject)")
     new_content = existing is None or instance.outcome is not StoreOutcome.IDENTICAL_DUPLICATE
@@ -146,7 +149,12 @@ def record_instance(session: Session, instance: StoredInstance, *, known: KnownK
         .where(StudyRevision.study_pk == study_pk, StudyRevision.revision == study.current_revision)
         .with_for_update()
     ).scalar_one_or_none()
-    reopened = revision is not None and revision.state is RevisionState.READY and new_content and not own_output
+    reopened = (
+        revision is not None
+        and revision.state is RevisionState.READY
+        and new_content
+        and not own_output
+    )
     if revision is None or reopened:
         study.current_revision += int(reopened)
         revision = StudyRevision(
@@ -221,7 +229,10 @@ def _known_instance(session: Session, instance: StoredInstance) -> Instance | No
         return existing
     logger.warning(
         "Instance %s of study %s is indexed in study %s: refused (%s)",
-        short_uid(instance.sop_instance_uid), short_uid(instance.study_instance_uid), short_uid(study_uid), conflict,
+        short_uid(instance.sop_instance_uid),
+        short_uid(instance.study_instance_uid),
+        short_uid(study_uid),
+        conflict,
     )
     raise InstanceConflictError(conflict)
 
@@ -277,7 +288,9 @@ def _latest(column: Any) -> Any:
 _BUMP_STUDY = (
     update(Study)
     .where(Study.id == bindparam("b_study_pk"))
-    .values(instance_count=Study.instance_count + 1, last_received_at=_latest(Study.last_received_at))
+    .values(
+        instance_count=Study.instance_count + 1, last_received_at=_latest(Study.last_received_at)
+    )
 )
 _BUMP_RECEIVING_REVISION = (
     update(StudyRevision)
@@ -311,7 +324,9 @@ class StudyIndexer:
         self._engine = engine
         self._known = known or KnownKeys()
         dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-        self._insert_instance = dialect.insert(Instance).on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+        self._insert_instance = dialect.insert(Instance).on_conflict_do_nothing(
+            index_elements=["sop_instance_uid"]
+        )
 
     def record(self, instance: StoredInstance) -> IndexedInstance:
         """Index ``instance`` and commit once its file is durable.
@@ -350,11 +365,18 @@ class StudyIndexer:
         return study_pk, series_pk, revision
 
     def _record_common_case(
-        self, connection: Connection, instance: StoredInstance, study_pk: int, series_pk: int, revision: int
+        self,
+        connection: Connection,
+        instance: StoredInstance,
+        study_pk: int,
+        series_pk: int,
+        revision: int,
     ) -> IndexedInstance:
         now = instance.received_at
         connection.execute(_BUMP_STUDY, {"b_study_pk": study_pk, "now": now})
-        bumped = connection.execute(_BUMP_RECEIVING_REVISION, {"b_study_pk": study_pk, "b_revision": revision, "now": now})
+        bumped = connection.execute(
+            _BUMP_RECEIVING_REVISION, {"b_study_pk": study_pk, "b_revision": revision, "now": now}
+        )
         if bumped.rowcount != 1:
             raise _NotTheCommonCase
         inserted = connection.execute(

@@ -29,7 +29,9 @@ def retry_job(ctx: PipelineContext, job_id: int, *, actor: str) -> str:
         if job is None:
             raise JobActionError(f"no job {job_id}")
         if job.state not in (JobState.FAILED, JobState.DEAD):
-            raise JobActionError(f"job {job_id} is {job.state.value}; only failed or dead jobs can be retried")
+            raise JobActionError(
+                f"job {job_id} is {job.state.value}; only failed or dead jobs can be retried"
+            )
         failed = list(session.scalars(select(Delivery).where(
             Delivery.job_id == job_id, Delivery.state == DeliveryState.FAILED)))
         job.retries += 1
@@ -41,19 +43,35 @@ def retry_job(ctx: PipelineContext, job_id: int, *, actor: str) -> str:
             # deliver what failed; what was delivered stays delivered
             job.state, job.output_errors = JobState.EXPORTING, None
             for delivery in failed:
-                delivery.state, delivery.attempts, delivery.last_error = DeliveryState.PENDING, 0, None
+                delivery.state, delivery.attempts, delivery.last_error = (
+                    DeliveryState.PENDING,
+                    0,
+                    None,
+                )
                 delivery.operation_outcome = None
                 # the retry clock starts over; every object is sent again (idempotent at the peer)
-                delivery.retry_until, delivery.remaining_objects, delivery.next_attempt_at = None, None, None
+                delivery.retry_until, delivery.remaining_objects, delivery.next_attempt_at = (
+                    None,
+                    None,
+                    None,
+                )
             message = f"job {job_id}: export runs again, then {len(failed)} failed deliveries"
             export = True
         elif failed and job.report_json is not None:
             job.state = JobState.DELIVERING
             for delivery in failed:
-                delivery.state, delivery.attempts, delivery.last_error = DeliveryState.PENDING, 0, None
+                delivery.state, delivery.attempts, delivery.last_error = (
+                    DeliveryState.PENDING,
+                    0,
+                    None,
+                )
                 delivery.operation_outcome = None
                 # the retry clock starts over; every object is sent again (idempotent at the peer)
-                delivery.retry_until, delivery.remaining_objects, delivery.next_attempt_at = None, None, None
+                delivery.retry_until, delivery.remaining_objects, delivery.next_attempt_at = (
+                    None,
+                    None,
+                    None,
+                )
                 deliveries.append(delivery.id)
             message = f"job {job_id}: {len(failed)} failed deliveries start over"
         else:
@@ -61,7 +79,9 @@ def retry_job(ctx: PipelineContext, job_id: int, *, actor: str) -> str:
             job.worker, job.lease_expires_at = None, None
             job.output_errors = None
             message = f"job {job_id}: queued for inference again"
-        session.add(AuditEvent(at=utcnow(), actor=actor, action="job-retry", job_id=job_id, detail=message))
+        session.add(
+            AuditEvent(at=utcnow(), actor=actor, action="job-retry", job_id=job_id, detail=message)
+        )
     if export:
         ctx.enqueue.export(job_id)
     elif deliveries:
@@ -85,10 +105,18 @@ def reprocess_study(session: Session, study_instance_uid: str, *, actor: str) ->
         raise JobActionError(f"no study {study_instance_uid} in the index")
     now = utcnow()
     study.current_revision += 1
-    session.add(StudyRevision(
-        study_pk=study.id, revision=study.current_revision, state=RevisionState.READY, opened_at=now,
-        last_received_at=now, instances_received=0, ready_at=now, ready_reason="reprocess",
-    ))
+    session.add(
+        StudyRevision(
+            study_pk=study.id,
+            revision=study.current_revision,
+            state=RevisionState.READY,
+            opened_at=now,
+            last_received_at=now,
+            instances_received=0,
+            ready_at=now,
+            ready_reason="reprocess",
+        )
+    )
     session.add(AuditEvent(at=now, actor=actor, action="reprocess", job_id=None,
                            detail=f"revision {study.current_revision}"))
     return study.current_revision

@@ -20,7 +20,9 @@ __all__ = ["Artifact", "AuditEvent", "Delivery", "DeliveryState", "Job", "JobSta
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:
-    return Enum(cls, name=name, values_callable=lambda e: [m.value for m in e], native_enum=False, length=16)
+    return Enum(
+        cls, name=name, values_callable=lambda e: [m.value for m in e], native_enum=False, length=16
+    )
 
 
 class JobState(enum.StrEnum):
@@ -77,7 +79,8 @@ class Job(Base):
     export_seconds: Mapped[float | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
-    #: Outputs the export could not build, one "kind: reason" per line (the others were kept and delivered).
+    #: Outputs the export could not build, one "kind: reason" per line (the others were kept and
+    #: delivered).
     output_errors: Mapped[str | None] = mapped_column(Text, default=None)
     #: The GroundedReport (engine.report JSON), kept for export and audit.
     report_json: Mapped[str | None] = mapped_column(Text, default=None)
@@ -122,7 +125,9 @@ class Delivery(Base):
     destination: Mapped[str] = mapped_column(String(64))
     #: The destination's type when the delivery was created: "dicom", "dicomweb", "fhir" or "hl7".
     protocol: Mapped[str] = mapped_column(String(8))
-    state: Mapped[DeliveryState] = mapped_column(_enum(DeliveryState, "delivery_state"), default=DeliveryState.PENDING)
+    state: Mapped[DeliveryState] = mapped_column(
+        _enum(DeliveryState, "delivery_state"), default=DeliveryState.PENDING
+    )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     #: When the next attempt is due (a retry scheduled by the retry policy); None while one runs.
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

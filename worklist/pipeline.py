@@ -63,30 +63,55 @@ def create_jobs(ctx: PipelineContext, session: Session, ready: StudyReady) -> li
     """Create the job for a ready study revision (idempotent) and record the
     revision's outcome (a job, no route matched and why, own outputs only);
     the caller commits."""
-    study = session.execute(select(Study).where(Study.study_instance_uid == ready.study_instance_uid)).scalar_one()
+    study = session.execute(
+        select(Study).where(Study.study_instance_uid == ready.study_instance_uid)
+    ).scalar_one()
     facts = study_instance_facts(session, study.id)
     token = short_uid(ready.study_instance_uid)
     if not facts:
         _record_outcome(session, study.id, ready.revision, RevisionOutcome.OWN_OUTPUT, None)
-        logger.info("Study %s revision %d: only RadGround outputs, nothing to process", token, ready.revision)
+        logger.info(
+            "Study %s revision %d: only RadGround outputs, nothing to process",
+            token,
+            ready.revision,
+        )
         return []
     route = choose_route(ctx.routes, facts)
     if route is None:
         why = no_route_reason(explain_routes(ctx.routes, facts))
         _record_outcome(session, study.id, ready.revision, RevisionOutcome.NO_ROUTE, why)
-        logger.info("Study %s revision %d: no route matches (%s); not processed", token, ready.revision, why)
+        logger.info(
+            "Study %s revision %d: no route matches (%s); not processed", token, ready.revision, why
+        )
         return []
     now = utcnow()
-    created = insert_ignore(session, Job, study_pk=study.id, revision=ready.revision, route=route.name,
-                            model=route.model, state=JobState.QUEUED.value, inference_starts=0, retries=0,
-                            created_at=now, updated_at=now)
+    created = insert_ignore(
+        session,
+        Job,
+        study_pk=study.id,
+        revision=ready.revision,
+        route=route.name,
+        model=route.model,
+        state=JobState.QUEUED.value,
+        inference_starts=0,
+        retries=0,
+        created_at=now,
+        updated_at=now,
+    )
     job = session.execute(
-        select(Job).where(Job.study_pk == study.id, Job.revision == ready.revision, Job.route == route.name)
+        select(Job).where(
+            Job.study_pk == study.id, Job.revision == ready.revision, Job.route == route.name
+        )
     ).scalar_one()
     _record_outcome(session, study.id, ready.revision, RevisionOutcome.JOB, route.name)
-    if created:  # a re-dispatched revision (its enqueue failed: broker down) finds its job made already
-        audit(session, "node", "job-created", job.id, f"route={route.name} revision={ready.revision}")
-        logger.info("Study %s revision %d: job %d on route %s", token, ready.revision, job.id, route.name)
+    # a re-dispatched revision (its enqueue failed: broker down) finds its job made already
+    if created:
+        audit(
+            session, "node", "job-created", job.id, f"route={route.name} revision={ready.revision}"
+        )
+        logger.info(
+            "Study %s revision %d: job %d on route %s", token, ready.revision, job.id, route.name
+        )
     return [job.id] if job.state is JobState.QUEUED else []
 
 
@@ -137,24 +162,31 @@ def run_inference(ctx: PipelineContext, job_id: int) -> None:
         job = session.get(Job, job_id, with_for_update=True)
         if job is None or job.state not in (JobState.QUEUED, JobState.INFERRING):
             return  # already past this step (a redelivered message)
-        if job.state is JobState.INFERRING and not lease_lapsed(job, now=utcnow(), lease_seconds=ctx.lease_seconds):
+        if job.state is JobState.INFERRING and not lease_lapsed(
+            job, now=utcnow(), lease_seconds=ctx.lease_seconds
+        ):
             return  # a duplicate message while another worker runs it; a dead worker's lease lapses
         if job.inference_starts >= ctx.max_task_starts:
             job.state, job.updated_at, job.finished_at = JobState.DEAD, utcnow(), utcnow()
             job.last_error = (
-                f"inference started {job.inference_starts} times without finishing (worker killed or out of "
-                "memory?); not retried automatically: `radground jobs retry` after checking the worker"
+                f"inference started {job.inference_starts} times without finishing "
+                "(worker killed or out of memory?); not retried automatically: `radground jobs "
+                "retry` after checking the worker"
             )
             audit(session, ctx.actor, "job-dead", job_id, job.last_error)
             logger.error("Job %d is dead: %s", job_id, job.last_error)
             return
-        attempt = claim_inference(job, worker=ctx.actor, now=utcnow(), lease_seconds=ctx.lease_seconds)
+        attempt = claim_inference(
+            job, worker=ctx.actor, now=utcnow(), lease_seconds=ctx.lease_seconds
+        )
         audit(session, ctx.actor, "inference-started", job_id, f"attempt {attempt}")
         route_name, study_pk, revision = job.route, job.study_pk, job.revision
         facts = study_instance_facts(session, study_pk)
         study_uid = session.get_one(Study, study_pk).study_instance_uid
     started = time.perf_counter()
-    heartbeat = Heartbeat(ctx.sessions, job_id, attempt, worker=ctx.actor, lease_seconds=ctx.lease_seconds)
+    heartbeat = Heartbeat(
+        ctx.sessions, job_id, attempt, worker=ctx.actor, lease_seconds=ctx.lease_seconds
+    )
     try:
         heartbeat.start()
         route = _route(ctx, route_name)
@@ -178,7 +210,8 @@ def run_inference(ctx: PipelineContext, job_id: int) -> None:
             targets=route.targets,
             generate=loaded.generate,
             regional_cot=route.regional_cot,
-        )  # skips the images the model is not made for (model.applicability), each in report.problems
+        # skips the images the model is not made for (model.applicability), each in report.problems
+        )
     except NotApplicableError as exc:
         # never a 'normal' report for images the model cannot read
         _fail(ctx, job_id, f"not analysed: {exc}", attempt=attempt)
@@ -193,21 +226,43 @@ def run_inference(ctx: PipelineContext, job_id: int) -> None:
         _fail(ctx, job_id, "inference: the report is about another study", attempt=attempt)
         return
     with ctx.sessions.begin() as session:
-        moved = updated_rows(session.execute(
-            update(Job)
-            .where(holds(job_id, attempt, worker=ctx.actor))  # fenced: the result of an attempt that lost its lease is dropped
-            .values(state=JobState.EXPORTING, report_json=report.to_json(), inference_seconds=elapsed,
-                    updated_at=utcnow(), last_error=None, lease_expires_at=None)
-        ))
+        moved = updated_rows(
+            session.execute(
+                update(Job)
+                # fenced: the result of an attempt that lost its lease is dropped
+                .where(holds(job_id, attempt, worker=ctx.actor))
+                .values(
+                    state=JobState.EXPORTING,
+                    report_json=report.to_json(),
+                    inference_seconds=elapsed,
+                    updated_at=utcnow(),
+                    last_error=None,
+                    lease_expires_at=None,
+                )
+            )
+        )
         if moved:
-            audit(session, ctx.actor, "inferred", job_id,
-                   f"attempt {attempt}: {len(report.findings)} findings, {len(report.problems)} problems, "
-                   f"{elapsed:.2f} s")
+            audit(
+                session,
+                ctx.actor,
+                "inferred",
+                job_id,
+                f"attempt {attempt}: {len(report.findings)} findings, "
+                f"{len(report.problems)} problems, {elapsed:.2f} s",
+            )
     if moved:
-        logger.info("Job %d: %d findings in %.2f s (revision %d)", job_id, len(report.findings), elapsed, revision)
+        logger.info(
+            "Job %d: %d findings in %.2f s (revision %d)",
+            job_id,
+            len(report.findings),
+            elapsed,
+            revision,
+        )
         ctx.enqueue.export(job_id)
     else:
-        logger.warning("Job %d: attempt %d no longer holds the job; its result is discarded", job_id, attempt)
+        logger.warning(
+            "Job %d: attempt %d no longer holds the job; its result is discarded", job_id, attempt
+        )
 
 
 def _fail(ctx: PipelineContext, job_id: int, reason: str, *, attempt: int | None = None) -> None:
@@ -216,8 +271,11 @@ def _fail(ctx: PipelineContext, job_id: int, reason: str, *, attempt: int | None
         job = session.get(Job, job_id, with_for_update=True)
         if job is None or job.state in (JobState.DONE, JobState.FAILED, JobState.DEAD):
             return
-        if attempt is not None and (job.state is not JobState.INFERRING or job.inference_starts != attempt
-                                    or job.worker != ctx.actor):
+        if attempt is not None and (
+            job.state is not JobState.INFERRING
+            or job.inference_starts != attempt
+            or job.worker != ctx.actor
+        ):
             return  # a superseded attempt (re-queued after its lease lapsed) decides nothing
         job.state, job.last_error = JobState.FAILED, reason[:4000]
         job.updated_at = job.finished_at = utcnow()
@@ -228,10 +286,14 @@ def _fail(ctx: PipelineContext, job_id: int, reason: str, *, attempt: int | None
 # -- export --------------------------------------------------------------------
 
 
-def _source_headers(ctx: PipelineContext, session: Session, job: Job, report: GroundedReport) -> list[Dataset]:
+def _source_headers(
+    ctx: PipelineContext, session: Session, job: Job, report: GroundedReport
+) -> list[Dataset]:
     facts = study_instance_facts(session, job.study_pk)
     by_uid = {f.sop_instance_uid: f for f in facts}
-    wanted = [by_uid[ref.sop_instance_uid] for ref in report.images if ref.sop_instance_uid in by_uid]
+    wanted = [
+        by_uid[ref.sop_instance_uid] for ref in report.images if ref.sop_instance_uid in by_uid
+    ]
     if not wanted and facts:
         wanted = facts[:1]  # a negative report still needs the study's patient/study modules
     return [dcmread(ctx.storage_root / f.path) for f in wanted]
@@ -274,7 +336,11 @@ def run_export(ctx: PipelineContext, job_id: int) -> None:
         _fail(ctx, job_id, f"export: {exc}")
         return
     if not built.outputs:
-        _fail(ctx, job_id, "export: " + "; ".join(f"{kind}: {why}" for kind, why in built.failures.items()))
+        _fail(
+            ctx,
+            job_id,
+            "export: " + "; ".join(f"{kind}: {why}" for kind, why in built.failures.items()),
+        )
         return
     folder = ctx.outputs_root / study_uid / f"r{revision}"
     now = utcnow()
@@ -285,22 +351,46 @@ def run_export(ctx: PipelineContext, job_id: int) -> None:
         for output in built.outputs:
             path = folder / output.filename
             _write_atomically(path, output.data)
-            insert_ignore(session, Artifact, job_id=job_id, kind=output.kind, language=output.language,
-                           object_uid=output.object_uid, series_instance_uid=output.series_instance_uid,
-                           sop_class_uid=output.sop_class_uid,
-                           path=str(path.relative_to(ctx.outputs_root)), created_at=now)
+            insert_ignore(
+                session,
+                Artifact,
+                job_id=job_id,
+                kind=output.kind,
+                language=output.language,
+                object_uid=output.object_uid,
+                series_instance_uid=output.series_instance_uid,
+                sop_class_uid=output.sop_class_uid,
+                path=str(path.relative_to(ctx.outputs_root)),
+                created_at=now,
+            )
         for name in route.destinations:
             target = ctx.destinations.get(name)
-            protocol = target.type if target is not None else "dicom"  # the delivery reports it missing
+            # the delivery reports it missing
+            protocol = target.type if target is not None else "dicom"
             not_sent = _not_sent_reason(ctx, name, built)
-            insert_ignore(session, Delivery, job_id=job_id, destination=name, protocol=protocol,
-                           state=(DeliveryState.FAILED if not_sent else DeliveryState.PENDING).value,
-                           attempts=0, last_error=not_sent)
+            insert_ignore(
+                session,
+                Delivery,
+                job_id=job_id,
+                destination=name,
+                protocol=protocol,
+                state=(DeliveryState.FAILED if not_sent else DeliveryState.PENDING).value,
+                attempts=0,
+                last_error=not_sent,
+            )
             if not_sent:  # a retried job whose output still cannot be built
-                session.execute(update(Delivery).where(
-                    Delivery.job_id == job_id, Delivery.destination == name, Delivery.state == DeliveryState.PENDING,
-                ).values(state=DeliveryState.FAILED, last_error=not_sent))
-        job.output_errors = "\n".join(f"{kind}: {why}" for kind, why in built.failures.items()) or None
+                session.execute(
+                    update(Delivery)
+                    .where(
+                        Delivery.job_id == job_id,
+                        Delivery.destination == name,
+                        Delivery.state == DeliveryState.PENDING,
+                    )
+                    .values(state=DeliveryState.FAILED, last_error=not_sent)
+                )
+        job.output_errors = (
+            "\n".join(f"{kind}: {why}" for kind, why in built.failures.items()) or None
+        )
         job.export_seconds = time.perf_counter() - started
         job.updated_at = now
         job.state = JobState.DELIVERING
@@ -308,11 +398,19 @@ def run_export(ctx: PipelineContext, job_id: int) -> None:
         if built.failures:
             detail += f"; not built: {', '.join(built.failures)}"
         if built.local_patient_system:
-            detail += f"; FHIR Patient.identifier.system is this node's own {built.local_patient_system}"
+            detail += (
+                f"; FHIR Patient.identifier.system is this node's own {built.local_patient_system}"
+            )
         audit(session, ctx.actor, "exported", job_id, detail)
         settle_job(session, job_id, ctx.actor)
-        deliveries = [(d.id, d.attempts) for d in session.scalars(
-            select(Delivery).where(Delivery.job_id == job_id, Delivery.state == DeliveryState.PENDING))]
+        deliveries = [
+            (d.id, d.attempts)
+            for d in session.scalars(
+                select(Delivery).where(
+                    Delivery.job_id == job_id, Delivery.state == DeliveryState.PENDING
+                )
+            )
+        ]
     logger.info("Job %d: %d objects exported%s", job_id, len(built.outputs),
                 f", not built: {', '.join(built.failures)}" if built.failures else "")
     for delivery_id, attempts in deliveries:
@@ -341,7 +439,8 @@ class _Built:
     local_patient_system: str | None = None
 
 
-#: DICOM outputs every job builds (written under the outputs root), whatever its destinations ask for.
+#: DICOM outputs every job builds (written under the outputs root), whatever its destinations ask
+#: for.
 _ALWAYS_BUILT = (OutputKind.SR, OutputKind.GSPS)
 
 
@@ -365,27 +464,45 @@ def _export_requests(ctx: PipelineContext, route: Route, revision: int) -> list[
     from exporters.registry import BUILD_ORDER, exporter_for
 
     base = ExportOptions(revision=revision, languages=route.languages, local_node=ctx.scu_ae_title)
-    wanted = set(_ALWAYS_BUILT) | {exporter_for(kind).kind for name in route.destinations
-                                   if name in ctx.dicom_targets for kind in ctx.dicom_targets[name].outputs}
+    wanted = set(_ALWAYS_BUILT) | {
+        exporter_for(kind).kind
+        for name in route.destinations
+        if name in ctx.dicom_targets
+        for kind in ctx.dicom_targets[name].outputs
+    }
     requests = [_ExportRequest(kind, base, kind.value) for kind in BUILD_ORDER if kind in wanted]
     fhir_names = [name for name in route.destinations if name in ctx.fhir_targets]
     options: ExportOptions
     for name in fhir_names:
         target = ctx.fhir_targets[name]
-        options = FhirOptions(revision=revision, languages=(target.primary_language,), destination=name,
-                              local_node=ctx.scu_ae_title,
-                              patient_identifier_system=target.patient_identifier_system)
+        options = FhirOptions(
+            revision=revision,
+            languages=(target.primary_language,),
+            destination=name,
+            local_node=ctx.scu_ae_title,
+            patient_identifier_system=target.patient_identifier_system,
+        )
         label = _per_destination_label(OutputKind.FHIR_BUNDLE, name)
         requests.append(_ExportRequest(OutputKind.FHIR_BUNDLE, options, label))
     if not fhir_names:
-        options = FhirOptions(revision=revision, languages=route.languages[:1], local_node=ctx.scu_ae_title)
-        requests.append(_ExportRequest(OutputKind.FHIR_BUNDLE, options, OutputKind.FHIR_BUNDLE.value))
+        options = FhirOptions(
+            revision=revision, languages=route.languages[:1], local_node=ctx.scu_ae_title
+        )
+        requests.append(
+            _ExportRequest(OutputKind.FHIR_BUNDLE, options, OutputKind.FHIR_BUNDLE.value)
+        )
     for name in (n for n in route.destinations if n in ctx.hl7_targets):
         hl7 = ctx.hl7_targets[name]
-        options = HL7Options(revision=revision, languages=hl7.languages or route.languages, destination=name,
-                             local_node=ctx.scu_ae_title, sending_facility=hl7.sending_facility,
-                             receiving_application=hl7.receiving_application,
-                             receiving_facility=hl7.receiving_facility, processing_id=hl7.processing_id)
+        options = HL7Options(
+            revision=revision,
+            languages=hl7.languages or route.languages,
+            destination=name,
+            local_node=ctx.scu_ae_title,
+            sending_facility=hl7.sending_facility,
+            receiving_application=hl7.receiving_application,
+            receiving_facility=hl7.receiving_facility,
+            processing_id=hl7.processing_id,
+        )
         label = _per_destination_label(OutputKind.HL7_ORU, name)
         requests.append(_ExportRequest(OutputKind.HL7_ORU, options, label))
     return requests
@@ -432,8 +549,13 @@ def _build_kind(built: _Built, kind: str, build: Callable[[], None]) -> None:
         logger.exception("Output %s not built", kind)
 
 
-def _build_outputs(ctx: PipelineContext, route: Route, report: GroundedReport, sources: Sequence[Dataset],
-                   revision: int) -> _Built:
+def _build_outputs(
+    ctx: PipelineContext,
+    route: Route,
+    report: GroundedReport,
+    sources: Sequence[Dataset],
+    revision: int,
+) -> _Built:
     """Plan the regions once, then run every requested exporter with that plan;
     the DICOM objects built first are handed to the later ones (KOS, FHIR, HL7)
     as references."""
@@ -449,7 +571,8 @@ def _build_outputs(ctx: PipelineContext, route: Route, report: GroundedReport, s
     plan_error: str | None = None
     try:
         plan = plan_regions(report, sources)
-    except ExportError as exc:  # the report's regions do not fit its images: no DICOM output can use them
+    # the report's regions do not fit its images: no DICOM output can use them
+    except ExportError as exc:
         plan_error = str(exc)[:1000]
         plan = RegionPlan.empty()  # the FHIR Bundle and the HL7 message do not draw regions
         logger.warning("Regions not planned (%s)", type(exc).__name__)
@@ -457,7 +580,9 @@ def _build_outputs(ctx: PipelineContext, route: Route, report: GroundedReport, s
     for request in requests:
         exporter = exporter_for(request.kind)
         if plan_error is not None and request.kind.is_dicom:
-            built.failures[request.label] = f"the regions could not be placed on their images: {plan_error}"
+            built.failures[request.label] = (
+                f"the regions could not be placed on their images: {plan_error}"
+            )
             continue
         options = dataclasses.replace(request.options, references=tuple(references))
 
@@ -474,8 +599,15 @@ def _build_outputs(ctx: PipelineContext, route: Route, report: GroundedReport, s
                     _log_local_system_once(local)
             references.extend(a for a in artifacts if a.dataset is not None)
             built.outputs.extend(
-                _Output(a.kind.value, a.language, a.object_uid, a.series_instance_uid, a.sop_class_uid,
-                        a.filename, a.to_bytes())
+                _Output(
+                    a.kind.value,
+                    a.language,
+                    a.object_uid,
+                    a.series_instance_uid,
+                    a.sop_class_uid,
+                    a.filename,
+                    a.to_bytes(),
+                )
                 for a in artifacts
             )
 
@@ -492,10 +624,12 @@ def _log_local_system_once(system: str) -> None:
         return
     _logged_local_systems.add(system)
     logger.warning(
-        "A source without a usable Issuer of Patient ID: FHIR Patient.identifier.system is this node's own "
-        "namespace %s; set destinations.<name>.patient_identifier_system to the site's assigning authority",
+        "A source without a usable Issuer of Patient ID: FHIR Patient.identifier.system is this "
+        "node's own namespace %s; set destinations.<name>.patient_identifier_system to the site's "
+        "assigning authority",
         system,
     )
+
 
 # -- the safety net ------------------------------------------------------------
 
@@ -505,7 +639,10 @@ def record_crash(ctx: PipelineContext, *, job_id: int | None = None, delivery_id
     """An unexpected exception in a step: fail the job (or delivery) with the
     exception's type, so the sweeper does not re-run a step that cannot succeed.
     The message is not recorded: it may quote data (the traceback is in the worker log)."""
-    reason = f"{step}: internal error ({type(error).__name__}); see the worker log, then `radground jobs retry`"
+    reason = (
+        f"{step}: internal error ({type(error).__name__}); see the worker log, then "
+        "`radground jobs retry`"
+    )
     if delivery_id is not None:
         with ctx.sessions.begin() as session:
             delivery = session.get(Delivery, delivery_id, with_for_update=True)
@@ -526,8 +663,12 @@ def requeue_stale(ctx: PipelineContext, now: datetime | None = None) -> int:
     with ctx.sessions.begin() as session:
         inferring = requeue_lapsed(session, now=now, lease_seconds=ctx.lease_seconds)
     with ctx.sessions() as session:
-        queued = session.scalars(select(Job.id).where(
-            Job.state == JobState.QUEUED, (Job.enqueued_at.is_(None)) | (Job.enqueued_at <= stale))).all()
+        queued = session.scalars(
+            select(Job.id).where(
+                Job.state == JobState.QUEUED,
+                (Job.enqueued_at.is_(None)) | (Job.enqueued_at <= stale),
+            )
+        ).all()
         exporting = session.scalars(select(Job.id).where(
             Job.state == JobState.EXPORTING, Job.updated_at <= stale)).all()
         deliveries = session.execute(select(Delivery.id, Delivery.attempts).join(Job).where(
@@ -544,6 +685,9 @@ def requeue_stale(ctx: PipelineContext, now: datetime | None = None) -> int:
     for delivery_id, attempts in deliveries:
         ctx.enqueue.delivery(delivery_id, attempts)
         with ctx.sessions.begin() as session:
-            session.execute(update(Delivery).where(Delivery.id == delivery_id, Delivery.attempts == attempts)
-                            .values(next_attempt_at=now))
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id == delivery_id, Delivery.attempts == attempts)
+                .values(next_attempt_at=now)
+            )
     return len(set(queued) | set(inferring)) + len(exporting) + len(deliveries)

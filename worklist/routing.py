@@ -84,7 +84,10 @@ class Route:
         ):
             if wanted and actual not in wanted:
                 found.append(Mismatch(condition, actual, " or ".join(sorted(wanted))))
-        if self.series_description and re.search(self.series_description, facts.series_description) is None:
+        if (
+            self.series_description
+            and re.search(self.series_description, facts.series_description) is None
+        ):
             found.append(Mismatch("series description", "", self.series_description))
         return tuple(found)
 
@@ -108,7 +111,9 @@ class InstanceFacts:
 
 def study_instance_facts(session: Session, study_pk: int) -> list[InstanceFacts]:
     """The study's instances that may be processed: not our own outputs."""
-    our_series = select(Artifact.series_instance_uid).where(Artifact.series_instance_uid.is_not(None))
+    our_series = select(Artifact.series_instance_uid).where(
+        Artifact.series_instance_uid.is_not(None)
+    )
     rows = session.execute(
         select(Instance, Series)
         .join(Series, Series.id == Instance.series_pk)

@@ -104,7 +104,8 @@ def context() -> PipelineContext:
 
 @worker_process_init.connect
 def _reset_after_fork(**_: Any) -> None:
-    """A forked pool process builds its own context (no pooled connection or model crosses a fork)."""
+    """A forked pool process builds its own context (no pooled connection or model crosses a
+    fork)."""
     global _context
     _context = None
 
@@ -122,7 +123,9 @@ class RadGroundTask(Task):
     retry_jitter = True
     max_retries = 10
 
-    def on_failure(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any
+    ) -> None:
         logger.error("Task %s(%s) failed: %s", self.name, args, type(exc).__name__)
 
 
@@ -148,7 +151,9 @@ def deliver(delivery_id: int, attempt: int) -> None:
 
 
 @contextlib.contextmanager
-def _crash_recorded(*, step: str, job_id: int | None = None, delivery_id: int | None = None) -> Iterator[None]:
+def _crash_recorded(
+    *, step: str, job_id: int | None = None, delivery_id: int | None = None
+) -> Iterator[None]:
     """Unexpected exceptions fail the job or delivery (then propagate to Celery's
     log); database outages propagate untouched, for Celery to retry."""
     try:
@@ -157,8 +162,14 @@ def _crash_recorded(*, step: str, job_id: int | None = None, delivery_id: int | 
         raise
     except Exception as exc:
         # the frames, not the message: an exception's text may quote data set values
-        logger.error("Unexpected %s in %s (job %s, delivery %s):\n%s", type(exc).__name__, step, job_id,
-                     delivery_id, "".join(traceback.format_tb(exc.__traceback__)))
+        logger.error(
+            "Unexpected %s in %s (job %s, delivery %s):\n%s",
+            type(exc).__name__,
+            step,
+            job_id,
+            delivery_id,
+            "".join(traceback.format_tb(exc.__traceback__)),
+        )
         record_crash(context(), job_id=job_id, delivery_id=delivery_id, step=step, error=exc)
         raise
 
