@@ -63,9 +63,16 @@ def cli(ctx: click.Context, config: Path | None) -> None:
 
 
 @cli.command()
-@click.option("--listener-processes", type=click.IntRange(0, 64), default=None,
-              help="Listener processes sharing the DICOM port (0 = one per CPU core). Overrides node.listener_processes.")
-@click.option("--port", type=click.IntRange(0, 65535), default=None, help="DICOM port. Overrides node.port.")
+@click.option(
+    "--listener-processes",
+    type=click.IntRange(0, 64),
+    default=None,
+    help="Listener processes sharing the DICOM port (0 = one per CPU core). Overrides "
+    "node.listener_processes.",
+)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=None, help="DICOM port. Overrides node.port."
+)
 @pass_context
 def serve(obj: _Context, listener_processes: int | None, port: int | None) -> None:
     """Run everything on this machine: the node and its workers.
@@ -82,9 +89,16 @@ def serve(obj: _Context, listener_processes: int | None, port: int | None) -> No
 
 
 @cli.command()
-@click.option("--listener-processes", type=click.IntRange(0, 64), default=None,
-              help="Listener processes sharing the DICOM port (0 = one per CPU core). Overrides node.listener_processes.")
-@click.option("--port", type=click.IntRange(0, 65535), default=None, help="DICOM port. Overrides node.port.")
+@click.option(
+    "--listener-processes",
+    type=click.IntRange(0, 64),
+    default=None,
+    help="Listener processes sharing the DICOM port (0 = one per CPU core). Overrides "
+    "node.listener_processes.",
+)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=None, help="DICOM port. Overrides node.port."
+)
 @pass_context
 def node(obj: _Context, listener_processes: int | None, port: int | None) -> None:
     """Run the node only (cluster mode): SCP, index, completion, job dispatch.
@@ -97,13 +111,26 @@ def node(obj: _Context, listener_processes: int | None, port: int | None) -> Non
 
 
 @cli.command()
-@click.option("--queues", type=click.Choice(["gpu", "io"]), required=True,
-              help='"gpu": run the model (one model instance per process); "io": export and deliver.')
-@click.option("--concurrency", type=click.IntRange(1, 256), default=None,
-              help="Concurrent tasks (threads). gpu default: the largest models.*.max_batch_size, so "
-                   "concurrent studies share batches; io default: 4.")
-@click.option("--parent-pid", type=int, default=None, hidden=True,
-              help="Run Celery in this process and exit when PARENT_PID is gone (the supervised child).")
+@click.option(
+    "--queues",
+    type=click.Choice(["gpu", "io"]),
+    required=True,
+    help='"gpu": run the model (one model instance per process); "io": export and deliver.',
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Concurrent tasks (threads). gpu default: the largest models.*.max_batch_size, so "
+    "concurrent studies share batches; io default: 4.",
+)
+@click.option(
+    "--parent-pid",
+    type=int,
+    default=None,
+    hidden=True,
+    help="Run Celery in this process and exit when PARENT_PID is gone (the supervised child).",
+)
 @pass_context
 def worker(obj: _Context, queues: str, concurrency: int | None, parent_pid: int | None) -> None:
     """Run a Celery worker for one queue.
@@ -125,7 +152,9 @@ def worker(obj: _Context, queues: str, concurrency: int | None, parent_pid: int 
     supervised.wait_for_signal()
 
 
-def _run_node(obj: _Context, listener_processes: int | None, port: int | None, *, with_workers: bool) -> None:
+def _run_node(
+    obj: _Context, listener_processes: int | None, port: int | None, *, with_workers: bool
+) -> None:
     from sqlalchemy.engine import make_url
 
     from dicom_node.errors import PortInUseError
@@ -139,7 +168,9 @@ def _run_node(obj: _Context, listener_processes: int | None, port: int | None, *
     if port is not None:
         node_overrides["port"] = port
     if node_overrides:
-        settings = settings.model_copy(update={"node": settings.node.model_copy(update=node_overrides)})
+        settings = settings.model_copy(
+            update={"node": settings.node.model_copy(update=node_overrides)}
+        )
     configure_logging(settings.logging.level)
     node = Node(settings, process_studies=True)
     click.echo(
@@ -149,8 +180,11 @@ def _run_node(obj: _Context, listener_processes: int | None, port: int | None, *
         err=True,
     )
     if with_workers:
-        click.echo(f"results: {Path(settings.workers.outputs_root).absolute()}/<Study Instance UID>/r<revision>/",
-                   err=True)
+        click.echo(
+            f"results: {Path(settings.workers.outputs_root).absolute()}/<Study "
+            "Instance UID>/r<revision>/",
+            err=True,
+        )
     try:
         node.claim_port()  # before the workers start: a taken port stops start-up here
     except PortInUseError as exc:
@@ -166,7 +200,8 @@ def _run_node(obj: _Context, listener_processes: int | None, port: int | None, *
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(
-            f"could not start the listener on {settings.node.host}:{settings.node.port}: {exc.strerror} "
+            "could not start the listener on "
+            f"{settings.node.host}:{settings.node.port}: {exc.strerror} "
             "(is another node using the port? set node.port or --port)"
         ) from None
     finally:
@@ -178,18 +213,24 @@ def _destination(obj: _Context, text: str) -> Destination:
     from dicom_node.scu import Destination
     from radground.settings import DicomDestination
 
-    peers = {name: d for name, d in obj.settings.destinations.items() if isinstance(d, DicomDestination)}
+    peers = {
+        name: d for name, d in obj.settings.destinations.items() if isinstance(d, DicomDestination)
+    }
     configured = obj.settings.destinations.get(text)
     if configured is not None and not isinstance(configured, DicomDestination):
-        raise click.BadParameter(f"[destinations.{text}] is of type {configured.type!r}; `send` uses C-STORE "
-                                 f"and needs a type = \"dicom\" destination ({', '.join(peers) or 'none configured'})")
+        raise click.BadParameter(
+            f"[destinations.{text}] is of type {configured.type!r}; `send` uses C-STORE "
+            f'and needs a type = "dicom" destination ({", ".join(peers) or "none configured"})'
+        )
     if configured is not None:
         return Destination(configured.ae_title, configured.host, configured.port)
     try:
         return Destination.parse(text)
     except ValueError as exc:
         names = ", ".join(peers) or "none configured"
-        raise click.BadParameter(f"{exc}; or use a DICOM destination from [destinations] ({names})") from None
+        raise click.BadParameter(
+            f"{exc}; or use a DICOM destination from [destinations] ({names})"
+        ) from None
 
 
 @cli.command()
@@ -220,8 +261,10 @@ def _expand(paths: tuple[Path, ...]) -> Iterator[Path]:
     for path in paths:
         if path.is_dir():
             yield from sorted(
-                p for p in path.rglob("*")
-                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
         else:
             yield path
@@ -229,7 +272,9 @@ def _expand(paths: tuple[Path, ...]) -> Iterator[Path]:
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--to", "destination", required=True, help="Name from [destinations] or AE@host:port.")
+@click.option(
+    "--to", "destination", required=True, help="Name from [destinations] or AE@host:port."
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print only failures and the summary.")
 @pass_context
 def send(obj: _Context, paths: tuple[Path, ...], destination: str, quiet: bool) -> None:
@@ -278,8 +323,19 @@ def send(obj: _Context, paths: tuple[Path, ...], destination: str, quiet: bool) 
 
 
 @cli.command()
-@click.option("--state", type=click.Choice(["receiving", "ready"]), default=None, help="Only studies whose current revision is in this state.")
-@click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="Most recent studies to show.")
+@click.option(
+    "--state",
+    type=click.Choice(["receiving", "ready"]),
+    default=None,
+    help="Only studies whose current revision is in this state.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    default=50,
+    show_default=True,
+    help="Most recent studies to show.",
+)
 @pass_context
 def studies(obj: _Context, state: str | None, limit: int) -> None:
     """List received studies, most recent first: completion state and what became of them.
@@ -295,8 +351,17 @@ def studies(obj: _Context, state: str | None, limit: int) -> None:
 
     rows = list_studies(obj.settings, state=state, limit=limit)
     table = Table(box=None, header_style="bold")
-    for column in ("Study Instance UID", "Date", "Modality", "Series", "Instances", "Rev", "State", "Outcome",
-                   "Last received (UTC)"):
+    for column in (
+        "Study Instance UID",
+        "Date",
+        "Modality",
+        "Series",
+        "Instances",
+        "Rev",
+        "State",
+        "Outcome",
+        "Last received (UTC)",
+    ):
         table.add_column(column)
     for row in rows:
         table.add_row(
@@ -312,7 +377,10 @@ def studies(obj: _Context, state: str | None, limit: int) -> None:
         )
     Console(width=200).print(table)
     if not rows:
-        click.echo("No studies yet. Send one with `radground send PATH --to RADGROUND@host:port`.", err=True)
+        click.echo(
+            "No studies yet. Send one with `radground send PATH --to RADGROUND@host:port`.",
+            err=True,
+        )
 
 
 @cli.group()

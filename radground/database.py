@@ -15,4 +15,6 @@ def database_engine(settings: Settings) -> Engine:
     """This process's engine for the index and job database. Its commits are synced
     exactly when the storage syncs files (``storage.fsync``): Success for an
     instance then means its file and its index row both survive a power loss."""
-    return create_db_engine(settings.database.url, durable_commits=settings.storage.fsync is FsyncPolicy.ALWAYS)
+    return create_db_engine(
+        settings.database.url, durable_commits=settings.storage.fsync is FsyncPolicy.ALWAYS
+    )

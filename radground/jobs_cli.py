@@ -31,9 +31,19 @@ def _settings() -> Settings:
 
 
 @click.group(invoke_without_command=True)
-@click.option("--state", type=click.Choice(["queued", "inferring", "exporting", "delivering", "done", "failed", "dead"]),
-              default=None, help="Only jobs in this state.")
-@click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="Most recent jobs to show.")
+@click.option(
+    "--state",
+    type=click.Choice(["queued", "inferring", "exporting", "delivering", "done", "failed", "dead"]),
+    default=None,
+    help="Only jobs in this state.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    default=50,
+    show_default=True,
+    help="Most recent jobs to show.",
+)
 @click.pass_context
 def jobs(ctx: click.Context, state: str | None, limit: int) -> None:
     """List processing jobs, most recent first (`jobs show ID`, `jobs retry ID`)."""
@@ -47,31 +57,57 @@ def jobs(ctx: click.Context, state: str | None, limit: int) -> None:
     from worklist.models import Study
 
     with _sessions(_settings())() as session:
-        query = select(Job, Study.study_instance_uid).join(Study).order_by(Job.id.desc()).limit(limit)
+        query = (
+            select(Job, Study.study_instance_uid).join(Study).order_by(Job.id.desc()).limit(limit)
+        )
         if state:
             query = query.where(Job.state == state)
         rows = session.execute(query).all()
         # the earliest retry each listed job waits for (deliveries failed and scheduled again)
-        next_attempts = dict(session.execute(
-            select(Delivery.job_id, func.min(Delivery.next_attempt_at))
-            .where(Delivery.job_id.in_([job.id for job, _ in rows]), Delivery.state == DeliveryState.PENDING,
-                   Delivery.next_attempt_at.is_not(None))
-            .group_by(Delivery.job_id)).all())
+        next_attempts = dict(
+            session.execute(
+                select(Delivery.job_id, func.min(Delivery.next_attempt_at))
+                .where(
+                    Delivery.job_id.in_([job.id for job, _ in rows]),
+                    Delivery.state == DeliveryState.PENDING,
+                    Delivery.next_attempt_at.is_not(None),
+                )
+                .group_by(Delivery.job_id)
+            ).all()
+        )
     table = Table(box=None, header_style="bold")
-    for column in ("Job", "Study Instance UID", "Rev", "Route", "State", "Updated (UTC)", "Next retry (UTC)",
-                   "Last error"):
+    for column in (
+        "Job",
+        "Study Instance UID",
+        "Rev",
+        "Route",
+        "State",
+        "Updated (UTC)",
+        "Next retry (UTC)",
+        "Last error",
+    ):
         table.add_column(column)
     for job, study_uid in rows:
         retry = next_attempts.get(job.id)
-        table.add_row(str(job.id), study_uid, str(job.revision), job.route, job.state.value,
-                      job.updated_at.strftime("%Y-%m-%d %H:%M:%S"), retry.strftime("%H:%M:%S") if retry else "",
-                      (job.last_error or "")[:60])
+        table.add_row(
+            str(job.id),
+            study_uid,
+            str(job.revision),
+            job.route,
+            job.state.value,
+            job.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+            retry.strftime("%H:%M:%S") if retry else "",
+            (job.last_error or "")[:60],
+        )
     Console(width=200).print(table)
     if not rows:
         click.echo("No jobs.", err=True)
         return
     outputs = Path(_settings().workers.outputs_root).absolute()
-    click.echo(f"Outputs of each job are in {outputs}/<Study Instance UID>/r<Rev>/ (`radground jobs show JOB`).")
+    click.echo(
+        f"Outputs of each job are in {outputs}/<Study Instance UID>/r<Rev>/ "
+        "(`radground jobs show JOB`)."
+    )
 
 
 @jobs.command()
@@ -92,21 +128,31 @@ def show(job_id: int) -> None:
             raise click.ClickException(f"job {job_id} refers to a study that is not in the index")
         study_uid = study.study_instance_uid
         click.echo(f"Job {job.id}: {job.state.value}")
-        click.echo(f"  study {study_uid} revision {job.revision}, route {job.route}, model {job.model}")
-        click.echo(f"  created {job.created_at:%Y-%m-%d %H:%M:%S}, inference started {job.inference_starts}x, "
-                   f"operator retries {job.retries}")
+        click.echo(
+            f"  study {study_uid} revision {job.revision}, route {job.route}, model {job.model}"
+        )
+        click.echo(
+            f"  created {job.created_at:%Y-%m-%d %H:%M:%S}, inference started "
+            f"{job.inference_starts}x, operator retries {job.retries}"
+        )
         if job.inference_seconds is not None:
-            click.echo(f"  inference {job.inference_seconds:.2f} s, export {job.export_seconds or 0:.2f} s")
+            click.echo(
+                f"  inference {job.inference_seconds:.2f} s, export {job.export_seconds or 0:.2f} s"
+            )
         if job.last_error:
             click.echo(f"  last error: {job.last_error}")
         outputs = Path(_settings().workers.outputs_root).absolute()
         for line in (job.output_errors or "").splitlines():
             click.echo(f"  not built: {line}")
         for artifact in job.artifacts:
-            click.echo(f"  artifact {artifact.kind:5} {artifact.language:6} {outputs / artifact.path}")
+            click.echo(
+                f"  artifact {artifact.kind:5} {artifact.language:6} {outputs / artifact.path}"
+            )
         for delivery in job.deliveries:
             _show_delivery(delivery)
-        for event in session.scalars(select(AuditEvent).where(AuditEvent.job_id == job_id).order_by(AuditEvent.id)):
+        for event in session.scalars(
+            select(AuditEvent).where(AuditEvent.job_id == job_id).order_by(AuditEvent.id)
+        ):
             click.echo(f"  {event.at:%H:%M:%S} {event.actor:32} {event.action} {event.detail}")
 
 
@@ -121,7 +167,11 @@ def _show_delivery(delivery: Delivery) -> None:
             f"{delivery.attempts} attempts")
     click.echo(line + (f"; {delivery.last_error}" if delivery.last_error else ""))
     if delivery.state.value == "pending" and delivery.next_attempt_at is not None:
-        until = f", retried until {delivery.retry_until:%Y-%m-%d %H:%M:%S} UTC" if delivery.retry_until else ""
+        until = (
+            f", retried until {delivery.retry_until:%Y-%m-%d %H:%M:%S} UTC"
+            if delivery.retry_until
+            else ""
+        )
         click.echo(f"    next attempt at {delivery.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC{until}")
     if delivery.state.value == "pending" and delivery.remaining_objects:
         count = len(delivery.remaining_objects.splitlines())
@@ -134,7 +184,8 @@ def _show_delivery(delivery: Delivery) -> None:
 @jobs.command()
 @click.argument("job_id", type=int)
 def retry(job_id: int) -> None:
-    """Retry a failed or dead job from where it stopped (failed deliveries only, if it got that far)."""
+    """Retry a failed or dead job from where it stopped (failed deliveries only, if it got that
+    far)."""
     from radground.runtime import configure_celery
     from worklist import tasks
     from worklist.errors import JobActionError
@@ -153,13 +204,18 @@ def retry(job_id: int) -> None:
 @click.command()
 @click.argument("study_instance_uid")
 def reprocess(study_instance_uid: str) -> None:
-    """Process a study again as a new revision (new output UIDs that supersede the previous ones)."""
+    """Process a study again as a new revision (new output UIDs that supersede the previous
+    ones)."""
     from worklist.errors import JobActionError
     from worklist.jobs import reprocess_study
 
     with _sessions(_settings()).begin() as session:
         try:
-            revision = reprocess_study(session, study_instance_uid, actor=f"operator:{getpass.getuser()}")
+            revision = reprocess_study(
+                session, study_instance_uid, actor=f"operator:{getpass.getuser()}"
+            )
         except JobActionError as exc:
             raise click.ClickException(str(exc)) from None
-    click.echo(f"study revision {revision} opened; it is processed as soon as the running node sees it")
+    click.echo(
+        f"study revision {revision} opened; it is processed as soon as the running node sees it"
+    )

@@ -32,7 +32,9 @@ def _languages(value: str) -> tuple[str, ...]:
     tags = tuple(t.strip() for t in value.split(",") if t.strip())
     unknown = [t for t in tags if t not in SUPPORTED_LANGUAGES]
     if not tags or unknown:
-        raise click.BadParameter(f"languages must be a comma-separated list of {', '.join(SUPPORTED_LANGUAGES)}")
+        raise click.BadParameter(
+            f"languages must be a comma-separated list of {', '.join(SUPPORTED_LANGUAGES)}"
+        )
     return tags
 
 
@@ -42,18 +44,26 @@ def _detector(model_path: Path | None, providers: str, threshold: float | None) 
 
     try:
         return OnnxDetector(
-            model_path, providers=tuple(p.strip() for p in providers.split(",") if p.strip()), score_threshold=threshold
+            model_path,
+            providers=tuple(p.strip() for p in providers.split(",") if p.strip()),
+            score_threshold=threshold,
         )
     except ModelError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
 _MODEL_OPTION = click.option(
-    "--model", "model_path", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+    "--model",
+    "model_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
     help="ONNX file (default: the shipped model).",
 )
 _PROVIDERS_OPTION = click.option(
-    "--providers", default="cpu", show_default=True, help="ONNX Runtime providers in order: cpu, cuda, tensorrt."
+    "--providers",
+    default="cpu",
+    show_default=True,
+    help="ONNX Runtime providers in order: cpu, cuda, tensorrt.",
 )
 
 
@@ -76,19 +86,26 @@ def _operating_points_table(detector: OnnxDetector) -> Table | None:
     if points is None:
         return None
     table = Table(
-        "class", "reported", "threshold", "precision", "recall",
+        "class",
+        "reported",
+        "threshold",
+        "precision",
+        "recall",
         title=f"What the model reports (held out: {points.heldout or 'patients'})",
         caption=(
-            "precision: right / reported boxes, recall: found / drawn boxes (right: IoU >= 0.5); a class is "
-            f"reported only where >= {points.min_precision:.0%} of its boxes are right. Not reported classes: "
-            "counts at the threshold tried."
+            "precision: right / reported boxes, recall: found / drawn boxes (right: "
+            "IoU >= 0.5); a class is "
+            f"reported only where >= {points.min_precision:.0%} of its boxes are "
+            "right. Not reported classes: counts at the threshold tried."
         ),
     )
     for point in points.classes:
         table.add_row(
             point.label,
             "yes" if point.reported else "no",
-            f"{point.threshold:.2f}" if point.threshold is not None else f"({point.tuning_threshold:.2f})",
+            f"{point.threshold:.2f}"
+            if point.threshold is not None
+            else f"({point.tuning_threshold:.2f})",
             _share(point.hits, point.predictions),
             _share(point.hits, point.boxes),
         )
@@ -126,10 +143,16 @@ def info(model_path: Path | None, providers: str) -> None:
         ("file", str(detector.path)),
         ("size", f"{detector.path.stat().st_size / 1e6:.1f} MB"),
         ("sha256", detector.sha256),
-        ("input", f"{detector.input_size[0]} x {detector.input_size[1]} ({detector.resize_mode.value})"),
+        (
+            "input",
+            f"{detector.input_size[0]} x {detector.input_size[1]} ({detector.resize_mode.value})",
+        ),
         ("classes", ", ".join(CLASSES)),
         ("reported classes", ", ".join(detector.reported_classes) or "none"),
-        ("not reported by this model", ", ".join(c for c in CLASSES if c not in detector.reported_classes) or "none"),
+        (
+            "not reported by this model",
+            ", ".join(c for c in CLASSES if c not in detector.reported_classes) or "none",
+        ),
         ("score thresholds", _thresholds_text(thresholds)),
         ("made for", detector.applicability.description),
         ("languages", ", ".join(detector.languages)),
@@ -146,14 +169,29 @@ def info(model_path: Path | None, providers: str) -> None:
 
 @model.command()
 @click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--lang", "lang", default="en,zh-CN", show_default=True, help="Languages, primary first.")
-@click.option("--png", "png", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a preview here.")
-@click.option("--threshold", type=float, default=None,
-              help="Score threshold for every class (default: the model's operating point per class).")
+@click.option(
+    "--lang", "lang", default="en,zh-CN", show_default=True, help="Languages, primary first."
+)
+@click.option(
+    "--png",
+    "png",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a preview here.",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="Score threshold for every class (default: the model's operating point per class).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
-@click.option("--force", is_flag=True,
-              help="Run the model even on an image it is not made for (another modality, body part or view); "
-                   "the output is then meaningless and says so in its problems.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Run the model even on an image it is not made for (another modality, body part or view); "
+    "the output is then meaningless and says so in its problems.",
+)
 @_MODEL_OPTION
 @_PROVIDERS_OPTION
 def predict(
@@ -185,10 +223,16 @@ def predict(
         raise click.ClickException(f"cannot read {file}: {exc}") from exc
     try:
         report = analyze_study(
-            [dataset], detector, selection=ImageSelection(), languages=languages, enforce_applicability=not force
+            [dataset],
+            detector,
+            selection=ImageSelection(),
+            languages=languages,
+            enforce_applicability=not force,
         )
     except NotApplicableError as exc:
-        raise click.ClickException(f"{file.name} refused: {exc} (--force runs the model anyway)") from exc
+        raise click.ClickException(
+            f"{file.name} refused: {exc} (--force runs the model anyway)"
+        ) from exc
     except (AnalysisError, ModelError, PixelError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
@@ -226,7 +270,8 @@ def _print_report(report: GroundedReport, languages: tuple[str, ...]) -> None:
     table = Table("#", "label", "confidence", "box (source pixels)", "description")
     for i, finding in enumerate(report.findings, 1):
         boxes = "; ".join(
-            f"{r.box.x_min:.0f},{r.box.y_min:.0f},{r.box.x_max:.0f},{r.box.y_max:.0f}" for r in finding.regions
+            f"{r.box.x_min:.0f},{r.box.y_min:.0f},{r.box.x_max:.0f},{r.box.y_max:.0f}"
+            for r in finding.regions
         )
         table.add_row(
             str(i),
@@ -245,7 +290,9 @@ def _print_report(report: GroundedReport, languages: tuple[str, ...]) -> None:
         console.print(f"[yellow]problem:[/yellow] {problem}")
 
 
-def _write_preview(dataset: Dataset, report: GroundedReport, languages: tuple[str, ...], png: Path) -> None:
+def _write_preview(
+    dataset: Dataset, report: GroundedReport, languages: tuple[str, ...], png: Path
+) -> None:
     from engine.pixels import prepare_image
     from radground.preview import draw_findings
 
@@ -253,39 +300,58 @@ def _write_preview(dataset: Dataset, report: GroundedReport, languages: tuple[st
     frame = 1 if int(dataset.get("NumberOfFrames", 1) or 1) > 1 else None
     source = prepare_image(dataset, frame_number=frame, size=(columns, rows))
     canvas = draw_findings(
-        source.array, report.findings, languages=languages, sop_instance_uid=str(dataset.SOPInstanceUID)
+        source.array,
+        report.findings,
+        languages=languages,
+        sop_instance_uid=str(dataset.SOPInstanceUID),
     )
     png.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(png)
 
 
 @model.command("export-onnx")
-@click.option("--weights", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
-              help="weights.pt from python -m engine.default_model.train")
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    required=True,
+    help="weights.pt from python -m engine.default_model.train",
+)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="ONNX file (default: the shipped model's path).")
 @click.option("--score-threshold", type=float, default=0.3, show_default=True,
               help="Operating threshold stored in the model metadata.")
-@click.option("--class-thresholds", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-              help="JSON file of per-class operating thresholds, stored in the metadata; they replace "
-                   "--score-threshold for their classes (python -m engine.default_model.evaluate --tuning "
-                   "--json writes one).")
-def export_onnx(weights: Path, out: Path | None, score_threshold: float, class_thresholds: Path | None) -> None:
+@click.option(
+    "--class-thresholds",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="JSON file of per-class operating thresholds, stored in the metadata; they replace "
+    "--score-threshold for their classes (python -m engine.default_model.evaluate --tuning "
+    "--json writes one).",
+)
+def export_onnx(
+    weights: Path, out: Path | None, score_threshold: float, class_thresholds: Path | None
+) -> None:
     """Export trained weights to ONNX (needs torch: pip install radground[train])."""
     try:
         from engine.default_model.config import ONNX_PATH
         from engine.default_model.export import export_onnx as run_export
         from engine.default_model.export import read_class_thresholds
     except ModuleNotFoundError as exc:
-        raise click.ClickException(f"{exc.name} is missing; install the train extra (pip install radground[train])") from exc
+        raise click.ClickException(
+            f"{exc.name} is missing; install the train extra (pip install radground[train])"
+        ) from exc
     try:
         per_class = read_class_thresholds(class_thresholds) if class_thresholds else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--class-thresholds") from exc
     try:
-        path = run_export(weights, out or ONNX_PATH, score_threshold=score_threshold, class_thresholds=per_class)
+        path = run_export(
+            weights, out or ONNX_PATH, score_threshold=score_threshold, class_thresholds=per_class
+        )
     except ModuleNotFoundError as exc:
-        raise click.ClickException(f"{exc.name} is missing; install the train extra (pip install radground[train])") from exc
+        raise click.ClickException(
+            f"{exc.name} is missing; install the train extra (pip install radground[train])"
+        ) from exc
     click.echo(f"wrote {path}")
 
 
@@ -293,10 +359,14 @@ def export_onnx(weights: Path, out: Path | None, score_threshold: float, class_t
 @_MODEL_OPTION
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="TensorRT engine cache directory.")
-@click.option("--precision", default="fp16", show_default=True, help="fp32, fp16, int8 or strongly_typed.")
+@click.option(
+    "--precision", default="fp16", show_default=True, help="fp32, fp16, int8 or strongly_typed."
+)
 @click.option("--max-batch-size", type=int, default=8, show_default=True)
 @click.option("--rebuild", is_flag=True, help="Build even if a matching engine is cached.")
-def build_trt(model_path: Path | None, cache_dir: Path, precision: str, max_batch_size: int, rebuild: bool) -> None:
+def build_trt(
+    model_path: Path | None, cache_dir: Path, precision: str, max_batch_size: int, rebuild: bool
+) -> None:
     """Build (or find in the cache) a TensorRT engine for the model (needs TensorRT and a GPU)."""
     from engine.default_model import ONNX_PATH
     from engine.model import ModelError
@@ -307,7 +377,10 @@ def build_trt(model_path: Path | None, cache_dir: Path, precision: str, max_batc
         raise click.ClickException(f"the TensorRT backend is not available: {exc}") from exc
     try:
         path = build_engine(
-            model_path or ONNX_PATH, cache_dir=cache_dir, precision=precision, max_batch_size=max_batch_size,
+            model_path or ONNX_PATH,
+            cache_dir=cache_dir,
+            precision=precision,
+            max_batch_size=max_batch_size,
             rebuild=rebuild,
         )
     except (ModelError, ValueError) as exc:

@@ -87,9 +87,14 @@ def build_scp(settings: Settings, *, limiter: Any = None, peer_counts: Any = Non
 
 
 def _listener_main(
-    settings_data: dict[str, Any], semaphore: Any, peer_counts: Any, listening: socket.socket, parent_pid: int
+    settings_data: dict[str, Any],
+    semaphore: Any,
+    peer_counts: Any,
+    listening: socket.socket,
+    parent_pid: int,
 ) -> None:
-    """Entry point of one listener process (spawned: only the listening socket and shared counters are inherited)."""
+    """Entry point of one listener process (spawned: only the listening socket and shared counters
+    are inherited)."""
     settings = Settings.model_validate(settings_data)
     configure_logging(settings.logging.level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
@@ -120,8 +125,13 @@ class Node:
         revision). Defaults to logging it.
     """
 
-    def __init__(self, settings: Settings, *, on_study_ready: Callable[[StudyReady], None] | None = None,
-                 process_studies: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        on_study_ready: Callable[[StudyReady], None] | None = None,
+        process_studies: bool = False,
+    ) -> None:
         self.settings = settings
         self._on_study_ready = on_study_ready or (lambda ready: None)
         self._process_studies = process_studies
@@ -161,12 +171,14 @@ class Node:
         return self.address
 
     def start(self) -> None:
-        """Claim the port, migrate the database, start the listener(s) and the completion monitor."""
+        """Claim the port, migrate the database, start the listener(s) and the completion
+        monitor."""
         self.claim_port()
         assert self._listening is not None
         upgrade_database(self._engine)
         if self._process_studies:
-            self._start_processing()  # first: a bad processing setting fails before anything listens
+            # first: a bad processing setting fails before anything listens
+            self._start_processing()
         node = self.settings.node
         if self.listener_processes == 1:
             self._scp = build_scp(self.settings)
@@ -211,8 +223,13 @@ class Node:
     def _spawn_listener(self, number: int) -> SpawnedProcess:
         process = self._context.Process(
             target=_listener_main,
-            args=(self.settings.model_dump(mode="json"), self._semaphore, self._peer_counts, self._listening,
-                  os.getpid()),
+            args=(
+                self.settings.model_dump(mode="json"),
+                self._semaphore,
+                self._peer_counts,
+                self._listening,
+                os.getpid(),
+            ),
             name=f"listener-{number}",
             daemon=True,
         )

@@ -56,7 +56,9 @@ def describe_outcome(
     return "-"
 
 
-def list_studies(settings: Settings, *, state: str | None = None, limit: int = 50) -> list[StudyRow]:
+def list_studies(
+    settings: Settings, *, state: str | None = None, limit: int = 50
+) -> list[StudyRow]:
     """The most recently received studies with their current revision's state."""
     engine = create_db_engine(settings.database.url)
     try:
@@ -74,10 +76,25 @@ def list_studies(settings: Settings, *, state: str | None = None, limit: int = 5
                 .subquery()
             )
             query = (
-                select(Study, StudyRevision, series.c.series_count, series.c.modalities, Job.id, Job.state)
-                .join(StudyRevision, (StudyRevision.study_pk == Study.id) & (StudyRevision.revision == Study.current_revision))
+                select(
+                    Study,
+                    StudyRevision,
+                    series.c.series_count,
+                    series.c.modalities,
+                    Job.id,
+                    Job.state,
+                )
+                .join(
+                    StudyRevision,
+                    (StudyRevision.study_pk == Study.id)
+                    & (StudyRevision.revision == Study.current_revision),
+                )
                 .join(series, series.c.study_pk == Study.id, isouter=True)
-                .join(Job, (Job.study_pk == Study.id) & (Job.revision == Study.current_revision), isouter=True)
+                .join(
+                    Job,
+                    (Job.study_pk == Study.id) & (Job.revision == Study.current_revision),
+                    isouter=True,
+                )
                 .order_by(Study.last_received_at.desc())
                 .limit(limit)
             )
@@ -92,11 +109,19 @@ def list_studies(settings: Settings, *, state: str | None = None, limit: int = 5
                     instance_count=study.instance_count,
                     revision=study.current_revision,
                     state=revision.state.value,
-                    outcome=describe_outcome(revision.state, revision.outcome, revision.outcome_detail,
-                                             dispatched=revision.dispatched_at is not None, job_id=job_id, job_state=job_state and job_state.value),
+                    outcome=describe_outcome(
+                        revision.state,
+                        revision.outcome,
+                        revision.outcome_detail,
+                        dispatched=revision.dispatched_at is not None,
+                        job_id=job_id,
+                        job_state=job_state and job_state.value,
+                    ),
                     last_received_at=study.last_received_at,
                 )
-                for study, revision, series_count, modalities, job_id, job_state in session.execute(query)
+                for study, revision, series_count, modalities, job_id, job_state in session.execute(
+                    query
+                )
             ]
     finally:
         engine.dispose()

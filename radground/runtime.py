@@ -46,7 +46,14 @@ from worklist.routing import Route
 if TYPE_CHECKING:
     from celery import Celery
 
-__all__ = ["build_context", "build_destination", "configure_celery", "load_model", "retry_policy", "to_route"]
+__all__ = [
+    "build_context",
+    "build_destination",
+    "configure_celery",
+    "load_model",
+    "retry_policy",
+    "to_route",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -84,13 +91,23 @@ def load_model(name: str, settings: ModelSettings, *, cache_dir: Path) -> Loaded
     elif settings.backend == "tensorrt":
         from engine.backends.tensorrt_backend import TensorRTDetector
 
-        model = TensorRTDetector(settings.path, cache_dir=cache_dir, max_batch_size=settings.max_batch_size)
+        model = TensorRTDetector(
+            settings.path, cache_dir=cache_dir, max_batch_size=settings.max_batch_size
+        )
     else:
         from engine.backends.hf_backend import HFGroundingVLM
 
         model = HFGroundingVLM(settings.path)
-    batcher = MicroBatcher(model, max_batch_size=settings.max_batch_size, max_wait_ms=settings.batch_wait_ms)
-    logger.info("Model %s loaded (%s %s) in process %d", name, model.info.name, model.info.version, os.getpid())
+    batcher = MicroBatcher(
+        model, max_batch_size=settings.max_batch_size, max_wait_ms=settings.batch_wait_ms
+    )
+    logger.info(
+        "Model %s loaded (%s %s) in process %d",
+        name,
+        model.info.name,
+        model.info.version,
+        os.getpid(),
+    )
     return LoadedModel(model=model, generate=batcher.generate)
 
 
@@ -99,12 +116,16 @@ def _secret(name: str, what: str, *, env: str, file: str) -> str:
     if env:
         value = os.environ.get(env, "")
         if not value:
-            raise SettingsError(f"destinations.{name}: {what} is read from ${env}, which is empty or unset")
+            raise SettingsError(
+                f"destinations.{name}: {what} is read from ${env}, which is empty or unset"
+            )
         return value
     try:
         value = Path(file).read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise SettingsError(f"destinations.{name}: {what} is read from {file}: {exc.strerror}") from None
+        raise SettingsError(
+            f"destinations.{name}: {what} is read from {file}: {exc.strerror}"
+        ) from None
     if not value:
         raise SettingsError(f"destinations.{name}: {what} file {file} is empty")
     return value
@@ -113,9 +134,15 @@ def _secret(name: str, what: str, *, env: str, file: str) -> str:
 def _credentials(name: str, section: _HttpAuthSection) -> tuple[str, str | None, str | None]:
     """(auth kind, token, password) of a section, secrets read now."""
     if section.auth == "bearer":
-        return "bearer", _secret(name, "the bearer token", env=section.token_env, file=section.token_file), None
+        return (
+            "bearer",
+            _secret(name, "the bearer token", env=section.token_env, file=section.token_file),
+            None,
+        )
     if section.auth == "basic":
-        password = _secret(name, "the password", env=section.password_env, file=section.password_file)
+        password = _secret(
+            name, "the password", env=section.password_env, file=section.password_file
+        )
         return "basic", None, password
     return "none", None, None
 
@@ -142,9 +169,12 @@ def _tls(name: str, section: _TlsSection, *, wanted: bool) -> TlsOptions | None:
     if not wanted:
         return None
     try:
-        return TlsOptions(verify=section.tls_verify, ca_bundle=Path(section.ca_bundle) if section.ca_bundle else None,
-                          client_cert=Path(section.client_cert) if section.client_cert else None,
-                          client_key=Path(section.client_key) if section.client_key else None)
+        return TlsOptions(
+            verify=section.tls_verify,
+            ca_bundle=Path(section.ca_bundle) if section.ca_bundle else None,
+            client_cert=Path(section.client_cert) if section.client_cert else None,
+            client_key=Path(section.client_key) if section.client_key else None,
+        )
     except ValueError as exc:
         raise SettingsError(f"destinations.{name}: {exc}") from None
 
@@ -157,8 +187,13 @@ def _hours(value: float | None) -> float | None:
     return None if value is None else value * 3600.0
 
 
-def build_destination(name: str, section: AnyDestination, *, calling_ae_title: str,
-                      pynetdicom_patches: tuple[str, ...] = PYNETDICOM_PATCHES) -> DestinationTarget:
+def build_destination(
+    name: str,
+    section: AnyDestination,
+    *,
+    calling_ae_title: str,
+    pynetdicom_patches: tuple[str, ...] = PYNETDICOM_PATCHES,
+) -> DestinationTarget:
     """The target a destination type delivers to, from its ``[destinations.NAME]`` section
     (secrets read from the environment or files now).
 
@@ -183,28 +218,44 @@ def build_destination(name: str, section: AnyDestination, *, calling_ae_title: s
                               timeout_seconds=section.timeout_seconds, outputs=section.outputs,
                               languages=section.languages, name=name, retry_for_seconds=retry_for)
     if isinstance(section, FhirEndpointSettings):
-        return FhirTarget(url=section.url, auth=_fhir_auth(name, section), timeout_seconds=section.timeout_seconds,
-                          primary_language=section.primary_language,
-                          patient_identifier_system=section.patient_identifier_system or None,
-                          tls=_tls(name, section, wanted=_tls_configured(section)),
-                          name=name, outputs=section.outputs, languages=section.languages,
-                          retry_for_seconds=retry_for)
+        return FhirTarget(
+            url=section.url,
+            auth=_fhir_auth(name, section),
+            timeout_seconds=section.timeout_seconds,
+            primary_language=section.primary_language,
+            patient_identifier_system=section.patient_identifier_system or None,
+            tls=_tls(name, section, wanted=_tls_configured(section)),
+            name=name,
+            outputs=section.outputs,
+            languages=section.languages,
+            retry_for_seconds=retry_for,
+        )
     if isinstance(section, Hl7Destination):
-        return Hl7Target(host=section.host, port=section.port, tls=_tls(name, section, wanted=section.tls),
-                         sending_facility=section.sending_facility or None,
-                         receiving_application=section.receiving_application or None,
-                         receiving_facility=section.receiving_facility or None,
-                         processing_id=ProcessingId(section.processing_id),
-                         ack_timeout_seconds=section.ack_timeout_seconds,
-                         connect_timeout_seconds=section.connect_timeout_seconds, outputs=section.outputs,
-                         languages=section.languages, name=name, retry_for_seconds=retry_for)
+        return Hl7Target(
+            host=section.host,
+            port=section.port,
+            tls=_tls(name, section, wanted=section.tls),
+            sending_facility=section.sending_facility or None,
+            receiving_application=section.receiving_application or None,
+            receiving_facility=section.receiving_facility or None,
+            processing_id=ProcessingId(section.processing_id),
+            ack_timeout_seconds=section.ack_timeout_seconds,
+            connect_timeout_seconds=section.connect_timeout_seconds,
+            outputs=section.outputs,
+            languages=section.languages,
+            name=name,
+            retry_for_seconds=retry_for,
+        )
     raise SettingsError(f"destinations.{name}: type {section.type!r} has no target builder")
 
 
 def retry_policy(settings: DeliverySettings) -> RetryPolicy:
     """The retry policy of ``[delivery]``."""
-    return RetryPolicy(retry_for_seconds=settings.retry_for_hours * 3600.0,
-                       base_seconds=settings.backoff_base_seconds, cap_seconds=settings.backoff_cap_seconds)
+    return RetryPolicy(
+        retry_for_seconds=settings.retry_for_hours * 3600.0,
+        base_seconds=settings.backoff_base_seconds,
+        cap_seconds=settings.backoff_cap_seconds,
+    )
 
 
 def build_context(settings: Settings, *, enqueue: Enqueuer) -> PipelineContext:
@@ -230,9 +281,15 @@ def build_context(settings: Settings, *, enqueue: Enqueuer) -> PipelineContext:
         routes=tuple(to_route(r) for r in settings.routes),
         models=get_model,
         enqueue=enqueue,
-        destinations={name: build_destination(name, section, calling_ae_title=settings.node.ae_title,
-                                              pynetdicom_patches=settings.node.pynetdicom_patches)
-                      for name, section in settings.destinations.items()},
+        destinations={
+            name: build_destination(
+                name,
+                section,
+                calling_ae_title=settings.node.ae_title,
+                pynetdicom_patches=settings.node.pynetdicom_patches,
+            )
+            for name, section in settings.destinations.items()
+        },
         retry_policy=retry_policy(settings.delivery),
         scu_ae_title=settings.node.ae_title,
         scu_pynetdicom_patches=settings.node.pynetdicom_patches,

@@ -65,7 +65,10 @@ DEFAULT_CONFIG = Path("config/radground.toml")
 _ENV_PREFIX = "RADGROUND_"
 _ENV_NESTING = "__"
 
-AETitle = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[\x20-\x5b\x5d-\x7e]*[^ ][\x20-\x5b\x5d-\x7e]*$")]
+AETitle = Annotated[
+    str,
+    Field(min_length=1, max_length=16, pattern=r"^[\x20-\x5b\x5d-\x7e]*[^ ][\x20-\x5b\x5d-\x7e]*$"),
+]
 Port = Annotated[int, Field(ge=0, le=65535)]
 
 
@@ -174,11 +177,17 @@ def dicom_output_kinds(names: object) -> tuple[OutputKind, ...]:
         try:
             kind = parse_output_kind(name)
         except UnknownOutputKindError:
-            raise ValueError(f"unknown output kind {name!r}; a DICOM destination takes {accepted}") from None
+            raise ValueError(
+                f"unknown output kind {name!r}; a DICOM destination takes {accepted}"
+            ) from None
         if not kind.is_dicom:
-            raise ValueError(f"output kind {name!r} is not DICOM; a DICOM destination takes {accepted}")
+            raise ValueError(
+                f"output kind {name!r} is not DICOM; a DICOM destination takes {accepted}"
+            )
         if kind.requested_as is not kind:
-            raise ValueError(f"output kind {name!r} comes with {kind.requested_as.value!r}: name that instead")
+            raise ValueError(
+                f"output kind {name!r} comes with {kind.requested_as.value!r}: name that instead"
+            )
         if kind not in kinds:
             kinds.append(kind)
     return tuple(kinds)
@@ -196,7 +205,8 @@ class DeliverySettings(_Section):
     retry_for_hours after its first failure; then it fails for the operator.
     """
 
-    #: How long a failing delivery keeps being retried (a working day); a destination may override it.
+    #: How long a failing delivery keeps being retried (a working day); a destination may override
+    #: it.
     retry_for_hours: float = Field(8.0, gt=0, le=24 * 30)
     #: Ceiling of the first retry's delay.
     backoff_base_seconds: float = Field(10.0, gt=0)
@@ -256,9 +266,13 @@ class _HttpAuthSection(_Section):
     @model_validator(mode="after")
     def _auth_complete(self) -> _HttpAuthSection:
         if self.auth == "bearer" and not (self.token_env or self.token_file):
-            raise ValueError("auth = 'bearer' needs token_env (the environment variable holding the token) "
-                             "or token_file")
-        if self.auth == "basic" and not (self.username and (self.password_env or self.password_file)):
+            raise ValueError(
+                "auth = 'bearer' needs token_env (the environment variable holding the token) "
+                "or token_file"
+            )
+        if self.auth == "basic" and not (
+            self.username and (self.password_env or self.password_file)
+        ):
             raise ValueError("auth = 'basic' needs username and password_env or password_file")
         return self
 
@@ -306,7 +320,8 @@ class DicomWebDestination(_DestinationSection, _HttpAuthSection, _TlsSection):
 
 
 class FhirEndpointSettings(_DestinationSection, _HttpAuthSection, _TlsSection):
-    """``type = "fhir"``: an EHR's FHIR R4 server; results arrive as one transaction Bundle per study revision."""
+    """``type = "fhir"``: an EHR's FHIR R4 server; results arrive as one transaction Bundle per
+    study revision."""
 
     type: Literal["fhir"] = "fhir"
     url: str
@@ -347,7 +362,8 @@ class Hl7Destination(_DestinationSection, _TlsSection):
 
 
 def _destination_type(value: Any) -> str | None:
-    """A section's type; a section without one is "dicom" (configurations from before the other types)."""
+    """A section's type; a section without one is "dicom" (configurations from before the other
+    types)."""
     if isinstance(value, dict):
         return str(value.get("type", "dicom"))
     return getattr(value, "type", None)
@@ -397,7 +413,9 @@ class RouteSettings(_Section):
     #: Regular expression searched in Series Description; empty = any.
     series_description: str = ""
     model: str = "default"
-    task: Literal["detection", "grounded_report", "text_to_region", "region_to_text", "report"] = "detection"
+    task: Literal["detection", "grounded_report", "text_to_region", "region_to_text", "report"] = (
+        "detection"
+    )
     languages: tuple[str, ...] = ("en", "zh-CN")
     #: Objects/organs for grounded-report and text-to-region prompts (vocabulary keys or names).
     targets: tuple[str, ...] = ()
@@ -527,7 +545,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"routes.{route.name}.model: no [models.{route.model}] section")
             for destination in route.destinations:
                 if destination not in self.destinations:
-                    raise ValueError(f"routes.{route.name}.destinations: no [destinations.{destination}] section")
+                    raise ValueError(
+                        f"routes.{route.name}.destinations: no [destinations.{destination}] section"
+                    )
         return self
 
     @classmethod
@@ -566,7 +586,11 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
         lines = []
         for error in exc.errors():
             location = tuple(str(part) for part in error["loc"])
-            if location[:1] == ("destinations",) and len(location) > 2 and location[2] in get_args(DestinationType):
+            if (
+                location[:1] == ("destinations",)
+                and len(location) > 2
+                and location[2] in get_args(DestinationType)
+            ):
                 location = location[:2] + location[3:]  # the union's tag: the section says its type
             where = ".".join(location) or "(top level)"
             source = _value_source(location, path=path, overrides=overrides)

@@ -43,7 +43,9 @@ __all__ = [
     "worker_command",
 ]
 
-def run_worker(settings: Settings, *, queue: str, concurrency: int | None = None, parent_pid: int | None = None) -> None:
+def run_worker(
+    settings: Settings, *, queue: str, concurrency: int | None = None, parent_pid: int | None = None
+) -> None:
     """Run a Celery worker for ``queue`` in this process (blocks); the supervised child.
 
     Queue "gpu" uses a thread pool: the process loads each model once and its
@@ -58,8 +60,12 @@ def run_worker(settings: Settings, *, queue: str, concurrency: int | None = None
         threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
     app = configure_celery(settings)
     if concurrency is None:
-        concurrency = max(m.max_batch_size for m in settings.models.values()) if queue == "gpu" else 4
-    app.worker_main(worker_arguments(queue=queue, concurrency=concurrency, loglevel=settings.logging.level))
+        concurrency = (
+            max(m.max_batch_size for m in settings.models.values()) if queue == "gpu" else 4
+        )
+    app.worker_main(
+        worker_arguments(queue=queue, concurrency=concurrency, loglevel=settings.logging.level)
+    )
 
 
 def worker_arguments(*, queue: str, concurrency: int, loglevel: str) -> list[str]:
@@ -95,8 +101,13 @@ class SupervisedProcesses(Supervisor):
 
     def __init__(self, commands: Sequence[tuple[str, list[str]]], *,
                  on_exit: Callable[[str, int, int | None], None] | None = None) -> None:
-        super().__init__([(name, functools.partial(subprocess.Popen, list(command))) for name, command in commands],
-                         on_exit=on_exit)
+        super().__init__(
+            [
+                (name, functools.partial(subprocess.Popen, list(command)))
+                for name, command in commands
+            ],
+            on_exit=on_exit,
+        )
 
 
 class _JobsOfDeadWorkers:
@@ -129,7 +140,8 @@ def supervised_worker(settings: Settings, config: Path | None, queue: str,
 
 
 def start_embedded_workers(settings: Settings, config: Path | None) -> SupervisedProcesses:
-    """The worker processes of `radground serve` (``workers.gpu_processes`` + ``workers.io_processes``).
+    """The worker processes of `radground serve` (``workers.gpu_processes`` +
+    ``workers.io_processes``).
 
     The broker is opened once before the first start, so that with the SQLite
     broker its tables exist before several workers race to create them.
