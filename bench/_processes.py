@@ -50,8 +50,15 @@ class ProcessGroup:
         """Start ``argv`` with stdout and stderr in ``log_dir/<name>.log``."""
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed by the child's exit
         try:
-            process = subprocess.Popen(list(argv), cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
+            process = subprocess.Popen(
+                list(argv),
+                cwd=cwd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         finally:
             log.close()
         self._processes.append((name, process))
@@ -61,7 +68,9 @@ class ProcessGroup:
         """Raise ``RuntimeError`` with the log tail if a started process has exited."""
         for name, process in self._processes:
             if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with status {process.returncode}:\n{self.log_tail(name)}")
+                raise RuntimeError(
+                    f"{name} exited with status {process.returncode}:\n{self.log_tail(name)}"
+                )
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.log_dir / f"{name}.log"
@@ -126,11 +135,14 @@ def create_postgres_database() -> tuple[str, str]:
     name = f"radground_bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False), name
+    return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(
+        hide_password=False
+    ), name
 
 
 def drop_postgres_database(name: str) -> None:
-    """Drop a database made by :func:`create_postgres_database` (its connections closed by force)."""
+    """Drop a database made by :func:`create_postgres_database` (its connections closed by
+    force)."""
     import psycopg
 
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:

@@ -1,4 +1,5 @@
-"""Delivery benchmark: RadGround's Storage SCU against dcmtk's storescu and a plain pynetdicom SCU, into Orthanc.
+"""Delivery benchmark: RadGround's Storage SCU against dcmtk's storescu and a plain pynetdicom SCU,
+into Orthanc.
 
 What the io worker does for every study: open one association to the PACS and
 C-STORE a few small objects (an SR and GSPS per language). The PACS is a real
@@ -80,8 +81,21 @@ def send_pynetdicom(files: list[Path], destination: Destination) -> None:
 
 
 def send_storescu(files: list[Path], destination: Destination) -> None:
-    subprocess.run(["storescu", "-aet", "STORESCU", "-aec", destination.ae_title, destination.host,
-                    str(destination.port), *map(str, files)], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            "storescu",
+            "-aet",
+            "STORESCU",
+            "-aec",
+            destination.ae_title,
+            destination.host,
+            str(destination.port),
+            *map(str, files),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 SENDERS: dict[str, Callable[[list[Path], Destination], None]] = {
@@ -124,22 +138,30 @@ def bench_stow(args: argparse.Namespace, console: Console, work: Path) -> None:
         }
         timings: dict[str, list[float]] = {name: [] for name in send}
         try:
-            for index, name in enumerate(send):  # warm-up: imports, connections, Orthanc's first writes
+            # warm-up: imports, connections, Orthanc's first writes
+            for index, name in enumerate(send):
                 send[name](write_series(work / f"stow-warm-{index}", 1, rows=64, columns=64))
             with Progress(console=console, transient=True) as progress:
                 task = progress.add_task("STOW-RS", total=args.batches * len(send))
                 for batch in range(args.batches):
                     for index, (name, sender) in enumerate(send.items()):
-                        files = write_series(work / f"s{batch}-{index}", args.batch_size, rows=64, columns=64)
+                        files = write_series(
+                            work / f"s{batch}-{index}", args.batch_size, rows=64, columns=64
+                        )
                         start = time.perf_counter()
                         sender(files)
                         timings[name].append(time.perf_counter() - start)
                         progress.advance(task)
         finally:
             senders.close()
-    print_table(console, timings, args, ours="RadGround STOW-RS",
-                title=f"STOW-RS: {args.batches} batches of {args.batch_size} small instances into Orthanc "
-                      "DICOMweb, one request per batch")
+    print_table(
+        console,
+        timings,
+        args,
+        ours="RadGround STOW-RS",
+        title=f"STOW-RS: {args.batches} batches of {args.batch_size} small instances into Orthanc "
+        "DICOMweb, one request per batch",
+    )
 
 
 def bench_cstore(args: argparse.Namespace, console: Console, work: Path) -> None:
@@ -152,7 +174,9 @@ def bench_cstore(args: argparse.Namespace, console: Console, work: Path) -> None
             task = progress.add_task("sending", total=args.batches * len(SENDERS))
             for batch in range(args.batches):
                 for index, (name, send) in enumerate(SENDERS.items()):
-                    files = write_series(work / f"b{batch}-{index}", args.batch_size, rows=64, columns=64)
+                    files = write_series(
+                        work / f"b{batch}-{index}", args.batch_size, rows=64, columns=64
+                    )
                     start = time.perf_counter()
                     send(files, destination)
                     timings[name].append(time.perf_counter() - start)
@@ -165,15 +189,28 @@ def bench_cstore(args: argparse.Namespace, console: Console, work: Path) -> None
 def print_table(console: Console, timings: dict[str, list[float]], args: argparse.Namespace, *,
                 ours: str, title: str) -> None:
     table = Table(title=title)
-    for column in ("sender", "batch median ms", "batch p95 ms", "ms / instance", "instances/s", "RadGround is"):
+    for column in (
+        "sender",
+        "batch median ms",
+        "batch p95 ms",
+        "ms / instance",
+        "instances/s",
+        "RadGround is",
+    ):
         table.add_column(column, justify="left" if column == "sender" else "right")
     our_median = statistics.median(timings[ours])
     for name, values in timings.items():
         median = statistics.median(values)
         p95 = statistics.quantiles(values, n=20)[-1]
         ratio = "" if name == ours else f"{median / our_median:.2f}x faster"
-        table.add_row(name, f"{median * 1000:.0f}", f"{p95 * 1000:.0f}", f"{median * 1000 / args.batch_size:.1f}",
-                      f"{args.batch_size / median:.0f}", ratio)
+        table.add_row(
+            name,
+            f"{median * 1000:.0f}",
+            f"{p95 * 1000:.0f}",
+            f"{median * 1000 / args.batch_size:.1f}",
+            f"{args.batch_size / median:.0f}",
+            ratio,
+        )
     console.print(table)
 
 

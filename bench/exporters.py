@@ -239,7 +239,9 @@ def compare_highdicom_cache(ways: dict[str, list[Stage]], *, repeat: int) -> int
     """Time each way with the memoised highdicom IOD look-ups on and off, alternately."""
     from exporters._highdicom_cache import set_memoised_iod_lookups
 
-    def run_with(stages: list[Stage], memoised: bool) -> tuple[dict, dict[str, float], dict[str, float]]:
+    def run_with(
+        stages: list[Stage], memoised: bool
+    ) -> tuple[dict, dict[str, float], dict[str, float]]:
         set_memoised_iod_lookups(memoised)
         try:
             return run(stages)
@@ -273,7 +275,10 @@ def compare_highdicom_cache(ways: dict[str, list[Stage]], *, repeat: int) -> int
                 )
                 print(f"{clock:4s} {name:9s} {how:9s} {totals[how]:8.1f} ms median   ({parts} ms)")
             ratio = totals["stock"] / totals["memoised"]
-            print(f"{clock:4s} {name:9s} memoised highdicom IOD look-ups: {ratio:.2f}x (kept while >= 1.2x)")
+            print(
+                f"{clock:4s} {name:9s} memoised highdicom IOD look-ups: {ratio:.2f}x "
+                "(kept while >= 1.2x)"
+            )
     return 0
 
 
@@ -305,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         print("NOT IDENTICAL / NOT VALID:", *problems, sep="\n  ")
         return 1
     print(
-        "outputs identical (DICOM bytes less creation stamps, FHIR JSON); project's DICOM dciodvfy-clean"
+        "outputs identical (DICOM bytes less creation stamps, FHIR JSON); project's "
+        "DICOM dciodvfy-clean"
     )
     # alternate the two ways run by run, so that load from other processes hits both alike;
     # CPU time (this process only) is printed too: on a shared machine it varies less

@@ -40,7 +40,9 @@ sys.path.insert(0, str(REPO))
 SHARED = REPO.parent / "shared" / "data"
 
 
-def measure(fn: Callable[[], object], *, seconds: float, min_runs: int = 5, warmup: int = 2) -> float:
+def measure(
+    fn: Callable[[], object], *, seconds: float, min_runs: int = 5, warmup: int = 2
+) -> float:
     """Median seconds per call of ``fn`` over at least ``min_runs`` calls and ``seconds`` wall."""
     for _ in range(warmup):
         fn()
@@ -108,7 +110,10 @@ def bench_cpu(args: argparse.Namespace, progress) -> list[tuple[str, int, float]
     task = progress.add_task("CPU: ORT vs PyTorch", total=2 * 3)
     for batch in (1, 8):
         x = rng.random((batch, 3, height, width), dtype=np.float32)
-        requests = [GenerationRequest(np.ascontiguousarray(x[i].transpose(1, 2, 0)), "grounded_report") for i in range(batch)]
+        requests = [
+            GenerationRequest(np.ascontiguousarray(x[i].transpose(1, 2, 0)), "grounded_report")
+            for i in range(batch)
+        ]
         xt = torch.from_numpy(x)
 
         def run_torch(xt: torch.Tensor = xt) -> None:
@@ -124,8 +129,11 @@ def bench_cpu(args: argparse.Namespace, progress) -> list[tuple[str, int, float]
             seconds=args.seconds,
         )
         progress.advance(task, 3)
-        rows += [("ONNX Runtime CPU", batch, batch / t_ort), ("ORT+decode+text", batch, batch / t_gen),
-                 ("PyTorch eager CPU", batch, batch / t_torch)]
+        rows += [
+            ("ONNX Runtime CPU", batch, batch / t_ort),
+            ("ORT+decode+text", batch, batch / t_gen),
+            ("PyTorch eager CPU", batch, batch / t_torch),
+        ]
     return rows
 
 
@@ -176,7 +184,10 @@ def bench_gpu(args: argparse.Namespace, progress) -> list[tuple[str, int, float]
     rng = np.random.default_rng(0)
     for batch in (1, 8):
         x = rng.random((batch, 3, height, width), dtype=np.float32)
-        requests = [GenerationRequest(np.ascontiguousarray(x[i].transpose(1, 2, 0)), "grounded_report") for i in range(batch)]
+        requests = [
+            GenerationRequest(np.ascontiguousarray(x[i].transpose(1, 2, 0)), "grounded_report")
+            for i in range(batch)
+        ]
         t_trt = measure(lambda x=x: session.run(None, {"images": x}), seconds=args.seconds)
         progress.advance(task)
         xt = torch.from_numpy(x).cuda()
@@ -191,16 +202,23 @@ def bench_gpu(args: argparse.Namespace, progress) -> list[tuple[str, int, float]
         t_fp16 = measure(lambda: run(True), seconds=args.seconds)
         progress.advance(task)
         del requests
-        rows += [("TensorRT FP16 (host I/O)", batch, batch / t_trt), ("PyTorch CUDA fp32", batch, batch / t_fp32),
-                 ("PyTorch CUDA autocast fp16", batch, batch / t_fp16)]
+        rows += [
+            ("TensorRT FP16 (host I/O)", batch, batch / t_trt),
+            ("PyTorch CUDA fp32", batch, batch / t_fp32),
+            ("PyTorch CUDA autocast fp16", batch, batch / t_fp16),
+        ]
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for both runtimes")
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="threads for both runtimes"
+    )
     parser.add_argument("--seconds", type=float, default=4.0, help="minimum timing per measurement")
-    parser.add_argument("--weights", type=Path, default=None, help="trained weights.pt for the PyTorch side")
+    parser.add_argument(
+        "--weights", type=Path, default=None, help="trained weights.pt for the PyTorch side"
+    )
     parser.add_argument("--trt-cache", type=Path, default=Path("/tmp/radground-trt-cache"))
     parser.add_argument("--skip-pixels", action="store_true")
     args = parser.parse_args()
@@ -225,12 +243,16 @@ def main() -> None:
     for batch in (1, 8):
         ort = next(ips for name, b, ips in cpu if name == "ONNX Runtime CPU" and b == batch)
         verdict = "meets" if ort / by_batch[batch] >= 2 else "misses"
-        console.print(f"batch {batch}: ONNX Runtime / PyTorch eager = {ort / by_batch[batch]:.2f}x ({verdict} the 2x goal)")
+        console.print(
+            f"batch {batch}: ONNX Runtime / PyTorch eager = "
+            f"{ort / by_batch[batch]:.2f}x ({verdict} the 2x goal)"
+        )
     if pixels is not None:
         t_plain, t_pipe = pixels
         console.print(
-            f"pixel pipeline RG1_J2KI.dcm: pydicom decode {1000 * t_plain:.0f} ms, prepare_image {1000 * t_pipe:.0f} ms "
-            f"per image: {t_pipe / t_plain:.2f}x ({'meets' if t_pipe / t_plain <= 1.2 else 'misses'} the 1.2x goal)"
+            f"pixel pipeline RG1_J2KI.dcm: pydicom decode {1000 * t_plain:.0f} ms, "
+            f"prepare_image {1000 * t_pipe:.0f} ms per image: {t_pipe / t_plain:.2f}x "
+            f"({'meets' if t_pipe / t_plain <= 1.2 else 'misses'} the 1.2x goal)"
         )
     if isinstance(gpu, str):
         console.print(f"GPU comparison skipped: {gpu}")

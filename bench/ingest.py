@@ -18,8 +18,8 @@ Prints instances/s per receiver and the ratios to the peers. Usage::
 
     .venv/bin/python bench/ingest.py            # full run (~6 min on 2 cores)
     .venv/bin/python bench/ingest.py --quick    # 1/5 of the counts
-    .venv/bin/python bench/ingest.py --compare-patches --quick   # each pynetdicom patch vs without it
-    .venv/bin/python bench/ingest.py --structure-check   # only what the structural check costs
+    .venv/bin/python bench/ingest.py --compare-patches --quick   # each pynetdicom patch vs without
+    it .venv/bin/python bench/ingest.py --structure-check   # only what the structural check costs
 """
 
 from __future__ import annotations
@@ -67,7 +67,9 @@ PLAIN_PYNETDICOM_SCP = textwrap.dedent(
         return 0x0000
     ae = AE(ae_title="PLAIN")
     for cx in AllStoragePresentationContexts:
-        ae.add_supported_context(cx.abstract_syntax, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        ae.add_supported_context(
+            cx.abstract_syntax, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+        )
     ae.maximum_associations = 64
     ae.start_server(("127.0.0.1", int(sys.argv[1])), evt_handlers=[(evt.EVT_C_STORE, handle_store)])
     """
@@ -125,22 +127,37 @@ class Receiver:
             self.process.kill()
 
 
-def start_radground(work: Path, processes: int, fsync: str = "always", *, patches: tuple[str, ...] | None = None,
-                    command: str = "serve") -> Receiver:
-    """``radground serve`` (or ``node``: no workers) on a free port; ``patches``: node.pynetdicom_patches."""
+def start_radground(
+    work: Path,
+    processes: int,
+    fsync: str = "always",
+    *,
+    patches: tuple[str, ...] | None = None,
+    command: str = "serve",
+) -> Receiver:
+    """``radground serve`` (or ``node``: no workers) on a free port; ``patches``:
+    node.pynetdicom_patches."""
     port = free_port()
     work.mkdir(parents=True, exist_ok=True)
     config = work / "radground.toml"
-    patch_line = "" if patches is None else f"pynetdicom_patches = {list(patches)!r}\n".replace("'", '"')
+    patch_line = (
+        "" if patches is None else f"pynetdicom_patches = {list(patches)!r}\n".replace("'", '"')
+    )
     config.write_text(
-        f'[node]\nport = {port}\nlistener_processes = {processes}\nmax_associations = 64\n{patch_line}'
+        f"[node]\nport = {port}\nlistener_processes = {processes}\nmax_associations = "
+        f"64\n{patch_line}"
         f'[storage]\nroot = "{work / "instances"}"\nreserve_mb = 0\nfsync = "{fsync}"\n'
         f'[database]\nurl = "sqlite:///{work / "radground.db"}"\n'
-        "[logging]\nlevel = \"WARNING\"\n"
+        '[logging]\nlevel = "WARNING"\n'
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("RADGROUND_")}
-    process = subprocess.Popen([sys.executable, "-m", "radground", "--config", str(config), command],
-                               cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "radground", "--config", str(config), command],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_for_port(port)
     wait_until_settled(process.pid)  # listener processes and embedded workers done starting
     return Receiver(f"RadGround ({processes} proc)", "RADGROUND", port, process, work / "instances")
@@ -195,11 +212,22 @@ def start_plain(work: Path, fsync: bool = False) -> Receiver:
                                 "fsync" if fsync else "no-fsync"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_port(port)
-    return Receiver("plain pynetdicom SCP" + (" + fsync" if fsync else ""), "PLAIN", port, process, out)
+    return Receiver(
+        "plain pynetdicom SCP" + (" + fsync" if fsync else ""), "PLAIN", port, process, out
+    )
 
 
 def storescu_command(receiver: Receiver, files: list[Path]) -> list[str]:
-    return ["storescu", "-aet", "BENCH", "-aec", receiver.ae_title, "127.0.0.1", str(receiver.port), *map(str, files)]
+    return [
+        "storescu",
+        "-aet",
+        "BENCH",
+        "-aec",
+        receiver.ae_title,
+        "127.0.0.1",
+        str(receiver.port),
+        *map(str, files),
+    ]
 
 
 def send(receiver: Receiver, files: list[Path], sender: str, senders: int = 1) -> float:
@@ -211,11 +239,30 @@ def send(receiver: Receiver, files: list[Path], sender: str, senders: int = 1) -
     chunks = [files[i::senders] for i in range(senders)]
     start = time.perf_counter()
     if sender == "pynetdicom":
-        procs = [subprocess.Popen([sys.executable, "-c", PYNETDICOM_SCU, str(receiver.port), receiver.ae_title,
-                                   *map(str, chunk)], env=env) for chunk in chunks]
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    PYNETDICOM_SCU,
+                    str(receiver.port),
+                    receiver.ae_title,
+                    *map(str, chunk),
+                ],
+                env=env,
+            )
+            for chunk in chunks
+        ]
     else:
-        procs = [subprocess.Popen(storescu_command(receiver, chunk), env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for chunk in chunks]
+        procs = [
+            subprocess.Popen(
+                storescu_command(receiver, chunk),
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for chunk in chunks
+        ]
     codes = [p.wait() for p in procs]
     elapsed = time.perf_counter() - start
     if any(codes):
@@ -244,7 +291,8 @@ PATCH_SCENARIOS = [
     ("512 KB, storescu TCP_NODELAY", "large", "storescu+nodelay"),
 ]
 ALL_PATCHES = ("pdu-limits", "quick-ack", "event-reactors", "store-fast-path", "scu-response-order")
-#: (variant, node.pynetdicom_patches): all patches, each speed patch left out, pynetdicom's stock path.
+#: (variant, node.pynetdicom_patches): all patches, each speed patch left out, pynetdicom's stock
+#: path.
 PATCH_VARIANTS = [
     ("all patches", ALL_PATCHES),
     ("- quick-ack", tuple(p for p in ALL_PATCHES if p != "quick-ack")),
@@ -279,8 +327,10 @@ def compare_patches(
             for r in range(args.rounds)
             for s, (scenario, load, _) in enumerate(scenarios)
         }
-        receivers = {name: start_radground(work / f"node-{i}", 1, "never", patches=patches, command="node")
-                     for i, (name, patches) in enumerate(variants)}
+        receivers = {
+            name: start_radground(work / f"node-{i}", 1, "never", patches=patches, command="node")
+            for i, (name, patches) in enumerate(variants)
+        }
         rates: dict[tuple[str, str], list[float]] = {}
         try:
             for r in range(args.rounds):
@@ -297,8 +347,10 @@ def compare_patches(
         finally:
             for receiver in receivers.values():
                 receiver.stop()
-    table = Table(title=f"RadGround's pynetdicom patches, instances/s (median of {args.rounds} interleaved "
-                        "rounds; 1 listener, no fsync) and ratio all patches / variant")
+    table = Table(
+        title=f"RadGround's pynetdicom patches, instances/s (median of {args.rounds} interleaved "
+        "rounds; 1 listener, no fsync) and ratio all patches / variant"
+    )
     table.add_column("load / sender")
     for name, _ in variants:
         table.add_column(name, justify="right")
@@ -307,12 +359,19 @@ def compare_patches(
         cells = []
         for name, _ in variants:
             median = statistics.median(rates[(scenario, name)])
-            cells.append(f"{median:.0f}" if name == variants[0][0] else f"{median:.0f} ({best / median:.2f}x)")
+            cells.append(
+                f"{median:.0f}"
+                if name == variants[0][0]
+                else f"{median:.0f} ({best / median:.2f}x)"
+            )
         table.add_row(scenario, *cells)
     console.print(table)
     for scenario, *_ in scenarios:
         for name, _ in variants:
-            console.print(f"{scenario} | {name}: " + ", ".join(f"{rate:.0f}" for rate in rates[(scenario, name)]))
+            console.print(
+                f"{scenario} | {name}: "
+                + ", ".join(f"{rate:.0f}" for rate in rates[(scenario, name)])
+            )
 
 
 def main() -> None:
@@ -320,15 +379,26 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1/5 of the instance counts")
     parser.add_argument("--small", type=int, default=1000, help="number of 32 KB instances")
     parser.add_argument("--large", type=int, default=300, help="number of 512 KB instances")
-    parser.add_argument("--compare-patches", action="store_true",
-                        help="instead: RadGround with and without each of its pynetdicom patches, interleaved")
-    parser.add_argument("--rounds", type=int, default=3, help="--compare-patches: interleaved rounds")
+    parser.add_argument(
+        "--compare-patches",
+        action="store_true",
+        help="instead: RadGround with and without each of its pynetdicom patches, interleaved",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="--compare-patches: interleaved rounds"
+    )
     parser.add_argument("--variants", default=None,
                         help="--compare-patches: semicolon-separated variant names (default: all)")
-    parser.add_argument("--scenarios", default=None,
-                        help="--compare-patches: semicolon-separated load/sender names (default: all)")
-    parser.add_argument("--structure-check", action="store_true",
-                        help="only measure the structural check of received data sets (with vs without)")
+    parser.add_argument(
+        "--scenarios",
+        default=None,
+        help="--compare-patches: semicolon-separated load/sender names (default: all)",
+    )
+    parser.add_argument(
+        "--structure-check",
+        action="store_true",
+        help="only measure the structural check of received data sets (with vs without)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.small, args.large = args.small // 5, args.large // 5
@@ -336,8 +406,12 @@ def main() -> None:
         structure_check_table(args.small // 5, args.large // 5)
         return
     if args.compare_patches:
-        variants = [v for v in PATCH_VARIANTS if not args.variants or v[0] in args.variants.split(";")]
-        scenarios = [s for s in PATCH_SCENARIOS if not args.scenarios or s[0] in args.scenarios.split(";")]
+        variants = [
+            v for v in PATCH_VARIANTS if not args.variants or v[0] in args.variants.split(";")
+        ]
+        scenarios = [
+            s for s in PATCH_SCENARIOS if not args.scenarios or s[0] in args.scenarios.split(";")
+        ]
         if not variants or not scenarios:
             sys.exit("--variants/--scenarios matched nothing: " + "; ".join(
                 [v[0] for v in PATCH_VARIANTS] + [s[0] for s in PATCH_SCENARIOS]))
@@ -388,7 +462,10 @@ def main() -> None:
                     progress.advance(task)
 
     names = [name for name, _ in receivers_factories]
-    table = Table(title=f"Ingest, instances/s (loopback, {cores} cores; RadGround: SQLite index, fsync unless noted)")
+    table = Table(
+        title=f"Ingest, instances/s (loopback, {cores} cores; RadGround: SQLite index, fsync "
+        "unless noted)"
+    )
     table.add_column("load / sender")
     for name in names:
         table.add_column(name, justify="right")
@@ -397,7 +474,9 @@ def main() -> None:
     table.add_column("RG / pynetdicom + fsync", justify="right")
     table.add_column("RG no fsync / pynetdicom", justify="right")
     for scenario, *_ in SCENARIOS:
-        rg_one, rg_many, rg_no_fsync, storescp, plain, plain_fsync = (rates[(scenario, n)] for n in names)
+        rg_one, rg_many, rg_no_fsync, storescp, plain, plain_fsync = (
+            rates[(scenario, n)] for n in names
+        )
         best = max(rg_one, rg_many)
         table.add_row(
             scenario,
@@ -408,7 +487,10 @@ def main() -> None:
             f"{rg_no_fsync / plain:.2f}x",
         )
     console.print(table)
-    console.print("RG = RadGround's better of 1 and several listener processes, fsync of every file and directory entry.")
+    console.print(
+        "RG = RadGround's better of 1 and several listener processes, fsync of every "
+        "file and directory entry."
+    )
     one = rates[("512 KB, storescu TCP_NODELAY", names[1])]
     four = rates[("512 KB, 4 x storescu TCP_NODELAY", names[1])]
     plain_one = rates[("512 KB, storescu TCP_NODELAY", names[4])]
@@ -423,7 +505,10 @@ def structure_check_table(small: int, large: int) -> None:
     """Per-instance cost of the structural check: alone, and in the SCP with vs without it."""
     from bench._structure_check import check_microseconds, scp_milliseconds_per_instance
 
-    table = Table(title="Structural check of received data sets (in-process SCP, no fsync, no index; storescu)")
+    table = Table(
+        title="Structural check of received data sets (in-process SCP, no fsync, no index; "
+        "storescu)"
+    )
     for column in ("load", "check alone, µs/instance", "SCP with check, CPU ms/instance",
                    "SCP without, CPU ms/instance", "with / without"):
         table.add_column(column, justify="right")
@@ -433,8 +518,13 @@ def structure_check_table(small: int, large: int) -> None:
             files = write_series(work / name.replace(" ", ""), count, rows=size, columns=size)
             alone = check_microseconds(files)
             with_check, without = scp_milliseconds_per_instance(files, work=work)
-            table.add_row(f"{count} x {name}", f"{alone:.0f}", f"{with_check:.2f}", f"{without:.2f}",
-                          f"{with_check / without:.3f}")
+            table.add_row(
+                f"{count} x {name}",
+                f"{alone:.0f}",
+                f"{with_check:.2f}",
+                f"{without:.2f}",
+                f"{with_check / without:.3f}",
+            )
     Console().print(table)
 
 

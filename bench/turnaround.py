@@ -1,4 +1,5 @@
-"""Turnaround benchmark: studies through Orthanc → RadGround → SR+GSPS in Orthanc and FHIR in an EHR.
+"""Turnaround benchmark: studies through Orthanc → RadGround → SR+GSPS in Orthanc and FHIR in an
+EHR.
 
 For each runtime shape and GPU-worker count, in one run on this machine:
 
@@ -53,8 +54,8 @@ inference is the bottleneck. Labelled a what-if; the outputs are the real model'
 
 Usage::
 
-    .venv/bin/python bench/turnaround.py --quick       # 20 burst + 5 sequential studies per configuration
-    .venv/bin/python bench/turnaround.py               # 100 burst + 10 sequential
+    .venv/bin/python bench/turnaround.py --quick       # 20 burst + 5 sequential studies per
+    configuration .venv/bin/python bench/turnaround.py               # 100 burst + 10 sequential
     .venv/bin/python bench/turnaround.py --modes embedded --workers 1 --studies 50
     .venv/bin/python bench/turnaround.py --quick --modes embedded,embedded-polling --workers 1
     .venv/bin/python bench/turnaround.py --quick --private-redis --what-if-poll 0.1
@@ -99,7 +100,10 @@ from bench._processes import (
 PATIENT_SYSTEM = "urn:oid:2.25.1234"
 STAGES = ("dispatch", "to gpu", "inference", "to export", "export", "deliver")
 #: Per-destination detail of the "deliver" stage (overlapping, not added up).
-DELIVERIES = {"PACS": "export done → SR+GSPS stored in Orthanc", "EHR": "export done → FHIR transaction answered"}
+DELIVERIES = {
+    "PACS": "export done → SR+GSPS stored in Orthanc",
+    "EHR": "export done → FHIR transaction answered",
+}
 STAGE_HELP = {
     "dispatch": "ready → job created (completion monitor)",
     "to gpu": "job created → inference started (enqueue, broker, gpu queue wait)",
@@ -165,7 +169,8 @@ class ConfigResult:
     incidents: dict[str, int] = field(default_factory=dict)
     #: What-if: the embedded broker's polling interval patched to this (seconds); None = as shipped.
     broker_poll: float | None = None
-    #: What-if: milliseconds per image the gpu workers' model also waits off the CPU; None = as shipped.
+    #: What-if: milliseconds per image the gpu workers' model also waits off the CPU; None = as
+    #: shipped.
     accelerator_ms: float | None = None
 
     @property
@@ -175,7 +180,10 @@ class ConfigResult:
     @property
     def label(self) -> str:
         what_ifs = ([f"poll {self.broker_poll:g} s"] if self.broker_poll is not None else []) + (
-            [f"accelerator {self.accelerator_ms:g} ms/image"] if self.accelerator_ms is not None else [])
+            [f"accelerator {self.accelerator_ms:g} ms/image"]
+            if self.accelerator_ms is not None
+            else []
+        )
         what_if = f" (what-if: {', '.join(what_ifs)})" if what_ifs else ""
         return f"{self.mode}, {self.gpu_workers} gpu{what_if}"
 
@@ -202,13 +210,16 @@ def make_study(png: Path, directory: Path) -> tuple[str, Path]:
 
     from tests.factories import make_chest_dx, write_dataset
 
-    ds = make_chest_dx(png, study_instance_uid=generate_uid(), patient_id=f"RG-BENCH-{uuid.uuid4().hex[:8]}")
+    ds = make_chest_dx(
+        png, study_instance_uid=generate_uid(), patient_id=f"RG-BENCH-{uuid.uuid4().hex[:8]}"
+    )
     return str(ds.StudyInstanceUID), write_dataset(ds, directory / f"{ds.SOPInstanceUID}.dcm")
 
 
 def measure_model(candidates: list[Path], workdir: Path, *, model_path: Path, need: int,
                   repeats: int = 3) -> dict[str, float]:
-    """Median seconds of ``analyze_study`` (OnnxDetector, the route's selection) per image, in-process,
+    """Median seconds of ``analyze_study`` (OnnxDetector, the route's selection) per image,
+    in-process,
     for the first ``need`` candidate images on which the model finds something (so that every
     study yields an SR and a GSPS: a study without findings gets no GSPS)."""
     from pydicom import dcmread
@@ -219,7 +230,9 @@ def measure_model(candidates: list[Path], workdir: Path, *, model_path: Path, ne
     from engine.report import Task
 
     model = OnnxDetector(model_path)
-    selection = ImageSelection(modalities={"DX", "CR"}, body_parts={"CHEST"}, view_positions={"PA", "AP"})
+    selection = ImageSelection(
+        modalities={"DX", "CR"}, body_parts={"CHEST"}, view_positions={"PA", "AP"}
+    )
 
     def run(path: Path) -> tuple[float, int]:
         started = time.perf_counter()
@@ -248,8 +261,20 @@ def measure_model(candidates: list[Path], workdir: Path, *, model_path: Path, ne
 # -- configuration and services ------------------------------------------------------------------
 
 
-def write_config(path: Path, *, workdir: Path, model_path: Path, port: int, database_url: str, broker_url: str, gpu_processes: int,
-                 pacs: tuple[str, int], ehr_url: str, idle_seconds: float, poll_seconds: float) -> Path:
+def write_config(
+    path: Path,
+    *,
+    workdir: Path,
+    model_path: Path,
+    port: int,
+    database_url: str,
+    broker_url: str,
+    gpu_processes: int,
+    pacs: tuple[str, int],
+    ehr_url: str,
+    idle_seconds: float,
+    poll_seconds: float,
+) -> Path:
     path.write_text(f"""
 [node]
 port = {port}
@@ -339,9 +364,17 @@ class Index:
         from worklist.models import Study
 
         with self.sessions() as session:
-            return [f"job {j.id}: {j.state.value}: {j.last_error}" for j in session.scalars(
-                select(Job).join(Study, Study.id == Job.study_pk).where(
-                    Study.study_instance_uid.in_(study_uids), Job.state.in_([JobState.FAILED, JobState.DEAD])))]
+            return [
+                f"job {j.id}: {j.state.value}: {j.last_error}"
+                for j in session.scalars(
+                    select(Job)
+                    .join(Study, Study.id == Job.study_pk)
+                    .where(
+                        Study.study_instance_uid.in_(study_uids),
+                        Job.state.in_([JobState.FAILED, JobState.DEAD]),
+                    )
+                )
+            ]
 
     def dicom_artifacts(self, study_uids: list[str]) -> dict[str, list[tuple[str, str]]]:
         """Study UID → (kind, SOP Instance UID) of the SR and GSPS RadGround produced for it."""
@@ -353,9 +386,11 @@ class Index:
         found: dict[str, list[tuple[str, str]]] = {}
         with self.sessions() as session:
             for uid, kind, sop in session.execute(
-                    select(Study.study_instance_uid, Artifact.kind, Artifact.object_uid)
-                    .join(Job, Job.study_pk == Study.id).join(Artifact, Artifact.job_id == Job.id)
-                    .where(Study.study_instance_uid.in_(study_uids), Artifact.kind.in_(["sr", "gsps"]))):
+                select(Study.study_instance_uid, Artifact.kind, Artifact.object_uid)
+                .join(Job, Job.study_pk == Study.id)
+                .join(Artifact, Artifact.job_id == Job.id)
+                .where(Study.study_instance_uid.in_(study_uids), Artifact.kind.in_(["sr", "gsps"]))
+            ):
                 found.setdefault(uid, []).append((kind, sop))
         return found
 
@@ -370,11 +405,17 @@ class Index:
         with self.sessions() as session:
             rows = session.execute(
                 select(Study.study_instance_uid, StudyRevision, Job)
-                .join(StudyRevision, (StudyRevision.study_pk == Study.id) & (StudyRevision.revision == 1))
+                .join(
+                    StudyRevision,
+                    (StudyRevision.study_pk == Study.id) & (StudyRevision.revision == 1),
+                )
                 .join(Job, (Job.study_pk == Study.id) & (Job.revision == 1))
-                .where(Study.study_instance_uid.in_(list(studies)))).all()
+                .where(Study.study_instance_uid.in_(list(studies)))
+            ).all()
             for uid, revision, job in rows:
-                exported_at = session.scalar(select(func.max(Artifact.created_at)).where(Artifact.job_id == job.id))
+                exported_at = session.scalar(
+                    select(func.max(Artifact.created_at)).where(Artifact.job_id == job.id)
+                )
                 done = dict(session.execute(select(Delivery.destination, Delivery.delivered_at)
                                             .where(Delivery.job_id == job.id)).all())
                 delivered_at = max(done.values())
@@ -434,8 +475,10 @@ class World:
 def delivered_everywhere(world: World, index: Index, study_uids: list[str]) -> list[str]:
     """What is missing: each study's SR and GSPS in Orthanc (exactly the SOP instances
     RadGround recorded as artifacts; both kinds required), its DiagnosticReport in the EHR."""
-    imaging = {r["id"]: {i.get("value", "").removeprefix("urn:oid:") for i in r.get("identifier", [])}
-               for r in world.ehr.resources("ImagingStudy")}
+    imaging = {
+        r["id"]: {i.get("value", "").removeprefix("urn:oid:") for i in r.get("identifier", [])}
+        for r in world.ehr.resources("ImagingStudy")
+    }
     reported = set()
     for report in world.ehr.resources("DiagnosticReport"):
         for ref in report.get("imagingStudy", []):
@@ -459,8 +502,16 @@ def delivered_everywhere(world: World, index: Index, study_uids: list[str]) -> l
     return missing
 
 
-def run_phase(world: World, index: Index, group: ProcessGroup, studies: dict[str, tuple[str, Path]], *,
-              name: str, sequential: bool, progress: Progress) -> Phase:
+def run_phase(
+    world: World,
+    index: Index,
+    group: ProcessGroup,
+    studies: dict[str, tuple[str, Path]],
+    *,
+    name: str,
+    sequential: bool,
+    progress: Progress,
+) -> Phase:
     uids = list(studies)
     send_seconds = 0.0
     task = progress.add_task(name, total=len(uids))
@@ -472,11 +523,16 @@ def run_phase(world: World, index: Index, group: ProcessGroup, studies: dict[str
             done, bad = index.finished(expected)
             if bad:
                 raise RuntimeError(f"{name}: {bad} job(s) failed: {index.failures(expected)[:3]}")
-            progress.update(task, completed=done if not sequential else len(expected) - 1 + (done == len(expected)))
+            progress.update(
+                task,
+                completed=done if not sequential else len(expected) - 1 + (done == len(expected)),
+            )
             if done >= len(expected):
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{name}: {done} of {len(uids)} studies delivered within {world.timeout:g} s")
+                raise TimeoutError(
+                    f"{name}: {done} of {len(uids)} studies delivered within {world.timeout:g} s"
+                )
             time.sleep(0.1)
 
     if sequential:
@@ -492,9 +548,13 @@ def run_phase(world: World, index: Index, group: ProcessGroup, studies: dict[str
     progress.update(task, completed=len(uids))
     missing = delivered_everywhere(world, index, uids)
     if missing:
-        raise RuntimeError(f"{name}: {len(missing)} studies done in RadGround but missing SR/GSPS in Orthanc "
-                           "or a DiagnosticReport in the EHR: " + "; ".join(missing[:3]))
-    return Phase(name, index.timings({uid: image for uid, (image, _) in studies.items()}), send_seconds)
+        raise RuntimeError(
+            f"{name}: {len(missing)} studies done in RadGround but missing SR/GSPS in Orthanc "
+            "or a DiagnosticReport in the EHR: " + "; ".join(missing[:3])
+        )
+    return Phase(
+        name, index.timings({uid: image for uid, (image, _) in studies.items()}), send_seconds
+    )
 
 
 #: Log lines worth counting: (label, text RadGround's processes log).
@@ -552,18 +612,32 @@ def what_if_environment(directory: Path, *, broker_poll: float | None,
         return None
     directory.mkdir()
     (directory / "sitecustomize.py").write_text("\n".join(patches))
-    return {**os.environ, **variables,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(directory), os.environ.get("PYTHONPATH")]))}
+    return {
+        **os.environ,
+        **variables,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(directory), os.environ.get("PYTHONPATH")])),
+    }
 
 
 #: Single-machine modes (`radground serve`): the shipped broker, and kombu's stock polling one.
 EMBEDDED_MODES = ("embedded", "embedded-polling")
 
 
-def run_config(world: World, *, mode: str, gpu_workers: int, burst: int, sequential: int,
-               broker_poll: float | None = None, accelerator_ms: float | None = None) -> ConfigResult:
-    workdir = world.workdir / (f"{mode}-{gpu_workers}" + ("" if broker_poll is None else f"-poll{broker_poll:g}")
-                               + ("" if accelerator_ms is None else f"-accelerator{accelerator_ms:g}"))
+def run_config(
+    world: World,
+    *,
+    mode: str,
+    gpu_workers: int,
+    burst: int,
+    sequential: int,
+    broker_poll: float | None = None,
+    accelerator_ms: float | None = None,
+) -> ConfigResult:
+    workdir = world.workdir / (
+        f"{mode}-{gpu_workers}"
+        + ("" if broker_poll is None else f"-poll{broker_poll:g}")
+        + ("" if accelerator_ms is None else f"-accelerator{accelerator_ms:g}")
+    )
     workdir.mkdir(parents=True)
     group = ProcessGroup(workdir / "logs")
     pg_name = broker_url = None
@@ -571,7 +645,8 @@ def run_config(world: World, *, mode: str, gpu_workers: int, burst: int, sequent
     try:
         if mode in EMBEDDED_MODES:
             database_url = f"sqlite:///{workdir / 'radground.db'}"
-            scheme = "radground" if mode == "embedded" else "sqla"  # embedded-polling: kombu's stock
+            # embedded-polling: kombu's stock
+            scheme = "radground" if mode == "embedded" else "sqla"
             broker_url = f"{scheme}+sqlite:///{workdir / 'broker.sqlite'}"
         else:
             database_url, pg_name = create_postgres_database()
@@ -579,12 +654,23 @@ def run_config(world: World, *, mode: str, gpu_workers: int, burst: int, sequent
             redis_call(broker_url, "flushdb")
             run_id = redis_run_id(broker_url)
         port = free_port()
-        config = write_config(workdir / "radground.toml", workdir=workdir, model_path=world.model_path, port=port, database_url=database_url,
-                              broker_url=broker_url, gpu_processes=gpu_workers,
-                              pacs=(world.pacs.aet, world.pacs.dicom_port), ehr_url=world.ehr.base_url,
-                              idle_seconds=world.idle_seconds, poll_seconds=world.poll_seconds)
+        config = write_config(
+            workdir / "radground.toml",
+            workdir=workdir,
+            model_path=world.model_path,
+            port=port,
+            database_url=database_url,
+            broker_url=broker_url,
+            gpu_processes=gpu_workers,
+            pacs=(world.pacs.aet, world.pacs.dicom_port),
+            ehr_url=world.ehr.base_url,
+            idle_seconds=world.idle_seconds,
+            poll_seconds=world.poll_seconds,
+        )
         base = [sys.executable, "-m", "radground", "--config", str(config)]
-        env = what_if_environment(workdir / "what-if", broker_poll=broker_poll, accelerator_ms=accelerator_ms)
+        env = what_if_environment(
+            workdir / "what-if", broker_poll=broker_poll, accelerator_ms=accelerator_ms
+        )
         started = time.perf_counter()
         if mode in EMBEDDED_MODES:
             group.start("serve", [*base, "serve"], cwd=workdir, env=env)
@@ -593,33 +679,68 @@ def run_config(world: World, *, mode: str, gpu_workers: int, burst: int, sequent
         wait_until(lambda: accepts(port), 60, "RadGround's DICOM port", group)
         if mode == "cluster":
             for i in range(gpu_workers):
-                group.start(f"worker-gpu-{i + 1}", [*base, "worker", "--queues", "gpu"], cwd=workdir, env=env)
+                group.start(
+                    f"worker-gpu-{i + 1}",
+                    [*base, "worker", "--queues", "gpu"],
+                    cwd=workdir,
+                    env=env,
+                )
             group.start("worker-io", [*base, "worker", "--queues", "io"], cwd=workdir, env=env)
         logs = list((workdir / "logs").glob("*.log"))
-        wait_until(lambda: sum(p.read_text(errors="replace").count(" ready.") for p in logs) >= gpu_workers + 1,
-                   120, "Celery workers ready", group)
+        wait_until(
+            lambda: (
+                sum(p.read_text(errors="replace").count(" ready.") for p in logs) >= gpu_workers + 1
+            ),
+            120,
+            "Celery workers ready",
+            group,
+        )
         startup = time.perf_counter() - started
         world.pacs.set_modality("RADGROUND", "RADGROUND", "127.0.0.1", port)
         index = Index(database_url)
 
         studies_dir = workdir / "studies"
-        with Progress(TextColumn(f"[bold]{mode}, {gpu_workers} gpu[/bold] {{task.description}}"), BarColumn(),
-                      MofNCompleteColumn(), TimeElapsedColumn(), console=world.console, transient=True) as progress:
+        with Progress(
+            TextColumn(f"[bold]{mode}, {gpu_workers} gpu[/bold] {{task.description}}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=world.console,
+            transient=True,
+        ) as progress:
             progress.add_task("preparing studies", total=None)
             warm = world.studies(2 * gpu_workers, studies_dir / "warm")
             seq = world.studies(sequential, studies_dir / "sequential")
             bst = world.studies(burst, studies_dir / "burst")
-            run_phase(world, index, group, warm, name="warm-up", sequential=False, progress=progress)
-            seq_phase = run_phase(world, index, group, seq, name="sequential", sequential=True, progress=progress)
-            burst_phase = run_phase(world, index, group, bst, name="burst", sequential=False, progress=progress)
+            run_phase(
+                world, index, group, warm, name="warm-up", sequential=False, progress=progress
+            )
+            seq_phase = run_phase(
+                world, index, group, seq, name="sequential", sequential=True, progress=progress
+            )
+            burst_phase = run_phase(
+                world, index, group, bst, name="burst", sequential=False, progress=progress
+            )
         if mode == "cluster" and redis_run_id(broker_url) != run_id:
-            raise RuntimeError(f"Redis at {broker_url} restarted during the run (another process restarted it), "
-                               "queued messages were lost and the sweeper re-sent them: timings invalid; "
-                               "run again, or with --private-redis")
-        return ConfigResult(mode, gpu_workers, seq_phase, burst_phase, startup, incidents(workdir / "logs"),
-                            broker_poll, accelerator_ms)
+            raise RuntimeError(
+                f"Redis at {broker_url} restarted during the run (another process restarted it), "
+                "queued messages were lost and the sweeper re-sent them: timings invalid; "
+                "run again, or with --private-redis"
+            )
+        return ConfigResult(
+            mode,
+            gpu_workers,
+            seq_phase,
+            burst_phase,
+            startup,
+            incidents(workdir / "logs"),
+            broker_poll,
+            accelerator_ms,
+        )
     except BaseException:
-        world.console.print(f"[red]{mode}, {gpu_workers} gpu failed; logs in {workdir / 'logs'}[/red]")
+        world.console.print(
+            f"[red]{mode}, {gpu_workers} gpu failed; logs in {workdir / 'logs'}[/red]"
+        )
         for log in sorted((workdir / "logs").glob("*.log")):
             world.console.print(f"--- {log.name}\n{group.log_tail(log.stem, 15)}", markup=False)
         raise
@@ -647,34 +768,73 @@ def overheads(phase: Phase, model_times: dict[str, float]) -> list[float]:
     return [t.turnaround - model_times[t.image] for t in phase.timings]
 
 
-def report(console: Console, results: list[ConfigResult], model_times: dict[str, float], *, idle_seconds: float,
-           goal_seconds: float) -> None:
+def report(
+    console: Console,
+    results: list[ConfigResult],
+    model_times: dict[str, float],
+    *,
+    idle_seconds: float,
+    goal_seconds: float,
+) -> None:
     model = list(model_times.values())
-    console.print(f"\n[bold]Peer: the model alone[/bold] (analyze_study + OnnxDetector in this process, "
-                  f"{len(model)} images): p50 {fmt(percentile(model, 50))}, p95 {fmt(percentile(model, 95))}")
+    console.print(
+        "\n[bold]Peer: the model alone[/bold] (analyze_study + OnnxDetector in this process, "
+        f"{len(model)} images): p50 {fmt(percentile(model, 50))}, p95 {fmt(percentile(model, 95))}"
+    )
 
-    table = Table(title="Turnaround: revision ready → SR+GSPS in Orthanc and FHIR in the EHR (all delivered)",
-                  header_style="bold")
-    for column in ("configuration", "phase", "studies", "turnaround p50", "p95", "max", "inference p50 (worker)",
-                   "overhead p50", "overhead p95", "studies/min", "(first 95 %)", "sent in", "idle wait (policy)"):
-        table.add_column(column, justify="left" if column in ("configuration", "phase") else "right")
+    table = Table(
+        title="Turnaround: revision ready → SR+GSPS in Orthanc and FHIR in the EHR (all delivered)",
+        header_style="bold",
+    )
+    for column in (
+        "configuration",
+        "phase",
+        "studies",
+        "turnaround p50",
+        "p95",
+        "max",
+        "inference p50 (worker)",
+        "overhead p50",
+        "overhead p95",
+        "studies/min",
+        "(first 95 %)",
+        "sent in",
+        "idle wait (policy)",
+    ):
+        table.add_column(
+            column, justify="left" if column in ("configuration", "phase") else "right"
+        )
     for result in results:
         for phase in (result.sequential, result.burst):
             turn = [t.turnaround for t in phase.timings]
             over = overheads(phase, model_times)
             burst = phase.name == "burst"
-            table.add_row(result.label, phase.name, str(len(turn)), fmt(percentile(turn, 50)), fmt(percentile(turn, 95)),
-                          fmt(max(turn)), fmt(percentile([t.inference for t in phase.timings], 50)),
-                          fmt(percentile(over, 50)), fmt(percentile(over, 95)),
-                          f"{phase.throughput():.1f}" if burst else "-", f"{phase.throughput_95():.1f}" if burst else "-",
-                          fmt(phase.send_seconds) if phase.name == "burst" else "-",
-                          fmt(statistics.median(t.idle for t in phase.timings)))
+            table.add_row(
+                result.label,
+                phase.name,
+                str(len(turn)),
+                fmt(percentile(turn, 50)),
+                fmt(percentile(turn, 95)),
+                fmt(max(turn)),
+                fmt(percentile([t.inference for t in phase.timings], 50)),
+                fmt(percentile(over, 50)),
+                fmt(percentile(over, 95)),
+                f"{phase.throughput():.1f}" if burst else "-",
+                f"{phase.throughput_95():.1f}" if burst else "-",
+                fmt(phase.send_seconds) if phase.name == "burst" else "-",
+                fmt(statistics.median(t.idle for t in phase.timings)),
+            )
     console.print(table)
-    console.print(f"overhead = turnaround − the in-process model time of the same image; idle wait = last instance "
-                  f"received → ready (completion.idle_seconds = {idle_seconds:g}, not counted in turnaround)")
+    console.print(
+        "overhead = turnaround − the in-process model time of the same image; idle "
+        "wait = last instance "
+        f"received → ready (completion.idle_seconds = {idle_seconds:g}, not counted in turnaround)"
+    )
 
-    stages = Table(title="Where the time goes: stage medians (p95) per study, from the database's timestamps",
-                   header_style="bold")
+    stages = Table(
+        title="Where the time goes: stage medians (p95) per study, from the database's timestamps",
+        header_style="bold",
+    )
     stages.add_column("configuration")
     stages.add_column("phase")
     for stage in (*STAGES, *(f"({name})" for name in DELIVERIES)):
@@ -695,42 +855,68 @@ def report(console: Console, results: list[ConfigResult], model_times: dict[str,
     for result in results:
         if result.incidents:
             found = ", ".join(f"{n} {label}" for label, n in result.incidents.items())
-            console.print(f"  [yellow]{result.label}: the logs show {found}[/yellow] (outliers come from these)")
+            console.print(
+                f"  [yellow]{result.label}: the logs show {found}[/yellow] (outliers "
+                "come from these)"
+            )
 
     by = {(r.mode, r.gpu_workers): r for r in results if r.as_shipped}
     accelerated = {(r.mode, r.gpu_workers): r for r in results if r.accelerator_ms is not None}
     console.print("\n[bold]Ratios[/bold]")
-    for group, note in ((by, f"this machine has {os.cpu_count()} cores, the ceiling of the scaling"),
-                        (accelerated, "inference off the CPU: the pipeline's own scaling")):
+    for group, note in (
+        (by, f"this machine has {os.cpu_count()} cores, the ceiling of the scaling"),
+        (accelerated, "inference off the CPU: the pipeline's own scaling"),
+    ):
         for mode in ("embedded", "cluster"):
             if (mode, 1) in group and (mode, 2) in group:
                 one, two = group[(mode, 1)].burst.throughput(), group[(mode, 2)].burst.throughput()
-                one95, two95 = group[(mode, 1)].burst.throughput_95(), group[(mode, 2)].burst.throughput_95()
-                console.print(f"  {group[(mode, 2)].label}: throughput 2 gpu / 1 gpu = {two / one:.2f}x "
-                              f"({two:.1f} vs {one:.1f} studies/min), first 95 %: {two95 / one95:.2f}x; {note}")
+                one95, two95 = (
+                    group[(mode, 1)].burst.throughput_95(),
+                    group[(mode, 2)].burst.throughput_95(),
+                )
+                console.print(
+                    f"  {group[(mode, 2)].label}: throughput 2 gpu / 1 gpu = {two / one:.2f}x "
+                    f"({two:.1f} vs {one:.1f} studies/min), first 95 %: "
+                    f"{two95 / one95:.2f}x; {note}"
+                )
     for workers in (1, 2):
         if ("embedded", workers) in by and ("embedded-polling", workers) in by:
             for phase in ("sequential", "burst"):
-                woken = percentile([t.turnaround for t in getattr(by[("embedded", workers)], phase).timings], 95)
-                polled = percentile([t.turnaround for t in getattr(by[("embedded-polling", workers)], phase).timings],
-                                    95)
+                woken = percentile(
+                    [t.turnaround for t in getattr(by[("embedded", workers)], phase).timings], 95
+                )
+                polled = percentile(
+                    [
+                        t.turnaround
+                        for t in getattr(by[("embedded-polling", workers)], phase).timings
+                    ],
+                    95,
+                )
                 console.print(f"  {workers} gpu, {phase}: turnaround p95 kombu's polling broker / "
                               f"radground+sqlite (woken on publish) = {polled / woken:.2f}x "
                               f"({fmt(polled)} vs {fmt(woken)})")
         if ("embedded", workers) in by and ("cluster", workers) in by:
             for phase in ("sequential", "burst"):
-                emb = percentile([t.turnaround for t in getattr(by[("embedded", workers)], phase).timings], 95)
-                clu = percentile([t.turnaround for t in getattr(by[("cluster", workers)], phase).timings], 95)
-                console.print(f"  {workers} gpu, {phase}: turnaround p95 cluster / embedded = {clu / emb:.2f}x "
-                              f"({fmt(clu)} vs {fmt(emb)})")
+                emb = percentile(
+                    [t.turnaround for t in getattr(by[("embedded", workers)], phase).timings], 95
+                )
+                clu = percentile(
+                    [t.turnaround for t in getattr(by[("cluster", workers)], phase).timings], 95
+                )
+                console.print(
+                    f"  {workers} gpu, {phase}: turnaround p95 cluster / embedded = "
+                    f"{clu / emb:.2f}x ({fmt(clu)} vs {fmt(emb)})"
+                )
     for result in results:
         shipped = by.get((result.mode, result.gpu_workers))
         if result.broker_poll is not None and shipped is not None:
             for phase in ("sequential", "burst"):
                 new = percentile([t.turnaround for t in getattr(result, phase).timings], 95)
                 old = percentile([t.turnaround for t in getattr(shipped, phase).timings], 95)
-                console.print(f"  {result.label} / as shipped, {phase}: turnaround p95 {new / old:.2f}x "
-                              f"({fmt(new)} vs {fmt(old)})")
+                console.print(
+                    f"  {result.label} / as shipped, {phase}: turnaround p95 {new / old:.2f}x "
+                    f"({fmt(new)} vs {fmt(old)})"
+                )
             console.print(f"  {result.label} / as shipped: burst throughput "
                           f"{result.burst.throughput() / shipped.burst.throughput():.2f}x")
     for result in results:
@@ -738,12 +924,19 @@ def report(console: Console, results: list[ConfigResult], model_times: dict[str,
         console.print(f"  {result.label}: sequential turnaround p95 / model p95 = "
                       f"{turn / percentile(model, 95):.1f}x")
 
-    console.print("\n[bold]Burst: the largest stage (median), i.e. where a study waits under load[/bold]")
+    console.print(
+        "\n[bold]Burst: the largest stage (median), i.e. where a study waits under load[/bold]"
+    )
     for result in results:
-        worst = max(STAGES, key=lambda s: percentile([t.stages[s] for t in result.burst.timings], 50))
-        console.print(f"  {result.label}: {worst} {fmt(percentile([t.stages[worst] for t in result.burst.timings], 50))}"
-                      f" ({STAGE_HELP[worst]}); Orthanc sent the {len(result.burst.timings)} studies in "
-                      f"{fmt(result.burst.send_seconds)}")
+        worst = max(
+            STAGES, key=lambda s: percentile([t.stages[s] for t in result.burst.timings], 50)
+        )
+        console.print(
+            f"  {result.label}: {worst} "
+            f"{fmt(percentile([t.stages[worst] for t in result.burst.timings], 50))}"
+            f" ({STAGE_HELP[worst]}); Orthanc sent the {len(result.burst.timings)} studies in "
+            f"{fmt(result.burst.send_seconds)}"
+        )
 
     console.print("\n[bold]Goal: pipeline overhead < "
                   f"{goal_seconds:g} s p95 per study (sequential phase, unloaded node)[/bold]")
@@ -752,44 +945,93 @@ def report(console: Console, results: list[ConfigResult], model_times: dict[str,
             continue  # its emulated accelerator time is not the pipeline's overhead
         seq_over = percentile(overheads(result.sequential, model_times), 95)
         verdict = "[green]met[/green]" if seq_over < goal_seconds else "[red]missed[/red]"
-        worst = max(STAGES, key=lambda s: percentile([t.stages[s] for t in result.sequential.timings], 95))
+        worst = max(
+            STAGES, key=lambda s: percentile([t.stages[s] for t in result.sequential.timings], 95)
+        )
         worst_p95 = percentile([t.stages[worst] for t in result.sequential.timings], 95)
-        console.print(f"  {result.label}: overhead p95 {fmt(seq_over)} {verdict}; largest stage at p95: "
-                      f"{worst} {fmt(worst_p95)} ({STAGE_HELP[worst]})")
+        console.print(
+            f"  {result.label}: overhead p95 {fmt(seq_over)} {verdict}; largest stage at p95: "
+            f"{worst} {fmt(worst_p95)} ({STAGE_HELP[worst]})"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--studies", type=int, default=100, help="studies per burst (default 100)")
-    parser.add_argument("--sequential", type=int, default=None, help="studies sent one at a time (default 10; 5 with --quick)")
-    parser.add_argument("--quick", action="store_true", help="20 burst and 5 sequential studies per configuration")
+    parser.add_argument(
+        "--sequential",
+        type=int,
+        default=None,
+        help="studies sent one at a time (default 10; 5 with --quick)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="20 burst and 5 sequential studies per configuration"
+    )
     parser.add_argument("--modes", default="embedded,cluster",
                         help="comma-separated: embedded, embedded-polling (kombu's stock SQLite "
                              "transport, no wake-ups), cluster")
     parser.add_argument("--workers", default="1,2", help="comma-separated GPU worker counts")
-    parser.add_argument("--idle-seconds", type=float, default=1.0, help="completion.idle_seconds (default 1)")
-    parser.add_argument("--poll-seconds", type=float, default=0.2, help="completion.poll_seconds (default 0.2)")
-    parser.add_argument("--timeout", type=float, default=900, help="seconds per phase before giving up")
-    parser.add_argument("--goal", type=float, default=1.0, help="overhead goal, p95 seconds (default 1)")
-    parser.add_argument("--images", type=int, default=25, help="distinct images (with findings) to cycle over")
-    parser.add_argument("--redis-url", default=REDIS_URL, help=f"cluster broker (default {REDIS_URL}; its DB is "
-                        "flushed before and after)")
-    parser.add_argument("--private-redis", action="store_true", help="start a redis-server of our own per cluster "
-                        "configuration instead (immune to others restarting the shared one)")
-    parser.add_argument("--what-if-poll", type=float, default=None, metavar="SECONDS",
-                        help="also run embedded with the SQLite broker's polling interval patched to SECONDS "
-                        "(0.2 s as shipped; publishers also wake waiting workers) to show what that setting costs")
-    parser.add_argument("--what-if-accelerator", type=float, default=None, metavar="MS",
-                        help="also run every mode and worker count with the gpu workers' model spending MS ms per "
-                        "image off the CPU (as on a GPU), to show throughput scaling when inference is the bottleneck")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
+    parser.add_argument(
+        "--idle-seconds", type=float, default=1.0, help="completion.idle_seconds (default 1)"
+    )
+    parser.add_argument(
+        "--poll-seconds", type=float, default=0.2, help="completion.poll_seconds (default 0.2)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=900, help="seconds per phase before giving up"
+    )
+    parser.add_argument(
+        "--goal", type=float, default=1.0, help="overhead goal, p95 seconds (default 1)"
+    )
+    parser.add_argument(
+        "--images", type=int, default=25, help="distinct images (with findings) to cycle over"
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=REDIS_URL,
+        help=f"cluster broker (default {REDIS_URL}; its DB is flushed before and after)",
+    )
+    parser.add_argument(
+        "--private-redis",
+        action="store_true",
+        help="start a redis-server of our own per cluster "
+        "configuration instead (immune to others restarting the shared one)",
+    )
+    parser.add_argument(
+        "--what-if-poll",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="also run embedded with the SQLite broker's polling interval patched to SECONDS "
+        "(0.2 s as shipped; publishers also wake waiting workers) to show what that setting costs",
+    )
+    parser.add_argument(
+        "--what-if-accelerator",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="also run every mode and worker count with the gpu workers' model spending MS ms per "
+        "image off the CPU (as on a GPU), to show throughput scaling when inference is "
+        "the bottleneck",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work directory (logs, databases)"
+    )
     args = parser.parse_args(argv)
     burst = 20 if args.quick else args.studies
     sequential = args.sequential if args.sequential is not None else (5 if args.quick else 10)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     counts = [int(w) for w in args.workers.split(",") if w.strip()]
-    if not set(modes) <= {*EMBEDDED_MODES, "cluster"} or not counts or min(counts) < 1 or burst < 1 or sequential < 1:
-        parser.error("modes: embedded, embedded-polling, cluster; workers >= 1; studies and sequential >= 1")
+    if (
+        not set(modes) <= {*EMBEDDED_MODES, "cluster"}
+        or not counts
+        or min(counts) < 1
+        or burst < 1
+        or sequential < 1
+    ):
+        parser.error(
+            "modes: embedded, embedded-polling, cluster; workers >= 1; studies and sequential >= 1"
+        )
 
     from engine.default_model.config import ONNX_PATH
     from tests.integration.fhir_server import FhirTestServer
@@ -813,26 +1055,63 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"{len(images)} images with findings (studies cycle over them)")
         results = []
         with OrthancPACS(workdir / "orthanc") as pacs, FhirTestServer() as ehr:
-            world = World(pacs=pacs, ehr=ehr, workdir=workdir, images=images, console=console,
-                          idle_seconds=args.idle_seconds, poll_seconds=args.poll_seconds, timeout=args.timeout,
-                          model_path=model_path,
-                          redis_url=None if args.private_redis else args.redis_url)
+            world = World(
+                pacs=pacs,
+                ehr=ehr,
+                workdir=workdir,
+                images=images,
+                console=console,
+                idle_seconds=args.idle_seconds,
+                poll_seconds=args.poll_seconds,
+                timeout=args.timeout,
+                model_path=model_path,
+                redis_url=None if args.private_redis else args.redis_url,
+            )
             for mode in modes:
                 for count in counts:
-                    results.append(run_config(world, mode=mode, gpu_workers=count, burst=burst, sequential=sequential))
-                    console.print(f"{results[-1].label}: done (start-up {results[-1].startup_seconds:.1f} s)")
+                    results.append(
+                        run_config(
+                            world, mode=mode, gpu_workers=count, burst=burst, sequential=sequential
+                        )
+                    )
+                    console.print(
+                        f"{results[-1].label}: done (start-up {results[-1].startup_seconds:.1f} s)"
+                    )
             if args.what_if_poll is not None:
                 for count in counts:
-                    results.append(run_config(world, mode="embedded", gpu_workers=count, burst=burst,
-                                              sequential=sequential, broker_poll=args.what_if_poll))
-                    console.print(f"{results[-1].label}: done (start-up {results[-1].startup_seconds:.1f} s)")
+                    results.append(
+                        run_config(
+                            world,
+                            mode="embedded",
+                            gpu_workers=count,
+                            burst=burst,
+                            sequential=sequential,
+                            broker_poll=args.what_if_poll,
+                        )
+                    )
+                    console.print(
+                        f"{results[-1].label}: done (start-up {results[-1].startup_seconds:.1f} s)"
+                    )
             if args.what_if_accelerator is not None:
                 for mode in modes:
                     for count in counts:
-                        results.append(run_config(world, mode=mode, gpu_workers=count, burst=burst,
-                                                  sequential=sequential, accelerator_ms=args.what_if_accelerator))
-                        console.print(f"{results[-1].label}: done (start-up {results[-1].startup_seconds:.1f} s)")
-        report(console, results, model_times, idle_seconds=args.idle_seconds, goal_seconds=args.goal)
+                        results.append(
+                            run_config(
+                                world,
+                                mode=mode,
+                                gpu_workers=count,
+                                burst=burst,
+                                sequential=sequential,
+                                accelerator_ms=args.what_if_accelerator,
+                            )
+                        )
+                        console.print(
+                            f"{results[-1].label}: done (start-up "
+                            f"{results[-1].startup_seconds:.1f} s)"
+                        )
+        report(
+            console, results, model_times, idle_seconds=args.idle_seconds, goal_seconds=args.goal
+        )
     finally:
         if args.keep:
             console.print(f"work directory kept: {workdir}")
