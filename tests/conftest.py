@@ -32,7 +32,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def shared_data() -> Path:
     """``../shared/data``: the real images the tests use (see its README)."""
     if not SHARED_DATA.is_dir():
-        pytest.fail(f"shared data not found at {SHARED_DATA}; CI puts shared/ beside the repository")
+        pytest.fail(
+            f"shared data not found at {SHARED_DATA}; CI puts shared/ beside the repository"
+        )
     return SHARED_DATA
 
 
@@ -47,10 +49,14 @@ def postgres_server_url() -> str:
     import psycopg
 
     try:
-        with psycopg.connect(POSTGRES_ADMIN_URL.replace("postgresql+psycopg", "postgresql"), connect_timeout=5):
+        with psycopg.connect(
+            POSTGRES_ADMIN_URL.replace("postgresql+psycopg", "postgresql"), connect_timeout=5
+        ):
             pass
     except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL} ({exc}); .ci/run starts it")
+        pytest.fail(
+            f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL} ({exc}); .ci/run starts it"
+        )
     return POSTGRES_ADMIN_URL
 
 
@@ -103,7 +109,8 @@ SHARED_REDIS_URL = os.environ.get("RADGROUND_TEST_REDIS_URL", "redis://127.0.0.1
 
 
 def redis_run_id(url: str) -> str | None:
-    """The ``run_id`` of the Redis server at ``url`` (new at every start), or ``None`` if none answers."""
+    """The ``run_id`` of the Redis server at ``url`` (new at every start), or ``None`` if none
+    answers."""
     import redis
 
     try:
@@ -123,6 +130,8 @@ def shared_redis_left_running() -> Iterator[None]:
     before = redis_run_id(SHARED_REDIS_URL)
     yield
     if before is not None and (after := redis_run_id(SHARED_REDIS_URL)) != before:
-        pytest.fail(f"the shared Redis at {SHARED_REDIS_URL} was "
-                    f"{'stopped' if after is None else 'restarted'} during the tests; a test that needs "
-                    "to stop its broker must start a private one (tests/integration/private_redis.py)")
+        pytest.fail(
+            f"the shared Redis at {SHARED_REDIS_URL} was "
+            f"{'stopped' if after is None else 'restarted'} during the tests; a test that needs "
+            "to stop its broker must start a private one (tests/integration/private_redis.py)"
+        )

@@ -66,7 +66,8 @@ def dciodvfy_warnings(path: str | Path) -> list[str]:
 
 
 def dsrdump_ok(path: str | Path) -> bool:
-    """Whether dcmtk's ``dsrdump -v +Pt +Pl`` reads the SR at ``path`` without a structural fault."""
+    """Whether dcmtk's ``dsrdump -v +Pt +Pl`` reads the SR at ``path`` without a structural
+    fault."""
     result = subprocess.run(
         [_need("dsrdump"), "-v", "+Pt", "+Pl", str(path)],
         capture_output=True,

@@ -84,7 +84,13 @@ def write_series(directory: Path, count: int, *, rows: int = 128, columns: int =
     series = generate_uid()
     return [
         write_dataset(
-            make_ct(study_instance_uid=study, series_instance_uid=series, instance_number=i + 1, rows=rows, columns=columns),
+            make_ct(
+                study_instance_uid=study,
+                series_instance_uid=series,
+                instance_number=i + 1,
+                rows=rows,
+                columns=columns,
+            ),
             directory / f"CT{i + 1:05d}.dcm",
         )
         for i in range(count)
@@ -105,12 +111,23 @@ def make_chest_dx(
     from pydicom.uid import DigitalXRayImageStorageForPresentation
 
     pixels = np.asarray(Image.open(png).convert("L"), dtype=np.uint8)
-    ds = make_ct(study_instance_uid=study_instance_uid or generate_uid(), series_instance_uid=generate_uid(),
-                 rows=4, columns=4, patient_id=patient_id)
+    ds = make_ct(
+        study_instance_uid=study_instance_uid or generate_uid(),
+        series_instance_uid=generate_uid(),
+        rows=4,
+        columns=4,
+        patient_id=patient_id,
+    )
     ds.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
     ds.SOPClassUID = DigitalXRayImageStorageForPresentation
-    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "SliceThickness", "RescaleIntercept",
-                    "RescaleSlope", "PixelSpacing"):
+    for keyword in (
+        "ImagePositionPatient",
+        "ImageOrientationPatient",
+        "SliceThickness",
+        "RescaleIntercept",
+        "RescaleSlope",
+        "PixelSpacing",
+    ):
         delattr(ds, keyword)
     ds.Modality = "DX"
     ds.BodyPartExamined = "CHEST"

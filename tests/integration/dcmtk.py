@@ -40,12 +40,21 @@ class StorescuRun:
 
     @property
     def responses(self) -> list[str]:
-        """The C-STORE responses in order, e.g. ``['Success', 'Error: DataSetDoesNotMatchSOPClass']``."""
+        """The C-STORE responses in order, e.g. ``['Success', 'Error:
+        DataSetDoesNotMatchSOPClass']``."""
         return _RESPONSE.findall(self.output)
 
 
-def storescu(port: int, files: Sequence[Path], *, called: str = "RADGROUND", calling: str = "STORESCU",
-             extra: Sequence[str] = (), nodelay: bool = False, timeout: float = 120) -> StorescuRun:
+def storescu(
+    port: int,
+    files: Sequence[Path],
+    *,
+    called: str = "RADGROUND",
+    calling: str = "STORESCU",
+    extra: Sequence[str] = (),
+    nodelay: bool = False,
+    timeout: float = 120,
+) -> StorescuRun:
     """Run dcmtk's storescu (-v, -nh: keep going after a failure) and capture its responses."""
     env = dict(os.environ)
     if nodelay:
@@ -59,7 +68,9 @@ def storescu(port: int, files: Sequence[Path], *, called: str = "RADGROUND", cal
     return StorescuRun(done.returncode, done.stdout + done.stderr)
 
 
-def echoscu(port: int, *, called: str = "RADGROUND", calling: str = "ECHOSCU") -> subprocess.CompletedProcess:
+def echoscu(
+    port: int, *, called: str = "RADGROUND", calling: str = "ECHOSCU"
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [require("echoscu"), "-v", "-aet", calling, "-aec", called, "127.0.0.1", str(port)],
         capture_output=True, text=True, timeout=60, check=False,
@@ -67,6 +78,7 @@ def echoscu(port: int, *, called: str = "RADGROUND", calling: str = "ECHOSCU") -
 
 
 def propose_flag(path: Path) -> str | None:
-    """The storescu option for a file's transfer syntax (None: the default uncompressed proposal)."""
+    """The storescu option for a file's transfer syntax (None: the default uncompressed
+    proposal)."""
     syntax = str(dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
     return STORESCU_PROPOSE.get(syntax)

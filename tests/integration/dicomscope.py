@@ -143,7 +143,9 @@ class DicomScope:
         if count != 1:
             raise DicomScopeError(f"no [DATABASE] Directory line in {DICOMSCOPE_CFG}")
         # A free port for its message port, so that parallel runs do not clash.
-        config = re.sub(r"^MessagePort\s*=.*$", f"MessagePort = {_free_port()}", config, flags=re.MULTILINE)
+        config = re.sub(
+            r"^MessagePort\s*=.*$", f"MessagePort = {_free_port()}", config, flags=re.MULTILINE
+        )
         (self.workdir / "DICOMscope.cfg").write_text(config, encoding="latin-1")
 
         log = open(self.workdir / "dicomscope.log", "wb")  # noqa: SIM115 - closed in __exit__
@@ -156,7 +158,10 @@ class DicomScope:
         self._xdotool(["search", "--sync", "--name", "DICOMscope"])
         # The study browser is ready when its first study row is drawn.
         self._wait_for(
-            lambda shot: _dark_fraction(shot[88:104, 40:300]) > 0.02 and _white_fraction(shot[200:800, 100:900]) > 0.9,
+            lambda shot: (
+                _dark_fraction(shot[88:104, 40:300]) > 0.02
+                and _white_fraction(shot[200:800, 100:900]) > 0.9
+            ),
             "the study row in the browser",
         )
         self._xdotool(["mousemove", str(_STUDY_ROW[0]), str(_STUDY_ROW[1]), "click", "1"])
@@ -166,7 +171,9 @@ class DicomScope:
             time.sleep(0.4)
         shot = self._wait_for(lambda s: _highlighted_row(s) is not None, "a highlighted PR row")
         row, column = _highlighted_row(shot)  # type: ignore[misc]
-        self._xdotool(["mousemove", str(column), str(row), "click", "--repeat", "2", "--delay", "80", "1"])
+        self._xdotool(
+            ["mousemove", str(column), str(row), "click", "--repeat", "2", "--delay", "80", "1"]
+        )
         # The viewer replaces the white browser with the image area.
         self._wait_for(lambda s: _dark_fraction(s[80:900, 20:1000]) > 0.5, "the viewer")
         time.sleep(2.0)  # let it finish painting graphics and text
@@ -178,7 +185,11 @@ class DicomScope:
         """The screen as an RGB array (rows, columns, 3)."""
         xwd = self._run(["xwd", "-root", "-silent", "-display", self.display], capture=True)
         png = subprocess.run(
-            ["convert", "xwd:-", "png:-"], input=xwd, capture_output=True, timeout=self.timeout, check=True
+            ["convert", "xwd:-", "png:-"],
+            input=xwd,
+            capture_output=True,
+            timeout=self.timeout,
+            check=True,
         ).stdout
         from io import BytesIO
 
@@ -189,7 +200,9 @@ class DicomScope:
         deadline = time.monotonic() + self.timeout
         while True:
             if self._java is not None and self._java.poll() is not None:
-                raise DicomScopeError(f"DICOMscope exited while waiting for {what} (see dicomscope.log)")
+                raise DicomScopeError(
+                    f"DICOMscope exited while waiting for {what} (see dicomscope.log)"
+                )
             shot = self.screenshot()
             if predicate(shot):
                 return shot
@@ -210,7 +223,9 @@ class DicomScope:
         except subprocess.TimeoutExpired as exc:
             raise DicomScopeError(f"{args[0]} timed out after {self.timeout:.0f} s") from exc
         if done.returncode != 0:
-            raise DicomScopeError(f"{' '.join(args[:2])} failed: {done.stderr.decode(errors='replace')[-500:]}")
+            raise DicomScopeError(
+                f"{' '.join(args[:2])} failed: {done.stderr.decode(errors='replace')[-500:]}"
+            )
         return done.stdout if capture else b""
 
 

@@ -154,8 +154,13 @@ def _identifier_tokens(query: str) -> list[tuple[str | None, str]]:
     for param in query.split("&"):
         name, _, raw = param.partition("=")
         if unquote(name) != "identifier":
-            raise _Reject(400, make_outcome(
-                "not-supported", f"search parameter {unquote(name)!r} is not supported by the test server"))
+            raise _Reject(
+                400,
+                make_outcome(
+                    "not-supported",
+                    f"search parameter {unquote(name)!r} is not supported by the test server",
+                ),
+            )
         for alternative in _raw_split(unquote(raw), ","):
             pieces = _raw_split(alternative, "|")
             if len(pieces) == 1:
@@ -253,7 +258,11 @@ class _HttpServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # a client that timed out and hung up: expected in the timeout tests
-        _log.debug("fhir test server: connection from %s ended with an error", client_address, exc_info=True)
+        _log.debug(
+            "fhir test server: connection from %s ended with an error",
+            client_address,
+            exc_info=True,
+        )
 
 
 def _self_signed_context(directory: Path) -> ssl.SSLContext:
@@ -349,7 +358,10 @@ class FhirTestServer:
         self._port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fhir-test-server", daemon=True
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fhir-test-server",
+            daemon=True,
         )
         self._thread.start()
 
@@ -392,9 +404,13 @@ class FhirTestServer:
             "transient", f"scripted failure {status} from the FHIR test server")
         with self._lock:
             for _ in range(n):
-                self._script.append(_Scripted(status, outcome, None if retry_after is None else str(retry_after)))
+                self._script.append(
+                    _Scripted(status, outcome, None if retry_after is None else str(retry_after))
+                )
 
-    def reject_next(self, status: int = 400, operation_outcome: dict[str, Any] | None = None) -> None:
+    def reject_next(
+        self, status: int = 400, operation_outcome: dict[str, Any] | None = None
+    ) -> None:
         """Answer the next request with ``status`` and ``operation_outcome``."""
         outcome = operation_outcome or make_outcome(
             "invalid", f"scripted rejection {status} from the FHIR test server")
@@ -412,7 +428,9 @@ class FhirTestServer:
         with self._lock:
             self._drops += n
 
-    def require_auth(self, *, bearer: str | None = None, basic: tuple[str, str] | None = None) -> None:
+    def require_auth(
+        self, *, bearer: str | None = None, basic: tuple[str, str] | None = None
+    ) -> None:
         """Answer 401 unless ``Authorization`` carries this bearer token or user and
         password; with neither, stop requiring authentication."""
         if bearer is not None and basic is not None:
@@ -422,7 +440,10 @@ class FhirTestServer:
                 self._auth, self._auth_scheme = f"Bearer {bearer}", "Bearer"
             elif basic is not None:
                 raw = f"{basic[0]}:{basic[1]}".encode()
-                self._auth, self._auth_scheme = "Basic " + base64.b64encode(raw).decode("ascii"), "Basic"
+                self._auth, self._auth_scheme = (
+                    "Basic " + base64.b64encode(raw).decode("ascii"),
+                    "Basic",
+                )
             else:
                 self._auth = None
 
@@ -466,7 +487,9 @@ class FhirTestServer:
     def _record(self, handler: _Handler, body: bytes, parsed: Any, status: int | None) -> None:
         headers = {name.lower(): value for name, value in handler.headers.items()}
         with self._lock:
-            self._received.append(ReceivedRequest(handler.command, handler.path, headers, body, parsed, status))
+            self._received.append(
+                ReceivedRequest(handler.command, handler.path, headers, body, parsed, status)
+            )
 
     def _handle(self, handler: _Handler) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
@@ -485,7 +508,9 @@ class FhirTestServer:
             scheme = self._auth_scheme
         if scripted is not None:
             self._record(handler, body, parsed, scripted.status)
-            extra = {"Retry-After": scripted.retry_after} if scripted.retry_after is not None else None
+            extra = (
+                {"Retry-After": scripted.retry_after} if scripted.retry_after is not None else None
+            )
             handler.send_json(scripted.status, scripted.outcome, extra)
             return
         if expected_auth is not None and handler.headers.get("Authorization") != expected_auth:
@@ -498,7 +523,9 @@ class FhirTestServer:
                 raise _Reject(404, make_outcome("not-found", f"no endpoint at {handler.path}"))
             content_type = (handler.headers.get("Content-Type") or "").split(";")[0].strip().lower()
             if content_type not in (FHIR_JSON, "application/json"):
-                raise _Reject(415, make_outcome("not-supported", f"unsupported Content-Type {content_type!r}"))
+                raise _Reject(
+                    415, make_outcome("not-supported", f"unsupported Content-Type {content_type!r}")
+                )
             if parsed is None:
                 raise _Reject(400, make_outcome("structure", "the body is not UTF-8 JSON"))
             with self._lock:
@@ -522,7 +549,9 @@ class FhirTestServer:
 
     def _search(self, resource_type: str, query: str) -> list[str]:
         tokens = _identifier_tokens(query)
-        return [rid for rid, res in self._store.get(resource_type, {}).items() if _matches(res, tokens)]
+        return [
+            rid for rid, res in self._store.get(resource_type, {}).items() if _matches(res, tokens)
+        ]
 
     def _new_id(self) -> str:
         rid = str(self._next_id)
@@ -533,38 +562,66 @@ class FhirTestServer:
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
             raise _Reject(400, make_outcome("structure", "the body is not a Bundle"))
         if bundle.get("type") != "transaction":
-            raise _Reject(400, make_outcome(
-                "not-supported", f"Bundle type {bundle.get('type')!r}: the test server only takes transactions"))
+            raise _Reject(
+                400,
+                make_outcome(
+                    "not-supported",
+                    f"Bundle type {bundle.get('type')!r}: the test server only takes transactions",
+                ),
+            )
         entries = bundle.get("entry") or []
         order = {"POST": 0, "PUT": 1}
-        plans: list[tuple[str, str, str, int] | None] = [None] * len(entries)  # (type, id, status, version)
+        # (type, id, status, version)
+        plans: list[tuple[str, str, str, int] | None] = [None] * len(entries)
         id_map: dict[str, str] = {}
         writes: list[int] = []
         planned_writes: set[tuple[str, str]] = set()
-        for index in sorted(range(len(entries)), key=lambda i: order.get(self._method(entries, i), 9)):
+        for index in sorted(
+            range(len(entries)), key=lambda i: order.get(self._method(entries, i), 9)
+        ):
             entry = entries[index]
             method = self._method(entries, index)
             request = entry["request"]
             resource = entry.get("resource")
             url = request.get("url", "")
             if method not in order:
-                raise _Reject(400, make_outcome(
-                    "not-supported", f"entry {index}: method {method!r} is not supported by the test server"))
+                raise _Reject(
+                    400,
+                    make_outcome(
+                        "not-supported",
+                        f"entry {index}: method {method!r} is not supported by the test server",
+                    ),
+                )
             if not isinstance(resource, dict):
-                raise _Reject(400, make_outcome("required", f"entry {index}: {method} without a resource"))
+                raise _Reject(
+                    400, make_outcome("required", f"entry {index}: {method} without a resource")
+                )
             resource_type = resource.get("resourceType")
             target_type, _, rest = url.partition("?") if "?" in url else url.partition("/")
             if target_type != resource_type:
-                raise _Reject(400, make_outcome(
-                    "invalid", f"entry {index}: request.url {target_type!r} does not match {resource_type!r}"))
+                raise _Reject(
+                    400,
+                    make_outcome(
+                        "invalid",
+                        f"entry {index}: request.url {target_type!r} does not match "
+                        f"{resource_type!r}",
+                    ),
+                )
             if method == "POST":
                 if "/" in url:
-                    raise _Reject(400, make_outcome("invalid", f"entry {index}: POST to an instance URL"))
+                    raise _Reject(
+                        400, make_outcome("invalid", f"entry {index}: POST to an instance URL")
+                    )
                 if request.get("ifNoneExist"):
                     matches = self._search(resource_type, request["ifNoneExist"])
                     if len(matches) > 1:
-                        raise _Reject(412, make_outcome(
-                            "duplicate", f"entry {index}: ifNoneExist matches {len(matches)} resources"))
+                        raise _Reject(
+                            412,
+                            make_outcome(
+                                "duplicate",
+                                f"entry {index}: ifNoneExist matches {len(matches)} resources",
+                            ),
+                        )
                     if matches:
                         version = int(self._store[resource_type][matches[0]]["meta"]["versionId"])
                         plans[index] = (resource_type, matches[0], "200 OK", version)
@@ -578,18 +635,34 @@ class FhirTestServer:
                 if "?" in url:
                     matches = self._search(resource_type, rest)
                     if len(matches) > 1:
-                        raise _Reject(412, make_outcome(
-                            "multiple-matches", f"entry {index}: conditional update matches {len(matches)} resources"))
+                        raise _Reject(
+                            412,
+                            make_outcome(
+                                "multiple-matches",
+                                f"entry {index}: conditional update matches "
+                                f"{len(matches)} resources",
+                            ),
+                        )
                     target_id = matches[0] if matches else None
                 else:
                     target_id = rest or None
                     if not target_id:
-                        raise _Reject(400, make_outcome("invalid", f"entry {index}: PUT without an id"))
+                        raise _Reject(
+                            400, make_outcome("invalid", f"entry {index}: PUT without an id")
+                        )
                 existing = self._store.get(resource_type, {}).get(target_id) if target_id else None
                 if target_id is not None and (resource_type, target_id) in planned_writes:
-                    raise _Reject(409, make_outcome("conflict", f"entry {index}: two entries write one resource"))
+                    raise _Reject(
+                        409,
+                        make_outcome("conflict", f"entry {index}: two entries write one resource"),
+                    )
                 if existing is not None:
-                    plans[index] = (resource_type, target_id, "200 OK", int(existing["meta"]["versionId"]) + 1)
+                    plans[index] = (
+                        resource_type,
+                        target_id,
+                        "200 OK",
+                        int(existing["meta"]["versionId"]) + 1,
+                    )
                 else:
                     plans[index] = (resource_type, target_id or self._new_id(), "201 Created", 1)
                 planned_writes.add((resource_type, plans[index][1]))
@@ -605,10 +678,20 @@ class FhirTestServer:
             unresolved: list[str] = []
             stored = _rewrite_references(entries[index]["resource"], id_map, unresolved)
             if unresolved:
-                raise _Reject(400, make_outcome(
-                    "not-found", f"entry {index}: unresolved reference(s) {', '.join(sorted(set(unresolved)))}"))
+                raise _Reject(
+                    400,
+                    make_outcome(
+                        "not-found",
+                        f"entry {index}: unresolved reference(s) "
+                        f"{', '.join(sorted(set(unresolved)))}",
+                    ),
+                )
             stored["id"] = rid
-            stored["meta"] = {**stored.get("meta", {}), "versionId": str(version), "lastUpdated": now}
+            stored["meta"] = {
+                **stored.get("meta", {}),
+                "versionId": str(version),
+                "lastUpdated": now,
+            }
             staged.append((resource_type, rid, stored))
         for resource_type, rid, stored in staged:  # all entries succeeded: commit
             self._store.setdefault(resource_type, {})[rid] = stored

@@ -57,8 +57,19 @@ _LOG_TAIL_LINES = 25
 #: Fresh port pairs tried by a first start whose ports were taken meanwhile.
 _PORT_ATTEMPTS = 3
 #: Config keys only the harness sets.
-_MANAGED_KEYS = frozenset({"DicomAet", "DicomPort", "HttpPort", "StorageDirectory", "IndexDirectory",
-                           "DicomModalities", "DicomModalitiesInDatabase", "RemoteAccessAllowed", "StableAge"})
+_MANAGED_KEYS = frozenset(
+    {
+        "DicomAet",
+        "DicomPort",
+        "HttpPort",
+        "StorageDirectory",
+        "IndexDirectory",
+        "DicomModalities",
+        "DicomModalitiesInDatabase",
+        "RemoteAccessAllowed",
+        "StableAge",
+    }
+)
 
 
 class OrthancError(Exception):
@@ -127,12 +138,16 @@ def _check_loopback(host: str, what: str) -> None:
     except ValueError:
         loopback = False
     if not loopback:
-        raise ValueError(f"{what}: host must be a loopback address (Orthanc here is for tests), got {host!r}")
+        raise ValueError(
+            f"{what}: host must be a loopback address (Orthanc here is for tests), got {host!r}"
+        )
 
 
 def _check_ae_title(ae_title: str, what: str) -> None:
     if not ae_title.strip() or len(ae_title) > 16 or "\\" in ae_title:
-        raise ValueError(f"{what}: AE title must be 1-16 characters without backslash, got {ae_title!r}")
+        raise ValueError(
+            f"{what}: AE title must be 1-16 characters without backslash, got {ae_title!r}"
+        )
 
 
 def _free_ports(count: int) -> list[int]:
@@ -203,8 +218,9 @@ class OrthancPACS:
 
 
             def outputs():
-                found = [i for i in pacs.instances_of_study(study_instance_uid) if i["Modality"] in ("SR", "PR")]
-                return found if {i["Modality"] for i in found} == {"SR", "PR"} else None
+                found = [i for i in pacs.instances_of_study(study_instance_uid) if i["Modality"] in
+                ("SR", "PR")] return found if {i["Modality"] for i in found} == {"SR", "PR"} else
+                None
 
             sr_and_gsps = pacs.wait_for(outputs, timeout=30, what="SR and GSPS in Orthanc")
     """
@@ -269,12 +285,15 @@ class OrthancPACS:
 
     def _require_ports(self) -> tuple[int, int]:
         if self._ports is None:
-            raise OrthancError("Orthanc has not been started yet: its ports are chosen at the first start()")
+            raise OrthancError(
+                "Orthanc has not been started yet: its ports are chosen at the first start()"
+            )
         return self._ports
 
     @property
     def dicom_port(self) -> int:
-        """Orthanc's DICOM port (C-ECHO/C-STORE SCP at ``(127.0.0.1, dicom_port)``, AE :attr:`aet`)."""
+        """Orthanc's DICOM port (C-ECHO/C-STORE SCP at ``(127.0.0.1, dicom_port)``, AE
+        :attr:`aet`)."""
         return self._require_ports()[0]
 
     @property
@@ -345,8 +364,10 @@ class OrthancPACS:
             raise OrthancError(f"Orthanc is already running (pid {self._process.pid})")
         executable = self._executable or find_orthanc()
         if not os.access(executable, os.X_OK) or not Path(executable).is_file():
-            raise OrthancNotInstalled(f"no Orthanc executable at {executable}: `.ci/bootstrap --test` installs "
-                                      "Orthanc (Debian package `orthanc`); CI installs it")
+            raise OrthancNotInstalled(
+                f"no Orthanc executable at {executable}: `.ci/bootstrap --test` installs "
+                "Orthanc (Debian package `orthanc`); CI installs it"
+            )
         if self._ports is not None:
             return self._launch(executable)  # a restart: the same ports or a clear error
         for attempt in range(_PORT_ATTEMPTS):
@@ -358,7 +379,11 @@ class OrthancPACS:
                 if not exc.port_in_use or attempt == _PORT_ATTEMPTS - 1:
                     self._ports = None
                     raise
-                logger.info("Orthanc could not bind %d/%d (taken meanwhile); trying other ports", dicom_port, http_port)
+                logger.info(
+                    "Orthanc could not bind %d/%d (taken meanwhile); trying other ports",
+                    dicom_port,
+                    http_port,
+                )
         raise AssertionError("unreachable")
 
     def _launch(self, executable: Path) -> Self:
@@ -369,7 +394,8 @@ class OrthancPACS:
             log_start = log.tell()
             log.write(f"\n--- harness: starting {executable} {self.config_path.name}\n".encode())
             log.flush()
-            # --logfile appends Orthanc's own log; stdout/stderr (errors before logging starts) go beside it
+            # --logfile appends Orthanc's own log; stdout/stderr (errors before logging starts) go
+            # beside it
             self._process = subprocess.Popen(
                 [str(executable), f"--logfile={self.log_path}", str(self.config_path)],
                 cwd=self.workdir,
@@ -387,8 +413,13 @@ class OrthancPACS:
         except BaseException:
             self.stop()
             raise
-        logger.info("Orthanc %s up: DICOM %d, HTTP %d (pid %d)", self.aet, self.dicom_port, self.http_port,
-                    self._process.pid)
+        logger.info(
+            "Orthanc %s up: DICOM %d, HTTP %d (pid %d)",
+            self.aet,
+            self.dicom_port,
+            self.http_port,
+            self._process.pid,
+        )
         return self
 
     def _wait_until_ready(self) -> None:
@@ -399,14 +430,16 @@ class OrthancPACS:
             code = self._process.poll()
             if code is not None:
                 raise OrthancStartError(
-                    f"Orthanc exited with status {code} while starting (config {self.config_path}):\n"
+                    f"Orthanc exited with status {code} while starting (config "
+                    f"{self.config_path}):\n"
                     f"{self.log_tail()}"
                 )
             if self._answers() and _accepts(self.dicom_port):
                 return
             if time.monotonic() > deadline:
                 raise OrthancStartError(
-                    f"Orthanc did not answer on HTTP {self.http_port} and DICOM {self.dicom_port} within "
+                    f"Orthanc did not answer on HTTP {self.http_port} and DICOM "
+                    f"{self.dicom_port} within "
                     f"{self.start_timeout:.0f} s (config {self.config_path}):\n{self.log_tail()}"
                 )
             time.sleep(0.05)
@@ -444,7 +477,9 @@ class OrthancPACS:
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
-            logger.warning("Orthanc (pid %d) ignored SIGTERM for %.0f s; killing it", process.pid, timeout)
+            logger.warning(
+                "Orthanc (pid %d) ignored SIGTERM for %.0f s; killing it", process.pid, timeout
+            )
             process.kill()
             process.wait()
 
@@ -492,7 +527,9 @@ class OrthancPACS:
             answer = {"answer": answer}
         detail = answer.get("Details") or answer.get("Message") or answer.get("text") or ""
         raise OrthancRestError(
-            f"Orthanc answered {method} {path} with HTTP {response.status_code}: {detail}".rstrip(": "),
+            f"Orthanc answered {method} {path} with HTTP {response.status_code}: {detail}".rstrip(
+                ": "
+            ),
             status_code=response.status_code,
             answer=answer,
         )
@@ -504,7 +541,9 @@ class OrthancPACS:
         """Add or replace peer ``name`` (``PUT /modalities/NAME``); kept across restarts."""
         self._remember_modality(name, ae_title, host, port)
         if self.running:
-            self.request("PUT", f"/modalities/{name}", json={"AET": ae_title, "Host": host, "Port": port})
+            self.request(
+                "PUT", f"/modalities/{name}", json={"AET": ae_title, "Host": host, "Port": port}
+            )
 
     def _remember_modality(self, name: str, ae_title: str, host: str, port: int) -> None:
         if not name or "/" in name:
@@ -534,7 +573,9 @@ class OrthancPACS:
 
     def find_study(self, study_instance_uid: str) -> str | None:
         """The Orthanc ID of the study with this Study Instance UID, or ``None``."""
-        matches = self.request("POST", "/tools/lookup", content=study_instance_uid.encode("ascii")).json()
+        matches = self.request(
+            "POST", "/tools/lookup", content=study_instance_uid.encode("ascii")
+        ).json()
         ids = [m["ID"] for m in matches if m.get("Type") == "Study"]
         return ids[0] if ids else None
 
@@ -550,7 +591,10 @@ class OrthancPACS:
         study = self.find_study(study_instance_uid)
         if study is None:
             return []
-        series = {s["ID"]: s["MainDicomTags"] for s in self.get_json(f"/studies/{study}/series", params="expand")}
+        series = {
+            s["ID"]: s["MainDicomTags"]
+            for s in self.get_json(f"/studies/{study}/series", params="expand")
+        }
         found = []
         for instance in self.get_json(f"/studies/{study}/instances", params="expand"):
             tags = instance["MainDicomTags"]
@@ -568,14 +612,18 @@ class OrthancPACS:
                 "TransferSyntaxUID": metadata.get("TransferSyntax", ""),
                 "RemoteAET": metadata.get("RemoteAET", ""),
             })
-        found.sort(key=lambda i: (i["SeriesInstanceUID"], i["InstanceNumber"] or 0, i["SOPInstanceUID"]))
+        found.sort(
+            key=lambda i: (i["SeriesInstanceUID"], i["InstanceNumber"] or 0, i["SOPInstanceUID"])
+        )
         return found
 
     def instance_file(self, orthanc_instance_id: str) -> bytes:
         """The stored DICOM file (Part 10 bytes) of one instance, to parse with pydicom."""
         return self.request("GET", f"/instances/{orthanc_instance_id}/file").content
 
-    def send_study(self, study_instance_uid: str, *, to: str, synchronous: bool = True) -> dict[str, Any]:
+    def send_study(
+        self, study_instance_uid: str, *, to: str, synchronous: bool = True
+    ) -> dict[str, Any]:
         """C-STORE a whole study to modality ``to`` (``POST /modalities/NAME/store``).
 
         Returns Orthanc's answer: for a synchronous send the job's summary
@@ -596,8 +644,12 @@ class OrthancPACS:
         answer = self.request("POST", f"/modalities/{to}/store",
                               json={"Resources": [study], "Synchronous": synchronous}).json()
         if synchronous and answer.get("FailedInstancesCount"):
-            raise OrthancRestError(f"Orthanc sent study to {to} with {answer['FailedInstancesCount']} failed "
-                                   f"instance(s): {answer}", status_code=200, answer=answer)
+            raise OrthancRestError(
+                f"Orthanc sent study to {to} with {answer['FailedInstancesCount']} failed "
+                f"instance(s): {answer}",
+                status_code=200,
+                answer=answer,
+            )
         return answer
 
     def wait_for(self, predicate: Callable[[], T], timeout: float, *, interval: float = 0.1,

@@ -147,8 +147,15 @@ class RadGroundProcess:
             self._log_start = out.tell()
             out.write(f"\n--- test: starting {self.name}\n".encode())
             out.flush()
-            self.popen = subprocess.Popen(self.args, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out,
-                                          stderr=subprocess.STDOUT, env=clean_env(), start_new_session=True)
+            self.popen = subprocess.Popen(
+                self.args,
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=clean_env(),
+                start_new_session=True,
+            )
 
     @property
     def alive(self) -> bool:
@@ -169,7 +176,8 @@ class RadGroundProcess:
             except subprocess.TimeoutExpired:
                 pass
         try:
-            os.killpg(self.popen.pid, signal.SIGKILL)  # children (serve's workers) and a stuck leader
+            # children (serve's workers) and a stuck leader
+            os.killpg(self.popen.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         self.popen.wait(10)
@@ -202,7 +210,9 @@ def wait_until(predicate: Callable[[], T], timeout: float, *, what: str, interva
         time.sleep(interval)
 
 
-def holds_for(predicate: Callable[[], object], seconds: float, *, what: str, interval: float = 0.25) -> None:
+def holds_for(
+    predicate: Callable[[], object], seconds: float, *, what: str, interval: float = 0.25
+) -> None:
     """Check that ``predicate`` stays truthy for ``seconds`` (that something does NOT happen)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -261,10 +271,27 @@ class JobReader:
                 jobs = session.scalars(select(Job).join(Study).where(
                     Study.study_instance_uid == study_instance_uid).order_by(Job.id)).all()
                 return [
-                    JobView(job.id, job.revision, job.state.value, job.inference_starts, job.last_error, tuple(
-                        DeliveryView(d.destination, d.state.value, d.attempts, d.last_error, d.next_attempt_at)
-                        for d in session.scalars(select(Delivery).where(Delivery.job_id == job.id)
-                                                 .order_by(Delivery.id))))
+                    JobView(
+                        job.id,
+                        job.revision,
+                        job.state.value,
+                        job.inference_starts,
+                        job.last_error,
+                        tuple(
+                            DeliveryView(
+                                d.destination,
+                                d.state.value,
+                                d.attempts,
+                                d.last_error,
+                                d.next_attempt_at,
+                            )
+                            for d in session.scalars(
+                                select(Delivery)
+                                .where(Delivery.job_id == job.id)
+                                .order_by(Delivery.id)
+                            )
+                        ),
+                    )
                     for job in jobs
                 ]
         except (OperationalError, ProgrammingError):
@@ -273,14 +300,22 @@ class JobReader:
     def artifacts(self, job_id: int) -> list[tuple[str, str, str]]:
         """(kind, language, object UID) of every object a job produced."""
         with self._sessions() as session:
-            return [(a.kind, a.language, a.object_uid)
-                    for a in session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id))]
+            return [
+                (a.kind, a.language, a.object_uid)
+                for a in session.scalars(
+                    select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id)
+                )
+            ]
 
     def artifact_files(self, job_id: int) -> list[ArtifactFile]:
         """Every object a job produced, with its series and its file under ``outputs_root``."""
         with self._sessions() as session:
-            return [ArtifactFile(a.kind, a.language, a.object_uid, a.series_instance_uid, a.path)
-                    for a in session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id))]
+            return [
+                ArtifactFile(a.kind, a.language, a.object_uid, a.series_instance_uid, a.path)
+                for a in session.scalars(
+                    select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id)
+                )
+            ]
 
 
 @dataclass
@@ -313,13 +348,17 @@ class Deployment:
         return [*self.processes.values(), *self.retired]
 
     def wait(self, predicate, timeout: float = TURNAROUND, *, what: str, interval: float = 0.25):
-        return wait_until(predicate, timeout, what=what, interval=interval, logs=list(self.processes.values()))
+        return wait_until(
+            predicate, timeout, what=what, interval=interval, logs=list(self.processes.values())
+        )
 
     def wait_node_ready(self) -> None:
         self.wait(lambda: echoscu(self.port).returncode == 0, 60, what="the node answering C-ECHO")
 
     def wait_worker_ready(self, role: str) -> None:
-        self.wait(lambda: " ready." in self.processes[role].log_text(), 60, what=f"worker {role} ready")
+        self.wait(
+            lambda: " ready." in self.processes[role].log_text(), 60, what=f"worker {role} ready"
+        )
 
     def stop_all(self) -> None:
         for process in self.all_processes():
@@ -332,13 +371,17 @@ class Deployment:
 
     def upload_study(self, images: Sequence[str], shared_data: Path, *, study: str | None = None,
                      series: str | None = None, broken: bool = False) -> tuple[str, list[str]]:
-        """Store a DX chest study in Orthanc: one series, one instance per PNG; (study UID, SOP Instance UIDs)."""
+        """Store a DX chest study in Orthanc: one series, one instance per PNG; (study UID, SOP
+        Instance UIDs)."""
         study, series = study or generate_uid(), series or generate_uid()
         uids = []
         for number, name in enumerate(images, start=1):
-            ds = make_chest_dx(shared_data / "nih-cxr-boxes" / "images" / name, study_instance_uid=study)
+            ds = make_chest_dx(
+                shared_data / "nih-cxr-boxes" / "images" / name, study_instance_uid=study
+            )
             ds.SeriesInstanceUID, ds.InstanceNumber = series, number
-            if broken:  # whole in its structure (the node checks that), its one fragment undecodable
+            # whole in its structure (the node checks that), its one fragment undecodable
+            if broken:
                 ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
                 ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(996)])
                 ds["PixelData"].VR = "OB"
@@ -362,14 +405,23 @@ class Deployment:
     def wait_jobs(self, study: str, states: Sequence[str], timeout: float = TURNAROUND, *,
                   what: str = "") -> list[JobView]:
         """Wait until the study's jobs are in exactly these states (in job order)."""
-        return self.wait(lambda: (jobs := self.jobs(study)) and [j.state for j in jobs] == list(states) and jobs,
-                         timeout, what=what or f"jobs of the study in states {list(states)}")
+        return self.wait(
+            lambda: (jobs := self.jobs(study)) and [j.state for j in jobs] == list(states) and jobs,
+            timeout,
+            what=what or f"jobs of the study in states {list(states)}",
+        )
 
     def radground(self, *args: str) -> str:
         """Run a `radground` CLI command on this deployment's config; its stdout."""
-        done = subprocess.run([sys.executable, "-m", "radground", "--config", str(self.config), *args],
-                              capture_output=True, text=True, timeout=60, env=clean_env(), cwd=self.workdir,
-                              check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "radground", "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=clean_env(),
+            cwd=self.workdir,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
 
@@ -379,8 +431,16 @@ def new_deployment(tmp_path: Path, pacs: OrthancPACS, ehr: FhirTestServer, *, da
     port = free_port()
     workdir = tmp_path / name
     workdir.mkdir(parents=True, exist_ok=True)
-    cfg = write_config(workdir / "radground.toml", workdir=workdir, port=port, database_url=database_url,
-                       broker_url=broker_url, pacs_port=pacs.dicom_port, fhir_url=ehr.base_url, **config)
+    cfg = write_config(
+        workdir / "radground.toml",
+        workdir=workdir,
+        port=port,
+        database_url=database_url,
+        broker_url=broker_url,
+        pacs_port=pacs.dicom_port,
+        fhir_url=ehr.base_url,
+        **config,
+    )
     deployment = Deployment(cfg, workdir, port, database_url, pacs, ehr, modality=name.upper()[:16])
     pacs.set_modality(deployment.modality, "RADGROUND", "127.0.0.1", port)
     return deployment
@@ -391,8 +451,13 @@ def child_processes(pid: int) -> dict[int, str]:
     children = {}
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                children[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if (
+                entry.name.isdigit()
+                and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid
+            ):
+                children[int(entry.name)] = (
+                    (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                )
         except (OSError, ValueError, IndexError):
             continue  # exited meanwhile
     return children

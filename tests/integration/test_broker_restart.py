@@ -36,7 +36,9 @@ def private_redis(tmp_path):
 
 
 def test_a_supervised_worker_runs_tasks_again_after_its_broker_restarted(private_redis, tmp_path):
-    worker = SupervisedProcesses([("io", [sys.executable, "-m", "tests.integration.celery_probe", private_redis.url])])
+    worker = SupervisedProcesses(
+        [("io", [sys.executable, "-m", "tests.integration.celery_probe", private_redis.url])]
+    )
     sender = Celery("probe-sender", broker=private_redis.url)
     sender.conf.broker_connection_retry_on_startup = True
 
@@ -49,8 +51,11 @@ def test_a_supervised_worker_runs_tasks_again_after_its_broker_restarted(private
         wait_until(lambda: (tmp_path / "first.started").exists(), 60, what="the first task running")
         private_redis.restart()
         hold("second", 0)
-        wait_until(lambda: (tmp_path / "second.done").exists(), 90,
-                   what=f"a task sent after the restart to run (worker restarts: {worker.restarts})")
+        wait_until(
+            lambda: (tmp_path / "second.done").exists(),
+            90,
+            what=f"a task sent after the restart to run (worker restarts: {worker.restarts})",
+        )
     finally:
         worker.stop()
 

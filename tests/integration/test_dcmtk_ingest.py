@@ -1,4 +1,5 @@
-"""The node driven by real DICOM peers (dcmtk's echoscu/storescu, pynetdicom), on SQLite and PostgreSQL."""
+"""The node driven by real DICOM peers (dcmtk's echoscu/storescu, pynetdicom), on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ def make_node(database_url, tmp_path):
     def start(*, node: dict | None = None, storage: dict | None = None) -> Node:
         settings = Settings(
             node=NodeSettings(port=0, listener_processes=1, **(node or {})),
-            storage=StorageSettings(**{"root": tmp_path / "instances", "reserve_mb": 0, **(storage or {})}),
+            storage=StorageSettings(
+                **{"root": tmp_path / "instances", "reserve_mb": 0, **(storage or {})}
+            ),
             database=DatabaseSettings(url=database_url),
             completion=CompletionSettings(idle_seconds=30, poll_seconds=3600),
         )
@@ -97,16 +100,21 @@ def test_storescu_sends_every_real_file_and_each_is_stored_as_received(make_node
         received = dcmread(Path(node.settings.storage.root) / row.path)
         # stored in the transfer syntax it was sent in, pixel data byte-identical (never decoded)
         assert row.transfer_syntax_uid == str(source.file_meta.TransferSyntaxUID) or (
-            source.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.2"  # storescu converts big endian
+            # storescu converts big endian
+            source.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.2"
         )
         if row.transfer_syntax_uid == str(source.file_meta.TransferSyntaxUID):
             assert received.PixelData == source.PixelData, original.name
 
 
 def test_bytes_on_the_wire_are_the_bytes_on_disk(make_node, shared_data):
-    """pynetdicom sending raw file bytes (no decode): the stored data set is identical byte for byte."""
+    """pynetdicom sending raw file bytes (no decode): the stored data set is identical byte for
+    byte."""
     node = make_node()
-    files = [shared_data / "dicom" / name for name in ("liver_deflate.dcm", "RG1_J2KI.dcm", "emri_small_RLE.dcm")]
+    files = [
+        shared_data / "dicom" / name
+        for name in ("liver_deflate.dcm", "RG1_J2KI.dcm", "emri_small_RLE.dcm")
+    ]
     ae = AE(ae_title="RAWSCU")
     for path in files:
         meta = dcmread(path, stop_before_pixels=True).file_meta
@@ -124,7 +132,9 @@ def test_bytes_on_the_wire_are_the_bytes_on_disk(make_node, shared_data):
     stored = indexed(node)
     for path in files:
         uid = str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
-        assert dataset_bytes(Path(node.settings.storage.root) / stored[uid].path) == dataset_bytes(path)
+        assert dataset_bytes(Path(node.settings.storage.root) / stored[uid].path) == dataset_bytes(
+            path
+        )
 
 
 def test_bad_instances_get_specific_statuses_and_cost_no_neighbour(make_node, tmp_path):
@@ -139,7 +149,10 @@ def test_bad_instances_get_specific_statuses_and_cost_no_neighbour(make_node, tm
     too_long = dcmread(good[0])
     too_long.StudyInstanceUID = "1." + "2" * 70
     too_long.SOPInstanceUID = too_long.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    bad = [write_dataset(ds, tmp_path / f"bad{i}.dcm") for i, ds in enumerate((traversal, missing, too_long))]
+    bad = [
+        write_dataset(ds, tmp_path / f"bad{i}.dcm")
+        for i, ds in enumerate((traversal, missing, too_long))
+    ]
 
     run = storescu(node.address[1], [good[0], bad[0], good[1], bad[1], bad[2], good[2]])
     assert run.responses == [
@@ -192,8 +205,14 @@ def test_unknown_sop_class_context_is_rejected_and_the_rest_accepted(make_node, 
 
 
 def test_calling_ae_allow_list_with_host(make_node, tmp_path):
-    node = make_node(node={"allowed_peers": (AllowedPeerSettings(ae_title="PACS"),
-                                             AllowedPeerSettings(ae_title="CT1", host="127.0.0.2"))})
+    node = make_node(
+        node={
+            "allowed_peers": (
+                AllowedPeerSettings(ae_title="PACS"),
+                AllowedPeerSettings(ae_title="CT1", host="127.0.0.2"),
+            )
+        }
+    )
     port = node.address[1]
     assert echoscu(port, calling="PACS").returncode == 0
     refused = echoscu(port, calling="INTRUDER")
@@ -208,7 +227,10 @@ def test_calling_ae_allow_list_with_host(make_node, tmp_path):
 def test_called_ae_title_must_match(make_node):
     node = make_node()
     refused = echoscu(node.address[1], called="SOMEONEELSE")
-    assert refused.returncode != 0 and "Called AE Title Not Recognized" in refused.stdout + refused.stderr
+    assert (
+        refused.returncode != 0
+        and "Called AE Title Not Recognized" in refused.stdout + refused.stderr
+    )
 
 
 def test_association_limit(make_node):
@@ -253,7 +275,9 @@ def test_aborted_association_keeps_what_arrived_and_the_study_completes(make_nod
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_index_outage_refuses_instead_of_acknowledging(make_node, tmp_path, database_url, postgres_server_url):
+def test_index_outage_refuses_instead_of_acknowledging(
+    make_node, tmp_path, database_url, postgres_server_url
+):
     """The outage: the PostgreSQL database disappears under the running node."""
     import psycopg
     from sqlalchemy.engine import make_url

@@ -3,8 +3,8 @@ SR and GSPS come back into Orthanc and a FHIR transaction reaches an HTTP EHR.
 
 Cluster mode runs ``radground node`` and ``radground worker --queues gpu|io`` as
 separate processes on a private Redis server (its own port: the broker-restart
-test restarts it) and a fresh PostgreSQL database; embedded mode runs ``radground serve`` on SQLite. The fault tests
-kill, stop and restart the parts a deployment loses in practice (a GPU worker,
+test restarts it) and a fresh PostgreSQL database; embedded mode runs ``radground serve`` on SQLite.
+The fault tests kill, stop and restart the parts a deployment loses in practice (a GPU worker,
 the PACS, the EHR, the broker) and check that every study still ends with
 exactly one set of outputs.
 
@@ -41,8 +41,16 @@ SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
 GSPS_CLASS = "1.2.840.10008.5.1.4.1.1.11.1"  # Grayscale Softcopy Presentation State
 #: Radiographs the shipped model draws boxes on (so each study gets GSPS as well as SR); it
 #: reports Cardiomegaly only, so these are images it finds cardiomegaly on.
-CXRS = ("00000211_010.png", "00000211_016.png", "00000377_004.png", "00000398_003.png", "00000457_004.png",
-        "00000661_000.png", "00000732_005.png", "00000740_000.png")
+CXRS = (
+    "00000211_010.png",
+    "00000211_016.png",
+    "00000377_004.png",
+    "00000398_003.png",
+    "00000457_004.png",
+    "00000661_000.png",
+    "00000732_005.png",
+    "00000740_000.png",
+)
 
 
 # -- services shared by the module ------------------------------------------------
@@ -86,9 +94,16 @@ def postgres_url(postgres_server_url) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, pacs, ehr, postgres_url, broker) -> Iterator[Deployment]:
-    """`radground node` + one gpu and one io worker on Redis and PostgreSQL, shared by the module."""
-    deployment = new_deployment(tmp_path_factory.mktemp("cluster"), pacs, ehr, database_url=postgres_url,
-                                broker_url=broker.url, name="cluster")
+    """`radground node` + one gpu and one io worker on Redis and PostgreSQL, shared by the
+    module."""
+    deployment = new_deployment(
+        tmp_path_factory.mktemp("cluster"),
+        pacs,
+        ehr,
+        database_url=postgres_url,
+        broker_url=broker.url,
+        name="cluster",
+    )
     try:
         deployment.start("node", "node")
         deployment.start("gpu", "worker", "--queues", "gpu")
@@ -131,7 +146,9 @@ def references_of(ds) -> set[str]:
     return refs
 
 
-def assert_outputs(deployment: Deployment, study: str, revisions: Sequence[Sequence[str]]) -> dict[int, set[str]]:
+def assert_outputs(
+    deployment: Deployment, study: str, revisions: Sequence[Sequence[str]]
+) -> dict[int, set[str]]:
     """Exactly one set of outputs per revision, every job done: in Orthanc 2 SR (en,
     zh-CN) and 2 GSPS per revision, referencing that revision's source images, new
     UIDs for each revision and nothing else of ours; in the EHR one DiagnosticReport
@@ -140,27 +157,37 @@ def assert_outputs(deployment: Deployment, study: str, revisions: Sequence[Seque
     try:
         return _assert_outputs(deployment, study, revisions)
     except AssertionError as exc:
-        tails = "\n".join(f"=== {p.name} (running: {p.alive})\n{p.tail()}" for p in deployment.processes.values())
+        tails = "\n".join(
+            f"=== {p.name} (running: {p.alive})\n{p.tail()}" for p in deployment.processes.values()
+        )
         raise AssertionError(f"{exc}\n{tails}") from exc
 
 
-def _assert_outputs(deployment: Deployment, study: str, revisions: Sequence[Sequence[str]]) -> dict[int, set[str]]:
+def _assert_outputs(
+    deployment: Deployment, study: str, revisions: Sequence[Sequence[str]]
+) -> dict[int, set[str]]:
     pacs, ehr = deployment.pacs, deployment.ehr
     referenced: dict[int, set[str]] = {}
     jobs = deployment.jobs(study)
-    assert [(j.revision, j.state) for j in jobs] == [(r, "done") for r in range(1, len(revisions) + 1)], jobs
+    assert [(j.revision, j.state) for j in jobs] == [
+        (r, "done") for r in range(1, len(revisions) + 1)
+    ], jobs
     in_orthanc = {i["SOPInstanceUID"]: i for i in pacs.instances_of_study(study)
                   if i["SOPClassUID"] in (SR_CLASS, GSPS_CLASS)}
     produced: set[str] = set()
     for job, sources in zip(jobs, revisions, strict=True):
         artifacts = deployment.reader.artifacts(job.id)
-        dicom = [(kind, language, uid) for kind, language, uid in artifacts if kind in ("sr", "gsps")]
+        dicom = [
+            (kind, language, uid) for kind, language, uid in artifacts if kind in ("sr", "gsps")
+        ]
         assert sorted((kind, language) for kind, language, _ in dicom) == [
             ("gsps", "en"), ("gsps", "zh-CN"), ("sr", "en"), ("sr", "zh-CN")], artifacts
         assert [kind for kind, _, _ in artifacts].count("fhir") == 1
         for kind, language, uid in dicom:
             instance = in_orthanc.get(uid)
-            assert instance is not None, f"revision {job.revision}: {kind} {language} not in Orthanc"
+            assert instance is not None, (
+                f"revision {job.revision}: {kind} {language} not in Orthanc"
+            )
             assert instance["SOPClassUID"] == (SR_CLASS if kind == "sr" else GSPS_CLASS)
             assert instance["RemoteAET"] == "RADGROUND"
             ds = dcmread(io.BytesIO(pacs.instance_file(instance["ID"])))
@@ -168,15 +195,22 @@ def _assert_outputs(deployment: Deployment, study: str, revisions: Sequence[Sequ
             assert refs and refs <= set(sources), (job.revision, kind, refs, sources)
             referenced.setdefault(job.revision, set()).update(refs)
             if kind == "sr":
-                [stated] = [str(item.ConceptCodeSequence[0].CodeValue) for item in ds.ContentSequence
-                            if item.ConceptNameCodeSequence[0].CodeValue == "121049"]  # TID 1204 language
+                [stated] = [
+                    str(item.ConceptCodeSequence[0].CodeValue)
+                    for item in ds.ContentSequence
+                    # TID 1204 language
+                    if item.ConceptNameCodeSequence[0].CodeValue == "121049"
+                ]
                 assert stated == language
         produced |= {uid for _, _, uid in dicom}
     assert len(produced) == 4 * len(revisions)  # new UIDs for every revision
     assert set(in_orthanc) == produced  # nothing else of ours in the PACS
     # the EHR: one DiagnosticReport per revision of this study, every transaction valid
-    [imaging_study] = [r for r in ehr.resources("ImagingStudy")
-                       if any(i.get("value") == f"urn:oid:{study}" for i in r.get("identifier", []))]
+    [imaging_study] = [
+        r
+        for r in ehr.resources("ImagingStudy")
+        if any(i.get("value") == f"urn:oid:{study}" for i in r.get("identifier", []))
+    ]
     reports = [r for r in ehr.resources("DiagnosticReport")
                if any(ref.get("reference") == f"ImagingStudy/{imaging_study['id']}"
                       for ref in r.get("imagingStudy", []))]
@@ -196,12 +230,20 @@ def _assert_outputs(deployment: Deployment, study: str, revisions: Sequence[Sequ
 def embedded(tmp_path_factory, pacs, ehr) -> Iterator[Deployment]:
     """`radground serve`: SQLite index, SQLite-file broker, workers it spawns itself."""
     tmp_path = tmp_path_factory.mktemp("embedded")
-    deployment = new_deployment(tmp_path, pacs, ehr, database_url=f"sqlite:///{tmp_path / 'radground.db'}",
-                                broker_url=f"radground+sqlite:///{tmp_path / 'broker.sqlite'}", name="embedded")
+    deployment = new_deployment(
+        tmp_path,
+        pacs,
+        ehr,
+        database_url=f"sqlite:///{tmp_path / 'radground.db'}",
+        broker_url=f"radground+sqlite:///{tmp_path / 'broker.sqlite'}",
+        name="embedded",
+    )
     try:
         serve = deployment.start("serve", "serve")
         deployment.wait_node_ready()
-        deployment.wait(lambda: serve.log_text().count(" ready.") == 2, 60, what="both spawned workers ready")
+        deployment.wait(
+            lambda: serve.log_text().count(" ready.") == 2, 60, what="both spawned workers ready"
+        )
         yield deployment
     finally:
         deployment.stop_all()
@@ -215,18 +257,26 @@ class TestEmbedded:
         embedded.send(study)
         [job] = embedded.wait_jobs(study, ["done"])
         assert_outputs(embedded, study, [sources])
-        assert "delivery to EHR (fhir): done, 1 attempts" in embedded.radground("jobs", "show", str(job.id))
+        assert "delivery to EHR (fhir): done, 1 attempts" in embedded.radground(
+            "jobs", "show", str(job.id)
+        )
 
     def test_serve_restarts_a_killed_gpu_worker(self, embedded, shared_data):
         """A worker the OOM killer took is started again; the next study is processed."""
         serve = embedded.processes["serve"]
 
         def gpu_workers() -> list[int]:
-            return [pid for pid, args in child_processes(serve.popen.pid).items() if "--queues gpu" in args]
+            return [
+                pid
+                for pid, args in child_processes(serve.popen.pid).items()
+                if "--queues gpu" in args
+            ]
 
         [killed] = gpu_workers()
         os.kill(killed, signal.SIGKILL)
-        embedded.wait(lambda: (pids := gpu_workers()) and killed not in pids, 30, what="a new gpu worker")
+        embedded.wait(
+            lambda: (pids := gpu_workers()) and killed not in pids, 30, what="a new gpu worker"
+        )
         study, sources = embedded.upload_study(CXRS[1:2], shared_data)
         embedded.send(study)
         embedded.wait_jobs(study, ["done"])
@@ -248,10 +298,16 @@ def test_gpu_worker_killed_mid_inference_the_job_still_ends_done_once(healthy_cl
     images = sorted(p.name for p in (shared_data / "nih-cxr-boxes" / "images").glob("*.png"))[:12]
     study, sources = c.upload_study(images, shared_data)  # 12 images: inference takes a while
     c.send(study)
-    c.wait(lambda: [j.state for j in c.jobs(study)] == ["inferring"], what="the job inferring", interval=0.02)
+    c.wait(
+        lambda: [j.state for j in c.jobs(study)] == ["inferring"],
+        what="the job inferring",
+        interval=0.02,
+    )
     c.processes["gpu"].kill()  # SIGKILL, as the OOM killer would
     [job] = c.jobs(study)
-    assert (job.state, job.inference_starts) == ("inferring", 1), "the worker finished before it was killed"
+    assert (job.state, job.inference_starts) == ("inferring", 1), (
+        "the worker finished before it was killed"
+    )
     c.start("gpu", "worker", "--queues", "gpu")
     # the message is unacknowledged in Redis (redelivered only after the visibility
     # timeout); the node's sweeper re-queues the job once the killed worker's lease lapsed
@@ -265,15 +321,25 @@ def test_pacs_down_for_a_while_then_back_delivered_once(healthy_cluster, shared_
     study, sources = c.upload_study(CXRS[1:2], shared_data)
     c.send(study)
     # Down at once, before the study is ready (completion waits 2 s): a clean stop takes Orthanc
-    # ~3.5 s, during which it may still accept our delivery. A killed Orthanc restarts on its storage.
+    # ~3.5 s, during which it may still accept our delivery. A killed Orthanc restarts on its
+    # storage.
     pacs.stop(kill=True)
     try:
         def pacs_delivery_failed():
             jobs = c.jobs(study)
-            return jobs and [d for d in jobs[0].deliveries if d.destination == "PACS" and d.attempts >= 1
-                             and d.state == "pending" and d.last_error]
+            return jobs and [
+                d
+                for d in jobs[0].deliveries
+                if d.destination == "PACS"
+                and d.attempts >= 1
+                and d.state == "pending"
+                and d.last_error
+            ]
+
         [delivery] = c.wait(pacs_delivery_failed, what="a failed delivery attempt to the PACS")
-        assert "not stored" in delivery.last_error or "connect" in delivery.last_error, delivery.last_error
+        assert "not stored" in delivery.last_error or "connect" in delivery.last_error, (
+            delivery.last_error
+        )
     finally:
         pacs.start()
     [job] = c.wait_jobs(study, ["done"])
@@ -290,12 +356,18 @@ def test_fhir_endpoint_503_several_times_delivered_once(healthy_cluster, shared_
     [job] = c.wait_jobs(study, ["done"])
     [ehr_delivery] = [d for d in job.deliveries if d.destination == "EHR"]
     assert (ehr_delivery.state, ehr_delivery.attempts) == ("done", 4)
-    assert [r.status for r in c.ehr.received if study in r.body.decode("utf-8", "replace")] == [503, 503, 503, 200]
+    assert [r.status for r in c.ehr.received if study in r.body.decode("utf-8", "replace")] == [
+        503,
+        503,
+        503,
+        200,
+    ]
     assert_outputs(c, study, [sources])
 
 
-def test_redis_restarted_while_jobs_are_queued_the_sweeper_enqueues_them_again(healthy_cluster, broker,
-                                                                              shared_data):
+def test_redis_restarted_while_jobs_are_queued_the_sweeper_enqueues_them_again(
+    healthy_cluster, broker, shared_data
+):
     c = healthy_cluster
     c.processes["gpu"].stop()  # nobody takes the inference messages
     studies = [c.upload_study(CXRS[i:i + 1], shared_data) for i in (5, 6)]
@@ -303,7 +375,11 @@ def test_redis_restarted_while_jobs_are_queued_the_sweeper_enqueues_them_again(h
         c.send(study)
     for study, _ in studies:
         c.wait_jobs(study, ["queued"])
-    c.wait(lambda: int(broker.cli("llen", "gpu") or 0) >= 2, 10, what="both inference messages in Redis")
+    c.wait(
+        lambda: int(broker.cli("llen", "gpu") or 0) >= 2,
+        10,
+        what="both inference messages in Redis",
+    )
     broker.restart()  # without persistence
     assert int(broker.cli("llen", "gpu")) == 0  # the messages are gone
     c.start("gpu", "worker", "--queues", "gpu")
@@ -326,14 +402,20 @@ def test_same_study_sent_twice_one_job_one_set_of_outputs(healthy_cluster, share
     assert_outputs(c, study, [sources])
 
 
-def test_new_revision_while_the_first_is_inferring_two_sets_of_outputs(healthy_cluster, shared_data):
+def test_new_revision_while_the_first_is_inferring_two_sets_of_outputs(
+    healthy_cluster, shared_data
+):
     c = healthy_cluster
     images = sorted(p.name for p in (shared_data / "nih-cxr-boxes" / "images").glob("*.png"))[12:21]
     study, series = generate_uid(), generate_uid()
     _, first = c.upload_study(images, shared_data, study=study, series=series)
     _, [late] = c.upload_study(CXRS[3:4], shared_data, study=study, series=series)
     c.send_instances(first)
-    c.wait(lambda: [j.state for j in c.jobs(study)] == ["inferring"], what="revision 1 inferring", interval=0.02)
+    c.wait(
+        lambda: [j.state for j in c.jobs(study)] == ["inferring"],
+        what="revision 1 inferring",
+        interval=0.02,
+    )
     c.send_instances([late])
     c.wait_jobs(study, ["done", "done"])
     referenced = assert_outputs(c, study, [first, [*first, late]])
@@ -356,7 +438,9 @@ def test_bad_study_fails_readably_and_the_next_study_is_processed(healthy_cluste
     assert_outputs(c, good, [sources])
 
 
-def test_gpu_workers_down_for_several_sweeps_the_job_still_ends_done(healthy_cluster, broker, shared_data):
+def test_gpu_workers_down_for_several_sweeps_the_job_still_ends_done(
+    healthy_cluster, broker, shared_data
+):
     """While no gpu worker runs the sweeper enqueues the waiting job again every sweep;
     the duplicates a returning worker runs concurrently are dropped, not counted as
     crashed starts (max_task_starts would mark the job dead)."""
@@ -368,13 +452,17 @@ def test_gpu_workers_down_for_several_sweeps_the_job_still_ends_done(healthy_clu
     c.wait(lambda: int(broker.cli("llen", "gpu") or 0) >= 4, 45,
            what="four inference messages for the job queued")
     c.start("gpu", "worker", "--queues", "gpu")
-    [job] = c.wait(lambda: (jobs := c.jobs(study)) and jobs[0].state in ("done", "failed", "dead") and jobs,
-                   what="the job finished")
+    [job] = c.wait(
+        lambda: (jobs := c.jobs(study)) and jobs[0].state in ("done", "failed", "dead") and jobs,
+        what="the job finished",
+    )
     assert (job.state, job.inference_starts) == ("done", 1), job
     assert_outputs(c, study, [sources])
 
 
-def test_io_worker_killed_with_a_delivery_retry_pending_the_delivery_is_made_once(healthy_cluster, shared_data):
+def test_io_worker_killed_with_a_delivery_retry_pending_the_delivery_is_made_once(
+    healthy_cluster, shared_data
+):
     """The io worker holds a scheduled delivery retry (PACS down) when it is killed:
     the node's sweeper enqueues the pending delivery again for the new io worker."""
     c, pacs = healthy_cluster, healthy_cluster.pacs
@@ -382,9 +470,16 @@ def test_io_worker_killed_with_a_delivery_retry_pending_the_delivery_is_made_onc
     c.send(study)
     pacs.stop()
     try:
-        c.wait(lambda: (jobs := c.jobs(study)) and any(d.destination == "PACS" and d.attempts >= 1 and d.last_error
-                                                       for d in jobs[0].deliveries),
-               what="a failed delivery attempt to the PACS")
+        c.wait(
+            lambda: (
+                (jobs := c.jobs(study))
+                and any(
+                    d.destination == "PACS" and d.attempts >= 1 and d.last_error
+                    for d in jobs[0].deliveries
+                )
+            ),
+            what="a failed delivery attempt to the PACS",
+        )
         c.processes["io"].kill()
     finally:
         pacs.start()

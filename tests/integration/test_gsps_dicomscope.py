@@ -140,8 +140,10 @@ def _image_area(shot: np.ndarray) -> tuple[int, int, int, int, int]:
 def dicomscope(tmp_path: Path):
     missing = missing_tools()
     if missing:
-        pytest.skip(f"DICOMscope rendering needs {', '.join(missing)} (Debian: dicomscope dcmtk xvfb xdotool "
-                    "x11-apps imagemagick)")
+        pytest.skip(
+            f"DICOMscope rendering needs {', '.join(missing)} (Debian: dicomscope "
+            "dcmtk xvfb xdotool x11-apps imagemagick)"
+        )
     with DicomScope(tmp_path) as scope:
         yield scope
 
@@ -165,8 +167,11 @@ def test_dicomscope_draws_the_box_where_it_is(dicomscope: DicomScope, tmp_path: 
     assert height / width == pytest.approx(ROWS * row_mm / (COLUMNS * column_mm), rel=0.02)
 
     # The layer's Recommended Display Grayscale Value, as an 8-bit screen value.
-    expected_gray = round(int(state.GraphicLayerSequence[0].GraphicLayerRecommendedDisplayGrayscaleValue)
-                          / 65535 * 255)
+    expected_gray = round(
+        int(state.GraphicLayerSequence[0].GraphicLayerRecommendedDisplayGrayscaleValue)
+        / 65535
+        * 255
+    )
     drawn = np.zeros(shot.shape[:2], dtype=bool)
     area = shot[top:bottom, left:right].astype(int)
     drawn[top:bottom, left:right] = (np.abs(area - expected_gray) <= 3).all(axis=2)
@@ -202,7 +207,9 @@ def test_dicomscope_draws_the_box_where_it_is(dicomscope: DicomScope, tmp_path: 
         )
     width_drawn = centres["right"] - centres["left"]
     height_drawn = centres["bottom"] - centres["top"]
-    assert width_drawn / height_drawn == pytest.approx((BOX.width * sx) / (BOX.height * sy), rel=0.02)
+    assert width_drawn / height_drawn == pytest.approx(
+        (BOX.width * sx) / (BOX.height * sy), rel=0.02
+    )
     # It is an outline (closed polyline, not filled): the inside is image gray.
     inside = drawn[y0 + int(2 * sy):y1 - int(2 * sy), x0 + int(2 * sx):x1 - int(2 * sx)]
     assert inside.mean() < 0.01

@@ -1,4 +1,5 @@
-"""`radground serve` killed while a study is pending: after a restart the study becomes ready once."""
+"""`radground serve` killed while a study is pending: after a restart the study becomes ready
+once."""
 
 from __future__ import annotations
 
@@ -102,7 +103,9 @@ poll_seconds = 0.3
         second.send_signal(signal.SIGTERM)
         second.wait(20)
     done = revisions(database_url, study)
-    assert [(r.revision, r.state, r.instances_received) for r in done] == [(1, RevisionState.READY, 3)]
+    assert [(r.revision, r.state, r.instances_received) for r in done] == [
+        (1, RevisionState.READY, 3)
+    ]
     assert done[0].dispatched_at is not None
     text = log.read_text()
     assert text.count("revision 1 ready") == 1, text

@@ -104,7 +104,9 @@ def part10(ds) -> bytes:
 
 
 def send(datasets_or_paths, pacs: OrthancPACS):
-    return StorageSCU("RADGROUND").send(datasets_or_paths, Destination(pacs.aet, "127.0.0.1", pacs.dicom_port))
+    return StorageSCU("RADGROUND").send(
+        datasets_or_paths, Destination(pacs.aet, "127.0.0.1", pacs.dicom_port)
+    )
 
 
 # -- life cycle ------------------------------------------------------------------
@@ -133,7 +135,10 @@ def test_starts_answers_and_stops_without_leaving_a_process_or_a_port(tmp_path):
 def test_a_broken_config_fails_start_with_orthancs_own_words(tmp_path):
     _require_orthanc()
     pacs = OrthancPACS(tmp_path / "pacs", extra_config={"DicomScuTimeout": "soon"})
-    with pytest.raises(OrthancStartError, match=r"exited with status .*\n(.*\n)*.*DicomScuTimeout.*must be an integer"):
+    with pytest.raises(
+        OrthancStartError,
+        match=r"exited with status .*\n(.*\n)*.*DicomScuTimeout.*must be an integer",
+    ):
         pacs.start()
     assert pacs.process is None
     with pytest.raises(ValueError, match="DicomPort"):
@@ -176,10 +181,18 @@ def test_orthanc_sends_studies_to_radground_as_stored(pacs, radground, tmp_path,
         assert row.transfer_syntax_uid == instance["TransferSyntaxUID"]  # not transcoded on the way
         assert row.sop_class_uid == instance["SOPClassUID"]
         assert row.calling_ae_title == pacs.aet
-    assert stored[str(dcmread(real, stop_before_pixels=True).SOPInstanceUID)].transfer_syntax_uid == JPEG2000
+    assert (
+        stored[str(dcmread(real, stop_before_pixels=True).SOPInstanceUID)].transfer_syntax_uid
+        == JPEG2000
+    )
     for instance in in_orthanc:  # pixel data byte-identical to what Orthanc holds
-        received = dcmread(Path(radground.settings.storage.root) / stored[instance["SOPInstanceUID"]].path)
-        assert received.PixelData == dcmread(DicomBytesIO(pacs.instance_file(instance["ID"]))).PixelData
+        received = dcmread(
+            Path(radground.settings.storage.root) / stored[instance["SOPInstanceUID"]].path
+        )
+        assert (
+            received.PixelData
+            == dcmread(DicomBytesIO(pacs.instance_file(instance["ID"]))).PixelData
+        )
 
 
 def test_send_study_to_a_peer_that_is_down_raises_orthancs_reason(pacs, tmp_path):
@@ -211,35 +224,58 @@ def test_radground_sr_and_gsps_arrive_under_the_study(pacs, tmp_path):
     assert [r.status for r in results] == [0, 0, 0], [r.reason for r in results]
 
     stored = {i["SOPInstanceUID"]: i for i in pacs.instances_of_study(report.study_instance_uid)}
-    assert set(stored) == {s.SOPInstanceUID for s in sources} | {sr.SOPInstanceUID} | {s.SOPInstanceUID for s in states}
+    assert set(stored) == {s.SOPInstanceUID for s in sources} | {sr.SOPInstanceUID} | {
+        s.SOPInstanceUID for s in states
+    }
     assert stored[sr.SOPInstanceUID]["SOPClassUID"] == Comprehensive3DSRStorage
     assert stored[sr.SOPInstanceUID]["Modality"] == "SR"
     assert stored[sr.SOPInstanceUID]["RemoteAET"] == "RADGROUND"
     source_uids = {s.SOPInstanceUID for s in sources}
     for state in states:
         entry = stored[state.SOPInstanceUID]
-        assert (entry["SOPClassUID"], entry["Modality"]) == (GrayscaleSoftcopyPresentationStateStorage, "PR")
+        assert (entry["SOPClassUID"], entry["Modality"]) == (
+            GrayscaleSoftcopyPresentationStateStorage,
+            "PR",
+        )
         received = dcmread(DicomBytesIO(pacs.instance_file(entry["ID"])))
-        referenced = {image.ReferencedSOPInstanceUID
-                      for series in received.ReferencedSeriesSequence for image in series.ReferencedImageSequence}
+        referenced = {
+            image.ReferencedSOPInstanceUID
+            for series in received.ReferencedSeriesSequence
+            for image in series.ReferencedImageSequence
+        }
         assert referenced and referenced <= source_uids
     received_sr = dcmread(DicomBytesIO(pacs.instance_file(stored[sr.SOPInstanceUID]["ID"])))
-    evidence = {image.ReferencedSOPInstanceUID
-                for study in received_sr.CurrentRequestedProcedureEvidenceSequence
-                for series in study.ReferencedSeriesSequence for image in series.ReferencedSOPSequence}
+    evidence = {
+        image.ReferencedSOPInstanceUID
+        for study in received_sr.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for image in series.ReferencedSOPSequence
+    }
     assert evidence == source_uids
     # the content tree arrived intact: every text and tracking UID, in order
     assert _content_values(received_sr) == _content_values(sr) and len(_content_values(sr)) > 40
 
 
 def _content_values(ds) -> list[str]:
-    return [str(e.value) for item in ds.ContentSequence for e in item.iterall() if e.keyword in ("TextValue", "UID")]
+    return [
+        str(e.value)
+        for item in ds.ContentSequence
+        for e in item.iterall()
+        if e.keyword in ("TextValue", "UID")
+    ]
 
 
 def test_radground_echo_command_reaches_orthanc(pacs, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RADGROUND_")}
-    done = subprocess.run([sys.executable, "-m", "radground", "echo", f"{pacs.aet}@127.0.0.1:{pacs.dicom_port}"],
-                          check=False, capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "radground", "echo", f"{pacs.aet}@127.0.0.1:{pacs.dicom_port}"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"C-ECHO {pacs.aet}@127.0.0.1:{pacs.dicom_port}: Success" in done.stdout
 
@@ -261,10 +297,13 @@ def test_restart_keeps_ports_storage_and_modalities(tmp_path):
         assert [r.ok for r in down] == [False]
         assert "could not connect" in down[0].reason
 
-        with socket.socket() as squatter:  # someone took the port meanwhile: a clear error, no new port
+        # someone took the port meanwhile: a clear error, no new port
+        with socket.socket() as squatter:
             squatter.bind(("", ports[0]))
             squatter.listen()
-            with pytest.raises(OrthancStartError, match=f"port = {ports[0]}.*already in use") as raised:
+            with pytest.raises(
+                OrthancStartError, match=f"port = {ports[0]}.*already in use"
+            ) as raised:
                 pacs.start()
             assert raised.value.port_in_use and not pacs.running
         pacs.start()
@@ -281,9 +320,15 @@ def test_restart_keeps_ports_storage_and_modalities(tmp_path):
 
 def _two_versions(sop_instance_uid: str) -> tuple:
     study, series = generate_uid(), generate_uid()
-    first = make_ct(study_instance_uid=study, series_instance_uid=series, sop_instance_uid=sop_instance_uid)
-    second = make_ct(study_instance_uid=study, series_instance_uid=series, sop_instance_uid=sop_instance_uid,
-                     instance_number=2)
+    first = make_ct(
+        study_instance_uid=study, series_instance_uid=series, sop_instance_uid=sop_instance_uid
+    )
+    second = make_ct(
+        study_instance_uid=study,
+        series_instance_uid=series,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=2,
+    )
     first.ImageComments, second.ImageComments = "first version", "second version"
     assert first.PixelData != second.PixelData
     return first, second
@@ -309,7 +354,10 @@ def test_overwrite_instances_option_keeps_the_last_instead(tmp_path):
     with OrthancPACS(tmp_path / "pacs", extra_config={"OverwriteInstances": True}) as pacs:
         assert [r.status for r in send([first, second], pacs)] == [0, 0]
         (stored,) = pacs.instances_of_study(first.StudyInstanceUID)
-        assert dcmread(DicomBytesIO(pacs.instance_file(stored["ID"]))).ImageComments == "second version"
+        assert (
+            dcmread(DicomBytesIO(pacs.instance_file(stored["ID"]))).ImageComments
+            == "second version"
+        )
         pacs.stop(kill=True)  # throw-away storage: no need for the 3.5 s clean shutdown
 
 
@@ -324,10 +372,13 @@ def test_first_start_picks_other_ports_when_one_was_taken_meanwhile(tmp_path, mo
         squatter.listen()
         taken = squatter.getsockname()[1]
         offered = iter([[taken, real_free_ports(1)[0]]])
-        monkeypatch.setattr(harness, "_free_ports", lambda count: next(offered, None) or real_free_ports(count))
+        monkeypatch.setattr(
+            harness, "_free_ports", lambda count: next(offered, None) or real_free_ports(count)
+        )
         pacs = OrthancPACS(tmp_path / "pacs").start()
         try:
             assert pacs.running and pacs.dicom_port != taken
-            assert "already in use" in pacs.log_path.read_text()  # the first try did hit the taken port
+            # the first try did hit the taken port
+            assert "already in use" in pacs.log_path.read_text()
         finally:
             pacs.stop(kill=True)

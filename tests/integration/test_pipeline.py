@@ -71,8 +71,11 @@ class QueueRecorder:
         (self.delayed if countdown > 0 else self.messages).append(("deliver", delivery_id, attempt))
 
 
-def drain(ctx, queue: QueueRecorder, *, limit: int = 100, wait_for_retries: bool = False) -> list[tuple]:
-    """Run queued messages; with ``wait_for_retries`` also the retries, as if their time had come."""
+def drain(
+    ctx, queue: QueueRecorder, *, limit: int = 100, wait_for_retries: bool = False
+) -> list[tuple]:
+    """Run queued messages; with ``wait_for_retries`` also the retries, as if their time had
+    come."""
     done = []
     while (queue.messages or (wait_for_retries and queue.delayed)) and len(done) < limit:
         if not queue.messages:
@@ -114,10 +117,21 @@ def world(tmp_path, database_url, pacs, ehr):
         database=DatabaseSettings(url=database_url),
         completion=CompletionSettings(idle_seconds=30, poll_seconds=3600),
         workers=WorkerSettings(outputs_root=tmp_path / "outputs", requeue_after_seconds=60),
-        routes=(RouteSettings(name="cxr", modalities=("DX", "CR"), body_parts=("CHEST",),
-                              view_positions=("PA", "AP"), destinations=("PACS", "EHR")),),
-        destinations={"PACS": DicomDestination(ae_title="PACS", host="127.0.0.1", port=pacs.port),
-                      "EHR": FhirEndpointSettings(url=ehr.base_url, patient_identifier_system="urn:oid:2.25.1234")},
+        routes=(
+            RouteSettings(
+                name="cxr",
+                modalities=("DX", "CR"),
+                body_parts=("CHEST",),
+                view_positions=("PA", "AP"),
+                destinations=("PACS", "EHR"),
+            ),
+        ),
+        destinations={
+            "PACS": DicomDestination(ae_title="PACS", host="127.0.0.1", port=pacs.port),
+            "EHR": FhirEndpointSettings(
+                url=ehr.base_url, patient_identifier_system="urn:oid:2.25.1234"
+            ),
+        },
     )
     yield from _world(settings, tmp_path)
 
@@ -133,14 +147,25 @@ def _world(settings: Settings, tmp_path: Path):
         pass
 
     w = World()
-    w.settings, w.node, w.ctx, w.queue, w.monitor, w.tmp = settings, node, ctx, queue, monitor, tmp_path
-    w.send = lambda paths: StorageSCU("MODALITY").send(paths, Destination("RADGROUND", "127.0.0.1", node.address[1]))
+    w.settings, w.node, w.ctx, w.queue, w.monitor, w.tmp = (
+        settings,
+        node,
+        ctx,
+        queue,
+        monitor,
+        tmp_path,
+    )
+    w.send = lambda paths: StorageSCU("MODALITY").send(
+        paths, Destination("RADGROUND", "127.0.0.1", node.address[1])
+    )
     w.ready = lambda: monitor.run_once(utcnow() + timedelta(seconds=31))
     yield w
     node.stop()
 
 
-def cxr_file(tmp_path: Path, shared_data: Path, *, study: str | None = None, name: str = CXR) -> Path:
+def cxr_file(
+    tmp_path: Path, shared_data: Path, *, study: str | None = None, name: str = CXR
+) -> Path:
     ds = make_chest_dx(shared_data / "nih-cxr-boxes" / "images" / name, study_instance_uid=study)
     return write_dataset(ds, tmp_path / f"{ds.SOPInstanceUID}.dcm")
 
@@ -164,12 +189,14 @@ def test_study_to_sr_gsps_in_pacs_and_fhir_in_ehr_exactly_once(world, shared_dat
     assert job.state is JobState.DONE, job.last_error
     source_uid = str(dcmread(source).SOPInstanceUID)
 
-    # the PACS got SR + GSPS in both languages and one KOS (the default outputs), referencing the source image
+    # the PACS got SR + GSPS in both languages and one KOS (the default outputs), referencing the
+    # source image
     received = {i.sop_instance_uid: i for i in pacs.received}
     classes = sorted(i.sop_class_uid for i in received.values())
     assert classes.count("1.2.840.10008.5.1.4.1.1.88.34") == 2  # Comprehensive 3D SR, en + zh-CN
     assert classes.count("1.2.840.10008.5.1.4.1.1.11.1") == 2  # GSPS, en + zh-CN
-    assert classes.count("1.2.840.10008.5.1.4.1.1.88.59") == 1  # Key Object Selection, one per study
+    # Key Object Selection, one per study
+    assert classes.count("1.2.840.10008.5.1.4.1.1.88.59") == 1
     for instance in received.values():
         assert instance.study_instance_uid == str(dcmread(source).StudyInstanceUID)
         stored = dcmread(pacs.store.root / instance.relative_path)
@@ -203,7 +230,10 @@ def test_study_to_sr_gsps_in_pacs_and_fhir_in_ehr_exactly_once(world, shared_dat
 
 
 def test_other_studies_and_our_own_outputs_are_not_processed(world, shared_data, pacs, tmp_path):
-    ct = write_dataset(make_ct(study_instance_uid=generate_uid(), series_instance_uid=generate_uid()), tmp_path / "ct.dcm")
+    ct = write_dataset(
+        make_ct(study_instance_uid=generate_uid(), series_instance_uid=generate_uid()),
+        tmp_path / "ct.dcm",
+    )
     world.send([ct])
     source = cxr_file(world.tmp, shared_data)
     world.send([source])
@@ -234,7 +264,9 @@ def test_bad_study_fails_readably_and_the_next_one_is_processed(world, shared_da
     drain(world.ctx, world.queue)
     first, second = jobs(world.ctx)
     assert first.state is JobState.FAILED and "inference" in first.last_error
-    assert "pixel" in first.last_error.lower() or "decode" in first.last_error.lower(), first.last_error
+    assert "pixel" in first.last_error.lower() or "decode" in first.last_error.lower(), (
+        first.last_error
+    )
     assert second.state is JobState.DONE
 
 
@@ -319,7 +351,8 @@ def test_duplicate_message_while_inference_runs_is_not_a_new_start(world, shared
         job = session.get(Job, message[1])
         job.state, job.inference_starts, job.inference_started_at = JobState.INFERRING, 1, utcnow()
     for _ in range(world.ctx.max_task_starts + 2):
-        run_inference(world.ctx, message[1])  # duplicates: dropped while the first run holds its lease
+        # duplicates: dropped while the first run holds its lease
+        run_inference(world.ctx, message[1])
     [job] = jobs(world.ctx)
     assert (job.state, job.inference_starts) == (JobState.INFERRING, 1)
 
@@ -336,12 +369,19 @@ def test_new_revision_gets_new_output_uids(world, shared_data, pacs):
     assert (first.revision, second.revision) == (1, 2)
     assert first.state is JobState.DONE and second.state is JobState.DONE, second.last_error
     with world.ctx.sessions() as session:
-        uids = {job_id: {a.object_uid for a in session.scalars(select(Artifact).where(Artifact.job_id == job_id))}
-                for job_id in (first.id, second.id)}
+        uids = {
+            job_id: {
+                a.object_uid
+                for a in session.scalars(select(Artifact).where(Artifact.job_id == job_id))
+            }
+            for job_id in (first.id, second.id)
+        }
     assert uids[first.id] and uids[second.id] and not uids[first.id] & uids[second.id]
 
 
-def test_unexpected_error_in_a_task_fails_the_job_instead_of_looping(world, shared_data, monkeypatch):
+def test_unexpected_error_in_a_task_fails_the_job_instead_of_looping(
+    world, shared_data, monkeypatch
+):
     from worklist import tasks
 
     monkeypatch.setattr(tasks, "_context", world.ctx)
@@ -368,7 +408,9 @@ SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
 
 def _artifacts(ctx, job_id: int) -> list[Artifact]:
     with ctx.sessions() as session:
-        return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id)))
+        return list(
+            session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id))
+        )
 
 
 def _report(ctx, job_id: int) -> GroundedReport:
@@ -394,7 +436,9 @@ def _infer_and_export(ctx, queue) -> int:
     return job_id
 
 
-def test_a_job_with_sr_gsps_kos_sends_a_kos_referencing_the_images_with_findings(world, shared_data, pacs):
+def test_a_job_with_sr_gsps_kos_sends_a_kos_referencing_the_images_with_findings(
+    world, shared_data, pacs
+):
     target = world.ctx.dicom_targets["PACS"]
     assert target.outputs == (OutputKind.SR, OutputKind.GSPS, OutputKind.KOS)  # the default
     world.send([cxr_file(world.tmp, shared_data)])
@@ -410,18 +454,27 @@ def test_a_job_with_sr_gsps_kos_sends_a_kos_referencing_the_images_with_findings
     assert with_findings  # the sample radiograph has located abnormalities
     [kos] = [i for i in pacs.received if i.sop_class_uid == KOS_CLASS]
     document = dcmread(pacs.store.root / kos.relative_path)
-    assert document.ConceptNameCodeSequence[0].CodeMeaning == "Of Interest"  # what a PACS shows as key images
+    # what a PACS shows as key images
+    assert document.ConceptNameCodeSequence[0].CodeMeaning == "Of Interest"
     items = document.ContentSequence
-    images = {str(i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID) for i in items if i.ValueType == "IMAGE"}
+    images = {
+        str(i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+        for i in items
+        if i.ValueType == "IMAGE"
+    }
     assert images == with_findings
     # it also points at the job's SR documents, which went to the same PACS
     artifacts = _artifacts(world.ctx, job.id)
     srs = {a.object_uid for a in artifacts if a.kind == OutputKind.SR}
     composites = {str(i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID) for i in items
                   if i.ValueType == "COMPOSITE"}
-    assert composites == srs and srs <= {i.sop_instance_uid for i in pacs.received if i.sop_class_uid == SR_CLASS}
+    assert composites == srs and srs <= {
+        i.sop_instance_uid for i in pacs.received if i.sop_class_uid == SR_CLASS
+    }
     [kos_artifact] = [a for a in artifacts if a.kind == OutputKind.KOS]
-    assert kos_artifact.object_uid == kos.sop_instance_uid and kos_artifact.sop_class_uid == KOS_CLASS
+    assert (
+        kos_artifact.object_uid == kos.sop_instance_uid and kos_artifact.sop_class_uid == KOS_CLASS
+    )
 
 
 def test_regions_are_planned_once_per_job_for_every_output(world, shared_data, monkeypatch):
@@ -430,20 +483,36 @@ def test_regions_are_planned_once_per_job_for_every_output(world, shared_data, m
     pacs_target = dataclasses.replace(world.ctx.dicom_targets["PACS"], outputs=(
         OutputKind.SR, OutputKind.GSPS, OutputKind.SC, OutputKind.KOS))
     [route] = world.ctx.routes
-    ctx = dataclasses.replace(world.ctx, destinations={**world.ctx.destinations, "PACS": pacs_target,
-                                                       "LIS": Hl7Target(host="127.0.0.1", port=2575, name="LIS")},
-                              routes=(dataclasses.replace(route, destinations=(*route.destinations, "LIS")),))
+    ctx = dataclasses.replace(
+        world.ctx,
+        destinations={
+            **world.ctx.destinations,
+            "PACS": pacs_target,
+            "LIS": Hl7Target(host="127.0.0.1", port=2575, name="LIS"),
+        },
+        routes=(dataclasses.replace(route, destinations=(*route.destinations, "LIS")),),
+    )
     world.send([cxr_file(world.tmp, shared_data)])
     world.ready()
     job_id = _infer_and_export(ctx, world.queue)
     built = sorted({a.kind for a in _artifacts(ctx, job_id)})
-    assert built == sorted(k.value for k in (OutputKind.SR, OutputKind.GSPS, OutputKind.SC, OutputKind.KOS,
-                                             OutputKind.FHIR_BUNDLE, OutputKind.HL7_ORU))
+    assert built == sorted(
+        k.value
+        for k in (
+            OutputKind.SR,
+            OutputKind.GSPS,
+            OutputKind.SC,
+            OutputKind.KOS,
+            OutputKind.FHIR_BUNDLE,
+            OutputKind.HL7_ORU,
+        )
+    )
 
     plans = []
     original = regions_module.plan_findings
 
-    def counting_plan(report, sources):  # every plan_regions call, whoever makes it, goes through here
+    # every plan_regions call, whoever makes it, goes through here
+    def counting_plan(report, sources):
         plans.append(report.study_instance_uid)
         return original(report, sources)
 
@@ -451,14 +520,20 @@ def test_regions_are_planned_once_per_job_for_every_output(world, shared_data, m
     _export_again(ctx, job_id)
     assert len(plans) == 1  # not once per output kind and language
     assert len(route.languages) == 2 and any(f.regions for f in _report(ctx, job_id).findings)
-    assert sorted({a.kind for a in _artifacts(ctx, job_id)}) == built  # and everything was built from it
+    # and everything was built from it
+    assert sorted({a.kind for a in _artifacts(ctx, job_id)}) == built
 
 
-def test_an_hl7_receiver_of_the_route_gets_an_oru_with_a_control_id_from_the_revision(world, shared_data):
+def test_an_hl7_receiver_of_the_route_gets_an_oru_with_a_control_id_from_the_revision(
+    world, shared_data
+):
     [route] = world.ctx.routes
     lis = Hl7Target(host="127.0.0.1", port=2575, name="LIS", receiving_application="LIS")
-    ctx = dataclasses.replace(world.ctx, destinations={**world.ctx.destinations, "LIS": lis},
-                              routes=(dataclasses.replace(route, destinations=(*route.destinations, "LIS")),))
+    ctx = dataclasses.replace(
+        world.ctx,
+        destinations={**world.ctx.destinations, "LIS": lis},
+        routes=(dataclasses.replace(route, destinations=(*route.destinations, "LIS")),),
+    )
     world.send([cxr_file(world.tmp, shared_data)])
     world.ready()
     job_id = _infer_and_export(ctx, world.queue)
@@ -473,19 +548,31 @@ def test_an_hl7_receiver_of_the_route_gets_an_oru_with_a_control_id_from_the_rev
     assert oru.object_uid == message_control_id(report, revision=revision, part="LIS")
     segments = (ctx.outputs_root / oru.path).read_bytes().decode("utf-8").split("\r")
     msh = segments[0].split("|")
-    assert (msh[4], msh[8], msh[9], msh[17]) == ("LIS", "ORU^R01^ORU_R01", oru.object_uid, "UNICODE UTF-8")
+    assert (msh[4], msh[8], msh[9], msh[17]) == (
+        "LIS",
+        "ORU^R01^ORU_R01",
+        oru.object_uid,
+        "UNICODE UTF-8",
+    )
     srs = {a.object_uid for a in artifacts if a.kind == OutputKind.SR}
-    pointed = {s.split("|")[5].split("^")[0] for s in segments if s.startswith("OBX|") and s.split("|")[2] == "RP"}
+    pointed = {
+        s.split("|")[5].split("^")[0]
+        for s in segments
+        if s.startswith("OBX|") and s.split("|")[2] == "RP"
+    }
     assert pointed == srs and len(srs) == 2
 
     # a redelivered export builds the same message: the receiver can deduplicate on MSH-10
     _export_again(ctx, job_id)
-    assert [a.object_uid for a in _artifacts(ctx, job_id) if a.kind == OutputKind.HL7_ORU] == [oru.object_uid]
+    assert [a.object_uid for a in _artifacts(ctx, job_id) if a.kind == OutputKind.HL7_ORU] == [
+        oru.object_uid
+    ]
     assert (ctx.outputs_root / oru.path).read_bytes().decode("utf-8").split("\r")[0] == segments[0]
 
 
-def test_regions_that_do_not_fit_their_images_fail_the_dicom_outputs_only(world, shared_data, pacs, ehr,
-                                                                          monkeypatch):
+def test_regions_that_do_not_fit_their_images_fail_the_dicom_outputs_only(
+    world, shared_data, pacs, ehr, monkeypatch
+):
     """A report whose regions cannot be placed (here: the planner refuses them) builds no SR,
     GSPS or KOS; the PACS is told so without being contacted, the EHR still gets its Bundle."""
     from exporters.errors import SourceError
@@ -500,11 +587,17 @@ def test_regions_that_do_not_fit_their_images_fail_the_dicom_outputs_only(world,
     [job] = jobs(world.ctx)
     assert job.state is JobState.FAILED
     with world.ctx.sessions() as session:
-        states = {d.destination: (d.state, d.attempts, d.last_error) for d in session.scalars(select(Delivery))}
+        states = {
+            d.destination: (d.state, d.attempts, d.last_error)
+            for d in session.scalars(select(Delivery))
+        }
     assert states["PACS"][:2] == (DeliveryState.FAILED, 0) and pacs.received == []
     assert states["PACS"][2].startswith(
-        "not sent: none of its outputs was built (sr: the regions could not be placed on their images: "
-        "finding 0 region 0"), states["PACS"][2]
+        "not sent: none of its outputs was built (sr: the regions could not be placed "
+        "on their images: finding 0 region 0"
+    ), states["PACS"][2]
     assert "; gsps: " in states["PACS"][2] and "; kos: " in states["PACS"][2]
     assert states["EHR"][0] is DeliveryState.DONE and len(ehr.resources("DiagnosticReport")) == 1
-    assert job.last_error.startswith("not built: sr: the regions could not be placed"), job.last_error
+    assert job.last_error.startswith("not built: sr: the regions could not be placed"), (
+        job.last_error
+    )

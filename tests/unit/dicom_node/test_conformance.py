@@ -32,5 +32,9 @@ def test_requestor_order_decides_the_transfer_syntax():
     ]
     contexts = contexts_preferring_requestor(requested)
     assert [str(c.abstract_syntax) for c in contexts] == [CTImageStorage]
-    assert contexts[0].transfer_syntax == [JPEGLosslessSV1, ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+    assert contexts[0].transfer_syntax == [
+        JPEGLosslessSV1,
+        ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+    ]
     assert JPEGBaseline8Bit not in contexts[0].transfer_syntax

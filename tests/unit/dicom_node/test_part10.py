@@ -58,9 +58,13 @@ def test_file_meta_is_byte_identical_to_pydicoms_encoding(source_ae):
     assert ours == reference.getvalue()
 
 
-@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian])
+@pytest.mark.parametrize(
+    "syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian]
+)
 def test_a_file_from_preamble_meta_and_data_set_reads_back(syntax, tmp_path):
-    dataset = make_ct(study_instance_uid=generate_uid(), series_instance_uid=generate_uid(), rows=8, columns=8)
+    dataset = make_ct(
+        study_instance_uid=generate_uid(), series_instance_uid=generate_uid(), rows=8, columns=8
+    )
     body = encoded(dataset, implicit=syntax == ImplicitVRLittleEndian)
     if syntax == DeflatedExplicitVRLittleEndian:
         deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
@@ -84,7 +88,12 @@ def test_a_file_from_preamble_meta_and_data_set_reads_back(syntax, tmp_path):
 
 
 def test_a_truncated_data_set_does_not_read_as_a_header():
-    body = encoded(make_ct(study_instance_uid=generate_uid(), series_instance_uid=generate_uid(), rows=8, columns=8), implicit=False)
+    body = encoded(
+        make_ct(
+            study_instance_uid=generate_uid(), series_instance_uid=generate_uid(), rows=8, columns=8
+        ),
+        implicit=False,
+    )
     with pytest.raises(Exception):  # noqa: B017 - whatever pydicom raises; the SCP answers Cannot Understand
         header = read_header(io.BytesIO(body[:37]), ExplicitVRLittleEndian)
         str(header.StudyInstanceUID)

@@ -35,8 +35,13 @@ def _wait_until(condition, seconds: float = 10.0) -> bool:
 @pytest.fixture
 def node(tmp_path):
     received = []
-    scp = StorageSCP(InstanceStore(tmp_path / "store"), ae_title="RADGROUND", on_stored=received.append,
-                     allowed_peers=[AllowedPeer("SENDER")], network_timeout=30)
+    scp = StorageSCP(
+        InstanceStore(tmp_path / "store"),
+        ae_title="RADGROUND",
+        on_stored=received.append,
+        allowed_peers=[AllowedPeer("SENDER")],
+        network_timeout=30,
+    )
     host, port = scp.start("127.0.0.1", 0)
     scp.address = (host, port)
     scp.received = received

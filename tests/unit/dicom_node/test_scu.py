@@ -19,8 +19,12 @@ from tests.factories import make_ct, write_series
 @pytest.fixture
 def scp(tmp_path):
     received = []
-    node = StorageSCP(InstanceStore(tmp_path / "store"), ae_title="RADGROUND", on_stored=received.append,
-                      allowed_peers=[AllowedPeer("SENDER")])
+    node = StorageSCP(
+        InstanceStore(tmp_path / "store"),
+        ae_title="RADGROUND",
+        on_stored=received.append,
+        allowed_peers=[AllowedPeer("SENDER")],
+    )
     host, port = node.start("127.0.0.1", 0)
     node.received = received
     yield node, Destination("RADGROUND", host, port)
@@ -34,12 +38,17 @@ def test_send_files_and_datasets_with_a_result_each(scp, tmp_path, shared_data):
     junk.write_bytes(b"definitely not DICOM")
     j2k = shared_data / "dicom" / "RG1_J2KI.dcm"
     dataset = make_ct(study_instance_uid="1.2.3", series_instance_uid="1.2.3.4", rows=8, columns=8)
-    results = StorageSCU("SENDER").send([files[0], junk, j2k, dataset, files[1], files[2]], destination)
+    results = StorageSCU("SENDER").send(
+        [files[0], junk, j2k, dataset, files[1], files[2]], destination
+    )
     assert [r.ok for r in results] == [True, False, True, True, True, True]
     assert "not a readable DICOM file" in results[1].reason
     assert len(node.received) == 5
-    stored_j2k = next(i for i in node.received if i.sop_instance_uid == str(dcmread(j2k).SOPInstanceUID))
-    assert stored_j2k.transfer_syntax_uid == "1.2.840.10008.1.2.4.91"  # sent as it was, not transcoded
+    stored_j2k = next(
+        i for i in node.received if i.sop_instance_uid == str(dcmread(j2k).SOPInstanceUID)
+    )
+    # sent as it was, not transcoded
+    assert stored_j2k.transfer_syntax_uid == "1.2.840.10008.1.2.4.91"
 
 
 def test_rejected_association_is_explained(scp, tmp_path):
@@ -63,11 +72,14 @@ def test_a_peer_that_drops_the_connection_mid_batch_costs_one_instance_not_a_tim
 
     peer = AE(ae_title="DYINGPACS")
     peer.add_supported_context(CTImageStorage)
-    server = peer.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, drop_connection)])
+    server = peer.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, drop_connection)]
+    )
     try:
         port = server.socket.getsockname()[1]
-        results = StorageSCU("SENDER", dimse_timeout=20).send(write_series(tmp_path, 3),
-                                                               Destination("DYINGPACS", "127.0.0.1", port))
+        results = StorageSCU("SENDER", dimse_timeout=20).send(
+            write_series(tmp_path, 3), Destination("DYINGPACS", "127.0.0.1", port)
+        )
     finally:
         server.shutdown()
     assert len(requests) == 1
@@ -76,7 +88,10 @@ def test_a_peer_that_drops_the_connection_mid_batch_costs_one_instance_not_a_tim
 
 
 def test_batches_stay_within_the_presentation_context_limit():
-    items = [_Item(f"f{i}", None, f"1.2.{i % 100}", f"1.3.{i}", "1.2.840.10008.1.2.1") for i in range(250)]
+    items = [
+        _Item(f"f{i}", None, f"1.2.{i % 100}", f"1.3.{i}", "1.2.840.10008.1.2.1")
+        for i in range(250)
+    ]
     batches = _batches(list(range(250)), items)
     assert sum(len(b) for b in batches) == 250
     for batch in batches:
@@ -109,8 +124,11 @@ class _LingeringCheckpoint(threading.Event):
         return passed
 
 
-@pytest.mark.parametrize("patches", [PYNETDICOM_PATCHES, tuple(p for p in PYNETDICOM_PATCHES if p != "scu-response-order")],
-                         ids=["with scu-response-order", "stock DIMSE provider"])
+@pytest.mark.parametrize(
+    "patches",
+    [PYNETDICOM_PATCHES, tuple(p for p in PYNETDICOM_PATCHES if p != "scu-response-order")],
+    ids=["with scu-response-order", "stock DIMSE provider"],
+)
 def test_a_response_is_never_taken_by_the_association_reactor(scp, tmp_path, monkeypatch, patches):
     """pynetdicom's pause of the reactor has a window: a reactor that passed its
     checkpoint just before the pause and was held up could take the C-STORE
@@ -143,7 +161,9 @@ def test_a_response_is_never_taken_by_the_association_reactor(scp, tmp_path, mon
     monkeypatch.setattr(scu, "_prepare", prepare_with_slow_threads)
     files = write_series(tmp_path / "s", 3)
 
-    results = StorageSCU("SENDER", dimse_timeout=3, pynetdicom_patches=patches).send(files, destination)
+    results = StorageSCU("SENDER", dimse_timeout=3, pynetdicom_patches=patches).send(
+        files, destination
+    )
 
     if "scu-response-order" in patches:
         assert [r.status for r in results] == [0, 0, 0]
@@ -167,7 +187,8 @@ def test_a_peer_answering_with_an_absurd_pdu_length_is_aborted_from_the_first_pd
         with connection:
             connection.settimeout(20)
             connection.recv(65536)  # the A-ASSOCIATE-RQ
-            connection.sendall(struct.pack(">BBL", 0x02, 0, 0xFFFFFFFF))  # an "A-ASSOCIATE-AC" of 4 GiB
+            # an "A-ASSOCIATE-AC" of 4 GiB
+            connection.sendall(struct.pack(">BBL", 0x02, 0, 0xFFFFFFFF))
             data = b""
             while chunk := connection.recv(4096):
                 data += chunk
@@ -176,7 +197,9 @@ def test_a_peer_answering_with_an_absurd_pdu_length_is_aborted_from_the_first_pd
     thread = threading.Thread(target=peer, daemon=True)
     thread.start()
     try:
-        result = StorageSCU("SENDER", acse_timeout=5).echo(Destination("PEER", "127.0.0.1", listener.getsockname()[1]))
+        result = StorageSCU("SENDER", acse_timeout=5).echo(
+            Destination("PEER", "127.0.0.1", listener.getsockname()[1])
+        )
         thread.join(20)
         assert not result.ok
         assert received == [bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x06])]  # A-ABORT, then closed

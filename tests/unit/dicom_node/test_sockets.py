@@ -24,8 +24,11 @@ from dicom_node.storage import InstanceStore
 from tests.factories import write_series
 
 
-def _reader(connection: socket.socket, *, network_timeout: float = 30.0, maximum_pdu_size: int = 16384):
-    """The read path alone, on a plain connected socket (an acceptor association's few attributes)."""
+def _reader(
+    connection: socket.socket, *, network_timeout: float = 30.0, maximum_pdu_size: int = 16384
+):
+    """The read path alone, on a plain connected socket (an acceptor association's few
+    attributes)."""
     reader = GuardedSocket.__new__(GuardedSocket)
     reader.socket = connection
     reader._assoc = SimpleNamespace(network_timeout=network_timeout, is_acceptor=True,
@@ -97,8 +100,12 @@ def test_a_pdu_that_stops_arriving_times_out_after_the_network_timeout():
 
 
 def test_a_guarded_association_talks_dicom_without_nagle(tmp_path):
-    node = StorageSCP(InstanceStore(tmp_path / "store"), ae_title="RADGROUND", on_stored=lambda _: None,
-                      allowed_peers=[AllowedPeer("SENDER")])
+    node = StorageSCP(
+        InstanceStore(tmp_path / "store"),
+        ae_title="RADGROUND",
+        on_stored=lambda _: None,
+        allowed_peers=[AllowedPeer("SENDER")],
+    )
     host, port = node.start("127.0.0.1", 0)
     try:
         ae = AE("SENDER")
@@ -111,7 +118,9 @@ def test_a_guarded_association_talks_dicom_without_nagle(tmp_path):
         assert assoc.send_c_echo().Status == 0x0000
         assoc.release()
         # and the SCU's own associations, which use it for every instance
-        results = StorageSCU("SENDER").send(write_series(tmp_path / "s", 3), Destination("RADGROUND", host, port))
+        results = StorageSCU("SENDER").send(
+            write_series(tmp_path / "s", 3), Destination("RADGROUND", host, port)
+        )
         assert [r.status for r in results] == [0x0000] * 3
     finally:
         node.stop()
@@ -119,7 +128,8 @@ def test_a_guarded_association_talks_dicom_without_nagle(tmp_path):
 
 @pytest.mark.parametrize(("items", "reason"), [
     (struct.pack(">L", 100) + b"\x01\x03" + b"x" * 10, "PDV item declares 100 bytes, 12 remain"),
-    (struct.pack(">L", 1) + b"\x01", "PDV item declares 1 bytes"),  # no room for context ID + header
+    # no room for context ID + header
+    (struct.pack(">L", 1) + b"\x01", "PDV item declares 1 bytes"),
     (struct.pack(">L", 4) + b"\x01\x03ab" + b"\x00\x00", "2 stray bytes after its PDV items"),
 ])
 def test_a_pdv_item_length_that_does_not_fit_its_p_data_is_aborted(items, reason):
@@ -138,8 +148,14 @@ def test_well_formed_p_data_with_several_pdv_items_passes():
     with left, right:
         reader = _reader(left)
         items = struct.pack(">L", 4) + b"\x01\x03ab" + struct.pack(">L", 2) + b"\x01\x02"
-        right.sendall(struct.pack(">BBL", 0x04, 0, len(items)) + items + struct.pack(">BBL", 0x05, 0, 4) + bytes(4))
+        right.sendall(
+            struct.pack(">BBL", 0x04, 0, len(items))
+            + items
+            + struct.pack(">BBL", 0x05, 0, 4)
+            + bytes(4)
+        )
         assert reader.recv(6) == struct.pack(">BBL", 0x04, 0, len(items))
         assert reader.recv(len(items)) == items
-        assert reader.recv(6) == struct.pack(">BBL", 0x05, 0, 4)  # A-RELEASE-RQ: no PDV items to check
+        # A-RELEASE-RQ: no PDV items to check
+        assert reader.recv(6) == struct.pack(">BBL", 0x05, 0, 4)
         assert reader.recv(4) == bytes(4)

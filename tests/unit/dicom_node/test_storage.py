@@ -5,7 +5,11 @@ import pytest
 from dicom_node.errors import DuplicateInstanceError, InsufficientStorageError, InvalidInstanceError
 from dicom_node.storage import DuplicatePolicy, FsyncPolicy, InstanceStore, StoreOutcome
 
-UIDS = {"study_instance_uid": "1.2.3", "series_instance_uid": "1.2.3.4", "sop_instance_uid": "1.2.3.4.5"}
+UIDS = {
+    "study_instance_uid": "1.2.3",
+    "series_instance_uid": "1.2.3.4",
+    "sop_instance_uid": "1.2.3.4.5",
+}
 
 
 def files_under(root):
@@ -54,7 +58,8 @@ def test_duplicate_policies(tmp_path):
     reject.write(b"one", **UIDS)
     with pytest.raises(DuplicateInstanceError):
         reject.write(b"two", **UIDS)
-    # identical: the index decides (a duplicate if it knows the instance, else a file a crash left unindexed)
+    # identical: the index decides (a duplicate if it knows the instance, else a file a crash left
+    # unindexed)
     assert reject.write(b"one", **UIDS).outcome is StoreOutcome.ALREADY_STORED
     assert (tmp_path / "c" / "1.2.3/1.2.3.4/1.2.3.4.5.dcm").read_bytes() == b"one"
     assert staged_files(tmp_path / "c") == []
@@ -93,7 +98,8 @@ def test_staged_write_is_placed_by_the_header_read_later(tmp_path):
 
     pending = staged.place(study_instance_uid="1.2.3", series_instance_uid="1.2.3.4")
     assert pending.result.outcome is StoreOutcome.STORED
-    assert not (tmp_path / pending.result.relative_path).exists()  # moved by wait(), once its fsync is done
+    # moved by wait(), once its fsync is done
+    assert not (tmp_path / pending.result.relative_path).exists()
     result = pending.wait()
 
     assert result.relative_path == "1.2.3/1.2.3.4/1.2.3.4.5.dcm" and result.size == 10
@@ -106,7 +112,9 @@ def test_refused_placement_leaves_no_staged_file_and_the_stored_one_unchanged(tm
     store = InstanceStore(tmp_path, duplicates=policy)
     store.write(b"one", **UIDS)
     with pytest.raises(InvalidInstanceError):
-        store.stage(b"two", sop_instance_uid="1.2.3.4.5").place(study_instance_uid="../x", series_instance_uid="1.2")
+        store.stage(b"two", sop_instance_uid="1.2.3.4.5").place(
+            study_instance_uid="../x", series_instance_uid="1.2"
+        )
     if policy is DuplicatePolicy.REJECT:
         with pytest.raises(DuplicateInstanceError):
             store.stage(b"two", sop_instance_uid="1.2.3.4.5").place(study_instance_uid="1.2.3",
@@ -125,7 +133,8 @@ def test_staging_refuses_an_invalid_sop_instance_uid_before_writing(tmp_path):
 
 
 def test_staged_files_a_crash_left_are_removed_at_start(tmp_path):
-    InstanceStore(tmp_path).stage(b"fresh", sop_instance_uid="1.2.3.4.6")  # another process's, in flight
+    # another process's, in flight
+    InstanceStore(tmp_path).stage(b"fresh", sop_instance_uid="1.2.3.4.6")
     stale = tmp_path / ".incoming" / ".1.2.3.4.5.999.1.tmp"
     stale.write_bytes(b"half an instance")
     os.utime(stale, (0, 0))
@@ -168,7 +177,8 @@ def test_fsync_is_under_way_before_stage_returns(tmp_path, monkeypatch):
         real_fsync(fd)
 
     monkeypatch.setattr(storage.os, "fsync", recording_fsync)
-    monkeypatch.setattr(storage, "FSYNC_START_WAIT_SECONDS", 5.0)  # the mechanism, not the machine's speed
+    # the mechanism, not the machine's speed
+    monkeypatch.setattr(storage, "FSYNC_START_WAIT_SECONDS", 5.0)
     store = InstanceStore(tmp_path, fsync=FsyncPolicy.ALWAYS)
     store.write(b"first", **UIDS)  # the directories exist (their creation is synced too)
     events.clear()

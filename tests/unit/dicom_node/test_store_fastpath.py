@@ -29,8 +29,13 @@ ODD_UID = "1.2.826.0.1.3680043.8.498.1"  # 27 characters: padded with NUL
 EVEN_UID = "1.2.826.0.1.3680043.8.498.12"
 
 
-def _store_request(*, instance_uid: str = ODD_UID, priority: int = 2, originator: tuple[str, int] | None = None,
-                   data_set: bytes = b"\x08\x00\x18\x00" + bytes(96)) -> C_STORE:
+def _store_request(
+    *,
+    instance_uid: str = ODD_UID,
+    priority: int = 2,
+    originator: tuple[str, int] | None = None,
+    data_set: bytes = b"\x08\x00\x18\x00" + bytes(96),
+) -> C_STORE:
     request = C_STORE()
     request.MessageID = 513
     request.AffectedSOPClassUID = CTImageStorage
@@ -85,8 +90,11 @@ def test_request_is_read_as_pynetdicom_reads_it(request_kwargs):
 
 
 @pytest.mark.parametrize("status", [0x0000, 0xA700, 0xB007, 0xC000])
-@pytest.mark.parametrize("uids", [(CTImageStorage, ODD_UID), (CTImageStorage, EVEN_UID), (None, None)],
-                         ids=["odd-uid", "even-uid", "no-uids"])
+@pytest.mark.parametrize(
+    "uids",
+    [(CTImageStorage, ODD_UID), (CTImageStorage, EVEN_UID), (None, None)],
+    ids=["odd-uid", "even-uid", "no-uids"],
+)
 def test_response_is_written_as_pynetdicom_writes_it(status, uids):
     sop_class, sop_instance = uids
     response = C_STORE()
@@ -111,7 +119,9 @@ def _echo_command_set() -> bytes:
 
 
 def _store_command_set(replace: tuple[bytes, bytes] | None = None) -> bytes:
-    command_set = _pynetdicom_pdatas(_store_request(), C_STORE_RQ)[0].presentation_data_value_list[0][1][1:]
+    command_set = _pynetdicom_pdatas(_store_request(), C_STORE_RQ)[0].presentation_data_value_list[
+        0
+    ][1][1:]
     if replace is not None:
         assert replace[0] in command_set
         command_set = command_set.replace(*replace)
@@ -123,11 +133,20 @@ def _store_command_set(replace: tuple[bytes, bytes] | None = None) -> bytes:
     [
         pytest.param(_echo_command_set(), id="c-echo-rq"),
         pytest.param(_store_command_set()[:-3], id="truncated"),
-        pytest.param(_store_command_set() + b"\x00\x00\x00\x09\x02\x00\x00\x00\x00\x00", id="extra-element"),
+        pytest.param(
+            _store_command_set() + b"\x00\x00\x00\x09\x02\x00\x00\x00\x00\x00", id="extra-element"
+        ),
         pytest.param(_store_command_set((b"1.2.826", b"1.\xff.826")), id="non-ascii-uid"),
         # (0000,0800) Command Data Set Type 0x0101: no data set
-        pytest.param(_store_command_set((b"\x00\x00\x00\x08\x02\x00\x00\x00\x01\x00",
-                                         b"\x00\x00\x00\x08\x02\x00\x00\x00\x01\x01")), id="no-data-set"),
+        pytest.param(
+            _store_command_set(
+                (
+                    b"\x00\x00\x00\x08\x02\x00\x00\x00\x01\x00",
+                    b"\x00\x00\x00\x08\x02\x00\x00\x00\x01\x01",
+                )
+            ),
+            id="no-data-set",
+        ),
     ],
 )
 def test_anything_else_is_left_to_pynetdicom(command_set):
@@ -145,19 +164,29 @@ class _FakeDUL:
 
 def _provider(handlers: dict | None = None) -> StoreFastPathDIMSE:
     dul = _FakeDUL()
-    assoc = SimpleNamespace(dul=dul, is_requestor=False, requestor=SimpleNamespace(maximum_length=16382),
-                            get_handlers=lambda event: (handlers or {}).get(event, []),
-                            _abort_nonblocking=lambda: None, _abort_blocking=lambda: None, abort=lambda: None)
+    assoc = SimpleNamespace(
+        dul=dul,
+        is_requestor=False,
+        requestor=SimpleNamespace(maximum_length=16382),
+        get_handlers=lambda event: (handlers or {}).get(event, []),
+        _abort_nonblocking=lambda: None,
+        _abort_blocking=lambda: None,
+        abort=lambda: None,
+    )
     return StoreFastPathDIMSE(assoc)
 
 
 def test_request_in_many_pdus_arrives_whole_on_the_message_queue(monkeypatch):
     data_set = bytes(range(256)) * 200  # 51200 bytes: four P-DATA at a 16 KB PDU
-    pdatas = _pynetdicom_pdatas(_store_request(data_set=data_set, originator=("ORTHANC", 9)), C_STORE_RQ)
+    pdatas = _pynetdicom_pdatas(
+        _store_request(data_set=data_set, originator=("ORTHANC", 9)), C_STORE_RQ
+    )
     assert len(pdatas) >= 4
     provider = _provider()
     general_decoder_calls = []
-    monkeypatch.setattr(DIMSEMessage, "decode_msg", lambda *args: general_decoder_calls.append(args))
+    monkeypatch.setattr(
+        DIMSEMessage, "decode_msg", lambda *args: general_decoder_calls.append(args)
+    )
 
     for pdata in pdatas:
         assert provider.msg_queue.empty()
@@ -167,7 +196,10 @@ def test_request_in_many_pdus_arrives_whole_on_the_message_queue(monkeypatch):
     assert general_decoder_calls == []
     assert context_id == 1 and request._context_id == 1
     assert request.DataSet.getvalue() == data_set
-    assert request.MoveOriginatorApplicationEntityTitle == "ORTHANC" and request.MoveOriginatorMessageID == 9
+    assert (
+        request.MoveOriginatorApplicationEntityTitle == "ORTHANC"
+        and request.MoveOriginatorMessageID == 9
+    )
     assert provider.message is None and provider._incoming_store is None
 
 
@@ -180,17 +212,21 @@ def test_interleaved_fragment_aborts_the_association():
 
     provider.receive_primitive(intruder)
 
-    assert provider.dul.event_queue.get_nowait() == "Evt19"  # A-ABORT, as pynetdicom for an invalid message
+    # A-ABORT, as pynetdicom for an invalid message
+    assert provider.dul.event_queue.get_nowait() == "Evt19"
     assert provider.msg_queue.empty()
 
 
 def test_a_bound_dimse_handler_keeps_pynetdicom_path():
     seen = []
-    provider = _provider({evt.EVT_DIMSE_RECV: [(seen.append, None)], evt.EVT_DIMSE_SENT: [(seen.append, None)]})
+    provider = _provider(
+        {evt.EVT_DIMSE_RECV: [(seen.append, None)], evt.EVT_DIMSE_SENT: [(seen.append, None)]}
+    )
     pdatas = _pynetdicom_pdatas(_store_request(), C_STORE_RQ)
     for pdata in pdatas:
         provider.receive_primitive(pdata)
-    assert [event.event for event in seen] == [evt.EVT_DIMSE_RECV]  # pynetdicom decoded it and told the handler
+    # pynetdicom decoded it and told the handler
+    assert [event.event for event in seen] == [evt.EVT_DIMSE_RECV]
     assert not provider.msg_queue.empty()
 
     response = C_STORE()
@@ -218,17 +254,23 @@ def test_node_takes_every_store_through_the_fast_path(tmp_path, monkeypatch):
     monkeypatch.setattr(store_fastpath, "decode_store_request",
                         lambda command_set: decoded.append(real_decode(command_set)) or decoded[-1])
     received = []
-    scp = StorageSCP(InstanceStore(tmp_path / "store"), ae_title="RADGROUND", on_stored=received.append)
+    scp = StorageSCP(
+        InstanceStore(tmp_path / "store"), ae_title="RADGROUND", on_stored=received.append
+    )
     address = scp.start("127.0.0.1", 0)
     try:
         ae = AE("SENDER")
         ae.add_requested_context(CTImageStorage)
         assoc = ae.associate(*address, ae_title="RADGROUND")
         study, series = generate_uid(), generate_uid()
-        datasets = [make_ct(study_instance_uid=study, series_instance_uid=series, instance_number=i) for i in range(5)]
+        datasets = [
+            make_ct(study_instance_uid=study, series_instance_uid=series, instance_number=i)
+            for i in range(5)
+        ]
         statuses = [assoc.send_c_store(ds).Status for ds in datasets]
         refused = make_ct(study_instance_uid="../../x", series_instance_uid=series)
-        refusal = assoc.send_c_store(refused)  # answered with an error comment: pynetdicom writes that one
+        # answered with an error comment: pynetdicom writes that one
+        refusal = assoc.send_c_store(refused)
         assoc.release()
     finally:
         scp.stop()

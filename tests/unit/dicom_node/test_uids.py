@@ -10,7 +10,21 @@ def test_valid_uids(uid):
 
 @pytest.mark.parametrize(
     "uid",
-    ["", "../../x", "1.2/../3", "1.2.03", "1..2", "1.2.", ".1.2", "1.2.abc", "1.2 ", "1.2\n", "1." + "2" * 63, None, 12],
+    [
+        "",
+        "../../x",
+        "1.2/../3",
+        "1.2.03",
+        "1..2",
+        "1.2.",
+        ".1.2",
+        "1.2.abc",
+        "1.2 ",
+        "1.2\n",
+        "1." + "2" * 63,
+        None,
+        12,
+    ],
 )
 def test_invalid_uids(uid):
     assert not is_valid_uid(uid)

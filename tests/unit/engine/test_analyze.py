@@ -28,7 +28,8 @@ SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 ANY_IMAGE = ImageSelection()
 CREATED = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
-#: The bright rectangle drawn on the synthetic radiograph, in source pixels (x_min, y_min, x_max, y_max).
+#: The bright rectangle drawn on the synthetic radiograph, in source pixels (x_min, y_min, x_max,
+#: y_max).
 RECT = (60, 40, 150, 100)
 
 
@@ -157,7 +158,8 @@ def test_detected_box_lands_on_the_source_rectangle_of_a_non_square_image(resize
     (finding,) = report.findings
     (region,) = finding.regions
     assert region.image.sop_instance_uid == ds.SOPInstanceUID and region.image.frame_number is None
-    # within one model pixel (300/448 source px) plus one 0-999 step (300/999) and the resampling blur
+    # within one model pixel (300/448 source px) plus one 0-999 step (300/999) and the resampling
+    # blur
     for got, want in zip(
         (region.box.x_min, region.box.y_min, region.box.x_max, region.box.y_max), RECT, strict=True
     ):
@@ -229,11 +231,13 @@ def test_languages_merge_by_vocabulary_key_into_bilingual_findings():
 
 def test_structures_two_refs_one_description_and_canonical_names():
     en = (
-        "<ref>Right Lung</ref><box>[[10, 10, 480, 900]]</box>, <ref>left lung</ref><box>[[520, 10, 990, 900]]</box>: "
-        "No focal consolidation. <ref>cardiac silhouette</ref><box>[[300, 400, 700, 800]]</box>: Normal size."
+        "<ref>Right Lung</ref><box>[[10, 10, 480, 900]]</box>, <ref>left lung</ref><box>[[520, "
+        "10, 990, 900]]</box>: No focal consolidation. <ref>cardiac silhouette</ref><box>[[300, "
+        "400, 700, 800]]</box>: Normal size."
     )
     zh = (
-        "<ref>右肺</ref><box>[[11, 10, 480, 900]]</box>、<ref>左肺</ref><box>[[520, 10, 990, 900]]</box>：未见实变。"
+        "<ref>右肺</ref><box>[[11, 10, 480, 900]]</box>、"
+        "<ref>左肺</ref><box>[[520, 10, 990, 900]]</box>：未见实变。"
         "<ref>心影</ref><box>[[300, 400, 700, 800]]</box>：心影大小正常。"
     )
     report = analyze(
@@ -271,8 +275,14 @@ def test_targets_are_translated_per_language():
 
 
 def test_unknown_labels_pair_by_order_when_the_counts_agree():
-    en = "<ref>foo body</ref><box>[[1, 2, 30, 40]]</box>: first. <ref>bar body</ref><box>[[50, 50, 90, 90]]</box>: second."
-    zh = "<ref>甲体</ref><box>[[1, 2, 30, 40]]</box>：第一。<ref>乙体</ref><box>[[50, 50, 90, 90]]</box>：第二。"
+    en = (
+        "<ref>foo body</ref><box>[[1, 2, 30, 40]]</box>: first. <ref>bar "
+        "body</ref><box>[[50, 50, 90, 90]]</box>: second."
+    )
+    zh = (
+        "<ref>甲体</ref><box>[[1, 2, 30, 40]]</box>：第一。"
+        "<ref>乙体</ref><box>[[50, 50, 90, 90]]</box>：第二。"
+    )
     report = analyze([chest_dx()], FakeModel(fixed({"en": en, "zh-CN": zh})))
     assert report.problems == ()
     assert [f.label.as_dict() for f in report.findings] == [
@@ -285,10 +295,13 @@ def test_unknown_labels_pair_by_order_when_the_counts_agree():
 
 def test_mismatched_languages_keep_only_reliable_text_and_record_problems():
     en = (
-        "<ref>nodule</ref><box>[[1, 2, 30, 40]]</box>: Nodule. "
-        "<ref>foo body</ref><box>[[50, 50, 90, 90]]</box>: first. <ref>bar body</ref><box>[[60, 60, 99, 99]]</box>: second."
+        "<ref>nodule</ref><box>[[1, 2, 30, 40]]</box>: Nodule. <ref>foo body</ref><box>[[50, 50, "
+        "90, 90]]</box>: first. <ref>bar body</ref><box>[[60, 60, 99, 99]]</box>: second."
     )
-    zh = "<ref>肿块</ref><box>[[1, 2, 30, 40]]</box>：肿块。<ref>甲体</ref><box>[[50, 50, 90, 90]]</box>：第一。"
+    zh = (
+        "<ref>肿块</ref><box>[[1, 2, 30, 40]]</box>：肿块。"
+        "<ref>甲体</ref><box>[[50, 50, 90, 90]]</box>：第一。"
+    )
     report = analyze([chest_dx()], FakeModel(fixed({"en": en, "zh-CN": zh})))
     nodule, foo, bar = report.findings
     # the vocabulary name is bilingual, but the zh text about a *mass* is not this nodule's
@@ -408,7 +421,10 @@ def test_requests_are_chunked_to_the_model_batch_size_or_sent_through_a_batcher(
 def test_regional_cot_puts_the_first_pass_regions_in_the_second_prompt():
     def answer(request: GenerationRequest) -> str:
         if request.task is Task.TEXT_TO_REGION:
-            return "<ref>nodule</ref><box>[[600, 100, 700, 200]]</box>, <ref>mass</ref><box>[[10, 500, 90, 600]]</box>"
+            return (
+                "<ref>nodule</ref><box>[[600, 100, 700, 200]]</box>, "
+                "<ref>mass</ref><box>[[10, 500, 90, 600]]</box>"
+            )
         return detector_answer(request)
 
     model = FakeModel(answer)

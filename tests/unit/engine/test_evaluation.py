@@ -26,7 +26,9 @@ def strip(x1: float, x2: float, label: str = "a", score: float = 1.0) -> Detecti
 
 
 def test_iou_matrix_by_hand() -> None:
-    iou = box_iou_matrix(np.array([[0, 0, 10, 10]]), np.array([[5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 10, 10]]))
+    iou = box_iou_matrix(
+        np.array([[0, 0, 10, 10]]), np.array([[5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 10, 10]])
+    )
     assert iou.shape == (1, 3)
     assert iou[0] == pytest.approx([50 / 150, 0.0, 1.0])
 
@@ -46,7 +48,8 @@ def test_hungarian_maximises_total_iou_not_greedy() -> None:
 
 def test_region_object_and_aligned_are_distinct() -> None:
     truths = [strip(0, 10, "cat"), strip(100, 110, "dog")]
-    predictions = [strip(0, 10, "dog"), strip(103, 113, "dog")]  # IoU 1 wrong label; IoU 7/13 right label
+    # IoU 1 wrong label; IoU 7/13 right label
+    predictions = [strip(0, 10, "dog"), strip(103, 113, "dog")]
     match = ImageMatch.of(predictions, truths)
     assert match.regions == 2
     assert match.objects == 1
@@ -76,7 +79,9 @@ def test_medrega_divides_precision_by_truths_and_recall_by_predictions() -> None
 
 
 def test_empty_images_are_skipped_and_missed_truths_score_zero() -> None:
-    result = region_aligned_metrics([([], []), ([], [strip(0, 10)]), ([strip(0, 10)], [strip(0, 10)])])
+    result = region_aligned_metrics(
+        [([], []), ([], [strip(0, 10)]), ([strip(0, 10)], [strip(0, 10)])]
+    )
     assert result.images == 2
     assert result.aligned["precision"] == pytest.approx(0.5)
     assert result.aligned["recall"] == pytest.approx(0.5)
@@ -95,7 +100,8 @@ def test_average_precision_by_hand() -> None:
 
 def test_duplicate_detections_of_one_truth_are_false_positives() -> None:
     images = [([strip(0, 10, score=0.9), strip(0, 10, score=0.8)], [strip(0, 10)])]
-    assert average_precision(images, "a") == pytest.approx(1.0)  # the duplicate comes after full recall
+    # the duplicate comes after full recall
+    assert average_precision(images, "a") == pytest.approx(1.0)
     images = [([strip(0, 10, score=0.9), strip(0, 10, score=0.8)], [strip(0, 10), strip(500, 510)])]
     assert average_precision(images, "a") == pytest.approx(0.5)
 

@@ -117,7 +117,8 @@ def test_phrases_separated_by_commas_lose_the_trailing_comma():
 def test_scores_attach_to_their_boxes():
     text = (
         "<ref>nodule</ref><box>[[613, 200, 700, 287]]</box><score>0.82</score>: Nodule. "
-        "<ref>mass</ref><box>[[1, 2, 30, 40], [500, 500, 600, 650]]</box><score>[0.91, 0.47]</score>: Mass."
+        "<ref>mass</ref><box>[[1, 2, 30, 40], [500, 500, 600, 650]]</box><score>[0.91, "
+        "0.47]</score>: Mass."
     )
     result = parse_grounded_text(text)
     assert result.problems == ()

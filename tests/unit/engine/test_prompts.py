@@ -45,17 +45,25 @@ def medrega_prompts() -> dict[str, str]:
 
 def _request(task: Task, *, language: str = "en", targets=(), regions=()) -> GenerationRequest:
     return GenerationRequest(
-        image=np.zeros((4, 4, 3), np.float32), task=task, language=language, targets=tuple(targets), regions=tuple(regions)
+        image=np.zeros((4, 4, 3), np.float32),
+        task=task,
+        language=language,
+        targets=tuple(targets),
+        regions=tuple(regions),
     )
 
 
 def test_text_to_region_is_medregas(medrega_prompts):
-    prompt = build_prompt(_request(Task.TEXT_TO_REGION, targets=["carotid vessel wall"]), modality_phrase="MRI scan")
+    prompt = build_prompt(
+        _request(Task.TEXT_TO_REGION, targets=["carotid vessel wall"]), modality_phrase="MRI scan"
+    )
     assert prompt == medrega_prompts["Text→region"]
 
 
 def test_region_to_text_is_medregas(medrega_prompts):
-    prompt = build_prompt(_request(Task.REGION_TO_TEXT, regions=[(421, 351, 505, 470)]), modality_phrase="CT scan")
+    prompt = build_prompt(
+        _request(Task.REGION_TO_TEXT, regions=[(421, 351, 505, 470)]), modality_phrase="CT scan"
+    )
     assert prompt == medrega_prompts["Region→text"]
 
 
@@ -70,8 +78,12 @@ def test_chinese_lesion_grounding_is_medregas(medrega_prompts):
 
 
 def test_reports_are_medregas(medrega_prompts):
-    assert build_prompt(_request(Task.REPORT)) == medrega_prompts["Report (English, chest radiograph)"]
-    assert build_prompt(_request(Task.REPORT, language="zh-CN")) == medrega_prompts["Report (Chinese)"]
+    assert (
+        build_prompt(_request(Task.REPORT)) == medrega_prompts["Report (English, chest radiograph)"]
+    )
+    assert (
+        build_prompt(_request(Task.REPORT, language="zh-CN")) == medrega_prompts["Report (Chinese)"]
+    )
 
 
 def test_regional_english_variants_are_all_accepted():
@@ -109,20 +121,35 @@ def test_regional_cot_second_pass_inserts_the_first_pass_boxes():
     second = build_prompt(_request(Task.REPORT, regions=boxes))
     assert second.startswith(first)
     assert "<box>[[10, 20, 300, 400], [500, 520, 600, 610]]</box>" in second[len(first):]
-    zh = build_prompt(_request(Task.GROUNDED_REPORT, language="zh-CN", targets=["肺癌"], regions=boxes[:1]))
-    assert zh.startswith(build_prompt(_request(Task.GROUNDED_REPORT, language="zh-CN", targets=["肺癌"])))
+    zh = build_prompt(
+        _request(Task.GROUNDED_REPORT, language="zh-CN", targets=["肺癌"], regions=boxes[:1])
+    )
+    assert zh.startswith(
+        build_prompt(_request(Task.GROUNDED_REPORT, language="zh-CN", targets=["肺癌"]))
+    )
     assert zh.endswith("<box>[[10, 20, 300, 400]]</box>。")
 
 
 def test_article_follows_the_modality_phrase():
-    assert "You are given an MRI scan, and" in build_prompt(_request(Task.REPORT), modality_phrase="MRI scan")
-    assert "You are given a CT scan, and" in build_prompt(_request(Task.REPORT), modality_phrase="CT scan")
-    assert "You are given an abdominal" in build_prompt(_request(Task.REPORT), modality_phrase="abdominal CT scan")
+    assert "You are given an MRI scan, and" in build_prompt(
+        _request(Task.REPORT), modality_phrase="MRI scan"
+    )
+    assert "You are given a CT scan, and" in build_prompt(
+        _request(Task.REPORT), modality_phrase="CT scan"
+    )
+    assert "You are given an abdominal" in build_prompt(
+        _request(Task.REPORT), modality_phrase="abdominal CT scan"
+    )
 
 
 def test_several_regions_share_one_box_tag():
-    prompt = build_prompt(_request(Task.REGION_TO_TEXT, regions=[(1, 2, 3, 4), (5, 6, 7, 8)]), modality_phrase="CT scan")
-    assert prompt.endswith("What is <ref>this</ref><box>[[1, 2, 3, 4], [5, 6, 7, 8]]</box> in this CT scan?")
+    prompt = build_prompt(
+        _request(Task.REGION_TO_TEXT, regions=[(1, 2, 3, 4), (5, 6, 7, 8)]),
+        modality_phrase="CT scan",
+    )
+    assert prompt.endswith(
+        "What is <ref>this</ref><box>[[1, 2, 3, 4], [5, 6, 7, 8]]</box> in this CT scan?"
+    )
 
 
 @pytest.mark.parametrize(
@@ -158,7 +185,9 @@ def test_chinese_chest_organ_list_comes_from_the_vocabulary():
     names = organ_list("chest", language="zh-CN")
     assert len(names) == 12 and names[1] == "右肺"
     prompt = build_prompt(_request(Task.GROUNDED_REPORT, language="zh-CN", targets=names))
-    assert prompt.endswith("<ref>左肺</ref>、<ref>右肺</ref>、" + "、".join(f"<ref>{n}</ref>" for n in names[2:]))
+    assert prompt.endswith(
+        "<ref>左肺</ref>、<ref>右肺</ref>、" + "、".join(f"<ref>{n}</ref>" for n in names[2:])
+    )
     assert len(organ_list("ct_mr_organs")) == 7 and len(organ_list("lesions")) == 12
     with pytest.raises(PromptError, match="known"):
         organ_list("knee")

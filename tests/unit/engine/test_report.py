@@ -48,7 +48,9 @@ def test_json_round_trip_keeps_everything_including_chinese_and_masks():
     again = GroundedReport.from_json(report.to_json())
     assert again == report
     assert again.findings[0].description["zh-CN"] == "未见局灶性实变。"
-    np.testing.assert_array_equal(again.findings[0].regions[0].mask, report.findings[0].regions[0].mask)
+    np.testing.assert_array_equal(
+        again.findings[0].regions[0].mask, report.findings[0].regions[0].mask
+    )
     assert "未见" in report.to_json()  # stored as UTF-8 text, not \u escapes
 
 

@@ -305,7 +305,8 @@ def _finding(
     )
 
 
-#: (kind, (en label, zh label), (en sentence, zh sentence), [(image index, box)], presence, confidence)
+#: (kind, (en label, zh label), (en sentence, zh sentence), [(image index, box)], presence,
+#: confidence)
 _MAIN_FINDINGS = [
     (
         "anatomy",
@@ -485,13 +486,15 @@ def make_grounded_report() -> GroundedReport:
         findings=findings,
         impression=Text(
             {
-                "en": "Cardiomegaly with a small left pleural effusion and left mid-zone infiltrate. No pneumothorax.",
+                "en": "Cardiomegaly with a small left pleural effusion and left mid-zone "
+                "infiltrate. No pneumothorax.",
                 "zh-CN": "心脏增大，伴左侧少量胸腔积液及左中肺野浸润。未见气胸。",
             }
         ),
         model=MODEL,
         task=Task.GROUNDED_REPORT,
-        raw_output="<ref>right lung</ref><box>[[121, 172, 468, 839]]</box>: The right lung is well expanded. ...",
+        raw_output="<ref>right lung</ref><box>[[121, 172, 468, 839]]</box>: The right lung is "
+        "well expanded. ...",
         created_at=datetime(2026, 3, 10, 10, 20, 0, tzinfo=UTC),
     )
 
@@ -499,7 +502,8 @@ def make_grounded_report() -> GroundedReport:
 def make_edge_case_report() -> GroundedReport:
     """Hard cases: long text, text-only, partly/entirely outside boxes, multi-image finding."""
     long_en = " ".join(
-        f"Sentence {i}: there is a subtle reticular opacity in the peripheral lung with no change since the prior study."
+        f"Sentence {i}: there is a subtle reticular opacity in the peripheral lung "
+        "with no change since the prior study."
         for i in range(60)
     )  # > 6000 characters: beyond LO/ST limits, within UT
     long_zh = "".join(f"第{i}句：周围肺野见细微网状影，与前次检查相比无变化。" for i in range(120))

@@ -100,7 +100,8 @@ def validate_bundles():
         pytest.skip("node is not installed (needed for the npm FHIR validators)")
     if not (VALIDATORS / "node_modules").is_dir():
         pytest.skip(
-            f"npm FHIR validators not installed: run `npm ci` in {VALIDATORS} (.ci/bootstrap --test does)"
+            f"npm FHIR validators not installed: run `npm ci` in {VALIDATORS} "
+            "(.ci/bootstrap --test does)"
         )
 
     def run(tmp_path: Path, *texts: str) -> list[dict]:
@@ -292,7 +293,8 @@ def test_transaction_with_conditional_requests(grounded_report, source_images):
         assert official["use"] == "official"
         assert entry["request"] == {
             "method": "PUT",
-            "url": f"{entry['resource']['resourceType']}?identifier=urn:dicom:uid|{official['value']}",
+            "url": f"{entry['resource']['resourceType']}"
+            f"?identifier=urn:dicom:uid|{official['value']}",
         }
 
 
@@ -859,6 +861,12 @@ def test_patient_without_issuer_gets_the_nodes_own_system_when_one_is_given(
     text_issuer = system(source_images, local_node="RADGROUND")  # "RADGROUND-TEST-HOSPITAL"
     assert text_issuer not in (missing, SITE_SYSTEM)
     # a configured system still wins over the node's own
-    data = _as_dict(_build(grounded_report, source_images_minimal,
-                           patient_identifier_system={"": "urn:oid:1.2.3.5"}, local_node="RADGROUND"))
+    data = _as_dict(
+        _build(
+            grounded_report,
+            source_images_minimal,
+            patient_identifier_system={"": "urn:oid:1.2.3.5"},
+            local_node="RADGROUND",
+        )
+    )
     assert _one(data, "Patient")["identifier"][0]["system"] == "urn:oid:1.2.3.5"

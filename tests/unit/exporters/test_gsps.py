@@ -1,8 +1,8 @@
 """Presentation states (GSPS / Colour PS) drawing grounded findings.
 
 Every object is written to a file, read back and checked with real tools:
-dicom3tools' ``dciodvfy -new`` (no Error lines, :mod:`tests.exporters_validators`) and dcmtk's ``dcmpschk``
-(semantic pass; dcmtk 3.6.7 flags every non-ASCII value under ISO_IR 192 in
+dicom3tools' ``dciodvfy -new`` (no Error lines, :mod:`tests.exporters_validators`) and dcmtk's
+``dcmpschk`` (semantic pass; dcmtk 3.6.7 flags every non-ASCII value under ISO_IR 192 in
 its data-dictionary pass, which is its bug, see TOOLS.md). The read-back
 graphics are re-built through highdicom's validating constructors and must
 give back the boxes exactly.
@@ -93,7 +93,9 @@ def dcmpschk_problems(path: Path) -> list[str]:
 
 
 def test_the_checks_catch_a_broken_presentation_state(grounded_report, source_images, tmp_path):
-    (state, _) = build_presentation_states(grounded_report, source_images, language="zh-CN", revision=1)
+    (state, _) = build_presentation_states(
+        grounded_report, source_images, language="zh-CN", revision=1
+    )
     del state.DisplayedAreaSelectionSequence
     path = _write(state, tmp_path / "broken.dcm")
     assert any("displayedArea" in p for p in dcmpschk_problems(path))
@@ -116,7 +118,9 @@ def assert_valid(state: Dataset, path: Path) -> Dataset:
 # -- helpers -----------------------------------------------------------------
 
 
-def _one_finding_report(source: Dataset, box: Box, *, frame: int | None = None, label=None) -> GroundedReport:
+def _one_finding_report(
+    source: Dataset, box: Box, *, frame: int | None = None, label=None
+) -> GroundedReport:
     finding = Finding(
         kind=FindingKind.ABNORMALITY,
         label=label or Text({"en": "nodule", "zh-CN": "结节"}),
@@ -165,7 +169,10 @@ def _texts(state: Dataset) -> dict[str, list[hd.pr.TextObject]]:
             rebuilt = hd.pr.TextObject(
                 text_value=item.UnformattedTextValue,
                 units=item.BoundingBoxAnnotationUnits,
-                bounding_box=(*item.BoundingBoxTopLeftHandCorner, *item.BoundingBoxBottomRightHandCorner),
+                bounding_box=(
+                    *item.BoundingBoxTopLeftHandCorner,
+                    *item.BoundingBoxBottomRightHandCorner,
+                ),
                 tracking_id=item.TrackingID,
                 tracking_uid=item.TrackingUID,
             )
@@ -175,7 +182,9 @@ def _texts(state: Dataset) -> dict[str, list[hd.pr.TextObject]]:
 
 def _build_all(report, sources, **kwargs):
     return {
-        language: build_presentation_states(report, sources, language=language, revision=1, **kwargs)
+        language: build_presentation_states(
+            report, sources, language=language, revision=1, **kwargs
+        )
         for language in ("en", "zh-CN")
     }
 
@@ -200,11 +209,17 @@ def test_one_valid_state_per_source_series_and_language(grounded_report, source_
     # Deterministic: the same job gives the same UIDs.
     again = build_presentation_states(grounded_report, source_images, language="en", revision=1)
     assert [s.SOPInstanceUID for s in again] == [s.SOPInstanceUID for s in states["en"]]
-    other_revision = build_presentation_states(grounded_report, source_images, language="en", revision=2)
-    assert {s.SOPInstanceUID for s in other_revision}.isdisjoint(s.SOPInstanceUID for s in states["en"])
+    other_revision = build_presentation_states(
+        grounded_report, source_images, language="en", revision=2
+    )
+    assert {s.SOPInstanceUID for s in other_revision}.isdisjoint(
+        s.SOPInstanceUID for s in states["en"]
+    )
 
 
-def test_graphics_come_back_equal_with_shared_tracking_uids(grounded_report, source_images, tmp_path):
+def test_graphics_come_back_equal_with_shared_tracking_uids(
+    grounded_report, source_images, tmp_path
+):
     built = build_presentation_states(grounded_report, source_images, language="zh-CN", revision=1)
     graphics, texts, referenced = {}, {}, set()
     for index, state in enumerate(built):
@@ -212,9 +227,15 @@ def test_graphics_come_back_equal_with_shared_tracking_uids(grounded_report, sou
         graphics.update(_graphics(read))
         texts.update(_texts(read))
         for series in read.ReferencedSeriesSequence:
-            referenced.update(str(i.ReferencedSOPInstanceUID) for i in series.ReferencedImageSequence)
+            referenced.update(
+                str(i.ReferencedSOPInstanceUID) for i in series.ReferencedImageSequence
+            )
         # displayed area = this series' image size
-        (source,) = [s for s in source_images if s.SeriesInstanceUID == read.ReferencedSeriesSequence[0].SeriesInstanceUID]
+        (source,) = [
+            s
+            for s in source_images
+            if s.SeriesInstanceUID == read.ReferencedSeriesSequence[0].SeriesInstanceUID
+        ]
         (area,) = read.DisplayedAreaSelectionSequence
         assert list(area.DisplayedAreaTopLeftHandCorner) == [1, 1]
         assert list(area.DisplayedAreaBottomRightHandCorner) == [source.Columns, source.Rows]
@@ -228,7 +249,9 @@ def test_graphics_come_back_equal_with_shared_tracking_uids(grounded_report, sou
         assert graphic.graphic_type == hd.pr.GraphicTypeValues.POLYLINE
         assert graphic.units == hd.pr.AnnotationUnitsValues.PIXEL
         assert graphic.graphic_data.shape == (5, 2)
-        np.testing.assert_array_equal(graphic.graphic_data, np.asarray(region.box.polyline(), dtype=np.float32))
+        np.testing.assert_array_equal(
+            graphic.graphic_data, np.asarray(region.box.polyline(), dtype=np.float32)
+        )
         ((text,),) = [texts[finding.tracking_uid]]
         assert text.text_value == finding_label(finding, "zh-CN")
         assert finding.label["zh-CN"] in text.text_value
@@ -240,7 +263,9 @@ def test_graphics_come_back_equal_with_shared_tracking_uids(grounded_report, sou
 
 
 def test_chinese_text_is_stored_byte_for_byte(grounded_report, source_images, tmp_path):
-    (state, _) = build_presentation_states(grounded_report, source_images, language="zh-CN", revision=1)
+    (state, _) = build_presentation_states(
+        grounded_report, source_images, language="zh-CN", revision=1
+    )
     raw = dcmread(_write(state, tmp_path / "zh.dcm"), defer_size=None)
     raw_values = []
     for annotation in raw.GraphicAnnotationSequence:
@@ -273,7 +298,9 @@ def test_layers_carry_grayscale_and_colour(grounded_report, source_images):
 
 def test_no_window_override_unless_asked(grounded_report, source_images, tmp_path):
     assert all("WindowCenter" in s for s in source_images)
-    (state, _) = build_presentation_states(grounded_report, source_images, language="en", revision=1)
+    (state, _) = build_presentation_states(
+        grounded_report, source_images, language="en", revision=1
+    )
     assert "SoftcopyVOILUTSequence" not in state
     (windowed, _) = build_presentation_states(
         grounded_report, source_images, language="en", revision=1, window=(1800.0, 2400.0)
@@ -282,11 +309,15 @@ def test_no_window_override_unless_asked(grounded_report, source_images, tmp_pat
     assert (float(voi.WindowCenter), float(voi.WindowWidth)) == (1800.0, 2400.0)
     assert_valid(windowed, tmp_path / "windowed.dcm")
     with pytest.raises(ExportError, match="window"):
-        build_presentation_states(grounded_report, source_images, language="en", revision=1, window=(10, 0))
+        build_presentation_states(
+            grounded_report, source_images, language="en", revision=1, window=(10, 0)
+        )
 
 
 def test_presentation_pixel_aspect_ratio_follows_the_source(grounded_report, source_images):
-    (state, _) = build_presentation_states(grounded_report, source_images, language="en", revision=1)
+    (state, _) = build_presentation_states(
+        grounded_report, source_images, language="en", revision=1
+    )
     row, column = (float(v) for v in source_images[0].ImagerPixelSpacing)
     vertical, horizontal = state.DisplayedAreaSelectionSequence[0].PresentationPixelAspectRatio
     assert int(vertical) / int(horizontal) == pytest.approx(row / column, rel=1e-4)
@@ -295,24 +326,31 @@ def test_presentation_pixel_aspect_ratio_follows_the_source(grounded_report, sou
 # -- edge cases ------------------------------------------------------------------
 
 
-def test_boxes_outside_the_image_are_clipped_or_dropped_and_recorded(edge_case_report, source_images, tmp_path):
+def test_boxes_outside_the_image_are_clipped_or_dropped_and_recorded(
+    edge_case_report, source_images, tmp_path
+):
     plan = plan_regions(edge_case_report, source_images)
     clipped = [p for p in plan.overlays.problems if "clipped" in p]
     dropped = [p for p in plan.overlays.problems if "dropped" in p]
     assert len(clipped) == 2 and len(dropped) == 2
-    assert all(edge_case_report.findings[2].tracking_uid not in p for p in plan.overlays.problems)  # UIDs hashed
+    # UIDs hashed
+    assert all(edge_case_report.findings[2].tracking_uid not in p for p in plan.overlays.problems)
     states = _build_all(edge_case_report, source_images, plan=plan)
     for language, built in states.items():
         graphics: dict[str, list] = {}
         for index, state in enumerate(built):
-            for uid, items in _graphics(assert_valid(state, tmp_path / f"{language}{index}.dcm")).items():
+            for uid, items in _graphics(
+                assert_valid(state, tmp_path / f"{language}{index}.dcm")
+            ).items():
                 graphics.setdefault(uid, []).extend(items)
         partly_outside = edge_case_report.findings[2]
         for region_index, source in enumerate(source_images):
             ((sop, _, graphic),) = graphics[region_tracking_uid(partly_outside, region_index)]
             assert sop == source.SOPInstanceUID
             clipped = (Box(0.0, 400.0, 130.0, 512.0), Box(400.0, 420.0, 512.0, 480.0))[region_index]
-            np.testing.assert_array_equal(graphic.graphic_data, np.asarray(clipped.polyline(), dtype=np.float32))
+            np.testing.assert_array_equal(
+                graphic.graphic_data, np.asarray(clipped.polyline(), dtype=np.float32)
+            )
         assert edge_case_report.findings[3].tracking_uid not in graphics  # entirely outside
         assert edge_case_report.findings[1].tracking_uid not in graphics  # text-only
         # the edge-only box is dropped, its sibling region kept
@@ -329,7 +367,9 @@ def test_tracking_uids_and_ids_are_the_srs(edge_case_report, source_images):
         planar = list(sr.content.get_planar_roi_measurement_groups())
         sr_ids = {str(g.tracking_uid): g.tracking_identifier for g in planar}
         gsps_ids = {}
-        for state in build_presentation_states(edge_case_report, source_images, language=language, revision=1):
+        for state in build_presentation_states(
+            edge_case_report, source_images, language=language, revision=1
+        ):
             for annotation in state.GraphicAnnotationSequence:
                 for item in [*annotation.GraphicObjectSequence, *annotation.TextObjectSequence]:
                     gsps_ids[str(item.TrackingUID)] = item.TrackingID
@@ -363,13 +403,16 @@ def test_truncate_utf8_never_splits_a_character(text, limit):
 
 
 @pytest.mark.parametrize("fixture", ["source_images_latin1", "source_images_minimal"])
-def test_legacy_charset_and_minimal_sources_give_valid_objects(fixture, grounded_report, request, tmp_path):
+def test_legacy_charset_and_minimal_sources_give_valid_objects(
+    fixture, grounded_report, request, tmp_path
+):
     sources = request.getfixturevalue(fixture)
     for language, built in _build_all(grounded_report, sources).items():
         for index, state in enumerate(built):
             read = assert_valid(state, tmp_path / f"{language}{index}.dcm")
             assert read.SpecificCharacterSet == "ISO_IR 192"
-            assert read.PatientName == sources[0].PatientName  # decoded from ISO_IR 100, stored as UTF-8
+            # decoded from ISO_IR 100, stored as UTF-8
+            assert read.PatientName == sources[0].PatientName
     if fixture == "source_images_latin1":
         assert "Müller^Zoë^Renée".encode() in (tmp_path / "en0.dcm").read_bytes()
 
@@ -396,7 +439,9 @@ def test_laterality_condition_of_the_general_series(source_images, tmp_path):
 
 
 def test_multiframe_regions_reference_their_frames(multiframe_source, multiframe_report, tmp_path):
-    (state,) = build_presentation_states(multiframe_report, [multiframe_source], language="zh-CN", revision=1)
+    (state,) = build_presentation_states(
+        multiframe_report, [multiframe_source], language="zh-CN", revision=1
+    )
     read = assert_valid(state, tmp_path / "mf.dcm")
     graphics = _graphics(read)
     for finding, frame in zip(multiframe_report.findings, (2, 7)):
@@ -445,7 +490,9 @@ def test_bad_input_is_refused_with_a_clear_error(grounded_report, source_images)
     assert build_presentation_states(text_only, source_images, language="en", revision=1) == []
 
 
-def test_memoised_iod_lookups_change_no_output_and_are_removed_afterwards(grounded_report, source_images):
+def test_memoised_iod_lookups_change_no_output_and_are_removed_afterwards(
+    grounded_report, source_images
+):
     """The project's GSPS build (memoised highdicom look-ups) equals the plain one, and
     highdicom's own function is back in place after the call."""
     import highdicom._standard_utils as standard_utils
@@ -455,6 +502,8 @@ def test_memoised_iod_lookups_change_no_output_and_are_removed_afterwards(ground
 
     original = standard_utils.is_attribute_in_iod
     fast = build_presentation_states(grounded_report, source_images, language="en", revision=1)
-    plain = build_presentation_states.__wrapped__(grounded_report, source_images, language="en", revision=1)
+    plain = build_presentation_states.__wrapped__(
+        grounded_report, source_images, language="en", revision=1
+    )
     assert standard_utils.is_attribute_in_iod is original
     assert [comparable_bytes(a) for a in fast] == [comparable_bytes(b) for b in plain]

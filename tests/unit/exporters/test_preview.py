@@ -69,7 +69,9 @@ def test_missing_fonts_fall_back_gracefully(monkeypatch, tmp_path, caplog):
     preview._font.cache_clear()
     try:
         with caplog.at_level(logging.WARNING, logger="exporters.preview"):
-            image = render_overlay(np.zeros((60, 60), dtype=np.uint8), [Overlay(Box(5, 30, 50, 55), "右肺 lung")])
+            image = render_overlay(
+                np.zeros((60, 60), dtype=np.uint8), [Overlay(Box(5, 30, 50, 55), "右肺 lung")]
+            )
         assert _mask(image).any()
         assert "no CJK font" in caplog.text
     finally:
@@ -94,4 +96,6 @@ def test_bad_input_is_refused():
         render_overlay(np.zeros((4, 4), dtype=np.float32), [])
     with pytest.raises(ExportError, match="rgb"):
         Overlay(Box(0, 0, 1, 1), "x", rgb=(300, 0, 0))
-    assert isinstance(ImageDraw.Draw(render_overlay(np.zeros((4, 4, 3), dtype=np.uint8), [])), ImageDraw.ImageDraw)
+    assert isinstance(
+        ImageDraw.Draw(render_overlay(np.zeros((4, 4, 3), dtype=np.uint8), [])), ImageDraw.ImageDraw
+    )

@@ -529,7 +529,9 @@ def test_pixelmed_sr_validator_finds_no_errors(
         assert pixelmed_sr_errors(path) == [], name
 
 
-def test_negative_report_gives_a_valid_sr_saying_nothing_was_found(tmp_path, source_images, grounded_report):
+def test_negative_report_gives_a_valid_sr_saying_nothing_was_found(
+    tmp_path, source_images, grounded_report
+):
     """A study where the model found nothing still gets an SR per language: one
     text-only group (finding absent) with the impression, and the impression itself."""
     import dataclasses
@@ -571,19 +573,32 @@ def hd_groups(document):
     return presences
 
 
-def test_algorithm_identification_says_which_findings_the_model_does_not_report(grounded_report, source_images):
+def test_algorithm_identification_says_which_findings_the_model_does_not_report(
+    grounded_report, source_images
+):
     """TID 4019 Algorithm Parameters carry ModelInfo.parameters (the default model's
     reported and not-reported classes), in every measurement group."""
-    statements = ("reported findings: Cardiomegaly (score >= 0.15)", "not reported by this model: Effusion, Mass")
+    statements = (
+        "reported findings: Cardiomegaly (score >= 0.15)",
+        "not reported by this model: Effusion, Mass",
+    )
     model = dataclasses.replace(grounded_report.model, parameters=statements)
-    sr = _reread(build_sr(dataclasses.replace(grounded_report, model=model), source_images, language="en", revision=1))
+    sr = _reread(
+        build_sr(
+            dataclasses.replace(grounded_report, model=model),
+            source_images,
+            language="en",
+            revision=1,
+        )
+    )
 
     def algorithm_items(items):
         for item in items:
             if item.ConceptNameCodeSequence[0].CodeValue == "111001":  # Algorithm Name
                 yield [
                     sibling.TextValue for sibling in items
-                    if sibling.ConceptNameCodeSequence[0].CodeValue == "111002"  # Algorithm Parameters
+                    # Algorithm Parameters
+                    if sibling.ConceptNameCodeSequence[0].CodeValue == "111002"
                 ]
             yield from algorithm_items(item.get("ContentSequence", []))
 

@@ -14,7 +14,10 @@ def runner(monkeypatch):
     return CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["serve"], ["echo"], ["send"], ["studies"], ["routes", "test"], ["db", "upgrade"]])
+@pytest.mark.parametrize(
+    "command",
+    [[], ["serve"], ["echo"], ["send"], ["studies"], ["routes", "test"], ["db", "upgrade"]],
+)
 def test_every_command_explains_itself(runner, command):
     result = runner.invoke(cli, [*command, "--help"])
     assert result.exit_code == 0
@@ -72,7 +75,8 @@ def test_node_refuses_to_start_without_the_fhir_secret(runner, tmp_path, monkeyp
         f"[storage]\nroot = '{tmp_path / 'instances'}'\nreserve_mb = 0\n"
         f"[database]\nurl = 'sqlite:///{tmp_path / 'db.sqlite'}'\n"
         f"[workers]\nbroker_url = 'radground+sqlite:///{tmp_path / 'broker.sqlite'}'\n"
-        "[destinations.EHR]\ntype = 'fhir'\nurl = 'https://ehr.invalid/fhir'\nauth = 'bearer'\ntoken_env = 'RG_TEST_EHR_TOKEN'\n"
+        "[destinations.EHR]\ntype = 'fhir'\nurl = 'https://ehr.invalid/fhir'\nauth = "
+        "'bearer'\ntoken_env = 'RG_TEST_EHR_TOKEN'\n"
     )
     result = runner.invoke(cli, ["--config", str(config), "node"])
     assert result.exit_code == 1
@@ -97,14 +101,18 @@ def test_send_skips_hidden_entries_of_a_directory(runner, tmp_path):
 def _routes_config(tmp_path):
     config = tmp_path / "routes.toml"
     config.write_text(
-        "[[routes]]\nname = 'ct-from-scanner'\nmodalities = ['CT']\ncalling_ae_titles = ['SCANNER1']\n"
-        "[[routes]]\nname = 'chest-radiographs'\nmodalities = ['CR', 'DX']\nbody_parts = ['CHEST']\n"
+        "[[routes]]\nname = 'ct-from-scanner'\nmodalities = ['CT']\ncalling_ae_titles "
+        "= ['SCANNER1']\n"
+        "[[routes]]\nname = 'chest-radiographs'\nmodalities = ['CR', 'DX']\nbody_parts "
+        "= ['CHEST']\n"
         "series_description = '^PA'\n"
     )
     return config
 
 
-def test_routes_test_explains_which_route_a_file_takes_and_why_not_the_others(runner, tmp_path, shared_data):
+def test_routes_test_explains_which_route_a_file_takes_and_why_not_the_others(
+    runner, tmp_path, shared_data
+):
     from pydicom.uid import generate_uid
 
     from tests.factories import make_chest_dx, make_ct, write_dataset
@@ -113,8 +121,14 @@ def test_routes_test_explains_which_route_a_file_takes_and_why_not_the_others(ru
     ct = make_ct(study_instance_uid=generate_uid(), series_instance_uid=generate_uid())
     ct.BodyPartExamined = "HEAD"
     write_dataset(ct, tmp_path / "ct" / "1.dcm")
-    write_dataset(make_ct(study_instance_uid=ct.StudyInstanceUID, series_instance_uid=ct.SeriesInstanceUID,
-                          instance_number=2), tmp_path / "ct" / "2.dcm")
+    write_dataset(
+        make_ct(
+            study_instance_uid=ct.StudyInstanceUID,
+            series_instance_uid=ct.SeriesInstanceUID,
+            instance_number=2,
+        ),
+        tmp_path / "ct" / "2.dcm",
+    )
     (tmp_path / "ct" / "notes.txt").write_text("not dicom")
 
     result = runner.invoke(cli, ["--config", str(config), "routes", "test", str(tmp_path / "ct")])
@@ -123,22 +137,49 @@ def test_routes_test_explains_which_route_a_file_takes_and_why_not_the_others(ru
     assert "1 file(s) skipped: not readable DICOM" in result.output
     assert "route ct-from-scanner: no match\n    calling AE title is (empty), wanted SCANNER1 " \
            "(a file does not say who sent it: give --calling-ae)" in result.output
-    assert "route chest-radiographs: no match\n    modality is CT, wanted CR or DX\n" \
-           "    body part is HEAD, wanted CHEST\n    series description does not match /^PA/" in result.output
+    assert (
+        "route chest-radiographs: no match\n    modality is CT, wanted CR or DX\n"
+        "    body part is HEAD, wanted CHEST\n    series description does not match /^PA/"
+        in result.output
+    )
     assert "No route matches: the study is stored and indexed but not processed." in result.output
-    assert "Test^Synthetic" not in result.output and "RG-TEST" not in result.output  # no patient data
+    # no patient data
+    assert "Test^Synthetic" not in result.output and "RG-TEST" not in result.output
 
-    result = runner.invoke(cli, ["--config", str(config), "routes", "test", "--calling-ae", "SCANNER1",
-                                 str(tmp_path / "ct")])
+    result = runner.invoke(
+        cli,
+        [
+            "--config",
+            str(config),
+            "routes",
+            "test",
+            "--calling-ae",
+            "SCANNER1",
+            str(tmp_path / "ct"),
+        ],
+    )
     assert result.exit_code == 0, result.output
-    assert "route ct-from-scanner: MATCHES 2 of 2 instance(s): model default, task detection" in result.output
+    assert (
+        "route ct-from-scanner: MATCHES 2 of 2 instance(s): model default, task detection"
+        in result.output
+    )
     assert "The study would be processed on route ct-from-scanner." in result.output
 
     dx = make_chest_dx(shared_data / "nih-cxr-boxes" / "images" / "00000072_000.png")
     dx.SeriesDescription = "PA chest"
     write_dataset(dx, tmp_path / "dx.dcm")
-    result = runner.invoke(cli, ["--config", str(config), "routes", "test", "--calling-ae", "SCANNER1",
-                                 str(tmp_path / "dx.dcm")])
+    result = runner.invoke(
+        cli,
+        [
+            "--config",
+            str(config),
+            "routes",
+            "test",
+            "--calling-ae",
+            "SCANNER1",
+            str(tmp_path / "dx.dcm"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "route ct-from-scanner: no match\n    modality is DX, wanted CT\n" in result.output
     assert "route chest-radiographs: MATCHES 1 of 1 instance(s)" in result.output
@@ -185,8 +226,21 @@ def test_send_does_not_print_pydicom_value_warnings(tmp_path):
     environment = {k: v for k, v in os.environ.items() if not k.startswith("RADGROUND_")}
     environment["PYTHONWARNINGS"] = "always"
     completed = subprocess.run(
-        [sys.executable, "-m", "radground", "send", str(path), "--to", f"PACS@127.0.0.1:{closed_port()}"],
-        capture_output=True, text=True, env=environment, cwd=tmp_path, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "radground",
+            "send",
+            str(path),
+            "--to",
+            f"PACS@127.0.0.1:{closed_port()}",
+        ],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
     )
     assert completed.returncode == 1, completed.stderr
     assert "FAILED" in completed.stderr

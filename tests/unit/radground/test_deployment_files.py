@@ -51,8 +51,10 @@ def _clean_environment(monkeypatch):
 
 # -- reading the files ------------------------------------------------------------
 
-_VARIABLE = re.compile(r"\$\$|\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}"
-                       r"|\$(?P<plain>[A-Za-z_][A-Za-z0-9_]*)")
+_VARIABLE = re.compile(
+    r"\$\$|\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}"
+    r"|\$(?P<plain>[A-Za-z_][A-Za-z0-9_]*)"
+)
 
 
 def interpolate(value: Any, env: Mapping[str, str]) -> Any:
@@ -73,7 +75,9 @@ def interpolate(value: Any, env: Mapping[str, str]) -> Any:
         if match.group("op") == "-":
             return env.get(name, match.group("default"))
         if name not in env:
-            raise AssertionError(f"${{{name}}} has no default: `docker compose up` would need it set")
+            raise AssertionError(
+                f"${{{name}}} has no default: `docker compose up` would need it set"
+            )
         return env[name]
 
     return _VARIABLE.sub(replace, value)
@@ -136,7 +140,8 @@ def resolve_cli(args: list[str]) -> click.Command:
     context = cli.make_context("radground", list(args))
     command: click.Command = cli
     while isinstance(command, click.Group):
-        protected = getattr(context, "_protected_args", None)  # click >= 8.2; before: protected_args
+        # click >= 8.2; before: protected_args
+        protected = getattr(context, "_protected_args", None)
         remaining = [*(context.protected_args if protected is None else protected), *context.args]
         assert remaining, f"`radground {' '.join(args)}` stops at group {command.name!r}"
         name, sub, rest = command.resolve_command(context, remaining)
@@ -200,7 +205,16 @@ def exec_form(rest: str) -> list[str]:
 
 def test_compose_runs_the_cluster_with_a_pacs_and_an_ehr(compose):
     services = compose["services"]
-    assert set(services) >= {"postgres", "redis", "migrate", "node", "worker-gpu", "worker-io", "orthanc", "fhir"}
+    assert set(services) >= {
+        "postgres",
+        "redis",
+        "migrate",
+        "node",
+        "worker-gpu",
+        "worker-io",
+        "orthanc",
+        "fhir",
+    }
     assert services["postgres"]["image"].startswith("postgres:16")
     assert services["redis"]["image"].startswith("redis:7")
     assert services["orthanc"]["image"].split(":")[0] in {"jodogne/orthanc", "orthancteam/orthanc"}
@@ -214,7 +228,12 @@ def test_compose_runs_the_cluster_with_a_pacs_and_an_ehr(compose):
 def test_every_radground_command_in_compose_parses_with_the_cli(compose, name):
     args = command_args(compose["services"][name]["command"])
     command = resolve_cli(args)
-    expected = {"migrate": "upgrade", "node": "node", "worker-gpu": "worker", "worker-io": "worker"}[name]
+    expected = {
+        "migrate": "upgrade",
+        "node": "node",
+        "worker-gpu": "worker",
+        "worker-io": "worker",
+    }[name]
     assert command.name == expected
     if name.startswith("worker-"):
         assert args[args.index("--queues") + 1] == name.removeprefix("worker-")
@@ -236,7 +255,9 @@ def test_radground_environment_variables_name_real_settings(compose, name):
             path = key.removeprefix("RADGROUND_").lower().split("__")
             model: Any = Settings
             for depth, part in enumerate(path):
-                assert isinstance(model, type) and issubclass(model, BaseModel), f"{key}: {part!r} is past a value"
+                assert isinstance(model, type) and issubclass(model, BaseModel), (
+                    f"{key}: {part!r} is past a value"
+                )
                 if model is Settings and path[0] == "models" and depth == 1:
                     model = ModelSettings  # models.<name>.<field>
                     continue
@@ -281,7 +302,10 @@ def test_environment_overrides_really_override_the_mounted_file(compose, monkeyp
     assert settings.database.url == "postgresql://other@db.example/x"
     # A nested override keeps the file's other values of that section.
     assert settings.models["default"].backend == "onnx"
-    assert settings.models["default"].path == tomllib.loads(CLUSTER_CONFIG.read_text())["models"]["default"]["path"]
+    assert (
+        settings.models["default"].path
+        == tomllib.loads(CLUSTER_CONFIG.read_text())["models"]["default"]["path"]
+    )
 
 
 def test_node_and_workers_share_storage_and_outputs(compose, monkeypatch):
@@ -293,7 +317,9 @@ def test_node_and_workers_share_storage_and_outputs(compose, monkeypatch):
     # The same named volume at the same path in the node and every worker.
     for path in (storage, outputs):
         volumes = {sources[name].get(path) for name in LONG_RUNNING}
-        assert len(volumes) == 1 and None not in volumes, f"{path} is not one shared volume: {volumes}"
+        assert len(volumes) == 1 and None not in volumes, (
+            f"{path} is not one shared volume: {volumes}"
+        )
         assert volumes.pop() in compose["volumes"]
     # TensorRT engines are cached beside outputs_root (radground.runtime.build_context).
     engines = str(PurePosixPath(outputs).parent / "engines")
@@ -317,11 +343,17 @@ def test_services_start_in_order_and_migrations_run_first(compose):
 def test_gpu_worker_gets_an_nvidia_gpu_and_the_tensorrt_image(compose, monkeypatch):
     service = compose["services"]["worker-gpu"]
     devices = service["deploy"]["resources"]["reservations"]["devices"]
-    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] and (d.get("count") or d.get("device_ids"))
-               for d in devices)
+    assert any(
+        d["driver"] == "nvidia"
+        and "gpu" in d["capabilities"]
+        and (d.get("count") or d.get("device_ids"))
+        for d in devices
+    )
     target = service["build"]["target"]
     assert dockerfile_stages()[target]["base"].startswith("nvcr.io/nvidia/tensorrt:")
-    assert re.fullmatch(r"nvcr\.io/nvidia/tensorrt:\d\d\.\d\d-py3", dockerfile_stages()[target]["base"])
+    assert re.fullmatch(
+        r"nvcr\.io/nvidia/tensorrt:\d\d\.\d\d-py3", dockerfile_stages()[target]["base"]
+    )
     # Its default model is TensorRT on the ONNX file the GPU image provides at that path.
     settings = settings_of(service, monkeypatch)
     for route in settings.routes:
@@ -346,14 +378,33 @@ def test_orthanc_and_radground_know_each_other(compose, monkeypatch):
     services = compose["services"]
     settings = settings_of(services["node"], monkeypatch)
     orthanc_service = services["orthanc"]
-    config_dir = next(target for target, source in mounts(orthanc_service).items() if host_path(source) == ORTHANC_DIR)
-    assert command_args(orthanc_service["command"]) in (["/etc/orthanc/"], [config_dir], [config_dir + "/"])
+    config_dir = next(
+        target
+        for target, source in mounts(orthanc_service).items()
+        if host_path(source) == ORTHANC_DIR
+    )
+    assert command_args(orthanc_service["command"]) in (
+        ["/etc/orthanc/"],
+        [config_dir],
+        [config_dir + "/"],
+    )
     orthanc = json.loads((ORTHANC_DIR / "orthanc.json").read_text())
 
     pacs = settings.destinations["PACS"]
-    assert (pacs.ae_title, pacs.host, pacs.port) == (orthanc["DicomAet"], "orthanc", orthanc["DicomPort"])
-    assert any(peer.to_peer().matches(orthanc["DicomAet"], "172.18.0.7") for peer in settings.node.allowed_peers)
-    assert orthanc["DicomModalities"]["radground"] == [settings.node.ae_title, "node", settings.node.port]
+    assert (pacs.ae_title, pacs.host, pacs.port) == (
+        orthanc["DicomAet"],
+        "orthanc",
+        orthanc["DicomPort"],
+    )
+    assert any(
+        peer.to_peer().matches(orthanc["DicomAet"], "172.18.0.7")
+        for peer in settings.node.allowed_peers
+    )
+    assert orthanc["DicomModalities"]["radground"] == [
+        settings.node.ae_title,
+        "node",
+        settings.node.port,
+    ]
     assert orthanc["DicomAlwaysAllowStore"] is True  # RadGround's SR/GSPS are accepted
     published = [int(str(p).rsplit(":", 1)[-1]) for p in orthanc_service["ports"]]
     assert orthanc["DicomPort"] in published and orthanc["HttpPort"] in published
@@ -383,7 +434,8 @@ def test_cluster_example_loads_and_routes_reach_configured_destinations():
         assert route.model in settings.models
         for name in route.destinations:
             assert name in settings.destinations
-    assert settings.destinations["EHR"].auth == "none"  # the compose HAPI; a real EHR uses token_env
+    # the compose HAPI; a real EHR uses token_env
+    assert settings.destinations["EHR"].auth == "none"
 
 
 def test_cluster_example_holds_no_secrets():
@@ -403,11 +455,15 @@ def test_container_healthcheck_is_answered_by_the_cluster_node(tmp_path, monkeyp
     from radground.node import build_scp
 
     settings = load_settings(CLUSTER_CONFIG)
-    settings = settings.model_copy(update={
-        "node": settings.node.model_copy(update={"host": "127.0.0.1", "port": 0}),
-        "storage": settings.storage.model_copy(update={"root": tmp_path / "instances"}),
-        "database": settings.database.model_copy(update={"url": f"sqlite:///{tmp_path / 'index.db'}"}),
-    })
+    settings = settings.model_copy(
+        update={
+            "node": settings.node.model_copy(update={"host": "127.0.0.1", "port": 0}),
+            "storage": settings.storage.model_copy(update={"root": tmp_path / "instances"}),
+            "database": settings.database.model_copy(
+                update={"url": f"sqlite:///{tmp_path / 'index.db'}"}
+            ),
+        }
+    )
     scp = build_scp(settings)
     _, port = scp.start("127.0.0.1", 0)
     try:
@@ -481,7 +537,9 @@ def test_image_default_config_listens_on_all_interfaces(tmp_path):
     config.write_text(edited)
     settings, defaults = load_settings(config), load_settings(REPO / "config" / "radground.toml")
     assert settings.node.host == "0.0.0.0"
-    changed = {key for key, value in settings.model_dump().items() if defaults.model_dump()[key] != value}
+    changed = {
+        key for key, value in settings.model_dump().items() if defaults.model_dump()[key] != value
+    }
     assert changed == {"node"}
     assert settings.node.model_copy(update={"host": defaults.node.host}) == defaults.node
 
@@ -544,7 +602,9 @@ def test_dockerignore_keeps_what_the_build_copies_and_drops_the_rest():
             if "--from=" in copy:
                 continue
             copied += copy.split()[:-1]
-    assert {"pyproject.toml", "README.md", "radground", "engine", "config/radground.toml"} <= set(copied)
+    assert {"pyproject.toml", "README.md", "radground", "engine", "config/radground.toml"} <= set(
+        copied
+    )
     for source in copied:
         files = list(_context_files(source))
         assert files, f"COPY {source}: nothing there"
@@ -586,7 +646,9 @@ def test_orthanc_forwards_to_radground_but_not_radground_own_results(tmp_path):
 
     peer = AE(ae_title="RADGROUND")
     peer.supported_contexts = StoragePresentationContexts
-    server = peer.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    server = peer.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
     port = server.server_address[1]
 
     config = json.loads((ORTHANC_DIR / "orthanc.json").read_text())
@@ -606,12 +668,22 @@ def test_orthanc_forwards_to_radground_but_not_radground_own_results(tmp_path):
         with OrthancPACS(tmp_path / "orthanc", modalities={name: (ae_title, "127.0.0.1", port)},
                          extra_config=extra) as pacs:
             pacs.upload(uploaded)
-            pacs.wait_for(lambda: uid[uploaded] in received or None, timeout=20, what="uploaded instance forwarded")
+            pacs.wait_for(
+                lambda: uid[uploaded] in received or None,
+                timeout=20,
+                what="uploaded instance forwarded",
+            )
             # RadGround's results arrive over DICOM from AE RADGROUND: stored, not sent back.
-            (result,) = StorageSCU("RADGROUND").send([ours], Destination("ORTHANC", "127.0.0.1", pacs.dicom_port))
+            (result,) = StorageSCU("RADGROUND").send(
+                [ours], Destination("ORTHANC", "127.0.0.1", pacs.dicom_port)
+            )
             assert result.ok, result
             pacs.upload(control)
-            pacs.wait_for(lambda: uid[control] in received or None, timeout=20, what="control instance forwarded")
+            pacs.wait_for(
+                lambda: uid[control] in received or None,
+                timeout=20,
+                what="control instance forwarded",
+            )
             time.sleep(1.0)
             stored = {i["SOPInstanceUID"] for i in pacs.instances_of_study(study)}
             assert stored == set(uid.values())

@@ -68,7 +68,9 @@ def _head_mr(tmp_path: Path) -> Path:
 def _chest_dx(tmp_path: Path, shared_data: Path, view: str) -> Path:
     from tests.factories import make_chest_dx, write_dataset
 
-    ds = make_chest_dx(shared_data / "nih-cxr-boxes" / "images" / "00000072_000.png", view_position=view)
+    ds = make_chest_dx(
+        shared_data / "nih-cxr-boxes" / "images" / "00000072_000.png", view_position=view
+    )
     return write_dataset(ds, tmp_path / f"dx-{view}.dcm")
 
 
@@ -83,7 +85,9 @@ def test_predict_refuses_a_head_mr_and_says_why(tmp_path: Path) -> None:
 
 
 def test_predict_force_runs_the_model_anyway_and_records_it(tmp_path: Path) -> None:
-    result = CliRunner().invoke(model, ["predict", str(_head_mr(tmp_path)), "--json", "--force", "--lang", "en"])
+    result = CliRunner().invoke(
+        model, ["predict", str(_head_mr(tmp_path)), "--json", "--force", "--lang", "en"]
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output[: result.output.rindex("}") + 1])
     [problem] = [p for p in payload["problems"] if "(forced)" in p]
@@ -92,7 +96,9 @@ def test_predict_force_runs_the_model_anyway_and_records_it(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("view", ["PA", "AP"])
 def test_predict_accepts_a_frontal_chest_dx(tmp_path: Path, shared_data: Path, view: str) -> None:
-    result = CliRunner().invoke(model, ["predict", str(_chest_dx(tmp_path, shared_data, view)), "--json"])
+    result = CliRunner().invoke(
+        model, ["predict", str(_chest_dx(tmp_path, shared_data, view)), "--json"]
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output[: result.output.rindex("}") + 1])
     assert payload["problems"] == []
@@ -118,10 +124,14 @@ def test_export_onnx_refuses_bad_class_thresholds_before_exporting(tmp_path: Pat
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_predict_prints_bilingual_findings_and_writes_a_preview(shared_data: Path, tmp_path: Path) -> None:
+def test_predict_prints_bilingual_findings_and_writes_a_preview(
+    shared_data: Path, tmp_path: Path
+) -> None:
     dicom = shared_data / "dicom" / "RG1_J2KI.dcm"
     png = tmp_path / "preview.png"
-    result = CliRunner().invoke(model, ["predict", str(dicom), "--lang", "en,zh-CN", "--png", str(png), "--json"])
+    result = CliRunner().invoke(
+        model, ["predict", str(dicom), "--lang", "en,zh-CN", "--png", str(png), "--json"]
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output[: result.output.rindex("}") + 1])
     assert payload["model"]["name"] == "radground-cxr-det"
@@ -135,7 +145,8 @@ def test_predict_prints_bilingual_findings_and_writes_a_preview(shared_data: Pat
         assert preview.size == (1841, 1955)
         pixels = np.asarray(preview.convert("RGB")).astype(int)
     coloured = np.abs(pixels[..., 0] - pixels[..., 1]) + np.abs(pixels[..., 1] - pixels[..., 2])
-    assert (coloured > 60).any() == bool(payload["findings"])  # boxes drawn in colour on a gray image
+    # boxes drawn in colour on a gray image
+    assert (coloured > 60).any() == bool(payload["findings"])
 
 
 def test_predict_refuses_a_non_image_with_a_reason(shared_data: Path) -> None:
@@ -145,7 +156,9 @@ def test_predict_refuses_a_non_image_with_a_reason(shared_data: Path) -> None:
 
 
 def test_predict_rejects_unknown_languages(shared_data: Path) -> None:
-    result = CliRunner().invoke(model, ["predict", str(shared_data / "dicom" / "RG1_J2KI.dcm"), "--lang", "xx"])
+    result = CliRunner().invoke(
+        model, ["predict", str(shared_data / "dicom" / "RG1_J2KI.dcm"), "--lang", "xx"]
+    )
     assert result.exit_code == 2
     assert "languages" in result.output
 

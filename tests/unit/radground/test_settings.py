@@ -34,7 +34,9 @@ def test_documented_config_file_mentions_every_setting():
     text = (REPO / "config" / "radground.toml").read_text()
     data = tomllib.loads(text)
     for section in ("node", "storage", "database", "completion", "workers", "delivery", "logging"):
-        assert set(data[section]) == set(Settings.model_fields[section].annotation.model_fields), section
+        assert set(data[section]) == set(Settings.model_fields[section].annotation.model_fields), (
+            section
+        )
     assert set(data["models"]["default"]) == set(ModelSettings.model_fields)
     assert set(data["routes"][0]) == set(RouteSettings.model_fields)
     # the commented examples name every field of the sections that are empty by default
@@ -48,7 +50,9 @@ def test_route_references_are_checked(tmp_path):
     config.write_text('[[routes]]\nname = "r"\ndestinations = ["NOWHERE"]\n')
     with pytest.raises(SettingsError, match="NOWHERE"):
         load_settings(config)
-    config.write_text('[destinations.EHR]\ntype = "fhir"\nurl = "https://x/fhir"\nauth = "bearer"\n')
+    config.write_text(
+        '[destinations.EHR]\ntype = "fhir"\nurl = "https://x/fhir"\nauth = "bearer"\n'
+    )
     with pytest.raises(SettingsError, match="token_env"):
         load_settings(config)
 
@@ -91,7 +95,10 @@ _PACS = "[destinations.PACS]\nae_title = 'P'\nhost = 'h'\nport = 104\n"
 @pytest.mark.parametrize(
     "outputs, message",
     [
-        ('["sr", "dicomseg"]', "unknown output kind 'dicomseg'; a DICOM destination takes 'sr', 'gsps', 'sc', 'kos'"),
+        (
+            '["sr", "dicomseg"]',
+            "unknown output kind 'dicomseg'; a DICOM destination takes 'sr', 'gsps', 'sc', 'kos'",
+        ),
         ('["sr", "fhir"]', "output kind 'fhir' is not DICOM"),
         ('["csps"]', "output kind 'csps' comes with 'gsps'"),
         ('"sr"', "must be a list of output kinds"),
@@ -111,7 +118,11 @@ def test_destination_outputs_are_output_kinds_and_kos_is_sent_by_default(tmp_pat
 
     config = tmp_path / "c.toml"
     config.write_text(_PACS)
-    assert load_settings(config).destinations["PACS"].outputs == (OutputKind.SR, OutputKind.GSPS, OutputKind.KOS)
+    assert load_settings(config).destinations["PACS"].outputs == (
+        OutputKind.SR,
+        OutputKind.GSPS,
+        OutputKind.KOS,
+    )
     config.write_text(f"{_PACS}outputs = ['SC', 'sr', 'sc']\n")
     assert load_settings(config).destinations["PACS"].outputs == (OutputKind.SC, OutputKind.SR)
 
@@ -171,18 +182,27 @@ def test_each_destination_type_has_its_section(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text(
         '[destinations.PACS]\nae_title = "PACS"\nhost = "pacs"\nport = 104\n'  # no type: "dicom"
-        '[destinations.VNA]\ntype = "dicomweb"\nurl = "https://vna/dicom-web/"\noutputs = ["sr", "kos"]\n'
-        'retry_for_hours = 2\n'
+        '[destinations.VNA]\ntype = "dicomweb"\nurl = '
+        '"https://vna/dicom-web/"\noutputs = ["sr", "kos"]\n'
+        "retry_for_hours = 2\n"
         '[destinations.EHR]\ntype = "fhir"\nurl = "https://ehr/fhir"\n'
-        '[destinations.RIS]\ntype = "hl7"\nhost = "ris"\nport = 2575\nreceiving_application = "RIS"\n'
+        '[destinations.RIS]\ntype = "hl7"\nhost = "ris"\nport = '
+        '2575\nreceiving_application = "RIS"\n'
         '[[routes]]\nname = "r"\ndestinations = ["PACS", "VNA", "EHR", "RIS"]\n'
     )
     settings = load_settings(config)
     kinds = {name: type(d) for name, d in settings.destinations.items()}
-    assert kinds == {"PACS": DicomDestination, "VNA": DicomWebDestination, "EHR": FhirEndpointSettings,
-                     "RIS": Hl7Destination}
+    assert kinds == {
+        "PACS": DicomDestination,
+        "VNA": DicomWebDestination,
+        "EHR": FhirEndpointSettings,
+        "RIS": Hl7Destination,
+    }
     assert settings.destinations["VNA"].url == "https://vna/dicom-web"
-    assert settings.destinations["VNA"].retry_for_hours == 2 and settings.destinations["PACS"].retry_for_hours is None
+    assert (
+        settings.destinations["VNA"].retry_for_hours == 2
+        and settings.destinations["PACS"].retry_for_hours is None
+    )
     assert settings.destinations["RIS"].outputs == ("hl7",)
     assert settings.delivery.retry_for_hours == 8.0
 
@@ -190,7 +210,9 @@ def test_each_destination_type_has_its_section(tmp_path):
 def test_an_unknown_destination_type_is_named(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text('[destinations.MAIL]\ntype = "smtp"\nhost = "x"\n')
-    with pytest.raises(SettingsError, match=r"destinations\.MAIL.*'smtp'.*'dicom', 'dicomweb', 'fhir', 'hl7'"):
+    with pytest.raises(
+        SettingsError, match=r"destinations\.MAIL.*'smtp'.*'dicom', 'dicomweb', 'fhir', 'hl7'"
+    ):
         load_settings(config)
 
 
@@ -205,7 +227,9 @@ def test_old_fhir_endpoints_section_says_what_to_change(tmp_path):
 
 def test_max_attempts_is_replaced_by_a_retry_period(tmp_path):
     config = tmp_path / "c.toml"
-    config.write_text('[destinations.PACS]\nae_title = "P"\nhost = "h"\nport = 104\nmax_attempts = 10\n')
+    config.write_text(
+        '[destinations.PACS]\nae_title = "P"\nhost = "h"\nport = 104\nmax_attempts = 10\n'
+    )
     with pytest.raises(SettingsError, match="destinations.PACS.*retry_for_hours"):
         load_settings(config)
 

@@ -24,7 +24,9 @@ def broker_url(tmp_path):
     embedded_broker.register()
     url = f"radground+sqlite:///{tmp_path / 'broker.sqlite'}"
     yield url
-    shutil.rmtree(embedded_broker.wake_directory(url.removeprefix("radground+")), ignore_errors=True)
+    shutil.rmtree(
+        embedded_broker.wake_directory(url.removeprefix("radground+")), ignore_errors=True
+    )
 
 
 def _consume_one(url: str, received: dict) -> threading.Thread:
@@ -104,7 +106,8 @@ def test_wake_self_ends_the_transport_wait(broker_url):
         started = time.monotonic()
         embedded_broker._wait_for_wakeup(listener, 30)
         assert time.monotonic() - started < 5
-    assert not any(embedded_broker.wake_directory(broker_url.removeprefix("radground+")).iterdir())  # closed: gone
+    # closed: gone
+    assert not any(embedded_broker.wake_directory(broker_url.removeprefix("radground+")).iterdir())
 
 
 def test_installed_kombu_has_everything_the_transport_overrides():
@@ -133,8 +136,12 @@ def test_registering_adds_an_alias_and_leaves_kombus_sqla_alone(tmp_path):
 
 
 def test_both_sqlite_schemes_name_the_broker_file():
-    assert embedded_broker.sqlite_broker_path("radground+sqlite:///var/b.sqlite") == Path("var/b.sqlite")
-    assert embedded_broker.sqlite_broker_path("sqla+sqlite:////abs/b.sqlite") == Path("/abs/b.sqlite")
+    assert embedded_broker.sqlite_broker_path("radground+sqlite:///var/b.sqlite") == Path(
+        "var/b.sqlite"
+    )
+    assert embedded_broker.sqlite_broker_path("sqla+sqlite:////abs/b.sqlite") == Path(
+        "/abs/b.sqlite"
+    )
     assert embedded_broker.sqlite_broker_path("redis://localhost:6379/0") is None
 
 
@@ -147,7 +154,9 @@ def test_kombu_and_celery_have_upper_bounds_that_the_installed_versions_meet(pac
     from packaging.requirements import Requirement
 
     pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
-    requirements = [Requirement(r) for r in tomllib.loads(pyproject.read_text())["project"]["dependencies"]]
+    requirements = [
+        Requirement(r) for r in tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    ]
     (requirement,) = [r for r in requirements if r.name == package]
     assert any(spec.operator == "<" for spec in requirement.specifier)
     assert version(package) in requirement.specifier

@@ -42,7 +42,10 @@ def realistic_bundle(*, revision: int = 1) -> str:
     ]
     return bundle_json(
         build_fhir_bundle(
-            make_grounded_report(), sources, revision=revision, patient_identifier_system=SITE_SYSTEM
+            make_grounded_report(),
+            sources,
+            revision=revision,
+            patient_identifier_system=SITE_SYSTEM,
         )
     )
 
@@ -62,7 +65,13 @@ def _counts(server: FhirTestServer) -> dict[str, int]:
     return {t: len(server.resources(t)) for t in RESOURCE_TYPES}
 
 
-ONE_OF_EACH = {"Patient": 1, "Device": 1, "ImagingStudy": 1, "DiagnosticReport": 1, "Observation": 20}
+ONE_OF_EACH = {
+    "Patient": 1,
+    "Device": 1,
+    "ImagingStudy": 1,
+    "DiagnosticReport": 1,
+    "Observation": 20,
+}
 
 
 # -- success -----------------------------------------------------------------
@@ -71,7 +80,11 @@ ONE_OF_EACH = {"Patient": 1, "Device": 1, "ImagingStudy": 1, "DiagnosticReport":
 def test_success_posts_fhir_json_with_bearer_token(server, bundle):
     server.require_auth(bearer="tok-3f9a")
     result = post_transaction(
-        server.base_url, bundle, auth=FhirAuth.bearer("tok-3f9a"), timeout=10, request_id="delivery-17"
+        server.base_url,
+        bundle,
+        auth=FhirAuth.bearer("tok-3f9a"),
+        timeout=10,
+        request_id="delivery-17",
     )
 
     assert result.status_code == 200
@@ -102,7 +115,9 @@ def test_success_posts_fhir_json_with_bearer_token(server, bundle):
 def test_basic_auth_utf8_and_trailing_slash(server, bundle):
     server.require_auth(basic=("radground", "pä:ss wörd"))
     result = post_transaction(
-        server.base_url + "/", bundle.encode("utf-8"), auth=FhirAuth.basic("radground", "pä:ss wörd")
+        server.base_url + "/",
+        bundle.encode("utf-8"),
+        auth=FhirAuth.basic("radground", "pä:ss wörd"),
     )
     assert result.status_code == 200
     assert server.received[0].path == "/fhir"  # POST [base], not [base]/
@@ -223,7 +238,9 @@ def test_nothing_listening_is_transient():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, never listening: refused
         with pytest.raises(TransientFhirError):
-            post_transaction(f"http://127.0.0.1:{port}/fhir", realistic_bundle(), auth=FhirAuth.none())
+            post_transaction(
+                f"http://127.0.0.1:{port}/fhir", realistic_bundle(), auth=FhirAuth.none()
+            )
 
 
 def test_timeout_is_transient_and_a_late_commit_is_not_duplicated(server, bundle):
@@ -248,7 +265,11 @@ def test_400_with_operation_outcome_is_permanent_with_its_diagnostics(server, bu
     outcome = {
         "resourceType": "OperationOutcome",
         "issue": [
-            {"severity": "warning", "code": "informational", "diagnostics": "Unknown extension ignored"},
+            {
+                "severity": "warning",
+                "code": "informational",
+                "diagnostics": "Unknown extension ignored",
+            },
             {
                 "severity": "error",
                 "code": "code-invalid",
@@ -264,7 +285,9 @@ def test_400_with_operation_outcome_is_permanent_with_its_diagnostics(server, bu
     assert error.status_code == 400
     assert json.loads(error.operation_outcome) == outcome
     assert "\n" not in error.summary
-    assert error.summary.startswith("HTTP 400 Bad Request: error/code-invalid: Observation.status: 'unverified'")
+    assert error.summary.startswith(
+        "HTTP 400 Bad Request: error/code-invalid: Observation.status: 'unverified'"
+    )
     assert "[at Bundle.entry[4].resource.status]" in error.summary
     assert error.summary.index("error/") < error.summary.index("warning/")  # errors first
     assert str(error) == error.summary
@@ -293,7 +316,11 @@ def test_operation_outcome_is_kept_up_to_64_kb(server, bundle):
 
 def test_bad_or_missing_credentials_are_permanent_401(server, bundle):
     server.require_auth(bearer="right-token")
-    for auth in (FhirAuth.bearer("wrong-token"), FhirAuth.none(), FhirAuth.basic("u", "right-token")):
+    for auth in (
+        FhirAuth.bearer("wrong-token"),
+        FhirAuth.none(),
+        FhirAuth.basic("u", "right-token"),
+    ):
         with pytest.raises(PermanentFhirError) as info:
             post_transaction(server.base_url, bundle, auth=auth)
         assert info.value.status_code == 401
@@ -313,12 +340,16 @@ def test_https_needs_a_trusted_certificate(bundle):
         assert "self-signed" in info.value.summary
         trusted = ssl.create_default_context(cafile=str(server.ca_file))
         with httpx.Client(verify=trusted) as client:
-            result = post_transaction(server.base_url, bundle, auth=FhirAuth.bearer("t"), client=client)
+            result = post_transaction(
+                server.base_url, bundle, auth=FhirAuth.bearer("t"), client=client
+            )
         assert result.created == 24
         assert server.received[-1].headers["authorization"] == "Bearer t"
 
 
-def _mock_client(status: int, body: bytes | str, headers: dict[str, str] | None = None) -> httpx.Client:
+def _mock_client(
+    status: int, body: bytes | str, headers: dict[str, str] | None = None
+) -> httpx.Client:
     content = body.encode("utf-8") if isinstance(body, str) else body
 
     def answer(request: httpx.Request) -> httpx.Response:
@@ -328,10 +359,16 @@ def _mock_client(status: int, body: bytes | str, headers: dict[str, str] | None 
 
 
 def _response_bundle(statuses: list[str], kind: str = "transaction-response") -> str:
-    return json.dumps({
-        "resourceType": "Bundle", "type": kind,
-        "entry": [{"response": {"status": s, "location": f"Observation/{n}"}} for n, s in enumerate(statuses)],
-    })
+    return json.dumps(
+        {
+            "resourceType": "Bundle",
+            "type": kind,
+            "entry": [
+                {"response": {"status": s, "location": f"Observation/{n}"}}
+                for n, s in enumerate(statuses)
+            ],
+        }
+    )
 
 
 @pytest.mark.parametrize(
@@ -341,14 +378,26 @@ def _response_bundle(statuses: list[str], kind: str = "transaction-response") ->
         (json.dumps(make_outcome("informational", "ok")), {}, "'OperationOutcome', not a Bundle"),
         (_response_bundle(["200 OK"] * 24, kind="batch-response"), {}, "type is 'batch-response'"),
         (_response_bundle(["201 Created"] * 3), {}, "has 3 entries for 24 request entries"),
-        (_response_bundle(["201 Created"] * 5 + ["400 Bad Request"] + ["201 Created"] * 18), {},
-         "entry 5 of the transaction-response has status '400 Bad Request', not 2xx"),
-        (_response_bundle(["Created"] * 24), {}, "entry 0 of the transaction-response has status 'Created'"),
+        (
+            _response_bundle(["201 Created"] * 5 + ["400 Bad Request"] + ["201 Created"] * 18),
+            {},
+            "entry 5 of the transaction-response has status '400 Bad Request', not 2xx",
+        ),
+        (
+            _response_bundle(["Created"] * 24),
+            {},
+            "entry 0 of the transaction-response has status 'Created'",
+        ),
     ],
 )
 def test_2xx_without_a_good_transaction_response_is_invalid(bundle, body, headers, message):
-    with _mock_client(200, body, headers) as client, pytest.raises(InvalidFhirResponseError) as info:
-        post_transaction("https://ehr.example.org/fhir", bundle, auth=FhirAuth.none(), client=client)
+    with (
+        _mock_client(200, body, headers) as client,
+        pytest.raises(InvalidFhirResponseError) as info,
+    ):
+        post_transaction(
+            "https://ehr.example.org/fhir", bundle, auth=FhirAuth.none(), client=client
+        )
     assert isinstance(info.value, PermanentFhirError)
     assert info.value.status_code == 200
     assert message in info.value.summary
@@ -357,7 +406,9 @@ def test_2xx_without_a_good_transaction_response_is_invalid(bundle, body, header
 def test_redirect_is_not_followed_and_is_permanent(bundle):
     redirect = _mock_client(307, b"", {"Location": "https://elsewhere.example.org/fhir"})
     with redirect as client, pytest.raises(PermanentFhirError) as info:
-        post_transaction("https://ehr.example.org/fhir", bundle, auth=FhirAuth.bearer("t"), client=client)
+        post_transaction(
+            "https://ehr.example.org/fhir", bundle, auth=FhirAuth.bearer("t"), client=client
+        )
     assert info.value.status_code == 307
     assert "unexpected redirect to https://elsewhere.example.org/fhir" in info.value.summary
 
@@ -365,15 +416,22 @@ def test_redirect_is_not_followed_and_is_permanent(bundle):
 def test_5xx_without_operation_outcome_is_transient_with_a_summary(bundle):
     gateway = _mock_client(502, "<html>Bad gateway</html>", {"Content-Type": "text/html"})
     with gateway as client, pytest.raises(TransientFhirError) as info:
-        post_transaction("https://ehr.example.org/fhir", bundle, auth=FhirAuth.none(), client=client)
+        post_transaction(
+            "https://ehr.example.org/fhir", bundle, auth=FhirAuth.none(), client=client
+        )
     assert info.value.operation_outcome is None
-    assert info.value.summary == "HTTP 502 Bad Gateway without an OperationOutcome (text/html, 24 bytes)"
+    assert (
+        info.value.summary
+        == "HTTP 502 Bad Gateway without an OperationOutcome (text/html, 24 bytes)"
+    )
 
 
 def test_undecodable_response_body_is_transient(bundle):
     corrupt = _mock_client(200, b"not gzip at all", {"Content-Encoding": "gzip"})
     with corrupt as client, pytest.raises(TransientFhirError) as info:
-        post_transaction("https://ehr.example.org/fhir", bundle, auth=FhirAuth.none(), client=client)
+        post_transaction(
+            "https://ehr.example.org/fhir", bundle, auth=FhirAuth.none(), client=client
+        )
     assert "DecodingError" in info.value.summary
 
 
@@ -471,5 +529,13 @@ def test_logs_carry_statuses_and_durations_only(server, bundle, caplog):
     assert [r.levelno for r in records] == [logging.INFO, logging.WARNING, logging.WARNING]
     assert "HTTP 200" in records[0].getMessage() and "HTTP 400" in records[1].getMessage()
     text = "\n".join(r.getMessage() for r in records)
-    for secret in ("hunter2", "cmFkZ3JvdW5kOmh1bnRlcjI", "RG-0042", "Zhang", "张", "右肺", "cardiothoracic"):
+    for secret in (
+        "hunter2",
+        "cmFkZ3JvdW5kOmh1bnRlcjI",
+        "RG-0042",
+        "Zhang",
+        "张",
+        "右肺",
+        "cardiothoracic",
+    ):
         assert secret not in text

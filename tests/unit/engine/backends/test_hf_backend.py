@@ -30,14 +30,23 @@ SPECIAL = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>",
     "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<ref>", "</ref>", "<box>", "</box>",
 ]
-CORPUS = "right lung left lung no focal consolidation 102 106 481 910 [ ] , : system user assistant 右肺"
+CORPUS = (
+    "right lung left lung no focal consolidation 102 106 481 910 [ ] , : system user assistant 右肺"
+)
 # ChatML with newlines, as transformers-native InternVL and Qwen2-VL checkpoints ship it.
 CHAT_TEMPLATE = (
     "{% for m in messages %}{% if loop.first and m['role'] != 'system' %}<|im_start|>system\n"
-    "You are a helpful assistant.<|im_end|>\n{% endif %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+    "You are a helpful assistant.<|im_end|>\n{% endif %}<|im_start|>{{ m['role'] "
+    "}}\n{{ m['content'] }}"
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-TINY_TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)
+TINY_TEXT = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+)
 
 
 def _tokenizer(chat_template: str | None):
@@ -62,9 +71,17 @@ def internvl_dir(tmp_path_factory):
     tok = _tokenizer(CHAT_TEMPLATE)
     torch.manual_seed(0)
     config = transformers.InternVLConfig(
-        vision_config=dict(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_hidden_layers=1,
-                           image_size=[56, 56], patch_size=[14, 14]),
-        text_config=dict(model_type="qwen2", vocab_size=len(tok), max_position_embeddings=512, **TINY_TEXT),
+        vision_config=dict(
+            hidden_size=32,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            image_size=[56, 56],
+            patch_size=[14, 14],
+        ),
+        text_config=dict(
+            model_type="qwen2", vocab_size=len(tok), max_position_embeddings=512, **TINY_TEXT
+        ),
         image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"),
         image_seq_length=4,
     )
@@ -82,10 +99,23 @@ def qwen2vl_dir(tmp_path_factory):
     tok = _tokenizer(CHAT_TEMPLATE)
     torch.manual_seed(0)
     config = transformers.Qwen2VLConfig(
-        text_config=dict(vocab_size=len(tok), max_position_embeddings=512,
-                         rope_scaling={"type": "mrope", "mrope_section": [2, 2, 4]}, **TINY_TEXT),
-        vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=14,
-                           spatial_merge_size=2, temporal_patch_size=2, in_channels=3),
+        text_config=dict(
+            vocab_size=len(tok),
+            max_position_embeddings=512,
+            rope_scaling={"type": "mrope", "mrope_section": [2, 2, 4]},
+            **TINY_TEXT,
+        ),
+        vision_config=dict(
+            depth=1,
+            embed_dim=32,
+            hidden_size=32,
+            num_heads=2,
+            mlp_ratio=2,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            in_channels=3,
+        ),
         image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
         video_token_id=tok.convert_tokens_to_ids("<unk>"),
         vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
@@ -93,13 +123,25 @@ def qwen2vl_dir(tmp_path_factory):
     )
     transformers.Qwen2VLForConditionalGeneration(config).save_pretrained(path)
     tok.save_pretrained(path)
-    Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=56 * 56 * 4, patch_size=14, merge_size=2).save_pretrained(path)
+    Qwen2VLImageProcessorPil(
+        min_pixels=56 * 56, max_pixels=56 * 56 * 4, patch_size=14, merge_size=2
+    ).save_pretrained(path)
     return path
 
 
-def _request(size, *, task=Task.GROUNDED_REPORT, language="en", targets=("right lung", "left lung"), regions=(), seed=0):
+def _request(
+    size,
+    *,
+    task=Task.GROUNDED_REPORT,
+    language="en",
+    targets=("right lung", "left lung"),
+    regions=(),
+    seed=0,
+):
     image = np.random.default_rng(seed).random((size[1], size[0], 3), dtype=np.float32)
-    return GenerationRequest(image=image, task=task, language=language, targets=tuple(targets), regions=tuple(regions))
+    return GenerationRequest(
+        image=image, task=task, language=language, targets=tuple(targets), regions=tuple(regions)
+    )
 
 
 def _record_generate(monkeypatch, model):
@@ -139,7 +181,9 @@ def test_missing_directory_and_unknown_model_type_are_refused(tmp_path):
 
 
 def test_remote_code_checkpoint_needs_explicit_trust(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "internvl_chat", "architectures": ["InternVLChatModel"]}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "internvl_chat", "architectures": ["InternVLChatModel"]})
+    )
     assert detect_family(tmp_path) is ModelFamily.INTERNVL_CHAT
     with pytest.raises(HFBackendError, match="trust_remote_code=True"):
         HFGroundingVLM(tmp_path)
@@ -157,17 +201,24 @@ def test_internvl_prompt_template_and_image_tokens(internvl_dir, monkeypatch):
     assert isinstance(text, str)
 
     question = build_prompt(request).replace("<image>", "<img>" + "<IMG_CONTEXT>" * 4 + "</img>")
-    expected = f"<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    expected = (
+        "<|im_start|>system\nYou are a helpful "
+        f"assistant.<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert vlm.last_texts == (expected,)
     (call,) = calls
     ids = call["input_ids"][0]
     assert int((ids == vlm.model.config.image_token_id).sum()) == 4
-    assert "<ref> right lung </ref> , <ref> left lung </ref> <|im_end|>" in vlm.tokenizer.decode(ids, skip_special_tokens=False)
+    assert "<ref> right lung </ref> , <ref> left lung </ref> <|im_end|>" in vlm.tokenizer.decode(
+        ids, skip_special_tokens=False
+    )
     assert call["do_sample"] is False and call["num_beams"] == 1
     assert tuple(call["pixel_values"].shape) == (1, 3, 56, 56)
     # ImageNet normalisation of the stretched 56x56 input
     expected_pixels = (request.image - hf_internvl.IMAGENET_MEAN) / hf_internvl.IMAGENET_STD
-    np.testing.assert_allclose(call["pixel_values"][0].permute(1, 2, 0).numpy(), expected_pixels, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        call["pixel_values"][0].permute(1, 2, 0).numpy(), expected_pixels, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_internvl_batch_is_greedy_and_deterministic(internvl_dir):
@@ -215,7 +266,8 @@ def test_vision_tower_onnx_matches_torch_and_serves_generation(internvl_dir, tmp
     vlm = HFGroundingVLM(internvl_dir, max_new_tokens=6)
     onnx_path = export_vision_tower(vlm, tmp_path / "vision.onnx")
     embedder = OnnxVisionEmbedder(onnx_path)
-    pixels = hf_internvl.normalize_imagenet([_request((56, 56), seed=s).image for s in range(3)])  # batch 3 != export's 2
+    # batch 3 != export's 2
+    pixels = hf_internvl.normalize_imagenet([_request((56, 56), seed=s).image for s in range(3)])
     from engine.backends.vision_onnx import vision_tower_module
 
     with torch.no_grad():
@@ -231,7 +283,9 @@ def test_vision_tower_onnx_matches_torch_and_serves_generation(internvl_dir, tmp
 
 
 def test_qwen2vl_prompt_and_image_pad_count(qwen2vl_dir, monkeypatch):
-    vlm = HFGroundingVLM(qwen2vl_dir, max_new_tokens=6, input_size=(56, 56), system_message="Be brief.")
+    vlm = HFGroundingVLM(
+        qwen2vl_dir, max_new_tokens=6, input_size=(56, 56), system_message="Be brief."
+    )
     assert vlm.family is ModelFamily.QWEN2_VL
     calls = _record_generate(monkeypatch, vlm)
     request = _request((56, 56), task=Task.TEXT_TO_REGION, targets=["right lung"])
@@ -241,8 +295,15 @@ def test_qwen2vl_prompt_and_image_pad_count(qwen2vl_dir, monkeypatch):
     grid = call["image_grid_thw"]
     assert grid.tolist() == [[1, 4, 4]]
     pads = int(grid.prod()) // 4
-    question = build_prompt(request).replace("<image>", "<|vision_start|>" + "<|image_pad|>" * pads + "<|vision_end|>")
-    assert vlm.last_texts == (f"<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n",)
+    question = build_prompt(request).replace(
+        "<image>", "<|vision_start|>" + "<|image_pad|>" * pads + "<|vision_end|>"
+    )
+    assert vlm.last_texts == (
+        (
+            "<|im_start|>system\nBe brief.<|im_end|>\n"
+            f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+        ),
+    )
     assert int((call["input_ids"][0] == vlm.model.config.image_token_id).sum()) == pads
 
 
@@ -255,10 +316,14 @@ def test_chat_template_kept_by_the_processor_is_used(qwen2vl_dir, tmp_path):
     config.pop("chat_template", None)
     (moved / "tokenizer_config.json").write_text(json.dumps(config))
     (moved / "chat_template.jinja").unlink(missing_ok=True)
-    (moved / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE.replace("helpful", "processor")}))
+    (moved / "chat_template.json").write_text(
+        json.dumps({"chat_template": CHAT_TEMPLATE.replace("helpful", "processor")})
+    )
     vlm = HFGroundingVLM(moved, max_new_tokens=1, input_size=(56, 56))
     vlm.generate([_request((56, 56), task=Task.REPORT, targets=())])
-    assert vlm.last_texts[0].startswith("<|im_start|>system\nYou are a processor assistant.<|im_end|>\n")
+    assert vlm.last_texts[0].startswith(
+        "<|im_start|>system\nYou are a processor assistant.<|im_end|>\n"
+    )
 
 
 def test_qwen2vl_refuses_external_vision_embedder(qwen2vl_dir):
@@ -297,8 +362,13 @@ class _FakeInternVLChat:
 def medrega_dir(tmp_path, monkeypatch):
     tok = _tokenizer(None)
     tok.save_pretrained(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "internvl_chat", "template": "Hermes-2"}))
-    fake = _FakeInternVLChat(tok, "<ref> right lung </ref> <box> [ [ 102 , 106 , 481 , 910 ] ] </box> : no <|im_end|> left")
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "internvl_chat", "template": "Hermes-2"})
+    )
+    fake = _FakeInternVLChat(
+        tok,
+        "<ref> right lung </ref> <box> [ [ 102 , 106 , 481 , 910 ] ] </box> : no <|im_end|> left",
+    )
     seen = {}
 
     def from_pretrained(path, **kwargs):
@@ -316,7 +386,9 @@ def test_medrega_prompt_is_hermes2_with_256_image_tokens(medrega_dir):
     assert vlm.input_size == (448, 448)
     request = _request((448, 448))
     (text,) = vlm.generate([request])
-    question = build_prompt(request).replace("<image>", "<img>" + "<IMG_CONTEXT>" * 256 + "</img>", 1)
+    question = build_prompt(request).replace(
+        "<image>", "<img>" + "<IMG_CONTEXT>" * 256 + "</img>", 1
+    )
     assert vlm.last_texts[0] == (
         "<|im_start|>system\n" + hf_internvl.HERMES2_SYSTEM_MESSAGE + "<|im_end|>"
         "<|im_start|>user\n" + question + "<|im_end|><|im_start|>assistant\n"
@@ -340,6 +412,8 @@ def test_medrega_takes_visual_features_from_an_external_tower(medrega_dir):
     (call,) = fake.calls
     assert "pixel_values" not in call
     np.testing.assert_array_equal(call["visual_features"].numpy(), embeds)
-    bad = HFGroundingVLM(path, trust_remote_code=True, vision_embedder=lambda pixels: embeds[:, :10])
+    bad = HFGroundingVLM(
+        path, trust_remote_code=True, vision_embedder=lambda pixels: embeds[:, :10]
+    )
     with pytest.raises(HFBackendError, match="expected \\(1, 256\\)"):
         bad.generate([_request((448, 448))])

@@ -48,8 +48,14 @@ def test_shipped_model_is_small_and_versioned_by_its_hash(detector: OnnxDetector
     assert other.info == detector.info  # same weights, same device UID
 
 
-def test_finds_cardiomegaly_where_radiologists_drew_it(detector: OnnxDetector, validation: list) -> None:
-    cases = [(item, arr, orig) for item, (arr, orig) in validation if CLASSES.index("Cardiomegaly") in item.labels]
+def test_finds_cardiomegaly_where_radiologists_drew_it(
+    detector: OnnxDetector, validation: list
+) -> None:
+    cases = [
+        (item, arr, orig)
+        for item, (arr, orig) in validation
+        if CLASSES.index("Cardiomegaly") in item.labels
+    ]
     assert len(cases) >= 10
     decoded = detector.detect([rgb(arr) for _, arr, _ in cases])
     hits = 0
@@ -61,21 +67,27 @@ def test_finds_cardiomegaly_where_radiologists_drew_it(detector: OnnxDetector, v
     assert hits >= MIN_CARDIOMEGALY_HITS * len(cases)
 
 
-def test_reports_fewer_findings_than_a_broken_model_would(detector: OnnxDetector, validation: list) -> None:
+def test_reports_fewer_findings_than_a_broken_model_would(
+    detector: OnnxDetector, validation: list
+) -> None:
     decoded = detector.detect([rgb(arr) for _, (arr, _) in validation[:24]])
     counts = [len(d) for d in decoded]
     assert max(counts) <= 10
     assert sum(counts) <= 3 * 24  # a model that fires everywhere fails this
     assert any(counts)  # and one that never fires fails this
     # each class at its own threshold; a class the model does not report never appears
-    thresholds = np.array([detector.class_score_thresholds.get(c, np.inf) for c in CLASSES], np.float32)
+    thresholds = np.array(
+        [detector.class_score_thresholds.get(c, np.inf) for c in CLASSES], np.float32
+    )
     for d in decoded:
         assert ((d.scores >= thresholds[d.classes]) & (d.scores <= 1.0)).all()
         assert (d.boxes[:, :2] < d.boxes[:, 2:]).all()
         assert (d.boxes >= 0).all() and (d.boxes[:, 2] <= INPUT_SIZE[0]).all()
 
 
-def test_batch_of_eight_gives_the_same_boxes_as_one_by_one(detector: OnnxDetector, validation: list) -> None:
+def test_batch_of_eight_gives_the_same_boxes_as_one_by_one(
+    detector: OnnxDetector, validation: list
+) -> None:
     images = [rgb(arr) for _, (arr, _) in validation[:8]]
     batched = detector.detect(images)
     for image, together in zip(images, batched, strict=True):
@@ -85,11 +97,15 @@ def test_batch_of_eight_gives_the_same_boxes_as_one_by_one(detector: OnnxDetecto
         np.testing.assert_allclose(alone.scores, together.scores, atol=1e-5)
 
 
-def test_generated_text_parses_with_vocabulary_labels_and_scores(detector: OnnxDetector, validation: list) -> None:
+def test_generated_text_parses_with_vocabulary_labels_and_scores(
+    detector: OnnxDetector, validation: list
+) -> None:
     images = [rgb(arr) for _, (arr, _) in validation[:8]]
     decoded = detector.detect(images)
     for language in ("en", "zh-CN"):
-        texts = detector.generate([GenerationRequest(im, "grounded_report", language=language) for im in images])
+        texts = detector.generate(
+            [GenerationRequest(im, "grounded_report", language=language) for im in images]
+        )
         for text, found in zip(texts, decoded, strict=True):
             result = parse_grounded_text(text)
             assert result.problems == ()
@@ -106,22 +122,39 @@ def test_generated_text_parses_with_vocabulary_labels_and_scores(detector: OnnxD
                 assert "：" in text
 
 
-def test_an_image_asked_for_in_two_languages_is_detected_once(validation: list, monkeypatch) -> None:
+def test_an_image_asked_for_in_two_languages_is_detected_once(
+    validation: list, monkeypatch
+) -> None:
     detector = OnnxDetector(intra_op_threads=1).load()
     first, second = rgb(validation[0][1][0]), rgb(validation[1][1][0])
     batches = []
     real_detect = detector.detect
-    monkeypatch.setattr(detector, "detect", lambda images, **kw: batches.append(len(images)) or real_detect(images, **kw))
+    monkeypatch.setattr(
+        detector,
+        "detect",
+        lambda images, **kw: batches.append(len(images)) or real_detect(images, **kw),
+    )
     requests = [GenerationRequest(image, "grounded_report", language=language)
                 for image in (first, second) for language in ("en", "zh-CN")]
     texts = detector.generate(requests)
     assert batches == [2]  # two images, not four
     # each text still belongs to its own image and language
-    assert texts[0] == detector.generate([GenerationRequest(first, "grounded_report", language="en")])[0]
-    assert texts[1] == detector.generate([GenerationRequest(first, "grounded_report", language="zh-CN")])[0]
-    assert texts[3] == detector.generate([GenerationRequest(second, "grounded_report", language="zh-CN")])[0]
+    assert (
+        texts[0]
+        == detector.generate([GenerationRequest(first, "grounded_report", language="en")])[0]
+    )
+    assert (
+        texts[1]
+        == detector.generate([GenerationRequest(first, "grounded_report", language="zh-CN")])[0]
+    )
+    assert (
+        texts[3]
+        == detector.generate([GenerationRequest(second, "grounded_report", language="zh-CN")])[0]
+    )
     # an equal but separate array is a separate image
-    assert detector.generate([GenerationRequest(first, "detection"), GenerationRequest(first.copy(), "detection")])
+    assert detector.generate(
+        [GenerationRequest(first, "detection"), GenerationRequest(first.copy(), "detection")]
+    )
     assert batches[-1] == 2
 
 
@@ -148,7 +181,9 @@ def test_nothing_found_gives_the_explicit_negative_sentence(validation: list) ->
     assert (en, zh) == (strict.negative_report("en"), strict.negative_report("zh-CN"))
     # it names what was not found and what the model does not report, never a bare "normal"
     assert "cardiopulmonary" not in en
-    assert en.startswith("No cardiomegaly detected by the model. This model does not report atelectasis, ")
+    assert en.startswith(
+        "No cardiomegaly detected by the model. This model does not report atelectasis, "
+    )
     assert en.endswith(" pneumonia or pneumothorax.")
     assert zh.startswith("模型未检出心影增大。本模型不报告肺不张、胸腔积液")
 
@@ -156,7 +191,9 @@ def test_nothing_found_gives_the_explicit_negative_sentence(validation: list) ->
 def test_refuses_what_it_cannot_do(detector: OnnxDetector, tmp_path: Path) -> None:
     good = np.zeros((INPUT_SIZE[1], INPUT_SIZE[0], 3), np.float32)
     with pytest.raises(ModelError, match="shape"):
-        detector.generate([GenerationRequest(np.zeros((100, 100, 3), np.float32), "grounded_report")])
+        detector.generate(
+            [GenerationRequest(np.zeros((100, 100, 3), np.float32), "grounded_report")]
+        )
     with pytest.raises(ModelError, match="answers in"):
         detector.generate([GenerationRequest(good, "grounded_report", language="de")])
     with pytest.raises(ModelError, match="does not do"):
@@ -206,25 +243,34 @@ def _with_metadata(tmp_path: Path, *, drop: tuple[str, ...] = (), **props: str) 
     return out
 
 
-def test_each_class_is_reported_at_its_own_operating_point(tmp_path: Path, validation: list) -> None:
+def test_each_class_is_reported_at_its_own_operating_point(
+    tmp_path: Path, validation: list
+) -> None:
     import json
 
     images = [rgb(arr) for _, (arr, _) in validation[:16]]
-    everything = OnnxDetector(intra_op_threads=1, score_threshold=0.05).detect(images, include_unreported=True)
+    everything = OnnxDetector(intra_op_threads=1, score_threshold=0.05).detect(
+        images, include_unreported=True
+    )
     found = {CLASSES[int(c)] for d in everything for c in d.classes}
     keep = min(found)
     drop = sorted(found - {keep})
     # the class kept at 0.05, every other class out of reach
     # a model from before operating points: per-class thresholds only, every class reported
-    path = _with_metadata(tmp_path, drop=("operating_points",),
-                          class_score_thresholds=json.dumps({keep: 0.05, **dict.fromkeys(drop, 0.999)}))
+    path = _with_metadata(
+        tmp_path,
+        drop=("operating_points",),
+        class_score_thresholds=json.dumps({keep: 0.05, **dict.fromkeys(drop, 0.999)}),
+    )
     model = OnnxDetector(path, intra_op_threads=1)
     assert model.class_score_thresholds[keep] == 0.05
     assert len(model.stored_class_thresholds) == len(found)
     assert set(model.class_score_thresholds) == set(CLASSES)
     decoded = model.detect(images)
     assert {CLASSES[int(c)] for d in decoded for c in d.classes} == {keep}
-    assert sum(len(d) for d in decoded) == sum(int((d.classes == CLASSES.index(keep)).sum()) for d in everything)
+    assert sum(len(d) for d in decoded) == sum(
+        int((d.classes == CLASSES.index(keep)).sum()) for d in everything
+    )
     # an explicit threshold applies to every class, as before
     overridden = OnnxDetector(path, intra_op_threads=1, score_threshold=0.05)
     assert set(overridden.class_score_thresholds.values()) == {0.05}

@@ -52,7 +52,11 @@ class _DataType(enum.Enum):
     INT64 = 5
 
 
-_ONNX_TO_TRT = {TensorProto.FLOAT: _DataType.FLOAT, TensorProto.FLOAT16: _DataType.HALF, TensorProto.INT64: _DataType.INT64}
+_ONNX_TO_TRT = {
+    TensorProto.FLOAT: _DataType.FLOAT,
+    TensorProto.FLOAT16: _DataType.HALF,
+    TensorProto.INT64: _DataType.INT64,
+}
 
 
 class _Tensor:
@@ -78,9 +82,15 @@ class _Parser:
 
     def parse_from_file(self, path):
         graph = onnx.load(path).graph
-        dims = lambda v: tuple(d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim)
-        self.network.inputs = [_Tensor(v.name, dims(v), v.type.tensor_type.elem_type) for v in graph.input]
-        self.network.outputs = [_Tensor(v.name, dims(v), v.type.tensor_type.elem_type) for v in graph.output]
+        dims = lambda v: tuple(
+            d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim
+        )
+        self.network.inputs = [
+            _Tensor(v.name, dims(v), v.type.tensor_type.elem_type) for v in graph.input
+        ]
+        self.network.outputs = [
+            _Tensor(v.name, dims(v), v.type.tensor_type.elem_type) for v in graph.output
+        ]
         self.network.onnx_path = path
         return True
 
@@ -185,7 +195,9 @@ class _Engine:
     def __init__(self, trt, plan):
         self.trt, self.plan = trt, plan
         self.session = ort.InferenceSession(plan["onnx"], providers=["CPUExecutionProvider"])
-        self.io = [(n, s, d, _IOMode.INPUT) for n, s, d in plan["inputs"]] + [(n, s, d, _IOMode.OUTPUT) for n, s, d in plan["outputs"]]
+        self.io = [(n, s, d, _IOMode.INPUT) for n, s, d in plan["inputs"]] + [
+            (n, s, d, _IOMode.OUTPUT) for n, s, d in plan["outputs"]
+        ]
 
     num_io_tensors = property(lambda self: len(self.io))
 
@@ -222,12 +234,17 @@ class _Runtime:
 
 def make_fake_tensorrt(version: str = "10.7.0", *, weak_typing: bool = True) -> types.ModuleType:
     trt = types.ModuleType("tensorrt")
-    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)  # torch looks modules up by spec
+    # torch looks modules up by spec
+    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
     trt.__version__ = version
     trt.builds, trt.timing_loaded, trt.loads, trt.memory = [], [], 0, {}
     trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level=None: None})
-    trt.BuilderFlag = types.SimpleNamespace(**({"FP16": "FP16", "INT8": "INT8"} if weak_typing else {}), TF32="TF32")
-    trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", {"STRONGLY_TYPED": 0})
+    trt.BuilderFlag = types.SimpleNamespace(
+        **({"FP16": "FP16", "INT8": "INT8"} if weak_typing else {}), TF32="TF32"
+    )
+    trt.NetworkDefinitionCreationFlag = enum.IntEnum(
+        "NetworkDefinitionCreationFlag", {"STRONGLY_TYPED": 0}
+    )
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
     trt.TensorIOMode = _IOMode
     trt.Builder = lambda logger: _Builder(trt, logger)
@@ -271,7 +288,9 @@ def fake_trt(monkeypatch):
         trt = make_fake_tensorrt(version, weak_typing=weak_typing)
         monkeypatch.setitem(sys.modules, "tensorrt", trt)
         monkeypatch.setattr(trt_runtime, "current_gpu", lambda device=0: gpu)
-        monkeypatch.setattr(trt_runtime.TensorRTEngine, "_device_backend", lambda self: FakeDevice(trt.memory))
+        monkeypatch.setattr(
+            trt_runtime.TensorRTEngine, "_device_backend", lambda self: FakeDevice(trt.memory)
+        )
         state["trt"] = trt
         return trt
 
@@ -281,7 +300,8 @@ def fake_trt(monkeypatch):
 
 @pytest.fixture(scope="module")
 def small_onnx(tmp_path_factory) -> Path:
-    """A small conv net with a dynamic batch axis, exported by torch: (N, 3, 16, 16) → logits, features."""
+    """A small conv net with a dynamic batch axis, exported by torch: (N, 3, 16, 16) → logits,
+    features."""
     torch = pytest.importorskip("torch")
 
     class Net(torch.nn.Module):
@@ -296,9 +316,16 @@ def small_onnx(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("onnx") / "small.onnx"
-    torch.onnx.export(Net().eval(), (torch.rand(2, 3, 16, 16),), str(path), input_names=["images"],
-                      output_names=["logits", "features"], opset_version=17, dynamo=False,
-                      dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}})
+    torch.onnx.export(
+        Net().eval(),
+        (torch.rand(2, 3, 16, 16),),
+        str(path),
+        input_names=["images"],
+        output_names=["logits", "features"],
+        opset_version=17,
+        dynamo=False,
+        dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
+    )
     return path
 
 
@@ -307,8 +334,10 @@ def fp16_onnx(tmp_path_factory) -> Path:
     """A graph already in float16 (what ModelOpt AutoCast produces for TensorRT 11)."""
     node = helper.make_node("Add", ["a", "b"], ["y"])
     tensor = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT16, ["batch", 4])
-    model = helper.make_model(helper.make_graph([node], "add16", [tensor("a"), tensor("b")], [tensor("y")]),
-                              opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(
+        helper.make_graph([node], "add16", [tensor("a"), tensor("b")], [tensor("y")]),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
     path = tmp_path_factory.mktemp("onnx16") / "add16.onnx"
     onnx.save(model, str(path))
     return path
@@ -322,7 +351,11 @@ def _images(batch, seed=0):
 
 
 def test_profile_spans_batch_one_to_max_with_opt_at_max_by_default():
-    assert trtb.profile_shapes((-1, 3, 256, 256), max_batch_size=8) == ((1, 3, 256, 256), (8, 3, 256, 256), (8, 3, 256, 256))
+    assert trtb.profile_shapes((-1, 3, 256, 256), max_batch_size=8) == (
+        (1, 3, 256, 256),
+        (8, 3, 256, 256),
+        (8, 3, 256, 256),
+    )
     assert trtb.profile_shapes((-1, 3, 4, 4), max_batch_size=8, opt_batch_size=2)[1] == (2, 3, 4, 4)
 
 
@@ -348,7 +381,14 @@ def test_fixed_batch_equal_to_max_is_a_static_profile():
 
 
 def _key(**changes):
-    values = dict(onnx_sha256="a" * 64, tensorrt_version="10.7.0", gpu=H100, precision="fp16", max_batch_size=8, opt_batch_size=8)
+    values = dict(
+        onnx_sha256="a" * 64,
+        tensorrt_version="10.7.0",
+        gpu=H100,
+        precision="fp16",
+        max_batch_size=8,
+        opt_batch_size=8,
+    )
     values.update(changes)
     return EngineKey(**values)
 
@@ -357,8 +397,14 @@ def test_every_part_of_the_key_changes_the_engine_file(tmp_path):
     cache = EngineCache(tmp_path)
     base = cache.engine_path(_key())
     assert base == cache.engine_path(_key())
-    variants = [_key(onnx_sha256="b" * 64), _key(tensorrt_version="11.0.0"), _key(gpu=L4),
-                _key(gpu=GpuIdentity(H100.name, (8, 0))), _key(precision="fp32"), _key(max_batch_size=16, opt_batch_size=16)]
+    variants = [
+        _key(onnx_sha256="b" * 64),
+        _key(tensorrt_version="11.0.0"),
+        _key(gpu=L4),
+        _key(gpu=GpuIdentity(H100.name, (8, 0))),
+        _key(precision="fp32"),
+        _key(max_batch_size=16, opt_batch_size=16),
+    ]
     paths = {cache.engine_path(k) for k in variants}
     assert base not in paths and len(paths) == len(variants)
 
@@ -371,7 +417,9 @@ def test_mismatch_messages_name_both_sides(tmp_path):
         cache.verify(path, _key(tensorrt_version="10.8.1", gpu=L4, precision="int8"))
     message = str(info.value)
     assert "built with TensorRT 10.7.0, this worker runs TensorRT 10.8.1" in message
-    assert "built for GPU NVIDIA H100 80GB HBM3 (sm_90), this worker has NVIDIA L4 (sm_89)" in message
+    assert (
+        "built for GPU NVIDIA H100 80GB HBM3 (sm_90), this worker has NVIDIA L4 (sm_89)" in message
+    )
     assert "built at precision fp16, int8 requested" in message
 
 
@@ -386,8 +434,14 @@ def test_engine_without_metadata_is_refused(tmp_path):
 
 def test_onnx_hash_covers_external_data(tmp_path, small_onnx):
     model = onnx.load(str(small_onnx))
-    onnx.save(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-              location="ext.onnx.data", size_threshold=0)
+    onnx.save(
+        model,
+        str(tmp_path / "ext.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="ext.onnx.data",
+        size_threshold=0,
+    )
     from engine.backends.trt_cache import onnx_sha256
 
     before = onnx_sha256(tmp_path / "ext.onnx")
@@ -400,7 +454,9 @@ def test_onnx_hash_covers_external_data(tmp_path, small_onnx):
 # -- building (fake TensorRT) ----------------------------------------------------------------
 
 
-def test_fp16_build_on_tensorrt10_sets_flag_profile_and_timing_cache(fake_trt, small_onnx, tmp_path):
+def test_fp16_build_on_tensorrt10_sets_flag_profile_and_timing_cache(
+    fake_trt, small_onnx, tmp_path
+):
     trt = fake_trt("10.7.0")
     path = trtb.build_engine(small_onnx, cache_dir=tmp_path, precision="fp16", max_batch_size=4)
     (build,) = trt.builds
@@ -409,22 +465,35 @@ def test_fp16_build_on_tensorrt10_sets_flag_profile_and_timing_cache(fake_trt, s
     plan = json.loads(path.read_bytes())
     assert plan["profile"]["images"] == [[1, 3, 16, 16], [4, 3, 16, 16], [4, 3, 16, 16]]
     meta = json.loads(EngineCache.metadata_path(path).read_text())
-    assert meta["tensorrt_version"] == "10.7.0" and meta["gpu"]["name"] == H100.name and meta["precision"] == "fp16"
+    assert (
+        meta["tensorrt_version"] == "10.7.0"
+        and meta["gpu"]["name"] == H100.name
+        and meta["precision"] == "fp16"
+    )
     timing = EngineCache(tmp_path).timing_cache_path(tensorrt_version="10.7.0", gpu=H100)
     assert timing.read_bytes() == b"+tuned"
 
     # cached: no second build; a forced rebuild starts from the saved timing cache
-    assert trtb.build_engine(small_onnx, cache_dir=tmp_path, precision="fp16", max_batch_size=4) == path
+    assert (
+        trtb.build_engine(small_onnx, cache_dir=tmp_path, precision="fp16", max_batch_size=4)
+        == path
+    )
     assert len(trt.builds) == 1
-    trtb.build_engine(small_onnx, cache_dir=tmp_path, precision="fp16", max_batch_size=4, rebuild=True)
+    trtb.build_engine(
+        small_onnx, cache_dir=tmp_path, precision="fp16", max_batch_size=4, rebuild=True
+    )
     assert trt.timing_loaded == [b"", b"+tuned"]
 
 
-def test_engine_for_another_tensorrt_or_gpu_is_refused_and_rebuilt(fake_trt, small_onnx, tmp_path, caplog):
+def test_engine_for_another_tensorrt_or_gpu_is_refused_and_rebuilt(
+    fake_trt, small_onnx, tmp_path, caplog
+):
     fake_trt("10.7.0")
     old = trtb.build_engine(small_onnx, cache_dir=tmp_path, precision="fp16", max_batch_size=2)
     trt = fake_trt("10.8.0", gpu=H100)
-    with pytest.raises(EngineMismatchError, match="built with TensorRT 10.7.0, this worker runs TensorRT 10.8.0"):
+    with pytest.raises(
+        EngineMismatchError, match="built with TensorRT 10.7.0, this worker runs TensorRT 10.8.0"
+    ):
         trtb.TensorRTEngine(old).load()
     new = trtb.build_engine(small_onnx, cache_dir=tmp_path, precision="fp16", max_batch_size=2)
     assert new != old and len(trt.builds) == 1
@@ -436,7 +505,9 @@ def test_engine_for_another_tensorrt_or_gpu_is_refused_and_rebuilt(fake_trt, sma
     meta["gpu"] = {"name": L4.name, "compute_capability": [8, 9]}
     sidecar.write_text(json.dumps(meta))
     with caplog.at_level("WARNING"):
-        again = trtb.build_engine(small_onnx, cache_dir=tmp_path, precision="fp16", max_batch_size=2)
+        again = trtb.build_engine(
+            small_onnx, cache_dir=tmp_path, precision="fp16", max_batch_size=2
+        )
     assert again == new and len(trt.builds) == 2
     assert "built for GPU NVIDIA L4 (sm_89)" in caplog.text
     assert json.loads(sidecar.read_text())["gpu"]["name"] == H100.name
@@ -466,13 +537,20 @@ def test_int8_on_tensorrt10_needs_a_calibrator_or_qdq(fake_trt, small_onnx, tmp_
     with pytest.raises(TensorRTError, match="calibrator or Q/DQ"):
         trtb.build_engine(small_onnx, cache_dir=tmp_path, precision="int8", max_batch_size=2)
     calibrator = object()
-    trtb.build_engine(small_onnx, cache_dir=tmp_path, precision="int8", max_batch_size=2, calibrator=calibrator)
-    assert trt.builds[0]["config_flags"] == ["FP16", "INT8"] and trt.builds[0]["calibrator"] is calibrator
+    trtb.build_engine(
+        small_onnx, cache_dir=tmp_path, precision="int8", max_batch_size=2, calibrator=calibrator
+    )
+    assert (
+        trt.builds[0]["config_flags"] == ["FP16", "INT8"]
+        and trt.builds[0]["calibrator"] is calibrator
+    )
 
 
 def test_int8_calibrator_feeds_device_pointers_and_keeps_its_table(fake_trt, tmp_path):
     trt = fake_trt("10.7.0")
-    trt.IInt8EntropyCalibrator2 = type("IInt8EntropyCalibrator2", (), {"__init__": lambda self: None})
+    trt.IInt8EntropyCalibrator2 = type(
+        "IInt8EntropyCalibrator2", (), {"__init__": lambda self: None}
+    )
     memory = {}
     batches = [{"images": _images(2, seed=s)} for s in range(3)]
     calibrator = trtb.make_int8_calibrator(iter(batches), cache_file=tmp_path / "calib.table",
@@ -503,10 +581,15 @@ def test_missing_tensorrt_is_a_clear_error(monkeypatch, small_onnx, tmp_path):
 
 def test_run_binds_inputs_and_allocates_outputs_by_name(fake_trt, small_onnx, tmp_path):
     fake_trt()
-    engine = trtb.TensorRTEngine(trtb.build_engine(small_onnx, cache_dir=tmp_path, precision="fp32", max_batch_size=4))
+    engine = trtb.TensorRTEngine(
+        trtb.build_engine(small_onnx, cache_dir=tmp_path, precision="fp32", max_batch_size=4)
+    )
     bindings = engine.bindings
     assert [(b.name, b.is_input, b.shape) for b in bindings] == [
-        ("images", True, (-1, 3, 16, 16)), ("logits", False, (-1, 2)), ("features", False, (-1, 4, 16, 16))]
+        ("images", True, (-1, 3, 16, 16)),
+        ("logits", False, (-1, 2)),
+        ("features", False, (-1, 4, 16, 16)),
+    ]
     reference = ort.InferenceSession(str(small_onnx), providers=["CPUExecutionProvider"])
     for batch in (1, 3):
         images = _images(batch, seed=batch)
@@ -528,14 +611,18 @@ def test_run_binds_inputs_and_allocates_outputs_by_name(fake_trt, small_onnx, tm
 )
 def test_run_refuses_inputs_the_engine_cannot_take(fake_trt, small_onnx, tmp_path, feed, message):
     fake_trt()
-    engine = trtb.TensorRTEngine(trtb.build_engine(small_onnx, cache_dir=tmp_path, precision="fp32", max_batch_size=4))
+    engine = trtb.TensorRTEngine(
+        trtb.build_engine(small_onnx, cache_dir=tmp_path, precision="fp32", max_batch_size=4)
+    )
     with pytest.raises(TensorRTError, match=message):
         engine.run(feed)
 
 
 def test_engine_loads_lazily_and_again_after_fork(fake_trt, small_onnx, tmp_path, monkeypatch):
     trt = fake_trt()
-    engine = trtb.TensorRTEngine(trtb.build_engine(small_onnx, cache_dir=tmp_path, precision="fp32", max_batch_size=2))
+    engine = trtb.TensorRTEngine(
+        trtb.build_engine(small_onnx, cache_dir=tmp_path, precision="fp32", max_batch_size=2)
+    )
     assert trt.loads == 0  # constructing touches no TensorRT/CUDA
     engine.run({"images": _images(1)})
     engine.run({"images": _images(2)})
@@ -547,10 +634,14 @@ def test_engine_loads_lazily_and_again_after_fork(fake_trt, small_onnx, tmp_path
 
 def test_vision_embedder_runs_the_engine(fake_trt, small_onnx, tmp_path):
     fake_trt()
-    engine = trtb.TensorRTEngine(trtb.build_engine(small_onnx, cache_dir=tmp_path, precision="fp32", max_batch_size=2))
+    engine = trtb.TensorRTEngine(
+        trtb.build_engine(small_onnx, cache_dir=tmp_path, precision="fp32", max_batch_size=2)
+    )
     embed = trtb.TensorRTVisionEmbedder(engine, input_name="images", output_name="logits")
     images = _images(2)
-    expected = ort.InferenceSession(str(small_onnx), providers=["CPUExecutionProvider"]).run(["logits"], {"images": images})[0]
+    expected = ort.InferenceSession(str(small_onnx), providers=["CPUExecutionProvider"]).run(
+        ["logits"], {"images": images}
+    )[0]
     np.testing.assert_allclose(embed(images), expected, rtol=1e-6)
 
 
@@ -564,7 +655,8 @@ def detector_onnx(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("detector")
     torch.manual_seed(0)
     network = CenterNetDetector()
-    # untrained heads: make peaks confident and boxes a few cells wide so that there is something to decode
+    # untrained heads: make peaks confident and boxes a few cells wide so that there is something to
+    # decode
     torch.nn.init.constant_(network.heatmap[-1].bias, 0.0)
     torch.nn.init.constant_(network.size[-1].bias, 4.0)
     torch.save(network.state_dict(), directory / "weights.pt")
@@ -579,13 +671,24 @@ def test_detector_reuses_the_onnx_backends_post_processing(fake_trt, detector_on
 
     trt = fake_trt()
     reference = OnnxDetector(detector_onnx, max_batch_size=2)
-    detector = trtb.TensorRTDetector(detector_onnx, cache_dir=tmp_path, precision="fp16", max_batch_size=2)
+    detector = trtb.TensorRTDetector(
+        detector_onnx, cache_dir=tmp_path, precision="fp16", max_batch_size=2
+    )
     assert trt.builds == []  # nothing built or loaded before the first request
-    assert detector.info.version.endswith("+trt-fp16") and detector.info.device_uid != reference.info.device_uid
+    assert (
+        detector.info.version.endswith("+trt-fp16")
+        and detector.info.device_uid != reference.info.device_uid
+    )
     width, height = detector.input_size
     rng = np.random.default_rng(0)
-    requests = [GenerationRequest(image=rng.random((height, width, 3), dtype=np.float32), task=Task.DETECTION, language=lang)
-                for lang in ("en", "zh-CN", "en")]
+    requests = [
+        GenerationRequest(
+            image=rng.random((height, width, 3), dtype=np.float32),
+            task=Task.DETECTION,
+            language=lang,
+        )
+        for lang in ("en", "zh-CN", "en")
+    ]
     texts = detector.generate(requests)
     assert texts == reference.generate(requests)
     assert all("<box>" in text for text in texts) and "：" in texts[1]
@@ -608,7 +711,10 @@ def test_real_engine_matches_onnxruntime(small_onnx, tmp_path, precision, tolera
         logits, features = reference.run(None, {"images": images})
         np.testing.assert_allclose(out["logits"], logits, atol=tolerance, rtol=tolerance)
         np.testing.assert_allclose(out["features"], features, atol=tolerance, rtol=tolerance)
-    assert trtb.build_engine(small_onnx, cache_dir=tmp_path, precision=precision, max_batch_size=4) == path
+    assert (
+        trtb.build_engine(small_onnx, cache_dir=tmp_path, precision=precision, max_batch_size=4)
+        == path
+    )
     assert path.stat().st_mtime_ns == mtime  # served from the cache
 
 
@@ -619,7 +725,9 @@ def test_real_detector_agrees_with_onnxruntime(detector_onnx, tmp_path):
     width, height = OnnxDetector(detector_onnx).input_size
     images = list(np.random.default_rng(1).random((2, height, width, 3), dtype=np.float32))
     expected = OnnxDetector(detector_onnx).detect(images, score_threshold=0.05)
-    got = trtb.TensorRTDetector(detector_onnx, cache_dir=tmp_path, precision="fp32", max_batch_size=2).detect(images, score_threshold=0.05)
+    got = trtb.TensorRTDetector(
+        detector_onnx, cache_dir=tmp_path, precision="fp32", max_batch_size=2
+    ).detect(images, score_threshold=0.05)
     for e, g in zip(expected, got):
         assert len(e) == len(g)
         np.testing.assert_allclose(g.boxes, e.boxes, atol=0.5)
@@ -632,19 +740,50 @@ def _tiny_internvl(tmp_path: Path) -> Path:
     torch = pytest.importorskip("torch")
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<ref>", "</ref>"]
+    special = [
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<img>",
+        "</img>",
+        "<IMG_CONTEXT>",
+        "<ref>",
+        "</ref>",
+    ]
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(["right lung left lung 1 2 3"], trainers.WordLevelTrainer(special_tokens=["<unk>", *special]))
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<|im_end|>",
-                                                pad_token="<|endoftext|>", additional_special_tokens=special)
+    tok.train_from_iterator(
+        ["right lung left lung 1 2 3"],
+        trainers.WordLevelTrainer(special_tokens=["<unk>", *special]),
+    )
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=special,
+    )
     torch.manual_seed(1)
     config = transformers.InternVLConfig(
-        vision_config=dict(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_hidden_layers=1,
-                           image_size=[28, 28], patch_size=[14, 14]),
-        text_config=dict(model_type="qwen2", vocab_size=len(fast), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1),
-        image_token_id=fast.convert_tokens_to_ids("<IMG_CONTEXT>"), image_seq_length=1,
+        vision_config=dict(
+            hidden_size=32,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            image_size=[28, 28],
+            patch_size=[14, 14],
+        ),
+        text_config=dict(
+            model_type="qwen2",
+            vocab_size=len(fast),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+        ),
+        image_token_id=fast.convert_tokens_to_ids("<IMG_CONTEXT>"),
+        image_seq_length=1,
     )
     model_dir = tmp_path / "internvl"
     transformers.InternVLForConditionalGeneration(config).save_pretrained(model_dir)
@@ -652,7 +791,9 @@ def _tiny_internvl(tmp_path: Path) -> Path:
     return model_dir
 
 
-def _vision_split_outputs(tmp_path: Path, *, device: str, precision: str) -> tuple[list[str], list[str], tuple[str, ...]]:
+def _vision_split_outputs(
+    tmp_path: Path, *, device: str, precision: str
+) -> tuple[list[str], list[str], tuple[str, ...]]:
     """Generate with the vision tower in torch, then with it as a TensorRT engine."""
     from engine.backends.hf_backend import HFGroundingVLM
     from engine.backends.vision_onnx import export_vision_tower
@@ -662,13 +803,33 @@ def _vision_split_outputs(tmp_path: Path, *, device: str, precision: str) -> tup
     model_dir = _tiny_internvl(tmp_path)
     torch_only = HFGroundingVLM(model_dir, max_new_tokens=4, device=device, dtype="float32")
     onnx_path = export_vision_tower(torch_only, tmp_path / "vision.onnx")
-    engine = trtb.TensorRTEngine(trtb.build_engine(onnx_path, cache_dir=tmp_path / "engines", precision=precision, max_batch_size=2))
-    split = HFGroundingVLM(model_dir, max_new_tokens=4, max_batch_size=2, device=device, dtype="float32",
-                           vision_embedder=trtb.TensorRTVisionEmbedder(engine))
+    engine = trtb.TensorRTEngine(
+        trtb.build_engine(
+            onnx_path, cache_dir=tmp_path / "engines", precision=precision, max_batch_size=2
+        )
+    )
+    split = HFGroundingVLM(
+        model_dir,
+        max_new_tokens=4,
+        max_batch_size=2,
+        device=device,
+        dtype="float32",
+        vision_embedder=trtb.TensorRTVisionEmbedder(engine),
+    )
     rng = np.random.default_rng(3)
-    requests = [GenerationRequest(image=rng.random((28, 28, 3), dtype=np.float32), task=Task.TEXT_TO_REGION,
-                                  targets=("right lung",)) for _ in range(2)]
-    return split.generate(requests), [torch_only.generate([r])[0] for r in requests], split.last_texts
+    requests = [
+        GenerationRequest(
+            image=rng.random((28, 28, 3), dtype=np.float32),
+            task=Task.TEXT_TO_REGION,
+            targets=("right lung",),
+        )
+        for _ in range(2)
+    ]
+    return (
+        split.generate(requests),
+        [torch_only.generate([r])[0] for r in requests],
+        split.last_texts,
+    )
 
 
 def test_vision_tower_served_by_tensorrt_while_the_llm_runs_in_torch(fake_trt, tmp_path):
@@ -691,5 +852,6 @@ def test_tensorrt_detector_keeps_what_the_model_reports(fake_trt, tmp_path):
     reference = OnnxDetector()
     detector = trtb.TensorRTDetector(cache_dir=tmp_path, precision="fp16")
     assert detector.reported_classes == reference.reported_classes
-    assert detector.info.parameters == reference.info.parameters  # the SR's "not reported by this model"
+    # the SR's "not reported by this model"
+    assert detector.info.parameters == reference.info.parameters
     assert any("not reported by this model" in p for p in detector.info.parameters)

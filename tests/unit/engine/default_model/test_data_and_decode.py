@@ -133,6 +133,12 @@ def test_decode_is_the_same_per_image_in_any_batch() -> None:
     offset = rng.random((8, 2, 32, 32), dtype=np.float32)
     batched = decode_batch(heat, size, offset, input_size=INPUT_SIZE, score_threshold=0.3)
     for i in range(8):
-        [single] = decode_batch(heat[i : i + 1], size[i : i + 1], offset[i : i + 1], input_size=INPUT_SIZE, score_threshold=0.3)
+        [single] = decode_batch(
+            heat[i : i + 1],
+            size[i : i + 1],
+            offset[i : i + 1],
+            input_size=INPUT_SIZE,
+            score_threshold=0.3,
+        )
         np.testing.assert_array_equal(single.boxes, batched[i].boxes)
         np.testing.assert_array_equal(single.classes, batched[i].classes)

@@ -1,4 +1,5 @@
-"""The model card's evaluation: the mean-box baseline, the threshold choice and the bootstrap margins."""
+"""The model card's evaluation: the mean-box baseline, the threshold choice and the bootstrap
+margins."""
 
 from __future__ import annotations
 
@@ -21,29 +22,41 @@ RIGHT = (312.0, 200.0, 472.0, 400.0)
 
 
 def _image(name: str, box: tuple[float, ...], label: str) -> LabelledImage:
-    return LabelledImage(name, name, np.asarray([box], np.float32), np.asarray([CLASSES.index(label)]))
+    return LabelledImage(
+        name, name, np.asarray([box], np.float32), np.asarray([CLASSES.index(label)])
+    )
 
 
 def test_mean_box_baseline_puts_each_class_mean_box_on_every_image() -> None:
-    train = [_image("a", LEFT, "Effusion"), _image("b", RIGHT, "Effusion"), _image("c", LEFT, "Mass")]
+    train = [
+        _image("a", LEFT, "Effusion"),
+        _image("b", RIGHT, "Effusion"),
+        _image("c", LEFT, "Mass"),
+    ]
     guesses = mean_box_baseline(train, n_images=3)
     assert len(guesses) == 3 and guesses[0] == guesses[2]
     by_label = {d.label: d for d in guesses[0]}
     assert set(by_label) == {"Effusion", "Mass"}  # classes without training boxes are not guessed
-    # Effusion left and right average to a box in the middle: why this baseline misses lateral findings
+    # Effusion left and right average to a box in the middle: why this baseline misses lateral
+    # findings
     assert by_label["Effusion"].box == pytest.approx((176.0, 200.0, 336.0, 400.0))
     assert by_label["Effusion"].score == pytest.approx(2 / 3)
     assert by_label["Mass"].score == pytest.approx(1 / 3)
 
 
 def _case(n: int = 40) -> tuple[list, list, list]:
-    """Effusion on the left or right of ``n`` images; the model finds each; both guess Mass alike."""
+    """Effusion on the left or right of ``n`` images; the model finds each; both guess Mass
+    alike."""
     truths, model, baseline = [], [], []
     for i in range(n):
         box = LEFT if i % 2 else RIGHT
-        truths.append([Detection("Effusion", box), *([Detection("Mass", LEFT)] if i % 4 == 0 else [])])
+        truths.append(
+            [Detection("Effusion", box), *([Detection("Mass", LEFT)] if i % 4 == 0 else [])]
+        )
         model.append([Detection("Effusion", box, 0.9), Detection("Mass", LEFT, 0.5)])
-        baseline.append([Detection("Effusion", (176.0, 200.0, 336.0, 400.0), 0.5), Detection("Mass", LEFT, 0.5)])
+        baseline.append(
+            [Detection("Effusion", (176.0, 200.0, 336.0, 400.0), 0.5), Detection("Mass", LEFT, 0.5)]
+        )
     return model, baseline, truths
 
 
@@ -62,8 +75,11 @@ def test_bootstrap_margin_is_above_zero_only_where_the_model_is_really_better() 
 
 def test_threshold_is_chosen_where_aligned_f1_is_best() -> None:
     truths = [[Detection("Effusion", LEFT)] for _ in range(10)]
-    # a correct box at 0.6 and a wrong one at 0.3 on every image: any threshold above 0.3 drops the wrong one
-    detections = [[Detection("Effusion", LEFT, 0.6), Detection("Mass", RIGHT, 0.3)] for _ in range(10)]
+    # a correct box at 0.6 and a wrong one at 0.3 on every image: any threshold above 0.3 drops the
+    # wrong one
+    detections = [
+        [Detection("Effusion", LEFT, 0.6), Detection("Mass", RIGHT, 0.3)] for _ in range(10)
+    ]
     threshold = choose_threshold(detections, truths)
     assert 0.3 < threshold <= 0.6
 
@@ -85,14 +101,16 @@ def test_markdown_table_shows_the_margin_per_class() -> None:
 def test_class_thresholds_are_chosen_per_class_and_high_where_nothing_is_found() -> None:
     truths = [[Detection("Effusion", LEFT), Detection("Mass", RIGHT)] for _ in range(10)]
     detections = [
-        [Detection("Effusion", LEFT, 0.25), Detection("Effusion", RIGHT, 0.2),  # right box at 0.25, wrong at 0.2
+        # right box at 0.25, wrong at 0.2
+        [Detection("Effusion", LEFT, 0.25), Detection("Effusion", RIGHT, 0.2),
          Detection("Mass", LEFT, 0.6)]  # Mass always in the wrong place
         for _ in range(10)
     ]
     chosen = choose_class_thresholds(detections, truths)
     assert set(chosen) == set(CLASSES)
     assert chosen["Effusion"] == pytest.approx(0.25)  # keeps the hit, drops the miss
-    assert chosen["Mass"] == pytest.approx(0.70)  # never right: report it as rarely as the grid allows
+    # never right: report it as rarely as the grid allows
+    assert chosen["Mass"] == pytest.approx(0.70)
 
 
 def test_a_class_right_only_among_many_false_boxes_is_not_given_a_low_threshold() -> None:
@@ -101,5 +119,6 @@ def test_a_class_right_only_among_many_false_boxes_is_not_given_a_low_threshold(
     truths = [[Detection("Nodule", LEFT)] if i == 0 else [] for i in range(10)]
     detections = [[Detection("Nodule", LEFT if i == 0 else RIGHT, 0.1)] for i in range(10)]
     assert choose_class_thresholds(detections, truths)["Nodule"] == pytest.approx(0.70)
-    # with only one false box beside the hit (1 in 2 right) the low threshold is kept, and ties go higher
+    # with only one false box beside the hit (1 in 2 right) the low threshold is kept, and ties go
+    # higher
     assert choose_class_thresholds(detections[:2], truths[:2])["Nodule"] == pytest.approx(0.10)

@@ -55,8 +55,14 @@ def test_frozen_trunk_is_not_trained(tiny_split) -> None:
     _, trained = _run(tiny_split, seed=7)
     reference = build_model()
     assert torch.equal(trained.backbone._conv_stem.weight, reference.backbone._conv_stem.weight)
-    assert torch.equal(trained.backbone._blocks[4]._project_conv.weight, reference.backbone._blocks[4]._project_conv.weight)
-    assert not torch.equal(trained.backbone._blocks[15]._project_conv.weight, reference.backbone._blocks[15]._project_conv.weight)
+    assert torch.equal(
+        trained.backbone._blocks[4]._project_conv.weight,
+        reference.backbone._blocks[4]._project_conv.weight,
+    )
+    assert not torch.equal(
+        trained.backbone._blocks[15]._project_conv.weight,
+        reference.backbone._blocks[15]._project_conv.weight,
+    )
 
 
 def test_targets_peak_at_box_centres_with_size_and_offset() -> None:
@@ -69,18 +75,25 @@ def test_targets_peak_at_box_centres_with_size_and_offset() -> None:
     assert heat[CLASSES.index("Mass")].sum() > 1.0  # Gaussian, not a single cell
     assert heat[CLASSES.index("Nodule")].max() == 0.0
     assert targets["mask"].sum() == 1
-    np.testing.assert_allclose(targets["size"][0, :, int(cy), int(cx)], [100 / OUTPUT_STRIDE, 60 / OUTPUT_STRIDE])
-    np.testing.assert_allclose(targets["offset"][0, :, int(cy), int(cx)], [cx - int(cx), cy - int(cy)])
+    np.testing.assert_allclose(
+        targets["size"][0, :, int(cy), int(cx)], [100 / OUTPUT_STRIDE, 60 / OUTPUT_STRIDE]
+    )
+    np.testing.assert_allclose(
+        targets["offset"][0, :, int(cy), int(cx)], [cx - int(cx), cy - int(cy)]
+    )
 
 
 def test_a_present_but_unboxed_finding_is_not_taught_as_absent() -> None:
-    """An image whose labels name Effusion without a box: its Effusion channel has no negative loss."""
+    """An image whose labels name Effusion without a box: its Effusion channel has no negative
+    loss."""
     grid = (INPUT_SIZE[1] // OUTPUT_STRIDE, INPUT_SIZE[0] // OUTPUT_STRIDE)
     box = [np.array([[100.0, 60.0, 200.0, 120.0]], np.float32)]
     label = [np.array([CLASSES.index("Mass")])]
     effusion = CLASSES.index("Effusion")
     partial = build_targets(box, label, grid=grid, unboxed=[np.array([effusion])])
-    assert partial["ignore"][0].tolist() == [1.0 if c == effusion else 0.0 for c in range(len(CLASSES))]
+    assert partial["ignore"][0].tolist() == [
+        1.0 if c == effusion else 0.0 for c in range(len(CLASSES))
+    ]
     full = build_targets(box, label, grid=grid)
     assert full["ignore"].sum() == 0
     for name in ("heatmap", "mask", "size", "offset"):
@@ -107,13 +120,18 @@ def test_export_gives_an_onnx_that_matches_torch_and_carries_metadata(tmp_path: 
     weights = tmp_path / "weights.pt"
     torch.save(build_model(pretrained=False).state_dict(), weights)
     path = export_onnx(  # raises if ORT != torch
-        weights, tmp_path / "m.onnx", score_threshold=0.42, class_thresholds={"Nodule": 0.2, "Cardiomegaly": 0.6}
+        weights,
+        tmp_path / "m.onnx",
+        score_threshold=0.42,
+        class_thresholds={"Nodule": 0.2, "Cardiomegaly": 0.6},
     )
     detector = OnnxDetector(path, intra_op_threads=1)
     assert detector.score_threshold == pytest.approx(0.42)
     thresholds = detector.class_score_thresholds
     assert list(thresholds) == list(CLASSES)
-    assert (thresholds["Nodule"], thresholds["Cardiomegaly"], thresholds["Mass"]) == pytest.approx((0.2, 0.6, 0.42))
+    assert (thresholds["Nodule"], thresholds["Cardiomegaly"], thresholds["Mass"]) == pytest.approx(
+        (0.2, 0.6, 0.42)
+    )
     assert detector.info.name == "m"
     import onnx
 
@@ -126,13 +144,19 @@ def test_class_thresholds_are_read_from_an_evaluation_or_a_plain_file(tmp_path: 
     from engine.default_model.export import read_class_thresholds
 
     evaluation = tmp_path / "tuning.json"
-    evaluation.write_text(json.dumps({"threshold": 0.3, "class_thresholds": {"Mass": 0.25, "Atelectasis": 0.5}}))
+    evaluation.write_text(
+        json.dumps({"threshold": 0.3, "class_thresholds": {"Mass": 0.25, "Atelectasis": 0.5}})
+    )
     assert read_class_thresholds(evaluation) == {"Atelectasis": 0.5, "Mass": 0.25}  # in class order
     plain = tmp_path / "plain.json"
     plain.write_text(json.dumps({"Effusion": 0.35}))
     assert read_class_thresholds(plain) == {"Effusion": 0.35}
-    for text, reason in (('{"Bronchitis": 0.3}', "unknown classes"), ('{"Mass": 1.0}', "in \\(0, 1\\)"),
-                         ('["Mass"]', "JSON object"), ("{", "cannot read")):
+    for text, reason in (
+        ('{"Bronchitis": 0.3}', "unknown classes"),
+        ('{"Mass": 1.0}', "in \\(0, 1\\)"),
+        ('["Mass"]', "JSON object"),
+        ("{", "cannot read"),
+    ):
         plain.write_text(text)
         with pytest.raises(ValueError, match=reason):
             read_class_thresholds(plain)
