@@ -39,7 +39,6 @@ from worklist.destinations import (
     TlsOptions,
     destination_for,
 )
-from worklist.destinations.fhir import FhirAuth
 from worklist.embedded_broker import sqlite_broker_path
 from worklist.routing import Route
 
@@ -147,13 +146,13 @@ def _credentials(name: str, section: _HttpAuthSection) -> tuple[str, str | None,
     return "none", None, None
 
 
-def _fhir_auth(name: str, section: FhirEndpointSettings) -> FhirAuth:
+def _fhir_auth(name: str, section: FhirEndpointSettings) -> HttpAuth:
     kind, token, password = _credentials(name, section)
     if kind == "bearer":
-        return FhirAuth.bearer(token or "")
+        return HttpAuth.bearer(token or "")
     if kind == "basic":
-        return FhirAuth.basic(section.username, password or "")
-    return FhirAuth.none()
+        return HttpAuth.basic(section.username, password or "")
+    return HttpAuth.none()
 
 
 def _http_auth(name: str, section: DicomWebDestination) -> HttpAuth:

@@ -14,11 +14,11 @@ from exporters.fhir import build_fhir_bundle, bundle_json
 from tests.integration.fhir_server import FhirTestServer
 from tests.unit.exporters.conftest import IMAGE_SIZES, make_grounded_report, make_source_image
 from worklist.destinations.fhir import (
-    FhirAuth,
     PermanentFhirError,
     TransientFhirError,
     post_transaction,
 )
+from worklist.destinations.security import HttpAuth
 
 SITE_SYSTEM = "urn:oid:1.2.826.0.1.3680043.10.1234"
 
@@ -38,7 +38,7 @@ def _bundle(*, revision: int = 1, patient_id: str | None = None) -> str:
 
 def _post(server: FhirTestServer, bundle: str | dict):
     text = bundle if isinstance(bundle, str) else json.dumps(bundle)
-    return post_transaction(server.base_url, text, auth=FhirAuth.none(), timeout=10)
+    return post_transaction(server.base_url, text, auth=HttpAuth.none(), timeout=10)
 
 
 @pytest.fixture
@@ -123,14 +123,14 @@ def test_ambiguous_conditional_create_is_412_and_stores_nothing(server):
 def test_outage_closes_open_connections_and_keeps_port_and_store(server):
     bundle = _bundle()
     with httpx.Client() as client:  # keeps its connection alive between requests
-        post_transaction(server.base_url, bundle, auth=FhirAuth.none(), client=client)
+        post_transaction(server.base_url, bundle, auth=HttpAuth.none(), client=client)
         url = server.base_url
         server.set_down()
         assert not server.is_up
         with pytest.raises(TransientFhirError):
-            post_transaction(url, bundle, auth=FhirAuth.none(), client=client, timeout=5)
+            post_transaction(url, bundle, auth=HttpAuth.none(), client=client, timeout=5)
         server.set_up()
-        result = post_transaction(url, bundle, auth=FhirAuth.none(), client=client)
+        result = post_transaction(url, bundle, auth=HttpAuth.none(), client=client)
     assert server.base_url == url
     assert {e.status for e in result.entries} == {"200 OK"}  # the store survived the outage
     assert len(server.resources("DiagnosticReport")) == 1

@@ -27,7 +27,6 @@ server's diagnostics or credentials.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import math
@@ -36,18 +35,16 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from worklist.destinations.security import HttpAuth, check_header_safe
 from worklist.errors import InvalidFhirRequestError, WorklistError
 
 __all__ = [
     "FHIR_JSON",
-    "AuthKind",
-    "FhirAuth",
     "FhirDeliveryError",
     "FhirEntryResult",
     "FhirResult",
@@ -73,94 +70,6 @@ _TRANSIENT_4XX = frozenset({408, 429})
 #: 5xx statuses that will not change by retrying: the server lacks the interaction
 #: (501 Not Implemented, e.g. no transaction support) or the HTTP version (505).
 _PERMANENT_5XX = frozenset({501, 505})
-
-
-# -- authentication ------------------------------------------------------------
-
-
-class AuthKind(StrEnum):
-    """How the client authenticates to the FHIR server."""
-
-    NONE = "none"
-    #: ``Authorization: Bearer <token>`` (RFC 6750; SMART backend services hand one out).
-    BEARER = "bearer"
-    #: ``Authorization: Basic base64(user:password)`` in UTF-8 (RFC 7617).
-    BASIC = "basic"
-
-
-def _check_header_safe(name: str, value: str) -> None:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{name} must be a non-empty string")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        raise ValueError(f"{name} must not contain control characters")
-
-
-@dataclass(frozen=True, repr=False)
-class FhirAuth:
-    """Credentials for the FHIR server; build with :meth:`none`, :meth:`bearer`
-    or :meth:`basic`. The secrets never appear in ``repr``/``str``.
-    """
-
-    kind: AuthKind = AuthKind.NONE
-    token: str | None = None
-    username: str | None = None
-    password: str | None = None
-
-    def __post_init__(self) -> None:
-        kind = AuthKind(self.kind)  # raises ValueError on an unknown kind
-        object.__setattr__(self, "kind", kind)
-        if kind is AuthKind.NONE:
-            if self.token is not None or self.username is not None or self.password is not None:
-                raise ValueError("FhirAuth kind 'none' takes no token, username or password")
-        elif kind is AuthKind.BEARER:
-            if self.username is not None or self.password is not None:
-                raise ValueError("FhirAuth kind 'bearer' takes a token only")
-            _check_header_safe("token", self.token)  # type: ignore[arg-type]
-            if any(c.isspace() for c in self.token):  # type: ignore[union-attr]
-                raise ValueError("token must not contain whitespace (RFC 6750 b64token)")
-        else:
-            if self.token is not None:
-                raise ValueError("FhirAuth kind 'basic' takes a username and password, not a token")
-            _check_header_safe("username", self.username)  # type: ignore[arg-type]
-            if ":" in self.username:  # type: ignore[operator]
-                raise ValueError("username must not contain ':' (RFC 7617 user-id)")
-            if not isinstance(self.password, str):
-                raise ValueError("password must be a string")
-            if self.password:
-                _check_header_safe("password", self.password)
-
-    @classmethod
-    def none(cls) -> FhirAuth:
-        """No authentication (a server on a trusted network, or mutual TLS in the client)."""
-        return cls(AuthKind.NONE)
-
-    @classmethod
-    def bearer(cls, token: str) -> FhirAuth:
-        """A bearer token (RFC 6750)."""
-        return cls(AuthKind.BEARER, token=token)
-
-    @classmethod
-    def basic(cls, username: str, password: str) -> FhirAuth:
-        """HTTP Basic authentication (RFC 7617, UTF-8)."""
-        return cls(AuthKind.BASIC, username=username, password=password)
-
-    def headers(self) -> dict[str, str]:
-        """The ``Authorization`` header for this credential (empty for ``none``)."""
-        if self.kind is AuthKind.BEARER:
-            return {"Authorization": f"Bearer {self.token}"}
-        if self.kind is AuthKind.BASIC:
-            raw = f"{self.username}:{self.password}".encode()
-            return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
-        return {}
-
-    def __repr__(self) -> str:
-        if self.kind is AuthKind.BEARER:
-            return "FhirAuth(kind='bearer', token=***)"
-        if self.kind is AuthKind.BASIC:
-            return f"FhirAuth(kind='basic', username={self.username!r}, password=***)"
-        return "FhirAuth(kind='none')"
-
-    __str__ = __repr__
 
 
 # -- results and errors --------------------------------------------------------
@@ -330,7 +239,7 @@ def post_transaction(
     base_url: str,
     bundle_json: str | bytes,
     *,
-    auth: FhirAuth,
+    auth: HttpAuth,
     timeout: float = 30.0,
     client: httpx.Client | None = None,
     request_id: str | None = None,
@@ -347,7 +256,7 @@ def post_transaction(
         bytes; it must be a Bundle of type ``transaction``. Sent as is with
         ``Content-Type: application/fhir+json; charset=utf-8``.
     auth
-        Credentials (:class:`FhirAuth`; ``FhirAuth.none()`` for none).
+        Credentials (:class:`HttpAuth`; ``HttpAuth.none()`` for none).
     timeout
         Seconds allowed for each of connecting, sending, waiting for and reading
         the answer (httpx timeouts), > 0.
@@ -376,11 +285,11 @@ def post_transaction(
     ValueError, TypeError
         Bad arguments: not an http(s) base URL, not a transaction Bundle,
         a non-positive timeout, a request id with control characters, an
-        ``auth`` that is not a :class:`FhirAuth`.
+        ``auth`` that is not a :class:`HttpAuth`.
     """
     url = _check_base_url(base_url)
-    if not isinstance(auth, FhirAuth):
-        raise TypeError(f"auth must be a FhirAuth, got {type(auth).__name__}")
+    if not isinstance(auth, HttpAuth):
+        raise TypeError(f"auth must be a HttpAuth, got {type(auth).__name__}")
     if (
         isinstance(timeout, bool)
         or not isinstance(timeout, (int, float))
@@ -390,7 +299,7 @@ def post_transaction(
     body, request_entries = _parse_request(bundle_json)
     headers = {"Content-Type": _CONTENT_TYPE, "Accept": FHIR_JSON, **auth.headers()}
     if request_id is not None:
-        _check_header_safe("request_id", request_id)
+        check_header_safe("request_id", request_id)
         headers["X-Request-Id"] = request_id
     endpoint = _endpoint(url)
 

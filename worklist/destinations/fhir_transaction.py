@@ -14,13 +14,12 @@ from typing import ClassVar
 import httpx
 
 from worklist.destinations.fhir import (
-    FhirAuth,
     PermanentFhirError,
     TransientFhirError,
     post_transaction,
 )
 from worklist.destinations.protocol import ArtifactFile, DeliveryOutcome, DestinationTarget
-from worklist.destinations.security import TlsOptions
+from worklist.destinations.security import HttpAuth, TlsOptions
 from worklist.errors import InvalidFhirRequestError
 
 __all__ = ["FhirTarget", "FhirTransactionDestination", "bundle_filename"]
@@ -31,7 +30,7 @@ class FhirTarget:
     """A ``[destinations.NAME]`` section of ``type = "fhir"``."""
 
     url: str
-    auth: FhirAuth
+    auth: HttpAuth
     timeout_seconds: float = 30.0
     primary_language: str = "en"
     patient_identifier_system: str | None = None

@@ -20,7 +20,6 @@ from tests.integration.fhir_server import FhirTestServer, make_outcome
 from tests.unit.exporters.conftest import IMAGE_SIZES, make_grounded_report, make_source_image
 from worklist.destinations import RetryPolicy
 from worklist.destinations.fhir import (
-    FhirAuth,
     FhirDeliveryError,
     InvalidFhirResponseError,
     PermanentFhirError,
@@ -28,6 +27,7 @@ from worklist.destinations.fhir import (
     parse_retry_after,
     post_transaction,
 )
+from worklist.destinations.security import HttpAuth
 
 SITE_SYSTEM = "urn:oid:1.2.826.0.1.3680043.10.1234"
 RESOURCE_TYPES = ("Patient", "Device", "ImagingStudy", "DiagnosticReport", "Observation")
@@ -82,7 +82,7 @@ def test_success_posts_fhir_json_with_bearer_token(server, bundle):
     result = post_transaction(
         server.base_url,
         bundle,
-        auth=FhirAuth.bearer("tok-3f9a"),
+        auth=HttpAuth.bearer("tok-3f9a"),
         timeout=10,
         request_id="delivery-17",
     )
@@ -117,7 +117,7 @@ def test_basic_auth_utf8_and_trailing_slash(server, bundle):
     result = post_transaction(
         server.base_url + "/",
         bundle.encode("utf-8"),
-        auth=FhirAuth.basic("radground", "pä:ss wörd"),
+        auth=HttpAuth.basic("radground", "pä:ss wörd"),
     )
     assert result.status_code == 200
     assert server.received[0].path == "/fhir"  # POST [base], not [base]/
@@ -125,8 +125,8 @@ def test_basic_auth_utf8_and_trailing_slash(server, bundle):
 
 def test_caller_owned_client_is_reused_and_left_open(server, bundle):
     with httpx.Client() as client:
-        first = post_transaction(server.base_url, bundle, auth=FhirAuth.none(), client=client)
-        second = post_transaction(server.base_url, bundle, auth=FhirAuth.none(), client=client)
+        first = post_transaction(server.base_url, bundle, auth=HttpAuth.none(), client=client)
+        second = post_transaction(server.base_url, bundle, auth=HttpAuth.none(), client=client)
         assert not client.is_closed
     assert first.created == 24 and second.created == 0
 
@@ -135,8 +135,8 @@ def test_caller_owned_client_is_reused_and_left_open(server, bundle):
 
 
 def test_redelivered_identical_transaction_creates_no_duplicates(server, bundle):
-    first = post_transaction(server.base_url, bundle, auth=FhirAuth.none())
-    second = post_transaction(server.base_url, bundle, auth=FhirAuth.none())
+    first = post_transaction(server.base_url, bundle, auth=HttpAuth.none())
+    second = post_transaction(server.base_url, bundle, auth=HttpAuth.none())
 
     assert _counts(server) == ONE_OF_EACH
     assert {e.status for e in second.entries} == {"200 OK"}
@@ -151,11 +151,11 @@ def test_lost_response_then_redelivery_creates_no_duplicates(server, bundle):
     """The EHR commits but the answer never arrives: transient, and the retry is safe."""
     server.drop_response_next()
     with pytest.raises(TransientFhirError) as info:
-        post_transaction(server.base_url, bundle, auth=FhirAuth.none(), timeout=5)
+        post_transaction(server.base_url, bundle, auth=HttpAuth.none(), timeout=5)
     assert info.value.status_code is None
     assert _counts(server) == ONE_OF_EACH  # it was committed
 
-    result = post_transaction(server.base_url, bundle, auth=FhirAuth.none())
+    result = post_transaction(server.base_url, bundle, auth=HttpAuth.none())
     assert {e.status for e in result.entries} == {"200 OK"}
     assert _counts(server) == ONE_OF_EACH
 
@@ -169,7 +169,7 @@ def test_503_three_times_then_ok_with_retry_loop(server, bundle):
     errors = []
     for attempt in range(1, 6):
         try:
-            result = post_transaction(server.base_url, bundle, auth=FhirAuth.none())
+            result = post_transaction(server.base_url, bundle, auth=HttpAuth.none())
             break
         except TransientFhirError as exc:
             errors.append(exc)
@@ -190,7 +190,7 @@ def test_503_three_times_then_ok_with_retry_loop(server, bundle):
 def test_5xx_429_408_are_transient(server, bundle, status):
     server.fail_next(1, status=status)
     with pytest.raises(TransientFhirError) as info:
-        post_transaction(server.base_url, bundle, auth=FhirAuth.none())
+        post_transaction(server.base_url, bundle, auth=HttpAuth.none())
     assert info.value.status_code == status
     assert json.loads(info.value.operation_outcome)["resourceType"] == "OperationOutcome"
     assert _counts(server)["DiagnosticReport"] == 0
@@ -199,7 +199,7 @@ def test_5xx_429_408_are_transient(server, bundle, status):
 def test_retry_after_seconds_is_exposed_and_floors_the_delay(server, bundle):
     server.fail_next(1, status=429, retry_after=7)
     with pytest.raises(TransientFhirError) as info:
-        post_transaction(server.base_url, bundle, auth=FhirAuth.none())
+        post_transaction(server.base_url, bundle, auth=HttpAuth.none())
     assert info.value.retry_after == 7.0
     rng = random.Random(1)
     policy = RetryPolicy(base_seconds=2.0)
@@ -211,7 +211,7 @@ def test_retry_after_seconds_is_exposed_and_floors_the_delay(server, bundle):
 def test_retry_after_http_date(server, bundle):
     server.fail_next(1, status=503, retry_after="Wed, 21 Oct 2099 07:28:00 GMT")
     with pytest.raises(TransientFhirError) as info:
-        post_transaction(server.base_url, bundle, auth=FhirAuth.none())
+        post_transaction(server.base_url, bundle, auth=HttpAuth.none())
     assert info.value.retry_after > 365 * 24 * 3600
     now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
     assert parse_retry_after("Thu, 01 Jan 2026 12:02:00 GMT", now=now) == 120.0
@@ -225,12 +225,12 @@ def test_connection_refused_is_transient_and_the_server_comes_back(server, bundl
     url = server.base_url
     server.set_down()
     with pytest.raises(TransientFhirError) as info:
-        post_transaction(url, bundle, auth=FhirAuth.none(), timeout=5)
+        post_transaction(url, bundle, auth=HttpAuth.none(), timeout=5)
     assert info.value.status_code is None
     assert "ConnectError" in info.value.summary
     server.set_up()
     assert server.base_url == url
-    assert post_transaction(url, bundle, auth=FhirAuth.none()).created == 24
+    assert post_transaction(url, bundle, auth=HttpAuth.none()).created == 24
 
 
 def test_nothing_listening_is_transient():
@@ -239,18 +239,18 @@ def test_nothing_listening_is_transient():
         port = sock.getsockname()[1]  # bound, never listening: refused
         with pytest.raises(TransientFhirError):
             post_transaction(
-                f"http://127.0.0.1:{port}/fhir", realistic_bundle(), auth=FhirAuth.none()
+                f"http://127.0.0.1:{port}/fhir", realistic_bundle(), auth=HttpAuth.none()
             )
 
 
 def test_timeout_is_transient_and_a_late_commit_is_not_duplicated(server, bundle):
     server.delay_next(1.0)
     with pytest.raises(TransientFhirError) as info:
-        post_transaction(server.base_url, bundle, auth=FhirAuth.none(), timeout=0.2)
+        post_transaction(server.base_url, bundle, auth=HttpAuth.none(), timeout=0.2)
     assert info.value.status_code is None
     assert "timed out" in info.value.summary
     # the retry races the slow first request, which the server still commits
-    post_transaction(server.base_url, bundle, auth=FhirAuth.none(), timeout=5)
+    post_transaction(server.base_url, bundle, auth=HttpAuth.none(), timeout=5)
     deadline = time.monotonic() + 5
     while len(server.received) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -280,7 +280,7 @@ def test_400_with_operation_outcome_is_permanent_with_its_diagnostics(server, bu
     }
     server.reject_next(400, outcome)
     with pytest.raises(PermanentFhirError) as info:
-        post_transaction(server.base_url, bundle, auth=FhirAuth.none())
+        post_transaction(server.base_url, bundle, auth=HttpAuth.none())
     error = info.value
     assert error.status_code == 400
     assert json.loads(error.operation_outcome) == outcome
@@ -298,7 +298,7 @@ def test_400_with_operation_outcome_is_permanent_with_its_diagnostics(server, bu
 def test_other_4xx_are_permanent(server, bundle, status):
     server.reject_next(status, make_outcome("processing", f"refused with {status}"))
     with pytest.raises(PermanentFhirError) as info:
-        post_transaction(server.base_url, bundle, auth=FhirAuth.none())
+        post_transaction(server.base_url, bundle, auth=HttpAuth.none())
     assert not isinstance(info.value, TransientFhirError)
     assert info.value.status_code == status
     assert f"refused with {status}" in info.value.summary
@@ -307,7 +307,7 @@ def test_other_4xx_are_permanent(server, bundle, status):
 def test_operation_outcome_is_kept_up_to_64_kb(server, bundle):
     server.reject_next(422, make_outcome("invariant", "错误" * 40_000))  # 240 KB of UTF-8
     with pytest.raises(PermanentFhirError) as info:
-        post_transaction(server.base_url, bundle, auth=FhirAuth.none())
+        post_transaction(server.base_url, bundle, auth=HttpAuth.none())
     kept = info.value.operation_outcome.encode("utf-8")
     assert 64 * 1024 - 3 <= len(kept) <= 64 * 1024  # cut at a character boundary
     assert kept.decode("utf-8").startswith('{"resourceType": "OperationOutcome"')
@@ -317,9 +317,9 @@ def test_operation_outcome_is_kept_up_to_64_kb(server, bundle):
 def test_bad_or_missing_credentials_are_permanent_401(server, bundle):
     server.require_auth(bearer="right-token")
     for auth in (
-        FhirAuth.bearer("wrong-token"),
-        FhirAuth.none(),
-        FhirAuth.basic("u", "right-token"),
+        HttpAuth.bearer("wrong-token"),
+        HttpAuth.none(),
+        HttpAuth.basic("u", "right-token"),
     ):
         with pytest.raises(PermanentFhirError) as info:
             post_transaction(server.base_url, bundle, auth=auth)
@@ -334,14 +334,14 @@ def test_https_needs_a_trusted_certificate(bundle):
     with FhirTestServer(tls=True) as server:
         assert server.base_url.startswith("https://127.0.0.1:")
         with pytest.raises(PermanentFhirError) as info:
-            post_transaction(server.base_url, bundle, auth=FhirAuth.bearer("t"), timeout=5)
+            post_transaction(server.base_url, bundle, auth=HttpAuth.bearer("t"), timeout=5)
         assert info.value.status_code is None
         assert "TLS certificate of https://127.0.0.1" in info.value.summary
         assert "self-signed" in info.value.summary
         trusted = ssl.create_default_context(cafile=str(server.ca_file))
         with httpx.Client(verify=trusted) as client:
             result = post_transaction(
-                server.base_url, bundle, auth=FhirAuth.bearer("t"), client=client
+                server.base_url, bundle, auth=HttpAuth.bearer("t"), client=client
             )
         assert result.created == 24
         assert server.received[-1].headers["authorization"] == "Bearer t"
@@ -396,7 +396,7 @@ def test_2xx_without_a_good_transaction_response_is_invalid(bundle, body, header
         pytest.raises(InvalidFhirResponseError) as info,
     ):
         post_transaction(
-            "https://ehr.example.org/fhir", bundle, auth=FhirAuth.none(), client=client
+            "https://ehr.example.org/fhir", bundle, auth=HttpAuth.none(), client=client
         )
     assert isinstance(info.value, PermanentFhirError)
     assert info.value.status_code == 200
@@ -407,7 +407,7 @@ def test_redirect_is_not_followed_and_is_permanent(bundle):
     redirect = _mock_client(307, b"", {"Location": "https://elsewhere.example.org/fhir"})
     with redirect as client, pytest.raises(PermanentFhirError) as info:
         post_transaction(
-            "https://ehr.example.org/fhir", bundle, auth=FhirAuth.bearer("t"), client=client
+            "https://ehr.example.org/fhir", bundle, auth=HttpAuth.bearer("t"), client=client
         )
     assert info.value.status_code == 307
     assert "unexpected redirect to https://elsewhere.example.org/fhir" in info.value.summary
@@ -417,7 +417,7 @@ def test_5xx_without_operation_outcome_is_transient_with_a_summary(bundle):
     gateway = _mock_client(502, "<html>Bad gateway</html>", {"Content-Type": "text/html"})
     with gateway as client, pytest.raises(TransientFhirError) as info:
         post_transaction(
-            "https://ehr.example.org/fhir", bundle, auth=FhirAuth.none(), client=client
+            "https://ehr.example.org/fhir", bundle, auth=HttpAuth.none(), client=client
         )
     assert info.value.operation_outcome is None
     assert (
@@ -430,7 +430,7 @@ def test_undecodable_response_body_is_transient(bundle):
     corrupt = _mock_client(200, b"not gzip at all", {"Content-Encoding": "gzip"})
     with corrupt as client, pytest.raises(TransientFhirError) as info:
         post_transaction(
-            "https://ehr.example.org/fhir", bundle, auth=FhirAuth.none(), client=client
+            "https://ehr.example.org/fhir", bundle, auth=HttpAuth.none(), client=client
         )
     assert "DecodingError" in info.value.summary
 
@@ -449,23 +449,23 @@ def test_undecodable_response_body_is_transient(bundle):
 )
 def test_bad_base_url_is_refused(bundle, base_url, message):
     with pytest.raises(ValueError, match=message):
-        post_transaction(base_url, bundle, auth=FhirAuth.none())
+        post_transaction(base_url, bundle, auth=HttpAuth.none())
 
 
 def test_bad_bundle_timeout_and_auth_are_refused(bundle):
     url = "https://ehr.example.org/fhir"
     batch = json.dumps({**json.loads(bundle), "type": "batch"})
     with pytest.raises(ValueError, match="'batch' Bundle, not a 'transaction'"):
-        post_transaction(url, batch, auth=FhirAuth.none())
+        post_transaction(url, batch, auth=HttpAuth.none())
     with pytest.raises(ValueError, match="not a FHIR Bundle"):
-        post_transaction(url, json.dumps(make_outcome("x", "y")), auth=FhirAuth.none())
+        post_transaction(url, json.dumps(make_outcome("x", "y")), auth=HttpAuth.none())
     with pytest.raises(ValueError, match="not UTF-8 JSON"):
-        post_transaction(url, bundle.encode("utf-16"), auth=FhirAuth.none())
+        post_transaction(url, bundle.encode("utf-16"), auth=HttpAuth.none())
     with pytest.raises(ValueError, match="timeout"):
-        post_transaction(url, bundle, auth=FhirAuth.none(), timeout=0)
+        post_transaction(url, bundle, auth=HttpAuth.none(), timeout=0)
     with pytest.raises(ValueError, match="request_id must not contain control characters"):
-        post_transaction(url, bundle, auth=FhirAuth.none(), request_id="a\r\nX-Evil: 1")
-    with pytest.raises(TypeError, match="auth must be a FhirAuth"):
+        post_transaction(url, bundle, auth=HttpAuth.none(), request_id="a\r\nX-Evil: 1")
+    with pytest.raises(TypeError, match="auth must be a HttpAuth"):
         post_transaction(url, bundle, auth="Bearer x")  # type: ignore[arg-type]
 
 
@@ -479,15 +479,15 @@ def test_errors_share_one_base():
 
 
 def test_auth_repr_never_shows_secrets():
-    bearer = FhirAuth.bearer("s3cr3t-token")
-    basic = FhirAuth.basic("radground", "hunter2")
+    bearer = HttpAuth.bearer("s3cr3t-token")
+    basic = HttpAuth.basic("radground", "hunter2")
     for auth in (bearer, basic):
         for text in (repr(auth), str(auth), f"{auth}", repr([auth])):
             assert "s3cr3t" not in text and "hunter2" not in text
-    assert repr(basic) == "FhirAuth(kind='basic', username='radground', password=***)"
+    assert repr(basic) == "HttpAuth(kind='basic', username='radground', password=***)"
     assert bearer.headers() == {"Authorization": "Bearer s3cr3t-token"}
     assert basic.headers() == {"Authorization": "Basic cmFkZ3JvdW5kOmh1bnRlcjI="}
-    assert FhirAuth.none().headers() == {}
+    assert HttpAuth.none().headers() == {}
     with pytest.raises(AttributeError):
         bearer.token = "other"  # type: ignore[misc]
 
@@ -495,14 +495,14 @@ def test_auth_repr_never_shows_secrets():
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: FhirAuth.bearer(""), "token must be a non-empty string"),
-        (lambda: FhirAuth.bearer("abc\r\nX-Evil: 1"), "control characters"),
-        (lambda: FhirAuth.bearer("two words"), "whitespace"),
-        (lambda: FhirAuth.basic("a:b", "pw"), "must not contain ':'"),
-        (lambda: FhirAuth.basic("user", "pw\n"), "control characters"),
-        (lambda: FhirAuth("none", token="t"), "takes no token"),
-        (lambda: FhirAuth("bearer", token="t", username="u"), "token only"),
-        (lambda: FhirAuth("digest"), "digest"),
+        (lambda: HttpAuth.bearer(""), "token must be a non-empty string"),
+        (lambda: HttpAuth.bearer("abc\r\nX-Evil: 1"), "control characters"),
+        (lambda: HttpAuth.bearer("two words"), "whitespace"),
+        (lambda: HttpAuth.basic("a:b", "pw"), "must not contain ':'"),
+        (lambda: HttpAuth.basic("user", "pw\n"), "control characters"),
+        (lambda: HttpAuth("none", token="t"), "takes no token"),
+        (lambda: HttpAuth("bearer", token="t", username="u"), "token only"),
+        (lambda: HttpAuth("digest"), "digest"),
     ],
 )
 def test_bad_auth_values_are_refused(make, message):
@@ -516,7 +516,7 @@ def test_bad_auth_values_are_refused(make, message):
 def test_logs_carry_statuses_and_durations_only(server, bundle, caplog):
     caplog.set_level(logging.DEBUG, logger="worklist.destinations.fhir")
     server.require_auth(basic=("radground", "hunter2"))
-    auth = FhirAuth.basic("radground", "hunter2")
+    auth = HttpAuth.basic("radground", "hunter2")
     post_transaction(server.base_url, bundle, auth=auth)
     server.reject_next(400, make_outcome("invalid", "Patient RG-0042 Zhang Wei rejected"))
     with pytest.raises(PermanentFhirError):
