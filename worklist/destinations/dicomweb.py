@@ -38,6 +38,7 @@ from pydicom.errors import InvalidDicomError
 
 from dicom_node.uids import is_valid_uid, short_uid
 from worklist.destinations.errors import InvalidStowRequestError
+from worklist.destinations.http_common import check_base_url
 from worklist.destinations.security import HttpAuth, TlsOptions, check_header_safe
 from worklist.destinations.stow_response import (
     DICOM_JSON,
@@ -150,21 +151,6 @@ class _MultipartBody:
         yield self._tail
 
 
-def _check_base_url(base_url: str) -> str:
-    if not isinstance(base_url, str):
-        raise TypeError(f"base_url must be a string, got {type(base_url).__name__}")
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidStowRequestError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
-    if parts.username is not None or parts.password is not None:
-        raise InvalidStowRequestError("base_url must not carry credentials; pass them as auth")
-    if parts.query or parts.fragment:
-        raise InvalidStowRequestError(
-            "base_url must not have a query or fragment (PS3.18 §8.2 Base URI)"
-        )
-    return base_url.rstrip("/")
-
-
 def _endpoint(url: str) -> str:
     parts = urlsplit(url)
     port = f":{parts.port}" if parts.port else ""
@@ -235,7 +221,8 @@ def store_instances(
     TypeError
         An argument of the wrong type (``auth``, ``tls``, ``base_url``).
     """
-    url = _check_base_url(base_url) + "/studies"
+    url = check_base_url(base_url, error=InvalidStowRequestError, reference="PS3.18 §8.2 Base URI")
+    url += "/studies"
     auth = HttpAuth.none() if auth is None else auth
     if not isinstance(auth, HttpAuth):
         raise TypeError(f"auth must be an HttpAuth, got {type(auth).__name__}")

@@ -33,13 +33,12 @@ import math
 import ssl
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from worklist.destinations.http_common import check_base_url, parse_retry_after
 from worklist.destinations.security import HttpAuth, check_header_safe
 from worklist.errors import InvalidFhirRequestError, WorklistError
 
@@ -190,21 +189,6 @@ class InvalidFhirResponseError(PermanentFhirError):
 # -- the request ---------------------------------------------------------------
 
 
-def _check_base_url(base_url: str) -> str:
-    if not isinstance(base_url, str):
-        raise TypeError(f"base_url must be a string, got {type(base_url).__name__}")
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidFhirRequestError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
-    if parts.username is not None or parts.password is not None:
-        raise InvalidFhirRequestError("base_url must not carry credentials; pass them as auth")
-    if parts.query or parts.fragment:
-        raise InvalidFhirRequestError(
-            "base_url must not have a query or fragment (FHIR R4 http.html#root)"
-        )
-    return base_url.rstrip("/")
-
-
 def _parse_request(bundle_json: str | bytes) -> tuple[bytes, list[dict[str, Any]]]:
     if isinstance(bundle_json, str):
         body = bundle_json.encode("utf-8")
@@ -287,7 +271,9 @@ def post_transaction(
         a non-positive timeout, a request id with control characters, an
         ``auth`` that is not a :class:`HttpAuth`.
     """
-    url = _check_base_url(base_url)
+    url = check_base_url(
+        base_url, error=InvalidFhirRequestError, reference="FHIR R4 http.html#root"
+    )
     if not isinstance(auth, HttpAuth):
         raise TypeError(f"auth must be a HttpAuth, got {type(auth).__name__}")
     if (
@@ -535,19 +521,3 @@ def _describe_failure(response: httpx.Response) -> tuple[str | None, str]:
     )
 
 
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (RFC 9110 10.2.3): delay-seconds or
-    an HTTP-date (seconds from ``now``, at least 0); None when absent or unreadable."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(int(value))
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    now = now or datetime.now(UTC)
-    return max(0.0, (when - now).total_seconds())

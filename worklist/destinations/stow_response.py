@@ -57,14 +57,13 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
 
 import httpx
 
 from dicom_node.uids import short_uid
+from worklist.destinations.http_common import parse_retry_after
 
 __all__ = [
     "DICOM_JSON",
@@ -338,7 +337,7 @@ def read_answer(response: httpx.Response, parts: Sequence[SentInstance], elapsed
     status = response.status_code
     head = f"HTTP {status} {response.reason_phrase}".rstrip()
     media_type = response.headers.get("Content-Type", "no Content-Type").split(";")[0].strip()
-    retry_after = _retry_after(response.headers.get("Retry-After"))
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
     dataset = _response_dataset(response)
     if dataset is None:
         peer_answer = f"{head} ({media_type}, {len(response.content)} bytes)"
@@ -465,18 +464,3 @@ def _error_excerpt(response: httpx.Response) -> str:
     return one_line(_UID_TEXT.sub(lambda m: f"uid:{short_uid(m.group(0))}", text), 160)
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (RFC 9110 10.2.3): delay-seconds or an
-    HTTP-date (seconds from now, at least 0); None when absent or unreadable."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(int(value))
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
