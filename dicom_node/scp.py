@@ -399,6 +399,7 @@ class StorageSCP:
         self._slots: set[int] = set()
         self._slots_lock = threading.Lock()
         self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
 
     @property
     def handlers(self) -> list[tuple[Any, Callable[..., Any]]]:
@@ -442,10 +443,17 @@ class StorageSCP:
         self._stopped.wait()
 
     def stop(self) -> None:
-        """Stop listening and abort running associations."""
-        self._ae.shutdown()
-        self._server = None
-        self._stopped.set()
+        """Stop listening and abort running associations; later calls do nothing.
+
+        Safe to call from several threads at once (a signal handler and the
+        parent watch can both ask): pynetdicom's ``AE.shutdown`` is not.
+        """
+        with self._stop_lock:
+            if self._stopped.is_set():
+                return
+            self._ae.shutdown()
+            self._server = None
+            self._stopped.set()
 
     # -- handlers ---------------------------------------------------------
 

@@ -153,3 +153,28 @@ def test_a_connection_that_never_sends_a_request_is_closed_by_the_artim_timer(tm
             )  # PS3.8 §9.1.5: ARTIM expiry closes the connection
     finally:
         node.stop()
+
+
+def test_stop_asked_twice_at_once_stops_cleanly(tmp_path):
+    """A listener process can be asked to stop by SIGTERM and by its parent watch at the same
+    moment: both calls return without an error and the port is closed."""
+    import threading
+
+    node, address = _start(tmp_path)
+    assert _echo(address)
+    errors: list[BaseException] = []
+
+    def stop() -> None:
+        try:
+            node.stop()
+        except BaseException as exc:  # noqa: BLE001 - the test reports whatever a stop raised
+            errors.append(exc)
+
+    threads = [threading.Thread(target=stop) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+    with pytest.raises(OSError):
+        socket.create_connection(address, timeout=2).close()
