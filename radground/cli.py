@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +38,24 @@ class _Context:
 pass_context = click.make_pass_decorator(_Context)
 
 
+def _node_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options ``serve`` and ``node`` share, and the context they run in."""
+    command = pass_context(command)
+    command = click.option(
+        "--port",
+        type=click.IntRange(0, 65535),
+        default=None,
+        help="DICOM port. Overrides node.port.",
+    )(command)
+    return click.option(
+        "--listener-processes",
+        type=click.IntRange(0, 64),
+        default=None,
+        help="Listener processes sharing the DICOM port (0 = one per CPU core). Overrides "
+        "node.listener_processes.",
+    )(command)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--config",
@@ -63,17 +81,7 @@ def cli(ctx: click.Context, config: Path | None) -> None:
 
 
 @cli.command()
-@click.option(
-    "--listener-processes",
-    type=click.IntRange(0, 64),
-    default=None,
-    help="Listener processes sharing the DICOM port (0 = one per CPU core). Overrides "
-    "node.listener_processes.",
-)
-@click.option(
-    "--port", type=click.IntRange(0, 65535), default=None, help="DICOM port. Overrides node.port."
-)
-@pass_context
+@_node_options
 def serve(obj: _Context, listener_processes: int | None, port: int | None) -> None:
     """Run everything on this machine: the node and its workers.
 
@@ -82,24 +90,14 @@ def serve(obj: _Context, listener_processes: int | None, port: int | None) -> No
     received), indexes every instance and marks each study ready once no
     instance has arrived for completion.idle_seconds. Ready studies are routed
     (config [[routes]]) to worker processes that run the model (queue "gpu")
-    and export and deliver SR, GSPS and FHIR (queue "io"). Embedded defaults:
+    and export and deliver SR, GSPS, KOS and FHIR (queue "io"). Embedded defaults:
     SQLite index, SQLite-file broker, the shipped CPU model. Stop with Ctrl-C.
     """
     _run_node(obj, listener_processes, port, with_workers=True)
 
 
 @cli.command()
-@click.option(
-    "--listener-processes",
-    type=click.IntRange(0, 64),
-    default=None,
-    help="Listener processes sharing the DICOM port (0 = one per CPU core). Overrides "
-    "node.listener_processes.",
-)
-@click.option(
-    "--port", type=click.IntRange(0, 65535), default=None, help="DICOM port. Overrides node.port."
-)
-@pass_context
+@_node_options
 def node(obj: _Context, listener_processes: int | None, port: int | None) -> None:
     """Run the node only (cluster mode): SCP, index, completion, job dispatch.
 
