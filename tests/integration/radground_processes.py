@@ -74,10 +74,10 @@ def write_config(
     port: int,
     database_url: str,
     broker_url: str,
-    pacs_port: int,
-    fhir_url: str,
-    requeue_after_seconds: float = 5.0,
-    task_time_limit_seconds: int = 10,
+    pacs_port: int | None,
+    fhir_url: str | None,
+    requeue_after_seconds: float | None = 5.0,
+    task_time_limit_seconds: int | None = 10,
     idle_seconds: float = 2.0,
     gpu_processes: int = 1,
     io_processes: int = 1,
@@ -85,8 +85,28 @@ def write_config(
     extra_toml: str = "",
 ) -> Path:
     """A TOML config for one RadGround deployment under ``workdir``: the chest route delivers to
-    ``route_destinations``; ``extra_toml`` adds sections (more destinations, ``[delivery]``)."""
+    ``route_destinations``; ``extra_toml`` adds sections (more destinations, ``[delivery]``).
+    ``None`` leaves a setting at its default and, for ``pacs_port``/``fhir_url``, that
+    destination out."""
     routed = ", ".join(f'"{name}"' for name in route_destinations)
+    timing = "".join(
+        f"{key} = {value}\n"
+        for key, value in (
+            ("task_time_limit_seconds", task_time_limit_seconds),
+            ("requeue_after_seconds", requeue_after_seconds),
+        )
+        if value is not None
+    )
+    destinations = ""
+    if pacs_port is not None:
+        destinations += (
+            f'[destinations.PACS]\nae_title = "ORTHANC"\nhost = "127.0.0.1"\nport = {pacs_port}\n'
+        )
+    if fhir_url is not None:
+        destinations += (
+            f'[destinations.EHR]\ntype = "fhir"\nurl = "{fhir_url}"\n'
+            'patient_identifier_system = "urn:oid:2.25.1234"\n'
+        )
     path.write_text(
         f"""
 [node]
@@ -105,24 +125,14 @@ poll_seconds = 0.3
 broker_url = "{broker_url}"
 gpu_processes = {gpu_processes}
 io_processes = {io_processes}
-task_time_limit_seconds = {task_time_limit_seconds}
-requeue_after_seconds = {requeue_after_seconds}
-outputs_root = "{workdir / 'outputs'}"
+{timing}outputs_root = "{workdir / 'outputs'}"
 [[routes]]
 name = "chest-radiographs"
 modalities = ["CR", "DX"]
 body_parts = ["CHEST"]
 view_positions = ["PA", "AP"]
 destinations = [{routed}]
-[destinations.PACS]
-ae_title = "ORTHANC"
-host = "127.0.0.1"
-port = {pacs_port}
-[destinations.EHR]
-type = "fhir"
-url = "{fhir_url}"
-patient_identifier_system = "urn:oid:2.25.1234"
-{extra_toml}
+{destinations}{extra_toml}
 """,
         encoding="utf-8",
     )

@@ -35,6 +35,7 @@ from tests.integration.radground_processes import (
     free_port,
     wait_until,
 )
+from tests.integration.radground_processes import write_config as radground_config
 from worklist.jobs_models import AuditEvent
 
 pytestmark = pytest.mark.slow
@@ -54,32 +55,19 @@ class World:
 def write_config(workdir: Path, *, database_url: str, broker_url: str) -> World:
     """A deployment with default worker timing (lease, task time limit) and no destinations."""
     port = free_port()
-    config = workdir / "radground.toml"
-    config.write_text(f"""
-[node]
-port = {port}
-listener_processes = 1
-[storage]
-root = "{workdir / 'instances'}"
-reserve_mb = 0
-fsync = "never"
-[database]
-url = "{database_url}"
-[completion]
-idle_seconds = 1.0
-poll_seconds = 0.3
-[workers]
-broker_url = "{broker_url}"
-gpu_processes = 1
-io_processes = 1
-outputs_root = "{workdir / 'outputs'}"
-[[routes]]
-name = "chest-radiographs"
-modalities = ["CR", "DX"]
-body_parts = ["CHEST"]
-view_positions = ["PA", "AP"]
-destinations = []
-""", encoding="utf-8")
+    config = radground_config(
+        workdir / "radground.toml",
+        workdir=workdir,
+        port=port,
+        database_url=database_url,
+        broker_url=broker_url,
+        pacs_port=None,
+        fhir_url=None,
+        requeue_after_seconds=None,
+        task_time_limit_seconds=None,
+        idle_seconds=1.0,
+        route_destinations=(),
+    )
     return World(config, port, database_url, workdir)
 
 
