@@ -79,7 +79,8 @@ def test_cancel_a_queued_job_and_no_step_runs_it(ctx):
     assert _audit(ctx, job_id)[-1] == ("operator:ann", "job-cancel")
 
     # a retry queues it again
-    assert retry_job(ctx, job_id, actor="operator:bob") == f"job {job_id}: queued for inference again"
+    retried = retry_job(ctx, job_id, actor="operator:bob")
+    assert retried == f"job {job_id}: queued for inference again"
     assert ctx.enqueue.sent == [("infer", job_id)]
     with ctx.sessions() as session:
         assert session.get_one(Job, job_id).state is JobState.QUEUED
@@ -127,7 +128,7 @@ def test_retry_one_failed_delivery_starts_its_clock_over(ctx):
 
 
 def test_retry_delivery_refusals(ctx):
-    job_id, done_id, failed_id = _failed_job_with_deliveries(ctx)
+    _, done_id, failed_id = _failed_job_with_deliveries(ctx)
     with pytest.raises(JobActionError, match="only a failed delivery"):
         retry_delivery(ctx, done_id, actor="operator:ann")
     with pytest.raises(NotFoundError, match="no delivery 9999"):
