@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 
+from web.api import api_router
 from web.console import install_console
 from web.context import WebContext
 from web.problems import install_problem_handlers
@@ -35,6 +36,7 @@ def create_app(context: WebContext) -> FastAPI:
     )
     app.state.context = context
     install_problem_handlers(app)
+    app.include_router(api_router, prefix=API_PREFIX)
     install_console(app)
 
     @app.middleware("http")

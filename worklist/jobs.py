@@ -1,5 +1,6 @@
 """Operator actions on jobs, deliveries and studies (the caller owns the transaction where a
-session is passed). Each writes an audit event naming the actor ("operator:<name>") and raises
+session is passed). Each writes an audit event naming the actor and where it came from
+(``source``: the client address of a web request) and raises
 :class:`~worklist.errors.NotFoundError` for an unknown ID, :class:`~worklist.errors.JobActionError`
 when the action does not apply in the current state."""
 
@@ -20,7 +21,7 @@ __all__ = ["cancel_job", "reprocess_study", "retry_delivery", "retry_job"]
 RETRYABLE_STATES = (JobState.FAILED, JobState.DEAD, JobState.CANCELLED)
 
 
-def retry_job(ctx: PipelineContext, job_id: int, *, actor: str) -> str:
+def retry_job(ctx: PipelineContext, job_id: int, *, actor: str, source: str = "") -> str:
     """Retry a failed, dead or cancelled job from the step it stopped at; returns what was done.
 
     A job with outputs that were not built is exported again (same UIDs) and
@@ -87,7 +88,8 @@ def retry_job(ctx: PipelineContext, job_id: int, *, actor: str) -> str:
             job.output_errors = None
             message = f"job {job_id}: queued for inference again"
         session.add(
-            AuditEvent(at=utcnow(), actor=actor, action="job-retry", job_id=job_id, detail=message)
+            AuditEvent(at=utcnow(), actor=actor, action="job-retry", job_id=job_id, detail=message,
+                       source=source)
         )
     if export:
         ctx.enqueue.export(job_id)
@@ -99,7 +101,9 @@ def retry_job(ctx: PipelineContext, job_id: int, *, actor: str) -> str:
     return message
 
 
-def reprocess_study(session: Session, study_instance_uid: str, *, actor: str) -> int:
+def reprocess_study(
+    session: Session, study_instance_uid: str, *, actor: str, source: str = ""
+) -> int:
     """Open a new, immediately ready revision of a study; returns its number.
 
     The completion monitor dispatches it like any ready revision, so the study
@@ -125,11 +129,13 @@ def reprocess_study(session: Session, study_instance_uid: str, *, actor: str) ->
         )
     )
     session.add(AuditEvent(at=now, actor=actor, action="reprocess", job_id=None,
-                           detail=f"revision {study.current_revision}"))
+                           detail=f"revision {study.current_revision}", source=source))
     return study.current_revision
 
 
-def retry_delivery(ctx: PipelineContext, delivery_id: int, *, actor: str) -> str:
+def retry_delivery(
+    ctx: PipelineContext, delivery_id: int, *, actor: str, source: str = ""
+) -> str:
     """Try one failed delivery again from the start; returns what was done.
 
     The delivery goes back to pending with its attempts and retry clock reset (every object is
@@ -165,13 +171,14 @@ def retry_delivery(ctx: PipelineContext, delivery_id: int, *, actor: str) -> str
         job.updated_at = now
         message = f"delivery {delivery_id} to {delivery.destination} starts over"
         session.add(
-            AuditEvent(at=now, actor=actor, action="delivery-retry", job_id=job.id, detail=message)
+            AuditEvent(at=now, actor=actor, action="delivery-retry", job_id=job.id, detail=message,
+                       source=source)
         )
     ctx.enqueue.delivery(delivery_id, 0)
     return message
 
 
-def cancel_job(session: Session, job_id: int, *, actor: str) -> str:
+def cancel_job(session: Session, job_id: int, *, actor: str, source: str = "") -> str:
     """Cancel a queued job: no step runs it (a message already sent finds it cancelled and
     does nothing); ``retry_job`` queues it again. Returns what was done."""
     now = utcnow()
@@ -195,5 +202,6 @@ def cancel_job(session: Session, job_id: int, *, actor: str) -> str:
             f"job {job_id} is {job.state.value}; only a queued job can be cancelled"
         )
     message = f"job {job_id} cancelled"
-    session.add(AuditEvent(at=now, actor=actor, action="job-cancel", job_id=job_id, detail=message))
+    session.add(AuditEvent(at=now, actor=actor, action="job-cancel", job_id=job_id, detail=message,
+                           source=source))
     return message

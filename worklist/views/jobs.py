@@ -293,16 +293,16 @@ def _summaries(session: Session, jobs: list[Job]) -> list[JobSummary]:
     """Summaries of ``jobs`` (in that order): three queries for the whole page."""
     if not jobs:
         return []
-    study_pks = {j.study_pk for j in jobs}
+    study_pks = sorted({j.study_pk for j in jobs})
     uids = dict(
         session.execute(
             select(Study.id, Study.study_instance_uid).where(Study.id.in_(study_pks))
-        ).tuples()
+        ).all()
     )
     modalities: dict[int, set[str]] = defaultdict(set)
     for study_pk, modality in session.execute(
         select(Series.study_pk, Series.modality).where(Series.study_pk.in_(study_pks))
-    ).tuples():
+    ):
         if modality:
             modalities[study_pk].add(modality)
     next_attempts = dict(
@@ -314,7 +314,7 @@ def _summaries(session: Session, jobs: list[Job]) -> list[JobSummary]:
                 Delivery.next_attempt_at.is_not(None),
             )
             .group_by(Delivery.job_id)
-        ).tuples()
+        ).all()
     )
     return [
         JobSummary(

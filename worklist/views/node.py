@@ -94,7 +94,7 @@ def queue_depths(session: Session, *, now: datetime | None = None) -> QueueDepth
             select(Job.state, func.count())
             .where(Job.state.in_(ACTIVE_JOB_STATES))
             .group_by(Job.state)
-        ).tuples()
+        ).all()
     )
     pending, retrying = session.execute(
         select(
@@ -138,7 +138,7 @@ def dashboard(
             select(Job.state, func.count())
             .where(Job.finished_at >= start, Job.finished_at < end)
             .group_by(Job.state)
-        ).tuples()
+        ).all()
     )
     queue = queue_depths(session, now=now)
     failed_by = dict(
@@ -151,7 +151,7 @@ def dashboard(
                 Job.finished_at < end,
             )
             .group_by(Delivery.destination)
-        ).tuples()
+        ).all()
     )
     retrying_by = dict(
         session.execute(
@@ -162,7 +162,7 @@ def dashboard(
                 Delivery.last_error.is_not(None),
             )
             .group_by(Delivery.destination)
-        ).tuples()
+        ).all()
     )
     failures = sorted(
         (
@@ -195,7 +195,7 @@ def worker_leases(session: Session, *, now: datetime | None = None) -> tuple[Wor
         .where(Job.state == JobState.INFERRING, Job.worker.is_not(None))
         .group_by(Job.worker)
         .order_by(Job.worker)
-    ).tuples()
+    )
     return tuple(
         WorkerLease(worker, count, expires, expires is not None and expires > now)
         for worker, count, expires in rows

@@ -275,7 +275,7 @@ def get_study(session: Session, study_instance_uid: str) -> StudyDetail | None:
             .join(Series, Series.id == Instance.series_pk)
             .where(Series.study_pk == study.id)
             .group_by(Instance.series_pk)
-        ).tuples()
+        )
     }
     series = tuple(
         SeriesView(
@@ -315,7 +315,7 @@ def _summaries(session: Session, studies: Iterable[Study]) -> list[StudySummary]
     series_counts: dict[int, int] = defaultdict(int)
     for study_pk, modality in session.execute(
         select(Series.study_pk, Series.modality).where(Series.study_pk.in_(pks))
-    ).tuples():
+    ):
         series_counts[study_pk] += 1
         if modality:
             modalities[study_pk].add(modality)
@@ -324,7 +324,7 @@ def _summaries(session: Session, studies: Iterable[Study]) -> list[StudySummary]
         select(Job.study_pk, Job.revision, Job.id, Job.state, Job.route)
         .where(Job.study_pk.in_(pks))
         .order_by(Job.id)
-    ).tuples():
+    ):
         jobs[(study_pk, revision)].append(JobRef(job_id, state, route))
     revisions: dict[int, list[RevisionView]] = defaultdict(list)
     for row in session.scalars(

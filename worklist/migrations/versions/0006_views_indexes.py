@@ -12,7 +12,7 @@ route) and counted per day by ``finished_at``; revisions are counted per day by
 from alembic import op
 
 revision = "0006_views"
-down_revision = "0004_destinations"  # TEMPORARY until 0005_accounts lands on main
+down_revision = "0005_accounts"
 branch_labels = None
 depends_on = None
 
