@@ -168,6 +168,7 @@ class InstanceIngest:
         transfer_syntax_uid: str,
         calling_ae_title: str,
         peer_host: str,
+        study_instance_uid: str | None = None,
     ) -> IngestResult:
         """Store one encoded data set (no File Meta Information) and tell the hook.
 
@@ -176,7 +177,9 @@ class InstanceIngest:
         (the C-STORE request and its presentation context, or a Part 10 file's
         File Meta Information); the data set's own must agree. ``calling_ae_title``
         goes into the file's Source Application Entity Title and, with
-        ``peer_host``, to the hook.
+        ``peer_host``, to the hook. ``study_instance_uid``: the study the instance
+        must belong to (STOW-RS ``/studies/{study}``, PS3.18 §10.5.1); an instance
+        of another study is refused with 0xA900 before anything is placed.
         """
         received_at = datetime.now(UTC)
         token = short_uid(sop_instance_uid)
@@ -235,6 +238,11 @@ class InstanceIngest:
             header, study_uid, series_uid = _read_header_checked(
                 stream, transfer_syntax_uid_read, sop_class_uid, sop_instance_uid
             )
+            if study_instance_uid is not None and study_uid != study_instance_uid:
+                raise _Refusal(
+                    StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                    "Study Instance UID differs from the study stored to",
+                )
             pending = staged.place(study_instance_uid=study_uid, series_instance_uid=series_uid)
         except _Refusal as refusal:
             staged.discard()
