@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request, Response
 
 from web.context import WebContext
 from web.problems import install_problem_handlers
+from web.stow import router as stow_router
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -34,6 +35,7 @@ def create_app(context: WebContext) -> FastAPI:
     )
     app.state.context = context
     install_problem_handlers(app)
+    app.include_router(stow_router)
 
     @app.middleware("http")
     async def security_headers(

@@ -4,3 +4,7 @@
 :mod:`web.stow.multipart` reads the body as it arrives, :mod:`web.stow.spool`
 keeps each part on disk, :mod:`web.stow.response` builds the response data set.
 """
+
+from web.stow.routes import router
+
+__all__ = ["router"]

@@ -73,7 +73,7 @@ def parse_content_type(value: str) -> tuple[str, dict[str, str]]:
     media_type = message.get_content_type() if "/" in value.split(";", 1)[0] else ""
     params = {
         str(name).lower(): str(param)
-        for name, param in message.get_params(header="content-type", unquote=True)[1:]
+        for name, param in (message.get_params(header="content-type", unquote=True) or [])[1:]
     }
     return media_type.lower(), params
 
