@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from web.auth import Reader
 from web.context import WebContext
 from web.problems import install_problem_handlers
+from web.stow import router as stow_router
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -42,6 +43,7 @@ def create_app(context: WebContext) -> FastAPI:
     app.state.context = context
     install_problem_handlers(app)
     _add_openapi_routes(app)
+    app.include_router(stow_router)
 
     @app.middleware("http")
     async def security_headers(
