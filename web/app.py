@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from web.api import api_router
 from web.auth import Reader
 from web.context import WebContext
 from web.problems import install_problem_handlers
@@ -43,6 +44,7 @@ def create_app(context: WebContext) -> FastAPI:
     app.state.context = context
     install_problem_handlers(app)
     _add_openapi_routes(app)
+    app.include_router(api_router, prefix=API_PREFIX)
     app.include_router(stow_router)
 
     @app.middleware("http")
