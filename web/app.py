@@ -13,6 +13,7 @@ from web.auth import Reader
 from web.console import install_console
 from web.context import WebContext
 from web.problems import install_problem_handlers
+from web.stow import router as stow_router
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -45,6 +46,7 @@ def create_app(context: WebContext) -> FastAPI:
     install_problem_handlers(app)
     _add_openapi_routes(app)
     app.include_router(api_router, prefix=API_PREFIX)
+    app.include_router(stow_router)
     install_console(app)
 
     @app.middleware("http")
