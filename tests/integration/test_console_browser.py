@@ -164,7 +164,9 @@ def test_console_in_a_real_browser(node, shared_data: Path):
             page.wait_for_url(f"{base}/jobs/{job_id}")
             picture = page.get_by_role("img", name=re.compile("finding"))
             picture.wait_for()
-            page.wait_for_function("document.querySelector('figure img').naturalWidth > 0")
+            # polled from here: the pages' Content-Security-Policy forbids wait_for_function's eval
+            wait_until(lambda: picture.evaluate("img => img.complete && img.naturalWidth > 0"), 30,
+                       what="the job's picture loaded")
             png = page.request.get(f"{base}/jobs/{job_id}/images/0.png")
             assert png.ok and png.headers["content-type"] == "image/png"
             with sessions() as session:

@@ -133,6 +133,7 @@ def test_logout_needs_the_csrf_token_and_ends_the_session(operator):
 def test_dashboard_counts_and_latest_jobs(operator, web_context, failed_job):
     page = operator.get("/")
     assert page.status_code == 200
+    assert "script-src 'self'" in page.headers["content-security-policy"]
     assert re.search(r"<dt>Failed</dt><dd>1</dd>", page.text)
     assert f'href="/jobs/{failed_job}"' in page.text
     assert "<th scope=\"row\">PACS</th>" in page.text  # delivery failures by destination
@@ -315,3 +316,27 @@ def test_sessions_expire_while_the_page_is_open(operator, web_context):
         app_context, login_policy=replace(app_context.login_policy, session_idle=timedelta(0))
     )
     assert operator.get("/jobs", follow_redirects=False).status_code == 303
+
+
+def test_under_a_base_path_links_cookies_and_redirects_carry_it(web_context):
+    from dataclasses import replace
+
+    from fastapi.testclient import TestClient
+
+    from web.app import create_app
+
+    app = create_app(replace(web_context, base_path="/radground"))
+    _account(web_context, "olga", Role.OPERATOR)
+    with TestClient(app, base_url="https://testserver") as client:
+        answer = client.get("/radground/jobs", follow_redirects=False)
+        assert answer.status_code == 303
+        assert answer.headers["location"] == "/radground/login?next=%2Fjobs"
+        signed_in = client.post("/radground/login", follow_redirects=False, data={
+            "username": "olga", "password": PASSWORD, "next": "/jobs"})
+        assert signed_in.headers["location"] == "/radground/jobs"
+        assert "path=/radground" in signed_in.headers["set-cookie"].lower()
+        page = client.get("/radground/jobs")
+        assert page.status_code == 200
+        assert 'href="/radground/static/console/console.css"' in page.text
+        assert 'data-live-url="/radground/live"' in page.text
+        assert client.get("/radground/static/console/console.js").status_code == 200
