@@ -208,6 +208,14 @@ def test_console_in_a_real_browser(node, shared_data: Path):
             assert retried[0].source == "127.0.0.1"
             page.screenshot(path=str(folder / "job.png"), full_page=True)
 
+            # the tables find the study and the job by their filters
+            page.goto(f"{base}/studies?modality=DX&calling_ae=STORESCU")
+            assert page.locator("tr[data-study-uid]").count() == 1
+            page.screenshot(path=str(folder / "studies.png"), full_page=True)
+            page.goto(f"{base}/jobs?state=failed&route=chest-radiographs")
+            assert page.locator("tr[data-job-id]").count() == 1
+            page.screenshot(path=str(folder / "jobs.png"), full_page=True)
+
             # log out: the session ends
             page.get_by_role("button", name="Log out").click()
             page.wait_for_url(f"{base}/login")

@@ -340,3 +340,24 @@ def test_under_a_base_path_links_cookies_and_redirects_carry_it(web_context):
         assert 'href="/radground/static/console/console.css"' in page.text
         assert 'data-live-url="/radground/live"' in page.text
         assert client.get("/radground/static/console/console.js").status_code == 200
+
+
+def test_an_operator_reprocesses_a_study_from_the_studies_table(operator, web_context):
+    with web_context.sessions.begin() as session:
+        uid = add_study(session, modality="CT", outcome=RevisionOutcome.NO_ROUTE,
+                        outcome_detail="modality").study_instance_uid
+    page = operator.get("/studies")
+    assert "skipped: no route (modality)" in page.text
+    assert f'action="/studies/{uid}/reprocess"' in page.text
+    answer = operator.post(f"/studies/{uid}/reprocess", data={"csrf_token": _csrf(page.text)},
+                           follow_redirects=False)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == f"/jobs?study={uid}&done=reprocess"
+    after = operator.get(answer.headers["location"])
+    assert "The study will be processed again as a new revision." in after.text
+    assert uid in after.text  # the jobs table is narrowed to the study
+    with web_context.sessions() as session:
+        event = session.scalars(select(AuditEvent).where(AuditEvent.action == "reprocess")).one()
+        assert event.actor == "web:olga" and event.source == "testclient"
+    unknown = operator.post("/studies/1.2.3.999/reprocess", data={"csrf_token": _csrf(page.text)})
+    assert unknown.status_code == 404
