@@ -201,6 +201,11 @@ def test_console_in_a_real_browser(node, shared_data: Path):
                 timeout=60_000)
             page.locator('tr[data-delivery="PACS"] .state-failed').wait_for()
             assert page.evaluate("window.loadedOnce") is True
+            # nothing runs for this job any more: its page stops polling
+            polls: list[str] = []
+            page.on("request", lambda r: polls.append(r.url) if r.url.endswith("/live") else None)
+            page.wait_for_timeout(6000)
+            assert polls == []
             with sessions() as session:
                 retried = session.scalars(select(AuditEvent).where(
                     AuditEvent.job_id == job_id, AuditEvent.actor == "web:olga")).all()
