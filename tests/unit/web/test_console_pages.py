@@ -361,3 +361,17 @@ def test_an_operator_reprocesses_a_study_from_the_studies_table(operator, web_co
         assert event.actor == "web:olga" and event.source == "testclient"
     unknown = operator.post("/studies/1.2.3.999/reprocess", data={"csrf_token": _csrf(page.text)})
     assert unknown.status_code == 404
+
+
+def test_a_locked_account_gets_the_same_answer_as_a_wrong_password(client, web_context):
+    _account(web_context, "olga", Role.OPERATOR)
+    answers = [_log_in(client, "olga", "not the password") for _ in range(5)]
+    locked = _log_in(client, "olga")  # the right password, after five wrong ones
+    for answer in (*answers, locked):
+        assert answer.status_code == 401 and REFUSED in answer.text
+    assert answers[0].text.replace("olga", "") == locked.text.replace("olga", "")
+    with web_context.sessions() as session:
+        details = session.scalars(
+            select(AuditEvent.detail).where(AuditEvent.action == "login-failed")
+        ).all()
+    assert details[-1] == "account locked"
