@@ -190,3 +190,33 @@ def test_systemd_analyze_verify_reports_a_broken_directive(tmp_path, systemd_ana
                    ["radground-node.service"])
     output = done.stdout + done.stderr
     assert "strickt" in output and "PrivateTemp" in output, output
+
+
+@pytest.mark.parametrize(("uid", "warned"), [(0, True), (10001, False)])
+def test_celery_warns_about_a_superuser_only_when_the_worker_runs_as_root(
+    tmp_path, monkeypatch, uid, warned
+):
+    """The check a RadGround worker makes at start (Celery's ``check_privileges`` on the
+    configured app's accepted content) warns for root and stays silent for the units' and
+    images' unprivileged user; with JSON only it never refuses, so no C_FORCE_ROOT is needed."""
+    import warnings
+
+    from celery import platforms
+
+    from radground.runtime import configure_celery
+    from radground.settings import Settings, WorkerSettings
+
+    settings = Settings(workers=WorkerSettings(
+        broker_url=f"radground+sqlite:///{tmp_path / 'broker.sqlite'}",
+        outputs_root=tmp_path / "outputs"))
+    accepted = configure_celery(settings).conf.accept_content
+    assert set(accepted) == {"json"}
+    monkeypatch.delenv("C_FORCE_ROOT", raising=False)
+    for name in ("getuid", "geteuid"):
+        monkeypatch.setattr(platforms.os, name, lambda: uid)
+    monkeypatch.setattr(platforms.grp, "getgrgid", lambda gid: ("radground", "x", gid, []))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        platforms.check_privileges(accepted)
+    superuser = [w for w in caught if "superuser privileges" in str(w.message)]
+    assert bool(superuser) is warned
