@@ -8,7 +8,7 @@ to hl7apy's listener (the RIS). Then:
 
 * every file under ``var/`` (instances, outputs, the index and broker databases and their
   companions) is ``0600`` and every folder ``0700``;
-* no line any process wrote (node, listener, workers; every level) names the patient, their
+* no line any process wrote (node, listener, workers, web; every level) names the patient, their
   ID, birth date, accession number or the study's UIDs in clear, nor the bearer token; the
   UIDs appear only as :func:`dicom_node.uids.short_uid` hashes;
 * ``radground jobs show`` does not show the token.
@@ -24,6 +24,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
@@ -100,7 +101,7 @@ def served_study(tmp_path_factory, shared_data) -> ServedStudy:
     token_file.chmod(0o600)
     files, uids = _instances(shared_data, workdir / "sources")
 
-    pacs_port, port = free_port(), free_port()
+    pacs_port, port, web_port = free_port(), free_port(), free_port()
     pacs = subprocess.Popen(
         [require("storescp"), "-aet", "PACS", "-od", str(pacs_dir), str(pacs_port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -130,7 +131,7 @@ def served_study(tmp_path_factory, shared_data) -> ServedStudy:
                     'patient_identifier_system = "urn:oid:2.25.1234"\n'
                     f'[destinations.RIS]\ntype = "hl7"\nhost = "127.0.0.1"\nport = {ris_port}\n'
                     '[logging]\nlevel = "DEBUG"\n'
-                    f'[web]\nstate_dir = "{var / "web"}"\n'
+                    f'[web]\nport = {web_port}\nstate_dir = "{var / "web"}"\n'
                 ),
             )
             caller_umask = os.umask(0o002)  # a permissive caller: the node must not rely on it
@@ -163,6 +164,12 @@ def served_study(tmp_path_factory, shared_data) -> ServedStudy:
             )
             assert shown.returncode == 0, shown.stderr
             assert ehr.transactions, "the EHR got no transaction"
+            # the web process's access log sees a request naming the study and the patient
+            asked = httpx.get(
+                f"http://127.0.0.1:{web_port}/api/studies/{uids['StudyInstanceUID']}",
+                params={"PatientName": PATIENT["PatientName"]}, timeout=30,
+            )
+            assert asked.status_code in (401, 404), asked.text
             assert ris.received, "the RIS got no message"
     finally:
         if process is not None:

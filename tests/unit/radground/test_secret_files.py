@@ -120,6 +120,20 @@ def test_a_key_inside_the_client_certificate_file_is_checked_too(tmp_path):
     assert build_destination("EHR", section, calling_ae_title="RG").tls is not None
 
 
+def test_the_web_tls_key_open_to_others_is_refused_before_start(tmp_path):
+    from radground.settings import WebSettings
+    from radground.web_app import check_tls_files
+
+    cert, key = self_signed_certificate(tmp_path / "web")
+    key.chmod(0o644)
+    web = WebSettings(tls_certificate=cert, tls_key=key)
+    refused = rf"^web\.tls_key: the TLS key file {re.escape(str(key))} is open to its group and"
+    with pytest.raises(SettingsError, match=refused + r" others \(mode 0644\)"):
+        check_tls_files(web)
+    key.chmod(0o600)
+    check_tls_files(web)
+
+
 def test_secrets_from_the_environment_are_not_logged(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("RG_TEST_EHR_TOKEN", TOKEN)
     section = FhirEndpointSettings(url="https://ehr/fhir", auth="bearer",
