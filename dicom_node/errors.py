@@ -11,6 +11,7 @@ __all__ = [
     "PortInUseError",
     "StorageError",
     "StoreRefusedError",
+    "TlsHandshakeError",
 ]
 
 
@@ -90,3 +91,8 @@ class InstanceConflictError(StoreRefusedError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason, transient=False)
+
+
+class TlsHandshakeError(DicomNodeError):
+    """A connection to the node's TLS port did not complete a TLS handshake (refused before
+    any DICOM was read); the message says why, in OpenSSL's words where it has them."""

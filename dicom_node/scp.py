@@ -22,6 +22,13 @@ bounded and with a deadline, with quick ACKs (:mod:`dicom_node.sockets`), the
 association threads wait for events instead of polling
 (:mod:`dicom_node.reactors`), and C-STORE command sets are read and written
 directly (:mod:`dicom_node.store_fastpath`).
+
+DICOM TLS (:mod:`dicom_node.tls`, PS3.15 B.1/B.9): :meth:`StorageSCP.start_tls`
+listens on a second port with pynetdicom's ``ssl_context``; the handshake runs
+with a deadline on the connection's own thread (never in the accept loop, never
+holding an association slot), and a failed one is logged and counted
+(:attr:`StorageSCP.tls_refusals`). With ``allowed_subjects`` the A-ASSOCIATE-RQ's
+calling AE title must be one the peer's certificate is mapped to.
 """
 
 from __future__ import annotations
@@ -30,10 +37,12 @@ import contextlib
 import logging
 import multiprocessing
 import socket
+import ssl
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 from pydicom.dataset import Dataset
@@ -52,9 +61,11 @@ from dicom_node.patches import (
     check_pynetdicom_internals,
 )
 from dicom_node.reactors import make_event_driven
+from dicom_node.errors import TlsHandshakeError
 from dicom_node.sockets import guard_association_socket
 from dicom_node.storage import InstanceStore
 from dicom_node.store_fastpath import use_store_fast_path
+from dicom_node.tls import TlsRefused, TlsServerOptions, accept_tls
 
 __all__ = [
     "AllowedPeer",
@@ -210,11 +221,15 @@ class _NodeServer(ThreadedAssociationServer):
         listening_socket: socket.socket | None = None,
         peer_limiter: PeerConnectionLimiter,
         patches: frozenset[str],
+        handshake_timeout: float = 10.0,
+        on_tls_refused: Callable[[TlsRefused], None] = lambda refused: None,
         **kwargs: Any,
     ) -> None:
         self._listening_socket = listening_socket
         self.peer_limiter = peer_limiter
         self.patches = patches
+        self.handshake_timeout = handshake_timeout
+        self.on_tls_refused = on_tls_refused
         kwargs["request_handler"] = _NodeRequestHandler
         super().__init__(*args, **kwargs)
 
@@ -241,6 +256,33 @@ class _NodeServer(ThreadedAssociationServer):
         elif self.socket is not None:
             self.socket.close()
 
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Accept a connection; on the TLS port it is not wrapped here (pynetdicom would
+        handshake in the accept loop, where one slow peer stalls every other): see
+        :meth:`process_request_thread`."""
+        assert self.socket is not None
+        connection, address = self.socket.accept()
+        return connection, address
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """The connection's own thread: on the TLS port, the handshake (with a deadline) first;
+        a failed one is refused, logged and counted, and frees the peer's slot."""
+        if self.ssl_context is not None:
+            host = str(client_address[0])
+            try:
+                secured = accept_tls(request, self.ssl_context, timeout=self.handshake_timeout)
+            except TlsHandshakeError as exc:
+                logger.warning("Refused a TLS connection from %s: %s", host, exc)
+                self.on_tls_refused(TlsRefused(peer_host=host, reason=str(exc),
+                                               at=datetime.now(UTC)))
+                secured = None
+            if secured is None:
+                self.peer_limiter.release(host)
+                return
+            secured.settimeout(self.ae.network_timeout)
+            request = secured
+        super().process_request_thread(request, client_address)
+
     def verify_request(self, request: Any, client_address: Any) -> bool:
         """socketserver's admission hook: the per-peer connection cap, then socket options."""
         host = str(client_address[0])
@@ -251,9 +293,10 @@ class _NodeServer(ThreadedAssociationServer):
                 host,
                 self.peer_limiter.maximum,
             )
-            with contextlib.suppress(OSError):
-                request.settimeout(1.0)
-                request.sendall(_A_ASSOCIATE_RJ_LIMIT)
+            if self.ssl_context is None:  # on the TLS port nothing is sent before a handshake
+                with contextlib.suppress(OSError):
+                    request.settimeout(1.0)
+                    request.sendall(_A_ASSOCIATE_RJ_LIMIT)
             return False
         try:
             request.settimeout(self.ae.network_timeout)
@@ -303,6 +346,14 @@ class StorageSCP:
         Check each data set's structure before Success
         (:func:`~dicom_node.structure.check_structure`); False only to measure
         what the check costs (``bench/ingest.py --structure-check``).
+    tls
+        The TLS listener's certificate, client verification and subject → AE
+        title mapping (:class:`~dicom_node.tls.TlsServerOptions`), used by
+        :meth:`start_tls`; its context is built (and the files loaded) here.
+    on_tls_refused
+        Told of each connection to the TLS port whose handshake failed (after
+        it is logged and counted); called on the connection's thread, must be
+        quick and must not raise.
     """
 
     def __init__(
@@ -321,8 +372,14 @@ class StorageSCP:
         peer_limiter: PeerConnectionLimiter | None = None,
         pynetdicom_patches: Iterable[str] = PYNETDICOM_PATCHES,
         verify_structure: bool = True,
+        tls: TlsServerOptions | None = None,
+        on_tls_refused: Callable[[TlsRefused], None] | None = None,
     ) -> None:
         self.pynetdicom_patches = frozenset(pynetdicom_patches)
+        self.tls = tls
+        self._tls_context = tls.server_context() if tls is not None else None
+        self._on_tls_refused = on_tls_refused
+        self._tls_refusals = 0
         check_pynetdicom_internals(self.pynetdicom_patches)
         # pynetdicom's documented switch: no handlers that log message contents (patient data).
         _config.LOG_HANDLER_LEVEL = "none"
@@ -346,7 +403,7 @@ class StorageSCP:
         self._ae.acse_timeout = acse_timeout
         self._ae.dimse_timeout = dimse_timeout
         self._ae.maximum_pdu_size = maximum_pdu_size
-        self._server: _NodeServer | None = None
+        self._servers: list[_NodeServer] = []
         self._slots: set[int] = set()
         self._slots_lock = threading.Lock()
         self._stopped = threading.Event()
@@ -372,18 +429,49 @@ class StorageSCP:
         accept on, shared with its other listener processes; without it the
         SCP binds ``(host, port)`` itself (``port=0``: an ephemeral port, tests).
         """
+        return self._start_server(host, port, listening_socket, None)
+
+    def start_tls(
+        self, host: str, port: int, *, listening_socket: socket.socket | None = None
+    ) -> tuple[str, int]:
+        """Start the TLS listener (PS3.15 B.1/B.9) as :meth:`start` starts the plain one;
+        returns the bound (host, port).
+
+        Raises
+        ------
+        ValueError
+            The SCP was made without ``tls`` options.
+        """
+        if self._tls_context is None:
+            raise ValueError("start_tls needs the SCP made with tls options")
+        return self._start_server(host, port, listening_socket, self._tls_context)
+
+    def _start_server(
+        self,
+        host: str,
+        port: int,
+        listening_socket: socket.socket | None,
+        ssl_context: ssl.SSLContext | None,
+    ) -> tuple[str, int]:
+        handshake_timeout = self.tls.handshake_timeout if self.tls is not None else 10.0
+        # ssl_context: pynetdicom's documented hook for a TLS server (AE.make_server)
         server = cast(_NodeServer, self._ae.make_server(
             (host, port), evt_handlers=cast(Any, self.handlers), server_class=_NodeServer,
-            listening_socket=listening_socket, peer_limiter=self.peer_limiter,
-            patches=self.pynetdicom_patches,
+            ssl_context=ssl_context, listening_socket=listening_socket,
+            peer_limiter=self.peer_limiter, patches=self.pynetdicom_patches,
+            handshake_timeout=handshake_timeout, on_tls_refused=self._tls_refused,
         ))
-        self._server = server
+        self._servers.append(server)
         self._ae._servers.append(server)  # as AE.start_server does, so AE.shutdown stops it
+        kind = "TLS " if ssl_context is not None else ""
         threading.Thread(
-            target=server.serve_forever, name=f"StorageSCP:{port}", daemon=True
+            target=server.serve_forever, name=f"StorageSCP:{kind}{port}", daemon=True
         ).start()
         bound = server.server_address
-        logger.info("Storage SCP %s listening on %s:%s", self.ae_title, bound[0], bound[1])
+        logger.info(
+            "Storage SCP %s listening on %s:%s%s", self.ae_title, bound[0], bound[1],
+            " (TLS)" if ssl_context is not None else "",
+        )
         return bound[0], bound[1]
 
     def serve_forever(
@@ -391,7 +479,22 @@ class StorageSCP:
     ) -> None:
         """Listen in the calling thread until :meth:`stop` is called from another thread."""
         self.start(host, port, listening_socket=listening_socket)
+        self.wait()
+
+    def wait(self) -> None:
+        """Block until :meth:`stop` is called from another thread."""
         self._stopped.wait()
+
+    @property
+    def tls_refusals(self) -> int:
+        """Connections to the TLS port refused because their handshake failed, so far."""
+        return self._tls_refusals
+
+    def _tls_refused(self, refused: TlsRefused) -> None:
+        with self._slots_lock:
+            self._tls_refusals += 1
+        if self._on_tls_refused is not None:
+            self._on_tls_refused(refused)
 
     def stop(self) -> None:
         """Stop listening and abort running associations; later calls do nothing.
@@ -403,7 +506,7 @@ class StorageSCP:
             if self._stopped.is_set():
                 return
             self._ae.shutdown()
-            self._server = None
+            self._servers.clear()
             self._stopped.set()
 
     # -- handlers ---------------------------------------------------------
@@ -419,6 +522,13 @@ class StorageSCP:
         if self.allowed_peers and not any(p.matches(calling, host) for p in self.allowed_peers):
             logger.warning(
                 "Rejected association from %r at %s: calling AE title not allowed", calling, host
+            )
+            _reject(assoc, _REJECT_CALLING_AE)
+            return
+        if not self._certificate_allows(assoc, calling):
+            logger.warning(
+                "Rejected association from %r at %s: its TLS certificate is not mapped to this "
+                "calling AE title (node.tls.allowed_subjects)", calling, host,
             )
             _reject(assoc, _REJECT_CALLING_AE)
             return
@@ -442,6 +552,18 @@ class StorageSCP:
         assoc.acceptor.supported_contexts = contexts_preferring_requestor(
             request.presentation_context_definition_list
         )
+
+    def _certificate_allows(self, assoc: Any, calling: str) -> bool:
+        """On a TLS connection: the peer's certificate is mapped to ``calling``
+        (:meth:`~dicom_node.tls.TlsServerOptions.allows`); plain connections pass."""
+        connection = getattr(assoc.dul.socket, "socket", None)
+        if self.tls is None or not isinstance(connection, ssl.SSLSocket):
+            return True
+        try:
+            certificate = connection.getpeercert()
+        except (OSError, ValueError):
+            return False
+        return self.tls.allows(certificate, calling)
 
     def _handle_conn_close(self, event: evt.Event) -> None:
         with self._slots_lock:

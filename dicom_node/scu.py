@@ -9,12 +9,18 @@ Nagle algorithm stalls a C-STORE (into Orthanc, which answers in two writes
 with Nagle on: 7.5 ms per small instance instead of 50, ``bench/delivery.py``),
 and their reactor thread never takes a response meant for the sender
 (:class:`_RequestorDIMSE`).
+
+With ``tls`` the associations are DICOM TLS (PS3.15 B.1/B.9, through
+pynetdicom's documented ``tls_args``): the context is limited to the BCP 195
+TLS Profile (:func:`dicom_node.tls.restrict_to_bcp195`) and the peer's
+certificate is checked for ``server_name`` (default: the destination's host).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -45,6 +51,7 @@ from dicom_node.patches import (
     check_pynetdicom_internals,
 )
 from dicom_node.sockets import guard_association_socket
+from dicom_node.tls import restrict_to_bcp195
 from dicom_node.uids import short_uid
 
 __all__ = ["Destination", "EchoResult", "SendResult", "StorageSCU"]
@@ -138,6 +145,13 @@ class StorageSCU:
         Which of RadGround's patches of pynetdicom internals to use
         (:mod:`dicom_node.patches`: pdu-limits, quick-ack, scu-response-order
         apply here; default all, empty = pynetdicom's stock path).
+    tls
+        A client :class:`ssl.SSLContext` (trusted CAs, client certificate):
+        associate over TLS, limited here to the BCP 195 TLS Profile. None:
+        plain TCP.
+    server_name
+        The name the peer's certificate must carry (checked when the context's
+        ``check_hostname`` is on); None: the destination's host.
     """
 
     def __init__(
@@ -148,8 +162,12 @@ class StorageSCU:
         dimse_timeout: float = 60.0,
         network_timeout: float = 60.0,
         pynetdicom_patches: Iterable[str] = PYNETDICOM_PATCHES,
+        tls: ssl.SSLContext | None = None,
+        server_name: str | None = None,
     ) -> None:
         self.ae_title = ae_title
+        self._tls = restrict_to_bcp195(tls) if tls is not None else None
+        self._server_name = server_name
         self.pynetdicom_patches = frozenset(pynetdicom_patches)
         check_pynetdicom_internals(self.pynetdicom_patches)
         self._timeouts = (acse_timeout, dimse_timeout, network_timeout)
@@ -160,6 +178,20 @@ class StorageSCU:
         ae = AE(ae_title=self.ae_title)
         ae.acse_timeout, ae.dimse_timeout, ae.network_timeout = self._timeouts
         return ae
+
+    def _associate(self, ae: AE, destination: Destination) -> Any:
+        """Request an association with ``destination`` (over TLS when configured)."""
+        tls_args = None
+        if self._tls is not None:
+            tls_args = (self._tls, self._server_name or destination.host)
+        return ae.associate(destination.host, destination.port, ae_title=destination.ae_title,
+                            evt_handlers=self._connection_handlers(), tls_args=tls_args)
+
+    def _failure(self, assoc: object) -> str:
+        reason = _association_failure(assoc)
+        if self._tls is not None and not getattr(assoc, "is_rejected", False):
+            reason += "; over TLS: or the handshake failed (the peer's certificate, ours, the CA)"
+        return reason
 
     def _connection_handlers(self) -> list[Any]:
         """pynetdicom's documented EVT_CONN_OPEN hook: guard the reads from the connection's
@@ -179,10 +211,9 @@ class StorageSCU:
         ae = self._ae()
         ae.add_requested_context(Verification)
         start = time.perf_counter()
-        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title,
-                             evt_handlers=self._connection_handlers())
+        assoc = self._associate(ae, destination)
         if not assoc.is_established:
-            return EchoResult(False, None, time.perf_counter() - start, _association_failure(assoc))
+            return EchoResult(False, None, time.perf_counter() - start, self._failure(assoc))
         _prepare(assoc, self.pynetdicom_patches)
         try:
             status = assoc.send_c_echo()
@@ -237,10 +268,9 @@ class StorageSCU:
             if cx.abstract_syntax is None:  # _contexts_for sets one on each context
                 raise RuntimeError("a presentation context without an abstract syntax")
             ae.add_requested_context(cx.abstract_syntax, cx.transfer_syntax)
-        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title,
-                             evt_handlers=self._connection_handlers())
+        assoc = self._associate(ae, destination)
         if not assoc.is_established:
-            reason = _association_failure(assoc)
+            reason = self._failure(assoc)
             for index in batch:
                 record(
                     index,
