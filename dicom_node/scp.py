@@ -51,6 +51,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from dicom_node.conformance import StoreStatus, contexts_preferring_requestor, scp_contexts
+from dicom_node.errors import TlsHandshakeError
 from dicom_node.ingest import InstanceIngest, StoredInstance
 from dicom_node.patches import (
     EVENT_REACTORS,
@@ -61,7 +62,6 @@ from dicom_node.patches import (
     check_pynetdicom_internals,
 )
 from dicom_node.reactors import make_event_driven
-from dicom_node.errors import TlsHandshakeError
 from dicom_node.sockets import guard_association_socket
 from dicom_node.storage import InstanceStore
 from dicom_node.store_fastpath import use_store_fast_path

@@ -27,8 +27,9 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicom_node.conformance import ACCEPTED_TRANSFER_SYNTAXES, STORAGE_SOP_CLASSES, StoreStatus
+from dicom_node.tls import BCP195_TLS12_CIPHERS
 from exporters.registry import EXPORTERS
-from radground.settings import NodeSettings, WebSettings
+from radground.settings import NodeSettings, NodeTlsSettings, WebSettings
 
 __all__ = [
     "CONFORMANCE_PATH",
@@ -151,9 +152,11 @@ POLICY_SETTINGS: tuple[tuple[str, str], ...] = (
 )
 
 
-#: ``[node]`` settings shown elsewhere in the statement (section 4), not as association policy.
-#: A test checks that every ``[node]`` setting is in one of the two lists.
-NODE_SETTINGS_OUTSIDE_POLICY = frozenset({"host", "listener_processes", "pynetdicom_patches"})
+#: ``[node]`` settings shown elsewhere in the statement (sections 4 and 6), not as association
+#: policy. A test checks that every ``[node]`` setting is in one of the two lists.
+NODE_SETTINGS_OUTSIDE_POLICY = frozenset({
+    "host", "listener_processes", "pynetdicom_patches", "tls",
+})
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
@@ -383,7 +386,11 @@ def render_conformance_statement() -> str:
             "`node.listener_processes` > 1 several processes of the same node accept on its one "
             "listening"
         ),
-        "socket; the node does not start while any other process listens on the port.",
+        "socket; the node does not start while any other process listens on the port. With",
+        "`node.tls.enabled` the SCP also listens with TLS on `node.tls.port` (default "
+        f"{node.tls.port},",
+        "the registered `dicom-tls` port; section 6.1), and `node.tls.required` turns the plain",
+        "port off.",
         "",
         "## 5 Character sets",
         "",
@@ -394,15 +401,60 @@ def render_conformance_statement() -> str:
         "",
         "## 6 Security",
         "",
-        "- No TLS and no user identity negotiation: run the node on a trusted network segment or",
-        "  behind a TLS tunnel.",
+        *_security_profiles_section(),
+        "- No user identity negotiation: peers are identified by AE title, host and (over TLS)",
+        "  certificate.",
         "- Access control by Called AE Title and by Calling AE Title, optionally bound to a host",
-        "  (section 2.2).",
+        "  (section 2.2) and, over TLS, to the peer's certificate (section 6.1).",
         "- Log lines name instances by a hash of their UIDs, never by patient data.",
         "",
         *_stow_rs_section(),
     ]
     return "\n".join(lines)
+
+
+def _security_profiles_section() -> list[str]:
+    """Section 6.1: the secure transport connection profiles (PS3.15 B.1, B.9)."""
+    tls = NodeTlsSettings()
+    return [
+        "### 6.1 Security profiles",
+        "",
+        "Basic TLS Secure Transport Connection Profile (PS3.15 B.1) with the BCP 195 TLS Profile",
+        "(PS3.15 B.9, RFC 9325), as SCP and as SCU:",
+        "",
+        *_table(("", ""), [
+            ("TLS versions", "1.2 and 1.3 (nothing older is negotiated)"),
+            ("TLS 1.2 cipher suites", ", ".join(
+                f"`{name}`" for name in BCP195_TLS12_CIPHERS.split(":")
+            ) + " (ECDHE only, no RSA key exchange, no CBC)"),
+            ("TLS 1.3 cipher suites", "OpenSSL's defaults (all AEAD)"),
+            ("compression, renegotiation", "off"),
+            ("SCP port", (
+                f"`node.tls.port` (*setting*, default {tls.port}); `node.tls.required` "
+                "(default false) turns the plain port off"
+            )),
+            ("SCP certificate", "`node.tls.certificate`, `node.tls.key` (the key file mode 0600)"),
+            ("node authentication", (
+                "`node.tls.ca_bundle`; `node.tls.verify_client` (default "
+                f"{_setting_value(tls.verify_client)}) requires a client certificate it verifies"
+            )),
+            ("certificate → AE title", (
+                "`node.tls.allowed_subjects`: the calling AE titles each certificate subject "
+                "(CN or RFC 4514 subject) may use; any other is rejected with A-ASSOCIATE-RJ "
+                "permanent, service user, calling AE title not recognised"
+            )),
+            ("failed handshake", (
+                "the connection is closed within `node.tls.handshake_timeout_seconds` "
+                f"(default {tls.handshake_timeout_seconds:g}) before any DICOM is read; logged "
+                "and counted"
+            )),
+            ("SCU", (
+                "per DICOM destination: `tls`, `ca_bundle`, `client_cert`/`client_key`, "
+                "`server_name` (the name the peer's certificate must carry; default its host)"
+            )),
+        ]),
+        "",
+    ]
 
 
 def _stow_rs_section() -> list[str]:

@@ -11,6 +11,11 @@ process builds its own database engine after it starts (no pooled connection
 crosses a process boundary). The parent supervises the listeners (restarting
 one that dies, with the backoff of :mod:`radground.supervision`) and runs the
 completion monitor.
+
+With ``[node.tls]`` enabled the node process also binds the TLS port the same
+way and hands that listening socket to the listeners too: each accepts on both
+(on the TLS port only when ``node.tls.required``). The TLS key file must be the
+node user's alone (:func:`radground.secret_files.check_private_file`).
 """
 
 from __future__ import annotations
@@ -21,17 +26,21 @@ import multiprocessing
 import os
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from dicom_node.listening import bind_listening_socket
 from dicom_node.scp import PeerConnectionLimiter, StorageSCP, ThreadAssociationLimiter
 from dicom_node.storage import InstanceStore
+from dicom_node.tls import TlsServerOptions
 from radground.database import database_engine
 from radground.logs import configure_logging
-from radground.settings import Settings
+from radground.secret_files import check_private_file
+from radground.settings import NodeTlsSettings, Settings, SettingsError
 from radground.supervision import SpawnedProcess, Supervisor
 from worklist.completion import CompletionMonitor, StudyReady
 from worklist.db import make_session_factory
@@ -66,6 +75,31 @@ def instance_store(settings: Settings) -> InstanceStore:
     )
 
 
+def tls_server_options(tls: NodeTlsSettings) -> TlsServerOptions | None:
+    """The TLS listener's options from ``[node.tls]`` (None when it is off), the key file's
+    permissions checked.
+
+    Raises
+    ------
+    SettingsError
+        The key file is open to others, or a file is missing.
+    """
+    if not tls.enabled:
+        return None
+    check_private_file(tls.key, setting="node.tls.key", what="the TLS key")
+    try:
+        return TlsServerOptions(
+            certificate=Path(tls.certificate),
+            key=Path(tls.key),
+            ca_bundle=Path(tls.ca_bundle) if tls.ca_bundle else None,
+            verify_client=tls.verify_client,
+            allowed_subjects={s: frozenset(t) for s, t in tls.allowed_subjects.items()},
+            handshake_timeout=tls.handshake_timeout_seconds,
+        )
+    except ValueError as exc:
+        raise SettingsError(f"node.tls: {exc}") from None
+
+
 def build_scp(settings: Settings, *, limiter: Any = None, peer_counts: Any = None) -> StorageSCP:
     """A Storage SCP configured from ``settings``, indexing into its database.
 
@@ -87,14 +121,33 @@ def build_scp(settings: Settings, *, limiter: Any = None, peer_counts: Any = Non
         maximum_pdu_size=node.max_pdu_size,
         peer_limiter=PeerConnectionLimiter(node.max_connections_per_peer, counts=peer_counts),
         pynetdicom_patches=node.pynetdicom_patches,
+        tls=tls_server_options(node.tls),
     )
+
+
+def _serve(
+    scp: StorageSCP,
+    settings: Settings,
+    listening: socket.socket | None,
+    tls_listening: socket.socket | None,
+) -> tuple[tuple[str, int] | None, tuple[str, int] | None]:
+    """Start ``scp`` on the plain and the TLS listening socket (each where given); returns the
+    bound addresses."""
+    node = settings.node
+    plain = tls = None
+    if tls_listening is not None:
+        tls = scp.start_tls(node.host, node.tls.port, listening_socket=tls_listening)
+    if listening is not None:
+        plain = scp.start(node.host, node.port, listening_socket=listening)
+    return plain, tls
 
 
 def _listener_main(
     settings_data: dict[str, Any],
     semaphore: Any,
     peer_counts: Any,
-    listening: socket.socket,
+    listening: socket.socket | None,
+    tls_listening: socket.socket | None,
     parent_pid: int,
 ) -> None:
     """Entry point of one listener process (spawned: only the listening socket and shared counters
@@ -105,7 +158,8 @@ def _listener_main(
     scp = build_scp(settings, limiter=_ProcessLimiter(semaphore), peer_counts=peer_counts)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=scp.stop).start())
     threading.Thread(target=_exit_with_parent, args=(parent_pid, scp), daemon=True).start()
-    scp.serve_forever(settings.node.host, settings.node.port, listening_socket=listening)
+    _serve(scp, settings, listening, tls_listening)
+    scp.wait()
 
 
 def _exit_with_parent(parent_pid: int, scp: StorageSCP) -> None:
@@ -149,15 +203,19 @@ class Node:
         self._semaphore: Any = None
         self._peer_counts: Any = None
         self._listening: socket.socket | None = None
+        self._tls_listening: socket.socket | None = None
         #: (host, port) the node listens on (the bound port when node.port is 0).
         self.address: tuple[str, int] = (settings.node.host, settings.node.port)
+        #: (host, port) of the TLS listener (node.tls), None when it is off.
+        self.tls_address: tuple[str, int] | None = None
 
     @property
     def listener_processes(self) -> int:
         return self.settings.node.resolved_listener_processes()
 
     def claim_port(self) -> tuple[str, int]:
-        """Bind and listen on node.host:node.port (once); returns the bound address.
+        """Bind and listen on node.host:node.port and, with node.tls, on its TLS port (once);
+        returns the bound address (the TLS one when node.tls.required).
 
         Called by :meth:`start`; call it earlier to fail before anything else
         starts (workers) when the port is taken.
@@ -167,18 +225,24 @@ class Node:
         dicom_node.errors.PortInUseError
             Another process listens on the port (the message names it where it can be found).
         """
-        if self._listening is None:
-            node = self.settings.node
+        node = self.settings.node
+        if self._listening is None and not node.tls.required:
             self._listening = bind_listening_socket(node.host, node.port)
             bound = self._listening.getsockname()
             self.address = (str(bound[0]), int(bound[1]))
+        if self._tls_listening is None and node.tls.enabled:
+            self._tls_listening = bind_listening_socket(node.host, node.tls.port)
+            bound = self._tls_listening.getsockname()
+            self.tls_address = (str(bound[0]), int(bound[1]))
+            if node.tls.required:
+                self.address = self.tls_address
         return self.address
 
     def start(self) -> None:
         """Claim the port, migrate the database, start the listener(s) and the completion
         monitor."""
+        self._check_tls()
         self.claim_port()
-        assert self._listening is not None
         upgrade_database(self._engine)
         if self._process_studies:
             # first: a bad processing setting fails before anything listens
@@ -186,7 +250,7 @@ class Node:
         node = self.settings.node
         if self.listener_processes == 1:
             self._scp = build_scp(self.settings)
-            self.address = self._scp.start(node.host, node.port, listening_socket=self._listening)
+            _serve(self._scp, self.settings, self._listening, self._tls_listening)
         else:
             self._semaphore = self._context.BoundedSemaphore(node.max_associations)
             self._peer_counts = PeerConnectionLimiter.shared_counts(self._context)
@@ -204,6 +268,19 @@ class Node:
             poll_seconds=completion.poll_seconds,
         )
         self._start_thread(self._monitor.run_forever, "completion-monitor")
+
+    def _check_tls(self) -> None:
+        """Fail here, not in every listener process, on a TLS key open to others or files
+        OpenSSL cannot load."""
+        options = tls_server_options(self.settings.node.tls)
+        if options is None:
+            return
+        try:
+            options.server_context()
+        except ssl.SSLError as exc:
+            raise SettingsError(
+                f"node.tls: cannot load the certificate, key or CA bundle: {exc.reason or exc}"
+            ) from None
 
     def _start_processing(self) -> None:
         """Ready studies become jobs on the Celery queues; a sweeper re-enqueues lost work."""
@@ -232,6 +309,7 @@ class Node:
                 self._semaphore,
                 self._peer_counts,
                 self._listening,
+                self._tls_listening,
                 os.getpid(),
             ),
             name=f"listener-{number}",
@@ -255,9 +333,10 @@ class Node:
         deadline = time.monotonic() + timeout
         if self._listeners is not None:
             self._listeners.stop(timeout)
-        if self._listening is not None:
-            self._listening.close()
-            self._listening = None
+        for listening in (self._listening, self._tls_listening):
+            if listening is not None:
+                listening.close()
+        self._listening = self._tls_listening = None
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._engine.dispose()

@@ -227,7 +227,9 @@ def build_destination(
         return DicomTarget(destination=Destination(section.ae_title, section.host, section.port),
                            outputs=section.outputs, languages=section.languages, name=name,
                            calling_ae_title=calling_ae_title, pynetdicom_patches=pynetdicom_patches,
-                           retry_for_seconds=retry_for)
+                           retry_for_seconds=retry_for,
+                           tls=_tls(name, section, wanted=section.tls),
+                           server_name=(section.server_name or None) if section.tls else None)
     if isinstance(section, DicomWebDestination):
         return DicomWebTarget(base_url=section.url, auth=_http_auth(name, section),
                               tls=_tls(name, section, wanted=_tls_configured(section)),

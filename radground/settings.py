@@ -52,6 +52,7 @@ __all__ = [
     "LoggingSettings",
     "ModelSettings",
     "NodeSettings",
+    "NodeTlsSettings",
     "RouteSettings",
     "Settings",
     "SettingsError",
@@ -91,6 +92,47 @@ class AllowedPeerSettings(_Section):
         return AllowedPeer(ae_title=self.ae_title, host=self.host)
 
 
+class NodeTlsSettings(_Section):
+    """``[node.tls]``: the DICOM TLS listener (PS3.15 B.1/B.9, BCP 195 TLS Profile)."""
+
+    enabled: bool = False
+    #: Its own port (2762: IANA's dicom-tls).
+    port: Port = 2762
+    #: PEM certificate (chain) and private key the node presents; the key file must be the
+    #: node user's alone (mode 0600).
+    certificate: str = ""
+    key: str = ""
+    #: PEM file of the CAs whose client certificates are trusted (empty: none asked for).
+    ca_bundle: str = ""
+    #: Require a client certificate that ca_bundle verifies (mutual TLS, IHE ATNA).
+    verify_client: bool = True
+    #: The plain port (node.port) is off: TLS only.
+    required: bool = False
+    #: A TLS handshake must finish within this many seconds.
+    handshake_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    #: Certificate subject (common name, or the RFC 4514 subject "CN=ct-1,O=Hospital") -> the
+    #: calling AE titles that peer may use; empty = any verified peer, any AE title.
+    allowed_subjects: dict[str, tuple[AETitle, ...]] = {}
+
+    @model_validator(mode="after")
+    def _complete(self) -> NodeTlsSettings:
+        if self.required and not self.enabled:
+            raise ValueError("required = true needs enabled = true (it turns the plain port off)")
+        if not self.enabled:
+            return self
+        if not (self.certificate and self.key):
+            raise ValueError("enabled = true needs certificate and key")
+        if self.verify_client and not self.ca_bundle:
+            raise ValueError(
+                "verify_client = true needs ca_bundle (the CAs of the peers' certificates); "
+                "set verify_client = false to accept peers without a client certificate"
+            )
+        if self.allowed_subjects and not self.ca_bundle:
+            raise ValueError("allowed_subjects needs ca_bundle: subjects come from verified "
+                             "certificates")
+        return self
+
+
 class NodeSettings(_Section):
     """The DICOM listener (Storage SCP)."""
 
@@ -109,6 +151,14 @@ class NodeSettings(_Section):
     max_connections_per_peer: int = Field(8, ge=1, le=1000)
     #: RadGround's patches of pynetdicom internals in use (docs/third-party-patches.md); [] = stock.
     pynetdicom_patches: tuple[PynetdicomPatch, ...] = PYNETDICOM_PATCHES
+    tls: NodeTlsSettings = NodeTlsSettings()
+
+    @model_validator(mode="after")
+    def _tls_port_of_its_own(self) -> NodeSettings:
+        if self.tls.enabled and not self.tls.required and self.tls.port == self.port != 0:
+            raise ValueError(f"tls.port and port are both {self.port}: the TLS listener needs "
+                             "its own port")
+        return self
 
     @field_validator("pynetdicom_patches")
     @classmethod
@@ -278,13 +328,17 @@ class _HttpAuthSection(_Section):
         return self
 
 
-class DicomDestination(_DestinationSection):
+class DicomDestination(_DestinationSection, _TlsSection):
     """``type = "dicom"``: a DICOM peer RadGround sends results to with C-STORE (the PACS)."""
 
     type: Literal["dicom"] = "dicom"
     ae_title: AETitle
     host: str
     port: Annotated[int, Field(ge=1, le=65535)]
+    #: DICOM TLS (BCP 195 profile) with the tls_* options; its port is the peer's TLS port.
+    tls: bool = False
+    #: The name the peer's certificate must carry; empty = host.
+    server_name: str = ""
     #: Which outputs it gets: "sr" (TID 1500 report), "gsps" (overlays; colour
     #: sources get a Colour PS), "kos" (Key Object Selection: the images with
     #: findings, shown by a PACS as key images), "sc" (Secondary Capture with

@@ -3,7 +3,10 @@
 The SCU (:class:`dicom_node.scu.StorageSCU`, PS3.4 Annex B) lives with the rest of the
 DIMSE code in ``dicom_node``; this module adapts it to the destination protocol.
 The objects keep their SOP Instance UIDs, so a repeated delivery stores nothing new
-(PACS keep or replace the instance; none makes a second one).
+(PACS keep or replace the instance; none makes a second one). With ``tls`` the
+associations are DICOM TLS (PS3.15 B.1/B.9, BCP 195 profile): the peer's
+certificate checked against the CA bundle and ``server_name``, ours presented
+for mutual TLS.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from worklist.destinations.protocol import (
     DestinationTarget,
     select_artifacts,
 )
+from worklist.destinations.security import TlsOptions
 
 __all__ = ["DicomStoreDestination", "DicomTarget"]
 
@@ -42,7 +46,17 @@ class DicomTarget:
     #: node.pynetdicom_patches, for the SCU (dicom_node.patches).
     pynetdicom_patches: tuple[str, ...] = PYNETDICOM_PATCHES
     retry_for_seconds: float | None = None
+    #: Associate over DICOM TLS with these options; None: plain TCP.
+    tls: TlsOptions | None = None
+    #: The name the peer's certificate must carry; None: the destination's host.
+    server_name: str | None = None
     type: ClassVar[str] = "dicom"
+
+    def __post_init__(self) -> None:
+        if self.tls is not None and not isinstance(self.tls, TlsOptions):
+            raise TypeError(f"tls must be TlsOptions, got {type(self.tls).__name__}")
+        if self.server_name is not None and self.tls is None:
+            raise ValueError("server_name is only checked over TLS: set tls too")
 
 
 class DicomStoreDestination:
@@ -60,7 +74,12 @@ class DicomStoreDestination:
         files = [a.path for a in select_artifacts(artifacts, target)]
         if not files:
             return DeliveryOutcome.delivered("nothing to send")
-        scu = StorageSCU(target.calling_ae_title, pynetdicom_patches=target.pynetdicom_patches)
+        scu = StorageSCU(
+            target.calling_ae_title,
+            pynetdicom_patches=target.pynetdicom_patches,
+            tls=target.tls.ssl_context() if target.tls is not None else None,
+            server_name=target.server_name,
+        )
         results = scu.send(files, target.destination)
         failed = [r for r in results if not r.ok]
         if not failed:
