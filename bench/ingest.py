@@ -14,10 +14,17 @@ SCP writes the received bytes to a file and nothing else, once as is and once
 with an fsync of the file and its directory (RadGround's durability, nothing
 else); dcmtk's storescp writes files (its default: no fsync, no index).
 
+DICOM TLS (a second table, same run): RadGround TLS-only (``node.tls.required``,
+mutual TLS, the BCP 195 profile) against RadGround plain, and dcmtk's storescp
+with ``+tls`` against storescp plain; the sender is ``storescu`` with
+``TCP_NODELAY=1`` (with ``+tls`` and a client certificate for the TLS
+receivers), each receiver in the same configuration as in the first table.
+
 Prints instances/s per receiver and the ratios to the peers. Usage::
 
-    .venv/bin/python bench/ingest.py            # full run (~6 min on 2 cores)
+    .venv/bin/python bench/ingest.py            # full run (~8 min on 2 cores)
     .venv/bin/python bench/ingest.py --quick    # 1/5 of the counts
+    .venv/bin/python bench/ingest.py --tls-only --quick   # only the TLS table
     .venv/bin/python bench/ingest.py --compare-patches --quick   # each pynetdicom patch vs without
     it .venv/bin/python bench/ingest.py --structure-check   # only what the structural check costs
 """
@@ -33,6 +40,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +52,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from tests.factories import write_series
+from tests.integration.tls_pki import Credential, certificate_authority, issue
 
 PLAIN_PYNETDICOM_SCP = textwrap.dedent(
     """
@@ -111,6 +120,24 @@ def wait_for_port(port: int, timeout: float = 60.0) -> None:
     raise RuntimeError(f"receiver did not listen on port {port}")
 
 
+@dataclass(frozen=True)
+class BenchPki:
+    """The CA, the receivers' certificate and the sender's client certificate of the TLS rows."""
+
+    ca: Path
+    receiver: Credential
+    sender: Credential
+
+    @classmethod
+    def make(cls, folder: Path) -> BenchPki:
+        authority = certificate_authority(folder / "ca")
+        return cls(authority.certificate, issue(authority, folder / "receiver", "receiver"),
+                   issue(authority, folder / "sender", "sender"))
+
+    def storescu_options(self) -> list[str]:
+        return ["+tls", str(self.sender.key), str(self.sender.certificate), "+cf", str(self.ca)]
+
+
 @dataclass
 class Receiver:
     name: str
@@ -118,6 +145,8 @@ class Receiver:
     port: int
     process: subprocess.Popen
     output: Path
+    #: storescu options to reach it (TLS), none for plain TCP.
+    sender_options: tuple[str, ...] = ()
 
     def stop(self) -> None:
         self.process.terminate()
@@ -134,10 +163,12 @@ def start_radground(
     *,
     patches: tuple[str, ...] | None = None,
     command: str = "serve",
+    tls: BenchPki | None = None,
 ) -> Receiver:
     """``radground serve`` (or ``node``: no workers) on a free port; ``patches``:
-    node.pynetdicom_patches."""
+    node.pynetdicom_patches; ``tls``: TLS only (node.tls.required), mutual TLS."""
     port = free_port()
+    tls_port = free_port() if tls is not None else None
     work.mkdir(parents=True, exist_ok=True)
     config = work / "radground.toml"
     patch_line = (
@@ -150,6 +181,13 @@ def start_radground(
         f'[database]\nurl = "sqlite:///{work / "radground.db"}"\n'
         '[logging]\nlevel = "WARNING"\n'
     )
+    if tls is not None:
+        with config.open("a") as section:
+            section.write(
+                f"[node.tls]\nenabled = true\nrequired = true\nport = {tls_port}\n"
+                f'certificate = "{tls.receiver.certificate}"\nkey = "{tls.receiver.key}"\n'
+                f'ca_bundle = "{tls.ca}"\nverify_client = true\n'
+            )
     env = {k: v for k, v in os.environ.items() if not k.startswith("RADGROUND_")}
     process = subprocess.Popen(
         [sys.executable, "-m", "radground", "--config", str(config), command],
@@ -158,9 +196,14 @@ def start_radground(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_for_port(port)
+    listening = tls_port if tls_port is not None else port
+    wait_for_port(listening)
     wait_until_settled(process.pid)  # listener processes and embedded workers done starting
-    return Receiver(f"RadGround ({processes} proc)", "RADGROUND", port, process, work / "instances")
+    return Receiver(
+        f"RadGround ({processes} proc)" + (" TLS" if tls is not None else ""), "RADGROUND",
+        listening, process, work / "instances",
+        tuple(tls.storescu_options()) if tls is not None else (),
+    )
 
 
 def _tree_cpu_seconds(pid: int) -> float:
@@ -192,16 +235,23 @@ def wait_until_settled(pid: int, timeout: float = 60.0) -> None:
         previous = current
 
 
-def start_storescp(work: Path) -> Receiver:
+def start_storescp(work: Path, tls: BenchPki | None = None) -> Receiver:
+    """dcmtk's storescp; ``tls``: ``+tls`` with its default BCP 195 profile, a client
+    certificate required (``+rv``), as RadGround's TLS rows."""
     port = free_port()
     out = work / "storescp"
     out.mkdir()
+    options = [] if tls is None else [
+        "+tls", str(tls.receiver.key), str(tls.receiver.certificate), "+cf", str(tls.ca)
+    ]
     # its best configuration: Nagle off for its own responses too
-    process = subprocess.Popen(["storescp", "-aet", "STORESCP", "-od", str(out), str(port)],
+    process = subprocess.Popen(["storescp", "-aet", "STORESCP", *options, "-od", str(out),
+                                str(port)],
                                env={**os.environ, "TCP_NODELAY": "1"},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_port(port)
-    return Receiver("dcmtk storescp", "STORESCP", port, process, out)
+    return Receiver("dcmtk storescp" + (" TLS" if tls is not None else ""), "STORESCP", port,
+                    process, out, tuple(tls.storescu_options()) if tls is not None else ())
 
 
 def start_plain(work: Path, fsync: bool = False) -> Receiver:
@@ -224,6 +274,7 @@ def storescu_command(receiver: Receiver, files: list[Path]) -> list[str]:
         "BENCH",
         "-aec",
         receiver.ae_title,
+        *receiver.sender_options,
         "127.0.0.1",
         str(receiver.port),
         *map(str, files),
@@ -395,6 +446,9 @@ def main() -> None:
         help="--compare-patches: semicolon-separated load/sender names (default: all)",
     )
     parser.add_argument(
+        "--tls-only", action="store_true", help="only the DICOM TLS table (TLS vs plain)"
+    )
+    parser.add_argument(
         "--structure-check",
         action="store_true",
         help="only measure the structural check of received data sets (with vs without)",
@@ -424,6 +478,91 @@ def main() -> None:
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: install dcmtk (.ci/bootstrap --test)")
     console = Console()
+    if not args.tls_only:
+        ingest_table(args, console)
+    tls_table(args, console)
+
+
+def measure(
+    console: Console,
+    work: Path,
+    loads: dict[str, list[Path]],
+    scenarios: list[tuple[str, str, str, int]],
+    receivers_factories: list[tuple[str, Callable[[Path], Receiver]]],
+) -> dict[tuple[str, str], float]:
+    """Instances/s of every (scenario, receiver), each receiver started afresh per scenario."""
+    rates: dict[tuple[str, str], float] = {}
+    total = len(scenarios) * len(receivers_factories)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("benchmark", total=total)
+        for scenario, load, sender, senders in scenarios:
+            files = loads[load]
+            for name, factory in receivers_factories:
+                progress.update(task, description=f"{scenario} -> {name}")
+                run_dir = work / f"run-{len(rates)}"
+                run_dir.mkdir()
+                receiver = factory(run_dir)
+                try:
+                    elapsed = send(receiver, files, sender, senders)
+                    received = count_received(receiver)
+                finally:
+                    receiver.stop()
+                if received < len(files):
+                    raise RuntimeError(f"{name} stored {received} of {len(files)} instances")
+                rates[(scenario, name)] = len(files) / elapsed
+                shutil.rmtree(run_dir, ignore_errors=True)
+                progress.advance(task)
+    return rates
+
+
+#: The TLS table's loads: storescu with TCP_NODELAY=1 (plain or +tls as the receiver needs).
+TLS_SCENARIOS = [
+    ("32 KB, storescu TCP_NODELAY", "small", "storescu+nodelay", 1),
+    ("512 KB, storescu TCP_NODELAY", "large", "storescu+nodelay", 1),
+    ("512 KB, 4 x storescu TCP_NODELAY", "large", "storescu+nodelay", 4),
+]
+
+
+def tls_table(args: argparse.Namespace, console: Console) -> None:
+    """RadGround TLS vs plain and vs dcmtk storescp with TLS, in one run."""
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="radground-bench-tls-") as tmp:
+        work = Path(tmp)
+        pki = BenchPki.make(work / "pki")
+        loads = {
+            "small": write_series(work / "small", args.small, rows=128, columns=128),
+            "large": write_series(work / "large", args.large, rows=512, columns=512),
+        }
+        factories: list[tuple[str, Callable[[Path], Receiver]]] = [
+            (f"RadGround {cores} proc", lambda d: start_radground(d, cores)),
+            (f"RadGround {cores} proc TLS", lambda d: start_radground(d, cores, tls=pki)),
+            ("dcmtk storescp", start_storescp),
+            ("dcmtk storescp TLS", lambda d: start_storescp(d, tls=pki)),
+        ]
+        rates = measure(console, work, loads, TLS_SCENARIOS, factories)
+    names = [name for name, _ in factories]
+    table = Table(title=f"DICOM TLS ingest, instances/s (loopback, {cores} cores; TLS: mutual, "
+                  "BCP 195 profile; RadGround: SQLite index, fsync)")
+    table.add_column("load / sender")
+    for name in names:
+        table.add_column(name, justify="right")
+    table.add_column("RG TLS / RG plain", justify="right")
+    table.add_column("storescp TLS / plain", justify="right")
+    table.add_column("RG TLS / storescp TLS", justify="right")
+    for scenario, *_ in TLS_SCENARIOS:
+        rg, rg_tls, dcmtk, dcmtk_tls = (rates[(scenario, n)] for n in names)
+        table.add_row(
+            scenario,
+            *(f"{rates[(scenario, n)]:.0f}" for n in names),
+            f"{rg_tls / rg:.2f}x",
+            f"{dcmtk_tls / dcmtk:.2f}x",
+            f"{rg_tls / dcmtk_tls:.2f}x",
+        )
+    console.print(table)
+
+
+def ingest_table(args: argparse.Namespace, console: Console) -> None:
+    """The first table: RadGround against storescp and a plain pynetdicom SCP."""
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="radground-bench-") as tmp:
         work = Path(tmp)
@@ -439,27 +578,7 @@ def main() -> None:
             ("plain pynetdicom", start_plain),
             ("plain pynetdicom + fsync", lambda d: start_plain(d, fsync=True)),
         ]
-        rates: dict[tuple[str, str], float] = {}
-        total = len(SCENARIOS) * len(receivers_factories)
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("benchmark", total=total)
-            for scenario, load, sender, senders in SCENARIOS:
-                files = loads[load]
-                for name, factory in receivers_factories:
-                    progress.update(task, description=f"{scenario} -> {name}")
-                    run_dir = work / f"run-{len(rates)}"
-                    run_dir.mkdir()
-                    receiver = factory(run_dir)
-                    try:
-                        elapsed = send(receiver, files, sender, senders)
-                        received = count_received(receiver)
-                    finally:
-                        receiver.stop()
-                    if received < len(files):
-                        raise RuntimeError(f"{name} stored {received} of {len(files)} instances")
-                    rates[(scenario, name)] = len(files) / elapsed
-                    shutil.rmtree(run_dir, ignore_errors=True)
-                    progress.advance(task)
+        rates = measure(console, work, loads, SCENARIOS, receivers_factories)
 
     names = [name for name, _ in receivers_factories]
     table = Table(
