@@ -185,12 +185,13 @@ def probe_node(node: NodeSettings) -> NodeRuntime:
     from web.runtime_info import Listener, NodeRuntime
 
     host = "127.0.0.1" if node.host in ("", "0.0.0.0") else node.host
+    port = node.tls.port if node.tls.required else node.port  # TLS only: its port is the one
     try:
-        with socket.create_connection((host, node.port), timeout=0.2):
+        with socket.create_connection((host, port), timeout=0.2):
             alive = True
     except OSError:
         alive = False
-    return NodeRuntime(listeners=(Listener(node.ae_title, node.host, node.port, alive),))
+    return NodeRuntime(listeners=(Listener(node.ae_title, node.host, port, alive),))
 
 
 def build_web_context(settings: Settings) -> WebContext:
