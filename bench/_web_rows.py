@@ -104,14 +104,47 @@ class _Tables:
         return len(self.rows[table]) + 1
 
 
-_REPORT_JSON = (
-    '{"study_instance_uid": "%s", "findings": [], "impression": {"en": "No acute findings."}, '
-    '"model": {"name": "chest-default", "version": "1"}}'
-)
+#: Placeholders in the report template, replaced per job.
+_STUDY, _IMAGE, _TRACK_1, _TRACK_2 = (f"{_UID_ROOT}.0.{n}" for n in range(1, 5))
+
+
+def _report_template() -> str:
+    """A two-finding bilingual GroundedReport (boxes on the study's first image) as JSON, with
+    placeholder UIDs: what a job that finished inference keeps."""
+    from engine.report import (
+        Box,
+        Finding,
+        FindingKind,
+        GroundedReport,
+        ImageRef,
+        ModelInfo,
+        Region,
+        Task,
+        Text,
+    )
+
+    image = ImageRef(_IMAGE, _DX)
+    findings = (
+        Finding(FindingKind.ABNORMALITY, Text({"en": "cardiomegaly", "zh-CN": "心脏增大"}),
+                Text({"en": "The heart is enlarged.", "zh-CN": "心影增大。"}),
+                (Region(image, Box(120.0, 210.0, 400.0, 430.0)),), _TRACK_1, confidence=0.81),
+        Finding(FindingKind.ABNORMALITY, Text({"en": "effusion", "zh-CN": "胸腔积液"}),
+                Text({"en": "Small left pleural effusion.", "zh-CN": "左侧少量胸腔积液。"}),
+                (Region(image, Box(300.0, 380.0, 470.0, 500.0)),), _TRACK_2, confidence=0.64),
+    )
+    return GroundedReport(
+        study_instance_uid=_STUDY, findings=findings,
+        impression=Text({"en": "Cardiomegaly with a small left pleural effusion.",
+                         "zh-CN": "心脏增大，伴左侧少量胸腔积液。"}),
+        model=ModelInfo("chest-default", "1", "RadGround", f"{_UID_ROOT}.0.9"),
+        task=Task.GROUNDED_REPORT,
+        raw_output="<ref>cardiomegaly</ref><box>[[234, 410, 781, 839]]</box>",
+    ).to_json()
 
 
 def _job_rows(t: _Tables, rng: random.Random, *, study_pk: int, revision: int, study_uid: str,
-              created: datetime, now: datetime, report: FillReport) -> None:
+              first_image: str, created: datetime, now: datetime, report: FillReport,
+              report_json: str) -> None:
     """One job with what its state implies: artifacts, deliveries, audit events."""
     route, model, _ = _weighted(rng, _ROUTES, 2)
     age = (now - created).total_seconds()
@@ -147,14 +180,17 @@ def _job_rows(t: _Tables, rng: random.Random, *, study_pk: int, revision: int, s
     elif state == "dead":
         last_error = "inference started 3 times without finishing (worker killed?)"
     updated = finished or started or created
+    job_id_next = t.next_id("jobs")
     job_id = t.add(
-        "jobs", t.next_id("jobs"), study_pk, revision, route, model, state,
+        "jobs", job_id_next, study_pk, revision, route, model, state,
         0 if started is None else (3 if state == "dead" else 1),
         worker if state in ("inferring",) else None,
         now + timedelta(seconds=60) if state == "inferring" else None,
         1 if rng.random() < 0.01 else 0, created, updated, enqueued, started, inference,
         export_s, finished, last_error, None,
-        _REPORT_JSON % study_uid if inference is not None else None,
+        None if inference is None else report_json.replace(_STUDY, study_uid).replace(
+            _IMAGE, first_image).replace(_TRACK_1, _uid(6, 2 * job_id_next)).replace(
+            _TRACK_2, _uid(6, 2 * job_id_next + 1)),
     )
     actor = worker
     events = [(created, "node", "job-created", f"route={route} revision={revision}")]
@@ -228,6 +264,7 @@ def _delivery_rows(t: _Tables, rng: random.Random, *, job_id: int, destination: 
 def _generate(jobs: int, *, days: int, seed: int, now: datetime) -> tuple[_Tables, FillReport]:
     rng = random.Random(seed)
     t, report = _Tables(), FillReport()
+    report_json = _report_template()
     start = now - timedelta(days=days)
     span = (now - start).total_seconds()
     # arrivals spread over the days (busier in working hours), the newest last
@@ -255,6 +292,7 @@ def _generate(jobs: int, *, days: int, seed: int, now: datetime) -> tuple[_Table
               revisions, count, first, arrival + timedelta(minutes=10 * (revisions - 1)))
         series_pk = t.add("series", t.next_id("series"), _uid(2, study_pk), study_pk, modality,
                           1, f"{modality} series", "CHEST")
+        first_image = _uid(3, t.next_id("instances"))
         for number in range(1, count + 1):
             instance_pk = t.next_id("instances")
             sop_uid = _uid(3, instance_pk)
@@ -271,7 +309,8 @@ def _generate(jobs: int, *, days: int, seed: int, now: datetime) -> tuple[_Table
                   outcome, detail)
             if routed:
                 _job_rows(t, rng, study_pk=study_pk, revision=revision, study_uid=study_uid,
-                          created=min(ready, now), now=now, report=report)
+                          first_image=first_image, created=min(ready, now), now=now,
+                          report=report, report_json=report_json)
                 made += 1
     report.first_created_at, report.last_created_at = times[0], times[-1]
     return t, report
