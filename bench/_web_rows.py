@@ -18,7 +18,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from worklist.jobs_models import JobState
 
@@ -65,7 +65,7 @@ def _weighted(rng: random.Random, choices: Sequence[tuple[Any, ...]], weight_ind
 class _Tables:
     """Rows per table, in ``COPY`` order (parents first)."""
 
-    COLUMNS: dict[str, tuple[str, ...]] = {
+    COLUMNS: ClassVar[dict[str, tuple[str, ...]]] = {
         "patients": ("id", "patient_id", "issuer_of_patient_id", "patients_name",
                      "patients_birth_date", "patients_sex"),
         "studies": ("id", "study_instance_uid", "patient_pk", "study_date", "study_time",
@@ -171,8 +171,8 @@ def _job_rows(t: _Tables, rng: random.Random, *, study_pk: int, revision: int, s
     last_error = None
     if state == "failed":
         last_error = rng.choice((
-            "not sent to pacs: association rejected (0x0002: calling AE not recognized); "
-            "delivered to ehr",
+            ("not sent to pacs: association rejected (0x0002: calling AE not recognized); "
+             "delivered to ehr"),
             "gave up after 12 attempts over 8 h: ehr answered 503 Service Unavailable",
             "no image the model is made for (lateral view)",
             "pixel data could not be decoded: JPEG 2000 codestream truncated",
@@ -329,7 +329,7 @@ def fill_database(url: str, jobs: int, *, days: int = 30, seed: int = 14,
             rows = tables.rows[table]
             with connection.cursor() as cursor:
                 with cursor.copy(
-                    f"COPY {table} ({', '.join(columns)}) FROM STDIN"  # noqa: S608 - our names
+                    f"COPY {table} ({', '.join(columns)}) FROM STDIN"
                 ) as copy:
                     for row in rows:
                         copy.write_row(row)
