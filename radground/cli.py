@@ -329,7 +329,7 @@ def send(obj: _Context, paths: tuple[Path, ...], destination: str, quiet: bool) 
 )
 @click.option(
     "--limit",
-    type=click.IntRange(1),
+    type=click.IntRange(1, 500),
     default=50,
     show_default=True,
     help="Most recent studies to show.",

@@ -8,6 +8,7 @@ from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from web.accounts import LoginPolicy
+from web.runtime_info import ModelFile, NodeProbe
 from worklist.context import PipelineContext
 
 __all__ = ["WebContext", "web_context"]
@@ -22,6 +23,13 @@ class WebContext:
     #: For operator actions (they enqueue the next step) and the configured routes, destinations
     #: and folders.
     pipeline: PipelineContext
+    #: The configured models (the API shows their ONNX metadata).
+    models: tuple[ModelFile, ...] = ()
+    #: Free space ``storage.root`` keeps (the node refuses instances below it).
+    storage_reserve_bytes: int = 0
+    #: Listeners, associations and workers as the running node sees them; ``None`` in a process
+    #: without the node (``radground web`` alone).
+    node_probe: NodeProbe | None = None
     #: Lock-out and session expiry.
     login_policy: LoginPolicy = field(default_factory=LoginPolicy)
     #: The path prefix under a reverse proxy ("" or "/radground").
