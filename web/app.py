@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from web.api import api_router
+from web.auth import Reader
 from web.context import WebContext
 from web.problems import install_problem_handlers
 
@@ -29,13 +32,15 @@ def create_app(context: WebContext) -> FastAPI:
         summary="Studies, jobs, deliveries and actions of a RadGround node; DICOMweb STOW-RS.",
         version="1",
         root_path=context.base_path,
-        openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        # served by _add_openapi_routes, which need the "read" permission
+        openapi_url=None,
+        docs_url=None,
         redoc_url=None,
     )
     app.state.context = context
     install_problem_handlers(app)
     app.include_router(api_router, prefix=API_PREFIX)
+    _add_openapi_routes(app)
 
     @app.middleware("http")
     async def security_headers(
@@ -47,3 +52,20 @@ def create_app(context: WebContext) -> FastAPI:
         return response
 
     return app
+
+
+def _add_openapi_routes(app: FastAPI) -> None:
+    """The OpenAPI document and its Swagger UI, for signed-in readers (only ``/healthz`` is
+    served without authentication)."""
+    document_path = f"{API_PREFIX}/openapi.json"
+
+    @app.get(document_path, include_in_schema=False)
+    async def openapi_document(principal: Reader) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get(f"{API_PREFIX}/docs", include_in_schema=False)
+    async def openapi_docs(request: Request, principal: Reader) -> HTMLResponse:
+        root_path = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=root_path + document_path, title=f"{app.title} API"
+        )
