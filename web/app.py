@@ -12,6 +12,7 @@ from web.api import api_router
 from web.auth import Reader
 from web.context import WebContext
 from web.problems import install_problem_handlers
+from web.stow import router as stow_router
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -40,6 +41,7 @@ def create_app(context: WebContext) -> FastAPI:
     app.state.context = context
     install_problem_handlers(app)
     app.include_router(api_router, prefix=API_PREFIX)
+    app.include_router(stow_router)
     _add_openapi_routes(app)
 
     @app.middleware("http")

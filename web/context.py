@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from dicom_node.ingest import InstanceIngest
 from web.accounts import LoginPolicy
 from web.runtime_info import ModelFile, NodeProbe
 from worklist.context import PipelineContext
@@ -36,6 +37,9 @@ class WebContext:
     base_path: str = ""
     #: STOW-RS requests above this size are refused with 413.
     stow_max_request_bytes: int = 4096 * 1024 * 1024
+    #: The node's one ingest path (the Storage SCP's store and index hook) for STOW-RS; ``None``:
+    #: this process does not ingest (STOW-RS answers 503).
+    ingest: InstanceIngest | None = None
 
 
 def web_context(request: Request) -> WebContext:
