@@ -71,6 +71,7 @@ from bench._processes import (
     wait_until,
 )
 from bench._web_rows import FillReport, fill_database
+from bench.ingest import wait_until_settled
 
 #: Where the REST API and the console serve the jobs (relative to the base URL).
 API_JOBS = "/api/v1/jobs"
@@ -118,20 +119,18 @@ def write_config(work: Path, database_url: str, *, web_port: int, dicom_port: in
     return config
 
 
-def start_radground(group: ProcessGroup, name: str, config: Path, command: str) -> None:
+def start_radground(group: ProcessGroup, name: str, config: Path, command: str, *,
+                    port: int) -> None:
     """``radground --config CONFIG COMMAND`` in its own process group (logs in the group's
-    directory)."""
+    directory), once it listens on ``port`` and its processes have finished starting."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RADGROUND_")}
     env["PYTHONPATH"] = str(REPO)
-    group.start(name, [sys.executable, "-m", "radground", "--config", str(config), command],
-                cwd=REPO, env=env)
-
-
-def answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2, trust_env=False).status_code == 200
-    except httpx.HTTPError:
-        return False
+    process = group.start(
+        name, [sys.executable, "-m", "radground", "--config", str(config), command],
+        cwd=REPO, env=env,
+    )
+    wait_until(lambda: accepts(port), 60, f"radground {command}", group)
+    wait_until_settled(process.pid)
 
 
 # -- part 1: latency ---------------------------------------------------------------------
@@ -389,7 +388,8 @@ def node_database(console: Console, jobs: int) -> Iterator[tuple[str, FillReport
 def run(args: argparse.Namespace, console: Console, work: Path) -> dict[str, Any]:
     from worklist.db import create_db_engine, make_session_factory
 
-    results: dict[str, Any] = {"jobs": args.jobs}
+    results: dict[str, Any] = {"jobs": args.jobs, "cores": os.cpu_count(),
+                               "load_average_at_start": os.getloadavg()[0]}
     group = ProcessGroup(work / "logs")
     with node_database(console, args.jobs) as (url, report):
         engine = create_db_engine(url)
@@ -399,8 +399,7 @@ def run(args: argparse.Namespace, console: Console, work: Path) -> dict[str, Any
             web_port, dicom_port = free_port(), free_port()
             config = write_config(work, url, web_port=web_port, dicom_port=dicom_port)
             base = f"http://127.0.0.1:{web_port}"
-            start_radground(group, "radground-web", config, "web")
-            wait_until(lambda: answers(f"{base}/healthz"), 60, "radground web", group)
+            start_radground(group, "radground-web", config, "web", port=web_port)
             if args.part in ("latency", "both"):
                 cases = make_cases(report, args.jobs)
                 timings = measure_latency(cases, base=base, credentials=credentials,
@@ -414,8 +413,7 @@ def run(args: argparse.Namespace, console: Console, work: Path) -> dict[str, Any
                     for name, (h, d) in timings.items()
                 }
             if args.part in ("stow", "both"):
-                start_radground(group, "radground-node", config, "node")
-                wait_until(lambda: accepts(dicom_port), 60, "radground node", group)
+                start_radground(group, "radground-node", config, "node", port=dicom_port)
                 results["ingest"] = run_ingest(args, console, work, base=base,
                                                token=credentials.token, dicom_port=dicom_port)
         except BaseException:
@@ -427,6 +425,11 @@ def run(args: argparse.Namespace, console: Console, work: Path) -> dict[str, Any
         finally:
             group.stop()
             engine.dispose()
+    results["load_average_at_end"] = os.getloadavg()[0]
+    console.print(f"{os.cpu_count()} cores; 1-minute load average "
+                  f"{results['load_average_at_start']:.1f} at the start, "
+                  f"{results['load_average_at_end']:.1f} at the end (other processes on the "
+                  "machine slow both sides of every ratio)")
     return results
 
 
