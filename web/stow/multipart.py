@@ -25,8 +25,12 @@ __all__ = [
 
 #: The longest header block of one part (bytes); a longer one is refused.
 MAX_PART_HEADER_BYTES = 16 * 1024
-#: RFC 2046: a boundary is 1 to 70 characters from a restricted set.
-_BOUNDARY = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]$")
+#: RFC 2046: a boundary is 1 to 70 characters from a restricted set; longer ones are read too
+#: (Orthanc's DICOMweb plugin sends 73), up to this many.
+MAX_BOUNDARY_LENGTH = 200
+_BOUNDARY = re.compile(
+    rf"^[0-9A-Za-z'()+_,\-./:=? ]{{0,{MAX_BOUNDARY_LENGTH - 1}}}[0-9A-Za-z'()+_,\-./:=?]$"
+)
 _CRLF = b"\r\n"
 _PADDING = b" \t"
 #: The most transport padding (spaces, tabs) accepted after a boundary.

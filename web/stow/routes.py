@@ -183,6 +183,7 @@ async def _spool_parts(
             raise MultipartError("the multipart body has no parts")
     except MultipartError as exc:
         _close(parts)
+        logger.warning("Refused a STOW-RS request from %s: %s", client_address(request), exc)
         raise Problem(400, str(exc), kind="malformed-body") from None
     except BaseException:
         _close(parts)

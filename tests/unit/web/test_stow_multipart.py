@@ -96,10 +96,18 @@ def test_data_is_handed_on_as_it_arrives_holding_back_only_a_possible_delimiter(
     assert sum(len(e.data) for e in events if isinstance(e, PartData)) == 100_000 - held_back
 
 
-@pytest.mark.parametrize("boundary", ["", "x" * 71, "bad\nline", "trailing "])
+@pytest.mark.parametrize("boundary", ["", "x" * 201, "bad\nline", "trailing "])
 def test_invalid_boundaries_are_refused(boundary):
     with pytest.raises(MultipartError, match="boundary"):
         MultipartReader(boundary)
+
+
+def test_a_boundary_longer_than_rfc_2046_allows_is_read_as_orthanc_sends_one():
+    boundary = "c9af4fc6-85b5-484f-aa6a-59544059c5f5-c9af4fc6-85b5-484f-aa6a-59544059c5f5"
+    reader = MultipartReader(boundary)
+    events = list(reader.feed(f"--{boundary}\r\n\r\nx\r\n--{boundary}--".encode()))
+    reader.close()
+    assert [type(e) for e in events] == [PartStart, PartData, PartEnd]
 
 
 def test_content_type_parameters_are_read_case_insensitively_and_unquoted():
