@@ -29,7 +29,7 @@ request (``TCP_NODELAY=1``), to ``radground node`` and to Orthanc's DICOM port.
 Prints p50/p95 per case and the HTTP / direct ratio, then instances/s and MB/s per receiver and
 the ratios. Usage::
 
-    .venv/bin/python bench/web.py                # 100 000 jobs, 300 requests per case, 200
+    .venv/bin/python bench/web.py                # 100 000 jobs, 200 requests per case, 200
                                                  # instances per receiver (~10 min on 2 cores)
     .venv/bin/python bench/web.py --quick        # 5 000 jobs, 30 requests, 40 instances
     .venv/bin/python bench/web.py --part latency --jobs 20000
@@ -494,8 +494,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="5 000 jobs, 30 requests per case, 40 instances per receiver")
     parser.add_argument("--jobs", type=int, default=100_000,
                         help="jobs in the database (default 100 000)")
-    parser.add_argument("--iterations", type=int, default=300,
-                        help="measured requests per page (default 300)")
+    parser.add_argument("--iterations", type=int, default=200,
+                        help="measured requests per page (default 200)")
     parser.add_argument("--warmup", type=int, default=20,
                         help="requests per page before measuring (default 20)")
     parser.add_argument("--instances", type=int, default=200,
