@@ -95,6 +95,7 @@ class StudyRevision(Base):
         UniqueConstraint("study_pk", "revision"),
         Index("ix_study_revisions_state_last_received_at", "state", "last_received_at"),
         Index("ix_study_revisions_opened_at", "opened_at"),
+        Index("ix_study_revisions_dispatched_at", "dispatched_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -199,8 +199,14 @@ class StudyFilter:
         check_text("calling_ae_title", self.calling_ae_title, max_length=16)
         check_text("study_instance_uid", self.study_instance_uid, max_length=64)
 
+    @property
+    def needs_revision(self) -> bool:
+        """Whether the clauses read the current ``StudyRevision`` (it must be joined)."""
+        return self.state is not None or self.outcome is not None
+
     def clauses(self) -> list[ColumnElement[bool]]:
-        """The WHERE clauses over ``Study`` joined to its current ``StudyRevision``."""
+        """The WHERE clauses over ``Study`` (joined to its current ``StudyRevision`` when
+        :attr:`needs_revision`)."""
         found = in_period(Study.last_received_at, self.received_from, self.received_until)
         if self.state is not None:
             found.append(StudyRevision.state == self.state)
@@ -241,15 +247,17 @@ def list_studies(
         ``offset`` or ``limit`` is out of range (``parameter`` names it).
     """
     check_page(offset, limit)
-    clauses = (filters or StudyFilter()).clauses()
-    total = session.scalar(
-        select(func.count()).select_from(Study).join(StudyRevision, _CURRENT).where(*clauses)
-    ) or 0
+    filters = filters or StudyFilter()
+    clauses = filters.clauses()
+    count = select(func.count()).select_from(Study)
+    query = select(Study)
+    if filters.needs_revision:  # the join costs a scan of every revision: only when filtered on
+        count = count.join(StudyRevision, _CURRENT)
+        query = query.join(StudyRevision, _CURRENT)
+    total = session.scalar(count.where(*clauses)) or 0
     studies = list(
         session.scalars(
-            select(Study)
-            .join(StudyRevision, _CURRENT)
-            .where(*clauses)
+            query.where(*clauses)
             .order_by(Study.last_received_at.desc(), Study.id.desc())
             .offset(offset)
             .limit(limit)

@@ -6,7 +6,7 @@ Revises: 0005_accounts
 Studies are listed by ``last_received_at`` and filtered by a series' modality or an
 instance's calling AE title; jobs are listed by ``created_at`` (alone, or after a state or
 route) and counted per day by ``finished_at``; revisions are counted per day by
-``opened_at``.
+``opened_at``, and those ready but not dispatched by ``dispatched_at``.
 """
 
 from alembic import op
@@ -20,6 +20,7 @@ depends_on = None
 _INDEXES = (
     ("studies", "ix_studies_last_received_at", ["last_received_at"]),
     ("study_revisions", "ix_study_revisions_opened_at", ["opened_at"]),
+    ("study_revisions", "ix_study_revisions_dispatched_at", ["dispatched_at"]),
     ("series", "ix_series_modality_study_pk", ["modality", "study_pk"]),
     ("instances", "ix_instances_calling_ae_title_series_pk", ["calling_ae_title", "series_pk"]),
     ("jobs", "ix_jobs_created_at", ["created_at"]),
