@@ -226,6 +226,7 @@ def _claim_web(settings: Settings) -> socket.socket:
     from radground.web_app import (
         WebPortInUseError,
         accounts_hint,
+        check_destinations,
         check_tls_files,
         claim_web_port,
         console_url,
@@ -234,6 +235,7 @@ def _claim_web(settings: Settings) -> socket.socket:
 
     try:
         check_tls_files(settings.web)
+        check_destinations(settings)
         listening = claim_web_port(settings.web)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None

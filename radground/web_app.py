@@ -46,6 +46,7 @@ __all__ = [
     "WebPortInUseError",
     "accounts_hint",
     "build_web_context",
+    "check_destinations",
     "check_tls_files",
     "claim_web_port",
     "console_url",
@@ -110,6 +111,22 @@ def check_tls_files(settings: WebSettings) -> None:
             f"web.tls_certificate / web.tls_key ({settings.tls_certificate}, "
             f"{settings.tls_key}) cannot be loaded: {reason}"
         ) from None
+
+
+def check_destinations(settings: Settings) -> None:
+    """Refuse, before anything starts, a destination the web process could not build (a secret
+    missing from the environment or its file): operator actions hand jobs to them.
+
+    Raises
+    ------
+    SettingsError
+        Naming the destination and what is missing.
+    """
+    from radground.runtime import build_destination
+
+    for name, section in settings.destinations.items():
+        build_destination(name, section, calling_ae_title=settings.node.ae_title,
+                          pynetdicom_patches=settings.node.pynetdicom_patches)
 
 
 def console_url(settings: WebSettings, address: tuple[str, int]) -> str:

@@ -33,17 +33,20 @@ def create_app(context: WebContext) -> FastAPI:
         title="RadGround",
         summary="Studies, jobs, deliveries and actions of a RadGround node; DICOMweb STOW-RS.",
         version="1",
-        root_path=context.base_path,
         # served by _add_openapi_routes, which need the "read" permission
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
     )
+    # Under a reverse proxy: paths with the prefix and without it (a proxy that strips it) both
+    # route, and URLs the application makes carry it (set here: FastAPI's constructor argument
+    # is deprecated in favour of the server's, which would prefix every path a second time).
+    app.root_path = context.base_path
     app.state.context = context
     install_problem_handlers(app)
+    _add_openapi_routes(app)
     app.include_router(api_router, prefix=API_PREFIX)
     app.include_router(stow_router)
-    _add_openapi_routes(app)
     install_console(app)
 
     @app.middleware("http")

@@ -17,7 +17,7 @@ from fastapi.responses import RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from web.auth import Actor, Principal
+from web.auth import Actor, Principal, client_address
 from web.console.pages import app_path, render
 from web.context import WebContext
 from worklist.errors import JobActionError, NotFoundError
@@ -50,7 +50,8 @@ async def _act(
 async def retry_job_action(request: Request, principal: Actor, job_id: int) -> Response:
     return await _act(
         request, principal,
-        lambda ctx: retry_job(ctx.pipeline, job_id, actor=principal.actor),
+        lambda ctx: retry_job(ctx.pipeline, job_id, actor=principal.actor,
+                              source=client_address(request)),
         then=lambda _: f"/jobs/{job_id}?done=job-retry",
     )
 
@@ -59,7 +60,8 @@ async def retry_job_action(request: Request, principal: Actor, job_id: int) -> R
 async def cancel_job_action(request: Request, principal: Actor, job_id: int) -> Response:
     def cancel(ctx: WebContext) -> str:
         with ctx.sessions.begin() as session:
-            return cancel_job(session, job_id, actor=principal.actor)
+            return cancel_job(session, job_id, actor=principal.actor,
+                              source=client_address(request))
 
     return await _act(request, principal, cancel,
                       then=lambda _: f"/jobs/{job_id}?done=job-cancel")
@@ -68,7 +70,8 @@ async def cancel_job_action(request: Request, principal: Actor, job_id: int) -> 
 @router.post("/deliveries/{delivery_id}/retry")
 async def retry_delivery_action(request: Request, principal: Actor, delivery_id: int) -> Response:
     def retry(ctx: WebContext) -> str:
-        retry_delivery(ctx.pipeline, delivery_id, actor=principal.actor)
+        retry_delivery(ctx.pipeline, delivery_id, actor=principal.actor,
+                       source=client_address(request))
         with ctx.sessions() as session:
             delivery = session.get(Delivery, delivery_id)
             return str(delivery.job_id) if delivery is not None else ""
@@ -83,7 +86,10 @@ async def reprocess_action(
 ) -> Response:
     def reprocess(ctx: WebContext) -> str:
         with ctx.sessions.begin() as session:
-            return str(reprocess_study(session, study_instance_uid, actor=principal.actor))
+            return str(reprocess_study(
+                session, study_instance_uid, actor=principal.actor,
+                source=client_address(request),
+            ))
 
     return await _act(
         request, principal, reprocess,

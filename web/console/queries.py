@@ -3,18 +3,21 @@ refresh) and the source images of a job's report (for its picture)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from engine.report import GroundedReport, ImageRef
+from engine.report import GroundedReport, ImageRef, ReportError
 from worklist.jobs_models import AuditEvent, Job
 from worklist.models import Instance, RevisionState, Study, StudyRevision
 from worklist.routing import study_instance_facts
 from worklist.views import queue_depths
 
 __all__ = ["JobPicture", "LiveState", "job_pictures", "live_state"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,20 +64,25 @@ class JobPicture:
 
 def job_pictures(session: Session, job_id: int) -> tuple[GroundedReport, list[JobPicture]] | None:
     """A job's report and the source images its findings are on (the study's first image for a
-    report without regions); ``None`` when the job is unknown or holds no report yet."""
+    report without regions); ``None`` when the job is unknown or holds no (readable) report."""
     job = session.get(Job, job_id)
     if job is None or job.report_json is None:
         return None
-    report = GroundedReport.from_json(job.report_json)
+    try:
+        report = GroundedReport.from_json(job.report_json)
+    except ReportError as exc:
+        logger.warning("job %d: its stored report cannot be read: %s", job_id, exc)
+        return None
     refs = report.images
     if refs:
-        paths = dict(
-            session.execute(
+        paths = {
+            uid: path
+            for uid, path in session.execute(
                 select(Instance.sop_instance_uid, Instance.path).where(
                     Instance.sop_instance_uid.in_([r.sop_instance_uid for r in refs])
                 )
-            ).tuples()
-        )
+            )
+        }
         return report, [
             JobPicture(ref, paths[ref.sop_instance_uid])
             for ref in refs

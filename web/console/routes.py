@@ -1,6 +1,7 @@
 """The console's pages: dashboard, studies, jobs, one job; the live-refresh probe; a job's
-picture and artifacts. :func:`install_console` mounts them, the actions, the login pages and the
-static files on the application."""
+picture. :func:`install_console` mounts them, the actions, the login pages and the static files
+on the application. A job's artifacts download from the REST API, which takes the session too.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydicom import dcmread
 from starlette.concurrency import run_in_threadpool
@@ -31,7 +32,6 @@ from worklist.models import RevisionState
 from worklist.views import (
     ACTIVE_JOB_STATES,
     dashboard,
-    get_artifact,
     get_job,
     list_jobs,
     list_studies,
@@ -216,19 +216,3 @@ async def job_picture(request: Request, principal: Reader, job_id: int, index: i
                       kind="unrenderable-image") from exc
     return Response(png, media_type="image/png",
                     headers={"Cache-Control": "private, max-age=60"})
-
-
-@router.get("/jobs/{job_id}/artifacts/{artifact_id}")
-async def artifact_download(
-    request: Request, principal: Reader, job_id: int, artifact_id: int
-) -> Response:
-    """An object the job produced (SR, presentation state, FHIR Bundle, ...), as a download."""
-    artifact = await _in_session(request, get_artifact, job_id, artifact_id)
-    if artifact is None:
-        raise Problem(404, f"job {job_id} has no artifact {artifact_id}", kind="not-found")
-    root = _context(request).pipeline.outputs_root.resolve()
-    path = (root / artifact.path).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
-        raise Problem(410, f"the file of artifact {artifact_id} is no longer there",
-                      kind="artifact-gone")
-    return FileResponse(path, media_type=artifact.media_type, filename=path.name)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from dicom_node.uids import short_uid
+from radground.cli import cli
 from radground.settings import SettingsError, WebSettings
 from radground.web_app import (
     RedactedAccessLog,
@@ -64,3 +67,19 @@ def test_unreadable_tls_files_are_refused_before_start(tmp_path: Path):
         check_tls_files(WebSettings(tls_certificate=bad, tls_key=bad))
     with pytest.raises(SettingsError, match="No such file"):
         check_tls_files(WebSettings(tls_certificate=tmp_path / "x", tls_key=tmp_path / "y"))
+
+
+def test_web_refuses_to_start_without_a_destinations_secret(tmp_path: Path, monkeypatch):
+    for key in list(os.environ):
+        if key.startswith("RADGROUND_") or key == "RG_TEST_EHR_TOKEN":
+            monkeypatch.delenv(key)
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f"[web]\nport = 0\n[database]\nurl = 'sqlite:///{tmp_path / 'db.sqlite'}'\n"
+        "[destinations.EHR]\ntype = 'fhir'\nurl = 'https://ehr.invalid/fhir'\nauth = "
+        "'bearer'\ntoken_env = 'RG_TEST_EHR_TOKEN'\n"
+    )
+    result = CliRunner().invoke(cli, ["--config", str(config), "web"])
+    assert result.exit_code == 1
+    assert "RG_TEST_EHR_TOKEN" in result.output and "empty or unset" in result.output
+    assert "console:" not in result.output
