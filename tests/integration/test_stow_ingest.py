@@ -8,6 +8,7 @@ stores is compared with what the same files sent by C-STORE leave behind.
 from __future__ import annotations
 
 import json
+import tracemalloc
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -293,3 +294,37 @@ def test_orthanc_pushes_a_study_by_stow_rs_and_it_is_indexed_as_by_c_store(
         sent = next(p for p in files if dcmread(p, stop_before_pixels=True).SOPInstanceUID
                     == path.stem)
         assert dcmread(path).PixelData == dcmread(sent).PixelData
+
+
+def test_a_large_request_is_streamed_to_disk_never_held_in_memory(database_url, tmp_path):
+    study = generate_uid()
+    parts, part_bytes = 48, 1024 * 1024
+    boundary = uuid.uuid4().hex
+
+    def body() -> Iterator[bytes]:  # each instance made when it is sent, then dropped
+        for number in range(1, parts + 1):
+            (path,) = write_series(tmp_path / "gen", 1, study_instance_uid=study,
+                                   rows=512, columns=1024)
+            yield f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+            data = path.read_bytes()
+            path.unlink()
+            for start in range(0, len(data), 65536):
+                yield data[start : start + 65536]
+            yield b"\r\n"
+        yield f"--{boundary}--".encode()
+
+    with stow_node(database_url, tmp_path / "storage") as node:
+        tracemalloc.start()
+        try:
+            response = httpx.post(
+                f"{node.url}/dicomweb/studies/{study}", content=body(), timeout=120,
+                headers={**node.auth, "Content-Type":
+                         f'multipart/related; type="application/dicom"; boundary={boundary}'},
+            )
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert response.status_code == 200, response.text
+        assert len(indexed(node.node)) == parts
+    # client and server in this process: far less than the body (48 MiB) was ever allocated
+    assert peak < parts * part_bytes / 4, f"peak {peak / 2**20:.1f} MiB"
