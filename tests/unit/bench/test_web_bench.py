@@ -39,6 +39,7 @@ def test_bad_arguments_are_refused() -> None:
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_a_tiny_run_measures_every_page_and_receiver(
     tmp_path: Path, postgres_server_url: str, shared_data: Path
 ) -> None:
