@@ -257,8 +257,9 @@ class Load:
 
 
 def make_loads(work: Path, data: Path, *, instances: int, per_request: int) -> tuple[Load, Load]:
-    """The chest radiographs as DX files, one study per request: a set for STOW-RS and the same
-    images with other UIDs for C-STORE (each receiver stores every instance once)."""
+    """The chest radiographs as DX files, one study (one series) per request: a set for STOW-RS
+    and the same images with other UIDs for C-STORE (each receiver stores every instance
+    once)."""
     from pydicom.uid import generate_uid
 
     from tests.factories import make_chest_dx, write_dataset
@@ -270,15 +271,16 @@ def make_loads(work: Path, data: Path, *, instances: int, per_request: int) -> t
     for kind in ("stow", "cstore"):
         requests = []
         for r in range(0, instances, per_request):
-            study = generate_uid()
+            study, series = generate_uid(), generate_uid()
             folder = work / f"{kind}-{r // per_request:04d}"
             folder.mkdir(parents=True)
-            requests.append([
-                write_dataset(make_chest_dx(pngs[n % len(pngs)], study_instance_uid=study,
-                                            patient_id=f"BENCH-{r // per_request}"),
-                              folder / f"{n}.dcm")
-                for n in range(r, min(r + per_request, instances))
-            ])
+            files = []
+            for n in range(r, min(r + per_request, instances)):
+                ds = make_chest_dx(pngs[n % len(pngs)], study_instance_uid=study,
+                                   patient_id=f"BENCH-{r // per_request}")
+                ds.SeriesInstanceUID, ds.InstanceNumber = series, n - r + 1
+                files.append(write_dataset(ds, folder / f"{n}.dcm"))
+            requests.append(files)
         loads.append(Load(requests))
     return loads[0], loads[1]
 
