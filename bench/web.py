@@ -24,13 +24,15 @@ httpx client), ``--per-request`` instances per request, to RadGround's
 ``POST /dicomweb/studies`` (the node's one ingest path: checks, fsync, index in the same
 PostgreSQL database) and to Orthanc 1.10 with Debian's DICOMweb plugin, requests alternating
 between the two. The same images (new UIDs) go by C-STORE too, one ``storescu`` association per
-request (``TCP_NODELAY=1``), to ``radground node`` and to Orthanc's DICOM port.
+request (``TCP_NODELAY=1``), to ``radground node`` and to Orthanc's DICOM port (Orthanc started
+with ``TCP_NODELAY=1`` as well: dcmtk inside it otherwise leaves Nagle on and each response
+waits 40 ms for a delayed ACK).
 
 Prints p50/p95 per case and the HTTP / direct ratio, then instances/s and MB/s per receiver and
 the ratios. Usage::
 
     .venv/bin/python bench/web.py                # 100 000 jobs, 200 requests per case, 200
-                                                 # instances per receiver (~10 min on 2 cores)
+                                                 # instances per receiver (~6 min on 2 cores)
     .venv/bin/python bench/web.py --quick        # 5 000 jobs, 30 requests, 40 instances
     .venv/bin/python bench/web.py --part latency --jobs 20000
 """
