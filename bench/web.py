@@ -11,8 +11,9 @@ Part ``latency`` (what a page costs on a node that has run for a month):
 * the web application served as in production: ``radground web`` (uvicorn) in its own process,
   HTTP over loopback from one keep-alive httpx client, an API token for the API and a console
   session cookie for the pages;
-* per case, the same read through the views layer (``worklist.views.list_jobs`` /
-  ``get_job`` on a fresh session, as a request opens one) in this process: the HTTP layer's
+* per case, the same reads through the views layer (``worklist.views.list_jobs`` /
+  ``get_job`` on a fresh session, as a request opens one; for a console page every read the
+  page makes, ``live_state`` and ``job_pictures`` too) in this process: the HTTP layer's
   overhead is the ratio of the two. Cases: the jobs list (first page, a filtered page, a deep
   page), one job, and the console's jobs page and job page. Warm-up requests are not counted;
   HTTP and direct calls alternate so that load falls on both alike.
