@@ -133,6 +133,7 @@ def test_logout_needs_the_csrf_token_and_ends_the_session(operator):
 def test_dashboard_counts_and_latest_jobs(operator, web_context, failed_job):
     page = operator.get("/")
     assert page.status_code == 200
+    assert "script-src 'self'" in page.headers["content-security-policy"]
     assert re.search(r"<dt>Failed</dt><dd>1</dd>", page.text)
     assert f'href="/jobs/{failed_job}"' in page.text
     assert "<th scope=\"row\">PACS</th>" in page.text  # delivery failures by destination
@@ -315,3 +316,62 @@ def test_sessions_expire_while_the_page_is_open(operator, web_context):
         app_context, login_policy=replace(app_context.login_policy, session_idle=timedelta(0))
     )
     assert operator.get("/jobs", follow_redirects=False).status_code == 303
+
+
+def test_under_a_base_path_links_cookies_and_redirects_carry_it(web_context):
+    from dataclasses import replace
+
+    from fastapi.testclient import TestClient
+
+    from web.app import create_app
+
+    app = create_app(replace(web_context, base_path="/radground"))
+    _account(web_context, "olga", Role.OPERATOR)
+    with TestClient(app, base_url="https://testserver") as client:
+        answer = client.get("/radground/jobs", follow_redirects=False)
+        assert answer.status_code == 303
+        assert answer.headers["location"] == "/radground/login?next=%2Fjobs"
+        signed_in = client.post("/radground/login", follow_redirects=False, data={
+            "username": "olga", "password": PASSWORD, "next": "/jobs"})
+        assert signed_in.headers["location"] == "/radground/jobs"
+        assert "path=/radground" in signed_in.headers["set-cookie"].lower()
+        page = client.get("/radground/jobs")
+        assert page.status_code == 200
+        assert 'href="/radground/static/console/console.css"' in page.text
+        assert 'data-live-url="/radground/live"' in page.text
+        assert client.get("/radground/static/console/console.js").status_code == 200
+
+
+def test_an_operator_reprocesses_a_study_from_the_studies_table(operator, web_context):
+    with web_context.sessions.begin() as session:
+        uid = add_study(session, modality="CT", outcome=RevisionOutcome.NO_ROUTE,
+                        outcome_detail="modality").study_instance_uid
+    page = operator.get("/studies")
+    assert "skipped: no route (modality)" in page.text
+    assert f'action="/studies/{uid}/reprocess"' in page.text
+    answer = operator.post(f"/studies/{uid}/reprocess", data={"csrf_token": _csrf(page.text)},
+                           follow_redirects=False)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == f"/jobs?study={uid}&done=reprocess"
+    after = operator.get(answer.headers["location"])
+    assert "The study will be processed again as a new revision." in after.text
+    assert uid in after.text  # the jobs table is narrowed to the study
+    with web_context.sessions() as session:
+        event = session.scalars(select(AuditEvent).where(AuditEvent.action == "reprocess")).one()
+        assert event.actor == "web:olga" and event.source == "testclient"
+    unknown = operator.post("/studies/1.2.3.999/reprocess", data={"csrf_token": _csrf(page.text)})
+    assert unknown.status_code == 404
+
+
+def test_a_locked_account_gets_the_same_answer_as_a_wrong_password(client, web_context):
+    _account(web_context, "olga", Role.OPERATOR)
+    answers = [_log_in(client, "olga", "not the password") for _ in range(5)]
+    locked = _log_in(client, "olga")  # the right password, after five wrong ones
+    for answer in (*answers, locked):
+        assert answer.status_code == 401 and REFUSED in answer.text
+    assert answers[0].text.replace("olga", "") == locked.text.replace("olga", "")
+    with web_context.sessions() as session:
+        details = session.scalars(
+            select(AuditEvent.detail).where(AuditEvent.action == "login-failed")
+        ).all()
+    assert details[-1] == "account locked"
