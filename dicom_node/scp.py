@@ -43,6 +43,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
+from dicom_node import metrics
 from dicom_node.conformance import StoreStatus, contexts_preferring_requestor, scp_contexts
 from dicom_node.errors import (
     DataSetStructureError,
@@ -301,6 +302,7 @@ class _NodeServer(ThreadedAssociationServer):
                 host,
                 self.peer_limiter.maximum,
             )
+            metrics.association_refused("peer_connection_limit")
             with contextlib.suppress(OSError):
                 request.settimeout(1.0)
                 request.sendall(_A_ASSOCIATE_RJ_LIMIT)
@@ -469,6 +471,7 @@ class StorageSCP:
             logger.warning(
                 "Rejected association from %r at %s: calling AE title not allowed", calling, host
             )
+            metrics.association_refused("calling_ae_not_allowed")
             _reject(assoc, _REJECT_CALLING_AE)
             return
         if self.require_called_ae_title and called.strip() != self.ae_title.strip():
@@ -476,6 +479,7 @@ class StorageSCP:
                 "Rejected association from %r at %s: called AE title %r is not %r",
                 calling, host, called, self.ae_title,
             )
+            metrics.association_refused("called_ae_mismatch")
             _reject(assoc, _REJECT_CALLED_AE)
             return
         if not self.limiter.try_acquire():
@@ -484,10 +488,12 @@ class StorageSCP:
                 calling,
                 host,
             )
+            metrics.association_refused("association_limit")
             _reject(assoc, _REJECT_LIMIT)
             return
         with self._slots_lock:
             self._slots.add(id(assoc))
+        metrics.association_opened()
         assoc.acceptor.supported_contexts = contexts_preferring_requestor(
             request.presentation_context_definition_list
         )
@@ -498,6 +504,7 @@ class StorageSCP:
             self._slots.discard(id(event.assoc))
         if held:
             self.limiter.release()
+            metrics.association_closed()
 
     def _handle_echo(self, event: evt.Event) -> int:
         return StoreStatus.SUCCESS
@@ -609,6 +616,7 @@ class StorageSCP:
             pending.abandon()
             raise
         logger.debug("Stored instance %s from %r (%s)", token, calling, result.outcome.value)
+        metrics.instance_stored(calling, result.size)
         return StoreStatus.SUCCESS
 
     @staticmethod
@@ -616,6 +624,7 @@ class StorageSCP:
         logger.warning(
             "Refused instance %s from %r with status 0x%04X: %s", token, calling, status, reason
         )
+        metrics.instance_refused(status)
         response = Dataset()
         response.Status = status
         response.ErrorComment = reason[:64]
