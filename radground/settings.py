@@ -56,6 +56,7 @@ __all__ = [
     "Settings",
     "SettingsError",
     "StorageSettings",
+    "WebSettings",
     "WorkerSettings",
     "dicom_output_kinds",
     "load_settings",
@@ -484,6 +485,47 @@ class ExporterSettings(_Section):
     memoise_highdicom_iod_lookups: bool = True
 
 
+class WebSettings(_Section):
+    """The HTTP surface (web/): console, REST API, STOW-RS ingest, health and metrics."""
+
+    #: `radground serve` starts it with the node; `radground web` runs it alone (cluster).
+    enabled: bool = True
+    #: Loopback by default: open it to the network deliberately (and with TLS or behind a proxy).
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    #: HTTPS: PEM certificate (chain) and key files; both or neither.
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None
+    #: The path prefix a reverse proxy serves it under ("/radground"); "" for the root.
+    base_path: str = ""
+    #: Proxies (addresses) whose X-Forwarded-Proto/-For are believed: behind a TLS-terminating
+    #: proxy, cookies get the Secure flag and the audit trail the client's address.
+    trusted_proxies: tuple[str, ...] = ()
+    #: A console session ends this long after its last request.
+    session_idle_minutes: int = Field(30, ge=1, le=1440)
+    #: An account is locked for lockout_minutes after this many failed logins in a row.
+    max_failed_logins: int = Field(5, ge=1, le=100)
+    lockout_minutes: int = Field(15, ge=1, le=1440)
+    #: Largest STOW-RS request accepted (413 beyond it); streamed, never held in memory whole.
+    stow_max_request_mb: int = Field(4096, ge=1)
+    #: Where signing keys and the metrics of all processes live (created 0700).
+    state_dir: Path = Path("var/web")
+
+    @field_validator("base_path")
+    @classmethod
+    def _base_path(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if value and not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value):
+            raise ValueError('must be "" or a path such as "/radground"')
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> WebSettings:
+        if (self.tls_certificate is None) != (self.tls_key is None):
+            raise ValueError("tls_certificate and tls_key go together: set both or neither")
+        return self
+
+
 class LoggingSettings(_Section):
     """Log output (never patient data, at any level)."""
 
@@ -518,6 +560,7 @@ class Settings(BaseSettings):
     routes: tuple[RouteSettings, ...] = (DEFAULT_ROUTE,)
     delivery: DeliverySettings = DeliverySettings()
     destinations: dict[str, AnyDestination] = {}
+    web: WebSettings = WebSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @model_validator(mode="before")

@@ -112,8 +112,14 @@ class StepError(WorklistError):
     """A step failed for a reason the operator can read (the job is marked failed)."""
 
 
-def audit(session: Session, actor: str, action: str, job_id: int | None, detail: str = "") -> None:
-    session.add(AuditEvent(at=utcnow(), actor=actor, action=action, job_id=job_id, detail=detail))
+def audit(
+    session: Session, actor: str, action: str, job_id: int | None, detail: str = "", *,
+    source: str = "",
+) -> None:
+    """Add an audit trail entry (``source``: the client's address for the web surface)."""
+    session.add(AuditEvent(
+        at=utcnow(), actor=actor, action=action, job_id=job_id, detail=detail, source=source[:128]
+    ))
 
 
 def insert_ignore(session: Session, table_class: type[Base], /, **values: object) -> bool:

@@ -151,8 +151,10 @@ class AuditEvent(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
-    #: "node", "worker:<host>:<pid>", "operator:<user>".
+    #: "node", "worker:<host>:<pid>", "operator:<user>", "web:<account>".
     actor: Mapped[str] = mapped_column(String(128))
     action: Mapped[str] = mapped_column(String(64))
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), index=True, default=None)
     detail: Mapped[str] = mapped_column(Text, default="")
+    #: Where the action came from: the client's address for the web surface, "" otherwise.
+    source: Mapped[str] = mapped_column(String(128), default="")

@@ -1,0 +1,36 @@
+"""What the web application needs, built once per process by the application shell."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastapi import Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from web.accounts import LoginPolicy
+from worklist.context import PipelineContext
+
+__all__ = ["WebContext", "web_context"]
+
+
+@dataclass(frozen=True)
+class WebContext:
+    """Everything the routes use; ``web`` reads no settings (``radground.web_app`` builds this)."""
+
+    #: The node's database (study index, jobs, accounts, audit trail).
+    sessions: sessionmaker[Session]
+    #: For operator actions (they enqueue the next step) and the configured routes, destinations
+    #: and folders.
+    pipeline: PipelineContext
+    #: Lock-out and session expiry.
+    login_policy: LoginPolicy = field(default_factory=LoginPolicy)
+    #: The path prefix under a reverse proxy ("" or "/radground").
+    base_path: str = ""
+    #: STOW-RS requests above this size are refused with 413.
+    stow_max_request_bytes: int = 4096 * 1024 * 1024
+
+
+def web_context(request: Request) -> WebContext:
+    """The application's :class:`WebContext` (a FastAPI dependency)."""
+    context: WebContext = request.app.state.context
+    return context
