@@ -20,7 +20,13 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["MULTIPROCESS_ENVIRONMENT", "metrics_directory", "process_gone", "use_metrics_directory"]
+__all__ = [
+    "MULTIPROCESS_ENVIRONMENT",
+    "active_metrics_directory",
+    "metrics_directory",
+    "process_gone",
+    "use_metrics_directory",
+]
 
 MULTIPROCESS_ENVIRONMENT = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -70,3 +76,10 @@ def process_gone(pid: int) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)
+
+
+def active_metrics_directory() -> Path | None:
+    """The directory this process counts its metrics in, or ``None`` when it counts them in
+    memory (for ``WebContext.metrics_directory``)."""
+    value = os.environ.get(MULTIPROCESS_ENVIRONMENT)
+    return Path(value) if value else None

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 
+from web import health
 from web.context import WebContext
 from web.problems import install_problem_handlers
 
@@ -34,6 +35,7 @@ def create_app(context: WebContext) -> FastAPI:
     )
     app.state.context = context
     install_problem_handlers(app)
+    app.include_router(health.router)
 
     @app.middleware("http")
     async def security_headers(
