@@ -105,7 +105,9 @@ def exposition(context: WebContext) -> bytes:
     else:  # this process only (tests, a process started without the metrics directory)
         processes = REGISTRY
     queues = CollectorRegistry(auto_describe=False)
-    queues.register(QueueDepthCollector(context.sessions))
+    queues.register(
+        QueueDepthCollector(context.sessions, destinations=context.pipeline.destinations)
+    )
     return generate_latest(processes) + generate_latest(queues)
 
 

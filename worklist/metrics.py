@@ -13,7 +13,7 @@ stages, states and configured destination names.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from prometheus_client import Counter, Histogram
@@ -114,13 +114,17 @@ class QueueDepthCollector(Collector):
 
     ``radground_jobs{state}`` (every job state, 0 included),
     ``radground_deliveries_pending{destination}`` (waiting for their next
-    attempt), ``radground_study_revisions_receiving`` (revisions not yet
+    attempt; 0 for each of ``destinations``, the configured ones, when none
+    waits), ``radground_study_revisions_receiving`` (revisions not yet
     complete), and ``radground_queue_depth_up`` (0 when the database could not
     be read: the other three are then left out).
     """
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], *, destinations: Iterable[str] = ()
+    ) -> None:
         self._sessions = sessions
+        self._destinations = tuple(destinations)
 
     def describe(self) -> list[Metric]:
         return []  # nothing is read when the collector is registered
@@ -161,7 +165,8 @@ class QueueDepthCollector(Collector):
             "Deliveries waiting for their next attempt, by destination.",
             labels=["destination"],
         )
-        for destination, count in sorted(pending):
+        counts = dict.fromkeys(self._destinations, 0) | {name: count for name, count in pending}
+        for destination, count in sorted(counts.items()):
             deliveries.add_metric([destination], count)
         revisions = GaugeMetricFamily(
             "radground_study_revisions_receiving",
