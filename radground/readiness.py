@@ -8,6 +8,7 @@ without passwords) or patient data.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -88,7 +89,8 @@ def _storage(root: Path, outputs_root: Path, *, reserve_bytes: int) -> str:
         except OSError as exc:
             raise NotReadyError(f"{what} {folder} is not writable ({exc.strerror})") from None
         finally:
-            probe.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # not there, or its folder is not a folder
+                probe.unlink(missing_ok=True)
     free = shutil.disk_usage(root).free
     mib = 1024 * 1024
     if free <= reserve_bytes:
