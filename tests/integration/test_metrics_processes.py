@@ -86,3 +86,72 @@ def test_listener_processes_count_into_one_exposition(tmp_path):
             "radground_instances_received_total", {"calling_ae": "MODALITY"}) == 12
     finally:
         node.stop()
+
+
+def test_prometheus_scrapes_radground_serve_with_a_token(tmp_path):
+    """`radground serve` as an operator runs it: /healthz open, /metrics and /readyz with a read
+    token; what the listener processes and the node process counted is in one exposition."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.integration.test_web_serve import _radground
+
+    port, web_port = free_port(), free_port()
+    config = write_config(
+        tmp_path / "radground.toml", workdir=tmp_path, port=port,
+        database_url=f"sqlite:///{tmp_path / 'radground.db'}",
+        broker_url=f"radground+sqlite:///{tmp_path / 'broker.sqlite'}",
+        pacs_port=None, fhir_url=None, route_destinations=(), idle_seconds=1,
+        extra_toml=f'[web]\nport = {web_port}\nstate_dir = "{tmp_path / "web"}"\n',
+    )
+    serve = RadGroundProcess(
+        config, ["serve", "--listener-processes", "2"], tmp_path / "logs" / "serve.log"
+    )
+    base = f"http://127.0.0.1:{web_port}"
+
+    def get(path: str, token: str | None = None) -> httpx.Response | None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
+            return httpx.get(f"{base}{path}", headers=headers, timeout=20)
+        except httpx.HTTPError:
+            return None
+
+    def samples(token: str) -> dict[tuple[str, tuple], float]:
+        response = get("/metrics", token)
+        assert response is not None and response.status_code == 200
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(response.text) for s in family.samples
+        }
+
+    try:
+        wait_until(lambda: (r := get("/healthz")) is not None and r.status_code == 200, 90,
+                   what="/healthz answering", logs=[serve])
+        assert get("/healthz").json() == {"status": "ok"}
+        assert get("/metrics").status_code == 401
+        assert get("/readyz").status_code == 401
+        added = _radground(config, "users", "add", "prometheus", "--role", "viewer",
+                           "--no-password")
+        assert added.returncode == 0, added.stderr
+        issued = _radground(config, "users", "token", "prometheus", "--scope", "read")
+        assert issued.returncode == 0, issued.stderr
+        token = issued.stdout.strip()
+
+        ready = get("/readyz", token)
+        assert ready.status_code == 200, ready.text
+        assert set(ready.json()["checks"]) == {"database", "broker", "storage", "model"}
+
+        files = write_series(tmp_path / "ct", 4, rows=16, columns=16)  # CT: no route matches
+        assert storescu(port, files, calling="MODALITY").returncode == 0
+        received = ("radground_instances_received_total", (("calling_ae", "MODALITY"),))
+        wait_until(lambda: samples(token).get(received) == 4, 30,
+                   what="4 instances in /metrics", logs=[serve])
+        no_route = ("radground_study_revisions_total", (("outcome", "no-route"),))
+        wait_until(lambda: samples(token).get(no_route) == 1, 30,
+                   what="the revision's outcome in /metrics", logs=[serve])
+        scraped = samples(token)
+        assert scraped[("radground_queue_depth_up", ())] == 1
+        assert scraped[("radground_jobs", (("state", "queued"),))] == 0
+        assert scraped[("radground_associations_open", ())] == 0
+    finally:
+        serve.stop()
