@@ -1,12 +1,13 @@
 """Prometheus metrics of the DICOM node: instances, bytes and associations.
 
-Module-level :mod:`prometheus_client` objects, counted where things happen
-(:mod:`dicom_node.scp`). The package reads no settings: whether the values live
-in this process or in per-process files that one exposition sums
-(``PROMETHEUS_MULTIPROC_DIR``, multi-process mode) is decided by the
-application before it imports this module. Labels carry no patient data:
-calling AE titles (bounded: see :data:`MAX_CALLING_AE_LABELS`), C-STORE
-status names and refusal reasons.
+Module-level :mod:`prometheus_client` objects, counted where things happen:
+instances in the one ingest path (:mod:`dicom_node.ingest`: C-STORE and
+STOW-RS), associations in the SCP's admission (:mod:`dicom_node.scp`). The
+package reads no settings: whether the values live in this process or in
+per-process files that one exposition sums (``PROMETHEUS_MULTIPROC_DIR``,
+multi-process mode) is decided by the application before it imports this
+module. Labels carry no patient data: calling AE titles (bounded: see
+:data:`MAX_CALLING_AE_LABELS`), C-STORE status names and refusal reasons.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ OTHER_CALLING_AE = "other"
 
 INSTANCES_RECEIVED = Counter(
     "radground_instances_received",
-    "Instances stored and answered Success, by calling AE title.",
+    "Instances stored and answered Success (C-STORE or STOW-RS), by calling AE title (the "
+    "account's name for STOW-RS).",
     ["calling_ae"],
 )
 BYTES_RECEIVED = Counter(
