@@ -41,6 +41,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
+from dicom_node import metrics
 from dicom_node.conformance import StoreStatus, contexts_preferring_requestor, scp_contexts
 from dicom_node.ingest import InstanceIngest, StoredInstance
 from dicom_node.patches import (
@@ -251,6 +252,7 @@ class _NodeServer(ThreadedAssociationServer):
                 host,
                 self.peer_limiter.maximum,
             )
+            metrics.association_refused("peer_connection_limit")
             with contextlib.suppress(OSError):
                 request.settimeout(1.0)
                 request.sendall(_A_ASSOCIATE_RJ_LIMIT)
@@ -420,6 +422,7 @@ class StorageSCP:
             logger.warning(
                 "Rejected association from %r at %s: calling AE title not allowed", calling, host
             )
+            metrics.association_refused("calling_ae_not_allowed")
             _reject(assoc, _REJECT_CALLING_AE)
             return
         if self.require_called_ae_title and called.strip() != self.ae_title.strip():
@@ -427,6 +430,7 @@ class StorageSCP:
                 "Rejected association from %r at %s: called AE title %r is not %r",
                 calling, host, called, self.ae_title,
             )
+            metrics.association_refused("called_ae_mismatch")
             _reject(assoc, _REJECT_CALLED_AE)
             return
         if not self.limiter.try_acquire():
@@ -435,10 +439,12 @@ class StorageSCP:
                 calling,
                 host,
             )
+            metrics.association_refused("association_limit")
             _reject(assoc, _REJECT_LIMIT)
             return
         with self._slots_lock:
             self._slots.add(id(assoc))
+        metrics.association_opened()
         assoc.acceptor.supported_contexts = contexts_preferring_requestor(
             request.presentation_context_definition_list
         )
@@ -449,6 +455,7 @@ class StorageSCP:
             self._slots.discard(id(event.assoc))
         if held:
             self.limiter.release()
+            metrics.association_closed()
 
     def _handle_echo(self, event: evt.Event) -> int:
         return StoreStatus.SUCCESS
@@ -466,6 +473,7 @@ class StorageSCP:
                 "Refused instance - from %r with status 0x%04X: C-STORE request without a "
                 "data set", calling, StoreStatus.CANNOT_UNDERSTAND,
             )
+            metrics.instance_refused(StoreStatus.CANNOT_UNDERSTAND)
             return _response(StoreStatus.CANNOT_UNDERSTAND, "C-STORE request without a data set")
         result = self.ingest.ingest(
             received,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -35,9 +35,11 @@ from pydantic_settings import (
 from pydantic_settings import SettingsError as SourceError
 
 from dicom_node.patches import PDU_LIMITS, PYNETDICOM_PATCHES, QUICK_ACK, PynetdicomPatch
-from dicom_node.scp import AllowedPeer
 from dicom_node.storage import DuplicatePolicy, FsyncPolicy
 from exporters.protocol import OutputKind, UnknownOutputKindError, parse_output_kind
+
+if TYPE_CHECKING:
+    from dicom_node.scp import AllowedPeer
 
 __all__ = [
     "AnyDestination",
@@ -88,6 +90,10 @@ class AllowedPeerSettings(_Section):
     host: str | None = None
 
     def to_peer(self) -> AllowedPeer:
+        # imported here: the SCP's module defines metrics, which the command line must not
+        # create before it chose their mode (radground.metrics)
+        from dicom_node.scp import AllowedPeer
+
         return AllowedPeer(ae_title=self.ae_title, host=self.host)
 
 
