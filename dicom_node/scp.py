@@ -43,6 +43,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
+from dicom_node.associations import AssociationEnded, AssociationRefused, ReceivedInstance
 from dicom_node.conformance import StoreStatus, contexts_preferring_requestor, scp_contexts
 from dicom_node.errors import (
     DataSetStructureError,
@@ -357,6 +358,11 @@ class StorageSCP:
         Check each data set's structure before Success
         (:func:`~dicom_node.structure.check_structure`); False only to measure
         what the check costs (``bench/ingest.py --structure-check``).
+    on_association_refused, on_association_ended
+        Told of each association refused at admission, and of each association
+        that stored instances when it closes (:mod:`dicom_node.associations`:
+        the audit trail); called on association threads, must be quick and
+        must not raise.
     """
 
     def __init__(
@@ -375,6 +381,8 @@ class StorageSCP:
         peer_limiter: PeerConnectionLimiter | None = None,
         pynetdicom_patches: Iterable[str] = PYNETDICOM_PATCHES,
         verify_structure: bool = True,
+        on_association_refused: Callable[[AssociationRefused], None] | None = None,
+        on_association_ended: Callable[[AssociationEnded], None] | None = None,
     ) -> None:
         self.pynetdicom_patches = frozenset(pynetdicom_patches)
         check_pynetdicom_internals(self.pynetdicom_patches)
@@ -388,6 +396,9 @@ class StorageSCP:
         self.require_called_ae_title = require_called_ae_title
         self.limiter = limiter or ThreadAssociationLimiter(10)
         self.verify_structure = verify_structure
+        self.on_association_refused = on_association_refused
+        self.on_association_ended = on_association_ended
+        self._received: dict[int, list[ReceivedInstance]] = {}
         self._ae = AE(ae_title=ae_title)
         self._ae.supported_contexts = scp_contexts()
         self._ae.maximum_associations = 10_000  # the limiter decides, across processes
@@ -469,6 +480,7 @@ class StorageSCP:
             logger.warning(
                 "Rejected association from %r at %s: calling AE title not allowed", calling, host
             )
+            self._refused(request, host, "calling AE title not allowed")
             _reject(assoc, _REJECT_CALLING_AE)
             return
         if self.require_called_ae_title and called.strip() != self.ae_title.strip():
@@ -476,6 +488,7 @@ class StorageSCP:
                 "Rejected association from %r at %s: called AE title %r is not %r",
                 calling, host, called, self.ae_title,
             )
+            self._refused(request, host, "called AE title not this node's")
             _reject(assoc, _REJECT_CALLED_AE)
             return
         if not self.limiter.try_acquire():
@@ -484,6 +497,7 @@ class StorageSCP:
                 calling,
                 host,
             )
+            self._refused(request, host, "maximum concurrent associations reached")
             _reject(assoc, _REJECT_LIMIT)
             return
         with self._slots_lock:
@@ -492,12 +506,27 @@ class StorageSCP:
             request.presentation_context_definition_list
         )
 
+    def _refused(self, request: Any, host: str, reason: str) -> None:
+        if self.on_association_refused is not None:
+            self.on_association_refused(AssociationRefused(
+                calling_ae_title=request.calling_ae_title, called_ae_title=request.called_ae_title,
+                peer_host=host, reason=reason, at=datetime.now(UTC),
+            ))
+
     def _handle_conn_close(self, event: evt.Event) -> None:
         with self._slots_lock:
             held = id(event.assoc) in self._slots
             self._slots.discard(id(event.assoc))
+            received = self._received.pop(id(event.assoc), None)
         if held:
             self.limiter.release()
+        if received and self.on_association_ended is not None:
+            assoc = event.assoc
+            self.on_association_ended(AssociationEnded(
+                calling_ae_title=assoc.requestor.ae_title, called_ae_title=assoc.acceptor.ae_title,
+                peer_host=assoc.requestor.address, instances=tuple(received),
+                at=datetime.now(UTC),
+            ))
 
     def _handle_echo(self, event: evt.Event) -> int:
         return StoreStatus.SUCCESS
@@ -609,6 +638,12 @@ class StorageSCP:
             pending.abandon()
             raise
         logger.debug("Stored instance %s from %r (%s)", token, calling, result.outcome.value)
+        if self.on_association_ended is not None:
+            stored = ReceivedInstance.from_header(
+                header, study_instance_uid=study_uid, sop_class_uid=sop_class_uid
+            )
+            with self._slots_lock:
+                self._received.setdefault(id(assoc), []).append(stored)
         return StoreStatus.SUCCESS
 
     @staticmethod

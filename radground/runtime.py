@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from dicom_node.patches import PYNETDICOM_PATCHES
 from dicom_node.scu import Destination
 from exporters.hl7.enum import ProcessingId
+from radground.audit import start_audit_trail
 from radground.database import database_engine
 from radground.settings import (
     AnyDestination,
@@ -262,6 +263,7 @@ def build_context(settings: Settings, *, enqueue: Enqueuer) -> PipelineContext:
     from exporters import set_memoised_iod_lookups
 
     set_memoised_iod_lookups(settings.exporters.memoise_highdicom_iod_lookups)
+    start_audit_trail(settings)  # deliveries are audited (IHE ATNA)
     engine = database_engine(settings)
     models: dict[str, LoadedModel] = {}
     lock = threading.Lock()

@@ -21,6 +21,7 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from worklist.atna.hooks import delivery_attempted
 from worklist.context import PipelineContext, audit
 from worklist.db import utcnow
 from worklist.destinations import (
@@ -71,7 +72,9 @@ def run_delivery(ctx: PipelineContext, delivery_id: int, attempt: int) -> None:
             )
             if remaining is None or a.object_uid in remaining
         ]
-    _record_delivery(ctx, delivery_id, attempt + 1, _attempt(ctx, name, artifacts))
+    outcome = _attempt(ctx, name, artifacts)
+    _record_delivery(ctx, delivery_id, attempt + 1, outcome)
+    delivery_attempted(ctx, delivery_id, name, outcome)
 
 
 def _attempt(ctx: PipelineContext, name: str, artifacts: list[ArtifactFile]) -> DeliveryOutcome:

@@ -33,7 +33,8 @@ def test_documented_config_file_mentions_every_setting():
 
     text = (REPO / "config" / "radground.toml").read_text()
     data = tomllib.loads(text)
-    for section in ("node", "storage", "database", "completion", "workers", "delivery", "logging"):
+    for section in ("node", "storage", "database", "completion", "workers", "delivery", "logging",
+                    "audit"):
         assert set(data[section]) == set(Settings.model_fields[section].annotation.model_fields), (
             section
         )
