@@ -127,10 +127,10 @@ class StudyObjects:
                 accession_numbers=(self.accession_number,) if self.accession_number else (),
             ),),
         )
-        if not self.patient_id.strip():  # Patient ID is type 2 in DICOM: nothing to name
-            return (study,)
-        patient_id = self.patient_id.strip()
-        if self.issuer_of_patient_id.strip():  # HL7 CX, as IHE writes a patient identifier
+        # Patient ID is type 2 in DICOM; the Patient object is mandatory (PS3.15 A.5.3.4)
+        patient_id = self.patient_id.strip() or "<none>"
+        # with its issuer as HL7 CX, as IHE writes a patient identifier
+        if self.patient_id.strip() and self.issuer_of_patient_id.strip():
             patient_id = f"{patient_id}^^^{self.issuer_of_patient_id.strip()}"
         patient = ParticipantObject(
             participant_object_id=patient_id,

@@ -33,6 +33,8 @@ __all__ = [
     "SOPClassCount",
 ]
 
+_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>'
+
 
 class EventActionCode(enum.StrEnum):
     """What was done (PS3.15 A.5.1: EventActionCode)."""
@@ -242,7 +244,7 @@ class AuditMessage:
 
     def to_xml(self) -> bytes:
         """The message as UTF-8 XML on one line (with an XML declaration)."""
-        return ElementTree.tostring(self.to_element(), encoding="utf-8", xml_declaration=True)
+        return _DECLARATION + ElementTree.tostring(self.to_element(), encoding="unicode").encode()
 
 
 def _participant(root: ElementTree.Element, participant: ActiveParticipant) -> None:
