@@ -14,6 +14,10 @@ from worklist.atna.syslog import AuditTransport
 __all__ = ["application_started", "application_stopping", "start_audit_trail", "stop_audit_trail"]
 
 
+#: The settings the installed trail was built from.
+_installed_for: tuple[AuditSettings, str] | None = None
+
+
 def _transport(audit: AuditSettings) -> AuditTransport:
     if audit.transport == "tls":
         return atna.SyslogTlsTransport(audit.host, audit.port, atna.TlsClientOptions(
@@ -30,18 +34,23 @@ def _transport(audit: AuditSettings) -> AuditTransport:
 
 
 def start_audit_trail(settings: Settings) -> atna.AuditTrail | None:
-    """This process's audit trail (installed for :func:`worklist.atna.record`); the one already
-    installed if there is one, ``None`` when ``[audit] enabled`` is false.
+    """This process's audit trail (installed for :func:`worklist.atna.record`): the one already
+    installed when it was built from the same settings, else a new one replacing it; ``None``
+    when ``[audit] enabled`` is false.
 
     Raises ``OSError`` / ``ssl.SSLError`` for an unreadable CA bundle or client key (start-up
     fails, naming it), never for an unreachable repository.
     """
+    global _installed_for
     audit = settings.audit
+    wanted = (audit, settings.node.ae_title)
+    current = atna.installed()
+    if current is not None and _installed_for == wanted:
+        return current
+    if current is not None:  # built from other settings (tests run several nodes in turn)
+        stop_audit_trail()
     if not audit.enabled:
         return None
-    current = atna.installed()
-    if current is not None:
-        return current
     trail = atna.AuditTrail(
         _transport(audit),
         node=events.NodeIdentity.here(
@@ -52,6 +61,7 @@ def start_audit_trail(settings: Settings) -> atna.AuditTrail | None:
         retry_seconds=audit.retry_seconds,
     )
     atna.install(trail)
+    _installed_for = wanted
     return trail
 
 

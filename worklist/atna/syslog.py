@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from worklist.errors import WorklistError
+
 __all__ = [
     "AuditFile",
     "AuditTransport",
@@ -35,7 +37,7 @@ _MSGID = "IHE+RFC-3881"
 _BOM = b"\xef\xbb\xbf"
 
 
-class AuditTransportError(OSError):
+class AuditTransportError(WorklistError, OSError):
     """An audit message could not be handed to the audit repository (to be tried again)."""
 
 
