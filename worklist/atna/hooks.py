@@ -4,16 +4,20 @@
   association, DICOM Instances Transferred (received) per study per association.
 - :func:`delivery_attempted`: a delivery attempt → DICOM Instances Transferred (sent) to that
   destination.
+- :func:`data_exported`: studies written out of the node by a person or process (``review
+  export``) → Export.
+- :func:`study_objects`: the participant objects of indexed studies, for any of these.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from dicom_node.associations import AssociationEnded, AssociationRefused
 from worklist import atna
@@ -22,9 +26,9 @@ from worklist.atna.trail import AuditTrail
 from worklist.context import PipelineContext
 from worklist.destinations import DeliveryOutcome
 from worklist.jobs_models import Artifact, Delivery, Job
-from worklist.models import Patient, Study
+from worklist.models import Instance, Patient, Series, Study
 
-__all__ = ["delivery_attempted", "scp_hooks"]
+__all__ = ["data_exported", "delivery_attempted", "scp_hooks", "study_objects"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,3 +122,48 @@ def _delivered_study(ctx: PipelineContext, delivery_id: int) -> events.StudyObje
             issuer_of_patient_id=patient.issuer_of_patient_id,
             accession_number=study.accession_number,
         )
+
+
+def study_objects(session: Session, study_instance_uids: Sequence[str]) -> list[
+    events.StudyObjects
+]:
+    """The indexed studies among ``study_instance_uids`` as audit participant objects (their
+    instances' SOP classes, patient and accession number), in the order given."""
+    found: list[events.StudyObjects] = []
+    for uid in study_instance_uids:
+        row = session.execute(
+            select(Study, Patient).join(Patient, Study.patient_pk == Patient.id)
+            .where(Study.study_instance_uid == uid)
+        ).first()
+        if row is None:
+            continue
+        study, patient = row
+        sop_classes = tuple(session.scalars(
+            select(Instance.sop_class_uid).join(Series, Instance.series_pk == Series.id)
+            .where(Series.study_pk == study.id).order_by(Instance.id)
+        ))
+        found.append(events.StudyObjects(
+            study_instance_uid=uid, sop_class_uids=sop_classes, patient_id=patient.patient_id,
+            issuer_of_patient_id=patient.issuer_of_patient_id,
+            accession_number=study.accession_number,
+        ))
+    return found
+
+
+def data_exported(session: Session, *, exporter: str, destination: str,
+                  study_instance_uids: Sequence[str], client_address: str = "",
+                  succeeded: bool = True) -> None:
+    """Record an Export (PS3.15 A.5.3.6): ``exporter`` (an account or ``cli:USER``) wrote the
+    studies out of the node to ``destination`` (a ``file://`` URI for a directory, or a URL).
+    The command that exports calls it once per export, after writing. Never raises."""
+    if atna.installed() is None:
+        return
+    try:
+        studies = study_objects(session, study_instance_uids)
+    except Exception as exc:  # noqa: BLE001 - auditing never stops the work it audits
+        logger.error("Export: no audit message (%s)", type(exc).__name__)
+        return
+    atna.record(
+        events.data_export, exporter=exporter, destination=destination, studies=studies,
+        client_address=client_address, succeeded=succeeded,
+    )

@@ -103,3 +103,33 @@ def test_logins_and_account_changes_are_audited_when_their_transaction_commits(t
 def test_without_an_installed_trail_nothing_is_recorded():
     assert atna.installed() is None
     atna.record(events.application_activity, started=True)  # no error, no message
+
+
+def test_an_export_names_the_indexed_studies_with_their_sop_classes(trail):
+    from worklist.atna.hooks import data_exported
+    from worklist.models import Instance, Patient, Series, Study
+
+    trail, collected = trail
+    with _session() as session:
+        patient = Patient(patient_id="P9", issuer_of_patient_id="", patients_name="X^Y")
+        study = Study(study_instance_uid="1.2.9", patient=patient, accession_number="ACC9",
+                      first_received_at=AT, last_received_at=AT)
+        series = Series(series_instance_uid="1.2.9.1", study=study)
+        session.add_all([patient, study, series])
+        for n, sop_class in enumerate(("1.2.840.10008.5.1.4.1.1.1.1",) * 2):
+            session.add(Instance(
+                sop_instance_uid=f"1.2.9.1.{n}", series=series, sop_class_uid=sop_class,
+                transfer_syntax_uid="1.2.840.10008.1.2.1", size=1, path="x",
+                calling_ae_title="PACS", received_at=AT, revision=1,
+            ))
+        session.commit()
+        data_exported(session, exporter="cli:alice", destination="file:///export/out",
+                      study_instance_uids=["1.2.9", "9.9.9"])
+    assert trail.flush(5)
+    (root,) = collected.roots()
+    assert event_id(root) == "110106"
+    assert participant_object_ids(root, "110180") == ["1.2.9"]  # the unknown study is left out
+    assert participant_object_ids(root, "2") == ["P9"]
+    assert root.find(".//SOPClass").get("NumberOfInstances") == "2"
+    assert root.find(".//Accession").get("Number") == "ACC9"
+    assert root.findall("ActiveParticipant")[1].get("UserID") == "file:///export/out"
