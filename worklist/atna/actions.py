@@ -59,10 +59,26 @@ def _account_named(detail: str) -> str:
     return detail or "unknown"
 
 
+_PENDING = "atna_pending"
+
+
 def _after_commit(session: Session, builder: Callable[..., Any], **facts: Any) -> None:
-    def send(_: Session) -> None:
+    """Record ``builder(node, **facts)`` when the session's transaction commits; forget it when
+    the transaction rolls back."""
+    pending = session.info.get(_PENDING)
+    if pending is None:
+        pending = session.info[_PENDING] = []
+        event.listen(session, "after_commit", _send_pending)
+        event.listen(session, "after_rollback", _forget_pending)
+    pending.append((builder, facts))
+
+
+def _send_pending(session: Session) -> None:
+    pending = session.info.get(_PENDING) or []
+    session.info[_PENDING] = []
+    for builder, facts in pending:
         atna.record(builder, **facts)
 
-    event.listen(session, "after_commit", send, once=True)
 
-
+def _forget_pending(session: Session) -> None:
+    session.info[_PENDING] = []

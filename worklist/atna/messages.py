@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import enum
 import ipaddress
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,6 +35,25 @@ __all__ = [
 ]
 
 _DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>'
+# What XML 1.0 cannot carry (a peer's AE title or a client's user name may hold anything),
+# and line breaks (one message is one line in the audit file).
+_NOT_XML = re.compile("[^\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _clean(value: str) -> str:
+    """``value`` as XML can carry it on one line: other characters become spaces."""
+    return _NOT_XML.sub(" ", value)
+
+
+def _element(parent: ElementTree.Element, tag: str,
+             attributes: dict[str, str] | None = None, text: str | None = None
+             ) -> ElementTree.Element:
+    element = ElementTree.SubElement(
+        parent, tag, {name: _clean(value) for name, value in (attributes or {}).items()}
+    )
+    if text is not None:
+        element.text = _clean(text)
+    return element
 
 
 class EventActionCode(enum.StrEnum):
@@ -78,7 +98,7 @@ class ParticipantObjectTypeCodeRole(enum.StrEnum):
 
 
 def _coded(parent: ElementTree.Element, tag: str, code: AuditCode) -> None:
-    ElementTree.SubElement(parent, tag, {
+    _element(parent, tag, {
         "csd-code": code.csd_code,
         "codeSystemName": code.code_system_name,
         "originalText": code.original_text,
@@ -216,7 +236,7 @@ class AuditMessage:
         """The message as an XML element tree."""
         root = ElementTree.Element("AuditMessage")
         event = self.event
-        identification = ElementTree.SubElement(root, "EventIdentification", {
+        identification = _element(root, "EventIdentification", {
             "EventActionCode": event.event_action_code.value,
             "EventDateTime": event.event_date_time.isoformat(timespec="milliseconds"),
             "EventOutcomeIndicator": event.event_outcome_indicator.value,
@@ -225,17 +245,16 @@ class AuditMessage:
         for code in event.event_type_codes:
             _coded(identification, "EventTypeCode", code)
         if event.event_outcome_description:
-            ElementTree.SubElement(
-                identification, "EventOutcomeDescription"
-            ).text = event.event_outcome_description
+            _element(identification, "EventOutcomeDescription",
+                     text=event.event_outcome_description)
         for participant in self.active_participants:
             _participant(root, participant)
         source = self.audit_source
         attributes = {"AuditSourceID": source.audit_source_id}
         if source.audit_enterprise_site_id:
             attributes["AuditEnterpriseSiteID"] = source.audit_enterprise_site_id
-        identification = ElementTree.SubElement(root, "AuditSourceIdentification", attributes)
-        ElementTree.SubElement(
+        identification = _element(root, "AuditSourceIdentification", attributes)
+        _element(
             identification, "AuditSourceTypeCode", {"csd-code": source.audit_source_type_code}
         )
         for participant_object in self.participant_objects:
@@ -259,11 +278,11 @@ def _participant(root: ElementTree.Element, participant: ActiveParticipant) -> N
     if participant.network_access_point_id:
         attributes["NetworkAccessPointID"] = participant.network_access_point_id
         attributes["NetworkAccessPointTypeCode"] = participant.network_access_point_type_code
-    element = ElementTree.SubElement(root, "ActiveParticipant", attributes)
+    element = _element(root, "ActiveParticipant", attributes)
     for code in participant.role_id_codes:
         _coded(element, "RoleIDCode", code)
     if participant.media_type is not None:
-        _coded(ElementTree.SubElement(element, "MediaIdentifier"), "MediaType",
+        _coded(_element(element, "MediaIdentifier"), "MediaType",
                participant.media_type)
 
 
@@ -273,31 +292,29 @@ def _participant_object(root: ElementTree.Element, item: ParticipantObject) -> N
         attributes["ParticipantObjectTypeCode"] = item.participant_object_type_code.value
     if item.participant_object_type_code_role is not None:
         attributes["ParticipantObjectTypeCodeRole"] = item.participant_object_type_code_role.value
-    element = ElementTree.SubElement(root, "ParticipantObjectIdentification", attributes)
+    element = _element(root, "ParticipantObjectIdentification", attributes)
     _coded(element, "ParticipantObjectIDTypeCode", item.participant_object_id_type_code)
     if item.participant_object_name:
-        ElementTree.SubElement(element, "ParticipantObjectName").text = item.participant_object_name
+        _element(element, "ParticipantObjectName", text=item.participant_object_name)
     elif item.participant_object_query is not None:
-        ElementTree.SubElement(element, "ParticipantObjectQuery").text = _base64(
-            item.participant_object_query
-        )
+        _element(element, "ParticipantObjectQuery", text=_base64(item.participant_object_query))
     for detail_type, value in item.participant_object_details:
-        ElementTree.SubElement(
+        _element(
             element, "ParticipantObjectDetail", {"type": detail_type, "value": _base64(value)}
         )
     for description in item.participant_object_descriptions:
-        _description(ElementTree.SubElement(element, "ParticipantObjectDescription"), description)
+        _description(_element(element, "ParticipantObjectDescription"), description)
 
 
 def _description(element: ElementTree.Element, description: ParticipantObjectDescription) -> None:
     for number in description.accession_numbers:
-        ElementTree.SubElement(element, "Accession", {"Number": number})
+        _element(element, "Accession", {"Number": number})
     for sop_class in description.sop_classes:
-        ElementTree.SubElement(element, "SOPClass", {
+        _element(element, "SOPClass", {
             "UID": sop_class.uid, "NumberOfInstances": str(sop_class.number_of_instances),
         })
     if description.anonymized is not None:
-        ElementTree.SubElement(element, "Anonymized").text = str(description.anonymized).lower()
+        _element(element, "Anonymized", text=str(description.anonymized).lower())
 
 
 def _base64(value: bytes) -> str:

@@ -176,7 +176,10 @@ class AuditTrail:
     def close(self, timeout: float = 5.0) -> None:
         """Send what can be sent within ``timeout``, spool the rest, stop the sender."""
         self.flush(timeout)
-        self._queue.put(_STOP)
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:  # the sender is stuck on the repository: it is left behind
+            pass
         self._thread.join(timeout)
         while True:  # what the sender did not take waits in the spool for the next start
             try:

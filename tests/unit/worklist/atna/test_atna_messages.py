@@ -202,3 +202,14 @@ def test_bad_values_are_refused_at_construction():
         events.application_activity(NODE, started=True, at=datetime(2026, 1, 1))
     with pytest.raises(ValueError, match="user_id"):
         events.user_authentication(NODE, user="", client_address="", succeeded=True)
+
+
+def test_what_a_peer_sends_cannot_break_the_xml_or_the_line():
+    peer = events.DicomPeer("EVIL\x01<AE>\n", "192.0.2.9")
+    message = events.association_refused(NODE, peer, reason="bad\r\nreason & <more>", at=AT)
+    xml = message.to_xml()
+    assert b"\n" not in xml and b"\r" not in xml and b"\x01" not in xml
+    assert schema_errors(xml) == []
+    root = etree.fromstring(xml)
+    assert root.findall("ActiveParticipant")[1].get("UserID") == "EVIL <AE>"
+    assert root.findtext("EventIdentification/EventOutcomeDescription") == "bad  reason & <more>"
