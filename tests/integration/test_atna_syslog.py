@@ -71,9 +71,13 @@ def _trail(repository: PrivateRsyslog, certificate, spool: Path) -> atna.AuditTr
     )
 
 
-def test_the_nodes_own_flow_arrives_in_rsyslog_over_tls(tmp_path, tls_repository, certificate):
+@pytest.mark.parametrize("listener_processes", [1, 2])
+def test_the_nodes_own_flow_arrives_in_rsyslog_over_tls(
+    tmp_path, tls_repository, certificate, listener_processes
+):
+    """With listener processes, each one sends what its associations did."""
     settings = Settings(
-        node=NodeSettings(port=0, listener_processes=1),
+        node=NodeSettings(port=0, listener_processes=listener_processes),
         storage=StorageSettings(root=tmp_path / "instances", reserve_mb=0, fsync="never"),
         database=DatabaseSettings(url=f"sqlite:///{tmp_path / 'index.db'}"),
         completion=CompletionSettings(idle_seconds=30, poll_seconds=3600),
