@@ -82,6 +82,9 @@ class StoreStatus:
     PROCESSING_FAILURE = 0x0110
     #: Failure: SOP Class not supported.
     SOP_CLASS_NOT_SUPPORTED = 0x0122
+    #: Error: Referenced Transfer Syntax not supported (PS3.18 Table I.2-2; a STOW-RS Failure
+    #: Reason: C-STORE negotiation never accepts such a syntax).
+    TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
 
 
 def scp_contexts() -> list[PresentationContext]:

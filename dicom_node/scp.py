@@ -2,8 +2,9 @@
 
 The SCP is deliberately thin (STYLE.md §5): handlers are declared in one place
 and return DICOM statuses; no pixel decoding and no slow work on the
-association thread. Received bytes are stored exactly as they arrived
-(:mod:`dicom_node.storage`) once their structure is checked
+association thread. Each received data set goes to the one ingest path
+(:class:`dicom_node.ingest.InstanceIngest`, shared with STOW-RS): stored
+exactly as it arrived (:mod:`dicom_node.storage`) once its structure is checked
 (:mod:`dicom_node.structure`: every length and delimiter, the Pixel Data's
 size; a damaged data set is refused and leaves nothing behind), and the
 caller's ``on_stored`` hook is told about each instance; the node knows
@@ -26,35 +27,24 @@ directly (:mod:`dicom_node.store_fastpath`).
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import multiprocessing
 import socket
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from dicom_node.associations import AssociationEnded, AssociationRefused, ReceivedInstance
 from dicom_node.conformance import StoreStatus, contexts_preferring_requestor, scp_contexts
-from dicom_node.errors import (
-    DataSetStructureError,
-    DuplicateInstanceError,
-    InstanceConflictError,
-    InvalidInstanceError,
-    PixelDataLengthError,
-    StorageError,
-    StoreRefusedError,
-)
-from dicom_node.part10 import PREAMBLE, file_meta_information, read_header
+from dicom_node.ingest import InstanceIngest, StoredInstance
 from dicom_node.patches import (
     EVENT_REACTORS,
     PDU_LIMITS,
@@ -65,10 +55,8 @@ from dicom_node.patches import (
 )
 from dicom_node.reactors import make_event_driven
 from dicom_node.sockets import guard_association_socket
-from dicom_node.storage import InstanceStore, PendingWrite, StagedWrite, StoreOutcome
+from dicom_node.storage import InstanceStore
 from dicom_node.store_fastpath import use_store_fast_path
-from dicom_node.structure import DataSetStructure, check_structure
-from dicom_node.uids import is_valid_uid, short_uid
 
 __all__ = [
     "AllowedPeer",
@@ -173,43 +161,6 @@ class PeerConnectionLimiter:
         with self._counts.get_lock():
             if self._counts[slot] > 0:
                 self._counts[slot] -= 1
-
-
-@dataclass(frozen=True)
-class StoredInstance:
-    """A received instance written to storage, as told to the ``on_stored`` hook.
-
-    ``header`` is the received data set up to Pixel Data (decoded lazily by
-    pydicom). When the hook runs, the file may still be on its way to
-    ``relative_path`` and stable storage: a hook that records the instance
-    somewhere durable (the index) calls :meth:`wait_durable` before it commits,
-    so that nothing refers to a file that a crash could still lose; the flush
-    and the hook's work overlap.
-    """
-
-    sop_class_uid: str
-    sop_instance_uid: str
-    study_instance_uid: str
-    series_instance_uid: str
-    transfer_syntax_uid: str
-    relative_path: str
-    size: int
-    outcome: StoreOutcome
-    calling_ae_title: str
-    peer_host: str
-    received_at: datetime
-    header: Dataset = field(compare=False, repr=False)
-    #: The write still being moved into place and flushed, if any (see :meth:`wait_durable`).
-    pending: PendingWrite | None = field(default=None, compare=False, repr=False)
-
-    def wait_durable(self) -> None:
-        """Block until the file is at ``relative_path`` and on stable storage (per the store's fsync
-        policy).
-
-        Raises :class:`~dicom_node.errors.StorageError` if it cannot be made durable.
-        """
-        if self.pending is not None:
-            self.pending.wait()
 
 
 class _NodeRequestHandler(RequestHandler):
@@ -329,13 +280,9 @@ class StorageSCP:
     ae_title
         This node's AE title.
     on_stored
-        Called on the association thread after each instance is durably
-        stored; must be quick (an index insert). Raise
-        :class:`~dicom_node.errors.StoreRefusedError` to refuse the instance:
-        the file is removed again and the sender gets Out of Resources
-        (transient) or Processing Failure;
-        :class:`~dicom_node.errors.InstanceConflictError` (the SOP Instance
-        UID is known in another study or series) gets 0xA900.
+        Called on the association thread for each instance stored, before
+        Success; must be quick (an index insert). Refusals as
+        :class:`~dicom_node.ingest.InstanceIngest` describes them.
     allowed_peers
         Calling AE titles (optionally with host) allowed to associate; empty
         allows any.
@@ -389,17 +336,23 @@ class StorageSCP:
         # pynetdicom's documented switch: no handlers that log message contents (patient data).
         _config.LOG_HANDLER_LEVEL = "none"
         self.peer_limiter = peer_limiter or PeerConnectionLimiter(8)
-        self.store = store
         self.ae_title = ae_title
-        self.on_stored = on_stored
         self.allowed_peers = tuple(allowed_peers)
         self.require_called_ae_title = require_called_ae_title
         self.limiter = limiter or ThreadAssociationLimiter(10)
-        self.verify_structure = verify_structure
         self.on_association_refused = on_association_refused
         self.on_association_ended = on_association_ended
         self._received: dict[int, list[ReceivedInstance]] = {}
+        self._stored_here = threading.local()  # the instance the ingest just stored, per thread
         self._ae = AE(ae_title=ae_title)
+        #: The one ingest path received instances take (shared with STOW-RS).
+        self.ingest = InstanceIngest(
+            store,
+            implementation_class_uid=self._ae.implementation_class_uid,
+            implementation_version_name=self._ae.implementation_version_name or "",
+            on_stored=self._stored_hook(on_stored),
+            verify_structure=verify_structure,
+        )
         self._ae.supported_contexts = scp_contexts()
         self._ae.maximum_associations = 10_000  # the limiter decides, across processes
         self._ae.network_timeout = network_timeout
@@ -513,6 +466,17 @@ class StorageSCP:
                 peer_host=host, reason=reason, at=datetime.now(UTC),
             ))
 
+    def _stored_hook(
+        self, on_stored: Callable[[StoredInstance], None] | None
+    ) -> Callable[[StoredInstance], None] | None:
+        """``on_stored``, first noting the instance for this association's audit record."""
+        def stored(instance: StoredInstance) -> None:
+            self._stored_here.instance = instance
+            if on_stored is not None:
+                on_stored(instance)
+
+        return stored if self.on_association_ended is not None else on_stored
+
     def _handle_conn_close(self, event: evt.Event) -> None:
         with self._slots_lock:
             held = id(event.assoc) in self._slots
@@ -532,129 +496,46 @@ class StorageSCP:
         return StoreStatus.SUCCESS
 
     def _handle_store(self, event: evt.Event) -> int | Dataset:
-        received_at = datetime.now(UTC)
+        """C-STORE: the request's data set and UIDs to the one ingest path
+        (:class:`~dicom_node.ingest.InstanceIngest`), its result as the status."""
         assoc = event.assoc
-        calling, host = assoc.requestor.ae_title, assoc.requestor.address
+        calling = assoc.requestor.ae_title
         request = cast(C_STORE, event.request)
         received = request.DataSet
         # PS3.7 9.3.1.1: a C-STORE-RQ carries a data set; refuse one that does not
         if received is None:
-            return self._refuse(
-                StoreStatus.CANNOT_UNDERSTAND, "C-STORE request without a data set", calling, "-"
+            logger.warning(
+                "Refused instance - from %r with status 0x%04X: C-STORE request without a "
+                "data set", calling, StoreStatus.CANNOT_UNDERSTAND,
             )
-        sop_class_uid = str(request.AffectedSOPClassUID)
-        sop_instance_uid = str(request.AffectedSOPInstanceUID)
-        transfer_syntax_uid = str(event.context.transfer_syntax)
-        token = short_uid(sop_instance_uid)
-        file_meta = file_meta_information(
-            media_storage_sop_class_uid=sop_class_uid,
-            media_storage_sop_instance_uid=sop_instance_uid,
-            transfer_syntax_uid=transfer_syntax_uid,
-            implementation_class_uid=self._ae.implementation_class_uid,
-            implementation_version_name=self._ae.implementation_version_name or "",
-            source_application_entity_title=calling,
-        )
-        # Staged first, so that its fsync runs while the structure and header are read.
-        try:
-            with received.getbuffer() as data_set:
-                staged = self.store.stage(
-                    (PREAMBLE + file_meta, data_set), sop_instance_uid=sop_instance_uid
-                )
-                structure = (
-                    _check_structure_or_discard(data_set, transfer_syntax_uid, staged)
-                    if self.verify_structure else None
-                )
-        except InvalidInstanceError as exc:
-            return self._refuse(
-                StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), calling, token
-            )
-        except StorageError as exc:  # out of space, or the file system refused
-            return self._refuse(StoreStatus.OUT_OF_RESOURCES, str(exc), calling, token)
-        except DataSetStructureError as exc:  # PS3.4 B.2.3: cannot be parsed into elements
-            return self._refuse(StoreStatus.CANNOT_UNDERSTAND, str(exc), calling, token)
-        except PixelDataLengthError as exc:  # parsed, but not the image its attributes describe
-            return self._refuse(
-                StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), calling, token
-            )
-        if structure is not None and structure.inflated is not None:  # read what the check inflated
-            received, transfer_syntax_uid_read = (
-                io.BytesIO(structure.inflated),
-                str(ExplicitVRLittleEndian),
-            )
-        else:
-            transfer_syntax_uid_read = transfer_syntax_uid
-        try:
-            header, study_uid, series_uid = _read_header_checked(
-                received, transfer_syntax_uid_read, sop_class_uid, sop_instance_uid
-            )
-            pending = staged.place(study_instance_uid=study_uid, series_instance_uid=series_uid)
-        except _Refusal as refusal:
-            staged.discard()
-            return self._refuse(refusal.status, refusal.reason, calling, token)
-        except DuplicateInstanceError as exc:
-            return self._refuse(StoreStatus.DUPLICATE_SOP_INSTANCE, str(exc), calling, token)
-        except InvalidInstanceError as exc:
-            return self._refuse(
-                StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), calling, token
-            )
-        except StorageError as exc:
-            return self._refuse(StoreStatus.OUT_OF_RESOURCES, str(exc), calling, token)
-        result = pending.result
-        instance = StoredInstance(
-            sop_class_uid=sop_class_uid,
-            sop_instance_uid=sop_instance_uid,
-            study_instance_uid=study_uid,
-            series_instance_uid=series_uid,
-            transfer_syntax_uid=transfer_syntax_uid,
-            relative_path=result.relative_path,
-            size=result.size,
-            outcome=result.outcome,
+            return _response(StoreStatus.CANNOT_UNDERSTAND, "C-STORE request without a data set")
+        self._stored_here.instance = None
+        result = self.ingest.ingest(
+            received,
+            sop_class_uid=str(request.AffectedSOPClassUID),
+            sop_instance_uid=str(request.AffectedSOPInstanceUID),
+            transfer_syntax_uid=str(event.context.transfer_syntax),
             calling_ae_title=calling,
-            peer_host=host,
-            received_at=received_at,
-            header=header,
-            pending=pending,
+            peer_host=assoc.requestor.address,
         )
-        try:
-            if self.on_stored is not None:
-                self.on_stored(instance)
-            pending.wait()
-        except DuplicateInstanceError as exc:  # policy reject: the index already has it
-            return self._refuse(StoreStatus.DUPLICATE_SOP_INSTANCE, str(exc), calling, token)
-        except StorageError as exc:  # the file could not be made durable (disk full, I/O error)
-            return self._refuse(StoreStatus.OUT_OF_RESOURCES, str(exc), calling, token)
-        except InstanceConflictError as exc:  # a known SOP Instance UID in another study or series
-            pending.abandon()
-            return self._refuse(
-                StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), calling, token
-            )
-        except StoreRefusedError as exc:
-            pending.abandon()
-            status = (
-                StoreStatus.OUT_OF_RESOURCES if exc.transient else StoreStatus.PROCESSING_FAILURE
-            )
-            return self._refuse(status, str(exc), calling, token)
-        except BaseException:
-            pending.abandon()
-            raise
-        logger.debug("Stored instance %s from %r (%s)", token, calling, result.outcome.value)
-        if self.on_association_ended is not None:
-            stored = ReceivedInstance.from_header(
-                header, study_instance_uid=study_uid, sop_class_uid=sop_class_uid
-            )
+        stored = self._stored_here.instance
+        if result.stored and stored is not None:  # noted only with on_association_ended
             with self._slots_lock:
-                self._received.setdefault(id(assoc), []).append(stored)
-        return StoreStatus.SUCCESS
+                self._received.setdefault(id(assoc), []).append(ReceivedInstance.from_header(
+                    stored.header, study_instance_uid=stored.study_instance_uid,
+                    sop_class_uid=stored.sop_class_uid,
+                ))
+        if result.reason is None:
+            return result.status
+        return _response(result.status, result.reason)
 
-    @staticmethod
-    def _refuse(status: int, reason: str, calling: str, token: str) -> Dataset:
-        logger.warning(
-            "Refused instance %s from %r with status 0x%04X: %s", token, calling, status, reason
-        )
-        response = Dataset()
-        response.Status = status
-        response.ErrorComment = reason[:64]
-        return response
+
+def _response(status: int, reason: str) -> Dataset:
+    """A C-STORE response's status with the reason as its Error Comment (0000,0902; 64 chars)."""
+    response = Dataset()
+    response.Status = status
+    response.ErrorComment = reason[:64]
+    return response
 
 
 def _reject(assoc: Any, reason: tuple[int, int, int]) -> None:
@@ -662,56 +543,3 @@ def _reject(assoc: Any, reason: tuple[int, int, int]) -> None:
     (as pynetdicom does for its own rejections)."""
     assoc.acse.send_reject(*reason)
     assoc.kill()
-
-
-class _Refusal(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status, self.reason = status, reason
-
-
-def _check_structure_or_discard(
-    data_set: memoryview, transfer_syntax_uid: str, staged: StagedWrite
-) -> DataSetStructure:
-    """The structure of the received data set (:func:`~dicom_node.structure.check_structure`);
-    a damaged one's staged file is discarded before the error propagates."""
-    try:
-        return check_structure(data_set, transfer_syntax_uid)
-    except BaseException:
-        staged.discard()
-        raise
-
-
-def _read_header_checked(
-    data_set: Any, transfer_syntax_uid: str, sop_class_uid: str, sop_instance_uid: str
-) -> tuple[Dataset, str, str]:
-    """The header, Study and Series Instance UIDs of a received data set that agrees
-    with its C-STORE request; raises :class:`_Refusal` with the status to answer."""
-    try:
-        header = read_header(data_set, transfer_syntax_uid)
-        study_uid = _uid_attribute(header, "StudyInstanceUID")
-        series_uid = _uid_attribute(header, "SeriesInstanceUID")
-        dataset_sop_instance = _uid_attribute(header, "SOPInstanceUID")
-        dataset_sop_class = _uid_attribute(header, "SOPClassUID")
-    except InvalidInstanceError as exc:
-        raise _Refusal(StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is "cannot understand"
-        raise _Refusal(
-            StoreStatus.CANNOT_UNDERSTAND, f"data set could not be parsed ({type(exc).__name__})"
-        ) from None
-    if dataset_sop_instance != sop_instance_uid or dataset_sop_class != sop_class_uid:
-        raise _Refusal(
-            StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
-            "SOP Class/Instance UID in the data set differ from the C-STORE request",
-        )
-    return header, study_uid, series_uid
-
-
-def _uid_attribute(dataset: Dataset, keyword: str) -> str:
-    value = dataset.get(keyword)
-    if value is None or str(value) == "":
-        raise InvalidInstanceError(f"{keyword} is missing")
-    value = str(value)
-    if not is_valid_uid(value):
-        raise InvalidInstanceError(f"{keyword} is not a valid DICOM UID")
-    return value

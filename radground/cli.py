@@ -12,6 +12,8 @@ import click
 from radground.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:  # imported where used, so that `radground --help` stays quick
+    import socket
+
     from dicom_node.scu import Destination
 
 __all__ = ["main"]
@@ -90,8 +92,11 @@ def serve(obj: _Context, listener_processes: int | None, port: int | None) -> No
     received), indexes every instance and marks each study ready once no
     instance has arrived for completion.idle_seconds. Ready studies are routed
     (config [[routes]]) to worker processes that run the model (queue "gpu")
-    and export and deliver SR, GSPS, KOS and FHIR (queue "io"). Embedded defaults:
-    SQLite index, SQLite-file broker, the shipped CPU model. Stop with Ctrl-C.
+    and export and deliver SR, GSPS, KOS and FHIR (queue "io"). With web.enabled
+    (the default) the web console, REST API and STOW-RS ingest run too, on
+    web.host:web.port (loopback:8080 by default); the URL is printed at start.
+    Embedded defaults: SQLite index, SQLite-file broker, the shipped CPU model.
+    Stop with Ctrl-C.
     """
     _run_node(obj, listener_processes, port, with_workers=True)
 
@@ -187,11 +192,16 @@ def _run_node(
         node.claim_port()  # before the workers start: a taken port stops start-up here
     except PortInUseError as exc:
         raise click.ClickException(f"cannot start the node: {exc}") from None
-    workers = None
+    web_listening = _claim_web(settings) if with_workers and settings.web.enabled else None
+    workers = web = None
     if with_workers:
         from radground.worker import start_embedded_workers
 
         workers = start_embedded_workers(settings, obj.config)
+    if web_listening is not None:
+        from radground.web_app import start_web_process
+
+        web = start_web_process(obj.config, web_listening)
     try:
         node.run_until_signal()
     except SettingsError as exc:
@@ -203,8 +213,74 @@ def _run_node(
             "(is another node using the port? set node.port or --port)"
         ) from None
     finally:
+        if web is not None:
+            web.stop()
         if workers is not None:
             workers.stop()
+
+
+def _claim_web(settings: Settings) -> socket.socket:
+    """Claim the web port, migrate the database, print the console's URL (and how to create
+    the first account when there is none); the listening socket for the web child."""
+    from radground.database import database_engine
+    from radground.web_app import (
+        WebPortInUseError,
+        accounts_hint,
+        check_destinations,
+        check_tls_files,
+        claim_web_port,
+        console_url,
+    )
+    from worklist.migrate import upgrade_database
+
+    try:
+        check_tls_files(settings.web)
+        check_destinations(settings)
+        listening = claim_web_port(settings.web)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    except WebPortInUseError as exc:
+        raise click.ClickException(f"cannot start the web console: {exc}") from None
+    click.echo(f"console: {console_url(settings.web, listening.getsockname())}", err=True)
+    engine = database_engine(settings)
+    try:
+        upgrade_database(engine)  # once, here, before the node and web processes use it
+        hint = accounts_hint(engine)
+    finally:
+        engine.dispose()
+    if hint:
+        click.echo(hint, err=True)
+    return listening
+
+
+@cli.command()
+@click.option("--listen-fd", type=int, default=None, hidden=True,
+              help="Serve on this inherited listening socket (the supervised child).")
+@click.option("--parent-pid", type=int, default=None, hidden=True,
+              help="Exit when PARENT_PID is gone (the supervised child).")
+@pass_context
+def web(obj: _Context, listen_fd: int | None, parent_pid: int | None) -> None:
+    """Run the web surface alone (cluster mode): console, REST API, STOW-RS.
+
+    Listens on web.host:web.port (HTTPS with web.tls_certificate and
+    web.tls_key; under web.base_path behind a reverse proxy) and works on the
+    node's database.url and workers.broker_url: operator actions are queued for
+    the workers. The server runs in a child process that is started again when
+    it dies. `radground users add NAME --role admin` creates the first account.
+    """
+    if listen_fd is not None:
+        from radground.web_app import run_web_child
+
+        run_web_child(obj.settings, listen_fd=listen_fd, parent_pid=parent_pid)
+        return
+    from radground.logs import configure_logging
+    from radground.web_app import start_web_process
+
+    configure_logging(obj.settings.logging.level)
+    listening = _claim_web(obj.settings)
+    supervised = start_web_process(obj.config, listening)
+    supervised.wait_for_signal()
+    listening.close()
 
 
 def _destination(obj: _Context, text: str) -> Destination:
@@ -329,7 +405,7 @@ def send(obj: _Context, paths: tuple[Path, ...], destination: str, quiet: bool) 
 )
 @click.option(
     "--limit",
-    type=click.IntRange(1),
+    type=click.IntRange(1, 500),
     default=50,
     show_default=True,
     help="Most recent studies to show.",
@@ -407,8 +483,9 @@ def _register_groups() -> None:
     from radground.jobs_cli import jobs, reprocess
     from radground.model_cli import model
     from radground.routes_cli import routes
+    from radground.users_cli import users
 
-    for command in (model, jobs, reprocess, routes):
+    for command in (model, jobs, reprocess, routes, users):
         cli.add_command(command)
 
 

@@ -28,7 +28,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicom_node.conformance import ACCEPTED_TRANSFER_SYNTAXES, STORAGE_SOP_CLASSES, StoreStatus
 from exporters.registry import EXPORTERS
-from radground.settings import NodeSettings
+from radground.settings import NodeSettings, WebSettings
 
 __all__ = [
     "CONFORMANCE_PATH",
@@ -79,7 +79,18 @@ STORE_STATUS_CONDITIONS: dict[str, tuple[str, str, str]] = {
     "SOP_CLASS_NOT_SUPPORTED": (
         "Failure",
         "SOP Class not supported",
-        "Not sent by the node itself: a context for an unsupported SOP class is never accepted.",
+        (
+            "C-STORE: never sent, a context for an unsupported SOP class is not accepted; "
+            "STOW-RS: a part's SOP Class is not one of section 2.6."
+        ),
+    ),
+    "TRANSFER_SYNTAX_NOT_SUPPORTED": (
+        "Error",
+        "Referenced Transfer Syntax not supported",
+        (
+            "STOW-RS only: a part's Transfer Syntax is not one of section 2.5 (C-STORE "
+            "negotiation never accepts such a context)."
+        ),
     ),
     "OUT_OF_RESOURCES": (
         "Refused",
@@ -94,7 +105,9 @@ STORE_STATUS_CONDITIONS: dict[str, tuple[str, str, str]] = {
         "Data Set does not match SOP Class",
         (
             "Study, Series or SOP Instance UID missing or not a valid UID; SOP Class or SOP "
-            "Instance UID in the data set differ from the C-STORE request; native Pixel Data "
+            "Instance UID in the data set differ from the C-STORE request (STOW-RS: from the "
+            "part's File Meta Information); STOW-RS to `/studies/{study}`: the instance belongs "
+            "to another study; native Pixel Data "
             "shorter than Rows x Columns x Samples per Pixel x Number of Frames x Bits Allocated "
             "/ 8, or encapsulated Pixel Data with fewer fragments than frames; the SOP Instance "
             "UID is already stored in another study or series, or as another SOP Class (a "
@@ -387,8 +400,58 @@ def render_conformance_statement() -> str:
         "  (section 2.2).",
         "- Log lines name instances by a hash of their UIDs, never by patient data.",
         "",
+        *_stow_rs_section(),
     ]
     return "\n".join(lines)
+
+
+def _stow_rs_section() -> list[str]:
+    """Section 7: the DICOMweb Store Transaction the web application offers (PS3.18 §10.5)."""
+    limit = WebSettings().stow_max_request_mb
+    return [
+        "## 7 DICOMweb STOW-RS (PS3.18 §10.5)",
+        "",
+        "The web application (`[web]`) stores instances sent by the Studies Store Transaction.",
+        "Each instance takes the same ingest path as a C-STORE (`dicom_node.ingest`): the same",
+        "checks, storage, durability and study index, and the same status, given as its Failure",
+        "Reason.",
+        "",
+        *_table(("", ""), [
+            ("resources", "`POST {base}/dicomweb/studies`, `POST {base}/dicomweb/studies/{study}`"),
+            ("request", (
+                '`multipart/related; type="application/dicom"`, one PS3.10 file per part; the '
+                "SOP Class, SOP Instance and Transfer Syntax come from each part's File Meta "
+                "Information (sections 2.5 and 2.6 apply as to C-STORE)"
+            )),
+            ("response", "`application/dicom+json`: the Store Instances Response Module"),
+            ("authorisation", (
+                "an API token with the `ingest` scope (`Authorization: Bearer`); the account's "
+                "name (up to 16 characters) is recorded as the Calling AE Title"
+            )),
+            ("size limit", (
+                f"`web.stow_max_request_mb` (*setting*, default {limit}); the body is spooled "
+                "to the storage volume, never held in memory"
+            )),
+        ]),
+        "",
+        *_table(("HTTP status", "when"), [
+            ("200", "every instance stored (Referenced SOP Sequence)"),
+            ("202", "some stored, others failed (Failed SOP Sequence with Failure Reason)"),
+            ("409", "no instance stored; each failure in the Failed SOP Sequence"),
+            ("400", "malformed multipart body, no parts, or no boundary (nothing stored)"),
+            ("401 / 403", "no valid token / a token without the `ingest` scope"),
+            ("413", "the body is larger than the limit (nothing stored)"),
+            ("415", (
+                "not `multipart/related` of `application/dicom`, or a part of another type "
+                "(nothing stored)"
+            )),
+        ]),
+        "",
+        "Failure Reason (0008,1197) is the C-STORE status of section 3 for the same bytes; a",
+        "part that is not a PS3.10 file fails with `0xC000` without Referenced SOP UIDs. The",
+        "instances are stored once the whole body has arrived well formed, in the parts' order.",
+        "",
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

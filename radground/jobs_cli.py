@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from radground.settings import Settings
 
 if TYPE_CHECKING:  # imported where used, so that the CLI starts quickly
-    from worklist.jobs_models import Delivery
+    from worklist.views import DeliveryView
 
 __all__ = ["jobs", "reprocess"]
 
@@ -33,13 +33,15 @@ def _settings() -> Settings:
 @click.group(invoke_without_command=True)
 @click.option(
     "--state",
-    type=click.Choice(["queued", "inferring", "exporting", "delivering", "done", "failed", "dead"]),
+    type=click.Choice(
+        ["queued", "inferring", "exporting", "delivering", "done", "failed", "dead", "cancelled"]
+    ),
     default=None,
     help="Only jobs in this state.",
 )
 @click.option(
     "--limit",
-    type=click.IntRange(1),
+    type=click.IntRange(1, 500),
     default=50,
     show_default=True,
     help="Most recent jobs to show.",
@@ -51,29 +53,13 @@ def jobs(ctx: click.Context, state: str | None, limit: int) -> None:
         return
     from rich.console import Console
     from rich.table import Table
-    from sqlalchemy import func, select
 
-    from worklist.jobs_models import Delivery, DeliveryState, Job
-    from worklist.models import Study
+    from worklist.jobs_models import JobState
+    from worklist.views import JobFilter, list_jobs
 
     with _sessions(_settings())() as session:
-        query = (
-            select(Job, Study.study_instance_uid).join(Study).order_by(Job.id.desc()).limit(limit)
-        )
-        if state:
-            query = query.where(Job.state == state)
-        rows = session.execute(query).all()
-        # the earliest retry each listed job waits for (deliveries failed and scheduled again)
-        next_attempts = dict(
-            session.execute(
-                select(Delivery.job_id, func.min(Delivery.next_attempt_at))
-                .where(
-                    Delivery.job_id.in_([job.id for job, _ in rows]),
-                    Delivery.state == DeliveryState.PENDING,
-                    Delivery.next_attempt_at.is_not(None),
-                )
-                .group_by(Delivery.job_id)
-            ).all()
+        page = list_jobs(
+            session, JobFilter(states=(JobState(state),) if state else ()), limit=limit
         )
     table = Table(box=None, header_style="bold")
     for column in (
@@ -87,11 +73,11 @@ def jobs(ctx: click.Context, state: str | None, limit: int) -> None:
         "Last error",
     ):
         table.add_column(column)
-    for job, study_uid in rows:
-        retry = next_attempts.get(job.id)
+    for job in page.items:
+        retry = job.next_attempt_at
         table.add_row(
             str(job.id),
-            study_uid,
+            job.study_instance_uid,
             str(job.revision),
             job.route,
             job.state.value,
@@ -100,7 +86,7 @@ def jobs(ctx: click.Context, state: str | None, limit: int) -> None:
             (job.last_error or "")[:60],
         )
     Console(width=200).print(table)
-    if not rows:
+    if not page.items:
         click.echo("No jobs.", err=True)
         return
     outputs = Path(_settings().workers.outputs_root).absolute()
@@ -114,57 +100,49 @@ def jobs(ctx: click.Context, state: str | None, limit: int) -> None:
 @click.argument("job_id", type=int)
 def show(job_id: int) -> None:
     """Show one job: timings, error, artifacts, deliveries and its audit trail."""
-    from sqlalchemy import select
-
-    from worklist.jobs_models import AuditEvent, Job
-    from worklist.models import Study
+    from worklist.views import get_job
 
     with _sessions(_settings())() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            raise click.ClickException(f"no job {job_id}")
-        study = session.get(Study, job.study_pk)
-        if study is None:
-            raise click.ClickException(f"job {job_id} refers to a study that is not in the index")
-        study_uid = study.study_instance_uid
-        click.echo(f"Job {job.id}: {job.state.value}")
+        detail = get_job(session, job_id)
+    if detail is None:
+        raise click.ClickException(f"no job {job_id}")
+    job, timings = detail.summary, detail.timings
+    click.echo(f"Job {job.id}: {job.state.value}")
+    click.echo(
+        f"  study {job.study_instance_uid} revision {job.revision}, route {job.route}, "
+        f"model {job.model}"
+    )
+    click.echo(
+        f"  created {timings.created_at:%Y-%m-%d %H:%M:%S}, inference started "
+        f"{detail.inference_starts}x, operator retries {detail.retries}"
+    )
+    if timings.inference_seconds is not None:
         click.echo(
-            f"  study {study_uid} revision {job.revision}, route {job.route}, model {job.model}"
+            f"  inference {timings.inference_seconds:.2f} s, "
+            f"export {timings.export_seconds or 0:.2f} s"
         )
-        click.echo(
-            f"  created {job.created_at:%Y-%m-%d %H:%M:%S}, inference started "
-            f"{job.inference_starts}x, operator retries {job.retries}"
-        )
-        if job.inference_seconds is not None:
-            click.echo(
-                f"  inference {job.inference_seconds:.2f} s, export {job.export_seconds or 0:.2f} s"
-            )
-        if job.last_error:
-            click.echo(f"  last error: {job.last_error}")
-        outputs = Path(_settings().workers.outputs_root).absolute()
-        for line in (job.output_errors or "").splitlines():
-            click.echo(f"  not built: {line}")
-        for artifact in job.artifacts:
-            click.echo(
-                f"  artifact {artifact.kind:5} {artifact.language:6} {outputs / artifact.path}"
-            )
-        for delivery in job.deliveries:
-            _show_delivery(delivery)
-        for event in session.scalars(
-            select(AuditEvent).where(AuditEvent.job_id == job_id).order_by(AuditEvent.id)
-        ):
-            click.echo(f"  {event.at:%H:%M:%S} {event.actor:32} {event.action} {event.detail}")
+    if job.last_error:
+        click.echo(f"  last error: {job.last_error}")
+    outputs = Path(_settings().workers.outputs_root).absolute()
+    for line in detail.output_errors:
+        click.echo(f"  not built: {line}")
+    for artifact in detail.artifacts:
+        click.echo(f"  artifact {artifact.kind:5} {artifact.language:6} {outputs / artifact.path}")
+    for delivery in detail.deliveries:
+        _show_delivery(delivery)
+    for event in detail.audit:
+        click.echo(f"  {event.at:%H:%M:%S} {event.actor:32} {event.action} {event.detail}")
 
 
 #: What a destination type's kept peer document is.
 _PEER_DOCUMENT = {"fhir": "OperationOutcome", "hl7": "ACK"}
 
 
-def _show_delivery(delivery: Delivery) -> None:
+def _show_delivery(delivery: DeliveryView) -> None:
     """A delivery's state, attempts, the peer's last answer and, while it is being retried,
     when the next attempt is due and until when it is retried."""
-    line = (f"  delivery to {delivery.destination} ({delivery.protocol}): {delivery.state.value}, "
-            f"{delivery.attempts} attempts")
+    line = (f"  delivery to {delivery.destination} ({delivery.protocol}): "
+            f"{delivery.state.value}, {delivery.attempts} attempts")
     click.echo(line + (f"; {delivery.last_error}" if delivery.last_error else ""))
     if delivery.state.value == "pending" and delivery.next_attempt_at is not None:
         until = (
@@ -174,8 +152,9 @@ def _show_delivery(delivery: Delivery) -> None:
         )
         click.echo(f"    next attempt at {delivery.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC{until}")
     if delivery.state.value == "pending" and delivery.remaining_objects:
-        count = len(delivery.remaining_objects.splitlines())
-        click.echo(f"    {count} objects left to send (the others were stored)")
+        click.echo(
+            f"    {delivery.remaining_objects} objects left to send (the others were stored)"
+        )
     if delivery.operation_outcome:
         label = _PEER_DOCUMENT.get(delivery.protocol, "peer answer")
         click.echo(f"    {label}: {delivery.operation_outcome[:2000]}")
@@ -198,6 +177,21 @@ def retry(job_id: int) -> None:
         message = retry_job(tasks.context(), job_id, actor=actor)
     except JobActionError as exc:
         raise click.ClickException(str(exc)) from None
+    click.echo(message)
+
+
+@jobs.command()
+@click.argument("job_id", type=int)
+def cancel(job_id: int) -> None:
+    """Cancel a queued job (`jobs retry` queues it again)."""
+    from worklist.errors import JobActionError
+    from worklist.jobs import cancel_job
+
+    with _sessions(_settings()).begin() as session:
+        try:
+            message = cancel_job(session, job_id, actor=f"operator:{getpass.getuser()}")
+        except JobActionError as exc:
+            raise click.ClickException(str(exc)) from None
     click.echo(message)
 
 

@@ -1,17 +1,16 @@
-"""Read-only views of the study index for the CLI and the ops surface."""
+"""The study list of `radground studies`, read through :mod:`worklist.views`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
-
 from radground.settings import Settings
 from worklist.db import create_db_engine, make_session_factory
-from worklist.jobs_models import Job
 from worklist.migrate import upgrade_database
-from worklist.models import RevisionOutcome, RevisionState, Series, Study, StudyRevision
+from worklist.models import RevisionState
+from worklist.views import StudyFilter, describe_outcome
+from worklist.views import list_studies as list_study_views
 
 __all__ = ["StudyRow", "describe_outcome", "list_studies"]
 
@@ -32,30 +31,6 @@ class StudyRow:
     last_received_at: datetime
 
 
-def describe_outcome(
-    state: RevisionState,
-    outcome: RevisionOutcome | None,
-    detail: str | None,
-    *,
-    dispatched: bool,
-    job_id: int | None,
-    job_state: str | None,
-) -> str:
-    """What became of a study revision, for people: ``job 7 done``, ``job 8 failed``,
-    ``skipped: no route (modality)``, ``skipped: own output``, ``waiting`` (ready,
-    not routed yet), ``not recorded`` (routed by a version that kept no outcome)
-    or ``-`` (still receiving)."""
-    if job_id is not None:
-        return f"job {job_id} {job_state}"
-    if outcome is RevisionOutcome.NO_ROUTE:
-        return f"skipped: no route ({detail or 'no reason recorded'})"
-    if outcome is RevisionOutcome.OWN_OUTPUT:
-        return "skipped: own output"
-    if state is RevisionState.READY:
-        return "not recorded" if dispatched else "waiting"
-    return "-"
-
-
 def list_studies(
     settings: Settings, *, state: str | None = None, limit: int = 50
 ) -> list[StudyRow]:
@@ -64,64 +39,24 @@ def list_studies(
     try:
         upgrade_database(engine)
         with make_session_factory(engine)() as session:
-            series = (
-                select(
-                    Series.study_pk,
-                    func.count(Series.id).label("series_count"),
-                    func.group_concat(func.distinct(Series.modality)).label("modalities")
-                    if engine.dialect.name == "sqlite"
-                    else func.string_agg(func.distinct(Series.modality), ",").label("modalities"),
-                )
-                .group_by(Series.study_pk)
-                .subquery()
+            page = list_study_views(
+                session,
+                StudyFilter(state=RevisionState(state) if state else None),
+                limit=limit,
             )
-            query = (
-                select(
-                    Study,
-                    StudyRevision,
-                    series.c.series_count,
-                    series.c.modalities,
-                    Job.id,
-                    Job.state,
-                )
-                .join(
-                    StudyRevision,
-                    (StudyRevision.study_pk == Study.id)
-                    & (StudyRevision.revision == Study.current_revision),
-                )
-                .join(series, series.c.study_pk == Study.id, isouter=True)
-                .join(
-                    Job,
-                    (Job.study_pk == Study.id) & (Job.revision == Study.current_revision),
-                    isouter=True,
-                )
-                .order_by(Study.last_received_at.desc())
-                .limit(limit)
-            )
-            if state is not None:
-                query = query.where(StudyRevision.state == state)
-            return [
-                StudyRow(
-                    study_instance_uid=study.study_instance_uid,
-                    study_date=study.study_date,
-                    modalities=modalities or "",
-                    series_count=series_count or 0,
-                    instance_count=study.instance_count,
-                    revision=study.current_revision,
-                    state=revision.state.value,
-                    outcome=describe_outcome(
-                        revision.state,
-                        revision.outcome,
-                        revision.outcome_detail,
-                        dispatched=revision.dispatched_at is not None,
-                        job_id=job_id,
-                        job_state=job_state and job_state.value,
-                    ),
-                    last_received_at=study.last_received_at,
-                )
-                for study, revision, series_count, modalities, job_id, job_state in session.execute(
-                    query
-                )
-            ]
     finally:
         engine.dispose()
+    return [
+        StudyRow(
+            study_instance_uid=study.study_instance_uid,
+            study_date=study.study_date,
+            modalities=",".join(study.modalities),
+            series_count=study.series_count,
+            instance_count=study.instance_count,
+            revision=study.current_revision,
+            state=study.state.value,
+            outcome=study.outcome.text,
+            last_received_at=study.last_received_at,
+        )
+        for study in page.items
+    ]

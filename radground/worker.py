@@ -97,13 +97,16 @@ class SupervisedProcesses(Supervisor):
     ----------
     commands
         ``(name, argv)`` per child; the name is for the log ("gpu", "io").
+    pass_fds
+        File descriptors every child inherits (the web child's listening socket).
     """
 
     def __init__(self, commands: Sequence[tuple[str, list[str]]], *,
-                 on_exit: Callable[[str, int, int | None], None] | None = None) -> None:
+                 on_exit: Callable[[str, int, int | None], None] | None = None,
+                 pass_fds: Sequence[int] = ()) -> None:
         super().__init__(
             [
-                (name, functools.partial(subprocess.Popen, list(command)))
+                (name, functools.partial(subprocess.Popen, list(command), pass_fds=tuple(pass_fds)))
                 for name, command in commands
             ],
             on_exit=on_exit,

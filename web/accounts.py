@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from worklist.accounts_models import Account, ApiToken, Role, WebSession
@@ -28,14 +28,19 @@ __all__ = [
     "ROLE_SCOPES",
     "TOKEN_SCOPES",
     "AccountError",
+    "AccountSummary",
     "LoginPolicy",
     "LoginRefusedError",
     "Scope",
     "create_account",
     "end_session",
     "issue_token",
+    "list_accounts",
+    "list_tokens",
     "resolve_session",
     "resolve_token",
+    "revoke_token",
+    "set_account_disabled",
     "set_password",
     "start_session",
     "unlock_account",
@@ -253,3 +258,83 @@ def end_session(session: Session, identifier: str) -> Account | None:
     account = row.account
     session.delete(row)
     return account
+
+
+@dataclass(frozen=True)
+class AccountSummary:
+    """An account as the ``radground users list`` table and the console show it."""
+
+    name: str
+    role: Role
+    full_name: str
+    organisation: str
+    disabled: bool
+    #: Set while the account is locked after failed logins (UTC).
+    locked_until: datetime | None
+    created_at: datetime
+    last_login_at: datetime | None
+    #: API tokens neither revoked nor expired.
+    live_tokens: int
+
+
+def list_accounts(session: Session) -> list[AccountSummary]:
+    """Every account, by name."""
+    now = utcnow()
+    live = (
+        select(ApiToken.account_id, func.count().label("n"))
+        .where(
+            ApiToken.revoked_at.is_(None),
+            (ApiToken.expires_at.is_(None)) | (ApiToken.expires_at > now),
+        )
+        .group_by(ApiToken.account_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Account, func.coalesce(live.c.n, 0))
+        .outerjoin(live, live.c.account_id == Account.id)
+        .order_by(Account.name)
+    ).all()
+    return [
+        AccountSummary(
+            name=a.name, role=a.role, full_name=a.full_name, organisation=a.organisation,
+            disabled=a.disabled,
+            locked_until=a.locked_until if a.locked_until and a.locked_until > now else None,
+            created_at=a.created_at, last_login_at=a.last_login_at, live_tokens=int(tokens),
+        )
+        for a, tokens in rows
+    ]
+
+
+def set_account_disabled(session: Session, name: str, disabled: bool, *, actor: str) -> None:
+    """Disable an account (its sessions end; its tokens stop working) or enable it again."""
+    account = _account(session, name)
+    account.disabled = disabled
+    if disabled:
+        session.execute(delete(WebSession).where(WebSession.account_id == account.id))
+    audit(session, actor, "account-disabled" if disabled else "account-enabled", None,
+          f"account {name}")
+
+
+def list_tokens(session: Session, account_name: str) -> list[ApiToken]:
+    """The API tokens of an account, oldest first (revoked and expired ones too)."""
+    account = _account(session, account_name)
+    return list(
+        session.scalars(
+            select(ApiToken).where(ApiToken.account_id == account.id).order_by(ApiToken.id)
+        )
+    )
+
+
+def revoke_token(session: Session, token_id: int, *, actor: str) -> ApiToken:
+    """Revoke an API token at once; raises :class:`AccountError` for an unknown or revoked one."""
+    token = session.get(ApiToken, token_id, with_for_update=True)
+    if token is None:
+        raise AccountError(f"no API token with ID {token_id}")
+    if token.revoked_at is not None:
+        raise AccountError(
+            f"API token {token_id} was revoked already ({token.revoked_at:%Y-%m-%d})"
+        )
+    token.revoked_at = utcnow()
+    audit(session, actor, "token-revoked", None,
+          f"account {token.account.name} token {token_id} {token.label}")
+    return token

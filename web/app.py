@@ -5,9 +5,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
+from web.api import api_router
+from web.auth import Reader
 from web.context import WebContext
 from web.problems import install_problem_handlers
+from web.stow import router as stow_router
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -27,13 +32,20 @@ def create_app(context: WebContext) -> FastAPI:
         title="RadGround",
         summary="Studies, jobs, deliveries and actions of a RadGround node; DICOMweb STOW-RS.",
         version="1",
-        root_path=context.base_path,
-        openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        # served by _add_openapi_routes, which need the "read" permission
+        openapi_url=None,
+        docs_url=None,
         redoc_url=None,
     )
+    # Under a reverse proxy: paths with the prefix and without it (a proxy that strips it) both
+    # route, and URLs the application makes carry it (set here: FastAPI's constructor argument
+    # is deprecated in favour of the server's, which would prefix every path a second time).
+    app.root_path = context.base_path
     app.state.context = context
     install_problem_handlers(app)
+    _add_openapi_routes(app)
+    app.include_router(api_router, prefix=API_PREFIX)
+    app.include_router(stow_router)
 
     @app.middleware("http")
     async def security_headers(
@@ -45,3 +57,20 @@ def create_app(context: WebContext) -> FastAPI:
         return response
 
     return app
+
+
+def _add_openapi_routes(app: FastAPI) -> None:
+    """The OpenAPI document and its Swagger UI, for signed-in readers (only ``/healthz`` is
+    served without authentication)."""
+    document_path = f"{API_PREFIX}/openapi.json"
+
+    @app.get(document_path, include_in_schema=False)
+    async def openapi_document(principal: Reader) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get(f"{API_PREFIX}/docs", include_in_schema=False)
+    async def openapi_docs(request: Request, principal: Reader) -> HTMLResponse:
+        root_path = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=root_path + document_path, title=f"{app.title} API"
+        )

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from dicom_node.ingest import InstanceIngest
 from web.accounts import LoginPolicy
+from web.runtime_info import ModelFile, NodeProbe
 from worklist.context import PipelineContext
 
 __all__ = ["WebContext", "web_context"]
@@ -22,12 +24,22 @@ class WebContext:
     #: For operator actions (they enqueue the next step) and the configured routes, destinations
     #: and folders.
     pipeline: PipelineContext
+    #: The configured models (the API shows their ONNX metadata).
+    models: tuple[ModelFile, ...] = ()
+    #: Free space ``storage.root`` keeps (the node refuses instances below it).
+    storage_reserve_bytes: int = 0
+    #: Listeners, associations and workers as the running node sees them; ``None`` in a process
+    #: without the node (``radground web`` alone).
+    node_probe: NodeProbe | None = None
     #: Lock-out and session expiry.
     login_policy: LoginPolicy = field(default_factory=LoginPolicy)
     #: The path prefix under a reverse proxy ("" or "/radground").
     base_path: str = ""
     #: STOW-RS requests above this size are refused with 413.
     stow_max_request_bytes: int = 4096 * 1024 * 1024
+    #: The node's one ingest path (the Storage SCP's store and index hook) for STOW-RS; ``None``:
+    #: this process does not ingest (STOW-RS answers 503).
+    ingest: InstanceIngest | None = None
 
 
 def web_context(request: Request) -> WebContext:

@@ -6,8 +6,17 @@ Its exceptions derive from :class:`WorklistError` (:mod:`worklist.errors`).
 from worklist.errors import (
     IncompatibleKombuError,
     InvalidFhirRequestError,
+    InvalidFilterError,
     JobActionError,
+    NotFoundError,
     WorklistError,
 )
 
-__all__ = ["IncompatibleKombuError", "InvalidFhirRequestError", "JobActionError", "WorklistError"]
+__all__ = [
+    "IncompatibleKombuError",
+    "InvalidFhirRequestError",
+    "InvalidFilterError",
+    "JobActionError",
+    "NotFoundError",
+    "WorklistError",
+]

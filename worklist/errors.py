@@ -8,7 +8,14 @@ keep that base too.
 
 from __future__ import annotations
 
-__all__ = ["IncompatibleKombuError", "InvalidFhirRequestError", "JobActionError", "WorklistError"]
+__all__ = [
+    "IncompatibleKombuError",
+    "InvalidFhirRequestError",
+    "InvalidFilterError",
+    "JobActionError",
+    "NotFoundError",
+    "WorklistError",
+]
 
 
 class WorklistError(Exception):
@@ -22,6 +29,20 @@ class IncompatibleKombuError(WorklistError, RuntimeError):
 
 class JobActionError(WorklistError, ValueError):
     """An operator action (retry, reprocess) does not apply: no such job or study, wrong state."""
+
+
+class NotFoundError(JobActionError, LookupError):
+    """An operator action names a job, delivery or study that is not in the database."""
+
+
+class InvalidFilterError(WorklistError, ValueError):
+    """A filter or page of a read view (:mod:`worklist.views`) is unusable; ``parameter`` names
+    the filter field at fault."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(f"{parameter}: {message}")
+        self.parameter = parameter
+        self.reason = message
 
 
 class InvalidFhirRequestError(WorklistError, ValueError):

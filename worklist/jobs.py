@@ -1,21 +1,28 @@
-"""Operator actions on jobs and studies (the caller owns the transaction where one is passed)."""
+"""Operator actions on jobs, deliveries and studies (the caller owns the transaction where a
+session is passed). Each writes an audit event naming the actor and where it came from
+(``source``: the client address of a web request) and raises
+:class:`~worklist.errors.NotFoundError` for an unknown ID, :class:`~worklist.errors.JobActionError`
+when the action does not apply in the current state."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from worklist.context import PipelineContext
-from worklist.db import utcnow
-from worklist.errors import JobActionError
+from worklist.db import updated_rows, utcnow
+from worklist.errors import JobActionError, NotFoundError
 from worklist.jobs_models import AuditEvent, Delivery, DeliveryState, Job, JobState
 from worklist.models import RevisionState, Study, StudyRevision
 
-__all__ = ["reprocess_study", "retry_job"]
+__all__ = ["cancel_job", "reprocess_study", "retry_delivery", "retry_job"]
+
+#: The states an operator retry applies to.
+RETRYABLE_STATES = (JobState.FAILED, JobState.DEAD, JobState.CANCELLED)
 
 
-def retry_job(ctx: PipelineContext, job_id: int, *, actor: str) -> str:
-    """Retry a failed or dead job from the step it stopped at; returns what was done.
+def retry_job(ctx: PipelineContext, job_id: int, *, actor: str, source: str = "") -> str:
+    """Retry a failed, dead or cancelled job from the step it stopped at; returns what was done.
 
     A job with outputs that were not built is exported again (same UIDs) and
     its failed deliveries start over; a job that failed in delivery keeps its
@@ -27,10 +34,11 @@ def retry_job(ctx: PipelineContext, job_id: int, *, actor: str) -> str:
     with ctx.sessions.begin() as session:
         job = session.get(Job, job_id, with_for_update=True)
         if job is None:
-            raise JobActionError(f"no job {job_id}")
-        if job.state not in (JobState.FAILED, JobState.DEAD):
+            raise NotFoundError(f"no job {job_id}")
+        if job.state not in RETRYABLE_STATES:
             raise JobActionError(
-                f"job {job_id} is {job.state.value}; only failed or dead jobs can be retried"
+                f"job {job_id} is {job.state.value}; only failed, dead or cancelled jobs can be "
+                "retried"
             )
         failed = list(session.scalars(select(Delivery).where(
             Delivery.job_id == job_id, Delivery.state == DeliveryState.FAILED)))
@@ -80,7 +88,8 @@ def retry_job(ctx: PipelineContext, job_id: int, *, actor: str) -> str:
             job.output_errors = None
             message = f"job {job_id}: queued for inference again"
         session.add(
-            AuditEvent(at=utcnow(), actor=actor, action="job-retry", job_id=job_id, detail=message)
+            AuditEvent(at=utcnow(), actor=actor, action="job-retry", job_id=job_id, detail=message,
+                       source=source)
         )
     if export:
         ctx.enqueue.export(job_id)
@@ -92,7 +101,9 @@ def retry_job(ctx: PipelineContext, job_id: int, *, actor: str) -> str:
     return message
 
 
-def reprocess_study(session: Session, study_instance_uid: str, *, actor: str) -> int:
+def reprocess_study(
+    session: Session, study_instance_uid: str, *, actor: str, source: str = ""
+) -> int:
     """Open a new, immediately ready revision of a study; returns its number.
 
     The completion monitor dispatches it like any ready revision, so the study
@@ -102,7 +113,7 @@ def reprocess_study(session: Session, study_instance_uid: str, *, actor: str) ->
         select(Study).where(Study.study_instance_uid == study_instance_uid).with_for_update()
     ).scalar_one_or_none()
     if study is None:
-        raise JobActionError(f"no study {study_instance_uid} in the index")
+        raise NotFoundError(f"no study {study_instance_uid} in the index")
     now = utcnow()
     study.current_revision += 1
     session.add(
@@ -118,5 +129,79 @@ def reprocess_study(session: Session, study_instance_uid: str, *, actor: str) ->
         )
     )
     session.add(AuditEvent(at=now, actor=actor, action="reprocess", job_id=None,
-                           detail=f"revision {study.current_revision}"))
+                           detail=f"revision {study.current_revision}", source=source))
     return study.current_revision
+
+
+def retry_delivery(
+    ctx: PipelineContext, delivery_id: int, *, actor: str, source: str = ""
+) -> str:
+    """Try one failed delivery again from the start; returns what was done.
+
+    The delivery goes back to pending with its attempts and retry clock reset (every object is
+    sent again: destinations are idempotent) and is enqueued after the commit; a failed job
+    goes back to delivering and settles again when its deliveries end.
+    """
+    with ctx.sessions.begin() as session:
+        delivery = session.get(Delivery, delivery_id, with_for_update=True)
+        if delivery is None:
+            raise NotFoundError(f"no delivery {delivery_id}")
+        job = session.get_one(Job, delivery.job_id, with_for_update=True)
+        if delivery.state is not DeliveryState.FAILED:
+            raise JobActionError(
+                f"delivery {delivery_id} is {delivery.state.value}; only a failed delivery can "
+                "be retried"
+            )
+        if job.state not in (JobState.FAILED, JobState.DELIVERING):
+            raise JobActionError(
+                f"job {job.id} of delivery {delivery_id} is {job.state.value}; retry the job"
+            )
+        if job.output_errors and delivery.attempts == 0:
+            raise JobActionError(
+                f"delivery {delivery_id} was never sent because its outputs were not built; "
+                f"retry job {job.id} to build them again"
+            )
+        delivery.state, delivery.attempts = DeliveryState.PENDING, 0
+        delivery.last_error = delivery.operation_outcome = None
+        delivery.retry_until = delivery.remaining_objects = delivery.next_attempt_at = None
+        now = utcnow()
+        if job.state is JobState.FAILED:
+            job.state, job.finished_at, job.last_error = JobState.DELIVERING, None, None
+        job.retries += 1
+        job.updated_at = now
+        message = f"delivery {delivery_id} to {delivery.destination} starts over"
+        session.add(
+            AuditEvent(at=now, actor=actor, action="delivery-retry", job_id=job.id, detail=message,
+                       source=source)
+        )
+    ctx.enqueue.delivery(delivery_id, 0)
+    return message
+
+
+def cancel_job(session: Session, job_id: int, *, actor: str, source: str = "") -> str:
+    """Cancel a queued job: no step runs it (a message already sent finds it cancelled and
+    does nothing); ``retry_job`` queues it again. Returns what was done."""
+    now = utcnow()
+    cancelled = updated_rows(
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == JobState.QUEUED)
+            .values(
+                state=JobState.CANCELLED,
+                updated_at=now,
+                finished_at=now,
+                last_error=f"cancelled by {actor}",
+            )
+        )
+    )
+    if not cancelled:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise NotFoundError(f"no job {job_id}")
+        raise JobActionError(
+            f"job {job_id} is {job.state.value}; only a queued job can be cancelled"
+        )
+    message = f"job {job_id} cancelled"
+    session.add(AuditEvent(at=now, actor=actor, action="job-cancel", job_id=job_id, detail=message,
+                           source=source))
+    return message

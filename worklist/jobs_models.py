@@ -37,6 +37,8 @@ class JobState(enum.StrEnum):
     FAILED = "failed"
     #: Its task kept dying (worker killed, out of memory): not retried automatically.
     DEAD = "dead"
+    #: An operator cancelled it while it was queued; no step runs it (a retry queues it again).
+    CANCELLED = "cancelled"
 
 
 class DeliveryState(enum.StrEnum):
@@ -52,6 +54,11 @@ class Job(Base):
     __table_args__ = (
         UniqueConstraint("study_pk", "revision", "route"),
         Index("ix_jobs_state_updated_at", "state", "updated_at"),
+        # the read views (worklist.views): newest first, by state or route, a day's finished jobs
+        Index("ix_jobs_created_at", "created_at"),
+        Index("ix_jobs_state_created_at", "state", "created_at"),
+        Index("ix_jobs_route_created_at", "route", "created_at"),
+        Index("ix_jobs_finished_at", "finished_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -65,6 +65,8 @@ class Study(Base):
     """A study (Study Instance UID) and the revision it is currently in."""
 
     __tablename__ = "studies"
+    #: the read views list studies newest first (worklist.views)
+    __table_args__ = (Index("ix_studies_last_received_at", "last_received_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
@@ -92,6 +94,8 @@ class StudyRevision(Base):
     __table_args__ = (
         UniqueConstraint("study_pk", "revision"),
         Index("ix_study_revisions_state_last_received_at", "state", "last_received_at"),
+        Index("ix_study_revisions_opened_at", "opened_at"),
+        Index("ix_study_revisions_dispatched_at", "dispatched_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -131,6 +135,8 @@ class Series(Base):
     """A series (Series Instance UID) of a study."""
 
     __tablename__ = "series"
+    #: the read views filter studies by modality (worklist.views)
+    __table_args__ = (Index("ix_series_modality_study_pk", "modality", "study_pk"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     series_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
@@ -148,6 +154,10 @@ class Instance(Base):
     """A stored SOP instance and where its file is."""
 
     __tablename__ = "instances"
+    #: the read views filter studies by the AE title that sent them (worklist.views)
+    __table_args__ = (
+        Index("ix_instances_calling_ae_title_series_pk", "calling_ae_title", "series_pk"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)

@@ -269,7 +269,9 @@ def _fail(ctx: PipelineContext, job_id: int, reason: str, *, attempt: int | None
     """Mark the job failed; with ``attempt``, only while that inference attempt still holds it."""
     with ctx.sessions.begin() as session:
         job = session.get(Job, job_id, with_for_update=True)
-        if job is None or job.state in (JobState.DONE, JobState.FAILED, JobState.DEAD):
+        if job is None or job.state in (
+            JobState.DONE, JobState.FAILED, JobState.DEAD, JobState.CANCELLED
+        ):
             return
         if attempt is not None and (
             job.state is not JobState.INFERRING

@@ -16,7 +16,8 @@ def runner(monkeypatch):
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["serve"], ["echo"], ["send"], ["studies"], ["routes", "test"], ["db", "upgrade"]],
+    [[], ["serve"], ["echo"], ["send"], ["studies"], ["routes", "test"], ["db", "upgrade"],
+     ["web"], ["users"], ["users", "token"]],
 )
 def test_every_command_explains_itself(runner, command):
     result = runner.invoke(cli, [*command, "--help"])

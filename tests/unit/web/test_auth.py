@@ -168,4 +168,4 @@ def test_passwords_are_stored_as_argon2id(web_context):
 
 
 def test_client_fixture_is_usable(client: TestClient):
-    assert client.get("/api/v1/openapi.json").status_code == 200
+    assert client.get("/api/v1/openapi.json").status_code == 401  # only /healthz is public
