@@ -88,15 +88,17 @@ class NodeIdentity:
 @dataclass(frozen=True)
 class DicomPeer:
     """Another application: its AE title and host (IP address or name); for an HTTP or MLLP
-    peer its URL, which is then its UserID."""
+    peer its URL, for an HTTP client the account it signed in with (either is then its
+    UserID)."""
 
     ae_title: str
     host: str
     url: str = ""
+    user: str = ""
 
     def participant(self, *, requestor: bool, role: AuditCode) -> ActiveParticipant:
         return ActiveParticipant(
-            user_id=self.url or self.ae_title.strip() or self.host,
+            user_id=self.user or self.url or self.ae_title.strip() or self.host,
             user_is_requestor=requestor,
             role_id_codes=(role,),
             alternative_user_id=f"AETITLES={self.ae_title.strip()}" if self.ae_title.strip()

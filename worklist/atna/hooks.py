@@ -4,6 +4,8 @@
   association, DICOM Instances Transferred (received) per study per association.
 - :func:`delivery_attempted`: a delivery attempt → DICOM Instances Transferred (sent) to that
   destination.
+- :func:`instances_stored_over_http`: instances a STOW-RS request stored → DICOM Instances
+  Transferred (received) per study.
 - :func:`data_exported`: studies written out of the node by a person or process (``review
   export``) → Export.
 - :func:`study_objects`: the participant objects of indexed studies, for any of these.
@@ -28,7 +30,13 @@ from worklist.destinations import DeliveryOutcome
 from worklist.jobs_models import Artifact, Delivery, Job
 from worklist.models import Instance, Patient, Series, Study
 
-__all__ = ["data_exported", "delivery_attempted", "scp_hooks", "study_objects"]
+__all__ = [
+    "data_exported",
+    "delivery_attempted",
+    "instances_stored_over_http",
+    "scp_hooks",
+    "study_objects",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -167,3 +175,34 @@ def data_exported(session: Session, *, exporter: str, destination: str,
         events.data_export, exporter=exporter, destination=destination, studies=studies,
         client_address=client_address, succeeded=succeeded,
     )
+
+
+def instances_stored_over_http(
+    sessions: Any, stored: Sequence[tuple[str, str]], *, user: str, client_address: str,
+) -> None:
+    """Record DICOM Instances Transferred (received) for one STOW-RS request: ``stored`` holds
+    the (Study Instance UID, SOP Class UID) of each instance it stored; one message per study,
+    its patient read from the index. ``sessions`` makes database sessions. Never raises."""
+    if atna.installed() is None or not stored:
+        return
+    by_study: dict[str, list[str]] = {}
+    for study_uid, sop_class_uid in stored:
+        by_study.setdefault(study_uid, []).append(sop_class_uid)
+    peer = events.DicomPeer("", client_address, user=user)
+    try:
+        with sessions() as session:
+            indexed = {s.study_instance_uid: s for s in study_objects(session, list(by_study))}
+    except Exception as exc:  # noqa: BLE001 - auditing never stops the work it audits
+        logger.error("STOW-RS: patients not read for the audit message (%s)", type(exc).__name__)
+        indexed = {}
+    for study_uid, sop_classes in by_study.items():
+        known = indexed.get(study_uid)
+        atna.record(
+            events.instances_transferred, received=True, peer=peer,
+            study=events.StudyObjects(
+                study_instance_uid=study_uid, sop_class_uids=tuple(sop_classes),
+                patient_id=known.patient_id if known else "",
+                issuer_of_patient_id=known.issuer_of_patient_id if known else "",
+                accession_number=known.accession_number if known else "",
+            ),
+        )
