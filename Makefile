@@ -7,7 +7,7 @@ serve: install          ## install and run the node on its embedded defaults (SQ
 test: install-test      ## install (with the DICOM peers and validators) and run every test
 	.venv/bin/python -m pytest
 
-lint: install-test      ## ruff (rules and line length from pyproject.toml) and mypy on the five packages
+lint: install-test      ## ruff (rules and line length from pyproject.toml) and mypy on the six packages
 	.venv/bin/ruff check .
 	.venv/bin/mypy
 

@@ -46,7 +46,7 @@ from worklist.db import make_session_factory
 from worklist.hooks import make_index_hook
 from worklist.migrate import upgrade_database
 
-__all__ = ["Node", "build_scp"]
+__all__ = ["Node", "build_scp", "instance_store"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,16 @@ class _ProcessLimiter:
         self._semaphore.release()
 
 
+def instance_store(settings: Settings) -> InstanceStore:
+    """Where received instances go (``[storage]``): the Storage SCP's and STOW-RS's one store."""
+    return InstanceStore(
+        settings.storage.root,
+        fsync=settings.storage.fsync,
+        duplicates=settings.storage.duplicates,
+        reserve_bytes=settings.storage.reserve_mb * 1024 * 1024,
+    )
+
+
 def build_scp(settings: Settings, *, limiter: Any = None, peer_counts: Any = None) -> StorageSCP:
     """A Storage SCP configured from ``settings``, indexing into its database.
 
@@ -71,17 +81,11 @@ def build_scp(settings: Settings, *, limiter: Any = None, peer_counts: Any = Non
     processes (default: this process's own).
     """
     engine = database_engine(settings)
-    store = InstanceStore(
-        settings.storage.root,
-        fsync=settings.storage.fsync,
-        duplicates=settings.storage.duplicates,
-        reserve_bytes=settings.storage.reserve_mb * 1024 * 1024,
-    )
     node = settings.node
     trail = atna.installed()
     on_refused, on_ended = scp_hooks(trail) if trail is not None else (None, None)
     return StorageSCP(
-        store,
+        instance_store(settings),
         ae_title=node.ae_title,
         on_stored=make_index_hook(engine),
         allowed_peers=[p.to_peer() for p in node.allowed_peers],

@@ -45,6 +45,7 @@ from worklist.routing import Route
 
 if TYPE_CHECKING:
     from celery import Celery
+    from sqlalchemy import Engine
 
 __all__ = [
     "build_context",
@@ -258,13 +259,16 @@ def retry_policy(settings: DeliverySettings) -> RetryPolicy:
     )
 
 
-def build_context(settings: Settings, *, enqueue: Enqueuer) -> PipelineContext:
-    """A pipeline context for this process (database engine and models created here)."""
+def build_context(
+    settings: Settings, *, enqueue: Enqueuer, engine: Engine | None = None
+) -> PipelineContext:
+    """A pipeline context for this process (database engine, unless given, and models created
+    here)."""
     from exporters import set_memoised_iod_lookups
 
     set_memoised_iod_lookups(settings.exporters.memoise_highdicom_iod_lookups)
     start_audit_trail(settings)  # deliveries are audited (IHE ATNA)
-    engine = database_engine(settings)
+    engine = engine or database_engine(settings)
     models: dict[str, LoadedModel] = {}
     lock = threading.Lock()
     cache_dir = Path(settings.workers.outputs_root).parent / "engines"

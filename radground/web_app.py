@@ -14,6 +14,7 @@ with every UID replaced by :func:`dicom_node.uids.short_uid` and no query string
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING
 from dicom_node.errors import PortInUseError
 from dicom_node.listening import bind_listening_socket
 from dicom_node.uids import short_uid
-from radground.settings import Settings, SettingsError, WebSettings
+from radground.settings import NodeSettings, Settings, SettingsError, WebSettings
 from radground.worker import SupervisedProcesses
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from web.context import WebContext
+    from web.runtime_info import NodeRuntime
     from worklist.context import LoadedModel
 
 __all__ = [
@@ -174,18 +176,39 @@ def _no_model_here(name: str) -> LoadedModel:
     )
 
 
+def probe_node(node: NodeSettings) -> NodeRuntime:
+    """The node's DICOM listener as this process sees it: alive when its port accepts a
+    connection within a fifth of a second (the web process may run apart from the node)."""
+    from web.runtime_info import Listener, NodeRuntime
+
+    host = "127.0.0.1" if node.host in ("", "0.0.0.0") else node.host
+    try:
+        with socket.create_connection((host, node.port), timeout=0.2):
+            alive = True
+    except OSError:
+        alive = False
+    return NodeRuntime(listeners=(Listener(node.ae_title, node.host, node.port, alive),))
+
+
 def build_web_context(settings: Settings) -> WebContext:
     """The web application's context: the database, a pipeline context whose actions enqueue
     Celery messages (``workers.broker_url``) and which loads no model, the login policy, the
     base path and the STOW-RS size limit."""
+    from dicom_node.ingest import InstanceIngest
+    from engine.default_model.config import ONNX_PATH as DEFAULT_ONNX_PATH
+    from radground.database import database_engine
+    from radground.node import instance_store
     from radground.runtime import build_context, configure_celery
     from web.accounts import LoginPolicy
     from web.context import WebContext
+    from web.runtime_info import ModelFile
     from worklist import tasks
+    from worklist.hooks import make_index_hook
 
     configure_celery(settings)
+    engine = database_engine(settings)
     pipeline = replace(
-        build_context(settings, enqueue=tasks.CeleryEnqueuer()),
+        build_context(settings, enqueue=tasks.CeleryEnqueuer(), engine=engine),
         models=_no_model_here,
         actor=f"web-{os.getpid()}",
     )
@@ -193,6 +216,16 @@ def build_web_context(settings: Settings) -> WebContext:
     return WebContext(
         sessions=pipeline.sessions,
         pipeline=pipeline,
+        models=tuple(
+            ModelFile(name, model.backend, Path(model.path) if model.path else DEFAULT_ONNX_PATH)
+            for name, model in settings.models.items()
+        ),
+        storage_reserve_bytes=settings.storage.reserve_mb * 1024 * 1024,
+        node_probe=functools.partial(probe_node, settings.node),
+        # STOW-RS: the same store and index hook as the Storage SCP (one ingest path)
+        ingest=InstanceIngest(
+            instance_store(settings), on_stored=make_index_hook(engine)
+        ),
         login_policy=LoginPolicy(
             max_failed_logins=web.max_failed_logins,
             lockout=timedelta(minutes=web.lockout_minutes),

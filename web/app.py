@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 
 from web.api import api_router
 from web.auth import Reader
@@ -60,17 +59,11 @@ def create_app(context: WebContext) -> FastAPI:
 
 
 def _add_openapi_routes(app: FastAPI) -> None:
-    """The OpenAPI document and its Swagger UI, for signed-in readers (only ``/healthz`` is
-    served without authentication)."""
+    """The OpenAPI document, for signed-in readers (only ``/healthz`` is served without
+    authentication). No Swagger UI: FastAPI's loads its scripts from a CDN, which a hospital
+    network does not reach; point any OpenAPI viewer at the document."""
     document_path = f"{API_PREFIX}/openapi.json"
 
     @app.get(document_path, include_in_schema=False)
     async def openapi_document(principal: Reader) -> JSONResponse:
         return JSONResponse(app.openapi())
-
-    @app.get(f"{API_PREFIX}/docs", include_in_schema=False)
-    async def openapi_docs(request: Request, principal: Reader) -> HTMLResponse:
-        root_path = request.scope.get("root_path", "")
-        return get_swagger_ui_html(
-            openapi_url=root_path + document_path, title=f"{app.title} API"
-        )

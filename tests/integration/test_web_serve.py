@@ -142,8 +142,6 @@ def test_web_alone_with_tls_under_a_base_path(tmp_path: Path):
         auth = {"Authorization": f"Bearer {token}"}
         answer = httpx.get(document, headers=auth, verify=trusted, timeout=10)
         assert answer.status_code == 200 and answer.json()["info"]["title"] == "RadGround"
-        docs = httpx.get(f"{base}/radground/api/v1/docs", headers=auth, verify=trusted, timeout=10)
-        assert docs.status_code == 200 and "'/radground/api/v1/openapi.json'" in docs.text
         # a proxy that strips the prefix reaches the same routes
         assert _status(f"{base}/api/v1/openapi.json", headers=auth, verify=trusted) == 200
         # TLS only, and a client that does not trust the certificate is refused

@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
-PACKAGES = ["dicom_node", "engine", "exporters", "worklist", "radground"]
+PACKAGES = ["dicom_node", "engine", "exporters", "worklist", "radground", "web"]
 
 
 def _make_recipe(target: str) -> list[str]:

@@ -526,22 +526,24 @@ def test_images_install_the_package_without_test_extras():
 
 
 def test_image_default_config_listens_on_all_interfaces(tmp_path):
-    """The runtime's sed turns config/radground.toml into the container's default config."""
+    """The runtime's sed turns config/radground.toml into the container's default config: the
+    DICOM node and the web surface listen on the container's network (its loopback is useless)."""
     (run,) = [r for r in stage_steps(dockerfile_stages()["runtime"], "RUN") if "sed -i" in r]
     expression = re.search(r"sed -i '([^']+)'", run).group(1)
     _, pattern, replacement, _ = expression.split("/")
     original = (REPO / "config" / "radground.toml").read_text()
     edited, count = re.subn(pattern, replacement, original, flags=re.MULTILINE)
-    assert count == 1
+    assert count == 2
     config = tmp_path / "radground.toml"
     config.write_text(edited)
     settings, defaults = load_settings(config), load_settings(REPO / "config" / "radground.toml")
-    assert settings.node.host == "0.0.0.0"
+    assert settings.node.host == settings.web.host == "0.0.0.0"
     changed = {
         key for key, value in settings.model_dump().items() if defaults.model_dump()[key] != value
     }
-    assert changed == {"node"}
+    assert changed == {"node", "web"}
     assert settings.node.model_copy(update={"host": defaults.node.host}) == defaults.node
+    assert settings.web.model_copy(update={"host": defaults.web.host}) == defaults.web
 
 
 def _dockerignore_patterns() -> list[tuple[bool, str]]:

@@ -244,8 +244,8 @@ def test_routes_models_node_and_dashboard(client, reader, rows):
     assert day["queue"]["jobs"]["queued"] == 1 and day["received"] >= 1
 
 
-def test_openapi_document(client):
-    response = client.get(f"{API}/openapi.json")
+def test_openapi_document(client, reader):
+    response = client.get(f"{API}/openapi.json", headers=reader)
     assert response.status_code == 200
     document = response.json()
     paths = document["paths"]
