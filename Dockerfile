@@ -13,7 +13,9 @@
 #       docker run --gpus all radground:gpu worker --queues gpu
 #
 # Both run as the unprivileged user "radground" (uid/gid 10001 in both, so
-# they can share volumes), keep their data under /var/lib/radground, and link
+# they can share volumes; never root, so Celery has no superuser to warn about),
+# keep their data under /var/lib/radground (0700: volumes mounted there start
+# with that mode; RadGround creates files 0600 in 0700 folders), and link
 # the shipped default model to /opt/radground/models/radground-cxr-det.onnx.
 # docker-compose.yml shows the cluster; docs/cluster.md explains it.
 
@@ -68,6 +70,7 @@ RUN groupadd --system --gid 10001 radground \
  && useradd --system --uid 10001 --gid radground --home-dir /var/lib/radground --shell /usr/sbin/nologin radground \
  && mkdir -p /var/lib/radground/instances /var/lib/radground/outputs /var/lib/radground/engines /opt/radground/models /etc/radground \
  && chown -R radground:radground /var/lib/radground \
+ && chmod -R u=rwX,go= /var/lib/radground \
  && ln -s "$(python3 -c 'from engine.default_model.config import ONNX_PATH; print(ONNX_PATH)')" \
           /opt/radground/models/radground-cxr-det.onnx \
  && test -f /opt/radground/models/radground-cxr-det.onnx
@@ -93,7 +96,8 @@ RUN apt-get update \
 RUN groupadd --system --gid 10001 radground \
  && useradd --system --uid 10001 --gid radground --home-dir /var/lib/radground --shell /usr/sbin/nologin radground \
  && mkdir -p /var/lib/radground/instances /var/lib/radground/outputs /var/lib/radground/engines /opt/radground/models \
- && chown -R radground:radground /var/lib/radground
+ && chown -R radground:radground /var/lib/radground \
+ && chmod -R u=rwX,go= /var/lib/radground
 COPY --from=build /opt/venv /opt/venv
 # The documented defaults, except that inside a container the node listens on
 # every interface. Mount another file here (or set RADGROUND_CONFIG) to configure it.

@@ -13,6 +13,9 @@ receiver knows the file's final place (it reads the data set's header
 meanwhile); then it is atomically renamed into place and the new directory
 entry is fsynced: after a crash a file is either complete or absent. Staged
 files a crash left behind are removed at the next start.
+
+Files are created ``0600`` and folders ``0700`` (:mod:`dicom_node.private_files`):
+a received instance is patient data.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ from dicom_node.errors import (
     InsufficientStorageError,
     InvalidInstanceError,
     StorageError,
+)
+from dicom_node.private_files import (
+    PRIVATE_FILE_MODE,
+    make_private_directories,
 )
 from dicom_node.uids import is_valid_uid
 
@@ -271,7 +278,7 @@ class InstanceStore:
         if reserve_bytes < 0:
             raise ValueError(f"reserve_bytes must be >= 0, got {reserve_bytes}")
         self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_private_directories(self.root)
         self.fsync = FsyncPolicy(fsync)
         self.duplicates = DuplicatePolicy(duplicates)
         self.reserve_bytes = reserve_bytes
@@ -357,7 +364,7 @@ class InstanceStore:
         self._ensure_dir(self._staging)
         staged = self._staging / f".{sop_instance_uid}.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
-            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
         except OSError as exc:
             raise _storage_error(exc) from exc
         try:
@@ -392,14 +399,9 @@ class InstanceStore:
         if directory in self._known_dirs:
             return
         with self._dir_lock:
-            created = []
-            current = directory
-            while not current.exists():
-                created.append(current)
-                current = current.parent
-            directory.mkdir(parents=True, exist_ok=True)
+            created = make_private_directories(directory)
             if self.fsync is FsyncPolicy.ALWAYS:
-                for path in reversed(created):
+                for path in created:
                     _fsync_dir(path.parent)
             self._known_dirs.add(directory)
             if len(self._known_dirs) > 10_000:

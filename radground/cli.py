@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -76,8 +77,10 @@ def cli(ctx: click.Context, config: Path | None) -> None:
     region-aware model on it, and returns grounded findings as DICOM SR/GSPS
     and FHIR. Start with `radground serve`; check a peer with `radground echo`.
     """
+    from dicom_node.private_files import PRIVATE_UMASK
     from radground.logs import silence_value_warnings
 
+    os.umask(PRIVATE_UMASK)  # what any command creates is the node user's alone, whoever started it
     silence_value_warnings()
     ctx.obj = _Context(config)
 

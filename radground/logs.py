@@ -35,6 +35,11 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("pynetdicom").setLevel(max(logging.ERROR, root.level))
     # highdicom logs the UIDs of the data sets it copies from at INFO.
     logging.getLogger("highdicom").setLevel(max(logging.WARNING, root.level))
+    # httpx logs every request's whole URL at INFO (a DICOMweb path can name a study), and
+    # httpcore the peer's response headers at DEBUG (Location, Set-Cookie); the destinations
+    # log their own line for each request, with the endpoint only.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
 def silence_value_warnings() -> None:

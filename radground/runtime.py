@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dicom_node.patches import PYNETDICOM_PATCHES
+from dicom_node.private_files import create_private_file
 from dicom_node.scu import Destination
 from exporters.hl7.enum import ProcessingId
 from radground.audit import start_audit_trail
 from radground.database import database_engine
+from radground.secret_files import check_private_file, read_secret_file
 from radground.settings import (
     AnyDestination,
     DeliverySettings,
@@ -113,7 +115,8 @@ def load_model(name: str, settings: ModelSettings, *, cache_dir: Path) -> Loaded
 
 
 def _secret(name: str, what: str, *, env: str, file: str) -> str:
-    """A secret from the environment variable ``env`` or the file ``file`` (stripped)."""
+    """A secret from the environment variable ``env`` or the file ``file`` (stripped; the
+    file must be the node user's alone, :mod:`radground.secret_files`)."""
     if env:
         value = os.environ.get(env, "")
         if not value:
@@ -121,15 +124,7 @@ def _secret(name: str, what: str, *, env: str, file: str) -> str:
                 f"destinations.{name}: {what} is read from ${env}, which is empty or unset"
             )
         return value
-    try:
-        value = Path(file).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise SettingsError(
-            f"destinations.{name}: {what} is read from {file}: {exc.strerror}"
-        ) from None
-    if not value:
-        raise SettingsError(f"destinations.{name}: {what} file {file} is empty")
-    return value
+    return read_secret_file(file, setting=f"destinations.{name}", what=what)
 
 
 def _credentials(name: str, section: _HttpAuthSection) -> tuple[str, str | None, str | None]:
@@ -169,6 +164,7 @@ def _http_auth(name: str, section: DicomWebDestination) -> HttpAuth:
 def _tls(name: str, section: _TlsSection, *, wanted: bool) -> TlsOptions | None:
     if not wanted:
         return None
+    _check_client_key(name, section)
     try:
         return TlsOptions(
             verify=section.tls_verify,
@@ -178,6 +174,26 @@ def _tls(name: str, section: _TlsSection, *, wanted: bool) -> TlsOptions | None:
         )
     except ValueError as exc:
         raise SettingsError(f"destinations.{name}: {exc}") from None
+
+
+def _check_client_key(name: str, section: _TlsSection) -> None:
+    """Refuse a client private key its group or others may read (the key file, or the
+    certificate file when the key is in it)."""
+    setting = f"destinations.{name}"
+    if section.client_key:
+        check_private_file(section.client_key, setting=setting, what="the TLS client key")
+        return
+    if section.client_cert and _holds_private_key(Path(section.client_cert)):
+        check_private_file(
+            section.client_cert, setting=setting, what="the TLS client certificate and key"
+        )
+
+
+def _holds_private_key(path: Path) -> bool:
+    try:
+        return b"PRIVATE KEY-----" in path.read_bytes()
+    except OSError:
+        return False  # TlsOptions names the unreadable file
 
 
 def _tls_configured(section: _TlsSection) -> bool:
@@ -312,7 +328,7 @@ def configure_celery(settings: Settings) -> Celery:
     broker = settings.workers.broker_url
     sqlite_file = sqlite_broker_path(broker)
     if sqlite_file is not None:
-        sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+        create_private_file(sqlite_file)  # 0600 before SQLite opens it, as the index
     return tasks.configure(
         broker_url=broker,
         context_factory=lambda: build_context(settings, enqueue=tasks.CeleryEnqueuer()),

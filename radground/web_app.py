@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from dicom_node.errors import PortInUseError
 from dicom_node.listening import bind_listening_socket
 from dicom_node.uids import short_uid
+from radground.secret_files import check_private_file
 from radground.settings import NodeSettings, Settings, SettingsError, WebSettings
 from radground.worker import SupervisedProcesses
 
@@ -95,7 +96,8 @@ def claim_web_port(settings: WebSettings) -> socket.socket:
 
 
 def check_tls_files(settings: WebSettings) -> None:
-    """Refuse, before anything starts, a TLS certificate and key that cannot be loaded.
+    """Refuse, before anything starts, a TLS certificate and key that cannot be loaded, or a
+    key file its group or others may read (:func:`radground.secret_files.check_private_file`).
 
     Raises
     ------
@@ -104,6 +106,7 @@ def check_tls_files(settings: WebSettings) -> None:
     """
     if settings.tls_certificate is None or settings.tls_key is None:
         return
+    check_private_file(settings.tls_key, setting="web.tls_key", what="the TLS key")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         context.load_cert_chain(str(settings.tls_certificate), str(settings.tls_key))

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import CursorResult, DateTime, Engine, MetaData, Result, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+from dicom_node.private_files import create_private_file
 
 __all__ = [
     "Base",
@@ -104,7 +105,8 @@ def create_db_engine(url: str, *, echo: bool = False, durable_commits: bool = Tr
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            # 0600 before SQLite opens it: its -wal, -shm and -journal files take this mode
+            create_private_file(parsed.database)
         engine = create_engine(
             url, echo=echo, connect_args={"timeout": 30, "isolation_level": None}
         )

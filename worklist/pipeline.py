@@ -25,6 +25,7 @@ from pydicom.dataset import Dataset
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from dicom_node.private_files import PRIVATE_FILE_MODE, make_private_directories
 from dicom_node.uids import short_uid
 from engine.report import GroundedReport, Task
 from exporters.protocol import Artifact as BuiltArtifact
@@ -302,9 +303,17 @@ def _source_headers(
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``path`` whole or not at all, ``0600`` in ``0700`` folders (outputs name the
+    patient)."""
+    make_private_directories(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+    try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)  # a file a crashed attempt left keeps no other mode
+        with os.fdopen(fd, "wb", closefd=False) as out:
+            out.write(data)
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
 
 

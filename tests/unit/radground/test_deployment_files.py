@@ -501,9 +501,34 @@ def test_default_image_is_the_slim_runtime_running_radground_serve():
 
 
 def test_images_run_as_an_unprivileged_user():
+    """The last USER of each image is a system user the stage creates with a non-zero uid
+    (so Celery never runs as a superuser), owning its data folder, which only it may open."""
     for name in ("runtime", "gpu"):
-        users = stage_steps(dockerfile_stages()[name], "USER")
+        stage = dockerfile_stages()[name]
+        users = stage_steps(stage, "USER")
         assert users and users[-1].split(":")[0] not in {"root", "0"}, name
+        user = users[-1].split(":")[0]
+        runs = " ".join(stage_steps(stage, "RUN"))
+        created = re.search(rf"useradd (?:--?\S+ \S+ |--system )*?--uid (\d+)[^&]*? {user}\b",
+                            runs)
+        assert created and int(created.group(1)) >= 1000, f"{name}: {user} is not created"
+        home = re.search(rf"--home-dir (\S+)[^&]*? {user}\b", runs).group(1)
+        assert f"chown -R {user}:{user} {home}" in runs, name
+        assert re.search(rf"chmod -R u=rwX,go= {home}(\s|$)", runs), name
+        steps = [keyword for keyword, _ in stage["steps"]]
+        assert stage_steps(stage, "WORKDIR")[-1] == home, name
+        last_user = len(steps) - 1 - steps[::-1].index("USER")
+        assert "RUN" not in steps[last_user:], f"{name}: RUN after USER {user}"
+
+
+def test_compose_services_keep_the_images_user_and_no_privileges(compose):
+    for name in RADGROUND_SERVICES:
+        service = compose["services"][name]
+        assert str(service.get("user", "radground")).split(":")[0] not in {"root", "0"}, name
+        assert not service.get("privileged"), name
+        assert not service.get("cap_add"), name
+        environment = service_environment(service)
+        assert "C_FORCE_ROOT" not in environment, name  # Celery's switch to run as root
 
 
 def test_entrypoint_is_the_radground_console_script():

@@ -63,6 +63,7 @@ def test_a_taken_web_port_names_the_setting_and_the_holder():
 def test_unreadable_tls_files_are_refused_before_start(tmp_path: Path):
     bad = tmp_path / "cert.pem"
     bad.write_text("not a certificate")
+    bad.chmod(0o600)
     with pytest.raises(SettingsError, match="web.tls_certificate"):
         check_tls_files(WebSettings(tls_certificate=bad, tls_key=bad))
     with pytest.raises(SettingsError, match="No such file"):

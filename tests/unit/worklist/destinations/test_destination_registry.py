@@ -123,6 +123,7 @@ def test_each_section_builds_its_type_target(monkeypatch):
 def test_a_secret_can_come_from_a_file_and_a_missing_one_is_named(tmp_path, monkeypatch):
     token = tmp_path / "token"
     token.write_text("tok-from-file\n")
+    token.chmod(0o600)
     section = DicomWebDestination(url="https://vna/dw", auth="bearer", token_file=str(token))
     target = build_destination("VNA", section, calling_ae_title="RG")
     assert target.auth.headers() == {"Authorization": "Bearer tok-from-file"}
