@@ -6,6 +6,7 @@ from __future__ import annotations
 import getpass
 from pathlib import Path
 
+from radground.secret_files import check_private_file
 from radground.settings import AuditSettings, Settings
 from worklist import atna
 from worklist.atna import events
@@ -20,6 +21,9 @@ _installed_for: tuple[AuditSettings, str] | None = None
 
 def _transport(audit: AuditSettings) -> AuditTransport:
     if audit.transport == "tls":
+        if audit.client_key_file:  # refused when its group or others may read it
+            check_private_file(audit.client_key_file, setting="audit.client_key_file",
+                               what="the audit repository client key")
         return atna.SyslogTlsTransport(audit.host, audit.port, atna.TlsClientOptions(
             ca_file=Path(audit.ca_file),
             client_cert_file=Path(audit.client_cert_file) if audit.client_cert_file else None,
@@ -38,8 +42,9 @@ def start_audit_trail(settings: Settings) -> atna.AuditTrail | None:
     installed when it was built from the same settings, else a new one replacing it; ``None``
     when ``[audit] enabled`` is false.
 
-    Raises ``OSError`` / ``ssl.SSLError`` for an unreadable CA bundle or client key (start-up
-    fails, naming it), never for an unreachable repository.
+    Raises :class:`~radground.settings.SettingsError` for a client key its group or others may
+    read, ``OSError`` / ``ssl.SSLError`` for an unreadable CA bundle or client certificate
+    (start-up fails, naming it); never for an unreachable repository.
     """
     global _installed_for
     audit = settings.audit

@@ -53,3 +53,25 @@ def test_the_trail_follows_the_settings(tmp_path: Path):
         assert atna.installed() is None
     finally:
         stop_audit_trail()
+
+
+def test_a_client_key_others_may_read_refuses_to_start(tmp_path: Path):
+    import pytest
+
+    from radground.settings import SettingsError
+    from tests.integration.tls import self_signed_certificate
+
+    cert, key = self_signed_certificate(tmp_path / "client")
+    key.chmod(0o644)
+    settings = Settings(audit=AuditSettings(
+        transport="tls", host="127.0.0.1", ca_file=str(cert), client_cert_file=str(cert),
+        client_key_file=str(key), spool_dir=tmp_path / "s",
+    ))
+    with pytest.raises(SettingsError, match=r"audit\.client_key_file.*chmod 600"):
+        start_audit_trail(settings)
+    assert atna.installed() is None
+    key.chmod(0o600)
+    try:
+        assert start_audit_trail(settings) is not None
+    finally:
+        stop_audit_trail()

@@ -186,3 +186,34 @@ def test_close_keeps_what_was_not_sent_for_the_next_start(tmp_path):
     trail.event(events.application_activity, started=False)
     trail.close(timeout=0.5)
     assert len(atna.Spool(tmp_path / "s")) == 1
+
+
+def test_tls_transport_presents_its_client_certificate(tmp_path):
+    from tests.integration.tls import self_signed_certificate
+
+    server_cert, server_key = self_signed_certificate(tmp_path / "server")
+    client_cert, client_key = self_signed_certificate(tmp_path / "client")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(server_cert), str(server_key))
+    context.verify_mode = ssl.CERT_REQUIRED  # mutual TLS: the repository checks the node
+    context.load_verify_locations(str(client_cert))
+    listener = socket.create_server(("127.0.0.1", 0))
+    peers: list[dict] = []
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with context.wrap_socket(connection, server_side=True) as tls:
+            peers.append(tls.getpeercert())
+            while tls.recv(65536):
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    transport = SyslogTlsTransport("127.0.0.1", listener.getsockname()[1], TlsClientOptions(
+        ca_file=server_cert, client_cert_file=client_cert, client_key_file=client_key,
+    ))
+    transport.send(syslog_message(_xml(), hostname="h"))
+    transport.close()
+    thread.join(5)
+    listener.close()
+    assert peers and dict(x[0] for x in peers[0]["subject"])["commonName"] == "127.0.0.1"
