@@ -14,9 +14,13 @@ import numpy as np
 from PIL import Image
 
 from engine.report import Finding
+from exporters.pr.content import finding_label
 from exporters.preview import Overlay, render_overlay
 
 __all__ = ["PREVIEW_COLOURS", "draw_findings"]
+
+#: Labels are cut at this many UTF-8 bytes (as on the Secondary Capture images).
+_LABEL_BYTES = 120
 
 #: Colour of the n-th finding (cycled), sRGB.
 PREVIEW_COLOURS: tuple[tuple[int, int, int], ...] = (
@@ -42,7 +46,9 @@ def draw_findings(
         Findings whose regions are in that image's pixel space.
     languages
         Label languages, joined with `` / `` (e.g. ``("en", "zh-CN")``); the
-        finding's confidence follows when it has one.
+        finding's confidence follows when it has one (the labels of the
+        presentation states and the web console's pictures:
+        :func:`exporters.pr.content.finding_label`).
     sop_instance_uid
         Draw only regions on this image; ``None`` draws all regions.
 
@@ -56,9 +62,7 @@ def draw_findings(
         array = (np.clip(array.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     overlays: list[Overlay] = []
     for index, finding in enumerate(findings):
-        label = " / ".join(finding.label.get(lang) or finding.label.primary for lang in languages)
-        if finding.confidence is not None:
-            label += f" {finding.confidence:.2f}"
+        label = finding_label(finding, languages, max_bytes=_LABEL_BYTES)
         colour = PREVIEW_COLOURS[index % len(PREVIEW_COLOURS)]
         overlays.extend(
             Overlay(region.box, label, colour)

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from web.api import api_router
 from web.auth import Reader
+from web.console import install_console
 from web.context import WebContext
 from web.problems import install_problem_handlers
 from web.stow import router as stow_router
@@ -45,6 +46,7 @@ def create_app(context: WebContext) -> FastAPI:
     _add_openapi_routes(app)
     app.include_router(api_router, prefix=API_PREFIX)
     app.include_router(stow_router)
+    install_console(app)
 
     @app.middleware("http")
     async def security_headers(

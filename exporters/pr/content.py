@@ -99,16 +99,24 @@ def truncate_utf8(text: str, max_bytes: int, *, ellipsis: str = "\u2026") -> str
     return encoded.decode("utf-8", errors="ignore").rstrip() + ellipsis
 
 
-def finding_label(finding: Finding, language: str, *, max_bytes: int = ST_MAX_CHARS) -> str:
+def finding_label(
+    finding: Finding, language: str | Sequence[str], *, max_bytes: int = ST_MAX_CHARS
+) -> str:
     """The text drawn beside a finding's regions.
 
     The finding's label in ``language`` (falling back to its primary language),
     followed by the model's confidence as a percentage when the model gave one,
     cut at ``max_bytes`` UTF-8 bytes (default: the ST limit of Unformatted Text
-    Value, PS3.3 C.10.5).
+    Value, PS3.3 C.10.5). Several languages (``("en", "zh-CN")``, for a bilingual
+    preview) give the label in each, the same text once, joined by `` / ``.
     """
-    label = finding.label.get(language) or finding.label.primary
-    label = " ".join(label.split())
+    languages = (language,) if isinstance(language, str) else tuple(language)
+    labels: list[str] = []
+    for tag in languages:
+        text = " ".join((finding.label.get(tag) or finding.label.primary).split())
+        if text not in labels:
+            labels.append(text)
+    label = " / ".join(labels)
     suffix = "" if finding.confidence is None else f" ({finding.confidence:.0%})"
     head = truncate_utf8(label, max_bytes - len(suffix.encode("utf-8")))
     return head + suffix

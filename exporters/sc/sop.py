@@ -155,7 +155,7 @@ def render_preview(
     report: GroundedReport,
     source: Dataset,
     *,
-    language: str,
+    language: str | Sequence[str],
     frame: int | None = None,
     graphic_color: tuple[int, int, int] | Mapping[FindingKind, tuple[int, int, int]] | None = None,
     window: tuple[float, float] | None = None,
@@ -163,6 +163,8 @@ def render_preview(
     """The picture a Secondary Capture image holds, as a PIL image (for a web page or an
     e-mail): ``source`` (or one frame of it) with the report's regions on it.
 
+    ``language`` is one BCP-47 tag, or several for bilingual labels (each finding's label
+    in each language, joined by `` / ``: :func:`exporters.pr.content.finding_label`).
     Regions on other images are ignored; boxes are clipped as in the
     presentation states.
     """
@@ -184,7 +186,7 @@ def _picture(
     *,
     frame: int | None,
     window: tuple[float, float] | None,
-    language: str,
+    language: str | Sequence[str],
     styles: Mapping[FindingKind, LayerStyle],
 ) -> Image.Image:
     pixels = source_display_pixels(source, frame=frame, window=window)
