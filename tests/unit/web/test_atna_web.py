@@ -106,3 +106,30 @@ def test_stow_rs_is_audited_per_study_with_the_patient_from_the_index(
         assert root.find(".//SOPClass").get("NumberOfInstances") == str(len(files))
         source = root.find("ActiveParticipant")
         assert (source.get("UserID"), source.get("UserIsRequestor")) == ("operator1", "true")
+
+
+def test_console_logins_failed_or_not_and_logout_are_audited(client, web_context, audited):
+    import re
+
+    from web.accounts import create_account
+
+    with web_context.sessions.begin() as session:
+        create_account(session, "olga", Role.OPERATOR, password="correct horse battery",
+                       actor="test")
+    refused = client.post("/login", data={"username": "olga", "password": "wrong one!!",
+                                          "next": "/"}, follow_redirects=False)
+    assert refused.status_code == 401
+    signed_in = client.post("/login", data={"username": "olga",
+                                            "password": "correct horse battery", "next": "/"},
+                            follow_redirects=False)
+    assert signed_in.status_code == 303
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/").text).group(1)
+    assert client.post("/logout", data={"csrf_token": csrf},
+                       follow_redirects=False).status_code == 303
+    logins = [r for r in audited() if event_id(r) == "110114"]
+    outcomes = [(r.find("EventIdentification").get("EventOutcomeIndicator"),
+                 r.find("EventIdentification/EventTypeCode").get("csd-code"),
+                 r.find("ActiveParticipant").get("UserID")) for r in logins]
+    assert outcomes == [("4", "110122", "olga"), ("0", "110122", "olga"), ("0", "110123", "olga")]
+    assert logins[0].findtext("EventIdentification/EventOutcomeDescription").startswith(
+        "wrong password")
