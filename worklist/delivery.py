@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from worklist import metrics
+from worklist.atna.hooks import delivery_attempted
 from worklist.context import PipelineContext, audit
 from worklist.db import utcnow
 from worklist.destinations import (
@@ -76,6 +77,7 @@ def run_delivery(ctx: PipelineContext, delivery_id: int, attempt: int) -> None:
     outcome = _attempt(ctx, name, artifacts)
     metrics.stage_finished("delivery", time.perf_counter() - started)
     _record_delivery(ctx, delivery_id, attempt + 1, outcome)
+    delivery_attempted(ctx, delivery_id, name, outcome)
 
 
 def _attempt(ctx: PipelineContext, name: str, artifacts: list[ArtifactFile]) -> DeliveryOutcome:
