@@ -50,6 +50,8 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
+from dicom_node import metrics
+from dicom_node.associations import AssociationEnded, AssociationRefused, ReceivedInstance
 from dicom_node.conformance import StoreStatus, contexts_preferring_requestor, scp_contexts
 from dicom_node.errors import TlsHandshakeError
 from dicom_node.ingest import InstanceIngest, StoredInstance
@@ -293,6 +295,7 @@ class _NodeServer(ThreadedAssociationServer):
                 host,
                 self.peer_limiter.maximum,
             )
+            metrics.association_refused("peer_connection_limit")
             if self.ssl_context is None:  # on the TLS port nothing is sent before a handshake
                 with contextlib.suppress(OSError):
                     request.settimeout(1.0)
@@ -352,8 +355,13 @@ class StorageSCP:
         :meth:`start_tls`; its context is built (and the files loaded) here.
     on_tls_refused
         Told of each connection to the TLS port whose handshake failed (after
-        it is logged and counted); called on the connection's thread, must be
-        quick and must not raise.
+        it is logged, counted and given to ``on_association_refused``); called
+        on the connection's thread, must be quick and must not raise.
+    on_association_refused, on_association_ended
+        Told of each association refused at admission, and of each association
+        that stored instances when it closes (:mod:`dicom_node.associations`:
+        the audit trail); called on association threads, must be quick and
+        must not raise.
     """
 
     def __init__(
@@ -374,6 +382,8 @@ class StorageSCP:
         verify_structure: bool = True,
         tls: TlsServerOptions | None = None,
         on_tls_refused: Callable[[TlsRefused], None] | None = None,
+        on_association_refused: Callable[[AssociationRefused], None] | None = None,
+        on_association_ended: Callable[[AssociationEnded], None] | None = None,
     ) -> None:
         self.pynetdicom_patches = frozenset(pynetdicom_patches)
         self.tls = tls
@@ -388,13 +398,19 @@ class StorageSCP:
         self.allowed_peers = tuple(allowed_peers)
         self.require_called_ae_title = require_called_ae_title
         self.limiter = limiter or ThreadAssociationLimiter(10)
+        self.on_association_refused = on_association_refused
+        self.on_association_ended = on_association_ended
+        self._received: dict[int, list[ReceivedInstance]] = {}
+        self._stored_here = threading.local()  # the instance the ingest just stored, per thread
+        #: Where received instances are written.
+        self.store = store
         self._ae = AE(ae_title=ae_title)
         #: The one ingest path received instances take (shared with STOW-RS).
         self.ingest = InstanceIngest(
             store,
             implementation_class_uid=self._ae.implementation_class_uid,
             implementation_version_name=self._ae.implementation_version_name or "",
-            on_stored=on_stored,
+            on_stored=self._stored_hook(on_stored),
             verify_structure=verify_structure,
         )
         self._ae.supported_contexts = scp_contexts()
@@ -491,8 +507,16 @@ class StorageSCP:
         return self._tls_refusals
 
     def _tls_refused(self, refused: TlsRefused) -> None:
+        """Count a failed handshake (here and in the metrics) and tell the audit trail (no AE
+        title is known yet) and ``on_tls_refused``."""
         with self._slots_lock:
             self._tls_refusals += 1
+        metrics.association_refused("tls_handshake_failed")
+        if self.on_association_refused is not None:
+            self.on_association_refused(AssociationRefused(
+                calling_ae_title="", called_ae_title="", peer_host=refused.peer_host,
+                reason=f"TLS handshake failed: {refused.reason}", at=refused.at,
+            ))
         if self._on_tls_refused is not None:
             self._on_tls_refused(refused)
 
@@ -523,6 +547,8 @@ class StorageSCP:
             logger.warning(
                 "Rejected association from %r at %s: calling AE title not allowed", calling, host
             )
+            metrics.association_refused("calling_ae_not_allowed")
+            self._refused(request, host, "calling AE title not allowed")
             _reject(assoc, _REJECT_CALLING_AE)
             return
         if not self._certificate_allows(assoc, calling):
@@ -530,6 +556,8 @@ class StorageSCP:
                 "Rejected association from %r at %s: its TLS certificate is not mapped to this "
                 "calling AE title (node.tls.allowed_subjects)", calling, host,
             )
+            metrics.association_refused("tls_certificate_not_mapped")
+            self._refused(request, host, "calling AE title not mapped to the TLS certificate")
             _reject(assoc, _REJECT_CALLING_AE)
             return
         if self.require_called_ae_title and called.strip() != self.ae_title.strip():
@@ -537,6 +565,8 @@ class StorageSCP:
                 "Rejected association from %r at %s: called AE title %r is not %r",
                 calling, host, called, self.ae_title,
             )
+            metrics.association_refused("called_ae_mismatch")
+            self._refused(request, host, "called AE title not this node's")
             _reject(assoc, _REJECT_CALLED_AE)
             return
         if not self.limiter.try_acquire():
@@ -545,10 +575,13 @@ class StorageSCP:
                 calling,
                 host,
             )
+            metrics.association_refused("association_limit")
+            self._refused(request, host, "maximum concurrent associations reached")
             _reject(assoc, _REJECT_LIMIT)
             return
         with self._slots_lock:
             self._slots.add(id(assoc))
+        metrics.association_opened()
         assoc.acceptor.supported_contexts = contexts_preferring_requestor(
             request.presentation_context_definition_list
         )
@@ -564,13 +597,39 @@ class StorageSCP:
         except (OSError, ValueError):
             return False
         return self.tls.allows(certificate, calling)
+    def _refused(self, request: Any, host: str, reason: str) -> None:
+        if self.on_association_refused is not None:
+            self.on_association_refused(AssociationRefused(
+                calling_ae_title=request.calling_ae_title, called_ae_title=request.called_ae_title,
+                peer_host=host, reason=reason, at=datetime.now(UTC),
+            ))
+
+    def _stored_hook(
+        self, on_stored: Callable[[StoredInstance], None] | None
+    ) -> Callable[[StoredInstance], None] | None:
+        """``on_stored``, first noting the instance for this association's audit record."""
+        def stored(instance: StoredInstance) -> None:
+            self._stored_here.instance = instance
+            if on_stored is not None:
+                on_stored(instance)
+
+        return stored if self.on_association_ended is not None else on_stored
 
     def _handle_conn_close(self, event: evt.Event) -> None:
         with self._slots_lock:
             held = id(event.assoc) in self._slots
             self._slots.discard(id(event.assoc))
+            received = self._received.pop(id(event.assoc), None)
         if held:
             self.limiter.release()
+            metrics.association_closed()
+        if received and self.on_association_ended is not None:
+            assoc = event.assoc
+            self.on_association_ended(AssociationEnded(
+                calling_ae_title=assoc.requestor.ae_title, called_ae_title=assoc.acceptor.ae_title,
+                peer_host=assoc.requestor.address, instances=tuple(received),
+                at=datetime.now(UTC),
+            ))
 
     def _handle_echo(self, event: evt.Event) -> int:
         return StoreStatus.SUCCESS
@@ -588,7 +647,9 @@ class StorageSCP:
                 "Refused instance - from %r with status 0x%04X: C-STORE request without a "
                 "data set", calling, StoreStatus.CANNOT_UNDERSTAND,
             )
+            metrics.instance_refused(StoreStatus.CANNOT_UNDERSTAND)
             return _response(StoreStatus.CANNOT_UNDERSTAND, "C-STORE request without a data set")
+        self._stored_here.instance = None
         result = self.ingest.ingest(
             received,
             sop_class_uid=str(request.AffectedSOPClassUID),
@@ -597,6 +658,13 @@ class StorageSCP:
             calling_ae_title=calling,
             peer_host=assoc.requestor.address,
         )
+        stored = self._stored_here.instance
+        if result.stored and stored is not None:  # noted only with on_association_ended
+            with self._slots_lock:
+                self._received.setdefault(id(assoc), []).append(ReceivedInstance.from_header(
+                    stored.header, study_instance_uid=stored.study_instance_uid,
+                    sop_class_uid=stored.sop_class_uid,
+                ))
         if result.reason is None:
             return result.status
         return _response(result.status, result.reason)

@@ -387,8 +387,10 @@ def render_conformance_statement() -> str:
             "listening"
         ),
         "socket; the node does not start while any other process listens on the port. With",
-        "`node.tls.enabled` the SCP also listens with TLS on `node.tls.port` (default "
-        f"{node.tls.port},",
+        (
+            "`node.tls.enabled` the SCP also listens with TLS on `node.tls.port` (default "
+            f"{node.tls.port},"
+        ),
         "the registered `dicom-tls` port; section 6.1), and `node.tls.required` turns the plain",
         "port off.",
         "",

@@ -230,3 +230,28 @@ def test_concurrent_tls_associations(tls_node, pki):
     for thread in threads:
         thread.join(30)
     assert results == [True] * 6
+
+
+def test_tls_refusals_reach_the_audit_hook_and_the_metrics(tmp_path, pki):
+    from dicom_node import metrics
+
+    audited = []
+    scp = StorageSCP(InstanceStore(tmp_path / "store"), ae_title="RADGROUND",
+                     tls=_options(pki, allowed_subjects={"modality1": frozenset({"MOD1"})}),
+                     on_association_refused=audited.append, acse_timeout=5)
+    handshakes = metrics.ASSOCIATIONS_REFUSED.labels("tls_handshake_failed")
+    unmapped = metrics.ASSOCIATIONS_REFUSED.labels("tls_certificate_not_mapped")
+    before = handshakes._value.get(), unmapped._value.get()
+    try:
+        address = scp.start_tls("127.0.0.1", 0)
+        assert not _echo(address, _client(pki, "stranger")).ok
+        assert not _echo(address, _client(pki), calling="PACS").ok
+        deadline = time.monotonic() + 5
+        while len(audited) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        scp.stop()
+    reasons = sorted(refusal.reason for refusal in audited)
+    assert reasons[0].startswith("TLS handshake failed: ") and "CERTIFICATE" in reasons[0]
+    assert reasons[1] == "calling AE title not mapped to the TLS certificate"
+    assert (handshakes._value.get(), unmapped._value.get()) == (before[0] + 1, before[1] + 1)
