@@ -281,6 +281,9 @@ class _NodeServer(ThreadedAssociationServer):
             if secured is None:
                 self.peer_limiter.release(host)
                 return
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("TLS from %s: %s, %s", host, secured.version(),
+                             (secured.cipher() or ("?",))[0])
             secured.settimeout(self.ae.network_timeout)
             request = secured
         super().process_request_thread(request, client_address)

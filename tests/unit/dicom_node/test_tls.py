@@ -255,3 +255,14 @@ def test_tls_refusals_reach_the_audit_hook_and_the_metrics(tmp_path, pki):
     assert reasons[0].startswith("TLS handshake failed: ") and "CERTIFICATE" in reasons[0]
     assert reasons[1] == "calling AE title not mapped to the TLS certificate"
     assert (handshakes._value.get(), unmapped._value.get()) == (before[0] + 1, before[1] + 1)
+
+
+def test_a_tls12_peer_gets_an_ecdhe_aead_suite(tls_node, pki):
+    _, address, _ = tls_node()
+    context = _client(pki)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    with socket.create_connection(address, timeout=5) as raw, context.wrap_socket(
+        raw, server_hostname="127.0.0.1"
+    ) as secured:
+        assert secured.version() == "TLSv1.2"
+        assert secured.cipher()[0] in BCP195_TLS12_CIPHERS.split(":")
