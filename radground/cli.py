@@ -15,7 +15,7 @@ from radground.settings import Settings, SettingsError, load_settings
 if TYPE_CHECKING:  # imported where used, so that `radground --help` stays quick
     import socket
 
-    from dicom_node.scu import Destination
+    from dicom_node.scu import Destination, StorageSCU
 
 __all__ = ["main"]
 
@@ -327,6 +327,26 @@ def _destination(obj: _Context, text: str) -> Destination:
         ) from None
 
 
+def _storage_scu(obj: _Context, text: str) -> StorageSCU:
+    """Our Storage SCU for DESTINATION: over DICOM TLS when it names a ``[destinations.NAME]``
+    with ``tls = true`` (its CA bundle, client certificate and server name)."""
+    from dicom_node.scu import StorageSCU
+    from radground.runtime import build_destination
+    from radground.settings import DicomDestination
+    from worklist.destinations.dicom_store import DicomTarget
+
+    ae_title = obj.settings.node.ae_title
+    configured = obj.settings.destinations.get(text)
+    if not isinstance(configured, DicomDestination) or not configured.tls:
+        return StorageSCU(ae_title)
+    try:
+        target = build_destination(text, configured, calling_ae_title=ae_title)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    assert isinstance(target, DicomTarget) and target.tls is not None
+    return StorageSCU(ae_title, tls=target.tls.ssl_context(), server_name=target.server_name)
+
+
 @cli.command()
 @click.argument("destination")
 @pass_context
@@ -337,10 +357,8 @@ def echo(obj: _Context, destination: str) -> None:
     AE@host:port (e.g. ORTHANC@127.0.0.1:4242). Exits 1 if the peer does not
     answer Success.
     """
-    from dicom_node.scu import StorageSCU
-
     target = _destination(obj, destination)
-    result = StorageSCU(obj.settings.node.ae_title).echo(target)
+    result = _storage_scu(obj, destination).echo(target)
     if result.ok:
         click.echo(f"C-ECHO {target}: Success ({result.elapsed_seconds * 1000:.0f} ms)")
         return
@@ -386,7 +404,7 @@ def send(obj: _Context, paths: tuple[Path, ...], destination: str, quiet: bool) 
         TimeRemainingColumn,
     )
 
-    from dicom_node.scu import SendResult, StorageSCU
+    from dicom_node.scu import SendResult
 
     target = _destination(obj, destination)
     files = list(_expand(paths))
@@ -406,7 +424,7 @@ def send(obj: _Context, paths: tuple[Path, ...], destination: str, quiet: bool) 
             if not result.ok:
                 failures.append(result)
 
-        StorageSCU(obj.settings.node.ae_title).send(files, target, on_result=on_result)
+        _storage_scu(obj, destination).send(files, target, on_result=on_result)
     for result in failures:
         status = f"0x{result.status:04X}" if result.status is not None else "not sent"
         reason = f": {result.reason}" if result.reason else ""

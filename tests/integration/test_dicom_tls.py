@@ -226,3 +226,27 @@ def test_a_tls_destination_refuses_a_server_with_the_wrong_name(tmp_path, pki, t
     good = build_destination("PACS", section.model_copy(update={"server_name": "localhost"}),
                              calling_ae_title="RADGROUND")
     assert DicomStoreDestination().deliver([artifact], good).status is DeliveryStatus.DELIVERED
+
+
+def test_radground_echo_and_send_use_a_tls_destinations_settings(tmp_path, pki, tls_node):
+    from click.testing import CliRunner
+
+    from radground.cli import cli
+
+    config = tmp_path / "cli.toml"
+    config.write_text(
+        f'[destinations.NODE]\ntype = "dicom"\nae_title = "RADGROUND"\nhost = "127.0.0.1"\n'
+        f"port = {tls_node.tls_address[1]}\ntls = true\n"
+        f'ca_bundle = "{pki["ca"].certificate}"\nclient_cert = "{pki["modality"].certificate}"\n'
+        f'client_key = "{pki["modality"].key}"\n'
+        '[node]\nae_title = "MOD1"\n'
+    )
+    runner = CliRunner()
+    echoed = runner.invoke(cli, ["--config", str(config), "echo", "NODE"])
+    assert echoed.exit_code == 0, echoed.output
+    [file] = write_series(tmp_path / "one", 1, rows=32, columns=32)
+    sent = runner.invoke(cli, ["--config", str(config), "send", str(file), "--to", "NODE"])
+    assert sent.exit_code == 0, sent.output
+    assert str(dcmread(file).SOPInstanceUID) in indexed(tls_node)
+    plain = runner.invoke(cli, ["echo", f"RADGROUND@127.0.0.1:{tls_node.tls_address[1]}"])
+    assert plain.exit_code == 1  # the same port without the destination's TLS settings
