@@ -163,3 +163,23 @@ def test_the_database_urls_sslmode_reaches_libpq(tmp_path, postgres_server_url):
     with plain.connect():
         pass
     plain.dispose()
+
+
+def test_compose_redis_wants_the_password_the_broker_url_carries():
+    """docker-compose.yml: Redis requires a password, and the RadGround services' broker URL
+    carries the same variable (never a value written in the file)."""
+    from pathlib import Path
+
+    import yaml
+
+    compose_file = Path(__file__).resolve().parents[3] / "docker-compose.yml"
+    compose = yaml.safe_load(compose_file.read_text())
+    variable = "${RADGROUND_REDIS_PASSWORD:-radground}"
+    redis = compose["services"]["redis"]
+    assert redis["command"][redis["command"].index("--requirepass") + 1] == variable
+    assert variable in redis["healthcheck"]["test"]
+    broker_url = compose["x-radground-environment"]["RADGROUND_WORKERS__BROKER_URL"]
+    assert broker_url == f"redis://:{variable}@redis:6379/0"
+    for name in ("node", "worker-gpu", "worker-io", "migrate"):
+        environment = compose["services"][name]["environment"]
+        assert environment["RADGROUND_WORKERS__BROKER_URL"] == broker_url
