@@ -34,6 +34,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
+from dicom_node import metrics
 from dicom_node.conformance import ACCEPTED_TRANSFER_SYNTAXES, STORAGE_SOP_CLASSES, StoreStatus
 from dicom_node.errors import (
     DataSetStructureError,
@@ -304,6 +305,7 @@ class InstanceIngest:
         logger.debug(
             "Stored instance %s from %r (%s)", token, calling_ae_title, result.outcome.value
         )
+        metrics.instance_stored(calling_ae_title, result.size)
         return IngestResult(
             StoreStatus.SUCCESS,
             study_instance_uid=study_uid,
@@ -333,6 +335,7 @@ def _refused(
         "Refused instance %s from %r with status 0x%04X: %s",
         token, calling_ae_title, status, reason,
     )
+    metrics.instance_refused(status)
     return IngestResult(
         status,
         reason,

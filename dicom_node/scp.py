@@ -34,6 +34,7 @@ import threading
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 from pydicom.dataset import Dataset
@@ -41,6 +42,8 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
+from dicom_node import metrics
+from dicom_node.associations import AssociationEnded, AssociationRefused, ReceivedInstance
 from dicom_node.conformance import StoreStatus, contexts_preferring_requestor, scp_contexts
 from dicom_node.ingest import InstanceIngest, StoredInstance
 from dicom_node.patches import (
@@ -251,6 +254,7 @@ class _NodeServer(ThreadedAssociationServer):
                 host,
                 self.peer_limiter.maximum,
             )
+            metrics.association_refused("peer_connection_limit")
             with contextlib.suppress(OSError):
                 request.settimeout(1.0)
                 request.sendall(_A_ASSOCIATE_RJ_LIMIT)
@@ -303,6 +307,11 @@ class StorageSCP:
         Check each data set's structure before Success
         (:func:`~dicom_node.structure.check_structure`); False only to measure
         what the check costs (``bench/ingest.py --structure-check``).
+    on_association_refused, on_association_ended
+        Told of each association refused at admission, and of each association
+        that stored instances when it closes (:mod:`dicom_node.associations`:
+        the audit trail); called on association threads, must be quick and
+        must not raise.
     """
 
     def __init__(
@@ -321,6 +330,8 @@ class StorageSCP:
         peer_limiter: PeerConnectionLimiter | None = None,
         pynetdicom_patches: Iterable[str] = PYNETDICOM_PATCHES,
         verify_structure: bool = True,
+        on_association_refused: Callable[[AssociationRefused], None] | None = None,
+        on_association_ended: Callable[[AssociationEnded], None] | None = None,
     ) -> None:
         self.pynetdicom_patches = frozenset(pynetdicom_patches)
         check_pynetdicom_internals(self.pynetdicom_patches)
@@ -331,13 +342,19 @@ class StorageSCP:
         self.allowed_peers = tuple(allowed_peers)
         self.require_called_ae_title = require_called_ae_title
         self.limiter = limiter or ThreadAssociationLimiter(10)
+        self.on_association_refused = on_association_refused
+        self.on_association_ended = on_association_ended
+        self._received: dict[int, list[ReceivedInstance]] = {}
+        self._stored_here = threading.local()  # the instance the ingest just stored, per thread
+        #: Where received instances are written.
+        self.store = store
         self._ae = AE(ae_title=ae_title)
         #: The one ingest path received instances take (shared with STOW-RS).
         self.ingest = InstanceIngest(
             store,
             implementation_class_uid=self._ae.implementation_class_uid,
             implementation_version_name=self._ae.implementation_version_name or "",
-            on_stored=on_stored,
+            on_stored=self._stored_hook(on_stored),
             verify_structure=verify_structure,
         )
         self._ae.supported_contexts = scp_contexts()
@@ -420,6 +437,8 @@ class StorageSCP:
             logger.warning(
                 "Rejected association from %r at %s: calling AE title not allowed", calling, host
             )
+            metrics.association_refused("calling_ae_not_allowed")
+            self._refused(request, host, "calling AE title not allowed")
             _reject(assoc, _REJECT_CALLING_AE)
             return
         if self.require_called_ae_title and called.strip() != self.ae_title.strip():
@@ -427,6 +446,8 @@ class StorageSCP:
                 "Rejected association from %r at %s: called AE title %r is not %r",
                 calling, host, called, self.ae_title,
             )
+            metrics.association_refused("called_ae_mismatch")
+            self._refused(request, host, "called AE title not this node's")
             _reject(assoc, _REJECT_CALLED_AE)
             return
         if not self.limiter.try_acquire():
@@ -435,20 +456,50 @@ class StorageSCP:
                 calling,
                 host,
             )
+            metrics.association_refused("association_limit")
+            self._refused(request, host, "maximum concurrent associations reached")
             _reject(assoc, _REJECT_LIMIT)
             return
         with self._slots_lock:
             self._slots.add(id(assoc))
+        metrics.association_opened()
         assoc.acceptor.supported_contexts = contexts_preferring_requestor(
             request.presentation_context_definition_list
         )
+
+    def _refused(self, request: Any, host: str, reason: str) -> None:
+        if self.on_association_refused is not None:
+            self.on_association_refused(AssociationRefused(
+                calling_ae_title=request.calling_ae_title, called_ae_title=request.called_ae_title,
+                peer_host=host, reason=reason, at=datetime.now(UTC),
+            ))
+
+    def _stored_hook(
+        self, on_stored: Callable[[StoredInstance], None] | None
+    ) -> Callable[[StoredInstance], None] | None:
+        """``on_stored``, first noting the instance for this association's audit record."""
+        def stored(instance: StoredInstance) -> None:
+            self._stored_here.instance = instance
+            if on_stored is not None:
+                on_stored(instance)
+
+        return stored if self.on_association_ended is not None else on_stored
 
     def _handle_conn_close(self, event: evt.Event) -> None:
         with self._slots_lock:
             held = id(event.assoc) in self._slots
             self._slots.discard(id(event.assoc))
+            received = self._received.pop(id(event.assoc), None)
         if held:
             self.limiter.release()
+            metrics.association_closed()
+        if received and self.on_association_ended is not None:
+            assoc = event.assoc
+            self.on_association_ended(AssociationEnded(
+                calling_ae_title=assoc.requestor.ae_title, called_ae_title=assoc.acceptor.ae_title,
+                peer_host=assoc.requestor.address, instances=tuple(received),
+                at=datetime.now(UTC),
+            ))
 
     def _handle_echo(self, event: evt.Event) -> int:
         return StoreStatus.SUCCESS
@@ -466,7 +517,9 @@ class StorageSCP:
                 "Refused instance - from %r with status 0x%04X: C-STORE request without a "
                 "data set", calling, StoreStatus.CANNOT_UNDERSTAND,
             )
+            metrics.instance_refused(StoreStatus.CANNOT_UNDERSTAND)
             return _response(StoreStatus.CANNOT_UNDERSTAND, "C-STORE request without a data set")
+        self._stored_here.instance = None
         result = self.ingest.ingest(
             received,
             sop_class_uid=str(request.AffectedSOPClassUID),
@@ -475,6 +528,13 @@ class StorageSCP:
             calling_ae_title=calling,
             peer_host=assoc.requestor.address,
         )
+        stored = self._stored_here.instance
+        if result.stored and stored is not None:  # noted only with on_association_ended
+            with self._slots_lock:
+                self._received.setdefault(id(assoc), []).append(ReceivedInstance.from_header(
+                    stored.header, study_instance_uid=stored.study_instance_uid,
+                    sop_class_uid=stored.sop_class_uid,
+                ))
         if result.reason is None:
             return result.status
         return _response(result.status, result.reason)

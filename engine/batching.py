@@ -24,6 +24,7 @@ from types import MappingProxyType
 from typing import NamedTuple, Self
 
 from engine.errors import EngineError
+from engine.metrics import MODEL_INFERENCE_SECONDS
 from engine.model import GenerationRequest, RegionAwareModel
 
 __all__ = ["BatcherClosedError", "BatcherStats", "BatchingError", "MicroBatcher"]
@@ -147,6 +148,7 @@ class MicroBatcher:
                 f"max_wait_ms must be a number of milliseconds >= 0, got {max_wait_ms!r}"
             )
         self._model = model
+        self._inference_seconds = MODEL_INFERENCE_SECONDS.labels(model.info.name)
         self._cap = model_cap if max_batch_size is None else min(max_batch_size, model_cap)
         self._max_wait = float(max_wait_ms) / 1000.0
         self._cond = threading.Condition()
@@ -306,6 +308,7 @@ class MicroBatcher:
     def _run_batch(self, batch: list[_Pending]) -> None:
         error: BaseException | None = None
         outputs: list[str] = []
+        started = time.perf_counter()
         try:
             outputs = self._model.generate([item.request for item in batch])
         except Exception as exc:  # noqa: BLE001 - handed to exactly this batch's callers
@@ -323,6 +326,7 @@ class MicroBatcher:
                 f"model.generate returned {got} for a batch of {len(batch)}; expected "
                 "one string each"
             )
+        self._inference_seconds.observe(time.perf_counter() - started)
         with self._cond:
             self._batches_run += 1
             self._histogram[len(batch)] += 1

@@ -22,6 +22,11 @@ __all__ = ["main"]
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
+#: Set by :func:`main`: the command runs in its own process, whose process tree counts its
+#: metrics in one directory (``radground.metrics``). A command invoked in another program's
+#: process (tests) leaves that process's metrics mode and environment alone.
+_OWN_PROCESS = False
+
 
 class _Context:
     def __init__(self, config: Path | None) -> None:
@@ -145,6 +150,7 @@ def worker(obj: _Context, queues: str, concurrency: int | None, parent_pid: int 
     (crash, OOM kill, Celery's own "Unrecoverable error"); SIGTERM or Ctrl-C
     stop it warmly: running tasks finish first.
     """
+    _use_metrics_directory(obj.settings, clear=False)
     from radground.worker import run_worker, supervised_worker
 
     if parent_pid is not None:
@@ -158,16 +164,26 @@ def worker(obj: _Context, queues: str, concurrency: int | None, parent_pid: int 
     supervised.wait_for_signal()
 
 
+def _use_metrics_directory(settings: Settings, *, clear: bool) -> None:
+    """Before anything that counts metrics is imported or started: this process and its
+    children count them in ``<web.state_dir>/metrics`` (``clear``: the node starts afresh)."""
+    if _OWN_PROCESS:
+        from radground.metrics import metrics_directory, use_metrics_directory
+
+        use_metrics_directory(metrics_directory(settings.web.state_dir), clear=clear)
+
+
 def _run_node(
     obj: _Context, listener_processes: int | None, port: int | None, *, with_workers: bool
 ) -> None:
+    settings = obj.settings
+    _use_metrics_directory(settings, clear=True)
     from sqlalchemy.engine import make_url
 
     from dicom_node.errors import PortInUseError
     from radground.logs import configure_logging
     from radground.node import Node
 
-    settings = obj.settings
     node_overrides = {}
     if listener_processes is not None:
         node_overrides["listener_processes"] = listener_processes
@@ -271,6 +287,7 @@ def web(obj: _Context, listen_fd: int | None, parent_pid: int | None) -> None:
     the workers. The server runs in a child process that is started again when
     it dies. `radground users add NAME --role admin` creates the first account.
     """
+    _use_metrics_directory(obj.settings, clear=False)
     if listen_fd is not None:
         from radground.web_app import run_web_child
 
@@ -479,6 +496,8 @@ def upgrade(obj: _Context) -> None:
 
 def main() -> None:
     """Console entry point."""
+    global _OWN_PROCESS
+    _OWN_PROCESS = True
     cli(prog_name="radground")
 
 

@@ -29,10 +29,18 @@ from typing import Any
 from dicom_node.listening import bind_listening_socket
 from dicom_node.scp import PeerConnectionLimiter, StorageSCP, ThreadAssociationLimiter
 from dicom_node.storage import InstanceStore
+from radground.audit import (
+    application_started,
+    application_stopping,
+    start_audit_trail,
+    stop_audit_trail,
+)
 from radground.database import database_engine
 from radground.logs import configure_logging
 from radground.settings import Settings
 from radground.supervision import SpawnedProcess, Supervisor
+from worklist import atna
+from worklist.atna.hooks import scp_hooks
 from worklist.completion import CompletionMonitor, StudyReady
 from worklist.db import make_session_factory
 from worklist.hooks import make_index_hook
@@ -74,6 +82,8 @@ def build_scp(settings: Settings, *, limiter: Any = None, peer_counts: Any = Non
     """
     engine = database_engine(settings)
     node = settings.node
+    trail = atna.installed()
+    on_refused, on_ended = scp_hooks(trail) if trail is not None else (None, None)
     return StorageSCP(
         instance_store(settings),
         ae_title=node.ae_title,
@@ -87,6 +97,8 @@ def build_scp(settings: Settings, *, limiter: Any = None, peer_counts: Any = Non
         maximum_pdu_size=node.max_pdu_size,
         peer_limiter=PeerConnectionLimiter(node.max_connections_per_peer, counts=peer_counts),
         pynetdicom_patches=node.pynetdicom_patches,
+        on_association_refused=on_refused,
+        on_association_ended=on_ended,
     )
 
 
@@ -102,10 +114,12 @@ def _listener_main(
     settings = Settings.model_validate(settings_data)
     configure_logging(settings.logging.level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    start_audit_trail(settings)
     scp = build_scp(settings, limiter=_ProcessLimiter(semaphore), peer_counts=peer_counts)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=scp.stop).start())
     threading.Thread(target=_exit_with_parent, args=(parent_pid, scp), daemon=True).start()
     scp.serve_forever(settings.node.host, settings.node.port, listening_socket=listening)
+    stop_audit_trail()
 
 
 def _exit_with_parent(parent_pid: int, scp: StorageSCP) -> None:
@@ -179,6 +193,8 @@ class Node:
         monitor."""
         self.claim_port()
         assert self._listening is not None
+        start_audit_trail(self.settings)
+        application_started()
         upgrade_database(self._engine)
         if self._process_studies:
             # first: a bad processing setting fails before anything listens
@@ -247,6 +263,8 @@ class Node:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop listening, stop the monitor, wait for listener processes."""
+        if not self._stopping.is_set():
+            application_stopping()
         self._stopping.set()
         if self._monitor is not None:
             self._monitor.stop()
@@ -261,6 +279,7 @@ class Node:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._engine.dispose()
+        stop_audit_trail(max(1.0, deadline - time.monotonic()))
 
     def run_until_signal(self) -> None:
         """Start, then block until SIGINT or SIGTERM, then stop cleanly."""

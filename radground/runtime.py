@@ -14,6 +14,7 @@ from dicom_node.patches import PYNETDICOM_PATCHES
 from dicom_node.private_files import create_private_file
 from dicom_node.scu import Destination
 from exporters.hl7.enum import ProcessingId
+from radground.audit import start_audit_trail
 from radground.database import database_engine
 from radground.secret_files import check_private_file, read_secret_file
 from radground.settings import (
@@ -308,6 +309,7 @@ def build_context(
     from exporters import set_memoised_iod_lookups
 
     set_memoised_iod_lookups(settings.exporters.memoise_highdicom_iod_lookups)
+    start_audit_trail(settings)  # deliveries are audited (IHE ATNA)
     engine = engine or database_engine(settings)
     models: dict[str, LoadedModel] = {}
     lock = threading.Lock()

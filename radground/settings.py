@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import (
@@ -36,9 +36,11 @@ from pydantic_settings import (
 from pydantic_settings import SettingsError as SourceError
 
 from dicom_node.patches import PDU_LIMITS, PYNETDICOM_PATCHES, QUICK_ACK, PynetdicomPatch
-from dicom_node.scp import AllowedPeer
 from dicom_node.storage import DuplicatePolicy, FsyncPolicy
 from exporters.protocol import OutputKind, UnknownOutputKindError, parse_output_kind
+
+if TYPE_CHECKING:
+    from dicom_node.scp import AllowedPeer
 
 __all__ = [
     "BROKER_TLS_SCHEMES",
@@ -90,6 +92,10 @@ class AllowedPeerSettings(_Section):
     host: str | None = None
 
     def to_peer(self) -> AllowedPeer:
+        # imported here: the SCP's module defines metrics, which the command line must not
+        # create before it chose their mode (radground.metrics)
+        from dicom_node.scp import AllowedPeer
+
         return AllowedPeer(ae_title=self.ae_title, host=self.host)
 
 
@@ -612,6 +618,38 @@ class WebSettings(_Section):
         return self
 
 
+class AuditSettings(_Section):
+    """IHE ATNA audit trail: DICOM audit messages (PS3.15 A.5) to an audit repository over
+    syslog, or to a local rotating file."""
+
+    enabled: bool = True
+    transport: Literal["file", "tls", "udp"] = "file"
+    host: str = ""
+    port: Port = 6514
+    ca_file: str = ""
+    client_cert_file: str = ""
+    client_key_file: str = ""
+    server_name: str = ""
+    file: Path = Path("var/audit/audit.log")
+    file_max_mb: int = Field(50, ge=1)
+    file_backups: int = Field(10, ge=0, le=1000)
+    spool_dir: Path = Path("var/audit/spool")
+    spool_max_messages: int = Field(100_000, ge=1)
+    retry_seconds: float = Field(10.0, gt=0)
+    audit_source_id: str = ""
+    enterprise_site_id: str = ""
+
+    @model_validator(mode="after")
+    def _repository_complete(self) -> AuditSettings:
+        if self.transport != "file" and not (self.host and self.port):
+            raise ValueError(f'transport "{self.transport}" needs host and port')
+        if self.transport == "tls" and not self.ca_file:
+            raise ValueError('transport "tls" needs ca_file (the CA bundle of the repository)')
+        if bool(self.client_cert_file) != bool(self.client_key_file):
+            raise ValueError("client_cert_file and client_key_file go together")
+        return self
+
+
 class LoggingSettings(_Section):
     """Log output (never patient data, at any level)."""
 
@@ -647,6 +685,7 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = DeliverySettings()
     destinations: dict[str, AnyDestination] = {}
     web: WebSettings = WebSettings()
+    audit: AuditSettings = AuditSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @model_validator(mode="before")

@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from radground.metrics import process_gone
+
 __all__ = ["ChildProcess", "SpawnedProcess", "Supervisor"]
 
 logger = logging.getLogger(__name__)
@@ -155,6 +157,7 @@ class Supervisor:
                         lived,
                         f" in {child.pause:.0f} s" if child.pause else "",
                     )
+                    process_gone(process.pid)
                     self._report_exit(child.name, process)
                 if now >= child.restart_at and not self._stopping.is_set():
                     child.restart_at = None
@@ -202,3 +205,4 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(5.0)
+            process_gone(process.pid)

@@ -43,12 +43,14 @@ def _actor() -> str:
 def _session() -> Iterator[Session]:
     """A transaction on the node's database (migrated first); :class:`AccountError` becomes an
     error message and exit code 1."""
+    from radground.audit import start_audit_trail, stop_audit_trail
     from radground.database import database_engine
     from web.accounts import AccountError
     from worklist.db import make_session_factory
     from worklist.migrate import upgrade_database
 
     engine = database_engine(_settings())
+    start_audit_trail(_settings())  # account changes are IHE ATNA security alerts
     try:
         upgrade_database(engine)
         with make_session_factory(engine).begin() as session:
@@ -57,6 +59,7 @@ def _session() -> Iterator[Session]:
         raise click.ClickException(str(exc)) from None
     finally:
         engine.dispose()
+        stop_audit_trail(timeout=2.0)
 
 
 def _change(done: str, change: Callable[[Session], T]) -> T:

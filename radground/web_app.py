@@ -196,11 +196,13 @@ def probe_node(node: NodeSettings) -> NodeRuntime:
 def build_web_context(settings: Settings) -> WebContext:
     """The web application's context: the database, a pipeline context whose actions enqueue
     Celery messages (``workers.broker_url``) and which loads no model, the login policy, the
-    base path and the STOW-RS size limit."""
+    base path, the STOW-RS size limit, the readiness checks and the metrics directory."""
     from dicom_node.ingest import InstanceIngest
     from engine.default_model.config import ONNX_PATH as DEFAULT_ONNX_PATH
     from radground.database import database_engine
+    from radground.metrics import active_metrics_directory
     from radground.node import instance_store
+    from radground.readiness import readiness_checks
     from radground.runtime import build_context, configure_celery
     from web.accounts import LoginPolicy
     from web.context import WebContext
@@ -236,6 +238,8 @@ def build_web_context(settings: Settings) -> WebContext:
         ),
         base_path=web.base_path,
         stow_max_request_bytes=web.stow_max_request_mb * 1024 * 1024,
+        readiness_checks=readiness_checks(settings, engine),
+        metrics_directory=active_metrics_directory(),
     )
 
 

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from web import health
 from web.api import api_router
 from web.auth import Reader
 from web.console import install_console
@@ -47,6 +48,7 @@ def create_app(context: WebContext) -> FastAPI:
     app.include_router(api_router, prefix=API_PREFIX)
     app.include_router(stow_router)
     install_console(app)
+    app.include_router(health.router)
 
     @app.middleware("http")
     async def security_headers(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
@@ -37,6 +39,12 @@ class WebContext:
     base_path: str = ""
     #: STOW-RS requests above this size are refused with 413.
     stow_max_request_bytes: int = 4096 * 1024 * 1024
+    #: ``/readyz``: name → check ("database", "broker", "storage", "model"); a check returns a
+    #: short detail when ready and raises (``web.health.NotReadyError``, saying why) when not.
+    readiness_checks: Mapping[str, Callable[[], str]] = field(default_factory=dict)
+    #: ``/metrics``: the metric files of the node's processes (prometheus_client multi-process
+    #: mode, ``radground.metrics``); ``None``: this process's metrics only.
+    metrics_directory: Path | None = None
     #: The node's one ingest path (the Storage SCP's store and index hook) for STOW-RS; ``None``:
     #: this process does not ingest (STOW-RS answers 503).
     ingest: InstanceIngest | None = None

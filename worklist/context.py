@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.patches import PYNETDICOM_PATCHES
 from engine.model import RegionAwareModel
+from worklist.atna.actions import audit_action
 from worklist.db import Base, utcnow
 from worklist.destinations import (
     DestinationTarget,
@@ -116,10 +117,12 @@ def audit(
     session: Session, actor: str, action: str, job_id: int | None, detail: str = "", *,
     source: str = "",
 ) -> None:
-    """Add an audit trail entry (``source``: the client's address for the web surface)."""
+    """Add an audit trail entry (``source``: the client's address for the web surface); logins
+    and account changes also go to the ATNA audit trail when the transaction commits."""
     session.add(AuditEvent(
         at=utcnow(), actor=actor, action=action, job_id=job_id, detail=detail, source=source[:128]
     ))
+    audit_action(session, actor, action, detail, source)
 
 
 def insert_ignore(session: Session, table_class: type[Base], /, **values: object) -> bool:

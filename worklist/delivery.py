@@ -21,6 +21,8 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from worklist import metrics
+from worklist.atna.hooks import delivery_attempted
 from worklist.context import PipelineContext, audit
 from worklist.db import utcnow
 from worklist.destinations import (
@@ -71,7 +73,11 @@ def run_delivery(ctx: PipelineContext, delivery_id: int, attempt: int) -> None:
             )
             if remaining is None or a.object_uid in remaining
         ]
-    _record_delivery(ctx, delivery_id, attempt + 1, _attempt(ctx, name, artifacts))
+    started = time.perf_counter()
+    outcome = _attempt(ctx, name, artifacts)
+    metrics.stage_finished("delivery", time.perf_counter() - started)
+    _record_delivery(ctx, delivery_id, attempt + 1, outcome)
+    delivery_attempted(ctx, delivery_id, name, outcome)
 
 
 def _attempt(ctx: PipelineContext, name: str, artifacts: list[ArtifactFile]) -> DeliveryOutcome:
@@ -114,6 +120,7 @@ def _record_delivery_once(
         delivery = session.get(Delivery, delivery_id, with_for_update=True)
         if delivery is None:  # deleted meanwhile: nothing to record
             return
+        destination = delivery.destination
         now = utcnow()
         target = ctx.destinations.get(delivery.destination)
         policy = ctx.retry_policy.with_retry_for(
@@ -165,6 +172,7 @@ def _record_delivery_once(
             audit(session, ctx.actor, "delivery-failed", delivery.job_id, f"{delivery.destination}")
         job_id = delivery.job_id
         settle_job(session, job_id, ctx.actor)
+    metrics.delivery_recorded(destination, outcome.status, retry=retry_at is not None)
     if retry_at is not None:
         retry_in = max(0.0, (retry_at - now).total_seconds())
         logger.warning(

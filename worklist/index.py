@@ -324,8 +324,12 @@ class StudyIndexer:
         self._engine = engine
         self._known = known or KnownKeys()
         dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-        self._insert_instance = dialect.insert(Instance).on_conflict_do_nothing(
-            index_elements=["sop_instance_uid"]
+        # RETURNING says whether the row went in: an INSERT's rowcount is -1 on PostgreSQL
+        # (psycopg under SQLAlchemy 2.1), which would send every instance to the full path
+        self._insert_instance = (
+            dialect.insert(Instance)
+            .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+            .returning(Instance.id)
         )
 
     def record(self, instance: StoredInstance) -> IndexedInstance:
@@ -395,7 +399,7 @@ class StudyIndexer:
                 "is_own_output": False,
             },
         )
-        if inserted.rowcount != 1:
+        if inserted.first() is None:  # already indexed (a re-send): the full path decides
             raise _NotTheCommonCase
         return IndexedInstance(
             keys=(

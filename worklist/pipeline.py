@@ -30,6 +30,7 @@ from dicom_node.uids import short_uid
 from engine.report import GroundedReport, Task
 from exporters.protocol import Artifact as BuiltArtifact
 from exporters.protocol import Exporter, ExportOptions, OutputKind
+from worklist import metrics
 from worklist.completion import StudyReady
 from worklist.context import PipelineContext, StepError, audit, insert_ignore
 from worklist.db import updated_rows, utcnow
@@ -71,6 +72,7 @@ def create_jobs(ctx: PipelineContext, session: Session, ready: StudyReady) -> li
     token = short_uid(ready.study_instance_uid)
     if not facts:
         _record_outcome(session, study.id, ready.revision, RevisionOutcome.OWN_OUTPUT, None)
+        metrics.revision_routed(RevisionOutcome.OWN_OUTPUT)
         logger.info(
             "Study %s revision %d: only RadGround outputs, nothing to process",
             token,
@@ -81,6 +83,7 @@ def create_jobs(ctx: PipelineContext, session: Session, ready: StudyReady) -> li
     if route is None:
         why = no_route_reason(explain_routes(ctx.routes, facts))
         _record_outcome(session, study.id, ready.revision, RevisionOutcome.NO_ROUTE, why)
+        metrics.revision_routed(RevisionOutcome.NO_ROUTE)
         logger.info(
             "Study %s revision %d: no route matches (%s); not processed", token, ready.revision, why
         )
@@ -107,6 +110,7 @@ def create_jobs(ctx: PipelineContext, session: Session, ready: StudyReady) -> li
     _record_outcome(session, study.id, ready.revision, RevisionOutcome.JOB, route.name)
     # a re-dispatched revision (its enqueue failed: broker down) finds its job made already
     if created:
+        metrics.revision_routed(RevisionOutcome.JOB)
         audit(
             session, "node", "job-created", job.id, f"route={route.name} revision={ready.revision}"
         )
@@ -181,6 +185,7 @@ def run_inference(ctx: PipelineContext, job_id: int) -> None:
             job, worker=ctx.actor, now=utcnow(), lease_seconds=ctx.lease_seconds
         )
         audit(session, ctx.actor, "inference-started", job_id, f"attempt {attempt}")
+        metrics.queue_wait(job.enqueued_at or job.created_at, utcnow())
         route_name, study_pk, revision = job.route, job.study_pk, job.revision
         facts = study_instance_facts(session, study_pk)
         study_uid = session.get_one(Study, study_pk).study_instance_uid
@@ -252,6 +257,7 @@ def run_inference(ctx: PipelineContext, job_id: int) -> None:
                 f"{len(report.problems)} problems, {elapsed:.2f} s",
             )
     if moved:
+        metrics.stage_finished("inference", elapsed)
         logger.info(
             "Job %d: %d findings in %.2f s (revision %d)",
             job_id,
@@ -402,7 +408,7 @@ def run_export(ctx: PipelineContext, job_id: int) -> None:
         job.output_errors = (
             "\n".join(f"{kind}: {why}" for kind, why in built.failures.items()) or None
         )
-        job.export_seconds = time.perf_counter() - started
+        job.export_seconds = export_seconds = time.perf_counter() - started
         job.updated_at = now
         job.state = JobState.DELIVERING
         detail = f"{len(built.outputs)} objects"
@@ -422,6 +428,7 @@ def run_export(ctx: PipelineContext, job_id: int) -> None:
                 )
             )
         ]
+    metrics.stage_finished("export", export_seconds)
     logger.info("Job %d: %d objects exported%s", job_id, len(built.outputs),
                 f", not built: {', '.join(built.failures)}" if built.failures else "")
     for delivery_id, attempts in deliveries:

@@ -7,8 +7,8 @@ and have Orthanc send them, wait for jobs (read from RadGround's database).
 :class:`RadGroundProcess` runs ``python -m radground --config CFG ...`` with the
 RADGROUND_* environment stripped, its output in a log file, and is always
 terminated (then killed) by :meth:`~RadGroundProcess.stop`. :func:`write_config`
-writes a TOML settings file for one test world: a node on a free port, storage
-and outputs under a work directory, a fast completion timer, a chest
+writes a TOML settings file for one test world: a node on a free port, storage,
+outputs and the audit file under a work directory, a fast completion timer, a chest
 radiograph route delivering to a DICOM PACS and a FHIR EHR.
 """
 
@@ -126,6 +126,9 @@ broker_url = "{broker_url}"
 gpu_processes = {gpu_processes}
 io_processes = {io_processes}
 {timing}outputs_root = "{workdir / 'outputs'}"
+[audit]
+file = "{workdir / 'audit' / 'audit.log'}"
+spool_dir = "{workdir / 'audit' / 'spool'}"
 [[routes]]
 name = "chest-radiographs"
 modalities = ["CR", "DX"]

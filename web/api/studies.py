@@ -21,6 +21,8 @@ from web.api.common import (
 )
 from web.api.schemas import ActionResult
 from web.auth import Actor, Reader, client_address
+from worklist import atna
+from worklist.atna import events
 from worklist.errors import InvalidFilterError, JobActionError
 from worklist.jobs import reprocess_study
 from worklist.jobs_models import JobState
@@ -43,6 +45,7 @@ router = APIRouter(prefix="/studies", tags=["studies"], responses=PROBLEMS)
 def studies(
     principal: Reader,
     session: DbSession,
+    request: Request,
     state: Annotated[RevisionState | None, Query(description="Current revision's state.")] = None,
     job_state: Annotated[
         JobState | None, Query(description="State of the current revision's job.")
@@ -73,9 +76,12 @@ def studies(
             received_until=received_until, modality=modality, calling_ae_title=calling_ae_title,
             study_instance_uid=study_instance_uid,
         )
-        return PageModel.of(list_studies(session, filters, offset=offset, limit=limit))
+        page = list_studies(session, filters, offset=offset, limit=limit)
     except InvalidFilterError as exc:
         raise filter_problem(exc) from None
+    atna.record(events.query, requestor=principal.name, client_address=client_address(request),
+                query_text=request.url.query.encode(), matches=page.total)  # IHE ATNA Query
+    return PageModel.of(page)
 
 
 @router.get("/{study_instance_uid}", response_model=StudyDetail, summary="One study",

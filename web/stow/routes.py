@@ -41,6 +41,7 @@ from web.stow.multipart import (
 )
 from web.stow.response import InstanceOutcome, http_status, store_instances_response
 from web.stow.spool import SpooledPart
+from worklist.atna.hooks import instances_stored_over_http
 
 __all__ = ["DICOM_JSON", "router"]
 
@@ -111,6 +112,11 @@ async def _store(
     finally:
         for part in parts:
             part.close()
+    await run_in_threadpool(  # IHE ATNA: DICOM Instances Transferred per study
+        instances_stored_over_http, context.sessions,
+        [(o.study_instance_uid or "", o.sop_class_uid or "") for o in outcomes if o.stored],
+        user=principal_name, client_address=client_address(request),
+    )
     studies = {o.study_instance_uid for o in outcomes if o.stored}
     study = study_instance_uid or (studies.pop() if len(studies) == 1 else None)
     study_url = f"{str(request.base_url).rstrip('/')}/dicomweb/studies/{study}" if study else None

@@ -33,7 +33,8 @@ def test_documented_config_file_mentions_every_setting():
 
     text = (REPO / "config" / "radground.toml").read_text()
     data = tomllib.loads(text)
-    for section in ("node", "storage", "database", "completion", "workers", "delivery", "logging"):
+    for section in ("node", "storage", "database", "completion", "workers", "delivery", "logging",
+                    "audit"):
         assert set(data[section]) == set(Settings.model_fields[section].annotation.model_fields), (
             section
         )
@@ -252,3 +253,28 @@ def test_delivery_backoff_base_must_not_exceed_its_cap(tmp_path):
     config.write_text("[delivery]\nbackoff_base_seconds = 60\nbackoff_cap_seconds = 30\n")
     with pytest.raises(SettingsError, match="backoff_base_seconds"):
         load_settings(config)
+
+
+@pytest.mark.parametrize(("body", "needs"), [
+    ('transport = "tls"\nca_file = "/etc/ca.pem"\n', "needs host and port"),
+    ('transport = "tls"\nhost = "arr.example"\n', "needs ca_file"),
+    ('transport = "udp"\n', "needs host and port"),
+    ('client_cert_file = "/etc/c.pem"\n', "client_key_file"),
+    ('transport = "tcp"\n', "transport"),
+])
+def test_incomplete_audit_sections_are_refused(tmp_path, body, needs):
+    config = tmp_path / "c.toml"
+    config.write_text("[audit]\n" + body)
+    with pytest.raises(SettingsError, match=needs):
+        load_settings(config)
+
+
+def test_an_audit_repository_over_tls_is_read_from_the_file_and_environment(tmp_path,
+                                                                            monkeypatch):
+    config = tmp_path / "c.toml"
+    config.write_text('[audit]\ntransport = "tls"\nhost = "arr.example"\nca_file = "/etc/ca.pem"\n')
+    monkeypatch.setenv("RADGROUND_AUDIT__PORT", "16514")
+    audit = load_settings(config).audit
+    assert (audit.transport, audit.host, audit.port, audit.ca_file) == (
+        "tls", "arr.example", 16514, "/etc/ca.pem"
+    )

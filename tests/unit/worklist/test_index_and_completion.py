@@ -162,6 +162,30 @@ def test_indexer_fast_path_keeps_the_same_books_as_the_full_path(migrated_engine
         assert numbers == {1: 2, 2: 1, 3: 1, 4: 1, 5: 1, 6: 2, 7: 2}
 
 
+def test_indexer_takes_the_fast_path_once_a_study_is_known(migrated_engine, monkeypatch):
+    """After a study's first instance, the next ones of its series skip record_instance (on
+    PostgreSQL too, where an INSERT's rowcount does not say whether the row went in)."""
+    from worklist import index as index_module
+
+    full_path = []
+    record = index_module.record_instance
+
+    def counted(session, instance, **kwargs):
+        full_path.append(int(instance.header.InstanceNumber))
+        return record(session, instance, **kwargs)
+
+    monkeypatch.setattr(index_module, "record_instance", counted)
+    indexer = StudyIndexer(migrated_engine)
+    study, series = generate_uid(), generate_uid()
+    for n in range(1, 6):
+        indexer.record(stored(study, series, n, at=T0 + timedelta(seconds=n)))
+
+    assert full_path == [1]
+    with make_session_factory(migrated_engine)() as session:
+        assert session.scalar(select(Study.instance_count)) == 5
+        assert session.scalar(select(StudyRevision.instances_received)) == 5
+
+
 def study_books(sessions):
     """Each study's instance count and what the index holds per study (SOP Instance UID -> path)."""
     with sessions() as session:

@@ -1,0 +1,176 @@
+"""Prometheus metrics of the worklist: revision outcomes, stage durations, deliveries, queues.
+
+Counters and histograms are module-level :mod:`prometheus_client` objects,
+counted by the steps where things happen (:mod:`worklist.pipeline`,
+:mod:`worklist.delivery`); in multi-process mode (set up by the application
+before it imports this module) each worker process writes its own file and
+the web process sums them. Queue depths are read from the database when
+Prometheus scrapes (:class:`QueueDepthCollector`), so they are right however
+many processes work the queues. Labels carry no patient data: outcomes,
+stages, states and configured destination names.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+
+from prometheus_client import Counter, Histogram
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from worklist.destinations.protocol import DeliveryStatus
+from worklist.jobs_models import Delivery, DeliveryState, Job, JobState
+from worklist.models import RevisionOutcome, RevisionState, StudyRevision
+
+__all__ = [
+    "DELIVERIES",
+    "DELIVERY_ATTEMPTS",
+    "DELIVERY_RETRIES",
+    "STAGES",
+    "STAGE_SECONDS",
+    "STUDY_REVISIONS",
+    "QueueDepthCollector",
+    "delivery_recorded",
+    "queue_wait",
+    "revision_routed",
+    "stage_finished",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The ``stage`` label of :data:`STAGE_SECONDS`.
+STAGES = ("queue_wait", "inference", "export", "delivery")
+
+STUDY_REVISIONS = Counter(
+    "radground_study_revisions",
+    "Study revisions routed when they became ready, by outcome (job, no-route, own-output).",
+    ["outcome"],
+)
+STAGE_SECONDS = Histogram(
+    "radground_job_stage_duration_seconds",
+    "Seconds a job spends in one stage: queue_wait (enqueued until an inference attempt "
+    "claims it), inference (reading the images and the model), export (building and writing "
+    "the outputs), delivery (one attempt at one destination).",
+    ["stage"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0),
+)
+DELIVERY_ATTEMPTS = Counter(
+    "radground_delivery_attempts",
+    "Delivery attempts, by destination and result (delivered, retryable, final).",
+    ["destination", "result"],
+)
+DELIVERY_RETRIES = Counter(
+    "radground_delivery_retries",
+    "Retries scheduled after a retryable failure, by destination.",
+    ["destination"],
+)
+DELIVERIES = Counter(
+    "radground_deliveries",
+    "Deliveries that ended, by destination and result (delivered, failed).",
+    ["destination", "result"],
+)
+
+for _outcome in RevisionOutcome:
+    STUDY_REVISIONS.labels(_outcome.value)
+_STAGE = {stage: STAGE_SECONDS.labels(stage) for stage in STAGES}
+
+
+def revision_routed(outcome: RevisionOutcome) -> None:
+    """Count a ready revision's outcome (once per revision: the caller counts a job only
+    when it created it)."""
+    STUDY_REVISIONS.labels(outcome.value).inc()
+
+
+def stage_finished(stage: str, seconds: float) -> None:
+    """Observe how long a job spent in ``stage`` (one of :data:`STAGES`)."""
+    _STAGE[stage].observe(max(0.0, seconds))
+
+
+def queue_wait(enqueued_at: datetime | None, claimed_at: datetime) -> None:
+    """Observe the queue wait of an inference attempt that claimed its job at ``claimed_at``."""
+    if enqueued_at is not None:
+        stage_finished("queue_wait", (claimed_at - enqueued_at).total_seconds())
+
+
+def delivery_recorded(destination: str, result: DeliveryStatus, *, retry: bool) -> None:
+    """Count one recorded delivery attempt: its ``result``, and the retry it scheduled
+    (``retry``) or the end of the delivery it made."""
+    DELIVERY_ATTEMPTS.labels(destination, result.value).inc()
+    if retry:
+        DELIVERY_RETRIES.labels(destination).inc()
+    else:
+        DELIVERIES.labels(
+            destination, "delivered" if result is DeliveryStatus.DELIVERED else "failed"
+        ).inc()
+
+
+class QueueDepthCollector(Collector):
+    """Queue depths read from the database at each scrape.
+
+    ``radground_jobs{state}`` (every job state, 0 included),
+    ``radground_deliveries_pending{destination}`` (waiting for their next
+    attempt; 0 for each of ``destinations``, the configured ones, when none
+    waits), ``radground_study_revisions_receiving`` (revisions not yet
+    complete), and ``radground_queue_depth_up`` (0 when the database could not
+    be read: the other three are then left out).
+    """
+
+    def __init__(
+        self, sessions: sessionmaker[Session], *, destinations: Iterable[str] = ()
+    ) -> None:
+        self._sessions = sessions
+        self._destinations = tuple(destinations)
+
+    def describe(self) -> list[Metric]:
+        return []  # nothing is read when the collector is registered
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "radground_queue_depth_up", "1 when the queue depths could be read from the database."
+        )
+        try:
+            families = self._read()
+        except SQLAlchemyError as exc:
+            logger.warning("Queue depths could not be read (%s)", type(exc).__name__)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from families
+
+    def _read(self) -> list[Metric]:
+        with self._sessions() as session:
+            jobs = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).all())
+            pending = session.execute(
+                select(Delivery.destination, func.count())
+                .where(Delivery.state == DeliveryState.PENDING)
+                .group_by(Delivery.destination)
+            ).all()
+            receiving = session.scalar(
+                select(func.count())
+                .select_from(StudyRevision)
+                .where(StudyRevision.state == RevisionState.RECEIVING)
+            )
+        by_state = GaugeMetricFamily("radground_jobs", "Jobs by state.", labels=["state"])
+        for state in JobState:
+            by_state.add_metric([state.value], jobs.get(state, 0))
+        deliveries = GaugeMetricFamily(
+            "radground_deliveries_pending",
+            "Deliveries waiting for their next attempt, by destination.",
+            labels=["destination"],
+        )
+        counts = dict.fromkeys(self._destinations, 0) | {name: count for name, count in pending}
+        for destination, count in sorted(counts.items()):
+            deliveries.add_metric([destination], count)
+        revisions = GaugeMetricFamily(
+            "radground_study_revisions_receiving",
+            "Study revisions still receiving (not yet complete).",
+        )
+        revisions.add_metric([], receiving or 0)
+        return [by_state, deliveries, revisions]
