@@ -1,7 +1,7 @@
 """`radground web` behind a TLS-terminating reverse proxy: the console's session cookie is
 ``Secure`` when a trusted proxy says the client used HTTPS (``X-Forwarded-Proto``), and the
 same header from anyone else is not believed. Real processes on free ports, as
-docs/reverse-proxy.md configures them."""
+docs/nginx/radground.conf configures them."""
 
 from __future__ import annotations
 
