@@ -179,6 +179,8 @@ def start_radground(
         f"64\n{patch_line}"
         f'[storage]\nroot = "{work / "instances"}"\nreserve_mb = 0\nfsync = "{fsync}"\n'
         f'[database]\nurl = "sqlite:///{work / "radground.db"}"\n'
+        # ingest only: no console competing for the CPU (or for port 8080)
+        '[web]\nenabled = false\n'
         '[logging]\nlevel = "WARNING"\n'
     )
     if tls is not None:

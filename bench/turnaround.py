@@ -297,6 +297,10 @@ gpu_processes = {gpu_processes}
 io_processes = 1
 outputs_root = "{workdir / 'outputs'}"
 
+[web]
+port = 0
+state_dir = "{workdir / 'web'}"
+
 [logging]
 level = "INFO"
 

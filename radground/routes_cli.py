@@ -74,7 +74,7 @@ def test_route(file_or_study: str, calling_ae: str) -> None:
         route = verdict.route
         if verdict.matched and route is chosen:
             sent = (
-                f"sent to {', '.join(route.destinations)}"
+                f"sent to {_destinations(settings, route.destinations)}"
                 if route.destinations
                 else "no destination"
             )
@@ -100,6 +100,17 @@ def test_route(file_or_study: str, calling_ae: str) -> None:
         click.echo("No route matches: the study is stored and indexed but not processed.")
         sys.exit(EXIT_NO_ROUTE)
     click.echo(f"The study would be processed on route {chosen.name}.")
+
+
+def _destinations(settings: Settings, names: tuple[str, ...]) -> str:
+    """The route's destinations, each marked when it is insecure (its certificate not checked,
+    a credential allowed over plain HTTP)."""
+    return ", ".join(
+        f"{name} (insecure = true: certificate not checked)"
+        if getattr(settings.destinations.get(name), "insecure", False)
+        else name
+        for name in names
+    )
 
 
 def _summary(facts: list) -> str:

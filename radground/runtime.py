@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from dicom_node.patches import PYNETDICOM_PATCHES
 from dicom_node.private_files import create_private_file
@@ -16,6 +18,7 @@ from radground.audit import start_audit_trail
 from radground.database import database_engine
 from radground.secret_files import check_private_file, read_secret_file
 from radground.settings import (
+    BROKER_TLS_SCHEMES,
     AnyDestination,
     DeliverySettings,
     DicomDestination,
@@ -26,6 +29,7 @@ from radground.settings import (
     RouteSettings,
     Settings,
     SettingsError,
+    WorkerSettings,
     _HttpAuthSection,
     _TlsSection,
 )
@@ -38,6 +42,7 @@ from worklist.destinations import (
     FhirTarget,
     Hl7Target,
     HttpAuth,
+    PlainTextCredentialError,
     RetryPolicy,
     TlsOptions,
     destination_for,
@@ -50,6 +55,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 __all__ = [
+    "broker_tls_options",
     "build_context",
     "build_destination",
     "configure_celery",
@@ -165,9 +171,15 @@ def _tls(name: str, section: _TlsSection, *, wanted: bool) -> TlsOptions | None:
     if not wanted:
         return None
     _check_client_key(name, section)
+    if section.insecure:
+        logger.warning(
+            "destinations.%s: insecure = true: its TLS certificate is not checked and a "
+            "credential may be sent over plain HTTP (a test peer only)",
+            name,
+        )
     try:
         return TlsOptions(
-            verify=section.tls_verify,
+            verify=not section.insecure,
             ca_bundle=Path(section.ca_bundle) if section.ca_bundle else None,
             client_cert=Path(section.client_cert) if section.client_cert else None,
             client_key=Path(section.client_key) if section.client_key else None,
@@ -197,7 +209,7 @@ def _holds_private_key(path: Path) -> bool:
 
 
 def _tls_configured(section: _TlsSection) -> bool:
-    return not section.tls_verify or bool(section.ca_bundle or section.client_cert)
+    return section.insecure or bool(section.ca_bundle or section.client_cert)
 
 
 def _hours(value: float | None) -> float | None:
@@ -223,6 +235,20 @@ def build_destination(
         destination_for(section.type, name=name)
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
+    try:
+        return _build_target(name, section, calling_ae_title=calling_ae_title,
+                             pynetdicom_patches=pynetdicom_patches)
+    except PlainTextCredentialError as exc:
+        raise SettingsError(f"destinations.{name}: {exc}") from None
+
+
+def _build_target(
+    name: str,
+    section: AnyDestination,
+    *,
+    calling_ae_title: str,
+    pynetdicom_patches: tuple[str, ...],
+) -> DestinationTarget:
     retry_for = _hours(section.retry_for_hours)
     if isinstance(section, DicomDestination):
         return DicomTarget(destination=Destination(section.ae_title, section.host, section.port),
@@ -333,7 +359,49 @@ def configure_celery(settings: Settings) -> Celery:
         create_private_file(sqlite_file)  # 0600 before SQLite opens it, as the index
     return tasks.configure(
         broker_url=broker,
+        broker_use_ssl=broker_tls_options(settings.workers),
         context_factory=lambda: build_context(settings, enqueue=tasks.CeleryEnqueuer()),
         task_time_limit_seconds=settings.workers.task_time_limit_seconds,
         visibility_timeout_seconds=settings.workers.visibility_timeout_seconds,
     )
+
+
+def broker_tls_options(workers: WorkerSettings) -> dict[str, Any] | None:
+    """Celery's ``broker_use_ssl`` for a ``rediss://`` or ``amqps://`` broker (None for any
+    other): the server's certificate and host name always checked, against
+    ``broker_ca_bundle`` or the system's CAs, and the client certificate of mutual TLS.
+
+    kombu left alone would connect to ``rediss://`` without checking the certificate.
+
+    Raises
+    ------
+    SettingsError
+        A TLS file that does not exist, or a client key its group or others may read.
+    """
+    url = workers.broker_url
+    if not url.startswith(BROKER_TLS_SCHEMES):
+        return None
+    files: dict[str, str | None] = {}
+    for setting in ("broker_ca_bundle", "broker_client_cert", "broker_client_key"):
+        value = getattr(workers, setting)
+        if value and not Path(value).is_file():
+            raise SettingsError(f"workers.{setting}: {value!r} is not a readable file")
+        files[setting] = value or None
+    if files["broker_client_key"]:
+        check_private_file(files["broker_client_key"], setting="workers.broker_client_key",
+                           what="the broker TLS client key")
+    if url.startswith("rediss://"):  # redis-py's SSLConnection arguments
+        return {
+            "ssl_cert_reqs": ssl.CERT_REQUIRED,
+            "ssl_check_hostname": True,
+            "ssl_ca_certs": files["broker_ca_bundle"],
+            "ssl_certfile": files["broker_client_cert"],
+            "ssl_keyfile": files["broker_client_key"],
+        }
+    return {  # py-amqp's SSLTransport arguments; a server_hostname turns the host name check on
+        "cert_reqs": ssl.CERT_REQUIRED,
+        "ca_certs": files["broker_ca_bundle"],
+        "certfile": files["broker_client_cert"],
+        "keyfile": files["broker_client_key"],
+        "server_hostname": urlsplit(url).hostname,
+    }

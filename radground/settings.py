@@ -15,6 +15,7 @@ import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from dicom_node.scp import AllowedPeer
 
 __all__ = [
+    "BROKER_TLS_SCHEMES",
     "AnyDestination",
     "CompletionSettings",
     "DatabaseSettings",
@@ -299,13 +301,40 @@ class _DestinationSection(_Section):
 class _TlsSection(_Section):
     """TLS options of a client (worklist.destinations.security.TlsOptions)."""
 
-    #: Check the peer's certificate and host name; false only for a test peer.
-    tls_verify: bool = True
+    #: Skip the peer's certificate and host name check, and allow a credential over plain
+    #: http://: a test peer only; logged as a WARNING at start and on the first delivery.
+    insecure: bool = False
     #: PEM file of the CAs to trust instead of the system's (a hospital's private CA).
     ca_bundle: str = ""
     #: PEM certificate (and key, or client_key) for mutual TLS.
     client_cert: str = ""
     client_key: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_tls_verify(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "tls_verify" in data:
+            raise ValueError(
+                "tls_verify is no longer read: certificates are always checked; remove it, or "
+                "write insecure = true to skip the check for a test peer (logged)"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _insecure_or_ca(self) -> _TlsSection:
+        if self.insecure and self.ca_bundle:
+            raise ValueError("ca_bundle is pointless with insecure = true; drop one of them")
+        return self
+
+
+def _refuse_plain_credentials(url: str, section: _HttpAuthSection, *, insecure: bool) -> None:
+    """A credential never travels over plain http:// unless the destination says insecure."""
+    if section.auth != "none" and url.startswith("http://") and not insecure:
+        raise ValueError(
+            f"auth = {section.auth!r} would send the credential in clear to {url}: use an "
+            "https:// URL, or write insecure = true in this section to accept that (a test "
+            "peer only)"
+        )
 
 
 class _HttpAuthSection(_Section):
@@ -379,6 +408,11 @@ class DicomWebDestination(_DestinationSection, _HttpAuthSection, _TlsSection):
             raise ValueError("must be an http:// or https:// DICOMweb base URL")
         return value.rstrip("/")
 
+    @model_validator(mode="after")
+    def _credentials_encrypted(self) -> DicomWebDestination:
+        _refuse_plain_credentials(self.url, self, insecure=self.insecure)
+        return self
+
 
 class FhirEndpointSettings(_DestinationSection, _HttpAuthSection, _TlsSection):
     """``type = "fhir"``: an EHR's FHIR R4 server; results arrive as one transaction Bundle per
@@ -400,6 +434,11 @@ class FhirEndpointSettings(_DestinationSection, _HttpAuthSection, _TlsSection):
             raise ValueError("must be an http:// or https:// FHIR base URL")
         return value.rstrip("/")
 
+    @model_validator(mode="after")
+    def _credentials_encrypted(self) -> FhirEndpointSettings:
+        _refuse_plain_credentials(self.url, self, insecure=self.insecure)
+        return self
+
 
 class Hl7Destination(_DestinationSection, _TlsSection):
     """``type = "hl7"``: an HL7 v2 receiver (EHR/RIS interface engine) taking ORU^R01 over MLLP."""
@@ -420,6 +459,14 @@ class Hl7Destination(_DestinationSection, _TlsSection):
     #: No ACK within this (seconds) is a retryable failure.
     ack_timeout_seconds: float = Field(30.0, gt=0)
     connect_timeout_seconds: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _tls_options_need_tls(self) -> Hl7Destination:
+        options = ("insecure", "ca_bundle", "client_cert", "client_key")
+        given = [k for k in options if getattr(self, k)]
+        if given and not self.tls:
+            raise ValueError(f"{', '.join(given)} take effect with tls = true only: set it")
+        return self
 
 
 def _destination_type(value: Any) -> str | None:
@@ -499,6 +546,10 @@ class RouteSettings(_Section):
         return value
 
 
+#: Broker URL schemes that speak TLS (Redis, RabbitMQ).
+BROKER_TLS_SCHEMES = ("rediss://", "amqps://")
+
+
 class WorkerSettings(_Section):
     """Celery workers: queue "gpu" runs the model, queue "io" exports and delivers."""
 
@@ -506,6 +557,12 @@ class WorkerSettings(_Section):
     #: workers are woken on publish (radground+sqlite:///; sqla+sqlite:/// is kombu's
     #: stock polling transport); a cluster uses redis://host:6379/0 or amqp://user:pass@host:5672//.
     broker_url: str = "radground+sqlite:///var/broker.sqlite"
+    #: TLS to a rediss:// or amqps:// broker, the server's certificate always checked: PEM file
+    #: of the CAs to trust instead of the system's, and a client certificate (and key) for
+    #: mutual TLS.
+    broker_ca_bundle: str = ""
+    broker_client_cert: str = ""
+    broker_client_key: str = ""
     #: Worker processes `radground serve` starts for each queue.
     gpu_processes: int = Field(1, ge=0, le=16)
     io_processes: int = Field(1, ge=0, le=64)
@@ -524,6 +581,35 @@ class WorkerSettings(_Section):
     #: Where the produced SR/GSPS files and FHIR Bundles are written
     #: (<outputs_root>/<Study Instance UID>/r<revision>/), whatever the destinations.
     outputs_root: Path = Path("var/outputs")
+
+    @field_validator("broker_url")
+    @classmethod
+    def _no_tls_in_broker_url(cls, value: str) -> str:
+        query = urlsplit(value).query
+        named = sorted({k for k, _ in parse_qsl(query) if k.lower().startswith("ssl")})
+        if named:
+            raise ValueError(
+                f"TLS options in the URL ({', '.join(named)}) are not read: the broker's "
+                "certificate is always checked; write broker_ca_bundle, broker_client_cert and "
+                "broker_client_key in [workers] instead"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _broker_tls_needs_tls_scheme(self) -> WorkerSettings:
+        given = [
+            k
+            for k in ("broker_ca_bundle", "broker_client_cert", "broker_client_key")
+            if getattr(self, k)
+        ]
+        if given and not self.broker_url.startswith(BROKER_TLS_SCHEMES):
+            raise ValueError(
+                f"{', '.join(given)} need a TLS broker URL (rediss:// or amqps://), "
+                f"not {urlsplit(self.broker_url).scheme}://"
+            )
+        if self.broker_client_key and not self.broker_client_cert:
+            raise ValueError("broker_client_key needs broker_client_cert")
+        return self
 
 
 DEFAULT_ROUTE = RouteSettings(

@@ -47,8 +47,15 @@ def configure(
     context_factory: Callable[[], PipelineContext],
     task_time_limit_seconds: int = 900,
     visibility_timeout_seconds: int = 3600,
+    broker_use_ssl: dict[str, Any] | None = None,
 ) -> Celery:
-    """Configure the app for this process; ``context_factory`` builds the pipeline context."""
+    """Configure the app for this process; ``context_factory`` builds the pipeline context,
+    ``broker_use_ssl`` is Celery's setting of that name (TLS to a ``rediss://`` or
+    ``amqps://`` broker).
+
+    The workers take no remote-control commands (``worker_enable_remote_control`` off): whoever
+    can write to the broker cannot shut them down, restart their pools or change their queues
+    (the node and the console never use ``control``/``inspect``)."""
     global _context_factory, _context
     _context_factory, _context = context_factory, None
     # Redis (and SQS) redeliver unacknowledged messages after the visibility
@@ -86,6 +93,8 @@ def configure(
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         broker_connection_timeout=10,
+        broker_use_ssl=broker_use_ssl or False,
+        worker_enable_remote_control=False,
     )
     return app
 

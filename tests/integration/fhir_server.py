@@ -330,6 +330,13 @@ class FhirTestServer:
             raise RuntimeError("FhirTestServer was made without tls=True")
         return Path(self._tls_dir.name) / "cert.pem"
 
+    def require_client_certificate(self, ca_file: Path) -> None:
+        """Mutual TLS: refuse a client without a certificate signed by a CA of ``ca_file``."""
+        if self._tls_context is None:
+            raise RuntimeError("FhirTestServer was made without tls=True")
+        self._tls_context.verify_mode = ssl.CERT_REQUIRED
+        self._tls_context.load_verify_locations(cafile=str(ca_file))
+
     @property
     def base_url(self) -> str:
         """The service base URL (R4 http.html#root)."""

@@ -21,21 +21,33 @@ __all__ = ["PrivateRedis"]
 class PrivateRedis:
     """redis-server on ``127.0.0.1:<free port>`` with its files under ``workdir``, no persistence.
 
-    :meth:`stop` then :meth:`start` is a broker restart: every message is lost.
+    :meth:`stop` then :meth:`start` is a broker restart: every message is lost. With ``tls``
+    (the server's certificate and key, and the CA that signed it) it speaks TLS only
+    (``--port 0 --tls-port``, no client certificates asked) and :attr:`url` is ``rediss://``.
     """
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, tls: tuple[Path, Path, Path] | None = None) -> None:
         if shutil.which("redis-server") is None:
             pytest.fail(
                 "redis-server is not installed (apt-get install redis-server; .ci/bootstrap does)"
             )
-        self.workdir, self.port = workdir, free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.workdir, self.port, self.tls = workdir, free_port(), tls
+        scheme = "rediss" if tls else "redis"
+        self.url = f"{scheme}://127.0.0.1:{self.port}/0"
+
+    def _listen_arguments(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        cert, key, ca = self.tls
+        return ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert),
+                "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca),
+                "--tls-auth-clients", "no"]
 
     def cli(self, *args: str) -> str:
         """``redis-cli`` against this server; its stdout."""
+        tls = ["--tls", "--cacert", str(self.tls[2])] if self.tls else []
         result = subprocess.run(
-            ["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), *args],
+            ["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), *tls, *args],
             check=False,
             capture_output=True,
             text=True,
@@ -47,8 +59,7 @@ class PrivateRedis:
         subprocess.run(
             [
                 "redis-server",
-                "--port",
-                str(self.port),
+                *self._listen_arguments(),
                 "--bind",
                 "127.0.0.1",
                 "--save",

@@ -87,7 +87,9 @@ def write_config(
     """A TOML config for one RadGround deployment under ``workdir``: the chest route delivers to
     ``route_destinations``; ``extra_toml`` adds sections (more destinations, ``[delivery]``).
     ``None`` leaves a setting at its default and, for ``pacs_port``/``fhir_url``, that
-    destination out."""
+    destination out. Unless ``extra_toml`` has its own ``[web]`` section, the web surface takes
+    a free port and keeps its state (metrics files) under ``workdir``: deployments running at the
+    same time never share the default port 8080 or a metrics folder."""
     routed = ", ".join(f'"{name}"' for name in route_destinations)
     timing = "".join(
         f"{key} = {value}\n"
@@ -96,6 +98,10 @@ def write_config(
             ("requeue_after_seconds", requeue_after_seconds),
         )
         if value is not None
+    )
+    web = (
+        "" if "[web]" in extra_toml
+        else f'[web]\nport = 0\nstate_dir = "{workdir / "web"}"\n'
     )
     destinations = ""
     if pacs_port is not None:
@@ -135,7 +141,7 @@ modalities = ["CR", "DX"]
 body_parts = ["CHEST"]
 view_positions = ["PA", "AP"]
 destinations = [{routed}]
-{destinations}{extra_toml}
+{web}{destinations}{extra_toml}
 """,
         encoding="utf-8",
     )

@@ -22,6 +22,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from playwright.sync_api import sync_playwright
 from pydicom import dcmread
 from sqlalchemy import select
 
@@ -40,8 +41,6 @@ from tests.integration.radground_processes import (
 from tests.integration.test_pipeline import CXR
 from worklist.db import create_db_engine, make_session_factory
 from worklist.jobs_models import AuditEvent, Delivery, Job
-
-playwright = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = Path("/usr/bin/chromium")
 PASSWORD = "correct horse battery"
@@ -138,7 +137,7 @@ def test_console_in_a_real_browser(node, shared_data: Path):
     folder = _artifacts()
     source = make_chest_dx(shared_data / "nih-cxr-boxes" / "images" / CXR)
     sent = write_dataset(source, workdir / "sources" / "cxr.dcm")
-    with playwright.sync_playwright() as p:
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         try:
             context = browser.new_context(viewport={"width": 1280, "height": 900})

@@ -59,7 +59,12 @@ from worklist.destinations.registry import (
     destination_for,
 )
 from worklist.destinations.retry import DEFAULT_RETRY_FOR_SECONDS, RetryPolicy
-from worklist.destinations.security import AuthKind, HttpAuth, TlsOptions
+from worklist.destinations.security import (
+    AuthKind,
+    HttpAuth,
+    PlainTextCredentialError,
+    TlsOptions,
+)
 from worklist.destinations.stow import DicomWebTarget, StowDestination
 
 __all__ = [
@@ -88,6 +93,7 @@ __all__ = [
     "MllpDestination",
     "MllpOutcome",
     "MllpResult",
+    "PlainTextCredentialError",
     "RetryPolicy",
     "StowDestination",
     "StowInstanceResult",

@@ -160,7 +160,7 @@ def _endpoint(url: str) -> str:
 def make_client(*, tls: TlsOptions | None = None, timeout: float = 60.0) -> httpx.Client:
     """An httpx client for :func:`store_instances` to reuse (keep-alive between calls):
     no redirects followed, no proxy settings from the environment, TLS per ``tls``."""
-    verify: ssl.SSLContext | bool = tls.ssl_context() if tls is not None else True
+    verify = (tls if tls is not None else TlsOptions()).ssl_context()
     return httpx.Client(verify=verify, timeout=timeout, follow_redirects=False, trust_env=False)
 
 

@@ -290,7 +290,7 @@ def post_transaction(
     endpoint = _endpoint(url)
 
     owned = client is None
-    http = client if client is not None else httpx.Client(follow_redirects=False)
+    http = client if client is not None else httpx.Client(follow_redirects=False, trust_env=False)
     started = time.monotonic()
     try:
         try:

@@ -19,7 +19,12 @@ from worklist.destinations.fhir import (
     post_transaction,
 )
 from worklist.destinations.protocol import ArtifactFile, DeliveryOutcome, DestinationTarget
-from worklist.destinations.security import HttpAuth, TlsOptions
+from worklist.destinations.security import (
+    HttpAuth,
+    TlsOptions,
+    check_credential_transport,
+    warn_insecure_use,
+)
 from worklist.errors import InvalidFhirRequestError
 
 __all__ = ["FhirTarget", "FhirTransactionDestination", "bundle_filename"]
@@ -34,13 +39,22 @@ class FhirTarget:
     timeout_seconds: float = 30.0
     primary_language: str = "en"
     patient_identifier_system: str | None = None
-    #: TLS options for an https URL (None: the system's trust store).
+    #: TLS options for an https URL (None: the system's trust store, certificates checked);
+    #: ``verify=False`` is the destination's ``insecure = true``.
     tls: TlsOptions | None = None
     name: str = ""
     outputs: tuple[str, ...] = ("fhir",)
     languages: tuple[str, ...] = ()
     retry_for_seconds: float | None = None
     type: ClassVar[str] = "fhir"
+
+    def __post_init__(self) -> None:
+        check_credential_transport(self.url, self.auth, self.tls, name=self.name)
+
+    @property
+    def insecure(self) -> bool:
+        """Certificates not checked, a credential allowed over plain HTTP."""
+        return self.tls is not None and not self.tls.verify
 
 
 def bundle_filename(name: str) -> str:
@@ -66,11 +80,11 @@ class FhirTransactionDestination:
         ]
         if not bundles:
             return DeliveryOutcome.final(f"no FHIR bundle was exported for {name!r}")
-        client = (
-            httpx.Client(verify=target.tls.ssl_context(), follow_redirects=False, trust_env=False)
-            if target.tls is not None
-            else None
-        )
+        if target.insecure:
+            warn_insecure_use(name, target.url)
+        tls = target.tls if target.tls is not None else TlsOptions()
+        # no proxy or CA settings from the environment: the destination's own TLS options only
+        client = httpx.Client(verify=tls.ssl_context(), follow_redirects=False, trust_env=False)
         try:
             post_transaction(
                 target.url,
@@ -96,6 +110,5 @@ class FhirTransactionDestination:
         ) as exc:  # the endpoint or bundle is unusable (bad URL, not a transaction)
             return DeliveryOutcome.final(f"FHIR {name}: {exc}")
         finally:
-            if client is not None:
-                client.close()
+            client.close()
         return DeliveryOutcome.delivered()

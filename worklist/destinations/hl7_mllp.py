@@ -23,7 +23,7 @@ from worklist.destinations.protocol import (
     DestinationTarget,
     select_artifacts,
 )
-from worklist.destinations.security import TlsOptions
+from worklist.destinations.security import TlsOptions, warn_insecure_use
 
 __all__ = ["Hl7Target", "MllpDestination", "message_filename"]
 
@@ -72,6 +72,8 @@ class MllpDestination:
         messages = own or messages
         if not messages:
             return DeliveryOutcome.final(f"no HL7 message was exported for {target.name!r}")
+        if target.tls is not None and not target.tls.verify:
+            warn_insecure_use(target.name, f"{target.host}:{target.port}")
         for index, artifact in enumerate(messages):
             try:
                 result = send_message(

@@ -14,12 +14,24 @@ from the environment and passes them in.
 from __future__ import annotations
 
 import base64
+import logging
 import ssl
+import threading
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from urllib.parse import urlsplit
 
-__all__ = ["AuthKind", "HttpAuth", "TlsOptions"]
+__all__ = [
+    "AuthKind",
+    "HttpAuth",
+    "PlainTextCredentialError",
+    "TlsOptions",
+    "check_credential_transport",
+    "warn_insecure_use",
+]
+
+logger = logging.getLogger(__name__)
 
 
 class AuthKind(StrEnum):
@@ -117,8 +129,9 @@ class TlsOptions:
     ----------
     verify
         Check the peer's certificate chain and host name (default). ``False``
-        turns both checks off: only for a test peer with a self-signed
-        certificate; never for a hospital network.
+        turns both checks off and is what a destination's ``insecure = true``
+        means (:func:`warn_insecure_use` logs it): only for a test peer with a
+        self-signed certificate; never for a hospital network.
     ca_bundle
         PEM file of the CAs to trust instead of the system's (a hospital's
         private CA). None: the system's default trust store.
@@ -169,3 +182,56 @@ class TlsOptions:
                 str(self.client_key) if self.client_key is not None else None,
             )
         return context
+
+
+class PlainTextCredentialError(ValueError):
+    """A credential would be sent over plain ``http://`` to a destination not marked insecure."""
+
+
+def check_credential_transport(
+    url: str, auth: HttpAuth, tls: TlsOptions | None, *, name: str
+) -> None:
+    """Refuse to send ``auth`` in clear: a credential goes to an ``http://`` URL only when the
+    destination is explicitly insecure (``tls`` with ``verify=False``).
+
+    Raises
+    ------
+    PlainTextCredentialError
+        Naming the destination and what to write instead.
+    """
+    if auth.kind is AuthKind.NONE or urlsplit(url).scheme != "http":
+        return
+    if tls is not None and not tls.verify:
+        return
+    raise PlainTextCredentialError(
+        f"destination {name or url!r} would send its {auth.kind.value} credential in clear to "
+        f"{urlsplit(url).scheme}://{urlsplit(url).netloc}: use an https:// URL, or set "
+        "insecure = true on the destination to accept that (a test peer only)"
+    )
+
+
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def warn_insecure_use(name: str, peer: str) -> None:
+    """Log a WARNING the first time this process delivers to an insecure destination (its
+    certificate not checked, a credential allowed over plain HTTP); later calls log nothing.
+
+    Parameters
+    ----------
+    name
+        The destination's name (``[destinations.NAME]``).
+    peer
+        Where it delivers (a URL without credentials, or ``host:port``).
+    """
+    with _warned_lock:
+        if name in _warned:
+            return
+        _warned.add(name)
+    logger.warning(
+        "Delivering to destination %s (%s) with insecure = true: its TLS certificate is not "
+        "checked and a credential may travel unencrypted",
+        name,
+        peer,
+    )

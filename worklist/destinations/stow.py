@@ -22,7 +22,12 @@ from worklist.destinations.protocol import (
     DestinationTarget,
     select_artifacts,
 )
-from worklist.destinations.security import HttpAuth, TlsOptions
+from worklist.destinations.security import (
+    HttpAuth,
+    TlsOptions,
+    check_credential_transport,
+    warn_insecure_use,
+)
 
 __all__ = ["DicomWebTarget", "StowDestination"]
 
@@ -41,6 +46,14 @@ class DicomWebTarget:
     retry_for_seconds: float | None = None
     type: ClassVar[str] = "dicomweb"
 
+    def __post_init__(self) -> None:
+        check_credential_transport(self.base_url, self.auth, self.tls, name=self.name)
+
+    @property
+    def insecure(self) -> bool:
+        """Certificates not checked, a credential allowed over plain HTTP."""
+        return self.tls is not None and not self.tls.verify
+
 
 class StowDestination:
     """POSTs the target's DICOM objects to ``{base_url}/studies`` in one multipart request."""
@@ -58,6 +71,8 @@ class StowDestination:
         files = select_artifacts(artifacts, target)
         if not files:
             return DeliveryOutcome.delivered("nothing to send")
+        if target.insecure:
+            warn_insecure_use(target.name, target.base_url)
         try:
             result = store_instances(
                 target.base_url,
