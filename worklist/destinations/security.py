@@ -22,6 +22,8 @@ from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from worklist.errors import WorklistError
+
 __all__ = [
     "AuthKind",
     "HttpAuth",
@@ -184,7 +186,7 @@ class TlsOptions:
         return context
 
 
-class PlainTextCredentialError(ValueError):
+class PlainTextCredentialError(WorklistError, ValueError):
     """A credential would be sent over plain ``http://`` to a destination not marked insecure."""
 
 
