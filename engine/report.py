@@ -48,6 +48,8 @@ __all__ = [
     "Task",
     "Text",
     "derive_uid",
+    "finding_from_dict",
+    "finding_to_dict",
 ]
 
 
@@ -580,38 +582,42 @@ def _mask_from_dict(data: dict[str, Any]) -> np.ndarray:
     return np.unpackbits(bits, count=rows * columns).astype(bool).reshape(rows, columns)
 
 
+def _region_to_dict(r: Region) -> dict[str, Any]:
+    return {
+        "image": {
+            "sop_instance_uid": r.image.sop_instance_uid,
+            "sop_class_uid": r.image.sop_class_uid,
+            "frame_number": r.image.frame_number,
+        },
+        "box": [r.box.x_min, r.box.y_min, r.box.x_max, r.box.y_max],
+        "mask": None if r.mask is None else _mask_to_dict(r.mask),
+    }
+
+
+def finding_to_dict(f: Finding) -> dict[str, Any]:
+    """A finding as JSON-ready values (the review's records of each decision keep these);
+    :func:`finding_from_dict` reverses it."""
+    return {
+        "kind": f.kind.value,
+        "label": f.label.as_dict(),
+        "description": f.description.as_dict(),
+        "regions": [_region_to_dict(r) for r in f.regions],
+        "tracking_uid": f.tracking_uid,
+        "presence": f.presence.value,
+        "confidence": f.confidence,
+        "concept": None if f.concept is None else {
+            "value": f.concept.value,
+            "scheme_designator": f.concept.scheme_designator,
+            "meaning": f.concept.meaning,
+            "scheme_version": f.concept.scheme_version,
+        },
+    }
+
+
 def _report_to_dict(report: GroundedReport) -> dict[str, Any]:
-    def region(r: Region) -> dict[str, Any]:
-        return {
-            "image": {
-                "sop_instance_uid": r.image.sop_instance_uid,
-                "sop_class_uid": r.image.sop_class_uid,
-                "frame_number": r.image.frame_number,
-            },
-            "box": [r.box.x_min, r.box.y_min, r.box.x_max, r.box.y_max],
-            "mask": None if r.mask is None else _mask_to_dict(r.mask),
-        }
-
-    def finding(f: Finding) -> dict[str, Any]:
-        return {
-            "kind": f.kind.value,
-            "label": f.label.as_dict(),
-            "description": f.description.as_dict(),
-            "regions": [region(r) for r in f.regions],
-            "tracking_uid": f.tracking_uid,
-            "presence": f.presence.value,
-            "confidence": f.confidence,
-            "concept": None if f.concept is None else {
-                "value": f.concept.value,
-                "scheme_designator": f.concept.scheme_designator,
-                "meaning": f.concept.meaning,
-                "scheme_version": f.concept.scheme_version,
-            },
-        }
-
     return {
         "study_instance_uid": report.study_instance_uid,
-        "findings": [finding(f) for f in report.findings],
+        "findings": [finding_to_dict(f) for f in report.findings],
         "impression": report.impression.as_dict(),
         "model": {
             "name": report.model.name,
@@ -627,30 +633,44 @@ def _report_to_dict(report: GroundedReport) -> dict[str, Any]:
     }
 
 
-def _report_from_dict(data: dict[str, Any]) -> GroundedReport:
-    def region(d: dict[str, Any]) -> Region:
-        return Region(
-            image=ImageRef(**d["image"]),
-            box=Box(*d["box"]),
-            mask=None if d.get("mask") is None else _mask_from_dict(d["mask"]),
-        )
+def _region_from_dict(d: dict[str, Any]) -> Region:
+    return Region(
+        image=ImageRef(**d["image"]),
+        box=Box(*d["box"]),
+        mask=None if d.get("mask") is None else _mask_from_dict(d["mask"]),
+    )
 
-    def finding(d: dict[str, Any]) -> Finding:
+
+def finding_from_dict(d: dict[str, Any]) -> Finding:
+    """The finding :func:`finding_to_dict` wrote; validates like the constructor.
+
+    Raises
+    ------
+    ReportError
+        ``d`` is not a serialised finding, or its values are invalid.
+    """
+    try:
         concept = d.get("concept")
         return Finding(
             kind=FindingKind(d["kind"]),
             label=Text(d["label"]),
             description=Text(d["description"]),
-            regions=tuple(region(r) for r in d["regions"]),
+            regions=tuple(_region_from_dict(r) for r in d["regions"]),
             tracking_uid=d["tracking_uid"],
             presence=Presence(d["presence"]),
             confidence=d.get("confidence"),
             concept=None if concept is None else CodedConcept(**concept),
         )
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        if isinstance(exc, ReportError):
+            raise
+        raise ReportError(f"not a serialised Finding: {exc!r}") from exc
 
+
+def _report_from_dict(data: dict[str, Any]) -> GroundedReport:
     return GroundedReport(
         study_instance_uid=data["study_instance_uid"],
-        findings=tuple(finding(f) for f in data["findings"]),
+        findings=tuple(finding_from_dict(f) for f in data["findings"]),
         impression=Text(data["impression"]),
         model=ModelInfo(
             **{**data["model"], "parameters": tuple(data["model"].get("parameters", ()))}

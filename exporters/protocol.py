@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from io import BytesIO
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
@@ -27,7 +28,7 @@ from pydicom.dataset import Dataset
 from exporters.errors import ExportError
 
 if TYPE_CHECKING:
-    from engine.report import GroundedReport
+    from engine.report import Finding, GroundedReport
     from exporters.regions import RegionPlan
 
 __all__ = [
@@ -36,7 +37,10 @@ __all__ = [
     "ExportOptions",
     "Exporter",
     "OutputKind",
+    "PredecessorDocument",
+    "SignOff",
     "UnknownOutputKindError",
+    "Verifier",
     "parse_output_kind",
 ]
 
@@ -168,6 +172,87 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class Verifier:
+    """The radiologist who signed (from their account).
+
+    Parameters
+    ----------
+    name
+        Full name as written (``"Jane Doe"``); exporters format it for their standard (DICOM PN
+        ``Doe^Jane``, FHIR HumanName).
+    organisation
+        Verifying Organization (0040,A027) / the Practitioner's organisation.
+    identifier
+        The account name, unique on this node (Person Identification Code Sequence, FHIR
+        Practitioner.identifier with ``identifier_system``).
+    identifier_system
+        Namespace of ``identifier`` (``urn:radground:<AE title>:account``).
+    """
+
+    name: str
+    organisation: str
+    identifier: str
+    identifier_system: str
+
+    def __post_init__(self) -> None:
+        if not self.name.strip() or not self.identifier.strip():
+            raise ValueError("a verifier needs a name and an identifier")
+
+
+@dataclass(frozen=True)
+class PredecessorDocument:
+    """An object a signed output replaces (the UNVERIFIED SR of the same language)."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    language: str
+
+
+@dataclass(frozen=True)
+class SignOff:
+    """What a radiologist's sign-off adds to a job's outputs (``ExportOptions.sign_off``).
+
+    The report handed to the exporters with it is the *reviewed* one: rejected findings removed,
+    edited ones changed, added ones included, in the reviewed languages only.
+
+    Parameters
+    ----------
+    verifier, verified_at
+        Who signed, and when (timezone-aware).
+    number
+        The sign-off's number (1 for the first); part of every derived UID, so a signed set has
+        new UIDs and building it twice builds the same objects.
+    predecessors
+        The model's (unverified) SRs this sign-off replaces.
+    withdrawn
+        The model's findings the radiologist rejected, as the model made them (not in the
+        reviewed report): FHIR writes their Observations again as ``entered-in-error``.
+    edited
+        Tracking UIDs of findings the radiologist changed or added (the radiologist is their
+        observer in the SR).
+    amends
+        A preliminary report already reached this destination: FHIR ``amended``, HL7 ``C``
+        (else ``final`` / ``F``).
+    """
+
+    verifier: Verifier
+    verified_at: datetime
+    number: int = 1
+    predecessors: tuple[PredecessorDocument, ...] = ()
+    withdrawn: tuple[Finding, ...] = ()
+    edited: frozenset[str] = frozenset()
+    amends: bool = False
+
+    def __post_init__(self) -> None:
+        if self.verified_at.tzinfo is None:
+            raise ValueError("SignOff.verified_at must be timezone-aware")
+        if self.number < 1:
+            raise ValueError("SignOff.number starts at 1")
+
+
+@dataclass(frozen=True)
 class ExportOptions:
     """What every exporter is told about the job.
 
@@ -188,6 +273,9 @@ class ExportOptions:
         ``""`` for the local copy.
     local_node
         This node's AE title (a FHIR Patient identifier namespace of last resort).
+    sign_off
+        ``None``: the model's own, unverified outputs; else the radiologist's sign-off these
+        outputs carry (VERIFIED SR, replacement GSPS/KOS, FHIR final/amended, HL7 F/C).
     """
 
     revision: int
@@ -195,6 +283,7 @@ class ExportOptions:
     references: tuple[Artifact, ...] = ()
     destination: str = ""
     local_node: str = "RADGROUND"
+    sign_off: SignOff | None = None
 
     def __post_init__(self) -> None:
         if not self.languages:

@@ -16,7 +16,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from worklist.db import Base, UTCDateTime
 
-__all__ = ["Artifact", "AuditEvent", "Delivery", "DeliveryState", "Job", "JobState"]
+__all__ = [
+    "MODEL_SET", "Artifact", "AuditEvent", "Delivery", "DeliveryState", "Job", "JobState"
+]
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:
@@ -39,6 +41,9 @@ class JobState(enum.StrEnum):
     DEAD = "dead"
     #: An operator cancelled it while it was queued; no step runs it (a retry queues it again).
     CANCELLED = "cancelled"
+    #: Exported; its route holds the outputs it names (the EHR's, or all) until a radiologist
+    #: signs the review (:mod:`worklist.review`); the outputs it does not hold go out meanwhile.
+    AWAITING_REVIEW = "awaiting_review"
 
 
 class DeliveryState(enum.StrEnum):
@@ -96,6 +101,12 @@ class Job(Base):
     deliveries: Mapped[list[Delivery]] = relationship(back_populates="job", order_by="Delivery.id")
 
 
+#: ``artifacts.artifact_set`` / ``deliveries.artifact_set`` of the model's own (unverified)
+#: outputs; a radiologist's sign-off number *n* makes set *n* (VERIFIED SR, replacement GSPS/KOS,
+#: FHIR final/amended, HL7 F/C).
+MODEL_SET = 0
+
+
 class Artifact(Base):
     """An object RadGround produced: a DICOM SOP instance or a FHIR Bundle."""
 
@@ -114,6 +125,8 @@ class Artifact(Base):
     #: File under workers.outputs_root.
     path: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: :data:`MODEL_SET` for the model's outputs, the sign-off's number for a signed set.
+    artifact_set: Mapped[int] = mapped_column(Integer, default=MODEL_SET, server_default="0")
 
     job: Mapped[Job] = relationship(back_populates="artifacts")
 
@@ -123,7 +136,7 @@ class Delivery(Base):
 
     __tablename__ = "deliveries"
     __table_args__ = (
-        UniqueConstraint("job_id", "destination"),
+        UniqueConstraint("job_id", "destination", "artifact_set"),
         Index("ix_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
     )
 
@@ -147,6 +160,8 @@ class Delivery(Base):
     #: The peer's whole answer where it has one (FHIR OperationOutcome, HL7 ACK), for the operator.
     operation_outcome: Mapped[str | None] = mapped_column(Text, default=None)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    #: Which artifacts it sends: :data:`MODEL_SET`, or a sign-off's set (see ``Artifact``).
+    artifact_set: Mapped[int] = mapped_column(Integer, default=MODEL_SET, server_default="0")
 
     job: Mapped[Job] = relationship(back_populates="deliveries")
 

@@ -8,6 +8,7 @@ match, so results the PACS routes back are never processed again.
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -21,6 +22,7 @@ from worklist.models import Instance, Series
 __all__ = [
     "InstanceFacts",
     "Mismatch",
+    "ReviewPolicy",
     "Route",
     "RouteVerdict",
     "choose_route",
@@ -48,6 +50,20 @@ class Mismatch:
         return f"{self.condition} is {self.actual or '(empty)'}, wanted {self.wanted}"
 
 
+class ReviewPolicy(enum.StrEnum):
+    """What a route holds back until a radiologist signs its job's review (:mod:`worklist.review`).
+    """
+
+    #: Nothing: outputs go out UNVERIFIED / preliminary (a radiologist may still review later;
+    #: the sign-off then amends them).
+    NONE = "none"
+    #: The PACS gets the unverified SR and GSPS at once; the EHR (FHIR, HL7) nothing until
+    #: sign-off.
+    BEFORE_EHR = "before_ehr"
+    #: Nothing leaves the node until sign-off.
+    BEFORE_ALL = "before_all"
+
+
 @dataclass(frozen=True)
 class Route:
     """A routing rule (built by the application from its settings)."""
@@ -67,8 +83,10 @@ class Route:
     volume_strategy: Literal["central", "evenly_spaced", "all"] = "central"
     slice_count: int = 1
     destinations: tuple[str, ...] = ()
+    review: ReviewPolicy = ReviewPolicy.NONE
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "review", ReviewPolicy(self.review))
         re.compile(self.series_description)
         if not self.languages:
             raise ValueError(f"route {self.name!r} needs at least one language")

@@ -8,7 +8,7 @@ never from the environment.
 from alembic import context
 from sqlalchemy import create_engine
 
-from worklist import accounts_models, jobs_models, models  # noqa: F401 - registers the tables
+from worklist import accounts_models, jobs_models, models, review_models  # noqa: F401 - registers the tables
 from worklist.db import Base
 
 config = context.config

@@ -3,7 +3,7 @@
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from worklist import accounts_models, jobs_models, models  # noqa: F401 - registers the tables
+from worklist import accounts_models, jobs_models, models, review_models  # noqa: F401 - registers the tables
 from worklist.db import Base
 from worklist.migrate import current_revision
 
