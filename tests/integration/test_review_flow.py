@@ -35,8 +35,16 @@ from tests.integration.test_pipeline import (  # noqa: F401 - the fixtures are u
 )
 from worklist.accounts_models import Account, Role
 from worklist.db import utcnow
+from worklist.jobs import reprocess_study
 from worklist.jobs_models import Artifact, Delivery, DeliveryState, JobState
-from worklist.review import FindingChange, decide, open_review, sign
+from worklist.review import (
+    FindingChange,
+    ReviewConflictError,
+    decide,
+    get_review,
+    open_review,
+    sign,
+)
 from worklist.review_models import FindingDecision
 
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
@@ -148,3 +156,35 @@ def test_before_ehr_pacs_gets_the_unverified_sr_the_ehr_waits_for_the_sign_off(
     assert {ds.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0]
             .ReferencedSOPSequence[0].ReferencedSOPInstanceUID for ds in verified} == {
         i.sop_instance_uid for i in srs}
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_study_reprocessed_during_review_supersedes_it_and_the_new_revision_waits(
+    held_world, shared_data
+):
+    world = held_world
+    source = cxr_file(world.tmp, shared_data)
+    world.send([source])
+    world.ready()
+    drain(world.ctx, world.queue)
+    [first] = jobs(world.ctx)
+    assert first.state is JobState.AWAITING_REVIEW, first.last_error
+    with world.ctx.sessions.begin() as session:
+        view = open_review(session, first.id, account="ann")
+        reprocess_study(session, str(dcmread(source).StudyInstanceUID), actor="operator:bob")
+    world.ready()
+    drain(world.ctx, world.queue)
+
+    first, second = jobs(world.ctx)
+    assert (first.state, second.state) == (JobState.CANCELLED, JobState.AWAITING_REVIEW)
+    assert first.last_error == f"superseded by job {second.id} (study reprocessed during review)"
+    with world.ctx.sessions() as session:
+        old, new = get_review(session, first.id), get_review(session, second.id)
+    assert (old.state, old.superseded_by_job_id) == ("superseded", second.id)
+    assert (new.state, new.revision, new.version) == ("open", 2, 1)
+    with world.ctx.sessions.begin() as session, pytest.raises(
+        ReviewConflictError, match=f"superseded by job {second.id}: review that one"
+    ):
+        decide(session, first.id, view.findings[0].tracking_uid,
+               FindingChange(decision=FindingDecision.ACCEPTED), version=old.version,
+               account="ann")
