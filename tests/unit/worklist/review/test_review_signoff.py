@@ -211,3 +211,33 @@ def test_the_awaiting_gauge_counts_jobs_by_route(ctx):
     registry.register(QueueDepthCollector(ctx.sessions, routes=["cxr", "ct"]))
     assert registry.get_sample_value("radground_jobs_awaiting_review", {"route": "cxr"}) == 2
     assert registry.get_sample_value("radground_jobs_awaiting_review", {"route": "ct"}) == 0
+
+
+def test_a_delivery_sends_only_its_own_sets_artifacts(wired, monkeypatch):
+    from tests.index_rows import add_artifact
+    from worklist import delivery as delivery_module
+    from worklist.delivery import run_delivery
+    from worklist.destinations import DeliveryOutcome
+
+    sent: list[list[str]] = []
+
+    class Recording:
+        def deliver(self, artifacts, target):
+            sent.append([a.object_uid for a in artifacts])
+            return DeliveryOutcome.delivered()
+
+    monkeypatch.setattr(delivery_module, "destination_for", lambda kind, name: Recording())
+    job = add_reviewed_job(wired, state=JobState.DELIVERING)
+    with wired.sessions.begin() as session:
+        db_job = session.get_one(Job, job.job_id)
+        model = add_artifact(session, db_job, path="a/sr-en.dcm").object_uid
+        signed = add_artifact(session, db_job, path="a/signoff1/sr-en.dcm")
+        signed.artifact_set = 1
+        add_delivery(session, db_job, destination="PACS")
+        pending = add_delivery(session, db_job, destination="PACS", artifact_set=1,
+                               state=DeliveryState.PENDING, attempts=0).id
+        signed_uid = signed.object_uid
+    run_delivery(wired, pending, 0)
+    assert sent == [[signed_uid]] and model != signed_uid
+    with wired.sessions() as session:
+        assert session.get_one(Job, job.job_id).state is JobState.DONE
