@@ -31,6 +31,7 @@ import numpy as np
 
 from engine.default_model.config import CLASSES, OUTPUT_STRIDE
 from engine.default_model.decode import decode_batch
+from engine.errors import EngineError
 from engine.grammar import Box999, GroundedPhrase, RefBoxes, write_grounded_text
 from engine.vocabulary import (
     NIH_CXR_FINDINGS,
@@ -65,7 +66,7 @@ __all__ = [
 REGION_MIN_SCORE = 0.05
 
 
-class UnknownTargetError(ValueError):
+class UnknownTargetError(EngineError, ValueError):
     """A text→region target that is not one of the detector's finding classes."""
 
 
