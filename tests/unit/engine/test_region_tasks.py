@@ -231,3 +231,20 @@ def test_bad_queries_and_answers(wide_image):
     with pytest.raises(RegionTaskError, match="does not do"):
         model.tasks = (Task.TEXT_TO_REGION,)
         describe_region(model, None, wide_image, None, Box(1, 1, 100, 100), languages=("en",))
+
+
+def test_a_frame_of_a_multi_frame_image_is_the_region_s_image(shared_data: Path):
+    import pydicom
+
+    from engine.pixels import FrameSelectionError
+
+    dataset = pydicom.dcmread(shared_data / "dicom" / "emri_small_jpeg_ls_lossless.dcm")
+    model = ScriptedModel(lambda r: "<ref>liver</ref><box>[[0, 0, 499, 499]]</box>: Liver.")
+    (suggestion,) = locate_finding(model, None, dataset, 3, "liver", language="en", languages=())
+    assert suggestion.region.image.frame_number == 3
+    assert suggestion.region.image.sop_instance_uid == dataset.SOPInstanceUID
+    np.testing.assert_array_equal(
+        model.requests[0].image, prepare_image(dataset, frame_number=3, size=(448, 448)).array
+    )
+    with pytest.raises(FrameSelectionError, match="10 frames"):
+        describe_region(model, None, dataset, None, Box(1, 1, 30, 30), languages=("en",))
