@@ -189,10 +189,26 @@ def test_a_bare_vocabulary_answer_names_the_drawn_region(wide_image):
     assert suggestion.label["en"] == "left lung" and suggestion.label["zh-CN"] == "左肺"
 
 
-def test_free_text_and_unlabelled_boxes_are_no_region_suggestion(wide_image):
-    model = ScriptedModel(lambda r: "<box>[[1, 2, 30, 40]]</box>: I cannot tell what this is.")
+def test_an_unlabelled_box_is_no_suggestion(wide_image):
+    model = ScriptedModel(lambda r: "<box>[[1, 2, 30, 40]]</box>: Nothing detected here.")
     drawn = Box(10.0, 10.0, 200.0, 200.0)
     assert describe_region(model, None, wide_image, None, drawn, languages=("en",)) == []
+
+
+def test_a_free_text_answer_describes_the_drawn_region(wide_image):
+    model = ScriptedModel(
+        lambda r: "A calcified granuloma." if r.language == "en" else "钙化肉芽肿。"
+    )
+    drawn = Box(10.0, 10.0, 200.0, 200.0)
+    (suggestion,) = describe_region(model, None, wide_image, None, drawn,
+                                    languages=("en", "zh-CN"))
+    assert suggestion.label.as_dict() == {"en": "unlabelled region", "zh-CN": "未标注区域"}
+    assert suggestion.description.as_dict() == {"en": "A calcified granuloma.",
+                                                "zh-CN": "钙化肉芽肿。"}
+    assert suggestion.region.box == drawn
+    # text -> region: plain text locates nothing
+    assert locate_finding(model, None, wide_image, None, "granuloma", language="en",
+                          languages=()) == []
 
 
 def test_unknown_queries_are_asked_in_their_own_language_only(wide_image):
