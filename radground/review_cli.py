@@ -207,7 +207,10 @@ def _report(summary: ExportSummary, out: Path, *, with_pixels: bool) -> None:
     if with_pixels:
         click.echo(f"images/: {summary.images_written} PNGs")
         for name, reason in summary.images_left_out:
-            click.echo(f"left out {name}: {reason}", err=True)
+            click.echo(f"left out {name} (its boxes too): {reason}", err=True)
+    elif summary.images_left_out:
+        click.echo(f"{len(summary.images_left_out)} images not found in the storage: listed in "
+                   "boxes.csv with unclipped boxes (see manifest.json)", err=True)
     click.echo(f"Read {out / 'README.md'} before the folder leaves the site.")
 
 

@@ -107,8 +107,8 @@ class ExportSummary:
     images_written
         PNGs under ``images/`` (0 without pixels).
     images_left_out
-        ``(file name, reason)`` of the images whose pixels could not be copied; their boxes
-        are not in ``boxes.csv``.
+        ``(file name, reason)`` of the images with boxes whose file could not be read: with
+        pixels, their boxes are not in ``boxes.csv``; without, they are listed unclipped.
     study_instance_uids
         The exported studies (for the audit trail; never logged).
     """
