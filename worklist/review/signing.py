@@ -16,7 +16,7 @@ from worklist.db import utcnow
 from worklist.jobs_models import Artifact, Delivery, Job, JobState
 from worklist.review.errors import ReviewConflictError, ReviewInputError, ReviewNotFoundError
 from worklist.review.records import final_finding, locked_review
-from worklist.review_models import FindingDecision, ReviewFinding, ReviewState
+from worklist.review_models import FindingDecision, Review, ReviewFinding, ReviewState
 
 __all__ = ["SIGNABLE_JOB_STATES", "sign"]
 
@@ -71,12 +71,14 @@ def sign(
         review.signoff = number
         review.claimed_by = review.claimed_at = None
         review.version += 1
-        waited, route = (now - review.opened_at).total_seconds(), job.route
+        waited, route, review_id = (now - review.opened_at).total_seconds(), job.route, review.id
         job.state, job.updated_at, job.finished_at = JobState.EXPORTING, now, None
         job.last_error = job.output_errors = None
         audit(session, f"web:{account}", "review-signed", job_id,
               f"sign-off {number}, languages {review.reviewed_languages}", source=source)
     metrics.review_signed(route, waited)
+    with ctx.sessions() as session:
+        metrics.record_signed_review(session.get_one(Review, review_id))
     logger.info("Job %d: review signed (sign-off %d); exporting the signed set", job_id, number)
     ctx.enqueue.export(job_id)
     return number
