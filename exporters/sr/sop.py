@@ -281,9 +281,7 @@ def _observers(sign_off: SignOff | None) -> dict[str, Any]:
     """The person-observer arguments of :func:`exporters.sr.tree.content_tree`."""
     if sign_off is None:
         return {}
-    person = sr_tree.person_observer(
-        sign_off.verifier, dicom_person_name(sign_off.verifier.name)
-    )
+    person = sr_tree.person_observer(sign_off.verifier, dicom_person_name(sign_off.verifier.name))
     return {"person": person, "edited": frozenset(sign_off.edited)}
 
 
@@ -470,9 +468,7 @@ def export_sr(
     observers = _observers(sign_off)
     try:
         if bilingual and len(langs) > 1:
-            content = sr_tree.content_tree(
-                report, langs[0], parts, procedure_reported, **observers
-            )
+            content = sr_tree.content_tree(report, langs[0], parts, procedure_reported, **observers)
             sr_tree.add_translations(content, report, langs[1:], parts)
             documents[langs[0]] = _document(
                 report,
