@@ -108,9 +108,7 @@ def test_model_presentation_states_are_unchanged(grounded_report, source_images)
     assert again.SOPInstanceUID == state.SOPInstanceUID
 
 
-def test_presentation_state_exporter_passes_the_sign_off(
-    reviewed_report, sign_off, source_images
-):
+def test_presentation_state_exporter_passes_the_sign_off(reviewed_report, sign_off, source_images):
     plan = plan_regions(reviewed_report, source_images)
     options = ExportOptions(revision=1, languages=("en",), sign_off=sign_off)
     artifacts = PresentationStateExporter().export(reviewed_report, source_images, plan, options)
@@ -136,7 +134,9 @@ def test_signed_kos_references_the_signed_sr_and_says_verified(
     assert ds.SeriesInstanceUID != model.SeriesInstanceUID
     assert ds.SeriesDescription == "AI key images (verified by radiologist)"
     description = next(
-        i.TextValue for i in ds.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "113012"
+        i.TextValue
+        for i in ds.ContentSequence
+        if i.ConceptNameCodeSequence[0].CodeValue == "113012"
     )
     assert description.startswith("AI findings (verified by radiologist)")
     assert "infiltrate" not in description and "nodule" not in description  # rejected
@@ -148,9 +148,7 @@ def test_signed_kos_references_the_signed_sr_and_says_verified(
     }
     assert composites == {a.object_uid for a in srs}
     document = hd.ko.KeyObjectSelectionDocument.from_dataset(ds)
-    observer_types = [
-        o.observer_type.value for o in document.content.get_observer_contexts()
-    ]
+    observer_types = [o.observer_type.value for o in document.content.get_observer_contexts()]
     assert PERSON in observer_types and "121007" in observer_types
     again = build_key_object_selection(
         reviewed_report, source_images, revision=1, sign_off=sign_off
@@ -200,7 +198,9 @@ def test_signed_uids_never_collide_with_the_model_set(
     signed_sign_off = dataclasses.replace(sign_off, number=number)
     model_uids = {
         s.SOPInstanceUID
-        for s in build_presentation_states(reviewed_report, source_images, language="en", revision=1)
+        for s in build_presentation_states(
+            reviewed_report, source_images, language="en", revision=1
+        )
     }
     signed_uids = {
         s.SOPInstanceUID

@@ -147,9 +147,11 @@ def test_content_is_the_reviewed_report(signed, reviewed_report, grounded_report
         assert set(groups) == {f.tracking_uid for f in reviewed_report.findings}
         for n in REJECTED:
             assert grounded_report.findings[n].tracking_uid not in groups
-        edited = reviewed_report.findings[[f.tracking_uid for f in reviewed_report.findings].index(
-            grounded_report.findings[EDITED].tracking_uid
-        )]
+        edited = reviewed_report.findings[
+            [f.tracking_uid for f in reviewed_report.findings].index(
+                grounded_report.findings[EDITED].tracking_uid
+            )
+        ]
         comments = [
             item.TextValue
             for item in groups[edited.tracking_uid][0].ContentSequence
@@ -261,7 +263,13 @@ def test_a_document_cannot_be_its_own_predecessor(reviewed_report, sign_off, sou
 def test_assembled_document_refuses_verification_without_a_verifier(source_images):
     with pytest.raises(ValueError, match="needs a verification"):
         AssembledComprehensive3DSR(
-            source_images, None, "1.2.3", 1, "1.2.3.4", 1, is_verified=True  # type: ignore[arg-type]
+            source_images,
+            None,
+            "1.2.3",
+            1,
+            "1.2.3.4",
+            1,
+            is_verified=True,  # type: ignore[arg-type]
         )
 
 
