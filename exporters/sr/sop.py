@@ -465,8 +465,8 @@ def export_sr(
         raise ExportError("report has no findings: nothing to put in an SR")
     documents: dict[str, hd.sr.Comprehensive3DSR] = {}
     first: hd.sr.MeasurementReport | None = None
-    observers = _observers(sign_off)
     try:
+        observers = _observers(sign_off)
         if bilingual and len(langs) > 1:
             content = sr_tree.content_tree(report, langs[0], parts, procedure_reported, **observers)
             sr_tree.add_translations(content, report, langs[1:], parts)

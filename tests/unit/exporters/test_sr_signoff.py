@@ -351,3 +351,26 @@ def test_verification_time_is_the_sign_off_time(signed):
         VERIFIED_AT.strftime("%Y%m%d%H%M%S")
     )
     assert make_grounded_report().created_at < VERIFIED_AT
+
+
+def test_a_name_too_long_for_a_pn_is_an_export_error(reviewed_report, sign_off, source_images):
+    verifier = dataclasses.replace(sign_off.verifier, name="A" * 40 + " " + "B" * 40)
+    with pytest.raises(ExportError, match="64"):
+        export_sr(
+            reviewed_report,
+            source_images,
+            revision=1,
+            sign_off=dataclasses.replace(sign_off, verifier=verifier),
+        )
+
+
+def test_every_finding_rejected_gives_a_verified_negative_sr(
+    reviewed_report, sign_off, source_images, tmp_path
+):
+    nothing = dataclasses.replace(reviewed_report, findings=())
+    documents = export_sr(nothing, source_images, revision=1, sign_off=sign_off).documents
+    for language, document in documents.items():
+        assert document.VerificationFlag == "VERIFIED"
+        path = _write(document, tmp_path / f"negative-{language}.dcm")
+        assert dciodvfy_errors(path) == []
+        assert dsrdump_ok(path)
