@@ -67,9 +67,9 @@ def dicom_person_name(name: str) -> str:
     Delimiter characters inside the name are replaced by spaces; a group longer than 64
     characters is refused (:class:`ValueError`) rather than cut.
     """
-    parts = name_parts(name.translate(_PN_DELIMITERS) if "^" not in name else name)
-    family = parts.family.translate(_PN_DELIMITERS).strip()
-    given = [g.translate(_PN_DELIMITERS).strip() for g in parts.given]
+    parts = name_parts(name)
+    family = " ".join(parts.family.translate(_PN_DELIMITERS).split())
+    given = [" ".join(g.translate(_PN_DELIMITERS).split()) for g in parts.given]
     components = [family]
     if given:
         components.append(given[0])

@@ -374,3 +374,7 @@ def test_every_finding_rejected_gives_a_verified_negative_sr(
         path = _write(document, tmp_path / f"negative-{language}.dcm")
         assert dciodvfy_errors(path) == []
         assert dsrdump_ok(path)
+
+
+def test_pn_delimiters_inside_a_name_become_spaces():
+    assert dicom_person_name("Jane O=Neil\\Smith") == "O Neil Smith^Jane"
