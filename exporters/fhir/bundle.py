@@ -283,7 +283,8 @@ def build_fhir_bundle(
         study, [output_series_header(s) for s in output_series], patient=patient_url
     )
     device = build_device(report.model)
-    signed_entries: list[BundleEntry] = []
+    practitioner_entries: list[BundleEntry] = []  # the verifier's, after a sign-off
+    provenance_entries: list[BundleEntry] = []
     interpreter = None
     if sign_off is not None:
         verifier = sign_off.verifier
@@ -291,7 +292,7 @@ def build_fhir_bundle(
             f"radground-practitioner\x1f{verifier.identifier_system}\x1f{verifier.identifier}"
         )
         interpreter = practitioner_reference(practitioner_url, verifier)
-        signed_entries.append(
+        practitioner_entries.append(
             _create(
                 practitioner_url,
                 build_practitioner(verifier),
@@ -354,14 +355,14 @@ def build_fhir_bundle(
     if sign_off is not None and interpreter is not None:
         provenance_uid = uid("provenance", signoff=signoff_number(sign_off))
         provenance = build_provenance(
+            resource_id=str(uuid.uuid5(uuid.NAMESPACE_OID, provenance_uid)),
             targets=[_full_url(report_uid), *observation_urls, *withdrawn_urls],
             recorded=sign_off.verified_at,
             practitioner=interpreter,
             device=device_url,
             organisation=sign_off.verifier.organisation,
         )
-        provenance.id = str(uuid.uuid5(uuid.NAMESPACE_OID, provenance_uid))
-        signed_entries.append(_put(_full_url(provenance_uid), provenance))
+        provenance_entries.append(_put(_full_url(provenance_uid), provenance))
 
     entries = [
         _create(
@@ -383,10 +384,10 @@ def build_fhir_bundle(
                 DICOM_UID_SYSTEM, f"urn:oid:{report.study_instance_uid}"
             ),
         ),
-        *signed_entries[:1],
+        *practitioner_entries,
         _update(_full_url(report_uid), diagnostic_report, uid=report_uid),
         *observation_entries,
-        *signed_entries[1:],
+        *provenance_entries,
     ]
     bundle = Bundle(
         identifier=dicom_uid_identifier(uid("bundle", signoff=signoff_number(sign_off))),

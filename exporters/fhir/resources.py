@@ -468,6 +468,7 @@ def build_practitioner(verifier: Verifier) -> Practitioner:
 
 def build_provenance(
     *,
+    resource_id: str,
     targets: Sequence[str],
     recorded: datetime,
     practitioner: Reference,
@@ -480,6 +481,9 @@ def build_provenance(
 
     Parameters
     ----------
+    resource_id
+        The Provenance's id, chosen by RadGround (R4 has no Provenance.identifier to
+        update on: the Bundle writes it with ``PUT Provenance/<id>``).
     targets
         ``fullUrl`` values of the DiagnosticReport and Observations the sign-off wrote.
     recorded
@@ -495,6 +499,7 @@ def build_provenance(
         raise ValueError("a Provenance needs at least one target")
     on_behalf_of = Reference(display=organisation.strip()) if organisation.strip() else None
     return Provenance(
+        id=resource_id,
         target=[_ref(url) for url in targets],
         recorded=recorded,
         agent=[
