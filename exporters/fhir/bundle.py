@@ -51,8 +51,10 @@ preliminary ones in place, without a duplicate. It adds:
   Practitioner, ``issued`` = the time of signing, and a presentedForm/narrative
   saying who verified it;
 * the reviewed findings' Observations ``final`` (performer = the Practitioner);
-  the rejected model findings (``SignOff.withdrawn``) again, under their
-  preliminary identifiers, ``entered-in-error``;
+  when the preliminary Bundle reached this EHR (``SignOff.amends``), the rejected
+  model findings (``SignOff.withdrawn``) again, under their preliminary
+  identifiers, ``entered-in-error`` (an EHR that never received them is not sent
+  Observations only to retract them);
 * **Provenance** — target the DiagnosticReport and every Observation written,
   ``recorded`` = the time of signing, agents: the Practitioner as author and
   verifier, the model Device as contributor. R4 Provenance has no identifier to
@@ -305,7 +307,7 @@ def build_fhir_bundle(
     withdrawn_urls: list[str] = []
     for status, findings in (
         ("preliminary" if sign_off is None else "final", report.findings),
-        ("entered-in-error", () if sign_off is None else sign_off.withdrawn),
+        ("entered-in-error", sign_off.withdrawn if sign_off and sign_off.amends else ()),
     ):
         for finding in findings:
             observation_uid = uid("observation", finding.tracking_uid)

@@ -54,7 +54,16 @@ def preliminary(grounded_report, source_images) -> dict:
 
 @pytest.fixture
 def final(reviewed_report, sign_off, source_images) -> dict:
+    """The signed Bundle for an EHR that got nothing before (``before_ehr``)."""
     return _bundle(reviewed_report, source_images, sign_off=sign_off)
+
+
+@pytest.fixture
+def amended(reviewed_report, sign_off, source_images) -> dict:
+    """The signed Bundle for an EHR that got the preliminary one."""
+    return _bundle(
+        reviewed_report, source_images, sign_off=dataclasses.replace(sign_off, amends=True)
+    )
 
 
 def test_report_is_final_with_the_radiologist_as_results_interpreter(final, preliminary):
@@ -97,35 +106,48 @@ def test_practitioner_is_created_once_per_account(final):
 
 
 def test_observations_keep_their_identifiers_and_change_status(
-    final, preliminary, grounded_report, reviewed_report, sign_off
+    final, amended, preliminary, grounded_report, reviewed_report
 ):
     before = _observations_by_tracking_uid(preliminary)
-    after = _observations_by_tracking_uid(final)
-    practitioner = _one(final, "Practitioner")["fullUrl"]
-    for finding in reviewed_report.findings:
-        entry = after[finding.tracking_uid]
-        assert entry["resource"]["status"] == "final"
-        assert entry["resource"]["performer"] == [{"reference": practitioner}]
-        if finding.tracking_uid in before:  # the same conditional update key as preliminary
-            assert entry["request"] == before[finding.tracking_uid]["request"]
-            assert entry["fullUrl"] == before[finding.tracking_uid]["fullUrl"]
-    for n in REJECTED:
-        withdrawn = grounded_report.findings[n]
-        entry = after[withdrawn.tracking_uid]
-        assert entry["resource"]["status"] == "entered-in-error"
-        assert entry["request"] == before[withdrawn.tracking_uid]["request"]
-        assert entry["fullUrl"] not in [
-            r["reference"] for r in _one(final, "DiagnosticReport")["resource"]["result"]
-        ]
-    edited = after[grounded_report.findings[EDITED].tracking_uid]["resource"]
-    assert edited["note"][0]["text"] == "Moderate cardiomegaly (cardiothoracic ratio 0.62)."
-    assert len(after) == len(reviewed_report.findings) + len(REJECTED)
+    for data in (final, amended):
+        after = _observations_by_tracking_uid(data)
+        practitioner = _one(data, "Practitioner")["fullUrl"]
+        for finding in reviewed_report.findings:
+            entry = after[finding.tracking_uid]
+            assert entry["resource"]["status"] == "final"
+            assert entry["resource"]["performer"] == [{"reference": practitioner}]
+            if finding.tracking_uid in before:  # the same conditional update key as preliminary
+                assert entry["request"] == before[finding.tracking_uid]["request"]
+                assert entry["fullUrl"] == before[finding.tracking_uid]["fullUrl"]
+        edited = after[grounded_report.findings[EDITED].tracking_uid]["resource"]
+        assert edited["note"][0]["text"] == "Moderate cardiomegaly (cardiothoracic ratio 0.62)."
     assert {e["resource"]["status"] for e in _entries(preliminary, "Observation")} == {
         "preliminary"
     }
 
 
-def test_provenance_names_the_radiologist_and_the_model(final):
+def test_rejected_findings_are_withdrawn_where_the_preliminary_was_sent(
+    final, amended, preliminary, grounded_report, reviewed_report
+):
+    before = _observations_by_tracking_uid(preliminary)
+    after = _observations_by_tracking_uid(amended)
+    assert len(after) == len(reviewed_report.findings) + len(REJECTED)
+    results = [r["reference"] for r in _one(amended, "DiagnosticReport")["resource"]["result"]]
+    for n in REJECTED:
+        withdrawn = grounded_report.findings[n]
+        entry = after[withdrawn.tracking_uid]
+        assert entry["resource"]["status"] == "entered-in-error"
+        assert "performer" not in entry["resource"]
+        assert entry["request"] == before[withdrawn.tracking_uid]["request"]
+        assert entry["fullUrl"] not in results
+    # an EHR that never got the preliminary Bundle is not sent Observations to retract
+    assert len(_observations_by_tracking_uid(final)) == len(reviewed_report.findings)
+    assert {e["resource"]["status"] for e in _entries(final, "Observation")} == {"final"}
+
+
+@pytest.mark.parametrize("bundle", ["final", "amended"])
+def test_provenance_names_the_radiologist_and_the_model(bundle, request):
+    final = request.getfixturevalue(bundle)
     entry = _one(final, "Provenance")
     provenance = entry["resource"]
     assert entry["request"] == {"method": "PUT", "url": f"Provenance/{provenance['id']}"}
@@ -216,14 +238,14 @@ def test_exporter_names_the_signed_bundle_apart(reviewed_report, sign_off, sourc
 def test_signed_bundles_pass_the_r4_schema_and_fhirjs(
     tmp_path, reviewed_report, sign_off, source_images, final
 ):
-    amended = _bundle(
+    amended_zh = _bundle(
         reviewed_report,
         source_images,
         sign_off=dataclasses.replace(sign_off, amends=True),
         primary_language="zh-CN",
     )
-    texts = [json.dumps(final, ensure_ascii=False), json.dumps(amended, ensure_ascii=False)]
-    for data, result in zip((final, amended), fhir_validate(tmp_path, *texts), strict=True):
+    texts = [json.dumps(final, ensure_ascii=False), json.dumps(amended_zh, ensure_ascii=False)]
+    for data, result in zip((final, amended_zh), fhir_validate(tmp_path, *texts), strict=True):
         assert len(result["items"]) == len(data["entry"]) + 1
         assert {i["resourceType"] for i in result["items"]} >= {"Practitioner", "Provenance"}
         assert fhir_problems(result) == []
@@ -256,11 +278,8 @@ def _post(server: FhirTestServer, data: dict) -> dict:
 
 
 def test_amended_report_replaces_the_preliminary_one_in_the_ehr(
-    preliminary, reviewed_report, sign_off, source_images, grounded_report
+    preliminary, amended, reviewed_report, grounded_report
 ):
-    amended = _bundle(
-        reviewed_report, source_images, sign_off=dataclasses.replace(sign_off, amends=True)
-    )
     with FhirTestServer() as server:
         _post(server, preliminary)
         _post(server, amended)
