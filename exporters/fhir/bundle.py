@@ -96,7 +96,7 @@ from ..signoff import signoff_number
 from ..uids import output_uid
 from .datatypes import DICOM_UID_SYSTEM, dicom_uid_identifier
 from .inputs import OutputSeriesRef, output_series_header, read_study_header
-from .rendering import Verification, render_report_html
+from .rendering import ReportVerification, render_report_html
 from .resources import (
     build_device,
     build_diagnostic_report,
@@ -331,7 +331,7 @@ def build_fhir_bundle(
     verification = (
         None
         if sign_off is None
-        else Verification(" ".join(sign_off.verifier.name.split()), sign_off.verified_at)
+        else ReportVerification(" ".join(sign_off.verifier.name.split()), sign_off.verified_at)
     )
     pages = [
         render_report_html(report, tag, study_date=study.started, verification=verification)

@@ -10,7 +10,7 @@ UTF-8 bytes sent (FHIR R4 datatypes.html#Attachment: size and hash are of the da
 The page is deterministic (the same report and study give the same bytes), so
 the hash is stable across re-deliveries.
 
-A report a radiologist signed (:class:`Verification`) is titled and introduced as
+A report a radiologist signed (:class:`ReportVerification`) is titled and introduced as
 verified by them, by name, with the date they signed; otherwise the page says the
 result is the model's, not verified.
 """
@@ -27,7 +27,7 @@ from engine.report import Finding, GroundedReport, Presence, Text
 
 __all__ = [
     "RenderedPage",
-    "Verification",
+    "ReportVerification",
     "finding_narrative",
     "render_report_html",
     "report_narrative",
@@ -93,14 +93,14 @@ class RenderedPage:
 
 
 @dataclass(frozen=True)
-class Verification:
+class ReportVerification:
     """Who signed the report and when, as the rendered page states it."""
 
     name: str
     verified_at: datetime
 
 
-def _title(phrases: dict[str, str], verification: Verification | None) -> str:
+def _title(phrases: dict[str, str], verification: ReportVerification | None) -> str:
     if verification is None:
         return phrases["title"]
     return phrases["verified_title"].format(name=verification.name)
@@ -144,7 +144,7 @@ def _report_body(
     language: str,
     *,
     study_date: str | None,
-    verification: Verification | None = None,
+    verification: ReportVerification | None = None,
 ) -> str:
     """The report as an XHTML fragment (headings, banner, findings, impression)."""
     phrases = _phrases(language)
@@ -182,7 +182,7 @@ def render_report_html(
     language: str,
     *,
     study_date: str | None,
-    verification: Verification | None = None,
+    verification: ReportVerification | None = None,
 ) -> RenderedPage:
     """Render ``report`` as a standalone UTF-8 HTML page in ``language``.
 
@@ -226,7 +226,7 @@ def report_narrative(
     *,
     study_date: str | None,
     declared: str | None,
-    verification: Verification | None = None,
+    verification: ReportVerification | None = None,
 ) -> str:
     """The ``DiagnosticReport.text.div``: the page's body as FHIR narrative
     XHTML (R4 narrative.html: an XHTML ``div`` with only the allowed

@@ -59,7 +59,7 @@ from ..protocol import Verifier
 from ..signoff import name_parts
 from .datatypes import DCM_SYSTEM, coding_for, dicom_uid_identifier, localized, resource_language
 from .inputs import PatientHeader, SeriesHeader, StudyHeader
-from .rendering import RenderedPage, Verification, finding_narrative, report_narrative
+from .rendering import RenderedPage, ReportVerification, finding_narrative, report_narrative
 
 __all__ = [
     "DIAGNOSTIC_REPORT_STATUSES",
@@ -386,7 +386,7 @@ def build_diagnostic_report(
     pages: Sequence[RenderedPage],
     status: str = "preliminary",
     results_interpreter: Reference | None = None,
-    verification: Verification | None = None,
+    verification: ReportVerification | None = None,
 ) -> DiagnosticReport:
     """The DiagnosticReport (R4 diagnosticreport.html): status ``preliminary`` (or, after a
     radiologist's sign-off, ``final``, or ``amended`` when it replaces a preliminary one
