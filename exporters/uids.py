@@ -3,7 +3,9 @@
 Re-running the same job (same study revision, same model version) reproduces
 the same UIDs, so a redelivered task overwrites nothing and duplicates nothing;
 a new revision or model version gives new UIDs (PACS such as Orthanc keep the
-first object when a SOP Instance UID repeats).
+first object when a SOP Instance UID repeats). A radiologist's sign-off number
+(:class:`~exporters.protocol.SignOff`) is a further part of the DICOM objects'
+UIDs: a signed set gets new UIDs, and building it twice gives the same ones.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ def output_uid(
     language: str,
     role: str,
     part: str = "",
+    signoff: int = 0,
 ) -> str:
     """The UID of one output object or series.
 
@@ -41,8 +44,13 @@ def output_uid(
     part
         Disambiguates several outputs of one kind and language (e.g. the
         source Series Instance UID a GSPS belongs to).
+    signoff
+        The radiologist's sign-off number (:attr:`exporters.protocol.SignOff.number`), or 0
+        for the model's own outputs (whose UIDs do not change with this parameter).
     """
-    return derive_uid(
+    if isinstance(signoff, bool) or not isinstance(signoff, int) or signoff < 0:
+        raise ValueError(f"signoff must be a non-negative int, got {signoff!r}")
+    parts: tuple[object, ...] = (
         "radground-output",
         report.study_instance_uid,
         revision,
@@ -52,3 +60,6 @@ def output_uid(
         role,
         part,
     )
+    if signoff:
+        parts = (*parts, "signoff", signoff)
+    return derive_uid(*parts)

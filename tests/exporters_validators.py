@@ -8,7 +8,10 @@ as ``tests.factories`` is):
   :func:`dciodvfy_warnings` gives the ``Warning`` lines);
 * :func:`dsrdump_ok` — dcmtk ``dsrdump -v +Pt +Pl`` reads an SR (exit 0);
 * :func:`pixelmed_sr_errors` — PixelMed ``DicomSRValidator`` (TID 1500 template
-  check, ~20 s per file; Java 17 needs the three XPath limit flags).
+  check, ~20 s per file; Java 17 needs the three XPath limit flags);
+* :func:`fhir_validate` / :func:`fhir_problems` — the npm FHIR R4 validators of
+  ``tests/fhir_validators/validate.js`` (the official R4 JSON schema and FHIR.js),
+  each Bundle entry on its own.
 
 Each raises ``pytest.skip`` only when the tool is not installed (CI installs them).
 """
@@ -22,14 +25,19 @@ from pathlib import Path
 import pytest
 
 __all__ = [
+    "FHIR_VALIDATORS",
     "dciodvfy_errors",
     "dciodvfy_warnings",
     "dsrdump_ok",
+    "fhir_problems",
+    "fhir_validate",
     "pixelmed_sr_errors",
     "pixelmed_sr_report",
 ]
 
 PIXELMED_JAR = Path("/usr/share/java/pixelmed.jar")
+#: The npm FHIR validators (``npm ci`` there installs them).
+FHIR_VALIDATORS = Path(__file__).resolve().parent / "fhir_validators"
 _JAVA_FLAGS = (
     "-Djdk.xml.xpathExprOpLimit=0",
     "-Djdk.xml.xpathExprGrpLimit=0",
@@ -133,3 +141,46 @@ def comparable_bytes(dataset) -> bytes:
     out = DicomBytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()
+
+
+def fhir_validate(directory: Path, *texts: str) -> list[dict]:
+    """Run ``validate.js`` on FHIR Bundles given as JSON texts (written under ``directory``):
+    one result per Bundle, ``{"file", "items": [{"path", "resourceType", "schema",
+    "fhirjs"}], "errorCount"}``. Skips when node or the npm packages are missing."""
+    import json
+
+    node = _need("node")
+    if not (FHIR_VALIDATORS / "node_modules").is_dir():
+        pytest.skip(
+            f"npm FHIR validators not installed: run `npm ci` in {FHIR_VALIDATORS} "
+            "(.ci/bootstrap --test does)"
+        )
+    files = []
+    for n, text in enumerate(texts):
+        path = Path(directory) / f"bundle{n}.json"
+        path.write_bytes(text.encode("utf-8"))
+        files.append(str(path))
+    done = subprocess.run(
+        [node, str(FHIR_VALIDATORS / "validate.js"), *files],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def fhir_problems(result: dict) -> list[str]:
+    """Schema errors and FHIR.js errors of one :func:`fhir_validate` result, plus FHIR.js
+    warnings other than the "code not found in value set" ones it gives for value sets it
+    cannot expand (LOINC, SNOMED CT, DICOM; required bindings are errors)."""
+    problems = []
+    for item in result["items"]:
+        problems += [f"{item['path']} schema: {m}" for m in item["schema"]]
+        problems += [
+            f"{item['path']} FHIR.js: {m}"
+            for m in item["fhirjs"]
+            if m.startswith("error") or "not found in value set" not in m
+        ]
+    return problems

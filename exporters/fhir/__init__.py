@@ -13,7 +13,7 @@ from .inputs import (
     output_series_from_datasets,
     patient_identifier_system,
 )
-from .rendering import RenderedPage, render_report_html
+from .rendering import RenderedPage, ReportVerification, render_report_html
 
 __all__ = [
     "FHIR_MEDIA_TYPE",
@@ -22,6 +22,7 @@ __all__ = [
     "OutputInstanceRef",
     "OutputSeriesRef",
     "RenderedPage",
+    "ReportVerification",
     "build_fhir_bundle",
     "bundle_json",
     "local_patient_identifier_system",

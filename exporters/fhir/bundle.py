@@ -36,6 +36,34 @@ therefore a *conditional* interaction keyed on a business identifier
 A new revision's DiagnosticReport stands beside the earlier one; retiring the
 earlier one is left to the delivery layer, which knows whether it was sent.
 
+After a radiologist's sign-off
+------------------------------
+The signed Bundle (``sign_off``; the report is the reviewed one) updates the
+*same* resources: the DiagnosticReport's and each Observation's identifier are
+derived exactly as for the preliminary Bundle (not with the sign-off number,
+unlike the DICOM objects' UIDs), so the EHR's conditional update replaces the
+preliminary ones in place, without a duplicate. It adds:
+
+* **Practitioner** — the radiologist, ``POST`` with ``ifNoneExist`` on their
+  account identifier (``<identifier_system>|<account>``): one per account;
+* the DiagnosticReport ``final``, or ``amended`` when a preliminary one already
+  reached this EHR (``SignOff.amends``), ``resultsInterpreter`` = the
+  Practitioner, ``issued`` = the time of signing, and a presentedForm/narrative
+  saying who verified it;
+* the reviewed findings' Observations ``final`` (performer = the Practitioner);
+  when the preliminary Bundle reached this EHR (``SignOff.amends``), the rejected
+  model findings (``SignOff.withdrawn``) again, under their preliminary
+  identifiers, ``entered-in-error`` (an EHR that never received them is not sent
+  Observations only to retract them);
+* **Provenance** — target the DiagnosticReport and every Observation written,
+  ``recorded`` = the time of signing, agents: the Practitioner as author and
+  verifier, the model Device as contributor. R4 Provenance has no identifier to
+  match on, so it is a ``PUT Provenance/<id>`` with an id derived from the
+  report and the sign-off number: a redelivery rewrites the same Provenance.
+
+The Bundle's own identifier is derived with the sign-off number (it is another
+Bundle than the preliminary one).
+
 Patient identity is never guessed: a source with an empty Patient ID, or whose
 issuer is neither an OID nor a URI with no configured system for it, is refused
 (:class:`~exporters.errors.SourceError`) rather than filed against a patient
@@ -63,17 +91,21 @@ from engine.report import GroundedReport
 from engine.uids import short_uid
 
 from ..errors import ExportError
-from ..protocol import OutputKind
+from ..protocol import OutputKind, SignOff
+from ..signoff import signoff_number
 from ..uids import output_uid
 from .datatypes import DICOM_UID_SYSTEM, dicom_uid_identifier
 from .inputs import OutputSeriesRef, output_series_header, read_study_header
-from .rendering import render_report_html
+from .rendering import ReportVerification, render_report_html
 from .resources import (
     build_device,
     build_diagnostic_report,
     build_imaging_study,
     build_observation,
     build_patient,
+    build_practitioner,
+    build_provenance,
+    practitioner_reference,
 )
 
 __all__ = ["build_fhir_bundle", "bundle_json"]
@@ -113,6 +145,18 @@ def _create(full_url: str, resource: Resource, *, if_none_exist: str) -> BundleE
     )
 
 
+def _put(full_url: str, resource: Resource) -> BundleEntry:
+    """``PUT Type/<id>``: create or update the resource with the client-chosen id
+    (R4 http.html#update), for a resource with no business identifier to match on."""
+    return BundleEntry(
+        fullUrl=full_url,
+        resource=resource,
+        request=BundleEntryRequest(
+            method="PUT", url=f"{resource.get_resource_type()}/{resource.id}"
+        ),
+    )
+
+
 def _update(full_url: str, resource: Resource, *, uid: str) -> BundleEntry:
     url = f"{resource.get_resource_type()}?{_identifier_query(DICOM_UID_SYSTEM, f'urn:oid:{uid}')}"
     return BundleEntry(
@@ -131,6 +175,7 @@ def build_fhir_bundle(
     patient_identifier_system: str | Mapping[str, str] | None = None,
     local_node: str | None = None,
     study_timezone: tzinfo | None = None,
+    sign_off: SignOff | None = None,
 ) -> Bundle:
     """Build the FHIR R4 transaction Bundle for a report.
 
@@ -167,6 +212,10 @@ def build_fhir_bundle(
         Timezone Offset From UTC (0008,0201). Without either, effective
         times are given to the day only: FHIR requires an offset on a
         time, and a guessed one would shift the study by hours.
+    sign_off
+        The radiologist's sign-off of ``report`` (the reviewed report): the Bundle
+        finalises the preliminary resources (see the module docstring); ``issued``
+        then defaults to the time of signing.
 
     Returns
     -------
@@ -188,7 +237,8 @@ def build_fhir_bundle(
             f"primary_language {primary_language!r} is not a language of the report "
             f"({', '.join(report.languages)})"
         )
-    issued = report.created_at if issued is None else issued
+    if issued is None:
+        issued = report.created_at if sign_off is None else sign_off.verified_at
     if not isinstance(issued, datetime) or issued.tzinfo is None:
         raise ExportError(f"issued must be a timezone-aware datetime, got {issued!r}")
     output_series = tuple(output_series)
@@ -207,7 +257,14 @@ def build_fhir_bundle(
     if clashes:
         raise ExportError("an output series has the Series Instance UID of a source series")
 
-    def uid(role: str, part: str = "") -> str:
+    if sign_off is not None:
+        reviewed = {f.tracking_uid for f in report.findings}
+        if any(f.tracking_uid in reviewed for f in sign_off.withdrawn):
+            raise ExportError("a withdrawn finding is also in the reviewed report")
+
+    def uid(role: str, part: str = "", *, signoff: int = 0) -> str:
+        # the resources' identifiers never take the sign-off number: the signed Bundle
+        # updates the preliminary resources in place
         return output_uid(
             report,
             revision=revision,
@@ -215,6 +272,7 @@ def build_fhir_bundle(
             language=_ALL_LANGUAGES,
             role=role,
             part=part,
+            signoff=signoff,
         )
 
     patient_url = _full_url(uid("patient"))
@@ -227,26 +285,61 @@ def build_fhir_bundle(
         study, [output_series_header(s) for s in output_series], patient=patient_url
     )
     device = build_device(report.model)
+    practitioner_entries: list[BundleEntry] = []  # the verifier's, after a sign-off
+    provenance_entries: list[BundleEntry] = []
+    interpreter = None
+    if sign_off is not None:
+        verifier = sign_off.verifier
+        practitioner_url = _full_url(
+            f"radground-practitioner\x1f{verifier.identifier_system}\x1f{verifier.identifier}"
+        )
+        interpreter = practitioner_reference(practitioner_url, verifier)
+        practitioner_entries.append(
+            _create(
+                practitioner_url,
+                build_practitioner(verifier),
+                if_none_exist=_identifier_query(verifier.identifier_system, verifier.identifier),
+            )
+        )
 
     observation_entries = []
     observation_urls: list[str] = []
-    for finding in report.findings:
-        observation_uid = uid("observation", finding.tracking_uid)
-        observation = build_observation(
-            finding,
-            identifier_uid=observation_uid,
-            language=primary_language,
-            patient=patient_url,
-            imaging_study=study_url,
-            device=device_url,
-            effective=study.started,
-            issued=issued,
-        )
-        observation_urls.append(_full_url(observation_uid))
-        observation_entries.append(_update(observation_urls[-1], observation, uid=observation_uid))
+    withdrawn_urls: list[str] = []
+    for status, findings in (
+        ("preliminary" if sign_off is None else "final", report.findings),
+        ("entered-in-error", sign_off.withdrawn if sign_off and sign_off.amends else ()),
+    ):
+        for finding in findings:
+            observation_uid = uid("observation", finding.tracking_uid)
+            observation = build_observation(
+                finding,
+                identifier_uid=observation_uid,
+                language=primary_language,
+                patient=patient_url,
+                imaging_study=study_url,
+                device=device_url,
+                effective=study.started,
+                issued=issued,
+                status=status,
+                performer=interpreter.reference if status == "final" and interpreter else None,
+            )
+            url = _full_url(observation_uid)
+            (withdrawn_urls if status == "entered-in-error" else observation_urls).append(url)
+            observation_entries.append(_update(url, observation, uid=observation_uid))
 
     languages = (primary_language, *(tag for tag in report.languages if tag != primary_language))
-    pages = [render_report_html(report, tag, study_date=study.started) for tag in languages]
+    verification = (
+        None
+        if sign_off is None
+        else ReportVerification(" ".join(sign_off.verifier.name.split()), sign_off.verified_at)
+    )
+    pages = [
+        render_report_html(report, tag, study_date=study.started, verification=verification)
+        for tag in languages
+    ]
+    status = "preliminary"
+    if sign_off is not None:
+        status = "amended" if sign_off.amends else "final"
     diagnostic_report = build_diagnostic_report(
         report,
         identifier_uid=report_uid,
@@ -257,7 +350,21 @@ def build_fhir_bundle(
         effective=study.started,
         issued=issued,
         pages=pages,
+        status=status,
+        results_interpreter=interpreter,
+        verification=verification,
     )
+    if sign_off is not None and interpreter is not None:
+        provenance_uid = uid("provenance", signoff=signoff_number(sign_off))
+        provenance = build_provenance(
+            resource_id=str(uuid.uuid5(uuid.NAMESPACE_OID, provenance_uid)),
+            targets=[_full_url(report_uid), *observation_urls, *withdrawn_urls],
+            recorded=sign_off.verified_at,
+            practitioner=interpreter,
+            device=device_url,
+            organisation=sign_off.verifier.organisation,
+        )
+        provenance_entries.append(_put(_full_url(provenance_uid), provenance))
 
     entries = [
         _create(
@@ -279,21 +386,24 @@ def build_fhir_bundle(
                 DICOM_UID_SYSTEM, f"urn:oid:{report.study_instance_uid}"
             ),
         ),
+        *practitioner_entries,
         _update(_full_url(report_uid), diagnostic_report, uid=report_uid),
         *observation_entries,
+        *provenance_entries,
     ]
     bundle = Bundle(
-        identifier=dicom_uid_identifier(uid("bundle")),
+        identifier=dicom_uid_identifier(uid("bundle", signoff=signoff_number(sign_off))),
         type="transaction",
         timestamp=issued,
         entry=entries,
     )
     _log.info(
-        "built FHIR transaction bundle for study %s revision %d: %d observations, %d languages",
+        "built FHIR transaction bundle for study %s revision %d: %d observations, %d languages, %s",
         short_uid(report.study_instance_uid),
         revision,
         len(observation_entries),
         len(languages),
+        "preliminary" if sign_off is None else f"{status} (sign-off {sign_off.number})",
     )
     return bundle
 

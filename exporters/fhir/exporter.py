@@ -13,6 +13,7 @@ from engine.report import GroundedReport
 from ..errors import SourceError
 from ..protocol import Artifact, ExportOptions, OutputKind
 from ..regions import RegionPlan
+from ..signoff import signoff_number
 from ..uids import output_uid
 from .bundle import build_fhir_bundle, bundle_json
 from .inputs import output_series_from_datasets, patient_identifier_system
@@ -46,7 +47,9 @@ def local_system_used(sources: Sequence[Dataset], options: ExportOptions) -> str
 class FhirExporter:
     """:class:`~exporters.protocol.Exporter` of the transaction Bundle
     (:func:`exporters.fhir.build_fhir_bundle`) in the primary language, its
-    ImagingStudy listing the DICOM objects built before it in the job."""
+    ImagingStudy listing the DICOM objects built before it in the job. With
+    ``options.sign_off`` the Bundle finalises the preliminary resources (its
+    artifact UID and file name carry the sign-off number: ``fhir[-DEST]-signoffN.json``)."""
 
     kind: ClassVar[OutputKind] = OutputKind.FHIR_BUNDLE
     produces: ClassVar[frozenset[OutputKind]] = frozenset({OutputKind.FHIR_BUNDLE})
@@ -73,7 +76,9 @@ class FhirExporter:
             primary_language=language,
             patient_identifier_system=configured,
             local_node=options.local_node,
+            sign_off=options.sign_off,
         )
+        signoff = signoff_number(options)
         uid = output_uid(
             report,
             revision=options.revision,
@@ -81,8 +86,10 @@ class FhirExporter:
             language=language,
             role="bundle",
             part=options.destination,
+            signoff=signoff,
         )
-        name = f"fhir-{options.destination}.json" if options.destination else "fhir.json"
+        stem = f"fhir-{options.destination}" if options.destination else "fhir"
+        name = f"{stem}-signoff{signoff}.json" if signoff else f"{stem}.json"
         return [
             Artifact(
                 self.kind, language, name, self.media_type, bundle_json(bundle).encode("utf-8"), uid

@@ -8,11 +8,14 @@ same elements as R4 for every resource and data type emitted):
   and RadGround's output series;
 * :func:`build_device` — the model version as a Device (R4 device.html);
 * :func:`build_observation` — one imaging Observation per finding;
-* :func:`build_diagnostic_report` — the DiagnosticReport (R4 diagnosticreport.html).
+* :func:`build_diagnostic_report` — the DiagnosticReport (R4 diagnosticreport.html);
+* :func:`build_practitioner` — the radiologist who signed (R4 practitioner.html);
+* :func:`build_provenance` — who verified what, when (R4 provenance.html).
 
 All codes in required bindings are named constants checked against the R4
 value sets: ``ObservationStatus`` / ``DiagnosticReportStatus`` ``preliminary``
-(AI output is unverified until a radiologist signs), ``ImagingStudyStatus``
+(AI output is unverified until a radiologist signs), then ``final`` /
+``amended`` and ``entered-in-error`` after a sign-off, ``ImagingStudyStatus``
 ``available``, ``DeviceNameType`` ``model-name``, ``FHIRDeviceStatus``
 ``active``, ``AdministrativeGender`` ``male | female | other``.
 """
@@ -41,6 +44,8 @@ from fhir.resources.R4B.imagingstudy import (
 from fhir.resources.R4B.narrative import Narrative
 from fhir.resources.R4B.observation import Observation, ObservationComponent
 from fhir.resources.R4B.patient import Patient
+from fhir.resources.R4B.practitioner import Practitioner
+from fhir.resources.R4B.provenance import Provenance, ProvenanceAgent
 from fhir.resources.R4B.quantity import Quantity
 from fhir.resources.R4B.reference import Reference
 from pydicom.valuerep import PersonName
@@ -50,17 +55,40 @@ from engine.report import Finding, FindingKind, GroundedReport, ModelInfo, Prese
 from .. import codes
 from ..codes import SiteCode
 from ..codes import coding_for as finding_coding
+from ..protocol import Verifier
+from ..signoff import name_parts
 from .datatypes import DCM_SYSTEM, coding_for, dicom_uid_identifier, localized, resource_language
 from .inputs import PatientHeader, SeriesHeader, StudyHeader
-from .rendering import RenderedPage, finding_narrative, report_narrative
+from .rendering import RenderedPage, ReportVerification, finding_narrative, report_narrative
 
 __all__ = [
+    "DIAGNOSTIC_REPORT_STATUSES",
+    "OBSERVATION_STATUSES",
     "build_device",
     "build_diagnostic_report",
     "build_imaging_study",
     "build_observation",
     "build_patient",
+    "build_practitioner",
+    "build_provenance",
+    "practitioner_reference",
 ]
+
+#: The R4 ObservationStatus codes RadGround writes (required binding): the model's
+#: findings, the radiologist's verified ones, and rejected ones withdrawn.
+OBSERVATION_STATUSES = frozenset({"preliminary", "final", "entered-in-error"})
+#: The R4 DiagnosticReportStatus codes RadGround writes (required binding): the model's
+#: report, the signed one, and the signed one replacing a preliminary one already sent.
+DIAGNOSTIC_REPORT_STATUSES = frozenset({"preliminary", "final", "amended"})
+#: R4 provenance-participant-type (extensible binding of Provenance.agent.type).
+PROVENANCE_PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+PROVENANCE_AUTHOR = Coding(system=PROVENANCE_PARTICIPANT_TYPE, code="author", display="Author")
+PROVENANCE_VERIFIER = Coding(
+    system=PROVENANCE_PARTICIPANT_TYPE, code="verifier", display="Verifier"
+)
+PROVENANCE_CONTRIBUTOR = Coding(
+    system=PROVENANCE_PARTICIPANT_TYPE, code="contributor", display="Contributor"
+)
 
 LOINC = "http://loinc.org"
 V2_0074 = "http://terminology.hl7.org/CodeSystem/v2-0074"
@@ -257,6 +285,8 @@ def build_observation(
     device: str,
     effective: str | None,
     issued: datetime,
+    status: str = "preliminary",
+    performer: str | None = None,
 ) -> Observation:
     """One imaging Observation for a finding.
 
@@ -279,6 +309,11 @@ def build_observation(
         Study date/time (FHIR dateTime) or ``None``.
     issued
         When the result was made available (timezone-aware).
+    status
+        ``preliminary`` (the model's), ``final`` (verified by a radiologist) or
+        ``entered-in-error`` (a model finding the radiologist rejected).
+    performer
+        ``fullUrl`` of the Practitioner responsible for the verified observation.
 
     Notes
     -----
@@ -288,6 +323,8 @@ def build_observation(
     only when the model gave one (never invented): DCM 111012 "Certainty of
     Finding" in percent, as in the SR. The grounded sentence is the note.
     """
+    if status not in OBSERVATION_STATUSES:
+        raise ValueError(f"status must be one of {sorted(OBSERVATION_STATUSES)}, got {status!r}")
     own_language = resource_language((finding.label, finding.description), language)
     code, body_site = _finding_code(finding, own_language)
     note, note_ext = localized(finding.description, own_language, markdown=True)
@@ -315,12 +352,13 @@ def build_observation(
                 type_=CodeableConcept(coding=[TRACKING_UID_TYPE]),
             ),
         ],
-        status="preliminary",
+        status=status,
         category=[CodeableConcept(coding=[IMAGING_CATEGORY])],
         code=code,
         subject=_ref(patient),
         effectiveDateTime=effective,
         issued=issued,
+        performer=[_ref(performer)] if performer is not None else None,
         device=_ref(device),
         derivedFrom=[_ref(imaging_study)],
         bodySite=body_site,
@@ -346,13 +384,23 @@ def build_diagnostic_report(
     effective: str | None,
     issued: datetime,
     pages: Sequence[RenderedPage],
+    status: str = "preliminary",
+    results_interpreter: Reference | None = None,
+    verification: ReportVerification | None = None,
 ) -> DiagnosticReport:
-    """The DiagnosticReport (R4 diagnosticreport.html): status ``preliminary``, category
-    Radiology (LOINC LP29684-5, v2-0074 RAD), code LOINC 18748-4, the
-    impression as ``conclusion`` in ``language`` with translation extensions,
-    and one ``presentedForm`` HTML page per language (``language``, ``size``
-    and SHA-1 ``hash`` of the exact bytes).
+    """The DiagnosticReport (R4 diagnosticreport.html): status ``preliminary`` (or, after a
+    radiologist's sign-off, ``final``, or ``amended`` when it replaces a preliminary one
+    already sent), category Radiology (LOINC LP29684-5, v2-0074 RAD), code LOINC 18748-4,
+    the impression as ``conclusion`` in ``language`` with translation extensions,
+    ``resultsInterpreter`` the signing radiologist (a reference to their Practitioner),
+    and one ``presentedForm`` HTML page per language (``language``, ``size`` and SHA-1
+    ``hash`` of the exact bytes). ``verification`` names the signing radiologist in the
+    narrative.
     """
+    if status not in DIAGNOSTIC_REPORT_STATUSES:
+        raise ValueError(
+            f"status must be one of {sorted(DIAGNOSTIC_REPORT_STATUSES)}, got {status!r}"
+        )
     own_language = resource_language((report.impression,), language)
     conclusion, conclusion_ext = localized(report.impression, own_language)
     return DiagnosticReport(
@@ -360,16 +408,21 @@ def build_diagnostic_report(
         text=Narrative(
             status="generated",
             div=report_narrative(
-                report, own_language or language, study_date=effective, declared=own_language
+                report,
+                own_language or language,
+                study_date=effective,
+                declared=own_language,
+                verification=verification,
             ),
         ),
         identifier=[dicom_uid_identifier(identifier_uid, use="official")],
-        status="preliminary",
+        status=status,
         category=[CodeableConcept(coding=list(RADIOLOGY_CATEGORY))],
         code=CodeableConcept(coding=[DIAGNOSTIC_IMAGING_STUDY]),
         subject=_ref(patient),
         effectiveDateTime=effective,
         issued=issued,
+        resultsInterpreter=[results_interpreter] if results_interpreter is not None else None,
         imagingStudy=[_ref(imaging_study)],
         result=[_ref(url) for url in results] or None,
         conclusion=conclusion,
@@ -385,5 +438,83 @@ def build_diagnostic_report(
                 creation=issued,
             )
             for page in pages
+        ],
+    )
+
+
+def practitioner_reference(full_url: str, verifier: Verifier) -> Reference:
+    """A reference to the verifier's Practitioner entry, with their name as display."""
+    return Reference(reference=full_url, display=verifier.name.strip())
+
+
+def build_practitioner(verifier: Verifier) -> Practitioner:
+    """The radiologist who signed, as a Practitioner: identifier = their account
+    (``identifier_system`` | account name), name as written on the account with its
+    family and given parts (:func:`exporters.signoff.name_parts`)."""
+    parts = name_parts(verifier.name)
+    return Practitioner(
+        identifier=[Identifier(system=verifier.identifier_system, value=verifier.identifier)],
+        active=True,
+        name=[
+            HumanName(
+                use="official",
+                text=" ".join(verifier.name.split()),
+                family=parts.family or None,
+                given=list(parts.given) or None,
+            )
+        ],
+    )
+
+
+def build_provenance(
+    *,
+    resource_id: str,
+    targets: Sequence[str],
+    recorded: datetime,
+    practitioner: Reference,
+    device: str,
+    organisation: str = "",
+) -> Provenance:
+    """Who verified the signed resources (R4 provenance.html): the radiologist as ``author``
+    and ``verifier`` (provenance-participant-type), on behalf of their organisation when
+    the account names one, and the model Device as ``contributor``.
+
+    Parameters
+    ----------
+    resource_id
+        The Provenance's id, chosen by RadGround (R4 has no Provenance.identifier to
+        update on: the Bundle writes it with ``PUT Provenance/<id>``).
+    targets
+        ``fullUrl`` values of the DiagnosticReport and Observations the sign-off wrote.
+    recorded
+        When the radiologist signed (timezone-aware).
+    practitioner
+        Reference to the radiologist's Practitioner entry.
+    device
+        ``fullUrl`` of the model's Device entry.
+    organisation
+        The radiologist's organisation (``onBehalfOf`` display), if known.
+    """
+    if not targets:
+        raise ValueError("a Provenance needs at least one target")
+    on_behalf_of = Reference(display=organisation.strip()) if organisation.strip() else None
+    return Provenance(
+        id=resource_id,
+        target=[_ref(url) for url in targets],
+        recorded=recorded,
+        agent=[
+            ProvenanceAgent(
+                type=CodeableConcept(coding=[PROVENANCE_AUTHOR]),
+                who=practitioner,
+                onBehalfOf=on_behalf_of,
+            ),
+            ProvenanceAgent(
+                type=CodeableConcept(coding=[PROVENANCE_VERIFIER]),
+                who=practitioner,
+                onBehalfOf=on_behalf_of,
+            ),
+            ProvenanceAgent(
+                type=CodeableConcept(coding=[PROVENANCE_CONTRIBUTOR]), who=_ref(device)
+            ),
         ],
     )

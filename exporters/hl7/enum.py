@@ -18,7 +18,8 @@ class ProcessingId(enum.StrEnum):
 class ResultStatus(enum.StrEnum):
     """OBR-25 / OBX-11 result status (HL7 tables 0123 / 0085).
 
-    AI output is unverified until a radiologist signs: RadGround sends ``P``.
+    AI output is unverified until a radiologist signs: RadGround sends ``P``, then
+    ``F`` after the sign-off, or ``C`` when the signed result corrects a ``P`` already sent.
     """
 
     PRELIMINARY = "P"

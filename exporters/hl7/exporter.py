@@ -13,6 +13,7 @@ from exporters.hl7.enum import ProcessingId
 from exporters.hl7.oru import build_oru_r01, message_control_id
 from exporters.protocol import Artifact, ExportOptions, OutputKind
 from exporters.regions import RegionPlan
+from exporters.signoff import signoff_number
 
 __all__ = ["HL7_MEDIA_TYPE", "HL7Exporter", "HL7Options"]
 
@@ -38,7 +39,10 @@ class HL7Exporter:
     (:func:`exporters.hl7.build_oru_r01`): MSH-10 derived from the study, the
     revision, the model version and the receiver's name
     (:func:`exporters.hl7.message_control_id`), so a redelivered job sends the
-    same control ID; one RP OBX per SR document built before it in the job."""
+    same control ID; one RP OBX per SR document built before it in the job. With
+    ``options.sign_off``: result status ``F`` (``C`` when it amends a preliminary
+    result sent before), the radiologist in OBR-32, a control ID, artifact UID and
+    file name (``hl7[-DEST]-signoffN.hl7``) of its own."""
 
     kind: ClassVar[OutputKind] = OutputKind.HL7_ORU
     produces: ClassVar[frozenset[OutputKind]] = frozenset({OutputKind.HL7_ORU})
@@ -57,7 +61,10 @@ class HL7Exporter:
             if isinstance(options, HL7Options)
             else HL7Options(options.revision, options.languages)
         )
-        control_id = message_control_id(report, revision=options.revision, part=options.destination)
+        signoff = signoff_number(options)
+        control_id = message_control_id(
+            report, revision=options.revision, part=options.destination, signoff=signoff
+        )
         srs = [a.object_uid for a in options.references if a.kind is OutputKind.SR]
         message = build_oru_r01(
             report,
@@ -70,8 +77,10 @@ class HL7Exporter:
             receiving_facility=extra.receiving_facility,
             processing_id=extra.processing_id,
             patient_class=extra.patient_class,
+            sign_off=options.sign_off,
         )
-        name = f"hl7-{options.destination}.hl7" if options.destination else "hl7.hl7"
+        stem = f"hl7-{options.destination}" if options.destination else "hl7"
+        name = f"{stem}-signoff{signoff}.hl7" if signoff else f"{stem}.hl7"
         return [
             Artifact(
                 self.kind,

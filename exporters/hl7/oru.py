@@ -63,6 +63,8 @@ from exporters import codes
 from exporters.errors import ExportError
 from exporters.hl7.enum import ProcessingId, ResultStatus, ValueType
 from exporters.hl7.header import OrderHeader, PatientHeader, read_order, read_patient
+from exporters.protocol import SignOff, Verifier
+from exporters.signoff import name_parts
 
 __all__ = [
     "CHARACTER_SET",
@@ -119,15 +121,21 @@ class ORUMessage:
     control_id: str
 
 
-def message_control_id(report: GroundedReport, *, revision: int, part: str = "") -> str:
+def message_control_id(
+    report: GroundedReport, *, revision: int, part: str = "", signoff: int = 0
+) -> str:
     """A deterministic MSH-10 Message Control ID (20 characters, the v2.5.1 maximum).
 
-    The same study, revision, model version and ``part`` give the same ID, so
-    a receiver deduplicates a redelivered message (HL7 v2.5.1 §2.10.1).
+    The same study, revision, model version, ``part`` and sign-off number (0: the
+    model's preliminary result) give the same ID, so a receiver deduplicates a
+    redelivered message (HL7 v2.5.1 §2.10.1) but not the final result that follows
+    a preliminary one.
     """
-    seed = "\x1f".join(
-        ("radground-hl7", report.study_instance_uid, str(revision), report.model.device_uid, part)
-    )
+    parts = ["radground-hl7", report.study_instance_uid, str(revision), report.model.device_uid]
+    parts.append(part)
+    if signoff:
+        parts += ["signoff", str(signoff)]
+    seed = "\x1f".join(parts)
     return "RG" + hashlib.sha256(seed.encode("utf-8")).hexdigest()[:18].upper()
 
 
@@ -143,6 +151,7 @@ def build_oru_r01(
     receiving_facility: str | None = None,
     processing_id: ProcessingId | str = ProcessingId.PRODUCTION,
     patient_class: str = "U",
+    sign_off: SignOff | None = None,
 ) -> ORUMessage:
     """An HL7 v2.5.1 ORU^R01 carrying ``report``'s findings (see module docstring).
 
@@ -164,6 +173,13 @@ def build_oru_r01(
         MSH-11: ``P`` production, ``T`` training, ``D`` debugging.
     patient_class
         PV1-2 (HL7 table 0004), ``U`` unknown by default.
+    sign_off
+        The radiologist's sign-off of ``report`` (the reviewed report): OBR-25 and
+        every OBX-11 ``F`` (final), or ``C`` (corrected) when a preliminary result
+        already reached this receiver (``SignOff.amends``); OBR-32 Principal Result
+        Interpreter = the radiologist (account, family and given name, the account's
+        identifier system as assigning authority; NDL-2 the time of signing);
+        MSH-7 and OBR-22 the time of signing.
 
     Raises
     ------
@@ -194,11 +210,15 @@ def build_oru_r01(
             f"languages must be some of the report's {list(report.languages)}, got {list(langs)}"
         )
     patient, order = read_patient(sources), read_order(sources)
+    status = ResultStatus.PRELIMINARY
+    if sign_off is not None:
+        status = ResultStatus.CORRECTED if sign_off.amends else ResultStatus.FINAL
+    reported_at = report.created_at if sign_off is None else sign_off.verified_at
     try:
         message = Message("ORU_R01", version=HL7_VERSION, validation_level=VALIDATION_LEVEL.STRICT)
         _msh(
             message.msh,
-            report,
+            reported_at,
             control_id,
             processing,
             langs[0],
@@ -212,8 +232,10 @@ def build_oru_r01(
         _put(patient_group.add_group("ORU_R01_VISIT").pv1, "pv1_2", patient_class)
         observation = result.add_group("ORU_R01_ORDER_OBSERVATION")
         _orc(observation.orc, order)
-        _obr(observation.obr, order, report)
-        writer = _ObxWriter(observation)
+        _obr(observation.obr, order, reported_at, status)
+        if sign_off is not None:
+            _principal_result_interpreter(observation.obr, sign_off.verifier, reported_at)
+        writer = _ObxWriter(observation, status)
         for number, finding in enumerate(report.findings, start=1):
             _finding_obx(writer, finding, number, langs)
         for lang in langs:
@@ -272,7 +294,7 @@ def _ts(moment: datetime) -> str:
 
 def _msh(
     msh: Segment,
-    report: GroundedReport,
+    reported_at: datetime,
     control_id: str,
     processing: ProcessingId,
     language: str,
@@ -287,7 +309,7 @@ def _msh(
         _put(msh.msh_5, "hd_1", receiving_application)
     if receiving_facility:
         _put(msh.msh_6, "hd_1", receiving_facility)
-    msh.msh_7.ts_1 = _ts(report.created_at)
+    msh.msh_7.ts_1 = _ts(reported_at)
     _put(msh.msh_9, "msg_1", "ORU")
     _put(msh.msh_9, "msg_2", "R01")
     _put(msh.msh_9, "msg_3", "ORU_R01")
@@ -353,7 +375,7 @@ def _orc(orc: Segment, order: OrderHeader) -> None:
         _put(orc.orc_3, "ei_1", order.filler_order_number)
 
 
-def _obr(obr: Segment, order: OrderHeader, report: GroundedReport) -> None:
+def _obr(obr: Segment, order: OrderHeader, reported_at: datetime, status: ResultStatus) -> None:
     obr.obr_1 = "1"
     if order.placer_order_number:
         _put(obr.obr_2, "ei_1", order.placer_order_number)
@@ -370,9 +392,26 @@ def _obr(obr: Segment, order: OrderHeader, report: GroundedReport) -> None:
         obr.obr_7.ts_1 = order.study_datetime
     if order.accession_number:
         _put(obr, "obr_18", order.accession_number)
-    obr.obr_22.ts_1 = _ts(report.created_at)
+    obr.obr_22.ts_1 = _ts(reported_at)
     _put(obr, "obr_24", "RAD")
-    _put(obr, "obr_25", ResultStatus.PRELIMINARY.value)
+    _put(obr, "obr_25", status.value)
+
+
+def _principal_result_interpreter(obr: Segment, verifier: Verifier, at: datetime) -> None:
+    """OBR-32 (NDL): CNN-1 the account, CNN-2/3 family and given name, CNN-10/11 the
+    account's identifier system (a URI) as assigning authority; NDL-2 the time of signing."""
+    parts = name_parts(verifier.name)
+    name = obr.obr_32.ndl_1
+    _put(name, "cnn_1", verifier.identifier)
+    if parts.family:
+        _put(name, "cnn_2", parts.family)
+    if parts.given:
+        _put(name, "cnn_3", parts.given[0])
+    if len(parts.given) > 1:
+        _put(name, "cnn_4", " ".join(parts.given[1:]))
+    _put(name, "cnn_10", verifier.identifier_system)
+    _put(name, "cnn_11", "URI")
+    obr.obr_32.ndl_2 = _ts(at)
 
 
 def _text_code(concept: CodedConcept, language: str) -> tuple[CodedConcept, CodedConcept]:
@@ -386,8 +425,9 @@ def _text_code(concept: CodedConcept, language: str) -> tuple[CodedConcept, Code
 class _ObxWriter:
     """Appends numbered OBX segments (OBX-1 Set ID) to an ORDER_OBSERVATION group."""
 
-    def __init__(self, group: Group) -> None:
+    def __init__(self, group: Group, status: ResultStatus) -> None:
         self.group = group
+        self.status = status
         self.count = 0
 
     def add(
@@ -421,7 +461,7 @@ class _ObxWriter:
             _put(obx.obx_6, "ce_1", units.value)
             _put(obx.obx_6, "ce_2", units.meaning)
             _put(obx.obx_6, "ce_3", units.scheme_designator)
-        _put(obx, "obx_11", ResultStatus.PRELIMINARY.value)
+        _put(obx, "obx_11", self.status.value)
 
 
 def _coded(concept: CodedConcept) -> list:

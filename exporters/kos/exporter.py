@@ -19,7 +19,8 @@ class KeyObjectSelectionExporter:
     """:class:`~exporters.protocol.Exporter` of the Key Object Selection
     (:func:`exporters.kos.build_key_object_selection`): its description in the
     primary language, and the job's SR documents (built before it) referenced
-    beside the key images. None when no abnormality has a region."""
+    beside the key images (in a signed set: the signed SRs). None when no abnormality
+    has a region."""
 
     kind: ClassVar[OutputKind] = KOS_OUTPUT_KIND
     produces: ClassVar[frozenset[OutputKind]] = frozenset({KOS_OUTPUT_KIND})
@@ -46,5 +47,6 @@ class KeyObjectSelectionExporter:
             language=language if language in report.impression.languages else None,
             referenced_documents=srs,
             plan=plan,
+            sign_off=options.sign_off,
         )
         return [] if document is None else [Artifact.from_dataset(self.kind, language, document)]

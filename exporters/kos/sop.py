@@ -31,6 +31,12 @@ UIDs are derived like every other RadGround output (see
 give the same Series and SOP Instance UIDs, so a redelivered job stores no
 second KOS. Content and Series Date/Time come from the report's
 ``created_at``; only highdicom's Instance Creation Date/Time differ between runs.
+
+After a radiologist's sign-off (:class:`~exporters.protocol.SignOff`; the report
+is the reviewed one) the KOS is a new one (UIDs derived with the sign-off
+number) selecting the images of the reviewed findings only; its Series
+Description and Key Object Description say "verified by radiologist", and the
+radiologist is a person observer (TID 1002) beside the model's device.
 """
 
 from __future__ import annotations
@@ -48,8 +54,10 @@ from exporters import codes
 from exporters.errors import ExportError, SourceError
 from exporters.kos.content import DEFAULT_PRESENCES, KeyImage, select_key_images
 from exporters.kos.enum import DocumentTitle
-from exporters.protocol import OutputKind
+from exporters.protocol import OutputKind, SignOff
 from exporters.regions import RegionPlan, source_index
+from exporters.signoff import dicom_person_name, signoff_number
+from exporters.sr.tree import person_observer
 from exporters.uids import output_uid
 
 __all__ = [
@@ -57,6 +65,7 @@ __all__ = [
     "KOS_OUTPUT_KIND",
     "SERIES_DESCRIPTION",
     "SOP_CLASS_UIDS",
+    "VERIFIED_SERIES_DESCRIPTION",
     "build_key_object_selection",
     "kos_uid",
 ]
@@ -69,6 +78,8 @@ DEFAULT_KOS_SERIES_NUMBER = 9904
 
 #: Series Description (0008,103E) of the KOS series.
 SERIES_DESCRIPTION = "AI key images (unverified)"
+#: Series Description (0008,103E) of the KOS series after a radiologist's sign-off.
+VERIFIED_SERIES_DESCRIPTION = "AI key images (verified by radiologist)"
 
 #: The output kind of the KOS (its value goes into the KOS's derived UIDs).
 KOS_OUTPUT_KIND = OutputKind.KOS
@@ -85,6 +96,15 @@ _DESCRIPTION_LEAD = {
     "fr": "Résultats IA (non vérifiés)",
     "es": "Hallazgos de IA (no verificados)",
 }
+#: The lead-in after a radiologist's sign-off.
+_VERIFIED_DESCRIPTION_LEAD = {
+    "en": "AI findings (verified by radiologist)",
+    "zh-CN": "AI 检出结果（经放射科医师审核）",
+    "zh-TW": "AI 檢出結果（經放射科醫師審核）",
+    "de": "KI-Befunde (radiologisch verifiziert)",
+    "fr": "Résultats IA (vérifiés par un radiologue)",
+    "es": "Hallazgos de IA (verificados por un radiólogo)",
+}
 
 #: Header texts copied from the first source that decide the character set.
 _COPIED_TEXT_KEYWORDS = (
@@ -98,14 +118,23 @@ _COPIED_TEXT_KEYWORDS = (
 )
 
 
-def kos_uid(report: GroundedReport, *, revision: int, language: str, role: str) -> str:
+def kos_uid(
+    report: GroundedReport, *, revision: int, language: str, role: str, signoff: int = 0
+) -> str:
     """The deterministic UID of the KOS series (``role="series"``) or instance (``"instance"``).
 
     Derived like :func:`exporters.uids.output_uid` with output kind
-    :data:`KOS_OUTPUT_KIND`: same study, revision, model version and language
-    → same UID.
+    :data:`KOS_OUTPUT_KIND`: same study, revision, model version, language and
+    sign-off number (0: the model's own) → same UID.
     """
-    return output_uid(report, revision=revision, kind=KOS_OUTPUT_KIND, language=language, role=role)
+    return output_uid(
+        report,
+        revision=revision,
+        kind=KOS_OUTPUT_KIND,
+        language=language,
+        role=role,
+        signoff=signoff,
+    )
 
 
 def build_key_object_selection(
@@ -126,6 +155,7 @@ def build_key_object_selection(
     software_versions: str = "0.1.0",
     institution_name: str | None = None,
     plan: RegionPlan | None = None,
+    sign_off: SignOff | None = None,
 ) -> hd.ko.KeyObjectSelectionDocument | None:
     """A Key Object Selection Document listing the images of ``report``'s findings.
 
@@ -163,6 +193,9 @@ def build_key_object_selection(
     plan
         The job's region plan (:func:`exporters.regions.plan_regions`); made
         here if omitted.
+    sign_off
+        The radiologist's sign-off of ``report`` (the reviewed report): a new KOS
+        saying "verified by radiologist", the radiologist as person observer.
 
     Returns
     -------
@@ -195,12 +228,20 @@ def build_key_object_selection(
         return None
     documents = _checked_documents(report, referenced_documents)
     images = [by_uid[k.sop_instance_uid] for k in key_images]
-    description = _description(report, key_images, language)
+    verified = sign_off is not None
+    signoff = signoff_number(sign_off)
+    description = _description(report, key_images, language, verified=verified)
     created: datetime = report.created_at
     try:
+        person = (
+            None
+            if sign_off is None
+            else person_observer(sign_off.verifier, dicom_person_name(sign_off.verifier.name))
+        )
         content = hd.ko.KeyObjectSelection(
             document_title=codes.to_hd(document_title.value),
             referenced_objects=[*images, *documents],
+            observer_person_context=person,
             observer_device_context=_observer(report),
             description=description,
         )
@@ -217,21 +258,34 @@ def build_key_object_selection(
             evidence=[*images, *documents],
             content=content,
             series_instance_uid=series_instance_uid
-            or kos_uid(report, revision=revision, language=language, role="series"),
+            or kos_uid(
+                report, revision=revision, language=language, role="series", signoff=signoff
+            ),
             series_number=series_number,
             sop_instance_uid=sop_instance_uid
-            or kos_uid(report, revision=revision, language=language, role="instance"),
+            or kos_uid(
+                report, revision=revision, language=language, role="instance", signoff=signoff
+            ),
             instance_number=instance_number,
             manufacturer=manufacturer,
             institution_name=institution_name,
             contributing_equipment=[equipment],
             software_versions=software_versions,
-            series_description=SERIES_DESCRIPTION,
+            series_description=VERIFIED_SERIES_DESCRIPTION if verified else SERIES_DESCRIPTION,
             content_date=created.date(),
             content_time=created.time().replace(tzinfo=None),
             series_date=created.date(),
             series_time=created.time().replace(tzinfo=None),
-            specific_character_set=_character_set(images[0], description, institution_name),
+            specific_character_set=_character_set(
+                images[0],
+                description,
+                institution_name,
+                *(
+                    ()
+                    if sign_off is None
+                    else (sign_off.verifier.name, sign_off.verifier.organisation)
+                ),
+            ),
         )
     except (ValueError, TypeError) as exc:  # highdicom refuses non-conformant values
         raise ExportError(f"the Key Object Selection could not be built: {exc}") from exc
@@ -253,17 +307,19 @@ def _checked_documents(report: GroundedReport, documents: Sequence[Dataset]) -> 
     return checked
 
 
-def _description(report: GroundedReport, key_images: Sequence[KeyImage], language: str) -> str:
-    """Key Object Description (DCM 113012): lead-in, model, and the selecting findings' labels."""
+def _description(
+    report: GroundedReport, key_images: Sequence[KeyImage], language: str, *, verified: bool
+) -> str:
+    """Key Object Description (DCM 113012): lead-in (unverified, or verified by a
+    radiologist), model, and the selecting findings' labels."""
     selected = {uid for k in key_images for uid in k.tracking_uids}
     labels = dict.fromkeys(
         f.label.get(language) or f.label.primary
         for f in report.findings
         if f.tracking_uid in selected
     )
-    lead = _DESCRIPTION_LEAD.get(language) or _DESCRIPTION_LEAD.get(
-        language.split("-")[0], _DESCRIPTION_LEAD["en"]
-    )
+    leads = _VERIFIED_DESCRIPTION_LEAD if verified else _DESCRIPTION_LEAD
+    lead = leads.get(language) or leads.get(language.split("-")[0], leads["en"])
     separator = "；" if language.startswith("zh") else "; "
     return f"{lead}, {report.model.name} {report.model.version}: {separator.join(labels)}"
 
@@ -310,9 +366,11 @@ def _add_frame_numbers(content: hd.ko.KeyObjectSelection, key_images: Sequence[K
             ]
 
 
-def _character_set(source: Dataset, description: str, institution_name: str | None) -> str | None:
-    """ISO_IR 192 when any text of the document is not ASCII, otherwise none (default
-    repertoire)."""
-    texts = [description, institution_name or ""]
+def _character_set(
+    source: Dataset, description: str, institution_name: str | None, *others: str
+) -> str | None:
+    """ISO_IR 192 when any text of the document is not ASCII (``others``: further texts of
+    it, e.g. the verifying radiologist's name), otherwise none (default repertoire)."""
+    texts = [description, institution_name or "", *others]
     texts += [str(source.get(keyword) or "") for keyword in _COPIED_TEXT_KEYWORDS]
     return None if all(text.isascii() for text in texts) else "ISO_IR 192"

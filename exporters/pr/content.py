@@ -70,6 +70,12 @@ _LAYER_DESCRIPTIONS: Mapping[FindingKind, str] = MappingProxyType(
         FindingKind.ANATOMY: "AI-located anatomy (unverified)",
     }
 )
+_VERIFIED_LAYER_DESCRIPTIONS: Mapping[FindingKind, str] = MappingProxyType(
+    {
+        FindingKind.ABNORMALITY: "AI-detected abnormalities (verified by radiologist)",
+        FindingKind.ANATOMY: "AI-located anatomy (verified by radiologist)",
+    }
+)
 
 
 def truncate_utf8(text: str, max_bytes: int, *, ellipsis: str = "\u2026") -> str:
@@ -169,6 +175,8 @@ def _rgb_triple(value: Sequence[int]) -> tuple[int, int, int]:
 
 def layer_styles(
     graphic_color: tuple[int, int, int] | Mapping[FindingKind, tuple[int, int, int]] | None = None,
+    *,
+    verified: bool = False,
 ) -> dict[FindingKind, LayerStyle]:
     """One layer per finding kind, coloured by ``graphic_color``.
 
@@ -178,7 +186,10 @@ def layer_styles(
         ``None`` for :data:`DEFAULT_LAYER_COLORS`, one sRGB triple for every
         layer, or a mapping from finding kind to sRGB triple (kinds it omits keep
         their default).
+    verified
+        The findings were verified by a radiologist (the layer descriptions say so).
     """
+    descriptions = _VERIFIED_LAYER_DESCRIPTIONS if verified else _LAYER_DESCRIPTIONS
     if graphic_color is None:
         colors = dict(DEFAULT_LAYER_COLORS)
     elif isinstance(graphic_color, Mapping):
@@ -191,12 +202,11 @@ def layer_styles(
         kind: LayerStyle(
             name=_LAYER_NAMES[kind],
             order=order,
-            description=_LAYER_DESCRIPTIONS[kind],
+            description=descriptions[kind],
             rgb=colors[kind],
         )
         for order, kind in enumerate((FindingKind.ANATOMY, FindingKind.ABNORMALITY), start=1)
     }
-
 
 
 def plan_overlays(

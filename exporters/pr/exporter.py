@@ -30,7 +30,8 @@ _KIND_BY_SOP_CLASS = {uid: kind for kind, uid in SOP_CLASS_UIDS_BY_KIND.items()}
 class PresentationStateExporter:
     """:class:`~exporters.protocol.Exporter` of the overlays
     (:func:`exporters.pr.build_presentation_states`), one set per language;
-    none when no region is left to draw."""
+    none when no region is left to draw. With ``options.sign_off`` the set replaces
+    the model's (new UIDs, only the reviewed findings, texts saying "verified")."""
 
     kind: ClassVar[OutputKind] = OutputKind.GSPS
     produces: ClassVar[frozenset[OutputKind]] = frozenset(SOP_CLASS_UIDS_BY_KIND)
@@ -50,6 +51,11 @@ class PresentationStateExporter:
             Artifact.from_dataset(_KIND_BY_SOP_CLASS[str(state.SOPClassUID)], language, state)
             for language in options.languages
             for state in build_presentation_states(
-                report, sources, language=language, revision=options.revision, plan=plan
+                report,
+                sources,
+                language=language,
+                revision=options.revision,
+                plan=plan,
+                sign_off=options.sign_off,
             )
         ]

@@ -19,6 +19,12 @@ region of a :class:`~engine.report.GroundedReport` on the exact source image
 - Displayed Area: the whole image, top-left (1, 1) to (Columns, Rows), with
   the source's pixel aspect ratio.
 
+After a radiologist's sign-off (:class:`~exporters.protocol.SignOff`) the
+report given is the reviewed one, and its presentation states replace the
+model's: new UIDs derived with the sign-off number, the same referenced images,
+only the reviewed findings drawn, and series, content and layer descriptions
+saying "verified by radiologist" (Content Label ``AI_VERIFIED``).
+
 Everything is built with highdicom's ``hd.pr`` classes. The few attributes
 highdicom has no argument for are set on its objects afterwards, each with the
 reason next to it.
@@ -53,8 +59,9 @@ from exporters.pr.content import (
     text_box_for,
     truncate_utf8,
 )
-from exporters.protocol import OutputKind
+from exporters.protocol import OutputKind, SignOff
 from exporters.regions import RegionPlan, plan_regions
+from exporters.signoff import signoff_number
 from exporters.uids import output_uid
 
 __all__ = [
@@ -142,11 +149,13 @@ _UNPAIRED_BODY_PARTS = frozenset(
 )
 
 
-def series_description(kind: OutputKind, language: str) -> str:
-    """SeriesDescription of an overlay series, e.g. ``"AI overlays (unverified) – ZH-CN"``."""
+def series_description(kind: OutputKind, language: str, *, verified: bool = False) -> str:
+    """SeriesDescription of an overlay series, e.g. ``"AI overlays (unverified) – ZH-CN"``,
+    or ``"AI overlays (verified by radiologist) – ZH-CN"`` after a sign-off."""
     # "key images" is the Key Object Selection's (exporters.kos): a PACS lists both series
     what = "AI burned-in findings" if kind is OutputKind.SC else "AI overlays"
-    return f"{what} (unverified) \u2013 {language.upper()}"
+    state = "verified by radiologist" if verified else "unverified"
+    return f"{what} ({state}) \u2013 {language.upper()}"
 
 
 @with_memoised_iod_lookups
@@ -162,6 +171,7 @@ def build_presentation_states(
     manufacturer: str = "RadGround",
     software_versions: str = "0.1.0",
     plan: RegionPlan | None = None,
+    sign_off: SignOff | None = None,
 ) -> list[PresentationState]:
     """Presentation states drawing ``report``'s regions on its source images.
 
@@ -192,6 +202,10 @@ def build_presentation_states(
     plan
         The job's region plan (:func:`exporters.regions.plan_regions`, whose
         ``notes`` record clipped and dropped boxes); made here if omitted.
+    sign_off
+        The radiologist's sign-off of ``report`` (the reviewed report): the
+        states replace the model's (new UIDs with the sign-off number, texts
+        saying "verified").
 
     Returns
     -------
@@ -217,7 +231,9 @@ def build_presentation_states(
     if plan is None:
         plan = plan_regions(report, sources)
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
-    styles = layer_styles(graphic_color)
+    verified = sign_off is not None
+    signoff = signoff_number(sign_off)
+    styles = layer_styles(graphic_color, verified=verified)
     layers = {kind: _graphic_layer(style) for kind, style in styles.items()}
 
     # One presentation state per source series; within a series, one per image
@@ -257,6 +273,7 @@ def build_presentation_states(
                 language=language,
                 role="series",
                 part=series_uid,
+                signoff=signoff,
             ),
             series_number=series_number,
             sop_instance_uid=output_uid(
@@ -266,19 +283,22 @@ def build_presentation_states(
                 language=language,
                 role="instance",
                 part=f"{series_uid}/{rows}x{columns}/{pixel_kind}",
+                signoff=signoff,
             ),
             instance_number=instance_numbers[series_uid],
             manufacturer=manufacturer,
             manufacturer_model_name="RadGround overlays",
             software_versions=software_versions,
             device_serial_number=report.model.device_uid[:LO_MAX_CHARS],
-            content_label="AI_OVERLAYS",
-            content_description=truncate_utf8(series_description(kind, language), LO_MAX_CHARS),
+            content_label="AI_VERIFIED" if verified else "AI_OVERLAYS",
+            content_description=truncate_utf8(
+                series_description(kind, language, verified=verified), LO_MAX_CHARS
+            ),
             graphic_annotations=annotations,
             graphic_layers=used_layers,
             contributing_equipment=[equipment],
             specific_character_set="ISO_IR 192",
-            series_description=series_description(kind, language),
+            series_description=series_description(kind, language, verified=verified),
         )
         state: PresentationState
         try:

@@ -38,6 +38,11 @@ class SecondaryCaptureExporter:
             Artifact.from_dataset(self.kind, language, image)
             for language in options.languages
             for image in build_secondary_captures(
-                report, sources, language=language, revision=options.revision, plan=plan
+                report,
+                sources,
+                language=language,
+                revision=options.revision,
+                plan=plan,
+                sign_off=options.sign_off,
             )
         ]

@@ -10,7 +10,10 @@ It is marked as derived AI output everywhere a person or a machine would look:
 Burned In Annotation ``YES``, Image Type ``DERIVED\\SECONDARY``, a Series
 Description and Derivation Description saying "AI" and "unverified", a
 caption burned into the image, Source Image Sequence pointing at the exact
-source image and frame, and the model as Contributing Equipment.
+source image and frame, and the model as Contributing Equipment. After a
+radiologist's sign-off (:class:`~exporters.protocol.SignOff`; the report is the
+reviewed one) the images are new (UIDs derived with the sign-off number) and
+these texts and the caption say "verified by radiologist".
 """
 
 from __future__ import annotations
@@ -39,8 +42,9 @@ from exporters.pr.content import (
 )
 from exporters.pr.sop import copy_series_anatomy, series_description
 from exporters.preview import Overlay, display_array, render_overlay
-from exporters.protocol import OutputKind
+from exporters.protocol import OutputKind, SignOff
 from exporters.regions import RegionPlan, plan_regions
+from exporters.signoff import signoff_number
 from exporters.uids import output_uid
 
 __all__ = ["SOP_CLASS_UIDS", "build_secondary_captures", "render_preview", "source_display_pixels"]
@@ -53,6 +57,7 @@ SOP_CLASS_UIDS: frozenset[str] = frozenset({str(SecondaryCaptureImageStorage)})
 #: Burned-in labels are cut at this many UTF-8 bytes (a readable line).
 _LABEL_BYTES = 120
 _CAPTION = "AI output \u2013 unverified"
+_VERIFIED_CAPTION = "AI output \u2013 verified by radiologist"
 
 
 def build_secondary_captures(
@@ -67,6 +72,7 @@ def build_secondary_captures(
     manufacturer: str = "RadGround",
     software_versions: str = "0.1.0",
     plan: RegionPlan | None = None,
+    sign_off: SignOff | None = None,
 ) -> list[hd.sc.SCImage]:
     """Secondary Capture images with ``report``'s regions burned in.
 
@@ -91,6 +97,9 @@ def build_secondary_captures(
         General Equipment (this software).
     plan
         The job's region plan (:func:`exporters.regions.plan_regions`); made here if omitted.
+    sign_off
+        The radiologist's sign-off of ``report`` (the reviewed report): new images
+        saying "verified by radiologist".
 
     Returns
     -------
@@ -108,14 +117,20 @@ def build_secondary_captures(
     if plan is None:
         plan = plan_regions(report, sources)
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
-    styles = layer_styles(graphic_color)
+    signoff = signoff_number(sign_off)
+    styles = layer_styles(graphic_color, verified=sign_off is not None)
     groups: dict[tuple[str, int | None], list[PlacedRegion]] = {}
     for placed in plan.overlays.regions:
         key = (placed.image.sop_instance_uid, placed.image.frame_number)
         groups.setdefault(key, []).append(placed)
 
     series_uid = output_uid(
-        report, revision=revision, kind=OutputKind.SC, language=language, role="series"
+        report,
+        revision=revision,
+        kind=OutputKind.SC,
+        language=language,
+        role="series",
+        signoff=signoff,
     )
     equipment = hd.ContributingEquipment(
         manufacturer=report.model.manufacturer,
@@ -127,7 +142,15 @@ def build_secondary_captures(
     for number, ((uid, frame), regions) in enumerate(groups.items(), start=1):
         source = by_uid[uid]
         picture = np.asarray(
-            _picture(source, regions, frame=frame, window=window, language=language, styles=styles)
+            _picture(
+                source,
+                regions,
+                frame=frame,
+                window=window,
+                language=language,
+                styles=styles,
+                caption=_VERIFIED_CAPTION if signoff else _CAPTION,
+            )
         )
         images.append(
             _secondary_capture(
@@ -143,6 +166,7 @@ def build_secondary_captures(
                 manufacturer=manufacturer,
                 software_versions=software_versions,
                 equipment=equipment,
+                signoff=signoff,
             )
         )
         logger.debug(
@@ -177,6 +201,7 @@ def render_preview(
         window=window,
         language=language,
         styles=layer_styles(graphic_color),
+        caption=_CAPTION,
     )
 
 
@@ -188,6 +213,7 @@ def _picture(
     window: tuple[float, float] | None,
     language: str | Sequence[str],
     styles: Mapping[FindingKind, LayerStyle],
+    caption: str,
 ) -> Image.Image:
     pixels = source_display_pixels(source, frame=frame, window=window)
     overlays = [
@@ -198,7 +224,7 @@ def _picture(
         )
         for r in regions
     ]
-    return render_overlay(pixels, overlays, caption=_CAPTION)
+    return render_overlay(pixels, overlays, caption=caption)
 
 
 def source_display_pixels(
@@ -289,6 +315,7 @@ def _secondary_capture(
     manufacturer: str,
     software_versions: str,
     equipment: hd.ContributingEquipment,
+    signoff: int = 0,
 ) -> hd.sc.SCImage:
     uid = str(source.SOPInstanceUID)
     orientation = _patient_orientation(source)
@@ -308,6 +335,7 @@ def _secondary_capture(
                 language=language,
                 role="instance",
                 part=f"{uid}/{frame or 1}",
+                signoff=signoff,
             ),
             instance_number=instance_number,
             manufacturer=manufacturer,
@@ -325,7 +353,7 @@ def _secondary_capture(
             patient_orientation=orientation or ("L", "F"),
             contributing_equipment=[equipment],
             specific_character_set="ISO_IR 192",
-            series_description=series_description(OutputKind.SC, language),
+            series_description=series_description(OutputKind.SC, language, verified=bool(signoff)),
             manufacturer_model_name="RadGround burned-in findings",
             software_versions=software_versions,
         )
@@ -341,9 +369,16 @@ def _secondary_capture(
     image.BurnedInAnnotation = "YES"
     image.ImageType = ["DERIVED", "SECONDARY"]
     image.DerivationDescription = (
-        "AI findings (unverified) drawn by RadGround on the source image: "
-        f"model {report.model.name} "
-        f"{report.model.version}; not reviewed by a radiologist"
+        (
+            "AI findings verified by a radiologist, drawn by RadGround on the source image: "
+            f"model {report.model.name} {report.model.version}"
+        )
+        if signoff
+        else (
+            "AI findings (unverified) drawn by RadGround on the source image: "
+            f"model {report.model.name} "
+            f"{report.model.version}; not reviewed by a radiologist"
+        )
     )[:1024]
     reference = Dataset()
     reference.ReferencedSOPClassUID = source.SOPClassUID

@@ -22,7 +22,8 @@ SOP_CLASS_UIDS: frozenset[str] = frozenset({str(Comprehensive3DSRStorage)})
 class SRExporter:
     """:class:`~exporters.protocol.Exporter` of the TID 1500 Measurement Report
     (:func:`exporters.sr.export_sr`); a report without findings still gets an
-    SR saying so."""
+    SR saying so. With ``options.sign_off`` the documents are VERIFIED and replace
+    the sign-off's predecessors."""
 
     kind: ClassVar[OutputKind] = OutputKind.SR
     produces: ClassVar[frozenset[OutputKind]] = frozenset({OutputKind.SR})
@@ -37,6 +38,11 @@ class SRExporter:
         options: ExportOptions,
     ) -> list[Artifact]:
         documents = export_sr(
-            report, sources, revision=options.revision, languages=options.languages, plan=plan
+            report,
+            sources,
+            revision=options.revision,
+            languages=options.languages,
+            plan=plan,
+            sign_off=options.sign_off,
         ).documents
         return [Artifact.from_dataset(self.kind, lang, doc) for lang, doc in documents.items()]

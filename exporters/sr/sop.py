@@ -30,6 +30,16 @@ manufacturer, name, version and Device UID. UIDs come from
 and times from the report's ``created_at``, so the same job gives the same
 documents (only highdicom's Instance Creation Date/Time stamps differ).
 
+Signed documents: with a radiologist's :class:`~exporters.protocol.SignOff` the
+report given is the reviewed one, and each document is VERIFIED (Verifying
+Observer Sequence: the verifier's name as PN, organisation, account as
+identification code, the time of signing), FINAL and COMPLETE, names in its
+Predecessor Documents Sequence the unverified SR of its language it replaces,
+has the radiologist as a person observer (document level, and in the groups of
+the findings they changed or added; see :mod:`exporters.sr.tree`), new UIDs
+derived with the sign-off number and the Series Description "AI findings
+(verified by radiologist) – EN".
+
 Speed (``bench/exporters.py``): :func:`export_sr` plans and codes the
 regions once, builds the language-independent content items once, builds
 the first language's tree with highdicom's templates and derives the other
@@ -51,8 +61,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
+from typing import Any
 
 import highdicom as hd
+from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from pydicom.dataset import Dataset
 
 from engine.report import (
@@ -67,10 +79,11 @@ from engine.report import (
 from exporters import codes
 from exporters._highdicom_cache import with_memoised_iod_lookups
 from exporters.errors import ExportError
-from exporters.protocol import OutputKind
+from exporters.protocol import OutputKind, PredecessorDocument, SignOff
 from exporters.regions import RegionNote, RegionPlan, plan_findings, plan_regions
+from exporters.signoff import dicom_person_name, signoff_number
 from exporters.sr import tree as sr_tree
-from exporters.sr.document import AssembledComprehensive3DSR
+from exporters.sr.document import AssembledComprehensive3DSR, Verification, mark_verified
 from exporters.uids import output_uid
 
 __all__ = [
@@ -88,9 +101,44 @@ logger = logging.getLogger(__name__)
 DEFAULT_SR_SERIES_NUMBER = 9100
 
 
-def series_description(language: str) -> str:
-    """Series Description of the SR series of ``language``, e.g. "AI findings (unverified) – EN"."""
-    return f"AI findings (unverified) – {language.upper()}"
+#: Coding Scheme Designator of the verifier's account in the Verifying Observer
+#: Identification Code Sequence (a local scheme, PS3.3 §8.1: "99" prefix); its Coding
+#: Scheme Name is the account's identifier system (``urn:radground:<AE>:account``).
+ACCOUNT_SCHEME = "99RGACCOUNT"
+#: Verifying Organization (type 1) when the verifier's account names no organisation.
+UNKNOWN_ORGANIZATION = "Organisation not recorded"
+
+
+def series_description(language: str, *, verified: bool = False) -> str:
+    """Series Description of the SR series of ``language``, e.g. "AI findings (unverified) – EN",
+    or "AI findings (verified by radiologist) – EN" for a signed document."""
+    state = "verified by radiologist" if verified else "unverified"
+    return f"AI findings ({state}) – {language.upper()}"
+
+
+def _verification(sign_off: SignOff) -> Verification:
+    verifier = sign_off.verifier
+    name = dicom_person_name(verifier.name)
+    return Verification(
+        verifying_observer_name=name,
+        verifying_organization=(verifier.organisation.strip() or UNKNOWN_ORGANIZATION)[:64],
+        verification_datetime=sign_off.verified_at,
+        verifying_observer_identification=hd.sr.CodedConcept(
+            value=verifier.identifier, scheme_designator=ACCOUNT_SCHEME, meaning=name
+        ),
+    )
+
+
+def _account_coding_scheme(sign_off: SignOff) -> CodingSchemeIdentificationItem:
+    return CodingSchemeIdentificationItem(
+        designator=ACCOUNT_SCHEME, name=sign_off.verifier.identifier_system
+    )
+
+
+def _predecessors(sign_off: SignOff, language: str) -> tuple[PredecessorDocument, ...]:
+    """The sign-off's predecessors of a document in ``language`` (``"en+zh-CN"``: bilingual)."""
+    languages = set(language.split("+"))
+    return tuple(p for p in sign_off.predecessors if p.language in languages)
 
 
 @dataclass(frozen=True)
@@ -161,6 +209,7 @@ def build_sr(
     institution_name: str | None = None,
     procedure_reported: Sequence[CodedConcept] = (codes.IMAGING_PROCEDURE,),
     assemble: bool = True,
+    sign_off: SignOff | None = None,
     _parts: list[tuple] | None = None,
 ) -> hd.sr.Comprehensive3DSR:
     """One Comprehensive 3D SR (TID 1500) with the report's findings in ``language``.
@@ -191,6 +240,9 @@ def build_sr(
         re-parse of the tree); ``False``: highdicom's own
         :class:`~highdicom.sr.Comprehensive3DSR` constructor. Both give the
         same dataset.
+    sign_off
+        The radiologist's sign-off (``report`` is then the reviewed report): a
+        VERIFIED document replacing the sign-off's predecessor in ``language``.
 
     Raises
     ------
@@ -205,7 +257,9 @@ def build_sr(
     if not _parts:
         raise ExportError("report has no findings: nothing to put in an SR")
     try:
-        content = sr_tree.content_tree(report, language, _parts, procedure_reported)
+        content = sr_tree.content_tree(
+            report, language, _parts, procedure_reported, **_observers(sign_off)
+        )
         return _document(
             report,
             sources,
@@ -217,9 +271,18 @@ def build_sr(
             instance_number=instance_number,
             institution_name=institution_name,
             assemble=assemble,
+            sign_off=sign_off,
         )
     except (ValueError, TypeError) as exc:  # highdicom refuses non-conformant values
         raise ExportError(f"the SR could not be built: {exc}") from exc
+
+
+def _observers(sign_off: SignOff | None) -> dict[str, Any]:
+    """The person-observer arguments of :func:`exporters.sr.tree.content_tree`."""
+    if sign_off is None:
+        return {}
+    person = sr_tree.person_observer(sign_off.verifier, dicom_person_name(sign_off.verifier.name))
+    return {"person": person, "edited": frozenset(sign_off.edited)}
 
 
 def _document(
@@ -234,8 +297,10 @@ def _document(
     instance_number: int,
     institution_name: str | None,
     assemble: bool,
+    sign_off: SignOff | None = None,
 ) -> hd.sr.Comprehensive3DSR:
-    """The SR document around ``content`` (document-level modules, UIDs, equipment).
+    """The SR document around ``content`` (document-level modules, UIDs, equipment;
+    verification and predecessors with ``sign_off``).
 
     ``language`` is the document's language tag, or the tags joined by ``+``
     for a bilingual document: it goes into the UIDs and the Series Description.
@@ -255,34 +320,59 @@ def _document(
     equipment.DeviceUID = (
         report.model.device_uid
     )  # Device UID (0018,1002): highdicom has no argument for it
+    signoff = signoff_number(sign_off)
+    coding_schemes = [codes.private_coding_scheme()] if uses_private else []
+    verified: dict[str, Any] = {}
+    if sign_off is not None:
+        coding_schemes.append(_account_coding_scheme(sign_off))
+        if assemble:
+            verified = {
+                "is_verified": True,
+                "verification": _verification(sign_off),
+                "predecessor_documents": _predecessors(sign_off, language),
+            }
     document = AssembledComprehensive3DSR if assemble else hd.sr.Comprehensive3DSR
-    return document(
+    built = document(
         evidence=list(sources),
         content=content,
         series_instance_uid=output_uid(
-            report, revision=revision, kind=OutputKind.SR, language=language, role="series"
+            report,
+            revision=revision,
+            kind=OutputKind.SR,
+            language=language,
+            role="series",
+            signoff=signoff,
         ),
         series_number=series_number,
         sop_instance_uid=output_uid(
-            report, revision=revision, kind=OutputKind.SR, language=language, role="instance"
+            report,
+            revision=revision,
+            kind=OutputKind.SR,
+            language=language,
+            role="instance",
+            signoff=signoff,
         ),
         instance_number=instance_number,
         manufacturer=report.model.manufacturer,
         manufacturer_model_name=report.model.name,
         software_versions=report.model.version,
         is_complete=True,
-        is_final=False,
-        is_verified=False,
+        is_final=sign_off is not None,
         institution_name=institution_name,
         contributing_equipment=[equipment],
         specific_character_set="ISO_IR 192",
-        series_description=series_description(language),
+        series_description=series_description(language, verified=sign_off is not None),
         content_date=created.date(),
         content_time=created.time().replace(tzinfo=None),
         series_date=created.date(),
         series_time=created.time().replace(tzinfo=None),
-        coding_schemes=[codes.private_coding_scheme()] if uses_private else None,
+        coding_schemes=coding_schemes or None,
+        **verified,
     )
+    if sign_off is not None and not assemble:
+        # highdicom's constructor stamps the wall-clock time and no identification code
+        mark_verified(built, _verification(sign_off), _predecessors(sign_off, language))
+    return built
 
 
 #: "Finding" with presence "Absent": how a negative report's one measurement group
@@ -330,6 +420,7 @@ def export_sr(
     procedure_reported: Sequence[CodedConcept] = (codes.IMAGING_PROCEDURE,),
     bilingual: bool = False,
     plan: RegionPlan | None = None,
+    sign_off: SignOff | None = None,
 ) -> SRExport:
     """One SR per language (default: :func:`complete_languages`), plus region notes.
 
@@ -352,6 +443,10 @@ def export_sr(
     ``plan`` is the job's region plan (:func:`exporters.regions.plan_regions`),
     made here if omitted. A report without findings gets one text-only group
     saying so (its plan has no regions).
+
+    ``sign_off``: the radiologist's sign-off of ``report`` (the reviewed report); each
+    document is then VERIFIED and replaces the sign-off's predecessor of its language
+    (see the module docstring).
     """
     langs = tuple(languages) if languages is not None else complete_languages(report)
     if not langs:
@@ -371,8 +466,9 @@ def export_sr(
     documents: dict[str, hd.sr.Comprehensive3DSR] = {}
     first: hd.sr.MeasurementReport | None = None
     try:
+        observers = _observers(sign_off)
         if bilingual and len(langs) > 1:
-            content = sr_tree.content_tree(report, langs[0], parts, procedure_reported)
+            content = sr_tree.content_tree(report, langs[0], parts, procedure_reported, **observers)
             sr_tree.add_translations(content, report, langs[1:], parts)
             documents[langs[0]] = _document(
                 report,
@@ -385,11 +481,14 @@ def export_sr(
                 instance_number=1,
                 institution_name=institution_name,
                 assemble=True,
+                sign_off=sign_off,
             )
             return SRExport(documents=documents, notes=notes)
         for i, language in enumerate(langs):
             if first is None:
-                content = first = sr_tree.content_tree(report, language, parts, procedure_reported)
+                content = first = sr_tree.content_tree(
+                    report, language, parts, procedure_reported, **observers
+                )
             else:
                 content = sr_tree.translated_tree(first, report, language, parts)
             documents[language] = _document(
@@ -403,6 +502,7 @@ def export_sr(
                 instance_number=1,
                 institution_name=institution_name,
                 assemble=True,
+                sign_off=sign_off,
             )
     except (ValueError, TypeError) as exc:  # highdicom refuses non-conformant values
         raise ExportError(f"the SR could not be built: {exc}") from exc

@@ -16,6 +16,22 @@
 
 The tests check that documents built this way equal, byte for byte, what
 highdicom's own constructor builds from freshly built items.
+
+Signed documents (a radiologist's :class:`~exporters.protocol.SignOff`)
+-----------------------------------------------------------------------
+The radiologist appears as a TID 1002 *person* observer (name as PN, account as
+login name, organisation, roles "Physician" and "Verifying"), built by :func:`person_observer`:
+
+* at document level, in TID 1001 beside the model's device observer, which stays
+  (the algorithm made the findings; the person verified the whole document);
+* inside the measurement group of each finding the radiologist changed or added
+  (:attr:`SignOff.edited`), as HAS OBS CONTEXT items right after the Tracking
+  Identifier and Tracking UID. PS3.3 C.17.5 lets observation context change at any
+  node of the tree for that node's descendants, and TID 1500's measurement group
+  templates are extensible; this is the attribution that survives when a reader
+  pulls one group out of the document (an IHE AIR consumer listing findings), which
+  a document-level person observer alone would not give. dciodvfy, dsrdump and
+  PixelMed's TID 1500 check accept it (see the tests).
 """
 
 from __future__ import annotations
@@ -32,6 +48,7 @@ from pydicom.sr.codedict import codes as dcm_codes
 from engine.report import CodedConcept, GroundedReport
 from exporters import codes
 from exporters.errors import ExportError
+from exporters.protocol import Verifier
 from exporters.regions import PlannedFinding, PlannedRegion
 from exporters.sr.content import (
     comment_item,
@@ -45,6 +62,7 @@ __all__ = [
     "SharedItems",
     "add_translations",
     "content_tree",
+    "person_observer",
     "shared_items",
     "translated_tree",
 ]
@@ -62,10 +80,36 @@ def _algorithm_id(report: GroundedReport) -> hd.sr.AlgorithmIdentification:
     )
 
 
-def _observation_context(report: GroundedReport) -> hd.sr.ObservationContext:
+#: CID 7452 "Organizational Roles": DCM 121081 "Physician" (the code PixelMed's
+#: tables and older readers know; CID 7452 has no radiologist of its own).
+PHYSICIAN = hd.sr.CodedConcept("121081", "DCM", "Physician")
+#: CID 7453 "Performing Roles": DCM 121098 "Verifying".
+VERIFYING = hd.sr.CodedConcept("121098", "DCM", "Verifying")
+
+
+def person_observer(verifier: Verifier, person_name: str) -> hd.sr.ObserverContext:
+    """TID 1002 person observer context of the verifying radiologist: Person Observer
+    Name (``person_name``, a DICOM PN), Login Name (the account), Organization Name (when
+    the account has one), Role in the Organization "Physician" (CID 7452) and Role in this
+    Procedure "Verifying" (CID 7453)."""
+    return hd.sr.ObserverContext(
+        observer_type=dcm_codes.DCM.Person,
+        observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
+            name=person_name,
+            login_name=verifier.identifier,
+            organization_name=verifier.organisation.strip() or None,
+            role_in_organization=PHYSICIAN,
+            role_in_procedure=VERIFYING,
+        ),
+    )
+
+
+def _observation_context(
+    report: GroundedReport, person: hd.sr.ObserverContext | None = None
+) -> hd.sr.ObservationContext:
     model = report.model
     return hd.sr.ObservationContext(
-        observer_person_context=None,
+        observer_person_context=person,
         observer_device_context=hd.sr.ObserverContext(
             observer_type=dcm_codes.DCM.Device,
             observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -209,9 +253,14 @@ _MeasurementGroup = (
 
 
 def _group(
-    planned: PlannedFinding, region: PlannedRegion | None, language: str, parts: SharedItems
+    planned: PlannedFinding,
+    region: PlannedRegion | None,
+    language: str,
+    parts: SharedItems,
+    observer: hd.sr.ObserverContext | None = None,
 ) -> _MeasurementGroup:
-    """TID 1410 (with a region) or TID 1501 (text-only) group in ``language``."""
+    """TID 1410 (with a region) or TID 1501 (text-only) group in ``language``; with
+    ``observer``, that person observer context follows the Tracking Identifier and UID."""
     common: dict[str, Any] = {
         "tracking_identifier": _tracking(planned, region, language),
         "finding_type": parts.finding_type,
@@ -228,6 +277,10 @@ def _group(
             referenced_region=parts.image_region, **common
         )
     group[0].ContentSequence.append(comment_item(_sentence(planned, language)))
+    if observer is not None:
+        items = group[0].ContentSequence
+        # slice assignment: ContentSequence.__setitem__ takes a single item in highdicom 0.28
+        items[2:2] = list(observer)
     return group
 
 
@@ -236,11 +289,30 @@ def content_tree(
     language: str,
     parts: list[tuple],
     procedure_reported: Sequence[CodedConcept],
+    *,
+    person: hd.sr.ObserverContext | None = None,
+    edited: frozenset[str] = frozenset(),
 ) -> hd.sr.MeasurementReport:
-    """The TID 1500 tree in ``language``, built with highdicom's templates."""
-    groups = [_group(planned, region, language, shared) for planned, region, shared in parts]
+    """The TID 1500 tree in ``language``, built with highdicom's templates.
+
+    ``person`` (see :func:`person_observer`) is the verifying radiologist: a document-level
+    observer beside the model's device, and the observer of the groups of the findings whose
+    tracking UIDs are in ``edited``.
+    """
+    if edited and person is None:
+        raise ValueError("edited findings need the person observer who edited them")
+    groups = [
+        _group(
+            planned,
+            region,
+            language,
+            shared,
+            person if planned.finding.tracking_uid in edited else None,
+        )
+        for planned, region, shared in parts
+    ]
     content = hd.sr.MeasurementReport(
-        observation_context=_observation_context(report),
+        observation_context=_observation_context(report, person),
         procedure_reported=[codes.to_hd(c) for c in procedure_reported],
         imaging_measurements=groups,
         language_of_content_item_and_descendants=language_item(language),

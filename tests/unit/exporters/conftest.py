@@ -26,6 +26,9 @@ Stable fixture names (other exporter tests rely on them):
 ``multiframe_source`` / ``multiframe_report``
     a real 10-frame Enhanced MR (its own study) and a report whose regions name
     frame numbers.
+``reviewed_report`` / ``sign_off``
+    ``grounded_report`` as a radiologist reviewed it (two findings rejected, one edited,
+    one added) and the first sign-off of it (Jane Doe; predecessors = the model's SRs).
 
 Every fixture returns fresh objects, so tests may modify them.
 """
@@ -33,6 +36,7 @@ Every fixture returns fresh objects, so tests may modify them.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -58,6 +62,7 @@ from engine.report import (
     Text,
     derive_uid,
 )
+from exporters.protocol import PredecessorDocument, SignOff, Verifier
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 NIH_IMAGES = (REPO_ROOT.parent / "shared" / "data" / "nih-cxr-boxes" / "images").resolve()
@@ -640,3 +645,114 @@ def multiframe_report(_multiframe_cache: Dataset) -> GroundedReport:
         raw_output="(multi-frame)",
         created_at=datetime(2026, 3, 10, 10, 22, 0, tzinfo=UTC),
     )
+
+
+# -- a radiologist's sign-off ---------------------------------------------------------
+
+#: The radiologist who signs in the sign-off fixtures.
+VERIFIER = Verifier(
+    name="Jane Doe",
+    organisation="RadGround Test Hospital",
+    identifier="jdoe",
+    identifier_system="urn:radground:RADGROUND:account",
+)
+VERIFIED_AT = datetime(2026, 3, 10, 11, 5, 30, tzinfo=UTC)
+#: Indices in :func:`make_grounded_report` of the findings the radiologist rejects
+#: (infiltrate, nodule) and edits (cardiomegaly on the PA view: both sentences, box moved).
+REJECTED = (4, 9)
+EDITED = 2
+
+
+def make_reviewed_report(model_report: GroundedReport) -> GroundedReport:
+    """``model_report`` as a radiologist reviewed it: :data:`REJECTED` removed, :data:`EDITED`
+    with new sentences in both languages and a moved box, and one finding they added (a box
+    they drew, no model confidence) — what the flow hands the exporters with a sign-off."""
+    edited = model_report.findings[EDITED]
+    changed = dataclasses.replace(
+        edited,
+        description=Text(
+            {
+                "en": "Moderate cardiomegaly (cardiothoracic ratio 0.62).",
+                "zh-CN": "中度心脏增大（心胸比0.62）。",
+            }
+        ),
+        regions=(Region(image=_ref(0), box=Box(140.0, 225.0, 410.0, 385.0)),),
+    )
+    added = Finding(
+        kind=FindingKind.ABNORMALITY,
+        label=Text({"en": "rib fracture", "zh-CN": "肋骨骨折"}),
+        description=Text(
+            {"en": "Old healed fracture of a left rib.", "zh-CN": "左侧肋骨陈旧性愈合骨折。"}
+        ),
+        regions=(Region(image=_ref(0), box=Box(380.0, 150.0, 430.0, 180.0)),),
+        tracking_uid=derive_uid("radground-test", "review", "added", 1),
+    )
+    kept = [
+        changed if n == EDITED else f
+        for n, f in enumerate(model_report.findings)
+        if n not in REJECTED
+    ]
+    return dataclasses.replace(model_report, findings=(*kept, added))
+
+
+def make_sign_off(
+    model_report: GroundedReport,
+    reviewed: GroundedReport,
+    *,
+    revision: int = 1,
+    number: int = 1,
+    amends: bool = False,
+) -> SignOff:
+    """The sign-off of ``reviewed``: predecessors = the model's SR per language (set 0,
+    UIDs as :func:`exporters.sr.export_sr` derives them), withdrawn = the rejected model
+    findings, edited = the changed and the added finding."""
+    from exporters.protocol import OutputKind
+    from exporters.uids import output_uid
+
+    predecessors = tuple(
+        PredecessorDocument(
+            sop_class_uid="1.2.840.10008.5.1.4.1.1.88.34",
+            sop_instance_uid=output_uid(
+                model_report,
+                revision=revision,
+                kind=OutputKind.SR,
+                language=language,
+                role="instance",
+            ),
+            series_instance_uid=output_uid(
+                model_report,
+                revision=revision,
+                kind=OutputKind.SR,
+                language=language,
+                role="series",
+            ),
+            study_instance_uid=model_report.study_instance_uid,
+            language=language,
+        )
+        for language in model_report.languages
+    )
+    model_uids = {f.tracking_uid for f in model_report.findings}
+    return SignOff(
+        verifier=VERIFIER,
+        verified_at=VERIFIED_AT,
+        number=number,
+        predecessors=predecessors,
+        withdrawn=tuple(model_report.findings[n] for n in REJECTED),
+        edited=frozenset(
+            {model_report.findings[EDITED].tracking_uid}
+            | {f.tracking_uid for f in reviewed.findings if f.tracking_uid not in model_uids}
+        ),
+        amends=amends,
+    )
+
+
+@pytest.fixture
+def reviewed_report() -> GroundedReport:
+    """:func:`make_grounded_report` as reviewed (see :func:`make_reviewed_report`)."""
+    return make_reviewed_report(make_grounded_report())
+
+
+@pytest.fixture
+def sign_off(reviewed_report: GroundedReport) -> SignOff:
+    """The first sign-off of :func:`reviewed_report` (a preliminary was not sent before)."""
+    return make_sign_off(make_grounded_report(), reviewed_report)

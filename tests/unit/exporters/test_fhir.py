@@ -13,8 +13,6 @@ import copy
 import hashlib
 import json
 import logging
-import shutil
-import subprocess
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +27,7 @@ from engine.report import GroundedReport, Presence, Text, derive_uid, is_valid_u
 from exporters.codes import PRESENCE_VALUES
 from exporters.errors import ExportError, SourceError
 from exporters.fhir import OutputInstanceRef, OutputSeriesRef, build_fhir_bundle, bundle_json
+from tests.exporters_validators import fhir_problems, fhir_validate
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 VALIDATORS = REPO_ROOT / "tests" / "fhir_validators"
@@ -95,47 +94,10 @@ def _translations(element_ext: dict) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def validate_bundles():
     """Run the npm validators on bundles; skip when they are not installed."""
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed (needed for the npm FHIR validators)")
-    if not (VALIDATORS / "node_modules").is_dir():
-        pytest.skip(
-            f"npm FHIR validators not installed: run `npm ci` in {VALIDATORS} "
-            "(.ci/bootstrap --test does)"
-        )
-
-    def run(tmp_path: Path, *texts: str) -> list[dict]:
-        files = []
-        for n, text in enumerate(texts):
-            path = tmp_path / f"bundle{n}.json"
-            path.write_bytes(text.encode("utf-8"))
-            files.append(str(path))
-        done = subprocess.run(
-            [node, str(VALIDATORS / "validate.js"), *files],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
-
-    return run
+    return fhir_validate
 
 
-def _problems(result: dict) -> list[str]:
-    """Schema errors and FHIR.js errors, plus FHIR.js warnings other than the
-    "code not found in value set" ones it gives for value sets it cannot
-    expand (LOINC, SNOMED CT, DICOM; required bindings are errors)."""
-    problems = []
-    for item in result["items"]:
-        problems += [f"{item['path']} schema: {m}" for m in item["schema"]]
-        problems += [
-            f"{item['path']} FHIR.js: {m}"
-            for m in item["fhirjs"]
-            if m.startswith("error") or "not found in value set" not in m
-        ]
-    return problems
+_problems = fhir_problems
 
 
 def test_bundles_validate_against_r4_schema_and_fhirjs(
