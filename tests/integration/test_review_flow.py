@@ -128,9 +128,6 @@ def test_before_ehr_pacs_gets_the_unverified_sr_the_ehr_waits_for_the_sign_off(
     drain(world.ctx, world.queue)
 
     [job] = jobs(world.ctx)
-    if job.state is JobState.FAILED and "do not honour the sign-off" in (job.last_error or ""):
-        pytest.xfail("the exporters do not honour ExportOptions.sign_off yet (branch "
-                     f"h/exporters): {job.last_error}")
     assert job.state is JobState.DONE, job.last_error
     assert _deliveries(world.ctx) == [
         ("PACS", 0, DeliveryState.DONE),
