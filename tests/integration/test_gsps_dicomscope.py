@@ -216,3 +216,78 @@ def test_dicomscope_draws_the_box_where_it_is(dicomscope: DicomScope, tmp_path: 
     # Its label is drawn just above it, in the same gray.
     strip = drawn[max(top, y0 - int(9 * sy)):y0 - 1, x0:right]
     assert strip.sum() > 20, f"no label drawn above the box (screenshot {shot_path})"
+
+
+def _layer_rectangles(shot: np.ndarray, state: Dataset) -> list[tuple[float, float]]:
+    """Centres (x, y) on screen of the outlines drawn in ``state``'s layer gray, biggest first."""
+    left, top, right, bottom, _ = _image_area(shot)
+    layer = state.GraphicLayerSequence[0]
+    gray = round(int(layer.GraphicLayerRecommendedDisplayGrayscaleValue) / 65535 * 255)
+    drawn = np.zeros(shot.shape[:2], dtype=bool)
+    area = shot[top:bottom, left:right].astype(int)
+    drawn[top:bottom, left:right] = (np.abs(area - gray) <= 3).all(axis=2)
+    labels, _count = ndimage.label(drawn, structure=np.ones((3, 3)))
+    outlines = [
+        s for s in ndimage.find_objects(labels)
+        # an outline's bounding box, not a label's glyphs: at least a quarter of the image wide
+        if (s[1].stop - s[1].start) > (right - left) / 8 and (s[0].stop - s[0].start) > 8
+    ]
+    return [((s[1].start + s[1].stop) / 2, (s[0].start + s[0].stop) / 2) for s in outlines]
+
+
+def test_dicomscope_draws_only_the_accepted_findings_of_a_signed_gsps(
+    tmp_path: Path,
+) -> None:
+    """The model's GSPS draws both findings; the GSPS of the sign-off that rejected the right
+    one draws only the left one (a new SOP instance on the same image)."""
+    from dataclasses import replace
+
+    from exporters.protocol import SignOff, Verifier
+
+    missing = missing_tools()
+    if missing:
+        pytest.skip(f"DICOMscope rendering needs {', '.join(missing)}")
+    source = _source()
+    left_finding = _report(source).findings[0]
+    right_finding = replace(
+        left_finding,
+        regions=(Region(left_finding.regions[0].image, Box(58.0, 10.0, 76.0, 30.0)),),
+        tracking_uid=derive_uid("radground-test", "dicomscope", "finding-right"),
+    )
+    model_report = replace(_report(source), findings=(left_finding, right_finding))
+    reviewed = replace(model_report, findings=(left_finding,))
+    sign_off = SignOff(
+        verifier=Verifier("Jane Doe", "Radiology", "jdoe", "urn:radground:RADGROUND:account"),
+        verified_at=datetime(2026, 3, 11, 9, 30, tzinfo=UTC),
+        withdrawn=(right_finding,),
+    )
+    (model_state,) = build_presentation_states(
+        model_report, [source], language="en", revision=1, graphic_color=GRAPHIC_RGB
+    )
+    (signed_state,) = build_presentation_states(
+        reviewed, [source], language="en", revision=1, graphic_color=GRAPHIC_RGB,
+        sign_off=sign_off,
+    )
+    assert signed_state.SOPInstanceUID != model_state.SOPInstanceUID
+    assert (
+        signed_state.ReferencedSeriesSequence[0].ReferencedImageSequence[0].ReferencedSOPInstanceUID
+        == source.SOPInstanceUID
+    )
+    image_path = tmp_path / "image.dcm"
+    source.save_as(image_path, enforce_file_format=True)
+    shots = {}
+    for name, state in (("model", model_state), ("signed", signed_state)):
+        pr_path = tmp_path / f"pr-{name}.dcm"
+        state.save_as(pr_path, enforce_file_format=True)
+        (tmp_path / name).mkdir()
+        with DicomScope(tmp_path / name) as scope:  # one viewer and database per state
+            shot_path = scope.show(image_path, pr_path)
+        shots[name] = np.asarray(Image.open(shot_path).convert("RGB"))
+
+    model_boxes = _layer_rectangles(shots["model"], model_state)
+    signed_boxes = _layer_rectangles(shots["signed"], signed_state)
+    assert len(model_boxes) == 2, f"the model's GSPS should draw two boxes, drew {model_boxes}"
+    assert len(signed_boxes) == 1, f"the signed GSPS should draw one box, drew {signed_boxes}"
+    left, _top, right, _bottom, _ = _image_area(shots["signed"])
+    (x, _y), = signed_boxes
+    assert x < left + (right - left) / 2, "the accepted (left) finding is the one drawn"
