@@ -106,7 +106,11 @@ def exposition(context: WebContext) -> bytes:
         processes = REGISTRY
     queues = CollectorRegistry(auto_describe=False)
     queues.register(
-        QueueDepthCollector(context.sessions, destinations=context.pipeline.destinations)
+        QueueDepthCollector(
+            context.sessions,
+            destinations=context.pipeline.destinations,
+            routes=[route.name for route in context.pipeline.routes],
+        )
     )
     return generate_latest(processes) + generate_latest(queues)
 

@@ -31,12 +31,15 @@ __all__ = [
     "DELIVERIES",
     "DELIVERY_ATTEMPTS",
     "DELIVERY_RETRIES",
+    "REVIEW_SIGNOFFS",
+    "REVIEW_WAIT_SECONDS",
     "STAGES",
     "STAGE_SECONDS",
     "STUDY_REVISIONS",
     "QueueDepthCollector",
     "delivery_recorded",
     "queue_wait",
+    "review_signed",
     "revision_routed",
     "stage_finished",
 ]
@@ -75,6 +78,18 @@ DELIVERIES = Counter(
     ["destination", "result"],
 )
 
+REVIEW_SIGNOFFS = Counter(
+    "radground_review_signoffs",
+    "Reviews a radiologist signed, by route.",
+    ["route"],
+)
+REVIEW_WAIT_SECONDS = Histogram(
+    "radground_review_wait_seconds",
+    "Seconds from a review's opening (the job awaiting review) to its sign-off, by route.",
+    ["route"],
+    buckets=(60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 259200.0),
+)
+
 for _outcome in RevisionOutcome:
     STUDY_REVISIONS.labels(_outcome.value)
 _STAGE = {stage: STAGE_SECONDS.labels(stage) for stage in STAGES}
@@ -109,6 +124,12 @@ def delivery_recorded(destination: str, result: DeliveryStatus, *, retry: bool) 
         ).inc()
 
 
+def review_signed(route: str, waited_seconds: float) -> None:
+    """Count one sign-off on ``route`` and observe how long its review waited."""
+    REVIEW_SIGNOFFS.labels(route).inc()
+    REVIEW_WAIT_SECONDS.labels(route).observe(max(0.0, waited_seconds))
+
+
 class QueueDepthCollector(Collector):
     """Queue depths read from the database at each scrape.
 
@@ -116,15 +137,18 @@ class QueueDepthCollector(Collector):
     ``radground_deliveries_pending{destination}`` (waiting for their next
     attempt; 0 for each of ``destinations``, the configured ones, when none
     waits), ``radground_study_revisions_receiving`` (revisions not yet
-    complete), and ``radground_queue_depth_up`` (0 when the database could not
+    complete), ``radground_jobs_awaiting_review{route}`` (0 for each of ``routes`` when none
+    waits), and ``radground_queue_depth_up`` (0 when the database could not
     be read: the other three are then left out).
     """
 
     def __init__(
-        self, sessions: sessionmaker[Session], *, destinations: Iterable[str] = ()
+        self, sessions: sessionmaker[Session], *, destinations: Iterable[str] = (),
+        routes: Iterable[str] = (),
     ) -> None:
         self._sessions = sessions
         self._destinations = tuple(destinations)
+        self._routes = tuple(routes)
 
     def describe(self) -> list[Metric]:
         return []  # nothing is read when the collector is registered
@@ -152,6 +176,11 @@ class QueueDepthCollector(Collector):
                 .where(Delivery.state == DeliveryState.PENDING)
                 .group_by(Delivery.destination)
             ).all()
+            awaiting = session.execute(
+                select(Job.route, func.count())
+                .where(Job.state == JobState.AWAITING_REVIEW)
+                .group_by(Job.route)
+            ).all()
             receiving = session.scalar(
                 select(func.count())
                 .select_from(StudyRevision)
@@ -173,4 +202,12 @@ class QueueDepthCollector(Collector):
             "Study revisions still receiving (not yet complete).",
         )
         revisions.add_metric([], receiving or 0)
-        return [by_state, deliveries, revisions]
+        review = GaugeMetricFamily(
+            "radground_jobs_awaiting_review",
+            "Jobs waiting for a radiologist's sign-off, by route.",
+            labels=["route"],
+        )
+        waiting = dict.fromkeys(self._routes, 0) | {route: count for route, count in awaiting}
+        for route, count in sorted(waiting.items()):
+            review.add_metric([route], count)
+        return [by_state, deliveries, revisions, review]
