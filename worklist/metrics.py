@@ -26,11 +26,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from worklist.destinations.protocol import DeliveryStatus
 from worklist.jobs_models import Delivery, DeliveryState, Job, JobState
 from worklist.models import RevisionOutcome, RevisionState, StudyRevision
+from worklist.review_classes import metric_class
+from worklist.review_models import FindingDecision, FindingOrigin, Review
 
 __all__ = [
     "DELIVERIES",
     "DELIVERY_ATTEMPTS",
     "DELIVERY_RETRIES",
+    "REVIEW_BOX_IOU",
+    "REVIEW_FINDINGS_ADDED",
+    "REVIEW_FINDINGS_DECIDED",
     "REVIEW_SIGNOFFS",
     "REVIEW_WAIT_SECONDS",
     "STAGES",
@@ -39,6 +44,7 @@ __all__ = [
     "QueueDepthCollector",
     "delivery_recorded",
     "queue_wait",
+    "record_signed_review",
     "review_signed",
     "revision_routed",
     "stage_finished",
@@ -76,6 +82,25 @@ DELIVERIES = Counter(
     "radground_deliveries",
     "Deliveries that ended, by destination and result (delivered, failed).",
     ["destination", "result"],
+)
+REVIEW_FINDINGS_DECIDED = Counter(
+    "radground_review_findings_decided",
+    "Model findings in signed reviews, by class (the default model's class name, another "
+    "vocabulary name, or 'other'), decision (accepted, rejected) and reject reason "
+    "(wrong_place, not_present, duplicate, other; 'none' when accepted).",
+    ["class", "decision", "reason"],
+)
+REVIEW_FINDINGS_ADDED = Counter(
+    "radground_review_findings_added",
+    "Findings radiologists added in signed reviews (the model missed them), by class.",
+    ["class"],
+)
+REVIEW_BOX_IOU = Histogram(
+    "radground_review_box_iou",
+    "IoU of the model's box and the radiologist's final box of accepted model findings at "
+    "sign-off (1: not moved), by class.",
+    ["class"],
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
 )
 
 REVIEW_SIGNOFFS = Counter(
@@ -128,6 +153,28 @@ def review_signed(route: str, waited_seconds: float) -> None:
     """Count one sign-off on ``route`` and observe how long its review waited."""
     REVIEW_SIGNOFFS.labels(route).inc()
     REVIEW_WAIT_SECONDS.labels(route).observe(max(0.0, waited_seconds))
+
+
+def record_signed_review(review: Review) -> None:
+    """Count the decisions of a review just signed (call once per sign-off, after its commit
+    succeeded, with the review's findings loaded or loadable).
+
+    Model findings count in :data:`REVIEW_FINDINGS_DECIDED` by the class the model gave them,
+    their decision and reject reason; accepted ones with a model and a final box observe
+    :data:`REVIEW_BOX_IOU`; findings the radiologist added count in
+    :data:`REVIEW_FINDINGS_ADDED` by their final class. Class labels are bounded
+    (:func:`worklist.review_classes.metric_class`), never free text.
+    """
+    for finding in review.findings:
+        if finding.origin is not FindingOrigin.MODEL:
+            if finding.decision is FindingDecision.ACCEPTED:
+                REVIEW_FINDINGS_ADDED.labels(metric_class(finding.final_class)).inc()
+            continue
+        label = metric_class(finding.model_class)
+        reason = finding.reject_reason.value if finding.reject_reason is not None else "none"
+        REVIEW_FINDINGS_DECIDED.labels(label, finding.decision.value, reason).inc()
+        if finding.decision is FindingDecision.ACCEPTED and finding.box_iou is not None:
+            REVIEW_BOX_IOU.labels(label).observe(finding.box_iou)
 
 
 class QueueDepthCollector(Collector):
