@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request
@@ -20,7 +21,16 @@ from sqlalchemy.orm import Session
 
 from engine.errors import EngineError
 from engine.report import ReportError
-from web.api.common import PROBLEMS, Context, DbSession, Limit, Offset, PageModel, not_found
+from web.api.common import (
+    PROBLEMS,
+    Context,
+    DbSession,
+    Limit,
+    Offset,
+    PageModel,
+    filter_problem,
+    not_found,
+)
 from web.api.review_images import (
     DEFAULT_MAX_PIXELS,
     FrameOutOfRangeError,
@@ -54,9 +64,12 @@ from web.context import WebContext
 from web.problems import Problem
 from worklist import review as service
 from worklist.context import StepError
+from worklist.errors import InvalidFilterError
 from worklist.review import assist, figures
+from worklist.review.data_errors import InvalidPeriodError
+from worklist.views import MAX_PAGE_SIZE, Page
 
-__all__ = ["review_body", "review_problem", "router"]
+__all__ = ["PRIORITIES", "awaiting_page", "review_body", "review_problem", "router"]
 
 router = APIRouter(tags=["review"], responses=PROBLEMS)
 
@@ -128,19 +141,21 @@ def review_body(view: Any) -> ReviewBody:
     )
 
 
-def _read_review(session: Session, job_id: int) -> Any:
+def _read_review(session: Session, context: WebContext, job_id: int) -> Any:
     try:
-        return service.get_review(session, job_id)
+        return service.get_review(session, job_id, routes=context.pipeline.routes,
+                                  storage_root=context.pipeline.storage_root)
     except service.ReviewError as exc:
         raise review_problem(exc) from None
 
 
 @router.get("/jobs/{job_id}/review", response_model=ReviewBody, summary="A job's review",
             responses=_ANSWERS)
-def get_review(principal: Reader, session: DbSession, job_id: int) -> ReviewBody:
+def get_review(principal: Reader, session: DbSession, context: Context,
+               job_id: int) -> ReviewBody:
     """The review: its state and version, who has it open, who signed it, and each finding as
     the model made it and as it is now, with its decision."""
-    return review_body(_read_review(session, job_id))
+    return review_body(_read_review(session, context, job_id))
 
 
 @router.post("/jobs/{job_id}/review", response_model=ReviewBody,
@@ -150,7 +165,8 @@ def open_review(principal: Radiologist, context: Context, request: Request,
     """Open the review for the caller: others see who has it open. A finished job with a
     report gets a review on first opening (its sign-off amends what was sent)."""
     view = _change(context, lambda s: service.open_review(
-        s, job_id, account=principal.name, source=client_address(request)))
+        s, job_id, account=principal.name, source=client_address(request),
+        routes=context.pipeline.routes, storage_root=context.pipeline.storage_root))
     return review_body(view)
 
 
@@ -269,25 +285,58 @@ def send_back(principal: Radiologist, context: Context, request: Request, job_id
     return VersionBody(version=version)
 
 
+#: Priorities the worklist filters by (Requested Procedure Priority (0040,1003), lower case).
+PRIORITIES = ("stat", "high", "routine", "medium", "low")
+
+
+def awaiting_page(
+    session: Session, storage_root: Path, *, modality: str | None, min_wait: timedelta | None,
+    priority: str | None, offset: int, limit: int,
+) -> Page[Any]:
+    """The radiologists' worklist page; with ``priority``, only rows of that priority (read
+    from the source headers, so the whole worklist is read and filtered here)."""
+    if priority is None:
+        return service.awaiting_reviews(session, modality=modality, min_wait=min_wait,
+                                        limit=limit, offset=offset, storage_root=storage_root)
+    if priority not in PRIORITIES:
+        raise InvalidFilterError("priority", f"must be one of {', '.join(PRIORITIES)}")
+    matching: list[Any] = []
+    start = 0
+    while True:
+        chunk = service.awaiting_reviews(session, modality=modality, min_wait=min_wait,
+                                         limit=MAX_PAGE_SIZE, offset=start,
+                                         storage_root=storage_root)
+        matching.extend(row for row in chunk.items if row.priority == priority)
+        if not chunk.has_more:
+            break
+        start += MAX_PAGE_SIZE
+    return Page(tuple(matching[offset:offset + limit]), len(matching), offset, limit)
+
+
 @router.get("/reviews", summary="Reviews awaiting a radiologist")
 def awaiting(
     principal: Reader,
     session: DbSession,
+    context: Context,
     modality: Annotated[str | None, Query(max_length=16)] = None,
+    priority: Annotated[str | None, Query(description="stat, high, routine, medium or low.")]
+    = None,
     min_wait_minutes: Annotated[
         int | None, Query(ge=0, le=525_600, description="Waiting at least this many minutes.")
     ] = None,
     offset: Offset = 0,
     limit: Limit = 50,
 ) -> dict[str, Any]:
-    """The radiologists' worklist, the longest waiting first: study, modality, priority (from
-    the source headers), since when, who has it open, how many findings."""
+    """The radiologists' worklist, the longest waiting first: study (a short token of its
+    UID), modality, priority (from the source headers), since when, who has it open, how many
+    findings."""
     min_wait = None if min_wait_minutes is None else timedelta(minutes=min_wait_minutes)
     try:
-        page = service.awaiting_reviews(session, modality=modality or None, min_wait=min_wait,
-                                        limit=limit, offset=offset)
-    except service.ReviewError as exc:
-        raise review_problem(exc) from None
+        page = awaiting_page(session, context.pipeline.storage_root, modality=modality or None,
+                             min_wait=min_wait, priority=priority.lower() if priority else None,
+                             offset=offset, limit=limit)
+    except InvalidFilterError as exc:
+        raise filter_problem(exc) from None
     body = PageModel.of(page)
     body["items"] = [_plain(item) for item in page.items]
     return body
@@ -305,13 +354,19 @@ def class_figures(
     principal: Reader,
     session: DbSession,
     since: Annotated[datetime, Query(description="From (ISO 8601, with a time zone).")],
-    until: Annotated[datetime | None, Query(description="Until (default: now).")] = None,
+    until: Annotated[datetime | None, Query(description="Until, excluded (default: now).")]
+    = None,
 ) -> dict[str, Any]:
-    """Per finding class: reviewed, accepted, rejected (by reason), edited, moved, mean IoU of
-    the model's and the final box."""
-    rows = figures.class_figures(session, since, until)
-    return {"since": since.isoformat(), "until": None if until is None else until.isoformat(),
-            "classes": [_plain(row) for row in rows]}
+    """Per finding class, over the reviews signed in ``[since, until)``: reviewed, accepted,
+    acceptance rate, rejected (by reason), edited, moved, relabelled, mean IoU of the model's
+    and the final box, and findings the radiologists added."""
+    until = until or datetime.now(UTC)
+    try:
+        rows = figures.class_figures(session, since, until)
+    except InvalidPeriodError as exc:
+        raise Problem(400, str(exc), kind="invalid-parameter", parameter="since") from None
+    return {"since": since.isoformat(), "until": until.isoformat(),
+            "classes": [row.as_dict() for row in rows]}
 
 
 @router.get("/jobs/{job_id}/review/images/{sop_instance_uid}", response_model=ImageDisplay,
@@ -373,7 +428,7 @@ def image_png(
 
 def _review_image_path(session: Session, context: WebContext, job_id: int,
                        sop_instance_uid: str) -> Any:
-    view = _read_review(session, job_id)
+    view = _read_review(session, context, job_id)
     if all(image.sop_instance_uid != sop_instance_uid for image in view.images):
         raise not_found(f"image {sop_instance_uid} is not one the review of job {job_id} shows")
     path = instance_path(session, context.pipeline.storage_root, sop_instance_uid)

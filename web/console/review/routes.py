@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from web.api.review import review_body
+from web.api.review import PRIORITIES, awaiting_page, review_body
 from web.auth import client_address
 from web.console.filters import PAGE_SIZES, paging
 from web.console.login import Viewer
@@ -25,13 +25,12 @@ from web.context import WebContext
 from worklist import review as service
 from worklist.errors import InvalidFilterError
 from worklist.review import figures
+from worklist.review.data_errors import InvalidPeriodError
 
-__all__ = ["PRIORITIES", "WAITS", "router"]
+__all__ = ["WAITS", "router"]
 
 router = APIRouter(include_in_schema=False)
 
-#: Requested Procedure Priority (0040,1003) values the worklist filters by.
-PRIORITIES = ("STAT", "HIGH", "ROUTINE", "MEDIUM", "LOW")
 #: "Waiting at least" choices: minutes → words.
 WAITS = {"15": "15 minutes", "60": "1 hour", "240": "4 hours", "1440": "1 day"}
 #: The figures' default period.
@@ -55,16 +54,16 @@ async def review_page(request: Request, principal: Viewer, job_id: int) -> Respo
     context = _context(request)
     query = request.query_params
 
+    where: dict[str, Any] = {"routes": context.pipeline.routes,
+                             "storage_root": context.pipeline.storage_root}
+
     def load() -> Any:
         if "review" in principal.scopes:
-            try:
-                with context.sessions.begin() as session:
-                    return service.open_review(session, job_id, account=principal.name,
-                                               source=client_address(request))
-            except service.ReviewConflictError:
-                pass  # signed or superseded: shown read-only
+            with context.sessions.begin() as session:
+                return service.open_review(session, job_id, account=principal.name,
+                                           source=client_address(request), **where)
         with context.sessions() as session:
-            return service.get_review(session, job_id)
+            return service.get_review(session, job_id, **where)
 
     try:
         view = await run_in_threadpool(load)
@@ -83,7 +82,7 @@ async def review_page(request: Request, principal: Viewer, job_id: int) -> Respo
 
 def _wait_filter(query: dict[str, str]) -> tuple[str | None, str | None, int | None]:
     modality = query.get("modality", "").strip().upper() or None
-    priority = query.get("priority", "").strip().upper() or None
+    priority = query.get("priority", "").strip().lower() or None
     if priority is not None and priority not in PRIORITIES:
         raise InvalidFilterError("priority", f"one of {', '.join(PRIORITIES)}")
     waited = query.get("waited", "").strip()
@@ -108,17 +107,19 @@ async def worklist_page(request: Request, principal: Viewer) -> Response:
 
     def read() -> Any:
         with context.sessions() as session:
-            found = service.awaiting_reviews(
-                session, modality=modality,
+            return awaiting_page(
+                session, context.pipeline.storage_root, modality=modality,
                 min_wait=None if waited is None else timedelta(minutes=waited),
-                limit=page.limit, offset=page.offset, **(
-                    {"priority": priority} if priority is not None else {}),
+                priority=priority, offset=page.offset, limit=page.limit,
             )
-            return found
 
-    found = await run_in_threadpool(read)
+    try:
+        found = await run_in_threadpool(read)
+    except InvalidFilterError as exc:
+        return render(request, "reviews.html", principal=principal, page=None, status_code=400,
+                      error={"parameter": exc.parameter, "message": exc.reason}, **common)
     return render(request, "reviews.html", principal=principal, page=found, error=None,
-                  now_utc=datetime.now(LOCAL_TIME), **common)
+                  **common)
 
 
 def _period(query: dict[str, str]) -> tuple[date, date]:
@@ -155,7 +156,12 @@ async def figures_page(request: Request, principal: Viewer) -> Response:
         with context.sessions() as session:
             return figures.class_figures(session, start, end)
 
-    rows = await run_in_threadpool(read)
+    try:
+        rows = await run_in_threadpool(read)
+    except InvalidPeriodError as exc:
+        return render(request, "review_figures.html", principal=principal,
+                      title="Review figures", nav="figures", query=query, rows=None,
+                      error={"parameter": "since", "message": str(exc)}, status_code=400)
     return render(request, "review_figures.html", principal=principal, title="Review figures",
                   nav="figures", query=query, rows=rows, error=None, since=since, until=until,
                   reject_reasons=REJECT_REASONS)
