@@ -122,6 +122,24 @@ class RegionAwareModel(abc.ABC):
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         """Run the model on a batch; one output text in the MedRegA grammar per request."""
 
+    def check_request(self, request: GenerationRequest) -> None:
+        """Raise :class:`ModelError` when this model cannot answer ``request``.
+
+        The base checks the task and the language; a backend adds its own (the
+        default detector: the names it can locate). Callers that share a batch
+        with others (the micro-batcher) may call it first, so that one request
+        the model cannot answer fails alone rather than with its batch.
+        """
+        if request.task not in self.tasks:
+            raise ModelError(
+                f"{self.info.name} does not do {request.task.value}; it does "
+                f"{[t.value for t in self.tasks]}"
+            )
+        if request.language not in self.languages:
+            raise ModelError(
+                f"{self.info.name} answers in {self.languages}, not {request.language!r}"
+            )
+
     def close(self) -> None:
         """Release the model's resources (GPU memory, sessions)."""
 

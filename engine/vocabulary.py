@@ -71,11 +71,15 @@ __all__ = [
     "VocabularyEntry",
     "VocabularyError",
     "VocabularyGroup",
+    "below_threshold_note",
     "chest_zone",
     "entry",
     "finding_sentence",
     "lookup",
     "normalize_name",
+    "not_found_sentence",
+    "not_reported_sentence",
+    "region_negative_report",
     "scoped_negative_report",
     "vocabulary_language",
 ]
@@ -466,6 +470,73 @@ def scoped_negative_report(reported: list[str], unreported: list[str], *, langua
         return head + (f"本模型不报告{missing}。" if found else "")
     head = f"No {found} detected by the model." if found else "This model reports no findings."
     return head + (f" This model does not report {missing}." if found else "")
+
+
+def region_negative_report(
+    reported: list[str], unreported: list[str], *, language: str
+) -> str:
+    """What the default detector says of a drawn region in which it found nothing: which
+    reported findings it did not find there, and which it does not report at all.
+
+    ``reported`` and ``unreported`` are vocabulary keys, as for :func:`scoped_negative_report`.
+
+    Examples
+    --------
+    >>> region_negative_report(["cardiomegaly"], ["nodule"], language="en")
+    'No cardiomegaly detected by the model in this region. This model does not report nodule.'
+    """
+    base = vocabulary_language(language)
+    found = _series([entry(k).name(base) for k in reported], base) if reported else ""
+    missing = _series([entry(k).name(base) for k in unreported], base) if unreported else ""
+    if base == "zh-CN":
+        head = f"模型未在该区域检出{found}。" if found else "本模型不报告任何所见。"
+        return head + (f"本模型不报告{missing}。" if found and missing else "")
+    head = (
+        f"No {found} detected by the model in this region."
+        if found
+        else "This model reports no findings."
+    )
+    return head + (f" This model does not report {missing}." if found and missing else "")
+
+
+def not_found_sentence(key: str, *, language: str) -> str:
+    """The default detector's answer when asked where a finding is and it has no box of it.
+
+    Examples
+    --------
+    >>> not_found_sentence("cardiomegaly", language="zh-CN")
+    '模型未在本图像中检出心影增大。'
+    """
+    base = vocabulary_language(language)
+    name = entry(key).name(base)
+    if base == "zh-CN":
+        return f"模型未在本图像中检出{name}。"
+    return f"No {name} found by the model in this image."
+
+
+def not_reported_sentence(key: str, *, language: str) -> str:
+    """The default detector's answer when asked where a finding is that it does not report
+    (its boxes of that class are not reliable enough to show; see the model card)."""
+    base = vocabulary_language(language)
+    name = entry(key).name(base)
+    if base == "zh-CN":
+        return f"本模型不报告{name}，无法定位。"
+    return f"This model does not report {name}, so it cannot locate it."
+
+
+def below_threshold_note(threshold: float, *, language: str) -> str:
+    """The sentence added to an answer whose score is below the class's reporting threshold
+    (an answer the model would not have put in its report).
+
+    Examples
+    --------
+    >>> below_threshold_note(0.15, language="en")
+    "Score below the model's reporting threshold (0.15)."
+    """
+    base = vocabulary_language(language)
+    if base == "zh-CN":
+        return f"评分低于本模型的报告阈值（{threshold:.2f}）。"
+    return f"Score below the model's reporting threshold ({threshold:.2f})."
 
 
 #: The explicit negative report of a (non-chest or mixed) study in which the model found nothing.

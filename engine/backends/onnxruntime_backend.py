@@ -15,6 +15,11 @@ the inverse of MedRegA's ``/ 999``), the label and sentence come from
 heatmap peak (the detector's own confidence). A study with nothing above the
 threshold gets the vocabulary's explicit negative sentence.
 
+The two region-centric tasks are answered from the same graph outputs
+(:mod:`engine.backends.detector_regions`): region→text pools each reported
+class's heatmap peaks inside the asked box (best first, with the score), and
+text→region gives the best box of the named class (English or Chinese name).
+
 The ONNX Runtime session is created lazily in the process that first runs the
 model, and again if that process has forked since (sessions are not fork-safe,
 and CUDA/TensorRT providers even less so), never at import.
@@ -33,6 +38,15 @@ from typing import Any
 import numpy as np
 
 from engine.applicability import FRONTAL_CHEST_RADIOGRAPH
+from engine.backends.detector_regions import (
+    REGION_MIN_SCORE,
+    Heads,
+    UnknownTargetError,
+    describe_region_text,
+    known_target_names,
+    locate_text,
+    resolve_target,
+)
 from engine.default_model.config import CLASSES, INPUT_SIZE, ONNX_PATH
 from engine.default_model.decode import DecodedImage, decode_batch
 from engine.default_model.export import check_class_thresholds
@@ -66,6 +80,10 @@ _FALLBACK_THRESHOLD = 0.3
 _FALLBACK_RELEASE = "1.0"
 
 
+#: The region-centric tasks, answered from the heatmaps (:mod:`engine.backends.detector_regions`).
+_REGION_TASKS = frozenset({Task.REGION_TO_TEXT, Task.TEXT_TO_REGION})
+
+
 def _to_999(value: float, extent: int) -> int:
     return int(min(999, max(0, round(value / extent * 999))))
 
@@ -95,7 +113,7 @@ class OnnxDetector(RegionAwareModel):
 
     resize_mode = ResizeMode.STRETCH
     languages = ("en", "en-US", "en-GB", "zh-CN")
-    tasks = (Task.GROUNDED_REPORT, Task.DETECTION)
+    tasks = (Task.GROUNDED_REPORT, Task.DETECTION, Task.REGION_TO_TEXT, Task.TEXT_TO_REGION)
     applicability = FRONTAL_CHEST_RADIOGRAPH
 
     def __init__(
@@ -106,6 +124,7 @@ class OnnxDetector(RegionAwareModel):
         score_threshold: float | None = None,
         intra_op_threads: int | None = None,
         max_batch_size: int = 8,
+        region_min_score: float = REGION_MIN_SCORE,
     ) -> None:
         self.path = Path(path) if path is not None else ONNX_PATH
         if not self.path.is_file():
@@ -117,6 +136,9 @@ class OnnxDetector(RegionAwareModel):
             raise ModelError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if score_threshold is not None and not 0.0 < score_threshold < 1.0:
             raise ModelError(f"score_threshold must be in (0, 1), got {score_threshold}")
+        if not 0.0 < region_min_score < 1.0:
+            raise ModelError(f"region_min_score must be in (0, 1), got {region_min_score}")
+        self.region_min_score = region_min_score
         self.providers = tuple(dict.fromkeys([*providers, "cpu"]))
         self.intra_op_threads = intra_op_threads
         self.max_batch_size = max_batch_size
@@ -356,9 +378,7 @@ class OnnxDetector(RegionAwareModel):
                 [per_class.get(label, 1.0) for label in CLASSES], dtype=np.float32
             )
         results: list[DecodedImage] = []
-        for start in range(0, len(images), self.max_batch_size):
-            batch = self._batch_array(images[start : start + self.max_batch_size])
-            heat, size, offset = session.run(None, {session.get_inputs()[0].name: batch})
+        for heat, size, offset in self._run_graph(session, images):
             results.extend(
                 decode_batch(
                     heat,
@@ -371,23 +391,90 @@ class OnnxDetector(RegionAwareModel):
             )
         return results
 
+    def _run_graph(
+        self, session: Any, images: Sequence[np.ndarray]
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The graph's (heatmap, size, offset) outputs, one tuple per chunk of
+        ``max_batch_size`` images."""
+        outputs = []
+        for start in range(0, len(images), self.max_batch_size):
+            batch = self._batch_array(images[start : start + self.max_batch_size])
+            heat, size, offset = session.run(None, {session.get_inputs()[0].name: batch})
+            outputs.append((np.asarray(heat), np.asarray(size), np.asarray(offset)))
+        return outputs
+
+    def heads(self, images: Sequence[np.ndarray]) -> list[Heads]:
+        """The graph's outputs for each image (peak-suppressed heatmap, size, offset)."""
+        session = self._ensure_session()
+        return [
+            Heads(heatmap=heat[i], size=size[i], offset=offset[i])
+            for heat, size, offset in self._run_graph(session, images)
+            for i in range(heat.shape[0])
+        ]
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         """One MedRegA-grammar text per request (see the module docstring)."""
         for request in requests:
-            if request.task not in self.tasks:
-                raise ModelError(
-                    f"{self.info.name} does not do {request.task.value}; it does "
-                    f"{[t.value for t in self.tasks]}"
-                )
-            if request.language not in self.languages:
-                raise ModelError(
-                    f"{self.info.name} answers in {self.languages}, not {request.language!r}"
-                )
+            self.check_request(request)
         # The detector's boxes do not depend on the language: an image asked for in several
         # languages (the same array object, as analyze_study passes it) is detected once.
-        unique = {id(r.image): r.image for r in requests}
+        reports = [r for r in requests if r.task not in _REGION_TASKS]
+        unique = {id(r.image): r.image for r in reports}
         detections = dict(zip(unique, self.detect(list(unique.values())), strict=True))
-        return [self._write(detections[id(r.image)], r.language) for r in requests]
+        regional = {id(r.image): r.image for r in requests if r.task in _REGION_TASKS}
+        heads = dict(zip(regional, self.heads(list(regional.values())), strict=True))
+        return [
+            self._answer_region_task(heads[id(r.image)], r)
+            if r.task in _REGION_TASKS
+            else self._write(detections[id(r.image)], r.language)
+            for r in requests
+        ]
+
+    def check_request(self, request: GenerationRequest) -> None:
+        """The base checks, then the region tasks' arguments: region→text needs a region,
+        text→region a target naming one of the detector's classes (English or Chinese
+        name, or a synonym the vocabulary knows; :class:`ModelError` lists the names)."""
+        super().check_request(request)
+        if request.task is Task.REGION_TO_TEXT:
+            if not request.regions:
+                raise ModelError("region_to_text needs the region to describe (0-999 box)")
+            for x1, y1, x2, y2 in request.regions:
+                if x2 <= x1 or y2 <= y1:
+                    raise ModelError(
+                        f"region {[x1, y1, x2, y2]} has no area (x1 < x2 and y1 < y2 needed)"
+                    )
+        if request.task is Task.TEXT_TO_REGION:
+            if not request.targets:
+                raise ModelError(
+                    "text_to_region needs the finding to locate; ask for one of: "
+                    + ", ".join(known_target_names())
+                )
+            for target in request.targets:
+                try:
+                    resolve_target(target)
+                except UnknownTargetError as exc:
+                    raise ModelError(f"{self.info.name} cannot locate {exc}") from None
+
+    def _answer_region_task(self, heads: Heads, request: GenerationRequest) -> str:
+        thresholds = self.class_score_thresholds
+        if request.task is Task.REGION_TO_TEXT:
+            regions = [Box999(*(int(v) for v in box)) for box in request.regions]
+            return describe_region_text(
+                heads,
+                regions,
+                input_size=self.input_size,
+                thresholds=thresholds,
+                language=request.language,
+                min_score=self.region_min_score,
+            )
+        return locate_text(
+            heads,
+            request.targets,
+            input_size=self.input_size,
+            thresholds=thresholds,
+            language=request.language,
+            min_score=self.region_min_score,
+        )
 
     def negative_report(self, language: str) -> str:
         """The sentence of an image with nothing found: which reported findings were not

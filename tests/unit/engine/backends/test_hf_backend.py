@@ -11,6 +11,8 @@ image tokens) and that its output comes back as text the parser can read.
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -417,3 +419,83 @@ def test_medrega_takes_visual_features_from_an_external_tower(medrega_dir):
     )
     with pytest.raises(HFBackendError, match="expected \\(1, 256\\)"):
         bad.generate([_request((448, 448))])
+
+
+# -- MedRegA's region tasks: the exact prompts the model is sent -------------------------------
+
+MEDREGA_MD = Path(__file__).resolve().parents[4].parent / "shared" / "MEDREGA.md"
+
+
+def _medrega_prompt(label: str) -> str:
+    """One prompt of MEDREGA.md's "Prompts" list (``\\n`` as written there)."""
+    if not MEDREGA_MD.is_file():
+        pytest.fail(f"{MEDREGA_MD} not found; CI puts shared/ beside the repository")
+    section = MEDREGA_MD.read_text(encoding="utf-8").split("## Prompts", 1)[1].split("\n## ", 1)[0]
+    for line in section.splitlines():
+        match = re.match(r"^- ([^:]+): `([^`]*)`", line)
+        if match and match.group(1).strip() == label:
+            return match.group(2).replace("\\n", "\n")
+    raise AssertionError(f"no {label!r} prompt in {MEDREGA_MD}")
+
+
+def _sent_question(vlm) -> str:
+    """The user turn of the last text sent, image tokens put back to ``<image>``."""
+    (text,) = vlm.last_texts
+    user = text.split("<|im_start|>user\n", 1)[1].split("<|im_end|>", 1)[0]
+    return user.replace("<img>" + "<IMG_CONTEXT>" * 256 + "</img>", "<image>", 1)
+
+
+def test_medrega_region_to_text_sends_medregas_prompt(medrega_dir):
+    path, fake, _ = medrega_dir
+    vlm = HFGroundingVLM(path, trust_remote_code=True, modality_phrase="CT scan")
+    vlm.generate([_request((448, 448), task=Task.REGION_TO_TEXT, targets=(),
+                           regions=[(421, 351, 505, 470)])])
+    assert _sent_question(vlm) == _medrega_prompt("Region→text")
+    assert len(fake.calls) == 1
+
+
+def test_medrega_text_to_region_sends_medregas_prompt(medrega_dir):
+    path, _, _ = medrega_dir
+    vlm = HFGroundingVLM(path, trust_remote_code=True, modality_phrase="MRI scan")
+    vlm.generate([_request((448, 448), task=Task.TEXT_TO_REGION,
+                           targets=["carotid vessel wall"])])
+    assert _sent_question(vlm) == _medrega_prompt("Text→region")
+
+
+def test_medrega_region_tasks_on_a_chest_radiograph_in_both_languages(medrega_dir):
+    path, _, _ = medrega_dir
+    vlm = HFGroundingVLM(path, trust_remote_code=True)  # the default: a chest x-ray image
+    box_rule = (
+        "[x1, y1, x2, y2]，整数范围从0到999。"
+        "这些值分别对应左上角的x，左上角的y，右下角的x和右下角的y。"
+    )
+    expected = {
+        (Task.REGION_TO_TEXT, "en"): _medrega_prompt("Region→text").replace(
+            "[[421, 351, 505, 470]]", "[[200, 400, 900, 850]]"
+        ).replace("CT scan", "chest x-ray image"),
+        (Task.TEXT_TO_REGION, "en"): _medrega_prompt("Text→region").replace(
+            "carotid vessel wall", "cardiomegaly"
+        ).replace("MRI scan", "chest x-ray image"),
+        # RadGround's wording (MedRegA publishes none in Chinese for these two tasks)
+        (Task.REGION_TO_TEXT, "zh-CN"): (
+            "你是一个医疗助手，你的任务是目标识别。你需要识别给定区域中的目标。区域用边界框的形式表示，"
+            + box_rule
+            + "<image>\n这张医学影像中的<ref>这个</ref><box>[[200, 400, 900, 850]]</box>是什么？"
+        ),
+        (Task.TEXT_TO_REGION, "zh-CN"): (
+            "你是一个医疗助手，你的任务是目标检测。你需要找到给定目标的所有区域。区域用边界框的形式表示，"
+            + box_rule
+            + "对于每个目标，请使用这种格式用边界框表示区域："
+            + '"<ref>目标</ref><box>[[x1, y1, x2, y2]]</box>"。'
+            + "<image>\n请定位这张医学影像中的<ref>心影增大</ref>"
+        ),
+    }
+    for (task, language), prompt in expected.items():
+        if task is Task.REGION_TO_TEXT:
+            request = _request((448, 448), task=task, language=language, targets=(),
+                               regions=[(200, 400, 900, 850)])
+        else:
+            target = "cardiomegaly" if language == "en" else "心影增大"
+            request = _request((448, 448), task=task, language=language, targets=[target])
+        vlm.generate([request])
+        assert _sent_question(vlm) == prompt, (task, language)
