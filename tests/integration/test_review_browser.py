@@ -1,0 +1,259 @@
+"""The review page in a real headless Chromium (Debian's /usr/bin/chromium driven by Playwright),
+against `radground serve` as an operator starts it: node, workers and web process.
+
+A chest radiograph sent by dcmtk's storescu is processed; a radiologist opens its review from the
+job's page, asks the model what is in a drawn box and adds its answer to the report, moves one
+finding's box by dragging it, accepts it, rejects another with a reason, edits a third one's
+sentence in both languages, accepts the rest and signs in both languages. A second radiologist who
+had the page open and signs a moment later is told who signed; a viewer sees the page read-only
+and a forged sign-off from their session is refused. Screenshots of the review page before and
+after sign-off go to ``docs/images/review-before.png`` / ``review-after.png`` and
+``$RADGROUND_TEST_ARTIFACTS/console`` (default ``tests/artifacts/console``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+from sqlalchemy import select
+
+from tests.factories import make_chest_dx, write_dataset
+from tests.integration.dcmtk import echoscu, storescu
+from tests.integration.radground_processes import (
+    REPO,
+    RadGroundProcess,
+    free_port,
+    wait_until,
+    write_config,
+)
+from tests.integration.test_console_browser import (
+    CHROMIUM,
+    PASSWORD,
+    TURNAROUND_MS,
+    _artifacts,
+    _log_in,
+    _node_port,
+    _radground,
+    _status,
+)
+from tests.integration.test_pipeline import CXR
+from worklist.db import create_db_engine, make_session_factory
+from worklist.jobs_models import Job, JobState
+from worklist.review_models import FindingDecision, Review, ReviewFinding, ReviewState
+
+DOCS_IMAGES = REPO / "docs" / "images"
+VIEWPORT = {"width": 1440, "height": 1000}
+
+
+@pytest.fixture
+def node(tmp_path: Path):
+    """`radground serve` with the chest route and no destination; two radiologists, a viewer."""
+    web_port = free_port()
+    config = write_config(
+        tmp_path / "radground.toml", workdir=tmp_path, port=free_port(),
+        database_url=f"sqlite:///{tmp_path / 'radground.db'}",
+        broker_url=f"radground+sqlite:///{tmp_path / 'broker.sqlite'}",
+        pacs_port=None, fhir_url=None, route_destinations=(),
+        extra_toml=f"[web]\nport = {web_port}\n",
+    )
+    for name, role, full_name in (("rita", "radiologist", "Rita Example"),
+                                  ("rob", "radiologist", "Rob Example"),
+                                  ("vera", "viewer", "")):
+        _radground(config, "users", "add", name, "--role", role, "--full-name", full_name,
+                   "--organisation", "General Hospital", "--password-stdin",
+                   input=PASSWORD + "\n")
+    serve = RadGroundProcess(config, ["serve"], tmp_path / "logs" / "serve.log")
+    base = f"http://127.0.0.1:{web_port}"
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'radground.db'}")
+    try:
+        wait_until(lambda: _status(f"{base}/login") == 200, 120, what="the console answering",
+                   logs=[serve])
+        wait_until(lambda: echoscu(_node_port(config)).returncode == 0, 60,
+                   what="the node answering C-ECHO", logs=[serve])
+        yield base, config, tmp_path, make_session_factory(engine), serve
+    finally:
+        serve.stop()
+        engine.dispose()
+
+
+def _finished_job(sessions) -> int | None:
+    with sessions() as session:
+        job = session.scalars(select(Job)).first()
+        if job is not None and job.state in (JobState.DONE, JobState.FAILED) and job.report_json:
+            return job.id
+    return None
+
+
+def _drag(page, start: tuple[float, float], end: tuple[float, float]) -> None:
+    page.mouse.move(*start)
+    page.mouse.down()
+    for step in range(1, 9):
+        page.mouse.move(start[0] + (end[0] - start[0]) * step / 8,
+                        start[1] + (end[1] - start[1]) * step / 8)
+    page.mouse.up()
+
+
+def _wait_message(page, text: str) -> None:
+    page.locator("#review-message", has_text=text).wait_for(timeout=60_000)
+
+
+def _screenshot(page, folder: Path, name: str) -> None:
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    page.mouse.move(0, 0)
+    path = folder / name
+    page.screenshot(path=str(path), full_page=True)
+    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, DOCS_IMAGES / name)
+
+
+def test_review_and_sign_in_a_real_browser(node, shared_data: Path):
+    base, config, workdir, sessions, serve = node
+    folder = _artifacts()
+    source = make_chest_dx(shared_data / "nih-cxr-boxes" / "images" / CXR)
+    sent = write_dataset(source, workdir / "sources" / "cxr.dcm")
+    assert storescu(_node_port(config), [sent]).responses == ["Success"]
+    wait_until(lambda: _finished_job(sessions) is not None, TURNAROUND_MS / 1000,
+               what="the job finished with a report", logs=[serve])
+    job_id = _finished_job(sessions)
+    review_url = f"{base}/jobs/{job_id}/review"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            rita = browser.new_context(viewport=VIEWPORT).new_page()
+            _log_in(rita, base, "rita")
+            rita.goto(f"{base}/jobs/{job_id}")
+            rita.locator('a.button[href$="/review"]').click()
+            rita.wait_for_url(review_url)
+            image = rita.locator("#review-image")
+            wait_until(lambda: image.evaluate("i => i.complete && i.naturalWidth > 0"), 30,
+                       what="the review image loaded")
+            cards = rita.locator(".finding-card")
+            model_findings = cards.count()
+            assert model_findings >= 1, "the sample radiograph has findings"
+            assert rita.locator("g.finding-box").count() >= 1
+
+            # zoom with the buttons and the keyboard, then fit again
+            rita.get_by_role("button", name="Zoom in").click()
+            assert rita.locator("#zoom-level").inner_text() != "100%"
+            rita.locator("#viewport").focus()
+            rita.keyboard.press("0")
+
+            # "What is here?": draw a box over the first finding and add the model's answer
+            first_box = rita.locator("g.finding-box").first.locator("rect.box").bounding_box()
+            rita.get_by_label("What is here?").check()
+            left, top = first_box["x"], first_box["y"]
+            _drag(rita, (left + 2, top + 2),
+                  (left + first_box["width"] - 2, top + first_box["height"] - 2))
+            suggestion = rita.locator("#suggestions .suggestion").first
+            suggestion.wait_for(timeout=120_000)  # the web process loads the model once
+            suggestion.get_by_role("button", name="Add to report", exact=False).click()
+            _wait_message(rita, "Added to the report")
+            cards.nth(model_findings).wait_for()
+            if cards.count() < 3:  # draw one more finding so that every step has its own
+                rita.get_by_label("Draw a finding").check()
+                vp = rita.locator("#viewport").bounding_box()
+                _drag(rita, (vp["x"] + 40, vp["y"] + 40), (vp["x"] + 120, vp["y"] + 110))
+                dialog = rita.get_by_role("dialog", name="Add a finding")
+                dialog.get_by_label("Finding (en)").fill("Rib fracture")
+                dialog.get_by_label("Sentence (en)").fill("Old fracture of a left rib.")
+                dialog.get_by_label("Finding (zh-CN)").fill("肋骨骨折")
+                dialog.get_by_label("Sentence (zh-CN)").fill("左侧肋骨陈旧性骨折。")
+                dialog.get_by_role("button", name="Add finding").click()
+                _wait_message(rita, "Finding added")
+            assert cards.count() >= 3
+            rita.get_by_label("Move boxes").check()
+
+            # a second radiologist opens the page too
+            rob = browser.new_context(viewport=VIEWPORT).new_page()
+            _log_in(rob, base, "rob")
+            rob.goto(review_url)
+            rob.get_by_text("has this review open too").wait_for()
+
+            # finding 1: move its box by dragging it, then accept it
+            group = rita.locator("g.finding-box").first
+            box = group.locator("rect.box").bounding_box()
+            centre = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            _drag(rita, centre, (centre[0] + 30, centre[1] + 20))
+            _wait_message(rita, "box moved")
+            cards.nth(0).get_by_role("button", name="Accept").click()
+            _wait_message(rita, "Finding 1 accepted")
+
+            # finding 2: reject with a reason from the short list and a note
+            cards.nth(1).get_by_role("button", name="Reject…").click()
+            reject = rita.get_by_role("dialog", name="Reject finding 2")
+            reject.get_by_label("Not present").check()
+            reject.get_by_label("Note (optional)").fill("overlapping scapula")
+            reject.get_by_role("button", name="Reject finding").click()
+            _wait_message(rita, "Finding 2 rejected")
+
+            # finding 3: edit its sentence in both languages, then accept it
+            cards.nth(2).get_by_role("button", name="Edit…").click()
+            edit = rita.get_by_role("dialog", name="Edit finding 3")
+            edit.get_by_label("Sentence (en)").fill("Reviewed: small opacity, right lower zone.")
+            edit.get_by_label("Sentence (zh-CN)").fill("已复核：右下肺野小片状影。")
+            edit.get_by_role("button", name="Save changes").click()
+            _wait_message(rita, "sentence (en, zh-CN) changed")
+            assert "已复核：右下肺野小片状影。" in cards.nth(2).inner_text()
+            assert cards.nth(2).locator(".edited").count() == 2
+
+            # the rest: accept
+            for index in range(2, cards.count()):
+                card = cards.nth(index)
+                if "pending" in card.locator(".badge.decision").inner_text():
+                    card.get_by_role("button", name="Accept").click()
+                    _wait_message(rita, f"Finding {index + 1} accepted")
+            assert rita.locator(".finding-card.decision-pending").count() == 0
+            rita.get_by_label("English").check()
+            rita.get_by_label("中文 (Chinese)").check()
+            _screenshot(rita, folder, "review-before.png")
+
+            # rob reloads (he sees rita's decisions), gets ready to sign; rita signs first
+            rob.reload()
+            rob.get_by_label("English").check()
+            rita.get_by_role("button", name="Sign report").click()
+            _wait_message(rita, "Signed (sign-off")
+            rita.get_by_text("This page is read-only").wait_for()
+            rob.get_by_role("button", name="Sign report").click()
+            rob.locator("#review-message", has_text="already signed by rita").wait_for()
+            rob.get_by_text("This page is read-only").wait_for()  # refreshed: signed, read-only
+            assert rob.get_by_role("button", name="Sign report").count() == 0
+            _screenshot(rita, folder, "review-after.png")
+
+            # a viewer: read-only page, and a forged sign-off is refused
+            vera = browser.new_context(viewport=VIEWPORT).new_page()
+            _log_in(vera, base, "vera")
+            vera.goto(review_url)
+            vera.locator(".finding-card").first.wait_for()
+            assert vera.get_by_role("button", name="Accept").count() == 0
+            assert vera.get_by_role("button", name="Sign report").count() == 0
+            forged = vera.evaluate(
+                """async ([url, token]) => (await fetch(url, {method: "POST",
+                     headers: {"Content-Type": "application/json", "X-CSRF-Token": token},
+                     body: JSON.stringify({version: 99, languages: ["en"]}),
+                     credentials: "same-origin"})).status""",
+                [f"{base}/api/v1/jobs/{job_id}/review/sign",
+                 vera.locator('input[name="csrf_token"]').first.input_value()],
+            )
+            assert forged == 403
+        except BaseException:
+            print(f"=== radground serve\n{serve.tail(150)}")
+            raise
+        finally:
+            browser.close()
+
+    with sessions() as session:
+        review = session.scalars(select(Review).where(Review.job_id == job_id)).one()
+        assert (review.state, review.signed_by, review.reviewed_languages) == (
+            ReviewState.SIGNED, "rita", "en,zh-CN")
+        rows = session.scalars(select(ReviewFinding).where(ReviewFinding.review_id == review.id)
+                               .order_by(ReviewFinding.position)).all()
+        assert [r.decision for r in rows[:2]] == [FindingDecision.ACCEPTED,
+                                                  FindingDecision.REJECTED]
+        assert rows[0].box_moved and rows[0].decided_by == "rita"
+        assert rows[1].reject_reason.value == "not_present"
+        assert rows[1].reject_note == "overlapping scapula"
+        assert rows[2].edited_languages == "en,zh-CN"
+        assert any(r.origin.value == "suggestion" for r in rows)
