@@ -90,7 +90,12 @@
         var freshRoot = fresh.getElementById("review");
         if (freshRoot && freshRoot.getAttribute("data-editable") !== "true" && editable) {
           editable = false;
-          document.querySelectorAll("#assist").forEach(function (n) { n.remove(); });
+          document.querySelectorAll("#assist, .edit-tool").forEach(function (n) { n.remove(); });
+          var selectTool = document.querySelector('input[name="tool"][value="select"]');
+          if (selectTool) { selectTool.checked = true; }
+          var selectName = document.getElementById("select-tool-name");
+          if (selectName) { selectName.textContent = "Select"; }
+          suggestions = [];
         }
         drawSuggestions();
         if (keep) {
@@ -287,9 +292,11 @@
              x_max: Math.max(a.x, b.x), y_max: Math.max(a.y, b.y) };
   }
 
+  // The listeners are on the viewport: a box may be started on the black around the image
+  // (points are clamped to the image).
   var drag = null;
   if (stage) {
-    stage.addEventListener("pointerdown", function (event) {
+    viewport.addEventListener("pointerdown", function (event) {
       if (event.button !== 0) { return; }
       var mode = tool();
       var group = event.target.closest ? event.target.closest("g.finding-box") : null;
@@ -312,10 +319,11 @@
         if (group) { selectFinding(group.getAttribute("data-uid"), false); }
         drag = { kind: "pan", start: start, x: view.x, y: view.y };
       }
-      stage.setPointerCapture(event.pointerId);
+      viewport.setPointerCapture(event.pointerId);
+      viewport.focus({ preventScroll: true });
       event.preventDefault();
     });
-    stage.addEventListener("pointermove", function (event) {
+    viewport.addEventListener("pointermove", function (event) {
       if (!drag) { return; }
       var dx = event.clientX - drag.start.cx, dy = event.clientY - drag.start.cy;
       if (Math.abs(dx) + Math.abs(dy) > 2) { drag.moved = true; }
@@ -362,9 +370,10 @@
         call("PATCH", "/findings/" + encodeURIComponent(uid),
              { version: data.version, region: regionOf(done.current) })
           .then(function () {
-            say("Finding " + done.group.getAttribute("data-number") + ": box "
+            return refresh().then(function () {
+              say("Finding " + done.group.getAttribute("data-number") + ": box "
                 + (done.kind === "move" ? "moved." : "resized."), "notice");
-            return refresh();
+            });
           })
           .catch(function (error) { refusal(error); refresh(); });
       } else if (done.kind === "draw" || done.kind === "ask") {
@@ -377,8 +386,8 @@
         if (done.kind === "draw") { openAdd(box, done.rect); } else { ask(box, done.rect); }
       }
     };
-    stage.addEventListener("pointerup", finish);
-    stage.addEventListener("pointercancel", finish);
+    viewport.addEventListener("pointerup", finish);
+    viewport.addEventListener("pointercancel", finish);
   }
 
   function selectFinding(uid, scrollImage) {
@@ -443,7 +452,9 @@
       }
     } else if (action === "accept") {
       call("PATCH", "/findings/" + encodeURIComponent(uid), { version: data.version, decision: "accepted" })
-        .then(function () { say("Finding " + number + " accepted.", "notice"); return refresh(); })
+        .then(function () {
+          return refresh().then(function () { say("Finding " + number + " accepted.", "notice"); });
+        })
         .catch(refusal);
     } else if (action === "reject") {
       current = { uid: uid, number: number };
@@ -478,8 +489,9 @@
       version: data.version, decision: "rejected", reject_reason: reason.value,
       reject_note: form.querySelector("#reject-note").value.trim()
     }).then(function () {
-      say("Finding " + current.number + " rejected (" + reason.parentNode.textContent.trim() + ").", "notice");
-      return refresh();
+      return refresh().then(function () {
+        say("Finding " + current.number + " rejected (" + reason.parentNode.textContent.trim() + ").", "notice");
+      });
     });
   });
 
@@ -547,8 +559,9 @@
       if (changedSentences) { what.push("sentence (" + Object.keys(sentences).join(", ") + ")"); }
       if (change.concept) { what.push("code"); }
       if (change.region) { what.push("box"); }
-      say("Finding " + current.number + ": " + what.join(", ") + " changed.", "notice");
-      return refresh();
+      return refresh().then(function () {
+        say("Finding " + current.number + ": " + what.join(", ") + " changed.", "notice");
+      });
     });
   });
 
@@ -580,8 +593,9 @@
       version: data.version, label: labels, description: sentences, region: regionOf(pendingBox),
       kind: form.querySelector("#add-kind").value, origin: "radiologist"
     }).then(function () {
-      say("Finding added: " + labels[data.languages[0]] + ".", "notice");
-      return refresh();
+      return refresh().then(function () {
+        say("Finding added: " + labels[data.languages[0]] + ".", "notice");
+      });
     });
   });
 
@@ -689,8 +703,13 @@
       suggestions = suggestions.filter(function (other) { return other !== s; });
       var item = button.closest(".suggestion");
       if (item) { item.remove(); }
-      say("Added to the report: " + text(s.label) + " (pending: accept it to keep it).", "notice");
-      return refresh();
+      if (!suggestions.length) {
+        var panel = document.getElementById("suggestions");
+        if (panel) { panel.textContent = ""; }
+      }
+      return refresh().then(function () {
+        say("Added to the report: " + text(s.label) + ".", "notice");
+      });
     }).catch(function (error) { button.disabled = false; refusal(error); });
   }
 
@@ -705,9 +724,10 @@
       return;
     }
     call("POST", "/sign", { version: data.version, languages: languages }).then(function (answer) {
-      say("Signed (sign-off " + answer.signoff + ", verified in " + languages.join(", ")
+      return refresh().then(function () {
+        say("Signed (sign-off " + answer.signoff + ", verified in " + languages.join(", ")
         + "). The verified outputs are being built and delivered.", "notice");
-      return refresh();
+      });
     }).catch(refusal);
   });
 
@@ -715,8 +735,9 @@
     return call("POST", "/send-back", {
       version: data.version, note: form.querySelector("#send-back-note").value.trim()
     }).then(function () {
-      say("Sent back unsigned; your decisions are kept.", "notice");
-      return refresh();
+      return refresh().then(function () {
+        say("Sent back unsigned; your decisions are kept.", "notice");
+      });
     });
   });
 })();
