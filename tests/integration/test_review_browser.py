@@ -171,9 +171,11 @@ def test_review_and_sign_in_a_real_browser(node, shared_data: Path):
             def at(x: float, y: float) -> tuple[float, float]:  # a point of the image
                 return shown["x"] + shown["width"] * x, shown["y"] + shown["height"] * y
 
-            # "What is here?": draw a box, add the model's answer to the report
+            # "What is here?": draw a box inside finding 1's, add the model's answer to the report
+            inner = rita.locator('g.finding-box[data-number="1"] rect.box').bounding_box()
             rita.get_by_label("What is here?").check()
-            _drag(rita, at(0.22, 0.42), at(0.42, 0.68))
+            _drag(rita, (inner["x"] + inner["width"] * 0.1, inner["y"] + inner["height"] * 0.1),
+                  (inner["x"] + inner["width"] * 0.9, inner["y"] + inner["height"] * 0.9))
             suggestion = rita.locator("#suggestions .suggestion").first
             suggestion.wait_for(timeout=120_000)  # the web process loads the model once
             suggestion.get_by_role("button", name=re.compile(r"^Add .+ to the report$")).click()
@@ -182,7 +184,7 @@ def test_review_and_sign_in_a_real_browser(node, shared_data: Path):
             assert cards.nth(model_findings).get_by_text("Model suggestion, added").count() == 1
             if cards.count() < 3:  # draw a finding of one's own too
                 rita.get_by_label("Draw a finding").check()
-                _drag(rita, at(0.70, 0.30), at(0.80, 0.38))
+                _drag(rita, at(0.74, 0.30), at(0.86, 0.38))
                 dialog = rita.get_by_role("dialog", name="Add a finding")
                 dialog.get_by_label("Finding (en)").fill("Rib fracture")
                 dialog.get_by_label("Sentence (en)").fill("Healed fracture of a left rib.")
@@ -191,6 +193,7 @@ def test_review_and_sign_in_a_real_browser(node, shared_data: Path):
                 dialog.get_by_role("button", name="Add finding").click()
                 _wait_message(rita, "Finding added")
             assert cards.count() >= 3
+            rita.get_by_label("Move boxes").check()
 
             # the model's suggestion: reject it, with a reason from the short list and a note
             rejected = model_findings + 1
