@@ -127,7 +127,10 @@ def show(job_id: int) -> None:
     for line in detail.output_errors:
         click.echo(f"  not built: {line}")
     for artifact in detail.artifacts:
-        click.echo(f"  artifact {artifact.kind:5} {artifact.language:6} {outputs / artifact.path}")
+        signed = f" (sign-off {artifact.artifact_set})" if artifact.artifact_set else ""
+        click.echo(
+            f"  artifact {artifact.kind:5} {artifact.language:6} {outputs / artifact.path}{signed}"
+        )
     for delivery in detail.deliveries:
         _show_delivery(delivery)
     for event in detail.audit:
@@ -141,7 +144,8 @@ _PEER_DOCUMENT = {"fhir": "OperationOutcome", "hl7": "ACK"}
 def _show_delivery(delivery: DeliveryView) -> None:
     """A delivery's state, attempts, the peer's last answer and, while it is being retried,
     when the next attempt is due and until when it is retried."""
-    line = (f"  delivery to {delivery.destination} ({delivery.protocol}): "
+    signed = f", sign-off {delivery.artifact_set}" if delivery.artifact_set else ""
+    line = (f"  delivery to {delivery.destination} ({delivery.protocol}{signed}): "
             f"{delivery.state.value}, {delivery.attempts} attempts")
     click.echo(line + (f"; {delivery.last_error}" if delivery.last_error else ""))
     if delivery.state.value == "pending" and delivery.next_attempt_at is not None:

@@ -81,6 +81,7 @@ def test_route(file_or_study: str, calling_ae: str) -> None:
             click.echo(
                 f"route {route.name}: MATCHES {verdict.matched} of {len(facts)} instance(s): "
                 f"model {route.model}, task {route.task}; results in {outputs} ({sent})"
+                + _review_note(route.review)
             )
         elif verdict.matched and chosen is not None:
             click.echo(
@@ -100,6 +101,15 @@ def test_route(file_or_study: str, calling_ae: str) -> None:
         click.echo("No route matches: the study is stored and indexed but not processed.")
         sys.exit(EXIT_NO_ROUTE)
     click.echo(f"The study would be processed on route {chosen.name}.")
+
+
+def _review_note(policy: str) -> str:
+    """What the route holds for a radiologist's sign-off (``review``), if anything."""
+    if policy == "before_ehr":
+        return "; review before_ehr: FHIR and HL7 destinations wait for a radiologist's sign-off"
+    if policy == "before_all":
+        return "; review before_all: every destination waits for a radiologist's sign-off"
+    return ""
 
 
 def _destinations(settings: Settings, names: tuple[str, ...]) -> str:

@@ -48,7 +48,7 @@ from worklist.destinations import (
     destination_for,
 )
 from worklist.embedded_broker import sqlite_broker_path
-from worklist.routing import Route
+from worklist.routing import ReviewPolicy, Route
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -84,6 +84,7 @@ def to_route(route: RouteSettings) -> Route:
         volume_strategy=route.volume_strategy,
         slice_count=route.slice_count,
         destinations=route.destinations,
+        review=ReviewPolicy(route.review),
     )
 
 

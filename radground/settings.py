@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -506,6 +507,10 @@ class ModelSettings(_Section):
         return self
 
 
+#: The values of a route's ``review`` (:class:`worklist.routing.ReviewPolicy`).
+REVIEW_POLICIES = ("none", "before_ehr", "before_all")
+
+
 class RouteSettings(_Section):
     """A routing rule: which studies to process, how, and where results go.
 
@@ -535,6 +540,20 @@ class RouteSettings(_Section):
     slice_count: int = Field(1, ge=1, le=64)
     #: Names of [destinations.NAME] sections.
     destinations: tuple[str, ...] = ()
+    #: What waits for a radiologist's sign-off: "none" (outputs go out unverified, a review
+    #: after the fact amends them), "before_ehr" (the PACS gets the unverified SR/GSPS at once,
+    #: the FHIR and HL7 destinations nothing until sign-off) or "before_all" (nothing leaves).
+    review: Literal["none", "before_ehr", "before_all"] = "none"
+
+    @field_validator("review", mode="before")
+    @classmethod
+    def _review_policy(cls, value: object, info: ValidationInfo) -> object:
+        if value not in REVIEW_POLICIES:
+            raise ValueError(
+                f"route {info.data.get('name', '?')!r}: review must be one of "
+                f"{', '.join(repr(a) for a in REVIEW_POLICIES)}, got {value!r}"
+            )
+        return value
 
     @field_validator("series_description")
     @classmethod

@@ -173,6 +173,7 @@ def add_delivery(
     next_attempt_at: datetime | None = None,
     retry_until: datetime | None = None,
     operation_outcome: str | None = None,
+    artifact_set: int = 0,
 ) -> Delivery:
     delivery = Delivery(
         job_id=job.id,
@@ -185,6 +186,7 @@ def add_delivery(
         retry_until=retry_until,
         operation_outcome=operation_outcome,
         delivered_at=utcnow() if state is DeliveryState.DONE else None,
+        artifact_set=artifact_set,
     )
     session.add(delivery)
     session.flush()

@@ -17,7 +17,7 @@ import time
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -60,7 +60,7 @@ def run_delivery(ctx: PipelineContext, delivery_id: int, attempt: int) -> None:
         delivery = session.get(Delivery, delivery_id)
         if not claimed or delivery is None:
             return
-        job_id, name = delivery.job_id, delivery.destination
+        job_id, name, artifact_set = delivery.job_id, delivery.destination, delivery.artifact_set
         remaining = (
             set(delivery.remaining_objects.split(_UID_SEPARATOR))
             if delivery.remaining_objects
@@ -69,7 +69,10 @@ def run_delivery(ctx: PipelineContext, delivery_id: int, attempt: int) -> None:
         artifacts = [
             ArtifactFile(a.kind, a.language, a.object_uid, ctx.outputs_root / a.path)
             for a in session.scalars(
-                select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id)
+                # its own set only: the model's (0) or a sign-off's
+                select(Artifact)
+                .where(Artifact.job_id == job_id, Artifact.artifact_set == artifact_set)
+                .order_by(Artifact.id)
             )
             if remaining is None or a.object_uid in remaining
         ]
@@ -188,14 +191,25 @@ def _record_delivery_once(
 
 
 def settle_job(session: Session, job_id: int, actor: str) -> None:
-    """End a delivering job once no delivery is pending: ``done`` when every
-    output was built and every delivery succeeded, else ``failed`` with what
-    was not built and what was not delivered (the rest did go out)."""
+    """End a delivering job once no delivery of its latest artifact set is pending: ``done``
+    when every output was built and every delivery succeeded, else ``failed`` with what
+    was not built and what was not delivered (the rest did go out).
+
+    Only the latest set counts: once a radiologist's sign-off (set *n*) went out, how the
+    model's set (0) fared no longer decides the job. A job awaiting review is never moved.
+    """
     job = session.get(Job, job_id, with_for_update=True)
     if job is None or job.state is not JobState.DELIVERING:
         return
+    latest = session.scalar(
+        select(func.max(Delivery.artifact_set)).where(Delivery.job_id == job_id)
+    )
     deliveries = list(
-        session.scalars(select(Delivery).where(Delivery.job_id == job_id).order_by(Delivery.id))
+        session.scalars(
+            select(Delivery)
+            .where(Delivery.job_id == job_id, Delivery.artifact_set == (latest or 0))
+            .order_by(Delivery.id)
+        )
     )
     if any(d.state is DeliveryState.PENDING for d in deliveries):
         return

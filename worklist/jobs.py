@@ -6,7 +6,7 @@ when the action does not apply in the current state."""
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from worklist.context import PipelineContext
@@ -14,6 +14,7 @@ from worklist.db import updated_rows, utcnow
 from worklist.errors import JobActionError, NotFoundError
 from worklist.jobs_models import AuditEvent, Delivery, DeliveryState, Job, JobState
 from worklist.models import RevisionState, Study, StudyRevision
+from worklist.review_models import Review, ReviewState
 
 __all__ = ["cancel_job", "reprocess_study", "retry_delivery", "retry_job"]
 
@@ -27,7 +28,10 @@ def retry_job(ctx: PipelineContext, job_id: int, *, actor: str, source: str = ""
     A job with outputs that were not built is exported again (same UIDs) and
     its failed deliveries start over; a job that failed in delivery keeps its
     outputs and only its failed deliveries start over; otherwise it goes back
-    to inference.
+    to inference. Only the deliveries of the job's latest artifact set count: a signed job
+    retries its sign-off's set. A signed job that failed in its export is exported again
+    (the signed set, never the model's); a job with a review open is not inferred again
+    (reprocess the study: that supersedes the review).
     """
     deliveries: list[int] = []
     export = False
@@ -40,13 +44,34 @@ def retry_job(ctx: PipelineContext, job_id: int, *, actor: str, source: str = ""
                 f"job {job_id} is {job.state.value}; only failed, dead or cancelled jobs can be "
                 "retried"
             )
+        review_row = session.execute(
+            select(Review.state, Review.signoff, Review.superseded_by_job_id)
+            .where(Review.job_id == job_id)
+        ).first()
+        review, signoff, superseded_by = review_row or (None, None, None)
+        if review is ReviewState.SUPERSEDED:
+            raise JobActionError(
+                f"job {job_id} was superseded by job {superseded_by} (study "
+                "reprocessed during review); retry that one"
+            )
+        latest = session.scalar(
+            select(func.max(Delivery.artifact_set)).where(Delivery.job_id == job_id)) or 0
+        if review is ReviewState.SIGNED and signoff:
+            latest = max(latest, signoff)  # its set's deliveries may not exist yet
         failed = list(session.scalars(select(Delivery).where(
-            Delivery.job_id == job_id, Delivery.state == DeliveryState.FAILED)))
+            Delivery.job_id == job_id, Delivery.artifact_set == latest,
+            Delivery.state == DeliveryState.FAILED)))
+        signed = review is ReviewState.SIGNED and job.report_json is not None
+        if review is ReviewState.OPEN and not failed and not job.output_errors:
+            raise JobActionError(
+                f"job {job_id} has a review open; it is not inferred again under it: reprocess "
+                "the study (its review then starts again on the new revision)"
+            )
         job.retries += 1
         job.updated_at = utcnow()
         job.finished_at = None
         job.last_error = None
-        if job.output_errors and job.report_json is not None:
+        if (job.output_errors or (signed and not failed)) and job.report_json is not None:
             # some outputs were not built (e.g. a setting was missing): build again, then
             # deliver what failed; what was delivered stays delivered
             job.state, job.output_errors = JobState.EXPORTING, None
@@ -64,6 +89,8 @@ def retry_job(ctx: PipelineContext, job_id: int, *, actor: str, source: str = ""
                     None,
                 )
             message = f"job {job_id}: export runs again, then {len(failed)} failed deliveries"
+            if signed:
+                message += " (the signed set)"
             export = True
         elif failed and job.report_json is not None:
             job.state = JobState.DELIVERING
@@ -140,7 +167,8 @@ def retry_delivery(
 
     The delivery goes back to pending with its attempts and retry clock reset (every object is
     sent again: destinations are idempotent) and is enqueued after the commit; a failed job
-    goes back to delivering and settles again when its deliveries end.
+    goes back to delivering and settles again when its deliveries end; a job awaiting review
+    keeps waiting (a delivery its route did not hold, e.g. the PACS's).
     """
     with ctx.sessions.begin() as session:
         delivery = session.get(Delivery, delivery_id, with_for_update=True)
@@ -152,7 +180,7 @@ def retry_delivery(
                 f"delivery {delivery_id} is {delivery.state.value}; only a failed delivery can "
                 "be retried"
             )
-        if job.state not in (JobState.FAILED, JobState.DELIVERING):
+        if job.state not in (JobState.FAILED, JobState.DELIVERING, JobState.AWAITING_REVIEW):
             raise JobActionError(
                 f"job {job.id} of delivery {delivery_id} is {job.state.value}; retry the job"
             )
@@ -180,7 +208,11 @@ def retry_delivery(
 
 def cancel_job(session: Session, job_id: int, *, actor: str, source: str = "") -> str:
     """Cancel a queued job: no step runs it (a message already sent finds it cancelled and
-    does nothing); ``retry_job`` queues it again. Returns what was done."""
+    does nothing); ``retry_job`` queues it again. Returns what was done.
+
+    A job awaiting review is not cancelled: a radiologist signs it or sends it back, and
+    reprocessing the study supersedes its review (the old job then ends cancelled).
+    """
     now = utcnow()
     cancelled = updated_rows(
         session.execute(
@@ -198,6 +230,12 @@ def cancel_job(session: Session, job_id: int, *, actor: str, source: str = "") -
         job = session.get(Job, job_id)
         if job is None:
             raise NotFoundError(f"no job {job_id}")
+        if job.state is JobState.AWAITING_REVIEW:
+            raise JobActionError(
+                f"job {job_id} is awaiting review; only a queued job can be cancelled (a "
+                "radiologist signs or sends back its review; reprocessing the study supersedes "
+                "it)"
+            )
         raise JobActionError(
             f"job {job_id} is {job.state.value}; only a queued job can be cancelled"
         )

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -35,16 +36,21 @@ from worklist.completion import StudyReady
 from worklist.context import PipelineContext, StepError, audit, insert_ignore
 from worklist.db import updated_rows, utcnow
 from worklist.delivery import settle_job
-from worklist.jobs_models import Artifact, Delivery, DeliveryState, Job, JobState
+from worklist.export_requests import ExportRequest, export_requests, per_destination_label
+from worklist.jobs_models import MODEL_SET, Artifact, Delivery, DeliveryState, Job, JobState
 from worklist.leases import Heartbeat, claim_inference, holds, lease_lapsed, requeue_lapsed
 from worklist.models import RevisionOutcome, Study, StudyRevision
 from worklist.routing import (
+    ReviewPolicy,
     Route,
     choose_route,
     explain_routes,
     no_route_reason,
     study_instance_facts,
 )
+
+if TYPE_CHECKING:
+    from worklist.review.signoff import SignedSet
 
 __all__ = [
     "create_jobs",
@@ -110,10 +116,13 @@ def create_jobs(ctx: PipelineContext, session: Session, ready: StudyReady) -> li
     _record_outcome(session, study.id, ready.revision, RevisionOutcome.JOB, route.name)
     # a re-dispatched revision (its enqueue failed: broker down) finds its job made already
     if created:
+        from worklist.review.records import supersede_open_reviews
+
         metrics.revision_routed(RevisionOutcome.JOB)
         audit(
             session, "node", "job-created", job.id, f"route={route.name} revision={ready.revision}"
         )
+        supersede_open_reviews(session, study_pk=study.id, route=route.name, new_job_id=job.id)
         logger.info(
             "Study %s revision %d: job %d on route %s", token, ready.revision, job.id, route.name
         )
@@ -329,12 +338,21 @@ def run_export(ctx: PipelineContext, job_id: int) -> None:
     per FHIR endpoint, an ORU^R01 per HL7 receiver), record them as artifacts,
     create one delivery per destination, then enqueue those.
 
+    The model's outputs are artifact set 0. A route that holds outputs for review
+    (``review = "before_ehr" | "before_all"``) delivers set 0 only to the destinations it
+    does not hold, and the job waits for review (``awaiting_review``, its review created in
+    the same transaction). A job whose review is signed builds the sign-off's set *n* from the
+    reviewed report instead (:mod:`worklist.review.signoff`) and delivers it everywhere.
+
     Each output kind is built on its own: one that cannot be built (e.g. a FHIR
     Bundle without a usable patient identifier system) is recorded in the job's
     ``output_errors`` while the others are kept and delivered; a destination
     that would only get outputs that were not built fails at once with that
     reason. The job ends ``failed`` if anything was not built or not delivered.
     """
+    from worklist.review.records import create_review
+    from worklist.review.signoff import built_again, destinations_now, signed_set
+
     with ctx.sessions() as session:
         job = session.get(Job, job_id)
         if job is None or job.state is not JobState.EXPORTING:
@@ -342,13 +360,19 @@ def run_export(ctx: PipelineContext, job_id: int) -> None:
         route = _route(ctx, job.route)
         if job.report_json is None:
             raise RuntimeError(f"job {job_id} is exporting but holds no report")
-        report = GroundedReport.from_json(job.report_json)
+        try:
+            signed = signed_set(ctx, session, job)
+        except StepError as exc:
+            _fail(ctx, job_id, f"export: {exc}")
+            return
+        report = GroundedReport.from_json(job.report_json) if signed is None else signed.report
         sources = _source_headers(ctx, session, job, report)
         study_uid = session.get_one(Study, job.study_pk).study_instance_uid
         revision = job.revision
+    artifact_set = MODEL_SET if signed is None else signed.number
     started = time.perf_counter()
     try:
-        built = _build_outputs(ctx, route, report, sources, revision)
+        built = _build_outputs(ctx, route, report, sources, revision, signed=signed)
     except StepError as exc:
         _fail(ctx, job_id, f"export: {exc}")
         return
@@ -360,6 +384,14 @@ def run_export(ctx: PipelineContext, job_id: int) -> None:
         )
         return
     folder = ctx.outputs_root / study_uid / f"r{revision}"
+    if signed is not None:
+        folder = folder / f"signoff{signed.number}"
+        with ctx.sessions() as session:
+            again = built_again(session, job_id, signed.number,
+                                {o.object_uid: o.kind for o in built.outputs})
+        if again:
+            _fail(ctx, job_id, f"export: sign-off {signed.number}: {again}")
+            return
     now = utcnow()
     with ctx.sessions.begin() as session:
         job = session.get(Job, job_id, with_for_update=True)
@@ -379,8 +411,9 @@ def run_export(ctx: PipelineContext, job_id: int) -> None:
                 sop_class_uid=output.sop_class_uid,
                 path=str(path.relative_to(ctx.outputs_root)),
                 created_at=now,
+                artifact_set=artifact_set,
             )
-        for name in route.destinations:
+        for name in destinations_now(ctx, route, signed):
             target = ctx.destinations.get(name)
             # the delivery reports it missing
             protocol = target.type if target is not None else "dicom"
@@ -394,6 +427,7 @@ def run_export(ctx: PipelineContext, job_id: int) -> None:
                 state=(DeliveryState.FAILED if not_sent else DeliveryState.PENDING).value,
                 attempts=0,
                 last_error=not_sent,
+                artifact_set=artifact_set,
             )
             if not_sent:  # a retried job whose output still cannot be built
                 session.execute(
@@ -401,6 +435,7 @@ def run_export(ctx: PipelineContext, job_id: int) -> None:
                     .where(
                         Delivery.job_id == job_id,
                         Delivery.destination == name,
+                        Delivery.artifact_set == artifact_set,
                         Delivery.state == DeliveryState.PENDING,
                     )
                     .values(state=DeliveryState.FAILED, last_error=not_sent)
@@ -410,8 +445,11 @@ def run_export(ctx: PipelineContext, job_id: int) -> None:
         )
         job.export_seconds = export_seconds = time.perf_counter() - started
         job.updated_at = now
-        job.state = JobState.DELIVERING
+        awaiting = signed is None and route.review is not ReviewPolicy.NONE
+        job.state = JobState.AWAITING_REVIEW if awaiting else JobState.DELIVERING
         detail = f"{len(built.outputs)} objects"
+        if signed is not None:
+            detail += f" (sign-off {signed.number})"
         if built.failures:
             detail += f"; not built: {', '.join(built.failures)}"
         if built.local_patient_system:
@@ -419,12 +457,17 @@ def run_export(ctx: PipelineContext, job_id: int) -> None:
                 f"; FHIR Patient.identifier.system is this node's own {built.local_patient_system}"
             )
         audit(session, ctx.actor, "exported", job_id, detail)
+        if awaiting:
+            create_review(session, job_id, report, now=now)
+            audit(session, ctx.actor, "review-awaited", job_id, f"review = {route.review.value}")
         settle_job(session, job_id, ctx.actor)
         deliveries = [
             (d.id, d.attempts)
             for d in session.scalars(
                 select(Delivery).where(
-                    Delivery.job_id == job_id, Delivery.state == DeliveryState.PENDING
+                    Delivery.job_id == job_id,
+                    Delivery.artifact_set == artifact_set,
+                    Delivery.state == DeliveryState.PENDING,
                 )
             )
         ]
@@ -457,80 +500,6 @@ class _Built:
     local_patient_system: str | None = None
 
 
-#: DICOM outputs every job builds (written under the outputs root), whatever its destinations ask
-#: for.
-_ALWAYS_BUILT = (OutputKind.SR, OutputKind.GSPS)
-
-
-@dataclass(frozen=True)
-class _ExportRequest:
-    """One exporter run of a job: which kind, with which options, and the name
-    its failure is recorded under (``"sr"``, ``"fhir for EHR"``)."""
-
-    kind: OutputKind
-    options: ExportOptions
-    label: str
-
-
-def _export_requests(ctx: PipelineContext, route: Route, revision: int) -> list[_ExportRequest]:
-    """What a job builds, in the registry's build order: the DICOM kinds every job
-    builds plus those its DICOM destinations ask for; a FHIR Bundle per FHIR
-    endpoint of the route (or one local Bundle when it names none); an ORU^R01
-    per HL7 receiver of the route."""
-    from exporters.fhir import FhirOptions
-    from exporters.hl7 import HL7Options
-    from exporters.registry import BUILD_ORDER, exporter_for
-
-    base = ExportOptions(revision=revision, languages=route.languages, local_node=ctx.scu_ae_title)
-    wanted = set(_ALWAYS_BUILT) | {
-        exporter_for(kind).kind
-        for name in route.destinations
-        if name in ctx.dicom_targets
-        for kind in ctx.dicom_targets[name].outputs
-    }
-    requests = [_ExportRequest(kind, base, kind.value) for kind in BUILD_ORDER if kind in wanted]
-    fhir_names = [name for name in route.destinations if name in ctx.fhir_targets]
-    options: ExportOptions
-    for name in fhir_names:
-        target = ctx.fhir_targets[name]
-        options = FhirOptions(
-            revision=revision,
-            languages=(target.primary_language,),
-            destination=name,
-            local_node=ctx.scu_ae_title,
-            patient_identifier_system=target.patient_identifier_system,
-        )
-        label = _per_destination_label(OutputKind.FHIR_BUNDLE, name)
-        requests.append(_ExportRequest(OutputKind.FHIR_BUNDLE, options, label))
-    if not fhir_names:
-        options = FhirOptions(
-            revision=revision, languages=route.languages[:1], local_node=ctx.scu_ae_title
-        )
-        requests.append(
-            _ExportRequest(OutputKind.FHIR_BUNDLE, options, OutputKind.FHIR_BUNDLE.value)
-        )
-    for name in (n for n in route.destinations if n in ctx.hl7_targets):
-        hl7 = ctx.hl7_targets[name]
-        options = HL7Options(
-            revision=revision,
-            languages=hl7.languages or route.languages,
-            destination=name,
-            local_node=ctx.scu_ae_title,
-            sending_facility=hl7.sending_facility,
-            receiving_application=hl7.receiving_application,
-            receiving_facility=hl7.receiving_facility,
-            processing_id=hl7.processing_id,
-        )
-        label = _per_destination_label(OutputKind.HL7_ORU, name)
-        requests.append(_ExportRequest(OutputKind.HL7_ORU, options, label))
-    return requests
-
-
-def _per_destination_label(kind: OutputKind, destination: str) -> str:
-    """How a per-destination output's failure is named: ``"fhir for EHR"``."""
-    return f"{kind.value} for {destination}"
-
-
 def _not_sent_reason(ctx: PipelineContext, name: str, built: _Built) -> str | None:
     """Why a destination gets nothing (what it takes was not built), or None."""
     from exporters.registry import artifact_kinds, exporter_for
@@ -538,7 +507,7 @@ def _not_sent_reason(ctx: PipelineContext, name: str, built: _Built) -> str | No
     for kind, what, targets in ((OutputKind.FHIR_BUNDLE, "FHIR Bundle", ctx.fhir_targets),
                                 (OutputKind.HL7_ORU, "HL7 message", ctx.hl7_targets)):
         if name in targets:
-            why = built.failures.get(_per_destination_label(kind, name))
+            why = built.failures.get(per_destination_label(kind, name))
             return None if why is None else f"not sent: its {what} was not built: {why}"
     target = ctx.dicom_targets.get(name)
     if target is None:
@@ -573,6 +542,8 @@ def _build_outputs(
     report: GroundedReport,
     sources: Sequence[Dataset],
     revision: int,
+    *,
+    signed: SignedSet | None = None,
 ) -> _Built:
     """Plan the regions once, then run every requested exporter with that plan;
     the DICOM objects built first are handed to the later ones (KOS, FHIR, HL7)
@@ -585,7 +556,7 @@ def _build_outputs(
     if not sources:
         raise StepError("none of the study's images is in the index any more")
     built = _Built()
-    requests = _export_requests(ctx, route, revision)
+    requests = export_requests(ctx, route, revision, signed)
     plan_error: str | None = None
     try:
         plan = plan_regions(report, sources)
@@ -607,7 +578,7 @@ def _build_outputs(
         def build(
             exporter: Exporter = exporter,
             options: ExportOptions = options,
-            request: _ExportRequest = request,
+            request: ExportRequest = request,
         ) -> None:
             artifacts = exporter.export(report, sources, plan, options)
             if request.kind is OutputKind.FHIR_BUNDLE:

@@ -7,6 +7,7 @@ adapts it to the destination protocol. The Bundle uses only conditional interact
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -27,7 +28,7 @@ from worklist.destinations.security import (
 )
 from worklist.errors import InvalidFhirRequestError
 
-__all__ = ["FhirTarget", "FhirTransactionDestination", "bundle_filename"]
+__all__ = ["FhirTarget", "FhirTransactionDestination", "bundle_filename", "is_bundle_for"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,14 @@ def bundle_filename(name: str) -> str:
     return f"fhir-{name}.json"
 
 
+def is_bundle_for(filename: str, name: str) -> bool:
+    """Whether ``filename`` is destination ``name``'s Bundle: ``fhir-NAME.json`` of the model's
+    set, ``fhir-NAME-signoffN.json`` of a sign-off's (a delivery gets only its set's files)."""
+    return filename == bundle_filename(name) or re.fullmatch(
+        rf"fhir-{re.escape(name)}-signoff[1-9][0-9]*\.json", filename
+    ) is not None
+
+
 class FhirTransactionDestination:
     """POSTs the Bundle exported for this target (``fhir-NAME.json``) as one transaction."""
 
@@ -76,7 +85,7 @@ class FhirTransactionDestination:
             )
         name = target.name
         bundles = [
-            a for a in artifacts if a.kind == "fhir" and a.path.name == bundle_filename(name)
+            a for a in artifacts if a.kind == "fhir" and is_bundle_for(a.path.name, name)
         ]
         if not bundles:
             return DeliveryOutcome.final(f"no FHIR bundle was exported for {name!r}")

@@ -10,6 +10,7 @@ deduplicate it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -25,7 +26,7 @@ from worklist.destinations.protocol import (
 )
 from worklist.destinations.security import TlsOptions, warn_insecure_use
 
-__all__ = ["Hl7Target", "MllpDestination", "message_filename"]
+__all__ = ["Hl7Target", "MllpDestination", "is_message_for", "message_filename"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,14 @@ def message_filename(name: str) -> str:
     return f"hl7-{name}.hl7"
 
 
+def is_message_for(filename: str, name: str) -> bool:
+    """Whether ``filename`` is receiver ``name``'s ORU^R01: ``hl7-NAME.hl7`` of the model's set,
+    ``hl7-NAME-signoffN.hl7`` of a sign-off's (a delivery gets only its set's files)."""
+    return filename == message_filename(name) or re.fullmatch(
+        rf"hl7-{re.escape(name)}-signoff[1-9][0-9]*\.hl7", filename
+    ) is not None
+
+
 class MllpDestination:
     """Sends each HL7 message the target takes, in order, and reads its ACK."""
 
@@ -68,7 +77,7 @@ class MllpDestination:
                 f"a {self.type} destination delivers to a Hl7Target, not {type(target).__name__}"
             )
         messages = select_artifacts(artifacts, target)
-        own = [a for a in messages if a.path.name == message_filename(target.name)]
+        own = [a for a in messages if is_message_for(a.path.name, target.name)]
         messages = own or messages
         if not messages:
             return DeliveryOutcome.final(f"no HL7 message was exported for {target.name!r}")

@@ -104,7 +104,10 @@ def open_review(
     ReviewNotFoundError
         No such job, no report, or a job still in progress without a review.
     """
-    job = _job(session, job_id)
+    # lock order: job, then review; two first openings of a finished job make one review
+    job = session.get(Job, job_id, with_for_update=True)
+    if job is None:
+        raise ReviewNotFoundError(f"no job {job_id}")
     review = session.scalar(select(Review).where(Review.job_id == job_id).with_for_update())
     if review is None:
         if job.state not in REVIEWABLE_FINISHED_STATES:

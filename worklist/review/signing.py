@@ -71,12 +71,12 @@ def sign(
         review.signoff = number
         review.claimed_by = review.claimed_at = None
         review.version += 1
-        waited = (now - review.opened_at).total_seconds()
+        waited, route = (now - review.opened_at).total_seconds(), job.route
         job.state, job.updated_at, job.finished_at = JobState.EXPORTING, now, None
         job.last_error = job.output_errors = None
         audit(session, f"web:{account}", "review-signed", job_id,
               f"sign-off {number}, languages {review.reviewed_languages}", source=source)
-    metrics.review_signed(job.route, waited)
+    metrics.review_signed(route, waited)
     logger.info("Job %d: review signed (sign-off %d); exporting the signed set", job_id, number)
     ctx.enqueue.export(job_id)
     return number

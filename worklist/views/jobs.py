@@ -151,6 +151,8 @@ class ArtifactView:
     path: str
     media_type: str
     created_at: datetime
+    #: 0: the model's (unverified) outputs; n: those of a radiologist's sign-off n.
+    artifact_set: int = 0
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,8 @@ class DeliveryView:
     #: The peer's whole answer where it has one (FHIR OperationOutcome, HL7 ACK).
     operation_outcome: str | None
     delivered_at: datetime | None
+    #: The artifact set it sends: 0, the model's; n, a radiologist's sign-off n.
+    artifact_set: int = 0
 
 
 @dataclass(frozen=True)
@@ -370,6 +374,7 @@ def _artifact_view(artifact: Artifact) -> ArtifactView:
         path=artifact.path,
         media_type=artifact_media_type(artifact.kind),
         created_at=artifact.created_at,
+        artifact_set=artifact.artifact_set,
     )
 
 
@@ -388,4 +393,5 @@ def _delivery_view(delivery: Delivery) -> DeliveryView:
         last_error=delivery.last_error,
         operation_outcome=delivery.operation_outcome,
         delivered_at=delivery.delivered_at,
+        artifact_set=delivery.artifact_set,
     )

@@ -106,7 +106,7 @@ def _routes_config(tmp_path):
         "= ['SCANNER1']\n"
         "[[routes]]\nname = 'chest-radiographs'\nmodalities = ['CR', 'DX']\nbody_parts "
         "= ['CHEST']\n"
-        "series_description = '^PA'\n"
+        "series_description = '^PA'\nreview = 'before_ehr'\n"
     )
     return config
 
@@ -184,6 +184,10 @@ def test_routes_test_explains_which_route_a_file_takes_and_why_not_the_others(
     assert result.exit_code == 0, result.output
     assert "route ct-from-scanner: no match\n    modality is DX, wanted CT\n" in result.output
     assert "route chest-radiographs: MATCHES 1 of 1 instance(s)" in result.output
+    assert (
+        "; review before_ehr: FHIR and HL7 destinations wait for a radiologist's sign-off"
+        in result.output
+    )
 
 
 def test_routes_test_refuses_what_is_neither_a_file_nor_a_study(runner, tmp_path):

@@ -46,6 +46,22 @@ def test_documented_config_file_mentions_every_setting():
             assert f"# {field} =" in text, field
 
 
+def test_a_routes_review_policy_is_one_of_three_and_an_error_names_the_route(tmp_path):
+    from radground.runtime import to_route
+    from worklist.routing import ReviewPolicy
+
+    config = tmp_path / "c.toml"
+    config.write_text('[[routes]]\nname = "cxr"\nreview = "before_ehr"\n')
+    assert to_route(load_settings(config).routes[0]).review is ReviewPolicy.BEFORE_EHR
+    config.write_text('[[routes]]\nname = "cxr"\n')
+    assert to_route(load_settings(config).routes[0]).review is ReviewPolicy.NONE
+    config.write_text('[[routes]]\nname = "cxr"\nreview = "before_pacs"\n')
+    with pytest.raises(SettingsError, match=(
+        "route 'cxr': review must be one of 'none', 'before_ehr', 'before_all', got 'before_pacs'"
+    )):
+        load_settings(config)
+
+
 def test_route_references_are_checked(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text('[[routes]]\nname = "r"\ndestinations = ["NOWHERE"]\n')

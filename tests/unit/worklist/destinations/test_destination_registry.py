@@ -216,3 +216,16 @@ def test_an_outcome_says_why_it_failed_and_only_a_retry_names_what_is_left():
         ).loggable
         == "FHIR EHR: HTTP 422"
     )
+
+
+def test_a_destinations_own_bundle_and_message_of_either_set_are_recognised():
+    from worklist.destinations.fhir_transaction import is_bundle_for
+    from worklist.destinations.hl7_mllp import is_message_for
+
+    assert is_bundle_for("fhir-EHR.json", "EHR") and is_bundle_for("fhir-EHR-signoff2.json", "EHR")
+    assert not is_bundle_for("fhir-EHR2.json", "EHR")
+    assert not is_bundle_for("fhir-EHR2-signoff1.json", "EHR")
+    assert not is_bundle_for("fhir-EHR-signoff0.json", "EHR")
+    assert not is_bundle_for("fhir.json", "EHR")
+    assert is_message_for("hl7-RIS.hl7", "RIS") and is_message_for("hl7-RIS-signoff1.hl7", "RIS")
+    assert not is_message_for("hl7-RIS-B-signoff1.hl7", "RIS")
