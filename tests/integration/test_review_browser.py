@@ -42,7 +42,7 @@ from tests.integration.test_console_browser import (
 )
 from tests.integration.test_pipeline import CXR
 from worklist.db import create_db_engine, make_session_factory
-from worklist.jobs_models import Job, JobState
+from worklist.jobs_models import AuditEvent, Job, JobState
 from worklist.review_models import FindingDecision, Review, ReviewFinding, ReviewState
 
 DOCS_IMAGES = REPO / "docs" / "images"
@@ -51,7 +51,8 @@ VIEWPORT = {"width": 1440, "height": 1000}
 
 @pytest.fixture
 def node(tmp_path: Path):
-    """`radground serve` with the chest route and no destination; two radiologists, a viewer."""
+    """`radground serve` with the chest route holding its outputs for review (``before_ehr``, no
+    destination); two radiologists and a viewer."""
     web_port = free_port()
     config = write_config(
         tmp_path / "radground.toml", workdir=tmp_path, port=free_port(),
@@ -60,6 +61,8 @@ def node(tmp_path: Path):
         pacs_port=None, fhir_url=None, route_destinations=(),
         extra_toml=f"[web]\nport = {web_port}\n",
     )
+    config.write_text(config.read_text().replace(
+        "destinations = []\n", 'destinations = []\nreview = "before_ehr"\n', 1))
     for name, role, full_name in (("rita", "radiologist", "Rita Example"),
                                   ("rob", "radiologist", "Rob Example"),
                                   ("vera", "viewer", "")):
@@ -80,10 +83,10 @@ def node(tmp_path: Path):
         engine.dispose()
 
 
-def _finished_job(sessions) -> int | None:
+def _job_in(sessions, *states: JobState) -> int | None:
     with sessions() as session:
         job = session.scalars(select(Job)).first()
-        if job is not None and job.state in (JobState.DONE, JobState.FAILED) and job.report_json:
+        if job is not None and job.state in states:
             return job.id
     return None
 
@@ -116,17 +119,20 @@ def test_review_and_sign_in_a_real_browser(node, shared_data: Path):
     source = make_chest_dx(shared_data / "nih-cxr-boxes" / "images" / CXR)
     sent = write_dataset(source, workdir / "sources" / "cxr.dcm")
     assert storescu(_node_port(config), [sent]).responses == ["Success"]
-    wait_until(lambda: _finished_job(sessions) is not None, TURNAROUND_MS / 1000,
-               what="the job finished with a report", logs=[serve])
-    job_id = _finished_job(sessions)
+    wait_until(lambda: _job_in(sessions, JobState.AWAITING_REVIEW) is not None,
+               TURNAROUND_MS / 1000, what="the job awaiting review", logs=[serve])
+    job_id = _job_in(sessions, JobState.AWAITING_REVIEW)
     review_url = f"{base}/jobs/{job_id}/review"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         try:
             rita = browser.new_context(viewport=VIEWPORT).new_page()
             _log_in(rita, base, "rita")
-            rita.goto(f"{base}/jobs/{job_id}")
-            rita.locator('a.button[href$="/review"]').click()
+            rita.get_by_role("link", name="Review", exact=True).click()  # the menu
+            rita.wait_for_url(f"{base}/reviews")
+            waiting = rita.locator(f'tr[data-review-job="{job_id}"]')
+            assert "chest-radiographs" in waiting.inner_text()
+            waiting.get_by_role("link", name=f"Review job {job_id}").click()
             rita.wait_for_url(review_url)
             image = rita.locator("#review-image")
             wait_until(lambda: image.evaluate("i => i.complete && i.naturalWidth > 0"), 30,
@@ -145,7 +151,11 @@ def test_review_and_sign_in_a_real_browser(node, shared_data: Path):
             # a second radiologist opens the page too
             rob = browser.new_context(viewport=VIEWPORT).new_page()
             _log_in(rob, base, "rob")
-            rob.goto(review_url)
+            rob.goto(f"{base}/reviews")
+            assert rob.locator(f'tr[data-review-job="{job_id}"] td').last.inner_text() == "rita"
+            rob.goto(f"{base}/jobs/{job_id}")  # the job's page links to its review
+            rob.locator('a.button[href$="/review"]').click()
+            rob.wait_for_url(review_url)
             rob.get_by_text("has this review open too").wait_for()
 
             # finding 1 (the model's): move its box by dragging it, edit its sentence in both
@@ -184,7 +194,8 @@ def test_review_and_sign_in_a_real_browser(node, shared_data: Path):
             assert cards.nth(model_findings).get_by_text("Model suggestion, added").count() == 1
             if cards.count() < 3:  # draw a finding of one's own too
                 rita.get_by_label("Draw a finding").check()
-                _drag(rita, at(0.74, 0.30), at(0.86, 0.38))
+                shown = rita.locator("#review-image").bounding_box()
+                _drag(rita, at(0.76, 0.27), at(0.88, 0.35))
                 dialog = rita.get_by_role("dialog", name="Add a finding")
                 dialog.get_by_label("Finding (en)").fill("Rib fracture")
                 dialog.get_by_label("Sentence (en)").fill("Healed fracture of a left rib.")
@@ -253,7 +264,15 @@ def test_review_and_sign_in_a_real_browser(node, shared_data: Path):
         finally:
             browser.close()
 
+    # the sign-off enqueued the export of its artifact set, which ran (what it builds is the
+    # exporters' and the pipeline's tests' business)
+    wait_until(lambda: _job_in(sessions, JobState.DONE, JobState.FAILED, JobState.DELIVERING)
+               == job_id, 120, what="the signed set exported", logs=[serve])
     with sessions() as session:
+        actions = [e.action for e in session.scalars(
+            select(AuditEvent).where(AuditEvent.job_id == job_id).order_by(AuditEvent.id))]
+        assert actions.count("review-signed") == 1
+        assert actions.index("review-signed") < len(actions) - 1  # the export came after it
         review = session.scalars(select(Review).where(Review.job_id == job_id)).one()
         assert (review.state, review.signed_by, review.reviewed_languages) == (
             ReviewState.SIGNED, "rita", "en,zh-CN")
