@@ -132,6 +132,7 @@ def test_review_and_sign_in_a_real_browser(node, shared_data: Path):
             rita.wait_for_url(f"{base}/reviews")
             waiting = rita.locator(f'tr[data-review-job="{job_id}"]')
             assert "chest-radiographs" in waiting.inner_text()
+            rita.screenshot(path=str(folder / "review-worklist.png"), full_page=True)
             waiting.get_by_role("link", name=f"Review job {job_id}").click()
             rita.wait_for_url(review_url)
             image = rita.locator("#review-image")
@@ -222,6 +223,13 @@ def test_review_and_sign_in_a_real_browser(node, shared_data: Path):
                     card.get_by_role("button", name="Accept").click()
                     _wait_message(rita, f"Finding {index + 1} accepted")
             assert rita.locator(".finding-card.decision-pending").count() == 0
+            # "Where is …?": the model's box for a named finding, drawn dashed, to add or not
+            rita.get_by_label("Where is …?").fill("cardiomegaly")
+            rita.get_by_role("button", name="Find it").click()
+            rita.locator("#suggestions h3", has_text="Where the model finds").wait_for()
+            assert rita.locator("#suggestions .suggestion").count() >= 1
+            assert rita.locator("#overlay rect.suggestion-box").count() >= 1
+
             rita.get_by_label("English").check()
             rita.get_by_label("中文 (Chinese)").check()
             _screenshot(rita, folder, "review-before.png")

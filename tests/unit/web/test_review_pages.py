@@ -29,6 +29,7 @@ def test_the_radiologists_worklist_page(ann, vera, reviewed):
     assert 'href="/reviews" aria-current="page">Review</a>' in page.text
     assert f'data-review-job="{reviewed.job_id}"' in page.text
     assert f"Review job {reviewed.job_id}" in page.text and "routine" in page.text
+    assert re.search(r'<span class="hint">\([0-9.]+ s\)</span>', page.text)  # waiting so long
     assert ann.client.get("/reviews?modality=CT").text.count("data-review-job=") == 0
     assert ann.client.get("/reviews?priority=stat").text.count("data-review-job=") == 0
     refused = ann.client.get("/reviews?waited=7")

@@ -8,7 +8,7 @@ refused by the API (403).
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -119,7 +119,7 @@ async def worklist_page(request: Request, principal: Viewer) -> Response:
         return render(request, "reviews.html", principal=principal, page=None, status_code=400,
                       error={"parameter": exc.parameter, "message": exc.reason}, **common)
     return render(request, "reviews.html", principal=principal, page=found, error=None,
-                  **common)
+                  now_utc=datetime.now(UTC), **common)
 
 
 def _period(query: dict[str, str]) -> tuple[date, date]:

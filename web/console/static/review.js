@@ -219,6 +219,7 @@
           option.textContent = name + " (" + presets[name][0] + " / " + presets[name][1] + ")";
           presetSelect.appendChild(option);
         });
+        if (presets["Image default"]) { presetSelect.value = "Image default"; }
       });
     windowForm.addEventListener("submit", function (event) {
       event.preventDefault();
