@@ -10,7 +10,6 @@ message saying why (who signed and when, who changed it). Everything is done thr
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -313,7 +312,8 @@ def awaiting_page(
     return Page(tuple(matching[offset:offset + limit]), len(matching), offset, limit)
 
 
-@router.get("/reviews", summary="Reviews awaiting a radiologist")
+@router.get("/reviews", response_model=PageModel[service.AwaitingReview],
+            summary="Reviews awaiting a radiologist")
 def awaiting(
     principal: Reader,
     session: DbSession,
@@ -337,16 +337,7 @@ def awaiting(
                              offset=offset, limit=limit)
     except InvalidFilterError as exc:
         raise filter_problem(exc) from None
-    body = PageModel.of(page)
-    body["items"] = [_plain(item) for item in page.items]
-    return body
-
-
-def _plain(item: Any) -> dict[str, Any]:
-    """A view dataclass as JSON members (times ISO 8601, durations in seconds)."""
-    return {key: (value.isoformat() if isinstance(value, datetime) else
-                  value.total_seconds() if isinstance(value, timedelta) else value)
-            for key, value in asdict(item).items()}
+    return PageModel.of(page)
 
 
 @router.get("/reviews/figures", summary="Per-class review figures over a period")
