@@ -44,6 +44,7 @@ def test_a_radiologist_opening_the_page_claims_it_and_gets_every_control(ann, bo
     html = page.text
     csp = page.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert '<script src="/static/console/review-viewer.js" defer></script>' in html
     assert '<script src="/static/console/review.js" defer></script>' in html
     assert html.count('class="finding-card') == 3
     assert html.count('<g class="finding-box') == 3

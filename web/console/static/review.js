@@ -1,5 +1,6 @@
-// RadGround review page: the image viewer (window/level, zoom, pan), the findings' boxes (move,
-// resize, draw), the decisions, the model's region tasks and the sign-off. Plain JavaScript, no
+// RadGround review page: the findings' boxes on the image (move, resize, draw; panning and
+// window/level by dragging), the decisions, the model's region tasks and the sign-off (zoom and
+// window/level themselves are review-viewer.js's). Plain JavaScript, no
 // build step. Every change goes to the review API with the session's CSRF token and the review's
 // version; then the page is fetched again and its [data-review-part] regions swapped in place,
 // so what is shown is always what the server holds.
@@ -106,135 +107,13 @@
       });
   }
 
-  // ---- the viewer: zoom and pan --------------------------------------------------------------
+  // ---- the viewer (review-viewer.js) -------------------------------------------------------
+  var viewer = window.RadGroundViewer;
+  var view = viewer.view;
   var viewport = document.getElementById("viewport");
   var stage = document.getElementById("stage");
-  var image = document.getElementById("review-image");
-  var view = { scale: 1, x: 0, y: 0 };
-  var zoomOutput = document.getElementById("zoom-level");
-
-  function apply() {
-    stage.style.transform = "translate(" + view.x + "px," + view.y + "px) scale(" + view.scale + ")";
-    if (zoomOutput) { zoomOutput.textContent = Math.round(view.scale * 100) + "%"; }
-  }
-
-  function fit() {
-    if (!viewport || !columns) { return; }
-    var width = viewport.clientWidth, height = viewport.clientHeight;
-    view.scale = Math.min(width / columns, height / rows);
-    view.x = (width - columns * view.scale) / 2;
-    view.y = (height - rows * view.scale) / 2;
-    apply();
-  }
-
-  function zoomAt(factor, cx, cy) {
-    var next = Math.min(Math.max(view.scale * factor, 0.02), 16);
-    factor = next / view.scale;
-    view.x = cx - (cx - view.x) * factor;
-    view.y = cy - (cy - view.y) * factor;
-    view.scale = next;
-    apply();
-  }
-
-  function zoomCentre(factor) {
-    zoomAt(factor, viewport.clientWidth / 2, viewport.clientHeight / 2);
-  }
-
-  if (viewport && stage) {
-    stage.style.width = columns + "px";
-    stage.style.height = rows + "px";
-    fit();
-    window.addEventListener("resize", fit);
-    viewport.addEventListener("wheel", function (event) {
-      event.preventDefault();
-      var rect = viewport.getBoundingClientRect();
-      zoomAt(event.deltaY < 0 ? 1.15 : 1 / 1.15, event.clientX - rect.left, event.clientY - rect.top);
-    }, { passive: false });
-    document.querySelectorAll("[data-zoom]").forEach(function (button) {
-      button.addEventListener("click", function () {
-        var how = button.getAttribute("data-zoom");
-        if (how === "fit") { fit(); } else { zoomCentre(how === "in" ? 1.25 : 0.8); }
-      });
-    });
-    viewport.addEventListener("keydown", function (event) {
-      var step = 40, handled = true;
-      switch (event.key) {
-        case "+": case "=": zoomCentre(1.25); break;
-        case "-": case "_": zoomCentre(0.8); break;
-        case "0": fit(); break;
-        case "ArrowLeft": view.x += step; apply(); break;
-        case "ArrowRight": view.x -= step; apply(); break;
-        case "ArrowUp": view.y += step; apply(); break;
-        case "ArrowDown": view.y -= step; apply(); break;
-        case "w": case "W": nudgeWindow(0, 1); break;
-        case "s": case "S": nudgeWindow(0, -1); break;
-        case "a": case "A": nudgeWindow(-1, 0); break;
-        case "d": case "D": nudgeWindow(1, 0); break;
-        default: handled = false;
-      }
-      if (handled) { event.preventDefault(); }
-    });
-  }
-
-  // ---- window / level --------------------------------------------------------------------------
-  var windowForm = document.getElementById("window-form");
   var centreInput = document.getElementById("window-center");
   var widthInput = document.getElementById("window-width");
-  var presetSelect = document.getElementById("window-preset");
-  var range = 4096, windowTimer = null, presets = {};
-
-  function showWindow(centre, width, now) {
-    centreInput.value = String(Math.round(centre * 10) / 10);
-    widthInput.value = String(Math.max(1, Math.round(width * 10) / 10));
-    window.clearTimeout(windowTimer);
-    var load = function () {
-      image.src = image.getAttribute("data-src") + "?center=" + encodeURIComponent(centreInput.value)
-        + "&width=" + encodeURIComponent(widthInput.value);
-    };
-    if (now) { load(); } else { windowTimer = window.setTimeout(load, 120); }
-  }
-
-  function nudgeWindow(dw, dc) {
-    if (!windowForm || centreInput.disabled) { return; }
-    var step = range / 50;
-    showWindow(parseFloat(centreInput.value) + dc * step,
-               parseFloat(widthInput.value) + dw * step, false);
-  }
-
-  if (windowForm && image) {
-    fetch(image.getAttribute("data-display"), { credentials: "same-origin" })
-      .then(function (response) { return response.ok ? response.json() : null; })
-      .then(function (display) {
-        if (!display || display.window_center === null) {
-          centreInput.disabled = widthInput.disabled = presetSelect.disabled = true;
-          return;
-        }
-        range = Math.max((display.max_value - display.min_value) || 1, 1);
-        centreInput.value = String(display.window_center);
-        widthInput.value = String(display.window_width);
-        presets = display.presets || {};
-        Object.keys(presets).forEach(function (name) {
-          var option = document.createElement("option");
-          option.value = name;
-          option.textContent = name + " (" + presets[name][0] + " / " + presets[name][1] + ")";
-          presetSelect.appendChild(option);
-        });
-        if (presets["Image default"]) { presetSelect.value = "Image default"; }
-      });
-    windowForm.addEventListener("submit", function (event) {
-      event.preventDefault();
-      var centre = parseFloat(centreInput.value), width = parseFloat(widthInput.value);
-      if (!isFinite(centre) || !(width > 0)) {
-        say("The window needs a centre and a width above 0.", "error");
-        return;
-      }
-      showWindow(centre, width, true);
-    });
-    presetSelect.addEventListener("change", function () {
-      var chosen = presets[presetSelect.value];
-      if (chosen) { showWindow(chosen[0], chosen[1], true); }
-    });
-  }
 
   // ---- pointer work on the image: pan, window, move/resize boxes, draw ----------------------
   function tool() {
@@ -331,11 +210,11 @@
       if (drag.kind === "pan") {
         view.x = drag.x + dx;
         view.y = drag.y + dy;
-        apply();
+        viewer.apply();
       } else if (drag.kind === "window") {
         if (!isFinite(drag.centre)) { return; }
-        var per = range / Math.max(viewport.clientWidth, 1);
-        showWindow(drag.centre - dy * per, Math.max(1, drag.width + dx * per), false);
+        var per = viewer.range() / Math.max(viewport.clientWidth, 1);
+        viewer.showWindow(drag.centre - dy * per, Math.max(1, drag.width + dx * per), false);
       } else if (drag.kind === "move" || drag.kind === "resize") {
         var p = imagePoint(event), b = drag.box, box;
         var ix = p.x - drag.start.p.x, iy = p.y - drag.start.p.y;
@@ -404,7 +283,7 @@
       var b = rectBox(group.querySelector("rect.box"));
       view.x = viewport.clientWidth / 2 - ((b.x_min + b.x_max) / 2) * view.scale;
       view.y = viewport.clientHeight / 2 - ((b.y_min + b.y_max) / 2) * view.scale;
-      apply();
+      viewer.apply();
     }
     return true;
   }
