@@ -8,6 +8,7 @@ from engine.analyze import AnalysisError, analyze_study
 from engine.batching import MicroBatcher
 from engine.errors import EngineError
 from engine.model import GenerationRequest, ModelError, RegionAwareModel, ResizeMode
+from engine.region_tasks import RegionSuggestion, RegionTaskError, describe_region, locate_finding
 from engine.report import (
     SUPPORTED_LANGUAGES,
     Box,
@@ -43,12 +44,16 @@ __all__ = [
     "Presence",
     "Region",
     "RegionAwareModel",
+    "RegionSuggestion",
+    "RegionTaskError",
     "ReportError",
     "ResizeMode",
     "Task",
     "Text",
     "analyze_study",
     "derive_uid",
+    "describe_region",
     "is_valid_uid",
+    "locate_finding",
     "short_uid",
 ]

@@ -19,11 +19,14 @@ vocabulary knows is named in every language.
 What counts as a suggestion
 ---------------------------
 Region → text: each ``<ref>`` with a label (its boxes, or the asked box when it
-has none; a box equal to the asked one is the asked box exactly), and a bare
-answer that is only a vocabulary name (how a VLM may answer "what is this?").
-Text → region: each ``<ref>`` with a box (unlabelled boxes are the query's). An
-answer without any (e.g. the default detector's "No cardiomegaly detected by the
-model in this region.") gives no suggestion: the model found nothing there.
+has none; a box equal to the asked one is the asked box exactly), and plain text
+(how a VLM may answer "what is this?"; a bare vocabulary name becomes the label,
+other text the description of an "unlabelled region"). An unlabelled ``<box>``
+is the asked region echoed, not an answer: the default detector answers so when
+it found nothing there ("No cardiomegaly detected by the model in this region.").
+Text → region: each ``<ref>`` with a box (unlabelled boxes are the query's);
+plain text (the detector's "No cardiomegaly found by the model in this image.")
+locates nothing. No suggestion means the model found nothing.
 """
 
 from __future__ import annotations
@@ -167,11 +170,13 @@ def _confidence(scores: tuple[float | None, ...]) -> float | None:
 def _items(phrases: Sequence[GroundedPhrase], task: Task, query: str | None) -> list[_Item]:
     items = []
     for phrase in phrases:
-        if not phrase.refs and task is Task.REGION_TO_TEXT:
-            bare = phrase.description.strip().rstrip(".。!！")
-            if bare and vocabulary.lookup(bare) is not None:
-                items.append(_Item(bare, "", (), None))
-            continue
+        if not phrase.refs:
+            if task is Task.REGION_TO_TEXT and phrase.description.strip():
+                # a VLM's plain answer about the asked region: a bare name is its label
+                bare = phrase.description.strip().rstrip(".。!！")
+                named = vocabulary.lookup(bare) is not None
+                items.append(_Item(bare if named else None, phrase.description, (), None))
+            continue  # text→region: plain text locates nothing
         for ref in phrase.refs:
             if task is Task.REGION_TO_TEXT and ref.label is None:
                 continue  # an unlabelled box: the asked region echoed, not an answer
@@ -217,11 +222,15 @@ def _texts(
     for index, language in enumerate(languages):
         source = item if index == 0 else counterparts.get(language)
         label = source.label if source is not None else None
-        if known is not None:
-            try:
-                label = known.name(language)
-            except vocabulary.VocabularyError:
-                pass
+        if known is not None and _has_vocabulary_language(language):
+            label = known.name(language)
+        elif source is not None and not (label or "").strip():
+            base = (
+                vocabulary.vocabulary_language(language)
+                if _has_vocabulary_language(language)
+                else "en"
+            )
+            label = vocabulary.UNLABELLED_REGION[base]
         if not label or not label.strip():
             continue
         labels[language] = label.strip()
@@ -229,10 +238,6 @@ def _texts(
             descriptions[language] = source.description.strip()
         elif source is not None:
             descriptions[language] = label.strip()
-    if not labels:
-        tag = languages[0]
-        base = vocabulary.vocabulary_language(tag) if _has_vocabulary_language(tag) else "en"
-        labels = {tag: vocabulary.UNLABELLED_REGION[base]}
     if not descriptions:
         descriptions = dict(labels)
     return Text(labels), Text(descriptions)

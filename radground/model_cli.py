@@ -1,6 +1,7 @@
 """``radground model …``: the default model from the command line.
 
-``info``, ``predict FILE.dcm [--lang en,zh-CN] [--png out.png]``, ``export-onnx``
+``info``, ``predict FILE.dcm [--lang en,zh-CN] [--png out.png]``, ``ask FILE.dcm --region
+X1,Y1,X2,Y2 | --where FINDING`` (the region tasks), ``export-onnx``
 (needs the ``train`` extra: torch) and ``build-trt`` (needs TensorRT, e.g. in
 NVIDIA's container images). ``radground.cli`` registers this group.
 """
@@ -307,6 +308,95 @@ def _write_preview(
     )
     png.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(png)
+
+
+def _region(value: str | None) -> tuple[float, float, float, float] | None:
+    if value is None:
+        return None
+    try:
+        x1, y1, x2, y2 = (float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("a box is x_min,y_min,x_max,y_max in source pixels") from None
+    return x1, y1, x2, y2
+
+
+@model.command()
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--region",
+    default=None,
+    help="Region -> text: what is in this box (x_min,y_min,x_max,y_max, source pixels)?",
+)
+@click.option("--where", "query", default=None, help="Text -> region: where is this finding?")
+@click.option("--lang", default="en,zh-CN", show_default=True,
+              help="Languages, the first being the query's.")
+@click.option("--frame", type=int, default=None, help="1-based frame of a multi-frame image.")
+@click.option("--json", "as_json", is_flag=True, help="Print the suggestions as JSON.")
+@_MODEL_OPTION
+@_PROVIDERS_OPTION
+def ask(
+    file: Path,
+    region: str | None,
+    query: str | None,
+    lang: str,
+    frame: int | None,
+    as_json: bool,
+    model_path: Path | None,
+    providers: str,
+) -> None:
+    """Ask the model about one image: what is in a box (--region), or where a finding is
+    (--where). The review page's region tasks, from the command line."""
+    import pydicom
+
+    from engine.model import ModelError
+    from engine.pixels import PixelError
+    from engine.region_tasks import RegionTaskError, describe_region, locate_finding
+    from engine.report import Box, ReportError
+
+    if (region is None) == (query is None):
+        raise click.UsageError("give either --region or --where")
+    languages = _languages(lang)
+    box = _region(region)
+    detector = _detector(model_path, providers, None)
+    try:
+        dataset = pydicom.dcmread(file)
+    except (OSError, pydicom.errors.InvalidDicomError) as exc:
+        raise click.ClickException(f"cannot read {file}: {exc}") from exc
+    try:
+        if box is not None:
+            suggestions = describe_region(
+                detector, None, dataset, frame, Box(*box), languages=languages
+            )
+        else:
+            suggestions = locate_finding(
+                detector, None, dataset, frame, query or "", language=languages[0],
+                languages=languages[1:],
+            )
+    except (RegionTaskError, ModelError, PixelError, ReportError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        rows = [
+            {
+                "label": s.label.as_dict(),
+                "description": s.description.as_dict(),
+                "confidence": s.confidence,
+                "box": [s.region.box.x_min, s.region.box.y_min, s.region.box.x_max,
+                        s.region.box.y_max],
+                "frame": s.region.image.frame_number,
+            }
+            for s in suggestions
+        ]
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=1))
+        return
+    if not suggestions:
+        click.echo("The model found nothing" + (" in this region." if box else "."))
+    for s in suggestions:
+        score = "" if s.confidence is None else f" ({s.confidence:.2f})"
+        b = s.region.box
+        click.echo(
+            f"{' / '.join(s.label.as_dict().values())}{score} at {b.x_min:.0f},{b.y_min:.0f},"
+            f"{b.x_max:.0f},{b.y_max:.0f}: {' / '.join(s.description.as_dict().values())}"
+        )
 
 
 @model.command("export-onnx")

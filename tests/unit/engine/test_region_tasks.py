@@ -189,10 +189,26 @@ def test_a_bare_vocabulary_answer_names_the_drawn_region(wide_image):
     assert suggestion.label["en"] == "left lung" and suggestion.label["zh-CN"] == "左肺"
 
 
-def test_free_text_and_unlabelled_boxes_are_no_region_suggestion(wide_image):
-    model = ScriptedModel(lambda r: "<box>[[1, 2, 30, 40]]</box>: I cannot tell what this is.")
+def test_an_unlabelled_box_is_no_suggestion(wide_image):
+    model = ScriptedModel(lambda r: "<box>[[1, 2, 30, 40]]</box>: Nothing detected here.")
     drawn = Box(10.0, 10.0, 200.0, 200.0)
     assert describe_region(model, None, wide_image, None, drawn, languages=("en",)) == []
+
+
+def test_a_free_text_answer_describes_the_drawn_region(wide_image):
+    model = ScriptedModel(
+        lambda r: "A calcified granuloma." if r.language == "en" else "钙化肉芽肿。"
+    )
+    drawn = Box(10.0, 10.0, 200.0, 200.0)
+    (suggestion,) = describe_region(model, None, wide_image, None, drawn,
+                                    languages=("en", "zh-CN"))
+    assert suggestion.label.as_dict() == {"en": "unlabelled region", "zh-CN": "未标注区域"}
+    assert suggestion.description.as_dict() == {"en": "A calcified granuloma.",
+                                                "zh-CN": "钙化肉芽肿。"}
+    assert suggestion.region.box == drawn
+    # text -> region: plain text locates nothing
+    assert locate_finding(model, None, wide_image, None, "granuloma", language="en",
+                          languages=()) == []
 
 
 def test_unknown_queries_are_asked_in_their_own_language_only(wide_image):
@@ -231,3 +247,20 @@ def test_bad_queries_and_answers(wide_image):
     with pytest.raises(RegionTaskError, match="does not do"):
         model.tasks = (Task.TEXT_TO_REGION,)
         describe_region(model, None, wide_image, None, Box(1, 1, 100, 100), languages=("en",))
+
+
+def test_a_frame_of_a_multi_frame_image_is_the_region_s_image(shared_data: Path):
+    import pydicom
+
+    from engine.pixels import FrameSelectionError
+
+    dataset = pydicom.dcmread(shared_data / "dicom" / "emri_small_jpeg_ls_lossless.dcm")
+    model = ScriptedModel(lambda r: "<ref>liver</ref><box>[[0, 0, 499, 499]]</box>: Liver.")
+    (suggestion,) = locate_finding(model, None, dataset, 3, "liver", language="en", languages=())
+    assert suggestion.region.image.frame_number == 3
+    assert suggestion.region.image.sop_instance_uid == dataset.SOPInstanceUID
+    np.testing.assert_array_equal(
+        model.requests[0].image, prepare_image(dataset, frame_number=3, size=(448, 448)).array
+    )
+    with pytest.raises(FrameSelectionError, match="10 frames"):
+        describe_region(model, None, dataset, None, Box(1, 1, 30, 30), languages=("en",))

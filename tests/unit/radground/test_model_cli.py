@@ -186,3 +186,28 @@ def test_preview_draws_without_a_cjk_font(monkeypatch, tmp_path) -> None:
         preview._font.cache_clear()
     assert canvas.size == (80, 64)
     assert np.asarray(canvas)[10, 20].sum() > 0  # the box's top edge
+
+
+def test_ask_what_is_in_a_region_and_where_a_finding_is(tmp_path: Path, shared_data: Path) -> None:
+    from tests.factories import make_chest_dx, write_dataset
+
+    # a held-out radiograph; the radiologist's Cardiomegaly box is 170,211,421,415
+    path = write_dataset(
+        make_chest_dx(shared_data / "nih-cxr-boxes" / "images" / "00000211_019.png"),
+        tmp_path / "cxr.dcm",
+    )
+    result = CliRunner().invoke(model, ["ask", str(path), "--region", "170,211,421,415", "--json"])
+    assert result.exit_code == 0, result.output
+    (answer,) = json.loads(result.output)
+    assert answer["label"] == {"en": "cardiomegaly", "zh-CN": "心影增大"}
+    assert answer["box"] == [170, 211, 421, 415] and answer["confidence"] >= 0.5
+    result = CliRunner().invoke(model, ["ask", str(path), "--where", "心影增大", "--lang",
+                                        "zh-CN,en"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("心影增大 / cardiomegaly (0.")
+    result = CliRunner().invoke(model, ["ask", str(path), "--region", "0,0,40,40"])
+    assert result.output.strip() == "The model found nothing in this region."
+    result = CliRunner().invoke(model, ["ask", str(path), "--where", "left lung"])
+    assert result.exit_code == 1 and "not a finding this model detects" in result.output
+    result = CliRunner().invoke(model, ["ask", str(path)])
+    assert result.exit_code == 2 and "either --region or --where" in result.output
