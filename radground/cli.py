@@ -522,10 +522,11 @@ def main() -> None:
 def _register_groups() -> None:
     from radground.jobs_cli import jobs, reprocess
     from radground.model_cli import model
+    from radground.review_cli import review
     from radground.routes_cli import routes
     from radground.users_cli import users
 
-    for command in (model, jobs, reprocess, routes, users):
+    for command in (model, jobs, reprocess, review, routes, users):
         cli.add_command(command)
 
 

@@ -39,7 +39,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -107,8 +107,8 @@ class ExportSummary:
     images_written
         PNGs under ``images/`` (0 without pixels).
     images_left_out
-        ``(file name, reason)`` of the images whose pixels could not be copied; their boxes
-        are not in ``boxes.csv``.
+        ``(file name, reason)`` of the images with boxes whose file could not be read: with
+        pixels, their boxes are not in ``boxes.csv``; without, they are listed unclipped.
     study_instance_uids
         The exported studies (for the audit trail; never logged).
     """
@@ -179,14 +179,19 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 class _Writer:
     """Collects an export's rows and images; one per export."""
 
-    def __init__(self, out_dir: Path, *, storage_root: Path, with_pixels: bool) -> None:
+    def __init__(
+        self, out_dir: Path, decisions: TextIO, *, storage_root: Path, with_pixels: bool
+    ) -> None:
         self.out_dir = out_dir
+        self.decisions = decisions
         self.storage_root = storage_root
         self.with_pixels = with_pixels
         self.pseudonyms = _Pseudonyms()
         self.images: dict[tuple[str, int | None], _Image] = {}
         self.instances: dict[str, tuple[str, str]] = {}  # SOP UID -> (path, series UID)
-        self.decisions: list[dict[str, Any]] = []
+        #: This review's decision lines, and the boxes each put in boxes.csv.
+        self.pending: list[tuple[dict[str, Any], list[tuple[_Image, list[float]]]]] = []
+        self.counts = {"findings": 0, "accepted": 0, "rejected": 0}
         self.outside_classes = 0
         #: Images that got boxes and whose file was not read yet.
         self.unread: dict[tuple[str, int | None], _Image] = {}
@@ -259,15 +264,15 @@ class _Writer:
         if accepted and training_class is None:
             self.outside_classes += 1
         final_regions = self.regions(final, patient)
-        if accepted and training_class is not None:
-            for image, box in final_regions:
+        boxed = final_regions if accepted and training_class is not None else []
+        if boxed:
+            for image, box in boxed:
                 if not image.boxes:
                     self.unread[(image.sop_instance_uid, image.frame_number)] = image
                 image.boxes.append({
                     "finding": training_class, "box": box, "tracking_uid": row.tracking_uid,
-                    "review": review_number,
                 })
-        self.decisions.append({
+        self.pending.append(({
             "review": review_number,
             "job_id": job_id,
             "study_instance_uid": study_uid,
@@ -285,12 +290,27 @@ class _Writer:
             "edited_languages": [tag for tag in row.edited_languages.split(",") if tag],
             "box_moved": row.box_moved,
             "box_iou": row.box_iou,
-            "in_boxes_csv": False,  # set when boxes.csv is written
+            "in_boxes_csv": False,  # set once the images are read (write_decisions)
             "decided_by": self.pseudonyms.reviewer(row.decided_by),
             "decided_at": _iso(row.decided_at),
             "signed_by": self.pseudonyms.reviewer(signed_by),
             "signed_at": _iso(signed_at),
-        })
+        }, boxed))
+
+    def write_decisions(self) -> None:
+        """Read this review's images, then write its decision lines (whether each finding's
+        box is in ``boxes.csv`` is known once its images are read)."""
+        self.read_images()
+        for line, boxed in self.pending:
+            line["in_boxes_csv"] = any(
+                _kept(image, self.with_pixels) and _clip(box, image.size) is not None
+                for image, box in boxed
+            )
+            self.decisions.write(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
+            self.counts["findings"] += 1
+            if line["decision"] in ("accepted", "rejected"):
+                self.counts[line["decision"]] += 1
+        self.pending.clear()
 
 
 def _clip(box: list[float], size: tuple[int, int] | None) -> list[float] | None:
@@ -389,7 +409,15 @@ def export_reviews(
     out_dir.mkdir(parents=True, exist_ok=True)
     if progress is not None:
         progress.started(len(reviews))
-    writer = _Writer(out_dir, storage_root=storage_root, with_pixels=with_pixels)
+    with (out_dir / "decisions.jsonl").open("w", encoding="utf-8") as decisions:
+        writer = _Writer(out_dir, decisions, storage_root=storage_root, with_pixels=with_pixels)
+        _write_reviews(session, writer, reviews, progress)
+    return _finish(writer, reviews, since=since, until=until)
+
+
+def _write_reviews(
+    session: Session, writer: _Writer, reviews: Sequence[Any], progress: ExportProgress | None
+) -> None:
     number = 0
     for chunk in _chunks(reviews, _CHUNK):
         rows = session.scalars(
@@ -415,10 +443,9 @@ def export_reviews(
                     study_uid=review.study_instance_uid, signed_at=review.signed_at,
                     signed_by=review.signed_by, patient=patient,
                 )
-            writer.read_images()
+            writer.write_decisions()
             if progress is not None:
                 progress.review_written()
-    return _finish(writer, reviews, since=since, until=until)
 
 
 def _finish(
@@ -427,7 +454,6 @@ def _finish(
     out_dir = writer.out_dir
     listed: dict[str, list[tuple[dict[str, Any], list[float]]]] = {}
     patients: dict[str, int] = {}
-    in_boxes: set[tuple[int, str]] = set()
     for image in writer.images.values():
         if not _kept(image, writer.with_pixels):
             continue
@@ -436,7 +462,6 @@ def _finish(
             if clipped is not None:
                 listed.setdefault(image.name, []).append((box, clipped))
                 patients[image.name] = image.patient_id
-                in_boxes.add((box["review"], box["tracking_uid"]))
     by_class = {c: 0 for c in CLASSES}
     with (out_dir / "boxes.csv").open("w", newline="", encoding="utf-8") as handle:
         rows = csv.writer(handle)
@@ -449,16 +474,11 @@ def _finish(
                     name, box["finding"], *clipped, patients[name], labels, box["tracking_uid"]
                 ])
                 by_class[box["finding"]] += 1
-    decisions = writer.decisions
-    with (out_dir / "decisions.jsonl").open("w", encoding="utf-8") as handle:
-        for line in decisions:
-            line["in_boxes_csv"] = (line["review"], line["tracking_uid"]) in in_boxes
-            handle.write(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
     summary = ExportSummary(
         reviews=len(reviews),
-        findings=len(decisions),
-        accepted=sum(d["decision"] == FindingDecision.ACCEPTED.value for d in decisions),
-        rejected=sum(d["decision"] == FindingDecision.REJECTED.value for d in decisions),
+        findings=writer.counts["findings"],
+        accepted=writer.counts["accepted"],
+        rejected=writer.counts["rejected"],
         boxes=sum(by_class.values()),
         images=len(listed),
         patients=len(set(patients.values())),

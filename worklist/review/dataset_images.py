@@ -23,18 +23,16 @@ from pydicom.errors import InvalidDicomError
 
 from engine.pixels import PixelError, prepare_image
 from engine.uids import short_uid
+from worklist.review.data_errors import ReviewDataError
 
 __all__ = ["ImageUnavailableError", "image_file_name", "image_size", "write_image_png"]
 
 logger = logging.getLogger(__name__)
 
 
-class ImageUnavailableError(Exception):
+class ImageUnavailableError(ReviewDataError):
     """An image could not be read or rendered; the message says why (no UID, no patient data).
-
-    Not a :class:`~worklist.errors.WorklistError`: the export catches it, leaves the image out
-    and lists it in the manifest.
-    """
+    The export catches it, leaves the image out and lists it in the manifest."""
 
 
 def image_file_name(sop_instance_uid: str, frame_number: int | None) -> str:

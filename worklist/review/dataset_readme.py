@@ -46,7 +46,8 @@ def readme_text(manifest: dict[str, Any]) -> str:
         "```",
         "",
         ("Both split the images by `patient_id` (20 % of the patients for validation), so at "
-        "least two patients are needed. This folder needs `images/` (`--with-pixels`) for that."),
+        "least two patients are needed"
+         + ("." if pixels["included"] else ", and `images/`: export again with `--with-pixels`.")),
         "",
         "## Files",
         "",
