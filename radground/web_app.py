@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
     from web.context import WebContext
     from web.runtime_info import NodeRuntime
-    from worklist.context import LoadedModel
 
 __all__ = [
     "WebPortInUseError",
@@ -173,12 +172,6 @@ def start_web_process(config: Path | None, listening: socket.socket) -> Supervis
     return supervised
 
 
-def _no_model_here(name: str) -> LoadedModel:
-    raise RuntimeError(
-        f"model {name!r} is not loaded in the web process: inference runs in the gpu workers"
-    )
-
-
 def probe_node(node: NodeSettings) -> NodeRuntime:
     """The node's DICOM listener as this process sees it: alive when its port accepts a
     connection within a fifth of a second (the web process may run apart from the node)."""
@@ -196,8 +189,10 @@ def probe_node(node: NodeSettings) -> NodeRuntime:
 
 def build_web_context(settings: Settings) -> WebContext:
     """The web application's context: the database, a pipeline context whose actions enqueue
-    Celery messages (``workers.broker_url``) and which loads no model, the login policy, the
-    base path, the STOW-RS size limit, the readiness checks and the metrics directory."""
+    Celery messages (``workers.broker_url``), the login policy, the base path, the STOW-RS size
+    limit, the readiness checks and the metrics directory. Reports are inferred by the gpu
+    workers; the web process loads a route's model only when a radiologist asks it a region
+    task on the review page (:mod:`worklist.review.assist`), once, on first use."""
     from dicom_node.ingest import InstanceIngest
     from engine.default_model.config import ONNX_PATH as DEFAULT_ONNX_PATH
     from radground.database import database_engine
@@ -215,7 +210,6 @@ def build_web_context(settings: Settings) -> WebContext:
     engine = database_engine(settings)
     pipeline = replace(
         build_context(settings, enqueue=tasks.CeleryEnqueuer(), engine=engine),
-        models=_no_model_here,
         actor=f"web-{os.getpid()}",
     )
     web = settings.web

@@ -26,6 +26,7 @@ __all__ = [
     "Admin",
     "Ingester",
     "Principal",
+    "Radiologist",
     "Reader",
     "client_address",
     "current_principal",
@@ -144,3 +145,5 @@ Reader = Annotated[Principal, Depends(require("read"))]
 Actor = Annotated[Principal, Depends(require("act"))]
 Ingester = Annotated[Principal, Depends(require("ingest"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
+#: Review changes (accept, reject, correct, sign): the radiologist's "review" permission.
+Radiologist = Annotated[Principal, Depends(require("review"))]

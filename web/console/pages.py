@@ -75,6 +75,7 @@ def render(
         {
             "principal": principal,
             "can_act": principal is not None and "act" in principal.scopes,
+            "can_review": principal is not None and "review" in principal.scopes,
             "csrf_token": principal.csrf_token if principal is not None else None,
             "url": lambda path: app_path(request, path),
             "now": datetime.now(LOCAL_TIME).strftime("%H:%M:%S"),

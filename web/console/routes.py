@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from exporters.errors import ExportError
 from exporters.sc import render_preview
 from web.auth import Reader
-from web.console import actions, login
+from web.console import actions, login, review
 from web.console.filters import PAGE_SIZES, job_filter, paging, study_filter
 from web.console.login import LoginRequiredError, Viewer, login_redirect
 from web.console.pages import LOCAL_TIME, render
@@ -42,6 +42,7 @@ __all__ = ["STATIC_PATH", "install_console", "router"]
 router = APIRouter(include_in_schema=False)
 router.include_router(login.router)
 router.include_router(actions.router)
+router.include_router(review.router)
 
 #: Where the stylesheet and the script are served.
 STATIC_PATH = "/static/console"

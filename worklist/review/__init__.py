@@ -4,7 +4,8 @@ The web console calls only what this package exports: open a job's review, decid
 finding (accept, reject with a reason, edit its texts, move its box, change its concept), add a
 finding, send the review back or sign it. Signing builds the job's signed artifact set
 (:mod:`worklist.review.signoff`, run by the export step). Exceptions derive from
-:class:`ReviewError` (a :class:`~worklist.errors.WorklistError`).
+:class:`ReviewError` (a :class:`~worklist.errors.WorklistError`); the model's region tasks for
+the review page are in :mod:`worklist.review.assist`.
 """
 
 from worklist.review.errors import (

@@ -10,6 +10,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from tests.unit.web.review_fixtures import SignedIn, sign_in, store_image
+from tests.unit.worklist.review.conftest import Reviewed, add_reviewed_job
 from web.accounts import create_account, issue_token
 from web.app import create_app
 from web.context import WebContext
@@ -73,3 +75,26 @@ def token_for(web_context: WebContext) -> Callable[..., str]:
             return issue_token(session, name, "test", scopes or ("read",), actor="test")
 
     return make
+
+
+@pytest.fixture
+def reviewed(web_context: WebContext) -> Reviewed:
+    """A job awaiting review: three model findings in English and Chinese on one stored image."""
+    job = add_reviewed_job(web_context.pipeline)
+    store_image(web_context, job)
+    return job
+
+
+@pytest.fixture
+def ann(app: FastAPI, web_context: WebContext) -> SignedIn:
+    return sign_in(app, web_context, "ann", Role.RADIOLOGIST)
+
+
+@pytest.fixture
+def bob(app: FastAPI, web_context: WebContext) -> SignedIn:
+    return sign_in(app, web_context, "bob", Role.RADIOLOGIST)
+
+
+@pytest.fixture
+def vera(app: FastAPI, web_context: WebContext) -> SignedIn:
+    return sign_in(app, web_context, "vera", Role.VIEWER)
