@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
+from pydicom import dcmread
 from sqlalchemy import select
 
 from tests.factories import make_chest_dx, write_dataset
@@ -42,7 +43,7 @@ from tests.integration.test_console_browser import (
 )
 from tests.integration.test_pipeline import CXR
 from worklist.db import create_db_engine, make_session_factory
-from worklist.jobs_models import AuditEvent, Job, JobState
+from worklist.jobs_models import Artifact, AuditEvent, Job, JobState
 from worklist.review_models import FindingDecision, Review, ReviewFinding, ReviewState
 
 DOCS_IMAGES = REPO / "docs" / "images"
@@ -272,10 +273,26 @@ def test_review_and_sign_in_a_real_browser(node, shared_data: Path):
         finally:
             browser.close()
 
-    # the sign-off enqueued the export of its artifact set, which ran (what it builds is the
-    # exporters' and the pipeline's tests' business)
-    wait_until(lambda: _job_in(sessions, JobState.DONE, JobState.FAILED, JobState.DELIVERING)
-               == job_id, 120, what="the signed set exported", logs=[serve])
+    # the sign-off's set: a VERIFIED SR per reviewed language with the radiologist's sentences
+    wait_until(lambda: _job_in(sessions, JobState.DONE, JobState.FAILED) == job_id, 120,
+               what="the signed set exported", logs=[serve])
+    with sessions() as session:
+        job = session.get_one(Job, job_id)
+        assert job.state is JobState.DONE, job.last_error
+        signed_srs = {
+            a.language: workdir / "outputs" / a.path
+            for a in session.scalars(select(Artifact).where(
+                Artifact.job_id == job_id, Artifact.artifact_set == 1, Artifact.kind == "sr"))
+        }
+    assert sorted(signed_srs) == ["en", "zh-CN"]
+    for language, sentence in (
+        ("en", "Enlarged cardiac silhouette; cardiothoracic ratio about 0.6."),
+        ("zh-CN", "心影增大，心胸比约0.6。"),
+    ):
+        sr = dcmread(signed_srs[language])
+        assert (sr.VerificationFlag, sr.CompletionFlag) == ("VERIFIED", "COMPLETE")
+        assert sr.VerifyingObserverSequence[0].VerifyingObserverName == "Example^Rita"
+        assert sentence.encode() in signed_srs[language].read_bytes()  # ISO_IR 192: UTF-8
     with sessions() as session:
         actions = [e.action for e in session.scalars(
             select(AuditEvent).where(AuditEvent.job_id == job_id).order_by(AuditEvent.id))]
