@@ -166,7 +166,9 @@ def database_times(sessions: sessionmaker[Session], job_id: int) -> tuple[float,
     from worklist.review_models import Review
 
     with sessions() as session:
-        signed_at: datetime = session.scalar(select(Review.signed_at).where(Review.job_id == job_id))
+        signed_at: datetime = session.scalar(
+            select(Review.signed_at).where(Review.job_id == job_id)
+        )
         last = {
             artifact_set: delivered
             for artifact_set, delivered in session.execute(
@@ -221,11 +223,11 @@ def report(console: Console, timings: list[JobTiming]) -> None:
     table.add_row(*row("sign → signed set delivered to PACS + EHR (database)", signed_db))
     table.add_row(*row("peer: model result → model set delivered to PACS (database)", first))
     console.print(table)
-    console.print(
-        f"ratio sign-off / first pass: p50 {percentile(signed_db, 50) / percentile(first, 50):.2f}x,"
-        f" p95 {percentile(signed_db, 95) / percentile(first, 95):.2f}x; "
-        f"findings per job: {min(t.findings for t in timings)}–{max(t.findings for t in timings)}"
-    )
+    p50 = percentile(signed_db, 50) / percentile(first, 50)
+    p95 = percentile(signed_db, 95) / percentile(first, 95)
+    findings = [t.findings for t in timings]
+    console.print(f"ratio sign-off / first pass: p50 {p50:.2f}x, p95 {p95:.2f}x; "
+                  f"findings per job: {min(findings)}–{max(findings)}")
 
 
 def run(args: argparse.Namespace, console: Console, work: Path) -> list[JobTiming]:
