@@ -3,8 +3,9 @@
 One run on this machine: ``radground serve`` on a fresh PostgreSQL database, a route with
 ``review = "before_ehr"`` to a real PACS (dcmtk's ``storescp``: SR, GSPS, KOS) and an EHR (the
 FHIR stand-in :class:`tests.integration.fhir_server.FhirTestServer`). Fresh single-image chest
-DX studies (made from ``../shared/data/nih-cxr-boxes/images``) are sent with dcmtk's
-``storescu``; each job exports the model's set, delivers it to the PACS and waits for review.
+DX studies (made from the ``../shared/data/nih-cxr-boxes`` images with a cardiomegaly box, the
+finding the default model reports) are sent one at a time with dcmtk's ``storescu``; each job
+exports the model's set, delivers it to the PACS and waits for review.
 
 Then, one job at a time, as a radiologist in the console would over the REST API (a console
 session with its CSRF token): open the review, accept every finding, sign. Measured per job:
@@ -28,6 +29,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import shutil
 import subprocess
@@ -45,7 +47,7 @@ import httpx
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bench._processes import (
@@ -58,6 +60,7 @@ from bench._processes import (
 )
 from bench.ingest import wait_until_settled
 from bench.turnaround import make_study, percentile
+from worklist.db import create_db_engine, make_session_factory
 
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 PATIENT_SYSTEM = "urn:oid:1.2.826.0.1.3680043.10.1199.1"
@@ -72,6 +75,15 @@ class JobTiming:
     sign_to_delivered_client: float
     sign_to_delivered_db: float
     first_pass: float
+
+
+def cardiomegaly_images(root: Path) -> list[Path]:
+    """The NIH images with a cardiomegaly box (the finding the default model reports), so that
+    every review has findings to decide."""
+    with (root / "boxes.csv").open(newline="") as handle:
+        names = sorted({row["image"] for row in csv.DictReader(handle)
+                        if row["finding"] == "Cardiomegaly"})
+    return [root / "images" / name for name in names]
 
 
 def write_config(work: Path, *, database_url: str, dicom_port: int, web_port: int,
@@ -233,13 +245,13 @@ def report(console: Console, timings: list[JobTiming]) -> None:
 def run(args: argparse.Namespace, console: Console, work: Path) -> list[JobTiming]:
     from tests.integration.fhir_server import FhirTestServer
 
-    pngs = sorted((args.data / "nih-cxr-boxes" / "images").glob("*.png"))[: args.studies]
+    pngs = cardiomegaly_images(args.data / "nih-cxr-boxes")[: args.studies]
     if len(pngs) < args.studies:
-        raise SystemExit(f"only {len(pngs)} images under {args.data}/nih-cxr-boxes/images")
+        raise SystemExit(f"only {len(pngs)} cardiomegaly images under {args.data}/nih-cxr-boxes")
     studies = work / "studies"
     studies.mkdir()
     files = [make_study(png, studies)[1] for png in pngs]
-    database_name, database_url = create_postgres_database()
+    database_url, database_name = create_postgres_database()
     group = ProcessGroup(work / "logs")
     pacs_port, dicom_port, web_port = free_port(), free_port(), free_port()
     (work / "pacs").mkdir()
@@ -256,13 +268,18 @@ def run(args: argparse.Namespace, console: Console, work: Path) -> list[JobTimin
                                              str(config), "serve"], cwd=REPO, env=env)
             wait_until(lambda: accepts(web_port), 120, "radground serve", group)
             wait_until_settled(node.pid)
-            sessions = sessionmaker(create_engine(database_url))
+            sessions = make_session_factory(create_db_engine(database_url))
             cookie, csrf = radiologist_session(sessions)
-            subprocess.run(["storescu", "-aet", "BENCH", "-aec", "RADGROUND", "127.0.0.1",
-                            str(dicom_port), *map(str, files)], check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            wait_until(lambda: len(awaiting_jobs(sessions)) >= args.studies, 600,
-                       "every job awaiting review with its model set at the PACS", group)
+            with Progress(console=console) as progress:
+                task = progress.add_task("send, infer, deliver to the PACS", total=len(files))
+                for number, file in enumerate(files, start=1):
+                    # one at a time: the first pass (the peer) is timed on an unloaded node
+                    subprocess.run(["storescu", "-aet", "BENCH", "-aec", "RADGROUND",
+                                    "127.0.0.1", str(dicom_port), str(file)], check=True,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    wait_until(lambda n=number: len(awaiting_jobs(sessions)) >= n, 300,
+                               "the job awaiting review with its model set at the PACS", group)
+                    progress.advance(task)
             timings = []
             with httpx.Client(base_url=f"http://127.0.0.1:{web_port}",
                               cookies={"radground_session": cookie},
