@@ -89,7 +89,7 @@ def _session(*, audited: bool = False) -> Iterator[Session]:
     from radground.database import database_engine
     from worklist.db import make_session_factory
     from worklist.migrate import upgrade_database
-    from worklist.review.data_errors import ReviewDataError
+    from worklist.review.errors import ReviewDataError
 
     settings = _settings()
     engine = database_engine(settings)
@@ -146,8 +146,8 @@ def export(since: date | datetime, until: date | datetime | None, with_pixels: b
     before the folder leaves the site. The export is audited (ATNA Export).
     Exits 1 when OUT is not empty or no review was signed in the period.
     """
-    from worklist.review.data_errors import NoSignedReviewsError, ReviewDataError
     from worklist.review.dataset import export_reviews
+    from worklist.review.errors import NoSignedReviewsError, ReviewDataError
 
     start, end = _start(since), _end(until)
     settings = _settings()

@@ -65,7 +65,7 @@ from worklist import review as service
 from worklist.context import StepError
 from worklist.errors import InvalidFilterError
 from worklist.review import assist, figures
-from worklist.review.data_errors import InvalidPeriodError
+from worklist.review.errors import InvalidPeriodError
 from worklist.views import MAX_PAGE_SIZE, Page
 
 __all__ = ["PRIORITIES", "awaiting_page", "review_body", "review_problem", "router"]

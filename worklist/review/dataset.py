@@ -47,7 +47,6 @@ from sqlalchemy.orm import Session
 from engine.default_model.config import CLASSES
 from worklist.jobs_models import Job
 from worklist.models import Instance, Series, Study
-from worklist.review.data_errors import ExportDirectoryNotEmptyError, NoSignedReviewsError
 from worklist.review.dataset_images import (
     ImageUnavailableError,
     image_file_name,
@@ -55,6 +54,7 @@ from worklist.review.dataset_images import (
     write_image_png,
 )
 from worklist.review.dataset_readme import readme_text
+from worklist.review.errors import ExportDirectoryNotEmptyError, NoSignedReviewsError
 from worklist.review.figures import check_period
 from worklist.review_classes import dataset_class
 from worklist.review_models import FindingDecision, Review, ReviewFinding, ReviewState

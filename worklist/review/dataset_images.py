@@ -23,7 +23,7 @@ from pydicom.errors import InvalidDicomError
 
 from engine.pixels import PixelError, prepare_image
 from engine.uids import short_uid
-from worklist.review.data_errors import ReviewDataError
+from worklist.review.errors import ReviewDataError
 
 __all__ = ["ImageUnavailableError", "image_file_name", "image_size", "write_image_png"]
 

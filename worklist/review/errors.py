@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from worklist.errors import WorklistError
 
-__all__ = ["ReviewConflictError", "ReviewError", "ReviewInputError", "ReviewNotFoundError"]
+__all__ = [
+    "ExportDirectoryNotEmptyError",
+    "InvalidPeriodError",
+    "NoSignedReviewsError",
+    "ReviewConflictError",
+    "ReviewDataError",
+    "ReviewError",
+    "ReviewInputError",
+    "ReviewNotFoundError",
+]
 
 
 class ReviewError(WorklistError):
@@ -26,3 +35,22 @@ class ReviewConflictError(ReviewError):
 class ReviewInputError(ReviewError, ValueError):
     """A change that is not valid: a bad box, an unknown language, an empty text, a rejection
     without a reason, a sign-off while findings are pending (HTTP 400/422)."""
+
+
+class ReviewDataError(ReviewError):
+    """The reviewed-findings dataset or the figures cannot be made as asked
+    (:mod:`worklist.review.dataset`, :mod:`worklist.review.figures`); the CLI prints the message
+    and exits 1."""
+
+
+class InvalidPeriodError(ReviewDataError, ValueError):
+    """The period is empty (``since`` not before ``until``) or its ends have no timezone."""
+
+
+class ExportDirectoryNotEmptyError(ReviewDataError, FileExistsError):
+    """The export's folder already holds files (an export never mixes with, or overwrites,
+    another)."""
+
+
+class NoSignedReviewsError(ReviewDataError, LookupError):
+    """No review was signed in the period: there is nothing to export."""

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, case, func, select
 from sqlalchemy.orm import Session
 
-from worklist.review.data_errors import InvalidPeriodError
+from worklist.review.errors import InvalidPeriodError
 from worklist.review_models import (
     FindingDecision,
     FindingOrigin,

@@ -25,7 +25,7 @@ from web.context import WebContext
 from worklist import review as service
 from worklist.errors import InvalidFilterError
 from worklist.review import figures
-from worklist.review.data_errors import InvalidPeriodError
+from worklist.review.errors import InvalidPeriodError
 
 __all__ = ["WAITS", "router"]
 

@@ -18,9 +18,9 @@ from engine.report import Box, Region
 from tests.index_rows import add_job
 from tests.review_rows import add_chest_study, add_review, add_review_finding, make_finding
 from worklist.db import make_session_factory
-from worklist.review.data_errors import ExportDirectoryNotEmptyError, NoSignedReviewsError
 from worklist.review.dataset import BOXES_CSV_COLUMNS, export_reviews
 from worklist.review.dataset_images import image_file_name
+from worklist.review.errors import ExportDirectoryNotEmptyError, NoSignedReviewsError
 from worklist.review_models import FindingDecision, RejectReason
 
 DAY = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)

@@ -13,7 +13,7 @@ from engine.report import Box, Region, Text
 from tests.index_rows import add_job, add_study
 from tests.review_rows import add_review, add_review_finding, make_finding
 from worklist.db import make_session_factory
-from worklist.review.data_errors import InvalidPeriodError
+from worklist.review.errors import InvalidPeriodError
 from worklist.review.figures import TOTAL, class_figures, total_figures
 from worklist.review_models import FindingDecision, RejectReason, ReviewState
 
