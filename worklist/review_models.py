@@ -77,6 +77,8 @@ class Review(Base):
     """The review of one job (one study revision along one route)."""
 
     __tablename__ = "reviews"
+    # the figures and the dataset export of a period (signed reviews by signing time)
+    __table_args__ = (Index("ix_reviews_state_signed_at", "state", "signed_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), unique=True)

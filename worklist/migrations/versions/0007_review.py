@@ -55,6 +55,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_reviews")),
         sa.UniqueConstraint("job_id", name=op.f("uq_reviews_job_id")),
     )
+    with op.batch_alter_table("reviews", schema=None) as batch_op:
+        batch_op.create_index("ix_reviews_state_signed_at", ["state", "signed_at"], unique=False)
     op.create_table(
         "review_findings",
         sa.Column("id", sa.Integer(), nullable=False),
