@@ -28,6 +28,14 @@ from worklist.accounts_models import Role
 from worklist.context import DicomTarget
 from worklist.destinations.protocol import DeliveryStatus
 from worklist.models import RevisionOutcome
+from worklist.review_models import (
+    FindingDecision,
+    FindingOrigin,
+    RejectReason,
+    Review,
+    ReviewFinding,
+)
+from worklist.routing import Route
 
 REPO = Path(__file__).resolve().parents[3]
 DASHBOARD = REPO / "docs" / "grafana-dashboard.json"
@@ -151,6 +159,15 @@ def _some_activity() -> None:
     worklist_metrics.delivery_recorded("PACS", DeliveryStatus.DELIVERED, retry=False)
     worklist_metrics.delivery_recorded("PACS", DeliveryStatus.RETRYABLE, retry=True)
     MODEL_INFERENCE_SECONDS.labels("dashboard-model").observe(0.1)
+    worklist_metrics.review_signed("chest", 600.0)
+    worklist_metrics.record_signed_review(Review(findings=[
+        ReviewFinding(origin=FindingOrigin.MODEL, decision=FindingDecision.ACCEPTED,
+                      model_class="cardiomegaly", box_iou=0.8),
+        ReviewFinding(origin=FindingOrigin.MODEL, decision=FindingDecision.REJECTED,
+                      reject_reason=RejectReason.NOT_PRESENT, model_class="cardiomegaly"),
+        ReviewFinding(origin=FindingOrigin.RADIOLOGIST, decision=FindingDecision.ACCEPTED,
+                      final_class="rib fracture"),
+    ]))
 
 
 _PROMQL_FUNCTIONS_AND_WORDS = frozenset({
@@ -175,7 +192,7 @@ def test_the_grafana_dashboard_uses_only_metrics_that_metrics_exposes(web_contex
     _some_activity()
     pacs = DicomTarget(Destination("PACS", "127.0.0.1", 104), name="PACS")
     context = dataclasses.replace(web_context, pipeline=dataclasses.replace(
-        web_context.pipeline, destinations={"PACS": pacs}))
+        web_context.pipeline, destinations={"PACS": pacs}, routes=(Route("chest"),)))
     with _client(context) as client:
         response = client.get("/metrics", headers=_bearer(token_for(Role.VIEWER, "read")))
     exposed = {

@@ -97,6 +97,9 @@
           var selectName = document.getElementById("select-tool-name");
           if (selectName) { selectName.textContent = "Select"; }
           suggestions = [];
+          var help = fresh.getElementById("viewer-help");
+          var shown = document.getElementById("viewer-help");
+          if (help && shown) { shown.replaceWith(document.importNode(help, true)); }
         }
         drawSuggestions();
         if (keep) {
