@@ -7,9 +7,7 @@ node's own audit trail (``radground jobs show`` lists a job's entries).
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Self
 import click
 
 from radground.settings import Settings
+from radground.users_cli import cli_actor
 
 if TYPE_CHECKING:  # imported where used, so that the CLI starts quickly
     from sqlalchemy.orm import Session
@@ -32,14 +31,6 @@ __all__ = ["review"]
 
 def _settings() -> Settings:
     return click.get_current_context().find_root().obj.settings
-
-
-def _actor() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (a container's numeric user)
-        user = f"uid{os.getuid()}"
-    return f"cli:{user}"
 
 
 class _When(click.ParamType):
@@ -151,7 +142,7 @@ def export(since: date | datetime, until: date | datetime | None, with_pixels: b
 
     start, end = _start(since), _end(until)
     settings = _settings()
-    actor = _actor()
+    actor = cli_actor()
     failure: OSError | None = None
     with _session(audited=True) as session, _Progress(disabled=quiet) as progress:
         try:

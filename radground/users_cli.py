@@ -20,7 +20,7 @@ from radground.settings import Settings
 if TYPE_CHECKING:  # imported where used, so that the CLI starts quickly
     from sqlalchemy.orm import Session
 
-__all__ = ["users"]
+__all__ = ["cli_actor", "users"]
 
 T = TypeVar("T")
 _ROLES = ("viewer", "operator", "radiologist", "admin")
@@ -31,7 +31,8 @@ def _settings() -> Settings:
     return click.get_current_context().find_root().obj.settings
 
 
-def _actor() -> str:
+def cli_actor() -> str:
+    """Who runs a ``radground`` command, as the audit trail names them: ``cli:<user>``."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no passwd entry (a container's numeric user)
@@ -141,7 +142,7 @@ def add(
         f"account {name} added ({role})",
         lambda session: create_account(
             session, name, Role(role), password=password, full_name=full_name,
-            organisation=organisation, actor=_actor(),
+            organisation=organisation, actor=cli_actor(),
         ),
     )
 
@@ -181,7 +182,7 @@ def passwd(name: str, password_stdin: bool) -> None:
 
     password = _new_password(password_stdin)
     _change(f"password of {name} set",
-            lambda session: set_password(session, name, password, actor=_actor()))
+            lambda session: set_password(session, name, password, actor=cli_actor()))
 
 
 @users.command()
@@ -191,7 +192,7 @@ def unlock(name: str) -> None:
     from web.accounts import unlock_account
 
     _change(f"account {name} unlocked",
-            lambda session: unlock_account(session, name, actor=_actor()))
+            lambda session: unlock_account(session, name, actor=cli_actor()))
 
 
 @users.command()
@@ -201,7 +202,7 @@ def disable(name: str) -> None:
     from web.accounts import set_account_disabled
 
     _change(f"account {name} disabled",
-            lambda session: set_account_disabled(session, name, True, actor=_actor()))
+            lambda session: set_account_disabled(session, name, True, actor=cli_actor()))
 
 
 @users.command()
@@ -211,7 +212,7 @@ def enable(name: str) -> None:
     from web.accounts import set_account_disabled
 
     _change(f"account {name} enabled",
-            lambda session: set_account_disabled(session, name, False, actor=_actor()))
+            lambda session: set_account_disabled(session, name, False, actor=cli_actor()))
 
 
 @users.command()
@@ -241,7 +242,7 @@ def token(name: str, scopes: tuple[str, ...], label: str, expires_days: int | No
 
     expires_at = utcnow() + timedelta(days=expires_days) if expires_days else None
     with _session() as session:
-        secret = issue_token(session, name, label, scopes, expires_at=expires_at, actor=_actor())
+        secret = issue_token(session, name, label, scopes, expires_at=expires_at, actor=cli_actor())
         token_id = session.scalar(
             select(func.max(ApiToken.id)).join(Account).where(Account.name == name)
         )
@@ -289,4 +290,4 @@ def revoke(token_id: int) -> None:
     from web.accounts import revoke_token
 
     _change(f"API token {token_id} revoked",
-            lambda session: revoke_token(session, token_id, actor=_actor()))
+            lambda session: revoke_token(session, token_id, actor=cli_actor()))

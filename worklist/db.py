@@ -7,11 +7,21 @@ a fork.
 
 from __future__ import annotations
 
+import enum
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import CursorResult, DateTime, Engine, MetaData, Result, create_engine, event
+from sqlalchemy import (
+    CursorResult,
+    DateTime,
+    Engine,
+    Enum,
+    MetaData,
+    Result,
+    create_engine,
+    event,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -23,6 +33,7 @@ __all__ = [
     "UTCDateTime",
     "create_db_engine",
     "make_session_factory",
+    "string_enum",
     "updated_rows",
     "utcnow",
 ]
@@ -42,6 +53,14 @@ class Base(DeclarativeBase):
     """Declarative base of every table RadGround keeps."""
 
     metadata = MetaData(naming_convention=_NAMING)
+
+
+def string_enum(cls: type[enum.Enum], name: str) -> Enum:
+    """A column type for ``cls`` stored as its values in a VARCHAR(16) (no database enum type: a
+    new member needs no migration)."""
+    return Enum(
+        cls, name=name, values_callable=lambda e: [m.value for m in e], native_enum=False, length=16
+    )
 
 
 def utcnow() -> datetime:

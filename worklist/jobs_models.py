@@ -11,20 +11,15 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from worklist.db import Base, UTCDateTime
+from worklist.db import Base, UTCDateTime, string_enum
 
 __all__ = [
     "MODEL_SET", "Artifact", "AuditEvent", "Delivery", "DeliveryState", "Job", "JobState"
 ]
 
-
-def _enum(cls: type[enum.Enum], name: str) -> Enum:
-    return Enum(
-        cls, name=name, values_callable=lambda e: [m.value for m in e], native_enum=False, length=16
-    )
 
 
 class JobState(enum.StrEnum):
@@ -71,7 +66,9 @@ class Job(Base):
     revision: Mapped[int] = mapped_column(Integer)
     route: Mapped[str] = mapped_column(String(64))
     model: Mapped[str] = mapped_column(String(64))
-    state: Mapped[JobState] = mapped_column(_enum(JobState, "job_state"), default=JobState.QUEUED)
+    state: Mapped[JobState] = mapped_column(
+        string_enum(JobState, "job_state"), default=JobState.QUEUED
+    )
     #: How often inference started (a task redelivered after a crash counts again). The
     #: running attempt's number is its fencing token: a step commits its result only
     #: while the job still holds the attempt it claimed (:mod:`worklist.leases`).
@@ -146,7 +143,7 @@ class Delivery(Base):
     #: The destination's type when the delivery was created: "dicom", "dicomweb", "fhir" or "hl7".
     protocol: Mapped[str] = mapped_column(String(8))
     state: Mapped[DeliveryState] = mapped_column(
-        _enum(DeliveryState, "delivery_state"), default=DeliveryState.PENDING
+        string_enum(DeliveryState, "delivery_state"), default=DeliveryState.PENDING
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     #: When the next attempt is due (a retry scheduled by the retry policy); None while one runs.

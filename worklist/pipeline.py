@@ -170,7 +170,6 @@ def run_inference(ctx: PipelineContext, job_id: int) -> None:
     """Run the model on the job's study revision; then enqueue the export."""
     from engine.analyze import NotApplicableError, analyze_study
     from engine.errors import EngineError
-    from engine.pixels import ImageSelection, VolumeStrategy
 
     with ctx.sessions.begin() as session:
         job = session.get(Job, job_id, with_for_update=True)
@@ -207,19 +206,10 @@ def run_inference(ctx: PipelineContext, job_id: int) -> None:
         route = _route(ctx, route_name)
         loaded = ctx.models(route.model)
         datasets = [dcmread(ctx.storage_root / f.path, defer_size="64 KB") for f in facts]
-        selection = ImageSelection(
-            modalities=route.modalities,
-            body_parts=route.body_parts,
-            view_positions=route.view_positions,
-            sop_class_uids=route.sop_classes,
-            series_description=route.series_description or None,
-            volume_strategy=VolumeStrategy(route.volume_strategy),
-            slice_count=route.slice_count,
-        )
         report = analyze_study(
             datasets,
             loaded.model,
-            selection=selection,
+            selection=route.image_selection(),
             languages=route.languages,
             task=Task(route.task),
             targets=route.targets,

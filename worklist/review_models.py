@@ -13,10 +13,10 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from worklist.db import Base, UTCDateTime
+from worklist.db import Base, UTCDateTime, string_enum
 
 __all__ = [
     "FindingDecision",
@@ -27,11 +27,6 @@ __all__ = [
     "ReviewState",
 ]
 
-
-def _enum(cls: type[enum.Enum], name: str) -> Enum:
-    return Enum(
-        cls, name=name, values_callable=lambda e: [m.value for m in e], native_enum=False, length=16
-    )
 
 
 class ReviewState(enum.StrEnum):
@@ -83,7 +78,7 @@ class Review(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), unique=True)
     state: Mapped[ReviewState] = mapped_column(
-        _enum(ReviewState, "review_state"), default=ReviewState.OPEN
+        string_enum(ReviewState, "review_state"), default=ReviewState.OPEN
     )
     #: Raised by every change; a change made against an older version is refused (409), so two
     #: radiologists never overwrite each other's decisions and only one can sign.
@@ -126,12 +121,12 @@ class ReviewFinding(Base):
     tracking_uid: Mapped[str] = mapped_column(String(64))
     #: Display order (the model's order, added findings after).
     position: Mapped[int] = mapped_column(Integer)
-    origin: Mapped[FindingOrigin] = mapped_column(_enum(FindingOrigin, "finding_origin"))
+    origin: Mapped[FindingOrigin] = mapped_column(string_enum(FindingOrigin, "finding_origin"))
     decision: Mapped[FindingDecision] = mapped_column(
-        _enum(FindingDecision, "finding_decision"), default=FindingDecision.PENDING
+        string_enum(FindingDecision, "finding_decision"), default=FindingDecision.PENDING
     )
     reject_reason: Mapped[RejectReason | None] = mapped_column(
-        _enum(RejectReason, "reject_reason"), default=None
+        string_enum(RejectReason, "reject_reason"), default=None
     )
     reject_note: Mapped[str] = mapped_column(Text, default="")
     #: The finding's class as the model named it (English label, or the coded concept's

@@ -11,13 +11,16 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from worklist.jobs_models import Artifact
 from worklist.models import Instance, Series
+
+if TYPE_CHECKING:
+    from engine.pixels import ImageSelection
 
 __all__ = [
     "InstanceFacts",
@@ -111,6 +114,20 @@ class Route:
 
     def matches(self, facts: InstanceFacts) -> bool:
         return not self.mismatches(facts)
+
+    def image_selection(self) -> ImageSelection:
+        """Which images and frames of a matching study its jobs analyse."""
+        from engine.pixels import ImageSelection, VolumeStrategy  # numpy and pydicom: not at import
+
+        return ImageSelection(
+            modalities=self.modalities,
+            body_parts=self.body_parts,
+            view_positions=self.view_positions,
+            sop_class_uids=self.sop_classes,
+            series_description=self.series_description or None,
+            volume_strategy=VolumeStrategy(self.volume_strategy),
+            slice_count=self.slice_count,
+        )
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,7 @@ from pydicom.errors import InvalidDicomError
 from sqlalchemy.orm import Session
 
 from dicom_node.uids import short_uid
-from engine.pixels import (
-    FrameSelectionError,
-    ImageSelection,
-    PixelError,
-    VolumeStrategy,
-    select_images,
-)
+from engine.pixels import FrameSelectionError, PixelError, select_images
 from engine.pixels.decode import resolve_frame
 from engine.region_tasks import RegionSuggestion, RegionTaskError, describe_region, locate_finding
 from engine.report import Box, ReportError
@@ -153,19 +147,6 @@ def suggest_for_region(
     return suggestions
 
 
-def _selection(route: Route) -> ImageSelection:
-    """The images the route's jobs analyse (as the pipeline's inference step selects them)."""
-    return ImageSelection(
-        modalities=route.modalities,
-        body_parts=route.body_parts,
-        view_positions=route.view_positions,
-        sop_class_uids=route.sop_classes,
-        series_description=route.series_description or None,
-        volume_strategy=VolumeStrategy(route.volume_strategy),
-        slice_count=route.slice_count,
-    )
-
-
 def _by_confidence(suggestion: RegionSuggestion) -> float:
     return -1.0 if suggestion.confidence is None else suggestion.confidence
 
@@ -212,7 +193,7 @@ def suggest_locations(
         )
     facts = study_instance_facts(session, job.study_pk)
     datasets = [_read(ctx, job_id, fact) for fact in facts]
-    candidates = select_images(datasets, _selection(route))
+    candidates = select_images(datasets, route.image_selection())
     if not candidates:
         raise ReviewNotFoundError(f"job {job_id}'s study has no image its route analyses")
     loaded = _model(ctx, route)
